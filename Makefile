@@ -1,0 +1,90 @@
+# sdrender build.
+#   make                 build/sdrender (optimized for this CPU: -O3 -march=native)
+#   make check           build and run every test (tests/test_*.c, cmocka)
+#   make check SANITIZE=1  the same under ASan + UBSan (objects in build/san)
+#   make PORTABLE=1      no -march=native (x86-64-v2), for binaries copied to other machines
+#   make bench           time U-Net, VAE and text encoder on the full SD 1.5 architecture
+#   make demo            tiny model end to end: init-model, enqueue, mpirun run, status
+# Every library is found with pkg-config; see scripts/install-deps.sh.
+
+PKGS     := openblas libpng zlib jansson yaml-0.1 sqlite3 ompi
+CC       ?= cc
+BUILD    ?= build
+OPT      ?= -O3
+
+ifeq ($(SANITIZE),1)
+BUILD    := build/san
+OPT      := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDSAN    := -fsanitize=address,undefined
+endif
+
+ifeq ($(PORTABLE),1)
+ARCH     := -march=x86-64-v2 -mtune=generic
+else
+ARCH     := -march=native
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+
+CFLAGS   := -std=c11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation \
+            -D_GNU_SOURCE $(PKG_CFLAGS) -Icore -Ijobs -Impi $(EXTRA_CFLAGS)
+LDFLAGS  := -fopenmp $(LDSAN)
+LDLIBS   := $(PKG_LIBS) -lcmocka -lm -lpthread
+
+CORE_SRC := $(wildcard core/*.c)
+JOBS_SRC := $(wildcard jobs/*.c)
+MPI_SRC  := $(wildcard mpi/*.c)
+CMD_SRC  := $(wildcard cmd/*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+TESTUTIL := tests/testutil.c
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+CORE_OBJ := $(call obj,$(CORE_SRC))
+JOBS_OBJ := $(call obj,$(JOBS_SRC))
+MPI_OBJ  := $(call obj,$(MPI_SRC))
+CMD_OBJ  := $(call obj,$(CMD_SRC))
+LIBS     := $(BUILD)/libsdmpi.a $(BUILD)/libsdjobs.a $(BUILD)/libsdcore.a
+TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+.PHONY: all check bench demo clean tests
+.DELETE_ON_ERROR:
+.SECONDARY:
+
+all: $(BUILD)/sdrender
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "CC $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libsdcore.a: $(CORE_OBJ)
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+$(BUILD)/libsdjobs.a: $(JOBS_OBJ)
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $(if $^,$^,)
+$(BUILD)/libsdmpi.a: $(MPI_OBJ)
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $(if $^,$^,)
+
+$(BUILD)/sdrender: $(CMD_OBJ) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CMD_OBJ) $(LIBS) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(call obj,$(TESTUTIL)) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(call obj,$(TESTUTIL)) $(LIBS) $(LDLIBS)
+
+tests: $(TESTS) $(BUILD)/sdrender
+
+check: tests
+	@scripts/check-layout.sh
+	@SDRENDER_BUILD=$(BUILD) scripts/run-tests.sh $(TESTS)
+
+bench: $(BUILD)/sdrender
+	$(BUILD)/sdrender bench -W 512 -H 512
+
+demo: $(BUILD)/sdrender
+	scripts/demo.sh $(BUILD)/sdrender
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

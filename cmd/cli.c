@@ -1,0 +1,43 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int cli_fail(const sd_error *e) {
+    fprintf(stderr, "sdrender: %s\n", e->msg[0] ? e->msg : sd_err_name(e->code));
+    return sd_exit_code(e->code ? e->code : SD_EINTERNAL);
+}
+
+int cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sdrender: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
+}
+
+int cli_parse_long(const char *flag, const char *s, long min, long max, long *out, sd_error *e) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno)
+        return sd_err(e, SD_EINPUT, "%s: '%s' is not an integer", flag, s);
+    if (v < min || v > max) return sd_err(e, SD_EINPUT, "%s: %ld is out of range [%ld, %ld]", flag, v, min, max);
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *flag, const char *s, double min, double max, double *out, sd_error *e) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(v)) return sd_err(e, SD_EINPUT, "%s: '%s' is not a number", flag, s);
+    if (v < min || v > max) return sd_err(e, SD_EINPUT, "%s: %g is out of range [%g, %g]", flag, v, min, max);
+    *out = v;
+    return 0;
+}

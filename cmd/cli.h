@@ -1,0 +1,16 @@
+/* Helpers shared by the subcommands: strict number parsing, one-line errors, threads. */
+#ifndef SD_CLI_H
+#define SD_CLI_H
+
+#include "err.h"
+
+/* Prints "sdrender: <msg>" on stderr and returns the exit status for e->code. */
+int cli_fail(const sd_error *e);
+/* Prints "sdrender: <formatted>" and returns 2 (bad usage or input). */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Strict parsers: the whole string must be a number within [min, max]; else an error naming flag. */
+int cli_parse_long(const char *flag, const char *s, long min, long max, long *out, sd_error *e);
+int cli_parse_double(const char *flag, const char *s, double min, double max, double *out, sd_error *e);
+
+#endif

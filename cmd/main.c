@@ -1,0 +1,42 @@
+/* sdrender command line: dispatches to one function per subcommand (cmd/cmd_*.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+static int cmd_version(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    printf("sdrender %s\n", SDRENDER_VERSION);
+    return 0;
+}
+
+static const sd_command commands[] = {
+    {"version", cmd_version, "print the version"},
+};
+
+static void usage(FILE *fp) {
+    fprintf(fp, "usage: sdrender COMMAND [OPTIONS]\n\nStable Diffusion inference in C.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(fp, "  %-12s %s\n", commands[i].name, commands[i].help);
+    fprintf(fp, "\n'sdrender COMMAND --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("sdrender %s\n", SDRENDER_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "sdrender: unknown command '%s'; run 'sdrender --help' for the list\n", argv[1]);
+    return 2;
+}

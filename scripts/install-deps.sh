@@ -1,0 +1,35 @@
+#!/bin/sh
+# Installs the Debian packages sdrender builds and tests with.
+# Idempotent: installs only what is missing and prints nothing when all is present.
+# Runs as root (or through sudo when it is available).
+set -eu
+
+PKGS="build-essential pkg-config make gcc
+libopenmpi-dev openmpi-bin
+libopenblas-dev
+libpng-dev zlib1g-dev
+libsqlite3-dev sqlite3
+libcmocka-dev
+libjansson-dev
+libyaml-dev"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+        echo "install-deps: missing packages:$missing; run this script as root" >&2
+        exit 1
+    fi
+fi
+echo "install-deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,130 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char ring[16][1024];
+static int ring_i;
+
+static char *next_buf(void) {
+    char *b = ring[ring_i];
+    ring_i = (ring_i + 1) % 16;
+    return b;
+}
+
+const char *tu_testdata(void) {
+    const char *e = getenv("SDRENDER_TESTDATA");
+    return e && *e ? e : "../shared/testdata";
+}
+
+const char *tu_path(const char *rel) {
+    char *b = next_buf();
+    snprintf(b, sizeof ring[0], "%s/%s", tu_testdata(), rel);
+    return b;
+}
+
+const char *tu_bin(void) {
+    const char *e = getenv("SDRENDER_BIN");
+    return e && *e ? e : "build/sdrender";
+}
+
+static char tmpdir[256];
+
+static void remove_tmpdir(void) {
+    if (tmpdir[0] && !getenv("SDRENDER_KEEP_TMP")) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    }
+}
+
+const char *tu_tmpdir(void) {
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/sdrender-test-XXXXXX");
+        if (!mkdtemp(tmpdir)) {
+            perror("mkdtemp");
+            abort();
+        }
+        atexit(remove_tmpdir);
+    }
+    return tmpdir;
+}
+
+const char *tu_tmp(const char *name) {
+    char *b = next_buf();
+    snprintf(b, sizeof ring[0], "%s/%s", tu_tmpdir(), name);
+    return b;
+}
+
+void tu_open(st_file *f, const char *rel) {
+    sd_error err = {0};
+    if (st_open(f, tu_path(rel), &err) < 0) fail_msg("cannot open test data: %s", err.msg);
+}
+
+const sd_tensor *tu_tensor(const st_file *f, const char *name) {
+    const sd_tensor *t = st_find(f, name);
+    if (!t) fail_msg("%s: missing tensor '%s'", f->path, name);
+    return t;
+}
+
+float *tu_f32(const st_file *f, const char *name, size_t *n) {
+    const sd_tensor *t = tu_tensor(f, name);
+    float *p = sd_tensor_to_f32_alloc(t, NULL);
+    assert_non_null(p);
+    if (n) *n = (size_t)sd_tensor_numel(t);
+    return p;
+}
+
+double tu_peak(const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(x[i]) > m) m = fabs(x[i]);
+    return m;
+}
+
+void tu_expect_close(const char *label, const float *got, const float *want, size_t n, double atol) {
+    double worst = -1;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        if (isnan(got[i]) != isnan(want[i])) d = INFINITY;
+        if (d > worst) {
+            worst = d;
+            wi = i;
+        }
+    }
+    if (worst > atol)
+        fail_msg("%s: max |got - want| = %.3g at index %zu (got %.9g, want %.9g), tolerance %.3g, peak %.4g", label,
+                 worst, wi, got[wi], want[wi], atol, tu_peak(want, n));
+}
+
+int tu_sh(char **out, const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    if (!p) fail_msg("popen failed: %s", cmd);
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += r;
+        if (cap - n < 2) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}

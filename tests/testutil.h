@@ -1,0 +1,46 @@
+/*
+ * testutil.h - helpers shared by the cmocka tests.
+ *
+ * Reference data lives in ../shared/testdata (override with SDRENDER_TESTDATA);
+ * tests compare against it with tu_expect_close, which reports the worst
+ * element, its index and the tolerance when a comparison fails.
+ */
+#ifndef SD_TESTUTIL_H
+#define SD_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "fsutil.h"
+#include "safetensors.h"
+
+/* Root of the reference data. */
+const char *tu_testdata(void);
+/* testdata/rel in a buffer valid until the 16th next call. */
+const char *tu_path(const char *rel);
+/* The sdrender binary under test (SDRENDER_BIN, default build/sdrender). */
+const char *tu_bin(void);
+/* A fresh private directory for this test program (created on first use). */
+const char *tu_tmpdir(void);
+/* tmpdir/name in a buffer valid until the 16th next call. */
+const char *tu_tmp(const char *name);
+
+/* Opens testdata/rel or fails the test. */
+void tu_open(st_file *f, const char *rel);
+/* Tensor `name` of f converted to float32 (caller frees); fails the test when absent. */
+float *tu_f32(const st_file *f, const char *name, size_t *n);
+/* The tensor itself; fails the test when absent. */
+const sd_tensor *tu_tensor(const st_file *f, const char *name);
+
+/* Fails (with the worst element) unless |got - want| <= atol everywhere. */
+void tu_expect_close(const char *label, const float *got, const float *want, size_t n, double atol);
+/* Largest |x| of a buffer: the "peak" that relative tolerances scale with. */
+double tu_peak(const float *x, size_t n);
+
+/* Runs a shell command; returns its exit status and, when out != NULL, its stdout (caller frees). */
+int tu_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
