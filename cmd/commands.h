@@ -11,6 +11,5 @@ typedef struct sd_command {
 } sd_command;
 
 int cmd_info(int argc, char **argv);
-int cmd_tokenize(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ static int cmd_version(int argc, char **argv) {
 }
 
 static const sd_command commands[] = {
+    {"info", cmd_info, "describe a model: variant, architecture, parameters, dtypes"},
     {"version", cmd_version, "print the version"},
 };
 

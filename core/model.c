@@ -1,0 +1,605 @@
+#include "model.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+#include "yamlconf.h"
+
+/* ---- a growable list of (name, tensor view) used to build weight tables ---- */
+
+typedef struct {
+    int n, cap;
+    char **names;
+    sd_tensor *ts;
+} tlist;
+
+static int tlist_add(tlist *l, const char *name, const sd_tensor *t) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 256;
+        char **nn = realloc(l->names, (size_t)cap * sizeof *nn);
+        if (nn) l->names = nn;
+        sd_tensor *nt = realloc(l->ts, (size_t)cap * sizeof *nt);
+        if (nt) l->ts = nt;
+        if (!nn || !nt) return SD_ENOMEM;
+        l->cap = cap;
+    }
+    l->names[l->n] = strdup(name);
+    if (!l->names[l->n]) return SD_ENOMEM;
+    l->ts[l->n] = *t;
+    l->n++;
+    return 0;
+}
+
+static void tlist_free(tlist *l) {
+    for (int i = 0; i < l->n; i++) free(l->names[i]);
+    free(l->names);
+    free(l->ts);
+    memset(l, 0, sizeof *l);
+}
+
+static int tlist_to_weights(tlist *l, sd_weights *w, const char *label, sd_error *err) {
+    const sd_tensor **ptrs = malloc((l->n ? (size_t)l->n : 1) * sizeof *ptrs);
+    if (!ptrs) return sd_err(err, SD_ENOMEM, "out of memory");
+    for (int i = 0; i < l->n; i++) ptrs[i] = &l->ts[i];
+    int rc = sd_weights_from_list(w, (const char *const *)l->names, ptrs, l->n, label, err);
+    free(ptrs);
+    return rc;
+}
+
+/* ---- shared helpers ---- */
+
+static const sd_tensor *wfind(const sd_weights *w, const char *fmt, int a, int b) {
+    char name[256];
+    snprintf(name, sizeof name, fmt, a, b);
+    return sd_weights_find(w, name);
+}
+
+static int add_file(sd_model *m, const char *path, const char *what, sd_error *err) {
+    if (m->n_files == SD_MODEL_MAX_FILES) return sd_err(err, SD_EINTERNAL, "too many model files");
+    int rc = st_open(&m->files[m->n_files], path, err);
+    if (rc < 0) return rc;
+    size_t n = strlen(what) + strlen(path) + 3;
+    m->file_desc[m->n_files] = malloc(n);
+    if (!m->file_desc[m->n_files]) {
+        st_close(&m->files[m->n_files]);
+        return sd_err(err, SD_ENOMEM, "out of memory");
+    }
+    snprintf(m->file_desc[m->n_files], n, "%s: %s", what, path);
+    m->n_files++;
+    return 0;
+}
+
+/* SD 2.x uses the OpenCLIP ViT-H text tower (gelu, 1024 wide) and linear projections. */
+static int guess_sd_version(const sd_model *m) {
+    if (m->unet.cross_attention_dim == 1024 || m->clip.hidden == 1024) return 2;
+    if (m->unet.use_linear_projection || m->clip.act == CLIP_ACT_GELU) return 2;
+    return 1;
+}
+
+/* ---- diffusers folder ---- */
+
+static const char *weight_file_names[] = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                                          "model.safetensors", "model.fp16.safetensors"};
+
+/* Opens the weight file of component dir `sub` and builds its table. */
+static int open_component(sd_model *m, const char *sub, sd_weights *w, sd_error *err) {
+    char *dir = sd_path_join(m->path, sub);
+    if (!dir) return sd_err(err, SD_ENOMEM, "out of memory");
+    int rc = SD_ENOTFOUND;
+    for (size_t i = 0; i < sizeof weight_file_names / sizeof *weight_file_names && rc == SD_ENOTFOUND; i++) {
+        char *p = sd_path_join(dir, weight_file_names[i]);
+        if (!p) {
+            rc = sd_err(err, SD_ENOMEM, "out of memory");
+            break;
+        }
+        if (sd_is_file(p)) {
+            rc = add_file(m, p, sub, err);
+            if (rc == 0) {
+                char label[600];
+                snprintf(label, sizeof label, "%s (%s)", sub, p);
+                rc = sd_weights_from_st(w, &m->files[m->n_files - 1], "", label, err);
+            }
+        }
+        free(p);
+    }
+    if (rc == SD_ENOTFOUND)
+        sd_err(err, SD_ENOTFOUND, "%s: no %s weights (expected %s/%s); .bin weights: convert them to safetensors", m->path,
+               sub, sub, weight_file_names[0]);
+    free(dir);
+    return rc;
+}
+
+/* Old diffusers VAE folders name the attention query/key/value/proj_attn; rename in place. */
+static void rename_legacy_vae_attention(sd_weights *w) {
+    static const struct {
+        const char *old, *new;
+    } map[] = {{".query.", ".to_q."}, {".key.", ".to_k."}, {".value.", ".to_v."}, {".proj_attn.", ".to_out.0."}};
+    int changed = 0;
+    for (int i = 0; i < w->n; i++) {
+        for (size_t k = 0; k < sizeof map / sizeof *map; k++) {
+            const char *hit = strstr(w->tensors[i].name, map[k].old);
+            if (hit && strstr(w->tensors[i].name, "attentions.")) changed = 1;
+        }
+    }
+    if (!changed) return;
+    /* rebuild the table with the new names */
+    tlist l = {0};
+    int ok = 1;
+    for (int i = 0; i < w->n && ok; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "%s", w->tensors[i].name);
+        for (size_t k = 0; k < sizeof map / sizeof *map; k++) {
+            char *hit = strstr(name, map[k].old);
+            if (hit && strstr(name, "attentions.")) {
+                char tail[256];
+                snprintf(tail, sizeof tail, "%s", hit + strlen(map[k].old));
+                snprintf(hit, sizeof name - (size_t)(hit - name), "%s%s", map[k].new, tail);
+            }
+        }
+        ok = tlist_add(&l, name, &w->tensors[i]) == 0;
+    }
+    sd_weights nw;
+    if (ok && tlist_to_weights(&l, &nw, w->label, NULL) == 0) {
+        sd_weights_free(w);
+        *w = nw;
+    }
+    tlist_free(&l);
+}
+
+/* Linear VAE attention weights may be stored as [C, C, 1, 1] 1x1 convs; view them as [C, C]. */
+static void squeeze_vae_attention(sd_weights *w) {
+    for (int i = 0; i < w->n; i++) {
+        sd_tensor *t = &w->tensors[i];
+        if (t->ndim == 4 && t->shape[2] == 1 && t->shape[3] == 1 && strstr(t->name, "mid_block.attentions.0.to_"))
+            t->ndim = 2;
+    }
+}
+
+static int open_diffusers(sd_model *m, sd_error *err) {
+    char *p = sd_path_join(m->path, "model_index.json");
+    if (!p) return sd_err(err, SD_ENOMEM, "out of memory");
+    int rc = 0;
+    if (!sd_is_file(p)) {
+        rc = sd_err(err, SD_EINPUT,
+                    "%s: not a diffusers folder (no model_index.json); pass a folder with model_index.json or a single "
+                    ".safetensors checkpoint",
+                    m->path);
+        free(p);
+        return rc;
+    }
+    json_error_t je;
+    json_t *idx = json_load_file(p, 0, &je);
+    if (!idx) rc = sd_err(err, SD_EINPUT, "%s: invalid JSON: %s (line %d)", p, je.text, je.line);
+    free(p);
+    if (rc < 0) return rc;
+    const char *cls = json_string_value(json_object_get(idx, "_class_name"));
+    m->pipeline_class = strdup(cls ? cls : "unknown");
+    json_decref(idx);
+    if (!m->pipeline_class) return sd_err(err, SD_ENOMEM, "out of memory");
+
+    static const char *cfg_names[] = {"unet/config.json", "vae/config.json", "text_encoder/config.json",
+                                      "scheduler/scheduler_config.json"};
+    for (int i = 0; i < 4 && rc == 0; i++) {
+        char *cp = sd_path_join(m->path, cfg_names[i]);
+        if (!cp) return sd_err(err, SD_ENOMEM, "out of memory");
+        if (!sd_is_file(cp)) rc = sd_err(err, SD_ENOTFOUND, "%s: missing %s", m->path, cfg_names[i]);
+        else if (i == 0) rc = unet_config_load(&m->unet, cp, err);
+        else if (i == 1) rc = vae_config_load(&m->vae, cp, err);
+        else if (i == 2) rc = clip_config_load(&m->clip, cp, err);
+        else rc = sched_config_load(&m->sched, cp, err);
+        free(cp);
+    }
+    if (rc == 0) rc = open_component(m, "unet", &m->unet_w, err);
+    if (rc == 0) rc = open_component(m, "vae", &m->vae_w, err);
+    if (rc == 0) rc = open_component(m, "text_encoder", &m->clip_w, err);
+    if (rc < 0) return rc;
+    rename_legacy_vae_attention(&m->vae_w);
+    squeeze_vae_attention(&m->vae_w);
+    char *tok = sd_path_join(m->path, "tokenizer");
+    if (!tok) return sd_err(err, SD_ENOMEM, "out of memory");
+    if (sd_is_dir(tok)) m->tokenizer_path = tok;
+    else free(tok);
+    return 0;
+}
+
+/* ---- single file ---- */
+
+#define LDM_UNET "model.diffusion_model."
+#define LDM_VAE "first_stage_model."
+#define LDM_CLIP1 "cond_stage_model.transformer."
+#define LDM_CLIP2 "cond_stage_model.model."
+
+static int starts(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
+
+/* Resnets per down level: input block (L+1) is the first downsampler. */
+static int ldm_layers_per_block(const st_file *f) {
+    int best = -1, maxb = 0;
+    for (int i = 0; i < f->n; i++) {
+        int b, used = 0;
+        const char *s = f->tensors[i].name;
+        if (!starts(s, LDM_UNET)) continue;
+        s += strlen(LDM_UNET);
+        if (sscanf(s, "input_blocks.%d.0.%n", &b, &used) == 1 && used > 0) {
+            if (b > maxb) maxb = b;
+            if (!strncmp(s + used, "op.", 3) && (best < 0 || b < best)) best = b;
+        }
+    }
+    return best > 0 ? best - 1 : maxb;
+}
+
+static int ldm_vae_levels(const st_file *f) {
+    int n = 0;
+    for (int i = 0; i < f->n; i++) {
+        int k;
+        if (sscanf(f->tensors[i].name, LDM_VAE "decoder.up.%d.", &k) == 1 && k + 1 > n) n = k + 1;
+    }
+    return n;
+}
+
+/* OpenCLIP (SD 2.x) text tower names -> transformers names; the fused in_proj becomes three views. */
+static int add_openclip(tlist *l, const char *s, const sd_tensor *t, int *max_layer) {
+    char name[256];
+    int layer, used = 0;
+    static const struct {
+        const char *oc, *tf;
+    } map[] = {{"ln_1.", "layer_norm1."},         {"ln_2.", "layer_norm2."}, {"attn.out_proj.", "self_attn.out_proj."},
+               {"mlp.c_fc.", "mlp.fc1."},         {"mlp.c_proj.", "mlp.fc2."}};
+    if (!strcmp(s, "token_embedding.weight")) return tlist_add(l, "text_model.embeddings.token_embedding.weight", t);
+    if (!strcmp(s, "positional_embedding")) {
+        return tlist_add(l, "text_model.embeddings.position_embedding.weight", t);
+    }
+    if (starts(s, "ln_final.")) {
+        snprintf(name, sizeof name, "text_model.final_layer_norm.%s", s + 9);
+        return tlist_add(l, name, t);
+    }
+    if (sscanf(s, "transformer.resblocks.%d.%n", &layer, &used) == 1 && used > 0) {
+        const char *tail = s + used;
+        if (layer > *max_layer) *max_layer = layer;
+        if (!strcmp(tail, "attn.in_proj_weight") || !strcmp(tail, "attn.in_proj_bias")) {
+            int is_w = tail[13] == 'w';
+            int64_t d = t->shape[0] / 3;
+            if (t->shape[0] % 3) return SD_EINPUT;
+            size_t part = t->nbytes / 3;
+            const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
+            for (int k = 0; k < 3; k++) {
+                sd_tensor v = *t;
+                v.shape[0] = d;
+                v.nbytes = part;
+                v.data = (const char *)t->data + (size_t)k * part;
+                snprintf(name, sizeof name, "text_model.encoder.layers.%d.self_attn.%s.%s", layer, qkv[k],
+                         is_w ? "weight" : "bias");
+                int rc = tlist_add(l, name, &v);
+                if (rc < 0) return rc;
+            }
+            return 0;
+        }
+        for (size_t k = 0; k < sizeof map / sizeof *map; k++) {
+            size_t n = strlen(map[k].oc);
+            if (!strncmp(tail, map[k].oc, n)) {
+                snprintf(name, sizeof name, "text_model.encoder.layers.%d.%s%s", layer, map[k].tf, tail + n);
+                return tlist_add(l, name, t);
+            }
+        }
+    }
+    return 1; /* not a text-tower tensor we use (text_projection, logit_scale, attn_mask) */
+}
+
+/* Drops layer `layer` of an OpenCLIP tower (SD 2.x uses the penultimate layer, as diffusers' 23-layer config). */
+static void drop_clip_layer(tlist *l, int layer) {
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "text_model.encoder.layers.%d.", layer);
+    int o = 0;
+    for (int i = 0; i < l->n; i++) {
+        if (starts(l->names[i], prefix)) {
+            free(l->names[i]);
+            continue;
+        }
+        l->names[o] = l->names[i];
+        l->ts[o] = l->ts[i];
+        o++;
+    }
+    l->n = o;
+}
+
+static int build_ldm_tables(sd_model *m, const st_file *f, int *openclip_layers, sd_error *err) {
+    int L = ldm_layers_per_block(f), nv = ldm_vae_levels(f);
+    tlist lu = {0}, lv = {0}, lc = {0};
+    int rc = 0, max_layer = -1;
+    char name[256];
+    for (int i = 0; i < f->n && rc == 0; i++) {
+        const sd_tensor *t = &f->tensors[i];
+        const char *s = t->name;
+        if (starts(s, LDM_UNET)) {
+            if (sd_ldm_unet_name(s + strlen(LDM_UNET), L, name, sizeof name) < 0)
+                rc = sd_err(err, SD_EUNSUPPORTED,
+                            "%s: tensor '%s' does not belong to an SD 1.x/2.x U-Net (SDXL and other architectures are "
+                            "not supported)",
+                            f->path, s);
+            else rc = tlist_add(&lu, name, t);
+        } else if (starts(s, LDM_VAE)) {
+            if (sd_ldm_vae_name(s + strlen(LDM_VAE), nv, name, sizeof name) < 0)
+                rc = sd_err(err, SD_EUNSUPPORTED, "%s: unexpected VAE tensor '%s'", f->path, s);
+            else rc = tlist_add(&lv, name, t);
+        } else if (starts(s, LDM_CLIP1)) {
+            const char *tail = s + strlen(LDM_CLIP1);
+            if (strstr(tail, "position_ids")) continue;
+            snprintf(name, sizeof name, "%s%s", starts(tail, "text_model.") ? "" : "text_model.", tail);
+            rc = tlist_add(&lc, name, t);
+        } else if (starts(s, LDM_CLIP2)) {
+            rc = add_openclip(&lc, s + strlen(LDM_CLIP2), t, &max_layer);
+            if (rc == 1) rc = 0;
+            else if (rc == SD_EINPUT) rc = sd_err(err, SD_EINPUT, "%s: tensor '%s' is not a fused q/k/v projection", f->path, s);
+        }
+    }
+    if (rc == SD_ENOMEM) rc = sd_err(err, SD_ENOMEM, "out of memory");
+    if (rc == 0 && max_layer >= 0) {
+        /* diffusers' SD 2 text encoder has the OpenCLIP tower minus its last layer */
+        drop_clip_layer(&lc, max_layer);
+        *openclip_layers = max_layer + 1;
+    }
+    if (rc == 0 && (!lu.n || !lv.n || !lc.n))
+        rc = sd_err(err, SD_EINPUT, "%s: not a Stable Diffusion checkpoint (needs %s*, %s* and cond_stage_model.* tensors)",
+                    f->path, LDM_UNET, LDM_VAE);
+    char label[600];
+    if (rc == 0) {
+        snprintf(label, sizeof label, "unet (%s)", f->path);
+        rc = tlist_to_weights(&lu, &m->unet_w, label, err);
+    }
+    if (rc == 0) {
+        snprintf(label, sizeof label, "vae (%s)", f->path);
+        rc = tlist_to_weights(&lv, &m->vae_w, label, err);
+    }
+    if (rc == 0) {
+        snprintf(label, sizeof label, "text_encoder (%s)", f->path);
+        rc = tlist_to_weights(&lc, &m->clip_w, label, err);
+    }
+    tlist_free(&lu);
+    tlist_free(&lv);
+    tlist_free(&lc);
+    if (rc == 0) squeeze_vae_attention(&m->vae_w);
+    return rc;
+}
+
+static int json_int_at(json_t *root, const char *path, int *out) {
+    json_t *v = sd_json_path(root, path);
+    if (!json_is_integer(v)) return 0;
+    *out = (int)json_integer_value(v);
+    return 1;
+}
+
+static int json_num_at(json_t *root, const char *path, float *out) {
+    json_t *v = sd_json_path(root, path);
+    if (!json_is_number(v)) return 0;
+    *out = (float)json_number_value(v);
+    return 1;
+}
+
+/* Architecture from the shapes of the renamed tensors (the same configs a diffusers folder would have). */
+static int infer_configs(sd_model *m, json_t *yaml, int openclip_layers, sd_error *err) {
+    const sd_weights *u = &m->unet_w, *v = &m->vae_w, *c = &m->clip_w;
+    const sd_tensor *t;
+    unet_config *uc = &m->unet;
+    unet_config_sd15(uc);
+    if (!(t = sd_weights_find(u, "conv_in.weight")) || t->ndim != 4)
+        return sd_err(err, SD_EINPUT, "%s: U-Net has no 4-D conv_in weight", m->path);
+    uc->in_channels = (int)t->shape[1];
+    if ((t = sd_weights_find(u, "conv_out.weight"))) uc->out_channels = (int)t->shape[0];
+    int n = 0;
+    while (n < SD_MAX_LEVELS && (t = wfind(u, "down_blocks.%d.resnets.0.conv1.weight", n, 0))) uc->block_out[n++] = (int)t->shape[0];
+    if (n == 0) return sd_err(err, SD_EINPUT, "%s: U-Net has no down blocks", m->path);
+    uc->n_levels = n;
+    int L = 0;
+    while (wfind(u, "down_blocks.0.resnets.%d.conv1.weight", L, 0)) L++;
+    uc->layers_per_block = L;
+    for (int i = 0; i < n; i++) {
+        uc->down_attn[i] = wfind(u, "down_blocks.%d.attentions.0.proj_in.weight", i, 0) != NULL;
+        uc->up_attn[i] = wfind(u, "up_blocks.%d.attentions.0.proj_in.weight", i, 0) != NULL;
+    }
+    uc->mid_attn = sd_weights_find(u, "mid_block.attentions.0.proj_in.weight") != NULL;
+    if ((t = sd_weights_find(u, "mid_block.attentions.0.proj_in.weight"))) uc->use_linear_projection = t->ndim == 2;
+    if ((t = sd_weights_find(u, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight")))
+        uc->cross_attention_dim = (int)t->shape[1];
+    int tl = 0;
+    while (wfind(u, "mid_block.attentions.0.transformer_blocks.%d.norm1.weight", tl, 0)) tl++;
+    uc->transformer_layers = tl ? tl : 1;
+    if ((t = sd_weights_find(u, "time_embedding.linear_1.weight"))) uc->time_embed_dim = (int)t->shape[0];
+    uc->sample_size = 64;
+
+    clip_config *cc = &m->clip;
+    clip_config_sd15(cc);
+    if (!(t = sd_weights_find(c, "text_model.embeddings.token_embedding.weight")) || t->ndim != 2)
+        return sd_err(err, SD_EINPUT, "%s: text encoder has no token embedding", m->path);
+    cc->vocab_size = (int)t->shape[0];
+    cc->hidden = (int)t->shape[1];
+    if ((t = sd_weights_find(c, "text_model.embeddings.position_embedding.weight"))) cc->max_positions = (int)t->shape[0];
+    if ((t = sd_weights_find(c, "text_model.encoder.layers.0.mlp.fc1.weight"))) cc->intermediate = (int)t->shape[0];
+    int nl = 0;
+    while (wfind(c, "text_model.encoder.layers.%d.layer_norm1.weight", nl, 0)) nl++;
+    cc->layers = nl;
+    cc->projection_dim = cc->hidden; /* as in the configs diffusers writes for SD */
+    int sd2 = openclip_layers > 0 || uc->use_linear_projection || uc->cross_attention_dim == 1024;
+    cc->act = sd2 ? CLIP_ACT_GELU : CLIP_ACT_QUICK_GELU;
+    cc->heads = cc->hidden % 64 == 0 ? cc->hidden / 64 : 1;
+
+    vae_config *vc = &m->vae;
+    vae_config_sd15(vc);
+    int nv = 0;
+    while (nv < SD_MAX_LEVELS && (t = wfind(v, "encoder.down_blocks.%d.resnets.0.conv1.weight", nv, 0)))
+        vc->block_out[nv++] = (int)t->shape[0];
+    if (nv == 0) return sd_err(err, SD_EINPUT, "%s: VAE has no encoder blocks", m->path);
+    vc->n_levels = nv;
+    int vl = 0;
+    while (wfind(v, "encoder.down_blocks.0.resnets.%d.conv1.weight", vl, 0)) vl++;
+    vc->layers_per_block = vl;
+    if ((t = sd_weights_find(v, "post_quant_conv.weight"))) vc->latent_channels = (int)t->shape[0];
+    if ((t = sd_weights_find(v, "encoder.conv_in.weight"))) vc->in_channels = (int)t->shape[1];
+    if ((t = sd_weights_find(v, "decoder.conv_out.weight"))) vc->out_channels = (int)t->shape[0];
+
+    sched_config_sd15(&m->sched);
+    strcpy(m->sched.class_name, "PNDMScheduler");
+
+    /* defaults for what the file does not record: real SD 1.x has 8 heads, SD 2.x head dim 64 */
+    for (int i = 0; i < n; i++) {
+        uc->heads[i] = sd2 ? (uc->block_out[i] % 64 == 0 ? uc->block_out[i] / 64 : 1) : 8;
+        if (uc->block_out[i] % uc->heads[i]) uc->heads[i] = 1;
+    }
+    uc->upcast_attention = sd2;
+    if (yaml) {
+        int nh = -1, nhc = -1, x;
+        float f;
+        json_int_at(yaml, "model.params.unet_config.params.num_heads", &nh);
+        json_int_at(yaml, "model.params.unet_config.params.num_head_channels", &nhc);
+        for (int i = 0; i < n; i++) {
+            int h = nh > 0 ? nh : (nhc > 0 && uc->block_out[i] % nhc == 0 ? uc->block_out[i] / nhc : uc->heads[i]);
+            if (h <= 0 || uc->block_out[i] % h)
+                return sd_err(err, SD_EINPUT, "%s: %d heads do not divide %d channels", m->config_source, h, uc->block_out[i]);
+            uc->heads[i] = h;
+        }
+        if (json_int_at(yaml, "model.params.image_size", &x)) uc->sample_size = x;
+        if (json_num_at(yaml, "model.params.scale_factor", &f)) vc->scaling_factor = f;
+        if (json_num_at(yaml, "model.params.linear_start", &f)) m->sched.beta_start = f;
+        if (json_num_at(yaml, "model.params.linear_end", &f)) m->sched.beta_end = f;
+        if (json_int_at(yaml, "model.params.timesteps", &x)) m->sched.num_train_timesteps = x;
+        if (json_int_at(yaml, "model.params.first_stage_config.params.ddconfig.resolution", &x)) vc->sample_size = x;
+        const char *param = json_string_value(sd_json_path(yaml, "model.params.parameterization"));
+        if (param && !strcmp(param, "v")) m->sched.prediction_type = SCHED_PRED_V;
+        json_t *cs = sd_json_path(yaml, "model.params.cond_stage_config.params");
+        if (json_int_at(cs, "num_attention_heads", &x) && x > 0) cc->heads = x;
+        const char *act = json_string_value(json_object_get(cs, "hidden_act"));
+        if (act && !strcmp(act, "gelu")) cc->act = CLIP_ACT_GELU;
+        else if (act && !strcmp(act, "quick_gelu")) cc->act = CLIP_ACT_QUICK_GELU;
+        /* An OpenCLIP tower with layer "penultimate" is already cut above; "last" keeps all layers. */
+        const char *layer = json_string_value(sd_json_path(yaml, "model.params.cond_stage_config.params.layer"));
+        if (layer && !strcmp(layer, "last") && openclip_layers > 0)
+            return sd_err(err, SD_EUNSUPPORTED, "%s: OpenCLIP layer 'last' is not supported (SD 2.x uses 'penultimate')",
+                          m->config_source);
+    }
+    if (cc->hidden % cc->heads) return sd_err(err, SD_EINPUT, "%s: %d text-encoder heads do not divide hidden size %d",
+                                              m->path, cc->heads, cc->hidden);
+    return 0;
+}
+
+/* <dir of file>/<name> if it exists, else NULL. */
+static char *beside(const char *file, const char *name) {
+    const char *slash = strrchr(file, '/');
+    size_t dl = slash ? (size_t)(slash - file) : 1;
+    char *dir = slash ? strndup(file, dl) : strdup(".");
+    if (!dir) return NULL;
+    char *p = sd_path_join(dir, name);
+    free(dir);
+    if (p && !sd_is_file(p) && !sd_is_dir(p)) {
+        free(p);
+        p = NULL;
+    }
+    return p;
+}
+
+/* Where a single file's tokenizer comes from: --tokenizer, else vocab.json + merges.txt or the
+ * OpenAI .gz beside the checkpoint, else a tokenizer/ folder beside it. */
+static char *find_single_file_tokenizer(const char *ckpt, const char *opt) {
+    if (opt) return strdup(opt);
+    char *p = beside(ckpt, "vocab.json");
+    if (p) {
+        free(p);
+        char *m = beside(ckpt, "merges.txt");
+        if (m) {
+            char *d = strdup(m);
+            free(m);
+            if (d) {
+                char *slash = strrchr(d, '/');
+                if (slash) *slash = 0;
+                else strcpy(d, ".");
+            }
+            return d;
+        }
+    }
+    if ((p = beside(ckpt, "bpe_simple_vocab_16e6.txt.gz"))) return p;
+    if ((p = beside(ckpt, "tokenizer")) && sd_is_dir(p)) return p;
+    free(p);
+    return NULL;
+}
+
+static int open_single(sd_model *m, const sd_model_opts *opts, sd_error *err) {
+    const char *dot = strrchr(m->path, '.');
+    if (!dot || strcmp(dot, ".safetensors"))
+        return sd_err(err, SD_EUNSUPPORTED,
+                      "%s: unsupported checkpoint format; use a .safetensors file or a diffusers folder", m->path);
+    int rc = add_file(m, m->path, "checkpoint", err);
+    if (rc < 0) return rc;
+    /* LDM config: --config, else <base>.yaml beside the checkpoint */
+    json_t *yaml = NULL;
+    if (opts && opts->config) {
+        m->config_source = strdup(opts->config);
+    } else {
+        size_t base = (size_t)(dot - m->path);
+        char *y = malloc(base + 6);
+        if (y) {
+            memcpy(y, m->path, base);
+            strcpy(y + base, ".yaml");
+            if (sd_is_file(y)) m->config_source = y;
+            else free(y);
+        }
+    }
+    if (m->config_source && (rc = sd_yaml_load(m->config_source, &yaml, err)) < 0) return rc;
+    int openclip_layers = 0;
+    rc = build_ldm_tables(m, &m->files[0], &openclip_layers, err);
+    if (rc == 0) rc = infer_configs(m, yaml, openclip_layers, err);
+    json_decref(yaml);
+    if (rc < 0) return rc;
+    m->tokenizer_path = find_single_file_tokenizer(m->path, opts ? opts->tokenizer : NULL);
+    m->pipeline_class = strdup(m->unet.in_channels == 9 ? "LDM single file (inpainting)" : "LDM single file");
+    return m->pipeline_class ? 0 : sd_err(err, SD_ENOMEM, "out of memory");
+}
+
+int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_error *err) {
+    memset(m, 0, sizeof *m);
+    m->path = strdup(path);
+    if (!m->path) return sd_err(err, SD_ENOMEM, "out of memory");
+    int rc;
+    if (sd_is_dir(path)) {
+        m->layout = SD_LAYOUT_DIFFUSERS;
+        rc = open_diffusers(m, err);
+        if (rc == 0 && opts && opts->tokenizer) {
+            free(m->tokenizer_path);
+            m->tokenizer_path = strdup(opts->tokenizer);
+        }
+    } else if (sd_is_file(path)) {
+        m->layout = SD_LAYOUT_SINGLE_FILE;
+        rc = open_single(m, opts, err);
+    } else {
+        rc = sd_err(err, SD_ENOTFOUND, "%s: no such model file or folder", path);
+    }
+    if (rc == 0) {
+        m->inpaint = m->unet.in_channels == 9;
+        m->sd_version = guess_sd_version(m);
+        if (m->unet.cross_attention_dim != m->clip.hidden)
+            rc = sd_err(err, SD_EINPUT, "%s: the U-Net expects %d-wide text embeddings but the text encoder gives %d",
+                        path, m->unet.cross_attention_dim, m->clip.hidden);
+    }
+    if (rc < 0) sd_model_close(m);
+    return rc;
+}
+
+void sd_model_close(sd_model *m) {
+    sd_weights_free(&m->unet_w);
+    sd_weights_free(&m->vae_w);
+    sd_weights_free(&m->clip_w);
+    for (int i = 0; i < m->n_files; i++) {
+        st_close(&m->files[i]);
+        free(m->file_desc[i]);
+    }
+    free(m->path);
+    free(m->pipeline_class);
+    free(m->config_source);
+    free(m->tokenizer_path);
+    memset(m, 0, sizeof *m);
+}
+
+const char *sd_model_variant(const sd_model *m, char *buf, size_t size) {
+    snprintf(buf, size, "SD %d.x%s%s", m->sd_version, m->inpaint ? " inpainting" : "",
+             m->sched.prediction_type == SCHED_PRED_V ? " (v-prediction)" : "");
+    return buf;
+}

@@ -1,0 +1,66 @@
+/*
+ * model.h - opening the Stable Diffusion checkpoints users have.
+ *
+ * Two layouts:
+ *  - a diffusers folder: model_index.json, unet/, vae/, text_encoder/,
+ *    tokenizer/, scheduler/ with their config.json files;
+ *  - a single original (LDM) checkpoint file: model.diffusion_model.*,
+ *    first_stage_model.*, cond_stage_model.* tensors. Its architecture is
+ *    inferred from tensor shapes; head counts (not recorded in the file) come
+ *    from an LDM .yaml with the same base name beside it (v1-inference.yaml
+ *    format), else real SD defaults (SD 1.x: 8 heads; SD 2.x: head dim 64).
+ *
+ * Either way the result is the same: one config per component and a weight
+ * table per component with diffusers / transformers tensor names, pointing
+ * into the mapped files (no copies). Networks load from these.
+ */
+#ifndef SD_MODEL_H
+#define SD_MODEL_H
+
+#include "config.h"
+#include "err.h"
+#include "safetensors.h"
+#include "weights.h"
+
+typedef enum { SD_LAYOUT_DIFFUSERS = 0, SD_LAYOUT_SINGLE_FILE = 1 } sd_layout;
+
+typedef struct sd_model_opts {
+    const char *tokenizer; /* --tokenizer: folder with vocab.json + merges.txt, or bpe_simple_vocab_16e6.txt.gz */
+    const char *config;    /* --config: LDM .yaml for a single file (default: <checkpoint base>.yaml) */
+} sd_model_opts;
+
+#define SD_MODEL_MAX_FILES 8
+
+typedef struct sd_model {
+    char *path;
+    sd_layout layout;
+    int sd_version;          /* 1 or 2 */
+    int inpaint;             /* 9-channel U-Net */
+    char *pipeline_class;    /* model_index.json _class_name, or a description for single files */
+    char *config_source;     /* the .yaml used for a single file, or NULL */
+    char *tokenizer_path;    /* folder or .gz the tokenizer loads from; NULL when none was found */
+    unet_config unet;
+    vae_config vae;
+    clip_config clip;
+    sched_config sched;
+    sd_weights unet_w, vae_w, clip_w;
+    /* files backing the weight tables */
+    int n_files;
+    st_file files[SD_MODEL_MAX_FILES];
+    char *file_desc[SD_MODEL_MAX_FILES]; /* "unet: path" */
+} sd_model;
+
+/* Opens a diffusers folder or a single checkpoint file. opts may be NULL. */
+int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_error *err);
+void sd_model_close(sd_model *m);
+
+/* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", ... into buf. */
+const char *sd_model_variant(const sd_model *m, char *buf, size_t size);
+
+/* Single-file (LDM) name conversion, exposed for tests: writes the diffusers name of an LDM
+ * U-Net / VAE tensor name (without the model prefix) into out; returns 0, or -1 if unknown.
+ * layers_per_block is the number of resnets per down block. */
+int sd_ldm_unet_name(const char *ldm, int layers_per_block, char *out, size_t size);
+int sd_ldm_vae_name(const char *ldm, int n_levels, char *out, size_t size);
+
+#endif

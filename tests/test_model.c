@@ -1,0 +1,242 @@
+/* Tests for core/model: both checkpoint layouts give the same model. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "yamlconf.h"
+
+static void open_or_fail(sd_model *m, const char *rel, const sd_model_opts *opts) {
+    sd_error err = {0};
+    if (sd_model_open(m, tu_path(rel), opts, &err) < 0) fail_msg("%s: %s", rel, err.msg);
+}
+
+/* Every tensor of a (renamed) table equals the tensor of the same name in the other table. */
+static void expect_same_tables(const sd_weights *a, const sd_weights *b) {
+    assert_int_equal(a->n, b->n);
+    for (int i = 0; i < a->n; i++) {
+        const sd_tensor *x = &a->tensors[i];
+        const sd_tensor *y = sd_weights_find(b, x->name);
+        if (!y) fail_msg("tensor '%s' of %s missing from %s", x->name, a->label, b->label);
+        if (!sd_tensor_has_shape(y, x->ndim, x->shape) || x->dtype != y->dtype)
+            fail_msg("tensor '%s': shape or dtype differs", x->name);
+        if (memcmp(x->data, y->data, x->nbytes)) fail_msg("tensor '%s': values differ", x->name);
+    }
+}
+
+static void test_single_file_has_the_same_tensors_as_the_diffusers_folder(void **state) {
+    (void)state;
+    sd_model a, b;
+    open_or_fail(&a, "models/tiny-sd15", NULL);
+    open_or_fail(&b, "models/tiny-sd15.safetensors", NULL);
+    expect_same_tables(&a.unet_w, &b.unet_w);
+    expect_same_tables(&a.vae_w, &b.vae_w);
+    expect_same_tables(&a.clip_w, &b.clip_w);
+    sd_model_close(&a);
+    sd_model_close(&b);
+}
+
+static void test_single_file_architecture_equals_the_folder_configs(void **state) {
+    (void)state;
+    sd_model a, b;
+    open_or_fail(&a, "models/tiny-sd15", NULL);
+    open_or_fail(&b, "models/tiny-sd15.safetensors", NULL);
+    assert_memory_equal(&a.unet, &b.unet, sizeof a.unet);
+    assert_memory_equal(&a.vae, &b.vae, sizeof a.vae);
+    assert_memory_equal(&a.clip, &b.clip, sizeof a.clip);
+    assert_memory_equal(&a.sched, &b.sched, sizeof a.sched);
+    assert_int_equal(b.unet.heads[0], 2); /* from tiny-sd15.yaml, not the SD 1.x default of 8 */
+    assert_int_equal(a.sd_version, 1);
+    assert_int_equal(b.sd_version, 1);
+    assert_int_equal(b.layout, SD_LAYOUT_SINGLE_FILE);
+    sd_model_close(&a);
+    sd_model_close(&b);
+}
+
+static void test_variants_are_detected(void **state) {
+    (void)state;
+    sd_model m;
+    char buf[64];
+    open_or_fail(&m, "models/tiny-sd2", NULL);
+    assert_int_equal(m.sd_version, 2);
+    assert_int_equal(m.sched.prediction_type, SCHED_PRED_V);
+    assert_true(m.unet.use_linear_projection);
+    assert_int_equal(m.unet.heads[0], 2);
+    assert_int_equal(m.unet.heads[3], 4);
+    assert_int_equal(unet_head_dim(&m.unet, 3), 16);
+    assert_int_equal(m.clip.act, CLIP_ACT_GELU);
+    assert_string_equal(sd_model_variant(&m, buf, sizeof buf), "SD 2.x (v-prediction)");
+    sd_model_close(&m);
+    open_or_fail(&m, "models/tiny-inpaint", NULL);
+    assert_true(m.inpaint);
+    assert_int_equal(m.unet.in_channels, 9);
+    assert_string_equal(sd_model_variant(&m, buf, sizeof buf), "SD 1.x inpainting");
+    assert_string_equal(m.pipeline_class, "StableDiffusionInpaintPipeline");
+    sd_model_close(&m);
+}
+
+/* Without a .yaml a single file gets real SD 1.x's 8 heads; --config overrides. */
+static void test_single_file_heads_come_from_the_yaml(void **state) {
+    (void)state;
+    char cwd[1024];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    const char *link = tu_tmp("noyaml.safetensors");
+    char target[2048];
+    const char *td = tu_testdata();
+    if (td[0] == '/') snprintf(target, sizeof target, "%s/models/tiny-sd15.safetensors", td);
+    else snprintf(target, sizeof target, "%s/%s/models/tiny-sd15.safetensors", cwd, td);
+    unlink(link);
+    assert_int_equal(symlink(target, link), 0);
+    sd_model m;
+    sd_error err = {0};
+    assert_int_equal(sd_model_open(&m, link, NULL, &err), 0);
+    assert_null(m.config_source);
+    assert_int_equal(m.unet.heads[0], 8);
+    sd_model_close(&m);
+
+    const char *yaml = tu_tmp("four.yaml");
+    FILE *fp = fopen(yaml, "w");
+    fprintf(fp, "model:\n  params:\n    scale_factor: 0.13025\n    parameterization: \"v\"\n"
+                "    unet_config:\n      params:\n        num_heads: 4\n");
+    fclose(fp);
+    sd_model_opts opts = {.config = yaml};
+    assert_int_equal(sd_model_open(&m, link, &opts, &err), 0);
+    assert_int_equal(m.unet.heads[1], 4);
+    assert_true(m.vae.scaling_factor == 0.13025f);
+    assert_int_equal(m.sched.prediction_type, SCHED_PRED_V);
+    sd_model_close(&m);
+
+    fp = fopen(yaml, "w");
+    fprintf(fp, "model:\n  params:\n    unet_config:\n      params:\n        num_heads: 3\n");
+    fclose(fp);
+    assert_int_equal(sd_model_open(&m, link, &opts, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "3 heads do not divide 32 channels"));
+}
+
+static void test_ldm_names_translate_to_diffusers_names(void **state) {
+    (void)state;
+    static const char *cases[][2] = {
+        {"input_blocks.0.0.weight", "conv_in.weight"},
+        {"input_blocks.1.0.in_layers.0.weight", "down_blocks.0.resnets.0.norm1.weight"},
+        {"input_blocks.2.1.proj_in.bias", "down_blocks.0.attentions.1.proj_in.bias"},
+        {"input_blocks.3.0.op.weight", "down_blocks.0.downsamplers.0.conv.weight"},
+        {"input_blocks.4.0.skip_connection.bias", "down_blocks.1.resnets.0.conv_shortcut.bias"},
+        {"input_blocks.11.0.out_layers.3.weight", "down_blocks.3.resnets.1.conv2.weight"},
+        {"middle_block.2.emb_layers.1.weight", "mid_block.resnets.1.time_emb_proj.weight"},
+        {"middle_block.1.transformer_blocks.0.attn2.to_k.weight", "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"},
+        {"output_blocks.2.1.conv.weight", "up_blocks.0.upsamplers.0.conv.weight"},
+        {"output_blocks.5.2.conv.bias", "up_blocks.1.upsamplers.0.conv.bias"},
+        {"output_blocks.5.1.norm.weight", "up_blocks.1.attentions.2.norm.weight"},
+        {"time_embed.2.bias", "time_embedding.linear_2.bias"},
+        {"out.0.weight", "conv_norm_out.weight"},
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        assert_int_equal(sd_ldm_unet_name(cases[i][0], 2, out, sizeof out), 0);
+        assert_string_equal(out, cases[i][1]);
+    }
+    assert_int_equal(sd_ldm_unet_name("label_emb.0.0.weight", 2, out, sizeof out), -1);
+    assert_int_equal(sd_ldm_vae_name("decoder.up.3.block.0.nin_shortcut.weight", 4, out, sizeof out), 0);
+    assert_string_equal(out, "decoder.up_blocks.0.resnets.0.conv_shortcut.weight");
+    assert_int_equal(sd_ldm_vae_name("decoder.up.1.upsample.conv.bias", 4, out, sizeof out), 0);
+    assert_string_equal(out, "decoder.up_blocks.2.upsamplers.0.conv.bias");
+    assert_int_equal(sd_ldm_vae_name("encoder.mid.attn_1.proj_out.weight", 4, out, sizeof out), 0);
+    assert_string_equal(out, "encoder.mid_block.attentions.0.to_out.0.weight");
+}
+
+static void test_missing_or_misshapen_tensor_error_names_it_and_the_expected_shape(void **state) {
+    (void)state;
+    sd_model m;
+    open_or_fail(&m, "models/tiny-sd15.safetensors", NULL);
+    const sd_tensor *t;
+    sd_error err = {0};
+    int64_t shape[4] = {32, 4, 3, 3};
+    assert_int_equal(sd_weights_get(&m.unet_w, "conv_in.weight", 4, shape, &t, &err), 0);
+    shape[0] = 320;
+    assert_int_equal(sd_weights_get(&m.unet_w, "conv_in.weight", 4, shape, &t, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "'conv_in.weight' has shape [32, 4, 3, 3], expected [320, 4, 3, 3]"));
+    assert_int_equal(sd_weights_getf(&m.unet_w, &t, &err, shape, 4, "down_blocks.%d.nothing", 7), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "missing tensor 'down_blocks.7.nothing' (expected shape [320, 4, 3, 3])"));
+    assert_non_null(strstr(err.msg, "tiny-sd15.safetensors"));
+    sd_model_close(&m);
+}
+
+static void test_bad_model_paths_give_clear_errors(void **state) {
+    (void)state;
+    sd_model m;
+    sd_error err = {0};
+    assert_int_equal(sd_model_open(&m, tu_tmp("nothing-here"), NULL, &err), SD_ENOTFOUND);
+    assert_int_equal(sd_model_open(&m, tu_path("models"), NULL, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "model_index.json"));
+    /* a safetensors file that is not an SD checkpoint */
+    float x = 1;
+    sd_tensor t = {.name = "foo.weight", .dtype = SD_F32, .ndim = 1, .shape = {1}, .data = &x, .nbytes = 4};
+    const char *p = tu_tmp("other.safetensors");
+    assert_int_equal(st_write(p, &t, 1, NULL, NULL, 0, NULL), 0);
+    assert_int_equal(sd_model_open(&m, p, NULL, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "not a Stable Diffusion checkpoint"));
+}
+
+static void test_yaml_scalars_resolve_like_pyyaml(void **state) {
+    (void)state;
+    const char *y = "a:\n  b: 4\n  c: 1.0e-4\n  d: true\n  e: \"7\"\n  f: [1, 2]\n  g: ~\n  h: text\n";
+    json_t *j;
+    sd_error err = {0};
+    assert_int_equal(sd_yaml_parse(y, strlen(y), "t.yaml", &j, &err), 0);
+    assert_int_equal(json_integer_value(sd_json_path(j, "a.b")), 4);
+    assert_true(json_is_real(sd_json_path(j, "a.c")) && json_real_value(sd_json_path(j, "a.c")) == 1e-4);
+    assert_true(json_is_true(sd_json_path(j, "a.d")));
+    assert_string_equal(json_string_value(sd_json_path(j, "a.e")), "7");
+    assert_int_equal(json_array_size(sd_json_path(j, "a.f")), 2);
+    assert_true(json_is_null(sd_json_path(j, "a.g")));
+    assert_string_equal(json_string_value(sd_json_path(j, "a.h")), "text");
+    json_decref(j);
+    const char *bad = "a: [1, 2\nb: 3\n";
+    assert_int_equal(sd_yaml_parse(bad, strlen(bad), "bad.yaml", &j, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "bad.yaml:"));
+}
+
+/* Lines of `sdrender info` from "architecture:" to the end, minus the per-file details. */
+static char *info_arch(const char *model) {
+    char *out;
+    int rc = tu_sh(&out, "%s info -m %s 2>&1", tu_bin(), model);
+    if (rc != 0) fail_msg("sdrender info -m %s failed (%d): %s", model, rc, out);
+    char *a = strstr(out, "architecture:");
+    assert_non_null(a);
+    char *r = strdup(a);
+    free(out);
+    return r;
+}
+
+static void test_info_prints_the_same_architecture_for_both_layouts(void **state) {
+    (void)state;
+    char *a = info_arch(tu_path("models/tiny-sd15"));
+    char *b = info_arch(tu_path("models/tiny-sd15.safetensors"));
+    assert_string_equal(a, b);
+    assert_non_null(strstr(a, "heads [2, 2, 2, 2]"));
+    assert_non_null(strstr(a, "unet:         3.223 M parameters"));
+    free(a);
+    free(b);
+    char *out;
+    assert_int_equal(tu_sh(&out, "%s info -m /no/such/model 2>&1", tu_bin()), 2);
+    assert_non_null(strstr(out, "sdrender: /no/such/model: no such model"));
+    free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_single_file_has_the_same_tensors_as_the_diffusers_folder),
+        cmocka_unit_test(test_single_file_architecture_equals_the_folder_configs),
+        cmocka_unit_test(test_variants_are_detected),
+        cmocka_unit_test(test_single_file_heads_come_from_the_yaml),
+        cmocka_unit_test(test_ldm_names_translate_to_diffusers_names),
+        cmocka_unit_test(test_missing_or_misshapen_tensor_error_names_it_and_the_expected_shape),
+        cmocka_unit_test(test_bad_model_paths_give_clear_errors),
+        cmocka_unit_test(test_yaml_scalars_resolve_like_pyyaml),
+        cmocka_unit_test(test_info_prints_the_same_architecture_for_both_layouts),
+    };
+    return cmocka_run_group_tests_name("model", tests, NULL, NULL);
+}
