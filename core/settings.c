@@ -1,0 +1,244 @@
+#include "settings.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sd_settings_default(sd_settings *s) {
+    memset(s, 0, sizeof *s);
+    s->prompt = "";
+    s->negative = "";
+    s->steps = 20;
+    s->cfg_scale = 7.5f;
+    s->sampler = SD_SAMPLER_PNDM;
+    s->width = s->height = 512;
+    s->clip_skip = 1;
+    s->strength = 0.8f;
+}
+
+int sd_settings_check(const sd_settings *s, sd_error *err) {
+    if (!s->prompt) return sd_err(err, SD_EINPUT, "no prompt given");
+    if (s->width <= 0 || s->height <= 0 || s->width % 8 || s->height % 8)
+        return sd_err(err, SD_EINPUT, "size %dx%d: width and height must each be a positive multiple of 8", s->width, s->height);
+    if (s->width > 8192 || s->height > 8192)
+        return sd_err(err, SD_EINPUT, "size %dx%d: at most 8192 pixels a side", s->width, s->height);
+    if (s->steps < 1 || s->steps > 1000) return sd_err(err, SD_EINPUT, "steps %d: must be between 1 and 1000", s->steps);
+    if (!(s->cfg_scale >= 0 && s->cfg_scale <= 100))
+        return sd_err(err, SD_EINPUT, "cfg scale %g: must be between 0 and 100", s->cfg_scale);
+    if ((unsigned)s->sampler >= SD_SAMPLER_COUNT) return sd_err(err, SD_EINPUT, "unknown sampler");
+    if (s->karras && !sd_sampler_has_sigmas(s->sampler))
+        return sd_err(err, SD_EINPUT, "sampler %s has no sigmas; --karras works with %s", sd_sampler_name(s->sampler),
+                      "euler, euler_a, lms, heun, dpm++2m, unipc");
+    if (s->seed < 0) return sd_err(err, SD_EINPUT, "seed %lld: must be >= 0 (-1 picks a random seed)", (long long)s->seed);
+    if (s->clip_skip < 1 || s->clip_skip > 12) return sd_err(err, SD_EINPUT, "clip skip %d: must be 1..12", s->clip_skip);
+    if (!(s->eta >= 0 && s->eta <= 1)) return sd_err(err, SD_EINPUT, "eta %g: must be between 0 and 1", s->eta);
+    if (s->mask && !s->init_image) return sd_err(err, SD_EINPUT, "a mask needs an init image (-i)");
+    if (s->init_image && !(s->strength > 0 && s->strength <= 1))
+        return sd_err(err, SD_EINPUT, "strength %g: must be in (0, 1]", s->strength);
+    return 0;
+}
+
+/* A growable string. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int need = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        if (need < 0) {
+            b->oom = 1;
+            return;
+        }
+        if (b->p && b->n + (size_t)need < b->cap) {
+            b->n += (size_t)need;
+            return;
+        }
+        size_t cap = (b->cap ? b->cap * 2 : 256) + (size_t)need;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+/* A1111 quotes a value with JSON escaping when it holds ',', ':' or a newline. */
+static void sb_value(sbuf *b, const char *v) {
+    if (!strpbrk(v, ",:\n")) {
+        sb_add(b, "%s", v);
+        return;
+    }
+    json_t *s = json_string(v);
+    char *q = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+    if (q) sb_add(b, "%s", q);
+    else b->oom = 1;
+    free(q);
+    json_decref(s);
+}
+
+/* Shortest decimal form that reads back as the same float ("7.5", "0.6"). */
+static void fmt_float(char *buf, size_t n, float v) {
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtof(buf, NULL) == v) return;
+    }
+}
+
+char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, const char *model_name) {
+    sbuf b = {0};
+    char cfg[32], st[32];
+    fmt_float(cfg, sizeof cfg, s->cfg_scale);
+    sb_add(&b, "%s\n", s->prompt ? s->prompt : "");
+    if (s->negative && *s->negative) sb_add(&b, "Negative prompt: %s\n", s->negative);
+    sb_add(&b, "Steps: %d, Sampler: ", s->steps);
+    sb_value(&b, sd_sampler_a1111_name(s->sampler, s->karras));
+    sb_add(&b, ", CFG scale: %s, Seed: %lld, Size: %dx%d", cfg, (long long)s->seed, s->width, s->height);
+    if (model_hash && *model_hash) {
+        sb_add(&b, ", Model hash: ");
+        sb_value(&b, model_hash);
+    }
+    if (model_name && *model_name) {
+        sb_add(&b, ", Model: ");
+        sb_value(&b, model_name);
+    }
+    if (s->init_image) {
+        fmt_float(st, sizeof st, s->strength);
+        sb_add(&b, ", Denoising strength: %s", st);
+    }
+    if (s->clip_skip > 1) sb_add(&b, ", Clip skip: %d", s->clip_skip);
+    if (s->eta > 0) {
+        fmt_float(st, sizeof st, s->eta);
+        sb_add(&b, ", Eta: %s", st);
+    }
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+void sd_parsed_params_free(sd_parsed_params *p) {
+    free(p->prompt);
+    free(p->negative);
+    free(p->model_name);
+    memset(p, 0, sizeof *p);
+}
+
+/* Reads one "Key: value" pair at *pp (value possibly JSON-quoted); advances past the comma. */
+static int next_pair(const char **pp, char *key, size_t ksz, char **val) {
+    const char *p = *pp;
+    while (*p == ' ' || *p == ',') p++;
+    if (!*p) return 0;
+    const char *colon = strchr(p, ':');
+    if (!colon) return 0;
+    size_t kl = (size_t)(colon - p);
+    if (kl >= ksz) kl = ksz - 1;
+    memcpy(key, p, kl);
+    key[kl] = 0;
+    p = colon + 1;
+    while (*p == ' ') p++;
+    if (*p == '"') {
+        const char *q = p + 1;
+        while (*q && *q != '"') q += (*q == '\\' && q[1]) ? 2 : 1;
+        json_error_t je;
+        json_t *s = json_loadb(p, (size_t)(q + 1 - p), JSON_DECODE_ANY, &je);
+        *val = strdup(s && json_is_string(s) ? json_string_value(s) : "");
+        json_decref(s);
+        p = *q ? q + 1 : q;
+    } else {
+        const char *e = strchr(p, ',');
+        if (!e) e = p + strlen(p);
+        *val = strndup(p, (size_t)(e - p));
+        p = e;
+    }
+    *pp = p;
+    return *val != NULL;
+}
+
+int sd_settings_parse_a1111(const char *text, sd_parsed_params *out, sd_error *err) {
+    memset(out, 0, sizeof *out);
+    sd_settings_default(&out->s);
+    out->s.strength = 0;
+    /* the parameter line is the last line that starts with "Steps: " */
+    const char *last = NULL;
+    for (const char *p = text; p; p = strchr(p, '\n')) {
+        if (*p == '\n') p++;
+        if (!strncmp(p, "Steps: ", 7)) last = p;
+        if (!*p) break;
+    }
+    if (!last) return sd_err(err, SD_EINPUT, "not AUTOMATIC1111 parameters: no 'Steps:' line");
+    const char *neg = NULL;
+    for (const char *p = text; p && p < last; p = strchr(p, '\n')) {
+        if (*p == '\n') p++;
+        if (!strncmp(p, "Negative prompt: ", 17)) {
+            neg = p;
+            break;
+        }
+    }
+    const char *pend = neg ? neg : last;
+    size_t pl = (size_t)(pend - text);
+    while (pl && text[pl - 1] == '\n') pl--;
+    out->prompt = strndup(text, pl);
+    if (neg) {
+        size_t nl = (size_t)(last - (neg + 17));
+        while (nl && neg[17 + nl - 1] == '\n') nl--;
+        out->negative = strndup(neg + 17, nl);
+    } else {
+        out->negative = strdup("");
+    }
+    if (!out->prompt || !out->negative) {
+        sd_parsed_params_free(out);
+        return sd_err(err, SD_ENOMEM, "out of memory");
+    }
+    char line[4096];
+    size_t ll = strcspn(last, "\n");
+    if (ll >= sizeof line) ll = sizeof line - 1;
+    memcpy(line, last, ll);
+    line[ll] = 0;
+    const char *p = line;
+    char key[64], *val;
+    int rc = 0;
+    while (rc == 0 && next_pair(&p, key, sizeof key, &val)) {
+        if (!strcmp(key, "Steps")) out->s.steps = atoi(val);
+        else if (!strcmp(key, "CFG scale")) out->s.cfg_scale = strtof(val, NULL);
+        else if (!strcmp(key, "Seed")) out->s.seed = strtoll(val, NULL, 10);
+        else if (!strcmp(key, "Size")) {
+            if (sscanf(val, "%dx%d", &out->s.width, &out->s.height) != 2)
+                rc = sd_err(err, SD_EINPUT, "bad Size '%s'", val);
+        } else if (!strcmp(key, "Sampler")) {
+            int found = 0;
+            for (int k = 0; k < SD_SAMPLER_COUNT && !found; k++) {
+                for (int karras = 0; karras < 2 && !found; karras++) {
+                    if (!strcmp(val, sd_sampler_a1111_name((sd_sampler_kind)k, karras))) {
+                        out->s.sampler = (sd_sampler_kind)k;
+                        out->s.karras = karras;
+                        found = 1;
+                    }
+                }
+            }
+            if (!found) rc = sd_err(err, SD_EINPUT, "unknown sampler '%s'", val);
+        } else if (!strcmp(key, "Model hash")) snprintf(out->model_hash, sizeof out->model_hash, "%s", val);
+        else if (!strcmp(key, "Model")) {
+            free(out->model_name);
+            out->model_name = strdup(val);
+        } else if (!strcmp(key, "Denoising strength")) out->s.strength = strtof(val, NULL);
+        else if (!strcmp(key, "Clip skip")) out->s.clip_skip = atoi(val);
+        else if (!strcmp(key, "Eta")) out->s.eta = strtof(val, NULL);
+        free(val);
+    }
+    out->s.prompt = out->prompt;
+    out->s.negative = out->negative;
+    if (rc < 0) sd_parsed_params_free(out);
+    return rc;
+}

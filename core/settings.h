@@ -1,0 +1,65 @@
+/*
+ * settings.h - everything that decides one generated image, and its
+ * AUTOMATIC1111-style text form (the PNG `parameters` chunk).
+ *
+ * The same settings give the same image on any machine: the seed feeds the
+ * torch-compatible generator (core/rng.h) exactly as diffusers does.
+ */
+#ifndef SD_SETTINGS_H
+#define SD_SETTINGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "sampler.h"
+
+#define SD_SEED_MAX INT64_MAX
+
+typedef struct sd_settings {
+    const char *prompt;     /* borrowed; UTF-8 */
+    const char *negative;   /* borrowed; "" = empty negative prompt */
+    int steps;              /* inference steps (1..1000) */
+    float cfg_scale;        /* classifier-free guidance; <= 1 runs the conditional branch only */
+    sd_sampler_kind sampler;
+    int karras;             /* Karras sigmas (sigma-based samplers only) */
+    float eta;              /* DDIM eta */
+    int64_t seed;           /* 0..SD_SEED_MAX */
+    int width, height;      /* pixels, multiples of 8 */
+    int clip_skip;          /* 1 = last layer; 2 = penultimate (A1111 numbering) */
+    const char *init_image; /* img2img / inpaint input PNG, or NULL */
+    const char *mask;       /* inpaint mask PNG (white = repaint), or NULL */
+    float strength;         /* img2img strength in (0, 1] */
+} sd_settings;
+
+/* SD 1.5-style defaults: 20 steps, CFG 7.5, PNDM, 512x512, seed 0, clip skip 1, strength 0.8. */
+void sd_settings_default(sd_settings *s);
+
+/* Checks ranges (size multiple of 8, steps 1..1000, karras only with sigma samplers...);
+ * the message names the offending setting. */
+int sd_settings_check(const sd_settings *s, sd_error *err);
+
+/*
+ * The AUTOMATIC1111 `parameters` text:
+ *   <prompt>
+ *   Negative prompt: <negative>            (omitted when empty)
+ *   Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: name
+ * plus "Denoising strength" for img2img/inpaint and "Clip skip" when > 1. Values containing
+ * ',', ':' or a newline are JSON-quoted, as A1111 does. model_hash/model_name may be NULL.
+ * Returns a new string (caller frees) or NULL when out of memory.
+ */
+char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, const char *model_name);
+
+/* Parsed A1111 text: the settings plus owned copies of the strings they point to. */
+typedef struct sd_parsed_params {
+    sd_settings s;
+    char *prompt, *negative;
+    char model_hash[65];
+    char *model_name;
+} sd_parsed_params;
+
+/* Parses the text produced above (and A1111's own). Unknown keys are ignored. */
+int sd_settings_parse_a1111(const char *text, sd_parsed_params *out, sd_error *err);
+void sd_parsed_params_free(sd_parsed_params *p);
+
+#endif

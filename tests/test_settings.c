@@ -1,0 +1,122 @@
+/* Tests for core/settings: validation and the AUTOMATIC1111 parameters text. */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "settings.h"
+
+static void test_a1111_text_has_the_expected_lines(void **state) {
+    (void)state;
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = "a photograph of an astronaut riding a horse";
+    s.negative = "blurry, low quality";
+    s.steps = 10;
+    s.sampler = SD_SAMPLER_EULER_A;
+    s.seed = 42;
+    s.width = 64;
+    s.height = 96;
+    char *t = sd_settings_format_a1111(&s, "0123456789", "tiny-sd15");
+    assert_string_equal(t, "a photograph of an astronaut riding a horse\n"
+                           "Negative prompt: blurry, low quality\n"
+                           "Steps: 10, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 64x96, "
+                           "Model hash: 0123456789, Model: tiny-sd15");
+    free(t);
+    s.negative = "";
+    s.cfg_scale = 1;
+    t = sd_settings_format_a1111(&s, NULL, NULL);
+    assert_string_equal(t, "a photograph of an astronaut riding a horse\n"
+                           "Steps: 10, Sampler: Euler a, CFG scale: 1, Seed: 42, Size: 64x96");
+    free(t);
+}
+
+static void test_a1111_text_round_trips(void **state) {
+    (void)state;
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = "line one,\nline two: (emphasis:1.2) \"quoted\"";
+    s.negative = "ugly\nbad hands";
+    s.steps = 33;
+    s.cfg_scale = 6.25f;
+    s.sampler = SD_SAMPLER_DPMPP_2M;
+    s.karras = 1;
+    s.seed = 4294967295LL + 7;
+    s.width = 768;
+    s.height = 512;
+    s.clip_skip = 2;
+    s.init_image = "in.png";
+    s.strength = 0.6f;
+    char *t = sd_settings_format_a1111(&s, "abc", "my, model: v2");
+    sd_parsed_params p;
+    sd_error err = {0};
+    assert_int_equal(sd_settings_parse_a1111(t, &p, &err), 0);
+    assert_string_equal(p.prompt, s.prompt);
+    assert_string_equal(p.negative, s.negative);
+    assert_int_equal(p.s.steps, 33);
+    assert_true(p.s.cfg_scale == 6.25f);
+    assert_int_equal(p.s.sampler, SD_SAMPLER_DPMPP_2M);
+    assert_int_equal(p.s.karras, 1);
+    assert_true(p.s.seed == s.seed);
+    assert_int_equal(p.s.width, 768);
+    assert_int_equal(p.s.height, 512);
+    assert_int_equal(p.s.clip_skip, 2);
+    assert_true(p.s.strength == 0.6f);
+    assert_string_equal(p.model_hash, "abc");
+    assert_string_equal(p.model_name, "my, model: v2");
+    sd_parsed_params_free(&p);
+    free(t);
+    assert_int_equal(sd_settings_parse_a1111("just a prompt", &p, &err), SD_EINPUT);
+}
+
+static void test_settings_check_rejects_bad_values_naming_them(void **state) {
+    (void)state;
+    sd_settings s;
+    sd_error err = {0};
+    sd_settings_default(&s);
+    assert_int_equal(sd_settings_check(&s, &err), 0);
+    s.width = 100;
+    assert_int_equal(sd_settings_check(&s, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "multiple of 8"));
+    sd_settings_default(&s);
+    s.steps = 0;
+    assert_int_equal(sd_settings_check(&s, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "steps 0"));
+    sd_settings_default(&s);
+    s.karras = 1;
+    assert_int_equal(sd_settings_check(&s, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "karras"));
+    sd_settings_default(&s);
+    s.mask = "m.png";
+    assert_int_equal(sd_settings_check(&s, &err), SD_EINPUT);
+    sd_settings_default(&s);
+    s.init_image = "i.png";
+    s.strength = 0;
+    assert_int_equal(sd_settings_check(&s, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "strength"));
+}
+
+static void test_sampler_names_parse_and_print(void **state) {
+    (void)state;
+    sd_sampler_kind k;
+    assert_int_equal(sd_sampler_parse("dpm++2m", &k), 0);
+    assert_int_equal(k, SD_SAMPLER_DPMPP_2M);
+    assert_int_equal(sd_sampler_parse("dpmpp_2m", &k), 0);
+    assert_int_equal(sd_sampler_parse("euler_a", &k), 0);
+    assert_string_equal(sd_sampler_a1111_name(k, 0), "Euler a");
+    assert_int_equal(sd_sampler_parse("nope", &k), -1);
+    for (int i = 0; i < SD_SAMPLER_COUNT; i++) {
+        assert_int_equal(sd_sampler_parse(sd_sampler_name((sd_sampler_kind)i), &k), 0);
+        assert_int_equal(k, i);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a1111_text_has_the_expected_lines),
+        cmocka_unit_test(test_a1111_text_round_trips),
+        cmocka_unit_test(test_settings_check_rejects_bad_values_naming_them),
+        cmocka_unit_test(test_sampler_names_parse_and_print),
+    };
+    return cmocka_run_group_tests_name("settings", tests, NULL, NULL);
+}
