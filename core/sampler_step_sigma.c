@@ -126,7 +126,7 @@ int sampler_step_lms(struct sd_sampler *s, int i, const float *m, float *x, sd_e
     /* order = min(step_index + 1, 4); zip() with the derivatives pairs only those that exist */
     int order = i + 1 < SAMPLER_MAX_HIST ? i + 1 : SAMPLER_MAX_HIST;
     int used = order < s->n_hist ? order : s->n_hist;
-    float coeff[SAMPLER_MAX_HIST];
+    float coeff[SAMPLER_MAX_HIST] = {0};
     for (int j = 0; j < used; j++) coeff[j] = (float)lms_coefficient(s->sigmas, order, i, j);
     for (size_t k = 0; k < n; k++) {
         float acc = coeff[0] * s->hist[s->n_hist - 1][k];

@@ -225,6 +225,44 @@ static void test_sampler_use_default_values_spacing_falls_back_to_the_class_defa
     json_decref(root);
 }
 
+/* With linspace spacing (and N > 1) the interpolated sigmas span the training range, so Euler, LMS,
+ * Heun and UniPC with --karras must use the Karras sigmas of the dpmpp_2m_karras golden,
+ * with timesteps whose rounding gives its integer timesteps. */
+static void test_sampler_karras_sigmas_agree_with_the_dpmpp_golden_for_every_sampler(void **state) {
+    (void)state;
+    json_t *root = load_json("golden/schedulers.json");
+    json_t *steps = jget(jget(jget(root, "schedulers"), "dpmpp_2m_karras"), "steps");
+    sched_config cfg = sd15_config();
+    const sd_sampler_kind kinds[4] = {SD_SAMPLER_EULER, SD_SAMPLER_LMS, SD_SAMPLER_HEUN, SD_SAMPLER_UNIPC};
+    const char *key;
+    json_t *g;
+    json_object_foreach(steps, key, g) {
+        int N = atoi(key);
+        if (N == 1) continue; /* one linspace step is t = 0 for Euler & co.: a different range */
+        json_t *sig = jget(g, "sigmas"), *ts = jget(g, "timesteps");
+        for (int k = 0; k < 4; k++) {
+            sd_sampler *s = make(kinds[k], &cfg, N, 1, 0.0f);
+            int ns;
+            const float *sg = sampler_sigmas(s, &ns);
+            const double *t = sampler_timesteps(s);
+            int heun = kinds[k] == SD_SAMPLER_HEUN;
+            char label[64];
+            snprintf(label, sizeof label, "%s karras, %d steps", sd_sampler_name(kinds[k]), N);
+            for (int i = 0; i < N; i++) {
+                int at = heun && i > 0 ? 2 * i - 1 : i; /* heun repeats all but the first */
+                expect_rel(label, i, sg[at], jnum(json_array_get(sig, i)), 2e-6);
+                double want_t = jnum(json_array_get(ts, i));
+                if (nearbyint(t[at]) != want_t) fail_msg("%s: timestep %d is %.6f, want ~%g", label, i, t[at], want_t);
+            }
+            float last = sg[ns - 1];
+            if (kinds[k] == SD_SAMPLER_UNIPC) assert_true(last == sg[ns - 2]); /* the last sigma repeated */
+            else assert_true(last == 0.0f);
+            sampler_free(s);
+        }
+    }
+    json_decref(root);
+}
+
 /* ---- trajectories ----------------------------------------------------------------------- */
 
 /* Runs trajectory `name` of schedulers.safetensors with the closed-form model and checks
@@ -522,15 +560,18 @@ static void test_sampler_strength_skips_steps_like_the_img2img_pipeline(void **s
 
 /* ---- DDIM with eta -------------------------------------------------------------------- */
 
-/* eta > 0: the variance noise comes from the generator, one randn per step, added as
- * std_dev_t * noise; with the same draws added by hand the eta = 0 update must agree. */
+/* eta > 0: DDIM (Song et al. eq. 12) adds sigma_t * noise with
+ * sigma_t = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)), the noise being one
+ * randn of the latent's size from the generator per step (diffusers draws it after the update). */
 static void test_sampler_ddim_eta_draws_variance_noise_from_the_generator(void **state) {
     (void)state;
     sched_config cfg = sd15_config();
-    sd_sampler *a = make(SD_SAMPLER_DDIM, &cfg, 10, 0, 1.0f);
+    const float eta = 0.8f;
+    sd_sampler *a = make(SD_SAMPLER_DDIM, &cfg, 10, 0, eta);
     assert_true(sampler_draws_noise(a));
     enum { N = 64 };
-    float x[N], m[N];
+    float x[N], m[N], noise[N];
+    double want[N];
     for (int k = 0; k < N; k++) {
         x[k] = (float)sin(k * 0.37) * 2.0f;
         m[k] = (float)cos(k * 0.11);
@@ -538,15 +579,25 @@ static void test_sampler_ddim_eta_draws_variance_noise_from_the_generator(void *
     sd_rng g, ref;
     sd_rng_seed(&g, 5);
     sd_rng_seed(&ref, 5);
+    sd_rng_randn(&ref, noise, N);
+    const float *ac = sampler_alphas_cumprod(a, NULL);
+    assert_true(sampler_timesteps(a)[0] == 901.0);
+    double a_t = ac[901], a_prev = ac[801];
+    double std_dev = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev));
+    for (int k = 0; k < N; k++) {
+        double x0 = (x[k] - sqrt(1 - a_t) * m[k]) / sqrt(a_t);
+        want[k] = sqrt(a_prev) * x0 + sqrt(1 - a_prev - std_dev * std_dev) * m[k] + std_dev * noise[k];
+    }
     sd_error err = {0};
     assert_int_equal(sampler_step(a, 0, m, x, N, &g, &err), 0);
+    for (int k = 0; k < N; k++)
+        if (fabs(x[k] - want[k]) > 1e-5 * (1 + fabs(want[k])))
+            fail_msg("ddim eta: element %d is %.9g, want %.9g", k, x[k], want[k]);
     /* exactly one draw of N values */
-    float tmp[N];
-    sd_rng_randn(&ref, tmp, N);
     assert_int_equal(sd_rng_u32(&g), sd_rng_u32(&ref));
-    for (int k = 0; k < N; k++) assert_true(isfinite(x[k]));
     /* a generator is required */
     assert_true(sampler_step(a, 1, m, x, N, NULL, &err) < 0);
+    assert_non_null(strstr(err.msg, "generator"));
     sampler_free(a);
 }
 
@@ -608,6 +659,7 @@ int main(void) {
         cmocka_unit_test(test_sampler_timesteps_and_sigmas_match_diffusers_for_every_scheduler_and_step_count),
         cmocka_unit_test(test_sampler_each_timestep_spacing_matches_diffusers),
         cmocka_unit_test(test_sampler_use_default_values_spacing_falls_back_to_the_class_default),
+        cmocka_unit_test(test_sampler_karras_sigmas_agree_with_the_dpmpp_golden_for_every_sampler),
         cmocka_unit_test(test_sampler_trajectories_follow_diffusers_for_every_scheduler),
         cmocka_unit_test(test_sampler_add_noise_matches_ddim_and_euler),
         cmocka_unit_test(test_sampler_replays_every_pipeline_golden_loop),
