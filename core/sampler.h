@@ -83,7 +83,8 @@ void sampler_free(sd_sampler *s);
 int sampler_num_evals(const sd_sampler *s);
 /* First evaluation of the loop: 0, or what sampler_set_strength chose. */
 int sampler_first_eval(const sd_sampler *s);
-/* The timestep passed to the U-Net at evaluation i, as float32 (may be fractional). */
+/* The timestep passed to the U-Net at evaluation i, as float32 (may be fractional);
+ * NAN outside 0 .. num_evals - 1. */
 float sampler_timestep(const sd_sampler *s, int i);
 /* All num_evals timesteps as diffusers stores them (int64 or float values, exact in double). */
 const double *sampler_timesteps(const sd_sampler *s);
@@ -102,7 +103,7 @@ const float *sampler_alphas_cumprod(const sd_sampler *s, int *n);
 int sampler_draws_noise(const sd_sampler *s);
 
 /* scale_model_input at evaluation i: x / sqrt(sigma^2 + 1) for euler, euler_a, lms, heun;
- * a copy otherwise. x, out: [n]; they may be the same buffer. */
+ * a copy otherwise (and for i out of range). x, out: [n]; they may be the same buffer. */
 void sampler_scale_model_input(const sd_sampler *s, int i, const float *x, float *out, size_t n);
 
 /* img2img (StableDiffusionImg2ImgPipeline.get_timesteps): init = min(int(N * strength), N),
