@@ -24,6 +24,27 @@ static int get_float(json_t *o, const char *key, float *out, sd_error *err) {
     return 0;
 }
 
+static int get_double(json_t *o, const char *key, double *out, sd_error *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_number(v)) return sd_err(err, SD_EINPUT, "config key '%s' is not a number", key);
+    *out = json_number_value(v);
+    return 0;
+}
+
+/* True when a diffusers-saved config lists key in "_use_default_values": from_config then
+ * drops the stored value and the new class uses its own default. */
+static int uses_default(json_t *o, const char *key) {
+    json_t *list = json_object_get(o, "_use_default_values");
+    size_t i;
+    json_t *e;
+    if (!json_is_array(list)) return 0;
+    json_array_foreach(list, i, e) {
+        if (json_is_string(e) && !strcmp(json_string_value(e), key)) return 1;
+    }
+    return 0;
+}
+
 static int get_bool(json_t *o, const char *key, int *out, sd_error *err) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return 0;
@@ -287,8 +308,8 @@ out:
 void sched_config_sd15(sched_config *c) {
     memset(c, 0, sizeof *c);
     strcpy(c->class_name, "PNDMScheduler");
-    c->beta_start = 0.00085f;
-    c->beta_end = 0.012f;
+    c->beta_start = 0.00085;
+    c->beta_end = 0.012;
     c->beta_schedule = SCHED_BETA_SCALED_LINEAR;
     c->num_train_timesteps = 1000;
     c->steps_offset = 1;
@@ -304,8 +325,8 @@ int sched_config_from_json(sched_config *c, const char *text, sd_error *err) {
     int rc;
     const char *s;
     if ((s = get_str(j, "_class_name"))) snprintf(c->class_name, sizeof c->class_name, "%s", s);
-    if ((rc = get_float(j, "beta_start", &c->beta_start, err)) < 0) goto out;
-    if ((rc = get_float(j, "beta_end", &c->beta_end, err)) < 0) goto out;
+    if ((rc = get_double(j, "beta_start", &c->beta_start, err)) < 0) goto out;
+    if ((rc = get_double(j, "beta_end", &c->beta_end, err)) < 0) goto out;
     if ((rc = get_int(j, "num_train_timesteps", &c->num_train_timesteps, err)) < 0) goto out;
     if ((rc = get_int(j, "steps_offset", &c->steps_offset, err)) < 0) goto out;
     if ((rc = get_bool(j, "set_alpha_to_one", &c->set_alpha_to_one, err)) < 0) goto out;
@@ -333,7 +354,7 @@ int sched_config_from_json(sched_config *c, const char *text, sd_error *err) {
             goto out;
         }
     }
-    if ((s = get_str(j, "timestep_spacing"))) {
+    if ((s = get_str(j, "timestep_spacing")) && !uses_default(j, "timestep_spacing")) {
         if (!strcmp(s, "leading")) c->timestep_spacing = SCHED_SPACING_LEADING;
         else if (!strcmp(s, "linspace")) c->timestep_spacing = SCHED_SPACING_LINSPACE;
         else if (!strcmp(s, "trailing")) c->timestep_spacing = SCHED_SPACING_TRAILING;

@@ -70,7 +70,7 @@ enum { SCHED_SPACING_DEFAULT = 0, SCHED_SPACING_LEADING, SCHED_SPACING_LINSPACE,
 /* The parts of scheduler_config.json every sampler derives from. */
 typedef struct sched_config {
     char class_name[64];        /* "PNDMScheduler", ... */
-    float beta_start, beta_end; /* 0.00085, 0.012 */
+    double beta_start, beta_end;/* 0.00085, 0.012 (double: diffusers takes their sqrt in float64) */
     int beta_schedule;          /* SCHED_BETA_* */
     int num_train_timesteps;    /* 1000 */
     int steps_offset;           /* 1 */
@@ -78,7 +78,8 @@ typedef struct sched_config {
     int skip_prk_steps;
     int clip_sample;
     int prediction_type;        /* SCHED_PRED_* */
-    int timestep_spacing;       /* SCHED_SPACING_*; DEFAULT = the sampler's own default */
+    int timestep_spacing;       /* SCHED_SPACING_*; DEFAULT = the sampler's own default (also when
+                                   the key is listed in "_use_default_values", as from_config does) */
 } sched_config;
 
 /* Each *_load reads a diffusers config.json; *_from_json parses its text. Missing keys get

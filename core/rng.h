@@ -9,7 +9,9 @@
  * on one generator do; this is what makes a seed give diffusers' image.
  * Algorithm: testdata README section 5 (mt19937; n >= 16 uses torch's
  * vectorized Box-Muller on blocks of 16 in float32, n < 16 the double-precision
- * path with a one-value cache).
+ * path with a one-value cache). The polynomials are evaluated in scalar code with
+ * fmaf where PyTorch's compiled AVX2 code fused, so every build (PORTABLE too)
+ * gives the same bits.
  */
 #ifndef SD_RNG_H
 #define SD_RNG_H
@@ -24,7 +26,8 @@ typedef struct sd_rng {
     double cached_normal;
 } sd_rng;
 
-/* torch.Generator().manual_seed(seed); clears the cached normal. */
+/* torch.Generator().manual_seed(seed); clears the cached normal. Like torch, only the low
+ * 32 bits of the seed matter (a negative Python seed is its two's complement). */
 void sd_rng_seed(sd_rng *g, uint64_t seed);
 /* Next raw 32-bit output of mt19937. */
 uint32_t sd_rng_u32(sd_rng *g);

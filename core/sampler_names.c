@@ -33,10 +33,9 @@ const char *sd_sampler_name(sd_sampler_kind k) {
 
 const char *sd_sampler_a1111_name(sd_sampler_kind k, int karras) {
     if ((unsigned)k >= SD_SAMPLER_COUNT) return "?";
-    if (!karras || !names[k].sigmas) return names[k].a1111;
+    if (!karras || !sd_sampler_has_karras(k)) return names[k].a1111;
     switch (k) {
     case SD_SAMPLER_EULER: return "Euler Karras";
-    case SD_SAMPLER_EULER_A: return "Euler a Karras";
     case SD_SAMPLER_LMS: return "LMS Karras";
     case SD_SAMPLER_HEUN: return "Heun Karras";
     case SD_SAMPLER_DPMPP_2M: return "DPM++ 2M Karras";
@@ -48,3 +47,5 @@ const char *sd_sampler_a1111_name(sd_sampler_kind k, int karras) {
 const char *sd_sampler_list(void) { return "ddim|pndm|euler|euler_a|lms|heun|dpm++2m|unipc"; }
 
 int sd_sampler_has_sigmas(sd_sampler_kind k) { return (unsigned)k < SD_SAMPLER_COUNT && names[k].sigmas; }
+
+int sd_sampler_has_karras(sd_sampler_kind k) { return sd_sampler_has_sigmas(k) && k != SD_SAMPLER_EULER_A; }
