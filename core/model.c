@@ -460,8 +460,9 @@ static int infer_configs(sd_model *m, json_t *yaml, int openclip_layers, sd_erro
         }
         if (json_int_at(yaml, "model.params.image_size", &x)) uc->sample_size = x;
         if (json_num_at(yaml, "model.params.scale_factor", &f)) vc->scaling_factor = f;
-        if (json_num_at(yaml, "model.params.linear_start", &f)) m->sched.beta_start = f;
-        if (json_num_at(yaml, "model.params.linear_end", &f)) m->sched.beta_end = f;
+        json_t *ls = sd_json_path(yaml, "model.params.linear_start"), *le = sd_json_path(yaml, "model.params.linear_end");
+        if (json_is_number(ls)) m->sched.beta_start = json_number_value(ls);
+        if (json_is_number(le)) m->sched.beta_end = json_number_value(le);
         if (json_int_at(yaml, "model.params.timesteps", &x)) m->sched.num_train_timesteps = x;
         if (json_int_at(yaml, "model.params.first_stage_config.params.ddconfig.resolution", &x)) vc->sample_size = x;
         const char *param = json_string_value(sd_json_path(yaml, "model.params.parameterization"));

@@ -28,9 +28,9 @@ int sd_settings_check(const sd_settings *s, sd_error *err) {
     if (!(s->cfg_scale >= 0 && s->cfg_scale <= 100))
         return sd_err(err, SD_EINPUT, "cfg scale %g: must be between 0 and 100", s->cfg_scale);
     if ((unsigned)s->sampler >= SD_SAMPLER_COUNT) return sd_err(err, SD_EINPUT, "unknown sampler");
-    if (s->karras && !sd_sampler_has_sigmas(s->sampler))
+    if (s->karras && !sd_sampler_has_karras(s->sampler))
         return sd_err(err, SD_EINPUT, "sampler %s has no sigmas; --karras works with %s", sd_sampler_name(s->sampler),
-                      "euler, euler_a, lms, heun, dpm++2m, unipc");
+                      "euler, lms, heun, dpm++2m, unipc");
     if (s->seed < 0) return sd_err(err, SD_EINPUT, "seed %lld: must be >= 0 (-1 picks a random seed)", (long long)s->seed);
     if (s->clip_skip < 1 || s->clip_skip > 12) return sd_err(err, SD_EINPUT, "clip skip %d: must be 1..12", s->clip_skip);
     if (!(s->eta >= 0 && s->eta <= 1)) return sd_err(err, SD_EINPUT, "eta %g: must be between 0 and 1", s->eta);
@@ -95,6 +95,14 @@ static void fmt_float(char *buf, size_t n, float v) {
     }
 }
 
+/* The same for a double. */
+static void fmt_double(char *buf, size_t n, double v) {
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
 char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, const char *model_name) {
     sbuf b = {0};
     char cfg[32], st[32];
@@ -113,7 +121,7 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
         sb_value(&b, model_name);
     }
     if (s->init_image) {
-        fmt_float(st, sizeof st, s->strength);
+        fmt_double(st, sizeof st, s->strength);
         sb_add(&b, ", Denoising strength: %s", st);
     }
     if (s->clip_skip > 1) sb_add(&b, ", Clip skip: %d", s->clip_skip);
@@ -232,7 +240,7 @@ int sd_settings_parse_a1111(const char *text, sd_parsed_params *out, sd_error *e
         else if (!strcmp(key, "Model")) {
             free(out->model_name);
             out->model_name = strdup(val);
-        } else if (!strcmp(key, "Denoising strength")) out->s.strength = strtof(val, NULL);
+        } else if (!strcmp(key, "Denoising strength")) out->s.strength = strtod(val, NULL);
         else if (!strcmp(key, "Clip skip")) out->s.clip_skip = atoi(val);
         else if (!strcmp(key, "Eta")) out->s.eta = strtof(val, NULL);
         free(val);

@@ -29,7 +29,7 @@ typedef struct sd_settings {
     int clip_skip;          /* 1 = last layer; 2 = penultimate (A1111 numbering) */
     const char *init_image; /* img2img / inpaint input PNG, or NULL */
     const char *mask;       /* inpaint mask PNG (white = repaint), or NULL */
-    float strength;         /* img2img strength in (0, 1] */
+    double strength;        /* img2img strength in (0, 1]; double: 10 * 0.7f would truncate to 6 steps */
 } sd_settings;
 
 /* SD 1.5-style defaults: 20 steps, CFG 7.5, PNDM, 512x512, seed 0, clip skip 1, strength 0.8. */

@@ -46,7 +46,7 @@ static void test_a1111_text_round_trips(void **state) {
     s.height = 512;
     s.clip_skip = 2;
     s.init_image = "in.png";
-    s.strength = 0.6f;
+    s.strength = 0.6;
     char *t = sd_settings_format_a1111(&s, "abc", "my, model: v2");
     sd_parsed_params p;
     sd_error err = {0};
@@ -61,7 +61,7 @@ static void test_a1111_text_round_trips(void **state) {
     assert_int_equal(p.s.width, 768);
     assert_int_equal(p.s.height, 512);
     assert_int_equal(p.s.clip_skip, 2);
-    assert_true(p.s.strength == 0.6f);
+    assert_true(p.s.strength == 0.6);
     assert_string_equal(p.model_hash, "abc");
     assert_string_equal(p.model_name, "my, model: v2");
     sd_parsed_params_free(&p);
