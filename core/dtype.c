@@ -125,11 +125,22 @@ static void f16_to_f32_n(float *dst, const unsigned char *src, size_t n) {
     }
 }
 
+/* bf16 is the top half of a float32: a shift the compiler vectorizes. */
+static void bf16_to_f32_n(float *dst, const unsigned char *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        uint32_t bits = (uint32_t)h << 16;
+        memcpy(dst + i, &bits, 4);
+    }
+}
+
 void sd_convert_to_f32(float *dst, const void *srcv, sd_dtype t, size_t n) {
     const unsigned char *src = srcv;
     switch (t) {
     case SD_F32: memmove(dst, src, n * 4); return;
     case SD_F16: f16_to_f32_n(dst, src, n); return;
+    case SD_BF16: bf16_to_f32_n(dst, src, n); return;
     default: break;
     }
     for (size_t i = 0; i < n; i++) {

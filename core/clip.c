@@ -1,0 +1,161 @@
+/* clip.c - CLIP text transformer forward pass (see clip.h). */
+#include "clip.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define P "text_model."
+
+/* Looks up "text_model.encoder.layers.<l>.<name>" with the given shape. */
+static int get_layer(const sd_weights *w, const sd_tensor **t, sd_error *err, int l, const char *name, int64_t d0,
+                     int64_t d1) {
+    int64_t shape[2] = {d0, d1};
+    return sd_weights_getf(w, t, err, shape, d1 ? 2 : 1, P "encoder.layers.%d.%s", l, name);
+}
+
+int clip_text_load(clip_text_model *m, const clip_config *c, const sd_weights *w, sd_error *err) {
+    memset(m, 0, sizeof *m);
+    if (c->layers <= 0 || c->hidden <= 0 || c->heads <= 0 || c->hidden % c->heads)
+        return sd_err(err, SD_EINPUT, "clip: bad config (%d layers, hidden %d, %d heads)", c->layers, c->hidden,
+                      c->heads);
+    m->cfg = *c;
+    int64_t D = c->hidden, I = c->intermediate;
+    m->layers = calloc((size_t)c->layers, sizeof *m->layers);
+    if (!m->layers) return sd_err(err, SD_ENOMEM, "out of memory loading the text encoder");
+    int rc;
+    if ((rc = sd_weights_get(w, P "embeddings.token_embedding.weight", 2, (int64_t[]){c->vocab_size, D},
+                             &m->tok_emb, err)) < 0 ||
+        (rc = sd_weights_get(w, P "embeddings.position_embedding.weight", 2, (int64_t[]){c->max_positions, D},
+                             &m->pos_emb, err)) < 0 ||
+        (rc = sd_weights_get(w, P "final_layer_norm.weight", 1, (int64_t[]){D}, &m->final_ln_w, err)) < 0 ||
+        (rc = sd_weights_get(w, P "final_layer_norm.bias", 1, (int64_t[]){D}, &m->final_ln_b, err)) < 0)
+        goto fail;
+    for (int l = 0; l < c->layers; l++) {
+        clip_layer *L = &m->layers[l];
+        if ((rc = get_layer(w, &L->ln1_w, err, l, "layer_norm1.weight", D, 0)) < 0 ||
+            (rc = get_layer(w, &L->ln1_b, err, l, "layer_norm1.bias", D, 0)) < 0 ||
+            (rc = get_layer(w, &L->q_w, err, l, "self_attn.q_proj.weight", D, D)) < 0 ||
+            (rc = get_layer(w, &L->q_b, err, l, "self_attn.q_proj.bias", D, 0)) < 0 ||
+            (rc = get_layer(w, &L->k_w, err, l, "self_attn.k_proj.weight", D, D)) < 0 ||
+            (rc = get_layer(w, &L->k_b, err, l, "self_attn.k_proj.bias", D, 0)) < 0 ||
+            (rc = get_layer(w, &L->v_w, err, l, "self_attn.v_proj.weight", D, D)) < 0 ||
+            (rc = get_layer(w, &L->v_b, err, l, "self_attn.v_proj.bias", D, 0)) < 0 ||
+            (rc = get_layer(w, &L->o_w, err, l, "self_attn.out_proj.weight", D, D)) < 0 ||
+            (rc = get_layer(w, &L->o_b, err, l, "self_attn.out_proj.bias", D, 0)) < 0 ||
+            (rc = get_layer(w, &L->ln2_w, err, l, "layer_norm2.weight", D, 0)) < 0 ||
+            (rc = get_layer(w, &L->ln2_b, err, l, "layer_norm2.bias", D, 0)) < 0 ||
+            (rc = get_layer(w, &L->fc1_w, err, l, "mlp.fc1.weight", I, D)) < 0 ||
+            (rc = get_layer(w, &L->fc1_b, err, l, "mlp.fc1.bias", I, 0)) < 0 ||
+            (rc = get_layer(w, &L->fc2_w, err, l, "mlp.fc2.weight", D, I)) < 0 ||
+            (rc = get_layer(w, &L->fc2_b, err, l, "mlp.fc2.bias", D, 0)) < 0)
+            goto fail;
+    }
+    ops_arena_init(&m->arena, (size_t)16 << 20);
+    return 0;
+fail:
+    free(m->layers);
+    m->layers = NULL;
+    return rc;
+}
+
+void clip_text_free(clip_text_model *m) {
+    free(m->layers);
+    ops_arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+/* x: [B*T, D] = token_embedding[ids] + position_embedding[0..T). */
+static int embed(const clip_text_model *m, const int *ids, int B, int T, float *x, float *row, sd_error *err) {
+    int D = m->cfg.hidden;
+    size_t esz_t = sd_dtype_size(m->tok_emb->dtype), esz_p = sd_dtype_size(m->pos_emb->dtype);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int id = ids[b * T + t];
+            if (id < 0 || id >= m->cfg.vocab_size)
+                return sd_err(err, SD_EINPUT, "text encoder: token id %d at position %d of prompt %d is outside the "
+                              "vocabulary (0..%d)", id, t, b, m->cfg.vocab_size - 1);
+            float *xr = x + ((size_t)b * T + t) * D;
+            sd_convert_to_f32(xr, (const char *)m->tok_emb->data + (size_t)id * D * esz_t, m->tok_emb->dtype,
+                              (size_t)D);
+            sd_convert_to_f32(row, (const char *)m->pos_emb->data + (size_t)t * D * esz_p, m->pos_emb->dtype,
+                              (size_t)D);
+            for (int i = 0; i < D; i++) xr[i] += row[i];
+        }
+    return 0;
+}
+
+/* One pre-LN block on x: [B*T, D] in place; scratch from the arena. */
+static int block_forward(clip_text_model *m, const clip_layer *L, float *x, int B, int T, sd_error *err) {
+    const clip_config *c = &m->cfg;
+    int D = c->hidden, I = c->intermediate, M = B * T, rc;
+    ops_arena *a = &m->arena;
+    ops_mark mark = ops_arena_mark(a);
+    float *h = ops_arena_floats(a, (size_t)M * D, err);
+    float *q = ops_arena_floats(a, (size_t)M * D, err);
+    float *k = ops_arena_floats(a, (size_t)M * D, err);
+    float *v = ops_arena_floats(a, (size_t)M * D, err);
+    float *f = ops_arena_floats(a, (size_t)M * I, err);
+    ops_attn_desc ad = {.batch = B, .heads = c->heads, .head_dim = D / c->heads, .n_q = T, .n_kv = T,
+                        .q_stride = D, .k_stride = D, .v_stride = D, .out_stride = D,
+                        .scale = 1.0f / sqrtf((float)(D / c->heads)), .causal = 1};
+    size_t wsb = ops_attention_workspace(&ad, ops_get_threads());
+    void *ws = ops_arena_alloc(a, wsb, err);
+    if (!h || !q || !k || !v || !f || !ws) {
+        rc = err ? err->code : SD_ENOMEM;
+        goto out;
+    }
+    if ((rc = ops_layernorm(h, x, M, D, c->eps, L->ln1_w, L->ln1_b, a, err)) < 0 ||
+        (rc = ops_linear(q, h, M, D, L->q_w, L->q_b, D, 0, a, err)) < 0 ||
+        (rc = ops_linear(k, h, M, D, L->k_w, L->k_b, D, 0, a, err)) < 0 ||
+        (rc = ops_linear(v, h, M, D, L->v_w, L->v_b, D, 0, a, err)) < 0 ||
+        (rc = ops_attention(h, q, k, v, &ad, ws, wsb, err)) < 0 ||
+        (rc = ops_linear(x, h, M, D, L->o_w, L->o_b, D, 1, a, err)) < 0 ||
+        (rc = ops_layernorm(h, x, M, D, c->eps, L->ln2_w, L->ln2_b, a, err)) < 0 ||
+        (rc = ops_linear(f, h, M, D, L->fc1_w, L->fc1_b, I, 0, a, err)) < 0)
+        goto out;
+    if (c->act == CLIP_ACT_GELU) ops_gelu(f, (size_t)M * I);
+    else ops_quick_gelu(f, (size_t)M * I);
+    rc = ops_linear(x, f, M, I, L->fc2_w, L->fc2_b, D, 1, a, err);
+out:
+    ops_arena_release(a, mark);
+    return rc;
+}
+
+int clip_text_forward(clip_text_model *m, const int *ids, int B, int T, int skip_layers, float *out, sd_error *err) {
+    const clip_config *c = &m->cfg;
+    if (T <= 0 || T > c->max_positions)
+        return sd_err(err, SD_EINPUT, "text encoder: %d tokens, the model takes 1..%d", T, c->max_positions);
+    if (skip_layers < 0 || skip_layers >= c->layers)
+        return sd_err(err, SD_EINPUT, "text encoder: cannot skip %d of %d layers", skip_layers, c->layers);
+    int D = c->hidden, rc;
+    ops_mark mark = ops_arena_mark(&m->arena);
+    float *x = ops_arena_floats(&m->arena, (size_t)B * T * D, err);
+    float *row = ops_arena_floats(&m->arena, (size_t)D, err);
+    if (!x || !row) {
+        rc = err ? err->code : SD_ENOMEM;
+        goto out;
+    }
+    if ((rc = embed(m, ids, B, T, x, row, err)) < 0) goto out;
+    int64_t shape[3] = {B, T, D};
+    sd_probe_emit(m->probe, "hidden_states.embeddings", x, 3, shape);
+    for (int l = 0; l < c->layers - skip_layers; l++) {
+        if ((rc = block_forward(m, &m->layers[l], x, B, T, err)) < 0) goto out;
+        char name[48];
+        snprintf(name, sizeof name, "hidden_states.layer%d", l);
+        sd_probe_emit(m->probe, name, x, 3, shape);
+    }
+    rc = ops_layernorm(out, x, B * T, D, c->eps, m->final_ln_w, m->final_ln_b, &m->arena, err);
+out:
+    ops_arena_release(&m->arena, mark);
+    return rc;
+}
+
+double clip_text_flops(const clip_config *c, int B, int T) {
+    double D = c->hidden, I = c->intermediate, M = (double)B * T;
+    double per_layer = 2 * M * D * D * 4       /* q, k, v, out projections */
+                       + 2 * M * D * I * 2     /* fc1, fc2 */
+                       + 2 * (double)B * T * T * D * 2; /* scores and weighted sum (all heads) */
+    return per_layer * c->layers;
+}

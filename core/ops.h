@@ -1,0 +1,205 @@
+/*
+ * ops.h - the compute kernels every network in sdrender is built from.
+ *
+ * Layout. Activations are float32, row-major, owned by the caller. Images are
+ * NCHW ([B, C, H, W], like PyTorch); token sequences are [B, T, C] ("rows" of C
+ * features). A kernel never allocates its output: it fills a buffer the caller
+ * passes in. Weights are `const sd_tensor *` views (core/tensor.h) in F32, F16
+ * or BF16, usually pointing into a mapped checkpoint, possibly unaligned.
+ *
+ * Weights stay 16-bit in memory. A kernel widens the weight it needs into
+ * scratch memory right before its GEMM (sd_convert_to_f32, vectorized): on the
+ * 2-core AVX-512 EPYC this costs ~0.25 ns per element, about 3% of a U-Net
+ * step, against 3.4 GB more resident memory for a float32 copy of SD 1.5.
+ *
+ * Scratch. Kernels that need temporary memory (converted weights, im2col
+ * tiles, attention tiles) take an `ops_arena *`: a bump allocator that grows
+ * in large blocks and is rewound with mark/release. A network keeps one arena
+ * per forward pass; after the first pass it has its final size, so no step
+ * after the first calls malloc. Kernels release what they took before they
+ * return, so scratch use is strictly nested.
+ *
+ * Threads. All parallelism is OpenMP over the outer loops of each kernel
+ * (output tiles, rows, channels, heads). GEMMs are OpenBLAS cblas_sgemm calls
+ * made from inside those loops on single-threaded OpenBLAS: two thread pools
+ * (OpenBLAS's and OpenMP's) spinning on the same cores cost up to 45% here.
+ * ops_set_threads(n) sets both knobs accordingly; call it once at start-up.
+ *
+ *     ops_set_threads(0);                         // all cores
+ *     ops_arena a; ops_arena_init(&a, 0);
+ *     ops_linear(y, x, M, K, w, b, N, 0, &a, &err);  // y[M,N] = x[M,K] w[N,K]^T + b
+ *     ops_arena_free(&a);
+ */
+#ifndef SD_OPS_H
+#define SD_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "tensor.h"
+
+/* ---- threads ---------------------------------------------------------- */
+
+/* n OpenMP threads (0 = all cores) for every kernel; OpenBLAS runs single-threaded inside them. */
+void ops_set_threads(int n);
+/* The number of threads kernels use. */
+int ops_get_threads(void);
+
+/* ---- scratch arena ---------------------------------------------------- */
+
+typedef struct ops_arena_block {
+    char *base;
+    size_t size, used;
+} ops_arena_block;
+
+typedef struct ops_arena {
+    ops_arena_block *blocks;
+    int n_blocks, cap_blocks;
+    int cur;              /* block allocations come from */
+    size_t block_size;    /* minimum size of a new block */
+    size_t in_use, peak;  /* bytes handed out now / at most */
+    int n_grow;           /* how many blocks were malloc'ed (tests: "allocates nothing") */
+} ops_arena;
+
+/* A position in an arena to rewind to. */
+typedef struct ops_mark {
+    int block;
+    size_t used, in_use;
+} ops_mark;
+
+/* block_size 0 = 64 MiB. Nothing is allocated until the first ops_arena_alloc. */
+void ops_arena_init(ops_arena *a, size_t block_size);
+/* 64-byte aligned memory valid until released; NULL and an SD_ENOMEM error when out of memory. */
+void *ops_arena_alloc(ops_arena *a, size_t bytes, sd_error *err);
+/* Same for n floats. */
+float *ops_arena_floats(ops_arena *a, size_t n, sd_error *err);
+ops_mark ops_arena_mark(const ops_arena *a);
+/* Frees (for reuse) everything allocated after mark m. */
+void ops_arena_release(ops_arena *a, ops_mark m);
+/* Makes sure `bytes` more can be allocated without malloc (one block). */
+int ops_arena_reserve(ops_arena *a, size_t bytes, sd_error *err);
+void ops_arena_free(ops_arena *a);
+
+/* ---- weights ---------------------------------------------------------- */
+
+/*
+ * w as float32: the data itself when w is aligned F32, else a converted copy
+ * in the arena (converted by all threads). NULL and an error on failure.
+ */
+const float *ops_weight_f32(const sd_tensor *w, ops_arena *a, sd_error *err);
+
+/* ---- matrix products -------------------------------------------------- */
+
+/*
+ * out[M, N] = x[M, K] * w[N, K]^T + b[N]  (a PyTorch nn.Linear on M rows).
+ * b may be NULL. accumulate = 1 adds the result to out (a fused residual).
+ */
+int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, const sd_tensor *b, int N,
+               int accumulate, ops_arena *scratch, sd_error *err);
+
+/*
+ * c[M, N] (+)= a[M, K] * b  with b [K, N], or b [N, K] used transposed when
+ * trans_b; plain float32 matrices with the given leading dimensions, split
+ * over all threads.
+ */
+void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M, int N, int K,
+                int trans_b, int accumulate);
+
+/* ---- convolution ------------------------------------------------------ */
+
+/*
+ * A 2-D convolution (PyTorch Conv2d, no dilation, no groups) with optional
+ * work fused into reading its input and writing its output:
+ *   input:  nearest upsampling to (up_h, up_w), a per-channel affine
+ *           x*scale+shift (a GroupNorm folded by ops_groupnorm_affine), SiLU;
+ *   output: bias, a per-(batch, channel) add (a time embedding), a residual
+ *           tensor, or accumulation into out.
+ * Implementation: im2col of strips of output rows (sized to stay in cache),
+ * each strip one sgemm [out_ch, K] x [K, strip]; 1x1 convolutions without
+ * input work read x directly.
+ */
+typedef struct ops_conv_desc {
+    int batch, in_ch, in_h, in_w;   /* x: [batch, in_ch, in_h, in_w] */
+    int out_ch, k_h, k_w, stride;
+    int pad_t, pad_l, pad_b, pad_r; /* zero padding per side (asymmetric allowed) */
+    const sd_tensor *weight;        /* [out_ch, in_ch, k_h, k_w] */
+    const sd_tensor *bias;          /* [out_ch] or NULL */
+    /* fused into the input read (all optional) */
+    int up_h, up_w;                 /* > 0: nearest-upsample x to this size first */
+    const float *in_scale, *in_shift; /* [batch, in_ch]: x*scale + shift, or NULL */
+    int in_silu;                    /* then SiLU */
+    /* fused into the output write (all optional) */
+    const float *chan_add;          /* [batch, out_ch] */
+    const float *residual;          /* [batch, out_ch, out_h, out_w], must not alias out */
+    int accumulate;                 /* out += conv instead of out = conv */
+} ops_conv_desc;
+
+/* Output size of d (0 when the kernel does not fit the padded input). */
+void ops_conv2d_out_size(const ops_conv_desc *d, int *out_h, int *out_w);
+/* out: [batch, out_ch, out_h, out_w]; x must not alias out. */
+int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *scratch, sd_error *err);
+
+/* ---- normalization ---------------------------------------------------- */
+
+/*
+ * GroupNorm statistics of x: [B, C, HW] folded with gamma/beta into a
+ * per-(batch, channel) affine: scale[b,c] = gamma[c]/sqrt(var+eps),
+ * shift[b,c] = beta[c] - mean*scale. Sums in double.
+ */
+int ops_groupnorm_affine(float *scale, float *shift, const float *x, int B, int C, int HW, int groups, float eps,
+                         const sd_tensor *gamma, const sd_tensor *beta, ops_arena *scratch, sd_error *err);
+/* out = GroupNorm(x) (then SiLU when silu); out may equal x. */
+int ops_groupnorm(float *out, const float *x, int B, int C, int HW, int groups, float eps, const sd_tensor *gamma,
+                  const sd_tensor *beta, int silu, ops_arena *scratch, sd_error *err);
+/* out: [M, C] = LayerNorm over the last axis of x: [M, C]; out may equal x. */
+int ops_layernorm(float *out, const float *x, int M, int C, float eps, const sd_tensor *gamma,
+                  const sd_tensor *beta, ops_arena *scratch, sd_error *err);
+
+/* ---- element-wise ----------------------------------------------------- */
+
+void ops_silu(float *x, size_t n);          /* x * sigmoid(x), in place */
+void ops_gelu(float *x, size_t n);          /* exact: x/2 * (1 + erf(x/sqrt 2)) */
+void ops_quick_gelu(float *x, size_t n);    /* x * sigmoid(1.702 x) */
+/* out[M, inner] = x[:, :inner] * gelu(x[:, inner:]) for x: [M, 2*inner] (diffusers GEGLU). */
+void ops_geglu(float *out, const float *x, int M, int inner);
+/* Softmax over each row of x: [rows, n], in place. */
+void ops_softmax(float *x, int rows, int n);
+/* out = a + b (out may equal a or b). */
+void ops_add(float *out, const float *a, const float *b, size_t n);
+/* x: [B, C, H, W] -> out: [B, C, oh, ow], source index floor(dst * in / out) per axis. */
+void ops_upsample_nearest(float *out, const float *x, int B, int C, int H, int W, int oh, int ow);
+/* a: [B, Ca, HW], b: [B, Cb, HW] -> out: [B, Ca+Cb, HW]. */
+void ops_concat_channels(float *out, const float *a, int Ca, const float *b, int Cb, int B, int HW);
+/* x: [B, C, HW] -> out: [B, HW, C] and back; out must not alias x. */
+void ops_nchw_to_nlc(float *out, const float *x, int B, int C, int HW);
+void ops_nlc_to_nchw(float *out, const float *x, int B, int C, int HW);
+
+/* ---- attention -------------------------------------------------------- */
+
+/*
+ * Multi-head scaled dot-product attention, softmax(q k^T * scale [+ causal
+ * mask]) v per batch and head, computed in tiles of queries against blocks of
+ * keys with a streaming (online) softmax: memory is O(tile), never the
+ * [n_q, n_kv] score matrix. Token t of batch b, head h lives at
+ * x + (b * n + t) * stride + h * head_dim for each of q, k, v, out (so q, k, v
+ * may be column slices of one fused [B, T, 3C] projection).
+ */
+typedef struct ops_attn_desc {
+    int batch, heads, head_dim;
+    int n_q, n_kv;
+    int q_stride, k_stride, v_stride, out_stride; /* floats between tokens */
+    float scale;                    /* usually head_dim^-0.5 */
+    int causal;                     /* query i sees keys <= i (CLIP text) */
+} ops_attn_desc;
+
+/* Bytes of workspace ops_attention needs for d with `threads` threads. */
+size_t ops_attention_workspace(const ops_attn_desc *d, int threads);
+/*
+ * out = attention(q, k, v). ws: ops_attention_workspace(d, ops_get_threads())
+ * bytes, 64-byte aligned; the kernel allocates nothing else.
+ */
+int ops_attention(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d, void *ws,
+                  size_t ws_bytes, sd_error *err);
+
+#endif

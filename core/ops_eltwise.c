@@ -1,0 +1,95 @@
+/* ops_eltwise.c - activations, softmax, adds, resampling and layout changes. */
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "ops_vmath.h"
+
+/* Element ranges below this run on one thread: a parallel region costs more. */
+#define PAR_MIN 32768
+
+void ops_silu(float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * vm_sigmoidf(x[i]);
+}
+
+void ops_gelu(float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] = vm_geluf(x[i]);
+}
+
+void ops_quick_gelu(float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * vm_sigmoidf(1.702f * x[i]);
+}
+
+void ops_geglu(float *out, const float *x, int M, int inner) {
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if ((size_t)M * inner >= PAR_MIN)
+    for (int r = 0; r < M; r++) {
+        const float *val = x + (size_t)r * 2 * inner, *gate = val + inner;
+        float *o = out + (size_t)r * inner;
+#pragma omp simd
+        for (int i = 0; i < inner; i++) o[i] = val[i] * vm_geluf(gate[i]);
+    }
+}
+
+void ops_softmax(float *x, int rows, int n) {
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if ((size_t)rows * n >= PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        float *v = x + (size_t)r * n, m = -INFINITY, s = 0;
+        for (int i = 0; i < n; i++) m = v[i] > m ? v[i] : m;
+#pragma omp simd reduction(+ : s)
+        for (int i = 0; i < n; i++) {
+            v[i] = vm_expf(v[i] - m);
+            s += v[i];
+        }
+        float inv = 1.0f / s;
+#pragma omp simd
+        for (int i = 0; i < n; i++) v[i] *= inv;
+    }
+}
+
+void ops_add(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for simd schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void ops_upsample_nearest(float *out, const float *x, int B, int C, int H, int W, int oh, int ow) {
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if ((size_t)B * C * oh * ow >= PAR_MIN)
+    for (int bc = 0; bc < B * C; bc++) {
+        const float *src = x + (size_t)bc * H * W;
+        float *dst = out + (size_t)bc * oh * ow;
+        for (int y = 0; y < oh; y++) {
+            const float *srow = src + (size_t)((int64_t)y * H / oh) * W;
+            float *drow = dst + (size_t)y * ow;
+            for (int xo = 0; xo < ow; xo++) drow[xo] = srow[(int64_t)xo * W / ow];
+        }
+    }
+}
+
+void ops_concat_channels(float *out, const float *a, int Ca, const float *b, int Cb, int B, int HW) {
+    size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
+    for (int i = 0; i < B; i++) {
+        memcpy(out + i * (na + nb), a + i * na, na * sizeof(float));
+        memcpy(out + i * (na + nb) + na, b + i * nb, nb * sizeof(float));
+    }
+}
+
+/* Transposes each of B [rows, cols] matrices in 32x32 blocks (cache friendly both ways). */
+static void transpose_batched(float *out, const float *x, int B, int rows, int cols) {
+    int rb = (rows + 31) / 32, cb = (cols + 31) / 32;
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if ((size_t)B * rows * cols >= PAR_MIN)
+    for (long t = 0; t < (long)B * rb * cb; t++) {
+        int b = (int)(t / ((long)rb * cb)), r0 = (int)(t / cb % rb) * 32, c0 = (int)(t % cb) * 32;
+        const float *src = x + (size_t)b * rows * cols;
+        float *dst = out + (size_t)b * rows * cols;
+        int r1 = r0 + 32 < rows ? r0 + 32 : rows, c1 = c0 + 32 < cols ? c0 + 32 : cols;
+        for (int r = r0; r < r1; r++)
+            for (int c = c0; c < c1; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+    }
+}
+
+void ops_nchw_to_nlc(float *out, const float *x, int B, int C, int HW) { transpose_batched(out, x, B, C, HW); }
+
+void ops_nlc_to_nchw(float *out, const float *x, int B, int C, int HW) { transpose_batched(out, x, B, HW, C); }

@@ -1,0 +1,125 @@
+/* ops_gemm.c - threads, weight widening, and the GEMM-shaped kernels (linear, matmul). */
+#include "ops.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- threads ---------------------------------------------------------- */
+
+static int ops_threads;
+
+void ops_set_threads(int n) {
+    if (n <= 0) n = omp_get_num_procs();
+    ops_threads = n;
+    omp_set_num_threads(n);
+    /* every sgemm runs inside an OpenMP tile loop: OpenBLAS must not start threads of its own */
+    openblas_set_num_threads(1);
+}
+
+static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+static void threads_default(void) {
+    if (!ops_threads) ops_set_threads(0);
+}
+
+int ops_get_threads(void) {
+    pthread_once(&threads_once, threads_default);
+    return ops_threads;
+}
+
+/* ---- weights ---------------------------------------------------------- */
+
+const float *ops_weight_f32(const sd_tensor *w, ops_arena *a, sd_error *err) {
+    const float *view = sd_tensor_f32_view(w);
+    if (view) return view;
+    size_t n = (size_t)sd_tensor_numel(w);
+    float *dst = ops_arena_floats(a, n, err);
+    if (!dst) return NULL;
+    size_t esz = sd_dtype_size(w->dtype);
+    const unsigned char *src = w->data;
+    if (n < (1u << 16)) {
+        sd_convert_to_f32(dst, src, w->dtype, n);
+        return dst;
+    }
+    /* chunks of 16K elements: multiples of every vector width, one per loop step */
+    size_t chunk = 1u << 14, nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t i0 = c * chunk, m = n - i0 < chunk ? n - i0 : chunk;
+        sd_convert_to_f32(dst + i0, src + i0 * esz, w->dtype, m);
+    }
+    return dst;
+}
+
+/* ---- tiling ----------------------------------------------------------- */
+
+/*
+ * Splits an M x N output into tiles of tm x tn (tn a multiple of 16 unless it
+ * is N) so that there are at least 2 tiles per thread where the shape allows,
+ * without tiles smaller than 64 along either axis.
+ */
+static void split_tiles(int M, int N, int threads, int *tm, int *tn) {
+    int bm = M < 256 ? M : 256, bn = N < 512 ? N : 512;
+    long want = 2L * threads;
+    while ((long)((M + bm - 1) / bm) * ((N + bn - 1) / bn) < want) {
+        if (bn >= 128 && bn >= bm) bn = (bn / 2 + 15) & ~15;
+        else if (bm >= 128) bm = bm / 2;
+        else break;
+    }
+    *tm = bm;
+    *tn = bn;
+}
+
+/* ---- linear and matmul ------------------------------------------------ */
+
+int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, const sd_tensor *b, int N,
+               int accumulate, ops_arena *scratch, sd_error *err) {
+    if (sd_tensor_numel(w) != (int64_t)N * K || (b && sd_tensor_numel(b) != N))
+        return sd_err(err, SD_EINTERNAL, "linear: weight '%s' does not hold [%d, %d]", w->name, N, K);
+    if (M <= 0) return 0;
+    ops_mark mark = ops_arena_mark(scratch);
+    const float *wf = ops_weight_f32(w, scratch, err);
+    const float *bf = wf && b ? ops_weight_f32(b, scratch, err) : NULL;
+    if (!wf || (b && !bf)) {
+        ops_arena_release(scratch, mark);
+        return err ? err->code : SD_ENOMEM;
+    }
+    int threads = ops_get_threads(), tm, tn;
+    split_tiles(M, N, threads, &tm, &tn);
+    int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int t = 0; t < mt * nt; t++) {
+        int m0 = (t / nt) * tm, n0 = (t % nt) * tn;
+        int mm = M - m0 < tm ? M - m0 : tm, nn = N - n0 < tn ? N - n0 : tn;
+        float *c = out + (size_t)m0 * N + n0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mm, nn, K, 1.0f, x + (size_t)m0 * K, K,
+                    wf + (size_t)n0 * K, K, accumulate ? 1.0f : 0.0f, c, N);
+        if (bf) {
+            for (int i = 0; i < mm; i++) {
+                float *row = c + (size_t)i * N;
+#pragma omp simd
+                for (int j = 0; j < nn; j++) row[j] += bf[n0 + j];
+            }
+        }
+    }
+    ops_arena_release(scratch, mark);
+    return 0;
+}
+
+void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M, int N, int K,
+                int trans_b, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    int threads = ops_get_threads(), tm, tn;
+    split_tiles(M, N, threads, &tm, &tn);
+    int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int t = 0; t < mt * nt; t++) {
+        int m0 = (t / nt) * tm, n0 = (t % nt) * tn;
+        int mm = M - m0 < tm ? M - m0 : tm, nn = N - n0 < tn ? N - n0 : tn;
+        const float *bp = trans_b ? b + (size_t)n0 * ldb : b + n0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, mm, nn, K, 1.0f,
+                    a + (size_t)m0 * lda, lda, bp, ldb, accumulate ? 1.0f : 0.0f, c + (size_t)m0 * ldc + n0, ldc);
+    }
+}

@@ -1,0 +1,190 @@
+/* Tests for ops_attention: equals softmax(q k^T * scale) v, in memory that does not grow with n_q * n_kv. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "ops.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+static float frand(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+static float *rand_floats(size_t n, float scale) {
+    float *p = malloc(n * sizeof(float));
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+
+/* Reference for one (batch, head, query): a full softmax row in double, O(n_kv) memory. */
+static void naive_row(double *o, const float *q, const float *k, const float *v, const ops_attn_desc *d, int b,
+                      int h, int i, double *p) {
+    const float *qi = q + ((size_t)b * d->n_q + i) * d->q_stride + (size_t)h * d->head_dim;
+    int n = d->causal ? (i + 1 < d->n_kv ? i + 1 : d->n_kv) : d->n_kv;
+    double m = -INFINITY, s = 0;
+    for (int j = 0; j < n; j++) {
+        const float *kj = k + ((size_t)b * d->n_kv + j) * d->k_stride + (size_t)h * d->head_dim;
+        double dot = 0;
+        for (int c = 0; c < d->head_dim; c++) dot += (double)qi[c] * kj[c];
+        p[j] = dot * d->scale;
+        if (p[j] > m) m = p[j];
+    }
+    for (int j = 0; j < n; j++) s += (p[j] = exp(p[j] - m));
+    for (int c = 0; c < d->head_dim; c++) o[c] = 0;
+    for (int j = 0; j < n; j++) {
+        const float *vj = v + ((size_t)b * d->n_kv + j) * d->v_stride + (size_t)h * d->head_dim;
+        for (int c = 0; c < d->head_dim; c++) o[c] += p[j] / s * vj[c];
+    }
+}
+
+/* Runs d on random q, k, v (q/k scaled by qk_scale) and compares every output with the reference. */
+static void check_attention(const ops_attn_desc *d, float qk_scale, const char *label) {
+    size_t nq = (size_t)d->batch * d->n_q, nk = (size_t)d->batch * d->n_kv;
+    float *q = rand_floats(nq * d->q_stride, qk_scale), *k = rand_floats(nk * d->k_stride, qk_scale);
+    float *v = rand_floats(nk * d->v_stride, 1), *out = rand_floats(nq * d->out_stride, 1);
+    float *keep = malloc(nq * d->out_stride * sizeof(float));
+    memcpy(keep, out, nq * d->out_stride * sizeof(float));
+    size_t wsb = ops_attention_workspace(d, ops_get_threads());
+    void *ws = aligned_alloc(64, (wsb + 63) & ~(size_t)63);
+    sd_error err = {0};
+    assert_int_equal(ops_attention(out, q, k, v, d, ws, wsb, &err), 0);
+    double *o = malloc(d->head_dim * sizeof(double)), *p = malloc(d->n_kv * sizeof(double)), worst = 0;
+    for (int b = 0; b < d->batch; b++)
+        for (int h = 0; h < d->heads; h++)
+            for (int i = 0; i < d->n_q; i++) {
+                naive_row(o, q, k, v, d, b, h, i, p);
+                const float *got = out + ((size_t)b * d->n_q + i) * d->out_stride + (size_t)h * d->head_dim;
+                for (int c = 0; c < d->head_dim; c++)
+                    if (fabs(got[c] - o[c]) > worst) worst = fabs(got[c] - o[c]);
+            }
+    if (worst > 2e-6) fail_msg("%s: max |got - want| = %.3g", label, worst);
+    /* columns outside the heads (out_stride > heads * head_dim) are untouched */
+    for (size_t t = 0; t < nq; t++)
+        for (int c = d->heads * d->head_dim; c < d->out_stride; c++)
+            assert_true(out[t * d->out_stride + c] == keep[t * d->out_stride + c]);
+    free(q), free(k), free(v), free(out), free(keep), free(ws), free(o), free(p);
+}
+
+static void test_attention_matches_naive_for_self_cross_and_causal(void **state) {
+    (void)state;
+    for (int threads = 1; threads <= 3; threads++) {
+        ops_set_threads(threads);
+        /* self-attention on a fused [B, T, 3C] projection: q, k, v are column slices */
+        ops_attn_desc self = {.batch = 2, .heads = 3, .head_dim = 8, .n_q = 150, .n_kv = 150,
+                              .q_stride = 72, .k_stride = 72, .v_stride = 72, .out_stride = 24,
+                              .scale = 1 / sqrtf(8.0f)};
+        check_attention(&self, 2.0f, "self-attention");
+        /* cross-attention: 77 keys of a text context */
+        ops_attn_desc cross = {.batch = 2, .heads = 2, .head_dim = 16, .n_q = 130, .n_kv = 77,
+                               .q_stride = 32, .k_stride = 32, .v_stride = 32, .out_stride = 35,
+                               .scale = 0.25f};
+        check_attention(&cross, 2.0f, "cross-attention");
+        /* CLIP text: causal, 77 tokens, 12 heads of 4 */
+        ops_attn_desc clip = {.batch = 1, .heads = 12, .head_dim = 4, .n_q = 77, .n_kv = 77,
+                              .q_stride = 48, .k_stride = 48, .v_stride = 48, .out_stride = 48,
+                              .scale = 0.5f, .causal = 1};
+        check_attention(&clip, 2.0f, "causal attention");
+        /* VAE: one head over all positions, head_dim = channels */
+        ops_attn_desc vae = {.batch = 1, .heads = 1, .head_dim = 64, .n_q = 70, .n_kv = 70,
+                             .q_stride = 64, .k_stride = 64, .v_stride = 64, .out_stride = 64,
+                             .scale = 0.125f};
+        check_attention(&vae, 1.0f, "one head");
+    }
+}
+
+static void test_attention_streams_over_more_keys_than_one_block(void **state) {
+    (void)state;
+    ops_set_threads(2);
+    /* more than one 1024-key block, with a partial last block, plain and causal */
+    ops_attn_desc d = {.batch = 1, .heads = 2, .head_dim = 8, .n_q = 2500, .n_kv = 2500, .q_stride = 16,
+                       .k_stride = 16, .v_stride = 16, .out_stride = 16, .scale = 1 / sqrtf(8.0f)};
+    check_attention(&d, 3.0f, "2500 keys");
+    d.causal = 1;
+    check_attention(&d, 3.0f, "2500 keys causal");
+    d.causal = 0;
+    d.n_q = 70;
+    check_attention(&d, 3.0f, "70 queries, 2500 keys");
+}
+
+/* Peak resident memory (VmHWM) in KiB since the last reset_peak_rss(). */
+static long peak_rss_kb(void) {
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (fp && fgets(line, sizeof line, fp))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atol(line + 6);
+    if (fp) fclose(fp);
+    if (kb < 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        kb = ru.ru_maxrss;
+    }
+    return kb;
+}
+
+/* Resets the peak to the current resident size (Linux: "5" > clear_refs), so growth is measurable. */
+static void reset_peak_rss(void) {
+    FILE *fp = fopen("/proc/self/clear_refs", "w");
+    if (fp) {
+        fputs("5", fp);
+        fclose(fp);
+    }
+}
+
+static void test_attention_4096_tokens_without_a_score_matrix(void **state) {
+    (void)state;
+    ops_set_threads(2);
+    const int N = 4096;
+    ops_attn_desc d = {.batch = 1, .heads = 2, .head_dim = 16, .n_q = N, .n_kv = N, .q_stride = 32,
+                       .k_stride = 32, .v_stride = 32, .out_stride = 32, .scale = 0.25f};
+    size_t score_bytes = (size_t)N * N * sizeof(float); /* 64 MiB: what a naive kernel holds */
+    size_t wsb = ops_attention_workspace(&d, ops_get_threads());
+    if (wsb * 16 > score_bytes) fail_msg("workspace of %zu bytes is not far below the %zu-byte score matrix", wsb, score_bytes);
+    size_t n = (size_t)N * 32;
+    float *q = rand_floats(n, 2), *k = rand_floats(n, 2), *v = rand_floats(n, 1), *out = calloc(n, sizeof(float));
+    void *ws = aligned_alloc(64, (wsb + 63) & ~(size_t)63);
+    memset(ws, 0, wsb);
+    sd_error err = {0};
+    /* warm up: OpenBLAS maps its packing buffers on first use in each thread */
+    ops_attn_desc warm = d;
+    warm.n_q = warm.n_kv = 256;
+    assert_int_equal(ops_attention(out, q, k, v, &warm, ws, wsb, &err), 0);
+    reset_peak_rss();
+    long before = peak_rss_kb();
+    assert_int_equal(ops_attention(out, q, k, v, &d, ws, wsb, &err), 0);
+    long grown_kb = peak_rss_kb() - before;
+    if ((size_t)grown_kb * 1024 > score_bytes / 4)
+        fail_msg("resident memory grew by %ld KiB during the call: the kernel allocated score-sized memory", grown_kb);
+    /* exact against the reference on a sample of queries (every 61st, both heads, last query included) */
+    double *o = malloc(16 * sizeof(double)), *p = malloc((size_t)N * sizeof(double)), worst = 0;
+    for (int s = 0; s <= N / 61; s++)
+        for (int h = 0, i = s == N / 61 ? N - 1 : s * 61; h < 2; h++) {
+            naive_row(o, q, k, v, &d, 0, h, i, p);
+            for (int c = 0; c < 16; c++) {
+                double e = fabs(out[(size_t)i * 32 + h * 16 + c] - o[c]);
+                if (e > worst) worst = e;
+            }
+        }
+    if (worst > 2e-6) fail_msg("N=4096: max |got - want| = %.3g", worst);
+    /* a workspace one byte short is refused, not overrun */
+    assert_int_equal(ops_attention(out, q, k, v, &d, ws, wsb - 1, &err), SD_EINTERNAL);
+    free(q), free(k), free(v), free(out), free(ws), free(o), free(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attention_4096_tokens_without_a_score_matrix),
+        cmocka_unit_test(test_attention_matches_naive_for_self_cross_and_causal),
+        cmocka_unit_test(test_attention_streams_over_more_keys_than_one_block),
+    };
+    return cmocka_run_group_tests_name("attention", tests, NULL, NULL);
+}

@@ -1,0 +1,499 @@
+/* Tests for core/ops: every optimized kernel against a plain loop (in double) on random shapes. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "ops_vmath.h"
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static uint64_t rng_state = 88172645463325252ULL;
+
+static double urand(void) { /* xorshift64, uniform in [0, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+static int irand(int lo, int hi) { return lo + (int)(urand() * (hi - lo + 1)); }
+
+static float *rand_floats(size_t n, float scale) {
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++) p[i] = (float)((urand() * 2 - 1) * scale);
+    return p;
+}
+
+/* A weight tensor stored as dtype, with the float values it represents in `f`. */
+typedef struct test_weight {
+    sd_tensor t;
+    unsigned char *raw; /* storage (+1 byte so F32 can be deliberately misaligned) */
+    float *f;
+} test_weight;
+
+static void tw_make(test_weight *w, sd_dtype dt, int ndim, const int64_t *shape, float scale, int misalign) {
+    memset(w, 0, sizeof *w);
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    w->f = rand_floats(n, scale);
+    size_t esz = sd_dtype_size(dt);
+    w->raw = malloc(n * esz + 8);
+    assert_non_null(w->raw);
+    unsigned char *data = w->raw + (misalign ? 1 : 0);
+    for (size_t i = 0; i < n; i++) {
+        if (dt == SD_F16) {
+            uint16_t h = sd_f32_to_f16(w->f[i]);
+            w->f[i] = sd_f16_to_f32(h);
+            memcpy(data + 2 * i, &h, 2);
+        } else if (dt == SD_BF16) {
+            uint16_t h = sd_f32_to_bf16(w->f[i]);
+            w->f[i] = sd_bf16_to_f32(h);
+            memcpy(data + 2 * i, &h, 2);
+        } else {
+            memcpy(data + 4 * i, &w->f[i], 4);
+        }
+    }
+    w->t.name = "test.weight";
+    w->t.dtype = dt;
+    w->t.ndim = ndim;
+    for (int i = 0; i < ndim; i++) w->t.shape[i] = shape[i];
+    w->t.data = data;
+    w->t.nbytes = n * esz;
+}
+
+static void tw_free(test_weight *w) {
+    free(w->raw);
+    free(w->f);
+}
+
+/* Fails unless |got - want| <= tol * (1 + |want|) everywhere; prints the worst element. */
+static void expect_near(const char *label, const float *got, const double *want, size_t n, double tol) {
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs(got[i] - want[i]) / (1 + fabs(want[i]));
+        if (!(d <= worst)) {
+            worst = d;
+            wi = i;
+        }
+    }
+    if (!(worst <= tol))
+        fail_msg("%s: relative error %.3g at %zu (got %.9g, want %.9g), tolerance %.3g", label, worst, wi, got[wi],
+                 want[wi], tol);
+}
+
+static const sd_dtype weight_dtypes[3] = {SD_F32, SD_F16, SD_BF16};
+
+/* ---- vector math ------------------------------------------------------ */
+
+static void test_vmath_exp_and_erf_match_libm(void **state) {
+    (void)state;
+    double worst_exp = 0, worst_erf = 0;
+    for (int i = 0; i <= 400000; i++) {
+        float x = -87.0f + 175.0f * (float)i / 400000.0f;
+        double rel = fabs(vm_expf(x) - exp((double)x)) / exp((double)x);
+        if (rel > worst_exp) worst_exp = rel;
+        float z = -6.0f + 12.0f * (float)i / 400000.0f;
+        double ae = fabs(vm_erff(z) - erf((double)z));
+        if (ae > worst_erf) worst_erf = ae;
+    }
+    if (worst_exp > 3.0 * 5.96e-8) fail_msg("vm_expf relative error %.3g above 3 ulp", worst_exp);
+    if (worst_erf > 1.5e-7) fail_msg("vm_erff absolute error %.3g above 1.5e-7", worst_erf);
+    assert_true(vm_expf(-INFINITY) == 0.0f);
+    assert_true(vm_expf(-100.0f) == 0.0f);
+    assert_true(vm_expf(0.0f) == 1.0f);
+    assert_true(isfinite(vm_expf(200.0f)));
+}
+
+/* ---- linear and matmul ------------------------------------------------ */
+
+static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
+    (void)state;
+    ops_arena a;
+    ops_arena_init(&a, 1 << 20);
+    sd_error err = {0};
+    for (int rep = 0; rep < 12; rep++) {
+        int M = irand(1, 300), K = irand(1, 200), N = irand(1, 700);
+        sd_dtype dt = weight_dtypes[rep % 3];
+        int with_bias = rep % 4 != 3, acc = rep % 5 == 2;
+        ops_set_threads(1 + rep % 3);
+        test_weight w, b;
+        tw_make(&w, dt, 2, (int64_t[]){N, K}, 0.5f, rep % 2);
+        tw_make(&b, dt, 1, (int64_t[]){N}, 1.0f, 0);
+        float *x = rand_floats((size_t)M * K, 1.0f), *out = rand_floats((size_t)M * N, 1.0f);
+        double *want = malloc((size_t)M * N * sizeof(double));
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double s = acc ? out[(size_t)i * N + j] : 0;
+                for (int k = 0; k < K; k++) s += (double)x[(size_t)i * K + k] * w.f[(size_t)j * K + k];
+                want[(size_t)i * N + j] = s + (with_bias ? b.f[j] : 0);
+            }
+        assert_int_equal(ops_linear(out, x, M, K, &w.t, with_bias ? &b.t : NULL, N, acc, &a, &err), 0);
+        char label[96];
+        snprintf(label, sizeof label, "linear M%d K%d N%d %s", M, K, N, sd_dtype_name(dt));
+        expect_near(label, out, want, (size_t)M * N, 1e-5);
+        assert_true(a.in_use == 0); /* scratch fully released */
+        free(x), free(out), free(want);
+        tw_free(&w), tw_free(&b);
+    }
+    /* a weight of the wrong size is refused */
+    test_weight w;
+    tw_make(&w, SD_F32, 2, (int64_t[]){3, 4}, 1, 0);
+    float x[8] = {0}, out[8];
+    assert_int_equal(ops_linear(out, x, 2, 4, &w.t, NULL, 2, 0, &a, &err), SD_EINTERNAL);
+    assert_non_null(strstr(err.msg, "test.weight"));
+    tw_free(&w);
+    ops_arena_free(&a);
+}
+
+static void test_matmul_matches_naive_with_and_without_transpose(void **state) {
+    (void)state;
+    for (int rep = 0; rep < 8; rep++) {
+        int M = irand(1, 200), N = irand(1, 600), K = irand(1, 100), tb = rep % 2, acc = rep % 3 == 1;
+        ops_set_threads(1 + rep % 2);
+        int lda = K + irand(0, 3), ldb = (tb ? K : N) + irand(0, 3), ldc = N + irand(0, 3);
+        float *A = rand_floats((size_t)M * lda, 1), *B = rand_floats((size_t)(tb ? N : K) * ldb, 1);
+        float *C = rand_floats((size_t)M * ldc, 1);
+        double *want = malloc((size_t)M * N * sizeof(double));
+        float *got = malloc((size_t)M * N * sizeof(float));
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double s = acc ? C[(size_t)i * ldc + j] : 0;
+                for (int k = 0; k < K; k++)
+                    s += (double)A[(size_t)i * lda + k] * (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                want[(size_t)i * N + j] = s;
+            }
+        ops_matmul(C, ldc, A, lda, B, ldb, M, N, K, tb, acc);
+        for (int i = 0; i < M; i++) memcpy(got + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * sizeof(float));
+        expect_near("matmul", got, want, (size_t)M * N, 1e-5);
+        free(A), free(B), free(C), free(want), free(got);
+    }
+}
+
+/* ---- convolution ------------------------------------------------------ */
+
+/* Plain-loop reference of ops_conv2d with every fused option. */
+static void conv_naive(double *out, const float *x, const ops_conv_desc *d, const float *w, const float *bias) {
+    int ih = d->up_h > 0 ? d->up_h : d->in_h, iw = d->up_w > 0 ? d->up_w : d->in_w, oh, ow;
+    ops_conv2d_out_size(d, &oh, &ow);
+    for (int b = 0; b < d->batch; b++)
+        for (int o = 0; o < d->out_ch; o++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double s = bias ? bias[o] : 0;
+                    for (int c = 0; c < d->in_ch; c++)
+                        for (int i = 0; i < d->k_h; i++)
+                            for (int j = 0; j < d->k_w; j++) {
+                                int iy = oy * d->stride - d->pad_t + i, ix = ox * d->stride - d->pad_l + j;
+                                if (iy < 0 || iy >= ih || ix < 0 || ix >= iw) continue;
+                                int sy = (int)((long)iy * d->in_h / ih), sx = (int)((long)ix * d->in_w / iw);
+                                double v = x[(((size_t)b * d->in_ch + c) * d->in_h + sy) * d->in_w + sx];
+                                if (d->in_scale) v = v * d->in_scale[b * d->in_ch + c] + d->in_shift[b * d->in_ch + c];
+                                if (d->in_silu) v = v / (1 + exp(-v));
+                                s += v * w[(((size_t)o * d->in_ch + c) * d->k_h + i) * d->k_w + j];
+                            }
+                    size_t idx = (((size_t)b * d->out_ch + o) * oh + oy) * ow + ox;
+                    if (d->chan_add) s += d->chan_add[b * d->out_ch + o];
+                    if (d->residual) s += d->residual[idx];
+                    out[idx] += s;
+                }
+}
+
+typedef struct conv_case {
+    int batch, in_ch, in_h, in_w, out_ch, k_h, k_w, stride, pad_t, pad_l, pad_b, pad_r;
+    int up_h, up_w, norm, silu, chan_add, residual, accumulate, bias;
+} conv_case;
+
+static void run_conv_case(const conv_case *cc, sd_dtype dt, int threads, ops_arena *a) {
+    ops_set_threads(threads);
+    ops_conv_desc d = {.batch = cc->batch, .in_ch = cc->in_ch, .in_h = cc->in_h, .in_w = cc->in_w,
+                       .out_ch = cc->out_ch, .k_h = cc->k_h, .k_w = cc->k_w, .stride = cc->stride,
+                       .pad_t = cc->pad_t, .pad_l = cc->pad_l, .pad_b = cc->pad_b, .pad_r = cc->pad_r};
+    d.up_h = cc->up_h;
+    d.up_w = cc->up_w;
+    test_weight w, b;
+    tw_make(&w, dt, 4, (int64_t[]){cc->out_ch, cc->in_ch, cc->k_h, cc->k_w}, 0.3f, dt == SD_F32);
+    tw_make(&b, dt, 1, (int64_t[]){cc->out_ch}, 1.0f, 0);
+    d.weight = &w.t;
+    d.bias = cc->bias ? &b.t : NULL;
+    int oh, ow;
+    ops_conv2d_out_size(&d, &oh, &ow);
+    assert_true(oh > 0 && ow > 0);
+    size_t nin = (size_t)cc->batch * cc->in_ch * cc->in_h * cc->in_w, nout = (size_t)cc->batch * cc->out_ch * oh * ow;
+    float *x = rand_floats(nin, 1), *scale = rand_floats((size_t)cc->batch * cc->in_ch, 2);
+    float *shift = rand_floats((size_t)cc->batch * cc->in_ch, 1), *cadd = rand_floats((size_t)cc->batch * cc->out_ch, 1);
+    float *res = rand_floats(nout, 1), *out = rand_floats(nout, 1);
+    if (cc->norm) d.in_scale = scale, d.in_shift = shift;
+    d.in_silu = cc->silu;
+    if (cc->chan_add) d.chan_add = cadd;
+    if (cc->residual) d.residual = res;
+    d.accumulate = cc->accumulate;
+    double *want = malloc(nout * sizeof(double));
+    for (size_t i = 0; i < nout; i++) want[i] = cc->accumulate ? out[i] : 0;
+    conv_naive(want, x, &d, w.f, cc->bias ? b.f : NULL);
+    sd_error err = {0};
+    int rc = ops_conv2d(out, x, &d, a, &err);
+    if (rc) fail_msg("conv2d failed: %s", err.msg);
+    char label[200];
+    snprintf(label, sizeof label,
+             "conv b%d %dx%dx%d -> %d k%dx%d s%d pad %d,%d,%d,%d up %dx%d norm%d silu%d add%d res%d acc%d %s t%d",
+             cc->batch, cc->in_ch, cc->in_h, cc->in_w, cc->out_ch, cc->k_h, cc->k_w, cc->stride, cc->pad_t, cc->pad_l,
+             cc->pad_b, cc->pad_r, cc->up_h, cc->up_w, cc->norm, cc->silu, cc->chan_add, cc->residual, cc->accumulate,
+             sd_dtype_name(dt), threads);
+    expect_near(label, out, want, nout, 2e-5);
+    assert_true(a->in_use == 0);
+    free(x), free(scale), free(shift), free(cadd), free(res), free(out), free(want);
+    tw_free(&w), tw_free(&b);
+}
+
+static void test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding(void **state) {
+    (void)state;
+    ops_arena a;
+    ops_arena_init(&a, 0);
+    static const conv_case cases[] = {
+        /* b  cin h   w  cout kh kw s  pt pl pb pr  uph upw nrm silu add res acc bias */
+        {2, 5, 9, 7, 6, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1},     /* SD 3x3 */
+        {1, 4, 10, 12, 7, 3, 3, 2, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1},   /* U-Net downsampler */
+        {1, 3, 11, 9, 5, 3, 3, 2, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1},    /* VAE downsampler: pad right/bottom */
+        {2, 6, 5, 8, 9, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},     /* 1x1, x read directly */
+        {1, 5, 12, 10, 4, 1, 7, 1, 0, 3, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1},   /* Inception 1x7 */
+        {1, 5, 12, 10, 4, 7, 1, 1, 3, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 1},   /* Inception 7x1 */
+        {1, 3, 13, 13, 4, 5, 5, 1, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0},   /* 5x5, no bias */
+        {1, 3, 17, 17, 8, 3, 3, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},   /* Inception stem: valid, stride 2 */
+        {1, 2, 6, 6, 3, 3, 3, 1, 2, 0, 1, 3, 0, 0, 0, 0, 0, 0, 0, 1},     /* asymmetric padding */
+        {2, 4, 1, 2, 5, 3, 3, 1, 1, 1, 1, 1, 2, 3, 0, 0, 0, 0, 0, 1},     /* upsample 1x2 -> 2x3, then 3x3 */
+        {1, 4, 4, 4, 5, 3, 3, 1, 1, 1, 1, 1, 8, 8, 0, 0, 0, 0, 0, 1},     /* upsample x2 */
+        {2, 8, 7, 5, 6, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1},     /* GN affine + SiLU + time add */
+        {2, 8, 7, 5, 6, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1},     /* 1x1 with affine, residual */
+        {1, 6, 6, 9, 6, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1, 1},     /* SiLU only, accumulate */
+        {2, 6, 9, 9, 7, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1},     /* everything at once */
+        {1, 3, 5, 5, 2, 5, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},     /* kernel = input: 1x1 output */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_conv_case(&cases[i], weight_dtypes[i % 3], 1 + (int)(i % 3), &a);
+    ops_arena_free(&a);
+}
+
+static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void **state) {
+    (void)state;
+    ops_arena a;
+    ops_arena_init(&a, 0);
+    /* K = 2304: an 8 MB column budget holds ~14 rows of 64, so this runs in several strips */
+    conv_case big = {1, 256, 48, 64, 20, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1};
+    run_conv_case(&big, SD_F16, 2, &a);
+    /* a 2x3 image and 300 output channels: too few strips, so the channels are split */
+    conv_case deep = {1, 40, 2, 3, 300, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1};
+    run_conv_case(&deep, SD_F32, 4, &a);
+    conv_case deep1 = {2, 40, 2, 3, 260, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1};
+    run_conv_case(&deep1, SD_BF16, 3, &a);
+    /* random shapes */
+    for (int rep = 0; rep < 12; rep++) {
+        int k = irand(1, 4), s = irand(1, 2);
+        conv_case c = {irand(1, 2), irand(1, 9), irand(k, 14), irand(k, 14), irand(1, 9), k, irand(1, 4), s,
+                       irand(0, 2), irand(0, 2), irand(0, 2), irand(0, 2), 0, 0, irand(0, 1), irand(0, 1),
+                       irand(0, 1), irand(0, 1), irand(0, 1), irand(0, 1)};
+        if (rep % 3 == 0) c.up_h = c.in_h + irand(0, 5), c.up_w = c.in_w + irand(0, 5);
+        if (c.in_w + c.pad_l + c.pad_r < c.k_w) c.pad_r = c.k_w;
+        run_conv_case(&c, weight_dtypes[rep % 3], 1 + rep % 3, &a);
+    }
+    ops_arena_free(&a);
+}
+
+/* ---- normalization ---------------------------------------------------- */
+
+static void test_groupnorm_and_layernorm_match_naive(void **state) {
+    (void)state;
+    ops_arena a;
+    ops_arena_init(&a, 1 << 20);
+    sd_error err = {0};
+    for (int rep = 0; rep < 6; rep++) {
+        int B = irand(1, 3), G = irand(1, 4), C = G * irand(1, 5), HW = irand(1, 300), silu = rep % 2;
+        float eps = rep % 2 ? 1e-6f : 1e-5f;
+        ops_set_threads(1 + rep % 2);
+        test_weight g, bt;
+        tw_make(&g, weight_dtypes[rep % 3], 1, (int64_t[]){C}, 2, 0);
+        tw_make(&bt, weight_dtypes[rep % 3], 1, (int64_t[]){C}, 1, 0);
+        size_t n = (size_t)B * C * HW;
+        float *x = rand_floats(n, 3), *out = malloc(n * sizeof(float));
+        for (size_t i = 0; i < n; i++) x[i] += 0.5f; /* non-zero mean */
+        double *want = malloc(n * sizeof(double));
+        int cpg = C / G;
+        for (int b = 0; b < B; b++)
+            for (int gi = 0; gi < G; gi++) {
+                const float *xg = x + ((size_t)b * C + gi * cpg) * HW;
+                double m = 0, v = 0;
+                for (int i = 0; i < cpg * HW; i++) m += xg[i];
+                m /= cpg * HW;
+                for (int i = 0; i < cpg * HW; i++) v += (xg[i] - m) * (xg[i] - m);
+                v /= cpg * HW;
+                for (int c = 0; c < cpg; c++)
+                    for (int i = 0; i < HW; i++) {
+                        double y = (xg[c * HW + i] - m) / sqrt(v + eps) * g.f[gi * cpg + c] + bt.f[gi * cpg + c];
+                        if (silu) y = y / (1 + exp(-y));
+                        want[((size_t)b * C + gi * cpg + c) * HW + i] = y;
+                    }
+            }
+        assert_int_equal(ops_groupnorm(out, x, B, C, HW, G, eps, &g.t, &bt.t, silu, &a, &err), 0);
+        expect_near("groupnorm", out, want, n, 1e-5);
+        /* in place gives the same */
+        assert_int_equal(ops_groupnorm(x, x, B, C, HW, G, eps, &g.t, &bt.t, silu, &a, &err), 0);
+        expect_near("groupnorm in place", x, want, n, 1e-5);
+        free(x), free(out), free(want);
+        tw_free(&g), tw_free(&bt);
+
+        /* LayerNorm over rows */
+        int M = irand(1, 100);
+        C = irand(1, 300);
+        tw_make(&g, weight_dtypes[rep % 3], 1, (int64_t[]){C}, 2, 0);
+        tw_make(&bt, weight_dtypes[rep % 3], 1, (int64_t[]){C}, 1, 0);
+        x = rand_floats((size_t)M * C, 4);
+        out = malloc((size_t)M * C * sizeof(float));
+        want = malloc((size_t)M * C * sizeof(double));
+        for (int r = 0; r < M; r++) {
+            const float *xr = x + (size_t)r * C;
+            double m = 0, v = 0;
+            for (int i = 0; i < C; i++) m += xr[i];
+            m /= C;
+            for (int i = 0; i < C; i++) v += (xr[i] - m) * (xr[i] - m);
+            v /= C;
+            for (int i = 0; i < C; i++) want[(size_t)r * C + i] = (xr[i] - m) / sqrt(v + eps) * g.f[i] + bt.f[i];
+        }
+        assert_int_equal(ops_layernorm(out, x, M, C, eps, &g.t, &bt.t, &a, &err), 0);
+        expect_near("layernorm", out, want, (size_t)M * C, 1e-5);
+        free(x), free(out), free(want);
+        tw_free(&g), tw_free(&bt);
+    }
+    assert_true(a.in_use == 0);
+    ops_arena_free(&a);
+}
+
+/* ---- element-wise ----------------------------------------------------- */
+
+static void test_activations_softmax_and_geglu_match_naive(void **state) {
+    (void)state;
+    ops_set_threads(2);
+    size_t n = 100003; /* above the parallel threshold, not a multiple of 16 */
+    float *x = rand_floats(n, 8), *y = malloc(n * sizeof(float));
+    double *want = malloc(n * sizeof(double));
+    for (int act = 0; act < 3; act++) {
+        memcpy(y, x, n * sizeof(float));
+        for (size_t i = 0; i < n; i++) {
+            double v = x[i];
+            want[i] = act == 0 ? v / (1 + exp(-v)) : act == 1 ? 0.5 * v * (1 + erf(v / sqrt(2.0)))
+                                                              : v / (1 + exp(-1.702 * v));
+        }
+        if (act == 0) ops_silu(y, n);
+        if (act == 1) ops_gelu(y, n);
+        if (act == 2) ops_quick_gelu(y, n);
+        expect_near(act == 0 ? "silu" : act == 1 ? "gelu" : "quick_gelu", y, want, n, 3e-7);
+    }
+    /* GEGLU: first half value, second half gate */
+    int M = 37, inner = 129;
+    float *g = rand_floats((size_t)M * 2 * inner, 3), *go = malloc((size_t)M * inner * sizeof(float));
+    for (int r = 0; r < M; r++)
+        for (int i = 0; i < inner; i++) {
+            double v = g[(size_t)r * 2 * inner + i], gt = g[(size_t)r * 2 * inner + inner + i];
+            want[(size_t)r * inner + i] = v * 0.5 * gt * (1 + erf(gt / sqrt(2.0)));
+        }
+    ops_geglu(go, g, M, inner);
+    expect_near("geglu", go, want, (size_t)M * inner, 3e-7);
+    /* softmax rows, including large logits */
+    int rows = 13, len = 1000;
+    float *s = rand_floats((size_t)rows * len, 30);
+    for (int r = 0; r < rows; r++) {
+        double m = -INFINITY, sum = 0;
+        for (int i = 0; i < len; i++) m = fmax(m, s[r * len + i]);
+        for (int i = 0; i < len; i++) sum += exp(s[r * len + i] - m);
+        for (int i = 0; i < len; i++) want[r * len + i] = exp(s[r * len + i] - m) / sum;
+    }
+    ops_softmax(s, rows, len);
+    expect_near("softmax", s, want, (size_t)rows * len, 1e-6);
+    free(x), free(y), free(want), free(g), free(go), free(s);
+}
+
+static void test_upsample_concat_and_transposes_move_the_right_elements(void **state) {
+    (void)state;
+    /* nearest to an exact size: source index floor(dst * in / out), e.g. 1x2 -> 2x3 and 3x5 -> 7x11 */
+    int sizes[][4] = {{1, 2, 2, 3}, {3, 5, 7, 11}, {4, 4, 8, 8}, {5, 3, 2, 7}};
+    for (int t = 0; t < 4; t++) {
+        int H = sizes[t][0], W = sizes[t][1], oh = sizes[t][2], ow = sizes[t][3], B = 2, C = 3;
+        float *x = rand_floats((size_t)B * C * H * W, 1), *o = malloc((size_t)B * C * oh * ow * sizeof(float));
+        ops_upsample_nearest(o, x, B, C, H, W, oh, ow);
+        for (int bc = 0; bc < B * C; bc++)
+            for (int y = 0; y < oh; y++)
+                for (int xx = 0; xx < ow; xx++)
+                    assert_true(o[((size_t)bc * oh + y) * ow + xx] == x[((size_t)bc * H + y * H / oh) * W + xx * W / ow]);
+        free(x), free(o);
+    }
+    int B = 2, Ca = 3, Cb = 5, HW = 7;
+    float *a = rand_floats((size_t)B * Ca * HW, 1), *b = rand_floats((size_t)B * Cb * HW, 1);
+    float *o = malloc((size_t)B * (Ca + Cb) * HW * sizeof(float));
+    ops_concat_channels(o, a, Ca, b, Cb, B, HW);
+    for (int i = 0; i < B; i++)
+        for (int c = 0; c < Ca + Cb; c++)
+            for (int p = 0; p < HW; p++)
+                assert_true(o[((size_t)i * (Ca + Cb) + c) * HW + p] ==
+                            (c < Ca ? a[((size_t)i * Ca + c) * HW + p] : b[((size_t)i * Cb + c - Ca) * HW + p]));
+    free(a), free(b), free(o);
+    int C = 67;
+    HW = 45;
+    float *x = rand_floats((size_t)B * C * HW, 1), *t = malloc((size_t)B * C * HW * sizeof(float));
+    float *back = malloc((size_t)B * C * HW * sizeof(float));
+    ops_nchw_to_nlc(t, x, B, C, HW);
+    for (int i = 0; i < B; i++)
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < HW; p++) assert_true(t[((size_t)i * HW + p) * C + c] == x[((size_t)i * C + c) * HW + p]);
+    ops_nlc_to_nchw(back, t, B, C, HW);
+    assert_memory_equal(back, x, (size_t)B * C * HW * sizeof(float));
+    float *sum = malloc((size_t)B * C * HW * sizeof(float));
+    ops_add(sum, x, back, (size_t)B * C * HW);
+    for (size_t i = 0; i < (size_t)B * C * HW; i++) assert_true(sum[i] == 2 * x[i]);
+    free(x), free(t), free(back), free(sum);
+}
+
+/* ---- arena ------------------------------------------------------------ */
+
+static void test_arena_reuses_memory_after_release_and_keeps_alignment(void **state) {
+    (void)state;
+    ops_arena a;
+    ops_arena_init(&a, 4096);
+    sd_error err = {0};
+    ops_mark m0 = ops_arena_mark(&a);
+    char *p1 = ops_arena_alloc(&a, 100, &err);
+    char *p2 = ops_arena_alloc(&a, 10000, &err); /* larger than a block: its own block */
+    char *p3 = ops_arena_alloc(&a, 3, &err);
+    assert_non_null(p1), assert_non_null(p2), assert_non_null(p3);
+    assert_true(((uintptr_t)p1 % 64) == 0 && ((uintptr_t)p2 % 64) == 0 && ((uintptr_t)p3 % 64) == 0);
+    memset(p2, 1, 10000);
+    int grown = a.n_grow;
+    size_t peak = a.peak;
+    ops_arena_release(&a, m0);
+    assert_true(a.in_use == 0);
+    /* the same sequence again allocates nothing new and returns the same memory */
+    assert_ptr_equal(ops_arena_alloc(&a, 100, &err), p1);
+    assert_ptr_equal(ops_arena_alloc(&a, 10000, &err), p2);
+    assert_ptr_equal(ops_arena_alloc(&a, 3, &err), p3);
+    assert_int_equal(a.n_grow, grown);
+    assert_true(a.peak == peak);
+    ops_arena_free(&a);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vmath_exp_and_erf_match_libm),
+        cmocka_unit_test(test_linear_matches_naive_for_f32_f16_bf16_weights),
+        cmocka_unit_test(test_matmul_matches_naive_with_and_without_transpose),
+        cmocka_unit_test(test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding),
+        cmocka_unit_test(test_conv2d_splits_large_images_into_strips_and_channel_chunks),
+        cmocka_unit_test(test_groupnorm_and_layernorm_match_naive),
+        cmocka_unit_test(test_activations_softmax_and_geglu_match_naive),
+        cmocka_unit_test(test_upsample_concat_and_transposes_move_the_right_elements),
+        cmocka_unit_test(test_arena_reuses_memory_after_release_and_keeps_alignment),
+    };
+    return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
+}
