@@ -270,8 +270,16 @@ int jobdb_check_integrity(jobdb *db, sd_error *err) {
     if (s != SQLITE_ROW) rc = jobdb_sqlite_error(db, s, "checking integrity", err);
     else {
         const char *first = (const char *)sqlite3_column_text(st, 0);
-        if (!first || strcmp(first, "ok") != 0)
-            rc = sd_err(err, SD_EINPUT, "%s: integrity check failed: %s", db->path, first ? first : "?");
+        if (!first || strcmp(first, "ok") != 0) {
+            /* one line: SQLite's report can span many; keep its start */
+            char line[160];
+            snprintf(line, sizeof line, "%s", first ? first : "?");
+            for (char *c = line; *c; c++)
+                if (*c == '\n' || *c == '\r') *c = ' ';
+            rc = sd_err(err, SD_EINPUT,
+                        "%s: integrity check failed (%s...); restore a copy or try 'sqlite3 %s .recover'", db->path,
+                        line, db->path);
+        }
     }
     sqlite3_finalize(st);
     return rc;
