@@ -403,8 +403,9 @@ static int parse_csv(file_state *fs, const char *p, const char *end, sd_error *e
     int rc = csv_next(&rd, &rec, err);
     if (rc == 0) rc = sd_err(err, SD_EINPUT, "%s: empty file; expected a header row naming a prompt column", fs->path);
     if (rc < 0) {
+        if (rc == SD_EINPUT && rec.line) sd_err_prefix(err, "%s:%ld: header", fs->path, rec.line);
         csv_record_free(&rec);
-        return rc == SD_EINPUT ? sd_err_prefix(err, "%s:%ld: header", fs->path, rec.line) : rc;
+        return rc;
     }
     size_t ncols = rec.n;
     long header_line = rec.line;
