@@ -43,7 +43,12 @@ static void usage(FILE *fp) {
             "  --skip-bad       report bad rows and enqueue the others\n"
             "  -h, --help       this text\n"
             "\n"
-            "Bad rows are reported as FILE:LINE: what is wrong. Exit status: 0 ok, 2 bad input, 1 failure.\n",
+            "Bad rows are reported as FILE:LINE: what is wrong. Exit status: 0 ok, 2 bad input, 1 failure.\n"
+            "\n"
+            "environment:\n"
+            "  SDRENDER_DB_JOURNAL=auto|wal|delete  journal mode of a database this command creates or\n"
+            "                   opens: WAL on local disks; 'delete' (auto's choice on NFS, Lustre, GPFS, ...)\n"
+            "                   where network filesystems break WAL (default auto)\n",
             sd_sampler_list());
 }
 

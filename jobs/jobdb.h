@@ -25,12 +25,13 @@
  *     jobdb_recover (every run other than the current one is dead, because only
  *     one master runs at a time; recovery counts the interrupted attempt, so a
  *     job that kills its renderer every time ends `failed` instead of looping);
- *   - a finished job is never rendered twice: `done` is terminal, claims take
- *     only `pending` rows, and the master commits `done` before it reports the
- *     image as written. The one window left is a crash after the PNG is written
- *     but before `done` commits: that job is rendered again, to the same path
- *     with the same seed, so the result is the same file (PNGs are written
- *     atomically, see core/fsutil.h);
+ *   - a finished job is never rendered twice: `done` is terminal and claims
+ *     take only `pending` rows, so once jobdb_finish has committed, no run
+ *     hands that job out again. The one window left is a crash after a PNG is
+ *     written but before its `done` commits: the job is still `running`, gets
+ *     recovered and is rendered again, with the same seed and settings to the
+ *     same path, so the rerun reproduces the same file rather than adding one
+ *     (write PNGs atomically, core/fsutil.h);
  *   - jobdb_finish refuses a job that is not `running` under the calling run,
  *     so a result that arrives late (after a recovery handed the job to another
  *     run) cannot overwrite anything.
@@ -105,7 +106,9 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err);
 /* Id and instance id of the current run (0 / "" before jobdb_run_begin). */
 int64_t jobdb_run_id(const jobdb *db);
 const char *jobdb_run_instance(const jobdb *db);
-/* Ends the current run with end_status ("complete", "stopped", "error"). */
+/* Ends the current run with end_status ("complete", "stopped", "error").
+ * Jobs it still holds stay `running` until the next run recovers them as
+ * interrupted (attempts+1): on a graceful stop call jobdb_release first. */
 int jobdb_run_end(jobdb *db, const char *end_status, sd_error *err);
 
 /* ---- state changes of the current run (each one transaction) ---- */
