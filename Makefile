@@ -42,7 +42,7 @@ TESTUTIL := tests/testutil.c
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 CORE_OBJ := $(call obj,$(CORE_SRC))
-JOBS_OBJ := $(call obj,$(JOBS_SRC))
+JOBS_OBJ := $(call obj,$(JOBS_SRC)) $(BUILD)/obj/gen/schema_files.o
 MPI_OBJ  := $(call obj,$(MPI_SRC))
 CMD_OBJ  := $(call obj,$(CMD_SRC))
 LIBS     := $(BUILD)/libsdmpi.a $(BUILD)/libsdjobs.a $(BUILD)/libsdcore.a
@@ -55,6 +55,14 @@ TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 all: $(BUILD)/sdrender
 
 $(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "CC $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# schemas/*.sql are compiled into libsdjobs (jobs/schema_files.h), so the binary carries its schema.
+SCHEMA_SQL := $(sort $(wildcard schemas/*.sql))
+$(BUILD)/gen/schema_files.c: $(SCHEMA_SQL) scripts/embed-sql.sh
+	@mkdir -p $(dir $@); scripts/embed-sql.sh $@ $(SCHEMA_SQL)
+$(BUILD)/obj/gen/schema_files.o: $(BUILD)/gen/schema_files.c
 	@mkdir -p $(dir $@)
 	@echo "CC $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int cli_fail(const sd_error *e) {
     fprintf(stderr, "sdrender: %s\n", e->msg[0] ? e->msg : sd_err_name(e->code));
@@ -40,4 +41,16 @@ int cli_parse_double(const char *flag, const char *s, double min, double max, do
     if (v < min || v > max) return sd_err(e, SD_EINPUT, "%s: %g is out of range [%g, %g]", flag, v, min, max);
     *out = v;
     return 0;
+}
+
+const char *cli_option_value(int argc, char **argv, int *i, const char *name, const char *alias, int *missing) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (!strncmp(a, name, n) && a[n] == '=') return a + n + 1;
+    if (strcmp(a, name) && (!alias || strcmp(a, alias))) return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    return argv[++*i];
 }

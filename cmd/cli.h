@@ -13,4 +13,9 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_parse_long(const char *flag, const char *s, long min, long max, long *out, sd_error *e);
 int cli_parse_double(const char *flag, const char *s, double min, double max, double *out, sd_error *e);
 
+/* Value of option `name` (or `alias`, may be NULL) at argv[*i], given as "--name value" or
+ * "--name=value"; advances *i past a separate value. NULL if argv[*i] is another option; then
+ * *missing is set when it is this option but the value is missing. */
+const char *cli_option_value(int argc, char **argv, int *i, const char *name, const char *alias, int *missing);
+
 #endif

@@ -11,5 +11,7 @@ typedef struct sd_command {
 } sd_command;
 
 int cmd_info(int argc, char **argv);
+int cmd_enqueue(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 #endif

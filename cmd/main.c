@@ -14,6 +14,8 @@ static int cmd_version(int argc, char **argv) {
 static const sd_command commands[] = {
     {"info", cmd_info, "describe a model: variant, architecture, parameters, dtypes"},
     {"version", cmd_version, "print the version"},
+    {"enqueue", cmd_enqueue, "add prompt files (.txt, .jsonl, .csv) to a job database"},
+    {"status", cmd_status, "show a job database's progress, rate, ETA and last errors"},
 };
 
 static void usage(FILE *fp) {

@@ -1,0 +1,502 @@
+/* Reading .txt, .jsonl and .csv prompt files into validated job specs (see enqueue.h). */
+#include "enqueue.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "csv.h"
+#include "fsutil.h"
+
+void enqueue_options_init(enqueue_options *o) {
+    memset(o, 0, sizeof *o);
+    o->defaults.steps = 20;
+    o->defaults.cfg_scale = 7.5;
+    o->defaults.sampler = SD_SAMPLER_PNDM;
+    o->defaults.width = 512;
+    o->defaults.height = 512;
+    o->defaults.clip_skip = 1;
+}
+
+void enqueue_batch_free(enqueue_batch *b) {
+    for (size_t i = 0; i < b->n; i++) sd_job_free(&b->jobs[i]);
+    free(b->jobs);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- the fields a row may give ---- */
+
+typedef enum {
+    F_PROMPT,
+    F_NEGATIVE,
+    F_SEED,
+    F_STEPS,
+    F_CFG,
+    F_SAMPLER,
+    F_KARRAS,
+    F_WIDTH,
+    F_HEIGHT,
+    F_CLIP_SKIP,
+    F_INIT_IMAGE,
+    F_MASK,
+    F_STRENGTH,
+    F_COUNT
+} field_id;
+
+typedef enum { K_TEXT, K_INT, K_NUM, K_BOOL } field_kind;
+
+static const struct {
+    const char *name;
+    field_kind kind;
+} fields[F_COUNT] = {
+    [F_PROMPT] = {"prompt", K_TEXT},        [F_NEGATIVE] = {"negative_prompt", K_TEXT},
+    [F_SEED] = {"seed", K_INT},             [F_STEPS] = {"steps", K_INT},
+    [F_CFG] = {"cfg_scale", K_NUM},         [F_SAMPLER] = {"sampler", K_TEXT},
+    [F_KARRAS] = {"karras", K_BOOL},        [F_WIDTH] = {"width", K_INT},
+    [F_HEIGHT] = {"height", K_INT},         [F_CLIP_SKIP] = {"clip_skip", K_INT},
+    [F_INIT_IMAGE] = {"init_image", K_TEXT}, [F_MASK] = {"mask", K_TEXT},
+    [F_STRENGTH] = {"strength", K_NUM},
+};
+
+#define KNOWN_FIELDS                                                                                           \
+    "prompt (or caption), negative_prompt, seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, " \
+    "init_image, mask, strength"
+
+/* Field id of a key or column name ("caption" is the prompt); -1 when unknown. */
+static int field_lookup(const char *name, int ignore_case) {
+    int (*cmp)(const char *, const char *) = ignore_case ? strcasecmp : strcmp;
+    if (!cmp(name, "caption")) return F_PROMPT;
+    for (int i = 0; i < F_COUNT; i++)
+        if (!cmp(name, fields[i].name)) return i;
+    return -1;
+}
+
+/* A row being read: the job so far and which fields the row gave. */
+typedef struct row {
+    sd_job job;
+    int given[F_COUNT];
+    const char *path; /* the prompt file, for relative image paths */
+} row;
+
+static void row_begin(row *r, const char *path) {
+    memset(r, 0, sizeof *r);
+    r->path = path;
+    r->job.seed = -1;
+}
+
+static int mark_given(row *r, int f, const char *name, sd_error *err) {
+    if (r->given[f])
+        return sd_err(err, SD_EINPUT, "%s given twice%s", name, f == F_PROMPT ? " (prompt and caption)" : "");
+    r->given[f] = 1;
+    return 0;
+}
+
+/* Absolute path of an image named in a row, relative to the prompt file's folder. */
+static int resolve_image(const row *r, const char *name, const char *rel, char **out, sd_error *err) {
+    *out = NULL;
+    if (!*rel) return sd_err(err, SD_EINPUT, "%s is empty", name);
+    char *candidate;
+    if (rel[0] == '/') {
+        candidate = strdup(rel);
+    } else {
+        char *copy = strdup(r->path);
+        candidate = copy ? sd_path_join(dirname(copy), rel) : NULL;
+        free(copy);
+    }
+    if (!candidate) return sd_err(err, SD_ENOMEM, "out of memory");
+    char *abs = realpath(candidate, NULL);
+    int rc = 0;
+    if (!abs || !sd_is_file(abs))
+        rc = sd_err(err, SD_EINPUT, "%s '%s' is not a readable file (%s: %s)", name, rel, candidate,
+                    abs ? "not a regular file" : strerror(errno));
+    free(candidate);
+    if (rc < 0) {
+        free(abs);
+        return rc;
+    }
+    *out = abs;
+    return 0;
+}
+
+static int set_text(row *r, int f, const char *s, sd_error *err) {
+    const char *name = fields[f].name;
+    if (fields[f].kind != K_TEXT) return sd_err(err, SD_EINPUT, "%s must not be a string", name);
+    int rc = mark_given(r, f, name, err);
+    if (rc < 0) return rc;
+    if (!sd_job_utf8_valid(s, strlen(s))) return sd_err(err, SD_EINPUT, "%s is not valid UTF-8 text", name);
+    char **dst = NULL;
+    switch (f) {
+    case F_PROMPT: dst = &r->job.prompt; break;
+    case F_NEGATIVE: dst = &r->job.negative_prompt; break;
+    case F_SAMPLER:
+        if (sd_sampler_parse(s, &r->job.sampler) < 0)
+            return sd_err(err, SD_EINPUT, "unknown sampler '%s' (known: %s)", s, sd_sampler_list());
+        return 0;
+    case F_INIT_IMAGE: return resolve_image(r, name, s, &r->job.init_image, err);
+    case F_MASK: return resolve_image(r, name, s, &r->job.mask, err);
+    default: return sd_err(err, SD_EINTERNAL, "field %s is not text", name);
+    }
+    *dst = strdup(s);
+    return *dst ? 0 : sd_err(err, SD_ENOMEM, "out of memory");
+}
+
+static int set_int(row *r, int f, long long v, sd_error *err) {
+    const char *name = fields[f].name;
+    if (fields[f].kind != K_INT) return sd_err(err, SD_EINPUT, "%s must not be a number", name);
+    int rc = mark_given(r, f, name, err);
+    if (rc < 0) return rc;
+    if (f == F_SEED) {
+        if (v < 0) return sd_err(err, SD_EINPUT, "seed must be >= 0, got %lld", v);
+        r->job.seed = v;
+        return 0;
+    }
+    if (v < INT_MIN || v > INT_MAX) return sd_err(err, SD_EINPUT, "%s is out of range: %lld", name, v);
+    int *dst = f == F_STEPS ? &r->job.steps : f == F_WIDTH ? &r->job.width : f == F_HEIGHT ? &r->job.height
+                                                                                         : &r->job.clip_skip;
+    *dst = (int)v;
+    return 0;
+}
+
+static int set_num(row *r, int f, double v, sd_error *err) {
+    const char *name = fields[f].name;
+    if (fields[f].kind == K_INT) return sd_err(err, SD_EINPUT, "%s must be an integer, got %g", name, v);
+    if (fields[f].kind != K_NUM) return sd_err(err, SD_EINPUT, "%s must not be a number", name);
+    int rc = mark_given(r, f, name, err);
+    if (rc < 0) return rc;
+    if (!isfinite(v)) return sd_err(err, SD_EINPUT, "%s must be a finite number", name);
+    if (f == F_CFG) r->job.cfg_scale = v;
+    else r->job.strength = v;
+    return 0;
+}
+
+static int set_bool(row *r, int f, int v, sd_error *err) {
+    if (fields[f].kind != K_BOOL) return sd_err(err, SD_EINPUT, "%s must not be true/false", fields[f].name);
+    int rc = mark_given(r, f, fields[f].name, err);
+    if (rc < 0) return rc;
+    r->job.karras = v;
+    return 0;
+}
+
+/* Fills what the row did not give from the defaults and checks the result. */
+static int row_finish(row *r, const enqueue_options *o, sd_error *err) {
+    const sd_job *d = &o->defaults;
+    sd_job *j = &r->job;
+    if (!r->given[F_PROMPT]) return sd_err(err, SD_EINPUT, "no prompt");
+    if (!r->given[F_NEGATIVE]) {
+        j->negative_prompt = strdup(d->negative_prompt ? d->negative_prompt : "");
+        if (!j->negative_prompt) return sd_err(err, SD_ENOMEM, "out of memory");
+    }
+    if (!r->given[F_STEPS]) j->steps = d->steps;
+    if (!r->given[F_CFG]) j->cfg_scale = d->cfg_scale;
+    if (!r->given[F_SAMPLER]) j->sampler = d->sampler;
+    if (!r->given[F_KARRAS]) j->karras = d->karras && sd_sampler_has_sigmas(j->sampler);
+    if (!r->given[F_WIDTH]) j->width = d->width;
+    if (!r->given[F_HEIGHT]) j->height = d->height;
+    if (!r->given[F_CLIP_SKIP]) j->clip_skip = d->clip_skip;
+    if (!r->given[F_STRENGTH] && j->init_image) j->strength = d->strength > 0 ? d->strength : j->mask ? 1.0 : 0.8;
+    return sd_job_spec_check(j, err);
+}
+
+/* ---- one file ---- */
+
+typedef struct file_state {
+    const char *path;
+    const enqueue_options *o;
+    enqueue_batch *b;
+    size_t start;     /* b->n when the file began */
+    size_t bad;
+    char first[SD_ERRMSG_MAX];
+} file_state;
+
+static void bad_row(file_state *fs, long line, const char *msg) {
+    char text[SD_ERRMSG_MAX + 64];
+    snprintf(text, sizeof text, "%s:%ld: %s", fs->path, line, msg);
+    if (!fs->bad) snprintf(fs->first, sizeof fs->first, "%s", text);
+    fs->bad++;
+    if (fs->o->report) fs->o->report(fs->o->report_ctx, text);
+}
+
+/* Completes r and moves its job into the batch, or reports the row as bad.
+ * Returns < 0 only for failures that stop the whole file (out of memory). */
+static int row_end(file_state *fs, row *r, long line, int rc, sd_error *rowerr) {
+    if (rc == 0) rc = row_finish(r, fs->o, rowerr);
+    if (rc == 0) {
+        char src[64 + PATH_MAX];
+        snprintf(src, sizeof src, "%s:%ld", fs->path, line);
+        r->job.source = strdup(src);
+        enqueue_batch *b = fs->b;
+        if (b->n == b->cap) {
+            size_t cap = b->cap ? b->cap * 2 : 1024;
+            sd_job *nj = realloc(b->jobs, cap * sizeof *nj);
+            if (!nj) rc = sd_err(rowerr, SD_ENOMEM, "out of memory");
+            else {
+                b->jobs = nj;
+                b->cap = cap;
+            }
+        }
+        if (rc == 0 && !r->job.source) rc = sd_err(rowerr, SD_ENOMEM, "out of memory");
+        if (rc == 0) {
+            b->jobs[b->n++] = r->job;
+            memset(&r->job, 0, sizeof r->job);
+            return 0;
+        }
+    }
+    sd_job_free(&r->job);
+    if (rc == SD_ENOMEM) return rc;
+    bad_row(fs, line, rowerr->msg);
+    return 0;
+}
+
+/* Next line of [*p, end): sets *s and *n (without the line end), advances *p. */
+static int next_line(const char **p, const char *end, const char **s, size_t *n) {
+    if (*p >= end) return 0;
+    const char *nl = memchr(*p, '\n', (size_t)(end - *p));
+    const char *e = nl ? nl : end;
+    *s = *p;
+    *n = (size_t)(e - *p);
+    if (*n && (*s)[*n - 1] == '\r') (*n)--;
+    *p = nl ? nl + 1 : end;
+    return 1;
+}
+
+static int is_blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\f' && s[i] != '\v') return 0;
+    return 1;
+}
+
+/* A line's text problems that every format reports the same way; NULL if none. */
+static const char *line_problem(const char *s, size_t n) {
+    if (memchr(s, 0, n)) return "contains a NUL byte";
+    if (!sd_job_utf8_valid(s, n)) return "is not valid UTF-8 text";
+    return NULL;
+}
+
+static int parse_txt(file_state *fs, const char *p, const char *end, sd_error *err) {
+    const char *s;
+    size_t n;
+    for (long line = 1; next_line(&p, end, &s, &n); line++) {
+        if (is_blank(s, n)) continue;
+        const char *problem = line_problem(s, n);
+        if (problem) {
+            bad_row(fs, line, problem);
+            continue;
+        }
+        row r;
+        row_begin(&r, fs->path);
+        sd_error rowerr = {0};
+        char *text = strndup(s, n);
+        int rc = text ? set_text(&r, F_PROMPT, text, &rowerr) : sd_err(&rowerr, SD_ENOMEM, "out of memory");
+        free(text);
+        rc = row_end(fs, &r, line, rc, &rowerr);
+        if (rc < 0) return sd_err(err, rc, "%s:%ld: %s", fs->path, line, rowerr.msg);
+    }
+    return 0;
+}
+
+static const char *json_type_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+/* Applies one "key": value of a JSON row. */
+static int json_field(row *r, const char *key, json_t *v, sd_error *err) {
+    int f = field_lookup(key, 0);
+    if (f < 0) return sd_err(err, SD_EINPUT, "unknown key '%s' (known: " KNOWN_FIELDS ")", key);
+    static const char *const want[] = {"a string", "an integer", "a number", "true or false"};
+    field_kind k = fields[f].kind;
+    if (k == K_TEXT && json_is_string(v)) return set_text(r, f, json_string_value(v), err);
+    if (k == K_INT && json_is_integer(v)) return set_int(r, f, json_integer_value(v), err);
+    if (k == K_NUM && json_is_number(v)) return set_num(r, f, json_number_value(v), err);
+    if (k == K_BOOL && json_is_boolean(v)) return set_bool(r, f, json_is_true(v), err);
+    return sd_err(err, SD_EINPUT, "%s must be %s, got %s", fields[f].name, want[k], json_type_name(v));
+}
+
+static int parse_jsonl(file_state *fs, const char *p, const char *end, sd_error *err) {
+    const char *s;
+    size_t n;
+    for (long line = 1; next_line(&p, end, &s, &n); line++) {
+        if (is_blank(s, n)) continue;
+        const char *problem = line_problem(s, n);
+        if (problem) {
+            bad_row(fs, line, problem);
+            continue;
+        }
+        sd_error rowerr = {0};
+        json_error_t jerr;
+        json_t *obj = json_loadb(s, n, JSON_REJECT_DUPLICATES, &jerr);
+        if (!obj) {
+            snprintf(rowerr.msg, sizeof rowerr.msg, "invalid JSON at column %d: %s", jerr.column, jerr.text);
+            bad_row(fs, line, rowerr.msg);
+            continue;
+        }
+        row r;
+        row_begin(&r, fs->path);
+        int rc = 0;
+        if (!json_is_object(obj)) rc = sd_err(&rowerr, SD_EINPUT, "expected a JSON object, got %s", json_type_name(obj));
+        const char *key;
+        json_t *v;
+        json_object_foreach(obj, key, v) {
+            if (rc == 0) rc = json_field(&r, key, v, &rowerr);
+        }
+        json_decref(obj);
+        rc = row_end(fs, &r, line, rc, &rowerr);
+        if (rc < 0) return sd_err(err, rc, "%s:%ld: %s", fs->path, line, rowerr.msg);
+    }
+    return 0;
+}
+
+/* Copy of s without surrounding spaces (for numbers and header names). */
+static char *trimmed(const char *s) {
+    while (*s == ' ' || *s == '\t') s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    return strndup(s, n);
+}
+
+/* Applies one non-empty CSV cell. */
+static int csv_field(row *r, int f, const char *cell, sd_error *err) {
+    const char *name = fields[f].name;
+    if (!sd_job_utf8_valid(cell, strlen(cell))) return sd_err(err, SD_EINPUT, "%s is not valid UTF-8 text", name);
+    if (fields[f].kind == K_TEXT) return set_text(r, f, cell, err);
+    char *t = trimmed(cell);
+    if (!t) return sd_err(err, SD_ENOMEM, "out of memory");
+    char *e = NULL;
+    int rc;
+    errno = 0;
+    if (fields[f].kind == K_INT) {
+        long long v = strtoll(t, &e, 10);
+        rc = *t && !*e && !errno ? set_int(r, f, v, err)
+                                 : sd_err(err, SD_EINPUT, "%s must be an integer, got '%s'", name, cell);
+    } else if (fields[f].kind == K_NUM) {
+        double v = strtod(t, &e);
+        rc = *t && !*e && !errno ? set_num(r, f, v, err)
+                                 : sd_err(err, SD_EINPUT, "%s must be a number, got '%s'", name, cell);
+    } else {
+        int v = !strcasecmp(t, "1") || !strcasecmp(t, "true") || !strcasecmp(t, "yes");
+        int no = !strcasecmp(t, "0") || !strcasecmp(t, "false") || !strcasecmp(t, "no");
+        rc = v || no ? set_bool(r, f, v, err)
+                     : sd_err(err, SD_EINPUT, "%s must be true/false (or 1/0), got '%s'", name, cell);
+    }
+    free(t);
+    return rc;
+}
+
+static int parse_csv(file_state *fs, const char *p, const char *end, sd_error *err) {
+    csv_reader rd;
+    csv_record rec = {0};
+    csv_init(&rd, p, (size_t)(end - p));
+    int rc = csv_next(&rd, &rec, err);
+    if (rc == 0) rc = sd_err(err, SD_EINPUT, "%s: empty file; expected a header row naming a prompt column", fs->path);
+    if (rc < 0) {
+        if (rc == SD_EINPUT && rec.line) sd_err_prefix(err, "%s:%ld: header", fs->path, rec.line);
+        csv_record_free(&rec);
+        return rc;
+    }
+    size_t ncols = rec.n;
+    long header_line = rec.line;
+    int *col = malloc(ncols * sizeof *col);
+    char ignored[256] = "";
+    if (!col) rc = sd_err(err, SD_ENOMEM, "out of memory");
+    int have_prompt = 0;
+    for (size_t i = 0; rc >= 0 && i < ncols; i++) {
+        char *name = trimmed(rec.fields[i]);
+        if (!name) {
+            rc = sd_err(err, SD_ENOMEM, "out of memory");
+            break;
+        }
+        col[i] = field_lookup(name, 1);
+        for (size_t k = 0; col[i] >= 0 && k < i; k++)
+            if (col[k] == col[i])
+                rc = sd_err(err, SD_EINPUT, "%s:%ld: column '%s' appears twice%s", fs->path, header_line, name,
+                            col[i] == F_PROMPT ? " (prompt and caption are the same column)" : "");
+        if (col[i] == F_PROMPT) have_prompt = 1;
+        if (col[i] < 0) {
+            size_t used = strlen(ignored);
+            snprintf(ignored + used, sizeof ignored - used, "%s'%s'", used ? ", " : "", name);
+        }
+        free(name);
+    }
+    if (rc >= 0 && !have_prompt)
+        rc = sd_err(err, SD_EINPUT, "%s:%ld: no 'prompt' or 'caption' column in the header", fs->path, header_line);
+    if (rc >= 0 && ignored[0] && fs->o->report) {
+        char note[SD_ERRMSG_MAX];
+        snprintf(note, sizeof note, "%s:%ld: note: ignoring columns %s (known: " KNOWN_FIELDS ")", fs->path,
+                 header_line, ignored);
+        fs->o->report(fs->o->report_ctx, note);
+    }
+    while (rc >= 0) {
+        sd_error rowerr = {0};
+        int got = csv_next(&rd, &rec, &rowerr);
+        if (got == 0) break;
+        long line = rec.line;
+        if (got == SD_EINPUT) {
+            bad_row(fs, line, rowerr.msg);
+            continue;
+        }
+        if (got < 0) {
+            rc = sd_err(err, got, "%s:%ld: %s", fs->path, line, rowerr.msg);
+            break;
+        }
+        row r;
+        row_begin(&r, fs->path);
+        int rrc = 0;
+        if (rec.n != ncols)
+            rrc = sd_err(&rowerr, SD_EINPUT, "has %zu fields, the header has %zu", rec.n, ncols);
+        for (size_t i = 0; rrc == 0 && i < ncols; i++)
+            if (col[i] >= 0 && rec.fields[i][0]) rrc = csv_field(&r, col[i], rec.fields[i], &rowerr);
+        if (rrc == 0 && !r.given[F_PROMPT]) rrc = sd_err(&rowerr, SD_EINPUT, "prompt is empty");
+        rrc = row_end(fs, &r, line, rrc, &rowerr);
+        if (rrc < 0) rc = sd_err(err, rrc, "%s:%ld: %s", fs->path, line, rowerr.msg);
+    }
+    free(col);
+    csv_record_free(&rec);
+    return rc < 0 ? rc : 0;
+}
+
+static int has_ext(const char *path, const char *ext) {
+    size_t n = strlen(path), e = strlen(ext);
+    return n > e && !strcasecmp(path + n - e, ext);
+}
+
+int enqueue_parse_file(const char *path, const enqueue_options *o, enqueue_batch *b, sd_error *err) {
+    int (*parse)(file_state *, const char *, const char *, sd_error *) = NULL;
+    if (has_ext(path, ".txt")) parse = parse_txt;
+    else if (has_ext(path, ".jsonl")) parse = parse_jsonl;
+    else if (has_ext(path, ".csv")) parse = parse_csv;
+    else return sd_err(err, SD_EINPUT, "%s: unknown prompt file format; use .txt, .jsonl or .csv", path);
+    char *text;
+    size_t len;
+    int rc = sd_read_file(path, &text, &len, err);
+    if (rc < 0) return rc;
+    const char *p = text, *end = text + len;
+    if (len >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3; /* UTF-8 byte order mark */
+    file_state fs = {.path = path, .o = o, .b = b, .start = b->n};
+    rc = parse(&fs, p, end, err);
+    free(text);
+    b->bad += fs.bad;
+    if (rc == 0 && fs.bad && !o->skip_bad) {
+        if (fs.bad == 1) rc = sd_err(err, SD_EINPUT, "%s", fs.first);
+        else rc = sd_err(err, SD_EINPUT, "%s (and %zu more bad rows)", fs.first, fs.bad - 1);
+    }
+    if (rc < 0) {
+        /* nothing from a rejected file goes in */
+        for (size_t i = fs.start; i < b->n; i++) sd_job_free(&b->jobs[i]);
+        b->n = fs.start;
+    }
+    return rc;
+}

@@ -1,0 +1,88 @@
+/*
+ * job.h - one row of the job table: what to render and how far it got.
+ *
+ * Plain data. Every char * is owned by the struct (NULL or a malloc'ed
+ * NUL-terminated UTF-8 string) and released by sd_job_free(); copy a job with
+ * sd_job_copy(). A zeroed struct is an empty job.
+ *
+ * Conventions:
+ *   - seed is the torch.manual_seed value, fixed when the job is enqueued, so
+ *     a job renders the same image on any rank, in any order, in any rerun.
+ *     In a job *spec* given to jobdb_enqueue, seed = -1 means "derive it":
+ *     seed = seed_base + id - 1 (see jobdb.h).
+ *   - clip_skip follows AUTOMATIC1111: 1 = the last text-encoder layer (no
+ *     skip), 2 = the penultimate layer (diffusers clip_skip = clip_skip - 1).
+ *   - init_image / mask are absolute paths; strength is in (0, 1] when
+ *     init_image is set and 0 otherwise. A mask implies an inpainting job.
+ *   - times are Unix seconds (UTC); 0 means "not yet".
+ */
+#ifndef SD_JOB_H
+#define SD_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "sampler.h"
+
+typedef enum sd_job_status {
+    SD_JOB_PENDING = 0, /* waiting to be claimed */
+    SD_JOB_RUNNING,     /* claimed by a run; being rendered */
+    SD_JOB_DONE,        /* image written; terminal */
+    SD_JOB_FAILED,      /* gave up after max attempts; terminal */
+} sd_job_status;
+
+typedef struct sd_job {
+    int64_t id; /* 1, 2, 3, ... in enqueue order */
+
+    /* What to render: fixed at enqueue. */
+    char *prompt;          /* never empty */
+    char *negative_prompt; /* "" for none */
+    int64_t seed;          /* >= 0 */
+    int steps;             /* 1..1000 */
+    double cfg_scale;      /* classifier-free guidance scale */
+    sd_sampler_kind sampler;
+    int karras;            /* Karras sigmas (only with a sigma-based sampler) */
+    int width, height;     /* pixels, multiples of 8 */
+    int clip_skip;         /* 1 = last layer (A1111 convention) */
+    char *init_image;      /* NULL: text-to-image */
+    char *mask;            /* NULL: no inpainting */
+    double strength;       /* img2img strength in (0, 1]; 0 without init_image */
+    char *source;          /* "prompts.csv:17": the input row, for messages */
+
+    /* Where it is: changed by the runs. */
+    sd_job_status status;
+    int attempts;          /* failed or interrupted attempts so far */
+    int64_t run_id;        /* run of the latest claim; 0 = never claimed */
+    char *claimed_by;      /* "host:rank" of the latest claim; NULL = never */
+    double enqueued_at, claimed_at, finished_at;
+    char *output_path;     /* the PNG, once done */
+    char png_sha256[65];   /* its SHA-256 in lowercase hex, once done; "" before */
+    double render_seconds;
+    char *error;           /* latest error text; NULL = none */
+} sd_job;
+
+/* Limits a job spec must meet (checked at enqueue and by the table's CHECKs). */
+#define SD_JOB_MAX_STEPS 1000
+#define SD_JOB_MAX_CFG 100.0
+#define SD_JOB_MAX_SIDE 8192
+#define SD_JOB_MAX_CLIP_SKIP 12
+
+/* Checks the "what to render" fields of a spec (seed may be -1). On failure
+ * err says what is wrong without a location, e.g. "steps must be in 1..1000,
+ * got 0"; the caller prefixes FILE:LINE. */
+int sd_job_spec_check(const sd_job *j, sd_error *err);
+/* 1 if s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or NUL bytes). */
+int sd_job_utf8_valid(const char *s, size_t n);
+
+/* Frees the owned strings and zeroes the struct (safe on a zeroed job). */
+void sd_job_free(sd_job *j);
+/* Deep copy of src into dst (dst is overwritten, not freed first). */
+int sd_job_copy(sd_job *dst, const sd_job *src, sd_error *err);
+
+/* "pending", "running", "done", "failed". */
+const char *sd_job_status_name(sd_job_status s);
+/* Inverse of sd_job_status_name; -1 when unknown. */
+int sd_job_status_parse(const char *name, sd_job_status *out);
+
+#endif

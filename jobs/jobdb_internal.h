@@ -1,0 +1,55 @@
+/*
+ * jobdb_internal.h - what the jobdb_*.c files share: the handle, SQLite error
+ * mapping, transactions and reading a job row. Not for use outside jobs/.
+ */
+#ifndef SD_JOBDB_INTERNAL_H
+#define SD_JOBDB_INTERNAL_H
+
+#include <sqlite3.h>
+
+#include "jobdb.h"
+
+struct jobdb {
+    sqlite3 *h;
+    char *path;
+    int schema_version;
+    char journal[8];           /* "wal" or "delete" */
+    int64_t run_id;            /* current run; 0 before jobdb_run_begin */
+    char instance[JOBDB_INSTANCE_MAX];
+    int max_attempts;
+    double fixed_time;         /* jobdb_set_time; 0 = real clock */
+};
+
+/* Every column of a job, in the order jobdb_read_job expects. */
+#define JOBDB_JOB_COLUMNS                                                                                      \
+    "id, prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, "         \
+    "init_image, mask, strength, source, status, attempts, run_id, claimed_by, enqueued_at, claimed_at, "      \
+    "finished_at, output_path, png_sha256, render_seconds, error"
+
+/* Unix seconds now (or the frozen test time). */
+double jobdb_now(const jobdb *db);
+
+/* Turns an SQLite result code into an SD_E* code and a message
+ * "PATH: what: sqlite's message [hint]"; returns the SD_E* code. */
+int jobdb_sqlite_error(jobdb *db, int rc, const char *what, sd_error *err);
+
+/* Prepares a constant statement; on failure reports it via jobdb_sqlite_error. */
+int jobdb_prepare(jobdb *db, const char *sql, sqlite3_stmt **st, sd_error *err);
+/* Runs a constant SQL text with no result rows (BEGIN, COMMIT, a migration). */
+int jobdb_exec(jobdb *db, const char *sql, const char *what, sd_error *err);
+
+/* BEGIN IMMEDIATE (takes the write lock now, waiting up to the busy timeout). */
+int jobdb_tx_write(jobdb *db, sd_error *err);
+/* BEGIN (a read snapshot). */
+int jobdb_tx_read(jobdb *db, sd_error *err);
+int jobdb_tx_commit(jobdb *db, sd_error *err);
+/* Rolls back if a transaction is open; never fails (an error already happened). */
+void jobdb_tx_rollback(jobdb *db);
+
+/* Binds text or NULL. */
+int jobdb_bind_text(sqlite3_stmt *st, int i, const char *s);
+
+/* Reads JOBDB_JOB_COLUMNS starting at column 0 of st's current row into *job. */
+int jobdb_read_job(jobdb *db, sqlite3_stmt *st, sd_job *job, sd_error *err);
+
+#endif

@@ -1,0 +1,442 @@
+/* The state changes of a run: begin/end, recover, claim, finish, fail, release, and enqueue. */
+#include "jobdb_internal.h"
+
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sha256.h"
+
+int64_t jobdb_run_id(const jobdb *db) { return db->run_id; }
+const char *jobdb_run_instance(const jobdb *db) { return db->instance; }
+
+static int need_run(jobdb *db, const char *what, sd_error *err) {
+    if (db->run_id > 0) return 0;
+    return sd_err(err, SD_EINTERNAL, "%s: %s before jobdb_run_begin", db->path, what);
+}
+
+/* Steps a statement that returns no rows; reports failure as "while what". */
+static int step_done(jobdb *db, sqlite3_stmt *st, const char *what, sd_error *err) {
+    int s = sqlite3_step(st);
+    return s == SQLITE_DONE ? 0 : jobdb_sqlite_error(db, s, what, err);
+}
+
+static uint32_t random_u32(void) {
+    uint32_t r = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &r, sizeof r) != (ssize_t)sizeof r) r = 0;
+        close(fd);
+    }
+    if (!r) r = (uint32_t)getpid() * 2654435761u ^ (uint32_t)jobdb_now(NULL);
+    return r;
+}
+
+static int touch_run(jobdb *db, double now, sd_error *err) {
+    sqlite3_stmt *st;
+    int rc = jobdb_prepare(db, "UPDATE runs SET last_seen_at = ?1 WHERE id = ?2", &st, err);
+    if (rc < 0) return rc;
+    sqlite3_bind_double(st, 1, now);
+    sqlite3_bind_int64(st, 2, db->run_id);
+    rc = step_done(db, st, "recording the run's heartbeat", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
+    static const jobdb_run_config none = {0};
+    if (!cfg) cfg = &none;
+    if (db->run_id > 0) return sd_err(err, SD_EINTERNAL, "%s: a run is already in progress", db->path);
+    if (cfg->settings_json) {
+        json_error_t jerr;
+        json_t *j = json_loads(cfg->settings_json, JSON_DECODE_ANY, &jerr);
+        if (!j) return sd_err(err, SD_EINPUT, "run settings are not valid JSON: %s", jerr.text);
+        json_decref(j);
+    }
+    if (cfg->model_sha256 && !sd_sha256_is_hex(cfg->model_sha256))
+        return sd_err(err, SD_EINPUT, "model hash '%s' is not a SHA-256 in lowercase hex", cfg->model_sha256);
+    char host[256] = "";
+    if (cfg->host) snprintf(host, sizeof host, "%s", cfg->host);
+    else if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "unknown");
+    double now = jobdb_now(db);
+
+    sqlite3_stmt *st;
+    int rc = jobdb_prepare(db,
+                           "INSERT INTO runs (instance, model_path, model_sha256, settings_json, host, pid, ranks, "
+                           "started_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                           &st, err);
+    if (rc < 0) return rc;
+    /* The UNIQUE constraint backs the random part: on the (unlikely) clash, draw again. */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        snprintf(db->instance, sizeof db->instance, "%.64s-%ld-%lld-%08x", host, (long)getpid(), (long long)now,
+                 random_u32());
+        sqlite3_reset(st);
+        jobdb_bind_text(st, 1, db->instance);
+        jobdb_bind_text(st, 2, cfg->model_path);
+        jobdb_bind_text(st, 3, cfg->model_sha256);
+        jobdb_bind_text(st, 4, cfg->settings_json);
+        jobdb_bind_text(st, 5, host);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)getpid());
+        sqlite3_bind_int(st, 7, cfg->ranks > 0 ? cfg->ranks : 1);
+        sqlite3_bind_double(st, 8, now);
+        int s = sqlite3_step(st);
+        if (s == SQLITE_DONE) {
+            db->run_id = sqlite3_last_insert_rowid(db->h);
+            db->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : JOBDB_DEFAULT_MAX_ATTEMPTS;
+            break;
+        }
+        if (sqlite3_extended_errcode(db->h) != SQLITE_CONSTRAINT_UNIQUE || attempt == 4) {
+            rc = jobdb_sqlite_error(db, s, "recording the run", err);
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc < 0) db->instance[0] = 0;
+    return rc;
+}
+
+int jobdb_run_end(jobdb *db, const char *end_status, sd_error *err) {
+    int rc = need_run(db, "ending a run", err);
+    if (rc < 0) return rc;
+    sqlite3_stmt *st;
+    rc = jobdb_prepare(db, "UPDATE runs SET ended_at = ?1, last_seen_at = ?1, end_status = ?2 WHERE id = ?3", &st,
+                       err);
+    if (rc < 0) return rc;
+    sqlite3_bind_double(st, 1, jobdb_now(db));
+    jobdb_bind_text(st, 2, end_status ? end_status : "complete");
+    sqlite3_bind_int64(st, 3, db->run_id);
+    rc = step_done(db, st, "ending the run", err);
+    sqlite3_finalize(st);
+    if (rc == 0) {
+        db->run_id = 0;
+        db->instance[0] = 0;
+    }
+    return rc;
+}
+
+int jobdb_recover(jobdb *db, int *requeued, int *failed, sd_error *err) {
+    if (requeued) *requeued = 0;
+    if (failed) *failed = 0;
+    int rc = need_run(db, "recovering jobs", err);
+    if (rc == 0) rc = jobdb_tx_write(db, err);
+    if (rc < 0) return rc;
+    double now = jobdb_now(db);
+    sqlite3_stmt *count = NULL, *update = NULL, *runs = NULL;
+    /* Count first (same transaction), then move them: the error text names the
+     * dead run and the rank that was rendering. */
+    rc = jobdb_prepare(db,
+                       "SELECT count(*), coalesce(sum(attempts + 1 >= ?1), 0) FROM jobs "
+                       "WHERE status = 'running' AND run_id IS NOT ?2",
+                       &count, err);
+    if (rc == 0) {
+        sqlite3_bind_int(count, 1, db->max_attempts);
+        sqlite3_bind_int64(count, 2, db->run_id);
+        int s = sqlite3_step(count);
+        if (s != SQLITE_ROW) rc = jobdb_sqlite_error(db, s, "counting interrupted jobs", err);
+        else {
+            int total = sqlite3_column_int(count, 0), nfail = sqlite3_column_int(count, 1);
+            if (requeued) *requeued = total - nfail;
+            if (failed) *failed = nfail;
+        }
+    }
+    if (rc == 0)
+        rc = jobdb_prepare(
+            db,
+            "UPDATE jobs SET attempts = attempts + 1,"
+            " status = CASE WHEN attempts + 1 >= ?1 THEN 'failed' ELSE 'pending' END,"
+            " finished_at = CASE WHEN attempts + 1 >= ?1 THEN ?3 ELSE NULL END,"
+            " error = 'interrupted: run ' || coalesce((SELECT instance FROM runs WHERE runs.id = jobs.run_id), '?')"
+            "   || ' stopped while ' || coalesce(claimed_by, '?') || ' was rendering it (attempt '"
+            "   || (attempts + 1) || ' of ' || ?1 || ')',"
+            " error_at = ?3 "
+            "WHERE status = 'running' AND run_id IS NOT ?2",
+            &update, err);
+    if (rc == 0) {
+        sqlite3_bind_int(update, 1, db->max_attempts);
+        sqlite3_bind_int64(update, 2, db->run_id);
+        sqlite3_bind_double(update, 3, now);
+        rc = step_done(db, update, "recovering interrupted jobs", err);
+    }
+    if (rc == 0)
+        rc = jobdb_prepare(db,
+                           "UPDATE runs SET end_status = 'lost' WHERE ended_at IS NULL AND end_status IS NULL "
+                           "AND id <> ?1",
+                           &runs, err);
+    if (rc == 0) {
+        sqlite3_bind_int64(runs, 1, db->run_id);
+        rc = step_done(db, runs, "marking dead runs", err);
+    }
+    if (rc == 0) rc = touch_run(db, now, err);
+    sqlite3_finalize(count);
+    sqlite3_finalize(update);
+    sqlite3_finalize(runs);
+    if (rc == 0) rc = jobdb_tx_commit(db, err);
+    if (rc < 0) {
+        jobdb_tx_rollback(db);
+        if (requeued) *requeued = 0;
+        if (failed) *failed = 0;
+    }
+    return rc;
+}
+
+int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
+    memset(job, 0, sizeof *job);
+    int rc = need_run(db, "claiming a job", err);
+    if (rc < 0) return rc;
+    if (!claimed_by || !*claimed_by) return sd_err(err, SD_EINTERNAL, "claim without a 'host:rank'");
+    rc = jobdb_tx_write(db, err);
+    if (rc < 0) return rc;
+    double now = jobdb_now(db);
+    sqlite3_stmt *pick = NULL, *mark = NULL, *read = NULL;
+    int64_t id = 0;
+    rc = jobdb_prepare(db, "SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1", &pick, err);
+    if (rc == 0) {
+        int s = sqlite3_step(pick);
+        if (s == SQLITE_ROW) id = sqlite3_column_int64(pick, 0);
+        else if (s != SQLITE_DONE) rc = jobdb_sqlite_error(db, s, "looking for a pending job", err);
+    }
+    if (rc == 0 && id > 0)
+        rc = jobdb_prepare(db,
+                           "UPDATE jobs SET status = 'running', run_id = ?1, claimed_by = ?2, claimed_at = ?3 "
+                           "WHERE id = ?4 AND status = 'pending'",
+                           &mark, err);
+    if (mark) {
+        sqlite3_bind_int64(mark, 1, db->run_id);
+        jobdb_bind_text(mark, 2, claimed_by);
+        sqlite3_bind_double(mark, 3, now);
+        sqlite3_bind_int64(mark, 4, id);
+        rc = step_done(db, mark, "claiming a job", err);
+        if (rc == 0 && sqlite3_changes(db->h) != 1)
+            rc = sd_err(err, SD_EINTERNAL, "%s: job %lld changed under the write lock", db->path, (long long)id);
+        if (rc == 0) rc = touch_run(db, now, err);
+        if (rc == 0) rc = jobdb_prepare(db, "SELECT " JOBDB_JOB_COLUMNS " FROM jobs WHERE id = ?1", &read, err);
+    }
+    if (read) {
+        sqlite3_bind_int64(read, 1, id);
+        int s = sqlite3_step(read);
+        rc = s == SQLITE_ROW ? jobdb_read_job(db, read, job, err) : jobdb_sqlite_error(db, s, "reading a job", err);
+    }
+    sqlite3_finalize(pick);
+    sqlite3_finalize(mark);
+    sqlite3_finalize(read);
+    if (rc == 0) rc = jobdb_tx_commit(db, err);
+    if (rc < 0) {
+        jobdb_tx_rollback(db);
+        sd_job_free(job);
+        return rc;
+    }
+    return id > 0 ? 1 : 0;
+}
+
+/* Explains why a finish/fail for job_id matched no row (called inside the transaction). */
+static int not_held(jobdb *db, int64_t job_id, const char *action, sd_error *err) {
+    sqlite3_stmt *st;
+    int rc = jobdb_prepare(
+        db, "SELECT j.status, j.run_id, r.instance FROM jobs j LEFT JOIN runs r ON r.id = j.run_id WHERE j.id = ?1",
+        &st, err);
+    if (rc < 0) return rc;
+    sqlite3_bind_int64(st, 1, job_id);
+    int s = sqlite3_step(st);
+    long long id = (long long)job_id;
+    if (s == SQLITE_DONE) rc = sd_err(err, SD_EINPUT, "%s: cannot %s job %lld: no such job", db->path, action, id);
+    else if (s != SQLITE_ROW) rc = jobdb_sqlite_error(db, s, "reading a job", err);
+    else {
+        const char *status = (const char *)sqlite3_column_text(st, 0);
+        const char *owner = (const char *)sqlite3_column_text(st, 2);
+        if (status && !strcmp(status, "done"))
+            rc = sd_err(err, SD_EINPUT, "%s: cannot %s job %lld: it is already done (a finished job is final)",
+                        db->path, action, id);
+        else if (status && !strcmp(status, "running"))
+            rc = sd_err(err, SD_EINPUT, "%s: cannot %s job %lld: it is held by run %s, not by this run (%s)",
+                        db->path, action, id, owner ? owner : "?", db->instance);
+        else
+            rc = sd_err(err, SD_EINPUT, "%s: cannot %s job %lld: it is %s, not running under this run", db->path,
+                        action, id, status ? status : "?");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int jobdb_finish(jobdb *db, int64_t job_id, const char *output_path, const char *png_sha256,
+                 double render_seconds, sd_error *err) {
+    int rc = need_run(db, "finishing a job", err);
+    if (rc < 0) return rc;
+    if (!output_path || !*output_path)
+        return sd_err(err, SD_EINPUT, "job %lld: finished without an output path", (long long)job_id);
+    if (!png_sha256 || !sd_sha256_is_hex(png_sha256))
+        return sd_err(err, SD_EINPUT, "job %lld: '%s' is not a SHA-256 in lowercase hex", (long long)job_id,
+                      png_sha256 ? png_sha256 : "");
+    if (!isfinite(render_seconds) || render_seconds < 0)
+        return sd_err(err, SD_EINPUT, "job %lld: render time %g is not a duration", (long long)job_id,
+                      render_seconds);
+    rc = jobdb_tx_write(db, err);
+    if (rc < 0) return rc;
+    double now = jobdb_now(db);
+    sqlite3_stmt *st;
+    rc = jobdb_prepare(db,
+                       "UPDATE jobs SET status = 'done', finished_at = ?1, output_path = ?2, png_sha256 = ?3,"
+                       " render_seconds = ?4 WHERE id = ?5 AND status = 'running' AND run_id = ?6",
+                       &st, err);
+    if (rc == 0) {
+        sqlite3_bind_double(st, 1, now);
+        jobdb_bind_text(st, 2, output_path);
+        jobdb_bind_text(st, 3, png_sha256);
+        sqlite3_bind_double(st, 4, render_seconds);
+        sqlite3_bind_int64(st, 5, job_id);
+        sqlite3_bind_int64(st, 6, db->run_id);
+        rc = step_done(db, st, "recording a finished job", err);
+        sqlite3_finalize(st);
+    }
+    if (rc == 0 && sqlite3_changes(db->h) != 1) rc = not_held(db, job_id, "finish", err);
+    if (rc == 0) rc = touch_run(db, now, err);
+    if (rc == 0) rc = jobdb_tx_commit(db, err);
+    if (rc < 0) jobdb_tx_rollback(db);
+    return rc;
+}
+
+int jobdb_fail(jobdb *db, int64_t job_id, const char *error, int retry, sd_job_status *now_status, sd_error *err) {
+    int rc = need_run(db, "failing a job", err);
+    if (rc == 0) rc = jobdb_tx_write(db, err);
+    if (rc < 0) return rc;
+    double now = jobdb_now(db);
+    sqlite3_stmt *st = NULL, *read = NULL;
+    rc = jobdb_prepare(db,
+                       "UPDATE jobs SET attempts = attempts + 1,"
+                       " status = CASE WHEN ?1 = 0 OR attempts + 1 >= ?2 THEN 'failed' ELSE 'pending' END,"
+                       " finished_at = CASE WHEN ?1 = 0 OR attempts + 1 >= ?2 THEN ?3 ELSE NULL END,"
+                       " error = ?4, error_at = ?3 WHERE id = ?5 AND status = 'running' AND run_id = ?6",
+                       &st, err);
+    if (rc == 0) {
+        sqlite3_bind_int(st, 1, retry ? 1 : 0);
+        sqlite3_bind_int(st, 2, db->max_attempts);
+        sqlite3_bind_double(st, 3, now);
+        jobdb_bind_text(st, 4, error && *error ? error : "unknown error");
+        sqlite3_bind_int64(st, 5, job_id);
+        sqlite3_bind_int64(st, 6, db->run_id);
+        rc = step_done(db, st, "recording a failed job", err);
+    }
+    if (rc == 0 && sqlite3_changes(db->h) != 1) rc = not_held(db, job_id, "fail", err);
+    if (rc == 0) rc = jobdb_prepare(db, "SELECT status FROM jobs WHERE id = ?1", &read, err);
+    if (rc == 0) {
+        sqlite3_bind_int64(read, 1, job_id);
+        int s = sqlite3_step(read);
+        const char *status = s == SQLITE_ROW ? (const char *)sqlite3_column_text(read, 0) : NULL;
+        sd_job_status js = SD_JOB_FAILED;
+        if (!status || sd_job_status_parse(status, &js) < 0)
+            rc = jobdb_sqlite_error(db, s, "reading a job's status", err);
+        else if (now_status) *now_status = js;
+    }
+    if (rc == 0) rc = touch_run(db, now, err);
+    sqlite3_finalize(st);
+    sqlite3_finalize(read);
+    if (rc == 0) rc = jobdb_tx_commit(db, err);
+    if (rc < 0) jobdb_tx_rollback(db);
+    return rc;
+}
+
+int jobdb_release(jobdb *db, int *released, sd_error *err) {
+    if (released) *released = 0;
+    int rc = need_run(db, "releasing jobs", err);
+    if (rc == 0) rc = jobdb_tx_write(db, err);
+    if (rc < 0) return rc;
+    sqlite3_stmt *st;
+    rc = jobdb_prepare(db, "UPDATE jobs SET status = 'pending' WHERE status = 'running' AND run_id = ?1", &st, err);
+    if (rc == 0) {
+        sqlite3_bind_int64(st, 1, db->run_id);
+        rc = step_done(db, st, "releasing this run's jobs", err);
+        if (rc == 0 && released) *released = sqlite3_changes(db->h);
+        sqlite3_finalize(st);
+    }
+    if (rc == 0) rc = touch_run(db, jobdb_now(db), err);
+    if (rc == 0) rc = jobdb_tx_commit(db, err);
+    if (rc < 0) {
+        jobdb_tx_rollback(db);
+        if (released) *released = 0;
+    }
+    return rc;
+}
+
+/* Binds columns ?1..?15 of the insert except the seed (?3), which the caller binds. */
+static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now) {
+    jobdb_bind_text(st, 1, j->prompt);
+    jobdb_bind_text(st, 2, j->negative_prompt ? j->negative_prompt : "");
+    sqlite3_bind_int(st, 4, j->steps);
+    sqlite3_bind_double(st, 5, j->cfg_scale);
+    jobdb_bind_text(st, 6, sd_sampler_name(j->sampler));
+    sqlite3_bind_int(st, 7, j->karras ? 1 : 0);
+    sqlite3_bind_int(st, 8, j->width);
+    sqlite3_bind_int(st, 9, j->height);
+    sqlite3_bind_int(st, 10, j->clip_skip);
+    jobdb_bind_text(st, 11, j->init_image);
+    jobdb_bind_text(st, 12, j->mask);
+    if (j->init_image) sqlite3_bind_double(st, 13, j->strength);
+    else sqlite3_bind_null(st, 13);
+    jobdb_bind_text(st, 14, j->source);
+    sqlite3_bind_double(st, 15, now);
+}
+
+int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t seed_base, int64_t *first_id,
+                  int64_t *last_id, sd_error *err) {
+    if (first_id) *first_id = 0;
+    if (last_id) *last_id = 0;
+    if (repeat < 1) return sd_err(err, SD_EINPUT, "repeat must be >= 1, got %d", repeat);
+    if (seed_base < 0) return sd_err(err, SD_EINPUT, "seed base must be >= 0, got %lld", (long long)seed_base);
+    for (size_t i = 0; i < n; i++) {
+        int rc = sd_job_spec_check(&specs[i], err);
+        if (rc < 0) return sd_err_prefix(err, "%s", specs[i].source ? specs[i].source : "job spec");
+    }
+    if (n == 0) return 0;
+    int rc = jobdb_tx_write(db, err);
+    if (rc < 0) return rc;
+    double now = jobdb_now(db);
+    sqlite3_stmt *ins = NULL, *seed = NULL;
+    rc = jobdb_prepare(db,
+                       "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width,"
+                       " height, clip_skip, init_image, mask, strength, source, enqueued_at)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                       &ins, err);
+    if (rc == 0) rc = jobdb_prepare(db, "UPDATE jobs SET seed = ?1 WHERE id = ?2", &seed, err);
+    int64_t first = 0, id = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const sd_job *j = &specs[i];
+        for (int k = 0; rc == 0 && k < repeat; k++) {
+            if (j->seed >= 0 && j->seed > INT64_MAX - k) {
+                rc = sd_err(err, SD_EINPUT, "%s: seed %lld + copy %d overflows", j->source ? j->source : "job",
+                            (long long)j->seed, k);
+                break;
+            }
+            sqlite3_reset(ins);
+            bind_spec(ins, j, now);
+            sqlite3_bind_int64(ins, 3, j->seed >= 0 ? j->seed + k : 0);
+            rc = step_done(db, ins, "inserting a job", err);
+            if (rc < 0) break;
+            id = sqlite3_last_insert_rowid(db->h);
+            if (!first) first = id;
+            if (j->seed >= 0) continue;
+            /* derived seed: seed_base + id - 1, so it depends on the job alone */
+            if (seed_base > INT64_MAX - (id - 1)) {
+                rc = sd_err(err, SD_EINPUT, "seed base %lld + job id %lld - 1 overflows", (long long)seed_base,
+                            (long long)id);
+                break;
+            }
+            sqlite3_reset(seed);
+            sqlite3_bind_int64(seed, 1, seed_base + id - 1);
+            sqlite3_bind_int64(seed, 2, id);
+            rc = step_done(db, seed, "setting a job's seed", err);
+        }
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(seed);
+    if (rc == 0) rc = jobdb_tx_commit(db, err);
+    if (rc < 0) {
+        jobdb_tx_rollback(db);
+        return rc;
+    }
+    if (first_id) *first_id = first;
+    if (last_id) *last_id = id;
+    return 0;
+}
