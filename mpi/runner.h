@@ -1,0 +1,71 @@
+/*
+ * runner.h - the batch renderer: an MPI master hands jobs from the SQLite
+ * job table to workers on demand.
+ *
+ * Rank 0 is the master and the only process that opens the database. The
+ * other ranks form worker groups of `group_size` consecutive ranks (1 today;
+ * tensor parallelism will render one image with a whole group). The master
+ * talks to group leaders only:
+ *
+ *   leader -> master  READY   {"rank", "host"}                 (model loaded, idle)
+ *   master -> leader  JOB     {"id", "prompt", ..., "output"}   (one job; the leader shares it with its group)
+ *   leader -> master  RESULT  {"id", "ok", "sha256", "seconds", "error", "retry"}   (and idle again)
+ *   master -> leader  STOP    {}                                (no more work: exit)
+ *   leader -> master  FATAL   {"error"}                         (cannot render at all, e.g. model load failed)
+ *
+ * Messages are JSON text (MPI_CHAR), probed for their length. A job is
+ * claimed in the database (one transaction) before it is sent, and finished
+ * or failed (one transaction) when its result arrives, so a kill -9 at any
+ * moment leaves at most the in-flight jobs `running`; the next run's
+ * jobdb_recover puts them back.
+ *
+ * Stopping: SIGTERM, SIGINT or SIGUSR1 (what mpirun and Slurm send) on any
+ * rank stops the master handing out work; jobs in flight may finish within
+ * `grace` seconds; whatever is still running is then released to `pending`
+ * and the run ends "stopped". (mpirun kills ranks 1 s after forwarding
+ * SIGTERM unless started with --mca odls_base_sigkill_timeout <seconds>.)
+ *
+ * With one rank (no mpirun, or -np 1) the master renders jobs itself.
+ */
+#ifndef SD_RUNNER_H
+#define SD_RUNNER_H
+
+#include "err.h"
+#include "job.h"
+
+/* What a worker does, supplied by the command (mpi/ knows nothing of models). */
+typedef struct sd_worker_ops {
+    /* Loads the model once per worker; *state is passed to render and teardown. */
+    int (*setup)(void *ctx, void **state, sd_error *err);
+    /* Renders job to out_path (atomically), filling its SHA-256 and seconds.
+     * *retry = 0 when another attempt cannot help (e.g. a missing init image). */
+    int (*render)(void *state, const sd_job *job, const char *out_path, char sha256[65], double *seconds, int *retry,
+                  sd_error *err);
+    void (*teardown)(void *state);
+    void *ctx;
+} sd_worker_ops;
+
+typedef struct sd_run_options {
+    const char *db_path;
+    const char *out_dir;
+    const char *model_path;   /* recorded in the runs table */
+    const char *model_sha256; /* may be NULL */
+    const char *settings_json;/* recorded in the runs table; may be NULL */
+    double grace;             /* seconds in-flight jobs may take after a stop signal */
+    int max_attempts;         /* 0: JOBDB_DEFAULT_MAX_ATTEMPTS */
+    int group_size;           /* ranks per worker group; 1 */
+    int quiet;                /* no per-job progress lines */
+} sd_run_options;
+
+/* Output path of a job: OUT/<id, 8 digits>.png (caller frees). */
+char *sd_run_output_path(const char *out_dir, int64_t job_id);
+
+/*
+ * Runs the whole batch: MPI_Init .. MPI_Finalize. Every rank calls it with
+ * the same options. Returns the process exit status (0: no pending job left
+ * or stopped cleanly; 1 runtime failure; 2 bad input) and prints errors on
+ * stderr itself (prefixed with the rank).
+ */
+int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_worker_ops *ops);
+
+#endif

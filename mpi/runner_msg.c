@@ -1,0 +1,54 @@
+#include "runner_msg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+json_t *runner_job_to_json(const sd_job *job, const char *output_path) {
+    json_t *j = json_pack("{s:I,s:s,s:s,s:I,s:i,s:f,s:s,s:b,s:i,s:i,s:i,s:f,s:i,s:s}", "id", (json_int_t)job->id,
+                          "prompt", job->prompt ? job->prompt : "", "negative_prompt",
+                          job->negative_prompt ? job->negative_prompt : "", "seed", (json_int_t)job->seed, "steps",
+                          job->steps, "cfg_scale", job->cfg_scale, "sampler", sd_sampler_name(job->sampler), "karras",
+                          job->karras, "width", job->width, "height", job->height, "clip_skip", job->clip_skip,
+                          "strength", job->strength, "attempts", job->attempts, "output", output_path);
+    if (!j) return NULL;
+    if (job->init_image) json_object_set_new(j, "init_image", json_string(job->init_image));
+    if (job->mask) json_object_set_new(j, "mask", json_string(job->mask));
+    return j;
+}
+
+static char *dup_str(json_t *j, const char *key) {
+    const char *s = json_string_value(json_object_get(j, key));
+    return s ? strdup(s) : NULL;
+}
+
+int runner_job_from_json(json_t *j, sd_job *job, const char **output, sd_error *err) {
+    memset(job, 0, sizeof *job);
+    json_t *sampler = json_object_get(j, "sampler");
+    if (!json_is_integer(json_object_get(j, "id")) || !json_is_string(json_object_get(j, "prompt")) ||
+        !json_is_string(sampler) || !json_is_string(json_object_get(j, "output")))
+        return sd_err(err, SD_EINTERNAL, "malformed job message from the master");
+    job->id = json_integer_value(json_object_get(j, "id"));
+    job->prompt = dup_str(j, "prompt");
+    job->negative_prompt = dup_str(j, "negative_prompt");
+    job->init_image = dup_str(j, "init_image");
+    job->mask = dup_str(j, "mask");
+    job->seed = json_integer_value(json_object_get(j, "seed"));
+    job->steps = (int)json_integer_value(json_object_get(j, "steps"));
+    job->cfg_scale = json_number_value(json_object_get(j, "cfg_scale"));
+    job->karras = json_is_true(json_object_get(j, "karras"));
+    job->width = (int)json_integer_value(json_object_get(j, "width"));
+    job->height = (int)json_integer_value(json_object_get(j, "height"));
+    job->clip_skip = (int)json_integer_value(json_object_get(j, "clip_skip"));
+    job->strength = json_number_value(json_object_get(j, "strength"));
+    job->attempts = (int)json_integer_value(json_object_get(j, "attempts"));
+    if (!job->prompt || !job->negative_prompt) {
+        sd_job_free(job);
+        return sd_err(err, SD_ENOMEM, "out of memory");
+    }
+    if (sd_sampler_parse(json_string_value(sampler), &job->sampler) < 0) {
+        sd_job_free(job);
+        return sd_err(err, SD_EINTERNAL, "job message names an unknown sampler");
+    }
+    *output = json_string_value(json_object_get(j, "output"));
+    return 0;
+}
