@@ -92,6 +92,15 @@ int tokenizer_set_special(sd_tokenizer *tok, int which, const char *s, const cha
     return 0;
 }
 
+int tokenizer_check_specials(const sd_tokenizer *tok, const char *where, sd_error *err) {
+    for (int i = 0; i < TOK_NSPECIAL; i++) {
+        if (i == TOK_UNK || tok->special_id[i] >= 0) continue; /* unk is never produced: every byte has a symbol */
+        return sd_err(err, SD_EINPUT, "%s: %s '%s' is not in the vocabulary of %s", where, special_names[i],
+                      tok->special[i], tok->label);
+    }
+    return 0;
+}
+
 int tokenizer_set_pad(sd_tokenizer *tok, const char *token, sd_error *err) {
     return tokenizer_set_special(tok, TOK_PAD, token, "tokenizer_set_pad", err);
 }
@@ -228,8 +237,14 @@ int tokenizer_from_tables(sd_tokenizer **out, const char *label, char *const *to
     if (rc == 0) rc = set_vocab(t, tokens, n_tokens, vocab_file, err);
     if (rc == 0) rc = set_byte_symbols(t, vocab_file, err);
     if (rc == 0) rc = set_merges(t, merges, n_merges, merges_file, first_line, err);
-    for (int i = 0; i < TOK_NSPECIAL && rc == 0; i++)
-        rc = tokenizer_set_special(t, i, special_defaults[i], vocab_file, err);
+    /* CLIP's defaults where the vocabulary has them; a folder's own files may name others (tokenizer_check_specials) */
+    for (int i = 0; i < TOK_NSPECIAL && rc == 0; i++) {
+        t->special_id[i] = -1;
+        if (strmap_get(&t->vocab, special_defaults[i], strlen(special_defaults[i]), NULL))
+            rc = tokenizer_set_special(t, i, special_defaults[i], vocab_file, err);
+        else if (!(t->special[i] = strdup(special_defaults[i])))
+            rc = sd_err(err, SD_ENOMEM, "tokenizer: out of memory");
+    }
     if (rc < 0) {
         tokenizer_free(t);
         return rc;

@@ -79,9 +79,15 @@ static const char *special_value(json_t *root, const char *key, const char *path
     return json_string_value(v);
 }
 
-/* Applies the special tokens named in one JSON file (skipped when the file does not exist). */
-static int apply_special_file(sd_tokenizer *tok, const char *dir, const char *name, sd_error *err) {
+/*
+ * Reads the special tokens one JSON file names into vals[TOK_*] (a file read
+ * later overrides one read earlier); *root keeps the strings alive (caller
+ * json_decref's it). A missing file is skipped.
+ */
+static int read_special_file(const char *dir, const char *name, const char *vals[TOK_NSPECIAL], json_t **root,
+                             sd_error *err) {
     static const char *const keys[TOK_NSPECIAL] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    *root = NULL;
     char *path = sd_path_join(dir, name);
     if (!path) return sd_err(err, SD_ENOMEM, "tokenizer: out of memory");
     if (!sd_is_file(path)) {
@@ -89,18 +95,33 @@ static int apply_special_file(sd_tokenizer *tok, const char *dir, const char *na
         return 0;
     }
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    *root = json_load_file(path, 0, &je);
     int rc = 0;
-    if (!root)
+    if (!*root)
         rc = sd_err(err, SD_EINPUT, "%s: not valid JSON (line %d: %s)", path, je.line, je.text);
-    else if (!json_is_object(root))
+    else if (!json_is_object(*root))
         rc = sd_err(err, SD_EINPUT, "%s: not a JSON object", path);
     for (int i = 0; i < TOK_NSPECIAL && rc == 0; i++) {
-        const char *s = special_value(root, keys[i], path, &rc, err);
-        if (s) rc = tokenizer_set_special(tok, i, s, path, err);
+        const char *s = special_value(*root, keys[i], path, &rc, err);
+        if (s) vals[i] = s;
     }
-    json_decref(root);
     free(path);
+    return rc;
+}
+
+/* The special tokens of a folder: special_tokens_map.json overrides tokenizer_config.json, as in transformers. */
+static int apply_special_files(sd_tokenizer *tok, const char *dir, sd_error *err) {
+    const char *vals[TOK_NSPECIAL] = {NULL};
+    json_t *config = NULL, *map = NULL;
+    int rc = read_special_file(dir, "tokenizer_config.json", vals, &config, err);
+    if (rc == 0) rc = read_special_file(dir, "special_tokens_map.json", vals, &map, err);
+    char *where = sd_path_join(dir, map ? "special_tokens_map.json" : "tokenizer_config.json");
+    if (rc == 0 && !where) rc = sd_err(err, SD_ENOMEM, "tokenizer: out of memory");
+    for (int i = 0; i < TOK_NSPECIAL && rc == 0; i++)
+        if (vals[i]) rc = tokenizer_set_special(tok, i, vals[i], where, err);
+    free(where);
+    json_decref(config);
+    json_decref(map);
     return rc;
 }
 
@@ -155,9 +176,8 @@ int tokenizer_load_dir(sd_tokenizer **out, const char *dir, sd_error *err) {
     if (rc == 0) rc = sd_read_file(mpath, &text, &len, err);
     if (rc == 0) rc = merge_lines(text, len, mpath, 1, &all, &merges, &n_merges, err);
     if (rc == 0) rc = tokenizer_from_tables(&tok, dir, tokens, n_tokens, vpath, merges, n_merges, mpath, 2, err);
-    /* special_tokens_map.json overrides tokenizer_config.json, as in transformers */
-    if (rc == 0) rc = apply_special_file(tok, dir, "tokenizer_config.json", err);
-    if (rc == 0) rc = apply_special_file(tok, dir, "special_tokens_map.json", err);
+    if (rc == 0) rc = apply_special_files(tok, dir, err);
+    if (rc == 0) rc = tokenizer_check_specials(tok, vpath, err);
     if (rc < 0) {
         tokenizer_free(tok);
         tok = NULL;
@@ -270,6 +290,11 @@ int tokenizer_load_openai_gz(sd_tokenizer **out, const char *path, sd_error *err
     }
     sd_tokenizer *tok = NULL;
     if (rc == 0) rc = tokenizer_from_tables(&tok, path, tokens, n_tokens, path, merges, n_merges, path, 2, err);
+    if (rc == 0) rc = tokenizer_check_specials(tok, path, err);
+    if (rc < 0) {
+        tokenizer_free(tok);
+        tok = NULL;
+    }
     *out = tok;
     free(text);
     free(all);

@@ -55,7 +55,8 @@ void tokenizer_byte_symbols(uint32_t sym_of_byte[256], uint8_t byte_order[256]);
 /*
  * Builds a tokenizer from token strings (id = index) and merge lines ("a b",
  * rank = index). merges_where(i) names merge i in messages as
- * "<merges_file> line <i + first_line>". Special tokens get the CLIP defaults.
+ * "<merges_file> line <i + first_line>". Special tokens get the CLIP defaults (id -1 where the
+ * vocabulary lacks one; see tokenizer_check_specials).
  */
 int tokenizer_from_tables(sd_tokenizer **out, const char *label, char *const *tokens, int n_tokens,
                           const char *vocab_file, char *const *merges, int n_merges, const char *merges_file,
@@ -63,6 +64,9 @@ int tokenizer_from_tables(sd_tokenizer **out, const char *label, char *const *to
 
 /* Sets special token `which` (TOK_*) to the token string s; fails when the vocabulary lacks it. */
 int tokenizer_set_special(sd_tokenizer *tok, int which, const char *s, const char *where, sd_error *err);
+
+/* Fails unless bos, eos and pad are tokens of the vocabulary (call after the special tokens are final). */
+int tokenizer_check_specials(const sd_tokenizer *tok, const char *where, sd_error *err);
 
 /* 1 if merge line `rank` is the one in force for its pair (a later duplicate line overrides an earlier one). */
 int tokenizer_merge_in_force(const sd_tokenizer *tok, int rank);

@@ -279,6 +279,11 @@ int tokenizer_build_tiny(sd_tokenizer **out, int max_merges, sd_error *err) {
     if (rc == 0)
         rc = tokenizer_from_tables(out, "built-in tiny vocabulary", v.tok, v.n, "built-in tiny vocabulary", merges,
                                    n_merges, "built-in tiny merges", 1, err);
+    if (rc == 0) rc = tokenizer_check_specials(*out, "built-in tiny vocabulary", err);
+    if (rc < 0) {
+        tokenizer_free(*out);
+        *out = NULL;
+    }
     for (int w = 0; w < nw; w++) free(words[w].sym);
     free(words);
     for (int i = 0; i < n_merges; i++) free(merges[i]);

@@ -37,6 +37,13 @@ static int free_golden(void **state) {
     return 0;
 }
 
+static void write_file(const char *path, const char *text) {
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
 static sd_tokenizer *load_dir_or_fail(const char *dir) {
     sd_error err = {0};
     sd_tokenizer *tok = NULL;
@@ -408,18 +415,58 @@ static void test_tokenizer_tiny_vocabulary_round_trips_through_its_folder(void *
     tokenizer_free(back);
 }
 
-static void write_file(const char *path, const char *text) {
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    fputs(text, fp);
-    fclose(fp);
+
+/* Rewrites dir/vocab.json with token `from` renamed to `to` (same id). */
+static void rename_vocab_token(const char *dir, const char *from, const char *to) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/vocab.json", dir);
+    json_t *v = json_load_file(path, 0, NULL);
+    assert_non_null(v);
+    json_t *id = json_object_get(v, from);
+    assert_non_null(id);
+    json_object_set(v, to, id);
+    json_object_del(v, from);
+    assert_int_equal(json_dump_file(v, path, 0), 0);
+    json_decref(v);
+}
+
+static void test_tokenizer_folder_may_name_its_own_special_tokens(void **state) {
+    (void)state;
+    sd_error err = {0};
+    sd_tokenizer *tiny = NULL, *tok = NULL;
+    assert_int_equal(tokenizer_build_tiny(&tiny, 50, &err), 0);
+    int32_t bos = tokenizer_bos_id(tiny);
+    const char *dir = tu_tmp("own-specials");
+    assert_int_equal(tokenizer_save_dir(tiny, dir, &err), 0);
+    rename_vocab_token(dir, "<|startoftext|>", "<s>");
+    char path[1200];
+    snprintf(path, sizeof path, "%s/special_tokens_map.json", dir);
+    write_file(path, "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"pad_token\": \"!\"}");
+    if (tokenizer_load_dir(&tok, dir, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(tokenizer_bos_id(tok), bos);
+    assert_int_equal(tokenizer_pad_id(tok), 0);
+    int32_t ids[4];
+    assert_int_equal(tokenizer_encode_padded(tok, "", ids, 4, NULL, &err), 0);
+    assert_int_equal(ids[0], bos);
+    assert_int_equal(ids[1], tokenizer_eos_id(tiny));
+    assert_int_equal(ids[2], 0);
+    tokenizer_free(tok);
+
+    /* without the map, CLIP's default bos is looked for and is missing */
+    assert_int_equal(remove(path), 0);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    assert_int_equal(remove(path), 0);
+    assert_true(tokenizer_load_dir(&tok, dir, &err) < 0);
+    assert_null(tok);
+    assert_non_null(strstr(err.msg, "bos_token '<|startoftext|>' is not in the vocabulary"));
+    tokenizer_free(tiny);
 }
 
 typedef struct bad_dir_case {
     const char *what;
-    const char *file;    /* file to overwrite (NULL: delete `remove`) */
+    const char *file;    /* file to overwrite, or NULL */
     const char *content;
-    const char *remove;  /* file to delete */
+    const char *remove;  /* file to delete, or NULL */
     const char *expect;  /* substring of the error */
 } bad_dir_case;
 
@@ -447,8 +494,8 @@ static const bad_dir_case bad_dirs[] = {
     {"pad token not in the vocabulary", "special_tokens_map.json", "{\"pad_token\": \"<pad>\"}", NULL,
      "pad_token '<pad>' is not in the vocabulary"},
     {"pad token of the wrong type", "special_tokens_map.json", "{\"pad_token\": 5}", NULL, "must be a string"},
-    {"bos token unknown in tokenizer_config", "tokenizer_config.json", "{\"bos_token\": {\"content\": \"<s>\"}}", NULL,
-     "bos_token '<s>' is not in the vocabulary"},
+    {"bos token unknown in tokenizer_config", "tokenizer_config.json", "{\"bos_token\": {\"content\": \"<s>\"}}",
+     "special_tokens_map.json", "tokenizer_config.json: bos_token '<s>' is not in the vocabulary"},
 };
 
 static void test_tokenizer_rejects_malformed_folders_with_clear_errors(void **state) {
@@ -537,6 +584,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_typed_special_tokens_become_bos_and_eos),
         cmocka_unit_test(test_tokenizer_decode_inverts_encode),
         cmocka_unit_test(test_tokenizer_tiny_vocabulary_round_trips_through_its_folder),
+        cmocka_unit_test(test_tokenizer_folder_may_name_its_own_special_tokens),
         cmocka_unit_test(test_tokenizer_rejects_malformed_folders_with_clear_errors),
         cmocka_unit_test(test_tokenizer_rejects_missing_and_corrupt_gz),
     };
