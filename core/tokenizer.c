@@ -11,7 +11,7 @@
 #include "tokenizer_text.h"
 #include "unicode.h"
 
-/* Word cache limits: past either, the cache starts over (SimpleTokenizer's grows without bound). */
+/* Default word cache limits: past either, the cache starts over (SimpleTokenizer's grows without bound). */
 #define CACHE_MAX_WORDS 100000
 #define CACHE_MAX_IDS (4u << 20)
 
@@ -232,6 +232,8 @@ int tokenizer_from_tables(sd_tokenizer **out, const char *label, char *const *to
     pthread_mutex_init(&t->cache_lock, NULL);
     strmap_init(&t->vocab);
     strmap_init(&t->cache);
+    t->cache_max_words = CACHE_MAX_WORDS;
+    t->cache_max_ids = CACHE_MAX_IDS;
     t->label = strdup(label);
     int rc = t->label ? 0 : sd_err(err, SD_ENOMEM, "tokenizer: out of memory");
     if (rc == 0) rc = set_vocab(t, tokens, n_tokens, vocab_file, err);
@@ -321,7 +323,7 @@ static int bpe_word(const sd_tokenizer *t, const unsigned char *bytes, int n, in
 
 /* Caches the ids of a word; a full cache is emptied first. Called with cache_lock held. */
 static void cache_store(sd_tokenizer *t, const unsigned char *word, size_t len, const int32_t *ids, int n) {
-    if (t->cache.count >= CACHE_MAX_WORDS || t->cache_len + (size_t)n + 1 > CACHE_MAX_IDS) {
+    if (t->cache.count >= t->cache_max_words || t->cache_len + (size_t)n + 1 > t->cache_max_ids) {
         strmap_clear(&t->cache);
         t->cache_len = 0;
     }

@@ -47,6 +47,8 @@ struct sd_tokenizer {
     strmap cache;           /* word bytes -> offset of [count, ids...] in cache_pool */
     int32_t *cache_pool;
     size_t cache_len, cache_cap;
+    size_t cache_max_words;  /* past either limit the cache starts over (tests lower them) */
+    size_t cache_max_ids;
 };
 
 /* The 256 byte symbols of GPT-2's bytes_to_unicode, in its order (the order of ids 0..255 in CLIP). */

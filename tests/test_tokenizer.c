@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "tokenizer.h"
+#include "tokenizer_impl.h" /* only to shrink the word cache */
 #include "tokenizer_text.h"
 #include "unicode.h"
 
@@ -153,6 +154,42 @@ static void test_tokenizer_openai_gz_gives_the_folder_ids(void **state) {
     check_golden(gz, "input_ids_sd2");
     tokenizer_free(gz);
     tokenizer_free(dir);
+}
+
+static void test_tokenizer_gives_the_same_ids_when_its_cache_overflows(void **state) {
+    (void)state;
+    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    tok->cache_max_words = 5;
+    tok->cache_max_ids = 40;
+    check_golden(tok, "input_ids_sd1");
+    assert_true(tok->cache.count <= 5);
+    tokenizer_free(tok);
+}
+
+/* One tokenizer used by several threads at once gives every thread the serial answer. */
+static void test_tokenizer_is_safe_to_share_between_threads(void **state) {
+    (void)state;
+    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    json_t *prompts = json_object_get(golden, "prompts");
+    int np = (int)json_array_size(prompts), bad = 0;
+    tok->cache_max_words = 50; /* keep the cache busy starting over */
+#pragma omp parallel for num_threads(4) reduction(+ : bad) schedule(dynamic)
+    for (int r = 0; r < 40 * np; r++) {
+        json_t *p = json_array_get(prompts, (size_t)(r % np));
+        const char *text = json_string_value(json_object_get(p, "text"));
+        json_t *want = json_object_get(p, "bpe_ids");
+        int32_t *ids = NULL;
+        int n = 0;
+        sd_error err = {0};
+        if (tokenizer_encode(tok, text, &ids, &n, &err) < 0 || n != (int)json_array_size(want)) {
+            bad++;
+        } else {
+            for (int k = 0; k < n; k++) bad += ids[k] != json_integer_value(json_array_get(want, (size_t)k));
+        }
+        free(ids);
+    }
+    assert_int_equal(bad, 0);
+    tokenizer_free(tok);
 }
 
 static void test_tokenizer_truncates_to_77_keeping_eos(void **state) {
@@ -576,6 +613,8 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_sd15_folder_matches_golden_pieces_ids_and_input_ids),
         cmocka_unit_test(test_tokenizer_sd2_folder_pads_with_its_pad_token),
         cmocka_unit_test(test_tokenizer_openai_gz_gives_the_folder_ids),
+        cmocka_unit_test(test_tokenizer_gives_the_same_ids_when_its_cache_overflows),
+        cmocka_unit_test(test_tokenizer_is_safe_to_share_between_threads),
         cmocka_unit_test(test_tokenizer_truncates_to_77_keeping_eos),
         cmocka_unit_test(test_tokenizer_replaces_invalid_utf8_like_python),
         cmocka_unit_test(test_tokenizer_html_unescape_runs_twice_like_python),
