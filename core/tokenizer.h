@@ -84,7 +84,8 @@ int tokenizer_set_pad(sd_tokenizer *tok, const char *token, sd_error *err);
 
 /*
  * The BPE ids of a NUL-terminated UTF-8 prompt: no bos/eos, not truncated.
- * *ids (caller frees; NULL when *n == 0) gets *n ids.
+ * *ids (caller frees; NULL when *n == 0) gets *n ids. Prompts over 1 MiB
+ * are refused (SD_EINPUT).
  */
 int tokenizer_encode(sd_tokenizer *tok, const char *text, int32_t **ids, int *n, sd_error *err);
 

@@ -19,9 +19,10 @@ int tokenizer_text_clean(const char *text, size_t len, uint32_t **out, size_t *n
     *out = NULL;
     *n = 0;
     /* lower-casing may lengthen the text (U+0130 -> "i\u0307"); 3 per code point is the table's bound */
-    /* keeps every count below 2^31 (a word of k code points has at most 4k bytes) */
-    if (len > ((size_t)64 << 20))
-        return sd_err(err, SD_EINPUT, "tokenizer: prompt of %zu bytes is too long (the limit is 64 MiB)", len);
+    /* far beyond any prompt (the text encoder sees 75 tokens); bounds the working memory to ~30 bytes per byte */
+    if (len > TOKENIZER_MAX_PROMPT_BYTES)
+        return sd_err(err, SD_EINPUT, "tokenizer: prompt of %zu bytes is too long (the limit is %d bytes)", len,
+                      TOKENIZER_MAX_PROMPT_BYTES);
     size_t cap = 3 * len + 1;
     uint32_t *a = malloc(cap * sizeof *a);
     uint32_t *b = malloc(cap * sizeof *b);

@@ -36,6 +36,9 @@
 
 #include "err.h"
 
+/* Longest prompt accepted, in bytes (1 MiB). */
+#define TOKENIZER_MAX_PROMPT_BYTES (1 << 20)
+
 /*
  * Cleans UTF-8 text as above, up to the lower-casing. *out (caller frees)
  * gets the code points, *n their number; *n_bad (may be NULL) the number of

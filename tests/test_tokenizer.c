@@ -222,6 +222,15 @@ static void test_tokenizer_truncates_to_77_keeping_eos(void **state) {
     assert_int_equal(small[1], 49407);
     assert_true(tokenizer_encode_padded(tok, "a", small, 1, NULL, &err) < 0);
     assert_non_null(strstr(err.msg, "max_len"));
+
+    /* an absurdly long prompt is refused with a message, not truncated silently */
+    char *huge = malloc(TOKENIZER_MAX_PROMPT_BYTES + 2);
+    assert_non_null(huge);
+    memset(huge, 'a', TOKENIZER_MAX_PROMPT_BYTES + 1);
+    huge[TOKENIZER_MAX_PROMPT_BYTES + 1] = 0;
+    assert_int_equal(tokenizer_encode_padded(tok, huge, ids, 77, &ntok, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "too long"));
+    free(huge);
     free(raw);
     tokenizer_free(tok);
 }
