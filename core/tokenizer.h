@@ -61,9 +61,11 @@ int tokenizer_load_openai_gz(sd_tokenizer **out, const char *path, sd_error *err
 /*
  * Builds the project's own small byte-level BPE vocabulary: up to max_merges
  * merges learned deterministically from a built-in English text (always the
- * same result for the same max_merges), plus the 512 byte symbols and the two
- * special tokens. Pads with "<|endoftext|>". For models made without any
- * downloaded file; save it with tokenizer_save_dir.
+ * same result for the same max_merges; learning stops early when no pair
+ * occurs twice: 400 asked gives 357 merges, 871 tokens), plus the 512 byte
+ * symbols and the two special tokens. Pads with "<|endoftext|>". For models
+ * made without any downloaded file; save it with tokenizer_save_dir and size
+ * the text encoder's embedding with tokenizer_vocab_size.
  */
 int tokenizer_build_tiny(sd_tokenizer **out, int max_merges, sd_error *err);
 
