@@ -18,6 +18,7 @@ typedef struct tz_entry {
     uint32_t crc;
     uint32_t csize, size, off;
     int method;
+    int zip64_central; /* write 0xFFFFFFFF sizes and a ZIP64 extra field in the central directory */
 } tz_entry;
 
 typedef struct tzip {
@@ -48,8 +49,13 @@ static inline void tz_u32(tzip *z, uint32_t v) {
     tz_put(z, b, 4);
 }
 
-/* Adds a member; compress != 0 compresses it with raw deflate (method 8). */
-static inline void tz_add(tzip *z, const char *name, const void *data, size_t len, int compress) {
+/*
+ * Adds a member; compress != 0 compresses it with raw deflate (method 8).
+ * zip64 != 0 writes the sizes as 0xFFFFFFFF plus a ZIP64 extra field in the
+ * local header and the central directory, the way np.savez (force_zip64) and
+ * large PyTorch files do.
+ */
+static inline void tz_add64(tzip *z, const char *name, const void *data, size_t len, int compress, int zip64) {
     tz_entry *e = &z->e[z->ne++];
     snprintf(e->name, sizeof e->name, "%s", name);
     e->crc = (uint32_t)crc32(0L, data, (uInt)len);
@@ -75,20 +81,33 @@ static inline void tz_add(tzip *z, const char *name, const void *data, size_t le
         payload = tmp;
     }
     e->csize = (uint32_t)plen;
+    e->zip64_central = zip64;
     tz_u32(z, 0x04034b50u);
-    tz_u16(z, 20);
+    tz_u16(z, zip64 ? 45 : 20);
     tz_u16(z, 0);
     tz_u16(z, (unsigned)e->method);
     tz_u16(z, 0);
     tz_u16(z, 0x21);
     tz_u32(z, e->crc);
-    tz_u32(z, e->csize);
-    tz_u32(z, e->size);
+    tz_u32(z, zip64 ? 0xFFFFFFFFu : e->csize);
+    tz_u32(z, zip64 ? 0xFFFFFFFFu : e->size);
     tz_u16(z, (unsigned)strlen(name));
-    tz_u16(z, 0);
+    tz_u16(z, zip64 ? 20 : 0);
     tz_put(z, name, strlen(name));
+    if (zip64) {
+        tz_u16(z, 1);
+        tz_u16(z, 16);
+        tz_u32(z, e->size);
+        tz_u32(z, 0);
+        tz_u32(z, e->csize);
+        tz_u32(z, 0);
+    }
     tz_put(z, payload, plen);
     free(tmp);
+}
+
+static inline void tz_add(tzip *z, const char *name, const void *data, size_t len, int compress) {
+    tz_add64(z, name, data, len, compress, 0);
 }
 
 /* Writes the central directory and the end record. */
@@ -104,16 +123,24 @@ static inline void tz_finish(tzip *z) {
         tz_u16(z, 0);
         tz_u16(z, 0x21);
         tz_u32(z, e->crc);
-        tz_u32(z, e->csize);
-        tz_u32(z, e->size);
+        tz_u32(z, e->zip64_central ? 0xFFFFFFFFu : e->csize);
+        tz_u32(z, e->zip64_central ? 0xFFFFFFFFu : e->size);
         tz_u16(z, (unsigned)strlen(e->name));
-        tz_u16(z, 0);
+        tz_u16(z, e->zip64_central ? 20 : 0);
         tz_u16(z, 0);
         tz_u16(z, 0);
         tz_u16(z, 0);
         tz_u32(z, 0);
         tz_u32(z, e->off);
         tz_put(z, e->name, strlen(e->name));
+        if (e->zip64_central) { /* order: uncompressed size, then compressed size */
+            tz_u16(z, 1);
+            tz_u16(z, 16);
+            tz_u32(z, e->size);
+            tz_u32(z, 0);
+            tz_u32(z, e->csize);
+            tz_u32(z, 0);
+        }
     }
     z->cd_size = z->n - z->cd_off;
     tz_u32(z, 0x06054b50u);
