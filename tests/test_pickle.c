@@ -286,6 +286,11 @@ static void test_ckpt_loads_state_dict_beside_unknown_training_objects_without_r
     pb_str(&p, "w");
     pb_tensor(&p, "FloatStorage", "0", 4, 0, 2, (int64_t[]){2, 2}, (int64_t[]){2, 1});
     pb_op(&p, 'u');
+    pb_op(&p, '}'); /* state_dict._metadata, set by BUILD as OrderedDict.__reduce__ does */
+    pb_str(&p, "_metadata");
+    pb_op(&p, '}');
+    pb_op(&p, 's');
+    pb_op(&p, 'b');
     pb_str(&p, "global_step");
     pb_int(&p, 470000);
     pb_op(&p, 'u');
