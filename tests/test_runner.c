@@ -21,7 +21,7 @@
 
 static const char *self_path;
 
-#define MPIRUN "mpirun --allow-run-as-root --oversubscribe --mca odls_base_sigkill_timeout 20 -x OMP_NUM_THREADS=1"
+#define MPIRUN "mpirun --allow-run-as-root --oversubscribe --mca odls_base_sigkill_timeout 2 -x OMP_NUM_THREADS=1"
 
 /* ---- the child: an MPI program with a stand-in renderer ---- */
 
@@ -273,42 +273,59 @@ static void test_kill9_of_a_worker_then_rerun_finishes_every_job_once(void **sta
     assert_int_equal(rerendered_done, 0);
 }
 
-/* SIGTERM: no new jobs, in-flight ones finish, the rest stay pending, exit 0. */
-static void test_sigterm_stops_cleanly_leaving_the_rest_pending(void **state) {
-    (void)state;
-    const char *db = tu_tmp("e.db"), *out = tu_tmp("out-e");
+/* Starts a slow 3-rank run of 40 jobs in the background and waits until a few are rendered. */
+static void start_slow_run(const char *db, const char *out) {
     fresh_dir(out);
     make_db(db, 40);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, MPIRUN " -np 3 %s --child %s %s slow > %s/run.log 2>&1; echo $? > %s/rc", self_path, db,
-             out, out, out);
-    char bg[2200];
-    snprintf(bg, sizeof bg, "(%s) &", cmd);
-    assert_int_equal(system(bg), 0);
+    char cmd[2400];
+    snprintf(cmd, sizeof cmd, "(" MPIRUN " -np 3 %s --child %s %s slow > %s/run.log 2>&1; echo $? > %s/rc) &", self_path,
+             db, out, out, out);
+    assert_int_equal(system(cmd), 0);
     for (int i = 0; i < 200; i++) {
         usleep(50000);
         int total;
         count_renders(out, 40, &total);
         if (total >= 3) break;
     }
-    tu_sh(NULL, "pkill -TERM -f '^mpirun.*%s'", db);
+}
+
+/* Waits for the background run to end; checks it exited 0 and left no job running. */
+static void expect_clean_stop(const char *db, const char *out) {
     char rcpath[600];
     snprintf(rcpath, sizeof rcpath, "%s/rc", out);
-    for (int i = 0; i < 600 && !sd_is_file(rcpath); i++) usleep(50000);
+    for (int i = 0; i < 1200 && !sd_is_file(rcpath); i++) usleep(50000);
     usleep(100000);
-    char *rc;
+    char *rc, *log;
     tu_sh(&rc, "cat %s", rcpath);
-    char *log;
     tu_sh(&log, "cat %s/run.log", out);
-    if (atoi(rc) != 0) fail_msg("exit status %s after SIGTERM: %s", rc, log);
-    free(rc);
+    if (atoi(rc) != 0) fail_msg("exit status %s after the stop signal: %s", rc, log);
     jobdb_summary s = summary(db);
-    assert_true(s.done >= 3 && s.done < 40);
+    if (!(s.done >= 3 && s.done < 40)) fail_msg("%lld jobs done after the stop signal: %s", (long long)s.done, log);
     assert_int_equal(s.running, 0);
     assert_int_equal(s.done + s.pending, 40);
     assert_string_equal(s.last_run_end_status, "stopped");
     jobdb_summary_free(&s);
+    free(rc);
     free(log);
+}
+
+/* SIGTERM to every rank (what Slurm sends to the tasks of a step): no new jobs,
+ * in-flight ones finish, the rest stay pending, exit 0. */
+static void test_sigterm_to_the_ranks_stops_cleanly_leaving_the_rest_pending(void **state) {
+    (void)state;
+    const char *db = tu_tmp("e.db"), *out = tu_tmp("out-e");
+    start_slow_run(db, out);
+    tu_sh(NULL, "pkill -TERM -f '^%s --child %s'", self_path, db);
+    expect_clean_stop(db, out);
+}
+
+/* SIGUSR1 to mpirun (forwarded to every rank; mpirun itself keeps running) does the same. */
+static void test_sigusr1_to_mpirun_stops_cleanly(void **state) {
+    (void)state;
+    const char *db = tu_tmp("f.db"), *out = tu_tmp("out-f");
+    start_slow_run(db, out);
+    tu_sh(NULL, "pkill -USR1 -f '^mpirun.*%s'", db);
+    expect_clean_stop(db, out);
 }
 
 int main(int argc, char **argv) {
@@ -319,7 +336,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_single_rank_renders_without_workers),
         cmocka_unit_test(test_a_job_failing_max_attempts_is_failed_and_the_run_goes_on),
         cmocka_unit_test(test_kill9_of_a_worker_then_rerun_finishes_every_job_once),
-        cmocka_unit_test(test_sigterm_stops_cleanly_leaving_the_rest_pending),
+        cmocka_unit_test(test_sigterm_to_the_ranks_stops_cleanly_leaving_the_rest_pending),
+        cmocka_unit_test(test_sigusr1_to_mpirun_stops_cleanly),
     };
     return cmocka_run_group_tests_name("runner", tests, NULL, NULL);
 }
