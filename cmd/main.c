@@ -13,6 +13,7 @@ static int cmd_version(int argc, char **argv) {
 
 static const sd_command commands[] = {
     {"version", cmd_version, "print the version"},
+    {"bench", cmd_bench, "time the U-Net, VAE and text encoder of SD 1.5 (random weights)"},
 };
 
 static void usage(FILE *fp) {
