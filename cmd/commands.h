@@ -13,5 +13,6 @@ typedef struct sd_command {
 int cmd_info(int argc, char **argv);
 int cmd_enqueue(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

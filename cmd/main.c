@@ -16,6 +16,7 @@ static const sd_command commands[] = {
     {"version", cmd_version, "print the version"},
     {"enqueue", cmd_enqueue, "add prompt files (.txt, .jsonl, .csv) to a job database"},
     {"status", cmd_status, "show a job database's progress, rate, ETA and last errors"},
+    {"bench", cmd_bench, "time the U-Net, VAE and text encoder of SD 1.5 (random weights)"},
 };
 
 static void usage(FILE *fp) {

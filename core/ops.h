@@ -106,6 +106,13 @@ int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, con
 void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M, int N, int K,
                 int trans_b, int accumulate);
 
+/*
+ * GFLOP/s of a size^3 OpenBLAS sgemm on ops_get_threads() cores, threaded by
+ * OpenBLAS itself: the machine's reference speed that benchmarks compare
+ * against. 0 when out of memory.
+ */
+double ops_sgemm_reference_gflops(int size, int reps);
+
 /* ---- convolution ------------------------------------------------------ */
 
 /*

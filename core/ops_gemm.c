@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- threads ---------------------------------------------------------- */
 
@@ -122,4 +123,36 @@ void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, mm, nn, K, 1.0f,
                     a + (size_t)m0 * lda, lda, bp, ldb, accumulate ? 1.0f : 0.0f, c + (size_t)m0 * ldc + n0, ldc);
     }
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double ops_sgemm_reference_gflops(int size, int reps) {
+    size_t n = (size_t)size * size;
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float)), *c = malloc(n * sizeof(float));
+    double gflops = 0;
+    if (a && b && c && reps > 0) {
+        for (size_t i = 0; i < n; i++) {
+            a[i] = (float)(i % 97) * 0.01f - 0.5f;
+            b[i] = (float)(i % 89) * 0.01f - 0.4f;
+        }
+        openblas_set_num_threads(ops_get_threads());
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, size, size, size, 1.0f, a, size, b, size, 0.0f, c,
+                    size);
+        double t0 = now_s();
+        for (int r = 0; r < reps; r++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, size, size, size, 1.0f, a, size, b, size, 0.0f, c,
+                        size);
+        double dt = now_s() - t0;
+        openblas_set_num_threads(1);
+        gflops = 2.0 * size * size * (double)size * reps / dt / 1e9;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return gflops;
 }

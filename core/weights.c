@@ -81,6 +81,7 @@ int sd_weights_get(const sd_weights *w, const char *name, int ndim, const int64_
     char want[128];
     const sd_tensor *t = sd_weights_find(w, name);
     *out = NULL;
+    if (!t && w->supply) return w->supply(w->supply_ctx, name, ndim, shape, out, err);
     if (!t)
         return sd_err(err, SD_EINPUT, "%s: missing tensor '%s' (expected shape %s)", w->label, name,
                       sd_shape_str(want, sizeof want, shape, ndim));

@@ -18,11 +18,21 @@
 #include "safetensors.h"
 #include "tensor.h"
 
+/*
+ * Optional supplier of tensors a table lacks, asked by sd_weights_get with the
+ * expected shape (sdrender bench builds random weights for a whole network
+ * this way). Returns 0 with *out set, or an error.
+ */
+typedef int (*sd_weights_supply_fn)(void *ctx, const char *name, int ndim, const int64_t *shape,
+                                    const sd_tensor **out, sd_error *err);
+
 typedef struct sd_weights {
     char *label;       /* for messages: "unet (model/unet/diffusion_pytorch_model.safetensors)" */
     int n;
     sd_tensor *tensors;/* sorted by name; names owned by `names` */
     char *names;
+    sd_weights_supply_fn supply; /* NULL: missing tensors are errors */
+    void *supply_ctx;
 } sd_weights;
 
 /* The tensors of f whose names start with prefix, with the prefix removed. */

@@ -1,0 +1,375 @@
+/*
+ * sdrender bench - times the U-Net step, the VAE decode and the text encoder
+ * of the full SD 1.5 architecture at a chosen resolution, with deterministic
+ * random f16 weights made on the spot (no checkpoint needed), and compares the
+ * U-Net's throughput with an OpenBLAS sgemm measured on the same cores.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli.h"
+#include "clip.h"
+#include "commands.h"
+#include "config.h"
+#include "ops.h"
+#include "unet.h"
+#include "vae.h"
+#include "weights.h"
+
+/* ---- random weights: supplied on demand with the shape each loader asks for ---- */
+
+typedef struct rand_tensor {
+    sd_tensor t;
+    uint16_t *data;
+    char *name;
+} rand_tensor;
+
+typedef struct rand_weights {
+    rand_tensor **items;
+    int n, cap;
+    size_t bytes;
+} rand_weights;
+
+static uint64_t hash_name(const char *s) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/*
+ * A tensor named `name`: uniform in +-sqrt(3 / fan_in) for matrices and
+ * kernels (unit variance through a layer), 1 +- 0.02 for norm scales, +-0.02
+ * for biases. Seeded by the name, so the values do not depend on load order.
+ */
+static int rand_supply(void *ctx, const char *name, int ndim, const int64_t *shape, const sd_tensor **out,
+                       sd_error *err) {
+    rand_weights *rw = ctx;
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    if (rw->n == rw->cap) {
+        int cap = rw->cap ? 2 * rw->cap : 1024;
+        rand_tensor **items = realloc(rw->items, (size_t)cap * sizeof *items);
+        if (!items) return sd_err(err, SD_ENOMEM, "out of memory making random weights");
+        rw->items = items;
+        rw->cap = cap;
+    }
+    rand_tensor *rt = calloc(1, sizeof *rt);
+    if (rt) rt->name = strdup(name);
+    if (rt) rt->data = malloc((n ? n : 1) * sizeof(uint16_t));
+    if (!rt || !rt->name || !rt->data) {
+        if (rt) free(rt->name), free(rt->data);
+        free(rt);
+        return sd_err(err, SD_ENOMEM, "out of memory making random weight '%s' (%zu values)", name, n);
+    }
+    int is_norm_scale = ndim == 1 && strstr(name, "norm") && strstr(name, ".weight");
+    float center = is_norm_scale ? 1.0f : 0.0f;
+    float amp = ndim >= 2 ? sqrtf(3.0f * (float)shape[0] / (float)n) : 0.02f;
+    /* 4096 evenly spaced f16 levels, drawn from by a xorshift stream (fast for 860M values) */
+    uint16_t levels[4096];
+    for (int i = 0; i < 4096; i++) levels[i] = sd_f32_to_f16(center + amp * ((float)i / 2047.5f - 1.0f));
+    uint64_t seed = hash_name(name);
+    size_t chunk = 1u << 16;
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
+    for (size_t c0 = 0; c0 < n; c0 += chunk) {
+        uint64_t s = seed ^ (0x9E3779B97F4A7C15ULL * (c0 / chunk + 1));
+        size_t end = c0 + chunk < n ? c0 + chunk : n;
+        for (size_t i = c0; i < end; i++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            rt->data[i] = levels[s >> 52];
+        }
+    }
+    rt->t.name = rt->name;
+    rt->t.dtype = SD_F16;
+    rt->t.ndim = ndim;
+    for (int i = 0; i < ndim; i++) rt->t.shape[i] = shape[i];
+    rt->t.data = rt->data;
+    rt->t.nbytes = n * sizeof(uint16_t);
+    rw->items[rw->n++] = rt;
+    rw->bytes += n * sizeof(uint16_t);
+    *out = &rt->t;
+    return 0;
+}
+
+static void rand_weights_free(rand_weights *rw) {
+    for (int i = 0; i < rw->n; i++) {
+        free(rw->items[i]->name);
+        free(rw->items[i]->data);
+        free(rw->items[i]);
+    }
+    free(rw->items);
+    memset(rw, 0, sizeof *rw);
+}
+
+/* ---- the three networks, from random weights or (later) a model ---------- */
+
+typedef struct bench_nets {
+    unet_config ucfg;
+    vae_config vcfg;
+    clip_config ccfg;
+    sd_weights uw, vw, cw;   /* empty tables whose supplier makes the tensors */
+    rand_weights rw;
+    unet_model unet;
+    vae_model vae;
+    clip_text_model clip;
+    int have_unet, have_vae, have_clip;
+} bench_nets;
+
+/* SD 1.5 configs and random weights; load the networks through their usual loaders. */
+static int nets_load_random(bench_nets *b, sd_error *err) {
+    unet_config_sd15(&b->ucfg);
+    vae_config_sd15(&b->vcfg);
+    clip_config_sd15(&b->ccfg);
+    sd_weights *tabs[3] = {&b->uw, &b->vw, &b->cw};
+    const char *labels[3] = {"unet (random)", "vae (random)", "text encoder (random)"};
+    for (int i = 0; i < 3; i++) {
+        int rc = sd_weights_from_list(tabs[i], NULL, NULL, 0, labels[i], err);
+        if (rc < 0) return rc;
+        tabs[i]->supply = rand_supply;
+        tabs[i]->supply_ctx = &b->rw;
+    }
+    int rc;
+    if ((rc = unet_load(&b->unet, &b->ucfg, &b->uw, err)) < 0) return rc;
+    b->have_unet = 1;
+    if ((rc = vae_load(&b->vae, &b->vcfg, &b->vw, err)) < 0) return rc;
+    b->have_vae = 1;
+    if ((rc = clip_text_load(&b->clip, &b->ccfg, &b->cw, err)) < 0) return rc;
+    b->have_clip = 1;
+    return 0;
+}
+
+/*
+ * Hook for `-m MODEL`: fill b's configs and load the three networks from a
+ * model folder or checkpoint through the project's model loader.
+ */
+static int nets_load_model(bench_nets *b, const char *path, sd_error *err) {
+    (void)b;
+    return sd_err(err, SD_EUNSUPPORTED, "%s: bench -m is not available yet (needs the model loader)", path);
+}
+
+static void nets_free(bench_nets *b) {
+    if (b->have_unet) unet_free(&b->unet);
+    if (b->have_vae) vae_free(&b->vae);
+    if (b->have_clip) clip_text_free(&b->clip);
+    sd_weights_free(&b->uw);
+    sd_weights_free(&b->vw);
+    sd_weights_free(&b->cw);
+    rand_weights_free(&b->rw);
+}
+
+/* ---- timing ---------------------------------------------------------------- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float *rand_buffer(size_t n, uint64_t seed) {
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        p[i] = (float)(seed >> 40) * (1.0f / 8388608.0f) - 1.0f;
+    }
+    return p;
+}
+
+typedef struct bench_result {
+    double sgemm_gflops;
+    double unet_first_s, unet_step_s, unet_gflop;
+    double vae_s, vae_gflop;
+    double clip_s, clip_gflop;
+    double peak_rss_mb;
+} bench_result;
+
+/* Times `steps` U-Net CFG steps (batch 2) after one untimed warm-up step. */
+static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd_error *err) {
+    size_t nx = (size_t)2 * 4 * h * w, nc = (size_t)2 * 77 * b->ucfg.cross_attention_dim;
+    float *x = rand_buffer(nx, 11), *ctx = rand_buffer(nc, 12), *out = malloc(nx * sizeof(float));
+    float t[2] = {500, 500};
+    int rc = 0;
+    if (!x || !ctx || !out) {
+        rc = sd_err(err, SD_ENOMEM, "out of memory for the U-Net inputs");
+        goto done;
+    }
+    double t0 = now_s();
+    if ((rc = unet_forward(&b->unet, x, t, ctx, 77, 2, h, w, out, err)) < 0) goto done;
+    r->unet_first_s = now_s() - t0;
+    t0 = now_s();
+    for (int s = 0; s < steps && rc == 0; s++) {
+        t[0] = t[1] = 999.0f - 50.0f * (float)s;
+        rc = unet_forward(&b->unet, x, t, ctx, 77, 2, h, w, out, err);
+    }
+    r->unet_step_s = (now_s() - t0) / steps;
+    r->unet_gflop = unet_flops(&b->ucfg, 2, h, w, 77) / 1e9;
+done:
+    free(x), free(ctx), free(out);
+    return rc;
+}
+
+/* Times one decode of a [1, 4, h, w] latent (cold scratch: its first allocation is included). */
+static int time_vae(bench_nets *b, int h, int w, bench_result *r, sd_error *err) {
+    size_t nz = (size_t)4 * h * w, ni = (size_t)3 * h * w * 64;
+    float *z = rand_buffer(nz, 21), *img = malloc(ni * sizeof(float));
+    int rc = 0;
+    if (!z || !img) {
+        rc = sd_err(err, SD_ENOMEM, "out of memory for the VAE input");
+    } else {
+        double t0 = now_s();
+        rc = vae_decode(&b->vae, z, 1, h, w, img, err);
+        r->vae_s = now_s() - t0;
+        r->vae_gflop = vae_decode_flops(&b->vcfg, 1, h, w) / 1e9;
+        vae_release_scratch(&b->vae);
+    }
+    free(z), free(img);
+    return rc;
+}
+
+/* Times the text encoder on a CFG pair of 77-token prompts (best of `reps` after a warm-up). */
+static int time_clip(bench_nets *b, int reps, bench_result *r, sd_error *err) {
+    int ids[2 * 77];
+    for (int i = 0; i < 2 * 77; i++) ids[i] = i % 77 == 0 ? 49406 : (i * 7919) % 49406;
+    float *out = malloc((size_t)2 * 77 * b->ccfg.hidden * sizeof(float));
+    if (!out) return sd_err(err, SD_ENOMEM, "out of memory for the text encoder output");
+    int rc = clip_text_forward(&b->clip, ids, 2, 77, 0, out, err);
+    r->clip_s = INFINITY;
+    for (int i = 0; i < reps && rc == 0; i++) {
+        double t0 = now_s();
+        rc = clip_text_forward(&b->clip, ids, 2, 77, 0, out, err);
+        double dt = now_s() - t0;
+        if (dt < r->clip_s) r->clip_s = dt;
+    }
+    r->clip_gflop = clip_text_flops(&b->ccfg, 2, 77) / 1e9;
+    free(out);
+    return rc;
+}
+
+static int write_json(const char *path, const bench_result *r, int W, int H, int threads, int steps, sd_error *err) {
+    json_t *o = json_object();
+    json_object_set_new(o, "width", json_integer(W));
+    json_object_set_new(o, "height", json_integer(H));
+    json_object_set_new(o, "threads", json_integer(threads));
+    json_object_set_new(o, "steps", json_integer(steps));
+    json_object_set_new(o, "sgemm_gflops", json_real(r->sgemm_gflops));
+    json_object_set_new(o, "unet_first_step_s", json_real(r->unet_first_s));
+    json_object_set_new(o, "unet_step_s", json_real(r->unet_step_s));
+    json_object_set_new(o, "unet_gflop", json_real(r->unet_gflop));
+    json_object_set_new(o, "unet_gflops", json_real(r->unet_gflop / r->unet_step_s));
+    json_object_set_new(o, "unet_vs_sgemm", json_real(r->unet_gflop / r->unet_step_s / r->sgemm_gflops));
+    if (r->vae_s > 0) {
+        json_object_set_new(o, "vae_decode_s", json_real(r->vae_s));
+        json_object_set_new(o, "vae_decode_gflop", json_real(r->vae_gflop));
+        json_object_set_new(o, "vae_decode_gflops", json_real(r->vae_gflop / r->vae_s));
+    }
+    if (r->clip_s > 0) {
+        json_object_set_new(o, "text_encoder_s", json_real(r->clip_s));
+        json_object_set_new(o, "text_encoder_gflop", json_real(r->clip_gflop));
+    }
+    json_object_set_new(o, "peak_rss_mb", json_real(r->peak_rss_mb));
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+    json_decref(o);
+    if (!text) return sd_err(err, SD_ENOMEM, "out of memory writing %s", path);
+    FILE *fp = fopen(path, "w");
+    int rc = 0;
+    if (!fp || fputs(text, fp) < 0 || fputc('\n', fp) < 0) rc = sd_err(err, SD_EIO, "%s: cannot write", path);
+    if (fp && fclose(fp) != 0 && rc == 0) rc = sd_err(err, SD_EIO, "%s: cannot write", path);
+    free(text);
+    return rc;
+}
+
+static void usage(FILE *fp) {
+    fprintf(fp,
+            "usage: sdrender bench [-W PX] [-H PX] [--threads N] [--steps N] [--json OUT] [--no-vae] [--no-text]\n"
+            "\n"
+            "Times one U-Net step (CFG batch 2), a VAE decode and the text encoder of the full\n"
+            "SD 1.5 architecture with random f16 weights, and compares the U-Net's GFLOP/s with\n"
+            "an OpenBLAS sgemm on the same cores.\n"
+            "\n"
+            "  -W, -H PX      image size, a multiple of 8 (default 512)\n"
+            "  --threads N    threads (default: all cores)\n"
+            "  --steps N      timed U-Net steps after one warm-up (default 3)\n"
+            "  --json OUT     also write the results as JSON\n"
+            "  --no-vae, --no-text  skip the VAE decode / the text encoder\n"
+            "  -m MODEL       (not yet available) time a real model instead of random weights\n");
+}
+
+int cmd_bench(int argc, char **argv) {
+    long W = 512, H = 512, threads = 0, steps = 3;
+    const char *json_path = NULL, *model = NULL;
+    int no_vae = 0, no_text = 0;
+    sd_error err = {0};
+    static const struct option opts[] = {
+        {"threads", required_argument, 0, 't'}, {"steps", required_argument, 0, 's'},
+        {"json", required_argument, 0, 'j'},    {"no-vae", no_argument, 0, 'V'},
+        {"no-text", no_argument, 0, 'T'},       {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "W:H:m:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'W': if (cli_parse_long("-W", optarg, 8, 16384, &W, &err) < 0) return cli_fail(&err); break;
+        case 'H': if (cli_parse_long("-H", optarg, 8, 16384, &H, &err) < 0) return cli_fail(&err); break;
+        case 't': if (cli_parse_long("--threads", optarg, 0, 4096, &threads, &err) < 0) return cli_fail(&err); break;
+        case 's': if (cli_parse_long("--steps", optarg, 1, 1000, &steps, &err) < 0) return cli_fail(&err); break;
+        case 'j': json_path = optarg; break;
+        case 'm': model = optarg; break;
+        case 'V': no_vae = 1; break;
+        case 'T': no_text = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) return cli_usage_error("bench: unexpected argument '%s'", argv[optind]);
+    if (W % 8 || H % 8) return cli_usage_error("bench: -W and -H must be multiples of 8 (got %ldx%ld)", W, H);
+    ops_set_threads((int)threads);
+    int nt = ops_get_threads(), h = (int)H / 8, w = (int)W / 8;
+
+    bench_result r = {0};
+    r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
+    bench_nets b;
+    memset(&b, 0, sizeof b);
+    double t0 = now_s();
+    int rc = model ? nets_load_model(&b, model, &err) : nets_load_random(&b, &err);
+    if (rc < 0) {
+        nets_free(&b);
+        return cli_fail(&err);
+    }
+    printf("sdrender bench: SD 1.5 architecture, %s, %ldx%ld (latent %dx%d), %d threads\n",
+           model ? model : "random f16 weights", W, H, h, w, nt);
+    printf("  weights: %.0f MB made in %.1f s\n", (double)b.rw.bytes / 1e6, now_s() - t0);
+    printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
+    fflush(stdout);
+    if ((rc = time_unet(&b, h, w, (int)steps, &r, &err)) == 0 && !no_vae) rc = time_vae(&b, h, w, &r, &err);
+    if (rc == 0 && !no_text) rc = time_clip(&b, 3, &r, &err);
+    if (rc < 0) {
+        nets_free(&b);
+        return cli_fail(&err);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    r.peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
+
+    printf("  %-26s %9s %9s %9s %9s\n", "component", "seconds", "GFLOP", "GFLOP/s", "vs sgemm");
+    double ug = r.unet_gflop / r.unet_step_s;
+    printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "unet step (CFG batch 2)", r.unet_step_s, r.unet_gflop, ug,
+           100 * ug / r.sgemm_gflops);
+    printf("  %-26s %9.3f\n", "  (first step, cold)", r.unet_first_s);
+    if (!no_vae)
+        printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "vae decode", r.vae_s, r.vae_gflop, r.vae_gflop / r.vae_s,
+               100 * r.vae_gflop / r.vae_s / r.sgemm_gflops);
+    if (!no_text)
+        printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "text encoder (batch 2)", r.clip_s, r.clip_gflop,
+               r.clip_gflop / r.clip_s, 100 * r.clip_gflop / r.clip_s / r.sgemm_gflops);
+    printf("  peak RSS: %.0f MB\n", r.peak_rss_mb);
+    if (json_path) rc = write_json(json_path, &r, (int)W, (int)H, nt, (int)steps, &err);
+    nets_free(&b);
+    return rc < 0 ? cli_fail(&err) : 0;
+}

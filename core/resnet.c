@@ -1,0 +1,90 @@
+/* resnet.c - ResnetBlock2D forward (see resnet.h). */
+#include "resnet.h"
+
+#include <string.h>
+
+static int get(const sd_weights *w, const sd_tensor **t, sd_error *err, const char *prefix, const char *name,
+               int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    int64_t shape[4] = {d0, d1, d2, d3};
+    return sd_weights_getf(w, t, err, shape, ndim, "%s.%s", prefix, name);
+}
+
+int resnet_load(sd_resnet *r, const sd_weights *w, const char *prefix, int in_ch, int out_ch, int temb_dim,
+                sd_error *err) {
+    memset(r, 0, sizeof *r);
+    r->in_ch = in_ch;
+    r->out_ch = out_ch;
+    r->temb_dim = temb_dim;
+    int rc;
+    if ((rc = get(w, &r->norm1_w, err, prefix, "norm1.weight", 1, in_ch, 0, 0, 0)) < 0 ||
+        (rc = get(w, &r->norm1_b, err, prefix, "norm1.bias", 1, in_ch, 0, 0, 0)) < 0 ||
+        (rc = get(w, &r->conv1_w, err, prefix, "conv1.weight", 4, out_ch, in_ch, 3, 3)) < 0 ||
+        (rc = get(w, &r->conv1_b, err, prefix, "conv1.bias", 1, out_ch, 0, 0, 0)) < 0 ||
+        (rc = get(w, &r->norm2_w, err, prefix, "norm2.weight", 1, out_ch, 0, 0, 0)) < 0 ||
+        (rc = get(w, &r->norm2_b, err, prefix, "norm2.bias", 1, out_ch, 0, 0, 0)) < 0 ||
+        (rc = get(w, &r->conv2_w, err, prefix, "conv2.weight", 4, out_ch, out_ch, 3, 3)) < 0 ||
+        (rc = get(w, &r->conv2_b, err, prefix, "conv2.bias", 1, out_ch, 0, 0, 0)) < 0)
+        return rc;
+    if (temb_dim > 0 && ((rc = get(w, &r->temb_w, err, prefix, "time_emb_proj.weight", 2, out_ch, temb_dim, 0, 0)) < 0 ||
+                         (rc = get(w, &r->temb_b, err, prefix, "time_emb_proj.bias", 1, out_ch, 0, 0, 0)) < 0))
+        return rc;
+    if (in_ch != out_ch && ((rc = get(w, &r->short_w, err, prefix, "conv_shortcut.weight", 4, out_ch, in_ch, 1, 1)) < 0 ||
+                            (rc = get(w, &r->short_b, err, prefix, "conv_shortcut.bias", 1, out_ch, 0, 0, 0)) < 0))
+        return rc;
+    return 0;
+}
+
+int resnet_forward(const sd_resnet *r, float *out, const float *x, int B, int H, int W, const float *temb_silu,
+                   int groups, float eps, ops_arena *a, sd_error *err) {
+    int HW = H * W, rc;
+    ops_mark mark = ops_arena_mark(a);
+    float *h = ops_arena_floats(a, (size_t)B * r->out_ch * HW, err);
+    float *sc = ops_arena_floats(a, (size_t)B * (r->in_ch > r->out_ch ? r->in_ch : r->out_ch) * 2, err);
+    float *tproj = ops_arena_floats(a, (size_t)B * r->out_ch, err);
+    if (!h || !sc || !tproj) {
+        rc = err ? err->code : SD_ENOMEM;
+        goto out;
+    }
+    /* h = conv1(SiLU(GN1(x))) + bias + time projection */
+    float *shift = sc + (size_t)B * (r->in_ch > r->out_ch ? r->in_ch : r->out_ch);
+    if ((rc = ops_groupnorm_affine(sc, shift, x, B, r->in_ch, HW, groups, eps, r->norm1_w, r->norm1_b, a, err)) < 0)
+        goto out;
+    if (r->temb_w && temb_silu &&
+        (rc = ops_linear(tproj, temb_silu, B, r->temb_dim, r->temb_w, r->temb_b, r->out_ch, 0, a, err)) < 0)
+        goto out;
+    ops_conv_desc c1 = {.batch = B, .in_ch = r->in_ch, .in_h = H, .in_w = W, .out_ch = r->out_ch, .k_h = 3,
+                        .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
+                        .weight = r->conv1_w, .bias = r->conv1_b, .in_scale = sc, .in_shift = shift, .in_silu = 1,
+                        .chan_add = r->temb_w && temb_silu ? tproj : NULL};
+    if ((rc = ops_conv2d(h, x, &c1, a, err)) < 0) goto out;
+    /* out = shortcut(x) + conv2(SiLU(GN2(h))) + bias */
+    if ((rc = ops_groupnorm_affine(sc, shift, h, B, r->out_ch, HW, groups, eps, r->norm2_w, r->norm2_b, a, err)) < 0)
+        goto out;
+    ops_conv_desc c2 = {.batch = B, .in_ch = r->out_ch, .in_h = H, .in_w = W, .out_ch = r->out_ch, .k_h = 3,
+                        .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
+                        .weight = r->conv2_w, .bias = r->conv2_b, .in_scale = sc, .in_shift = shift, .in_silu = 1};
+    if (r->short_w) {
+        ops_conv_desc s = {.batch = B, .in_ch = r->in_ch, .in_h = H, .in_w = W, .out_ch = r->out_ch, .k_h = 1,
+                           .k_w = 1, .stride = 1, .weight = r->short_w, .bias = r->short_b};
+        if ((rc = ops_conv2d(out, x, &s, a, err)) < 0) goto out;
+        c2.accumulate = 1;
+    } else {
+        c2.residual = x;
+    }
+    rc = ops_conv2d(out, h, &c2, a, err);
+out:
+    ops_arena_release(a, mark);
+    return rc;
+}
+
+double resnet_flops_shape(int in_ch, int out_ch, int temb_dim, int B, int H, int W) {
+    double P = (double)B * H * W;
+    double f = 2 * P * out_ch * in_ch * 9 + 2 * P * out_ch * out_ch * 9;
+    if (in_ch != out_ch) f += 2 * P * out_ch * in_ch;
+    if (temb_dim > 0) f += 2.0 * B * out_ch * temb_dim;
+    return f;
+}
+
+double resnet_flops(const sd_resnet *r, int B, int H, int W) {
+    return resnet_flops_shape(r->in_ch, r->out_ch, r->temb_dim, B, H, W);
+}

@@ -1,0 +1,41 @@
+/*
+ * resnet.h - diffusers' ResnetBlock2D, shared by the U-Net and the VAE.
+ *
+ *   h   = conv1(SiLU(GN1(x)))            GN1 + SiLU fused into conv1's input
+ *   h  += time_emb_proj(SiLU(temb))      per channel (U-Net only), fused into conv1's output
+ *   out = shortcut(x) + conv2(SiLU(GN2(h)))   1x1-conv shortcut only when channels change
+ */
+#ifndef SD_RESNET_H
+#define SD_RESNET_H
+
+#include "err.h"
+#include "ops.h"
+#include "weights.h"
+
+typedef struct sd_resnet {
+    int in_ch, out_ch, temb_dim;      /* temb_dim 0: no time embedding (VAE) */
+    const sd_tensor *norm1_w, *norm1_b; /* [in_ch] */
+    const sd_tensor *conv1_w, *conv1_b; /* [out_ch, in_ch, 3, 3], [out_ch] */
+    const sd_tensor *temb_w, *temb_b;   /* [out_ch, temb_dim], [out_ch] */
+    const sd_tensor *norm2_w, *norm2_b; /* [out_ch] */
+    const sd_tensor *conv2_w, *conv2_b; /* [out_ch, out_ch, 3, 3], [out_ch] */
+    const sd_tensor *short_w, *short_b; /* [out_ch, in_ch, 1, 1], [out_ch]; NULL when in_ch == out_ch */
+} sd_resnet;
+
+/* Finds "<prefix>.norm1.weight" etc. with their shapes; a shortcut is required exactly when in_ch != out_ch. */
+int resnet_load(sd_resnet *r, const sd_weights *w, const char *prefix, int in_ch, int out_ch, int temb_dim,
+                sd_error *err);
+
+/*
+ * x: [B, in_ch, H, W] -> out: [B, out_ch, H, W] (out must not alias x).
+ * temb_silu: [B, temb_dim], the time embedding after SiLU, or NULL without one.
+ */
+int resnet_forward(const sd_resnet *r, float *out, const float *x, int B, int H, int W, const float *temb_silu,
+                   int groups, float eps, ops_arena *a, sd_error *err);
+
+/* Multiply-adds x 2 of one call. */
+double resnet_flops(const sd_resnet *r, int B, int H, int W);
+/* The same from channel counts alone (for planning without weights). */
+double resnet_flops_shape(int in_ch, int out_ch, int temb_dim, int B, int H, int W);
+
+#endif

@@ -1,0 +1,217 @@
+/* transformer2d.c - Transformer2DModel forward (see transformer2d.h). */
+#include "transformer2d.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows of the feed-forward processed at once: bounds its [rows, 2*inner] buffer to 16 MB. */
+#define FF_CHUNK_FLOATS ((size_t)4 << 20)
+
+static int get(const sd_weights *w, const sd_tensor **t, sd_error *err, int64_t d0, int64_t d1, int ndim,
+               const char *fmt, const char *prefix, int blk, const char *name) {
+    int64_t shape[4] = {d0, d1, 1, 1};
+    if (blk < 0) return sd_weights_getf(w, t, err, shape, ndim, fmt, prefix, name);
+    return sd_weights_getf(w, t, err, shape, ndim, fmt, prefix, blk, name);
+}
+
+#define TOP "%s.%s"
+#define BLK "%s.transformer_blocks.%d.%s"
+
+static int load_block(sd_tblock *b, const sd_weights *w, const char *p, int i, int C, int D, int inner,
+                      sd_error *err) {
+    int rc;
+    if ((rc = get(w, &b->norm1_w, err, C, 0, 1, BLK, p, i, "norm1.weight")) < 0 ||
+        (rc = get(w, &b->norm1_b, err, C, 0, 1, BLK, p, i, "norm1.bias")) < 0 ||
+        (rc = get(w, &b->norm2_w, err, C, 0, 1, BLK, p, i, "norm2.weight")) < 0 ||
+        (rc = get(w, &b->norm2_b, err, C, 0, 1, BLK, p, i, "norm2.bias")) < 0 ||
+        (rc = get(w, &b->norm3_w, err, C, 0, 1, BLK, p, i, "norm3.weight")) < 0 ||
+        (rc = get(w, &b->norm3_b, err, C, 0, 1, BLK, p, i, "norm3.bias")) < 0 ||
+        (rc = get(w, &b->a1_q, err, C, C, 2, BLK, p, i, "attn1.to_q.weight")) < 0 ||
+        (rc = get(w, &b->a1_k, err, C, C, 2, BLK, p, i, "attn1.to_k.weight")) < 0 ||
+        (rc = get(w, &b->a1_v, err, C, C, 2, BLK, p, i, "attn1.to_v.weight")) < 0 ||
+        (rc = get(w, &b->a1_o, err, C, C, 2, BLK, p, i, "attn1.to_out.0.weight")) < 0 ||
+        (rc = get(w, &b->a1_ob, err, C, 0, 1, BLK, p, i, "attn1.to_out.0.bias")) < 0 ||
+        (rc = get(w, &b->a2_q, err, C, C, 2, BLK, p, i, "attn2.to_q.weight")) < 0 ||
+        (rc = get(w, &b->a2_k, err, C, D, 2, BLK, p, i, "attn2.to_k.weight")) < 0 ||
+        (rc = get(w, &b->a2_v, err, C, D, 2, BLK, p, i, "attn2.to_v.weight")) < 0 ||
+        (rc = get(w, &b->a2_o, err, C, C, 2, BLK, p, i, "attn2.to_out.0.weight")) < 0 ||
+        (rc = get(w, &b->a2_ob, err, C, 0, 1, BLK, p, i, "attn2.to_out.0.bias")) < 0 ||
+        (rc = get(w, &b->ff1_w, err, 2 * inner, C, 2, BLK, p, i, "ff.net.0.proj.weight")) < 0 ||
+        (rc = get(w, &b->ff1_b, err, 2 * inner, 0, 1, BLK, p, i, "ff.net.0.proj.bias")) < 0 ||
+        (rc = get(w, &b->ff2_w, err, C, inner, 2, BLK, p, i, "ff.net.2.weight")) < 0 ||
+        (rc = get(w, &b->ff2_b, err, C, 0, 1, BLK, p, i, "ff.net.2.bias")) < 0)
+        return rc;
+    return 0;
+}
+
+int transformer2d_load(sd_transformer2d *t, const sd_weights *w, const char *prefix, int ch, int heads,
+                       int ctx_dim, int n_blocks, int linear_proj, int groups, sd_error *err) {
+    memset(t, 0, sizeof *t);
+    t->ch = ch;
+    t->heads = heads;
+    t->ctx_dim = ctx_dim;
+    t->inner = 4 * ch;
+    t->linear_proj = linear_proj;
+    t->n_blocks = n_blocks;
+    t->groups = groups;
+    int rc, pd = linear_proj ? 2 : 4;
+    if ((rc = get(w, &t->norm_w, err, ch, 0, 1, TOP, prefix, -1, "norm.weight")) < 0 ||
+        (rc = get(w, &t->norm_b, err, ch, 0, 1, TOP, prefix, -1, "norm.bias")) < 0 ||
+        (rc = get(w, &t->proj_in_w, err, ch, ch, pd, TOP, prefix, -1, "proj_in.weight")) < 0 ||
+        (rc = get(w, &t->proj_in_b, err, ch, 0, 1, TOP, prefix, -1, "proj_in.bias")) < 0 ||
+        (rc = get(w, &t->proj_out_w, err, ch, ch, pd, TOP, prefix, -1, "proj_out.weight")) < 0 ||
+        (rc = get(w, &t->proj_out_b, err, ch, 0, 1, TOP, prefix, -1, "proj_out.bias")) < 0)
+        return rc;
+    t->blocks = calloc((size_t)n_blocks, sizeof *t->blocks);
+    if (!t->blocks) return sd_err(err, SD_ENOMEM, "out of memory loading %s", prefix);
+    for (int i = 0; i < n_blocks; i++) {
+        if ((rc = load_block(&t->blocks[i], w, prefix, i, ch, ctx_dim, t->inner, err)) < 0) {
+            transformer2d_free(t);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void transformer2d_free(sd_transformer2d *t) {
+    free(t->blocks);
+    t->blocks = NULL;
+}
+
+/* Scratch buffers of one forward call. */
+typedef struct tf_bufs {
+    float *h;     /* [M, C] the token stream */
+    float *n;     /* [M, C] LayerNorm output, then attention output */
+    float *q;     /* [M, C] */
+    float *k, *v; /* [max(M, B*n_ctx), C] */
+    float *f, *g; /* [rows, 2*inner], [rows, inner] feed-forward chunk */
+    int ff_rows;
+    void *ws;     /* attention workspace */
+    size_t ws_bytes;
+} tf_bufs;
+
+/* h += to_out(attention(LN(h) W_q, src W_k, src W_v)); src = LN(h) itself (self) or the context. */
+static int attention_sublayer(const sd_transformer2d *t, tf_bufs *s, int B, int n_q, const sd_tensor *ln_w,
+                              const sd_tensor *ln_b, const sd_tensor *wq, const sd_tensor *wk, const sd_tensor *wv,
+                              const sd_tensor *wo, const sd_tensor *bo, const float *ctx, int n_ctx, ops_arena *a,
+                              sd_error *err) {
+    int C = t->ch, M = B * n_q, rc;
+    int n_kv = ctx ? n_ctx : n_q, kv_dim = ctx ? t->ctx_dim : C;
+    ops_attn_desc ad = {.batch = B, .heads = t->heads, .head_dim = C / t->heads, .n_q = n_q, .n_kv = n_kv,
+                        .q_stride = C, .k_stride = C, .v_stride = C, .out_stride = C,
+                        .scale = (float)(1.0 / sqrt((double)(C / t->heads)))};
+    const float *src = ctx ? ctx : s->n;
+    if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, ln_w, ln_b, a, err)) < 0 ||
+        (rc = ops_linear(s->q, s->n, M, C, wq, NULL, C, 0, a, err)) < 0 ||
+        (rc = ops_linear(s->k, src, B * n_kv, kv_dim, wk, NULL, C, 0, a, err)) < 0 ||
+        (rc = ops_linear(s->v, src, B * n_kv, kv_dim, wv, NULL, C, 0, a, err)) < 0 ||
+        (rc = ops_attention(s->n, s->q, s->k, s->v, &ad, s->ws, s->ws_bytes, err)) < 0)
+        return rc;
+    return ops_linear(s->h, s->n, M, C, wo, bo, C, 1, a, err);
+}
+
+/* h += ff2(GEGLU(ff1(LN3 h))), in chunks of rows. */
+static int ff_sublayer(const sd_transformer2d *t, const sd_tblock *b, tf_bufs *s, int M, ops_arena *a,
+                       sd_error *err) {
+    int C = t->ch, inner = t->inner, rc;
+    if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, b->norm3_w, b->norm3_b, a, err)) < 0) return rc;
+    /* widen the two weights once for all chunks */
+    ops_mark mark = ops_arena_mark(a);
+    sd_tensor w1 = *b->ff1_w, w2 = *b->ff2_w;
+    if (!(w1.data = ops_weight_f32(b->ff1_w, a, err)) || !(w2.data = ops_weight_f32(b->ff2_w, a, err))) {
+        ops_arena_release(a, mark);
+        return err ? err->code : SD_ENOMEM;
+    }
+    w1.dtype = w2.dtype = SD_F32;
+    w1.nbytes = (size_t)sd_tensor_numel(&w1) * sizeof(float);
+    w2.nbytes = (size_t)sd_tensor_numel(&w2) * sizeof(float);
+    for (int r0 = 0; r0 < M && rc == 0; r0 += s->ff_rows) {
+        int rows = M - r0 < s->ff_rows ? M - r0 : s->ff_rows;
+        if ((rc = ops_linear(s->f, s->n + (size_t)r0 * C, rows, C, &w1, b->ff1_b, 2 * inner, 0, a, err)) < 0) break;
+        ops_geglu(s->g, s->f, rows, inner);
+        rc = ops_linear(s->h + (size_t)r0 * C, s->g, rows, inner, &w2, b->ff2_b, C, 1, a, err);
+    }
+    ops_arena_release(a, mark);
+    return rc;
+}
+
+int transformer2d_forward(const sd_transformer2d *t, float *out, const float *x, int B, int H, int W,
+                          const float *ctx, int n_ctx, ops_arena *a, sd_error *err) {
+    int C = t->ch, HW = H * W, M = B * HW, rc = 0;
+    int kv_rows = M > B * n_ctx ? M : B * n_ctx;
+    ops_mark mark = ops_arena_mark(a);
+    tf_bufs s = {0};
+    size_t ff_rows = FF_CHUNK_FLOATS / (2 * (size_t)t->inner);
+    if (ff_rows < 64) ff_rows = 64;
+    if (ff_rows > (size_t)M) ff_rows = (size_t)M;
+    s.ff_rows = (int)ff_rows;
+    ops_attn_desc self = {.batch = B, .heads = t->heads, .head_dim = C / t->heads, .n_q = HW, .n_kv = HW};
+    ops_attn_desc cross = self;
+    cross.n_kv = n_ctx;
+    size_t ws1 = ops_attention_workspace(&self, ops_get_threads()), ws2 = ops_attention_workspace(&cross, ops_get_threads());
+    s.ws_bytes = ws1 > ws2 ? ws1 : ws2;
+    float *sc = ops_arena_floats(a, (size_t)2 * B * C, err);
+    s.h = ops_arena_floats(a, (size_t)M * C, err);
+    s.n = ops_arena_floats(a, (size_t)M * C, err);
+    s.q = ops_arena_floats(a, (size_t)M * C, err);
+    s.k = ops_arena_floats(a, (size_t)kv_rows * C, err);
+    s.v = ops_arena_floats(a, (size_t)kv_rows * C, err);
+    s.f = ops_arena_floats(a, ff_rows * 2 * t->inner, err);
+    s.g = ops_arena_floats(a, ff_rows * t->inner, err);
+    s.ws = ops_arena_alloc(a, s.ws_bytes, err);
+    if (!sc || !s.h || !s.n || !s.q || !s.k || !s.v || !s.f || !s.g || !s.ws) {
+        rc = err ? err->code : SD_ENOMEM;
+        goto done;
+    }
+    float *shift = sc + (size_t)B * C;
+    /* GroupNorm -> proj_in -> [B, HW, C]; `out` serves as NCHW scratch until the end */
+    if (!t->linear_proj) {
+        if ((rc = ops_groupnorm_affine(sc, shift, x, B, C, HW, t->groups, 1e-6f, t->norm_w, t->norm_b, a, err)) < 0)
+            goto done;
+        ops_conv_desc pin = {.batch = B, .in_ch = C, .in_h = H, .in_w = W, .out_ch = C, .k_h = 1, .k_w = 1,
+                             .stride = 1, .weight = t->proj_in_w, .bias = t->proj_in_b, .in_scale = sc,
+                             .in_shift = shift};
+        if ((rc = ops_conv2d(out, x, &pin, a, err)) < 0) goto done;
+        ops_nchw_to_nlc(s.h, out, B, C, HW);
+    } else {
+        if ((rc = ops_groupnorm(out, x, B, C, HW, t->groups, 1e-6f, t->norm_w, t->norm_b, 0, a, err)) < 0) goto done;
+        ops_nchw_to_nlc(s.n, out, B, C, HW);
+        if ((rc = ops_linear(s.h, s.n, M, C, t->proj_in_w, t->proj_in_b, C, 0, a, err)) < 0) goto done;
+    }
+    for (int i = 0; i < t->n_blocks; i++) {
+        const sd_tblock *b = &t->blocks[i];
+        if ((rc = attention_sublayer(t, &s, B, HW, b->norm1_w, b->norm1_b, b->a1_q, b->a1_k, b->a1_v, b->a1_o,
+                                     b->a1_ob, NULL, 0, a, err)) < 0 ||
+            (rc = attention_sublayer(t, &s, B, HW, b->norm2_w, b->norm2_b, b->a2_q, b->a2_k, b->a2_v, b->a2_o,
+                                     b->a2_ob, ctx, n_ctx, a, err)) < 0 ||
+            (rc = ff_sublayer(t, b, &s, M, a, err)) < 0)
+            goto done;
+    }
+    /* proj_out -> NCHW, + x */
+    if (!t->linear_proj) {
+        ops_nlc_to_nchw(s.n, s.h, B, C, HW);
+        ops_conv_desc pout = {.batch = B, .in_ch = C, .in_h = H, .in_w = W, .out_ch = C, .k_h = 1, .k_w = 1,
+                              .stride = 1, .weight = t->proj_out_w, .bias = t->proj_out_b, .residual = x};
+        rc = ops_conv2d(out, s.n, &pout, a, err);
+    } else {
+        if ((rc = ops_linear(s.n, s.h, M, C, t->proj_out_w, t->proj_out_b, C, 0, a, err)) < 0) goto done;
+        ops_nlc_to_nchw(out, s.n, B, C, HW);
+        ops_add(out, out, x, (size_t)M * C);
+    }
+done:
+    ops_arena_release(a, mark);
+    return rc;
+}
+
+double transformer2d_flops_shape(int ch, int ctx_dim, int n_blocks, int B, int HW, int n_ctx) {
+    double C = ch, M = (double)B * HW, inner = 4.0 * ch;
+    double proj = 2 * (2 * M * C * C);
+    double blk = 2 * M * C * C * 3 + 2 * M * C * C   /* self q, k, v, out */
+                 + 4 * (double)B * HW * HW * C       /* self scores + weighted sum */
+                 + 2 * M * C * C * 2                 /* cross q, out */
+                 + 2 * 2 * (double)B * n_ctx * ctx_dim * C /* cross k, v */
+                 + 4 * (double)B * HW * n_ctx * C    /* cross scores + weighted sum */
+                 + 2 * M * C * 2 * inner + 2 * M * inner * C; /* GEGLU feed-forward */
+    return proj + blk * n_blocks;
+}

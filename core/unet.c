@@ -1,0 +1,354 @@
+/* unet.c - UNet2DConditionModel: loading, forward pass and flop count (see unet.h). */
+#include "unet.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_SKIPS (1 + SD_MAX_LEVELS * (UNET_MAX_LAYERS + 1))
+
+/* Channel counts of up block i (level L = n-1-i), as diffusers derives them. */
+static int up_resnet_in(const unet_config *c, int L, int j) {
+    int n = c->n_levels, out = c->block_out[L];
+    int prev = L == n - 1 ? c->block_out[n - 1] : c->block_out[L + 1];
+    int skip = j == c->layers_per_block ? c->block_out[L > 0 ? L - 1 : 0] : out;
+    return (j == 0 ? prev : out) + skip;
+}
+
+static int check_config(const unet_config *c, sd_error *err) {
+    if (c->n_levels < 1 || c->n_levels > SD_MAX_LEVELS)
+        return sd_err(err, SD_EUNSUPPORTED, "unet: %d levels (1..%d supported)", c->n_levels, SD_MAX_LEVELS);
+    if (c->layers_per_block < 1 || c->layers_per_block > UNET_MAX_LAYERS)
+        return sd_err(err, SD_EUNSUPPORTED, "unet: layers_per_block %d (1..%d supported)", c->layers_per_block,
+                      UNET_MAX_LAYERS);
+    if (c->in_channels < 1 || c->out_channels < 1 || c->time_embed_dim < 1 || c->cross_attention_dim < 1 ||
+        c->transformer_layers < 1 || c->norm_groups < 1)
+        return sd_err(err, SD_EINPUT, "unet: config has a non-positive size");
+    if (c->block_out[0] % 2)
+        return sd_err(err, SD_EUNSUPPORTED, "unet: block_out_channels[0] = %d must be even", c->block_out[0]);
+    for (int i = 0; i < c->n_levels; i++) {
+        if (c->block_out[i] < 1 || c->block_out[i] % c->norm_groups)
+            return sd_err(err, SD_EINPUT, "unet: %d groups do not divide %d channels", c->norm_groups, c->block_out[i]);
+        if (c->heads[i] < 1 || c->block_out[i] % c->heads[i])
+            return sd_err(err, SD_EINPUT, "unet: %d heads do not divide %d channels", c->heads[i], c->block_out[i]);
+    }
+    return 0;
+}
+
+static int get_conv(const sd_weights *w, const sd_tensor **wt, const sd_tensor **bt, sd_error *err, int out, int in,
+                    int k, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+static int get_conv(const sd_weights *w, const sd_tensor **wt, const sd_tensor **bt, sd_error *err, int out, int in,
+                    int k, const char *fmt, ...) {
+    char name[200], full[220];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof full, "%s.weight", name);
+    int rc = k ? sd_weights_get(w, full, 4, (int64_t[]){out, in, k, k}, wt, err)
+               : sd_weights_get(w, full, 2, (int64_t[]){out, in}, wt, err);
+    if (rc < 0) return rc;
+    snprintf(full, sizeof full, "%s.bias", name);
+    return sd_weights_get(w, full, 1, (int64_t[]){out}, bt, err);
+}
+
+int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_error *err) {
+    memset(m, 0, sizeof *m);
+    int rc = check_config(cfg, err);
+    if (rc < 0) return rc;
+    m->cfg = *cfg;
+    const unet_config *c = cfg;
+    int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, D = c->cross_attention_dim;
+    int G = c->norm_groups, tl = c->transformer_layers, lin = c->use_linear_projection;
+    char p[128];
+    if ((rc = get_conv(w, &m->time_w1, &m->time_b1, err, T, C0, 0, "time_embedding.linear_1")) < 0 ||
+        (rc = get_conv(w, &m->time_w2, &m->time_b2, err, T, T, 0, "time_embedding.linear_2")) < 0 ||
+        (rc = get_conv(w, &m->conv_in_w, &m->conv_in_b, err, C0, c->in_channels, 3, "conv_in")) < 0 ||
+        (rc = get_conv(w, &m->conv_out_w, &m->conv_out_b, err, c->out_channels, C0, 3, "conv_out")) < 0 ||
+        (rc = sd_weights_get(w, "conv_norm_out.weight", 1, (int64_t[]){C0}, &m->norm_out_w, err)) < 0 ||
+        (rc = sd_weights_get(w, "conv_norm_out.bias", 1, (int64_t[]){C0}, &m->norm_out_b, err)) < 0)
+        goto fail;
+    int ch_in = C0;
+    for (int i = 0; i < n; i++) {
+        unet_level *lv = &m->levels[i];
+        int ch = c->block_out[i];
+        for (int j = 0; j < c->layers_per_block; j++) {
+            snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, j);
+            if ((rc = resnet_load(&lv->down_res[j], w, p, j == 0 ? ch_in : ch, ch, T, err)) < 0) goto fail;
+            snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, j);
+            if (c->down_attn[i] &&
+                (rc = transformer2d_load(&lv->down_attn[j], w, p, ch, c->heads[i], D, tl, lin, G, err)) < 0)
+                goto fail;
+        }
+        if (i < n - 1 &&
+            (rc = get_conv(w, &lv->down_w, &lv->down_b, err, ch, ch, 3, "down_blocks.%d.downsamplers.0.conv", i)) < 0)
+            goto fail;
+        ch_in = ch;
+    }
+    int cm = c->block_out[n - 1];
+    if ((rc = resnet_load(&m->mid_res[0], w, "mid_block.resnets.0", cm, cm, T, err)) < 0 ||
+        (rc = resnet_load(&m->mid_res[1], w, "mid_block.resnets.1", cm, cm, T, err)) < 0 ||
+        (c->mid_attn &&
+         (rc = transformer2d_load(&m->mid_attn, w, "mid_block.attentions.0", cm, c->heads[n - 1], D, tl, lin, G, err)) < 0))
+        goto fail;
+    for (int i = 0; i < n; i++) {
+        int L = n - 1 - i, ch = c->block_out[L];
+        unet_level *lv = &m->levels[L];
+        for (int j = 0; j <= c->layers_per_block; j++) {
+            snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, j);
+            if ((rc = resnet_load(&lv->up_res[j], w, p, up_resnet_in(c, L, j), ch, T, err)) < 0) goto fail;
+            snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, j);
+            if (c->up_attn[i] && (rc = transformer2d_load(&lv->up_attn[j], w, p, ch, c->heads[L], D, tl, lin, G, err)) < 0)
+                goto fail;
+        }
+        if (L > 0 && (rc = get_conv(w, &lv->up_w, &lv->up_b, err, ch, ch, 3, "up_blocks.%d.upsamplers.0.conv", i)) < 0)
+            goto fail;
+    }
+    ops_arena_init(&m->arena, 0);
+    return 0;
+fail:
+    unet_free(m);
+    return rc;
+}
+
+void unet_free(unet_model *m) {
+    for (int i = 0; i < SD_MAX_LEVELS; i++) {
+        for (int j = 0; j < UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].down_attn[j]);
+        for (int j = 0; j <= UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].up_attn[j]);
+    }
+    transformer2d_free(&m->mid_attn);
+    ops_arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+/*
+ * emb: [B, C0] sinusoidal embedding of t, computed in float32 like diffusers'
+ * get_timestep_embedding: freq_i = exp(-ln(10000) * i / (half - shift)),
+ * [cos(t*freq), sin(t*freq)] with flip_sin_to_cos, else [sin, cos].
+ */
+static void time_proj(const unet_config *c, const float *t, int B, float *emb) {
+    int half = c->block_out[0] / 2;
+    for (int i = 0; i < half; i++) {
+        float e = (float)(-log(10000.0)) * (float)i;
+        e = e / (float)(half - c->freq_shift);
+        float freq = expf(e);
+        for (int b = 0; b < B; b++) {
+            float arg = t[b] * freq;
+            float *row = emb + (size_t)b * 2 * half;
+            row[c->flip_sin_to_cos ? i : half + i] = cosf(arg);
+            row[c->flip_sin_to_cos ? half + i : i] = sinf(arg);
+        }
+    }
+}
+
+/* Per-level spatial sizes: each stride-2 conv (3x3, padding 1) maps n to ceil(n / 2). */
+static void level_sizes(const unet_config *c, int H, int W, int *hs, int *ws) {
+    hs[0] = H;
+    ws[0] = W;
+    for (int l = 1; l < c->n_levels; l++) {
+        hs[l] = (hs[l - 1] - 1) / 2 + 1;
+        ws[l] = (ws[l - 1] - 1) / 2 + 1;
+    }
+}
+
+static void emit(const unet_model *m, const char *name, const float *x, int B, int C, int H, int W) {
+    if (!m->probe) return;
+    int64_t shape[4] = {B, C, H, W};
+    sd_probe_emit(m->probe, name, x, 4, shape);
+}
+
+/* One down or mid/up "layer": resnet, then the transformer if any; result in a new arena buffer *h. */
+static int res_attn(unet_model *m, const sd_resnet *r, const sd_transformer2d *t, float **h, float *res_out,
+                    float *attn_out, const float *temb_silu, const float *ctx, int n_ctx, int B, int H, int W,
+                    sd_error *err) {
+    const unet_config *c = &m->cfg;
+    int rc = resnet_forward(r, res_out, *h, B, H, W, temb_silu, c->norm_groups, c->norm_eps, &m->arena, err);
+    if (rc < 0) return rc;
+    *h = res_out;
+    if (t && t->blocks) {
+        if ((rc = transformer2d_forward(t, attn_out, res_out, B, H, W, ctx, n_ctx, &m->arena, err)) < 0) return rc;
+        *h = attn_out;
+    }
+    return 0;
+}
+
+int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
+                 float *out, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    if (B < 1 || H < 1 || W < 1 || n_ctx < 1)
+        return sd_err(err, SD_EINPUT, "unet: bad input shape (batch %d, %dx%d latent, %d context tokens)", B, H, W,
+                      n_ctx);
+    int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, lpb = c->layers_per_block, rc = 0;
+    int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
+    level_sizes(c, H, W, hs, ws);
+    ops_arena *a = &m->arena;
+    ops_mark mark = ops_arena_mark(a);
+    float *tp = ops_arena_floats(a, (size_t)B * C0, err);
+    float *temb = ops_arena_floats(a, (size_t)B * T, err);
+    float *temb_silu = ops_arena_floats(a, (size_t)B * T, err);
+    float *h = ops_arena_floats(a, (size_t)B * C0 * H * W, err);
+    if (!tp || !temb || !temb_silu || !h) goto oom;
+
+    /* time embedding */
+    time_proj(c, t, B, tp);
+    if (m->probe) sd_probe_emit(m->probe, "time_proj", tp, 2, (int64_t[]){B, C0});
+    if ((rc = ops_linear(temb_silu, tp, B, C0, m->time_w1, m->time_b1, T, 0, a, err)) < 0) goto done;
+    ops_silu(temb_silu, (size_t)B * T);
+    if ((rc = ops_linear(temb, temb_silu, B, T, m->time_w2, m->time_b2, T, 0, a, err)) < 0) goto done;
+    if (m->probe) sd_probe_emit(m->probe, "time_embedding", temb, 2, (int64_t[]){B, T});
+    memcpy(temb_silu, temb, (size_t)B * T * sizeof(float));
+    ops_silu(temb_silu, (size_t)B * T);
+
+    /* conv_in and the down path; every layer's output is kept as a skip */
+    ops_conv_desc cin = {.batch = B, .in_ch = c->in_channels, .in_h = H, .in_w = W, .out_ch = C0, .k_h = 3,
+                         .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
+                         .weight = m->conv_in_w, .bias = m->conv_in_b};
+    if ((rc = ops_conv2d(h, x, &cin, a, err)) < 0) goto done;
+    emit(m, "conv_in", h, B, C0, H, W);
+    float *skip[MAX_SKIPS];
+    int skip_ch[MAX_SKIPS], n_skip = 0;
+    skip[n_skip] = h;
+    skip_ch[n_skip++] = C0;
+    char name[32];
+    for (int i = 0; i < n; i++) {
+        unet_level *lv = &m->levels[i];
+        int ch = c->block_out[i];
+        size_t sz = (size_t)B * ch * hs[i] * ws[i];
+        for (int j = 0; j < lpb; j++) {
+            float *r_out = ops_arena_floats(a, sz, err);
+            float *t_out = c->down_attn[i] ? ops_arena_floats(a, sz, err) : NULL;
+            if (!r_out || (c->down_attn[i] && !t_out)) goto oom;
+            if ((rc = res_attn(m, &lv->down_res[j], c->down_attn[i] ? &lv->down_attn[j] : NULL, &h, r_out, t_out,
+                               temb_silu, ctx, n_ctx, B, hs[i], ws[i], err)) < 0)
+                goto done;
+            skip[n_skip] = h;
+            skip_ch[n_skip++] = ch;
+        }
+        if (i < n - 1) {
+            float *d = ops_arena_floats(a, (size_t)B * ch * hs[i + 1] * ws[i + 1], err);
+            if (!d) goto oom;
+            ops_conv_desc dc = {.batch = B, .in_ch = ch, .in_h = hs[i], .in_w = ws[i], .out_ch = ch, .k_h = 3,
+                                .k_w = 3, .stride = 2, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
+                                .weight = lv->down_w, .bias = lv->down_b};
+            if ((rc = ops_conv2d(d, h, &dc, a, err)) < 0) goto done;
+            h = d;
+            skip[n_skip] = h;
+            skip_ch[n_skip++] = ch;
+        }
+        snprintf(name, sizeof name, "down_blocks.%d", i);
+        emit(m, name, h, B, ch, hs[i < n - 1 ? i + 1 : i], ws[i < n - 1 ? i + 1 : i]);
+    }
+
+    /* mid block and up path run in two ping-pong buffers of the largest main-path size */
+    size_t big = 0;
+    for (int L = 0; L < n; L++) {
+        size_t s = (size_t)B * c->block_out[L] * hs[L] * ws[L];
+        if (L > 0 && (size_t)B * c->block_out[L] * hs[L - 1] * ws[L - 1] > s)
+            s = (size_t)B * c->block_out[L] * hs[L - 1] * ws[L - 1];
+        if (s > big) big = s;
+    }
+    float *buf[2] = {ops_arena_floats(a, big, err), ops_arena_floats(a, big, err)};
+    if (!buf[0] || !buf[1]) goto oom;
+    int cm = c->block_out[n - 1], cur = 0;
+    if ((rc = res_attn(m, &m->mid_res[0], c->mid_attn ? &m->mid_attn : NULL, &h, buf[0], buf[1], temb_silu, ctx,
+                       n_ctx, B, hs[n - 1], ws[n - 1], err)) < 0)
+        goto done;
+    cur = h == buf[0] ? 1 : 0; /* the free buffer */
+    if ((rc = resnet_forward(&m->mid_res[1], buf[cur], h, B, hs[n - 1], ws[n - 1], temb_silu, c->norm_groups,
+                             c->norm_eps, a, err)) < 0)
+        goto done;
+    h = buf[cur];
+    emit(m, "mid_block", h, B, cm, hs[n - 1], ws[n - 1]);
+
+    int h_ch = cm;
+    for (int i = 0; i < n; i++) {
+        int L = n - 1 - i, ch = c->block_out[L];
+        unet_level *lv = &m->levels[L];
+        for (int j = 0; j <= lpb; j++) {
+            float *sk = skip[--n_skip];
+            int sc = skip_ch[n_skip];
+            ops_mark cm_mark = ops_arena_mark(a);
+            float *cat = ops_arena_floats(a, (size_t)B * (h_ch + sc) * hs[L] * ws[L], err);
+            if (!cat) goto oom;
+            ops_concat_channels(cat, h, h_ch, sk, sc, B, hs[L] * ws[L]);
+            int fr = h == buf[0] ? 1 : 0;
+            float *cat_in = cat;
+            rc = res_attn(m, &lv->up_res[j], c->up_attn[i] ? &lv->up_attn[j] : NULL, &cat_in, buf[fr], buf[1 - fr],
+                          temb_silu, ctx, n_ctx, B, hs[L], ws[L], err);
+            ops_arena_release(a, cm_mark);
+            if (rc < 0) goto done;
+            h = cat_in;
+            h_ch = ch;
+        }
+        int oh = hs[L], ow = ws[L];
+        if (L > 0) {
+            float *u = h == buf[0] ? buf[1] : buf[0];
+            ops_conv_desc uc = {.batch = B, .in_ch = ch, .in_h = hs[L], .in_w = ws[L], .out_ch = ch, .k_h = 3,
+                                .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
+                                .weight = lv->up_w, .bias = lv->up_b, .up_h = hs[L - 1], .up_w = ws[L - 1]};
+            if ((rc = ops_conv2d(u, h, &uc, a, err)) < 0) goto done;
+            h = u;
+            oh = hs[L - 1];
+            ow = ws[L - 1];
+        }
+        snprintf(name, sizeof name, "up_blocks.%d", i);
+        emit(m, name, h, B, ch, oh, ow);
+    }
+
+    /* GroupNorm -> SiLU -> conv_out, the norm fused into the convolution's input */
+    float *sc = ops_arena_floats(a, (size_t)2 * B * C0, err);
+    if (!sc) goto oom;
+    if ((rc = ops_groupnorm_affine(sc, sc + (size_t)B * C0, h, B, C0, H * W, c->norm_groups, c->norm_eps,
+                                   m->norm_out_w, m->norm_out_b, a, err)) < 0)
+        goto done;
+    if (m->probe) {
+        float *g = h == buf[0] ? buf[1] : buf[0];
+        for (int r = 0; r < B * C0; r++)
+            for (int k = 0; k < H * W; k++) g[(size_t)r * H * W + k] = h[(size_t)r * H * W + k] * sc[r] + sc[B * C0 + r];
+        emit(m, "conv_norm_out", g, B, C0, H, W);
+    }
+    ops_conv_desc co = {.batch = B, .in_ch = C0, .in_h = H, .in_w = W, .out_ch = c->out_channels, .k_h = 3,
+                        .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
+                        .weight = m->conv_out_w, .bias = m->conv_out_b, .in_scale = sc,
+                        .in_shift = sc + (size_t)B * C0, .in_silu = 1};
+    rc = ops_conv2d(out, h, &co, a, err);
+    goto done;
+oom:
+    rc = err && err->code ? err->code : SD_ENOMEM;
+done:
+    ops_arena_release(a, mark);
+    return rc;
+}
+
+double unet_flops(const unet_config *c, int B, int H, int W, int n_ctx) {
+    int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, lpb = c->layers_per_block;
+    int D = c->cross_attention_dim, tl = c->transformer_layers;
+    int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
+    level_sizes(c, H, W, hs, ws);
+    double f = 2.0 * B * (C0 * T + T * T);                         /* time embedding */
+    f += 2.0 * B * H * W * C0 * c->in_channels * 9;                 /* conv_in */
+    f += 2.0 * B * H * W * c->out_channels * C0 * 9;                /* conv_out */
+    int ch_in = C0;
+    for (int i = 0; i < n; i++) {
+        int ch = c->block_out[i], hw = hs[i] * ws[i];
+        for (int j = 0; j < lpb; j++) {
+            f += resnet_flops_shape(j == 0 ? ch_in : ch, ch, T, B, hs[i], ws[i]);
+            if (c->down_attn[i]) f += transformer2d_flops_shape(ch, D, tl, B, hw, n_ctx);
+        }
+        if (i < n - 1) f += 2.0 * B * hs[i + 1] * ws[i + 1] * ch * ch * 9;
+        ch_in = ch;
+    }
+    int cm = c->block_out[n - 1], hwm = hs[n - 1] * ws[n - 1];
+    f += 2 * resnet_flops_shape(cm, cm, T, B, hs[n - 1], ws[n - 1]);
+    if (c->mid_attn) f += transformer2d_flops_shape(cm, D, tl, B, hwm, n_ctx);
+    for (int i = 0; i < n; i++) {
+        int L = n - 1 - i, ch = c->block_out[L];
+        for (int j = 0; j <= lpb; j++) {
+            f += resnet_flops_shape(up_resnet_in(c, L, j), ch, T, B, hs[L], ws[L]);
+            if (c->up_attn[i]) f += transformer2d_flops_shape(ch, D, tl, B, hs[L] * ws[L], n_ctx);
+        }
+        if (L > 0) f += 2.0 * B * hs[L - 1] * ws[L - 1] * ch * ch * 9;
+    }
+    return f;
+}

@@ -1,0 +1,72 @@
+/*
+ * unet.h - diffusers' UNet2DConditionModel (SD 1.x, SD 2.x, inpainting).
+ *
+ *     unet_model m;
+ *     unet_load(&m, &cfg, &weights, &err);          // every tensor shape-checked up front
+ *     unet_forward(&m, x, t, ctx, 77, 2, 64, 64, eps, &err);
+ *     unet_free(&m);
+ *
+ * Forward: sinusoidal time embedding ([cos, sin] with flip_sin_to_cos) ->
+ * linear -> SiLU -> linear; conv_in; down blocks (resnets, transformers,
+ * stride-2 conv); mid block (resnet, transformer, resnet); up blocks (resnets
+ * on cat([h, skip]), transformers, nearest upsampling to the next skip's exact
+ * size + conv); GroupNorm -> SiLU -> conv_out. Any latent size >= 1x1 works:
+ * odd sizes round up when downsampling and upsample back to the skip's size.
+ * Weights stay in the caller's sd_weights (keep it alive while m is used).
+ */
+#ifndef SD_UNET_H
+#define SD_UNET_H
+
+#include "config.h"
+#include "err.h"
+#include "ops.h"
+#include "probe.h"
+#include "resnet.h"
+#include "transformer2d.h"
+#include "weights.h"
+
+#define UNET_MAX_LAYERS 4 /* resnets per down block (layers_per_block) */
+
+typedef struct unet_level {
+    sd_resnet down_res[UNET_MAX_LAYERS];
+    sd_transformer2d down_attn[UNET_MAX_LAYERS];
+    const sd_tensor *down_w, *down_b;       /* stride-2 conv [C, C, 3, 3], [C]; NULL on the last level */
+    sd_resnet up_res[UNET_MAX_LAYERS + 1];  /* up block n-1-level */
+    sd_transformer2d up_attn[UNET_MAX_LAYERS + 1];
+    const sd_tensor *up_w, *up_b;           /* conv after upsampling [C, C, 3, 3]; NULL on level 0 */
+} unet_level;
+
+typedef struct unet_model {
+    unet_config cfg;
+    const sd_tensor *time_w1, *time_b1;     /* [temb, C0], [temb] */
+    const sd_tensor *time_w2, *time_b2;     /* [temb, temb], [temb] */
+    const sd_tensor *conv_in_w, *conv_in_b; /* [C0, in_channels, 3, 3] */
+    unet_level levels[SD_MAX_LEVELS];
+    sd_resnet mid_res[2];
+    sd_transformer2d mid_attn;
+    const sd_tensor *norm_out_w, *norm_out_b;   /* [C0] */
+    const sd_tensor *conv_out_w, *conv_out_b;   /* [out_channels, C0, 3, 3] */
+    ops_arena arena;                        /* activations and scratch of a forward pass */
+    /*
+     * Optional: sees "time_proj", "time_embedding", "conv_in", "down_blocks.<i>",
+     * "mid_block", "up_blocks.<i>", "conv_norm_out" (the names of the reference dumps).
+     */
+    const sd_probe *probe;
+} unet_model;
+
+/* Validates cfg and finds every tensor with its expected shape; the first problem is the error. */
+int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_error *err);
+
+/*
+ * x: [B, in_channels, H, W] latents, t: [B] timesteps (any float),
+ * ctx: [B, n_ctx, cross_attention_dim] -> out: [B, out_channels, H, W].
+ */
+int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
+                 float *out, sd_error *err);
+
+void unet_free(unet_model *m);
+
+/* Multiply-adds x 2 of one forward pass (convolutions, linear layers, attention products). */
+double unet_flops(const unet_config *cfg, int B, int H, int W, int n_ctx);
+
+#endif
