@@ -104,7 +104,7 @@ int cmd_info(int argc, char **argv) {
     if (m.config_source) printf("config:       %s\n", m.config_source);
     printf("tokenizer:    %s\n", m.tokenizer_path ? m.tokenizer_path : "(none found; pass --tokenizer)");
     printf("files:\n");
-    for (int i = 0; i < m.n_files; i++) printf("  %s (%.1f MB)\n", m.file_desc[i], (double)m.files[i].map_size / 1e6);
+    for (int i = 0; i < m.n_files; i++) printf("  %s (%.1f MB)\n", m.file_desc[i], (double)m.file_size[i] / 1e6);
     print_architecture(&m);
     printf("parameters:\n");
     print_params("unet:", &m.unet_w);

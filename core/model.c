@@ -57,19 +57,45 @@ static const sd_tensor *wfind(const sd_weights *w, const char *fmt, int a, int b
     return sd_weights_find(w, name);
 }
 
+/* 1 when path names a PyTorch pickle checkpoint rather than safetensors. */
+static int is_pickle_path(const char *path) {
+    const char *dot = strrchr(path, '.');
+    return dot && (!strcmp(dot, ".ckpt") || !strcmp(dot, ".pth") || !strcmp(dot, ".pt") || !strcmp(dot, ".bin"));
+}
+
+/* Opens a weight file (safetensors or PyTorch pickle) as source number m->n_files. */
 static int add_file(sd_model *m, const char *path, const char *what, sd_error *err) {
     if (m->n_files == SD_MODEL_MAX_FILES) return sd_err(err, SD_EINTERNAL, "too many model files");
-    int rc = st_open(&m->files[m->n_files], path, err);
+    int i = m->n_files, rc;
+    m->is_ckpt[i] = is_pickle_path(path);
+    if (m->is_ckpt[i]) {
+        rc = sd_ckpt_open(&m->ckpts[i], path, err);
+        if (rc == 0) m->file_size[i] = m->ckpts[i].map.size;
+    } else {
+        rc = st_open(&m->files[i], path, err);
+        if (rc == 0) m->file_size[i] = m->files[i].map_size;
+    }
     if (rc < 0) return rc;
     size_t n = strlen(what) + strlen(path) + 3;
-    m->file_desc[m->n_files] = malloc(n);
-    if (!m->file_desc[m->n_files]) {
-        st_close(&m->files[m->n_files]);
+    m->file_desc[i] = malloc(n);
+    if (!m->file_desc[i]) {
+        if (m->is_ckpt[i]) sd_ckpt_close(&m->ckpts[i]);
+        else st_close(&m->files[i]);
         return sd_err(err, SD_ENOMEM, "out of memory");
     }
-    snprintf(m->file_desc[m->n_files], n, "%s: %s", what, path);
+    snprintf(m->file_desc[i], n, "%s: %s", what, path);
     m->n_files++;
     return 0;
+}
+
+/* The tensors of source i. */
+static const sd_tensor *file_tensors(const sd_model *m, int i, int *n) {
+    if (m->is_ckpt[i]) {
+        *n = m->ckpts[i].all.n;
+        return m->ckpts[i].all.tensors;
+    }
+    *n = m->files[i].n;
+    return m->files[i].tensors;
 }
 
 /* SD 2.x uses the OpenCLIP ViT-H text tower (gelu, 1024 wide) and linear projections. */
@@ -82,7 +108,8 @@ static int guess_sd_version(const sd_model *m) {
 /* ---- diffusers folder ---- */
 
 static const char *weight_file_names[] = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                                          "model.safetensors", "model.fp16.safetensors"};
+                                          "model.safetensors", "model.fp16.safetensors", "diffusion_pytorch_model.bin",
+                                          "pytorch_model.bin", "diffusion_pytorch_model.fp16.bin", "pytorch_model.fp16.bin"};
 
 /* Opens the weight file of component dir `sub` and builds its table. */
 static int open_component(sd_model *m, const char *sub, sd_weights *w, sd_error *err) {
@@ -100,14 +127,15 @@ static int open_component(sd_model *m, const char *sub, sd_weights *w, sd_error 
             if (rc == 0) {
                 char label[600];
                 snprintf(label, sizeof label, "%s (%s)", sub, p);
-                rc = sd_weights_from_st(w, &m->files[m->n_files - 1], "", label, err);
+                int k = m->n_files - 1;
+                rc = m->is_ckpt[k] ? sd_weights_from_ckpt(w, &m->ckpts[k], "", label, err)
+                                   : sd_weights_from_st(w, &m->files[k], "", label, err);
             }
         }
         free(p);
     }
     if (rc == SD_ENOTFOUND)
-        sd_err(err, SD_ENOTFOUND, "%s: no %s weights (expected %s/%s); .bin weights: convert them to safetensors", m->path,
-               sub, sub, weight_file_names[0]);
+        sd_err(err, SD_ENOTFOUND, "%s: no %s weights (expected %s/%s or .bin)", m->path, sub, sub, weight_file_names[0]);
     free(dir);
     return rc;
 }
@@ -215,11 +243,11 @@ static int open_diffusers(sd_model *m, sd_error *err) {
 static int starts(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
 
 /* Resnets per down level: input block (L+1) is the first downsampler. */
-static int ldm_layers_per_block(const st_file *f) {
+static int ldm_layers_per_block(const sd_tensor *ts, int n) {
     int best = -1, maxb = 0;
-    for (int i = 0; i < f->n; i++) {
+    for (int i = 0; i < n; i++) {
         int b, used = 0;
-        const char *s = f->tensors[i].name;
+        const char *s = ts[i].name;
         if (!starts(s, LDM_UNET)) continue;
         s += strlen(LDM_UNET);
         if (sscanf(s, "input_blocks.%d.0.%n", &b, &used) == 1 && used > 0) {
@@ -230,11 +258,11 @@ static int ldm_layers_per_block(const st_file *f) {
     return best > 0 ? best - 1 : maxb;
 }
 
-static int ldm_vae_levels(const st_file *f) {
+static int ldm_vae_levels(const sd_tensor *ts, int nt) {
     int n = 0;
-    for (int i = 0; i < f->n; i++) {
+    for (int i = 0; i < nt; i++) {
         int k;
-        if (sscanf(f->tensors[i].name, LDM_VAE "decoder.up.%d.", &k) == 1 && k + 1 > n) n = k + 1;
+        if (sscanf(ts[i].name, LDM_VAE "decoder.up.%d.", &k) == 1 && k + 1 > n) n = k + 1;
     }
     return n;
 }
@@ -304,24 +332,25 @@ static void drop_clip_layer(tlist *l, int layer) {
     l->n = o;
 }
 
-static int build_ldm_tables(sd_model *m, const st_file *f, int *openclip_layers, sd_error *err) {
-    int L = ldm_layers_per_block(f), nv = ldm_vae_levels(f);
+static int build_ldm_tables(sd_model *m, const sd_tensor *ts, int nt, int *openclip_layers, sd_error *err) {
+    int L = ldm_layers_per_block(ts, nt), nv = ldm_vae_levels(ts, nt);
     tlist lu = {0}, lv = {0}, lc = {0};
     int rc = 0, max_layer = -1;
     char name[256];
-    for (int i = 0; i < f->n && rc == 0; i++) {
-        const sd_tensor *t = &f->tensors[i];
+    const char *path = m->path;
+    for (int i = 0; i < nt && rc == 0; i++) {
+        const sd_tensor *t = &ts[i];
         const char *s = t->name;
         if (starts(s, LDM_UNET)) {
             if (sd_ldm_unet_name(s + strlen(LDM_UNET), L, name, sizeof name) < 0)
                 rc = sd_err(err, SD_EUNSUPPORTED,
                             "%s: tensor '%s' does not belong to an SD 1.x/2.x U-Net (SDXL and other architectures are "
                             "not supported)",
-                            f->path, s);
+                            path, s);
             else rc = tlist_add(&lu, name, t);
         } else if (starts(s, LDM_VAE)) {
             if (sd_ldm_vae_name(s + strlen(LDM_VAE), nv, name, sizeof name) < 0)
-                rc = sd_err(err, SD_EUNSUPPORTED, "%s: unexpected VAE tensor '%s'", f->path, s);
+                rc = sd_err(err, SD_EUNSUPPORTED, "%s: unexpected VAE tensor '%s'", path, s);
             else rc = tlist_add(&lv, name, t);
         } else if (starts(s, LDM_CLIP1)) {
             const char *tail = s + strlen(LDM_CLIP1);
@@ -331,7 +360,7 @@ static int build_ldm_tables(sd_model *m, const st_file *f, int *openclip_layers,
         } else if (starts(s, LDM_CLIP2)) {
             rc = add_openclip(&lc, s + strlen(LDM_CLIP2), t, &max_layer);
             if (rc == 1) rc = 0;
-            else if (rc == SD_EINPUT) rc = sd_err(err, SD_EINPUT, "%s: tensor '%s' is not a fused q/k/v projection", f->path, s);
+            else if (rc == SD_EINPUT) rc = sd_err(err, SD_EINPUT, "%s: tensor '%s' is not a fused q/k/v projection", path, s);
         }
     }
     if (rc == SD_ENOMEM) rc = sd_err(err, SD_ENOMEM, "out of memory");
@@ -342,18 +371,18 @@ static int build_ldm_tables(sd_model *m, const st_file *f, int *openclip_layers,
     }
     if (rc == 0 && (!lu.n || !lv.n || !lc.n))
         rc = sd_err(err, SD_EINPUT, "%s: not a Stable Diffusion checkpoint (needs %s*, %s* and cond_stage_model.* tensors)",
-                    f->path, LDM_UNET, LDM_VAE);
+                    path, LDM_UNET, LDM_VAE);
     char label[600];
     if (rc == 0) {
-        snprintf(label, sizeof label, "unet (%s)", f->path);
+        snprintf(label, sizeof label, "unet (%s)", path);
         rc = tlist_to_weights(&lu, &m->unet_w, label, err);
     }
     if (rc == 0) {
-        snprintf(label, sizeof label, "vae (%s)", f->path);
+        snprintf(label, sizeof label, "vae (%s)", path);
         rc = tlist_to_weights(&lv, &m->vae_w, label, err);
     }
     if (rc == 0) {
-        snprintf(label, sizeof label, "text_encoder (%s)", f->path);
+        snprintf(label, sizeof label, "text_encoder (%s)", path);
         rc = tlist_to_weights(&lc, &m->clip_w, label, err);
     }
     tlist_free(&lu);
@@ -525,9 +554,9 @@ static char *find_single_file_tokenizer(const char *ckpt, const char *opt) {
 
 static int open_single(sd_model *m, const sd_model_opts *opts, sd_error *err) {
     const char *dot = strrchr(m->path, '.');
-    if (!dot || strcmp(dot, ".safetensors"))
+    if (!dot || (strcmp(dot, ".safetensors") && !is_pickle_path(m->path)))
         return sd_err(err, SD_EUNSUPPORTED,
-                      "%s: unsupported checkpoint format; use a .safetensors file or a diffusers folder", m->path);
+                      "%s: unsupported checkpoint format; use a .safetensors or .ckpt file or a diffusers folder", m->path);
     int rc = add_file(m, m->path, "checkpoint", err);
     if (rc < 0) return rc;
     /* LDM config: --config, else <base>.yaml beside the checkpoint */
@@ -546,7 +575,9 @@ static int open_single(sd_model *m, const sd_model_opts *opts, sd_error *err) {
     }
     if (m->config_source && (rc = sd_yaml_load(m->config_source, &yaml, err)) < 0) return rc;
     int openclip_layers = 0;
-    rc = build_ldm_tables(m, &m->files[0], &openclip_layers, err);
+    int nt;
+    const sd_tensor *ts = file_tensors(m, 0, &nt);
+    rc = build_ldm_tables(m, ts, nt, &openclip_layers, err);
     if (rc == 0) rc = infer_configs(m, yaml, openclip_layers, err);
     json_decref(yaml);
     if (rc < 0) return rc;
@@ -589,7 +620,8 @@ void sd_model_close(sd_model *m) {
     sd_weights_free(&m->vae_w);
     sd_weights_free(&m->clip_w);
     for (int i = 0; i < m->n_files; i++) {
-        st_close(&m->files[i]);
+        if (m->is_ckpt[i]) sd_ckpt_close(&m->ckpts[i]);
+        else st_close(&m->files[i]);
         free(m->file_desc[i]);
     }
     free(m->path);

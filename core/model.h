@@ -4,7 +4,8 @@
  * Two layouts:
  *  - a diffusers folder: model_index.json, unet/, vae/, text_encoder/,
  *    tokenizer/, scheduler/ with their config.json files;
- *  - a single original (LDM) checkpoint file: model.diffusion_model.*,
+ *  - a single original (LDM) checkpoint file (.safetensors, or a PyTorch
+ *    .ckpt/.pth read without executing anything): model.diffusion_model.*,
  *    first_stage_model.*, cond_stage_model.* tensors. Its architecture is
  *    inferred from tensor shapes; head counts (not recorded in the file) come
  *    from an LDM .yaml with the same base name beside it (v1-inference.yaml
@@ -17,6 +18,7 @@
 #ifndef SD_MODEL_H
 #define SD_MODEL_H
 
+#include "ckpt.h"
 #include "config.h"
 #include "err.h"
 #include "safetensors.h"
@@ -44,9 +46,12 @@ typedef struct sd_model {
     clip_config clip;
     sched_config sched;
     sd_weights unet_w, vae_w, clip_w;
-    /* files backing the weight tables */
+    /* files backing the weight tables: safetensors, or PyTorch pickles (.ckpt/.pth/.bin) */
     int n_files;
     st_file files[SD_MODEL_MAX_FILES];
+    sd_ckpt ckpts[SD_MODEL_MAX_FILES];
+    int is_ckpt[SD_MODEL_MAX_FILES];
+    size_t file_size[SD_MODEL_MAX_FILES];
     char *file_desc[SD_MODEL_MAX_FILES]; /* "unet: path" */
 } sd_model;
 

@@ -39,6 +39,21 @@ static void test_single_file_has_the_same_tensors_as_the_diffusers_folder(void *
     sd_model_close(&b);
 }
 
+static void test_ckpt_checkpoint_has_the_same_tensors_and_architecture(void **state) {
+    (void)state;
+    sd_model a, b;
+    open_or_fail(&a, "models/tiny-sd15", NULL);
+    open_or_fail(&b, "checkpoints/tiny-sd15.ckpt", NULL);
+    expect_same_tables(&a.unet_w, &b.unet_w);
+    expect_same_tables(&a.vae_w, &b.vae_w);
+    expect_same_tables(&a.clip_w, &b.clip_w);
+    assert_memory_equal(&a.unet, &b.unet, sizeof a.unet);
+    assert_memory_equal(&a.vae, &b.vae, sizeof a.vae);
+    assert_memory_equal(&a.clip, &b.clip, sizeof a.clip);
+    sd_model_close(&a);
+    sd_model_close(&b);
+}
+
 static void test_single_file_architecture_equals_the_folder_configs(void **state) {
     (void)state;
     sd_model a, b;
@@ -230,6 +245,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_file_has_the_same_tensors_as_the_diffusers_folder),
         cmocka_unit_test(test_single_file_architecture_equals_the_folder_configs),
+        cmocka_unit_test(test_ckpt_checkpoint_has_the_same_tensors_and_architecture),
         cmocka_unit_test(test_variants_are_detected),
         cmocka_unit_test(test_single_file_heads_come_from_the_yaml),
         cmocka_unit_test(test_ldm_names_translate_to_diffusers_names),
