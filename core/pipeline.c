@@ -1,0 +1,291 @@
+#include "pipeline.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+#include "image.h"
+#include "pngio.h"
+#include "rng.h"
+#include "sampler.h"
+
+#define CTX_LEN 77
+
+/* SD 2.x pads prompts with "!" (id 0); a tokenizer folder says so itself, other sources do not. */
+static int tokenizer_states_pad(const char *dir) {
+    char *a = sd_path_join(dir, "special_tokens_map.json"), *b = sd_path_join(dir, "tokenizer_config.json");
+    int r = (a && sd_is_file(a)) || (b && sd_is_file(b));
+    free(a);
+    free(b);
+    return r;
+}
+
+static int load_tokenizer(sd_pipeline *p, sd_error *err) {
+    const sd_model *m = p->model;
+    const char *path = m->tokenizer_path;
+    if (!path)
+        return sd_err(err, SD_EINPUT,
+                      "%s: no tokenizer found; pass --tokenizer DIR (vocab.json + merges.txt) or "
+                      "bpe_simple_vocab_16e6.txt.gz, or put those files next to the checkpoint",
+                      m->path);
+    size_t l = strlen(path);
+    int gz = l > 3 && !strcmp(path + l - 3, ".gz");
+    int rc = gz ? tokenizer_load_openai_gz(&p->tok, path, err) : tokenizer_load_dir(&p->tok, path, err);
+    if (rc < 0) return rc;
+    if (m->sd_version == 2 && (gz || !tokenizer_states_pad(path))) rc = tokenizer_set_pad(p->tok, "!", err);
+    if (rc == 0 && tokenizer_vocab_size(p->tok) > m->clip.vocab_size)
+        rc = sd_err(err, SD_EINPUT, "%s: the tokenizer has %d tokens but the text encoder only %d", path,
+                    tokenizer_vocab_size(p->tok), m->clip.vocab_size);
+    return rc;
+}
+
+int pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
+    memset(p, 0, sizeof *p);
+    p->model = m;
+    int rc = load_tokenizer(p, err);
+    if (rc == 0) rc = clip_text_load(&p->clip, &m->clip, &m->clip_w, err);
+    if (rc == 0) rc = unet_load(&p->unet, &m->unet, &m->unet_w, err);
+    if (rc == 0) rc = vae_load(&p->vae, &m->vae, &m->vae_w, err);
+    if (rc < 0) pipeline_free(p);
+    return rc;
+}
+
+void pipeline_free(sd_pipeline *p) {
+    if (p->tok) tokenizer_free(p->tok);
+    clip_text_free(&p->clip);
+    unet_free(&p->unet);
+    vae_free(&p->vae);
+    memset(p, 0, sizeof *p);
+}
+
+/* text -> out: [77, D] conditioning, clip_skip 1 = last layer (A1111 numbering). */
+static int encode_text(sd_pipeline *p, const char *text, int clip_skip, float *out, sd_error *err) {
+    int32_t ids[CTX_LEN];
+    int n = 0;
+    if (clip_skip - 1 >= p->clip.cfg.layers)
+        return sd_err(err, SD_EINPUT, "clip skip %d: the text encoder has only %d layers", clip_skip, p->clip.cfg.layers);
+    int rc = tokenizer_encode_padded(p->tok, text, ids, CTX_LEN, &n, err);
+    if (rc < 0) return rc;
+    return clip_text_forward(&p->clip, (const int *)ids, 1, CTX_LEN, clip_skip - 1, out, err);
+}
+
+/* Posterior sample of the VAE: out = scaling_factor * (mean + exp(0.5 logvar) * noise), noise drawn from g.
+ * img: [1, 3, H, W] in [-1, 1] -> out: [1, 4, h, w]. */
+static int encode_image(sd_pipeline *p, const float *img, int H, int W, sd_rng *g, float *out, size_t n,
+                        sd_error *err) {
+    float *mean = malloc(sizeof(float) * n), *logvar = malloc(sizeof(float) * n), *noise = malloc(sizeof(float) * n);
+    int rc = 0;
+    if (!mean || !logvar || !noise) rc = sd_err(err, SD_ENOMEM, "out of memory");
+    if (rc == 0) rc = vae_encode(&p->vae, img, 1, H, W, mean, logvar, err);
+    if (rc == 0) {
+        sd_rng_randn(g, noise, n);
+        float sf = p->model->vae.scaling_factor;
+        for (size_t i = 0; i < n; i++) {
+            float std = expf(0.5f * logvar[i]);
+            out[i] = sf * (mean[i] + std * noise[i]);
+        }
+    }
+    free(mean);
+    free(logvar);
+    free(noise);
+    return rc;
+}
+
+/* Reads a picture that must be exactly w x h (RGB, or gray for masks). */
+static int read_picture(const char *path, int gray, int w, int h, uint8_t **out, sd_error *err) {
+    int pw, ph;
+    int rc = gray ? sd_png_read_gray(path, out, &pw, &ph, err) : sd_png_read_rgb(path, out, &pw, &ph, err);
+    if (rc < 0) return rc;
+    if (pw != w || ph != h) {
+        free(*out);
+        *out = NULL;
+        return sd_err(err, SD_EINPUT, "%s: the %s is %dx%d but the image size is %dx%d; pass -W %d -H %d", path,
+                      gray ? "mask" : "init image", pw, ph, w, h, pw, ph);
+    }
+    return 0;
+}
+
+static int make_sampler(const sd_pipeline *p, const sd_settings *s, sd_sampler **out, int *first, sd_error *err) {
+    int rc = sampler_create(out, s->sampler, &p->model->sched, s->steps, s->karras, s->eta, err);
+    *first = 0;
+    if (rc == 0 && s->init_image && s->strength < 1.0) {
+        rc = sampler_set_strength(*out, s->strength, first, err);
+        if (rc < 0) {
+            sampler_free(*out);
+            *out = NULL;
+        }
+    }
+    return rc;
+}
+
+int pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error *err) {
+    sd_sampler *smp;
+    int first;
+    int rc = make_sampler(p, s, &smp, &first, err);
+    if (rc < 0) return rc;
+    int n = sampler_num_evals(smp) - first;
+    sampler_free(smp);
+    return n;
+}
+
+typedef struct {
+    float *ctx, *latents, *noise, *scaled, *unet_in, *unet_out, *guided, *mask_lat, *masked_lat, *pixels, *aux;
+    uint8_t *init_rgb, *mask_u8;
+} buffers;
+
+static void free_buffers(buffers *b) {
+    free(b->ctx);
+    free(b->latents);
+    free(b->noise);
+    free(b->scaled);
+    free(b->unet_in);
+    free(b->unet_out);
+    free(b->guided);
+    free(b->mask_lat);
+    free(b->masked_lat);
+    free(b->pixels);
+    free(b->aux);
+    free(b->init_rgb);
+    free(b->mask_u8);
+}
+
+int pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_step_fn cb, void *cb_ctx,
+                      sd_pipeline_trace *trace, sd_error *err) {
+    const sd_model *m = p->model;
+    int rc = sd_settings_check(s, err);
+    if (rc < 0) return rc;
+    int inpaint = s->mask != NULL;
+    if (inpaint && !m->inpaint)
+        return sd_err(err, SD_EINPUT, "%s: a mask needs an inpainting model (9-channel U-Net); this is %s", s->mask,
+                      m->path);
+    if (m->inpaint && !inpaint)
+        return sd_err(err, SD_EINPUT, "%s is an inpainting model: pass an init image (-i) and a mask (--mask)", m->path);
+    const int W = s->width, H = s->height, D = m->clip.hidden;
+    int h, w;
+    vae_latent_size(&m->vae, H, W, &h, &w);
+    const int C = m->unet.out_channels, Cin = m->unet.in_channels;
+    const size_t n = (size_t)C * h * w, npix = (size_t)3 * H * W;
+    const int cfg = s->cfg_scale > 1.0f, B = cfg ? 2 : 1;
+
+    sd_sampler *smp = NULL;
+    int first = 0;
+    rc = make_sampler(p, s, &smp, &first, err);
+    if (rc < 0) return rc;
+
+    buffers b = {0};
+    b.ctx = malloc(sizeof(float) * (size_t)B * CTX_LEN * D);
+    b.latents = malloc(sizeof(float) * n);
+    b.noise = malloc(sizeof(float) * n);
+    b.scaled = malloc(sizeof(float) * n);
+    b.unet_in = malloc(sizeof(float) * (size_t)B * Cin * h * w);
+    b.unet_out = malloc(sizeof(float) * (size_t)B * C * h * w);
+    b.guided = malloc(sizeof(float) * n);
+    b.pixels = malloc(sizeof(float) * npix);
+    if (!b.ctx || !b.latents || !b.noise || !b.scaled || !b.unet_in || !b.unet_out || !b.guided || !b.pixels) {
+        rc = sd_err(err, SD_ENOMEM, "out of memory for a %dx%d image", W, H);
+        goto done;
+    }
+    if (s->init_image && (rc = read_picture(s->init_image, 0, W, H, &b.init_rgb, err)) < 0) goto done;
+    if (inpaint && (rc = read_picture(s->mask, 1, W, H, &b.mask_u8, err)) < 0) goto done;
+
+    /* text conditioning: [negative, prompt] with CFG */
+    float *pos = b.ctx + (size_t)(B - 1) * CTX_LEN * D;
+    if ((rc = encode_text(p, s->prompt, s->clip_skip, pos, err)) < 0) goto done;
+    if (cfg && (rc = encode_text(p, s->negative ? s->negative : "", s->clip_skip, b.ctx, err)) < 0) goto done;
+    if (trace && trace->prompt_embeds) memcpy(trace->prompt_embeds, pos, sizeof(float) * CTX_LEN * D);
+    if (trace && trace->negative_embeds && cfg) memcpy(trace->negative_embeds, b.ctx, sizeof(float) * CTX_LEN * D);
+
+    sd_rng g;
+    sd_rng_seed(&g, (uint64_t)s->seed);
+    float sigma0 = sampler_init_noise_sigma(smp);
+    if (!s->init_image) {
+        /* txt2img */
+        sd_rng_randn(&g, b.latents, n);
+        for (size_t i = 0; i < n; i++) b.latents[i] *= sigma0;
+    } else if (!inpaint) {
+        /* img2img: encode, then noise to the first timestep */
+        image_u8_to_tensor(b.init_rgb, H, W, b.pixels);
+        float *x0 = b.scaled;
+        if ((rc = encode_image(p, b.pixels, H, W, &g, x0, n, err)) < 0) goto done;
+        sd_rng_randn(&g, b.noise, n);
+        sampler_add_noise(smp, first, x0, b.noise, b.latents, n);
+    } else {
+        /* inpainting with a 9-channel U-Net */
+        b.mask_lat = malloc(sizeof(float) * (size_t)h * w);
+        b.masked_lat = malloc(sizeof(float) * n);
+        b.aux = malloc(sizeof(float) * (size_t)H * W);
+        float *masked = malloc(sizeof(float) * npix);
+        if (!b.mask_lat || !b.masked_lat || !b.aux || !masked) {
+            free(masked);
+            rc = sd_err(err, SD_ENOMEM, "out of memory");
+            goto done;
+        }
+        image_u8_to_tensor(b.init_rgb, H, W, b.pixels);
+        image_mask_binarize(b.mask_u8, H, W, b.aux);
+        image_apply_mask(b.pixels, b.aux, H, W, masked);
+        image_resize_nearest(b.aux, 1, H, W, b.mask_lat, h, w);
+        if (s->strength < 1.0) {
+            float *x0 = b.scaled;
+            rc = encode_image(p, b.pixels, H, W, &g, x0, n, err);
+            if (rc == 0) {
+                sd_rng_randn(&g, b.noise, n);
+                sampler_add_noise(smp, first, x0, b.noise, b.latents, n);
+            }
+        } else {
+            sd_rng_randn(&g, b.latents, n);
+            for (size_t i = 0; i < n; i++) b.latents[i] *= sigma0;
+        }
+        if (rc == 0) rc = encode_image(p, masked, H, W, &g, b.masked_lat, n, err);
+        free(masked);
+        if (rc < 0) goto done;
+    }
+    if (trace && trace->latents_init) memcpy(trace->latents_init, b.latents, sizeof(float) * n);
+
+    int total = sampler_num_evals(smp) - first;
+    const size_t hw = (size_t)h * w;
+    const float g_scale = s->cfg_scale;
+    for (int i = first; i < sampler_num_evals(smp); i++) {
+        sampler_scale_model_input(smp, i, b.latents, b.scaled, n);
+        for (int k = 0; k < B; k++) {
+            float *dst = b.unet_in + (size_t)k * Cin * hw;
+            memcpy(dst, b.scaled, sizeof(float) * n);
+            if (inpaint) {
+                memcpy(dst + n, b.mask_lat, sizeof(float) * hw);
+                memcpy(dst + n + hw, b.masked_lat, sizeof(float) * n);
+            }
+        }
+        float t[2];
+        t[0] = t[1] = sampler_timestep(smp, i);
+        if ((rc = unet_forward(&p->unet, b.unet_in, t, b.ctx, CTX_LEN, B, h, w, b.unet_out, err)) < 0) goto done;
+        if (cfg) {
+            const float *u = b.unet_out, *c = b.unet_out + n;
+            for (size_t k = 0; k < n; k++) b.guided[k] = u[k] + g_scale * (c[k] - u[k]);
+        } else {
+            memcpy(b.guided, b.unet_out, sizeof(float) * n);
+        }
+        if ((rc = sampler_step(smp, i, b.guided, b.latents, n, &g, err)) < 0) goto done;
+        int done = i - first + 1;
+        if (trace && done <= trace->max_steps) {
+            if (trace->latents_steps) memcpy(trace->latents_steps + (size_t)(done - 1) * n, b.latents, sizeof(float) * n);
+            if (trace->noise_pred_steps)
+                memcpy(trace->noise_pred_steps + (size_t)(done - 1) * n, b.guided, sizeof(float) * n);
+        }
+        if (trace) trace->n_steps = done;
+        if (cb && cb(cb_ctx, done, total)) {
+            rc = sd_err(err, SD_EINTERNAL, "cancelled");
+            goto done;
+        }
+    }
+    if (trace && trace->latents_final) memcpy(trace->latents_final, b.latents, sizeof(float) * n);
+
+    /* decode */
+    const float sf = m->vae.scaling_factor;
+    for (size_t i = 0; i < n; i++) b.scaled[i] = b.latents[i] / sf;
+    if ((rc = vae_decode(&p->vae, b.scaled, 1, h, w, b.pixels, err)) < 0) goto done;
+    image_tensor_to_u8_ex(b.pixels, H, W, trace ? trace->image : NULL, rgb);
+done:
+    free_buffers(&b);
+    sampler_free(smp);
+    return rc;
+}

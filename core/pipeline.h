@@ -1,0 +1,74 @@
+/*
+ * pipeline.h - prompt to pixels: txt2img, img2img and inpainting exactly as
+ * diffusers 0.27.2's StableDiffusion{,Img2Img,Inpaint}Pipeline on CPU fp32.
+ *
+ *     sd_pipeline p;
+ *     pipeline_load(&p, &model, &err);                 // tokenizer, CLIP, U-Net, VAE
+ *     uint8_t *rgb = malloc(3 * W * H);
+ *     pipeline_generate(&p, &settings, rgb, NULL, NULL, NULL, &err);
+ *     pipeline_free(&p);
+ *
+ * Order of random draws from torch.Generator().manual_seed(seed), as diffusers:
+ *   txt2img: initial noise, then whatever the sampler draws per step;
+ *   img2img: VAE posterior sample of the init image, then the added noise;
+ *   inpaint (9-channel U-Net): [init-image posterior sample if strength < 1],
+ *            initial noise, masked-image posterior sample.
+ * Classifier-free guidance runs the U-Net on the batch [negative, prompt]
+ * when cfg_scale > 1, else on the prompt alone. Clip skip applies to the
+ * prompt and the negative prompt (as AUTOMATIC1111 and stable-diffusion.cpp;
+ * diffusers 0.27 applies it to the prompt only).
+ */
+#ifndef SD_PIPELINE_H
+#define SD_PIPELINE_H
+
+#include <stdint.h>
+
+#include "clip.h"
+#include "err.h"
+#include "model.h"
+#include "settings.h"
+#include "tokenizer.h"
+#include "unet.h"
+#include "vae.h"
+
+typedef struct sd_pipeline {
+    const sd_model *model; /* borrowed: must outlive the pipeline */
+    sd_tokenizer *tok;
+    clip_text_model clip;
+    unet_model unet;
+    vae_model vae;
+} sd_pipeline;
+
+/* Called after each U-Net evaluation (done of total); a non-zero return cancels the generation. */
+typedef int (*sd_step_fn)(void *ctx, int done, int total);
+
+/* Optional copies of intermediate tensors (each NULL or big enough), for tests and debugging. */
+typedef struct sd_pipeline_trace {
+    float *prompt_embeds;    /* [77, D] */
+    float *negative_embeds;  /* [77, D] (with CFG) */
+    float *latents_init;     /* [4, h, w]: the latent entering the loop */
+    float *latents_steps;    /* [max_steps, 4, h, w]: after each evaluation */
+    float *noise_pred_steps; /* [max_steps, 4, h, w]: guided model output of each evaluation */
+    int max_steps;
+    int n_steps;             /* set: evaluations run */
+    float *latents_final;    /* [4, h, w] */
+    float *image;            /* [H, W, 3]: clamp(x / 2 + 0.5, 0, 1) */
+} sd_pipeline_trace;
+
+/* Loads the tokenizer and every network of m; shapes are checked up front. */
+int pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err);
+void pipeline_free(sd_pipeline *p);
+
+/*
+ * Generates one image for s into rgb: [height, width, 3] u8. Reads the init
+ * image and mask PNGs named in s. cb (may be NULL) sees every evaluation;
+ * trace (may be NULL) receives intermediates. SD_EINPUT for bad settings or
+ * unreadable pictures, SD_EINTERNAL + "cancelled" when cb cancelled.
+ */
+int pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_step_fn cb, void *cb_ctx,
+                      sd_pipeline_trace *trace, sd_error *err);
+
+/* Number of U-Net evaluations s will run (for progress displays). */
+int pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error *err);
+
+#endif

@@ -1,0 +1,208 @@
+/*
+ * Tests for core/pipeline: every golden diffusers pipeline run, reproduced
+ * from its seed (not from stored noise), within the tolerances of section 8
+ * of the testdata README.
+ */
+#include "testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline.h"
+
+typedef struct {
+    const char *name;
+    int tight;   /* *_96: latents 5e-5 x peak, pixels +-1; else the loose 64-pixel tolerances */
+    int smoke;   /* sd2_ddim_vpred at 64x64: image within 0.25 only */
+} pipe_case;
+
+static const pipe_case cases[] = {
+    {"sd15_pndm_96", 1, 0},           {"sd15_ddim_96", 1, 0},      {"sd15_euler_96", 1, 0},
+    {"sd15_euler_a_96", 1, 0},        {"sd15_dpmpp_2m_karras_96", 1, 0}, {"sd15_ddim_nocfg_96", 1, 0},
+    {"sd2_ddim_vpred_96", 1, 0},      {"sd15_img2img_ddim_96", 1, 0}, {"inpaint_pndm_96", 1, 0},
+    {"sd15_pndm", 0, 0},              {"sd15_ddim", 0, 0},         {"sd15_euler", 0, 0},
+    {"sd15_euler_a", 0, 0},           {"sd15_dpmpp_2m_karras", 0, 0}, {"sd15_pndm_64x96", 0, 0},
+    {"sd15_ddim_nocfg", 0, 0},        {"sd2_ddim_vpred", 0, 1},    {"sd15_img2img_ddim", 0, 0},
+    {"inpaint_pndm", 0, 0},
+};
+
+static sd_model models[3];
+static sd_pipeline pipes[3];
+static const char *model_names[3] = {"tiny-sd15", "tiny-sd2", "tiny-inpaint"};
+
+static int setup(void **state) {
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        char rel[64];
+        sd_error err = {0};
+        snprintf(rel, sizeof rel, "models/%s", model_names[i]);
+        if (sd_model_open(&models[i], tu_path(rel), NULL, &err) < 0 || pipeline_load(&pipes[i], &models[i], &err) < 0) {
+            fprintf(stderr, "%s\n", err.msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        pipeline_free(&pipes[i]);
+        sd_model_close(&models[i]);
+    }
+    return 0;
+}
+
+static sd_pipeline *pipe_for(const char *model) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(model, model_names[i])) return &pipes[i];
+    fail_msg("unknown model %s", model);
+    return NULL;
+}
+
+/* Settings of a golden case from its .json sidecar (strings live in j). */
+static void settings_from_json(json_t *j, const char *name, sd_settings *s, char *init, char *mask, size_t sz) {
+    json_t *st = json_object_get(j, "settings");
+    sd_settings_default(s);
+    s->prompt = json_string_value(json_object_get(st, "prompt"));
+    json_t *neg = json_object_get(st, "negative_prompt");
+    s->negative = json_is_string(neg) ? json_string_value(neg) : "";
+    s->width = (int)json_integer_value(json_object_get(st, "width"));
+    s->height = (int)json_integer_value(json_object_get(st, "height"));
+    s->steps = (int)json_integer_value(json_object_get(st, "num_inference_steps"));
+    s->cfg_scale = (float)json_number_value(json_object_get(st, "guidance_scale"));
+    s->seed = json_integer_value(json_object_get(st, "seed"));
+    const char *sch = json_string_value(json_object_get(st, "scheduler"));
+    if (!strcmp(sch, "dpmpp_2m_karras")) {
+        s->sampler = SD_SAMPLER_DPMPP_2M;
+        s->karras = 1;
+    } else {
+        assert_int_equal(sd_sampler_parse(sch, &s->sampler), 0);
+    }
+    const char *task = json_string_value(json_object_get(st, "task"));
+    if (strcmp(task, "txt2img")) {
+        snprintf(init, sz, "%s", tu_path(""));
+        snprintf(init, sz, "%s/golden/pipeline_%s.input.png", tu_testdata(), name);
+        s->init_image = init;
+        json_t *str = json_object_get(st, "strength");
+        s->strength = json_is_number(str) ? json_number_value(str) : 1.0;
+    }
+    if (!strcmp(task, "inpaint")) {
+        snprintf(mask, sz, "%s/golden/pipeline_%s.mask.png", tu_testdata(), name);
+        s->mask = mask;
+    }
+}
+
+static void run_case(const pipe_case *c) {
+    char rel[128], init[1024], mask[1024];
+    snprintf(rel, sizeof rel, "golden/pipeline_%s.json", c->name);
+    json_error_t je;
+    json_t *j = json_load_file(tu_path(rel), 0, &je);
+    if (!j) fail_msg("%s: %s", rel, je.text);
+    sd_settings s;
+    settings_from_json(j, c->name, &s, init, mask, sizeof init);
+    const char *model = json_string_value(json_object_get(json_object_get(j, "settings"), "model"));
+    sd_pipeline *p = pipe_for(model);
+
+    snprintf(rel, sizeof rel, "golden/pipeline_%s.safetensors", c->name);
+    st_file f;
+    tu_open(&f, rel);
+    size_t n_lat, n_steps_all, n_img;
+    float *want_final = tu_f32(&f, "latents_final", &n_lat);
+    float *want_steps = tu_f32(&f, "latents_steps", &n_steps_all);
+    float *want_img = tu_f32(&f, "image", &n_img);
+    float *want_pe = tu_f32(&f, "prompt_embeds", NULL);
+    const sd_tensor *u8 = tu_tensor(&f, "image_u8");
+    int n_evals = (int)(n_steps_all / n_lat);
+
+    float *pe = malloc(sizeof(float) * 77 * 32), *fin = malloc(sizeof(float) * n_lat);
+    float *steps = malloc(sizeof(float) * n_steps_all), *img = malloc(sizeof(float) * n_img);
+    uint8_t *rgb = malloc(n_img);
+    sd_pipeline_trace tr = {.prompt_embeds = pe, .latents_final = fin, .latents_steps = steps, .max_steps = n_evals,
+                            .image = img};
+    sd_error err = {0};
+    if (pipeline_generate(p, &s, rgb, NULL, NULL, &tr, &err) < 0) fail_msg("%s: %s", c->name, err.msg);
+    assert_int_equal(tr.n_steps, n_evals);
+    char label[160];
+    snprintf(label, sizeof label, "%s prompt_embeds", c->name);
+    tu_expect_close(label, pe, want_pe, 77 * 32, 2e-5);
+    double peak = tu_peak(want_final, n_lat);
+    if (c->smoke) {
+        snprintf(label, sizeof label, "%s image (smoke)", c->name);
+        tu_expect_close(label, img, want_img, n_img, 0.25);
+    } else {
+        double lat_tol = c->tight ? 5e-5 : 2e-2, img_tol = c->tight ? 5e-5 : 2e-2;
+        snprintf(label, sizeof label, "%s latents_final", c->name);
+        tu_expect_close(label, fin, want_final, n_lat, lat_tol * peak);
+        if (c->tight) {
+            snprintf(label, sizeof label, "%s latents_steps", c->name);
+            tu_expect_close(label, steps, want_steps, n_steps_all, 5e-5 * tu_peak(want_steps, n_steps_all));
+        }
+        snprintf(label, sizeof label, "%s image", c->name);
+        tu_expect_close(label, img, want_img, n_img, img_tol);
+        int max_px = c->tight ? 1 : 5, worst = 0;
+        const uint8_t *w8 = u8->data;
+        for (size_t i = 0; i < n_img; i++) {
+            int d = abs((int)rgb[i] - (int)w8[i]);
+            if (d > worst) worst = d;
+        }
+        if (worst > max_px) fail_msg("%s: a PNG pixel is off by %d (allowed %d)", c->name, worst, max_px);
+    }
+    free(pe);
+    free(fin);
+    free(steps);
+    free(img);
+    free(rgb);
+    free(want_final);
+    free(want_steps);
+    free(want_img);
+    free(want_pe);
+    st_close(&f);
+    json_decref(j);
+}
+
+static void test_pipelines_reproduce_diffusers_from_the_seed(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_case(&cases[i]);
+}
+
+static int cancel_at_3(void *ctx, int done, int total) {
+    (void)ctx;
+    (void)total;
+    return done == 3;
+}
+
+static void test_pipeline_rejects_bad_requests_and_can_be_cancelled(void **state) {
+    (void)state;
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = "x";
+    s.width = s.height = 64;
+    s.steps = 5;
+    uint8_t *rgb = malloc(64 * 64 * 3);
+    sd_error err = {0};
+    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, cancel_at_3, NULL, NULL, &err), SD_EINTERNAL);
+    assert_string_equal(err.msg, "cancelled");
+    s.mask = "m.png";
+    s.init_image = "i.png";
+    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, NULL, NULL, NULL, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "inpainting model"));
+    s.mask = NULL;
+    s.init_image = tu_path("golden/pipeline_sd15_img2img_ddim_96.input.png");
+    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, NULL, NULL, NULL, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "is 96x96 but the image size is 64x64"));
+    s.init_image = tu_path("golden/nope.png");
+    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, NULL, NULL, NULL, &err), SD_ENOTFOUND);
+    free(rgb);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pipelines_reproduce_diffusers_from_the_seed),
+        cmocka_unit_test(test_pipeline_rejects_bad_requests_and_can_be_cancelled),
+    };
+    return cmocka_run_group_tests_name("pipeline", tests, setup, teardown);
+}
