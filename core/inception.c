@@ -200,7 +200,8 @@ int inception_load(inception_model *m, const sd_weights *w, sd_error *err) {
     int rc = visit_convs(&v, m, err);
     if (rc < 0) return rc;
     m->n_params = v.n_params;
-    m->params = aligned_alloc(64, m->n_params * sizeof(float) + (size_t)N_CONVS * NAME_MAX_LEN);
+    size_t bytes = m->n_params * sizeof(float) + (size_t)N_CONVS * NAME_MAX_LEN;
+    m->params = aligned_alloc(64, (bytes + 63) & ~(size_t)63); /* C11: size a multiple of the alignment */
     v.bn = malloc(4 * INCEPTION_DIM * sizeof(float));
     if (!m->params || !v.bn) {
         free(v.bn);
