@@ -21,6 +21,7 @@ typedef struct conv_visit {
     int (*fn)(struct conv_visit *v, incep_conv *c, const char *name, sd_error *err);
     const sd_weights *w;
     size_t n_params;    /* pass 1: floats needed */
+    int n_convs;        /* pass 1: modules declared */
     float *cursor;      /* pass 2: next free float in the params block */
     char *names;        /* pass 2: next free name slot */
     float *bn;          /* pass 2: [4, 2048] BatchNorm scratch */
@@ -28,6 +29,7 @@ typedef struct conv_visit {
     double flops;
 } conv_visit;
 
+/* Declares module "<block>.<name>" (in -> out channels, kh x kw kernel) and hands it to the pass's fn. */
 static int def(conv_visit *v, incep_conv *c, const char *block, const char *name, int in, int out, int kh, int kw,
                int stride, int ph, int pw, sd_error *err) {
     char full[NAME_MAX_LEN];
@@ -121,7 +123,7 @@ static int visit_convs(conv_visit *v, inception_model *m, sd_error *err) {
     v->in_hw = 35;
     for (int i = 0; i < 3; i++)
         if ((rc = visit_block_a(v, &m->m5[i], a_names[i], a_in[i], a_pool[i], err)) < 0) return rc;
-    /* Mixed_6a: the two stride-2 convs read 35x35, the others too */
+    /* Mixed_6a reads 35x35; its stride-2 convs give 17x17 */
     if ((rc = visit_block_b(v, &m->m6a, "Mixed_6a", 288, err)) < 0) return rc;
     v->in_hw = 17;
     for (int i = 0; i < 4; i++)
@@ -138,6 +140,7 @@ static int count_conv(conv_visit *v, incep_conv *c, const char *name, sd_error *
     (void)name, (void)err;
     size_t nw = (size_t)c->out_ch * c->in_ch * c->k_h * c->k_w;
     v->n_params += (nw + 15) / 16 * 16 + (size_t)(c->out_ch + 15) / 16 * 16; /* 64-byte aligned pieces */
+    v->n_convs++;
     return 0;
 }
 
@@ -192,15 +195,13 @@ static int load_conv(conv_visit *v, incep_conv *c, const char *name, sd_error *e
     return 0;
 }
 
-#define N_CONVS 94
-
 int inception_load(inception_model *m, const sd_weights *w, sd_error *err) {
     memset(m, 0, sizeof *m);
     conv_visit v = {.fn = count_conv, .w = w};
     int rc = visit_convs(&v, m, err);
     if (rc < 0) return rc;
     m->n_params = v.n_params;
-    size_t bytes = m->n_params * sizeof(float) + (size_t)N_CONVS * NAME_MAX_LEN;
+    size_t bytes = m->n_params * sizeof(float) + (size_t)v.n_convs * NAME_MAX_LEN; /* weights, then names */
     m->params = aligned_alloc(64, (bytes + 63) & ~(size_t)63); /* C11: size a multiple of the alignment */
     v.bn = malloc(4 * INCEPTION_DIM * sizeof(float));
     if (!m->params || !v.bn) {
