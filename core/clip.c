@@ -8,11 +8,34 @@
 
 #define P "text_model."
 
-/* Looks up "text_model.encoder.layers.<l>.<name>" with the given shape. */
-static int get_layer(const sd_weights *w, const sd_tensor **t, sd_error *err, int l, const char *name, int64_t d0,
-                     int64_t d1) {
+/* Looks up "<prefix>encoder.layers.<l>.<name>" with the given shape (d1 = 0: a vector). */
+static int get_layer(const sd_weights *w, const sd_tensor **t, sd_error *err, const char *prefix, int l,
+                     const char *name, int64_t d0, int64_t d1) {
     int64_t shape[2] = {d0, d1};
-    return sd_weights_getf(w, t, err, shape, d1 ? 2 : 1, P "encoder.layers.%d.%s", l, name);
+    return sd_weights_getf(w, t, err, shape, d1 ? 2 : 1, "%sencoder.layers.%d.%s", prefix, l, name);
+}
+
+int clip_layer_load(clip_layer *L, const sd_weights *w, const char *prefix, int l, int64_t D, int64_t I,
+                    sd_error *err) {
+    int rc;
+    if ((rc = get_layer(w, &L->ln1_w, err, prefix, l, "layer_norm1.weight", D, 0)) < 0 ||
+        (rc = get_layer(w, &L->ln1_b, err, prefix, l, "layer_norm1.bias", D, 0)) < 0 ||
+        (rc = get_layer(w, &L->q_w, err, prefix, l, "self_attn.q_proj.weight", D, D)) < 0 ||
+        (rc = get_layer(w, &L->q_b, err, prefix, l, "self_attn.q_proj.bias", D, 0)) < 0 ||
+        (rc = get_layer(w, &L->k_w, err, prefix, l, "self_attn.k_proj.weight", D, D)) < 0 ||
+        (rc = get_layer(w, &L->k_b, err, prefix, l, "self_attn.k_proj.bias", D, 0)) < 0 ||
+        (rc = get_layer(w, &L->v_w, err, prefix, l, "self_attn.v_proj.weight", D, D)) < 0 ||
+        (rc = get_layer(w, &L->v_b, err, prefix, l, "self_attn.v_proj.bias", D, 0)) < 0 ||
+        (rc = get_layer(w, &L->o_w, err, prefix, l, "self_attn.out_proj.weight", D, D)) < 0 ||
+        (rc = get_layer(w, &L->o_b, err, prefix, l, "self_attn.out_proj.bias", D, 0)) < 0 ||
+        (rc = get_layer(w, &L->ln2_w, err, prefix, l, "layer_norm2.weight", D, 0)) < 0 ||
+        (rc = get_layer(w, &L->ln2_b, err, prefix, l, "layer_norm2.bias", D, 0)) < 0 ||
+        (rc = get_layer(w, &L->fc1_w, err, prefix, l, "mlp.fc1.weight", I, D)) < 0 ||
+        (rc = get_layer(w, &L->fc1_b, err, prefix, l, "mlp.fc1.bias", I, 0)) < 0 ||
+        (rc = get_layer(w, &L->fc2_w, err, prefix, l, "mlp.fc2.weight", D, I)) < 0 ||
+        (rc = get_layer(w, &L->fc2_b, err, prefix, l, "mlp.fc2.bias", D, 0)) < 0)
+        return rc;
+    return 0;
 }
 
 int clip_text_load(clip_text_model *m, const clip_config *c, const sd_weights *w, sd_error *err) {
@@ -32,26 +55,8 @@ int clip_text_load(clip_text_model *m, const clip_config *c, const sd_weights *w
         (rc = sd_weights_get(w, P "final_layer_norm.weight", 1, (int64_t[]){D}, &m->final_ln_w, err)) < 0 ||
         (rc = sd_weights_get(w, P "final_layer_norm.bias", 1, (int64_t[]){D}, &m->final_ln_b, err)) < 0)
         goto fail;
-    for (int l = 0; l < c->layers; l++) {
-        clip_layer *L = &m->layers[l];
-        if ((rc = get_layer(w, &L->ln1_w, err, l, "layer_norm1.weight", D, 0)) < 0 ||
-            (rc = get_layer(w, &L->ln1_b, err, l, "layer_norm1.bias", D, 0)) < 0 ||
-            (rc = get_layer(w, &L->q_w, err, l, "self_attn.q_proj.weight", D, D)) < 0 ||
-            (rc = get_layer(w, &L->q_b, err, l, "self_attn.q_proj.bias", D, 0)) < 0 ||
-            (rc = get_layer(w, &L->k_w, err, l, "self_attn.k_proj.weight", D, D)) < 0 ||
-            (rc = get_layer(w, &L->k_b, err, l, "self_attn.k_proj.bias", D, 0)) < 0 ||
-            (rc = get_layer(w, &L->v_w, err, l, "self_attn.v_proj.weight", D, D)) < 0 ||
-            (rc = get_layer(w, &L->v_b, err, l, "self_attn.v_proj.bias", D, 0)) < 0 ||
-            (rc = get_layer(w, &L->o_w, err, l, "self_attn.out_proj.weight", D, D)) < 0 ||
-            (rc = get_layer(w, &L->o_b, err, l, "self_attn.out_proj.bias", D, 0)) < 0 ||
-            (rc = get_layer(w, &L->ln2_w, err, l, "layer_norm2.weight", D, 0)) < 0 ||
-            (rc = get_layer(w, &L->ln2_b, err, l, "layer_norm2.bias", D, 0)) < 0 ||
-            (rc = get_layer(w, &L->fc1_w, err, l, "mlp.fc1.weight", I, D)) < 0 ||
-            (rc = get_layer(w, &L->fc1_b, err, l, "mlp.fc1.bias", I, 0)) < 0 ||
-            (rc = get_layer(w, &L->fc2_w, err, l, "mlp.fc2.weight", D, I)) < 0 ||
-            (rc = get_layer(w, &L->fc2_b, err, l, "mlp.fc2.bias", D, 0)) < 0)
-            goto fail;
-    }
+    for (int l = 0; l < c->layers; l++)
+        if ((rc = clip_layer_load(&m->layers[l], w, P, l, D, I, err)) < 0) goto fail;
     ops_arena_init(&m->arena, (size_t)16 << 20);
     return 0;
 fail:
@@ -86,11 +91,9 @@ static int embed(const clip_text_model *m, const int *ids, int B, int T, float *
     return 0;
 }
 
-/* One pre-LN block on x: [B*T, D] in place; scratch from the arena. */
-static int block_forward(clip_text_model *m, const clip_layer *L, float *x, int B, int T, sd_error *err) {
-    const clip_config *c = &m->cfg;
+int clip_layer_forward(const clip_config *c, const clip_layer *L, float *x, int B, int T, int causal, ops_arena *a,
+                       sd_error *err) {
     int D = c->hidden, I = c->intermediate, M = B * T, rc;
-    ops_arena *a = &m->arena;
     ops_mark mark = ops_arena_mark(a);
     float *h = ops_arena_floats(a, (size_t)M * D, err);
     float *q = ops_arena_floats(a, (size_t)M * D, err);
@@ -99,7 +102,7 @@ static int block_forward(clip_text_model *m, const clip_layer *L, float *x, int 
     float *f = ops_arena_floats(a, (size_t)M * I, err);
     ops_attn_desc ad = {.batch = B, .heads = c->heads, .head_dim = D / c->heads, .n_q = T, .n_kv = T,
                         .q_stride = D, .k_stride = D, .v_stride = D, .out_stride = D,
-                        .scale = 1.0f / sqrtf((float)(D / c->heads)), .causal = 1};
+                        .scale = 1.0f / sqrtf((float)(D / c->heads)), .causal = causal};
     size_t wsb = ops_attention_workspace(&ad, ops_get_threads());
     void *ws = ops_arena_alloc(a, wsb, err);
     if (!h || !q || !k || !v || !f || !ws) {
@@ -141,7 +144,7 @@ int clip_text_forward(clip_text_model *m, const int *ids, int B, int T, int skip
     int64_t shape[3] = {B, T, D};
     sd_probe_emit(m->probe, "hidden_states.embeddings", x, 3, shape);
     for (int l = 0; l < c->layers - skip_layers; l++) {
-        if ((rc = block_forward(m, &m->layers[l], x, B, T, err)) < 0) goto out;
+        if ((rc = clip_layer_forward(c, &m->layers[l], x, B, T, 1, &m->arena, err)) < 0) goto out;
         char name[48];
         snprintf(name, sizeof name, "hidden_states.layer%d", l);
         sd_probe_emit(m->probe, name, x, 3, shape);

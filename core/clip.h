@@ -42,6 +42,18 @@ typedef struct clip_text_model {
     const sd_probe *probe;            /* optional: "hidden_states.embeddings", "hidden_states.layer{i}" */
 } clip_text_model;
 
+/*
+ * One encoder layer, shared with the CLIP vision tower (core/clip_model.c):
+ * clip_layer_load finds "<prefix>encoder.layers.<l>.*" (prefix "text_model."
+ * or "vision_model.") with hidden size D and MLP size I; clip_layer_forward
+ * runs the pre-LN block on x: [B*T, D] in place, with a causal mask or none,
+ * using c's hidden, intermediate, heads, eps and act, scratch from a.
+ */
+int clip_layer_load(clip_layer *L, const sd_weights *w, const char *prefix, int l, int64_t D, int64_t I,
+                    sd_error *err);
+int clip_layer_forward(const clip_config *c, const clip_layer *L, float *x, int B, int T, int causal, ops_arena *a,
+                       sd_error *err);
+
 /* Finds and shape-checks every tensor; fails naming the first missing or mismatched one. */
 int clip_text_load(clip_text_model *m, const clip_config *c, const sd_weights *w, sd_error *err);
 
