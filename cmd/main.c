@@ -12,11 +12,13 @@ static int cmd_version(int argc, char **argv) {
 }
 
 static const sd_command commands[] = {
-    {"info", cmd_info, "describe a model: variant, architecture, parameters, dtypes"},
-    {"version", cmd_version, "print the version"},
+    {"generate", cmd_generate, "render images from a prompt (txt2img, img2img, inpainting)"},
     {"enqueue", cmd_enqueue, "add prompt files (.txt, .jsonl, .csv) to a job database"},
     {"status", cmd_status, "show a job database's progress, rate, ETA and last errors"},
+    {"info", cmd_info, "describe a model: variant, architecture, parameters, dtypes"},
+    {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt"},
     {"bench", cmd_bench, "time the U-Net, VAE and text encoder of SD 1.5 (random weights)"},
+    {"version", cmd_version, "print the version"},
 };
 
 static void usage(FILE *fp) {

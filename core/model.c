@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fsutil.h"
+#include "tokenizer.h"
 #include "yamlconf.h"
 
 /* ---- a growable list of (name, tensor view) used to build weight tables ---- */
@@ -636,3 +637,36 @@ const char *sd_model_variant(const sd_model *m, char *buf, size_t size) {
              m->sched.prediction_type == SCHED_PRED_V ? " (v-prediction)" : "");
     return buf;
 }
+
+/* SD 2.x pads prompts with "!" (id 0); a tokenizer folder says so itself, other sources do not. */
+static int tokenizer_states_pad(const char *dir) {
+    char *a = sd_path_join(dir, "special_tokens_map.json"), *b = sd_path_join(dir, "tokenizer_config.json");
+    int r = (a && sd_is_file(a)) || (b && sd_is_file(b));
+    free(a);
+    free(b);
+    return r;
+}
+
+int sd_model_open_tokenizer(const sd_model *m, sd_tokenizer **tok, sd_error *err) {
+    *tok = NULL;
+    const char *path = m->tokenizer_path;
+    if (!path)
+        return sd_err(err, SD_EINPUT,
+                      "%s: no tokenizer found; pass --tokenizer DIR (vocab.json + merges.txt) or "
+                      "bpe_simple_vocab_16e6.txt.gz, or put those files next to the checkpoint",
+                      m->path);
+    size_t l = strlen(path);
+    int gz = l > 3 && !strcmp(path + l - 3, ".gz");
+    int rc = gz ? tokenizer_load_openai_gz(tok, path, err) : tokenizer_load_dir(tok, path, err);
+    if (rc < 0) return rc;
+    if (m->sd_version == 2 && (gz || !tokenizer_states_pad(path))) rc = tokenizer_set_pad(*tok, "!", err);
+    if (rc == 0 && tokenizer_vocab_size(*tok) > m->clip.vocab_size)
+        rc = sd_err(err, SD_EINPUT, "%s: the tokenizer has %d tokens but the text encoder only %d", path,
+                    tokenizer_vocab_size(*tok), m->clip.vocab_size);
+    if (rc < 0 && *tok) {
+        tokenizer_free(*tok);
+        *tok = NULL;
+    }
+    return rc;
+}
+

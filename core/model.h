@@ -59,6 +59,10 @@ typedef struct sd_model {
 int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_error *err);
 void sd_model_close(sd_model *m);
 
+struct sd_tokenizer;
+/* The model's tokenizer (m->tokenizer_path: a folder or OpenAI's .gz), padding as the model expects. */
+int sd_model_open_tokenizer(const sd_model *m, struct sd_tokenizer **tok, sd_error *err);
+
 /* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", ... into buf. */
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size);
 

@@ -12,38 +12,10 @@
 
 #define CTX_LEN 77
 
-/* SD 2.x pads prompts with "!" (id 0); a tokenizer folder says so itself, other sources do not. */
-static int tokenizer_states_pad(const char *dir) {
-    char *a = sd_path_join(dir, "special_tokens_map.json"), *b = sd_path_join(dir, "tokenizer_config.json");
-    int r = (a && sd_is_file(a)) || (b && sd_is_file(b));
-    free(a);
-    free(b);
-    return r;
-}
-
-static int load_tokenizer(sd_pipeline *p, sd_error *err) {
-    const sd_model *m = p->model;
-    const char *path = m->tokenizer_path;
-    if (!path)
-        return sd_err(err, SD_EINPUT,
-                      "%s: no tokenizer found; pass --tokenizer DIR (vocab.json + merges.txt) or "
-                      "bpe_simple_vocab_16e6.txt.gz, or put those files next to the checkpoint",
-                      m->path);
-    size_t l = strlen(path);
-    int gz = l > 3 && !strcmp(path + l - 3, ".gz");
-    int rc = gz ? tokenizer_load_openai_gz(&p->tok, path, err) : tokenizer_load_dir(&p->tok, path, err);
-    if (rc < 0) return rc;
-    if (m->sd_version == 2 && (gz || !tokenizer_states_pad(path))) rc = tokenizer_set_pad(p->tok, "!", err);
-    if (rc == 0 && tokenizer_vocab_size(p->tok) > m->clip.vocab_size)
-        rc = sd_err(err, SD_EINPUT, "%s: the tokenizer has %d tokens but the text encoder only %d", path,
-                    tokenizer_vocab_size(p->tok), m->clip.vocab_size);
-    return rc;
-}
-
 int pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
     memset(p, 0, sizeof *p);
     p->model = m;
-    int rc = load_tokenizer(p, err);
+    int rc = sd_model_open_tokenizer(m, &p->tok, err);
     if (rc == 0) rc = clip_text_load(&p->clip, &m->clip, &m->clip_w, err);
     if (rc == 0) rc = unet_load(&p->unet, &m->unet, &m->unet_w, err);
     if (rc == 0) rc = vae_load(&p->vae, &m->vae, &m->vae_w, err);

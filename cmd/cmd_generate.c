@@ -1,0 +1,231 @@
+/* sdrender generate: one prompt to PNG files, reproducing diffusers for the same seed. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "ops.h"
+#include "pngio.h"
+#include "progress.h"
+#include "render.h"
+
+static void usage(FILE *fp) {
+    fprintf(fp,
+            "usage: sdrender generate -m MODEL -p PROMPT -o OUT.png [options]\n\n"
+            "Generates images; the same prompt, seed and settings give the same PNG as diffusers on CPU.\n\n"
+            "  -m, --model PATH       diffusers folder or single .safetensors/.ckpt checkpoint\n"
+            "  -p, --prompt TEXT      what to draw\n"
+            "  -n, --negative TEXT    negative prompt (default empty)\n"
+            "  -o, --output FILE      PNG to write; with --batch-count N > 1, FILE-1.png .. FILE-N.png\n"
+            "      --steps N          inference steps (default 20)\n"
+            "      --cfg-scale G      classifier-free guidance scale (default 7.5; <= 1 disables it)\n"
+            "      --sampler NAME     %s\n"
+            "                         (default: the model's scheduler, else pndm)\n"
+            "      --karras           Karras sigmas (euler, lms, heun, dpm++2m, unipc)\n"
+            "      --eta E            DDIM eta (default 0)\n"
+            "      --seed S           seed (default -1: random; the seed used is printed and stored)\n"
+            "  -W, --width W          image width, multiple of 8 (default: init image, else the model's size)\n"
+            "  -H, --height H         image height, multiple of 8\n"
+            "      --clip-skip K      1 = last text-encoder layer, 2 = penultimate (A1111 numbering; default 1)\n"
+            "  -i, --init-image PNG   img2img / inpainting input picture\n"
+            "      --strength S       img2img strength in (0, 1] (default 0.8; inpainting 1)\n"
+            "      --mask PNG         inpainting mask, white = repaint (needs a 9-channel inpainting model)\n"
+            "      --batch-count N    N images with seeds S, S+1, ... (default 1)\n"
+            "      --threads T        CPU threads (default: all cores)\n"
+            "      --tokenizer P      tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
+            "      --config YAML      LDM config of a single file (default: same base name + .yaml)\n"
+            "  -q, --quiet            no progress output\n"
+            "  -h, --help             this text\n",
+            sd_sampler_list());
+}
+
+/* Default sampler: the one the model's scheduler config names. */
+static sd_sampler_kind model_sampler(const sd_model *m) {
+    static const struct {
+        const char *cls;
+        sd_sampler_kind k;
+    } map[] = {{"DDIMScheduler", SD_SAMPLER_DDIM},          {"PNDMScheduler", SD_SAMPLER_PNDM},
+               {"EulerDiscreteScheduler", SD_SAMPLER_EULER}, {"EulerAncestralDiscreteScheduler", SD_SAMPLER_EULER_A},
+               {"LMSDiscreteScheduler", SD_SAMPLER_LMS},     {"HeunDiscreteScheduler", SD_SAMPLER_HEUN},
+               {"DPMSolverMultistepScheduler", SD_SAMPLER_DPMPP_2M}, {"UniPCMultistepScheduler", SD_SAMPLER_UNIPC}};
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+        if (!strcmp(m->sched.class_name, map[i].cls)) return map[i].k;
+    return SD_SAMPLER_PNDM;
+}
+
+static int64_t random_seed(void) {
+    uint64_t v = 0;
+    FILE *fp = fopen("/dev/urandom", "rb");
+    if (fp) {
+        if (fread(&v, sizeof v, 1, fp) != 1) v = 0;
+        fclose(fp);
+    }
+    return (int64_t)(v % 4294967296ULL); /* A1111-sized seeds */
+}
+
+/* FILE.png -> FILE-i.png (i 1-based) when n > 1. */
+static char *output_name(const char *out, int i, int n) {
+    size_t l = strlen(out);
+    char *p = malloc(l + 32);
+    if (!p) return NULL;
+    if (n == 1) {
+        memcpy(p, out, l + 1);
+        return p;
+    }
+    const char *dot = strrchr(out, '.'), *slash = strrchr(out, '/');
+    size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - out) : l;
+    snprintf(p, l + 32, "%.*s-%d%s", (int)stem, out, i + 1, out + stem);
+    return p;
+}
+
+typedef struct {
+    cli_progress *pr;
+} step_ctx;
+
+static int on_step(void *ctx, int done, int total) {
+    step_ctx *c = ctx;
+    (void)total;
+    progress_update(c->pr, done);
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv) {
+    enum { O_STEPS = 256, O_CFG, O_SAMPLER, O_KARRAS, O_ETA, O_SEED, O_CLIPSKIP, O_STRENGTH, O_MASK, O_BATCH, O_THREADS,
+           O_TOK, O_CONFIG };
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},      {"prompt", required_argument, 0, 'p'},
+        {"negative", required_argument, 0, 'n'},   {"output", required_argument, 0, 'o'},
+        {"steps", required_argument, 0, O_STEPS},  {"cfg-scale", required_argument, 0, O_CFG},
+        {"sampler", required_argument, 0, O_SAMPLER}, {"karras", no_argument, 0, O_KARRAS},
+        {"eta", required_argument, 0, O_ETA},      {"seed", required_argument, 0, O_SEED},
+        {"width", required_argument, 0, 'W'},      {"height", required_argument, 0, 'H'},
+        {"clip-skip", required_argument, 0, O_CLIPSKIP}, {"init-image", required_argument, 0, 'i'},
+        {"strength", required_argument, 0, O_STRENGTH}, {"mask", required_argument, 0, O_MASK},
+        {"batch-count", required_argument, 0, O_BATCH}, {"threads", required_argument, 0, O_THREADS},
+        {"tokenizer", required_argument, 0, O_TOK}, {"config", required_argument, 0, O_CONFIG},
+        {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    sd_settings s;
+    sd_settings_default(&s);
+    const char *model = NULL, *out = NULL;
+    sd_model_opts mopts = {0};
+    long steps = 20, seed = -1, width = 0, height = 0, clip_skip = 1, batch = 1, threads = 0;
+    double cfg = 7.5, eta = 0, strength = -1;
+    int have_sampler = 0, quiet = 0, c;
+    sd_error err = {0};
+    s.prompt = NULL;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:p:n:o:W:H:i:qh", longopts, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'p': s.prompt = optarg; break;
+        case 'n': s.negative = optarg; break;
+        case 'o': out = optarg; break;
+        case 'i': s.init_image = optarg; break;
+        case O_MASK: s.mask = optarg; break;
+        case O_TOK: mopts.tokenizer = optarg; break;
+        case O_CONFIG: mopts.config = optarg; break;
+        case O_KARRAS: s.karras = 1; break;
+        case 'q': quiet = 1; break;
+        case O_STEPS: rc = cli_parse_long("--steps", optarg, 1, 1000, &steps, &err); break;
+        case O_SEED: rc = cli_parse_long("--seed", optarg, -1, SD_SEED_MAX, &seed, &err); break;
+        case 'W': rc = cli_parse_long("--width", optarg, 8, 8192, &width, &err); break;
+        case 'H': rc = cli_parse_long("--height", optarg, 8, 8192, &height, &err); break;
+        case O_CLIPSKIP: rc = cli_parse_long("--clip-skip", optarg, 1, 12, &clip_skip, &err); break;
+        case O_BATCH: rc = cli_parse_long("--batch-count", optarg, 1, 100000, &batch, &err); break;
+        case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &threads, &err); break;
+        case O_CFG: rc = cli_parse_double("--cfg-scale", optarg, 0, 100, &cfg, &err); break;
+        case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
+        case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
+        case O_SAMPLER:
+            if (sd_sampler_parse(optarg, &s.sampler) < 0)
+                return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", optarg, sd_sampler_list());
+            have_sampler = 1;
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (rc < 0) return cli_fail(&err);
+    }
+    if (optind < argc) return cli_usage_error("generate: unexpected argument '%s'", argv[optind]);
+    if (!model) return cli_usage_error("generate: -m MODEL is required (see 'sdrender generate --help')");
+    if (!s.prompt) return cli_usage_error("generate: -p PROMPT is required");
+    if (!out) return cli_usage_error("generate: -o OUT.png is required");
+    if ((width && width % 8) || (height && height % 8))
+        return cli_usage_error("generate: size %ldx%ld: width and height must each be a multiple of 8", width, height);
+    if (s.mask && !s.init_image) return cli_usage_error("generate: --mask needs an init image (-i)");
+    if (strength >= 0 && !s.init_image) return cli_usage_error("generate: --strength needs an init image (-i)");
+    if (strength == 0) return cli_usage_error("generate: --strength must be in (0, 1]");
+
+    ops_set_threads((int)threads);
+    sd_model m;
+    if (sd_model_open(&m, model, &mopts, &err) < 0) return cli_fail(&err);
+    if (!have_sampler) s.sampler = model_sampler(&m);
+    /* size: -W/-H, else the init image's, else the model's native size */
+    if (s.init_image && (!width || !height)) {
+        uint8_t *tmp = NULL;
+        int iw, ih;
+        if (sd_png_read_rgb(s.init_image, &tmp, &iw, &ih, &err) < 0) {
+            sd_model_close(&m);
+            return cli_fail(&err);
+        }
+        free(tmp);
+        if (!width) width = iw;
+        if (!height) height = ih;
+    }
+    int native = m.unet.sample_size * (1 << (m.vae.n_levels - 1));
+    s.width = (int)(width ? width : native);
+    s.height = (int)(height ? height : native);
+    s.steps = (int)steps;
+    s.cfg_scale = (float)cfg;
+    s.eta = (float)eta;
+    s.clip_skip = (int)clip_skip;
+    s.strength = strength >= 0 ? strength : s.mask ? 1.0 : 0.8;
+    if (!s.negative) s.negative = "";
+    int random = seed < 0;
+    if (random) seed = random_seed();
+    s.seed = seed;
+    int rc = sd_settings_check(&s, &err);
+    if (rc == 0 && random) fprintf(stderr, "sdrender: random seed %ld\n", seed);
+    sd_pipeline p;
+    sd_model_id id;
+    if (rc == 0) rc = pipeline_load(&p, &m, &err);
+    if (rc < 0) {
+        sd_model_close(&m);
+        return cli_fail(&err);
+    }
+    rc = sd_model_identify(&m, &id, &err);
+    for (long i = 0; rc == 0 && i < batch; i++) {
+        s.seed = seed + i;
+        char *path = output_name(out, (int)i, (int)batch);
+        if (!path) {
+            rc = sd_err(&err, SD_ENOMEM, "out of memory");
+            break;
+        }
+        cli_progress pr;
+        char label[64];
+        snprintf(label, sizeof label, batch > 1 ? "image %ld/%ld" : "generate", i + 1, batch);
+        int total = pipeline_count_evals(&p, &s, &err);
+        if (total < 0) {
+            rc = total;
+            free(path);
+            break;
+        }
+        progress_start(&pr, label, "steps", total, quiet);
+        step_ctx sc = {.pr = &pr};
+        char sha[65];
+        double t0 = cli_now();
+        rc = sd_render_png(&p, &s, &id, path, on_step, &sc, sha, &err);
+        progress_end(&pr);
+        if (rc == 0 && !quiet)
+            fprintf(stderr, "sdrender: wrote %s (%dx%d, seed %lld, %.1f s)\n", path, s.width, s.height,
+                    (long long)s.seed, cli_now() - t0);
+        free(path);
+    }
+    pipeline_free(&p);
+    sd_model_close(&m);
+    return rc < 0 ? cli_fail(&err) : 0;
+}
