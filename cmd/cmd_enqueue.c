@@ -97,26 +97,26 @@ int cmd_enqueue(int argc, char **argv) {
         } else if ((v = cli_option_value(argc, argv, &i, "--db", NULL, &missing))) {
             db_path = v;
         } else if ((v = cli_option_value(argc, argv, &i, "--steps", NULL, &missing))) {
-            rc = cli_parse_long("--steps", v, 1, SD_JOB_MAX_STEPS, &n, &e);
+            rc = cli_parse_long("--steps", v, 1, SD_MAX_STEPS, &n, &e);
             o.defaults.steps = (int)n;
         } else if ((v = cli_option_value(argc, argv, &i, "--cfg-scale", NULL, &missing))) {
-            rc = cli_parse_double("--cfg-scale", v, 0, SD_JOB_MAX_CFG, &x, &e);
+            rc = cli_parse_double("--cfg-scale", v, 0, SD_MAX_CFG, &x, &e);
             o.defaults.cfg_scale = x;
         } else if ((v = cli_option_value(argc, argv, &i, "--sampler", NULL, &missing))) {
             if (sd_sampler_parse(v, &o.defaults.sampler) < 0)
                 rc = sd_err(&e, SD_EINPUT, "--sampler: unknown sampler '%s' (known: %s)", v, sd_sampler_list());
         } else if ((v = cli_option_value(argc, argv, &i, "--width", "-W", &missing))) {
-            rc = cli_parse_long("--width", v, 8, SD_JOB_MAX_SIDE, &n, &e);
+            rc = cli_parse_long("--width", v, 8, SD_MAX_SIDE, &n, &e);
             if (rc == 0 && n % 8) rc = sd_err(&e, SD_EINPUT, "--width: %ld is not a multiple of 8", n);
             o.defaults.width = (int)n;
         } else if ((v = cli_option_value(argc, argv, &i, "--height", "-H", &missing))) {
-            rc = cli_parse_long("--height", v, 8, SD_JOB_MAX_SIDE, &n, &e);
+            rc = cli_parse_long("--height", v, 8, SD_MAX_SIDE, &n, &e);
             if (rc == 0 && n % 8) rc = sd_err(&e, SD_EINPUT, "--height: %ld is not a multiple of 8", n);
             o.defaults.height = (int)n;
         } else if ((v = cli_option_value(argc, argv, &i, "--negative", NULL, &missing))) {
             o.defaults.negative_prompt = (char *)v;
         } else if ((v = cli_option_value(argc, argv, &i, "--clip-skip", NULL, &missing))) {
-            rc = cli_parse_long("--clip-skip", v, 1, SD_JOB_MAX_CLIP_SKIP, &n, &e);
+            rc = cli_parse_long("--clip-skip", v, 1, SD_MAX_CLIP_SKIP, &n, &e);
             o.defaults.clip_skip = (int)n;
         } else if ((v = cli_option_value(argc, argv, &i, "--strength", NULL, &missing))) {
             rc = cli_parse_double("--strength", v, 0, 1, &x, &e);

@@ -50,6 +50,7 @@ const char *sd_err_name(int code) {
     case SD_ENOMEM: return "out of memory";
     case SD_EUNSUPPORTED: return "unsupported";
     case SD_EINTERNAL: return "internal error";
+    case SD_ECANCELED: return "cancelled";
     default: return "unknown error";
     }
 }

@@ -26,6 +26,7 @@ enum {
     SD_ENOMEM = -4,   /* an allocation failed */
     SD_EUNSUPPORTED = -5, /* valid input this build cannot handle */
     SD_EINTERNAL = -6,/* a broken invariant: a bug in sdrender */
+    SD_ECANCELED = -7,/* stopped on request (a signal, a progress callback) */
 };
 
 #define SD_ERRMSG_MAX 512

@@ -245,7 +245,7 @@ int pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_ste
         }
         if (trace) trace->n_steps = done;
         if (cb && cb(cb_ctx, done, total)) {
-            rc = sd_err(err, SD_EINTERNAL, "cancelled");
+            rc = sd_err(err, SD_ECANCELED, "cancelled");
             goto done;
         }
     }

@@ -63,7 +63,7 @@ void pipeline_free(sd_pipeline *p);
  * Generates one image for s into rgb: [height, width, 3] u8. Reads the init
  * image and mask PNGs named in s. cb (may be NULL) sees every evaluation;
  * trace (may be NULL) receives intermediates. SD_EINPUT for bad settings or
- * unreadable pictures, SD_EINTERNAL + "cancelled" when cb cancelled.
+ * unreadable pictures, SD_ECANCELED when cb cancelled.
  */
 int pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err);

@@ -20,23 +20,28 @@ void sd_settings_default(sd_settings *s) {
 
 int sd_settings_check(const sd_settings *s, sd_error *err) {
     if (!s->prompt) return sd_err(err, SD_EINPUT, "no prompt given");
-    if (s->width <= 0 || s->height <= 0 || s->width % 8 || s->height % 8)
-        return sd_err(err, SD_EINPUT, "size %dx%d: width and height must each be a positive multiple of 8", s->width, s->height);
-    if (s->width > 8192 || s->height > 8192)
-        return sd_err(err, SD_EINPUT, "size %dx%d: at most 8192 pixels a side", s->width, s->height);
-    if (s->steps < 1 || s->steps > 1000) return sd_err(err, SD_EINPUT, "steps %d: must be between 1 and 1000", s->steps);
-    if (!(s->cfg_scale >= 0 && s->cfg_scale <= 100))
-        return sd_err(err, SD_EINPUT, "cfg scale %g: must be between 0 and 100", s->cfg_scale);
+    const int side[2] = {s->width, s->height};
+    const char *side_name[2] = {"width", "height"};
+    for (int i = 0; i < 2; i++)
+        if (side[i] < 8 || side[i] > SD_MAX_SIDE || side[i] % 8)
+            return sd_err(err, SD_EINPUT, "%s must be a positive multiple of 8 up to %d, got %d", side_name[i],
+                          SD_MAX_SIDE, side[i]);
+    if (s->steps < 1 || s->steps > SD_MAX_STEPS)
+        return sd_err(err, SD_EINPUT, "steps must be in 1..%d, got %d", SD_MAX_STEPS, s->steps);
+    if (!(s->cfg_scale >= 0 && s->cfg_scale <= SD_MAX_CFG))
+        return sd_err(err, SD_EINPUT, "cfg_scale must be in 0..%g, got %g", SD_MAX_CFG, s->cfg_scale);
     if ((unsigned)s->sampler >= SD_SAMPLER_COUNT) return sd_err(err, SD_EINPUT, "unknown sampler");
     if (s->karras && !sd_sampler_has_karras(s->sampler))
-        return sd_err(err, SD_EINPUT, "sampler %s has no sigmas; --karras works with %s", sd_sampler_name(s->sampler),
-                      "euler, lms, heun, dpm++2m, unipc");
-    if (s->seed < 0) return sd_err(err, SD_EINPUT, "seed %lld: must be >= 0 (-1 picks a random seed)", (long long)s->seed);
-    if (s->clip_skip < 1 || s->clip_skip > 12) return sd_err(err, SD_EINPUT, "clip skip %d: must be 1..12", s->clip_skip);
-    if (!(s->eta >= 0 && s->eta <= 1)) return sd_err(err, SD_EINPUT, "eta %g: must be between 0 and 1", s->eta);
-    if (s->mask && !s->init_image) return sd_err(err, SD_EINPUT, "a mask needs an init image (-i)");
+        return sd_err(err, SD_EINPUT, "karras needs one of euler, lms, heun, dpm++2m, unipc; '%s' has no Karras variant",
+                      sd_sampler_name(s->sampler));
+    if (s->seed < 0) return sd_err(err, SD_EINPUT, "seed must be >= 0, got %lld", (long long)s->seed);
+    if (s->clip_skip < 1 || s->clip_skip > SD_MAX_CLIP_SKIP)
+        return sd_err(err, SD_EINPUT, "clip_skip must be in 1..%d (1 = last layer), got %d", SD_MAX_CLIP_SKIP,
+                      s->clip_skip);
+    if (!(s->eta >= 0 && s->eta <= 1)) return sd_err(err, SD_EINPUT, "eta must be in 0..1, got %g", s->eta);
+    if (s->mask && !s->init_image) return sd_err(err, SD_EINPUT, "mask needs an init_image");
     if (s->init_image && !(s->strength > 0 && s->strength <= 1))
-        return sd_err(err, SD_EINPUT, "strength %g: must be in (0, 1]", s->strength);
+        return sd_err(err, SD_EINPUT, "strength must be in (0, 1], got %g", s->strength);
     return 0;
 }
 

@@ -15,6 +15,10 @@
 #include "sampler.h"
 
 #define SD_SEED_MAX INT64_MAX
+#define SD_MAX_STEPS 1000
+#define SD_MAX_CFG 100.0
+#define SD_MAX_SIDE 8192
+#define SD_MAX_CLIP_SKIP 12
 
 typedef struct sd_settings {
     const char *prompt;     /* borrowed; UTF-8 */

@@ -83,32 +83,33 @@ int sd_job_utf8_valid(const char *str, size_t n) {
 
 static int text_ok(const char *s) { return !s || sd_job_utf8_valid(s, strlen(s)); }
 
+void sd_job_settings(const sd_job *j, sd_settings *s) {
+    sd_settings_default(s);
+    s->prompt = j->prompt;
+    s->negative = j->negative_prompt ? j->negative_prompt : "";
+    s->steps = j->steps;
+    s->cfg_scale = (float)j->cfg_scale;
+    s->sampler = j->sampler;
+    s->karras = j->karras;
+    s->seed = j->seed;
+    s->width = j->width;
+    s->height = j->height;
+    s->clip_skip = j->clip_skip;
+    s->init_image = j->init_image;
+    s->mask = j->mask;
+    s->strength = j->strength;
+}
+
 int sd_job_spec_check(const sd_job *j, sd_error *err) {
     if (!j->prompt || !j->prompt[strspn(j->prompt, " \t\r\n")]) return sd_err(err, SD_EINPUT, "prompt is empty");
     const char *texts[] = {j->prompt, j->negative_prompt, j->init_image, j->mask};
     const char *names[] = {"prompt", "negative_prompt", "init_image", "mask"};
     for (int i = 0; i < 4; i++)
         if (!text_ok(texts[i])) return sd_err(err, SD_EINPUT, "%s is not valid UTF-8 text", names[i]);
-    if (j->seed < -1) return sd_err(err, SD_EINPUT, "seed must be >= 0, got %lld", (long long)j->seed);
-    if (j->steps < 1 || j->steps > SD_JOB_MAX_STEPS)
-        return sd_err(err, SD_EINPUT, "steps must be in 1..%d, got %d", SD_JOB_MAX_STEPS, j->steps);
-    if (!(j->cfg_scale >= 0 && j->cfg_scale <= SD_JOB_MAX_CFG))
-        return sd_err(err, SD_EINPUT, "cfg_scale must be in 0..%g, got %g", SD_JOB_MAX_CFG, j->cfg_scale);
-    if ((unsigned)j->sampler >= SD_SAMPLER_COUNT) return sd_err(err, SD_EINPUT, "unknown sampler");
-    if (j->karras && !sd_sampler_has_sigmas(j->sampler))
-        return sd_err(err, SD_EINPUT, "karras needs a sigma-based sampler; '%s' has none", sd_sampler_name(j->sampler));
-    const int side[2] = {j->width, j->height};
-    const char *side_name[2] = {"width", "height"};
-    for (int i = 0; i < 2; i++)
-        if (side[i] < 8 || side[i] > SD_JOB_MAX_SIDE || side[i] % 8)
-            return sd_err(err, SD_EINPUT, "%s must be a positive multiple of 8 up to %d, got %d", side_name[i],
-                          SD_JOB_MAX_SIDE, side[i]);
-    if (j->clip_skip < 1 || j->clip_skip > SD_JOB_MAX_CLIP_SKIP)
-        return sd_err(err, SD_EINPUT, "clip_skip must be in 1..%d (1 = last layer), got %d", SD_JOB_MAX_CLIP_SKIP,
-                      j->clip_skip);
-    if (j->mask && !j->init_image) return sd_err(err, SD_EINPUT, "mask needs an init_image");
-    if (j->init_image && !(j->strength > 0 && j->strength <= 1))
-        return sd_err(err, SD_EINPUT, "strength must be in (0, 1], got %g", j->strength);
     if (!j->init_image && j->strength != 0) return sd_err(err, SD_EINPUT, "strength needs an init_image");
-    return 0;
+    /* a spec's seed may be -1 (derived at enqueue); everything else is checked as the renderer will */
+    sd_settings s;
+    sd_job_settings(j, &s);
+    if (s.seed == -1) s.seed = 0;
+    return sd_settings_check(&s, err);
 }

@@ -24,6 +24,7 @@
 
 #include "err.h"
 #include "sampler.h"
+#include "settings.h"
 
 typedef enum sd_job_status {
     SD_JOB_PENDING = 0, /* waiting to be claimed */
@@ -63,10 +64,13 @@ typedef struct sd_job {
 } sd_job;
 
 /* Limits a job spec must meet (checked at enqueue and by the table's CHECKs). */
-#define SD_JOB_MAX_STEPS 1000
-#define SD_JOB_MAX_CFG 100.0
-#define SD_JOB_MAX_SIDE 8192
-#define SD_JOB_MAX_CLIP_SKIP 12
+#define SD_JOB_MAX_STEPS SD_MAX_STEPS
+#define SD_JOB_MAX_CFG SD_MAX_CFG
+#define SD_JOB_MAX_SIDE SD_MAX_SIDE
+#define SD_JOB_MAX_CLIP_SKIP SD_MAX_CLIP_SKIP
+
+/* The settings job j renders with (strings borrowed from j). */
+void sd_job_settings(const sd_job *j, sd_settings *s);
 
 /* Checks the "what to render" fields of a spec (seed may be -1). On failure
  * err says what is wrong without a location, e.g. "steps must be in 1..1000,

@@ -18,8 +18,17 @@
 enum { TAG_READY = 1, TAG_JOB, TAG_RESULT, TAG_STOP, TAG_FATAL };
 
 static volatile sig_atomic_t stop_signal = 0;
+static double stop_seen_at = 0; /* when this rank first noticed stop_signal */
 
 static void on_stop_signal(int sig) { stop_signal = sig; }
+
+static double now_s(void);
+
+double sd_run_stop_age(void) {
+    if (!stop_signal) return -1;
+    if (stop_seen_at == 0) stop_seen_at = now_s();
+    return now_s() - stop_seen_at;
+}
 
 static void install_signals(void) {
     struct sigaction sa;
@@ -83,12 +92,13 @@ typedef struct {
     char host[256];
 } worker;
 
-static int render_one(worker *w, const sd_job *job, const char *out, json_t *res) {
+static int render_one(worker *w, const sd_job *job, const char *model_sha, const char *out, json_t *res) {
     char sha[65] = "";
     double secs = 0;
     int retry = 1;
     sd_error err = {0};
-    int rc = w->ops->render(w->state, job, out, sha, &secs, &retry, &err);
+    int rc = w->ops->render(w->state, job, model_sha, out, sha, &secs, &retry, &err);
+    if (rc == SD_ECANCELED) json_object_set_new(res, "cancelled", json_true());
     json_object_set_new(res, "id", json_integer(job->id));
     json_object_set_new(res, "ok", json_boolean(rc == 0));
     json_object_set_new(res, "seconds", json_real(secs));
@@ -102,11 +112,11 @@ static int render_one(worker *w, const sd_job *job, const char *out, json_t *res
     return rc;
 }
 
-static int worker_main(const sd_worker_ops *ops, int rank) {
+static int worker_main(const sd_worker_ops *ops, int rank, int local_workers) {
     worker w = {.ops = ops, .rank = rank};
     gethostname(w.host, sizeof w.host - 1);
     sd_error err = {0};
-    if (ops->setup(ops->ctx, &w.state, &err) < 0) {
+    if (ops->setup(ops->ctx, local_workers, &w.state, &err) < 0) {
         fprintf(stderr, "sdrender[rank %d]: %s\n", rank, err.msg);
         json_t *f = json_pack("{s:s}", "error", err.msg);
         send_json(f, 0, TAG_FATAL);
@@ -129,15 +139,15 @@ static int worker_main(const sd_worker_ops *ops, int rank) {
             break;
         }
         sd_job job;
-        const char *out = NULL;
+        const char *out = NULL, *model_sha = NULL;
         json_t *res = json_object();
-        if (runner_job_from_json(msg, &job, &out, &err) < 0) {
+        if (runner_job_from_json(msg, &job, &out, &model_sha, &err) < 0) {
             json_object_set_new(res, "id", json_integer(json_integer_value(json_object_get(msg, "id"))));
             json_object_set_new(res, "ok", json_false());
             json_object_set_new(res, "error", json_string(err.msg));
             json_object_set_new(res, "retry", json_false());
         } else {
-            render_one(&w, &job, out, res);
+            render_one(&w, &job, model_sha, out, res);
             sd_job_free(&job);
         }
         if (stop_signal) json_object_set_new(res, "stopping", json_true());
@@ -154,6 +164,7 @@ static int worker_main(const sd_worker_ops *ops, int rank) {
 typedef struct {
     jobdb *db;
     const sd_run_options *opt;
+    char model_sha[65];
     int64_t total_start; /* pending + running when the run started */
     int64_t done, failed, retried;
     double t0;
@@ -178,6 +189,11 @@ static void master_record(master *m, json_t *res, const char *who) {
     sd_error err = {0};
     int64_t id = json_integer_value(json_object_get(res, "id"));
     double secs = json_number_value(json_object_get(res, "seconds"));
+    if (json_is_true(json_object_get(res, "cancelled"))) {
+        /* stopped by a signal: stays `running` until the run releases it (no attempt counted) */
+        if (!m->opt->quiet) fprintf(stderr, "sdrender run: job %lld interrupted on %s\n", (long long)id, who);
+        return;
+    }
     if (json_is_true(json_object_get(res, "ok"))) {
         const char *out = json_string_value(json_object_get(res, "output"));
         const char *sha = json_string_value(json_object_get(res, "sha256"));
@@ -209,7 +225,7 @@ static int master_dispatch(master *m, int dest, const char *who, int64_t *in_fli
     int got = jobdb_claim(m->db, who, &job, err);
     if (got <= 0) return got;
     char *out = sd_run_output_path(m->opt->out_dir, job.id);
-    json_t *j = out ? runner_job_to_json(&job, out) : NULL;
+    json_t *j = out ? runner_job_to_json(&job, out, m->model_sha) : NULL;
     if (!j) {
         free(out);
         sd_job_free(&job);
@@ -226,15 +242,16 @@ static int master_dispatch(master *m, int dest, const char *who, int64_t *in_fli
 /* Removes "<8 digits>.png.tmp.<pid>" files a killed worker left behind. */
 static void clean_stale_temp_files(const char *dir);
 
-static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int world) {
+static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int world, int local_workers) {
     sd_error err = {0};
     master m = {.opt = opt, .t0 = now_s()};
     jobdb_open_options oo = {.create = 0};
     int rc = jobdb_open(&m.db, opt->db_path, &oo, &err);
+    if (rc == 0 && ops->identify) rc = ops->identify(ops->ctx, m.model_sha, &err);
     int n_leaders = (world - 1) / (opt->group_size > 0 ? opt->group_size : 1);
     if (rc == 0) {
         jobdb_run_config rcfg = {.model_path = opt->model_path,
-                                 .model_sha256 = opt->model_sha256,
+                                 .model_sha256 = m.model_sha[0] ? m.model_sha : NULL,
                                  .settings_json = opt->settings_json,
                                  .ranks = world,
                                  .max_attempts = opt->max_attempts};
@@ -274,7 +291,7 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
     if (world == 1) {
         /* no workers: render here */
         void *state = NULL;
-        rc = ops->setup(ops->ctx, &state, &err);
+        rc = ops->setup(ops->ctx, local_workers, &state, &err);
         if (rc < 0) {
             fprintf(stderr, "sdrender: %s\n", err.msg);
             end_status = "error";
@@ -299,7 +316,7 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
             char *out = sd_run_output_path(opt->out_dir, id);
             json_t *res = json_object();
             worker w = {.ops = ops, .state = state};
-            if (out) render_one(&w, &job, out, res);
+            if (out) render_one(&w, &job, m.model_sha, out, res);
             master_record(&m, res, me);
             json_decref(res);
             free(out);
@@ -422,12 +439,21 @@ int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_wo
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     install_signals();
+    /* rendering ranks on this node share its cores (the master, rank 0, mostly waits) */
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int node_size = 1, masters_here = 0, is_master = rank == 0;
+    MPI_Comm_size(node, &node_size);
+    MPI_Allreduce(&is_master, &masters_here, 1, MPI_INT, MPI_SUM, node);
+    MPI_Comm_free(&node);
+    int local_workers = world == 1 ? 1 : node_size - masters_here;
+    if (local_workers < 1) local_workers = 1;
     int rc;
     if (opt->group_size != 1) {
         if (rank == 0) fprintf(stderr, "sdrender: worker groups larger than one rank are not supported yet\n");
         rc = 2;
     } else {
-        rc = rank == 0 ? master_main(opt, ops, world) : worker_main(ops, rank);
+        rc = rank == 0 ? master_main(opt, ops, world, local_workers) : worker_main(ops, rank, local_workers);
     }
     MPI_Finalize();
     return rc;

@@ -35,21 +35,28 @@
 
 /* What a worker does, supplied by the command (mpi/ knows nothing of models). */
 typedef struct sd_worker_ops {
-    /* Loads the model once per worker; *state is passed to render and teardown. */
-    int (*setup)(void *ctx, void **state, sd_error *err);
-    /* Renders job to out_path (atomically), filling its SHA-256 and seconds.
-     * *retry = 0 when another attempt cannot help (e.g. a missing init image). */
-    int (*render)(void *state, const sd_job *job, const char *out_path, char sha256[65], double *seconds, int *retry,
-                  sd_error *err);
+    /* Master only, once (may be NULL): the model's SHA-256, recorded in the runs table and handed to
+     * every render (so workers need not read the whole checkpoint to name it). */
+    int (*identify)(void *ctx, char sha256[65], sd_error *err);
+    /* Loads the model once per worker; local_workers = rendering ranks on this node (to split its cores).
+     * *state is passed to render and teardown. */
+    int (*setup)(void *ctx, int local_workers, void **state, sd_error *err);
+    /* Renders job to out_path (atomically), filling its SHA-256 and seconds. *retry = 0 when another
+     * attempt cannot help (e.g. a missing init image). May stop early when sd_run_stop_age() says so
+     * (then it fails with SD_ECANCELED). */
+    int (*render)(void *state, const sd_job *job, const char *model_sha256, const char *out_path, char sha256[65],
+                  double *seconds, int *retry, sd_error *err);
     void (*teardown)(void *state);
     void *ctx;
 } sd_worker_ops;
+
+/* Seconds since this rank received a stop signal, or -1 when none came. */
+double sd_run_stop_age(void);
 
 typedef struct sd_run_options {
     const char *db_path;
     const char *out_dir;
     const char *model_path;   /* recorded in the runs table */
-    const char *model_sha256; /* may be NULL */
     const char *settings_json;/* recorded in the runs table; may be NULL */
     double grace;             /* seconds in-flight jobs may take after a stop signal */
     int max_attempts;         /* 0: JOBDB_DEFAULT_MAX_ATTEMPTS */

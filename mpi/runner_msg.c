@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-json_t *runner_job_to_json(const sd_job *job, const char *output_path) {
+json_t *runner_job_to_json(const sd_job *job, const char *output_path, const char *model_sha256) {
     json_t *j = json_pack("{s:I,s:s,s:s,s:I,s:i,s:f,s:s,s:b,s:i,s:i,s:i,s:f,s:i,s:s}", "id", (json_int_t)job->id,
                           "prompt", job->prompt ? job->prompt : "", "negative_prompt",
                           job->negative_prompt ? job->negative_prompt : "", "seed", (json_int_t)job->seed, "steps",
@@ -13,6 +13,7 @@ json_t *runner_job_to_json(const sd_job *job, const char *output_path) {
     if (!j) return NULL;
     if (job->init_image) json_object_set_new(j, "init_image", json_string(job->init_image));
     if (job->mask) json_object_set_new(j, "mask", json_string(job->mask));
+    json_object_set_new(j, "model_sha256", json_string(model_sha256 ? model_sha256 : ""));
     return j;
 }
 
@@ -21,7 +22,7 @@ static char *dup_str(json_t *j, const char *key) {
     return s ? strdup(s) : NULL;
 }
 
-int runner_job_from_json(json_t *j, sd_job *job, const char **output, sd_error *err) {
+int runner_job_from_json(json_t *j, sd_job *job, const char **output, const char **model_sha256, sd_error *err) {
     memset(job, 0, sizeof *job);
     json_t *sampler = json_object_get(j, "sampler");
     if (!json_is_integer(json_object_get(j, "id")) || !json_is_string(json_object_get(j, "prompt")) ||
@@ -50,5 +51,7 @@ int runner_job_from_json(json_t *j, sd_job *job, const char **output, sd_error *
         return sd_err(err, SD_EINTERNAL, "job message names an unknown sampler");
     }
     *output = json_string_value(json_object_get(j, "output"));
+    *model_sha256 = json_string_value(json_object_get(j, "model_sha256"));
+    if (!*model_sha256) *model_sha256 = "";
     return 0;
 }

@@ -229,7 +229,7 @@ static const bad_case bad_cases[] = {
     {"prompt and caption together", "jsonl", GOOD_J "{\"prompt\": \"x\", \"caption\": \"y\"}\n", 0, 2, "given twice"},
     {"karras with a sampler without sigmas", "jsonl",
      GOOD_J "{\"prompt\": \"x\", \"sampler\": \"ddim\", \"karras\": true}\n", 0, 2,
-     "karras needs a sigma-based sampler"},
+     "karras needs one of euler"},
     {"clip skip zero", "jsonl", GOOD_J "{\"prompt\": \"x\", \"clip_skip\": 0}\n", 0, 2, "clip_skip must be in 1..12"},
     {"csv unterminated quote", "csv", GOOD_CSV "\"never closed,20\n", 0, 3, "unterminated quoted field"},
     {"csv quote inside an unquoted field", "csv", GOOD_CSV "a \"b\" c,20\n", 0, 3, "quote inside an unquoted field"},

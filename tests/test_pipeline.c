@@ -184,7 +184,7 @@ static void test_pipeline_rejects_bad_requests_and_can_be_cancelled(void **state
     s.steps = 5;
     uint8_t *rgb = malloc(64 * 64 * 3);
     sd_error err = {0};
-    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, cancel_at_3, NULL, NULL, &err), SD_EINTERNAL);
+    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, cancel_at_3, NULL, NULL, &err), SD_ECANCELED);
     assert_string_equal(err.msg, "cancelled");
     s.mask = "m.png";
     s.init_image = "i.png";

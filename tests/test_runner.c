@@ -31,7 +31,7 @@ typedef struct {
     int rank;
 } fake_ctx;
 
-static int fake_setup(void *ctx, void **state, sd_error *err) {
+static int fake_setup(void *ctx, int local_workers, void **state, sd_error *err) {
     fake_ctx *c = ctx;
     /* leave our pid where the test can find it (to kill -9 a worker) */
     char p[512];
@@ -42,8 +42,8 @@ static int fake_setup(void *ctx, void **state, sd_error *err) {
     return 0;
 }
 
-static int fake_render(void *state, const sd_job *job, const char *out_path, char sha[65], double *secs, int *retry,
-                       sd_error *err) {
+static int fake_render(void *state, const sd_job *job, const char *model_sha, const char *out_path, char sha[65],
+                       double *secs, int *retry, sd_error *err) {
     fake_ctx *c = state;
     if (!strcmp(c->mode, "slow")) usleep(300000);
     if (!strcmp(c->mode, "fail3") && job->id == 3) {

@@ -81,7 +81,7 @@ static void test_settings_check_rejects_bad_values_naming_them(void **state) {
     sd_settings_default(&s);
     s.steps = 0;
     assert_int_equal(sd_settings_check(&s, &err), SD_EINPUT);
-    assert_non_null(strstr(err.msg, "steps 0"));
+    assert_non_null(strstr(err.msg, "steps must be in 1..1000, got 0"));
     sd_settings_default(&s);
     s.karras = 1;
     assert_int_equal(sd_settings_check(&s, &err), SD_EINPUT);
