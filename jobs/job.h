@@ -63,11 +63,7 @@ typedef struct sd_job {
     char *error;           /* latest error text; NULL = none */
 } sd_job;
 
-/* Limits a job spec must meet (checked at enqueue and by the table's CHECKs). */
-#define SD_JOB_MAX_STEPS SD_MAX_STEPS
-#define SD_JOB_MAX_CFG SD_MAX_CFG
-#define SD_JOB_MAX_SIDE SD_MAX_SIDE
-#define SD_JOB_MAX_CLIP_SKIP SD_MAX_CLIP_SKIP
+/* The limits a job spec must meet are the renderer's (SD_MAX_* in core/settings.h). */
 
 /* The settings job j renders with (strings borrowed from j). */
 void sd_job_settings(const sd_job *j, sd_settings *s);
