@@ -14,6 +14,7 @@ static int cmd_version(int argc, char **argv) {
 static const sd_command commands[] = {
     {"generate", cmd_generate, "render images from a prompt (txt2img, img2img, inpainting)"},
     {"enqueue", cmd_enqueue, "add prompt files (.txt, .jsonl, .csv) to a job database"},
+    {"run", cmd_run, "render a job database's pending jobs (under mpirun: master + workers)"},
     {"status", cmd_status, "show a job database's progress, rate, ETA and last errors"},
     {"info", cmd_info, "describe a model: variant, architecture, parameters, dtypes"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt"},

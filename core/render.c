@@ -49,15 +49,20 @@ static int cache_lookup(const char *cache, const char *path, long long size, lon
     return found;
 }
 
-int sd_model_identify(const sd_model *m, sd_model_id *id, sd_error *err) {
-    memset(id, 0, sizeof *id);
-    const char *base = strrchr(m->path, '/');
-    base = base && base[1] ? base + 1 : m->path;
-    snprintf(id->name, sizeof id->name, "%s", base);
-    size_t nl = strlen(id->name);
-    while (nl > 1 && id->name[nl - 1] == '/') id->name[--nl] = 0;
+void sd_model_identify_name(const sd_model *m, sd_model_id *id) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s", m->path);
+    size_t l = strlen(path);
+    while (l > 1 && path[l - 1] == '/') path[--l] = 0;
+    const char *base = strrchr(path, '/');
+    snprintf(id->name, sizeof id->name, "%s", base ? base + 1 : path);
     char *dot = strrchr(id->name, '.');
     if (dot && dot != id->name && m->layout == SD_LAYOUT_SINGLE_FILE) *dot = 0;
+}
+
+int sd_model_identify(const sd_model *m, sd_model_id *id, sd_error *err) {
+    memset(id, 0, sizeof *id);
+    sd_model_identify_name(m, id);
 
     const char *file = main_weight_file(m);
     if (!file) return sd_err(err, SD_EINTERNAL, "%s: no weight file to hash", m->path);

@@ -26,6 +26,8 @@ typedef struct sd_model_id {
  * ~/.cache/sdrender, so a 4 GB checkpoint is read once, not per run.
  */
 int sd_model_identify(const sd_model *m, sd_model_id *id, sd_error *err);
+/* Only the name part (cheap), leaving id->hash as it is. */
+void sd_model_identify_name(const sd_model *m, sd_model_id *id);
 
 /* Generates s and writes it to out_path; sha256 gets the PNG file's hash. */
 int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_model_id *id, const char *out_path, sd_step_fn cb,

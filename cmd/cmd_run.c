@@ -1,0 +1,186 @@
+/* sdrender run: render every pending job of a job database, under mpirun or alone. */
+#include <getopt.h>
+#include <jansson.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "ops.h"
+#include "progress.h"
+#include "render.h"
+#include "runner.h"
+
+static void usage(FILE *fp) {
+    fprintf(fp,
+            "usage: [mpirun -np N] sdrender run --db JOBS.db -m MODEL --out DIR [options]\n\n"
+            "Renders every pending job of JOBS.db (see 'sdrender enqueue') into DIR/<job id, 8 digits>.png.\n"
+            "Rank 0 is the master: it alone opens the database and hands jobs to the other ranks as they\n"
+            "become idle; with one rank it renders itself. A killed run loses nothing: run it again and it\n"
+            "resumes, first putting the dead run's unfinished jobs back in the queue.\n\n"
+            "  --db FILE            job database (made by 'sdrender enqueue')\n"
+            "  -m, --model PATH     diffusers folder or single .safetensors/.ckpt checkpoint\n"
+            "  --out DIR            output folder (created if missing)\n"
+            "  --grace S            after SIGTERM/SIGINT/SIGUSR1, let jobs in flight finish for S seconds\n"
+            "                       (default 60); unfinished ones go back to pending\n"
+            "  --max-attempts N     a job failing N times is marked failed (default 3)\n"
+            "  --threads T          threads per rendering rank (default: the node's cores / its ranks)\n"
+            "  --tokenizer P        tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
+            "  --config YAML        LDM config of a single file\n"
+            "  -q, --quiet          no per-job progress lines\n"
+            "  -h, --help           this text\n\n"
+            "Under mpirun, signal the run with SIGUSR1 (mpirun forwards it), or start mpirun with\n"
+            "'--mca odls_base_sigkill_timeout S' so a SIGTERM leaves the ranks S seconds before SIGKILL.\n");
+}
+
+typedef struct {
+    const char *model_path;
+    sd_model_opts mopts;
+    long threads;
+    double grace;
+    int quiet;
+} run_ctx;
+
+typedef struct {
+    run_ctx *ctx;
+    sd_model model;
+    sd_pipeline pipe;
+    sd_model_id id;
+} worker_state;
+
+static int run_identify(void *vctx, char sha[65], sd_error *err) {
+    run_ctx *c = vctx;
+    sd_model m;
+    int rc = sd_model_open(&m, c->model_path, &c->mopts, err);
+    if (rc < 0) return rc;
+    sd_model_id id;
+    rc = sd_model_identify(&m, &id, err);
+    if (rc == 0) memcpy(sha, id.hash, 65);
+    sd_model_close(&m);
+    return rc;
+}
+
+/* Cores this rank may use: its affinity mask, shared with the node's other rendering ranks
+ * when they all see every core (no binding). */
+static int threads_for(int local_workers) {
+    cpu_set_t set;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)online;
+    if (n >= online && local_workers > 1) n /= local_workers;
+    return n < 1 ? 1 : n;
+}
+
+static int run_setup(void *vctx, int local_workers, void **state, sd_error *err) {
+    run_ctx *c = vctx;
+    worker_state *w = calloc(1, sizeof *w);
+    if (!w) return sd_err(err, SD_ENOMEM, "out of memory");
+    w->ctx = c;
+    ops_set_threads(c->threads > 0 ? (int)c->threads : threads_for(local_workers));
+    int rc = sd_model_open(&w->model, c->model_path, &c->mopts, err);
+    if (rc == 0) {
+        rc = pipeline_load(&w->pipe, &w->model, err);
+        if (rc < 0) sd_model_close(&w->model);
+    }
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    *state = w;
+    return 0;
+}
+
+static int stop_requested(void *vctx, int done, int total) {
+    (void)done;
+    (void)total;
+    double age = sd_run_stop_age();
+    return age >= 0 && age > *(const double *)vctx;
+}
+
+static int run_render(void *vstate, const sd_job *job, const char *model_sha, const char *out_path, char sha[65],
+                      double *seconds, int *retry, sd_error *err) {
+    worker_state *w = vstate;
+    sd_settings s;
+    sd_job_settings(job, &s);
+    sd_model_identify_name(&w->model, &w->id);
+    snprintf(w->id.hash, sizeof w->id.hash, "%s", model_sha ? model_sha : "");
+    double t0 = cli_now();
+    /* a crash after the PNG was written but before the master recorded it: keep the file */
+    if (sd_render_exists(&s, &w->id, out_path, sha)) {
+        *seconds = 0;
+        return 0;
+    }
+    int rc = sd_render_png(&w->pipe, &s, &w->id, out_path, stop_requested, &w->ctx->grace, sha, err);
+    *seconds = cli_now() - t0;
+    /* bad settings or pictures will not get better on another try */
+    *retry = !(rc == SD_EINPUT || rc == SD_ENOTFOUND || rc == SD_EUNSUPPORTED);
+    return rc;
+}
+
+static void run_teardown(void *vstate) {
+    worker_state *w = vstate;
+    if (!w) return;
+    pipeline_free(&w->pipe);
+    sd_model_close(&w->model);
+    free(w);
+}
+
+int cmd_run(int argc, char **argv) {
+    enum { O_DB = 256, O_OUT, O_GRACE, O_MAXATT, O_THREADS, O_TOK, O_CONFIG };
+    static const struct option longopts[] = {{"db", required_argument, 0, O_DB},
+                                             {"model", required_argument, 0, 'm'},
+                                             {"out", required_argument, 0, O_OUT},
+                                             {"grace", required_argument, 0, O_GRACE},
+                                             {"max-attempts", required_argument, 0, O_MAXATT},
+                                             {"threads", required_argument, 0, O_THREADS},
+                                             {"tokenizer", required_argument, 0, O_TOK},
+                                             {"config", required_argument, 0, O_CONFIG},
+                                             {"quiet", no_argument, 0, 'q'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    run_ctx ctx = {.grace = 60};
+    sd_run_options o = {.group_size = 1};
+    long max_attempts = 3;
+    sd_error err = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:qh", longopts, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case O_DB: o.db_path = optarg; break;
+        case 'm': ctx.model_path = optarg; break;
+        case O_OUT: o.out_dir = optarg; break;
+        case O_TOK: ctx.mopts.tokenizer = optarg; break;
+        case O_CONFIG: ctx.mopts.config = optarg; break;
+        case 'q': ctx.quiet = 1; break;
+        case O_GRACE: rc = cli_parse_double("--grace", optarg, 0, 1e6, &ctx.grace, &err); break;
+        case O_MAXATT: rc = cli_parse_long("--max-attempts", optarg, 1, 1000, &max_attempts, &err); break;
+        case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &ctx.threads, &err); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (rc < 0) return cli_fail(&err);
+    }
+    if (optind < argc) return cli_usage_error("run: unexpected argument '%s'", argv[optind]);
+    if (!o.db_path || !ctx.model_path || !o.out_dir)
+        return cli_usage_error("run: --db, -m and --out are required (see 'sdrender run --help')");
+    o.model_path = ctx.model_path;
+    o.grace = ctx.grace;
+    o.max_attempts = (int)max_attempts;
+    o.quiet = ctx.quiet;
+    json_t *settings = json_pack("{s:s,s:f,s:I,s:I}", "out", o.out_dir, "grace", ctx.grace, "threads",
+                                 (json_int_t)ctx.threads, "max_attempts", (json_int_t)max_attempts);
+    char *sj = settings ? json_dumps(settings, JSON_COMPACT) : NULL;
+    json_decref(settings);
+    o.settings_json = sj;
+    sd_worker_ops ops = {.identify = run_identify,
+                         .setup = run_setup,
+                         .render = run_render,
+                         .teardown = run_teardown,
+                         .ctx = &ctx};
+    int rc = sd_run_batch(&argc, &argv, &o, &ops);
+    free(sj);
+    return rc;
+}

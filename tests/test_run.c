@@ -1,0 +1,205 @@
+/*
+ * End-to-end tests of the batch renderer with the tiny SD 1.5 model:
+ * enqueue -> mpirun -np 3 sdrender run -> status, a kill -9 in the middle of
+ * a run, and byte-identity with `sdrender generate`.
+ */
+#include "testutil.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "jobdb.h"
+#include "runner.h"
+#include "sha256.h"
+
+#define MPIRUN "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
+
+static const char *model(void) { return tu_path("models/tiny-sd15"); }
+
+/* Runs a shell command; fails the test with its output unless it exits 0. */
+static char *sh_ok(const char *what, const char *cmd) {
+    char *out;
+    int rc = tu_sh(&out, "%s 2>&1", cmd);
+    if (rc != 0) fail_msg("%s failed (exit %d): %s\n%s", what, rc, cmd, out);
+    return out;
+}
+
+/* The `sdrender generate` command for a job's settings. */
+static void generate_cmd(char *buf, size_t n, const sd_job *j, const char *out) {
+    int k = snprintf(buf, n, "SDRENDER_CACHE=%s %s generate -q -m %s -p '%s' -n '%s' --steps %d --cfg-scale %g --sampler %s %s"
+                             " --seed %lld -W %d -H %d --clip-skip %d -o %s",
+                     tu_tmpdir(), tu_bin(), model(), j->prompt, j->negative_prompt, j->steps, j->cfg_scale,
+                     sd_sampler_name(j->sampler), j->karras ? "--karras" : "", (long long)j->seed, j->width, j->height,
+                     j->clip_skip, out);
+    (void)k;
+}
+
+static void test_three_ranks_render_12_mixed_jobs_identical_to_generate(void **state) {
+    (void)state;
+    const char *dir = tu_tmp("e2e");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
+    free(sh_ok("mkdir", cmd));
+    const char *jsonl = tu_tmp("e2e/prompts.jsonl");
+    FILE *fp = fopen(jsonl, "w");
+    static const char *samplers[] = {"pndm", "ddim", "euler", "euler_a", "lms", "heun", "dpm++2m", "unipc"};
+    static const int sizes[][2] = {{64, 64}, {64, 96}, {96, 64}};
+    for (int i = 0; i < 12; i++)
+        fprintf(fp, "{\"prompt\": \"prompt number %d, a small red house\", \"sampler\": \"%s\", \"width\": %d, "
+                    "\"height\": %d%s%s}\n",
+                i, samplers[i % 8], sizes[i % 3][0], sizes[i % 3][1], i % 4 == 1 ? ", \"negative_prompt\": \"ugly\"" : "",
+                i == 6 ? ", \"karras\": true, \"clip_skip\": 2" : "");
+    fclose(fp);
+    const char *db = tu_tmp("e2e/jobs.db"), *out = tu_tmp("e2e/out");
+    snprintf(cmd, sizeof cmd, "%s enqueue --db %s --steps 3 --seed-base 1000 %s", tu_bin(), db, jsonl);
+    free(sh_ok("enqueue", cmd));
+    snprintf(cmd, sizeof cmd, "SDRENDER_CACHE=%s " MPIRUN " -np 3 %s run --db %s -m %s --out %s", tu_tmpdir(), tu_bin(),
+             db, model(), out);
+    char *log = sh_ok("mpirun run", cmd);
+    assert_non_null(strstr(log, "complete: 12 done"));
+    free(log);
+
+    /* status agrees */
+    snprintf(cmd, sizeof cmd, "%s status --db %s --json", tu_bin(), db);
+    char *js = sh_ok("status", cmd);
+    json_t *st = json_loads(js, 0, NULL);
+    assert_non_null(st);
+    assert_int_equal(json_integer_value(json_object_get(st, "done")), 12);
+    assert_int_equal(json_integer_value(json_object_get(st, "pending")), 0);
+    assert_int_equal(json_integer_value(json_object_get(st, "running")), 0);
+    assert_int_equal(json_integer_value(json_object_get(st, "failed")), 0);
+    json_decref(st);
+    free(js);
+
+    /* each PNG is byte-identical to `sdrender generate` with the job's settings, and its hash is recorded */
+    jobdb *d;
+    sd_error err = {0};
+    jobdb_open_options oo = {.keep_journal = 1};
+    assert_int_equal(jobdb_open(&d, db, &oo, &err), 0);
+    for (int id = 1; id <= 12; id++) {
+        sd_job j;
+        assert_int_equal(jobdb_job_get(d, id, &j, &err), 1);
+        assert_int_equal(j.status, SD_JOB_DONE);
+        char *png = sd_run_output_path(out, id);
+        assert_string_equal(j.output_path, png);
+        char sha[65];
+        assert_int_equal(sd_sha256_file(png, sha, &err), 0);
+        assert_string_equal(sha, j.png_sha256);
+        const char *ref = tu_tmp("e2e/ref.png");
+        generate_cmd(cmd, sizeof cmd, &j, ref);
+        free(sh_ok("generate", cmd));
+        snprintf(cmd, sizeof cmd, "cmp %s %s", png, ref);
+        free(sh_ok("cmp with generate", cmd));
+        free(png);
+        sd_job_free(&j);
+    }
+    assert_int_equal(jobdb_check_integrity(d, &err), 0);
+    jobdb_close(d);
+}
+
+/* pid of a rank > 0 of a running `sdrender run` on db, or 0. */
+static int find_worker_pid(const char *db) {
+    char *pids;
+    tu_sh(&pids, "pgrep -f '%s run --db %s'", tu_bin(), db);
+    int found = 0;
+    for (char *p = strtok(pids, "\n"); p && !found; p = strtok(NULL, "\n")) {
+        char env[128];
+        snprintf(env, sizeof env, "/proc/%s/environ", p);
+        char *e;
+        if (tu_sh(&e, "tr '\\0' '\\n' < %s 2>/dev/null | grep '^OMPI_COMM_WORLD_RANK='", env) == 0) {
+            int rank = atoi(strchr(e, '=') + 1);
+            if (rank > 0) found = atoi(p);
+        }
+        free(e);
+    }
+    free(pids);
+    return found;
+}
+
+static int64_t count_done(const char *db) {
+    jobdb *d;
+    sd_error err = {0};
+    jobdb_open_options oo = {.keep_journal = 1};
+    if (jobdb_open(&d, db, &oo, &err) < 0) return -1;
+    jobdb_summary s;
+    int64_t n = jobdb_summary_get(d, 0, &s, &err) == 0 ? s.done : -1;
+    if (n >= 0) jobdb_summary_free(&s);
+    jobdb_close(d);
+    return n;
+}
+
+static void test_kill9_of_a_worker_then_rerun_loses_nothing(void **state) {
+    (void)state;
+    const char *dir = tu_tmp("kill");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
+    free(sh_ok("mkdir", cmd));
+    const char *txt = tu_tmp("kill/prompts.txt"), *db = tu_tmp("kill/jobs.db"), *out = tu_tmp("kill/out");
+    FILE *fp = fopen(txt, "w");
+    for (int i = 0; i < 20; i++) fprintf(fp, "a landscape painting number %d\n", i);
+    fclose(fp);
+    snprintf(cmd, sizeof cmd, "%s enqueue --db %s --steps 12 --sampler euler_a -W 128 -H 128 %s", tu_bin(), db, txt);
+    free(sh_ok("enqueue", cmd));
+    snprintf(cmd, sizeof cmd,
+             "(SDRENDER_CACHE=%s " MPIRUN " -np 3 %s run --db %s -m %s --out %s > %s/run1.log 2>&1; echo done > %s/ended) &",
+             tu_tmpdir(), tu_bin(), db, model(), out, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    /* wait for some progress, then kill -9 one worker */
+    int pid = 0;
+    for (int i = 0; i < 600 && !pid; i++) {
+        usleep(50000);
+        if (count_done(db) >= 3) pid = find_worker_pid(db);
+    }
+    if (!pid) fail_msg("no worker to kill (done: %lld)", (long long)count_done(db));
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    char ended[600];
+    snprintf(ended, sizeof ended, "%s/ended", dir);
+    for (int i = 0; i < 1200 && !sd_is_file(ended); i++) usleep(50000);
+    assert_true(sd_is_file(ended));
+    int64_t done1 = count_done(db);
+    assert_true(done1 >= 3 && done1 < 20);
+
+    /* the second run recovers the dead run's jobs and finishes everything */
+    snprintf(cmd, sizeof cmd, "SDRENDER_CACHE=%s " MPIRUN " -np 3 %s run --db %s -m %s --out %s", tu_tmpdir(), tu_bin(),
+             db, model(), out);
+    char *log = sh_ok("second run", cmd);
+    assert_non_null(strstr(log, "recovered"));
+    free(log);
+    jobdb *d;
+    sd_error err = {0};
+    jobdb_open_options oo = {.keep_journal = 1};
+    assert_int_equal(jobdb_open(&d, db, &oo, &err), 0);
+    assert_int_equal(jobdb_check_integrity(d, &err), 0);
+    for (int id = 1; id <= 20; id++) {
+        sd_job j;
+        assert_int_equal(jobdb_job_get(d, id, &j, &err), 1);
+        if (j.status != SD_JOB_DONE) fail_msg("job %d is %s", id, sd_job_status_name(j.status));
+        char sha[65];
+        assert_int_equal(sd_sha256_file(j.output_path, sha, &err), 0);
+        assert_string_equal(sha, j.png_sha256);
+        sd_job_free(&j);
+    }
+    jobdb_close(d);
+    /* exactly one image per job: 20 PNGs, no temporary leftovers */
+    char *ls;
+    tu_sh(&ls, "ls %s | grep -c .", out);
+    assert_int_equal(atoi(ls), 20);
+    free(ls);
+    tu_sh(&ls, "ls %s | grep -c '^[0-9]\\{8\\}\\.png$'", out);
+    assert_int_equal(atoi(ls), 20);
+    free(ls);
+}
+
+int main(void) {
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_three_ranks_render_12_mixed_jobs_identical_to_generate),
+        cmocka_unit_test(test_kill9_of_a_worker_then_rerun_loses_nothing),
+    };
+    return cmocka_run_group_tests_name("run", tests, NULL, NULL);
+}
