@@ -24,8 +24,8 @@ else
 ARCH     := -march=native
 endif
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS   := -std=c11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation \
             -D_GNU_SOURCE $(PKG_CFLAGS) -Icore -Ijobs -Impi $(EXTRA_CFLAGS)
@@ -89,7 +89,10 @@ check: tests
 bench: $(BUILD)/sdrender
 	$(BUILD)/sdrender bench -W 512 -H 512
 
-demo: $(BUILD)/sdrender
+# installs missing packages first, so it works on a fresh Debian machine
+demo:
+	scripts/install-deps.sh
+	$(MAKE) $(BUILD)/sdrender
 	scripts/demo.sh $(BUILD)/sdrender
 
 clean:

@@ -116,7 +116,7 @@ int vae_load(vae_model *m, const vae_config *cfg, const sd_weights *w, sd_error 
     m->cfg = *cfg;
     int rc = load_decoder(m, w, err);
     if (rc < 0) return rc;
-    if (sd_weights_find(w, "encoder.conv_in.weight")) {
+    if (sd_weights_find(w, "encoder.conv_in.weight") || w->supply) { /* a supplier makes the encoder too */
         if ((rc = load_encoder(m, w, err)) < 0) return rc;
         m->has_encoder = 1;
     }
