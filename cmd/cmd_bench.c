@@ -202,6 +202,7 @@ static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd
     double t0 = now_s();
     if ((rc = unet_forward(&b->unet, x, t, ctx, 77, 2, h, w, out, err)) < 0) goto done;
     r->unet_first_s = now_s() - t0;
+    ops_profile_reset();
     t0 = now_s();
     for (int s = 0; s < steps && rc == 0; s++) {
         t[0] = t[1] = 999.0f - 50.0f * (float)s;
@@ -297,18 +298,20 @@ static void usage(FILE *fp) {
             "  --steps N      timed U-Net steps after one warm-up (default 3)\n"
             "  --json OUT     also write the results as JSON\n"
             "  --no-vae, --no-text  skip the VAE decode / the text encoder\n"
+            "  --profile      time per kind of kernel (timed U-Net steps, then the VAE decode)\n"
             "  -m MODEL       (not yet available) time a real model instead of random weights\n");
 }
 
 int cmd_bench(int argc, char **argv) {
     long W = 512, H = 512, threads = 0, steps = 3;
     const char *json_path = NULL, *model = NULL;
-    int no_vae = 0, no_text = 0;
+    int no_vae = 0, no_text = 0, profile = 0;
     sd_error err = {0};
     static const struct option opts[] = {
         {"threads", required_argument, 0, 't'}, {"steps", required_argument, 0, 's'},
         {"json", required_argument, 0, 'j'},    {"no-vae", no_argument, 0, 'V'},
         {"no-text", no_argument, 0, 'T'},       {"help", no_argument, 0, 'h'},
+        {"profile", no_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     int c;
@@ -323,6 +326,7 @@ int cmd_bench(int argc, char **argv) {
         case 'm': model = optarg; break;
         case 'V': no_vae = 1; break;
         case 'T': no_text = 1; break;
+        case 'P': profile = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -347,7 +351,19 @@ int cmd_bench(int argc, char **argv) {
     printf("  weights: %.0f MB made in %.1f s\n", (double)b.rw.bytes / 1e6, now_s() - t0);
     printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
     fflush(stdout);
-    if ((rc = time_unet(&b, h, w, (int)steps, &r, &err)) == 0 && !no_vae) rc = time_vae(&b, h, w, &r, &err);
+    ops_profile_enable(profile);
+    rc = time_unet(&b, h, w, (int)steps, &r, &err);
+    if (rc == 0 && profile) {
+        printf("  U-Net kernels over %ld timed steps:\n", steps);
+        ops_profile_report(stdout);
+        ops_profile_reset();
+    }
+    if (rc == 0 && !no_vae) rc = time_vae(&b, h, w, &r, &err);
+    if (rc == 0 && !no_vae && profile) {
+        printf("  VAE decode kernels:\n");
+        ops_profile_report(stdout);
+    }
+    ops_profile_enable(0);
     if (rc == 0 && !no_text) rc = time_clip(&b, 3, &r, &err);
     if (rc < 0) {
         nets_free(&b);

@@ -17,6 +17,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "ops_prof.h"
 #include "ops_vmath.h"
 
 #define COL_BUDGET_BYTES ((size_t)8 << 20) /* per thread */
@@ -194,6 +195,7 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
     if (p.P <= 0) return sd_err(err, SD_EINTERNAL, "conv2d: kernel %dx%d larger than padded input %dx%d", d->k_h,
                                 d->k_w, p.ih, p.iw);
     if (d->batch <= 0 || d->out_ch <= 0) return 0;
+    double t0 = prof_begin();
     ops_mark mark = ops_arena_mark(scratch);
     int rc = 0;
     const float *wf = ops_weight_f32(d->weight, scratch, err);
@@ -249,5 +251,6 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
     }
 done:
     ops_arena_release(scratch, mark);
+    prof_end(d->k_h * d->k_w > 1 ? PROF_CONV3 : PROF_CONV1, t0, 2.0 * d->batch * d->out_ch * (double)p.K * p.P);
     return rc;
 }
