@@ -210,6 +210,7 @@ static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd
     }
     r->unet_step_s = (now_s() - t0) / steps;
     r->unet_gflop = unet_flops(&b->ucfg, 2, h, w, 77) / 1e9;
+    unet_release_scratch(&b->unet); /* as a pipeline does before decoding */
 done:
     free(x), free(ctx), free(out);
     return rc;
