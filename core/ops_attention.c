@@ -312,7 +312,9 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
     int avx = use_avx512();
     attn_plan p;
     plan_attention(&p, d, avx);
+#if HAVE_AVX512_ATTENTION
     float *kt_all = ws;
+#endif
     int n_tiles = (d->n_q + p.tq - 1) / p.tq, n_items = d->batch * d->heads * n_tiles;
     int lds = avx ? (p.tk + KEY_PAD - 1) / KEY_PAD * KEY_PAD : p.tk;
 #pragma omp parallel num_threads(threads)

@@ -13,6 +13,15 @@
 #include <stdint.h>
 #include <string.h>
 
+/* a*b+c, fused where the CPU has FMA (a library call emulating it would be slow). */
+static inline float vm_fma(float a, float b, float c) {
+#if defined(__FMA__)
+    return fmaf(a, b, c);
+#else
+    return a * b + c;
+#endif
+}
+
 static inline float vm_bits_to_float(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
@@ -35,17 +44,17 @@ static inline float vm_expf(float x) {
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
     /* adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits */
-    float t = fmaf(xc, 1.44269504088896341f, 12582912.0f);
+    float t = vm_fma(xc, 1.44269504088896341f, 12582912.0f);
     float n = t - 12582912.0f;
-    float r = fmaf(n, -0.693359375f, xc);
-    r = fmaf(n, 2.12194440e-4f, r);
+    float r = vm_fma(n, -0.693359375f, xc);
+    r = vm_fma(n, 2.12194440e-4f, r);
     float p = 1.9875691500e-4f;
-    p = fmaf(p, r, 1.3981999507e-3f);
-    p = fmaf(p, r, 8.3334519073e-3f);
-    p = fmaf(p, r, 4.1665795894e-2f);
-    p = fmaf(p, r, 1.6666665459e-1f);
-    p = fmaf(p, r, 5.0000001201e-1f);
-    p = fmaf(p, r * r, r) + 1.0f;
+    p = vm_fma(p, r, 1.3981999507e-3f);
+    p = vm_fma(p, r, 8.3334519073e-3f);
+    p = vm_fma(p, r, 4.1665795894e-2f);
+    p = vm_fma(p, r, 1.6666665459e-1f);
+    p = vm_fma(p, r, 5.0000001201e-1f);
+    p = vm_fma(p, r * r, r) + 1.0f;
     int32_t ni = (int32_t)(vm_float_to_bits(t) & 0x7fffff) - 0x400000;
     float scale = vm_bits_to_float((uint32_t)(ni + 127) << 23);
     float y = p * scale;
@@ -88,27 +97,27 @@ static inline float vm_sigmoidf(float x) { return 1.0f / (1.0f + vm_expf(-x)); }
 static inline float vm_erff(float x) {
     float z = x < 0 ? -x : x;
     float z2 = z * z, s = 1.0f / 685440.0f;
-    s = fmaf(s, z2, -1.0f / 75600.0f);
-    s = fmaf(s, z2, 1.0f / 9360.0f);
-    s = fmaf(s, z2, -1.0f / 1320.0f);
-    s = fmaf(s, z2, 1.0f / 216.0f);
-    s = fmaf(s, z2, -1.0f / 42.0f);
-    s = fmaf(s, z2, 1.0f / 10.0f);
-    s = fmaf(s, z2, -1.0f / 3.0f);
-    s = fmaf(s, z2, 1.0f);
+    s = vm_fma(s, z2, -1.0f / 75600.0f);
+    s = vm_fma(s, z2, 1.0f / 9360.0f);
+    s = vm_fma(s, z2, -1.0f / 1320.0f);
+    s = vm_fma(s, z2, 1.0f / 216.0f);
+    s = vm_fma(s, z2, -1.0f / 42.0f);
+    s = vm_fma(s, z2, 1.0f / 10.0f);
+    s = vm_fma(s, z2, -1.0f / 3.0f);
+    s = vm_fma(s, z2, 1.0f);
     float small = 1.12837916709551257f * z * s;
     float t = 1.0f / (1.0f + 0.5f * z);
     float p = 0.17087277f;
-    p = fmaf(p, t, -0.82215223f);
-    p = fmaf(p, t, 1.48851587f);
-    p = fmaf(p, t, -1.13520398f);
-    p = fmaf(p, t, 0.27886807f);
-    p = fmaf(p, t, -0.18628806f);
-    p = fmaf(p, t, 0.09678418f);
-    p = fmaf(p, t, 0.37409196f);
-    p = fmaf(p, t, 1.00002368f);
-    p = fmaf(p, t, -1.26551223f);
-    float erfc = t * vm_expf(fmaf(-z, z, p));
+    p = vm_fma(p, t, -0.82215223f);
+    p = vm_fma(p, t, 1.48851587f);
+    p = vm_fma(p, t, -1.13520398f);
+    p = vm_fma(p, t, 0.27886807f);
+    p = vm_fma(p, t, -0.18628806f);
+    p = vm_fma(p, t, 0.09678418f);
+    p = vm_fma(p, t, 0.37409196f);
+    p = vm_fma(p, t, 1.00002368f);
+    p = vm_fma(p, t, -1.26551223f);
+    float erfc = t * vm_expf(vm_fma(-z, z, p));
     float r = z < 0.75f ? small : 1.0f - erfc;
     return x < 0 ? -r : r;
 }

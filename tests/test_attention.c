@@ -66,7 +66,9 @@ static void check_attention(const ops_attn_desc *d, float qk_scale, const char *
                 for (int c = 0; c < d->head_dim; c++)
                     if (fabs(got[c] - o[c]) > worst) worst = fabs(got[c] - o[c]);
             }
-    if (worst > 2e-6) fail_msg("%s: max |got - want| = %.3g", label, worst);
+    /* float32 rounding of a weighted average of n_kv values grows like sqrt(n_kv) */
+    double tol = 1e-6 + 4e-8 * sqrt((double)d->n_kv);
+    if (worst > tol) fail_msg("%s: max |got - want| = %.3g (tolerance %.3g)", label, worst, tol);
     /* columns outside the heads (out_stride > heads * head_dim) are untouched */
     for (size_t t = 0; t < nq; t++)
         for (int c = d->heads * d->head_dim; c < d->out_stride; c++)
@@ -189,7 +191,7 @@ static void test_attention_4096_tokens_without_a_score_matrix(void **state) {
                 if (e > worst) worst = e;
             }
         }
-    if (worst > 2e-6) fail_msg("N=4096: max |got - want| = %.3g", worst);
+    if (worst > 1e-6 + 4e-8 * sqrt((double)N)) fail_msg("N=4096: max |got - want| = %.3g", worst);
     /* a workspace one byte short is refused, not overrun */
     assert_int_equal(ops_attention(out, q, k, v, &d, ws, wsb - 1, &err), SD_EINTERNAL);
     free(q), free(k), free(v), free(out), free(ws), free(o), free(p);
