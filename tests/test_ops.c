@@ -485,11 +485,16 @@ static void test_arena_reuses_memory_after_release_and_keeps_alignment(void **st
     size_t peak = a.peak;
     ops_arena_release(&a, m0);
     assert_true(a.in_use == 0);
+#if !defined(__SANITIZE_ADDRESS__) /* under ASan every allocation is its own malloc (see ops_arena.c) */
     /* the same sequence again allocates nothing new and returns the same memory */
     assert_ptr_equal(ops_arena_alloc(&a, 100, &err), p1);
     assert_ptr_equal(ops_arena_alloc(&a, 10000, &err), p2);
     assert_ptr_equal(ops_arena_alloc(&a, 3, &err), p3);
     assert_int_equal(a.n_grow, grown);
+#else
+    (void)grown;
+    assert_non_null(ops_arena_alloc(&a, 10000, &err));
+#endif
     assert_true(a.peak == peak);
     ops_arena_free(&a);
 }
