@@ -302,6 +302,20 @@ static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void 
     run_conv_case(&deep, SD_F32, 4, &a);
     conv_case deep1 = {2, 40, 2, 3, 260, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1};
     run_conv_case(&deep1, SD_BF16, 3, &a);
+    /* the taps route (stride 1, >= 64 input channels, >= 32 output columns): padding, kernel shapes,
+     * fused input and output work */
+    static const conv_case taps[] = {
+        /* b  cin h   w  cout kh kw s  pt pl pb pr  uph upw nrm silu add res acc bias */
+        {2, 64, 5, 33, 20, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1},  /* resnet conv1 */
+        {1, 70, 6, 34, 9, 1, 7, 1, 0, 3, 0, 3, 0, 0, 0, 0, 0, 1, 0, 1},   /* Inception 1x7 */
+        {1, 70, 9, 32, 9, 7, 1, 1, 3, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 1},   /* Inception 7x1, accumulate */
+        {1, 64, 3, 17, 17, 3, 3, 1, 1, 1, 1, 1, 7, 35, 0, 0, 0, 0, 0, 1}, /* upsample to 7x35, then 3x3 */
+        {2, 66, 6, 33, 5, 3, 3, 1, 2, 0, 1, 3, 0, 0, 1, 0, 1, 1, 1, 0},   /* asymmetric padding, everything */
+        {1, 64, 5, 36, 3, 5, 5, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1},   /* unpadded 5x5: one output row */
+        {1, 64, 30, 260, 12, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1}, /* several strips */
+    };
+    for (size_t i = 0; i < sizeof taps / sizeof taps[0]; i++)
+        run_conv_case(&taps[i], weight_dtypes[i % 3], 1 + (int)(i % 2), &a);
     /* random shapes */
     for (int rep = 0; rep < 12; rep++) {
         int k = irand(1, 4), s = irand(1, 2);
