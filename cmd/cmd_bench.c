@@ -338,7 +338,6 @@ int cmd_bench(int argc, char **argv) {
     int nt = ops_get_threads(), h = (int)H / 8, w = (int)W / 8;
 
     bench_result r = {0};
-    r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
     bench_nets b;
     memset(&b, 0, sizeof b);
     double t0 = now_s();
@@ -347,6 +346,7 @@ int cmd_bench(int argc, char **argv) {
         nets_free(&b);
         return cli_fail(&err);
     }
+    r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
     printf("sdrender bench: SD 1.5 architecture, %s, %ldx%ld (latent %dx%d), %d threads\n",
            model ? model : "random f16 weights", W, H, h, w, nt);
     printf("  weights: %.0f MB made in %.1f s\n", (double)b.rw.bytes / 1e6, now_s() - t0);
