@@ -288,6 +288,7 @@ static void plan_conv(conv_plan *p, const ops_conv_desc *d, int threads) {
     ops_conv2d_out_size(d, &p->oh, &p->ow);
     p->P = p->oh * p->ow;
     p->K = d->in_ch * d->k_h * d->k_w;
+    if (p->P <= 0) return; /* the kernel does not fit: ops_conv2d reports it */
     p->transform = d->up_h > 0 || d->up_w > 0 || d->in_scale || d->in_shift || d->in_silu;
     p->pointwise = d->k_h == 1 && d->k_w == 1 && d->stride == 1 && !d->pad_t && !d->pad_l && !d->pad_b && !d->pad_r;
     /* taps pay k_w - 1 junk columns per row and 9 smaller GEMMs: measured faster from 32 columns up */

@@ -287,6 +287,16 @@ static void test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding(void
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_conv_case(&cases[i], weight_dtypes[i % 3], 1 + (int)(i % 3), &a);
+    /* a kernel larger than the padded input is an error, not a crash */
+    test_weight w;
+    tw_make(&w, SD_F32, 4, (int64_t[]){2, 1, 5, 5}, 1, 0);
+    float x[9] = {0}, out[4];
+    ops_conv_desc bad = {.batch = 1, .in_ch = 1, .in_h = 3, .in_w = 3, .out_ch = 2, .k_h = 5, .k_w = 5, .stride = 1,
+                         .weight = &w.t};
+    sd_error err = {0};
+    assert_int_equal(ops_conv2d(out, x, &bad, &a, &err), SD_EINTERNAL);
+    assert_non_null(strstr(err.msg, "larger than"));
+    tw_free(&w);
     ops_arena_free(&a);
 }
 
