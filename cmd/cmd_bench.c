@@ -187,6 +187,7 @@ typedef struct bench_result {
     double vae_s, vae_gflop;
     double clip_s, clip_gflop;
     double peak_rss_mb;
+    double unet_scratch_mb, vae_scratch_mb; /* arena peaks */
 } bench_result;
 
 /* Times `steps` U-Net CFG steps (batch 2) after one untimed warm-up step. */
@@ -210,6 +211,7 @@ static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd
     }
     r->unet_step_s = (now_s() - t0) / steps;
     r->unet_gflop = unet_flops(&b->ucfg, 2, h, w, 77) / 1e9;
+    r->unet_scratch_mb = (double)b->unet.arena.peak / 1e6;
     unet_release_scratch(&b->unet); /* as a pipeline does before decoding */
 done:
     free(x), free(ctx), free(out);
@@ -228,6 +230,7 @@ static int time_vae(bench_nets *b, int h, int w, bench_result *r, sd_error *err)
         rc = vae_decode(&b->vae, z, 1, h, w, img, err);
         r->vae_s = now_s() - t0;
         r->vae_gflop = vae_decode_flops(&b->vcfg, 1, h, w) / 1e9;
+        r->vae_scratch_mb = (double)b->vae.arena.peak / 1e6;
         vae_release_scratch(&b->vae);
     }
     free(z), free(img);
@@ -275,6 +278,8 @@ static int write_json(const char *path, const bench_result *r, int W, int H, int
         json_object_set_new(o, "text_encoder_gflop", json_real(r->clip_gflop));
     }
     json_object_set_new(o, "peak_rss_mb", json_real(r->peak_rss_mb));
+    json_object_set_new(o, "unet_scratch_mb", json_real(r->unet_scratch_mb));
+    if (r->vae_s > 0) json_object_set_new(o, "vae_scratch_mb", json_real(r->vae_scratch_mb));
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     json_decref(o);
     if (!text) return sd_err(err, SD_ENOMEM, "out of memory writing %s", path);
@@ -385,7 +390,8 @@ int cmd_bench(int argc, char **argv) {
     if (!no_text)
         printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "text encoder (batch 2)", r.clip_s, r.clip_gflop,
                r.clip_gflop / r.clip_s, 100 * r.clip_gflop / r.clip_s / r.sgemm_gflops);
-    printf("  peak RSS: %.0f MB\n", r.peak_rss_mb);
+    printf("  peak RSS: %.0f MB (weights %.0f MB; activations and scratch at most %.0f MB U-Net, %.0f MB VAE)\n",
+           r.peak_rss_mb, (double)b.rw.bytes / 1e6, r.unet_scratch_mb, r.vae_scratch_mb);
     if (json_path) rc = write_json(json_path, &r, (int)W, (int)H, nt, (int)steps, &err);
     nets_free(&b);
     return rc < 0 ? cli_fail(&err) : 0;
