@@ -187,6 +187,7 @@ typedef struct bench_result {
     double vae_s, vae_gflop;
     double clip_s, clip_gflop;
     double peak_rss_mb;
+    double unet_scratch_mb, vae_scratch_mb; /* arena peaks */
 } bench_result;
 
 /* Times `steps` U-Net CFG steps (batch 2) after one untimed warm-up step. */
@@ -202,6 +203,7 @@ static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd
     double t0 = now_s();
     if ((rc = unet_forward(&b->unet, x, t, ctx, 77, 2, h, w, out, err)) < 0) goto done;
     r->unet_first_s = now_s() - t0;
+    ops_profile_reset();
     t0 = now_s();
     for (int s = 0; s < steps && rc == 0; s++) {
         t[0] = t[1] = 999.0f - 50.0f * (float)s;
@@ -209,6 +211,8 @@ static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd
     }
     r->unet_step_s = (now_s() - t0) / steps;
     r->unet_gflop = unet_flops(&b->ucfg, 2, h, w, 77) / 1e9;
+    r->unet_scratch_mb = (double)b->unet.arena.peak / 1e6;
+    unet_release_scratch(&b->unet); /* as a pipeline does before decoding */
 done:
     free(x), free(ctx), free(out);
     return rc;
@@ -226,6 +230,7 @@ static int time_vae(bench_nets *b, int h, int w, bench_result *r, sd_error *err)
         rc = vae_decode(&b->vae, z, 1, h, w, img, err);
         r->vae_s = now_s() - t0;
         r->vae_gflop = vae_decode_flops(&b->vcfg, 1, h, w) / 1e9;
+        r->vae_scratch_mb = (double)b->vae.arena.peak / 1e6;
         vae_release_scratch(&b->vae);
     }
     free(z), free(img);
@@ -273,6 +278,8 @@ static int write_json(const char *path, const bench_result *r, int W, int H, int
         json_object_set_new(o, "text_encoder_gflop", json_real(r->clip_gflop));
     }
     json_object_set_new(o, "peak_rss_mb", json_real(r->peak_rss_mb));
+    json_object_set_new(o, "unet_scratch_mb", json_real(r->unet_scratch_mb));
+    if (r->vae_s > 0) json_object_set_new(o, "vae_scratch_mb", json_real(r->vae_scratch_mb));
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
     json_decref(o);
     if (!text) return sd_err(err, SD_ENOMEM, "out of memory writing %s", path);
@@ -297,18 +304,20 @@ static void usage(FILE *fp) {
             "  --steps N      timed U-Net steps after one warm-up (default 3)\n"
             "  --json OUT     also write the results as JSON\n"
             "  --no-vae, --no-text  skip the VAE decode / the text encoder\n"
+            "  --profile      time per kind of kernel (timed U-Net steps, then the VAE decode)\n"
             "  -m MODEL       (not yet available) time a real model instead of random weights\n");
 }
 
 int cmd_bench(int argc, char **argv) {
     long W = 512, H = 512, threads = 0, steps = 3;
     const char *json_path = NULL, *model = NULL;
-    int no_vae = 0, no_text = 0;
+    int no_vae = 0, no_text = 0, profile = 0;
     sd_error err = {0};
     static const struct option opts[] = {
         {"threads", required_argument, 0, 't'}, {"steps", required_argument, 0, 's'},
         {"json", required_argument, 0, 'j'},    {"no-vae", no_argument, 0, 'V'},
         {"no-text", no_argument, 0, 'T'},       {"help", no_argument, 0, 'h'},
+        {"profile", no_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     int c;
@@ -323,6 +332,7 @@ int cmd_bench(int argc, char **argv) {
         case 'm': model = optarg; break;
         case 'V': no_vae = 1; break;
         case 'T': no_text = 1; break;
+        case 'P': profile = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -333,7 +343,6 @@ int cmd_bench(int argc, char **argv) {
     int nt = ops_get_threads(), h = (int)H / 8, w = (int)W / 8;
 
     bench_result r = {0};
-    r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
     bench_nets b;
     memset(&b, 0, sizeof b);
     double t0 = now_s();
@@ -342,12 +351,25 @@ int cmd_bench(int argc, char **argv) {
         nets_free(&b);
         return cli_fail(&err);
     }
+    r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
     printf("sdrender bench: SD 1.5 architecture, %s, %ldx%ld (latent %dx%d), %d threads\n",
            model ? model : "random f16 weights", W, H, h, w, nt);
     printf("  weights: %.0f MB made in %.1f s\n", (double)b.rw.bytes / 1e6, now_s() - t0);
     printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
     fflush(stdout);
-    if ((rc = time_unet(&b, h, w, (int)steps, &r, &err)) == 0 && !no_vae) rc = time_vae(&b, h, w, &r, &err);
+    ops_profile_enable(profile);
+    rc = time_unet(&b, h, w, (int)steps, &r, &err);
+    if (rc == 0 && profile) {
+        printf("  U-Net kernels over %ld timed steps:\n", steps);
+        ops_profile_report(stdout);
+        ops_profile_reset();
+    }
+    if (rc == 0 && !no_vae) rc = time_vae(&b, h, w, &r, &err);
+    if (rc == 0 && !no_vae && profile) {
+        printf("  VAE decode kernels:\n");
+        ops_profile_report(stdout);
+    }
+    ops_profile_enable(0);
     if (rc == 0 && !no_text) rc = time_clip(&b, 3, &r, &err);
     if (rc < 0) {
         nets_free(&b);
@@ -368,7 +390,8 @@ int cmd_bench(int argc, char **argv) {
     if (!no_text)
         printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "text encoder (batch 2)", r.clip_s, r.clip_gflop,
                r.clip_gflop / r.clip_s, 100 * r.clip_gflop / r.clip_s / r.sgemm_gflops);
-    printf("  peak RSS: %.0f MB\n", r.peak_rss_mb);
+    printf("  peak RSS: %.0f MB (weights %.0f MB; activations and scratch at most %.0f MB U-Net, %.0f MB VAE)\n",
+           r.peak_rss_mb, (double)b.rw.bytes / 1e6, r.unet_scratch_mb, r.vae_scratch_mb);
     if (json_path) rc = write_json(json_path, &r, (int)W, (int)H, nt, (int)steps, &err);
     nets_free(&b);
     return rc < 0 ? cli_fail(&err) : 0;

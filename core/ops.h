@@ -9,8 +9,10 @@
  *
  * Weights stay 16-bit in memory. A kernel widens the weight it needs into
  * scratch memory right before its GEMM (sd_convert_to_f32, vectorized): on the
- * 2-core AVX-512 EPYC this costs ~0.25 ns per element, about 3% of a U-Net
- * step, against 3.4 GB more resident memory for a float32 copy of SD 1.5.
+ * 2-core AVX-512 EPYC this measured ~0.2 s of a 10 s U-Net step at 512x512
+ * (2%; 7% at 256x256), against 3.4 GB more resident memory for a float32
+ * copy of SD 1.5. (A caller that prefers speed over memory can widen once and
+ * pass aligned F32 views: kernels use those directly.)
  *
  * Scratch. Kernels that need temporary memory (converted weights, im2col
  * tiles, attention tiles) take an `ops_arena *`: a bump allocator that grows
@@ -35,6 +37,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "err.h"
 #include "tensor.h"
@@ -45,6 +48,17 @@
 void ops_set_threads(int n);
 /* The number of threads kernels use. */
 int ops_get_threads(void);
+
+/* ---- profiling -------------------------------------------------------- */
+
+/*
+ * Per-kind kernel time (GEMMs, convolutions, attention, norms, ...), off by
+ * default; on with ops_profile_enable(1) or the environment variable
+ * SDRENDER_PROFILE=1. The report is a table of calls, seconds and GFLOP/s.
+ */
+void ops_profile_enable(int on);
+void ops_profile_reset(void);
+void ops_profile_report(FILE *fp);
 
 /* ---- scratch arena ---------------------------------------------------- */
 
@@ -199,6 +213,14 @@ typedef struct ops_attn_desc {
     float scale;                    /* usually head_dim^-0.5 */
     int causal;                     /* query i sees keys <= i (CLIP text) */
 } ops_attn_desc;
+
+/*
+ * Which implementation ops_attention uses: AUTO = the AVX-512 kernels when
+ * the build has them, else OpenBLAS; BLAS forces the OpenBLAS one (tests
+ * compare the two). Set before sizing workspaces.
+ */
+enum { OPS_ATTN_AUTO = 0, OPS_ATTN_BLAS = 1 };
+void ops_set_attention_kernel(int kernel);
 
 /* Bytes of workspace ops_attention needs for d with `threads` threads. */
 size_t ops_attention_workspace(const ops_attn_desc *d, int threads);

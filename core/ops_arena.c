@@ -1,8 +1,22 @@
-/* ops_arena.c - the scratch arena of a forward pass (see ops.h). */
+/*
+ * ops_arena.c - the scratch arena of a forward pass (see ops.h).
+ *
+ * Normal builds bump-allocate from large blocks that are kept for reuse after
+ * a release. Under AddressSanitizer every allocation is its own exactly-sized
+ * malloc, freed on release, so ASan sees each buffer's bounds: a kernel that
+ * overruns its scratch fails the sanitizer run instead of silently writing
+ * into its neighbour.
+ */
 #include "ops.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ARENA_CHECKED 1
+#else
+#define ARENA_CHECKED 0
+#endif
 
 #define ARENA_ALIGN 64
 #define ARENA_DEFAULT_BLOCK ((size_t)64 << 20)
@@ -14,9 +28,9 @@ void ops_arena_init(ops_arena *a, size_t block_size) {
 
 static size_t round_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
 
-/* Makes block index `at` (>= cur) a fresh block of at least `bytes`; later blocks are unused. */
+/* Makes block index `at` (>= cur) a fresh block of at least `bytes` (exactly, when checked). */
 static int arena_new_block(ops_arena *a, int at, size_t bytes, sd_error *err) {
-    size_t size = bytes > a->block_size ? round_up(bytes) : a->block_size;
+    size_t size = ARENA_CHECKED || bytes > a->block_size ? round_up(bytes) : a->block_size;
     if (at < a->n_blocks) { /* an unused block that is too small: replace it */
         free(a->blocks[at].base);
         a->blocks[at].base = NULL;
@@ -41,7 +55,13 @@ static int arena_new_block(ops_arena *a, int at, size_t bytes, sd_error *err) {
 
 void *ops_arena_alloc(ops_arena *a, size_t bytes, sd_error *err) {
     size_t need = round_up(bytes ? bytes : 1);
-    if (a->n_blocks == 0 && arena_new_block(a, 0, need, err) < 0) return NULL;
+    if (ARENA_CHECKED) { /* one block per allocation, appended after the current one */
+        int at = a->n_blocks ? a->cur + 1 : 0;
+        if (arena_new_block(a, at, need, err) < 0) return NULL;
+        a->cur = at;
+    } else if (a->n_blocks == 0 && arena_new_block(a, 0, need, err) < 0) {
+        return NULL;
+    }
     ops_arena_block *b = &a->blocks[a->cur];
     if (b->size - b->used < need) {
         /* the next block (if any) is unused after a release; take it if big enough */
@@ -66,11 +86,19 @@ float *ops_arena_floats(ops_arena *a, size_t n, sd_error *err) {
 
 ops_mark ops_arena_mark(const ops_arena *a) {
     ops_mark m = {a->cur, a->n_blocks ? a->blocks[a->cur].used : 0, a->in_use};
+    if (ARENA_CHECKED) m.block = a->n_blocks - 1; /* -1 when empty */
     return m;
 }
 
 void ops_arena_release(ops_arena *a, ops_mark m) {
     if (!a->n_blocks) return;
+    if (ARENA_CHECKED) {
+        for (int i = m.block + 1; i < a->n_blocks; i++) free(a->blocks[i].base);
+        a->n_blocks = m.block + 1;
+        a->cur = m.block > 0 ? m.block : 0;
+        a->in_use = m.in_use;
+        return;
+    }
     for (int i = m.block + 1; i <= a->cur && i < a->n_blocks; i++) a->blocks[i].used = 0;
     a->cur = m.block;
     a->blocks[m.block].used = m.used;

@@ -2,14 +2,35 @@
  * ops_conv.c - 2-D convolution as GEMM over strips of output rows (see ops.h).
  *
  * For each work item (image b, strip of output rows, chunk of output
- * channels) a thread
+ * channels) a thread takes one of two routes:
+ *
+ *  im2col (strided or small convolutions, 1x1 kernels):
  *   1. gathers the input rows the strip needs into `tin` when the input must
  *      be transformed first (nearest upsampling, GroupNorm affine, SiLU),
  *   2. builds the strip's im2col matrix col: [K = in_ch*k_h*k_w, T] in its own
  *      cache-sized buffer (a 1x1 stride-1 unpadded kernel uses tin itself),
- *   3. multiplies W: [out_ch, K] by col into out[b, :, strip] (ldc = H*W),
- *   4. adds bias, per-channel add and residual to the tile while it is hot.
- * A 1x1 kernel with no input work skips 1-2 and reads x directly.
+ *   3. multiplies W: [out_ch, K] by col into out[b, :, strip] (ldc = H*W);
+ *      a 1x1 kernel with no input work reads x directly.
+ *
+ *  merged (batch > 1, images under MERGE_MAX_POSITIONS positions): all
+ *   threads first build one im2col matrix [K, batch*P] for the whole batch,
+ *   then each multiplies its chunk of output channels by it. A GEMM per image
+ *   would have 16-64 columns; at 8x8 this measured 134 -> 157 GFLOP/s.
+ *
+ *  taps (stride 1, k_h*k_w > 1, >= TAPS_MIN_IN channels, >= TAPS_MIN_WIDTH columns):
+ *   1. gathers the strip's input rows, transformed and zero-padded, into xp:
+ *      [in_ch, rows + k_h - 1, Wp = out_w + k_w - 1],
+ *   2. for each kernel tap (i, j) multiplies W_ij: [out_ch, in_ch] by the
+ *      view xp + i*Wp + j: [in_ch, rows*Wp] (row stride of the view = one
+ *      channel of xp), accumulating into cbuf [out_ch, rows*Wp] whose last
+ *      k_w - 1 columns of each row are junk,
+ *   3. copies the valid columns out.
+ *   This skips writing and re-reading the k_h*k_w times larger im2col matrix
+ *   (9% of the VAE's time at 512x512); the weights are widened once per call
+ *   into the tap-major layout W_ij.
+ *
+ * Both finish by adding bias, per-channel add and residual while the tile is
+ * hot.
  */
 #include "ops.h"
 
@@ -17,10 +38,17 @@
 #include <omp.h>
 #include <string.h>
 
+#include "ops_prof.h"
 #include "ops_vmath.h"
 
-#define COL_BUDGET_BYTES ((size_t)8 << 20) /* per thread */
+#define COL_BUDGET_BYTES ((size_t)8 << 20)  /* im2col matrix per thread */
+#define TAPS_BUDGET_BYTES ((size_t)2 << 20) /* padded input strip per thread */
 #define MIN_STRIP_POSITIONS 128
+#define TAPS_MIN_IN 64
+#define TAPS_MIN_WIDTH 32
+#define MERGE_MAX_POSITIONS 256               /* 16x16 and up gain nothing from merging */
+#define MERGE_BUDGET_BYTES ((size_t)16 << 20) /* the one shared im2col matrix */
+#define MERGE_CH 16 /* channels per phase-1 unit of the merged route */
 
 void ops_conv2d_out_size(const ops_conv_desc *d, int *out_h, int *out_w) {
     int ih = d->up_h > 0 ? d->up_h : d->in_h, iw = d->up_w > 0 ? d->up_w : d->in_w;
@@ -42,7 +70,11 @@ typedef struct conv_plan {
     int n_strips, mchunk, n_mchunks;
     int transform;          /* tin is needed */
     int pointwise;          /* 1x1, stride 1, no padding: col = tin (or x) */
-    size_t tin_floats, col_floats; /* per thread */
+    int taps;               /* the taps route */
+    int merged;             /* small images: one im2col matrix [K, batch*P] for the whole batch */
+    int wp;                 /* taps: padded row length out_w + k_w - 1 */
+    size_t tin_floats, col_floats; /* per thread (taps: xp and cbuf) */
+    size_t cbuf_floats;     /* merged: GEMM result [mchunk, batch*P] per thread */
 } conv_plan;
 
 /* Input rows [*lo, *hi) of the (virtual) input that output rows [oy0, oy1) read. */
@@ -53,12 +85,12 @@ static void strip_input_rows(const conv_plan *p, int oy0, int oy1, int *lo, int 
     if (*hi < *lo) *hi = *lo;
 }
 
-/* tin[c][r][x] = transform(x_b[c][src(lo + r)][src(x)]) for input rows [lo, hi). */
-static void gather_input(const conv_plan *p, float *tin, const float *xb, int b, int lo, int hi) {
+/* tin[c][r][x] = transform(x_b[c][src(lo + r)][src(x)]) for input rows [lo, hi), channels [c0, c1). */
+static void gather_input(const conv_plan *p, float *tin, const float *xb, int b, int lo, int hi, int c0, int c1) {
     const ops_conv_desc *d = p->d;
     int H = d->in_h, W = d->in_w, up = d->up_h > 0 || d->up_w > 0;
     int nr = hi - lo;
-    for (int c = 0; c < d->in_ch; c++) {
+    for (int c = c0; c < c1; c++) {
         float sc = d->in_scale ? d->in_scale[(size_t)b * d->in_ch + c] : 1.0f;
         float sh = d->in_shift ? d->in_shift[(size_t)b * d->in_ch + c] : 0.0f;
         int affine = d->in_scale || d->in_shift;
@@ -91,17 +123,18 @@ static void gather_input(const conv_plan *p, float *tin, const float *xb, int b,
 }
 
 /*
- * col[k][t] for output rows [oy0, oy1): src holds input rows [lo, lo + nr) of
- * every channel with row stride src_w and channel stride src_cs.
+ * col[k][t] (row stride ldcol) for output rows [oy0, oy1) and the rows k of
+ * channels [c0, c1): src holds input rows [lo, lo + nr) of every channel, row
+ * stride iw, channel stride src_cs.
  */
-static void im2col_strip(const conv_plan *p, float *col, const float *src, size_t src_cs, int lo, int nr, int oy0,
-                         int oy1) {
+static void im2col_strip(const conv_plan *p, float *col, size_t ldcol, const float *src, size_t src_cs, int lo, int nr,
+                         int oy0, int oy1, int c0, int c1) {
     const ops_conv_desc *d = p->d;
-    int T = (oy1 - oy0) * p->ow, s = d->stride, ow = p->ow, iw = p->iw;
-    for (int c = 0; c < d->in_ch; c++) {
+    int s = d->stride, ow = p->ow, iw = p->iw;
+    for (int c = c0; c < c1; c++) {
         for (int i = 0; i < d->k_h; i++) {
             for (int j = 0; j < d->k_w; j++) {
-                float *dst = col + ((size_t)(c * d->k_h + i) * d->k_w + j) * T;
+                float *dst = col + ((size_t)(c * d->k_h + i) * d->k_w + j) * ldcol;
                 /* output columns whose input column ox*s - pad_l + j lies inside [0, iw) */
                 int x_off = j - d->pad_l;
                 int ox_lo = x_off >= 0 ? 0 : (-x_off + s - 1) / s;
@@ -147,6 +180,106 @@ static void conv_epilogue(const conv_plan *p, float *out, const float *bias, int
     }
 }
 
+/*
+ * xp[c][r][x] for output rows starting at oy0: input row oy0 - pad_t + r and
+ * column x - pad_l, transformed, or 0 outside the input (padding comes after
+ * GroupNorm and SiLU, as in PyTorch). nr rows of wp columns per channel.
+ */
+static void gather_padded(const conv_plan *p, float *xp, const float *xb, int b, int oy0, int nr) {
+    const ops_conv_desc *d = p->d;
+    int H = d->in_h, W = d->in_w, up = d->up_h > 0 || d->up_w > 0, wp = p->wp;
+    int affine = d->in_scale || d->in_shift;
+    /* valid x' range: input column x' - pad_l inside [0, iw) */
+    int x_lo = d->pad_l, x_hi = d->pad_l + p->iw < wp ? d->pad_l + p->iw : wp;
+    for (int c = 0; c < d->in_ch; c++) {
+        float sc = d->in_scale ? d->in_scale[(size_t)b * d->in_ch + c] : 1.0f;
+        float sh = d->in_shift ? d->in_shift[(size_t)b * d->in_ch + c] : 0.0f;
+        const float *xc = xb + (size_t)c * H * W;
+        for (int r = 0; r < nr; r++) {
+            int iy = oy0 - d->pad_t + r;
+            float *dst = xp + ((size_t)c * nr + r) * wp;
+            if (iy < 0 || iy >= p->ih) {
+                memset(dst, 0, (size_t)wp * sizeof(float));
+                continue;
+            }
+            for (int x = 0; x < x_lo; x++) dst[x] = 0.0f;
+            for (int x = x_hi; x < wp; x++) dst[x] = 0.0f;
+            int sy = up ? (int)((int64_t)iy * H / p->ih) : iy;
+            const float *srow = xc + (size_t)sy * W;
+            float *v = dst + x_lo;
+            int n = x_hi - x_lo;
+            if (up) {
+                for (int x = 0; x < n; x++) v[x] = srow[(int64_t)x * W / p->iw];
+            } else {
+                memcpy(v, srow, (size_t)n * sizeof(float));
+            }
+            if (affine && d->in_silu) {
+#pragma omp simd
+                for (int x = 0; x < n; x++) {
+                    float t = v[x] * sc + sh;
+                    v[x] = t * vm_sigmoidf(t);
+                }
+            } else if (affine) {
+#pragma omp simd
+                for (int x = 0; x < n; x++) v[x] = v[x] * sc + sh;
+            } else if (d->in_silu) {
+#pragma omp simd
+                for (int x = 0; x < n; x++) v[x] = v[x] * vm_sigmoidf(v[x]);
+            }
+        }
+    }
+}
+
+/* out rows [oy0, oy0 + rows) of channels [m0, m0 + mm) = valid columns of cbuf + bias/add/residual. */
+static void taps_epilogue(const conv_plan *p, float *out, const float *cbuf, const float *bias, int b, int m0,
+                          int mm, int oy0, int rows) {
+    const ops_conv_desc *d = p->d;
+    int ow = p->ow, wp = p->wp;
+    for (int m = m0; m < m0 + mm; m++) {
+        float add = (bias ? bias[m] : 0.0f) + (d->chan_add ? d->chan_add[(size_t)b * d->out_ch + m] : 0.0f);
+        for (int r = 0; r < rows; r++) {
+            const float *src = cbuf + ((size_t)(m - m0) * rows + r) * wp;
+            size_t off = ((size_t)b * d->out_ch + m) * p->P + (size_t)(oy0 + r) * ow;
+            float *o = out + off;
+            const float *res = d->residual ? d->residual + off : NULL;
+            if (d->accumulate && res) {
+#pragma omp simd
+                for (int x = 0; x < ow; x++) o[x] += (src[x] + add) + res[x];
+            } else if (d->accumulate) {
+#pragma omp simd
+                for (int x = 0; x < ow; x++) o[x] += src[x] + add;
+            } else if (res) {
+#pragma omp simd
+                for (int x = 0; x < ow; x++) o[x] = (src[x] + add) + res[x];
+            } else {
+#pragma omp simd
+                for (int x = 0; x < ow; x++) o[x] = src[x] + add;
+            }
+        }
+    }
+}
+
+/* wt[k][m][c] = w[m][c][k] as float32, k over the k_h*k_w taps (one widening per call). */
+static float *widen_taps(const ops_conv_desc *d, ops_arena *a, int threads, sd_error *err) {
+    int M = d->out_ch, C = d->in_ch, KK = d->k_h * d->k_w;
+    size_t row = (size_t)C * KK, esz = sd_dtype_size(d->weight->dtype);
+    float *wt = ops_arena_floats(a, (size_t)M * row, err);
+    float *tmp = wt ? ops_arena_floats(a, row * threads, err) : NULL;
+    if (!tmp) return NULL;
+    const unsigned char *src = d->weight->data;
+#pragma omp parallel num_threads(threads)
+    {
+        float *t = tmp + row * omp_get_thread_num();
+#pragma omp for schedule(static)
+        for (int m = 0; m < M; m++) {
+            sd_convert_to_f32(t, src + (size_t)m * row * esz, d->weight->dtype, row);
+            for (int c = 0; c < C; c++)
+                for (int k = 0; k < KK; k++) wt[((size_t)k * M + m) * C + c] = t[(size_t)c * KK + k];
+        }
+    }
+    return wt;
+}
+
 static void plan_conv(conv_plan *p, const ops_conv_desc *d, int threads) {
     memset(p, 0, sizeof *p);
     p->d = d;
@@ -155,11 +288,15 @@ static void plan_conv(conv_plan *p, const ops_conv_desc *d, int threads) {
     ops_conv2d_out_size(d, &p->oh, &p->ow);
     p->P = p->oh * p->ow;
     p->K = d->in_ch * d->k_h * d->k_w;
+    if (p->P <= 0) return; /* the kernel does not fit: ops_conv2d reports it */
     p->transform = d->up_h > 0 || d->up_w > 0 || d->in_scale || d->in_shift || d->in_silu;
     p->pointwise = d->k_h == 1 && d->k_w == 1 && d->stride == 1 && !d->pad_t && !d->pad_l && !d->pad_b && !d->pad_r;
-    /* rows per strip: fill the column budget, but at least MIN_STRIP_POSITIONS positions */
-    size_t per_row = (size_t)p->K * p->ow * sizeof(float);
-    int rows = (int)(COL_BUDGET_BYTES / (per_row ? per_row : 1));
+    /* taps pay k_w - 1 junk columns per row and 9 smaller GEMMs: measured faster from 32 columns up */
+    p->taps = d->stride == 1 && d->k_h * d->k_w > 1 && d->in_ch >= TAPS_MIN_IN && p->ow >= TAPS_MIN_WIDTH;
+    p->wp = p->ow + d->k_w - 1;
+    /* rows per strip: fill the buffer budget, but at least MIN_STRIP_POSITIONS positions */
+    size_t per_row = p->taps ? (size_t)d->in_ch * p->wp * sizeof(float) : (size_t)p->K * p->ow * sizeof(float);
+    int rows = (int)((p->taps ? TAPS_BUDGET_BYTES : COL_BUDGET_BYTES) / (per_row ? per_row : 1));
     int min_rows = (MIN_STRIP_POSITIONS + p->ow - 1) / p->ow;
     if (rows < min_rows) rows = min_rows;
     if (rows < 1) rows = 1;
@@ -168,19 +305,87 @@ static void plan_conv(conv_plan *p, const ops_conv_desc *d, int threads) {
     while (rows > min_rows && (long)d->batch * ((p->oh + rows - 1) / rows) < 2L * threads) rows = (rows + 1) / 2;
     p->rows = rows;
     p->n_strips = (p->oh + rows - 1) / rows;
-    long items = (long)d->batch * p->n_strips;
+    /*
+     * Small images (the U-Net's 8x8 and 4x4 levels): a GEMM per image would have
+     * 16-64 columns, each weight packed and used for as few flops. One matrix for
+     * the whole batch doubles that and halves the weight traffic per flop.
+     */
+    p->merged = !p->taps && d->batch > 1 && p->n_strips == 1 && p->P < MERGE_MAX_POSITIONS &&
+                (size_t)p->K * d->batch * p->P * sizeof(float) <= MERGE_BUDGET_BYTES;
+    long items = p->merged ? 1 : (long)d->batch * p->n_strips;
+    /* merged items share one im2col matrix and are equal: one per thread is balanced */
+    long want = p->merged ? threads : 2L * threads;
     int mchunk = d->out_ch;
-    while (items * ((d->out_ch + mchunk - 1) / mchunk) < 2L * threads && mchunk >= 128)
+    while (items * ((d->out_ch + mchunk - 1) / mchunk) < want && mchunk >= 128)
         mchunk = ((mchunk / 2) + 15) & ~15;
     p->mchunk = mchunk;
     p->n_mchunks = (d->out_ch + mchunk - 1) / mchunk;
     int T = rows * p->ow;
+    if (p->merged) { /* tin per image and one shared col; cbuf per thread */
+        p->tin_floats = p->transform ? (size_t)d->in_ch * p->ih * p->iw : 0;
+        p->col_floats = (size_t)p->K * d->batch * p->P;
+        p->cbuf_floats = (size_t)p->mchunk * d->batch * p->P;
+        return;
+    }
+    if (p->taps) {
+        p->tin_floats = (size_t)d->in_ch * (rows + d->k_h - 1) * p->wp + (size_t)d->k_w + 16;
+        p->col_floats = (size_t)p->mchunk * rows * p->wp;
+        return;
+    }
     if (p->transform) {
         int nr = (rows - 1) * d->stride + d->k_h;
         if (nr > p->ih) nr = p->ih;
         p->tin_floats = (size_t)d->in_ch * nr * p->iw;
     }
     if (!p->pointwise) p->col_floats = (size_t)p->K * T;
+}
+
+/*
+ * Merged route, phase 1 (unit u = image b, channels [c0, c0 + MERGE_CH)): the
+ * unit's rows of the shared im2col matrix col [K, batch*P].
+ */
+static void merged_col_unit(const conv_plan *p, const float *x, float *tin_all, float *col, int u) {
+    const ops_conv_desc *d = p->d;
+    int n_cc = (d->in_ch + MERGE_CH - 1) / MERGE_CH, b = u / n_cc, c0 = (u % n_cc) * MERGE_CH;
+    int c1 = c0 + MERGE_CH < d->in_ch ? c0 + MERGE_CH : d->in_ch, P = p->P, N = d->batch * P;
+    const float *xb = x + (size_t)d->in_ch * d->in_h * d->in_w * b, *src = xb;
+    size_t cs = (size_t)d->in_h * d->in_w;
+    int lo = 0, hi = d->in_h;
+    if (p->transform) {
+        strip_input_rows(p, 0, p->oh, &lo, &hi);
+        float *tin = tin_all + p->tin_floats * b;
+        gather_input(p, tin, xb, b, lo, hi, c0, c1);
+        src = tin;
+        cs = (size_t)(hi - lo) * p->iw;
+    }
+    if (p->pointwise) {
+        for (int c = c0; c < c1; c++)
+            memcpy(col + (size_t)c * N + (size_t)b * P, src + c * cs, (size_t)P * sizeof(float));
+    } else {
+        im2col_strip(p, col + (size_t)b * P, (size_t)N, src, cs, lo, hi - lo, 0, p->oh, c0, c1);
+    }
+}
+
+/* Merged route, phase 2: output channels [m0, m0 + mm) of every image; cbuf [mm, batch*P] is the item's. */
+static void merged_gemm_item(const conv_plan *p, float *out, const float *wf, const float *bias, const float *col,
+                             float *cbuf, int m0, int mm) {
+    const ops_conv_desc *d = p->d;
+    int B = d->batch, P = p->P, N = B * P;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, N, p->K, 1.0f, wf + (size_t)m0 * p->K, p->K, col, N,
+                0.0f, cbuf, N);
+    for (int b = 0; b < B; b++)
+        for (int m = m0; m < m0 + mm; m++) {
+            float add = (bias ? bias[m] : 0.0f) + (d->chan_add ? d->chan_add[(size_t)b * d->out_ch + m] : 0.0f);
+            const float *src = cbuf + (size_t)(m - m0) * N + (size_t)b * P;
+            size_t off = ((size_t)b * d->out_ch + m) * P;
+            float *o = out + off;
+            const float *res = d->residual ? d->residual + off : NULL;
+            for (int t = 0; t < P; t++) {
+                float v = src[t] + add;
+                if (res) v += res[t];
+                o[t] = d->accumulate ? o[t] + v : v;
+            }
+        }
 }
 
 int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *scratch, sd_error *err) {
@@ -194,42 +399,73 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
     if (p.P <= 0) return sd_err(err, SD_EINTERNAL, "conv2d: kernel %dx%d larger than padded input %dx%d", d->k_h,
                                 d->k_w, p.ih, p.iw);
     if (d->batch <= 0 || d->out_ch <= 0) return 0;
+    double t0 = prof_begin();
     ops_mark mark = ops_arena_mark(scratch);
     int rc = 0;
-    const float *wf = ops_weight_f32(d->weight, scratch, err);
+    double tw = prof_begin();
+    const float *wf = p.taps ? widen_taps(d, scratch, threads, err) : ops_weight_f32(d->weight, scratch, err);
+    if (p.taps) prof_end(PROF_WIDEN, tw, 0);
     const float *bf = wf && d->bias ? ops_weight_f32(d->bias, scratch, err) : NULL;
-    float *tin_all = NULL, *col_all = NULL;
-    if (wf && (!d->bias || bf) && p.tin_floats) tin_all = ops_arena_floats(scratch, p.tin_floats * threads, err);
-    if (wf && (!d->bias || bf) && p.col_floats) col_all = ops_arena_floats(scratch, p.col_floats * threads, err);
-    if (!wf || (d->bias && !bf) || (p.tin_floats && !tin_all) || (p.col_floats && !col_all)) {
+    float *tin_all = NULL, *col_all = NULL, *cbuf_all = NULL;
+    size_t tin_copies = p.merged ? (size_t)d->batch : (size_t)threads, col_copies = p.merged ? 1 : (size_t)threads;
+    if (wf && (!d->bias || bf) && p.tin_floats) tin_all = ops_arena_floats(scratch, p.tin_floats * tin_copies, err);
+    if (wf && (!d->bias || bf) && p.col_floats) col_all = ops_arena_floats(scratch, p.col_floats * col_copies, err);
+    if (wf && (!d->bias || bf) && p.cbuf_floats) cbuf_all = ops_arena_floats(scratch, p.cbuf_floats * threads, err);
+    if (!wf || (d->bias && !bf) || (p.tin_floats && !tin_all) || (p.col_floats && !col_all) ||
+        (p.cbuf_floats && !cbuf_all)) {
         rc = err ? err->code : SD_ENOMEM;
         goto done;
     }
     size_t in_img = (size_t)d->in_ch * d->in_h * d->in_w;
-    int n_items = d->batch * p.n_strips * p.n_mchunks;
+    int n_items = p.merged ? p.n_mchunks : d->batch * p.n_strips * p.n_mchunks;
+    int n_units = p.merged ? d->batch * ((d->in_ch + MERGE_CH - 1) / MERGE_CH) : 0;
 #pragma omp parallel num_threads(threads)
     {
         int tid = omp_get_thread_num();
-        float *tin = tin_all ? tin_all + p.tin_floats * tid : NULL;
-        float *col = col_all ? col_all + p.col_floats * tid : NULL;
+        float *tin = tin_all && !p.merged ? tin_all + p.tin_floats * tid : NULL;
+        float *col = col_all && !p.merged ? col_all + p.col_floats * tid : NULL;
+        float *cbuf = cbuf_all ? cbuf_all + p.cbuf_floats * tid : NULL;
+        if (p.merged) { /* phase 1 fills the shared col; the loop's barrier ends it */
+#pragma omp for schedule(dynamic, 1)
+            for (int u = 0; u < n_units; u++) merged_col_unit(&p, x, tin_all, col_all, u);
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < n_items; it++) {
             int mc = it % p.n_mchunks, s = (it / p.n_mchunks) % p.n_strips, b = it / (p.n_mchunks * p.n_strips);
             int oy0 = s * p.rows, oy1 = oy0 + p.rows < p.oh ? oy0 + p.rows : p.oh;
             int m0 = mc * p.mchunk, mm = d->out_ch - m0 < p.mchunk ? d->out_ch - m0 : p.mchunk;
+            if (p.merged) {
+                merged_gemm_item(&p, out, wf, bf, col_all, cbuf, m0, mm);
+                continue;
+            }
             int T = (oy1 - oy0) * p.ow, p0 = oy0 * p.ow;
             const float *xb = x + in_img * b;
+            if (p.taps) {
+                int rows = oy1 - oy0, nr = rows + d->k_h - 1, Tp = rows * p.wp;
+                float *xp = tin, *cbuf = col;
+                gather_padded(&p, xp, xb, b, oy0, nr);
+                /* the junk columns of the last channel's last taps read up to k_w - 1 floats past xp */
+                memset(xp + (size_t)d->in_ch * nr * p.wp, 0, (size_t)(d->k_w + 16) * sizeof(float));
+                for (int k = 0; k < d->k_h * d->k_w; k++) {
+                    int i = k / d->k_w, j = k % d->k_w;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, Tp, d->in_ch, 1.0f,
+                                wf + ((size_t)k * d->out_ch + m0) * d->in_ch, d->in_ch, xp + (size_t)i * p.wp + j,
+                                nr * p.wp, k ? 1.0f : 0.0f, cbuf, Tp);
+                }
+                taps_epilogue(&p, out, cbuf, bf, b, m0, mm, oy0, rows);
+                continue;
+            }
             const float *bmat;
             int ldb;
             if (p.transform) {
                 int lo, hi;
                 strip_input_rows(&p, oy0, oy1, &lo, &hi);
-                gather_input(&p, tin, xb, b, lo, hi);
+                gather_input(&p, tin, xb, b, lo, hi, 0, d->in_ch);
                 if (p.pointwise) {
                     bmat = tin;
                     ldb = T;
                 } else {
-                    im2col_strip(&p, col, tin, (size_t)(hi - lo) * p.iw, lo, hi - lo, oy0, oy1);
+                    im2col_strip(&p, col, (size_t)T, tin, (size_t)(hi - lo) * p.iw, lo, hi - lo, oy0, oy1, 0, d->in_ch);
                     bmat = col;
                     ldb = T;
                 }
@@ -237,7 +473,7 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
                 bmat = xb + p0;
                 ldb = p.P;
             } else {
-                im2col_strip(&p, col, xb, (size_t)d->in_h * d->in_w, 0, d->in_h, oy0, oy1);
+                im2col_strip(&p, col, (size_t)T, xb, (size_t)d->in_h * d->in_w, 0, d->in_h, oy0, oy1, 0, d->in_ch);
                 bmat = col;
                 ldb = T;
             }
@@ -249,5 +485,6 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
     }
 done:
     ops_arena_release(scratch, mark);
+    prof_end(d->k_h * d->k_w > 1 ? PROF_CONV3 : PROF_CONV1, t0, 2.0 * d->batch * d->out_ch * (double)p.K * p.P);
     return rc;
 }

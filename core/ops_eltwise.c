@@ -4,27 +4,35 @@
 #include <math.h>
 #include <string.h>
 
+#include "ops_prof.h"
 #include "ops_vmath.h"
 
 /* Element ranges below this run on one thread: a parallel region costs more. */
 #define PAR_MIN 32768
 
 void ops_silu(float *x, size_t n) {
+    double t0 = prof_begin();
 #pragma omp parallel for simd schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) x[i] = x[i] * vm_sigmoidf(x[i]);
+    prof_end(PROF_ELTWISE, t0, 0);
 }
 
 void ops_gelu(float *x, size_t n) {
+    double t0 = prof_begin();
 #pragma omp parallel for simd schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) x[i] = vm_geluf(x[i]);
+    prof_end(PROF_ELTWISE, t0, 0);
 }
 
 void ops_quick_gelu(float *x, size_t n) {
+    double t0 = prof_begin();
 #pragma omp parallel for simd schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) x[i] = x[i] * vm_sigmoidf(1.702f * x[i]);
+    prof_end(PROF_ELTWISE, t0, 0);
 }
 
 void ops_geglu(float *out, const float *x, int M, int inner) {
+    double t0 = prof_begin();
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if ((size_t)M * inner >= PAR_MIN)
     for (int r = 0; r < M; r++) {
         const float *val = x + (size_t)r * 2 * inner, *gate = val + inner;
@@ -32,12 +40,15 @@ void ops_geglu(float *out, const float *x, int M, int inner) {
 #pragma omp simd
         for (int i = 0; i < inner; i++) o[i] = val[i] * vm_geluf(gate[i]);
     }
+    prof_end(PROF_ELTWISE, t0, 0);
 }
 
 void ops_softmax(float *x, int rows, int n) {
+    double t0 = prof_begin();
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if ((size_t)rows * n >= PAR_MIN)
     for (int r = 0; r < rows; r++) {
         float *v = x + (size_t)r * n, m = -INFINITY, s = 0;
+#pragma omp simd reduction(max : m)
         for (int i = 0; i < n; i++) m = v[i] > m ? v[i] : m;
 #pragma omp simd reduction(+ : s)
         for (int i = 0; i < n; i++) {
@@ -48,14 +59,18 @@ void ops_softmax(float *x, int rows, int n) {
 #pragma omp simd
         for (int i = 0; i < n; i++) v[i] *= inv;
     }
+    prof_end(PROF_ELTWISE, t0, 0);
 }
 
 void ops_add(float *out, const float *a, const float *b, size_t n) {
+    double t0 = prof_begin();
 #pragma omp parallel for simd schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    prof_end(PROF_ELTWISE, t0, 0);
 }
 
 void ops_upsample_nearest(float *out, const float *x, int B, int C, int H, int W, int oh, int ow) {
+    double t0 = prof_begin();
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if ((size_t)B * C * oh * ow >= PAR_MIN)
     for (int bc = 0; bc < B * C; bc++) {
         const float *src = x + (size_t)bc * H * W;
@@ -66,18 +81,22 @@ void ops_upsample_nearest(float *out, const float *x, int B, int C, int H, int W
             for (int xo = 0; xo < ow; xo++) drow[xo] = srow[(int64_t)xo * W / ow];
         }
     }
+    prof_end(PROF_LAYOUT, t0, 0);
 }
 
 void ops_concat_channels(float *out, const float *a, int Ca, const float *b, int Cb, int B, int HW) {
+    double t0 = prof_begin();
     size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
     for (int i = 0; i < B; i++) {
         memcpy(out + i * (na + nb), a + i * na, na * sizeof(float));
         memcpy(out + i * (na + nb) + na, b + i * nb, nb * sizeof(float));
     }
+    prof_end(PROF_LAYOUT, t0, 0);
 }
 
 /* Transposes each of B [rows, cols] matrices in 32x32 blocks (cache friendly both ways). */
 static void transpose_batched(float *out, const float *x, int B, int rows, int cols) {
+    double t0 = prof_begin();
     int rb = (rows + 31) / 32, cb = (cols + 31) / 32;
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if ((size_t)B * rows * cols >= PAR_MIN)
     for (long t = 0; t < (long)B * rb * cb; t++) {
@@ -88,6 +107,7 @@ static void transpose_batched(float *out, const float *x, int B, int rows, int c
         for (int r = r0; r < r1; r++)
             for (int c = c0; c < c1; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
     }
+    prof_end(PROF_LAYOUT, t0, 0);
 }
 
 void ops_nchw_to_nlc(float *out, const float *x, int B, int C, int HW) { transpose_batched(out, x, B, C, HW); }

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "ops_prof.h"
+
 /* ---- threads ---------------------------------------------------------- */
 
 static int ops_threads;
@@ -38,10 +40,12 @@ const float *ops_weight_f32(const sd_tensor *w, ops_arena *a, sd_error *err) {
     size_t n = (size_t)sd_tensor_numel(w);
     float *dst = ops_arena_floats(a, n, err);
     if (!dst) return NULL;
+    double t0 = prof_begin();
     size_t esz = sd_dtype_size(w->dtype);
     const unsigned char *src = w->data;
     if (n < (1u << 16)) {
         sd_convert_to_f32(dst, src, w->dtype, n);
+        prof_end(PROF_WIDEN, t0, 0);
         return dst;
     }
     /* chunks of 16K elements: multiples of every vector width, one per loop step */
@@ -51,6 +55,7 @@ const float *ops_weight_f32(const sd_tensor *w, ops_arena *a, sd_error *err) {
         size_t i0 = c * chunk, m = n - i0 < chunk ? n - i0 : chunk;
         sd_convert_to_f32(dst + i0, src + i0 * esz, w->dtype, m);
     }
+    prof_end(PROF_WIDEN, t0, 0);
     return dst;
 }
 
@@ -80,6 +85,7 @@ int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, con
     if (sd_tensor_numel(w) != (int64_t)N * K || (b && sd_tensor_numel(b) != N))
         return sd_err(err, SD_EINTERNAL, "linear: weight '%s' does not hold [%d, %d]", w->name, N, K);
     if (M <= 0) return 0;
+    double t0 = prof_begin();
     ops_mark mark = ops_arena_mark(scratch);
     const float *wf = ops_weight_f32(w, scratch, err);
     const float *bf = wf && b ? ops_weight_f32(b, scratch, err) : NULL;
@@ -106,12 +112,14 @@ int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, con
         }
     }
     ops_arena_release(scratch, mark);
+    prof_end(PROF_LINEAR, t0, 2.0 * M * N * K);
     return 0;
 }
 
 void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M, int N, int K,
                 int trans_b, int accumulate) {
     if (M <= 0 || N <= 0) return;
+    double t0 = prof_begin();
     int threads = ops_get_threads(), tm, tn;
     split_tiles(M, N, threads, &tm, &tn);
     int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
@@ -123,6 +131,7 @@ void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, mm, nn, K, 1.0f,
                     a + (size_t)m0 * lda, lda, bp, ldb, accumulate ? 1.0f : 0.0f, c + (size_t)m0 * ldc + n0, ldc);
     }
+    prof_end(PROF_MATMUL, t0, 2.0 * M * N * K);
 }
 
 static double now_s(void) {

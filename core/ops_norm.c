@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "ops_prof.h"
 #include "ops_vmath.h"
 
 /* Mean and 1/sqrt(var + eps) of n floats (population variance). */
@@ -32,8 +33,8 @@ static int norm_params(const sd_tensor *gamma, const sd_tensor *beta, int C, con
     return 0;
 }
 
-int ops_groupnorm_affine(float *scale, float *shift, const float *x, int B, int C, int HW, int groups, float eps,
-                         const sd_tensor *gamma, const sd_tensor *beta, ops_arena *scratch, sd_error *err) {
+static int groupnorm_affine(float *scale, float *shift, const float *x, int B, int C, int HW, int groups, float eps,
+                            const sd_tensor *gamma, const sd_tensor *beta, ops_arena *scratch, sd_error *err) {
     if (groups <= 0 || C % groups)
         return sd_err(err, SD_EINTERNAL, "groupnorm: %d groups do not divide %d channels", groups, C);
     ops_mark mark = ops_arena_mark(scratch);
@@ -59,13 +60,22 @@ int ops_groupnorm_affine(float *scale, float *shift, const float *x, int B, int 
     return 0;
 }
 
+int ops_groupnorm_affine(float *scale, float *shift, const float *x, int B, int C, int HW, int groups, float eps,
+                         const sd_tensor *gamma, const sd_tensor *beta, ops_arena *scratch, sd_error *err) {
+    double t0 = prof_begin();
+    int rc = groupnorm_affine(scale, shift, x, B, C, HW, groups, eps, gamma, beta, scratch, err);
+    prof_end(PROF_GROUPNORM, t0, 0);
+    return rc;
+}
+
 int ops_groupnorm(float *out, const float *x, int B, int C, int HW, int groups, float eps, const sd_tensor *gamma,
                   const sd_tensor *beta, int silu, ops_arena *scratch, sd_error *err) {
+    double t0 = prof_begin();
     ops_mark mark = ops_arena_mark(scratch);
     float *scale = ops_arena_floats(scratch, (size_t)2 * B * C, err);
     if (!scale) return err ? err->code : SD_ENOMEM;
     float *shift = scale + (size_t)B * C;
-    int rc = ops_groupnorm_affine(scale, shift, x, B, C, HW, groups, eps, gamma, beta, scratch, err);
+    int rc = groupnorm_affine(scale, shift, x, B, C, HW, groups, eps, gamma, beta, scratch, err);
     if (rc == 0) {
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads())
         for (int r = 0; r < B * C; r++) {
@@ -84,11 +94,13 @@ int ops_groupnorm(float *out, const float *x, int B, int C, int HW, int groups, 
         }
     }
     ops_arena_release(scratch, mark);
+    prof_end(PROF_GROUPNORM, t0, 0);
     return rc;
 }
 
 int ops_layernorm(float *out, const float *x, int M, int C, float eps, const sd_tensor *gamma,
                   const sd_tensor *beta, ops_arena *scratch, sd_error *err) {
+    double t0 = prof_begin();
     ops_mark mark = ops_arena_mark(scratch);
     const float *g, *bt;
     int rc = norm_params(gamma, beta, C, &g, &bt, scratch, err);
@@ -108,5 +120,6 @@ int ops_layernorm(float *out, const float *x, int M, int C, float eps, const sd_
         }
     }
     ops_arena_release(scratch, mark);
+    prof_end(PROF_LAYERNORM, t0, 0);
     return rc;
 }

@@ -112,6 +112,12 @@ fail:
     return rc;
 }
 
+void unet_release_scratch(unet_model *m) {
+    size_t block = m->arena.block_size;
+    ops_arena_free(&m->arena);
+    ops_arena_init(&m->arena, block);
+}
+
 void unet_free(unet_model *m) {
     for (int i = 0; i < SD_MAX_LEVELS; i++) {
         for (int j = 0; j < UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].down_attn[j]);

@@ -64,6 +64,9 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
                  float *out, sd_error *err);
 
+/* Frees the scratch arena (it grows back on the next call), e.g. before the VAE decode. */
+void unet_release_scratch(unet_model *m);
+
 void unet_free(unet_model *m);
 
 /* Multiply-adds x 2 of one forward pass (convolutions, linear layers, attention products). */

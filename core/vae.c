@@ -202,22 +202,41 @@ static void emit(const vae_model *m, const char *name, const float *x, int B, in
     sd_probe_emit(m->probe, name, x, 4, shape);
 }
 
+/*
+ * Floats per image each ping-pong buffer of the decoder must hold. The main
+ * path alternates: conv_in writes buffer 0, every later step (3 in the mid
+ * block, then each resnet and upsampler) writes the other one, so step k
+ * lands in buffer k % 2. At 512x512 this gives 268 MB + 134 MB instead of
+ * twice the largest tensor.
+ */
+static void decode_buffer_sizes(const vae_config *c, int h, int w, size_t need[2]) {
+    int n = c->n_levels, top = c->block_out[n - 1], k = 0;
+    need[0] = need[1] = 0;
+    size_t s = (size_t)top * h * w;
+    for (; k < 4; k++) /* conv_in and the mid block */
+        if (s > need[k % 2]) need[k % 2] = s;
+    for (int i = 0; i < n; i++) {
+        int out = c->block_out[n - 1 - i];
+        s = (size_t)out * (h << i) * (w << i);
+        for (int j = 0; j <= c->layers_per_block; j++, k++)
+            if (s > need[k % 2]) need[k % 2] = s;
+        if (i < n - 1) {
+            s = (size_t)out * (h << (i + 1)) * (w << (i + 1));
+            if (s > need[k % 2]) need[k % 2] = s;
+            k++;
+        }
+    }
+}
+
 int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img, sd_error *err) {
     const vae_config *c = &m->cfg;
     if (B < 1 || h < 1 || w < 1) return sd_err(err, SD_EINPUT, "vae: bad latent shape %dx%dx%d", B, h, w);
     int n = c->n_levels, L = c->latent_channels, top = c->block_out[n - 1], G = c->norm_groups, rc = 0;
     ops_arena *a = &m->arena;
     ops_mark mark = ops_arena_mark(a);
-    /* the largest main-path tensor: a resnet input/output or an upsampler output */
-    size_t big = (size_t)top * h * w;
-    for (int i = 0, prev = top; i < n; i++) {
-        int out = c->block_out[n - 1 - i];
-        size_t s = (size_t)(prev > out ? prev : out) * (h << i) * (w << i);
-        if (i < n - 1 && (size_t)out * (h << (i + 1)) * (w << (i + 1)) > s) s = (size_t)out * (h << (i + 1)) * (w << (i + 1));
-        if (s > big) big = s;
-        prev = out;
-    }
-    float *buf[2] = {ops_arena_floats(a, big * B, err), ops_arena_floats(a, big * B, err)};
+    size_t need[2];
+    decode_buffer_sizes(c, h, w, need);
+    float *buf[2] = {ops_arena_floats(a, need[0] * B, err), ops_arena_floats(a, need[1] * B, err)};
     float *pq = ops_arena_floats(a, (size_t)B * L * h * w, err);
     if (!buf[0] || !buf[1] || !pq) {
         rc = err ? err->code : SD_ENOMEM;

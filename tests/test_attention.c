@@ -66,7 +66,9 @@ static void check_attention(const ops_attn_desc *d, float qk_scale, const char *
                 for (int c = 0; c < d->head_dim; c++)
                     if (fabs(got[c] - o[c]) > worst) worst = fabs(got[c] - o[c]);
             }
-    if (worst > 2e-6) fail_msg("%s: max |got - want| = %.3g", label, worst);
+    /* float32 rounding of a weighted average of n_kv values grows like sqrt(n_kv) */
+    double tol = 1e-6 + 4e-8 * sqrt((double)d->n_kv);
+    if (worst > tol) fail_msg("%s: max |got - want| = %.3g (tolerance %.3g)", label, worst, tol);
     /* columns outside the heads (out_stride > heads * head_dim) are untouched */
     for (size_t t = 0; t < nq; t++)
         for (int c = d->heads * d->head_dim; c < d->out_stride; c++)
@@ -76,8 +78,10 @@ static void check_attention(const ops_attn_desc *d, float qk_scale, const char *
 
 static void test_attention_matches_naive_for_self_cross_and_causal(void **state) {
     (void)state;
-    for (int threads = 1; threads <= 3; threads++) {
+    for (int run = 0; run < 6; run++) {
+        int threads = 1 + run % 3;
         ops_set_threads(threads);
+        ops_set_attention_kernel(run < 3 ? OPS_ATTN_AUTO : OPS_ATTN_BLAS);
         /* self-attention on a fused [B, T, 3C] projection: q, k, v are column slices */
         ops_attn_desc self = {.batch = 2, .heads = 3, .head_dim = 8, .n_q = 150, .n_kv = 150,
                               .q_stride = 72, .k_stride = 72, .v_stride = 72, .out_stride = 24,
@@ -98,21 +102,34 @@ static void test_attention_matches_naive_for_self_cross_and_causal(void **state)
                              .q_stride = 64, .k_stride = 64, .v_stride = 64, .out_stride = 64,
                              .scale = 0.125f};
         check_attention(&vae, 1.0f, "one head");
+        /* head dims that are not multiples of 16, and wide heads split into column groups */
+        ops_attn_desc odd = {.batch = 1, .heads = 2, .head_dim = 40, .n_q = 101, .n_kv = 70, .q_stride = 80,
+                             .k_stride = 80, .v_stride = 80, .out_stride = 80, .scale = 0.15f};
+        check_attention(&odd, 1.0f, "head_dim 40");
+        odd.head_dim = 5, odd.q_stride = odd.k_stride = odd.v_stride = odd.out_stride = 10;
+        check_attention(&odd, 1.0f, "head_dim 5");
+        odd.head_dim = 160, odd.q_stride = odd.k_stride = odd.v_stride = odd.out_stride = 320;
+        check_attention(&odd, 0.5f, "head_dim 160");
     }
+    ops_set_attention_kernel(OPS_ATTN_AUTO);
 }
 
 static void test_attention_streams_over_more_keys_than_one_block(void **state) {
     (void)state;
     ops_set_threads(2);
-    /* more than one 1024-key block, with a partial last block, plain and causal */
-    ops_attn_desc d = {.batch = 1, .heads = 2, .head_dim = 8, .n_q = 2500, .n_kv = 2500, .q_stride = 16,
-                       .k_stride = 16, .v_stride = 16, .out_stride = 16, .scale = 1 / sqrtf(8.0f)};
-    check_attention(&d, 3.0f, "2500 keys");
-    d.causal = 1;
-    check_attention(&d, 3.0f, "2500 keys causal");
-    d.causal = 0;
-    d.n_q = 70;
-    check_attention(&d, 3.0f, "70 queries, 2500 keys");
+    for (int kernel = 0; kernel < 2; kernel++) {
+        ops_set_attention_kernel(kernel ? OPS_ATTN_BLAS : OPS_ATTN_AUTO);
+        /* more than one 1024-key block, with a partial last block, plain and causal */
+        ops_attn_desc d = {.batch = 1, .heads = 2, .head_dim = 8, .n_q = 2500, .n_kv = 2500, .q_stride = 16,
+                           .k_stride = 16, .v_stride = 16, .out_stride = 16, .scale = 1 / sqrtf(8.0f)};
+        check_attention(&d, 3.0f, "2500 keys");
+        d.causal = 1;
+        check_attention(&d, 3.0f, "2500 keys causal");
+        d.causal = 0;
+        d.n_q = 70;
+        check_attention(&d, 3.0f, "70 queries, 2500 keys");
+    }
+    ops_set_attention_kernel(OPS_ATTN_AUTO);
 }
 
 /* Peak resident memory (VmHWM) in KiB since the last reset_peak_rss(). */
@@ -174,7 +191,7 @@ static void test_attention_4096_tokens_without_a_score_matrix(void **state) {
                 if (e > worst) worst = e;
             }
         }
-    if (worst > 2e-6) fail_msg("N=4096: max |got - want| = %.3g", worst);
+    if (worst > 1e-6 + 4e-8 * sqrt((double)N)) fail_msg("N=4096: max |got - want| = %.3g", worst);
     /* a workspace one byte short is refused, not overrun */
     assert_int_equal(ops_attention(out, q, k, v, &d, ws, wsb - 1, &err), SD_EINTERNAL);
     free(q), free(k), free(v), free(out), free(ws), free(o), free(p);

@@ -1,6 +1,7 @@
 /* Tests for core/unet: the tiny SD1.5, SD2 and inpainting U-Nets against diffusers' outputs. */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,6 +135,38 @@ static void test_unet_batch_items_are_independent(void **state) {
     fixture_close(&f);
 }
 
+static void test_unet_runs_on_odd_latent_sizes_down_to_1x1(void **state) {
+    (void)state;
+    /* odd sides round up when downsampling and upsample back to each skip's exact size */
+    unet_fixture f;
+    fixture_open(&f, "tiny-sd2", "unet_sd2");
+    size_t nc;
+    float *ctx = tu_f32(&f.golden, "context", &nc);
+    int sizes[][2] = {{1, 1}, {3, 5}, {7, 2}, {9, 9}};
+    for (int s = 0; s < 4; s++) {
+        int H = sizes[s][0], W = sizes[s][1];
+        size_t n = (size_t)4 * H * W;
+        float *x = malloc(2 * n * sizeof(float)), *out = malloc(2 * n * sizeof(float));
+        float *one = malloc(n * sizeof(float)), t[2] = {321.5f, 321.5f};
+        for (size_t i = 0; i < n; i++) x[i] = x[n + i] = (float)((i * 37) % 11) * 0.2f - 1.0f;
+        sd_error err = {0};
+        if (unet_forward(&f.m, x, t, ctx, 77, 2, H, W, out, &err) < 0) fail_msg("%dx%d: %s", H, W, err.msg);
+        if (unet_forward(&f.m, x, t, ctx + nc / 2, 77, 1, H, W, one, &err) < 0) fail_msg("%dx%d: %s", H, W, err.msg);
+        for (size_t i = 0; i < 2 * n; i++) assert_true(isfinite(out[i]));
+        /*
+         * The second batch item saw the second context row, like the single run. GEMM
+         * blocking differs between the two runs, and a 1x1 bottleneck normalizes groups of
+         * 2 numbers (README section 8), so allow the 8x8 cases' tolerance.
+         */
+        char label[32];
+        snprintf(label, sizeof label, "%dx%d batch vs single", H, W);
+        tu_expect_close(label, out + n, one, n, 2e-3);
+        free(x), free(out), free(one);
+    }
+    free(ctx);
+    fixture_close(&f);
+}
+
 static void test_unet_load_names_the_first_bad_tensor(void **state) {
     (void)state;
     unet_fixture f;
@@ -176,6 +209,7 @@ int main(void) {
         cmocka_unit_test(test_unet_sd2_linear_projection_per_level_heads_matches_reference),
         cmocka_unit_test(test_unet_inpaint_nine_channels_matches_reference),
         cmocka_unit_test(test_unet_batch_items_are_independent),
+        cmocka_unit_test(test_unet_runs_on_odd_latent_sizes_down_to_1x1),
         cmocka_unit_test(test_unet_load_names_the_first_bad_tensor),
         cmocka_unit_test(test_unet_flops_match_reference_counts),
     };
