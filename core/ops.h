@@ -44,6 +44,19 @@
 
 /* ---- threads ---------------------------------------------------------- */
 
+/*
+ * Work is cut into pieces planned for ops_plan_threads() threads whatever the
+ * real count: a GEMM tile's shape selects OpenBLAS code paths that round
+ * differently, so planning by the real count would make an image depend on
+ * --threads (a batch worker with 1 thread must write the same PNG as
+ * `generate` with 16). The default, 8, costs a few percent on 2 cores; on
+ * nodes that give one rank many more cores, SDRENDER_PLAN_THREADS=16 or 32
+ * spreads small layers wider -- set it the same everywhere whose images must
+ * match bit for bit.
+ */
+#define OPS_PLAN_THREADS_DEFAULT 8
+int ops_plan_threads(void);
+
 /* n OpenMP threads (0 = all cores) for every kernel; OpenBLAS runs single-threaded inside them. */
 void ops_set_threads(int n);
 /* The number of threads kernels use. */

@@ -395,7 +395,7 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
                       d->out_ch, d->in_ch, d->k_h, d->k_w);
     int threads = ops_get_threads();
     conv_plan p;
-    plan_conv(&p, d, threads);
+    plan_conv(&p, d, ops_plan_threads());
     if (p.P <= 0) return sd_err(err, SD_EINTERNAL, "conv2d: kernel %dx%d larger than padded input %dx%d", d->k_h,
                                 d->k_w, p.ih, p.iw);
     if (d->batch <= 0 || d->out_ch <= 0) return 0;

@@ -22,6 +22,19 @@ void ops_set_threads(int n) {
     openblas_set_num_threads(1);
 }
 
+static int plan_threads;
+static pthread_once_t plan_once = PTHREAD_ONCE_INIT;
+static void plan_default(void) {
+    const char *e = getenv("SDRENDER_PLAN_THREADS");
+    int n = e ? atoi(e) : 0;
+    plan_threads = n >= 1 && n <= 1024 ? n : OPS_PLAN_THREADS_DEFAULT;
+}
+
+int ops_plan_threads(void) {
+    pthread_once(&plan_once, plan_default);
+    return plan_threads;
+}
+
 static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
 static void threads_default(void) {
     if (!ops_threads) ops_set_threads(0);
@@ -94,7 +107,7 @@ int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, con
         return err ? err->code : SD_ENOMEM;
     }
     int threads = ops_get_threads(), tm, tn;
-    split_tiles(M, N, threads, &tm, &tn);
+    split_tiles(M, N, ops_plan_threads(), &tm, &tn);
     int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int t = 0; t < mt * nt; t++) {
@@ -121,7 +134,7 @@ void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int 
     if (M <= 0 || N <= 0) return;
     double t0 = prof_begin();
     int threads = ops_get_threads(), tm, tn;
-    split_tiles(M, N, threads, &tm, &tn);
+    split_tiles(M, N, ops_plan_threads(), &tm, &tn);
     int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int t = 0; t < mt * nt; t++) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops.h"
 #include "pipeline.h"
 
 typedef struct {
@@ -199,10 +200,34 @@ static void test_pipeline_rejects_bad_requests_and_can_be_cancelled(void **state
     free(rgb);
 }
 
+/* A job must render the same bytes on a 1-thread worker as in a 2- or 3-thread `generate`. */
+static void test_images_do_not_depend_on_the_thread_count(void **state) {
+    (void)state;
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = "a small red house";
+    s.width = 96;
+    s.height = 64;
+    s.steps = 3;
+    s.seed = 1000;
+    uint8_t *ref = malloc(96 * 64 * 3), *rgb = malloc(96 * 64 * 3);
+    sd_error err = {0};
+    int counts[3] = {1, 2, 3};
+    for (int k = 0; k < 3; k++) {
+        ops_set_threads(counts[k]);
+        if (pipeline_generate(&pipes[0], &s, k ? rgb : ref, NULL, NULL, NULL, &err) < 0) fail_msg("%s", err.msg);
+        if (k && memcmp(ref, rgb, 96 * 64 * 3)) fail_msg("%d threads give other pixels than 1 thread", counts[k]);
+    }
+    ops_set_threads(0);
+    free(ref);
+    free(rgb);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipelines_reproduce_diffusers_from_the_seed),
         cmocka_unit_test(test_pipeline_rejects_bad_requests_and_can_be_cancelled),
+        cmocka_unit_test(test_images_do_not_depend_on_the_thread_count),
     };
     return cmocka_run_group_tests_name("pipeline", tests, setup, teardown);
 }

@@ -54,7 +54,10 @@ static void test_three_ranks_render_12_mixed_jobs_identical_to_generate(void **s
                 i, samplers[i % 8], sizes[i % 3][0], sizes[i % 3][1], i % 4 == 1 ? ", \"negative_prompt\": \"ugly\"" : "",
                 i == 6 ? ", \"karras\": true, \"clip_skip\": 2" : "");
     fclose(fp);
-    const char *db = tu_tmp("e2e/jobs.db"), *out = tu_tmp("e2e/out");
+    char db[1024], out[1024], ref[1024];
+    snprintf(db, sizeof db, "%s", tu_tmp("e2e/jobs.db"));
+    snprintf(out, sizeof out, "%s", tu_tmp("e2e/out"));
+    snprintf(ref, sizeof ref, "%s", tu_tmp("e2e/ref.png"));
     snprintf(cmd, sizeof cmd, "%s enqueue --db %s --steps 3 --seed-base 1000 %s", tu_bin(), db, jsonl);
     free(sh_ok("enqueue", cmd));
     snprintf(cmd, sizeof cmd, "SDRENDER_CACHE=%s " MPIRUN " -np 3 %s run --db %s -m %s --out %s", tu_tmpdir(), tu_bin(),
@@ -89,7 +92,6 @@ static void test_three_ranks_render_12_mixed_jobs_identical_to_generate(void **s
         char sha[65];
         assert_int_equal(sd_sha256_file(png, sha, &err), 0);
         assert_string_equal(sha, j.png_sha256);
-        const char *ref = tu_tmp("e2e/ref.png");
         generate_cmd(cmd, sizeof cmd, &j, ref);
         free(sh_ok("generate", cmd));
         snprintf(cmd, sizeof cmd, "cmp %s %s", png, ref);
@@ -138,7 +140,10 @@ static void test_kill9_of_a_worker_then_rerun_loses_nothing(void **state) {
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
     free(sh_ok("mkdir", cmd));
-    const char *txt = tu_tmp("kill/prompts.txt"), *db = tu_tmp("kill/jobs.db"), *out = tu_tmp("kill/out");
+    char txt[1024], db[1024], out[1024];
+    snprintf(txt, sizeof txt, "%s", tu_tmp("kill/prompts.txt"));
+    snprintf(db, sizeof db, "%s", tu_tmp("kill/jobs.db"));
+    snprintf(out, sizeof out, "%s", tu_tmp("kill/out"));
     FILE *fp = fopen(txt, "w");
     for (int i = 0; i < 20; i++) fprintf(fp, "a landscape painting number %d\n", i);
     fclose(fp);
