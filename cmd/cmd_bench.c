@@ -21,136 +21,62 @@
 #include "ops.h"
 #include "unet.h"
 #include "vae.h"
+#include "model.h"
+#include "randweights.h"
 #include "weights.h"
 
-/* ---- random weights: supplied on demand with the shape each loader asks for ---- */
-
-typedef struct rand_tensor {
-    sd_tensor t;
-    uint16_t *data;
-    char *name;
-} rand_tensor;
-
-typedef struct rand_weights {
-    rand_tensor **items;
-    int n, cap;
-    size_t bytes;
-} rand_weights;
-
-static uint64_t hash_name(const char *s) {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h ? h : 1;
-}
-
-/*
- * A tensor named `name`: uniform in +-sqrt(3 / fan_in) for matrices and
- * kernels (unit variance through a layer), 1 +- 0.02 for norm scales, +-0.02
- * for biases. Seeded by the name, so the values do not depend on load order.
- */
-static int rand_supply(void *ctx, const char *name, int ndim, const int64_t *shape, const sd_tensor **out,
-                       sd_error *err) {
-    rand_weights *rw = ctx;
-    size_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
-    if (rw->n == rw->cap) {
-        int cap = rw->cap ? 2 * rw->cap : 1024;
-        rand_tensor **items = realloc(rw->items, (size_t)cap * sizeof *items);
-        if (!items) return sd_err(err, SD_ENOMEM, "out of memory making random weights");
-        rw->items = items;
-        rw->cap = cap;
-    }
-    rand_tensor *rt = calloc(1, sizeof *rt);
-    if (rt) rt->name = strdup(name);
-    if (rt) rt->data = malloc((n ? n : 1) * sizeof(uint16_t));
-    if (!rt || !rt->name || !rt->data) {
-        if (rt) free(rt->name), free(rt->data);
-        free(rt);
-        return sd_err(err, SD_ENOMEM, "out of memory making random weight '%s' (%zu values)", name, n);
-    }
-    int is_norm_scale = ndim == 1 && strstr(name, "norm") && strstr(name, ".weight");
-    float center = is_norm_scale ? 1.0f : 0.0f;
-    float amp = ndim >= 2 ? sqrtf(3.0f * (float)shape[0] / (float)n) : 0.02f;
-    /* 4096 evenly spaced f16 levels, drawn from by a xorshift stream (fast for 860M values) */
-    uint16_t levels[4096];
-    for (int i = 0; i < 4096; i++) levels[i] = sd_f32_to_f16(center + amp * ((float)i / 2047.5f - 1.0f));
-    uint64_t seed = hash_name(name);
-    size_t chunk = 1u << 16;
-#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
-    for (size_t c0 = 0; c0 < n; c0 += chunk) {
-        uint64_t s = seed ^ (0x9E3779B97F4A7C15ULL * (c0 / chunk + 1));
-        size_t end = c0 + chunk < n ? c0 + chunk : n;
-        for (size_t i = c0; i < end; i++) {
-            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-            rt->data[i] = levels[s >> 52];
-        }
-    }
-    rt->t.name = rt->name;
-    rt->t.dtype = SD_F16;
-    rt->t.ndim = ndim;
-    for (int i = 0; i < ndim; i++) rt->t.shape[i] = shape[i];
-    rt->t.data = rt->data;
-    rt->t.nbytes = n * sizeof(uint16_t);
-    rw->items[rw->n++] = rt;
-    rw->bytes += n * sizeof(uint16_t);
-    *out = &rt->t;
-    return 0;
-}
-
-static void rand_weights_free(rand_weights *rw) {
-    for (int i = 0; i < rw->n; i++) {
-        free(rw->items[i]->name);
-        free(rw->items[i]->data);
-        free(rw->items[i]);
-    }
-    free(rw->items);
-    memset(rw, 0, sizeof *rw);
-}
-
-/* ---- the three networks, from random weights or (later) a model ---------- */
+/* ---- the three networks, from random weights or a model ----------------- */
 
 typedef struct bench_nets {
     unet_config ucfg;
     vae_config vcfg;
     clip_config ccfg;
     sd_weights uw, vw, cw;   /* empty tables whose supplier makes the tensors */
-    rand_weights rw;
+    sd_rand_weights rw;
+    sd_model model;          /* with -m MODEL */
+    int have_model;
+    double weight_mb;
     unet_model unet;
     vae_model vae;
     clip_text_model clip;
     int have_unet, have_vae, have_clip;
 } bench_nets;
 
-/* SD 1.5 configs and random weights; load the networks through their usual loaders. */
-static int nets_load_random(bench_nets *b, sd_error *err) {
-    unet_config_sd15(&b->ucfg);
-    vae_config_sd15(&b->vcfg);
-    clip_config_sd15(&b->ccfg);
-    sd_weights *tabs[3] = {&b->uw, &b->vw, &b->cw};
-    const char *labels[3] = {"unet (random)", "vae (random)", "text encoder (random)"};
-    for (int i = 0; i < 3; i++) {
-        int rc = sd_weights_from_list(tabs[i], NULL, NULL, 0, labels[i], err);
-        if (rc < 0) return rc;
-        tabs[i]->supply = rand_supply;
-        tabs[i]->supply_ctx = &b->rw;
-    }
+/* Loads the three networks through their usual (shape-checking) loaders from b's configs and tables. */
+static int nets_load(bench_nets *b, const sd_weights *uw, const sd_weights *vw, const sd_weights *cw, sd_error *err) {
     int rc;
-    if ((rc = unet_load(&b->unet, &b->ucfg, &b->uw, err)) < 0) return rc;
+    if ((rc = unet_load(&b->unet, &b->ucfg, uw, err)) < 0) return rc;
     b->have_unet = 1;
-    if ((rc = vae_load(&b->vae, &b->vcfg, &b->vw, err)) < 0) return rc;
+    if ((rc = vae_load(&b->vae, &b->vcfg, vw, err)) < 0) return rc;
     b->have_vae = 1;
-    if ((rc = clip_text_load(&b->clip, &b->ccfg, &b->cw, err)) < 0) return rc;
+    if ((rc = clip_text_load(&b->clip, &b->ccfg, cw, err)) < 0) return rc;
     b->have_clip = 1;
     return 0;
 }
 
-/*
- * Hook for `-m MODEL`: fill b's configs and load the three networks from a
- * model folder or checkpoint through the project's model loader.
- */
+/* SD 1.5 configs with random f16 weights made as the loaders ask for them. */
+static int nets_load_random(bench_nets *b, sd_error *err) {
+    unet_config_sd15(&b->ucfg);
+    vae_config_sd15(&b->vcfg);
+    clip_config_sd15(&b->ccfg);
+    int rc = sd_rand_weights_attach(&b->rw, &b->uw, "unet (random)", err);
+    if (rc == 0) rc = sd_rand_weights_attach(&b->rw, &b->vw, "vae (random)", err);
+    if (rc == 0) rc = sd_rand_weights_attach(&b->rw, &b->cw, "text encoder (random)", err);
+    if (rc == 0) rc = nets_load(b, &b->uw, &b->vw, &b->cw, err);
+    b->weight_mb = (double)b->rw.bytes / 1e6;
+    return rc;
+}
+
+/* A real model (diffusers folder or single checkpoint) through the model loader. */
 static int nets_load_model(bench_nets *b, const char *path, sd_error *err) {
-    (void)b;
-    return sd_err(err, SD_EUNSUPPORTED, "%s: bench -m is not available yet (needs the model loader)", path);
+    int rc = sd_model_open(&b->model, path, NULL, err);
+    if (rc < 0) return rc;
+    b->have_model = 1;
+    b->ucfg = b->model.unet;
+    b->vcfg = b->model.vae;
+    b->ccfg = b->model.clip;
+    for (int i = 0; i < b->model.n_files; i++) b->weight_mb += (double)b->model.file_size[i] / 1e6;
+    return nets_load(b, &b->model.unet_w, &b->model.vae_w, &b->model.clip_w, err);
 }
 
 static void nets_free(bench_nets *b) {
@@ -160,7 +86,8 @@ static void nets_free(bench_nets *b) {
     sd_weights_free(&b->uw);
     sd_weights_free(&b->vw);
     sd_weights_free(&b->cw);
-    rand_weights_free(&b->rw);
+    sd_rand_weights_free(&b->rw);
+    if (b->have_model) sd_model_close(&b->model);
 }
 
 /* ---- timing ---------------------------------------------------------------- */
@@ -192,8 +119,9 @@ typedef struct bench_result {
 
 /* Times `steps` U-Net CFG steps (batch 2) after one untimed warm-up step. */
 static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd_error *err) {
-    size_t nx = (size_t)2 * 4 * h * w, nc = (size_t)2 * 77 * b->ucfg.cross_attention_dim;
-    float *x = rand_buffer(nx, 11), *ctx = rand_buffer(nc, 12), *out = malloc(nx * sizeof(float));
+    size_t nx = (size_t)2 * b->ucfg.in_channels * h * w, no = (size_t)2 * b->ucfg.out_channels * h * w;
+    size_t nc = (size_t)2 * 77 * b->ucfg.cross_attention_dim;
+    float *x = rand_buffer(nx, 11), *ctx = rand_buffer(nc, 12), *out = malloc(no * sizeof(float));
     float t[2] = {500, 500};
     int rc = 0;
     if (!x || !ctx || !out) {
@@ -220,7 +148,8 @@ done:
 
 /* Times one decode of a [1, 4, h, w] latent (cold scratch: its first allocation is included). */
 static int time_vae(bench_nets *b, int h, int w, bench_result *r, sd_error *err) {
-    size_t nz = (size_t)4 * h * w, ni = (size_t)3 * h * w * 64;
+    size_t f = (size_t)1 << (b->vcfg.n_levels - 1);
+    size_t nz = (size_t)b->vcfg.latent_channels * h * w, ni = (size_t)b->vcfg.out_channels * h * w * f * f;
     float *z = rand_buffer(nz, 21), *img = malloc(ni * sizeof(float));
     int rc = 0;
     if (!z || !img) {
@@ -305,7 +234,7 @@ static void usage(FILE *fp) {
             "  --json OUT     also write the results as JSON\n"
             "  --no-vae, --no-text  skip the VAE decode / the text encoder\n"
             "  --profile      time per kind of kernel (timed U-Net steps, then the VAE decode)\n"
-            "  -m MODEL       (not yet available) time a real model instead of random weights\n");
+            "  -m MODEL       time a real model (diffusers folder or checkpoint) instead of random weights\n");
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -352,9 +281,9 @@ int cmd_bench(int argc, char **argv) {
         return cli_fail(&err);
     }
     r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
-    printf("sdrender bench: SD 1.5 architecture, %s, %ldx%ld (latent %dx%d), %d threads\n",
-           model ? model : "random f16 weights", W, H, h, w, nt);
-    printf("  weights: %.0f MB made in %.1f s\n", (double)b.rw.bytes / 1e6, now_s() - t0);
+    printf("sdrender bench: %s, %ldx%ld (latent %dx%d), %d threads\n",
+           model ? model : "SD 1.5 architecture, random f16 weights", W, H, h, w, nt);
+    printf("  weights: %.0f MB %s in %.1f s\n", b.weight_mb, model ? "mapped" : "made", now_s() - t0);
     printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
     fflush(stdout);
     ops_profile_enable(profile);
@@ -391,7 +320,7 @@ int cmd_bench(int argc, char **argv) {
         printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "text encoder (batch 2)", r.clip_s, r.clip_gflop,
                r.clip_gflop / r.clip_s, 100 * r.clip_gflop / r.clip_s / r.sgemm_gflops);
     printf("  peak RSS: %.0f MB (weights %.0f MB; activations and scratch at most %.0f MB U-Net, %.0f MB VAE)\n",
-           r.peak_rss_mb, (double)b.rw.bytes / 1e6, r.unet_scratch_mb, r.vae_scratch_mb);
+           r.peak_rss_mb, b.weight_mb, r.unet_scratch_mb, r.vae_scratch_mb);
     if (json_path) rc = write_json(json_path, &r, (int)W, (int)H, nt, (int)steps, &err);
     nets_free(&b);
     return rc < 0 ? cli_fail(&err) : 0;
