@@ -36,23 +36,6 @@ static int check_config(const unet_config *c, sd_error *err) {
     return 0;
 }
 
-static int get_conv(const sd_weights *w, const sd_tensor **wt, const sd_tensor **bt, sd_error *err, int out, int in,
-                    int k, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
-static int get_conv(const sd_weights *w, const sd_tensor **wt, const sd_tensor **bt, sd_error *err, int out, int in,
-                    int k, const char *fmt, ...) {
-    char name[200], full[220];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    snprintf(full, sizeof full, "%s.weight", name);
-    int rc = k ? sd_weights_get(w, full, 4, (int64_t[]){out, in, k, k}, wt, err)
-               : sd_weights_get(w, full, 2, (int64_t[]){out, in}, wt, err);
-    if (rc < 0) return rc;
-    snprintf(full, sizeof full, "%s.bias", name);
-    return sd_weights_get(w, full, 1, (int64_t[]){out}, bt, err);
-}
-
 int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_error *err) {
     memset(m, 0, sizeof *m);
     int rc = check_config(cfg, err);
@@ -62,10 +45,10 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
     int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, D = c->cross_attention_dim;
     int G = c->norm_groups, tl = c->transformer_layers, lin = c->use_linear_projection;
     char p[128];
-    if ((rc = get_conv(w, &m->time_w1, &m->time_b1, err, T, C0, 0, "time_embedding.linear_1")) < 0 ||
-        (rc = get_conv(w, &m->time_w2, &m->time_b2, err, T, T, 0, "time_embedding.linear_2")) < 0 ||
-        (rc = get_conv(w, &m->conv_in_w, &m->conv_in_b, err, C0, c->in_channels, 3, "conv_in")) < 0 ||
-        (rc = get_conv(w, &m->conv_out_w, &m->conv_out_b, err, c->out_channels, C0, 3, "conv_out")) < 0 ||
+    if ((rc = sd_weights_get_wb(w, &m->time_w1, &m->time_b1, err, T, C0, 0, "time_embedding.linear_1")) < 0 ||
+        (rc = sd_weights_get_wb(w, &m->time_w2, &m->time_b2, err, T, T, 0, "time_embedding.linear_2")) < 0 ||
+        (rc = sd_weights_get_wb(w, &m->conv_in_w, &m->conv_in_b, err, C0, c->in_channels, 3, "conv_in")) < 0 ||
+        (rc = sd_weights_get_wb(w, &m->conv_out_w, &m->conv_out_b, err, c->out_channels, C0, 3, "conv_out")) < 0 ||
         (rc = sd_weights_get(w, "conv_norm_out.weight", 1, (int64_t[]){C0}, &m->norm_out_w, err)) < 0 ||
         (rc = sd_weights_get(w, "conv_norm_out.bias", 1, (int64_t[]){C0}, &m->norm_out_b, err)) < 0)
         goto fail;
@@ -82,7 +65,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
                 goto fail;
         }
         if (i < n - 1 &&
-            (rc = get_conv(w, &lv->down_w, &lv->down_b, err, ch, ch, 3, "down_blocks.%d.downsamplers.0.conv", i)) < 0)
+            (rc = sd_weights_get_wb(w, &lv->down_w, &lv->down_b, err, ch, ch, 3, "down_blocks.%d.downsamplers.0.conv", i)) < 0)
             goto fail;
         ch_in = ch;
     }
@@ -102,7 +85,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
             if (c->up_attn[i] && (rc = transformer2d_load(&lv->up_attn[j], w, p, ch, c->heads[L], D, tl, lin, G, err)) < 0)
                 goto fail;
         }
-        if (L > 0 && (rc = get_conv(w, &lv->up_w, &lv->up_b, err, ch, ch, 3, "up_blocks.%d.upsamplers.0.conv", i)) < 0)
+        if (L > 0 && (rc = sd_weights_get_wb(w, &lv->up_w, &lv->up_b, err, ch, ch, 3, "up_blocks.%d.upsamplers.0.conv", i)) < 0)
             goto fail;
     }
     ops_arena_init(&m->arena, 0);

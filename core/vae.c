@@ -8,33 +8,14 @@
 
 #define VAE_EPS 1e-6f
 
-/* "<fmt>.weight" [out, in, k, k] (or [out, in] when k = 0) and "<fmt>.bias" [out]. */
-static int get_wb(const sd_weights *w, const sd_tensor **wt, const sd_tensor **bt, sd_error *err, int out, int in,
-                  int k, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
-static int get_wb(const sd_weights *w, const sd_tensor **wt, const sd_tensor **bt, sd_error *err, int out, int in,
-                  int k, const char *fmt, ...) {
-    char name[200], full[220];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    snprintf(full, sizeof full, "%s.weight", name);
-    int rc = k > 0 ? sd_weights_get(w, full, 4, (int64_t[]){out, in, k, k}, wt, err)
-             : k == 0 ? sd_weights_get(w, full, 2, (int64_t[]){out, in}, wt, err)
-                      : sd_weights_get(w, full, 1, (int64_t[]){out}, wt, err);
-    if (rc < 0) return rc;
-    snprintf(full, sizeof full, "%s.bias", name);
-    return sd_weights_get(w, full, 1, (int64_t[]){out}, bt, err);
-}
-
 static int load_attn(vae_attn *a, const sd_weights *w, const char *p, int C, sd_error *err) {
     a->ch = C;
     int rc;
-    if ((rc = get_wb(w, &a->norm_w, &a->norm_b, err, C, 0, -1, "%s.group_norm", p)) < 0 ||
-        (rc = get_wb(w, &a->q_w, &a->q_b, err, C, C, 0, "%s.to_q", p)) < 0 ||
-        (rc = get_wb(w, &a->k_w, &a->k_b, err, C, C, 0, "%s.to_k", p)) < 0 ||
-        (rc = get_wb(w, &a->v_w, &a->v_b, err, C, C, 0, "%s.to_v", p)) < 0 ||
-        (rc = get_wb(w, &a->o_w, &a->o_b, err, C, C, 0, "%s.to_out.0", p)) < 0)
+    if ((rc = sd_weights_get_wb(w, &a->norm_w, &a->norm_b, err, C, 0, -1, "%s.group_norm", p)) < 0 ||
+        (rc = sd_weights_get_wb(w, &a->q_w, &a->q_b, err, C, C, 0, "%s.to_q", p)) < 0 ||
+        (rc = sd_weights_get_wb(w, &a->k_w, &a->k_b, err, C, C, 0, "%s.to_k", p)) < 0 ||
+        (rc = sd_weights_get_wb(w, &a->v_w, &a->v_b, err, C, C, 0, "%s.to_v", p)) < 0 ||
+        (rc = sd_weights_get_wb(w, &a->o_w, &a->o_b, err, C, C, 0, "%s.to_out.0", p)) < 0)
         return rc;
     return 0;
 }
@@ -50,8 +31,8 @@ static int load_mid_and_out(vae_coder *cd, const sd_weights *w, const char *side
     }
     snprintf(p, sizeof p, "%s.mid_block.attentions.0", side);
     if ((rc = load_attn(&cd->mid_attn, w, p, cm, err)) < 0 ||
-        (rc = get_wb(w, &cd->norm_out_w, &cd->norm_out_b, err, c0, 0, -1, "%s.conv_norm_out", side)) < 0 ||
-        (rc = get_wb(w, &cd->conv_out_w, &cd->conv_out_b, err, out_ch, c0, 3, "%s.conv_out", side)) < 0)
+        (rc = sd_weights_get_wb(w, &cd->norm_out_w, &cd->norm_out_b, err, c0, 0, -1, "%s.conv_norm_out", side)) < 0 ||
+        (rc = sd_weights_get_wb(w, &cd->conv_out_w, &cd->conv_out_b, err, out_ch, c0, 3, "%s.conv_out", side)) < 0)
         return rc;
     return 0;
 }
@@ -61,8 +42,8 @@ static int load_decoder(vae_model *m, const sd_weights *w, sd_error *err) {
     vae_coder *d = &m->dec;
     int n = c->n_levels, L = c->latent_channels, top = c->block_out[n - 1], rc;
     char p[96];
-    if ((rc = get_wb(w, &m->post_quant_w, &m->post_quant_b, err, L, L, 1, "post_quant_conv")) < 0 ||
-        (rc = get_wb(w, &d->conv_in_w, &d->conv_in_b, err, top, L, 3, "decoder.conv_in")) < 0)
+    if ((rc = sd_weights_get_wb(w, &m->post_quant_w, &m->post_quant_b, err, L, L, 1, "post_quant_conv")) < 0 ||
+        (rc = sd_weights_get_wb(w, &d->conv_in_w, &d->conv_in_b, err, top, L, 3, "decoder.conv_in")) < 0)
         return rc;
     int prev = top;
     for (int i = 0; i < n; i++) {
@@ -72,7 +53,7 @@ static int load_decoder(vae_model *m, const sd_weights *w, sd_error *err) {
             if ((rc = resnet_load(&d->res[i][j], w, p, j == 0 ? prev : out, out, 0, err)) < 0) return rc;
         }
         if (i < n - 1 &&
-            (rc = get_wb(w, &d->sample_w[i], &d->sample_b[i], err, out, out, 3, "decoder.up_blocks.%d.upsamplers.0.conv", i)) < 0)
+            (rc = sd_weights_get_wb(w, &d->sample_w[i], &d->sample_b[i], err, out, out, 3, "decoder.up_blocks.%d.upsamplers.0.conv", i)) < 0)
             return rc;
         prev = out;
     }
@@ -84,8 +65,8 @@ static int load_encoder(vae_model *m, const sd_weights *w, sd_error *err) {
     vae_coder *e = &m->enc;
     int n = c->n_levels, L = c->latent_channels, rc;
     char p[96];
-    if ((rc = get_wb(w, &m->quant_w, &m->quant_b, err, 2 * L, 2 * L, 1, "quant_conv")) < 0 ||
-        (rc = get_wb(w, &e->conv_in_w, &e->conv_in_b, err, c->block_out[0], c->in_channels, 3, "encoder.conv_in")) < 0)
+    if ((rc = sd_weights_get_wb(w, &m->quant_w, &m->quant_b, err, 2 * L, 2 * L, 1, "quant_conv")) < 0 ||
+        (rc = sd_weights_get_wb(w, &e->conv_in_w, &e->conv_in_b, err, c->block_out[0], c->in_channels, 3, "encoder.conv_in")) < 0)
         return rc;
     int prev = c->block_out[0];
     for (int i = 0; i < n; i++) {
@@ -95,7 +76,7 @@ static int load_encoder(vae_model *m, const sd_weights *w, sd_error *err) {
             if ((rc = resnet_load(&e->res[i][j], w, p, j == 0 ? prev : out, out, 0, err)) < 0) return rc;
         }
         if (i < n - 1 &&
-            (rc = get_wb(w, &e->sample_w[i], &e->sample_b[i], err, out, out, 3, "encoder.down_blocks.%d.downsamplers.0.conv", i)) < 0)
+            (rc = sd_weights_get_wb(w, &e->sample_w[i], &e->sample_b[i], err, out, out, 3, "encoder.down_blocks.%d.downsamplers.0.conv", i)) < 0)
             return rc;
         prev = out;
     }

@@ -112,3 +112,19 @@ int64_t sd_weights_numel(const sd_weights *w) {
     for (int i = 0; i < w->n; i++) n += sd_tensor_numel(&w->tensors[i]);
     return n;
 }
+
+int sd_weights_get_wb(const sd_weights *w, const sd_tensor **wt, const sd_tensor **bt, sd_error *err, int out, int in,
+                      int k, const char *fmt, ...) {
+    char name[200], full[220];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof full, "%s.weight", name);
+    int rc = k > 0 ? sd_weights_get(w, full, 4, (int64_t[]){out, in, k, k}, wt, err)
+             : k == 0 ? sd_weights_get(w, full, 2, (int64_t[]){out, in}, wt, err)
+                      : sd_weights_get(w, full, 1, (int64_t[]){out}, wt, err);
+    if (rc < 0) return rc;
+    snprintf(full, sizeof full, "%s.bias", name);
+    return sd_weights_get(w, full, 1, (int64_t[]){out}, bt, err);
+}

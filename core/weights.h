@@ -61,6 +61,14 @@ int sd_weights_get(const sd_weights *w, const char *name, int ndim, const int64_
 int sd_weights_getf(const sd_weights *w, const sd_tensor **out, sd_error *err, const int64_t *shape, int ndim,
                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
+/*
+ * A layer's "<name>.weight" and "<name>.bias" (name given printf-style): the
+ * weight [out, in, k, k] for k > 0 (a convolution), [out, in] for k == 0 (a
+ * linear layer), [out] for k < 0 (a norm); the bias [out].
+ */
+int sd_weights_get_wb(const sd_weights *w, const sd_tensor **wt, const sd_tensor **bt, sd_error *err, int out, int in,
+                      int k, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+
 /* Total number of elements (parameters) of all tensors. */
 int64_t sd_weights_numel(const sd_weights *w);
 

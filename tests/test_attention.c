@@ -9,14 +9,7 @@
 
 #include "ops.h"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
-
-static float frand(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2 - 1);
-}
+static float frand(void) { return (float)(tu_urand() * 2 - 1); }
 
 static float *rand_floats(size_t n, float scale) {
     float *p = malloc(n * sizeof(float));

@@ -3,7 +3,6 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,20 +20,6 @@
 static const char *const images[4] = {"clip0_64x83", "clip1_20x27", "clip2_100x70", "clip3_32x32"};
 
 /* Reads an 8-bit RGB PNG of the test data (caller frees); the other engineer's pngio is not here yet. */
-static uint8_t *read_png_rgb(const char *rel, int *h, int *w) {
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_file(&img, tu_path(rel))) fail_msg("%s: %s", rel, img.message);
-    img.format = PNG_FORMAT_RGB;
-    uint8_t *buf = malloc(PNG_IMAGE_SIZE(img));
-    assert_non_null(buf);
-    if (!png_image_finish_read(&img, NULL, buf, 0, NULL)) fail_msg("%s: %s", rel, img.message);
-    *h = (int)img.height;
-    *w = (int)img.width;
-    return buf;
-}
-
 typedef struct fixture {
     st_file model, golden;
     sd_weights w;
@@ -93,7 +78,7 @@ static void test_clip_preprocess_matches_pillow_resize_and_round_half_even_crop(
         char rel[128];
         snprintf(rel, sizeof rel, "metrics/images/%s.png", images[i]);
         int h, w;
-        uint8_t *rgb = read_png_rgb(rel, &h, &w);
+        uint8_t *rgb = tu_read_png_rgb(rel, &h, &w);
         if (clip_image_preprocess(rgb, h, w, 32, crop, px, &err) < 0) fail_msg("%s", err.msg);
         const uint8_t *want = (const uint8_t *)want_u8->data + (size_t)i * sizeof crop;
         for (size_t k = 0; k < sizeof crop; k++)

@@ -1,7 +1,6 @@
 /* Tests for core/inception: pytorch-fid's FID Inception against the reference features and activations. */
 #include "testutil.h"
 
-#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,20 +14,6 @@ static const char *const images[8] = {"img0_64x64", "img1_32x48", "img2_299x299"
                                       "img4_150x100", "img5_400x320", "img6_8x8", "img7_300x298"};
 
 /* Reads an 8-bit RGB PNG of the test data (caller frees); the other engineer's pngio is not here yet. */
-static uint8_t *read_png_rgb(const char *rel, int *h, int *w) {
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_file(&img, tu_path(rel))) fail_msg("%s: %s", rel, img.message);
-    img.format = PNG_FORMAT_RGB;
-    uint8_t *buf = malloc(PNG_IMAGE_SIZE(img));
-    assert_non_null(buf);
-    if (!png_image_finish_read(&img, NULL, buf, 0, NULL)) fail_msg("%s: %s", rel, img.message);
-    *h = (int)img.height;
-    *w = (int)img.width;
-    return buf;
-}
-
 typedef struct fixture {
     st_file weights_file, inter;
     sd_weights w;
@@ -66,7 +51,7 @@ static void test_inception_resizes_like_torch_bilinear_without_antialias(void **
         char rel[128];
         snprintf(rel, sizeof rel, "metrics/images/%s.png", name);
         int h, w;
-        uint8_t *rgb = read_png_rgb(rel, &h, &w);
+        uint8_t *rgb = tu_read_png_rgb(rel, &h, &w);
         assert_int_equal(inception_preprocess(rgb, h, w, x, i == 1 ? &f->m.arena : NULL, &err), 0);
         if (i < 2) {
             snprintf(rel, sizeof rel, "input.%s", name);
@@ -116,7 +101,7 @@ static void test_inception_pool3_and_intermediates_match_pytorch_fid_for_all_ima
     for (int i = 0; i < 8; i++) {
         char rel[128];
         snprintf(rel, sizeof rel, "metrics/images/%s.png", images[i]);
-        rgb[i] = read_png_rgb(rel, &h[i], &w[i]);
+        rgb[i] = tu_read_png_rgb(rel, &h[i], &w[i]);
     }
     /* two passes (5 + 3 images) of mixed sizes; image 2 of the first pass is the 299x299 one */
     probe_ctx pc = {f, 0, 0};

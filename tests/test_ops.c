@@ -11,21 +11,11 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static uint64_t rng_state = 88172645463325252ULL;
-
-static double urand(void) { /* xorshift64, uniform in [0, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-
-static int irand(int lo, int hi) { return lo + (int)(urand() * (hi - lo + 1)); }
 
 static float *rand_floats(size_t n, float scale) {
     float *p = malloc((n ? n : 1) * sizeof(float));
     assert_non_null(p);
-    for (size_t i = 0; i < n; i++) p[i] = (float)((urand() * 2 - 1) * scale);
+    for (size_t i = 0; i < n; i++) p[i] = (float)((tu_urand() * 2 - 1) * scale);
     return p;
 }
 
@@ -129,7 +119,7 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
     ops_arena_init(&a, 1 << 20);
     sd_error err = {0};
     for (int rep = 0; rep < 12; rep++) {
-        int M = irand(1, 300), K = irand(1, 200), N = irand(1, 700);
+        int M = tu_irand(1, 300), K = tu_irand(1, 200), N = tu_irand(1, 700);
         sd_dtype dt = weight_dtypes[rep % 3];
         int with_bias = rep % 4 != 3, acc = rep % 5 == 2;
         ops_set_threads(1 + rep % 3);
@@ -165,9 +155,9 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
 static void test_matmul_matches_naive_with_and_without_transpose(void **state) {
     (void)state;
     for (int rep = 0; rep < 8; rep++) {
-        int M = irand(1, 200), N = irand(1, 600), K = irand(1, 100), tb = rep % 2, acc = rep % 3 == 1;
+        int M = tu_irand(1, 200), N = tu_irand(1, 600), K = tu_irand(1, 100), tb = rep % 2, acc = rep % 3 == 1;
         ops_set_threads(1 + rep % 2);
-        int lda = K + irand(0, 3), ldb = (tb ? K : N) + irand(0, 3), ldc = N + irand(0, 3);
+        int lda = K + tu_irand(0, 3), ldb = (tb ? K : N) + tu_irand(0, 3), ldc = N + tu_irand(0, 3);
         float *A = rand_floats((size_t)M * lda, 1), *B = rand_floats((size_t)(tb ? N : K) * ldb, 1);
         float *C = rand_floats((size_t)M * ldc, 1);
         double *want = malloc((size_t)M * N * sizeof(double));
@@ -328,11 +318,11 @@ static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void 
         run_conv_case(&taps[i], weight_dtypes[i % 3], 1 + (int)(i % 2), &a);
     /* random shapes */
     for (int rep = 0; rep < 12; rep++) {
-        int k = irand(1, 4), s = irand(1, 2);
-        conv_case c = {irand(1, 2), irand(1, 9), irand(k, 14), irand(k, 14), irand(1, 9), k, irand(1, 4), s,
-                       irand(0, 2), irand(0, 2), irand(0, 2), irand(0, 2), 0, 0, irand(0, 1), irand(0, 1),
-                       irand(0, 1), irand(0, 1), irand(0, 1), irand(0, 1)};
-        if (rep % 3 == 0) c.up_h = c.in_h + irand(0, 5), c.up_w = c.in_w + irand(0, 5);
+        int k = tu_irand(1, 4), s = tu_irand(1, 2);
+        conv_case c = {tu_irand(1, 2), tu_irand(1, 9), tu_irand(k, 14), tu_irand(k, 14), tu_irand(1, 9), k, tu_irand(1, 4), s,
+                       tu_irand(0, 2), tu_irand(0, 2), tu_irand(0, 2), tu_irand(0, 2), 0, 0, tu_irand(0, 1), tu_irand(0, 1),
+                       tu_irand(0, 1), tu_irand(0, 1), tu_irand(0, 1), tu_irand(0, 1)};
+        if (rep % 3 == 0) c.up_h = c.in_h + tu_irand(0, 5), c.up_w = c.in_w + tu_irand(0, 5);
         if (c.in_w + c.pad_l + c.pad_r < c.k_w) c.pad_r = c.k_w;
         run_conv_case(&c, weight_dtypes[rep % 3], 1 + rep % 3, &a);
     }
@@ -347,7 +337,7 @@ static void test_groupnorm_and_layernorm_match_naive(void **state) {
     ops_arena_init(&a, 1 << 20);
     sd_error err = {0};
     for (int rep = 0; rep < 6; rep++) {
-        int B = irand(1, 3), G = irand(1, 4), C = G * irand(1, 5), HW = irand(1, 300), silu = rep % 2;
+        int B = tu_irand(1, 3), G = tu_irand(1, 4), C = G * tu_irand(1, 5), HW = tu_irand(1, 300), silu = rep % 2;
         float eps = rep % 2 ? 1e-6f : 1e-5f;
         ops_set_threads(1 + rep % 2);
         test_weight g, bt;
@@ -382,8 +372,8 @@ static void test_groupnorm_and_layernorm_match_naive(void **state) {
         tw_free(&g), tw_free(&bt);
 
         /* LayerNorm over rows */
-        int M = irand(1, 100);
-        C = irand(1, 300);
+        int M = tu_irand(1, 100);
+        C = tu_irand(1, 300);
         tw_make(&g, weight_dtypes[rep % 3], 1, (int64_t[]){C}, 2, 0);
         tw_make(&bt, weight_dtypes[rep % 3], 1, (int64_t[]){C}, 1, 0);
         x = rand_floats((size_t)M * C, 4);

@@ -1,5 +1,7 @@
 #include "testutil.h"
 
+#include "pngio.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,4 +129,24 @@ int tu_sh(char **out, const char *fmt, ...) {
     if (out) *out = buf;
     else free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static uint64_t rng_state = 88172645463325252ULL;
+
+void tu_seed(uint64_t seed) { rng_state = seed ? seed : 88172645463325252ULL; }
+
+double tu_urand(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+int tu_irand(int lo, int hi) { return lo + (int)(tu_urand() * (hi - lo + 1)); }
+
+uint8_t *tu_read_png_rgb(const char *rel, int *h, int *w) {
+    uint8_t *rgb = NULL;
+    sd_error err = {0};
+    if (sd_png_read_rgb(tu_path(rel), &rgb, w, h, &err) < 0) fail_msg("%s", err.msg);
+    return rgb;
 }

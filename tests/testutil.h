@@ -40,6 +40,14 @@ void tu_expect_close(const char *label, const float *got, const float *want, siz
 /* Largest |x| of a buffer: the "peak" that relative tolerances scale with. */
 double tu_peak(const float *x, size_t n);
 
+/* Deterministic pseudo-random numbers for tests (xorshift64): uniform in [0, 1), and integers in [lo, hi]. */
+void tu_seed(uint64_t seed);
+double tu_urand(void);
+int tu_irand(int lo, int hi);
+
+/* testdata/rel decoded as 8-bit RGB [h, w, 3] (caller frees); fails the test when unreadable. */
+uint8_t *tu_read_png_rgb(const char *rel, int *h, int *w);
+
 /* Runs a shell command; returns its exit status and, when out != NULL, its stdout (caller frees). */
 int tu_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
