@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BLOCK_ROWS 256  /* rows of the left set per Gram block */
+#define BLOCK_ROWS SD_PRDC_ROW_BLOCK /* rows of the left set per Gram block */
 #define BLOCK_COLS 2048 /* rows of the right set per Gram block */
 
 /* ------------------------------------------------------------ distances */

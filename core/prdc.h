@@ -44,6 +44,13 @@
 
 #include "err.h"
 
+/*
+ * Rows per Gram block of the left set. Row ranges that start at multiples of
+ * it (and end at one, or at n) are cut into exactly the blocks one call over
+ * all rows would use, so a split between ranks gives bit-identical distances.
+ */
+#define SD_PRDC_ROW_BLOCK 256
+
 typedef struct sd_prdc {
     double precision, recall, density, coverage;
 } sd_prdc;
