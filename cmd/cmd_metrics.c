@@ -18,7 +18,7 @@
  * n_real, n_fake, k, the input paths and the number of ranks.
  */
 #include <getopt.h>
-#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,20 +58,50 @@ static void usage(FILE *fp) {
             "allow them), k, n_real and n_fake (null when unknown).\n");
 }
 
-static json_t *num_or_null(int has, double v) { return has ? json_real(v) : json_null(); }
+/*
+ * The shortest of %.15g .. %.17g that reads back as v (0.418 prints as 0.418,
+ * not 0.41799999999999998), with ".0" added to a whole real (1.0, not 1);
+ * "null" when missing or not finite.
+ */
+static void fmt_number(char *buf, size_t n, int has, int real, double v) {
+    if (!has || !isfinite(v)) {
+        snprintf(buf, n, "null");
+        return;
+    }
+    for (int p = 15; p <= 17; p++) {
+        snprintf(buf, n, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    if (real && !strpbrk(buf, ".e")) strncat(buf, ".0", n - strlen(buf) - 1);
+}
 
-static json_t *results_json(const sd_metrics_result *r) {
-    json_t *j = json_object();
-    json_object_set_new(j, "fid", num_or_null(r->has_fid, r->fid));
-    json_object_set_new(j, "precision", num_or_null(r->has_prdc, r->prdc.precision));
-    json_object_set_new(j, "recall", num_or_null(r->has_prdc, r->prdc.recall));
-    json_object_set_new(j, "density", num_or_null(r->has_prdc, r->prdc.density));
-    json_object_set_new(j, "coverage", num_or_null(r->has_prdc, r->prdc.coverage));
-    json_object_set_new(j, "clip_score", num_or_null(r->has_clip, r->clip_score));
-    json_object_set_new(j, "k", json_integer(r->k));
-    json_object_set_new(j, "n_real", r->n_real >= 0 ? json_integer(r->n_real) : json_null());
-    json_object_set_new(j, "n_fake", r->n_fake >= 0 ? json_integer(r->n_fake) : json_null());
-    return j;
+/* The results as the JSON object described at the top of this file (caller frees). */
+static char *results_json(const sd_metrics_result *r) {
+    const struct {
+        const char *key;
+        int has;
+        double v;
+    } vals[] = {{"fid", r->has_fid, r->fid},
+                {"precision", r->has_prdc, r->prdc.precision},
+                {"recall", r->has_prdc, r->prdc.recall},
+                {"density", r->has_prdc, r->prdc.density},
+                {"coverage", r->has_prdc, r->prdc.coverage},
+                {"clip_score", r->has_clip, r->clip_score},
+                {"k", 1, r->k},
+                {"n_real", r->n_real >= 0, (double)r->n_real},
+                {"n_fake", r->n_fake >= 0, (double)r->n_fake}};
+    size_t cap = 1024, len = 0;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    len += (size_t)snprintf(s + len, cap - len, "{\n");
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+        char num[64];
+        fmt_number(num, sizeof num, vals[i].has, i < 6, vals[i].v);
+        len += (size_t)snprintf(s + len, cap - len, "  \"%s\": %s%s\n", vals[i].key, num,
+                                i + 1 < sizeof vals / sizeof *vals ? "," : "");
+    }
+    snprintf(s + len, cap - len, "}\n");
+    return s;
 }
 
 static void print_line(const char *name, int has, double v, const char *why, const char *extra) {
@@ -96,23 +126,20 @@ static void print_results(const sd_metrics_result *r) {
     printf("%-11s real %s, fake %s\n", "images", nr, nf);
 }
 
-/* Writes the JSON text to path ("-": stdout), atomically. */
-static int write_json(const char *path, json_t *j, sd_error *err) {
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    if (!s) return sd_err(err, SD_ENOMEM, "out of memory");
-    int rc = 0;
+/* Writes text to path ("-": stdout), atomically. */
+static int write_json(const char *path, const char *text, sd_error *err) {
     if (!strcmp(path, "-")) {
-        printf("%s\n", s);
-    } else {
-        sd_atomic_file af;
-        rc = sd_atomic_open(&af, path, err);
-        if (rc == 0 && (rc = sd_atomic_write(&af, s, strlen(s), err)) == 0 && (rc = sd_atomic_write(&af, "\n", 1, err)) == 0)
-            rc = sd_atomic_commit(&af, err);
-        else if (rc < 0 && af.fp)
-            sd_atomic_abort(&af);
+        fputs(text, stdout);
+        return 0;
     }
-    free(s);
-    return rc;
+    sd_atomic_file af;
+    int rc = sd_atomic_open(&af, path, err);
+    if (rc < 0) return rc;
+    if ((rc = sd_atomic_write(&af, text, strlen(text), err)) < 0) {
+        sd_atomic_abort(&af);
+        return rc;
+    }
+    return sd_atomic_commit(&af, err);
 }
 
 int cmd_metrics(int argc, char **argv) {
@@ -183,9 +210,9 @@ int cmd_metrics(int argc, char **argv) {
     if (r.db_rows > 0) fprintf(stderr, "sdrender metrics: %lld result(s) stored in %s\n", (long long)r.db_rows, o.db);
     if (!json_out || strcmp(json_out, "-")) print_results(&r);
     if (json_out) {
-        json_t *j = results_json(&r);
-        rc = j ? write_json(json_out, j, &err) : sd_err(&err, SD_ENOMEM, "out of memory");
-        json_decref(j);
+        char *text = results_json(&r);
+        rc = text ? write_json(json_out, text, &err) : sd_err(&err, SD_ENOMEM, "out of memory");
+        free(text);
         if (rc < 0) return cli_fail(&err);
     }
     return 0;

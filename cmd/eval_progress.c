@@ -8,8 +8,8 @@ void eval_progress_report(void *ctx, const char *what, int64_t done, int64_t tot
     if (!e->active || e->phase != what) {
         eval_progress_finish(e);
         snprintf(e->label, sizeof e->label, "%s: %s", e->command, what);
-        /* images for the networks, feature rows for the k-NN phases */
-        const char *unit = strstr(what, "images") ? "images" : "rows";
+        /* feature rows for the k-NN phases, images for the networks */
+        const char *unit = strstr(what, "radii") || strstr(what, "recall") ? "rows" : "images";
         progress_start(&e->p, e->label, unit, (int)total, e->quiet);
         e->phase = what;
         e->active = 1;

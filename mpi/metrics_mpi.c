@@ -214,7 +214,7 @@ int sd_stats_mpi(int *argc, char ***argv, const sd_stats_options *o, sd_stats_re
         rc = md_agree(&w, rc, &err);
     }
     double *unused = NULL;
-    if (rc == 0) rc = md_extract(&w, &ev, "images", s.paths, NULL, s.n, 1, 0, &s.feats, &unused, &err);
+    if (rc == 0) rc = md_extract(&w, &ev, "Inception features", s.paths, NULL, s.n, 1, 0, &s.feats, &unused, &err);
     if (ev_open) sd_evaluator_close(&ev);
     if (rc == 0 && w.rank == 0) {
         double *mu = malloc(INCEPTION_DIM * sizeof *mu), *sigma = malloc((size_t)INCEPTION_DIM * INCEPTION_DIM * sizeof *sigma);
