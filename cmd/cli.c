@@ -2,10 +2,12 @@
 
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int cli_fail(const sd_error *e) {
     fprintf(stderr, "sdrender: %s\n", e->msg[0] ? e->msg : sd_err_name(e->code));
@@ -53,4 +55,12 @@ const char *cli_option_value(int argc, char **argv, int *i, const char *name, co
         return NULL;
     }
     return argv[++*i];
+}
+
+int cli_threads_for(int local_ranks) {
+    cpu_set_t set;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)online;
+    if (n >= online && local_ranks > 1) n /= local_ranks;
+    return n < 1 ? 1 : n;
 }

@@ -1,7 +1,6 @@
 /* sdrender run: render every pending job of a job database, under mpirun or alone. */
 #include <getopt.h>
 #include <jansson.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,22 +62,12 @@ static int run_identify(void *vctx, char sha[65], sd_error *err) {
     return rc;
 }
 
-/* Cores this rank may use: its affinity mask, shared with the node's other rendering ranks
- * when they all see every core (no binding). */
-static int threads_for(int local_workers) {
-    cpu_set_t set;
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)online;
-    if (n >= online && local_workers > 1) n /= local_workers;
-    return n < 1 ? 1 : n;
-}
-
 static int run_setup(void *vctx, int local_workers, void **state, sd_error *err) {
     run_ctx *c = vctx;
     worker_state *w = calloc(1, sizeof *w);
     if (!w) return sd_err(err, SD_ENOMEM, "out of memory");
     w->ctx = c;
-    ops_set_threads(c->threads > 0 ? (int)c->threads : threads_for(local_workers));
+    ops_set_threads(c->threads > 0 ? (int)c->threads : cli_threads_for(local_workers));
     int rc = sd_model_open(&w->model, c->model_path, &c->mopts, err);
     if (rc == 0) {
         rc = pipeline_load(&w->pipe, &w->model, err);

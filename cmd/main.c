@@ -16,6 +16,8 @@ static const sd_command commands[] = {
     {"enqueue", cmd_enqueue, "add prompt files (.txt, .jsonl, .csv) to a job database"},
     {"run", cmd_run, "render a job database's pending jobs (under mpirun: master + workers)"},
     {"status", cmd_status, "show a job database's progress, rate, ETA and last errors"},
+    {"stats", cmd_stats, "FID reference statistics and features of a folder of images (.npz)"},
+    {"metrics", cmd_metrics, "FID, precision/recall/density/coverage and CLIP score of generated images"},
     {"init-model", cmd_init_model, "write a tiny random-weight model for trying things out"},
     {"info", cmd_info, "describe a model: variant, architecture, parameters, dtypes"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt"},

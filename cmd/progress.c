@@ -37,19 +37,19 @@ void progress_update(cli_progress *p, int done) {
     char e1[32], e2[32];
     fmt_time(e1, sizeof e1, el);
     fmt_time(e2, sizeof e2, eta);
+    char rs[48];
+    if (rate >= 1 || rate == 0) snprintf(rs, sizeof rs, "%.2f %s/s", rate, p->unit);
+    else snprintf(rs, sizeof rs, "%.2f s/%s", 1 / rate, p->unit);
     if (p->tty) {
         int width = 30, fill = p->total ? done * width / p->total : width;
         char bar[64];
         for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
         bar[width] = 0;
-        char rs[48];
-        if (rate >= 1 || rate == 0) snprintf(rs, sizeof rs, "%.2f %s/s", rate, p->unit);
-        else snprintf(rs, sizeof rs, "%.2f s/%s", 1 / rate, p->unit);
         fprintf(stderr, "\r%s [%s] %d/%d %s, %s, elapsed %s, ETA %s  ", p->label, bar, done, p->total, p->unit, rs, e1,
                 e2);
         fflush(stderr);
     } else if (done == p->total || now - p->last_print >= 5.0 || done == 1) {
-        fprintf(stderr, "%s: %d/%d %s, elapsed %s, ETA %s\n", p->label, done, p->total, p->unit, e1, e2);
+        fprintf(stderr, "%s: %d/%d %s, %s, elapsed %s, ETA %s\n", p->label, done, p->total, p->unit, rs, e1, e2);
         p->last_print = now;
     }
 }

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BLOCK_ROWS 256  /* rows of the left set per Gram block */
+#define BLOCK_ROWS SD_PRDC_ROW_BLOCK /* rows of the left set per Gram block */
 #define BLOCK_COLS 2048 /* rows of the right set per Gram block */
 
 /* ------------------------------------------------------------ distances */
@@ -21,10 +21,16 @@ static void sq_norms(const float *x, int64_t n, int dim, double *out) {
     }
 }
 
-/* The float32 distance prdc would see for a pair with Gram value g (see prdc.h). */
-static inline float pair_dist(const float *a, const float *b, int dim, double aa, double bb, float g) {
-    double d2 = aa + bb - 2.0 * (double)g;
-    if (d2 * 64.0 < aa + bb) { /* cancellation territory: recompute directly */
+/*
+ * The float32 distance prdc would see for a pair with float64 Gram value g
+ * (see prdc.h). The float64 Gram is off by at most about dim * 2^-53 * |a||b|,
+ * so d² = |a|² + |b|² - 2g keeps ~1e-9 relative accuracy until d² is 1e4
+ * times smaller than |a|² + |b|² (a near-duplicate); only then is it summed
+ * directly (exactly 0 for duplicates).
+ */
+static inline float pair_dist(const float *a, const float *b, int dim, double aa, double bb, double g) {
+    double d2 = aa + bb - 2.0 * g;
+    if (d2 * 1e4 < aa + bb) {
         d2 = 0;
         for (int k = 0; k < dim; k++) {
             double t = (double)a[k] - (double)b[k];
@@ -35,25 +41,55 @@ static inline float pair_dist(const float *a, const float *b, int dim, double aa
     return sqrtf(f);
 }
 
+/* Float64 scratch of one distance block: the two row blocks widened and their Gram matrix. */
+typedef struct dist_scratch {
+    double *a64; /* [BLOCK_ROWS, dim] */
+    double *b64; /* [BLOCK_COLS, dim] */
+    double *g64; /* [BLOCK_ROWS, BLOCK_COLS] */
+} dist_scratch;
+
+static int scratch_alloc(dist_scratch *s, int bi, int bj, int dim) {
+    s->a64 = malloc((size_t)bi * (size_t)dim * sizeof(double));
+    s->b64 = malloc((size_t)bj * (size_t)dim * sizeof(double));
+    s->g64 = malloc((size_t)bi * (size_t)bj * sizeof(double));
+    return s->a64 && s->b64 && s->g64 ? 0 : SD_ENOMEM;
+}
+
+static void scratch_free(dist_scratch *s) {
+    free(s->a64);
+    free(s->b64);
+    free(s->g64);
+}
+
+static void widen(const float *x, size_t n, double *out) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = (double)x[i];
+}
+
 /*
  * Distances between rows [i0, i0+bi) of a and rows [j0, j0+bj) of b into
- * dist: [bi, bj] (row stride bj), via one sgemm. same != 0 means a and b are
- * the same set: the diagonal is exactly 0, as scikit-learn sets it.
+ * dist: [bi, bj] (row stride bj), via one float64 dgemm on widened copies, as
+ * scikit-learn computes float32 distances (its float64 "upcast" path). same
+ * != 0 means a and b are the same set: the diagonal is exactly 0, as
+ * scikit-learn sets it.
  */
 static void dist_block(const float *a, const double *aa, int64_t i0, int bi, const float *b, const double *bb,
-                       int64_t j0, int bj, int dim, int same, float *dist) {
+                       int64_t j0, int bj, int dim, int same, dist_scratch *s, float *dist) {
     const float *ab = a + (size_t)i0 * (size_t)dim, *bbk = b + (size_t)j0 * (size_t)dim;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bi, bj, dim, 1.0f, ab, dim, bbk, dim, 0.0f, dist, bj);
+    widen(ab, (size_t)bi * (size_t)dim, s->a64);
+    widen(bbk, (size_t)bj * (size_t)dim, s->b64);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bi, bj, dim, 1.0, s->a64, dim, s->b64, dim, 0.0, s->g64, bj);
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < bi; i++) {
         float *row = dist + (size_t)i * (size_t)bj;
+        const double *g = s->g64 + (size_t)i * (size_t)bj;
         const float *ai = ab + (size_t)i * (size_t)dim;
         for (int j = 0; j < bj; j++) {
             if (same && i0 + i == j0 + j) {
                 row[j] = 0.0f;
                 continue;
             }
-            row[j] = pair_dist(ai, bbk + (size_t)j * (size_t)dim, dim, aa[i0 + i], bb[j0 + j], row[j]);
+            row[j] = pair_dist(ai, bbk + (size_t)j * (size_t)dim, dim, aa[i0 + i], bb[j0 + j], g[j]);
         }
     }
 }
@@ -93,9 +129,11 @@ static int radii_rows(const float *x, const double *xx, int64_t n, int dim, int 
     int bjmax = n < BLOCK_COLS ? (int)n : BLOCK_COLS;
     float *dist = malloc((size_t)bi * (size_t)bjmax * sizeof *dist);
     float *best = malloc((size_t)bi * (size_t)m * sizeof *best);
-    if (!dist || !best) {
+    dist_scratch sc;
+    if (scratch_alloc(&sc, bi, bjmax, dim) < 0 || !dist || !best) {
         free(dist);
         free(best);
+        scratch_free(&sc);
         return sd_err(err, SD_ENOMEM, "out of memory for k-NN radii");
     }
     for (int64_t i0 = r0; i0 < r1; i0 += bi) {
@@ -103,7 +141,7 @@ static int radii_rows(const float *x, const double *xx, int64_t n, int dim, int 
         for (size_t q = 0; q < (size_t)h * (size_t)m; q++) best[q] = INFINITY;
         for (int64_t j0 = 0; j0 < n; j0 += bjmax) {
             int w = n - j0 < bjmax ? (int)(n - j0) : bjmax;
-            dist_block(x, xx, i0, h, x, xx, j0, w, dim, 1, dist);
+            dist_block(x, xx, i0, h, x, xx, j0, w, dim, 1, &sc, dist);
 #pragma omp parallel for schedule(static)
             for (int i = 0; i < h; i++) {
                 const float *row = dist + (size_t)i * (size_t)w;
@@ -115,6 +153,7 @@ static int radii_rows(const float *x, const double *xx, int64_t n, int dim, int 
     }
     free(dist);
     free(best);
+    scratch_free(&sc);
     return 0;
 }
 
@@ -147,11 +186,13 @@ int sd_prdc_compare(const float *real, int64_t n_real, const float *fake, int64_
     int bi = BLOCK_ROWS, bjmax = n_fake < BLOCK_COLS ? (int)n_fake : BLOCK_COLS;
     float *dist = malloc((size_t)bi * (size_t)bjmax * sizeof *dist);
     float *mind = malloc((size_t)bi * sizeof *mind);
-    if (!rr || !ff || !dist || !mind) {
+    dist_scratch sc;
+    if (scratch_alloc(&sc, bi, bjmax, dim) < 0 || !rr || !ff || !dist || !mind) {
         free(rr);
         free(ff);
         free(dist);
         free(mind);
+        scratch_free(&sc);
         return sd_err(err, SD_ENOMEM, "out of memory for prdc distances");
     }
     sq_norms(real, n_real, dim, rr);
@@ -164,7 +205,7 @@ int sd_prdc_compare(const float *real, int64_t n_real, const float *fake, int64_
         }
         for (int64_t j0 = 0; j0 < n_fake; j0 += bjmax) {
             int w = n_fake - j0 < bjmax ? (int)(n_fake - j0) : bjmax;
-            dist_block(real, rr, i0, h, fake, ff, j0, w, dim, 0, dist);
+            dist_block(real, rr, i0, h, fake, ff, j0, w, dim, 0, &sc, dist);
             /* per real row: nearest fake, and whether some fake ball contains it */
 #pragma omp parallel for schedule(static)
             for (int i = 0; i < h; i++) {
@@ -198,6 +239,7 @@ int sd_prdc_compare(const float *real, int64_t n_real, const float *fake, int64_
     free(ff);
     free(dist);
     free(mind);
+    scratch_free(&sc);
     return 0;
 }
 

@@ -17,12 +17,15 @@
  * Numerics. prdc gets float32 distances from scikit-learn, which computes
  * squared distances in float64, rounds them to float32, clips at 0 and takes
  * a float32 sqrt (the diagonal of a set against itself is set to 0). Here:
- *   - Gram blocks a·b come from float32 sgemm on blocks of rows (never an
+ *   - Gram blocks a·b come from float64 dgemm on widened blocks of rows, as
+ *     scikit-learn's float64 "upcast" path for float32 input does (never an
  *     N x M matrix: memory is O(block² + N·k)), and
  *     d² = |a|² + |b|² - 2a·b is formed in float64 with |a|², |b|² in float64;
- *   - when d² < (|a|² + |b|²)/64 the cancellation in that formula would
- *     dominate, so d² is recomputed directly as Σ(a - b)² in float64
- *     (near neighbours and duplicates become accurate; duplicates exactly 0);
+ *   - when d² < (|a|² + |b|²)/1e4 (near-duplicates) the cancellation in that
+ *     formula could still reach float32 rounding, so d² is recomputed directly
+ *     as Σ(a - b)² in float64 (duplicates exactly 0). Features with a large
+ *     common offset (Inception pool3) stay far above that threshold, so the
+ *     direct sums are rare;
  *   - then, like scikit-learn, d = sqrtf((float)max(d², 0)), and the
  *     comparisons are made between these float32 values, as prdc does.
  * When every squared distance is exactly representable (the goldens: features
@@ -43,6 +46,13 @@
 #include <stdint.h>
 
 #include "err.h"
+
+/*
+ * Rows per Gram block of the left set. Row ranges that start at multiples of
+ * it (and end at one, or at n) are cut into exactly the blocks one call over
+ * all rows would use, so a split between ranks gives bit-identical distances.
+ */
+#define SD_PRDC_ROW_BLOCK 256
 
 typedef struct sd_prdc {
     double precision, recall, density, coverage;

@@ -1,0 +1,219 @@
+/*
+ * sdrender metrics: FID, precision/recall/density/coverage and CLIP score of
+ * generated images, under mpirun or alone.
+ *
+ * JSON (--json): always the same nine keys, in this order:
+ *   {"fid", "precision", "recall", "density", "coverage", "clip_score": number or null,
+ *    "k": integer, "n_real", "n_fake": integer or null}
+ * A metric the inputs do not allow is null (never absent), so readers need no
+ * key checks; the human-readable output says why. n_real / n_fake are the
+ * images (or feature rows) of each side, null without --real or for an .npz
+ * that records neither n nor features (pytorch-fid's files).
+ *
+ * With --db the results also go to the job database's metrics table, one row
+ * per computed metric, with run_id NULL: an evaluation is not a render run
+ * (jobdb_run_begin would make it the database's "last run" in `sdrender
+ * status` and a run for the next recovery to close), and the images it scores
+ * may come from several runs; their ids are in details.render_runs, beside
+ * n_real, n_fake, k, the input paths and the number of ranks.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "eval_progress.h"
+#include "fsutil.h"
+#include "metrics_mpi.h"
+
+static void usage(FILE *fp) {
+    fprintf(fp,
+            "usage: [mpirun -np N] sdrender metrics [--real DIR|REF.npz] (--fake DIR|FAKE.npz | --db JOBS.db)\n"
+            "                        [--inception W] [--clip W] [options]\n\n"
+            "Computes every metric the inputs allow:\n"
+            "  FID                         --real and --fake/--db (images need --inception; an .npz gives mu/sigma)\n"
+            "  precision, recall,          the same, with features on both sides (folders, or .npz files from\n"
+            "  density, coverage           'sdrender stats'; pytorch-fid/clean-fid .npz files have none)\n"
+            "  CLIP score                  --clip and --db: each done image against its job's prompt\n"
+            "With --db the fakes are the database's done images and the results are stored in its metrics\n"
+            "table. Under mpirun the ranks share the images; the numbers are the same for any number of ranks.\n\n"
+            "  --real DIR|REF.npz   reference images, or statistics from 'sdrender stats' / pytorch-fid\n"
+            "  --fake DIR|FAKE.npz  generated images, or their statistics\n"
+            "  --db JOBS.db         job database: its done images and prompts (instead of --fake)\n"
+            "  --inception W        pytorch-fid weights (pt_inception-2015-12-05-*.pth or safetensors)\n"
+            "  --clip W             CLIP weights with Hugging Face CLIPModel names (.safetensors or .pth;\n"
+            "                       config.json beside them gives the head counts)\n"
+            "  --clip-tokenizer P   tokenizer folder or bpe_simple_vocab_16e6.txt.gz (default: vocab.json +\n"
+            "                       merges.txt, tokenizer/ or bpe_simple_vocab_16e6.txt.gz beside --clip)\n"
+            "  --k N                nearest neighbours for precision/recall/density/coverage (default 3)\n"
+            "  --json OUT           also write the results as JSON to OUT ('-': JSON on stdout instead of text)\n"
+            "  --batch N            images per forward pass (default 8)\n"
+            "  --threads T          threads per rank (default: the node's cores / its ranks)\n"
+            "  -q, --quiet          no progress lines\n"
+            "  -h, --help           this text\n\n"
+            "JSON keys: fid, precision, recall, density, coverage, clip_score (null when the inputs do not\n"
+            "allow them), k, n_real and n_fake (null when unknown).\n");
+}
+
+/*
+ * The shortest of %.15g .. %.17g that reads back as v (0.418 prints as 0.418,
+ * not 0.41799999999999998), with ".0" added to a whole real (1.0, not 1);
+ * "null" when missing or not finite.
+ */
+static void fmt_number(char *buf, size_t n, int has, int real, double v) {
+    if (!has || !isfinite(v)) {
+        snprintf(buf, n, "null");
+        return;
+    }
+    for (int p = 15; p <= 17; p++) {
+        snprintf(buf, n, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    if (real && !strpbrk(buf, ".e")) strncat(buf, ".0", n - strlen(buf) - 1);
+}
+
+/* The results as the JSON object described at the top of this file (caller frees). */
+static char *results_json(const sd_metrics_result *r) {
+    const struct {
+        const char *key;
+        int has;
+        double v;
+    } vals[] = {{"fid", r->has_fid, r->fid},
+                {"precision", r->has_prdc, r->prdc.precision},
+                {"recall", r->has_prdc, r->prdc.recall},
+                {"density", r->has_prdc, r->prdc.density},
+                {"coverage", r->has_prdc, r->prdc.coverage},
+                {"clip_score", r->has_clip, r->clip_score},
+                {"k", 1, r->k},
+                {"n_real", r->n_real >= 0, (double)r->n_real},
+                {"n_fake", r->n_fake >= 0, (double)r->n_fake}};
+    size_t cap = 1024, len = 0;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    len += (size_t)snprintf(s + len, cap - len, "{\n");
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+        char num[64];
+        fmt_number(num, sizeof num, vals[i].has, i < 6, vals[i].v);
+        len += (size_t)snprintf(s + len, cap - len, "  \"%s\": %s%s\n", vals[i].key, num,
+                                i + 1 < sizeof vals / sizeof *vals ? "," : "");
+    }
+    snprintf(s + len, cap - len, "}\n");
+    return s;
+}
+
+static void print_line(const char *name, int has, double v, const char *why, const char *extra) {
+    if (has) printf("%-11s %.6f%s\n", name, v, extra);
+    else printf("%-11s n/a: %s\n", name, why);
+}
+
+static void print_results(const sd_metrics_result *r) {
+    char kk[32];
+    snprintf(kk, sizeof kk, "   (k = %d)", r->k);
+    print_line("FID", r->has_fid, r->fid, r->why_no_fid, "");
+    print_line("precision", r->has_prdc, r->prdc.precision, r->why_no_prdc, kk);
+    if (r->has_prdc) {
+        print_line("recall", 1, r->prdc.recall, "", "");
+        print_line("density", 1, r->prdc.density, "", "");
+        print_line("coverage", 1, r->prdc.coverage, "", "");
+    }
+    print_line("CLIP score", r->has_clip, r->clip_score, r->why_no_clip, "");
+    char nr[32] = "?", nf[32] = "?";
+    if (r->n_real >= 0) snprintf(nr, sizeof nr, "%lld", (long long)r->n_real);
+    if (r->n_fake >= 0) snprintf(nf, sizeof nf, "%lld", (long long)r->n_fake);
+    printf("%-11s real %s, fake %s\n", "images", nr, nf);
+}
+
+/* Writes text to path ("-": stdout), atomically. */
+static int write_json(const char *path, const char *text, sd_error *err) {
+    if (!strcmp(path, "-")) {
+        fputs(text, stdout);
+        return 0;
+    }
+    sd_atomic_file af;
+    int rc = sd_atomic_open(&af, path, err);
+    if (rc < 0) return rc;
+    if ((rc = sd_atomic_write(&af, text, strlen(text), err)) < 0) {
+        sd_atomic_abort(&af);
+        return rc;
+    }
+    return sd_atomic_commit(&af, err);
+}
+
+int cmd_metrics(int argc, char **argv) {
+    enum { O_REAL = 256, O_FAKE, O_DB, O_INCEPTION, O_CLIP, O_CLIPTOK, O_K, O_JSON, O_BATCH, O_THREADS };
+    static const struct option longopts[] = {{"real", required_argument, 0, O_REAL},
+                                             {"fake", required_argument, 0, O_FAKE},
+                                             {"db", required_argument, 0, O_DB},
+                                             {"inception", required_argument, 0, O_INCEPTION},
+                                             {"clip", required_argument, 0, O_CLIP},
+                                             {"clip-tokenizer", required_argument, 0, O_CLIPTOK},
+                                             {"k", required_argument, 0, O_K},
+                                             {"json", required_argument, 0, O_JSON},
+                                             {"batch", required_argument, 0, O_BATCH},
+                                             {"threads", required_argument, 0, O_THREADS},
+                                             {"quiet", no_argument, 0, 'q'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    sd_metrics_options o = {0};
+    eval_progress prog = {.command = "metrics"};
+    long k = 3, batch = 8, threads = 0;
+    const char *json_out = NULL;
+    sd_error err = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case O_REAL: o.real = optarg; break;
+        case O_FAKE: o.fake = optarg; break;
+        case O_DB: o.db = optarg; break;
+        case O_INCEPTION: o.c.inception = optarg; break;
+        case O_CLIP: o.c.clip = optarg; break;
+        case O_CLIPTOK: o.c.clip_tokenizer = optarg; break;
+        case O_JSON: json_out = optarg; break;
+        case O_K: rc = cli_parse_long("--k", optarg, 1, 1000, &k, &err); break;
+        case O_BATCH: rc = cli_parse_long("--batch", optarg, 1, 256, &batch, &err); break;
+        case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &threads, &err); break;
+        case 'q': prog.quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (rc < 0) return cli_fail(&err);
+    }
+    if (optind < argc) return cli_usage_error("metrics: unexpected argument '%s'", argv[optind]);
+    if (o.fake && o.db) return cli_usage_error("metrics: give --fake or --db, not both");
+    if (!o.fake && !o.db)
+        return cli_usage_error("metrics: --fake DIR|FAKE.npz or --db JOBS.db is required (see 'sdrender metrics --help')");
+    if (o.fake && !o.real) return cli_usage_error("metrics: --fake needs --real (FID and precision/recall compare two sets)");
+    if (o.c.clip && !o.db)
+        return cli_usage_error("metrics: --clip needs --db (CLIP score pairs each image with its job's prompt)");
+    if (o.c.clip_tokenizer && !o.c.clip) return cli_usage_error("metrics: --clip-tokenizer needs --clip");
+    if (!o.real && !o.c.clip)
+        return cli_usage_error("metrics: nothing to compute: give --real (FID, precision/recall) and/or --clip (CLIP score)");
+    o.k = (int)k;
+    o.c.batch = (int)batch;
+    o.c.threads = (int)threads;
+    o.c.threads_for = cli_threads_for;
+    o.c.progress = eval_progress_report;
+    o.c.progress_ctx = &prog;
+    sd_metrics_result r;
+    int rc = sd_metrics_mpi(&argc, &argv, &o, &r);
+    eval_progress_finish(&prog);
+    if (!r.root) return rc < 0 ? sd_exit_code(rc) : 0;
+    if (rc < 0) return cli_fail(&r.err);
+    if (r.clip_truncated > 0)
+        fprintf(stderr, "sdrender metrics: note: %lld prompt(s) longer than the CLIP context were cut to fit it\n",
+                (long long)r.clip_truncated);
+    if (r.db_rows > 0) fprintf(stderr, "sdrender metrics: %lld result(s) stored in %s\n", (long long)r.db_rows, o.db);
+    if (!json_out || strcmp(json_out, "-")) print_results(&r);
+    if (json_out) {
+        char *text = results_json(&r);
+        rc = text ? write_json(json_out, text, &err) : sd_err(&err, SD_ENOMEM, "out of memory");
+        free(text);
+        if (rc < 0) return cli_fail(&err);
+    }
+    return 0;
+}
