@@ -164,6 +164,7 @@ static int worker_main(const sd_worker_ops *ops, int rank, int local_workers) {
 typedef struct {
     jobdb *db;
     const sd_run_options *opt;
+    char out_dir[4096]; /* absolute: the job table's output paths work from any folder */
     char model_sha[65];
     int64_t total_start; /* pending + running when the run started */
     int64_t done, failed, retried;
@@ -224,7 +225,7 @@ static int master_dispatch(master *m, int dest, const char *who, int64_t *in_fli
     sd_job job;
     int got = jobdb_claim(m->db, who, &job, err);
     if (got <= 0) return got;
-    char *out = sd_run_output_path(m->opt->out_dir, job.id);
+    char *out = sd_run_output_path(m->out_dir, job.id);
     json_t *j = out ? runner_job_to_json(&job, out, m->model_sha) : NULL;
     if (!j) {
         free(out);
@@ -263,14 +264,16 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
         fprintf(stderr, "sdrender run: recovered %d interrupted job(s) from earlier runs (%d given up as failed)\n",
                 requeued, gave_up);
     if (rc == 0) rc = sd_mkdirs(opt->out_dir, &err);
+    if (rc == 0 && !realpath(opt->out_dir, m.out_dir))
+        rc = sd_err(&err, SD_EIO, "%s: %s", opt->out_dir, strerror(errno));
     if (rc == 0) {
-        clean_stale_temp_files(opt->out_dir);
+        clean_stale_temp_files(m.out_dir);
         jobdb_summary s;
         if (jobdb_summary_get(m.db, 0, &s, &err) == 0) {
             m.total_start = s.pending + s.running;
             if (!opt->quiet)
                 fprintf(stderr, "sdrender run: %lld pending job(s), %d worker(s), output in %s\n", (long long)s.pending,
-                        world > 1 ? n_leaders : 1, opt->out_dir);
+                        world > 1 ? n_leaders : 1, m.out_dir);
             jobdb_summary_free(&s);
         }
     }
@@ -313,7 +316,7 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
             }
             if (got == 0) break;
             id = job.id;
-            char *out = sd_run_output_path(opt->out_dir, id);
+            char *out = sd_run_output_path(m.out_dir, id);
             json_t *res = json_object();
             worker w = {.ops = ops, .state = state};
             if (out) render_one(&w, &job, m.model_sha, out, res);
