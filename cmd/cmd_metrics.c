@@ -202,7 +202,9 @@ int cmd_metrics(int argc, char **argv) {
     sd_metrics_result r;
     int rc = sd_metrics_mpi(&argc, &argv, &o, &r);
     eval_progress_finish(&prog);
-    if (!r.root) return rc < 0 ? sd_exit_code(rc) : 0;
+    /* every rank holds the same agreed error; rank 0 prints it and sets the exit status. The others
+     * exit 0, or mpirun would abort the job before rank 0 has printed its line. */
+    if (!r.root) return 0;
     if (rc < 0) return cli_fail(&r.err);
     if (r.clip_truncated > 0)
         fprintf(stderr, "sdrender metrics: note: %lld prompt(s) longer than the CLIP context were cut to fit it\n",

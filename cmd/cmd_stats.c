@@ -66,7 +66,9 @@ int cmd_stats(int argc, char **argv) {
     sd_stats_result r;
     int rc = sd_stats_mpi(&argc, &argv, &o, &r);
     eval_progress_finish(&prog);
-    if (!r.root) return rc < 0 ? sd_exit_code(rc) : 0;
+    /* every rank holds the same agreed error; rank 0 prints it and sets the exit status. The others
+     * exit 0, or mpirun would abort the job before rank 0 has printed its line. */
+    if (!r.root) return 0;
     if (rc < 0) return cli_fail(&r.err);
     printf("sdrender stats: %lld images -> %s (mu [2048], sigma [2048, 2048], n, features [%lld, 2048])\n",
            (long long)r.n, o.out, (long long)r.n);
