@@ -23,15 +23,19 @@
  *
  * Two ways to cut the work, both planned for ops_plan_threads() threads only,
  * so no sum depends on --threads:
- *   strips (large images): U for all output channels first; then items
- *     (image, strip of tile rows, chunk of output channels) each transform
- *     their strip into V, multiply, and write their output rows.
- *   shared (small images, V of the whole batch fits in cache): all threads
- *     first transform the whole batch into one V; then items (block of output
- *     channels) transform their filters into a block of U that stays in
- *     cache and multiply it by all of V. Transforming all filters first
- *     would write and re-read 16/9 x the float32 weights through memory,
- *     which at 16x16 costs as much as the GEMMs save.
+ *   strips (large images, the VAE decoder): U of all filters first; then
+ *     items (image, strip of tile rows, chunk of output channels) each
+ *     transform their strip into V, multiply, and write their output rows.
+ *   shared (small images, the U-Net: V of the whole batch <= 48 MB): all
+ *     threads first transform the whole batch into one V; then items (block
+ *     of output channels, strip of ~512 tiles across the batch's tile rows)
+ *     transform their block of filters into a U that stays in cache (a thread
+ *     keeps it for its next item of the same block) and multiply it by their
+ *     strip of V. All filters first would write and re-read 16/9 x the
+ *     float32 weights through memory, which at 16x16 costs as much as the
+ *     GEMMs save; and a GEMM per image would have only 16-64 columns there.
+ * The 16 planes of U, V and M are a cache line more than a power of two
+ * apart, so they do not all map to the same cache sets.
  *
  * Precision: every coefficient is 0, +-1 or +-1/2, so each transformed value
  * is a sum of at most 4 (inputs, outputs) or 9 (filters) terms with few
@@ -48,10 +52,11 @@
 
 #define WINO_MIN_IN 32                          /* fewer input or output channels: the GEMM routes */
 #define WINO_MIN_TILES 16                       /* 2x2 tiles per image; fewer (below 8x8): merged route */
-#define WINO_STRIP_V_BYTES ((size_t)2 << 20)    /* strips: transformed input of one strip, per thread */
+#define WINO_STRIP_V_BYTES ((size_t)8 << 20)    /* strips: transformed input of one strip, per thread */
 #define WINO_STRIP_MIN_TILES 64                 /* strips: GEMM columns per strip, at least */
 #define WINO_SHARED_V_BYTES ((size_t)48 << 20)  /* shared: the one V of the whole batch, at most */
 #define WINO_SHARED_U_BYTES ((size_t)8 << 20)   /* shared: a block of U, per thread */
+#define WINO_SHARED_STRIP_TILES 512             /* shared: GEMM columns per item, about */
 #define WINO_SHARED_CH 16                       /* shared: input channels per input-transform unit */
 
 static int conv_kernel = OPS_CONV_AUTO;
@@ -76,7 +81,9 @@ typedef struct wino_plan {
     int shared;               /* the shared way (else strips) */
     int strip_ty;             /* tile rows per strip (shared: ty_n) */
     int n_strips, mchunk, n_mchunks;
-    size_t ldt;               /* tiles per row of V and M: strip or whole batch */
+    size_t ldv, ldm;          /* tiles per row of V (strip or whole batch) and of M (strip) */
+    size_t vxs, mxs, uxs;     /* floats from V[xi], M[xi], U[xi] to the next: padded by a cache line so the
+                                 16 planes do not fall on the same cache sets at power-of-two sizes */
     size_t rows_floats, h_floats, v_floats, u_floats, mb_floats, s_floats, y_floats; /* per thread */
 } wino_plan;
 
@@ -163,15 +170,15 @@ static void transform_filters(const ops_conv_desc *d, int o0, int on, float *U, 
 /* ---- inputs and outputs ------------------------------------------------- */
 
 /*
- * V[(xi * in_ch + c) * ldt + ty * tx_n + tx] for channels [c0, c1) and tile
+ * V[(xi * in_ch + c) * ldv + ty * tx_n + tx] for channels [c0, c1) and tile
  * rows [ty0, ty0 + nty) of image b; rows: [2 * nty + 2][wp], hb:
  * [2 * nty + 2][4][tx_n] per-thread scratch.
  */
-static void transform_input(const wino_plan *p, float *V, float *rows, float *hb, const float *xb, int b, int ty0,
-                            int nty, int c0, int c1) {
+static void transform_input(const wino_plan *p, float *V, size_t ldv, float *rows, float *hb, const float *xb, int b,
+                            int ty0, int nty, int c0, int c1) {
     const ops_conv_desc *d = p->d;
-    int tx_n = p->tx_n, wp = p->wp, C = d->in_ch, nr = 2 * nty + 2;
-    size_t hrow = (size_t)4 * tx_n, xs = (size_t)C * p->ldt;
+    int tx_n = p->tx_n, wp = p->wp, nr = 2 * nty + 2;
+    size_t hrow = (size_t)4 * tx_n, xs = p->vxs;
     for (int c = c0; c < c1; c++) {
         conv_gather_padded(d, p->ih, p->iw, rows, xb, b, c, c + 1, 2 * ty0 - d->pad_t, nr, wp);
         /* along each row: hb[r][j][tx] */
@@ -180,27 +187,27 @@ static void transform_input(const wino_plan *p, float *V, float *rows, float *hb
         for (int ty = 0; ty < nty; ty++)
             for (int j = 0; j < 4; j++)
                 bt_1d(hb + (size_t)2 * ty * hrow + (size_t)j * tx_n, 1, (ptrdiff_t)hrow,
-                      V + (size_t)j * xs + (size_t)c * p->ldt + (size_t)ty * tx_n, (ptrdiff_t)(4 * xs), tx_n);
+                      V + (size_t)j * xs + (size_t)c * ldv + (size_t)ty * tx_n, (ptrdiff_t)(4 * xs), tx_n);
     }
 }
 
 /*
  * Output channels [m0, m0 + mm), tile rows [ty0, ty0 + nty) of image b from
- * Mb[(xi * mm + o - m0) * ldt + ty * tx_n + tx], with bias, per-channel add,
+ * Mb[(xi * mm + o - m0) * ldm + ty * tx_n + tx], with bias, per-channel add,
  * residual and accumulation; s: [2][4][tx_n], y: [2][2 * tx_n] scratch.
  */
-static void transform_output(const wino_plan *p, float *out, const float *Mb, float *s, float *y, const float *bias,
-                             int b, int m0, int mm, int ty0, int nty) {
+static void transform_output(const wino_plan *p, float *out, const float *Mb, size_t ldm, float *s, float *y,
+                             const float *bias, int b, int m0, int mm, int ty0, int nty) {
     const ops_conv_desc *d = p->d;
     int tx_n = p->tx_n, ow = p->ow, ylen = 2 * tx_n;
-    size_t xs = (size_t)mm * p->ldt; /* between the M[xi] */
+    size_t xs = p->mxs;
     for (int ml = 0; ml < mm; ml++) {
         int o = m0 + ml;
         float add = (bias ? bias[o] : 0.0f) + (d->chan_add ? d->chan_add[(size_t)b * d->out_ch + o] : 0.0f);
         for (int ty = 0; ty < nty; ty++) {
             /* down the columns: s[i][j][tx] = sum_k AT[i][k] M[k * 4 + j] */
             for (int j = 0; j < 4; j++)
-                at_1d(Mb + (size_t)j * xs + (size_t)ml * p->ldt + (size_t)ty * tx_n, 1, (ptrdiff_t)(4 * xs),
+                at_1d(Mb + (size_t)j * xs + (size_t)ml * ldm + (size_t)ty * tx_n, 1, (ptrdiff_t)(4 * xs),
                       s + (size_t)j * tx_n, 1, (ptrdiff_t)4 * tx_n, tx_n);
             /* along the rows: y[i][2 * tx + j] */
             for (int i = 0; i < 2; i++) at_1d(s + (size_t)i * 4 * tx_n, 1, tx_n, y + (size_t)i * ylen, 2, 1, tx_n);
@@ -243,15 +250,20 @@ static void plan_winograd(wino_plan *p, const ops_conv_desc *d, int threads) {
     size_t t_img = (size_t)p->tx_n * p->ty_n, t_all = t_img * d->batch;
     p->shared = (size_t)16 * C * t_all * sizeof(float) <= shared_v_bytes;
     if (p->shared) {
-        /* blocks of output channels: U block within budget, multiples of 16, 2 per thread where possible */
+        /*
+         * strips of about WINO_SHARED_STRIP_TILES tiles over the tile rows of all images in a row
+         * (small images share a strip); blocks of output channels whose U fits the budget
+         */
+        int rows = (WINO_SHARED_STRIP_TILES + p->tx_n - 1) / p->tx_n, g_rows = d->batch * p->ty_n;
+        p->strip_ty = rows < g_rows ? rows : g_rows;
+        p->n_strips = (g_rows + p->strip_ty - 1) / p->strip_ty;
+        long items = p->n_strips;
         int mb = (int)(WINO_SHARED_U_BYTES / ((size_t)16 * C * sizeof(float))) & ~15;
         if (mb < 16) mb = 16;
         if (mb > M) mb = M;
-        while ((M + mb - 1) / mb < 2 * threads && mb >= 32) mb = ((mb / 2) + 15) & ~15;
-        p->strip_ty = p->ty_n;
-        p->n_strips = 1;
+        while (items * ((M + mb - 1) / mb) < threads && mb >= 64) mb = ((mb / 2) + 15) & ~15;
         p->mchunk = mb;
-        p->ldt = t_all;
+        p->ldv = t_all;
     } else {
         size_t per_ty = (size_t)16 * C * p->tx_n * sizeof(float);
         int rows = (int)(WINO_STRIP_V_BYTES / per_ty);
@@ -266,15 +278,19 @@ static void plan_winograd(wino_plan *p, const ops_conv_desc *d, int threads) {
         while (items * ((M + mchunk - 1) / mchunk) < 2L * threads && mchunk >= 128)
             mchunk = ((mchunk / 2) + 15) & ~15;
         p->mchunk = mchunk;
-        p->ldt = (size_t)rows * p->tx_n;
+        p->ldv = (size_t)rows * p->tx_n;
     }
     p->n_mchunks = (M + p->mchunk - 1) / p->mchunk;
-    int nr = 2 * p->strip_ty + 2;
+    p->ldm = (size_t)p->strip_ty * p->tx_n;
+    int nr = 2 * (p->shared ? p->ty_n : p->strip_ty) + 2; /* the shared way transforms whole images */
     p->rows_floats = (size_t)nr * p->wp;
     p->h_floats = (size_t)nr * 4 * p->tx_n;
-    p->v_floats = p->shared ? 0 : (size_t)16 * C * p->ldt;
-    p->u_floats = p->shared ? (size_t)16 * p->mchunk * C : 0;
-    p->mb_floats = (size_t)16 * p->mchunk * p->ldt;
+    p->vxs = round16((size_t)C * p->ldv) + 16;
+    p->mxs = round16((size_t)p->mchunk * p->ldm) + 16;
+    p->uxs = round16((size_t)(p->shared ? p->mchunk : M) * C) + 16;
+    p->v_floats = p->shared ? 0 : 16 * p->vxs;
+    p->u_floats = p->shared ? 16 * p->uxs : 0;
+    p->mb_floats = 16 * p->mxs;
     p->s_floats = (size_t)8 * p->tx_n;
     p->y_floats = (size_t)4 * p->tx_n;
 }
@@ -304,12 +320,13 @@ static wino_bufs bufs_carve(const wino_plan *p, float *w) {
     return b;
 }
 
-/* M[xi] = U[xi] V[xi] for output channels [m0, m0 + mm): 16 sgemm calls, ldu = in_ch. */
-static void multiply(const wino_plan *p, float *Mb, const float *U, size_t u_xs, const float *V, int mm, int T) {
+/* Mb[xi] = U[xi] V[xi]: 16 sgemm calls [mm, in_ch] x [in_ch, T], U rows of in_ch floats, U[xi] u_xs apart. */
+static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, size_t u_xs, const float *V,
+                     size_t ldv, int mm, int T) {
     int C = p->d->in_ch;
     for (int xi = 0; xi < 16; xi++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, T, C, 1.0f, U + (size_t)xi * u_xs, C,
-                    V + (size_t)xi * C * p->ldt, (int)p->ldt, 0.0f, Mb + (size_t)xi * mm * p->ldt, (int)p->ldt);
+                    V + (size_t)xi * p->vxs, (int)ldv, 0.0f, Mb + (size_t)xi * p->mxs, (int)ldm);
 }
 
 int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int plan_threads, int threads,
@@ -320,7 +337,7 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
     size_t in_img = (size_t)C * d->in_h * d->in_w, per_thread = bufs_floats(&p);
     ops_mark mark = ops_arena_mark(a);
     /* strips: U of all filters; shared: V of the whole batch */
-    size_t big = p.shared ? (size_t)16 * C * p.ldt : (size_t)16 * M * C;
+    size_t big = 16 * (p.shared ? p.vxs : p.uxs);
     float *all = ops_arena_floats(a, big, err);
     const float *bf = all && d->bias ? ops_weight_f32(d->bias, a, err) : NULL;
     float *work = all && (!d->bias || bf) ? ops_arena_floats(a, per_thread * threads, err) : NULL;
@@ -328,31 +345,42 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
         rc = err ? err->code : SD_ENOMEM;
         goto done;
     }
+    int n_items = (p.shared ? 1 : d->batch) * p.n_strips * p.n_mchunks;
     if (p.shared) {
         int n_cc = (C + WINO_SHARED_CH - 1) / WINO_SHARED_CH, n_units = d->batch * n_cc;
         size_t t_img = (size_t)p.tx_n * p.ty_n;
 #pragma omp parallel num_threads(threads)
         {
             wino_bufs w = bufs_carve(&p, work + per_thread * omp_get_thread_num());
+            int have_mc = -1; /* the block of U in w.U */
             /* phase 1: V of every image, in units of (image, WINO_SHARED_CH channels); the loop's barrier ends it */
 #pragma omp for schedule(dynamic, 1)
             for (int u = 0; u < n_units; u++) {
                 int b = u / n_cc, c0 = (u % n_cc) * WINO_SHARED_CH;
                 int c1 = c0 + WINO_SHARED_CH < C ? c0 + WINO_SHARED_CH : C;
-                transform_input(&p, all + t_img * b, w.rows, w.hb, x + in_img * b, b, 0, p.ty_n, c0, c1);
+                transform_input(&p, all + t_img * b, p.ldv, w.rows, w.hb, x + in_img * b, b, 0, p.ty_n, c0, c1);
             }
-            /* phase 2: per block of output channels, its U, the GEMMs over all tiles, the outputs */
+            /*
+             * phase 2: items (block of output channels, strip of the tile rows g = b * ty_n + ty of all
+             * images), block-major so that a thread mostly keeps its U block
+             */
 #pragma omp for schedule(dynamic, 1)
-            for (int mc = 0; mc < p.n_mchunks; mc++) {
+            for (int it = 0; it < n_items; it++) {
+                int st = it % p.n_strips, mc = it / p.n_strips, g_rows = d->batch * p.ty_n;
+                int g0 = st * p.strip_ty, ng = g_rows - g0 < p.strip_ty ? g_rows - g0 : p.strip_ty;
                 int m0 = mc * p.mchunk, mm = M - m0 < p.mchunk ? M - m0 : p.mchunk;
-                transform_filters(d, m0, mm, w.U, (size_t)mm * C, (size_t)C, w.wrow);
-                multiply(&p, w.Mb, w.U, (size_t)mm * C, all, mm, (int)p.ldt);
-                for (int b = 0; b < d->batch; b++)
-                    transform_output(&p, out, w.Mb + t_img * b, w.s, w.y, bf, b, m0, mm, 0, p.ty_n);
+                if (have_mc != mc) transform_filters(d, m0, mm, w.U, p.uxs, (size_t)C, w.wrow);
+                have_mc = mc;
+                multiply(&p, w.Mb, p.ldm, w.U, p.uxs, all + (size_t)g0 * p.tx_n, p.ldv, mm, ng * p.tx_n);
+                for (int g = g0; g < g0 + ng;) { /* the strip's tile rows, image by image */
+                    int b = g / p.ty_n, ty = g % p.ty_n, n = p.ty_n - ty < g0 + ng - g ? p.ty_n - ty : g0 + ng - g;
+                    transform_output(&p, out, w.Mb + (size_t)(g - g0) * p.tx_n, p.ldm, w.s, w.y, bf, b, m0, mm, ty, n);
+                    g += n;
+                }
             }
         }
     } else {
-        int n_units = (M + 15) / 16, n_items = d->batch * p.n_strips * p.n_mchunks;
+        int n_units = (M + 15) / 16;
 #pragma omp parallel num_threads(threads)
         {
             wino_bufs w = bufs_carve(&p, work + per_thread * omp_get_thread_num());
@@ -360,7 +388,7 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
 #pragma omp for schedule(static)
             for (int u = 0; u < n_units; u++) {
                 int o0 = u * 16, on = M - o0 < 16 ? M - o0 : 16;
-                transform_filters(d, o0, on, all + (size_t)o0 * C, (size_t)M * C, (size_t)C, w.wrow);
+                transform_filters(d, o0, on, all + (size_t)o0 * C, p.uxs, (size_t)C, w.wrow);
             }
             /* phase 2: items (image, strip, chunk of output channels) */
 #pragma omp for schedule(dynamic, 1)
@@ -368,9 +396,9 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                 int mc = it % p.n_mchunks, st = (it / p.n_mchunks) % p.n_strips, b = it / (p.n_mchunks * p.n_strips);
                 int ty0 = st * p.strip_ty, nty = p.ty_n - ty0 < p.strip_ty ? p.ty_n - ty0 : p.strip_ty;
                 int m0 = mc * p.mchunk, mm = M - m0 < p.mchunk ? M - m0 : p.mchunk;
-                transform_input(&p, w.V, w.rows, w.hb, x + in_img * b, b, ty0, nty, 0, C);
-                multiply(&p, w.Mb, all + (size_t)m0 * C, (size_t)M * C, w.V, mm, nty * p.tx_n);
-                transform_output(&p, out, w.Mb, w.s, w.y, bf, b, m0, mm, ty0, nty);
+                transform_input(&p, w.V, p.ldv, w.rows, w.hb, x + in_img * b, b, ty0, nty, 0, C);
+                multiply(&p, w.Mb, p.ldm, all + (size_t)m0 * C, p.uxs, w.V, p.ldv, mm, nty * p.tx_n);
+                transform_output(&p, out, w.Mb, p.ldm, w.s, w.y, bf, b, m0, mm, ty0, nty);
             }
         }
     }

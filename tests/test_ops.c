@@ -358,6 +358,8 @@ static void test_conv2d_winograd_matches_naive_with_fused_input_and_output_work(
         {1, 5, 6, 7, 3, 3, 3, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1},       /* unpadded: 4x5 output */
         {2, 3, 1, 1, 4, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1},       /* 1x1 image: one half-used tile */
         {1, 300, 10, 12, 260, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1}, /* many channels, several U blocks */
+        {2, 40, 80, 15, 36, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1},   /* shared: a strip spans both images */
+        {1, 33, 48, 48, 70, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1},   /* shared: 2 strips x 2 blocks of U */
     };
     for (int strips = 0; strips < 2; strips++) {
         /* the shared way (one V for the batch) and strips of tile rows (forced by a 1-byte limit) */
@@ -365,9 +367,9 @@ static void test_conv2d_winograd_matches_naive_with_fused_input_and_output_work(
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             run_conv_case(&cases[i], weight_dtypes[(i + strips) % 3], 1 + (int)((i + strips) % 3), &a);
     }
-    /* strips: several per image (the last one short), and channel chunks */
+    /* strips: several per image (5, 5, 5 and 2 tile rows), and channel chunks */
     conv_winograd_set_shared_limit(1);
-    conv_case tall = {2, 40, 25, 150, 36, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1};
+    conv_case tall = {2, 40, 33, 20, 36, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1};
     run_conv_case(&tall, SD_F16, 2, &a);
     conv_case wide = {1, 32, 12, 12, 260, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1};
     run_conv_case(&wide, SD_BF16, 3, &a);
