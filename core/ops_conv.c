@@ -200,7 +200,8 @@ void conv_gather_padded(const ops_conv_desc *d, int ih, int iw, float *xp, const
     for (int c = c0; c < c1; c++) {
         float sc = d->in_scale ? d->in_scale[(size_t)b * d->in_ch + c] : 1.0f;
         float sh = d->in_shift ? d->in_shift[(size_t)b * d->in_ch + c] : 0.0f;
-        const float *xc = xb + (size_t)c * H * W;
+        const float *xc = xb + (size_t)c * H * W, *prev = NULL;
+        int prev_sy = -1;
         for (int r = 0; r < nr; r++) {
             int iy = y0 + r;
             float *dst = xp + ((size_t)(c - c0) * nr + r) * wp;
@@ -208,13 +209,20 @@ void conv_gather_padded(const ops_conv_desc *d, int ih, int iw, float *xp, const
                 memset(dst, 0, (size_t)wp * sizeof(float));
                 continue;
             }
+            int sy = up ? (int)((int64_t)iy * H / ih) : iy;
+            if (prev && sy == prev_sy) { /* upsampling repeats a source row: copy the finished one */
+                memcpy(dst, prev, (size_t)wp * sizeof(float));
+                continue;
+            }
+            prev = dst, prev_sy = sy;
             for (int x = 0; x < x_lo; x++) dst[x] = 0.0f;
             for (int x = x_hi; x < wp; x++) dst[x] = 0.0f;
-            int sy = up ? (int)((int64_t)iy * H / ih) : iy;
             const float *srow = xc + (size_t)sy * W;
             float *v = dst + x_lo;
             int n = x_hi - x_lo;
-            if (up) {
+            if (up && iw == 2 * W) { /* the usual x2: no division per element */
+                for (int x = 0; x < n; x++) v[x] = srow[x >> 1];
+            } else if (up) {
                 for (int x = 0; x < n; x++) v[x] = srow[(int64_t)x * W / iw];
             } else {
                 memcpy(v, srow, (size_t)n * sizeof(float));
