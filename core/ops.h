@@ -174,9 +174,9 @@ typedef struct ops_conv_desc {
 /*
  * Which route stride-1 3x3 convolutions take: AUTO = Winograd F(2x2, 3x3)
  * where it is faster (>= 32 input and output channels, images of 8x8 and
- * up), GEMM =
- * never Winograd, WINOGRAD = Winograd for every stride-1 3x3 convolution
- * (tests compare the routes). Process-wide; set it before running a network.
+ * up), GEMM = never Winograd, WINOGRAD = Winograd for every stride-1 3x3
+ * convolution (tests compare the routes). Process-wide; set it before
+ * running a network.
  */
 enum { OPS_CONV_AUTO = 0, OPS_CONV_GEMM = 1, OPS_CONV_WINOGRAD = 2 };
 void ops_set_conv_kernel(int kernel);
