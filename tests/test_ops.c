@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "ops_conv_impl.h"
 #include "ops_vmath.h"
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -329,6 +330,118 @@ static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void 
     ops_arena_free(&a);
 }
 
+/*
+ * The Winograd F(2x2, 3x3) route against the float64 convolution. Error
+ * model: each output is A^T M A, a +-1 combination of 9 of the 16 GEMM
+ * results M[xi] = sum over in_ch of U[xi] V[xi], where every transformed
+ * value is a +-1 (inputs) or +-1/2 (filters) combination of at most 4 or 9
+ * float32 numbers. So the rounding is that of a 9 * in_ch term dot product
+ * with terms at most ~4x larger than the direct route's: for inputs in
+ * [-1, 1] (GroupNorm affine up to 3, SiLU), weights in [-0.3, 0.3] and
+ * in_ch <= 300, about sqrt(9 in_ch) * 2^-24 * 4 * |terms| < 1e-5 relative,
+ * inside the 2e-5 every conv route is held to; a wrong tap, tile border,
+ * padding or epilogue term is off by 1e-2 or more.
+ */
+static void test_conv2d_winograd_matches_naive_with_fused_input_and_output_work(void **state) {
+    (void)state;
+    ops_arena a;
+    ops_arena_init(&a, 0);
+    ops_set_conv_kernel(OPS_CONV_WINOGRAD);
+    static const conv_case cases[] = {
+        /* b  cin h   w  cout kh kw s  pt pl pb pr  uph upw nrm silu add res acc bias */
+        {2, 40, 16, 16, 36, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1},   /* resnet conv1: GN + SiLU + time add */
+        {2, 36, 16, 16, 36, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1},   /* resnet conv2: + residual */
+        {1, 33, 9, 13, 35, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1},    /* odd sizes (half tiles), accumulate */
+        {1, 32, 7, 5, 33, 3, 3, 1, 1, 1, 1, 1, 14, 10, 0, 0, 0, 0, 0, 1},   /* upsampler: nearest x2, then 3x3 */
+        {2, 34, 3, 5, 20, 3, 3, 1, 1, 1, 1, 1, 7, 11, 1, 1, 1, 1, 0, 0},    /* odd upsampling, no bias */
+        {1, 8, 11, 10, 5, 3, 3, 1, 2, 0, 1, 3, 0, 0, 1, 0, 1, 1, 1, 1},     /* asymmetric padding, everything */
+        {1, 5, 6, 7, 3, 3, 3, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1},       /* unpadded: 4x5 output */
+        {2, 3, 1, 1, 4, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1},       /* 1x1 image: one half-used tile */
+        {1, 300, 10, 12, 260, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1}, /* many channels, several U blocks */
+        {2, 40, 80, 15, 36, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1},   /* shared: a strip spans both images */
+        {1, 33, 48, 48, 70, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1},   /* shared: 2 strips x 2 blocks of U */
+    };
+    for (int strips = 0; strips < 2; strips++) {
+        /* the shared way (one V for the batch) and strips of tile rows (forced by a 1-byte limit) */
+        conv_winograd_set_shared_limit(strips ? 1 : 0);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            run_conv_case(&cases[i], weight_dtypes[(i + strips) % 3], 1 + (int)((i + strips) % 3), &a);
+    }
+    /* strips: several per image (5, 5, 5 and 2 tile rows), and channel chunks */
+    conv_winograd_set_shared_limit(1);
+    conv_case tall = {2, 40, 33, 20, 36, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1};
+    run_conv_case(&tall, SD_F16, 2, &a);
+    conv_case wide = {1, 32, 12, 12, 260, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1};
+    run_conv_case(&wide, SD_BF16, 3, &a);
+    conv_winograd_set_shared_limit(0);
+    /* random shapes, every fused option */
+    for (int rep = 0; rep < 10; rep++) {
+        conv_case c = {tu_irand(1, 2), tu_irand(1, 40), tu_irand(1, 17), tu_irand(1, 17), tu_irand(1, 40), 3, 3, 1,
+                       tu_irand(0, 2), tu_irand(0, 2), tu_irand(0, 2), tu_irand(0, 2), 0, 0, tu_irand(0, 1),
+                       tu_irand(0, 1), tu_irand(0, 1), tu_irand(0, 1), tu_irand(0, 1), tu_irand(0, 1)};
+        if (rep % 3 == 0) c.up_h = c.in_h + tu_irand(0, 9), c.up_w = c.in_w + tu_irand(0, 9);
+        int ih = c.up_h ? c.up_h : c.in_h, iw = c.up_w ? c.up_w : c.in_w;
+        if (ih + c.pad_t + c.pad_b < 3) c.pad_b = 3;
+        if (iw + c.pad_l + c.pad_r < 3) c.pad_r = 3;
+        conv_winograd_set_shared_limit(rep % 2 ? 1 : 0);
+        run_conv_case(&c, weight_dtypes[rep % 3], 1 + rep % 3, &a);
+    }
+    conv_winograd_set_shared_limit(0);
+    ops_set_conv_kernel(OPS_CONV_AUTO);
+    ops_set_threads(0);
+    ops_arena_free(&a);
+}
+
+/* out of a conv with the given kernel choice and thread count on fixed inputs (resnet conv1 fusions). */
+static void conv_run_fixed(float *out, const ops_conv_desc *d, const float *x, int kernel, int threads, ops_arena *a) {
+    ops_set_conv_kernel(kernel);
+    ops_set_threads(threads);
+    sd_error err = {0};
+    if (ops_conv2d(out, x, d, a, &err)) fail_msg("conv2d failed: %s", err.msg);
+    ops_set_conv_kernel(OPS_CONV_AUTO);
+    ops_set_threads(0);
+}
+
+static void test_conv2d_winograd_is_picked_for_resnet_convs_and_does_not_depend_on_threads(void **state) {
+    (void)state;
+    ops_arena a;
+    ops_arena_init(&a, 0);
+    /* b, in_ch, side, out_ch: the shared way, strips of a larger image, too few channels for Winograd */
+    static const int shapes[][4] = {{2, 64, 16, 64}, {1, 32, 200, 32}, {2, 16, 16, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int B = shapes[s][0], C = shapes[s][1], S = shapes[s][2], M = shapes[s][3];
+        test_weight w, bias;
+        tw_make(&w, SD_F16, 4, (int64_t[]){M, C, 3, 3}, 0.1f, 0);
+        tw_make(&bias, SD_F16, 1, (int64_t[]){M}, 1.0f, 0);
+        size_t nin = (size_t)B * C * S * S, nout = (size_t)B * M * S * S;
+        float *x = rand_floats(nin, 1), *scale = rand_floats((size_t)B * C, 2), *shift = rand_floats((size_t)B * C, 1);
+        float *cadd = rand_floats((size_t)B * M, 1);
+        ops_conv_desc d = {.batch = B, .in_ch = C, .in_h = S, .in_w = S, .out_ch = M, .k_h = 3, .k_w = 3, .stride = 1,
+                           .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1, .weight = &w.t, .bias = &bias.t,
+                           .in_scale = scale, .in_shift = shift, .in_silu = 1, .chan_add = cadd};
+        float *ref = malloc(nout * sizeof(float)), *got = malloc(nout * sizeof(float));
+        float *gemm = malloc(nout * sizeof(float));
+        assert_true(ref && got && gemm);
+        conv_run_fixed(ref, &d, x, OPS_CONV_WINOGRAD, 1, &a);
+        for (int t = 2; t <= 5; t += 3) {
+            conv_run_fixed(got, &d, x, OPS_CONV_WINOGRAD, t, &a);
+            if (memcmp(ref, got, nout * sizeof(float)))
+                fail_msg("winograd %dx%dx%d -> %d: %d threads give other numbers than 1", C, S, S, M, t);
+        }
+        /* AUTO takes the Winograd route with >= 32 channels each way, the GEMM routes below */
+        conv_run_fixed(got, &d, x, OPS_CONV_AUTO, 2, &a);
+        conv_run_fixed(gemm, &d, x, OPS_CONV_GEMM, 2, &a);
+        int wino = C >= 32 && M >= 32;
+        if (memcmp(got, wino ? ref : gemm, nout * sizeof(float)))
+            fail_msg("%dx%dx%d -> %d: auto did not take the %s route", C, S, S, M, wino ? "Winograd" : "GEMM");
+        if (!memcmp(ref, gemm, nout * sizeof(float))) fail_msg("the Winograd and GEMM routes give identical bits");
+        assert_true(a.in_use == 0);
+        free(x), free(scale), free(shift), free(cadd), free(ref), free(got), free(gemm);
+        tw_free(&w), tw_free(&bias);
+    }
+    ops_arena_free(&a);
+}
+
 /* ---- normalization ---------------------------------------------------- */
 
 static void test_groupnorm_and_layernorm_match_naive(void **state) {
@@ -520,6 +633,8 @@ int main(void) {
         cmocka_unit_test(test_matmul_matches_naive_with_and_without_transpose),
         cmocka_unit_test(test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding),
         cmocka_unit_test(test_conv2d_splits_large_images_into_strips_and_channel_chunks),
+        cmocka_unit_test(test_conv2d_winograd_matches_naive_with_fused_input_and_output_work),
+        cmocka_unit_test(test_conv2d_winograd_is_picked_for_resnet_convs_and_does_not_depend_on_threads),
         cmocka_unit_test(test_groupnorm_and_layernorm_match_naive),
         cmocka_unit_test(test_activations_softmax_and_geglu_match_naive),
         cmocka_unit_test(test_upsample_concat_and_transposes_move_the_right_elements),

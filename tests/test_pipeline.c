@@ -150,6 +150,9 @@ static void run_case(const pipe_case *c) {
             int d = abs((int)rgb[i] - (int)w8[i]);
             if (d > worst) worst = d;
         }
+        const char *report = getenv("SDRENDER_TEST_REPORT");
+        if (report && *report && *report != '0')
+            fprintf(stderr, "report: %s: PNG pixels off by at most %d (allowed %d)\n", c->name, worst, max_px);
         if (worst > max_px) fail_msg("%s: a PNG pixel is off by %d (allowed %d)", c->name, worst, max_px);
     }
     free(pe);

@@ -99,6 +99,10 @@ void tu_expect_close(const char *label, const float *got, const float *want, siz
             wi = i;
         }
     }
+    const char *report = getenv("SDRENDER_TEST_REPORT");
+    if (report && *report && *report != '0')
+        fprintf(stderr, "report: %s: max |got - want| = %.3g, tolerance %.3g (%.0f%% of it)\n", label, worst, atol,
+                atol > 0 ? 100 * worst / atol : 0);
     if (worst > atol)
         fail_msg("%s: max |got - want| = %.3g at index %zu (got %.9g, want %.9g), tolerance %.3g, peak %.4g", label,
                  worst, wi, got[wi], want[wi], atol, tu_peak(want, n));

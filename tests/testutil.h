@@ -35,7 +35,11 @@ float *tu_f32(const st_file *f, const char *name, size_t *n);
 /* The tensor itself; fails the test when absent. */
 const sd_tensor *tu_tensor(const st_file *f, const char *name);
 
-/* Fails (with the worst element) unless |got - want| <= atol everywhere. */
+/*
+ * Fails (with the worst element) unless |got - want| <= atol everywhere. With
+ * SDRENDER_TEST_REPORT=1 every comparison prints its worst difference to
+ * stderr (how close a change of summation order brings a test to its limit).
+ */
 void tu_expect_close(const char *label, const float *got, const float *want, size_t n, double atol);
 /* Largest |x| of a buffer: the "peak" that relative tolerances scale with. */
 double tu_peak(const float *x, size_t n);

@@ -1,0 +1,37 @@
+/*
+ * ops_conv_impl.h - what the convolution routes in core/ops_conv*.c share
+ * (internal to core/ops_*.c; the public interface is ops_conv2d in ops.h).
+ */
+#ifndef SD_OPS_CONV_IMPL_H
+#define SD_OPS_CONV_IMPL_H
+
+#include "ops.h"
+
+/*
+ * xp: [c1 - c0, nr, wp] = channels [c0, c1), input rows y0 .. y0 + nr - 1 of
+ * image b (xb) of the virtual ih x iw input (upsampled, GroupNorm affine, SiLU
+ * as d says), input column x - pad_l at column x, 0 outside the input (zero
+ * padding).
+ */
+void conv_gather_padded(const ops_conv_desc *d, int ih, int iw, float *xp, const float *xb, int b, int c0, int c1,
+                        int y0, int nr, int wp);
+
+/*
+ * Whether ops_conv2d takes the Winograd route for d with an oh x ow output:
+ * a stride-1 3x3 convolution it handles faster than the GEMM routes (or any
+ * stride-1 3x3 one when ops_set_conv_kernel forces it).
+ */
+int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow);
+
+/*
+ * out = conv(x) by Winograd F(2x2, 3x3) (see ops_conv_winograd.c), with
+ * every fused input and output option of d. Work is planned for plan_threads
+ * and run on `threads` (results do not depend on `threads`).
+ */
+int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int plan_threads, int threads,
+                      ops_arena *a, sd_error *err);
+
+/* Tests: the largest V (bytes) the shared way may use; 1 forces strips, 0 restores the default. */
+void conv_winograd_set_shared_limit(size_t bytes);
+
+#endif
