@@ -26,6 +26,10 @@ static void usage(FILE *fp) {
             "  --grace S            after SIGTERM/SIGINT/SIGUSR1, let jobs in flight finish for S seconds\n"
             "                       (default 60); unfinished ones go back to pending\n"
             "  --max-attempts N     a job failing N times is marked failed (default 3)\n"
+            "  --takeover           start even though another run on JOBS.db looks alive (its process\n"
+            "                       exists on this host, or another host saw it in the last 10 min);\n"
+            "                       only when you know it is dead, or its jobs get rendered twice\n"
+            "  --wait S             wait up to S seconds for such a run to exit before refusing (default 30)\n"
             "  --threads T          threads per rendering rank (default: the node's cores / its ranks)\n"
             "  --tokenizer P        tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
             "  --config YAML        LDM config of a single file\n"
@@ -117,12 +121,14 @@ static void run_teardown(void *vstate) {
 }
 
 int cmd_run(int argc, char **argv) {
-    enum { O_DB = 256, O_OUT, O_GRACE, O_MAXATT, O_THREADS, O_TOK, O_CONFIG };
+    enum { O_DB = 256, O_OUT, O_GRACE, O_MAXATT, O_THREADS, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT };
     static const struct option longopts[] = {{"db", required_argument, 0, O_DB},
                                              {"model", required_argument, 0, 'm'},
                                              {"out", required_argument, 0, O_OUT},
                                              {"grace", required_argument, 0, O_GRACE},
                                              {"max-attempts", required_argument, 0, O_MAXATT},
+                                             {"takeover", no_argument, 0, O_TAKEOVER},
+                                             {"wait", required_argument, 0, O_WAIT},
                                              {"threads", required_argument, 0, O_THREADS},
                                              {"tokenizer", required_argument, 0, O_TOK},
                                              {"config", required_argument, 0, O_CONFIG},
@@ -130,7 +136,7 @@ int cmd_run(int argc, char **argv) {
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     run_ctx ctx = {.grace = 60};
-    sd_run_options o = {.group_size = 1};
+    sd_run_options o = {.group_size = 1, .wait_s = SD_RUN_WAIT_S};
     long max_attempts = 3;
     sd_error err = {0};
     int c;
@@ -145,6 +151,8 @@ int cmd_run(int argc, char **argv) {
         case O_CONFIG: ctx.mopts.config = optarg; break;
         case 'q': ctx.quiet = 1; break;
         case O_GRACE: rc = cli_parse_double("--grace", optarg, 0, 1e6, &ctx.grace, &err); break;
+        case O_TAKEOVER: o.takeover = 1; break;
+        case O_WAIT: rc = cli_parse_double("--wait", optarg, 0, 1e6, &o.wait_s, &err); break;
         case O_MAXATT: rc = cli_parse_long("--max-attempts", optarg, 1, 1000, &max_attempts, &err); break;
         case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &ctx.threads, &err); break;
         case 'h': usage(stdout); return 0;

@@ -51,6 +51,7 @@ const char *sd_err_name(int code) {
     case SD_EUNSUPPORTED: return "unsupported";
     case SD_EINTERNAL: return "internal error";
     case SD_ECANCELED: return "cancelled";
+    case SD_EBUSY: return "busy";
     default: return "unknown error";
     }
 }

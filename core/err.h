@@ -27,6 +27,7 @@ enum {
     SD_EUNSUPPORTED = -5, /* valid input this build cannot handle */
     SD_EINTERNAL = -6,/* a broken invariant: a bug in sdrender */
     SD_ECANCELED = -7,/* stopped on request (a signal, a progress callback) */
+    SD_EBUSY = -8,    /* another process holds what this one needs (a live run on a job table) */
 };
 
 #define SD_ERRMSG_MAX 512

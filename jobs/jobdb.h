@@ -23,8 +23,9 @@
  *   - a job is never lost: the only way out of `pending` is a committed claim,
  *     and a `running` job whose run is gone is put back by the next run's
  *     jobdb_recover (every run other than the current one is dead, because only
- *     one master runs at a time; recovery counts the interrupted attempt, so a
- *     job that kills its renderer every time ends `failed` instead of looping);
+ *     one master runs at a time: jobdb_run_begin's exclusive check refuses a
+ *     second one; recovery counts the interrupted attempt, so a job that kills
+ *     its renderer every time ends `failed` instead of looping);
  *   - a finished job is never rendered twice: `done` is terminal and claims
  *     take only `pending` rows, so once jobdb_finish has committed, no run
  *     hands that job out again. The one window left is a crash after a PNG is
@@ -97,12 +98,22 @@ typedef struct jobdb_run_config {
     const char *host;          /* NULL: gethostname() */
     int ranks;                 /* MPI world size (>= 1); 0 means 1 */
     int max_attempts;          /* for jobdb_fail / jobdb_recover; 0: JOBDB_DEFAULT_MAX_ATTEMPTS */
+    double exclusive_s;        /* > 0: refuse to begin while another run looks alive (see below) */
 } jobdb_run_config;
 
 /* Records a new run and makes it the current run of db: the state-changing
  * calls below act for it. Its instance id (unique, "host-pid-time-random")
- * is jobdb_run_instance(db). */
+ * is jobdb_run_instance(db).
+ * With cfg->exclusive_s > 0 it first looks, in the same write transaction,
+ * for a run that has not ended and still looks alive: on this host, its
+ * process exists; on another host, it was seen (jobdb_run_touch, claims,
+ * results) less than exclusive_s seconds ago. Then it fails with SD_EBUSY
+ * naming that run: two masters would take each other's running jobs for
+ * dead ones and render them twice. A run that is not alive is left for
+ * jobdb_recover. */
 int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err);
+/* Heartbeat: records that the current run is alive now (runs.last_seen_at). */
+int jobdb_run_touch(jobdb *db, sd_error *err);
 /* Id and instance id of the current run (0 / "" before jobdb_run_begin). */
 int64_t jobdb_run_id(const jobdb *db);
 const char *jobdb_run_instance(const jobdb *db);

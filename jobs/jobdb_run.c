@@ -1,9 +1,11 @@
 /* The state changes of a run: begin/end, recover, claim, finish, fail, release, and enqueue. */
 #include "jobdb_internal.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,46 @@ static int touch_run(jobdb *db, double now, sd_error *err) {
     return rc;
 }
 
+int jobdb_run_touch(jobdb *db, sd_error *err) {
+    int rc = need_run(db, "recording a heartbeat", err);
+    return rc < 0 ? rc : touch_run(db, jobdb_now(db), err);
+}
+
+/* Whether a process with this pid exists on this machine (EPERM: it does, as another user's). */
+static int pid_alive(int64_t pid) {
+    if (pid <= 0 || pid != (pid_t)pid) return 0;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/*
+ * SD_EBUSY when a run that has not ended looks alive (jobdb_run_begin's
+ * exclusive check): on `host` (ours) its pid exists, elsewhere it was seen
+ * within stale_s seconds. Runs that are dead are left to jobdb_recover.
+ */
+static int check_no_live_run(jobdb *db, const char *host, double now, double stale_s, sd_error *err) {
+    sqlite3_stmt *st;
+    int rc = jobdb_prepare(db,
+                           "SELECT instance, host, pid, coalesce(last_seen_at, started_at) FROM runs "
+                           "WHERE ended_at IS NULL AND end_status IS NULL ORDER BY id",
+                           &st, err);
+    if (rc < 0) return rc;
+    int s;
+    while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *inst = (const char *)sqlite3_column_text(st, 0), *h = (const char *)sqlite3_column_text(st, 1);
+        int64_t pid = sqlite3_column_int64(st, 2);
+        double seen = sqlite3_column_double(st, 3), ago = now - seen;
+        int here = h && strcmp(h, host) == 0;
+        if (here ? !pid_alive(pid) : ago >= stale_s) continue;
+        rc = sd_err(err, SD_EBUSY,
+                    "%s: run %s is still going (host %s, pid %lld, last seen %.0f s ago); a second run would render "
+                    "its jobs again. Wait for it, stop it, or if it is dead start with --takeover",
+                    db->path, inst ? inst : "?", h ? h : "?", (long long)pid, ago > 0 ? ago : 0);
+    }
+    if (rc == 0 && s != SQLITE_DONE) rc = jobdb_sqlite_error(db, s, "looking for live runs", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
     static const jobdb_run_config none = {0};
     if (!cfg) cfg = &none;
@@ -64,14 +106,19 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
     else if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "unknown");
     double now = jobdb_now(db);
 
-    sqlite3_stmt *st;
-    int rc = jobdb_prepare(db,
+    /* one write transaction: two masters starting at once cannot both pass the check */
+    int64_t run_id = 0;
+    int rc = jobdb_tx_write(db, err);
+    if (rc < 0) return rc;
+    if (cfg->exclusive_s > 0) rc = check_no_live_run(db, host, now, cfg->exclusive_s, err);
+    sqlite3_stmt *st = NULL;
+    if (rc == 0)
+        rc = jobdb_prepare(db,
                            "INSERT INTO runs (instance, model_path, model_sha256, settings_json, host, pid, ranks, "
                            "started_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
                            &st, err);
-    if (rc < 0) return rc;
     /* The UNIQUE constraint backs the random part: on the (unlikely) clash, draw again. */
-    for (int attempt = 0; attempt < 5; attempt++) {
+    for (int attempt = 0; rc == 0 && attempt < 5; attempt++) {
         snprintf(db->instance, sizeof db->instance, "%.64s-%ld-%lld-%08x", host, (long)getpid(), (long long)now,
                  random_u32());
         sqlite3_reset(st);
@@ -85,18 +132,22 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
         sqlite3_bind_double(st, 8, now);
         int s = sqlite3_step(st);
         if (s == SQLITE_DONE) {
-            db->run_id = sqlite3_last_insert_rowid(db->h);
-            db->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : JOBDB_DEFAULT_MAX_ATTEMPTS;
+            run_id = sqlite3_last_insert_rowid(db->h);
             break;
         }
-        if (sqlite3_extended_errcode(db->h) != SQLITE_CONSTRAINT_UNIQUE || attempt == 4) {
+        if (sqlite3_extended_errcode(db->h) != SQLITE_CONSTRAINT_UNIQUE || attempt == 4)
             rc = jobdb_sqlite_error(db, s, "recording the run", err);
-            break;
-        }
     }
     sqlite3_finalize(st);
-    if (rc < 0) db->instance[0] = 0;
-    return rc;
+    if (rc == 0) rc = jobdb_tx_commit(db, err);
+    if (rc < 0) {
+        jobdb_tx_rollback(db);
+        db->instance[0] = 0;
+        return rc;
+    }
+    db->run_id = run_id;
+    db->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : JOBDB_DEFAULT_MAX_ATTEMPTS;
+    return 0;
 }
 
 int jobdb_run_end(jobdb *db, const char *end_status, sd_error *err) {

@@ -255,8 +255,18 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
                                  .model_sha256 = m.model_sha[0] ? m.model_sha : NULL,
                                  .settings_json = opt->settings_json,
                                  .ranks = world,
-                                 .max_attempts = opt->max_attempts};
-        rc = jobdb_run_begin(m.db, &rcfg, &err);
+                                 .max_attempts = opt->max_attempts,
+                                 .exclusive_s = opt->takeover ? 0 : SD_RUN_STALE_S};
+        /* a run that was just stopped or killed may take some seconds to exit: wait for it a while */
+        double t_wait = now_s();
+        int said = 0;
+        while ((rc = jobdb_run_begin(m.db, &rcfg, &err)) == SD_EBUSY && now_s() - t_wait < opt->wait_s &&
+               !stop_signal) {
+            if (!said++ && !opt->quiet)
+                fprintf(stderr, "sdrender run: waiting up to %.0f s for the last run to exit: %s\n", opt->wait_s,
+                        err.msg);
+            sleep_ms(500);
+        }
     }
     int requeued = 0, gave_up = 0;
     if (rc == 0) rc = jobdb_recover(m.db, &requeued, &gave_up, &err);
@@ -331,7 +341,7 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
         char (*who)[300] = calloc((size_t)world, sizeof *who);
         int *stopped = calloc((size_t)world, sizeof *stopped);
         int active = n_leaders, busy = 0;
-        double stop_at = 0;
+        double stop_at = 0, beat_at = now_s();
         if (!in_flight || !who || !stopped) {
             fprintf(stderr, "sdrender: out of memory\n");
             MPI_Abort(MPI_COMM_WORLD, 1);
@@ -357,6 +367,10 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
             MPI_Status st;
             MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
             if (!flag) {
+                if (now_s() - beat_at >= SD_RUN_HEARTBEAT_S) { /* while every worker renders */
+                    beat_at = now_s();
+                    if (jobdb_run_touch(m.db, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
+                }
                 sleep_ms(5);
                 continue;
             }

@@ -62,7 +62,19 @@ typedef struct sd_run_options {
     int max_attempts;         /* 0: JOBDB_DEFAULT_MAX_ATTEMPTS */
     int group_size;           /* ranks per worker group; 1 */
     int quiet;                /* no per-job progress lines */
+    int takeover;             /* start even if another run on the database looks alive */
+    double wait_s;            /* how long to wait for a live run to exit before refusing */
 } sd_run_options;
+
+/*
+ * One master per database: a run refuses to start while another looks alive
+ * (its process exists on this host, or, on another host, it was seen within
+ * SD_RUN_STALE_S seconds; masters record a heartbeat every
+ * SD_RUN_HEARTBEAT_S seconds and at every claim and result).
+ */
+#define SD_RUN_HEARTBEAT_S 30.0
+#define SD_RUN_STALE_S 600.0
+#define SD_RUN_WAIT_S 30.0 /* default wait_s */
 
 /* Output path of a job: OUT/<id, 8 digits>.png (caller frees). */
 char *sd_run_output_path(const char *out_dir, int64_t job_id);

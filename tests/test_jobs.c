@@ -854,6 +854,86 @@ static void test_jobdb_metrics_are_stored_with_their_run(void **state) {
                      1);
 }
 
+/* Begins a run with the exclusive check; returns its code (0 or SD_EBUSY) and the message in msg. */
+static int begin_exclusive(jobdb *db, const char *host, char msg[SD_ERRMSG_MAX]) {
+    sd_error err = {0};
+    jobdb_run_config c = {.host = host, .exclusive_s = 600};
+    int rc = jobdb_run_begin(db, &c, &err);
+    snprintf(msg, SD_ERRMSG_MAX, "%s", err.msg);
+    return rc;
+}
+
+static void test_jobdb_a_second_run_is_refused_while_the_first_looks_alive(void **state) {
+    (void)state;
+    char msg[SD_ERRMSG_MAX];
+    sd_error err = {0};
+    /* on this host, with a live process (ours): refused, and nothing changes */
+    jobdb *a = fresh_db("live.db");
+    add_jobs(a, 2);
+    begin_run(a, 3);
+    assert_int_equal(claim_one(a, "n:1"), 1);
+    jobdb *b = open_db(tu_tmp("live.db"));
+    assert_int_equal(begin_exclusive(b, NULL, msg), SD_EBUSY);
+    assert_non_null(strstr(msg, jobdb_run_instance(a)));
+    assert_non_null(strstr(msg, "--takeover"));
+    assert_int_equal(jobdb_run_id(b), 0);
+    assert_int_equal(status_of(a, 1), SD_JOB_RUNNING);
+    /* once it has ended, the next run starts */
+    assert_int_equal(jobdb_release(a, NULL, &err), 0);
+    assert_int_equal(jobdb_run_end(a, "stopped", &err), 0);
+    assert_int_equal(begin_exclusive(b, NULL, msg), 0);
+    jobdb_close(a);
+    jobdb_close(b);
+
+    /* on another host: alive while its heartbeat is fresh */
+    const double t = 1.8e9;
+    jobdb *c = fresh_db("live2.db");
+    add_jobs(c, 2);
+    jobdb_set_time(c, t);
+    jobdb_run_config cc = {.host = "elsewhere"};
+    assert_int_equal(jobdb_run_begin(c, &cc, &err), 0);
+    assert_int_equal(claim_one(c, "elsewhere:1"), 1);
+    jobdb_set_time(c, t + 500);
+    assert_int_equal(jobdb_run_touch(c, &err), 0);
+    jobdb_close(c); /* its node dies */
+    jobdb *d = open_db(tu_tmp("live2.db"));
+    jobdb_set_time(d, t + 700);
+    assert_int_equal(begin_exclusive(d, NULL, msg), SD_EBUSY);
+    assert_non_null(strstr(msg, "host elsewhere"));
+    assert_non_null(strstr(msg, "last seen 200 s ago"));
+    jobdb_set_time(d, t + 500 + 600);
+    assert_int_equal(begin_exclusive(d, NULL, msg), 0);
+    int requeued = 0;
+    assert_int_equal(jobdb_recover(d, &requeued, NULL, &err), 0);
+    assert_int_equal(requeued, 1);
+    jobdb_close(d);
+
+    /* on this host, a process that is gone: not alive however recent its heartbeat */
+    const char *path = tu_tmp("live3.db");
+    jobdb *e = fresh_db("live3.db");
+    add_jobs(e, 2);
+    jobdb_close(e);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        jobdb *x = NULL;
+        jobdb_open_options o = {.create = 0};
+        sd_job j;
+        int ok = jobdb_open(&x, path, &o, &err) == 0 && jobdb_run_begin(x, NULL, &err) == 0 &&
+                 jobdb_claim(x, "n:1", &j, &err) == 1;
+        _exit(ok ? 0 : 1); /* no run_end, no close: the process just ends */
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    e = open_db(path);
+    assert_int_equal(begin_exclusive(e, NULL, msg), 0);
+    assert_int_equal(jobdb_recover(e, &requeued, NULL, &err), 0);
+    assert_int_equal(requeued, 1);
+    jobdb_close(e);
+}
+
 static void test_jobdb_run_begin_records_the_run_and_rejects_bad_settings(void **state) {
     (void)state;
     const char *path = tu_tmp("runs.db");
@@ -901,6 +981,7 @@ int main(void) {
         cmocka_unit_test(test_jobdb_iterates_done_jobs_with_prompt_and_output_path),
         cmocka_unit_test(test_jobdb_metrics_are_stored_with_their_run),
         cmocka_unit_test(test_jobdb_run_begin_records_the_run_and_rejects_bad_settings),
+        cmocka_unit_test(test_jobdb_a_second_run_is_refused_while_the_first_looks_alive),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -199,6 +199,42 @@ static void test_kill9_of_a_worker_then_rerun_loses_nothing(void **state) {
     free(ls);
 }
 
+static void test_a_second_run_waits_then_refuses_while_one_is_alive_unless_takeover(void **state) {
+    (void)state;
+    const char *dir = tu_tmp("live");
+    char cmd[8192], txt[1024], db[1024], out[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
+    free(sh_ok("mkdir", cmd));
+    snprintf(txt, sizeof txt, "%s", tu_tmp("live/prompts.txt"));
+    snprintf(db, sizeof db, "%s", tu_tmp("live/jobs.db"));
+    snprintf(out, sizeof out, "%s", tu_tmp("live/out"));
+    FILE *fp = fopen(txt, "w");
+    fprintf(fp, "a red house\na blue boat\n");
+    fclose(fp);
+    snprintf(cmd, sizeof cmd, "%s enqueue --db %s --steps 2 -W 64 -H 64 %s", tu_bin(), db, txt);
+    free(sh_ok("enqueue", cmd));
+    /* this process plays a master that is still going */
+    jobdb *d;
+    sd_error err = {0};
+    jobdb_open_options oo = {.keep_journal = 1};
+    assert_int_equal(jobdb_open(&d, db, &oo, &err), 0);
+    assert_int_equal(jobdb_run_begin(d, NULL, &err), 0);
+    char *log;
+    int rc = tu_sh(&log, "SDRENDER_CACHE=%s %s run --db %s -m %s --out %s --wait 1 2>&1", tu_tmpdir(), tu_bin(), db,
+                   model(), out);
+    if (rc != 1 || !strstr(log, "waiting up to 1 s") || !strstr(log, jobdb_run_instance(d)) ||
+        !strstr(log, "--takeover"))
+        fail_msg("expected a wait, then exit 1 naming the live run; got exit %d:\n%s", rc, log);
+    free(log);
+    assert_false(sd_is_dir(out)); /* refused before anything was written */
+    snprintf(cmd, sizeof cmd, "SDRENDER_CACHE=%s %s run --db %s -m %s --out %s --takeover", tu_tmpdir(), tu_bin(), db,
+             model(), out);
+    log = sh_ok("run --takeover", cmd);
+    assert_non_null(strstr(log, "complete: 2 done"));
+    free(log);
+    jobdb_close(d);
+}
+
 int main(void) {
     /* Processes that start MPI (the children) are checked by ASan and UBSan but not for leaks:
      * Open MPI and PMIx leave allocations behind at exit in plugins LSan cannot name. This test
@@ -209,6 +245,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_three_ranks_render_12_mixed_jobs_identical_to_generate),
         cmocka_unit_test(test_kill9_of_a_worker_then_rerun_loses_nothing),
+        cmocka_unit_test(test_a_second_run_waits_then_refuses_while_one_is_alive_unless_takeover),
     };
     return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }
