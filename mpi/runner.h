@@ -67,14 +67,20 @@ typedef struct sd_run_options {
 } sd_run_options;
 
 /*
- * One master per database: a run refuses to start while another looks alive
+ * One master per database: a run does not start while another looks alive
  * (its process exists on this host, or, on another host, it was seen within
  * SD_RUN_STALE_S seconds; masters record a heartbeat every
- * SD_RUN_HEARTBEAT_S seconds and at every claim and result).
+ * SD_RUN_HEARTBEAT_S seconds while they wait on workers, and at every claim
+ * and result). It waits up to wait_s (default SD_RUN_WAIT_S) for that run to
+ * exit or go stale, then refuses. The default outlasts the stale time, so a
+ * job requeued after its node died starts by itself. (A single-rank master
+ * on another host beats only between images; if one takes longer than
+ * SD_RUN_STALE_S, a new run takes it for dead: its in-flight job is then
+ * rendered twice, to the same bytes, and its late result is refused.)
  */
 #define SD_RUN_HEARTBEAT_S 30.0
-#define SD_RUN_STALE_S 600.0
-#define SD_RUN_WAIT_S 30.0 /* default wait_s */
+#define SD_RUN_STALE_S 120.0
+#define SD_RUN_WAIT_S 150.0
 
 /* Output path of a job: OUT/<id, 8 digits>.png (caller frees). */
 char *sd_run_output_path(const char *out_dir, int64_t job_id);
