@@ -254,21 +254,7 @@ static void taps_epilogue(const conv_plan *p, float *out, const float *cbuf, con
         for (int r = 0; r < rows; r++) {
             const float *src = cbuf + ((size_t)(m - m0) * rows + r) * wp;
             size_t off = ((size_t)b * d->out_ch + m) * p->P + (size_t)(oy0 + r) * ow;
-            float *o = out + off;
-            const float *res = d->residual ? d->residual + off : NULL;
-            if (d->accumulate && res) {
-#pragma omp simd
-                for (int x = 0; x < ow; x++) o[x] += (src[x] + add) + res[x];
-            } else if (d->accumulate) {
-#pragma omp simd
-                for (int x = 0; x < ow; x++) o[x] += src[x] + add;
-            } else if (res) {
-#pragma omp simd
-                for (int x = 0; x < ow; x++) o[x] = (src[x] + add) + res[x];
-            } else {
-#pragma omp simd
-                for (int x = 0; x < ow; x++) o[x] = src[x] + add;
-            }
+            conv_store_row(out + off, src, d->residual ? d->residual + off : NULL, add, ow, d->accumulate);
         }
     }
 }

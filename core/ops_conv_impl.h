@@ -17,6 +17,26 @@ void conv_gather_padded(const ops_conv_desc *d, int ih, int iw, float *xp, const
                         int y0, int nr, int wp);
 
 /*
+ * One finished output row: dst[x] (+)= (src[x] + add) (+ res[x]), the bias
+ * and per-channel add already summed into add; res may be NULL.
+ */
+static inline void conv_store_row(float *dst, const float *src, const float *res, float add, int n, int accumulate) {
+    if (accumulate && res) {
+#pragma omp simd
+        for (int x = 0; x < n; x++) dst[x] += (src[x] + add) + res[x];
+    } else if (accumulate) {
+#pragma omp simd
+        for (int x = 0; x < n; x++) dst[x] += src[x] + add;
+    } else if (res) {
+#pragma omp simd
+        for (int x = 0; x < n; x++) dst[x] = (src[x] + add) + res[x];
+    } else {
+#pragma omp simd
+        for (int x = 0; x < n; x++) dst[x] = src[x] + add;
+    }
+}
+
+/*
  * Whether ops_conv2d takes the Winograd route for d with an oh x ow output:
  * a stride-1 3x3 convolution it handles faster than the GEMM routes (or any
  * stride-1 3x3 one when ops_set_conv_kernel forces it).

@@ -224,21 +224,8 @@ static void transform_output(const wino_plan *p, float *out, const float *Mb, si
                 int oy = 2 * (ty0 + ty) + i;
                 if (oy >= p->oh) break;
                 size_t off = ((size_t)b * d->out_ch + o) * p->oh * ow + (size_t)oy * ow;
-                float *dst = out + off;
-                const float *src = y + (size_t)i * ylen, *res = d->residual ? d->residual + off : NULL;
-                if (d->accumulate && res) {
-#pragma omp simd
-                    for (int x = 0; x < ow; x++) dst[x] += (src[x] + add) + res[x];
-                } else if (d->accumulate) {
-#pragma omp simd
-                    for (int x = 0; x < ow; x++) dst[x] += src[x] + add;
-                } else if (res) {
-#pragma omp simd
-                    for (int x = 0; x < ow; x++) dst[x] = (src[x] + add) + res[x];
-                } else {
-#pragma omp simd
-                    for (int x = 0; x < ow; x++) dst[x] = src[x] + add;
-                }
+                conv_store_row(out + off, y + (size_t)i * ylen, d->residual ? d->residual + off : NULL, add, ow,
+                               d->accumulate);
             }
         }
     }
