@@ -72,7 +72,7 @@ static int check_no_live_run(jobdb *db, const char *host, double now, double sta
                            "WHERE ended_at IS NULL AND end_status IS NULL ORDER BY id",
                            &st, err);
     if (rc < 0) return rc;
-    int s;
+    int s = SQLITE_DONE;
     while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
         const char *inst = (const char *)sqlite3_column_text(st, 0), *h = (const char *)sqlite3_column_text(st, 1);
         int64_t pid = sqlite3_column_int64(st, 2);
