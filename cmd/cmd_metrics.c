@@ -194,18 +194,12 @@ int cmd_metrics(int argc, char **argv) {
     if (!o.real && !o.c.clip)
         return cli_usage_error("metrics: nothing to compute: give --real (FID, precision/recall) and/or --clip (CLIP score)");
     o.k = (int)k;
-    o.c.batch = (int)batch;
-    o.c.threads = (int)threads;
-    o.c.threads_for = cli_threads_for;
-    o.c.progress = eval_progress_report;
-    o.c.progress_ctx = &prog;
+    eval_common_set(&o.c, batch, threads, &prog);
     sd_metrics_result r;
     int rc = sd_metrics_mpi(&argc, &argv, &o, &r);
     eval_progress_finish(&prog);
-    /* every rank holds the same agreed error; rank 0 prints it and sets the exit status. The others
-     * exit 0, or mpirun would abort the job before rank 0 has printed its line. */
-    if (!r.root) return 0;
-    if (rc < 0) return cli_fail(&r.err);
+    int code = eval_rank_exit(r.root, rc, &r.err);
+    if (code >= 0) return code;
     if (r.clip_truncated > 0)
         fprintf(stderr, "sdrender metrics: note: %lld prompt(s) longer than the CLIP context were cut to fit it\n",
                 (long long)r.clip_truncated);

@@ -58,18 +58,12 @@ int cmd_stats(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("stats: unexpected argument '%s'", argv[optind]);
     if (!o.images || !o.out || !o.c.inception)
         return cli_usage_error("stats: --images, -o and --inception are required (see 'sdrender stats --help')");
-    o.c.batch = (int)batch;
-    o.c.threads = (int)threads;
-    o.c.threads_for = cli_threads_for;
-    o.c.progress = eval_progress_report;
-    o.c.progress_ctx = &prog;
+    eval_common_set(&o.c, batch, threads, &prog);
     sd_stats_result r;
     int rc = sd_stats_mpi(&argc, &argv, &o, &r);
     eval_progress_finish(&prog);
-    /* every rank holds the same agreed error; rank 0 prints it and sets the exit status. The others
-     * exit 0, or mpirun would abort the job before rank 0 has printed its line. */
-    if (!r.root) return 0;
-    if (rc < 0) return cli_fail(&r.err);
+    int code = eval_rank_exit(r.root, rc, &r.err);
+    if (code >= 0) return code;
     printf("sdrender stats: %lld images -> %s (mu [2048], sigma [2048, 2048], n, features [%lld, 2048])\n",
            (long long)r.n, o.out, (long long)r.n);
     return 0;

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
+
 void eval_progress_report(void *ctx, const char *what, int64_t done, int64_t total) {
     eval_progress *e = ctx;
     if (!e->active || e->phase != what) {
@@ -22,4 +24,17 @@ void eval_progress_finish(eval_progress *e) {
     if (e->active) progress_end(&e->p);
     e->active = 0;
     e->phase = NULL;
+}
+
+void eval_common_set(sd_eval_common *c, long batch, long threads, eval_progress *e) {
+    c->batch = (int)batch;
+    c->threads = (int)threads;
+    c->threads_for = cli_threads_for;
+    c->progress = eval_progress_report;
+    c->progress_ctx = e;
+}
+
+int eval_rank_exit(int root, int rc, const sd_error *err) {
+    if (!root) return 0;
+    return rc < 0 ? cli_fail(err) : -1;
 }

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "metrics_mpi.h"
 #include "progress.h"
 
 typedef struct eval_progress {
@@ -19,5 +20,16 @@ typedef struct eval_progress {
 void eval_progress_report(void *ctx, const char *what, int64_t done, int64_t total);
 /* Ends the line of a phase still shown on a terminal. */
 void eval_progress_finish(eval_progress *e);
+
+/* The options stats and metrics share: batch and threads from the command line, cores per rank from
+ * the node, progress reported through e. */
+void eval_common_set(sd_eval_common *c, long batch, long threads, eval_progress *e);
+
+/*
+ * Exit status of a stats/metrics rank once the MPI work is done: every rank holds the same agreed
+ * error; rank 0 prints it and sets the status. The others exit 0, or mpirun would abort the job
+ * before rank 0 has printed its line. -1 on rank 0 without an error: the command goes on.
+ */
+int eval_rank_exit(int root, int rc, const sd_error *err);
 
 #endif
