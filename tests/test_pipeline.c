@@ -13,6 +13,7 @@
 
 #include "ops.h"
 #include "pipeline.h"
+#include "pngio.h"
 
 typedef struct {
     const char *name;
@@ -154,6 +155,14 @@ static void run_case(const pipe_case *c) {
         if (report && *report && *report != '0')
             fprintf(stderr, "report: %s: PNG pixels off by at most %d (allowed %d)\n", c->name, worst, max_px);
         if (worst > max_px) fail_msg("%s: a PNG pixel is off by %d (allowed %d)", c->name, worst, max_px);
+    }
+    /* SDRENDER_TEST_PNG_DIR keeps each case's pixels as DIR/NAME.png, so a refactoring can be
+       checked byte for byte against the PNGs of the commit before it (scripts/snapshot-outputs.sh). */
+    const char *dump = getenv("SDRENDER_TEST_PNG_DIR");
+    if (dump && *dump) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s.png", dump, c->name);
+        if (sd_png_write_rgb(path, rgb, s.width, s.height, NULL, 0, &err) < 0) fail_msg("%s", err.msg);
     }
     free(pe);
     free(fin);
