@@ -27,12 +27,17 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+# core/ is one folder per subsystem (base, formats, model, ops, nn, text, sampler, pipeline, eval);
+# every one of them is built and on the include path. A .c file anywhere else under core/ (at its
+# top level, or one folder deeper) is not built: scripts/check-layout.sh fails on it.
+CORE_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard core/*/*.c core/*/*.h))))
+
 CFLAGS   := -std=c11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation \
-            -D_GNU_SOURCE $(PKG_CFLAGS) -Icore -Ijobs -Impi $(EXTRA_CFLAGS)
+            -D_GNU_SOURCE $(PKG_CFLAGS) $(addprefix -I,$(CORE_DIRS)) -Ijobs -Impi $(EXTRA_CFLAGS)
 LDFLAGS  := -fopenmp $(LDSAN)
 LDLIBS   := $(PKG_LIBS) -lcmocka -lm -lpthread
 
-CORE_SRC := $(wildcard core/*.c)
+CORE_SRC := $(wildcard core/*/*.c)
 JOBS_SRC := $(wildcard jobs/*.c)
 MPI_SRC  := $(wildcard mpi/*.c)
 CMD_SRC  := $(wildcard cmd/*.c)
@@ -48,7 +53,7 @@ CMD_OBJ  := $(call obj,$(CMD_SRC))
 LIBS     := $(BUILD)/libsdmpi.a $(BUILD)/libsdjobs.a $(BUILD)/libsdcore.a
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all check bench demo clean tests
+.PHONY: all check bench demo clean tests print-sources
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -97,5 +102,9 @@ demo:
 
 clean:
 	rm -rf build
+
+# the sources this Makefile builds, one per line (scripts/check-layout.sh compares them with the tree)
+print-sources:
+	@printf '%s\n' $(CORE_SRC) $(JOBS_SRC) $(MPI_SRC) $(CMD_SRC) $(TEST_SRC) $(TESTUTIL)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

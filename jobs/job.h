@@ -63,7 +63,7 @@ typedef struct sd_job {
     char *error;           /* latest error text; NULL = none */
 } sd_job;
 
-/* The limits a job spec must meet are the renderer's (SD_MAX_* in core/settings.h). */
+/* The limits a job spec must meet are the renderer's (SD_MAX_* in core/pipeline/settings.h). */
 
 /* The settings job j renders with (strings borrowed from j). */
 void sd_job_settings(const sd_job *j, sd_settings *s);

@@ -32,7 +32,7 @@
  *     written but before its `done` commits: the job is still `running`, gets
  *     recovered and is rendered again, with the same seed and settings to the
  *     same path, so the rerun reproduces the same file rather than adding one
- *     (write PNGs atomically, core/fsutil.h);
+ *     (write PNGs atomically, core/base/fsutil.h);
  *   - jobdb_finish refuses a job that is not `running` under the calling run,
  *     so a result that arrives late (after a recovery handed the job to another
  *     run) cannot overwrite anything.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Generates core/unicode_tables.c and core/html_entities.c for the CLIP tokenizer.
+"""Generates core/text/unicode_tables.c and core/text/html_entities.c for the CLIP tokenizer.
 
 Run by hand (never by the build or the tests) from the repository root:
 
@@ -36,7 +36,7 @@ import regex
 MAXCP = 0x110000
 IGN = regex.IGNORECASE
 
-# Class bits; keep in sync with core/unicode.h.
+# Class bits; keep in sync with core/text/unicode.h.
 UNI_L = 1        # [\p{L}] under IGNORECASE
 UNI_N = 2        # [\p{N}]
 UNI_P = 4        # [^\s\p{L}\p{N}] under IGNORECASE
@@ -223,5 +223,5 @@ def write_html(path):
 
 
 if __name__ == '__main__':
-    write_unicode('core/unicode_tables.c')
-    write_html('core/html_entities.c')
+    write_unicode('core/text/unicode_tables.c')
+    write_html('core/text/html_entities.c')

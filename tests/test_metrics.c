@@ -1,4 +1,4 @@
-/* Tests for core/fid.c and core/prdc.c against pytorch-fid and prdc goldens (metrics/README.md §1, §3). */
+/* Tests for core/eval/fid.c and core/eval/prdc.c against pytorch-fid and prdc goldens (metrics/README.md §1, §3). */
 #include "testutil.h"
 
 #include <jansson.h>

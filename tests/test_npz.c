@@ -1,4 +1,4 @@
-/* Tests for core/npz.c: NumPy .npz statistics files, stored and deflated, and their failure modes. */
+/* Tests for core/formats/npz.c: NumPy .npz statistics files, stored and deflated, and their failure modes. */
 #include "testutil.h"
 
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* Tests for core/pickle.c, core/zipread.c and core/ckpt.c: PyTorch checkpoints without Python. */
+/* Tests for core/formats/pickle.c, core/formats/zipread.c and core/formats/ckpt.c: PyTorch checkpoints without Python. */
 #include "testutil.h"
 
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* Tests for core/pngio.c: Pillow-compatible decoding, text chunks, atomic writes, clear errors. */
+/* Tests for core/formats/pngio.c: Pillow-compatible decoding, text chunks, atomic writes, clear errors. */
 #include "testutil.h"
 
 #include <dirent.h>

@@ -1,7 +1,7 @@
 /*
  * ziptest.h - a tiny ZIP builder for tests (stored or deflated members), so
  * tests can craft archives, including broken ones, without Python. It is
- * independent of core/zipread.c on purpose: a reader bug is not mirrored by
+ * independent of core/formats/zipread.c on purpose: a reader bug is not mirrored by
  * the writer that made its test input.
  */
 #ifndef SD_ZIPTEST_H

@@ -14,7 +14,7 @@
  * Image tower: patch conv (no bias) -> class token + patches (row-major grid)
  * -> + position embedding -> pre_layrnorm -> pre-LN encoder layers without a
  * mask -> post_layernorm of the class token -> visual_projection (no bias).
- * Text tower: core/clip.c (causal, final_layer_norm), pooled at the first
+ * Text tower: core/nn/clip.c (causal, final_layer_norm), pooled at the first
  * EOT, i.e. the first position of the largest id (openai's ids.argmax(-1)),
  * then text_projection. The weights stay in the caller's sd_weights.
  *
@@ -54,7 +54,7 @@ int clip_model_config_derive(clip_model_config *c, const sd_weights *w, const ch
 
 typedef struct clip_model {
     clip_model_config cfg;
-    clip_text_model text;                 /* text tower (core/clip.c) */
+    clip_text_model text;                 /* text tower (core/nn/clip.c) */
     const sd_tensor *text_proj;           /* [E, Dt] */
     const sd_tensor *patch_w;             /* [Dv, 3, p, p] */
     const sd_tensor *class_emb;           /* [Dv] */

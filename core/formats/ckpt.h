@@ -9,7 +9,7 @@
  *   - legacy (_use_new_zipfile_serialization=False): five pickles in a row
  *     (magic number, protocol 1001, sys info, the object, storage keys),
  *     then each storage's bytes, each preceded by an 8-byte element count.
- * The pickles go through core/pickle.c, which knows only tensors, storages,
+ * The pickles go through core/formats/pickle.c, which knows only tensors, storages,
  * OrderedDict and plain Python values; anything else is an inert placeholder.
  *
  * Which tensors: if the top-level object is a dict with a "state_dict" dict

@@ -3,7 +3,7 @@
  *
  * Filled from a diffusers folder's config.json files (*_config_load) or, for
  * single-file checkpoints, inferred from tensor shapes plus the LDM .yaml
- * (core/model.c). Field names follow diffusers' config keys.
+ * (core/model/model.c). Field names follow diffusers' config keys.
  */
 #ifndef SD_CONFIG_H
 #define SD_CONFIG_H

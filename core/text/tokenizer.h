@@ -3,7 +3,7 @@
  *
  * Behaves exactly like OpenAI CLIP's SimpleTokenizer (which transformers'
  * CLIPTokenizer follows when ftfy is installed), apart from ftfy.fix_text:
- * see core/tokenizer_text.h for the text cleanup, its one deliberate gap and
+ * see core/text/tokenizer_text.h for the text cleanup, its one deliberate gap and
  * how invalid UTF-8 is handled (replaced by U+FFFD, never an error).
  *
  *     sd_tokenizer *tok;

@@ -1,6 +1,6 @@
 /*
  * ops_cnn.h - kernels that classic convolutional image networks (the FID
- * Inception) need beyond core/ops.h: pooling, ReLU, batch-norm folding and a
+ * Inception) need beyond core/ops/ops.h: pooling, ReLU, batch-norm folding and a
  * PyTorch-compatible bilinear resize.
  *
  * Same conventions as ops.h: float32 NCHW buffers owned by the caller, the

@@ -10,7 +10,7 @@
  *     sd_evaluator_close(&ev);
  *
  * Inception: pytorch-fid's .pth or a safetensors conversion (F16/BF16/F32),
- * pool3 features [2048] per image (core/inception.h).
+ * pool3 features [2048] per image (core/eval/inception.h).
  *
  * CLIP: Hugging Face CLIPModel names in a safetensors or PyTorch file. Head
  * counts come from config.json beside the weights when present (else width /
@@ -22,7 +22,7 @@
  * id 0 to the text context (77); a longer prompt is cut to context - 2 ids
  * before <end> (torchmetrics truncates too; clip.tokenize would refuse it) and
  * counted in ev.truncated. The score of a pair is 100 cos(image, prompt),
- * with OpenAI's preprocessing (core/clip_model.h).
+ * with OpenAI's preprocessing (core/eval/clip_model.h).
  */
 #ifndef SD_EVALUATOR_H
 #define SD_EVALUATOR_H

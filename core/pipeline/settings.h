@@ -3,7 +3,7 @@
  * AUTOMATIC1111-style text form (the PNG `parameters` chunk).
  *
  * The same settings give the same image on any machine: the seed feeds the
- * torch-compatible generator (core/rng.h) exactly as diffusers does.
+ * torch-compatible generator (core/base/rng.h) exactly as diffusers does.
  */
 #ifndef SD_SETTINGS_H
 #define SD_SETTINGS_H

@@ -23,7 +23,7 @@
  *
  * Persistent ids (BINPERSID/PERSID) become PK_PERSID objects holding the id
  * (for PyTorch, the tuple ('storage', storage_type, key, location, numel));
- * resolving them is the caller's business (core/ckpt.c).
+ * resolving them is the caller's business (core/formats/ckpt.c).
  *
  * Opcodes: protocols 0-5 except the text-string forms (STRING, UNICODE), the
  * extension registry (EXT1/2/4) and out-of-band buffers; those, and any

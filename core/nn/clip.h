@@ -43,7 +43,7 @@ typedef struct clip_text_model {
 } clip_text_model;
 
 /*
- * One encoder layer, shared with the CLIP vision tower (core/clip_model.c):
+ * One encoder layer, shared with the CLIP vision tower (core/eval/clip_model.c):
  * clip_layer_load finds "<prefix>encoder.layers.<l>.*" (prefix "text_model."
  * or "vision_model.") with hidden size D and MLP size I; clip_layer_forward
  * runs the pre-LN block on x: [B*T, D] in place, with a causal mask or none,

@@ -5,7 +5,7 @@
  * transformers name relative to the component ("conv_in.weight",
  * "text_model.encoder.layers.0.mlp.fc1.weight") and never care which file
  * layout they came from. A source is a name table: built directly from a
- * safetensors file with an optional prefix, or by core/model.c, which renames
+ * safetensors file with an optional prefix, or by core/model/model.c, which renames
  * the tensors of a single-file (LDM) checkpoint to diffusers names.
  *
  * Tensors stay in their stored dtype (F16, BF16, F32) and are not copied: the

@@ -4,7 +4,7 @@
  * Layout. Activations are float32, row-major, owned by the caller. Images are
  * NCHW ([B, C, H, W], like PyTorch); token sequences are [B, T, C] ("rows" of C
  * features). A kernel never allocates its output: it fills a buffer the caller
- * passes in. Weights are `const sd_tensor *` views (core/tensor.h) in F32, F16
+ * passes in. Weights are `const sd_tensor *` views (core/base/tensor.h) in F32, F16
  * or BF16, usually pointing into a mapped checkpoint, possibly unaligned.
  *
  * Weights stay 16-bit in memory. A kernel widens the weight it needs into

@@ -3,7 +3,7 @@
  *
  * SimpleTokenizer runs html.unescape twice over every prompt, so "&amp;" is
  * "&", "caf&eacute;" is "café" and "&#39;s" becomes the contraction "'s".
- * This is a faithful port, tables included (core/html_entities.c, generated
+ * This is a faithful port, tables included (core/text/html_entities.c, generated
  * from Python 3.11's html module by scripts/gen-unicode-tables.py):
  *   - every "&" followed by one of: "#" digits, "#x"/"#X" hex digits, or 1-32
  *     characters other than tab, LF, FF, space, "<", "&", "#", ";" - each
@@ -28,7 +28,7 @@
  */
 size_t html_unescape(const uint32_t *in, size_t n, uint32_t *out);
 
-/* Generated tables (core/html_entities.c). */
+/* Generated tables (core/text/html_entities.c). */
 typedef struct html_entity {
     const char *name; /* with or without the trailing ';', exactly as in html.entities.html5 */
     uint32_t cp[2];   /* replacement; cp[1] == 0 when it is one code point */
