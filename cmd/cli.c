@@ -11,7 +11,7 @@
 
 int cli_fail(const sd_error *e) {
     fprintf(stderr, "sdrender: %s\n", e->msg[0] ? e->msg : sd_err_name(e->code));
-    return sd_exit_code(e->code ? e->code : SD_EINTERNAL);
+    return sd_err_exit_code(e->code ? e->code : SD_EINTERNAL);
 }
 
 int cli_usage_error(const char *fmt, ...) {

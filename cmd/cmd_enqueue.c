@@ -49,7 +49,7 @@ static void usage(FILE *fp) {
             "  SDRENDER_DB_JOURNAL=auto|wal|delete  journal mode of a database this command creates or\n"
             "                   opens: WAL on local disks; 'delete' (auto's choice on NFS, Lustre, GPFS, ...)\n"
             "                   where network filesystems break WAL (default auto)\n",
-            sd_sampler_list());
+            sampler_kind_list());
 }
 
 typedef struct reporter {
@@ -103,8 +103,8 @@ int cmd_enqueue(int argc, char **argv) {
             rc = cli_parse_double("--cfg-scale", v, 0, SD_MAX_CFG, &x, &e);
             o.defaults.cfg_scale = x;
         } else if ((v = cli_option_value(argc, argv, &i, "--sampler", NULL, &missing))) {
-            if (sd_sampler_parse(v, &o.defaults.sampler) < 0)
-                rc = sd_err(&e, SD_EINPUT, "--sampler: unknown sampler '%s' (known: %s)", v, sd_sampler_list());
+            if (sampler_kind_parse(v, &o.defaults.sampler) < 0)
+                rc = sd_err(&e, SD_EINPUT, "--sampler: unknown sampler '%s' (known: %s)", v, sampler_kind_list());
         } else if ((v = cli_option_value(argc, argv, &i, "--width", "-W", &missing))) {
             rc = cli_parse_long("--width", v, 8, SD_MAX_SIDE, &n, &e);
             if (rc == 0 && n % 8) rc = sd_err(&e, SD_EINPUT, "--width: %ld is not a multiple of 8", n);
@@ -136,9 +136,9 @@ int cmd_enqueue(int argc, char **argv) {
     }
     if (rc == 0 && !db_path) rc = sd_err(&e, SD_EINPUT, "enqueue: --db FILE is required");
     if (rc == 0 && !nfiles) rc = sd_err(&e, SD_EINPUT, "enqueue: no prompt files given");
-    if (rc == 0 && karras && !sd_sampler_has_sigmas(o.defaults.sampler))
+    if (rc == 0 && karras && !sampler_kind_has_sigmas(o.defaults.sampler))
         rc = sd_err(&e, SD_EINPUT, "--karras needs a sigma-based sampler; '%s' has none (try euler, dpm++2m)",
-                    sd_sampler_name(o.defaults.sampler));
+                    sampler_kind_name(o.defaults.sampler));
     o.defaults.karras = karras;
     if (rc < 0) {
         free(files);

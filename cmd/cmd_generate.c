@@ -38,14 +38,14 @@ static void usage(FILE *fp) {
             "      --config YAML      LDM config of a single file (default: same base name + .yaml)\n"
             "  -q, --quiet            no progress output\n"
             "  -h, --help             this text\n",
-            sd_sampler_list());
+            sampler_kind_list());
 }
 
 /* Default sampler: the one the model's scheduler config names. */
-static sd_sampler_kind model_sampler(const sd_model *m) {
+static sampler_kind model_sampler(const sd_model *m) {
     static const struct {
         const char *cls;
-        sd_sampler_kind k;
+        sampler_kind k;
     } map[] = {{"DDIMScheduler", SD_SAMPLER_DDIM},          {"PNDMScheduler", SD_SAMPLER_PNDM},
                {"EulerDiscreteScheduler", SD_SAMPLER_EULER}, {"EulerAncestralDiscreteScheduler", SD_SAMPLER_EULER_A},
                {"LMSDiscreteScheduler", SD_SAMPLER_LMS},     {"HeunDiscreteScheduler", SD_SAMPLER_HEUN},
@@ -141,8 +141,8 @@ int cmd_generate(int argc, char **argv) {
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
         case O_SAMPLER:
-            if (sd_sampler_parse(optarg, &s.sampler) < 0)
-                return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", optarg, sd_sampler_list());
+            if (sampler_kind_parse(optarg, &s.sampler) < 0)
+                return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", optarg, sampler_kind_list());
             have_sampler = 1;
             break;
         case 'h': usage(stdout); return 0;
@@ -191,13 +191,13 @@ int cmd_generate(int argc, char **argv) {
     int rc = sd_settings_check(&s, &err);
     if (rc == 0 && random) fprintf(stderr, "sdrender: random seed %ld\n", seed);
     sd_pipeline p;
-    sd_model_id id;
-    if (rc == 0) rc = pipeline_load(&p, &m, &err);
+    sd_render_id id;
+    if (rc == 0) rc = sd_pipeline_load(&p, &m, &err);
     if (rc < 0) {
         sd_model_close(&m);
         return cli_fail(&err);
     }
-    rc = sd_model_identify(&m, &id, &err);
+    rc = sd_render_identify(&m, &id, &err);
     for (long i = 0; rc == 0 && i < batch; i++) {
         s.seed = seed + i;
         char *path = output_name(out, (int)i, (int)batch);
@@ -208,7 +208,7 @@ int cmd_generate(int argc, char **argv) {
         cli_progress pr;
         char label[64];
         snprintf(label, sizeof label, batch > 1 ? "image %ld/%ld" : "generate", i + 1, batch);
-        int total = pipeline_count_evals(&p, &s, &err);
+        int total = sd_pipeline_count_evals(&p, &s, &err);
         if (total < 0) {
             rc = total;
             free(path);
@@ -225,7 +225,7 @@ int cmd_generate(int argc, char **argv) {
                     (long long)s.seed, cli_now() - t0);
         free(path);
     }
-    pipeline_free(&p);
+    sd_pipeline_free(&p);
     sd_model_close(&m);
     return rc < 0 ? cli_fail(&err) : 0;
 }

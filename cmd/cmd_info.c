@@ -47,7 +47,7 @@ static void print_architecture(const sd_model *m) {
     const clip_config *c = &m->clip;
     const sched_config *s = &m->sched;
     int hd[SD_MAX_LEVELS];
-    for (int i = 0; i < u->n_levels; i++) hd[i] = unet_head_dim(u, i);
+    for (int i = 0; i < u->n_levels; i++) hd[i] = unet_config_head_dim(u, i);
     printf("architecture:\n  unet:         in %d, out %d, channels ", u->in_channels, u->out_channels);
     print_ints(u->block_out, u->n_levels);
     printf(", %d resnets/level, heads ", u->layers_per_block);

@@ -132,14 +132,14 @@ static int write_json(const char *path, const char *text, sd_error *err) {
         fputs(text, stdout);
         return 0;
     }
-    sd_atomic_file af;
-    int rc = sd_atomic_open(&af, path, err);
+    sd_fs_atomic_file af;
+    int rc = sd_fs_atomic_open(&af, path, err);
     if (rc < 0) return rc;
-    if ((rc = sd_atomic_write(&af, text, strlen(text), err)) < 0) {
-        sd_atomic_abort(&af);
+    if ((rc = sd_fs_atomic_write(&af, text, strlen(text), err)) < 0) {
+        sd_fs_atomic_abort(&af);
         return rc;
     }
-    return sd_atomic_commit(&af, err);
+    return sd_fs_atomic_commit(&af, err);
 }
 
 int cmd_metrics(int argc, char **argv) {

@@ -52,7 +52,7 @@ typedef struct {
     run_ctx *ctx;
     sd_model model;
     sd_pipeline pipe;
-    sd_model_id id;
+    sd_render_id id;
 } worker_state;
 
 static int run_identify(void *vctx, char sha[65], sd_error *err) {
@@ -60,8 +60,8 @@ static int run_identify(void *vctx, char sha[65], sd_error *err) {
     sd_model m;
     int rc = sd_model_open(&m, c->model_path, &c->mopts, err);
     if (rc < 0) return rc;
-    sd_model_id id;
-    rc = sd_model_identify(&m, &id, err);
+    sd_render_id id;
+    rc = sd_render_identify(&m, &id, err);
     if (rc == 0) memcpy(sha, id.hash, 65);
     sd_model_close(&m);
     return rc;
@@ -75,7 +75,7 @@ static int run_setup(void *vctx, int local_workers, void **state, sd_error *err)
     ops_set_threads(c->threads > 0 ? (int)c->threads : cli_threads_for(local_workers));
     int rc = sd_model_open(&w->model, c->model_path, &c->mopts, err);
     if (rc == 0) {
-        rc = pipeline_load(&w->pipe, &w->model, err);
+        rc = sd_pipeline_load(&w->pipe, &w->model, err);
         if (rc < 0) sd_model_close(&w->model);
     }
     if (rc < 0) {
@@ -98,7 +98,7 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
     worker_state *w = vstate;
     sd_settings s;
     sd_job_settings(job, &s);
-    sd_model_identify_name(&w->model, &w->id);
+    sd_render_identify_name(&w->model, &w->id);
     snprintf(w->id.hash, sizeof w->id.hash, "%s", model_sha ? model_sha : "");
     double t0 = cli_now();
     /* a crash after the PNG was written but before the master recorded it: keep the file */
@@ -116,7 +116,7 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
 static void run_teardown(void *vstate) {
     worker_state *w = vstate;
     if (!w) return;
-    pipeline_free(&w->pipe);
+    sd_pipeline_free(&w->pipe);
     sd_model_close(&w->model);
     free(w);
 }

@@ -44,7 +44,7 @@ int cmd_tokenize(int argc, char **argv) {
     sd_model m;
     sd_error err = {0};
     if (sd_model_open(&m, model, &opts, &err) < 0) return cli_fail(&err);
-    sd_tokenizer *tok = NULL;
+    tokenizer_bpe *tok = NULL;
     int32_t ids[77];
     int n = 0;
     int rc = sd_model_open_tokenizer(&m, &tok, &err);

@@ -106,13 +106,13 @@ static int resolve_image(const row *r, const char *name, const char *rel, char *
         candidate = strdup(rel);
     } else {
         char *copy = strdup(r->path);
-        candidate = copy ? sd_path_join(dirname(copy), rel) : NULL;
+        candidate = copy ? sd_fs_path_join(dirname(copy), rel) : NULL;
         free(copy);
     }
     if (!candidate) return sd_err(err, SD_ENOMEM, "out of memory");
     char *abs = realpath(candidate, NULL);
     int rc = 0;
-    if (!abs || !sd_is_file(abs))
+    if (!abs || !sd_fs_is_file(abs))
         rc = sd_err(err, SD_EINPUT, "%s '%s' is not a readable file (%s: %s)", name, rel, candidate,
                     abs ? "not a regular file" : strerror(errno));
     free(candidate);
@@ -135,8 +135,8 @@ static int set_text(row *r, int f, const char *s, sd_error *err) {
     case F_PROMPT: dst = &r->job.prompt; break;
     case F_NEGATIVE: dst = &r->job.negative_prompt; break;
     case F_SAMPLER:
-        if (sd_sampler_parse(s, &r->job.sampler) < 0)
-            return sd_err(err, SD_EINPUT, "unknown sampler '%s' (known: %s)", s, sd_sampler_list());
+        if (sampler_kind_parse(s, &r->job.sampler) < 0)
+            return sd_err(err, SD_EINPUT, "unknown sampler '%s' (known: %s)", s, sampler_kind_list());
         return 0;
     case F_INIT_IMAGE: return resolve_image(r, name, s, &r->job.init_image, err);
     case F_MASK: return resolve_image(r, name, s, &r->job.mask, err);
@@ -195,7 +195,7 @@ static int row_finish(row *r, const enqueue_options *o, sd_error *err) {
     if (!r->given[F_STEPS]) j->steps = d->steps;
     if (!r->given[F_CFG]) j->cfg_scale = d->cfg_scale;
     if (!r->given[F_SAMPLER]) j->sampler = d->sampler;
-    if (!r->given[F_KARRAS]) j->karras = d->karras && sd_sampler_has_sigmas(j->sampler);
+    if (!r->given[F_KARRAS]) j->karras = d->karras && sampler_kind_has_sigmas(j->sampler);
     if (!r->given[F_WIDTH]) j->width = d->width;
     if (!r->given[F_HEIGHT]) j->height = d->height;
     if (!r->given[F_CLIP_SKIP]) j->clip_skip = d->clip_skip;
@@ -481,7 +481,7 @@ int enqueue_parse_file(const char *path, const enqueue_options *o, enqueue_batch
     else return sd_err(err, SD_EINPUT, "%s: unknown prompt file format; use .txt, .jsonl or .csv", path);
     char *text;
     size_t len;
-    int rc = sd_read_file(path, &text, &len, err);
+    int rc = sd_fs_read_file(path, &text, &len, err);
     if (rc < 0) return rc;
     const char *p = text, *end = text + len;
     if (len >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3; /* UTF-8 byte order mark */

@@ -42,7 +42,7 @@ typedef struct sd_job {
     int64_t seed;          /* >= 0 */
     int steps;             /* 1..1000 */
     double cfg_scale;      /* classifier-free guidance scale */
-    sd_sampler_kind sampler;
+    sampler_kind sampler;
     int karras;            /* Karras sigmas (only with a sigma-based sampler) */
     int width, height;     /* pixels, multiples of 8 */
     int clip_skip;         /* 1 = last layer (A1111 convention) */

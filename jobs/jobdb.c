@@ -219,8 +219,8 @@ int jobdb_open(jobdb **out, const char *path, const jobdb_open_options *opt, sd_
     static const jobdb_open_options defaults = {0};
     if (!opt) opt = &defaults;
     *out = NULL;
-    if (sd_is_dir(path)) return sd_err(err, SD_EINPUT, "%s: is a directory, not a job database", path);
-    if (!opt->create && !sd_is_file(path))
+    if (sd_fs_is_dir(path)) return sd_err(err, SD_EINPUT, "%s: is a directory, not a job database", path);
+    if (!opt->create && !sd_fs_is_file(path))
         return sd_err(err, SD_ENOTFOUND, "%s: no such job database (create one with 'sdrender enqueue --db %s FILE')",
                       path, path);
     int target = opt->schema_version > 0 ? opt->schema_version : jobdb_schema_latest();
@@ -328,9 +328,9 @@ int jobdb_read_job(jobdb *db, sqlite3_stmt *st, sd_job *job, sd_error *err) {
     if (nomem) rc = sd_err(err, SD_ENOMEM, "%s: out of memory reading job %lld", db->path, (long long)job->id);
     else if (!job->prompt || !job->negative_prompt)
         rc = sd_err(err, SD_EINPUT, "%s: job %lld has no prompt", db->path, (long long)job->id);
-    else if (!sampler || sd_sampler_parse(sampler, &job->sampler) < 0)
+    else if (!sampler || sampler_kind_parse(sampler, &job->sampler) < 0)
         rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown sampler '%s' (known: %s)", db->path,
-                    (long long)job->id, sampler ? sampler : "", sd_sampler_list());
+                    (long long)job->id, sampler ? sampler : "", sampler_kind_list());
     else if (!status || sd_job_status_parse(status, &job->status) < 0)
         rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown status '%s'", db->path, (long long)job->id,
                     status ? status : "");

@@ -417,7 +417,7 @@ static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now) {
     jobdb_bind_text(st, 2, j->negative_prompt ? j->negative_prompt : "");
     sqlite3_bind_int(st, 4, j->steps);
     sqlite3_bind_double(st, 5, j->cfg_scale);
-    jobdb_bind_text(st, 6, sd_sampler_name(j->sampler));
+    jobdb_bind_text(st, 6, sampler_kind_name(j->sampler));
     sqlite3_bind_int(st, 7, j->karras ? 1 : 0);
     sqlite3_bind_int(st, 8, j->width);
     sqlite3_bind_int(st, 9, j->height);

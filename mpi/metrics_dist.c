@@ -63,7 +63,7 @@ int md_bcast_strings(const md_world *w, char ***list, int *n, sd_error *err) {
         for (int64_t i = 0; out && i < hdr[0]; i++) {
             out[i] = strdup(p);
             if (!out[i]) {
-                sd_path_list_free(out, (int)i);
+                sd_imagedir_free(out, (int)i);
                 out = NULL;
                 break;
             }

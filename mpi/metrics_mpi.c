@@ -78,8 +78,8 @@ typedef struct eval_set {
 } eval_set;
 
 static void set_free(eval_set *s) {
-    sd_path_list_free(s->paths, s->n);
-    sd_path_list_free(s->prompts, s->prompts ? s->n : 0);
+    sd_imagedir_free(s->paths, s->n);
+    sd_imagedir_free(s->prompts, s->prompts ? s->n : 0);
     sd_fid_stats_free(&s->npz);
     free(s->feats);
     free(s->scores);
@@ -154,10 +154,10 @@ static int read_db(eval_set *s, jobdb **db, sd_error *err) {
 static int set_load(eval_set *s, jobdb **db, sd_error *err) {
     int rc;
     if (s->src == SRC_DB) return read_db(s, db, err);
-    if (sd_is_dir(s->path)) {
+    if (sd_fs_is_dir(s->path)) {
         s->src = SRC_DIR;
-        rc = sd_png_dir_list(s->path, &s->paths, &s->n, err);
-    } else if (sd_is_file(s->path)) {
+        rc = sd_imagedir_list(s->path, &s->paths, &s->n, err);
+    } else if (sd_fs_is_file(s->path)) {
         s->src = SRC_NPZ;
         rc = sd_fid_stats_load(s->path, &s->npz, err);
     } else {
@@ -181,7 +181,7 @@ static int check_out_dir(const char *out, sd_error *err) {
     const char *slash = strrchr(out, '/');
     if (!slash) return 0;
     char *dir = strndup(out, slash == out ? 1 : (size_t)(slash - out));
-    int ok = dir && sd_is_dir(dir);
+    int ok = dir && sd_fs_is_dir(dir);
     free(dir);
     return ok ? 0 : sd_err(err, SD_ENOTFOUND, "-o %s: its folder does not exist", out);
 }
@@ -197,9 +197,9 @@ int sd_stats_mpi(int *argc, char ***argv, const sd_stats_options *o, sd_stats_re
     int rc = 0;
     if (w.rank == 0) {
         rc = check_out_dir(o->out, &err);
-        if (rc == 0 && !sd_is_dir(o->images))
-            rc = sd_err(&err, sd_is_file(o->images) ? SD_EINPUT : SD_ENOTFOUND, "--images %s: not a folder", o->images);
-        if (rc == 0) rc = sd_png_dir_list(o->images, &s.paths, &s.n, &err);
+        if (rc == 0 && !sd_fs_is_dir(o->images))
+            rc = sd_err(&err, sd_fs_is_file(o->images) ? SD_EINPUT : SD_ENOTFOUND, "--images %s: not a folder", o->images);
+        if (rc == 0) rc = sd_imagedir_list(o->images, &s.paths, &s.n, &err);
         if (rc == 0 && s.n < 2)
             rc = sd_err(&err, SD_EINPUT, "%s: 1 PNG file; FID statistics need at least 2 images", o->images);
     }
@@ -448,7 +448,7 @@ int sd_metrics_mpi(int *argc, char ***argv, const sd_metrics_options *o, sd_metr
         if (want_scores) {
             double sum = 0; /* in image order, whatever the ranks */
             for (int i = 0; i < fake.n; i++) sum += fake.scores[i];
-            r->clip_score = clip_score_from_sum(sum, fake.n);
+            r->clip_score = clip_model_score_from_sum(sum, fake.n);
             r->has_clip = 1;
         } else {
             snprintf(r->why_no_clip, sizeof r->why_no_clip, "needs --clip and --db (the prompts)");

@@ -54,7 +54,7 @@ static void sleep_ms(int ms) {
 char *sd_run_output_path(const char *out_dir, int64_t job_id) {
     char name[32];
     snprintf(name, sizeof name, "%08lld.png", (long long)job_id);
-    return sd_path_join(out_dir, name);
+    return sd_fs_path_join(out_dir, name);
 }
 
 /* ---- messages: JSON text over MPI ---- */
@@ -125,7 +125,7 @@ static int worker_main(const sd_worker_ops *ops, int rank, int local_workers) {
         MPI_Status st;
         MPI_Probe(0, TAG_STOP, MPI_COMM_WORLD, &st);
         json_decref(recv_json(&st));
-        return sd_exit_code(err.code);
+        return sd_err_exit_code(err.code);
     }
     json_t *ready = json_pack("{s:i,s:s}", "rank", rank, "host", w.host);
     send_json(ready, 0, TAG_READY);
@@ -273,7 +273,7 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
     if (rc == 0 && (requeued || gave_up) && !opt->quiet)
         fprintf(stderr, "sdrender run: recovered %d interrupted job(s) from earlier runs (%d given up as failed)\n",
                 requeued, gave_up);
-    if (rc == 0) rc = sd_mkdirs(opt->out_dir, &err);
+    if (rc == 0) rc = sd_fs_mkdirs(opt->out_dir, &err);
     if (rc == 0 && !realpath(opt->out_dir, m.out_dir))
         rc = sd_err(&err, SD_EIO, "%s: %s", opt->out_dir, strerror(errno));
     if (rc == 0) {
@@ -296,7 +296,7 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
             json_decref(stop);
         }
         if (m.db) jobdb_close(m.db);
-        return sd_exit_code(rc);
+        return sd_err_exit_code(rc);
     }
 
     const char *end_status = "complete";
@@ -308,7 +308,7 @@ static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int 
         if (rc < 0) {
             fprintf(stderr, "sdrender: %s\n", err.msg);
             end_status = "error";
-            exit_code = sd_exit_code(rc);
+            exit_code = sd_err_exit_code(rc);
         }
         char me[300];
         char host[256] = "";
@@ -441,7 +441,7 @@ static void clean_stale_temp_files(const char *dir) {
     while ((e = readdir(d))) {
         int n = 0;
         if (sscanf(e->d_name, "%*8[0-9].png.tmp.%*d%n", &n) >= 0 && n > 0 && e->d_name[n] == 0) {
-            char *p = sd_path_join(dir, e->d_name);
+            char *p = sd_fs_path_join(dir, e->d_name);
             if (p) unlink(p);
             free(p);
         }

@@ -7,7 +7,7 @@ json_t *runner_job_to_json(const sd_job *job, const char *output_path, const cha
     json_t *j = json_pack("{s:I,s:s,s:s,s:I,s:i,s:f,s:s,s:b,s:i,s:i,s:i,s:f,s:i,s:s}", "id", (json_int_t)job->id,
                           "prompt", job->prompt ? job->prompt : "", "negative_prompt",
                           job->negative_prompt ? job->negative_prompt : "", "seed", (json_int_t)job->seed, "steps",
-                          job->steps, "cfg_scale", job->cfg_scale, "sampler", sd_sampler_name(job->sampler), "karras",
+                          job->steps, "cfg_scale", job->cfg_scale, "sampler", sampler_kind_name(job->sampler), "karras",
                           job->karras, "width", job->width, "height", job->height, "clip_skip", job->clip_skip,
                           "strength", job->strength, "attempts", job->attempts, "output", output_path);
     if (!j) return NULL;
@@ -46,7 +46,7 @@ int runner_job_from_json(json_t *j, sd_job *job, const char **output, const char
         sd_job_free(job);
         return sd_err(err, SD_ENOMEM, "out of memory");
     }
-    if (sd_sampler_parse(json_string_value(sampler), &job->sampler) < 0) {
+    if (sampler_kind_parse(json_string_value(sampler), &job->sampler) < 0) {
         sd_job_free(job);
         return sd_err(err, SD_EINTERNAL, "job message names an unknown sampler");
     }

@@ -79,7 +79,7 @@ static void test_clip_preprocess_matches_pillow_resize_and_round_half_even_crop(
         snprintf(rel, sizeof rel, "metrics/images/%s.png", images[i]);
         int h, w;
         uint8_t *rgb = tu_read_png_rgb(rel, &h, &w);
-        if (clip_image_preprocess(rgb, h, w, 32, crop, px, &err) < 0) fail_msg("%s", err.msg);
+        if (clip_model_image_preprocess(rgb, h, w, 32, crop, px, &err) < 0) fail_msg("%s", err.msg);
         const uint8_t *want = (const uint8_t *)want_u8->data + (size_t)i * sizeof crop;
         for (size_t k = 0; k < sizeof crop; k++)
             if (crop[k] != want[k])
@@ -89,7 +89,7 @@ static void test_clip_preprocess_matches_pillow_resize_and_round_half_even_crop(
         free(rgb);
     }
     free(want_px);
-    assert_int_equal(clip_image_resize_crop(crop, 0, 3, 32, crop, &err), SD_EINPUT);
+    assert_int_equal(clip_model_image_resize_crop(crop, 0, 3, 32, crop, &err), SD_EINPUT);
 }
 
 static void test_pil_resize_keeps_same_size_and_skips_unchanged_axis(void **state) {
@@ -173,14 +173,14 @@ static void test_clip_embeddings_and_cosines_match_openai_clip(void **state) {
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) {
             double c;
-            clip_pair_cosines(img + 16 * i, txt + 16 * j, 1, 16, &c);
+            clip_model_pair_cosines(img + 16 * i, txt + 16 * j, 1, 16, &c);
             cm[4 * i + j] = (float)c;
         }
     float *want = tu_f32(&f->golden, "cosine_matrix", &n);
     tu_expect_close("cosine_matrix", cm, want, 16, TOL_COS);
     free(want);
-    clip_normalize_rows(img, 4, 16);
-    clip_normalize_rows(txt, 4, 16);
+    clip_model_normalize_rows(img, 4, 16);
+    clip_model_normalize_rows(txt, 4, 16);
     want = tu_f32(&f->golden, "image_embeds_normalized", &n);
     tu_expect_close("image_embeds_normalized", img, want, n, TOL_COS);
     free(want);
@@ -212,10 +212,10 @@ static void test_clip_score_is_clamped_mean_of_pair_scores(void **state) {
         if (fabs(score[i] - w) > TOL_SCORE) fail_msg("pair %d: score %.6f, want %.6f", i, score[i], w);
         sum += score[i];
     }
-    double s = clip_score_from_sum(sum, 4), ref = json_num(f->json, "clip_score_torchmetrics_fp64");
+    double s = clip_model_score_from_sum(sum, 4), ref = json_num(f->json, "clip_score_torchmetrics_fp64");
     if (fabs(s - ref) > TOL_SCORE) fail_msg("CLIP score %.6f, want %.6f", s, ref);
     /* ranks merge by summing: two halves give the same score */
-    assert_true(fabs(clip_score_from_sum((score[0] + score[1]) + (score[2] + score[3]), 2 + 2) - s) < 1e-12);
+    assert_true(fabs(clip_model_score_from_sum((score[0] + score[1]) + (score[2] + score[3]), 2 + 2) - s) < 1e-12);
     /* image 2 with all four prompts: the mean is negative, torchmetrics clamps it to 0 */
     float px4[4 * 3 * 32 * 32];
     for (int i = 0; i < 4; i++) memcpy(px4 + i * 3 * 32 * 32, px + 2 * 3 * 32 * 32, 3 * 32 * 32 * sizeof(float));
@@ -223,9 +223,9 @@ static void test_clip_score_is_clamped_mean_of_pair_scores(void **state) {
     double mean = (score[0] + score[1] + score[2] + score[3]) / 4;
     double ref_mean = json_num(f->json, "image2_with_all_prompts_mean_100cos_fp64");
     if (fabs(mean - ref_mean) > TOL_SCORE) fail_msg("image 2 vs all prompts: mean %.6f, want %.6f", mean, ref_mean);
-    assert_true(clip_score_from_sum(score[0] + score[1] + score[2] + score[3], 4) == 0.0);
+    assert_true(clip_model_score_from_sum(score[0] + score[1] + score[2] + score[3], 4) == 0.0);
     assert_true(json_num(f->json, "image2_with_all_prompts_clip_score_torchmetrics_fp64") == 0.0);
-    assert_true(clip_score_from_sum(5.0, 0) == 0.0);
+    assert_true(clip_model_score_from_sum(5.0, 0) == 0.0);
     free(px);
 }
 

@@ -552,7 +552,7 @@ static void test_status_command_gives_one_line_errors_for_bad_databases(void **s
     assert_int_equal(tu_sh(&out, "%s status --db %s 2>&1", tu_bin(), tu_tmp("absent.db")), 2);
     assert_non_null(strstr(out, "no such job database"));
     free(out);
-    assert_false(sd_is_file(tu_tmp("absent.db")));
+    assert_false(sd_fs_is_file(tu_tmp("absent.db")));
     assert_int_equal(tu_sh(&out, "%s status 2>&1", tu_bin()), 2);
     assert_non_null(strstr(out, "--db"));
     free(out);

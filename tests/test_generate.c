@@ -97,7 +97,7 @@ static void test_generate_parameters_chunk_round_trips(void **state) {
     assert_int_equal(sd_png_read_text(png, &t, &nt, &err), 0);
     const char *params = sd_png_text_get(t, nt, "parameters");
     assert_non_null(params);
-    sd_parsed_params p;
+    sd_settings_parsed p;
     assert_int_equal(sd_settings_parse_a1111(params, &p, &err), 0);
     assert_string_equal(p.prompt, "a fox, (masterpiece:1.2)");
     assert_string_equal(p.negative, "ugly");
@@ -111,13 +111,13 @@ static void test_generate_parameters_chunk_round_trips(void **state) {
     assert_int_equal(p.s.height, 72);
     assert_int_equal(strlen(p.model_hash), 10);
     assert_string_equal(p.model_name, "tiny-sd15");
-    sd_parsed_params_free(&p);
+    sd_settings_parsed_free(&p);
     sd_png_text_free(t, nt);
     /* batch count: consecutive seeds, numbered files */
     snprintf(args, sizeof args, "-m %s/models/tiny-sd15 -p x --steps 2 --seed 5 --batch-count 2 -o %s", tu_testdata(),
              tu_tmp("b.png"));
     generate_ok(args);
-    assert_true(sd_is_file(tu_tmp("b-1.png")) && sd_is_file(tu_tmp("b-2.png")));
+    assert_true(sd_fs_is_file(tu_tmp("b-1.png")) && sd_fs_is_file(tu_tmp("b-2.png")));
     assert_int_equal(sd_png_read_text(tu_tmp("b-2.png"), &t, &nt, &err), 0);
     assert_non_null(strstr(sd_png_text_get(t, nt, "parameters"), "Seed: 6,"));
     assert_non_null(strstr(sd_png_text_get(t, nt, "parameters"), "Size: 64x64"));

@@ -671,7 +671,7 @@ static void test_jobdb_rejects_missing_foreign_and_non_sqlite_files_with_a_clear
     remove_db(tu_tmp("missing.db"));
     assert_int_equal(jobdb_open(&db, tu_tmp("missing.db"), NULL, &err), SD_ENOTFOUND);
     assert_non_null(strstr(err.msg, "no such job database"));
-    assert_false(sd_is_file(tu_tmp("missing.db")));
+    assert_false(sd_fs_is_file(tu_tmp("missing.db")));
     /* not SQLite at all */
     const char *text = tu_tmp("notes.db");
     write_text(text, "These are my notes, not a database. They go on for a while so that the file is longer than "

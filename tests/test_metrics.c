@@ -30,7 +30,7 @@ static double *f64_of(const st_file *f, const char *name, size_t *n) {
     size_t k = (size_t)sd_tensor_numel(t);
     double *p = malloc(k * sizeof *p);
     assert_non_null(p);
-    sd_convert_to_f64(p, t->data, t->dtype, k);
+    sd_dtype_convert_to_f64(p, t->data, t->dtype, k);
     if (n) *n = k;
     return p;
 }

@@ -81,7 +81,7 @@ static void test_variants_are_detected(void **state) {
     assert_true(m.unet.use_linear_projection);
     assert_int_equal(m.unet.heads[0], 2);
     assert_int_equal(m.unet.heads[3], 4);
-    assert_int_equal(unet_head_dim(&m.unet, 3), 16);
+    assert_int_equal(unet_config_head_dim(&m.unet, 3), 16);
     assert_int_equal(m.clip.act, CLIP_ACT_GELU);
     assert_string_equal(sd_model_variant(&m, buf, sizeof buf), "SD 2.x (v-prediction)");
     sd_model_close(&m);
@@ -150,15 +150,15 @@ static void test_ldm_names_translate_to_diffusers_names(void **state) {
     };
     char out[256];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        assert_int_equal(sd_ldm_unet_name(cases[i][0], 2, out, sizeof out), 0);
+        assert_int_equal(sd_model_ldm_unet_name(cases[i][0], 2, out, sizeof out), 0);
         assert_string_equal(out, cases[i][1]);
     }
-    assert_int_equal(sd_ldm_unet_name("label_emb.0.0.weight", 2, out, sizeof out), -1);
-    assert_int_equal(sd_ldm_vae_name("decoder.up.3.block.0.nin_shortcut.weight", 4, out, sizeof out), 0);
+    assert_int_equal(sd_model_ldm_unet_name("label_emb.0.0.weight", 2, out, sizeof out), -1);
+    assert_int_equal(sd_model_ldm_vae_name("decoder.up.3.block.0.nin_shortcut.weight", 4, out, sizeof out), 0);
     assert_string_equal(out, "decoder.up_blocks.0.resnets.0.conv_shortcut.weight");
-    assert_int_equal(sd_ldm_vae_name("decoder.up.1.upsample.conv.bias", 4, out, sizeof out), 0);
+    assert_int_equal(sd_model_ldm_vae_name("decoder.up.1.upsample.conv.bias", 4, out, sizeof out), 0);
     assert_string_equal(out, "decoder.up_blocks.2.upsamplers.0.conv.bias");
-    assert_int_equal(sd_ldm_vae_name("encoder.mid.attn_1.proj_out.weight", 4, out, sizeof out), 0);
+    assert_int_equal(sd_model_ldm_vae_name("encoder.mid.attn_1.proj_out.weight", 4, out, sizeof out), 0);
     assert_string_equal(out, "encoder.mid_block.attentions.0.to_out.0.weight");
 }
 
@@ -201,13 +201,13 @@ static void test_yaml_scalars_resolve_like_pyyaml(void **state) {
     json_t *j;
     sd_error err = {0};
     assert_int_equal(sd_yaml_parse(y, strlen(y), "t.yaml", &j, &err), 0);
-    assert_int_equal(json_integer_value(sd_json_path(j, "a.b")), 4);
-    assert_true(json_is_real(sd_json_path(j, "a.c")) && json_real_value(sd_json_path(j, "a.c")) == 1e-4);
-    assert_true(json_is_true(sd_json_path(j, "a.d")));
-    assert_string_equal(json_string_value(sd_json_path(j, "a.e")), "7");
-    assert_int_equal(json_array_size(sd_json_path(j, "a.f")), 2);
-    assert_true(json_is_null(sd_json_path(j, "a.g")));
-    assert_string_equal(json_string_value(sd_json_path(j, "a.h")), "text");
+    assert_int_equal(json_integer_value(sd_yaml_json_path(j, "a.b")), 4);
+    assert_true(json_is_real(sd_yaml_json_path(j, "a.c")) && json_real_value(sd_yaml_json_path(j, "a.c")) == 1e-4);
+    assert_true(json_is_true(sd_yaml_json_path(j, "a.d")));
+    assert_string_equal(json_string_value(sd_yaml_json_path(j, "a.e")), "7");
+    assert_int_equal(json_array_size(sd_yaml_json_path(j, "a.f")), 2);
+    assert_true(json_is_null(sd_yaml_json_path(j, "a.g")));
+    assert_string_equal(json_string_value(sd_yaml_json_path(j, "a.h")), "text");
     json_decref(j);
     const char *bad = "a: [1, 2\nb: 3\n";
     assert_int_equal(sd_yaml_parse(bad, strlen(bad), "bad.yaml", &j, &err), SD_EINPUT);

@@ -104,10 +104,10 @@ static void test_npz_reads_numpy_stored_zip64_and_deflated_archives(void **state
         const sd_tensor *t;
         assert_int_equal(sd_npz_get(&z, "mu", SD_F64, 1, (int64_t[]){3}, &t, &err), 0);
         double v[9];
-        sd_convert_to_f64(v, t->data, t->dtype, 3);
+        sd_dtype_convert_to_f64(v, t->data, t->dtype, 3);
         assert_memory_equal(v, mu, sizeof mu);
         assert_int_equal(sd_npz_get(&z, "sigma", SD_F64, 2, (int64_t[]){3, 3}, &t, &err), 0);
-        sd_convert_to_f64(v, t->data, t->dtype, 9);
+        sd_dtype_convert_to_f64(v, t->data, t->dtype, 9);
         assert_memory_equal(v, sigma, sizeof sigma);
         sd_npz_close(&z);
         tz_free(&zb);
@@ -149,20 +149,20 @@ static void test_npz_rejects_malformed_npy_headers(void **state) {
         memset(buf + 10 + dl, ' ', padded - total);
         buf[padded - 1] = '\n';
         memcpy(buf + padded, zeros, c->data_bytes);
-        int rc = sd_npy_parse(buf, padded + c->data_bytes, "case.npy", &t, &err);
+        int rc = sd_npz_parse_npy(buf, padded + c->data_bytes, "case.npy", &t, &err);
         if (rc >= 0) fail_msg("'%s' was accepted", c->what);
         if (!strstr(err.msg, c->expect)) fail_msg("'%s': message '%s' lacks '%s'", c->what, err.msg, c->expect);
     }
     /* broken preambles */
-    assert_true(sd_npy_parse("\x93NUMPX\x01\x00\x00\x00", 10, "m.npy", &t, &err) < 0);
+    assert_true(sd_npz_parse_npy("\x93NUMPX\x01\x00\x00\x00", 10, "m.npy", &t, &err) < 0);
     assert_non_null(strstr(err.msg, "magic"));
-    assert_true(sd_npy_parse("\x93NUMPY\x01\x00\xff\x00{}", 12, "m.npy", &t, &err) < 0);
+    assert_true(sd_npz_parse_npy("\x93NUMPY\x01\x00\xff\x00{}", 12, "m.npy", &t, &err) < 0);
     assert_non_null(strstr(err.msg, "runs past"));
-    assert_true(sd_npy_parse("\x93NUMPY\x09\x00\x00\x00", 10, "m.npy", &t, &err) < 0);
+    assert_true(sd_npz_parse_npy("\x93NUMPY\x09\x00\x00\x00", 10, "m.npy", &t, &err) < 0);
     assert_non_null(strstr(err.msg, "version 9"));
     /* a good one for contrast: 0-d and the spacing numpy 1.x writes for 1-d */
     size_t n = make_npy(buf, "<i8", "()", "\x05\0\0\0\0\0\0\0", 8, 1);
-    assert_int_equal(sd_npy_parse(buf, n, "ok.npy", &t, &err), 0);
+    assert_int_equal(sd_npz_parse_npy(buf, n, "ok.npy", &t, &err), 0);
     assert_int_equal(t.ndim, 0);
     assert_int_equal(t.dtype, SD_I64);
     /* and the same inside an archive: the error names the file and member */
@@ -205,7 +205,7 @@ static void test_npz_write_refuses_unnamed_and_unsupported_arrays(void **state) 
     t.dtype = SD_BF16; /* numpy has no bfloat16 */
     t.nbytes = 4;
     assert_int_equal(sd_npz_write(tu_tmp("w.npz"), &t, 1, &err), SD_EUNSUPPORTED);
-    assert_false(sd_is_file(tu_tmp("w.npz")));
+    assert_false(sd_fs_is_file(tu_tmp("w.npz")));
     t.dtype = SD_F32;
     t.nbytes = 8;
     assert_int_equal(sd_npz_write("/nonexistent-dir/w.npz", &t, 1, &err), SD_EIO);

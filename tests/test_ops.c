@@ -38,12 +38,12 @@ static void tw_make(test_weight *w, sd_dtype dt, int ndim, const int64_t *shape,
     unsigned char *data = w->raw + (misalign ? 1 : 0);
     for (size_t i = 0; i < n; i++) {
         if (dt == SD_F16) {
-            uint16_t h = sd_f32_to_f16(w->f[i]);
-            w->f[i] = sd_f16_to_f32(h);
+            uint16_t h = sd_dtype_f32_to_f16(w->f[i]);
+            w->f[i] = sd_dtype_f16_to_f32(h);
             memcpy(data + 2 * i, &h, 2);
         } else if (dt == SD_BF16) {
-            uint16_t h = sd_f32_to_bf16(w->f[i]);
-            w->f[i] = sd_bf16_to_f32(h);
+            uint16_t h = sd_dtype_f32_to_bf16(w->f[i]);
+            w->f[i] = sd_dtype_bf16_to_f32(h);
             memcpy(data + 2 * i, &h, 2);
         } else {
             memcpy(data + 4 * i, &w->f[i], 4);

@@ -78,7 +78,7 @@ static void test_ckpt_sd15_exposes_state_dict_like_the_single_file_safetensors(v
     assert_null(sd_ckpt_find(&ck, "global_step"));
     /* a component table from the .ckpt equals the one from the safetensors file */
     sd_weights a, b;
-    assert_int_equal(sd_weights_from_ckpt(&a, &ck, "model.diffusion_model.", "unet (ckpt)", &err), 0);
+    assert_int_equal(sd_ckpt_to_weights(&a, &ck, "model.diffusion_model.", "unet (ckpt)", &err), 0);
     assert_int_equal(sd_weights_from_st(&b, &st, "model.diffusion_model.", "unet (st)", &err), 0);
     assert_int_equal(a.n, 684);
     assert_int_equal(a.n, b.n);
@@ -104,7 +104,7 @@ static void test_ckpt_reads_f32_bf16_f64_i64_storages_with_offsets(void **state)
     double dd[4];
     int64_t ll[3] = {-5, 1LL << 40, 7};
     for (int i = 0; i < 10; i++) f[i] = (float)i * 0.5f;
-    for (int i = 0; i < 6; i++) bf[i] = sd_f32_to_bf16((float)(i + 1));
+    for (int i = 0; i < 6; i++) bf[i] = sd_dtype_f32_to_bf16((float)(i + 1));
     for (int i = 0; i < 4; i++) dd[i] = 1.0 / (i + 3);
     pb p = {0};
     pb_proto(&p);
@@ -333,7 +333,7 @@ static void test_ckpt_rejects_each_malformed_pickle_with_a_clear_error(void **st
 static void copy_prefix(const char *src, const char *dst, size_t n, size_t flip_at, unsigned char flip) {
     char *buf;
     size_t len;
-    assert_int_equal(sd_read_file(src, &buf, &len, NULL), 0);
+    assert_int_equal(sd_fs_read_file(src, &buf, &len, NULL), 0);
     if (n > len) n = len;
     if (flip_at < n) buf[flip_at] ^= (char)flip;
     FILE *fp = fopen(dst, "wb");
@@ -356,9 +356,9 @@ static void test_ckpt_rejects_truncated_and_corrupt_archives(void **state) {
     const char *legacy = tu_path("checkpoints/clip_tiny_legacy.pth");
     char *buf;
     size_t zlen, llen;
-    assert_int_equal(sd_read_file(zip, &buf, &zlen, NULL), 0);
+    assert_int_equal(sd_fs_read_file(zip, &buf, &zlen, NULL), 0);
     free(buf);
-    assert_int_equal(sd_read_file(legacy, &buf, &llen, NULL), 0);
+    assert_int_equal(sd_fs_read_file(legacy, &buf, &llen, NULL), 0);
     free(buf);
     const char *t = tu_tmp("trunc.pth");
     copy_prefix(zip, t, zlen / 2, (size_t)-1, 0);

@@ -41,7 +41,7 @@ static int setup(void **state) {
         char rel[64];
         sd_error err = {0};
         snprintf(rel, sizeof rel, "models/%s", model_names[i]);
-        if (sd_model_open(&models[i], tu_path(rel), NULL, &err) < 0 || pipeline_load(&pipes[i], &models[i], &err) < 0) {
+        if (sd_model_open(&models[i], tu_path(rel), NULL, &err) < 0 || sd_pipeline_load(&pipes[i], &models[i], &err) < 0) {
             fprintf(stderr, "%s\n", err.msg);
             return -1;
         }
@@ -52,7 +52,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     for (int i = 0; i < 3; i++) {
-        pipeline_free(&pipes[i]);
+        sd_pipeline_free(&pipes[i]);
         sd_model_close(&models[i]);
     }
     return 0;
@@ -82,7 +82,7 @@ static void settings_from_json(json_t *j, const char *name, sd_settings *s, char
         s->sampler = SD_SAMPLER_DPMPP_2M;
         s->karras = 1;
     } else {
-        assert_int_equal(sd_sampler_parse(sch, &s->sampler), 0);
+        assert_int_equal(sampler_kind_parse(sch, &s->sampler), 0);
     }
     const char *task = json_string_value(json_object_get(st, "task"));
     if (strcmp(task, "txt2img")) {
@@ -126,7 +126,7 @@ static void run_case(const pipe_case *c) {
     sd_pipeline_trace tr = {.prompt_embeds = pe, .latents_final = fin, .latents_steps = steps, .max_steps = n_evals,
                             .image = img};
     sd_error err = {0};
-    if (pipeline_generate(p, &s, rgb, NULL, NULL, &tr, &err) < 0) fail_msg("%s: %s", c->name, err.msg);
+    if (sd_pipeline_generate(p, &s, rgb, NULL, NULL, &tr, &err) < 0) fail_msg("%s: %s", c->name, err.msg);
     assert_int_equal(tr.n_steps, n_evals);
     char label[160];
     snprintf(label, sizeof label, "%s prompt_embeds", c->name);
@@ -197,18 +197,18 @@ static void test_pipeline_rejects_bad_requests_and_can_be_cancelled(void **state
     s.steps = 5;
     uint8_t *rgb = malloc(64 * 64 * 3);
     sd_error err = {0};
-    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, cancel_at_3, NULL, NULL, &err), SD_ECANCELED);
+    assert_int_equal(sd_pipeline_generate(&pipes[0], &s, rgb, cancel_at_3, NULL, NULL, &err), SD_ECANCELED);
     assert_string_equal(err.msg, "cancelled");
     s.mask = "m.png";
     s.init_image = "i.png";
-    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, NULL, NULL, NULL, &err), SD_EINPUT);
+    assert_int_equal(sd_pipeline_generate(&pipes[0], &s, rgb, NULL, NULL, NULL, &err), SD_EINPUT);
     assert_non_null(strstr(err.msg, "inpainting model"));
     s.mask = NULL;
     s.init_image = tu_path("golden/pipeline_sd15_img2img_ddim_96.input.png");
-    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, NULL, NULL, NULL, &err), SD_EINPUT);
+    assert_int_equal(sd_pipeline_generate(&pipes[0], &s, rgb, NULL, NULL, NULL, &err), SD_EINPUT);
     assert_non_null(strstr(err.msg, "is 96x96 but the image size is 64x64"));
     s.init_image = tu_path("golden/nope.png");
-    assert_int_equal(pipeline_generate(&pipes[0], &s, rgb, NULL, NULL, NULL, &err), SD_ENOTFOUND);
+    assert_int_equal(sd_pipeline_generate(&pipes[0], &s, rgb, NULL, NULL, NULL, &err), SD_ENOTFOUND);
     free(rgb);
 }
 
@@ -227,7 +227,7 @@ static void test_images_do_not_depend_on_the_thread_count(void **state) {
     int counts[3] = {1, 2, 3};
     for (int k = 0; k < 3; k++) {
         ops_set_threads(counts[k]);
-        if (pipeline_generate(&pipes[0], &s, k ? rgb : ref, NULL, NULL, NULL, &err) < 0) fail_msg("%s", err.msg);
+        if (sd_pipeline_generate(&pipes[0], &s, k ? rgb : ref, NULL, NULL, NULL, &err) < 0) fail_msg("%s", err.msg);
         if (k && memcmp(ref, rgb, 96 * 64 * 3)) fail_msg("%d threads give other pixels than 1 thread", counts[k]);
     }
     ops_set_threads(0);

@@ -217,7 +217,7 @@ static void test_png_decodes_every_color_type_like_pillow(void **state) {
 static int count_chunks(const char *path, const char *type) {
     char *buf;
     size_t len;
-    assert_int_equal(sd_read_file(path, &buf, &len, NULL), 0);
+    assert_int_equal(sd_fs_read_file(path, &buf, &len, NULL), 0);
     int n = 0;
     for (size_t p = 8; p + 12 <= len;) {
         size_t clen = ((size_t)(unsigned char)buf[p] << 24) | ((size_t)(unsigned char)buf[p + 1] << 16) |
@@ -326,7 +326,7 @@ static void test_png_rejects_non_png_truncated_and_corrupt_files_clearly(void **
     /* truncated at several points, and with a corrupted image byte */
     char *buf;
     size_t len;
-    assert_int_equal(sd_read_file(tu_path("metrics/images/img2_299x299.png"), &buf, &len, NULL), 0);
+    assert_int_equal(sd_fs_read_file(tu_path("metrics/images/img2_299x299.png"), &buf, &len, NULL), 0);
     const size_t cuts[] = {9, 20, 33, 100, len / 2, len - 13};
     const char *bad = tu_tmp("bad.png");
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
@@ -362,7 +362,7 @@ static void test_png_write_refuses_bad_keys_sizes_and_text(void **state) {
     assert_int_equal(sd_png_write_rgb(path, rgb, 2, 2, bad_utf8, 1, &err), SD_EINPUT);
     assert_non_null(strstr(err.msg, "UTF-8"));
     assert_int_equal(sd_png_write_rgb(path, rgb, 0, 2, NULL, 0, &err), SD_EINPUT);
-    assert_false(sd_is_file(path));
+    assert_false(sd_fs_is_file(path));
     assert_int_equal(sd_png_write_rgb("/nonexistent-dir/x.png", rgb, 2, 2, NULL, 0, &err), SD_EIO);
 }
 

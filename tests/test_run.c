@@ -33,7 +33,7 @@ static void generate_cmd(char *buf, size_t n, const sd_job *j, const char *out) 
     int k = snprintf(buf, n, "SDRENDER_CACHE=%s %s generate -q -m %s -p '%s' -n '%s' --steps %d --cfg-scale %g --sampler %s %s"
                              " --seed %lld -W %d -H %d --clip-skip %d -o %s",
                      tu_tmpdir(), tu_bin(), model(), j->prompt, j->negative_prompt, j->steps, j->cfg_scale,
-                     sd_sampler_name(j->sampler), j->karras ? "--karras" : "", (long long)j->seed, j->width, j->height,
+                     sampler_kind_name(j->sampler), j->karras ? "--karras" : "", (long long)j->seed, j->width, j->height,
                      j->clip_skip, out);
     (void)k;
 }
@@ -163,8 +163,8 @@ static void test_kill9_of_a_worker_then_rerun_loses_nothing(void **state) {
     assert_int_equal(kill(pid, SIGKILL), 0);
     char ended[600];
     snprintf(ended, sizeof ended, "%s/ended", dir);
-    for (int i = 0; i < 1200 && !sd_is_file(ended); i++) usleep(50000);
-    assert_true(sd_is_file(ended));
+    for (int i = 0; i < 1200 && !sd_fs_is_file(ended); i++) usleep(50000);
+    assert_true(sd_fs_is_file(ended));
     int64_t done1 = count_done(db);
     assert_true(done1 >= 3 && done1 < 20);
 
@@ -226,7 +226,7 @@ static void test_a_second_run_waits_then_refuses_while_one_is_alive_unless_takeo
         !strstr(log, "--takeover"))
         fail_msg("expected a wait, then exit 1 naming the live run; got exit %d:\n%s", rc, log);
     free(log);
-    assert_false(sd_is_dir(out)); /* refused before anything was written */
+    assert_false(sd_fs_is_dir(out)); /* refused before anything was written */
     snprintf(cmd, sizeof cmd, "SDRENDER_CACHE=%s %s run --db %s -m %s --out %s --takeover", tu_tmpdir(), tu_bin(), db,
              model(), out);
     log = sh_ok("run --takeover", cmd);

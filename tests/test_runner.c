@@ -52,14 +52,14 @@ static int fake_render(void *state, const sd_job *job, const char *model_sha, co
     }
     char body[256];
     int n = snprintf(body, sizeof body, "job %lld seed %lld %s\n", (long long)job->id, (long long)job->seed, job->prompt);
-    sd_atomic_file af;
-    int rc = sd_atomic_open(&af, out_path, err);
+    sd_fs_atomic_file af;
+    int rc = sd_fs_atomic_open(&af, out_path, err);
     if (rc < 0) return rc;
-    if ((rc = sd_atomic_write(&af, body, (size_t)n, err)) < 0) {
-        sd_atomic_abort(&af);
+    if ((rc = sd_fs_atomic_write(&af, body, (size_t)n, err)) < 0) {
+        sd_fs_atomic_abort(&af);
         return rc;
     }
-    if ((rc = sd_atomic_commit(&af, err)) < 0) return rc;
+    if ((rc = sd_fs_atomic_commit(&af, err)) < 0) return rc;
     sd_sha256_buffer(body, (size_t)n, sha);
     /* a log of every render, to check nothing is rendered twice */
     char log[512];
@@ -145,7 +145,7 @@ static int count_renders(const char *out, int n, int *total) {
 static void expect_all_outputs(const char *out, int n) {
     for (int i = 1; i <= n; i++) {
         char *p = sd_run_output_path(out, i);
-        if (!sd_is_file(p)) fail_msg("missing output %s", p);
+        if (!sd_fs_is_file(p)) fail_msg("missing output %s", p);
         free(p);
     }
 }
@@ -293,7 +293,7 @@ static void start_slow_run(const char *db, const char *out) {
 static void expect_clean_stop(const char *db, const char *out) {
     char rcpath[600];
     snprintf(rcpath, sizeof rcpath, "%s/rc", out);
-    for (int i = 0; i < 1200 && !sd_is_file(rcpath); i++) usleep(50000);
+    for (int i = 0; i < 1200 && !sd_fs_is_file(rcpath); i++) usleep(50000);
     usleep(100000);
     char *rc, *log;
     tu_sh(&rc, "cat %s", rcpath);

@@ -114,7 +114,7 @@ static void test_safetensors_every_truncation_fails_cleanly(void **state) {
     assert_int_equal(st_write(path, ts, 2, NULL, NULL, 0, NULL), 0);
     char *buf;
     size_t len;
-    assert_int_equal(sd_read_file(path, &buf, &len, NULL), 0);
+    assert_int_equal(sd_fs_read_file(path, &buf, &len, NULL), 0);
     for (size_t cut = 0; cut < len; cut++) {
         const char *p = tu_tmp("cut.safetensors");
         FILE *fp = fopen(p, "wb");
@@ -130,8 +130,8 @@ static void test_safetensors_every_truncation_fails_cleanly(void **state) {
 static void test_safetensors_round_trip_keeps_values_and_metadata(void **state) {
     (void)state;
     float a[6] = {1.5f, -2, 3, 4, 5, 6};
-    uint16_t h[2] = {sd_f32_to_f16(0.5f), sd_f32_to_f16(-3.25f)};
-    uint16_t bf[2] = {sd_f32_to_bf16(1.0f), sd_f32_to_bf16(-0.75f)};
+    uint16_t h[2] = {sd_dtype_f32_to_f16(0.5f), sd_dtype_f32_to_f16(-3.25f)};
+    uint16_t bf[2] = {sd_dtype_f32_to_bf16(1.0f), sd_dtype_f32_to_bf16(-0.75f)};
     sd_tensor ts[3] = {
         {.name = "z.a", .dtype = SD_F32, .ndim = 2, .shape = {2, 3}, .data = a, .nbytes = sizeof a},
         {.name = "m.h", .dtype = SD_F16, .ndim = 1, .shape = {2}, .data = h, .nbytes = sizeof h},
@@ -180,18 +180,18 @@ static void test_safetensors_reads_reference_files(void **state) {
 static void test_f16_conversion_is_exact_for_all_halves(void **state) {
     (void)state;
     for (uint32_t h = 0; h < 65536; h++) {
-        float f = sd_f16_to_f32((uint16_t)h);
+        float f = sd_dtype_f16_to_f32((uint16_t)h);
         if (f != f) continue; /* NaN payloads */
-        assert_int_equal(sd_f32_to_f16(f), h);
+        assert_int_equal(sd_dtype_f32_to_f16(f), h);
     }
     /* bulk path equals the scalar path */
     uint16_t hs[100];
     float bulk[100];
     for (int i = 0; i < 100; i++) hs[i] = (uint16_t)(i * 653 + 17);
-    sd_convert_to_f32(bulk, hs, SD_F16, 100);
-    for (int i = 0; i < 100; i++) assert_true(bulk[i] == sd_f16_to_f32(hs[i]) || bulk[i] != bulk[i]);
-    assert_int_equal(sd_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie rounds to even */
-    assert_int_equal(sd_f32_to_f16(70000.0f), 0x7c00);
+    sd_dtype_convert_to_f32(bulk, hs, SD_F16, 100);
+    for (int i = 0; i < 100; i++) assert_true(bulk[i] == sd_dtype_f16_to_f32(hs[i]) || bulk[i] != bulk[i]);
+    assert_int_equal(sd_dtype_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie rounds to even */
+    assert_int_equal(sd_dtype_f32_to_f16(70000.0f), 0x7c00);
 }
 
 int main(void) {

@@ -21,7 +21,7 @@ static json_t *load_json(const char *rel) {
     char *text = NULL;
     size_t len = 0;
     sd_error err = {0};
-    if (sd_read_file(tu_path(rel), &text, &len, &err) < 0) fail_msg("%s", err.msg);
+    if (sd_fs_read_file(tu_path(rel), &text, &len, &err) < 0) fail_msg("%s", err.msg);
     json_error_t je;
     json_t *j = json_loadb(text, len, 0, &je);
     free(text);
@@ -45,7 +45,7 @@ static sched_config sd15_config(void) {
 }
 
 /* Golden scheduler name -> sampler kind and Karras flag. */
-static void kind_of(const char *name, sd_sampler_kind *kind, int *karras) {
+static void kind_of(const char *name, sampler_kind *kind, int *karras) {
     *karras = 0;
     if (!strcmp(name, "dpmpp_2m_karras")) {
         *kind = SD_SAMPLER_DPMPP_2M;
@@ -54,14 +54,14 @@ static void kind_of(const char *name, sd_sampler_kind *kind, int *karras) {
     }
     if (!strcmp(name, "ddim_vpred")) name = "ddim";
     if (!strcmp(name, "euler_vpred")) name = "euler";
-    if (sd_sampler_parse(name, kind) < 0) fail_msg("unknown scheduler name '%s' in the golden data", name);
+    if (sampler_kind_parse(name, kind) < 0) fail_msg("unknown scheduler name '%s' in the golden data", name);
 }
 
-static sd_sampler *make(sd_sampler_kind kind, const sched_config *cfg, int steps, int karras, float eta) {
-    sd_sampler *s = NULL;
+static sampler_state *make(sampler_kind kind, const sched_config *cfg, int steps, int karras, float eta) {
+    sampler_state *s = NULL;
     sd_error err = {0};
     if (sampler_create(&s, kind, cfg, steps, karras, eta, &err) < 0)
-        fail_msg("sampler_create(%s, %d steps): %s", sd_sampler_name(kind), steps, err.msg);
+        fail_msg("sampler_create(%s, %d steps): %s", sampler_kind_name(kind), steps, err.msg);
     return s;
 }
 
@@ -81,7 +81,7 @@ static void expect_rel(const char *label, int idx, double got, double want, doub
 }
 
 /* Checks timesteps (exact), num_timesteps, order, init_noise_sigma and sigmas of one golden entry. */
-static void expect_schedule(const char *label, const sd_sampler *s, json_t *g) {
+static void expect_schedule(const char *label, const sampler_state *s, json_t *g) {
     json_t *ts = jget(g, "timesteps");
     int n = (int)json_array_size(ts);
     if (sampler_num_evals(s) != n) fail_msg("%s: %d evaluations, want %d", label, sampler_num_evals(s), n);
@@ -115,7 +115,7 @@ static void test_sampler_betas_and_alphas_cumprod_equal_torch_float32(void **sta
     st_file f;
     tu_open(&f, "golden/schedulers.safetensors");
     sched_config cfg = sd15_config();
-    sd_sampler *s = make(SD_SAMPLER_DDIM, &cfg, 10, 0, 0.0f);
+    sampler_state *s = make(SD_SAMPLER_DDIM, &cfg, 10, 0, 0.0f);
     const char *names[2] = {"betas", "alphas_cumprod"};
     const float *got[2];
     int n0, n1;
@@ -147,14 +147,14 @@ static void test_sampler_timesteps_and_sigmas_match_diffusers_for_every_schedule
     json_t *entry;
     int checked = 0;
     json_object_foreach(scheds, name, entry) {
-        sd_sampler_kind kind;
+        sampler_kind kind;
         int karras;
         kind_of(name, &kind, &karras);
         const char *key;
         json_t *g;
         json_object_foreach(jget(entry, "steps"), key, g) {
             int steps = atoi(key);
-            sd_sampler *s = make(kind, &cfg, steps, karras, 0.0f);
+            sampler_state *s = make(kind, &cfg, steps, karras, 0.0f);
             char label[96];
             snprintf(label, sizeof label, "%s, %d steps", name, steps);
             expect_schedule(label, s, g);
@@ -177,7 +177,7 @@ static void test_sampler_each_timestep_spacing_matches_diffusers(void **state) {
     json_object_foreach(scheds, name, entry) {
         json_t *variants = json_object_get(entry, "spacing_variants");
         if (!variants) continue;
-        sd_sampler_kind kind;
+        sampler_kind kind;
         int karras;
         kind_of(name, &kind, &karras);
         const char *sp;
@@ -191,7 +191,7 @@ static void test_sampler_each_timestep_spacing_matches_diffusers(void **state) {
             const char *key;
             json_t *g;
             json_object_foreach(v, key, g) {
-                sd_sampler *s = make(kind, &cfg, atoi(key), karras, 0.0f);
+                sampler_state *s = make(kind, &cfg, atoi(key), karras, 0.0f);
                 char label[96];
                 snprintf(label, sizeof label, "%s, %s spacing, %s steps", name, sp, key);
                 expect_schedule(label, s, g);
@@ -215,7 +215,7 @@ static void test_sampler_use_default_values_spacing_falls_back_to_the_class_defa
     sd_error err = {0};
     assert_int_equal(sched_config_from_json(&cfg, text, &err), 0);
     assert_int_equal(cfg.timestep_spacing, SCHED_SPACING_DEFAULT);
-    sd_sampler *s = make(SD_SAMPLER_EULER, &cfg, 10, 0, 0.0f);
+    sampler_state *s = make(SD_SAMPLER_EULER, &cfg, 10, 0, 0.0f);
     assert_true(sampler_timesteps(s)[0] == 999.0);
     sampler_free(s);
     s = make(SD_SAMPLER_DDIM, &cfg, 10, 0, 0.0f);
@@ -233,7 +233,7 @@ static void test_sampler_karras_sigmas_agree_with_the_dpmpp_golden_for_every_sam
     json_t *root = load_json("golden/schedulers.json");
     json_t *steps = jget(jget(jget(root, "schedulers"), "dpmpp_2m_karras"), "steps");
     sched_config cfg = sd15_config();
-    const sd_sampler_kind kinds[4] = {SD_SAMPLER_EULER, SD_SAMPLER_LMS, SD_SAMPLER_HEUN, SD_SAMPLER_UNIPC};
+    const sampler_kind kinds[4] = {SD_SAMPLER_EULER, SD_SAMPLER_LMS, SD_SAMPLER_HEUN, SD_SAMPLER_UNIPC};
     const char *key;
     json_t *g;
     json_object_foreach(steps, key, g) {
@@ -241,13 +241,13 @@ static void test_sampler_karras_sigmas_agree_with_the_dpmpp_golden_for_every_sam
         if (N == 1) continue; /* one linspace step is t = 0 for Euler & co.: a different range */
         json_t *sig = jget(g, "sigmas"), *ts = jget(g, "timesteps");
         for (int k = 0; k < 4; k++) {
-            sd_sampler *s = make(kinds[k], &cfg, N, 1, 0.0f);
+            sampler_state *s = make(kinds[k], &cfg, N, 1, 0.0f);
             int ns;
             const float *sg = sampler_sigmas(s, &ns);
             const double *t = sampler_timesteps(s);
             int heun = kinds[k] == SD_SAMPLER_HEUN;
             char label[64];
-            snprintf(label, sizeof label, "%s karras, %d steps", sd_sampler_name(kinds[k]), N);
+            snprintf(label, sizeof label, "%s karras, %d steps", sampler_kind_name(kinds[k]), N);
             for (int i = 0; i < N; i++) {
                 int at = heun && i > 0 ? 2 * i - 1 : i; /* heun repeats all but the first */
                 expect_rel(label, i, sg[at], jnum(json_array_get(sig, i)), 2e-6);
@@ -269,14 +269,14 @@ static void test_sampler_karras_sigmas_agree_with_the_dpmpp_golden_for_every_sam
  * scaled inputs, model outputs, every latent, the final latent and the drawn noise. */
 static void run_trajectory(const char *name, json_t *info, const st_file *f) {
     char tn[128];
-    sd_sampler_kind kind;
+    sampler_kind kind;
     int karras;
     kind_of(name, &kind, &karras);
     sched_config cfg = sd15_config();
     const char *pred = json_string_value(jget(info, "prediction_type"));
     if (!strcmp(pred, "v_prediction")) cfg.prediction_type = SCHED_PRED_V;
     int steps = (int)json_integer_value(jget(info, "num_inference_steps"));
-    sd_sampler *s = make(kind, &cfg, steps, karras, 0.0f);
+    sampler_state *s = make(kind, &cfg, steps, karras, 0.0f);
     int n_evals = (int)json_integer_value(jget(info, "num_model_evaluations"));
     assert_int_equal(sampler_num_evals(s), n_evals);
     expect_rel(name, -1, sampler_init_noise_sigma(s), jnum(jget(info, "init_noise_sigma")), 2e-6);
@@ -404,7 +404,7 @@ static void test_sampler_add_noise_matches_ddim_and_euler(void **state) {
     /* DDIM's add_noise depends on t only; 1000 trailing steps contain every t */
     sched_config cfg = sd15_config();
     cfg.timestep_spacing = SCHED_SPACING_TRAILING;
-    sd_sampler *s = make(SD_SAMPLER_DDIM, &cfg, 1000, 0, 0.0f);
+    sampler_state *s = make(SD_SAMPLER_DDIM, &cfg, 1000, 0, 0.0f);
     const int ts[3] = {1, 401, 999};
     for (int k = 0; k < 3; k++) {
         int idx = -1;
@@ -452,10 +452,10 @@ static void replay_pipeline(const char *cas) {
     sched_config cfg;
     sd_error err = {0};
     if (sched_config_load(&cfg, tu_path(rel), &err) < 0) fail_msg("%s", err.msg);
-    sd_sampler_kind kind;
+    sampler_kind kind;
     int karras;
     kind_of(sched, &kind, &karras);
-    sd_sampler *s = make(kind, &cfg, steps, karras, 0.0f);
+    sampler_state *s = make(kind, &cfg, steps, karras, 0.0f);
 
     st_file f;
     snprintf(rel, sizeof rel, "golden/pipeline_%s.safetensors", cas);
@@ -534,7 +534,7 @@ static void test_sampler_strength_skips_steps_like_the_img2img_pipeline(void **s
     sched_config cfg = sd15_config();
     sd_error err = {0};
     int first = -1;
-    sd_sampler *s = make(SD_SAMPLER_DDIM, &cfg, 10, 0, 0.0f);
+    sampler_state *s = make(SD_SAMPLER_DDIM, &cfg, 10, 0, 0.0f);
     assert_int_equal(sampler_set_strength(s, 0.6, &first, &err), 0);
     assert_int_equal(first, 4);
     assert_int_equal(sampler_first_eval(s), 4);
@@ -567,7 +567,7 @@ static void test_sampler_ddim_eta_draws_variance_noise_from_the_generator(void *
     (void)state;
     sched_config cfg = sd15_config();
     const float eta = 0.8f;
-    sd_sampler *a = make(SD_SAMPLER_DDIM, &cfg, 10, 0, eta);
+    sampler_state *a = make(SD_SAMPLER_DDIM, &cfg, 10, 0, eta);
     assert_true(sampler_draws_noise(a));
     enum { N = 64 };
     float x[N], m[N], noise[N];
@@ -603,12 +603,12 @@ static void test_sampler_ddim_eta_draws_variance_noise_from_the_generator(void *
 
 /* ---- errors ----------------------------------------------------------------------------- */
 
-static void expect_create_error(sd_sampler_kind kind, const sched_config *cfg, int steps, int karras, float eta,
+static void expect_create_error(sampler_kind kind, const sched_config *cfg, int steps, int karras, float eta,
                                 int code, const char *needle) {
-    sd_sampler *s = (sd_sampler *)1;
+    sampler_state *s = (sampler_state *)1;
     sd_error err = {0};
     int rc = sampler_create(&s, kind, cfg, steps, karras, eta, &err);
-    if (rc != code) fail_msg("%s: expected error %d, got %d (%s)", sd_sampler_name(kind), code, rc, err.msg);
+    if (rc != code) fail_msg("%s: expected error %d, got %d (%s)", sampler_kind_name(kind), code, rc, err.msg);
     assert_null(s);
     if (!strstr(err.msg, needle)) fail_msg("error message '%s' lacks '%s'", err.msg, needle);
 }
@@ -637,7 +637,7 @@ static void test_sampler_rejects_invalid_requests_with_clear_errors(void **state
     c2.timestep_spacing = SCHED_SPACING_LEADING; /* 999 * 1 + steps_offset 1 = 1000 */
     expect_create_error(SD_SAMPLER_DDIM, &c2, 1000, 0, 0.0f, SD_EUNSUPPORTED, "past the 1000");
 
-    sd_sampler *s = make(SD_SAMPLER_DPMPP_2M, &cfg, 10, 0, 0.0f);
+    sampler_state *s = make(SD_SAMPLER_DPMPP_2M, &cfg, 10, 0, 0.0f);
     sd_error err = {0};
     int first;
     assert_int_equal(sampler_set_strength(s, 1.5, &first, &err), SD_EINPUT);

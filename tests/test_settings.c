@@ -48,7 +48,7 @@ static void test_a1111_text_round_trips(void **state) {
     s.init_image = "in.png";
     s.strength = 0.6;
     char *t = sd_settings_format_a1111(&s, "abc", "my, model: v2");
-    sd_parsed_params p;
+    sd_settings_parsed p;
     sd_error err = {0};
     assert_int_equal(sd_settings_parse_a1111(t, &p, &err), 0);
     assert_string_equal(p.prompt, s.prompt);
@@ -64,7 +64,7 @@ static void test_a1111_text_round_trips(void **state) {
     assert_true(p.s.strength == 0.6);
     assert_string_equal(p.model_hash, "abc");
     assert_string_equal(p.model_name, "my, model: v2");
-    sd_parsed_params_free(&p);
+    sd_settings_parsed_free(&p);
     free(t);
     assert_int_equal(sd_settings_parse_a1111("just a prompt", &p, &err), SD_EINPUT);
 }
@@ -98,15 +98,15 @@ static void test_settings_check_rejects_bad_values_naming_them(void **state) {
 
 static void test_sampler_names_parse_and_print(void **state) {
     (void)state;
-    sd_sampler_kind k;
-    assert_int_equal(sd_sampler_parse("dpm++2m", &k), 0);
+    sampler_kind k;
+    assert_int_equal(sampler_kind_parse("dpm++2m", &k), 0);
     assert_int_equal(k, SD_SAMPLER_DPMPP_2M);
-    assert_int_equal(sd_sampler_parse("dpmpp_2m", &k), 0);
-    assert_int_equal(sd_sampler_parse("euler_a", &k), 0);
-    assert_string_equal(sd_sampler_a1111_name(k, 0), "Euler a");
-    assert_int_equal(sd_sampler_parse("nope", &k), -1);
+    assert_int_equal(sampler_kind_parse("dpmpp_2m", &k), 0);
+    assert_int_equal(sampler_kind_parse("euler_a", &k), 0);
+    assert_string_equal(sampler_kind_a1111_name(k, 0), "Euler a");
+    assert_int_equal(sampler_kind_parse("nope", &k), -1);
     for (int i = 0; i < SD_SAMPLER_COUNT; i++) {
-        assert_int_equal(sd_sampler_parse(sd_sampler_name((sd_sampler_kind)i), &k), 0);
+        assert_int_equal(sampler_kind_parse(sampler_kind_name((sampler_kind)i), &k), 0);
         assert_int_equal(k, i);
     }
 }

@@ -41,18 +41,18 @@ static void test_tiny_model_is_deterministic_and_loads_like_a_real_one(void **st
     assert_false(m.inpaint);
     assert_true(m.clip.vocab_size < 49408); /* its own vocabulary, not CLIP's */
     sd_pipeline p;
-    if (pipeline_load(&p, &m, &err) < 0) fail_msg("%s", err.msg);
+    if (sd_pipeline_load(&p, &m, &err) < 0) fail_msg("%s", err.msg);
     sd_settings s;
     sd_settings_default(&s);
     s.prompt = "a lighthouse on a cliff";
     s.width = s.height = 64;
     s.steps = 3;
     uint8_t rgb[64 * 64 * 3];
-    assert_int_equal(pipeline_generate(&p, &s, rgb, NULL, NULL, NULL, &err), 0);
+    assert_int_equal(sd_pipeline_generate(&p, &s, rgb, NULL, NULL, NULL, &err), 0);
     int distinct = 0;
     for (int i = 1; i < 64 * 64 * 3; i++) distinct += rgb[i] != rgb[0];
     assert_true(distinct > 1000); /* not a blank picture */
-    pipeline_free(&p);
+    sd_pipeline_free(&p);
     sd_model_close(&m);
     /* its tokenizer handles any text */
     assert_int_equal(tu_sh(&out, "%s tokenize -m %s -p 'Ünïcödé & emoji 🐱'", tu_bin(), a), 0);

@@ -45,9 +45,9 @@ static void write_file(const char *path, const char *text) {
     fclose(fp);
 }
 
-static sd_tokenizer *load_dir_or_fail(const char *dir) {
+static tokenizer_bpe *load_dir_or_fail(const char *dir) {
     sd_error err = {0};
-    sd_tokenizer *tok = NULL;
+    tokenizer_bpe *tok = NULL;
     if (tokenizer_load_dir(&tok, dir, &err) < 0) fail_msg("%s", err.msg);
     return tok;
 }
@@ -63,7 +63,7 @@ static void expect_ids(const char *what, const char *text, json_t *want, const i
 }
 
 /* Every golden prompt: BPE pieces, BPE ids and the padded 77 ids, for the given tokenizer and pad key. */
-static void check_golden(sd_tokenizer *tok, const char *input_ids_key) {
+static void check_golden(tokenizer_bpe *tok, const char *input_ids_key) {
     json_t *prompts = json_object_get(golden, "prompts");
     assert_true(json_array_size(prompts) >= 40);
     sd_error err = {0};
@@ -93,7 +93,7 @@ static void check_golden(sd_tokenizer *tok, const char *input_ids_key) {
 
 static void test_tokenizer_sd15_folder_matches_golden_pieces_ids_and_input_ids(void **state) {
     (void)state;
-    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    tokenizer_bpe *tok = load_dir_or_fail(tu_path(SD15_TOK));
     assert_int_equal(tokenizer_vocab_size(tok), 49408);
     assert_int_equal(tokenizer_merges_count(tok), 48894);
     assert_int_equal(tokenizer_bos_id(tok), json_integer_value(json_object_get(golden, "bos_id")));
@@ -107,7 +107,7 @@ static void test_tokenizer_sd15_folder_matches_golden_pieces_ids_and_input_ids(v
 
 static void test_tokenizer_sd2_folder_pads_with_its_pad_token(void **state) {
     (void)state;
-    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD2_TOK));
+    tokenizer_bpe *tok = load_dir_or_fail(tu_path(SD2_TOK));
     assert_int_equal(tokenizer_pad_id(tok), json_integer_value(json_object_get(golden, "pad_id_sd2")));
     assert_string_equal(tokenizer_token(tok, tokenizer_pad_id(tok)), "!");
     check_golden(tok, "input_ids_sd2");
@@ -123,7 +123,7 @@ static void write_openai_gz(const char *gz_path) {
     char *text = NULL;
     size_t len = 0;
     sd_error err = {0};
-    if (sd_read_file(tu_path(SD15_TOK "/merges.txt"), &text, &len, &err) < 0) fail_msg("%s", err.msg);
+    if (sd_fs_read_file(tu_path(SD15_TOK "/merges.txt"), &text, &len, &err) < 0) fail_msg("%s", err.msg);
     char *body = strchr(text, '\n');
     assert_non_null(body);
     gzFile gz = gzopen(gz_path, "wb");
@@ -142,7 +142,7 @@ static void test_tokenizer_openai_gz_gives_the_folder_ids(void **state) {
     const char *gz_path = tu_tmp("bpe_simple_vocab_16e6.txt.gz");
     write_openai_gz(gz_path);
     sd_error err = {0};
-    sd_tokenizer *gz = NULL, *dir = load_dir_or_fail(tu_path(SD15_TOK));
+    tokenizer_bpe *gz = NULL, *dir = load_dir_or_fail(tu_path(SD15_TOK));
     if (tokenizer_load_openai_gz(&gz, gz_path, &err) < 0) fail_msg("%s", err.msg);
     assert_int_equal(tokenizer_vocab_size(gz), 49408);
     assert_int_equal(tokenizer_bos_id(gz), 49406);
@@ -158,7 +158,7 @@ static void test_tokenizer_openai_gz_gives_the_folder_ids(void **state) {
 
 static void test_tokenizer_gives_the_same_ids_when_its_cache_overflows(void **state) {
     (void)state;
-    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    tokenizer_bpe *tok = load_dir_or_fail(tu_path(SD15_TOK));
     tok->cache_max_words = 5;
     tok->cache_max_ids = 40;
     check_golden(tok, "input_ids_sd1");
@@ -169,7 +169,7 @@ static void test_tokenizer_gives_the_same_ids_when_its_cache_overflows(void **st
 /* One tokenizer used by several threads at once gives every thread the serial answer. */
 static void test_tokenizer_is_safe_to_share_between_threads(void **state) {
     (void)state;
-    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    tokenizer_bpe *tok = load_dir_or_fail(tu_path(SD15_TOK));
     json_t *prompts = json_object_get(golden, "prompts");
     int np = (int)json_array_size(prompts), bad = 0;
     tok->cache_max_words = 50; /* keep the cache busy starting over */
@@ -194,7 +194,7 @@ static void test_tokenizer_is_safe_to_share_between_threads(void **state) {
 
 static void test_tokenizer_truncates_to_77_keeping_eos(void **state) {
     (void)state;
-    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    tokenizer_bpe *tok = load_dir_or_fail(tu_path(SD15_TOK));
     sd_error err = {0};
     /* 200 words of one token each */
     char text[2048] = "";
@@ -237,7 +237,7 @@ static void test_tokenizer_truncates_to_77_keeping_eos(void **state) {
 
 static void test_tokenizer_replaces_invalid_utf8_like_python(void **state) {
     (void)state;
-    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    tokenizer_bpe *tok = load_dir_or_fail(tu_path(SD15_TOK));
     sd_error err = {0};
     /* Python: b"...".decode("utf-8", "replace") gives one U+FFFD per maximal ill-formed part */
     static const struct {
@@ -273,7 +273,7 @@ static const char *cleaned(const char *text) {
     assert_int_equal(tokenizer_text_clean(text, strlen(text), &cps, &n, NULL, &err), 0);
     for (size_t i = 0; i < n; i++) {
         assert_true(o + 4 < sizeof out);
-        o += (size_t)utf8_encode_cp(cps[i], (unsigned char *)out + o);
+        o += (size_t)uni_utf8_encode_cp(cps[i], (unsigned char *)out + o);
     }
     out[o] = 0;
     free(cps);
@@ -292,7 +292,7 @@ static void expect_pieces(const char *text, const char *const *want) {
     for (; k < np; k++) {
         char buf[256];
         size_t o = 0;
-        for (size_t j = 0; j < pieces[k].len; j++) o += (size_t)utf8_encode_cp(cps[pieces[k].start + j], (unsigned char *)buf + o);
+        for (size_t j = 0; j < pieces[k].len; j++) o += (size_t)uni_utf8_encode_cp(cps[pieces[k].start + j], (unsigned char *)buf + o);
         buf[o] = 0;
         if (!want[k]) fail_msg("'%s': extra piece '%s'", text, buf);
         if (strcmp(buf, want[k]) != 0) fail_msg("'%s': piece %zu is '%s', expected '%s'", text, k, buf, want[k]);
@@ -342,7 +342,7 @@ static void test_tokenizer_split_follows_the_regex_quirks(void **state) {
 
 static void test_tokenizer_typed_special_tokens_become_bos_and_eos(void **state) {
     (void)state;
-    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    tokenizer_bpe *tok = load_dir_or_fail(tu_path(SD15_TOK));
     sd_error err = {0};
     int32_t *ids = NULL;
     int n = 0;
@@ -361,7 +361,7 @@ static void test_tokenizer_typed_special_tokens_become_bos_and_eos(void **state)
 
 static void test_tokenizer_decode_inverts_encode(void **state) {
     (void)state;
-    sd_tokenizer *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    tokenizer_bpe *tok = load_dir_or_fail(tu_path(SD15_TOK));
     sd_error err = {0};
     const char *text = "A photograph of an astronaut, caf\u00e9 \U0001F431 \u65e5\u672c (1.5)";
     int32_t *ids = NULL;
@@ -389,7 +389,7 @@ static void test_tokenizer_decode_inverts_encode(void **state) {
 static void test_tokenizer_tiny_vocabulary_round_trips_through_its_folder(void **state) {
     (void)state;
     sd_error err = {0};
-    sd_tokenizer *tiny = NULL, *again = NULL, *back = NULL;
+    tokenizer_bpe *tiny = NULL, *again = NULL, *back = NULL;
     assert_int_equal(tokenizer_build_tiny(&tiny, 400, &err), 0);
     int n_merges = tokenizer_merges_count(tiny);
     assert_true(n_merges >= 300 && n_merges <= 400);
@@ -453,7 +453,7 @@ static void test_tokenizer_tiny_vocabulary_round_trips_through_its_folder(void *
 
     assert_true(tokenizer_set_pad(back, "<pad>", &err) < 0);
     assert_non_null(strstr(err.msg, "<pad>"));
-    sd_tokenizer *none = NULL;
+    tokenizer_bpe *none = NULL;
     assert_int_equal(tokenizer_build_tiny(&none, -1, &err), SD_EINPUT);
     assert_null(none);
     tokenizer_free(tiny);
@@ -479,7 +479,7 @@ static void rename_vocab_token(const char *dir, const char *from, const char *to
 static void test_tokenizer_folder_may_name_its_own_special_tokens(void **state) {
     (void)state;
     sd_error err = {0};
-    sd_tokenizer *tiny = NULL, *tok = NULL;
+    tokenizer_bpe *tiny = NULL, *tok = NULL;
     assert_int_equal(tokenizer_build_tiny(&tiny, 50, &err), 0);
     int32_t bos = tokenizer_bos_id(tiny);
     const char *dir = tu_tmp("own-specials");
@@ -547,7 +547,7 @@ static const bad_dir_case bad_dirs[] = {
 static void test_tokenizer_rejects_malformed_folders_with_clear_errors(void **state) {
     (void)state;
     sd_error err = {0};
-    sd_tokenizer *tiny = NULL, *tok = NULL;
+    tokenizer_bpe *tiny = NULL, *tok = NULL;
     assert_int_equal(tokenizer_build_tiny(&tiny, 50, &err), 0);
     for (size_t i = 0; i < sizeof bad_dirs / sizeof bad_dirs[0]; i++) {
         const bad_dir_case *c = &bad_dirs[i];
@@ -580,7 +580,7 @@ static void test_tokenizer_rejects_malformed_folders_with_clear_errors(void **st
 static void test_tokenizer_rejects_missing_and_corrupt_gz(void **state) {
     (void)state;
     sd_error err = {0};
-    sd_tokenizer *tok = NULL;
+    tokenizer_bpe *tok = NULL;
     assert_int_equal(tokenizer_load_openai_gz(&tok, tu_tmp("no-such.txt.gz"), &err), SD_ENOTFOUND);
     assert_non_null(strstr(err.msg, "not found"));
 
@@ -589,7 +589,7 @@ static void test_tokenizer_rejects_missing_and_corrupt_gz(void **state) {
     write_openai_gz(full);
     char *data = NULL;
     size_t len = 0;
-    assert_int_equal(sd_read_file(full, &data, &len, &err), 0);
+    assert_int_equal(sd_fs_read_file(full, &data, &len, &err), 0);
     FILE *fp = fopen(cut, "wb");
     assert_non_null(fp);
     fwrite(data, 1, len / 2, fp);

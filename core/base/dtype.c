@@ -39,7 +39,7 @@ int sd_dtype_is_float(sd_dtype t) {
     return t == SD_F32 || t == SD_F16 || t == SD_BF16 || t == SD_F64;
 }
 
-float sd_f16_to_f32(uint16_t h) {
+float sd_dtype_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
     uint32_t mant = h & 0x3ff;
@@ -66,7 +66,7 @@ float sd_f16_to_f32(uint16_t h) {
     return f;
 }
 
-uint16_t sd_f32_to_f16(float f) {
+uint16_t sd_dtype_f32_to_f16(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
     uint32_t sign = (x >> 16) & 0x8000;
@@ -90,14 +90,14 @@ uint16_t sd_f32_to_f16(float f) {
     return (uint16_t)(sign | h);
 }
 
-float sd_bf16_to_f32(uint16_t h) {
+float sd_dtype_bf16_to_f32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
     float f;
     memcpy(&f, &bits, 4);
     return f;
 }
 
-uint16_t sd_f32_to_bf16(float f) {
+uint16_t sd_dtype_f32_to_bf16(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
     if ((x & 0x7fffffff) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet nan */
@@ -121,7 +121,7 @@ static void f16_to_f32_n(float *dst, const unsigned char *src, size_t n) {
     for (; i < n; i++) {
         uint16_t h;
         memcpy(&h, src + 2 * i, 2);
-        dst[i] = sd_f16_to_f32(h);
+        dst[i] = sd_dtype_f16_to_f32(h);
     }
 }
 
@@ -135,7 +135,7 @@ static void bf16_to_f32_n(float *dst, const unsigned char *src, size_t n) {
     }
 }
 
-void sd_convert_to_f32(float *dst, const void *srcv, sd_dtype t, size_t n) {
+void sd_dtype_convert_to_f32(float *dst, const void *srcv, sd_dtype t, size_t n) {
     const unsigned char *src = srcv;
     switch (t) {
     case SD_F32: memmove(dst, src, n * 4); return;
@@ -146,7 +146,7 @@ void sd_convert_to_f32(float *dst, const void *srcv, sd_dtype t, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const unsigned char *p = src + i * sd_dtype_size(t);
         switch (t) {
-        case SD_BF16: { uint16_t v; memcpy(&v, p, 2); dst[i] = sd_bf16_to_f32(v); break; }
+        case SD_BF16: { uint16_t v; memcpy(&v, p, 2); dst[i] = sd_dtype_bf16_to_f32(v); break; }
         case SD_F64: { double v; memcpy(&v, p, 8); dst[i] = (float)v; break; }
         case SD_I64: { int64_t v; memcpy(&v, p, 8); dst[i] = (float)v; break; }
         case SD_I32: { int32_t v; memcpy(&v, p, 4); dst[i] = (float)v; break; }
@@ -159,14 +159,14 @@ void sd_convert_to_f32(float *dst, const void *srcv, sd_dtype t, size_t n) {
     }
 }
 
-void sd_convert_to_f64(double *dst, const void *srcv, sd_dtype t, size_t n) {
+void sd_dtype_convert_to_f64(double *dst, const void *srcv, sd_dtype t, size_t n) {
     const unsigned char *src = srcv;
     for (size_t i = 0; i < n; i++) {
         const unsigned char *p = src + i * sd_dtype_size(t);
         switch (t) {
         case SD_F64: memcpy(&dst[i], p, 8); break;
         case SD_I64: { int64_t v; memcpy(&v, p, 8); dst[i] = (double)v; break; }
-        default: { float f; sd_convert_to_f32(&f, p, t, 1); dst[i] = f; break; }
+        default: { float f; sd_dtype_convert_to_f32(&f, p, t, 1); dst[i] = f; break; }
         }
     }
 }

@@ -31,7 +31,7 @@ int sd_err_prefix(sd_error *e, const char *fmt, ...) {
     return e->code;
 }
 
-int sd_exit_code(int code) {
+int sd_err_exit_code(int code) {
     switch (code) {
     case SD_OK: return 0;
     case SD_EINPUT:

@@ -4,7 +4,7 @@
  * Every function that can fail returns 0 on success or a negative SD_E* code,
  * and writes one human-readable line into a caller-owned `sd_error`. The
  * message names the file or tensor involved and, where possible, what to do.
- * The command line prints that line once and exits with sd_exit_code(code):
+ * The command line prints that line once and exits with sd_err_exit_code(code):
  * 2 for bad input (a file, a flag, a row), 1 for failures of the machine
  * (out of memory, I/O errors).
  *
@@ -46,7 +46,7 @@ int sd_verr(sd_error *e, int code, const char *fmt, va_list ap);
 int sd_err_prefix(sd_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Process exit status for an error code: 2 for input errors, 1 otherwise. */
-int sd_exit_code(int code);
+int sd_err_exit_code(int code);
 
 /* Short fixed name of a code, e.g. "bad input". */
 const char *sd_err_name(int code);

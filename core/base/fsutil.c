@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int sd_atomic_open(sd_atomic_file *af, const char *path, sd_error *err) {
+int sd_fs_atomic_open(sd_fs_atomic_file *af, const char *path, sd_error *err) {
     memset(af, 0, sizeof *af);
     size_t n = strlen(path) + 32;
     af->path = strdup(path);
@@ -30,19 +30,19 @@ int sd_atomic_open(sd_atomic_file *af, const char *path, sd_error *err) {
     return 0;
 }
 
-int sd_atomic_write(sd_atomic_file *af, const void *buf, size_t n, sd_error *err) {
+int sd_fs_atomic_write(sd_fs_atomic_file *af, const void *buf, size_t n, sd_error *err) {
     if (n && fwrite(buf, 1, n, af->fp) != n)
         return sd_err(err, SD_EIO, "%s: write failed: %s", af->path, strerror(errno));
     return 0;
 }
 
-static void release(sd_atomic_file *af) {
+static void release(sd_fs_atomic_file *af) {
     free(af->path);
     free(af->tmp);
     memset(af, 0, sizeof *af);
 }
 
-int sd_atomic_commit(sd_atomic_file *af, sd_error *err) {
+int sd_fs_atomic_commit(sd_fs_atomic_file *af, sd_error *err) {
     int rc = 0;
     if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0)
         rc = sd_err(err, SD_EIO, "%s: cannot flush to disk: %s", af->path, strerror(errno));
@@ -68,13 +68,13 @@ int sd_atomic_commit(sd_atomic_file *af, sd_error *err) {
     return rc;
 }
 
-void sd_atomic_abort(sd_atomic_file *af) {
+void sd_fs_atomic_abort(sd_fs_atomic_file *af) {
     if (af->fp) fclose(af->fp);
     if (af->tmp) unlink(af->tmp);
     release(af);
 }
 
-int sd_read_file(const char *path, char **out, size_t *len, sd_error *err) {
+int sd_fs_read_file(const char *path, char **out, size_t *len, sd_error *err) {
     *out = NULL;
     if (len) *len = 0;
     FILE *fp = fopen(path, "rb");
@@ -108,7 +108,7 @@ int sd_read_file(const char *path, char **out, size_t *len, sd_error *err) {
     return 0;
 }
 
-char *sd_path_join(const char *dir, const char *name) {
+char *sd_fs_path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
     char *p = malloc(a + b + 2);
     if (!p) return NULL;
@@ -119,17 +119,17 @@ char *sd_path_join(const char *dir, const char *name) {
     return p;
 }
 
-int sd_is_file(const char *path) {
+int sd_fs_is_file(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-int sd_is_dir(const char *path) {
+int sd_fs_is_dir(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-int sd_mkdirs(const char *path, sd_error *err) {
+int sd_fs_mkdirs(const char *path, sd_error *err) {
     char *p = strdup(path);
     if (!p) return sd_err(err, SD_ENOMEM, "out of memory");
     int rc = 0;
@@ -146,6 +146,6 @@ int sd_mkdirs(const char *path, sd_error *err) {
         }
     }
     free(p);
-    if (rc == 0 && !sd_is_dir(path)) rc = sd_err(err, SD_EIO, "%s: exists and is not a directory", path);
+    if (rc == 0 && !sd_fs_is_dir(path)) rc = sd_err(err, SD_EIO, "%s: exists and is not a directory", path);
     return rc;
 }

@@ -13,30 +13,30 @@
 
 #include "err.h"
 
-typedef struct sd_atomic_file {
+typedef struct sd_fs_atomic_file {
     FILE *fp;
     char *path;
     char *tmp;
-} sd_atomic_file;
+} sd_fs_atomic_file;
 
-int sd_atomic_open(sd_atomic_file *af, const char *path, sd_error *err);
-int sd_atomic_write(sd_atomic_file *af, const void *buf, size_t n, sd_error *err);
+int sd_fs_atomic_open(sd_fs_atomic_file *af, const char *path, sd_error *err);
+int sd_fs_atomic_write(sd_fs_atomic_file *af, const void *buf, size_t n, sd_error *err);
 /* Flushes, fsyncs and renames into place; always releases af. */
-int sd_atomic_commit(sd_atomic_file *af, sd_error *err);
+int sd_fs_atomic_commit(sd_fs_atomic_file *af, sd_error *err);
 /* Removes the temporary file; releases af. */
-void sd_atomic_abort(sd_atomic_file *af);
+void sd_fs_atomic_abort(sd_fs_atomic_file *af);
 
 /* Reads a whole file into a new NUL-terminated buffer (caller frees); *len gets its size. */
-int sd_read_file(const char *path, char **out, size_t *len, sd_error *err);
+int sd_fs_read_file(const char *path, char **out, size_t *len, sd_error *err);
 
 /* "dir/name" in a new buffer (caller frees), or NULL when out of memory. */
-char *sd_path_join(const char *dir, const char *name);
+char *sd_fs_path_join(const char *dir, const char *name);
 
 /* 1 if path exists and is a regular file / a directory. */
-int sd_is_file(const char *path);
-int sd_is_dir(const char *path);
+int sd_fs_is_file(const char *path);
+int sd_fs_is_dir(const char *path);
 
 /* mkdir -p. */
-int sd_mkdirs(const char *path, sd_error *err);
+int sd_fs_mkdirs(const char *path, sd_error *err);
 
 #endif

@@ -10,7 +10,7 @@ int64_t sd_tensor_numel(const sd_tensor *t) {
     return n;
 }
 
-char *sd_shape_str(char *buf, size_t size, const int64_t *shape, int ndim) {
+char *sd_tensor_shape_str(char *buf, size_t size, const int64_t *shape, int ndim) {
     size_t used = 0;
     if (size == 0) return buf;
     buf[0] = 0;
@@ -32,11 +32,11 @@ int sd_tensor_check_shape(const sd_tensor *t, int ndim, const int64_t *shape, sd
     if (sd_tensor_has_shape(t, ndim, shape)) return 0;
     char got[128], want[128];
     return sd_err(err, SD_EINPUT, "tensor '%s' has shape %s, expected %s", t->name,
-                  sd_shape_str(got, sizeof got, t->shape, t->ndim), sd_shape_str(want, sizeof want, shape, ndim));
+                  sd_tensor_shape_str(got, sizeof got, t->shape, t->ndim), sd_tensor_shape_str(want, sizeof want, shape, ndim));
 }
 
 void sd_tensor_to_f32(const sd_tensor *t, float *dst) {
-    sd_convert_to_f32(dst, t->data, t->dtype, (size_t)sd_tensor_numel(t));
+    sd_dtype_convert_to_f32(dst, t->data, t->dtype, (size_t)sd_tensor_numel(t));
 }
 
 float *sd_tensor_to_f32_alloc(const sd_tensor *t, sd_error *err) {

@@ -32,7 +32,7 @@ typedef struct sd_tensor {
 int64_t sd_tensor_numel(const sd_tensor *t);
 
 /* Formats a shape as "[2, 4, 8, 8]" into buf; returns buf. */
-char *sd_shape_str(char *buf, size_t size, const int64_t *shape, int ndim);
+char *sd_tensor_shape_str(char *buf, size_t size, const int64_t *shape, int ndim);
 
 /* True when t has exactly the given shape. */
 int sd_tensor_has_shape(const sd_tensor *t, int ndim, const int64_t *shape);

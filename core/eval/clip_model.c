@@ -69,7 +69,7 @@ static int apply_tower_json(clip_config *c, json_t *root, const char *section, c
 static int apply_config_json(clip_model_config *c, const char *path, sd_error *err) {
     char *text = NULL;
     size_t len;
-    int rc = sd_read_file(path, &text, &len, err);
+    int rc = sd_fs_read_file(path, &text, &len, err);
     if (rc < 0) return rc;
     json_error_t je;
     json_t *root = json_loadb(text, len, 0, &je);
@@ -191,7 +191,7 @@ static int half_round_even(int d) {
     return q % 2 == 0 ? q : q + 1;
 }
 
-int clip_image_resize_crop(const uint8_t *rgb, int h, int w, int size, uint8_t *out, sd_error *err) {
+int clip_model_image_resize_crop(const uint8_t *rgb, int h, int w, int size, uint8_t *out, sd_error *err) {
     if (h <= 0 || w <= 0 || size <= 0)
         return sd_err(err, SD_EINPUT, "clip: cannot preprocess a %dx%d image to %d", w, h, size);
     /* torchvision Resize(size): the short side becomes size, the long side int(size * long / short) */
@@ -215,7 +215,7 @@ int clip_image_resize_crop(const uint8_t *rgb, int h, int w, int size, uint8_t *
     return rc;
 }
 
-void clip_image_normalize(const uint8_t *img, int size, float *out) {
+void clip_model_image_normalize(const uint8_t *img, int size, float *out) {
     /* as torch: float32 constants, (x / 255 - mean) / std */
     static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
     static const float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -224,11 +224,11 @@ void clip_image_normalize(const uint8_t *img, int size, float *out) {
         for (size_t i = 0; i < P; i++) out[c * P + i] = ((float)img[3 * i + c] / 255.0f - mean[c]) / std[c];
 }
 
-int clip_image_preprocess(const uint8_t *rgb, int h, int w, int size, uint8_t *crop, float *pixels, sd_error *err) {
+int clip_model_image_preprocess(const uint8_t *rgb, int h, int w, int size, uint8_t *crop, float *pixels, sd_error *err) {
     uint8_t *buf = crop ? crop : malloc((size_t)size * size * 3);
     if (!buf) return sd_err(err, SD_ENOMEM, "out of memory preprocessing an image");
-    int rc = clip_image_resize_crop(rgb, h, w, size, buf, err);
-    if (rc == 0) clip_image_normalize(buf, size, pixels);
+    int rc = clip_model_image_resize_crop(rgb, h, w, size, buf, err);
+    if (rc == 0) clip_model_image_normalize(buf, size, pixels);
     if (!crop) free(buf);
     return rc;
 }
@@ -300,7 +300,7 @@ out:
 
 /* ---- scores ----------------------------------------------------------- */
 
-void clip_normalize_rows(float *x, int B, int E) {
+void clip_model_normalize_rows(float *x, int B, int E) {
     for (int b = 0; b < B; b++) {
         float *r = x + (size_t)b * E;
         double s = 0;
@@ -310,7 +310,7 @@ void clip_normalize_rows(float *x, int B, int E) {
     }
 }
 
-void clip_pair_cosines(const float *a, const float *b, int B, int E, double *cos) {
+void clip_model_pair_cosines(const float *a, const float *b, int B, int E, double *cos) {
     for (int i = 0; i < B; i++) {
         const float *x = a + (size_t)i * E, *y = b + (size_t)i * E;
         double xy = 0, xx = 0, yy = 0;
@@ -332,14 +332,14 @@ int clip_model_pair_scores(clip_model *m, const float *pixels, const int *ids, i
     float *txt = img + (size_t)B * E;
     if ((rc = clip_model_image_embeds(m, pixels, B, NULL, img, err)) == 0 &&
         (rc = clip_model_text_embeds(m, ids, B, T, NULL, txt, err)) == 0) {
-        clip_pair_cosines(img, txt, B, E, score);
+        clip_model_pair_cosines(img, txt, B, E, score);
         for (int i = 0; i < B; i++) score[i] *= 100.0;
     }
     free(img);
     return rc;
 }
 
-double clip_score_from_sum(double sum_100cos, int64_t n) {
+double clip_model_score_from_sum(double sum_100cos, int64_t n) {
     if (n <= 0) return 0.0;
     double mean = sum_100cos / (double)n;
     return mean > 0 ? mean : 0.0;

@@ -7,7 +7,7 @@
  *     cfg.vision.heads = 2;                                           // optional override
  *     clip_model m;
  *     clip_model_load(&m, &cfg, &w, &err);
- *     clip_image_preprocess(rgb, h, w, cfg.image_size, NULL, pixels, &err); // -> [3, S, S]
+ *     clip_model_image_preprocess(rgb, h, w, cfg.image_size, NULL, pixels, &err); // -> [3, S, S]
  *     clip_model_pair_scores(&m, pixels, ids, B, 77, score, &err);    // score[i] = 100 cos(img_i, txt_i)
  *     clip_model_free(&m);
  *
@@ -20,7 +20,7 @@
  *
  * CLIP score (torchmetrics): score_i = 100 * cos(img_i, txt_i); the score of
  * a set is max(mean_i score_i, 0), the clamp applied to the mean. To merge
- * ranks, sum the per-pair scores and counts, then call clip_score_from_sum.
+ * ranks, sum the per-pair scores and counts, then call clip_model_score_from_sum.
  */
 #ifndef SD_CLIP_MODEL_H
 #define SD_CLIP_MODEL_H
@@ -76,11 +76,11 @@ void clip_model_free(clip_model *m);
  * center crop at round((h - size) / 2), round((w - size) / 2) with Python's
  * round-half-to-even. rgb: [h, w, 3] -> out: [size, size, 3].
  */
-int clip_image_resize_crop(const uint8_t *rgb, int h, int w, int size, uint8_t *out, sd_error *err);
+int clip_model_image_resize_crop(const uint8_t *rgb, int h, int w, int size, uint8_t *out, sd_error *err);
 /* img: [size, size, 3] uint8 -> out: [3, size, size], (x / 255 - mean) / std with CLIP's mean and std, in float32. */
-void clip_image_normalize(const uint8_t *img, int size, float *out);
+void clip_model_image_normalize(const uint8_t *img, int size, float *out);
 /* Both: rgb [h, w, 3] -> pixels [3, size, size]; crop [size, size, 3] is filled too when not NULL. */
-int clip_image_preprocess(const uint8_t *rgb, int h, int w, int size, uint8_t *crop, float *pixels, sd_error *err);
+int clip_model_image_preprocess(const uint8_t *rgb, int h, int w, int size, uint8_t *crop, float *pixels, sd_error *err);
 
 /*
  * pixels: [B, 3, S, S] (S = cfg.image_size) -> embeds: [B, E] (unnormalised);
@@ -95,15 +95,15 @@ int clip_model_image_embeds(clip_model *m, const float *pixels, int B, float *po
 int clip_model_text_embeds(clip_model *m, const int *ids, int B, int T, float *pooled, float *embeds, sd_error *err);
 
 /* Rows of x: [B, E] divided by their L2 norm (no eps), in place. */
-void clip_normalize_rows(float *x, int B, int E);
+void clip_model_normalize_rows(float *x, int B, int E);
 /* cos[i] = cos(a_i, b_i) for a, b: [B, E] (unnormalised), computed in double. */
-void clip_pair_cosines(const float *a, const float *b, int B, int E, double *cos);
+void clip_model_pair_cosines(const float *a, const float *b, int B, int E, double *cos);
 
 /* score[i] = 100 * cos(image i, prompt i) for B pairs; the embeddings are computed in one batch each. */
 int clip_model_pair_scores(clip_model *m, const float *pixels, const int *ids, int B, int T, double *score,
                            sd_error *err);
 
 /* torchmetrics' CLIP score from the sum of n per-pair scores (100 cos): max(sum / n, 0); 0 when n = 0. */
-double clip_score_from_sum(double sum_100cos, int64_t n);
+double clip_model_score_from_sum(double sum_100cos, int64_t n);
 
 #endif

@@ -17,16 +17,16 @@ static char *dir_of(const char *path) {
 
 /* 1 when dir/name is a regular file. */
 static int has_file(const char *dir, const char *name) {
-    char *p = sd_path_join(dir, name);
-    int ok = p && sd_is_file(p);
+    char *p = sd_fs_path_join(dir, name);
+    int ok = p && sd_fs_is_file(p);
     free(p);
     return ok;
 }
 
-int sd_clip_tokenizer_find(const char *clip_path, const char *given, char **out, sd_error *err) {
+int sd_evaluator_find_clip_tokenizer(const char *clip_path, const char *given, char **out, sd_error *err) {
     *out = NULL;
     if (given) {
-        if (!sd_is_dir(given) && !sd_is_file(given))
+        if (!sd_fs_is_dir(given) && !sd_fs_is_file(given))
             return sd_err(err, SD_ENOTFOUND, "CLIP tokenizer %s: no such file or folder", given);
         *out = strdup(given);
         return *out ? 0 : sd_err(err, SD_ENOMEM, "out of memory");
@@ -37,12 +37,12 @@ int sd_clip_tokenizer_find(const char *clip_path, const char *given, char **out,
         *out = dir;
         return 0;
     }
-    char *sub = sd_path_join(dir, "tokenizer");
+    char *sub = sd_fs_path_join(dir, "tokenizer");
     if (sub && has_file(sub, "vocab.json")) *out = sub;
     else {
         free(sub);
-        char *gz = sd_path_join(dir, "bpe_simple_vocab_16e6.txt.gz");
-        if (gz && sd_is_file(gz)) *out = gz;
+        char *gz = sd_fs_path_join(dir, "bpe_simple_vocab_16e6.txt.gz");
+        if (gz && sd_fs_is_file(gz)) *out = gz;
         else free(gz);
     }
     int rc = *out ? 0
@@ -69,9 +69,9 @@ static int open_inception(sd_evaluator *ev, const char *path, sd_error *err) {
 
 static int open_tokenizer(sd_evaluator *ev, const char *clip_path, const char *given, sd_error *err) {
     char *p;
-    int rc = sd_clip_tokenizer_find(clip_path, given, &p, err);
+    int rc = sd_evaluator_find_clip_tokenizer(clip_path, given, &p, err);
     if (rc < 0) return rc;
-    rc = sd_is_dir(p) ? tokenizer_load_dir(&ev->tok, p, err) : tokenizer_load_openai_gz(&ev->tok, p, err);
+    rc = sd_fs_is_dir(p) ? tokenizer_load_dir(&ev->tok, p, err) : tokenizer_load_openai_gz(&ev->tok, p, err);
     /* OpenAI's clip.tokenize pads with 0 (the embeddings do not depend on it: the causal mask hides the padding) */
     const char *zero = rc == 0 ? tokenizer_token(ev->tok, 0) : NULL;
     if (zero) rc = tokenizer_set_pad(ev->tok, zero, err);
@@ -84,11 +84,11 @@ static int open_clip(sd_evaluator *ev, const sd_evaluator_opts *o, sd_error *err
     if (rc < 0) return rc;
     ev->has_clip = 1; /* from here sd_evaluator_close releases the file */
     char *dir = dir_of(o->clip);
-    char *cfg_path = dir ? sd_path_join(dir, "config.json") : NULL;
+    char *cfg_path = dir ? sd_fs_path_join(dir, "config.json") : NULL;
     free(dir);
     if (!cfg_path) return sd_err(err, SD_ENOMEM, "out of memory");
     clip_model_config cfg;
-    rc = clip_model_config_derive(&cfg, &ev->clip_file.w, sd_is_file(cfg_path) ? cfg_path : NULL, err);
+    rc = clip_model_config_derive(&cfg, &ev->clip_file.w, sd_fs_is_file(cfg_path) ? cfg_path : NULL, err);
     free(cfg_path);
     if (rc == 0) rc = clip_model_load(&ev->clip, &cfg, &ev->clip_file.w, err);
     if (rc < 0) {
@@ -128,7 +128,7 @@ static int clip_scores(sd_evaluator *ev, uint8_t *const *rgb, const int *h, cons
     int32_t *ids = malloc((size_t)n * (size_t)T * sizeof *ids);
     int rc = pixels && ids ? 0 : sd_err(err, SD_ENOMEM, "out of memory for %d CLIP inputs", n);
     for (int i = 0; i < n && rc == 0; i++) {
-        rc = clip_image_preprocess(rgb[i], h[i], w[i], S, NULL, pixels + (size_t)i * px, err);
+        rc = clip_model_image_preprocess(rgb[i], h[i], w[i], S, NULL, pixels + (size_t)i * px, err);
         if (rc < 0) {
             sd_err_prefix(err, "%s", paths[i]);
             break;

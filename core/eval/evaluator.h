@@ -49,7 +49,7 @@ typedef struct sd_evaluator {
     int has_clip;
     sd_weight_file clip_file;   /* the CLIP model's tensors point into it */
     clip_model clip;
-    sd_tokenizer *tok;
+    tokenizer_bpe *tok;
     int64_t truncated;          /* prompts cut to the context so far */
 } sd_evaluator;
 
@@ -71,6 +71,6 @@ int sd_evaluator_images(sd_evaluator *ev, const char *const *paths, const char *
  * first of vocab.json+merges.txt, tokenizer/, bpe_simple_vocab_16e6.txt.gz
  * in the folder of clip_path. *out is a new string (caller frees).
  */
-int sd_clip_tokenizer_find(const char *clip_path, const char *given, char **out, sd_error *err);
+int sd_evaluator_find_clip_tokenizer(const char *clip_path, const char *given, char **out, sd_error *err);
 
 #endif

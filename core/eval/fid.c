@@ -299,7 +299,7 @@ int sd_fid_stats_save(const char *path, const double *mu, const double *sigma, i
 static double *to_f64(const sd_tensor *t) {
     size_t n = (size_t)sd_tensor_numel(t);
     double *p = malloc((n ? n : 1) * sizeof *p);
-    if (p) sd_convert_to_f64(p, t->data, t->dtype, n);
+    if (p) sd_dtype_convert_to_f64(p, t->data, t->dtype, n);
     return p;
 }
 
@@ -317,15 +317,15 @@ int sd_fid_stats_load(const char *path, sd_fid_stats *s, sd_error *err) {
         rc = sd_err(err, SD_EINPUT, "%s: 'mu' and 'sigma' must be float64 or float32", path);
     else if (mu->ndim != 1 || mu->shape[0] < 1 || mu->shape[0] > 65536)
         rc = sd_err(err, SD_EINPUT, "%s: 'mu' has shape %s, expected [D]", path,
-                    sd_shape_str(sh, sizeof sh, mu->shape, mu->ndim));
+                    sd_tensor_shape_str(sh, sizeof sh, mu->shape, mu->ndim));
     else if (sg->ndim != 2 || sg->shape[0] != mu->shape[0] || sg->shape[1] != mu->shape[0])
         rc = sd_err(err, SD_EINPUT, "%s: 'sigma' has shape %s, expected [%lld, %lld] to match 'mu'", path,
-                    sd_shape_str(sh, sizeof sh, sg->shape, sg->ndim), (long long)mu->shape[0],
+                    sd_tensor_shape_str(sh, sizeof sh, sg->shape, sg->ndim), (long long)mu->shape[0],
                     (long long)mu->shape[0]);
     else if (f && (f->ndim != 2 || f->shape[1] != mu->shape[0] || (f->dtype != SD_F32 && f->dtype != SD_F64 &&
                                                                      f->dtype != SD_F16)))
         rc = sd_err(err, SD_EINPUT, "%s: 'features' has shape %s (%s), expected [N, %lld] floats", path,
-                    sd_shape_str(sh, sizeof sh, f->shape, f->ndim), sd_dtype_name(f->dtype), (long long)mu->shape[0]);
+                    sd_tensor_shape_str(sh, sizeof sh, f->shape, f->ndim), sd_dtype_name(f->dtype), (long long)mu->shape[0]);
     else if (n && (n->ndim != 0 || (n->dtype != SD_I64 && n->dtype != SD_I32)))
         rc = sd_err(err, SD_EINPUT, "%s: 'n' must be an integer scalar", path);
     if (rc == 0) {

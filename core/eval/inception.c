@@ -18,7 +18,7 @@
  * loader runs the visit twice (count, then load); flops use it too.
  */
 typedef struct conv_visit {
-    int (*fn)(struct conv_visit *v, incep_conv *c, const char *name, sd_error *err);
+    int (*fn)(struct conv_visit *v, inception_conv *c, const char *name, sd_error *err);
     const sd_weights *w;
     size_t n_params;    /* pass 1: floats needed */
     int n_convs;        /* pass 1: modules declared */
@@ -30,7 +30,7 @@ typedef struct conv_visit {
 } conv_visit;
 
 /* Declares module "<block>.<name>" (in -> out channels, kh x kw kernel) and hands it to the pass's fn. */
-static int def(conv_visit *v, incep_conv *c, const char *block, const char *name, int in, int out, int kh, int kw,
+static int def(conv_visit *v, inception_conv *c, const char *block, const char *name, int in, int out, int kh, int kw,
                int stride, int ph, int pw, sd_error *err) {
     char full[NAME_MAX_LEN];
     snprintf(full, sizeof full, "%s%s%s", block, *block ? "." : "", name);
@@ -40,7 +40,7 @@ static int def(conv_visit *v, incep_conv *c, const char *block, const char *name
     return v->fn ? v->fn(v, c, full, err) : 0;
 }
 
-static int visit_block_a(conv_visit *v, incep_block_a *b, const char *n, int in, int pool_ch, sd_error *err) {
+static int visit_block_a(conv_visit *v, inception_block_a *b, const char *n, int in, int pool_ch, sd_error *err) {
     int rc;
     if ((rc = def(v, &b->b1x1, n, "branch1x1", in, 64, 1, 1, 1, 0, 0, err)) < 0 ||
         (rc = def(v, &b->b5x5_1, n, "branch5x5_1", in, 48, 1, 1, 1, 0, 0, err)) < 0 ||
@@ -53,7 +53,7 @@ static int visit_block_a(conv_visit *v, incep_block_a *b, const char *n, int in,
     return 0;
 }
 
-static int visit_block_b(conv_visit *v, incep_block_b *b, const char *n, int in, sd_error *err) {
+static int visit_block_b(conv_visit *v, inception_block_b *b, const char *n, int in, sd_error *err) {
     int rc;
     if ((rc = def(v, &b->b3x3, n, "branch3x3", in, 384, 3, 3, 2, 0, 0, err)) < 0 ||
         (rc = def(v, &b->dbl_1, n, "branch3x3dbl_1", in, 64, 1, 1, 1, 0, 0, err)) < 0 ||
@@ -62,7 +62,7 @@ static int visit_block_b(conv_visit *v, incep_block_b *b, const char *n, int in,
     return def(v, &b->dbl_3, n, "branch3x3dbl_3", 96, 96, 3, 3, 2, 0, 0, err);
 }
 
-static int visit_block_c(conv_visit *v, incep_block_c *b, const char *n, int c7, sd_error *err) {
+static int visit_block_c(conv_visit *v, inception_block_c *b, const char *n, int c7, sd_error *err) {
     int rc;
     if ((rc = def(v, &b->b1x1, n, "branch1x1", 768, 192, 1, 1, 1, 0, 0, err)) < 0 ||
         (rc = def(v, &b->b7_1, n, "branch7x7_1", 768, c7, 1, 1, 1, 0, 0, err)) < 0 ||
@@ -78,7 +78,7 @@ static int visit_block_c(conv_visit *v, incep_block_c *b, const char *n, int c7,
     return 0;
 }
 
-static int visit_block_d(conv_visit *v, incep_block_d *b, const char *n, sd_error *err) {
+static int visit_block_d(conv_visit *v, inception_block_d *b, const char *n, sd_error *err) {
     int rc;
     if ((rc = def(v, &b->b3_1, n, "branch3x3_1", 768, 192, 1, 1, 1, 0, 0, err)) < 0 ||
         (rc = def(v, &b->b3_2, n, "branch3x3_2", 192, 320, 3, 3, 2, 0, 0, err)) < 0 ||
@@ -90,7 +90,7 @@ static int visit_block_d(conv_visit *v, incep_block_d *b, const char *n, sd_erro
     return 0;
 }
 
-static int visit_block_e(conv_visit *v, incep_block_e *b, const char *n, int in, sd_error *err) {
+static int visit_block_e(conv_visit *v, inception_block_e *b, const char *n, int in, sd_error *err) {
     int rc;
     if ((rc = def(v, &b->b1x1, n, "branch1x1", in, 320, 1, 1, 1, 0, 0, err)) < 0 ||
         (rc = def(v, &b->b3_1, n, "branch3x3_1", in, 384, 1, 1, 1, 0, 0, err)) < 0 ||
@@ -136,7 +136,7 @@ static int visit_convs(conv_visit *v, inception_model *m, sd_error *err) {
 
 /* ---- loading ---------------------------------------------------------- */
 
-static int count_conv(conv_visit *v, incep_conv *c, const char *name, sd_error *err) {
+static int count_conv(conv_visit *v, inception_conv *c, const char *name, sd_error *err) {
     (void)name, (void)err;
     size_t nw = (size_t)c->out_ch * c->in_ch * c->k_h * c->k_w;
     v->n_params += (nw + 15) / 16 * 16 + (size_t)(c->out_ch + 15) / 16 * 16; /* 64-byte aligned pieces */
@@ -158,7 +158,7 @@ static int get_float(const sd_weights *w, const char *name, const char *part, in
 }
 
 /* Converts conv + BatchNorm of module `name` into the params block, folding the BatchNorm. */
-static int load_conv(conv_visit *v, incep_conv *c, const char *name, sd_error *err) {
+static int load_conv(conv_visit *v, inception_conv *c, const char *name, sd_error *err) {
     static const char *const bn_parts[4] = {"bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"};
     int64_t wshape[4] = {c->out_ch, c->in_ch, c->k_h, c->k_w}, bshape[1] = {c->out_ch};
     const sd_tensor *tw, *tbn[4];
@@ -244,7 +244,7 @@ double inception_flops(const inception_model *m, int B) {
  * x: [B, c->in_ch, H, W] -> channels [c0, c0 + out_ch) of y: [B, ctot, oh, ow],
  * y = relu(conv(x) + folded bias). A slice of a wider y is written image by image.
  */
-static int conv_relu(inception_model *m, const incep_conv *c, const float *x, int B, int H, int W, float *y,
+static int conv_relu(inception_model *m, const inception_conv *c, const float *x, int B, int H, int W, float *y,
                      int ctot, int c0, sd_error *err) {
     ops_conv_desc d = {.batch = B, .in_ch = c->in_ch, .in_h = H, .in_w = W, .out_ch = c->out_ch, .k_h = c->k_h,
                        .k_w = c->k_w, .stride = c->stride, .pad_t = c->pad_h, .pad_b = c->pad_h,
@@ -278,7 +278,7 @@ static void maxpool_into(float *y, int ctot, int c0, const float *x, int B, int 
 static float *tmp(inception_model *m, size_t n, sd_error *err) { return ops_arena_floats(&m->arena, n, err); }
 
 /* FIDInceptionA. x: [B, in, 35, 35] -> y: [B, 224 + pool_ch, 35, 35]. */
-static int block_a(inception_model *m, const incep_block_a *k, const float *x, int B, float *y, sd_error *err) {
+static int block_a(inception_model *m, const inception_block_a *k, const float *x, int B, float *y, sd_error *err) {
     const int S = 35, in = k->b1x1.in_ch, ctot = 224 + k->pool.out_ch;
     size_t P = (size_t)S * S;
     ops_mark mark = ops_arena_mark(&m->arena);
@@ -305,7 +305,7 @@ out:
 }
 
 /* InceptionB. x: [B, 288, 35, 35] -> y: [B, 768, 17, 17]. */
-static int block_b(inception_model *m, const incep_block_b *k, const float *x, int B, float *y, sd_error *err) {
+static int block_b(inception_model *m, const inception_block_b *k, const float *x, int B, float *y, sd_error *err) {
     const int S = 35, in = k->b3x3.in_ch, ctot = 480 + in;
     size_t P = (size_t)S * S;
     ops_mark mark = ops_arena_mark(&m->arena);
@@ -328,7 +328,7 @@ out:
 }
 
 /* FIDInceptionC. x: [B, 768, 17, 17] -> y: [B, 768, 17, 17]. */
-static int block_c(inception_model *m, const incep_block_c *k, const float *x, int B, float *y, sd_error *err) {
+static int block_c(inception_model *m, const inception_block_c *k, const float *x, int B, float *y, sd_error *err) {
     const int S = 17, in = 768, ctot = 768, c7 = k->b7_1.out_ch;
     size_t P = (size_t)S * S;
     ops_mark mark = ops_arena_mark(&m->arena);
@@ -358,7 +358,7 @@ out:
 }
 
 /* InceptionD. x: [B, 768, 17, 17] -> y: [B, 1280, 8, 8]. */
-static int block_d(inception_model *m, const incep_block_d *k, const float *x, int B, float *y, sd_error *err) {
+static int block_d(inception_model *m, const inception_block_d *k, const float *x, int B, float *y, sd_error *err) {
     const int S = 17, in = 768, ctot = 1280;
     size_t P = (size_t)S * S;
     ops_mark mark = ops_arena_mark(&m->arena);
@@ -386,7 +386,7 @@ out:
  * FIDInceptionE_1 (max_pool = 0: average pool without padding counts) or
  * FIDInceptionE_2 (max_pool = 1). x: [B, in, 8, 8] -> y: [B, 2048, 8, 8].
  */
-static int block_e(inception_model *m, const incep_block_e *k, const float *x, int B, int max_pool, float *y,
+static int block_e(inception_model *m, const inception_block_e *k, const float *x, int B, int max_pool, float *y,
                    sd_error *err) {
     const int S = 8, in = k->b1x1.in_ch, ctot = 2048;
     size_t P = (size_t)S * S;

@@ -39,43 +39,43 @@
 #define INCEPTION_DEFAULT_MAX_BATCH 8
 
 /* One BasicConv2d with its BatchNorm folded in: y = relu(conv(x, w) + b). */
-typedef struct incep_conv {
+typedef struct inception_conv {
     int in_ch, out_ch, k_h, k_w, stride, pad_h, pad_w;
     sd_tensor w, b;                   /* float32 views into the model's `params`: [out, in, k_h, k_w], [out] */
-} incep_conv;
+} inception_conv;
 
 /* FIDInceptionA (Mixed_5b/5c/5d). */
-typedef struct incep_block_a {
-    incep_conv b1x1, b5x5_1, b5x5_2, dbl_1, dbl_2, dbl_3, pool;
-} incep_block_a;
+typedef struct inception_block_a {
+    inception_conv b1x1, b5x5_1, b5x5_2, dbl_1, dbl_2, dbl_3, pool;
+} inception_block_a;
 
 /* InceptionB (Mixed_6a): 35x35 -> 17x17. */
-typedef struct incep_block_b {
-    incep_conv b3x3, dbl_1, dbl_2, dbl_3;
-} incep_block_b;
+typedef struct inception_block_b {
+    inception_conv b3x3, dbl_1, dbl_2, dbl_3;
+} inception_block_b;
 
 /* FIDInceptionC (Mixed_6b..6e). */
-typedef struct incep_block_c {
-    incep_conv b1x1, b7_1, b7_2, b7_3, dbl_1, dbl_2, dbl_3, dbl_4, dbl_5, pool;
-} incep_block_c;
+typedef struct inception_block_c {
+    inception_conv b1x1, b7_1, b7_2, b7_3, dbl_1, dbl_2, dbl_3, dbl_4, dbl_5, pool;
+} inception_block_c;
 
 /* InceptionD (Mixed_7a): 17x17 -> 8x8. */
-typedef struct incep_block_d {
-    incep_conv b3_1, b3_2, b7x3_1, b7x3_2, b7x3_3, b7x3_4;
-} incep_block_d;
+typedef struct inception_block_d {
+    inception_conv b3_1, b3_2, b7x3_1, b7x3_2, b7x3_3, b7x3_4;
+} inception_block_d;
 
 /* FIDInceptionE_1 (Mixed_7b, average pool) and FIDInceptionE_2 (Mixed_7c, max pool). */
-typedef struct incep_block_e {
-    incep_conv b1x1, b3_1, b3_2a, b3_2b, dbl_1, dbl_2, dbl_3a, dbl_3b, pool;
-} incep_block_e;
+typedef struct inception_block_e {
+    inception_conv b1x1, b3_1, b3_2a, b3_2b, dbl_1, dbl_2, dbl_3a, dbl_3b, pool;
+} inception_block_e;
 
 typedef struct inception_model {
-    incep_conv c1a, c2a, c2b, c3b, c4a; /* stem: Conv2d_1a_3x3 .. Conv2d_4a_3x3 */
-    incep_block_a m5[3];               /* Mixed_5b, 5c, 5d */
-    incep_block_b m6a;
-    incep_block_c m6[4];               /* Mixed_6b .. 6e */
-    incep_block_d m7a;
-    incep_block_e m7[2];               /* Mixed_7b, 7c */
+    inception_conv c1a, c2a, c2b, c3b, c4a; /* stem: Conv2d_1a_3x3 .. Conv2d_4a_3x3 */
+    inception_block_a m5[3];               /* Mixed_5b, 5c, 5d */
+    inception_block_b m6a;
+    inception_block_c m6[4];               /* Mixed_6b .. 6e */
+    inception_block_d m7a;
+    inception_block_e m7[2];               /* Mixed_7b, 7c */
     float *params;                     /* all folded weights and biases (owned) */
     size_t n_params;
     int max_batch;                     /* images per forward pass in the batched calls */

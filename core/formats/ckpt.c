@@ -221,8 +221,8 @@ static int make_tensor(loader *L, const char *name, const pk_obj *t, sd_tensor *
                 return sd_err(L->err, SD_EUNSUPPORTED,
                               "%s: tensor '%s' (shape %s) has strides %s and is not contiguous; save it with "
                               ".contiguous() first",
-                              L->path, name, sd_shape_str(sh, sizeof sh, shape, out->ndim),
-                              sd_shape_str(st, sizeof st, stride, out->ndim));
+                              L->path, name, sd_tensor_shape_str(sh, sizeof sh, shape, out->ndim),
+                              sd_tensor_shape_str(st, sizeof st, stride, out->ndim));
             }
             expect *= shape[i];
         }
@@ -408,7 +408,7 @@ void sd_ckpt_close(sd_ckpt *c) {
 
 const sd_tensor *sd_ckpt_find(const sd_ckpt *c, const char *name) { return sd_weights_find(&c->all, name); }
 
-int sd_weights_from_ckpt(sd_weights *w, const sd_ckpt *c, const char *prefix, const char *label, sd_error *err) {
+int sd_ckpt_to_weights(sd_weights *w, const sd_ckpt *c, const char *prefix, const char *label, sd_error *err) {
     size_t pl = prefix ? strlen(prefix) : 0;
     int n = c->all.n;
     const char **names = malloc((n ? (size_t)n : 1) * sizeof *names);

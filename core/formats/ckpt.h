@@ -29,7 +29,7 @@
  *     sd_ckpt ck;
  *     if (sd_ckpt_open(&ck, "v1-5.ckpt", &err) < 0) ...
  *     sd_weights unet;
- *     sd_weights_from_ckpt(&unet, &ck, "model.diffusion_model.", "unet (v1-5.ckpt)", &err);
+ *     sd_ckpt_to_weights(&unet, &ck, "model.diffusion_model.", "unet (v1-5.ckpt)", &err);
  *     ...
  *     sd_weights_free(&unet);
  *     sd_ckpt_close(&ck);
@@ -58,7 +58,7 @@ void sd_ckpt_close(sd_ckpt *c);
 const sd_tensor *sd_ckpt_find(const sd_ckpt *c, const char *name);
 
 /* The tensors whose names start with prefix, prefix removed (like sd_weights_from_st). */
-int sd_weights_from_ckpt(sd_weights *w, const sd_ckpt *c, const char *prefix, const char *label, sd_error *err);
+int sd_ckpt_to_weights(sd_weights *w, const sd_ckpt *c, const char *prefix, const char *label, sd_error *err);
 
 /* 1 when the file starts like a PyTorch checkpoint (zip or legacy pickle), else 0. */
 int sd_ckpt_sniff(const void *head, size_t n);

@@ -15,12 +15,12 @@ static int is_png_name(const char *name) {
     return name[0] != '.' && n > 4 && !strcasecmp(name + n - 4, ".png");
 }
 
-void sd_path_list_free(char **paths, int n) {
+void sd_imagedir_free(char **paths, int n) {
     for (int i = 0; i < n && paths; i++) free(paths[i]);
     free(paths);
 }
 
-int sd_png_dir_list(const char *dir, char ***paths, int *n, sd_error *err) {
+int sd_imagedir_list(const char *dir, char ***paths, int *n, sd_error *err) {
     *paths = NULL;
     *n = 0;
     DIR *d = opendir(dir);
@@ -44,12 +44,12 @@ int sd_png_dir_list(const char *dir, char ***paths, int *n, sd_error *err) {
             names = nn;
             cap = nc;
         }
-        names[cnt] = sd_path_join(dir, e->d_name);
+        names[cnt] = sd_fs_path_join(dir, e->d_name);
         if (!names[cnt]) {
             rc = sd_err(err, SD_ENOMEM, "%s: out of memory listing files", dir);
             break;
         }
-        if (!sd_is_file(names[cnt])) { /* a folder or socket named *.png */
+        if (!sd_fs_is_file(names[cnt])) { /* a folder or socket named *.png */
             free(names[cnt]);
             continue;
         }
@@ -58,7 +58,7 @@ int sd_png_dir_list(const char *dir, char ***paths, int *n, sd_error *err) {
     closedir(d);
     if (rc == 0 && cnt == 0) rc = sd_err(err, SD_EINPUT, "%s: no .png files in this folder", dir);
     if (rc < 0) {
-        sd_path_list_free(names, cnt);
+        sd_imagedir_free(names, cnt);
         return rc;
     }
     qsort(names, (size_t)cnt, sizeof *names, by_name);

@@ -13,8 +13,8 @@
 
 #include "err.h"
 
-/* *paths gets *n "dir/name" strings (free with sd_path_list_free); a folder without PNGs is an error. */
-int sd_png_dir_list(const char *dir, char ***paths, int *n, sd_error *err);
-void sd_path_list_free(char **paths, int n);
+/* *paths gets *n "dir/name" strings (free with sd_imagedir_free); a folder without PNGs is an error. */
+int sd_imagedir_list(const char *dir, char ***paths, int *n, sd_error *err);
+void sd_imagedir_free(char **paths, int n);
 
 #endif

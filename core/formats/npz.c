@@ -81,7 +81,7 @@ static int read_shape(lit *l, int64_t *shape, int *ndim) {
     }
 }
 
-int sd_npy_parse(const void *data, size_t len, const char *label, sd_tensor *out, sd_error *err) {
+int sd_npz_parse_npy(const void *data, size_t len, const char *label, sd_tensor *out, sd_error *err) {
     const unsigned char *d = data;
     memset(out, 0, sizeof *out);
     if (len < 10 || memcmp(d, "\x93NUMPY", 6))
@@ -150,7 +150,7 @@ int sd_npy_parse(const void *data, size_t len, const char *label, sd_tensor *out
     if (have != nbytes) {
         char sh[128];
         return sd_err(err, SD_EINPUT, "%s: .npy array of shape %s and dtype %s needs %zu bytes of data, found %zu",
-                      label, sd_shape_str(sh, sizeof sh, shape, ndim), descr, nbytes, have);
+                      label, sd_tensor_shape_str(sh, sizeof sh, shape, ndim), descr, nbytes, have);
     }
     out->dtype = dt;
     out->ndim = ndim;
@@ -186,7 +186,7 @@ int sd_npz_open(sd_npz *z, const char *path, sd_error *err) {
         char label[600];
         snprintf(label, sizeof label, "%s: %s", path, e->name);
         sd_tensor *t = &z->arrays[z->n];
-        if ((rc = sd_npy_parse(p, (size_t)e->size, label, t, err)) < 0) break;
+        if ((rc = sd_npz_parse_npy(p, (size_t)e->size, label, t, err)) < 0) break;
         memcpy(z->names + np, e->name, nl - 4);
         z->names[np + nl - 4] = 0;
         t->name = z->names + np;
@@ -226,7 +226,7 @@ int sd_npz_get(const sd_npz *z, const char *name, sd_dtype dtype, int ndim, cons
     for (int i = 0; ok && i < ndim; i++) ok = shape[i] < 0 || shape[i] == t->shape[i];
     if (!ok)
         return sd_err(err, SD_EINPUT, "%s: array '%s' has shape %s, expected %s (-1: any size)", z->map.path, name,
-                      sd_shape_str(got, sizeof got, t->shape, t->ndim), sd_shape_str(want, sizeof want, shape, ndim));
+                      sd_tensor_shape_str(got, sizeof got, t->shape, t->ndim), sd_tensor_shape_str(want, sizeof want, shape, ndim));
     *out = t;
     return 0;
 }
@@ -301,8 +301,8 @@ int sd_npz_write(const char *path, const sd_tensor *arrays, int n, sd_error *err
     if (n < 0 || n > 65535) return sd_err(err, SD_EUNSUPPORTED, "%s: %d arrays do not fit a ZIP without ZIP64", path, n);
     zrec *recs = calloc(n ? (size_t)n : 1, sizeof *recs);
     if (!recs) return sd_err(err, SD_ENOMEM, "out of memory");
-    sd_atomic_file af;
-    int rc = sd_atomic_open(&af, path, err);
+    sd_fs_atomic_file af;
+    int rc = sd_fs_atomic_open(&af, path, err);
     if (rc < 0) {
         free(recs);
         return rc;
@@ -343,9 +343,9 @@ int sd_npz_write(const char *path, const sd_tensor *arrays, int n, sd_error *err
         put16(lh + 30 + nl, 0x6473); /* a private padding field ("sd"); readers skip unknown ids */
         put16(lh + 30 + nl + 2, (unsigned)(xlen - 4));
         size_t lhl = 30 + nl + xlen;
-        rc = sd_atomic_write(&af, lh, lhl, err);
-        if (rc == 0) rc = sd_atomic_write(&af, hdr, hl, err);
-        if (rc == 0) rc = sd_atomic_write(&af, t->data, t->nbytes, err);
+        rc = sd_fs_atomic_write(&af, lh, lhl, err);
+        if (rc == 0) rc = sd_fs_atomic_write(&af, hdr, hl, err);
+        if (rc == 0) rc = sd_fs_atomic_write(&af, t->data, t->nbytes, err);
         pos += lhl + size;
     }
     uint64_t cd_off = pos, cd_size = 0;
@@ -364,7 +364,7 @@ int sd_npz_write(const char *path, const sd_tensor *arrays, int n, sd_error *err
         put16(ch + 28, (unsigned)nl);
         put32(ch + 42, r->offset);
         memcpy(ch + 46, r->name, nl);
-        rc = sd_atomic_write(&af, ch, 46 + nl, err);
+        rc = sd_fs_atomic_write(&af, ch, 46 + nl, err);
         cd_size += 46 + nl;
     }
     if (rc == 0) {
@@ -375,12 +375,12 @@ int sd_npz_write(const char *path, const sd_tensor *arrays, int n, sd_error *err
         put16(eo + 10, (unsigned)n);
         put32(eo + 12, (uint32_t)cd_size);
         put32(eo + 16, (uint32_t)cd_off);
-        rc = sd_atomic_write(&af, eo, sizeof eo, err);
+        rc = sd_fs_atomic_write(&af, eo, sizeof eo, err);
     }
     free(recs);
     if (rc < 0) {
-        sd_atomic_abort(&af);
+        sd_fs_atomic_abort(&af);
         return rc;
     }
-    return sd_atomic_commit(&af, err);
+    return sd_fs_atomic_commit(&af, err);
 }

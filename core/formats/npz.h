@@ -14,7 +14,7 @@
  * are refused with a clear message.
  *
  * Reading maps the file; arrays of stored members are views into the map
- * (possibly unaligned: use sd_convert_to_f32/f64, or sd_tensor_f32_view which
+ * (possibly unaligned: use sd_dtype_convert_to_f32/f64, or sd_tensor_f32_view which
  * checks alignment), deflated members are inflated into owned buffers. All
  * views live until sd_npz_close. Array names drop the ".npy" suffix.
  *
@@ -60,6 +60,6 @@ int sd_npz_write(const char *path, const sd_tensor *arrays, int n, sd_error *err
  * Parses one .npy image data[0..len) into a view (name left NULL); label
  * names it in messages. Exposed for tests and for plain .npy files.
  */
-int sd_npy_parse(const void *data, size_t len, const char *label, sd_tensor *out, sd_error *err);
+int sd_npz_parse_npy(const void *data, size_t len, const char *label, sd_tensor *out, sd_error *err);
 
 #endif

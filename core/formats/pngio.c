@@ -139,8 +139,8 @@ int sd_png_write_rgb(const char *path, const uint8_t *rgb, int width, int height
         t->lang = NULL;
         t->lang_key = NULL;
     }
-    sd_atomic_file af;
-    int rc = sd_atomic_open(&af, path, err);
+    sd_fs_atomic_file af;
+    int rc = sd_fs_atomic_open(&af, path, err);
     if (rc < 0) {
         free(j.ptext);
         return rc;
@@ -153,10 +153,10 @@ int sd_png_write_rgb(const char *path, const uint8_t *rgb, int width, int height
     if (j.c.png) png_destroy_write_struct(&j.c.png, j.c.info ? &j.c.info : NULL);
     free(j.ptext);
     if (rc < 0) {
-        sd_atomic_abort(&af);
+        sd_fs_atomic_abort(&af);
         return rc;
     }
-    return sd_atomic_commit(&af, err);
+    return sd_fs_atomic_commit(&af, err);
 }
 
 /* ---------------------------------------------------------------- reading */

@@ -62,7 +62,7 @@ static int parse_entry(st_file *f, const char *name, json_t *e, sd_tensor *t, si
     if (overflow || numel > UINT64_MAX / es || numel * es != (uint64_t)(en - b)) {
         char sh[128];
         return sd_err(err, SD_EINPUT, "tensor '%s': shape %s of %s needs %llu bytes but data_offsets span %lld", name,
-                      sd_shape_str(sh, sizeof sh, t->shape, t->ndim), sd_dtype_name(t->dtype),
+                      sd_tensor_shape_str(sh, sizeof sh, t->shape, t->ndim), sd_dtype_name(t->dtype),
                       overflow ? 0ULL : (unsigned long long)(numel * es), (long long)(en - b));
     }
     t->data = f->data + b;
@@ -260,14 +260,14 @@ int st_write(const char *path, const sd_tensor *ts, int n, const char *const *me
     size_t hl = strlen(hdr), padded = (hl + 7) & ~(size_t)7;
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    sd_atomic_file af;
-    int rc = sd_atomic_open(&af, path, err);
+    sd_fs_atomic_file af;
+    int rc = sd_fs_atomic_open(&af, path, err);
     if (rc == 0) {
-        rc = sd_atomic_write(&af, len8, 8, err);
-        if (rc == 0) rc = sd_atomic_write(&af, hdr, hl, err);
-        for (size_t i = hl; rc == 0 && i < padded; i++) rc = sd_atomic_write(&af, " ", 1, err);
-        for (int i = 0; rc == 0 && i < n; i++) rc = sd_atomic_write(&af, ts[i].data, ts[i].nbytes, err);
-        rc = rc == 0 ? sd_atomic_commit(&af, err) : (sd_atomic_abort(&af), rc);
+        rc = sd_fs_atomic_write(&af, len8, 8, err);
+        if (rc == 0) rc = sd_fs_atomic_write(&af, hdr, hl, err);
+        for (size_t i = hl; rc == 0 && i < padded; i++) rc = sd_fs_atomic_write(&af, " ", 1, err);
+        for (int i = 0; rc == 0 && i < n; i++) rc = sd_fs_atomic_write(&af, ts[i].data, ts[i].nbytes, err);
+        rc = rc == 0 ? sd_fs_atomic_commit(&af, err) : (sd_fs_atomic_abort(&af), rc);
     }
     free(hdr);
     return rc;

@@ -13,9 +13,9 @@ static int pytorch_extension(const char *path) {
 
 int sd_weight_file_open(sd_weight_file *f, const char *path, const char *what, sd_error *err) {
     memset(f, 0, sizeof *f);
-    if (sd_is_dir(path))
+    if (sd_fs_is_dir(path))
         return sd_err(err, SD_EINPUT, "%s weights %s: is a folder; give the weight file itself", what, path);
-    if (!sd_is_file(path)) return sd_err(err, SD_ENOTFOUND, "%s weights %s: no such file", what, path);
+    if (!sd_fs_is_file(path)) return sd_err(err, SD_ENOTFOUND, "%s weights %s: no such file", what, path);
     unsigned char head[8] = {0};
     FILE *fp = fopen(path, "rb");
     if (!fp) return sd_err(err, SD_EIO, "%s weights %s: cannot open", what, path);
@@ -29,7 +29,7 @@ int sd_weight_file_open(sd_weight_file *f, const char *path, const char *what, s
         sd_err_prefix(err, "%s weights", what);
         return rc;
     }
-    rc = f->is_ckpt ? sd_weights_from_ckpt(&f->w, &f->ck, "", label, err) : sd_weights_from_st(&f->w, &f->st, "", label, err);
+    rc = f->is_ckpt ? sd_ckpt_to_weights(&f->w, &f->ck, "", label, err) : sd_weights_from_st(&f->w, &f->st, "", label, err);
     if (rc < 0) {
         if (f->is_ckpt) sd_ckpt_close(&f->ck);
         else st_close(&f->st);

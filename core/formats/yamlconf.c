@@ -145,14 +145,14 @@ int sd_yaml_load(const char *path, json_t **out, sd_error *err) {
     char *text;
     size_t len;
     *out = NULL;
-    int rc = sd_read_file(path, &text, &len, err);
+    int rc = sd_fs_read_file(path, &text, &len, err);
     if (rc < 0) return rc;
     rc = sd_yaml_parse(text, len, path, out, err);
     free(text);
     return rc;
 }
 
-json_t *sd_json_path(json_t *root, const char *dotted) {
+json_t *sd_yaml_json_path(json_t *root, const char *dotted) {
     char key[128];
     const char *p = dotted;
     json_t *cur = root;

@@ -19,6 +19,6 @@ int sd_yaml_load(const char *path, json_t **out, sd_error *err);
 int sd_yaml_parse(const char *text, size_t len, const char *name, json_t **out, sd_error *err);
 
 /* Follows a dotted path of object keys ("model.params.unet_config.params"); NULL if absent. */
-json_t *sd_json_path(json_t *root, const char *dotted);
+json_t *sd_yaml_json_path(json_t *root, const char *dotted);
 
 #endif

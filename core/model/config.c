@@ -96,7 +96,7 @@ static json_t *parse(const char *text, sd_error *err) {
 #define LOAD_CONFIG(parse_fn, c, path, err)                 \
     do {                                                   \
         char *text_;                                       \
-        int rc_ = sd_read_file(path, &text_, NULL, err);   \
+        int rc_ = sd_fs_read_file(path, &text_, NULL, err);   \
         if (rc_ < 0) return rc_;                           \
         rc_ = parse_fn(c, text_, err);                     \
         free(text_);                                       \
@@ -127,7 +127,7 @@ void unet_config_sd15(unet_config *c) {
     c->sample_size = 64;
 }
 
-int unet_head_dim(const unet_config *c, int level) { return c->block_out[level] / c->heads[level]; }
+int unet_config_head_dim(const unet_config *c, int level) { return c->block_out[level] / c->heads[level]; }
 
 int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
     unet_config_sd15(c);

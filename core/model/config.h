@@ -100,6 +100,6 @@ void clip_config_sd15(clip_config *c);
 void sched_config_sd15(sched_config *c);
 
 /* Head dimension of down level `level` (channels / heads). */
-int unet_head_dim(const unet_config *c, int level);
+int unet_config_head_dim(const unet_config *c, int level);
 
 #endif

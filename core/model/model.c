@@ -114,22 +114,22 @@ static const char *weight_file_names[] = {"diffusion_pytorch_model.safetensors",
 
 /* Opens the weight file of component dir `sub` and builds its table. */
 static int open_component(sd_model *m, const char *sub, sd_weights *w, sd_error *err) {
-    char *dir = sd_path_join(m->path, sub);
+    char *dir = sd_fs_path_join(m->path, sub);
     if (!dir) return sd_err(err, SD_ENOMEM, "out of memory");
     int rc = SD_ENOTFOUND;
     for (size_t i = 0; i < sizeof weight_file_names / sizeof *weight_file_names && rc == SD_ENOTFOUND; i++) {
-        char *p = sd_path_join(dir, weight_file_names[i]);
+        char *p = sd_fs_path_join(dir, weight_file_names[i]);
         if (!p) {
             rc = sd_err(err, SD_ENOMEM, "out of memory");
             break;
         }
-        if (sd_is_file(p)) {
+        if (sd_fs_is_file(p)) {
             rc = add_file(m, p, sub, err);
             if (rc == 0) {
                 char label[600];
                 snprintf(label, sizeof label, "%s (%s)", sub, p);
                 int k = m->n_files - 1;
-                rc = m->is_ckpt[k] ? sd_weights_from_ckpt(w, &m->ckpts[k], "", label, err)
+                rc = m->is_ckpt[k] ? sd_ckpt_to_weights(w, &m->ckpts[k], "", label, err)
                                    : sd_weights_from_st(w, &m->files[k], "", label, err);
             }
         }
@@ -188,10 +188,10 @@ static void squeeze_vae_attention(sd_weights *w) {
 }
 
 static int open_diffusers(sd_model *m, sd_error *err) {
-    char *p = sd_path_join(m->path, "model_index.json");
+    char *p = sd_fs_path_join(m->path, "model_index.json");
     if (!p) return sd_err(err, SD_ENOMEM, "out of memory");
     int rc = 0;
-    if (!sd_is_file(p)) {
+    if (!sd_fs_is_file(p)) {
         rc = sd_err(err, SD_EINPUT,
                     "%s: not a diffusers folder (no model_index.json); pass a folder with model_index.json or a single "
                     ".safetensors checkpoint",
@@ -212,9 +212,9 @@ static int open_diffusers(sd_model *m, sd_error *err) {
     static const char *cfg_names[] = {"unet/config.json", "vae/config.json", "text_encoder/config.json",
                                       "scheduler/scheduler_config.json"};
     for (int i = 0; i < 4 && rc == 0; i++) {
-        char *cp = sd_path_join(m->path, cfg_names[i]);
+        char *cp = sd_fs_path_join(m->path, cfg_names[i]);
         if (!cp) return sd_err(err, SD_ENOMEM, "out of memory");
-        if (!sd_is_file(cp)) rc = sd_err(err, SD_ENOTFOUND, "%s: missing %s", m->path, cfg_names[i]);
+        if (!sd_fs_is_file(cp)) rc = sd_err(err, SD_ENOTFOUND, "%s: missing %s", m->path, cfg_names[i]);
         else if (i == 0) rc = unet_config_load(&m->unet, cp, err);
         else if (i == 1) rc = vae_config_load(&m->vae, cp, err);
         else if (i == 2) rc = clip_config_load(&m->clip, cp, err);
@@ -227,9 +227,9 @@ static int open_diffusers(sd_model *m, sd_error *err) {
     if (rc < 0) return rc;
     rename_legacy_vae_attention(&m->vae_w);
     squeeze_vae_attention(&m->vae_w);
-    char *tok = sd_path_join(m->path, "tokenizer");
+    char *tok = sd_fs_path_join(m->path, "tokenizer");
     if (!tok) return sd_err(err, SD_ENOMEM, "out of memory");
-    if (sd_is_dir(tok)) m->tokenizer_path = tok;
+    if (sd_fs_is_dir(tok)) m->tokenizer_path = tok;
     else free(tok);
     return 0;
 }
@@ -343,14 +343,14 @@ static int build_ldm_tables(sd_model *m, const sd_tensor *ts, int nt, int *openc
         const sd_tensor *t = &ts[i];
         const char *s = t->name;
         if (starts(s, LDM_UNET)) {
-            if (sd_ldm_unet_name(s + strlen(LDM_UNET), L, name, sizeof name) < 0)
+            if (sd_model_ldm_unet_name(s + strlen(LDM_UNET), L, name, sizeof name) < 0)
                 rc = sd_err(err, SD_EUNSUPPORTED,
                             "%s: tensor '%s' does not belong to an SD 1.x/2.x U-Net (SDXL and other architectures are "
                             "not supported)",
                             path, s);
             else rc = tlist_add(&lu, name, t);
         } else if (starts(s, LDM_VAE)) {
-            if (sd_ldm_vae_name(s + strlen(LDM_VAE), nv, name, sizeof name) < 0)
+            if (sd_model_ldm_vae_name(s + strlen(LDM_VAE), nv, name, sizeof name) < 0)
                 rc = sd_err(err, SD_EUNSUPPORTED, "%s: unexpected VAE tensor '%s'", path, s);
             else rc = tlist_add(&lv, name, t);
         } else if (starts(s, LDM_CLIP1)) {
@@ -394,14 +394,14 @@ static int build_ldm_tables(sd_model *m, const sd_tensor *ts, int nt, int *openc
 }
 
 static int json_int_at(json_t *root, const char *path, int *out) {
-    json_t *v = sd_json_path(root, path);
+    json_t *v = sd_yaml_json_path(root, path);
     if (!json_is_integer(v)) return 0;
     *out = (int)json_integer_value(v);
     return 1;
 }
 
 static int json_num_at(json_t *root, const char *path, float *out) {
-    json_t *v = sd_json_path(root, path);
+    json_t *v = sd_yaml_json_path(root, path);
     if (!json_is_number(v)) return 0;
     *out = (float)json_number_value(v);
     return 1;
@@ -490,20 +490,20 @@ static int infer_configs(sd_model *m, json_t *yaml, int openclip_layers, sd_erro
         }
         if (json_int_at(yaml, "model.params.image_size", &x)) uc->sample_size = x;
         if (json_num_at(yaml, "model.params.scale_factor", &f)) vc->scaling_factor = f;
-        json_t *ls = sd_json_path(yaml, "model.params.linear_start"), *le = sd_json_path(yaml, "model.params.linear_end");
+        json_t *ls = sd_yaml_json_path(yaml, "model.params.linear_start"), *le = sd_yaml_json_path(yaml, "model.params.linear_end");
         if (json_is_number(ls)) m->sched.beta_start = json_number_value(ls);
         if (json_is_number(le)) m->sched.beta_end = json_number_value(le);
         if (json_int_at(yaml, "model.params.timesteps", &x)) m->sched.num_train_timesteps = x;
         if (json_int_at(yaml, "model.params.first_stage_config.params.ddconfig.resolution", &x)) vc->sample_size = x;
-        const char *param = json_string_value(sd_json_path(yaml, "model.params.parameterization"));
+        const char *param = json_string_value(sd_yaml_json_path(yaml, "model.params.parameterization"));
         if (param && !strcmp(param, "v")) m->sched.prediction_type = SCHED_PRED_V;
-        json_t *cs = sd_json_path(yaml, "model.params.cond_stage_config.params");
+        json_t *cs = sd_yaml_json_path(yaml, "model.params.cond_stage_config.params");
         if (json_int_at(cs, "num_attention_heads", &x) && x > 0) cc->heads = x;
         const char *act = json_string_value(json_object_get(cs, "hidden_act"));
         if (act && !strcmp(act, "gelu")) cc->act = CLIP_ACT_GELU;
         else if (act && !strcmp(act, "quick_gelu")) cc->act = CLIP_ACT_QUICK_GELU;
         /* An OpenCLIP tower with layer "penultimate" is already cut above; "last" keeps all layers. */
-        const char *layer = json_string_value(sd_json_path(yaml, "model.params.cond_stage_config.params.layer"));
+        const char *layer = json_string_value(sd_yaml_json_path(yaml, "model.params.cond_stage_config.params.layer"));
         if (layer && !strcmp(layer, "last") && openclip_layers > 0)
             return sd_err(err, SD_EUNSUPPORTED, "%s: OpenCLIP layer 'last' is not supported (SD 2.x uses 'penultimate')",
                           m->config_source);
@@ -519,9 +519,9 @@ static char *beside(const char *file, const char *name) {
     size_t dl = slash ? (size_t)(slash - file) : 1;
     char *dir = slash ? strndup(file, dl) : strdup(".");
     if (!dir) return NULL;
-    char *p = sd_path_join(dir, name);
+    char *p = sd_fs_path_join(dir, name);
     free(dir);
-    if (p && !sd_is_file(p) && !sd_is_dir(p)) {
+    if (p && !sd_fs_is_file(p) && !sd_fs_is_dir(p)) {
         free(p);
         p = NULL;
     }
@@ -548,7 +548,7 @@ static char *find_single_file_tokenizer(const char *ckpt, const char *opt) {
         }
     }
     if ((p = beside(ckpt, "bpe_simple_vocab_16e6.txt.gz"))) return p;
-    if ((p = beside(ckpt, "tokenizer")) && sd_is_dir(p)) return p;
+    if ((p = beside(ckpt, "tokenizer")) && sd_fs_is_dir(p)) return p;
     free(p);
     return NULL;
 }
@@ -570,7 +570,7 @@ static int open_single(sd_model *m, const sd_model_opts *opts, sd_error *err) {
         if (y) {
             memcpy(y, m->path, base);
             strcpy(y + base, ".yaml");
-            if (sd_is_file(y)) m->config_source = y;
+            if (sd_fs_is_file(y)) m->config_source = y;
             else free(y);
         }
     }
@@ -592,14 +592,14 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_e
     m->path = strdup(path);
     if (!m->path) return sd_err(err, SD_ENOMEM, "out of memory");
     int rc;
-    if (sd_is_dir(path)) {
+    if (sd_fs_is_dir(path)) {
         m->layout = SD_LAYOUT_DIFFUSERS;
         rc = open_diffusers(m, err);
         if (rc == 0 && opts && opts->tokenizer) {
             free(m->tokenizer_path);
             m->tokenizer_path = strdup(opts->tokenizer);
         }
-    } else if (sd_is_file(path)) {
+    } else if (sd_fs_is_file(path)) {
         m->layout = SD_LAYOUT_SINGLE_FILE;
         rc = open_single(m, opts, err);
     } else {
@@ -640,14 +640,14 @@ const char *sd_model_variant(const sd_model *m, char *buf, size_t size) {
 
 /* SD 2.x pads prompts with "!" (id 0); a tokenizer folder says so itself, other sources do not. */
 static int tokenizer_states_pad(const char *dir) {
-    char *a = sd_path_join(dir, "special_tokens_map.json"), *b = sd_path_join(dir, "tokenizer_config.json");
-    int r = (a && sd_is_file(a)) || (b && sd_is_file(b));
+    char *a = sd_fs_path_join(dir, "special_tokens_map.json"), *b = sd_fs_path_join(dir, "tokenizer_config.json");
+    int r = (a && sd_fs_is_file(a)) || (b && sd_fs_is_file(b));
     free(a);
     free(b);
     return r;
 }
 
-int sd_model_open_tokenizer(const sd_model *m, sd_tokenizer **tok, sd_error *err) {
+int sd_model_open_tokenizer(const sd_model *m, tokenizer_bpe **tok, sd_error *err) {
     *tok = NULL;
     const char *path = m->tokenizer_path;
     if (!path)

@@ -24,7 +24,7 @@
 #include "safetensors.h"
 #include "weights.h"
 
-typedef enum { SD_LAYOUT_DIFFUSERS = 0, SD_LAYOUT_SINGLE_FILE = 1 } sd_layout;
+typedef enum { SD_LAYOUT_DIFFUSERS = 0, SD_LAYOUT_SINGLE_FILE = 1 } sd_model_layout;
 
 typedef struct sd_model_opts {
     const char *tokenizer; /* --tokenizer: folder with vocab.json + merges.txt, or bpe_simple_vocab_16e6.txt.gz */
@@ -35,7 +35,7 @@ typedef struct sd_model_opts {
 
 typedef struct sd_model {
     char *path;
-    sd_layout layout;
+    sd_model_layout layout;
     int sd_version;          /* 1 or 2 */
     int inpaint;             /* 9-channel U-Net */
     char *pipeline_class;    /* model_index.json _class_name, or a description for single files */
@@ -59,9 +59,9 @@ typedef struct sd_model {
 int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_error *err);
 void sd_model_close(sd_model *m);
 
-struct sd_tokenizer;
+struct tokenizer_bpe;
 /* The model's tokenizer (m->tokenizer_path: a folder or OpenAI's .gz), padding as the model expects. */
-int sd_model_open_tokenizer(const sd_model *m, struct sd_tokenizer **tok, sd_error *err);
+int sd_model_open_tokenizer(const sd_model *m, struct tokenizer_bpe **tok, sd_error *err);
 
 /* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", ... into buf. */
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size);
@@ -69,7 +69,7 @@ const char *sd_model_variant(const sd_model *m, char *buf, size_t size);
 /* Single-file (LDM) name conversion, exposed for tests: writes the diffusers name of an LDM
  * U-Net / VAE tensor name (without the model prefix) into out; returns 0, or -1 if unknown.
  * layers_per_block is the number of resnets per down block. */
-int sd_ldm_unet_name(const char *ldm, int layers_per_block, char *out, size_t size);
-int sd_ldm_vae_name(const char *ldm, int n_levels, char *out, size_t size);
+int sd_model_ldm_unet_name(const char *ldm, int layers_per_block, char *out, size_t size);
+int sd_model_ldm_vae_name(const char *ldm, int n_levels, char *out, size_t size);
 
 #endif

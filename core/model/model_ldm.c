@@ -37,7 +37,7 @@ static const char *resnet_part(const char *s, const char **rest) {
     return NULL;
 }
 
-int sd_ldm_unet_name(const char *s, int L, char *out, size_t size) {
+int sd_model_ldm_unet_name(const char *s, int L, char *out, size_t size) {
     int b, k, used = 0;
     const char *rest, *part;
     if (!strncmp(s, "time_embed.0.", 13)) return snprintf(out, size, "time_embedding.linear_1.%s", s + 13) < 0;
@@ -81,7 +81,7 @@ int sd_ldm_unet_name(const char *s, int L, char *out, size_t size) {
     return -1;
 }
 
-int sd_ldm_vae_name(const char *s, int n, char *out, size_t size) {
+int sd_model_ldm_vae_name(const char *s, int n, char *out, size_t size) {
     int i, j, used = 0;
     char side[8];
     if (!strncmp(s, "quant_conv.", 11) || !strncmp(s, "post_quant_conv.", 16)) return snprintf(out, size, "%s", s) < 0;

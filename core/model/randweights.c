@@ -50,7 +50,7 @@ static int supply(void *ctx, const char *name, int ndim, const int64_t *shape, c
     float amp = ndim >= 2 ? sqrtf(3.0f * (float)shape[0] / (float)n) : 0.02f;
     /* 4096 evenly spaced f16 levels, picked by a xorshift stream (fast for 860M values) */
     uint16_t levels[4096];
-    for (int i = 0; i < 4096; i++) levels[i] = sd_f32_to_f16(center + amp * ((float)i / 2047.5f - 1.0f));
+    for (int i = 0; i < 4096; i++) levels[i] = sd_dtype_f32_to_f16(center + amp * ((float)i / 2047.5f - 1.0f));
     uint64_t seed = hash_name(name, rw->seed);
     const size_t chunk = 1u << 16;
     const long long nchunks = (long long)((n + chunk - 1) / chunk);

@@ -15,17 +15,17 @@
 
 /* Writes j (stolen) as dir/name, creating dir. */
 static int write_json(const char *dir, const char *name, json_t *j, sd_error *err) {
-    int rc = j ? sd_mkdirs(dir, err) : sd_err(err, SD_ENOMEM, "out of memory");
-    char *path = rc == 0 ? sd_path_join(dir, name) : NULL;
+    int rc = j ? sd_fs_mkdirs(dir, err) : sd_err(err, SD_ENOMEM, "out of memory");
+    char *path = rc == 0 ? sd_fs_path_join(dir, name) : NULL;
     char *text = rc == 0 ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     if (rc == 0 && (!path || !text)) rc = sd_err(err, SD_ENOMEM, "out of memory");
     if (rc == 0) {
-        sd_atomic_file af;
-        rc = sd_atomic_open(&af, path, err);
-        if (rc == 0) rc = sd_atomic_write(&af, text, strlen(text), err);
-        if (rc == 0) rc = sd_atomic_write(&af, "\n", 1, err);
-        if (rc == 0) rc = sd_atomic_commit(&af, err);
-        else sd_atomic_abort(&af);
+        sd_fs_atomic_file af;
+        rc = sd_fs_atomic_open(&af, path, err);
+        if (rc == 0) rc = sd_fs_atomic_write(&af, text, strlen(text), err);
+        if (rc == 0) rc = sd_fs_atomic_write(&af, "\n", 1, err);
+        if (rc == 0) rc = sd_fs_atomic_commit(&af, err);
+        else sd_fs_atomic_abort(&af);
     }
     free(path);
     free(text);
@@ -37,8 +37,8 @@ static int write_json(const char *dir, const char *name, json_t *j, sd_error *er
 static int write_weights(const char *dir, const char *file, const sd_rand_weights *rw, int from, sd_error *err) {
     int n = rw->n - from;
     sd_tensor *ts = malloc((n ? (size_t)n : 1) * sizeof *ts);
-    char *path = sd_path_join(dir, file);
-    int rc = ts && path ? sd_mkdirs(dir, err) : sd_err(err, SD_ENOMEM, "out of memory");
+    char *path = sd_fs_path_join(dir, file);
+    int rc = ts && path ? sd_fs_mkdirs(dir, err) : sd_err(err, SD_ENOMEM, "out of memory");
     if (rc == 0) {
         for (int i = 0; i < n; i++) ts[i] = *rw->items[from + i];
         const char *k[] = {"format"}, *v[] = {"pt"};
@@ -63,11 +63,11 @@ static json_t *str_list(const char *const *v, int n) {
 
 int sd_tiny_model_write(const char *dir, sd_error *err) {
     char sub[4096];
-    int rc = sd_mkdirs(dir, err);
+    int rc = sd_fs_mkdirs(dir, err);
     if (rc < 0) return rc;
 
     /* tokenizer: the project's own byte-level BPE */
-    sd_tokenizer *tok = NULL;
+    tokenizer_bpe *tok = NULL;
     rc = tokenizer_build_tiny(&tok, 400, err);
     snprintf(sub, sizeof sub, "%s/tokenizer", dir);
     if (rc == 0) rc = tokenizer_save_dir(tok, sub, err);

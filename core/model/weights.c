@@ -84,14 +84,14 @@ int sd_weights_get(const sd_weights *w, const char *name, int ndim, const int64_
     if (!t && w->supply) return w->supply(w->supply_ctx, name, ndim, shape, out, err);
     if (!t)
         return sd_err(err, SD_EINPUT, "%s: missing tensor '%s' (expected shape %s)", w->label, name,
-                      sd_shape_str(want, sizeof want, shape, ndim));
+                      sd_tensor_shape_str(want, sizeof want, shape, ndim));
     if (!sd_dtype_is_float(t->dtype))
         return sd_err(err, SD_EINPUT, "%s: tensor '%s' has dtype %s, expected a float type", w->label, name,
                       sd_dtype_name(t->dtype));
     if (!sd_tensor_has_shape(t, ndim, shape)) {
         char got[128];
         return sd_err(err, SD_EINPUT, "%s: tensor '%s' has shape %s, expected %s", w->label, name,
-                      sd_shape_str(got, sizeof got, t->shape, t->ndim), sd_shape_str(want, sizeof want, shape, ndim));
+                      sd_tensor_shape_str(got, sizeof got, t->shape, t->ndim), sd_tensor_shape_str(want, sizeof want, shape, ndim));
     }
     *out = t;
     return 0;

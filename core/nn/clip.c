@@ -82,9 +82,9 @@ static int embed(const clip_text_model *m, const int *ids, int B, int T, float *
                 return sd_err(err, SD_EINPUT, "text encoder: token id %d at position %d of prompt %d is outside the "
                               "vocabulary (0..%d)", id, t, b, m->cfg.vocab_size - 1);
             float *xr = x + ((size_t)b * T + t) * D;
-            sd_convert_to_f32(xr, (const char *)m->tok_emb->data + (size_t)id * D * esz_t, m->tok_emb->dtype,
+            sd_dtype_convert_to_f32(xr, (const char *)m->tok_emb->data + (size_t)id * D * esz_t, m->tok_emb->dtype,
                               (size_t)D);
-            sd_convert_to_f32(row, (const char *)m->pos_emb->data + (size_t)t * D * esz_p, m->pos_emb->dtype,
+            sd_dtype_convert_to_f32(row, (const char *)m->pos_emb->data + (size_t)t * D * esz_p, m->pos_emb->dtype,
                               (size_t)D);
             for (int i = 0; i < D; i++) xr[i] += row[i];
         }

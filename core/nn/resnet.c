@@ -9,7 +9,7 @@ static int get(const sd_weights *w, const sd_tensor **t, sd_error *err, const ch
     return sd_weights_getf(w, t, err, shape, ndim, "%s.%s", prefix, name);
 }
 
-int resnet_load(sd_resnet *r, const sd_weights *w, const char *prefix, int in_ch, int out_ch, int temb_dim,
+int resnet_load(resnet_block *r, const sd_weights *w, const char *prefix, int in_ch, int out_ch, int temb_dim,
                 sd_error *err) {
     memset(r, 0, sizeof *r);
     r->in_ch = in_ch;
@@ -34,7 +34,7 @@ int resnet_load(sd_resnet *r, const sd_weights *w, const char *prefix, int in_ch
     return 0;
 }
 
-int resnet_forward(const sd_resnet *r, float *out, const float *x, int B, int H, int W, const float *temb_silu,
+int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int H, int W, const float *temb_silu,
                    int groups, float eps, ops_arena *a, sd_error *err) {
     int HW = H * W, rc;
     ops_mark mark = ops_arena_mark(a);
@@ -85,6 +85,6 @@ double resnet_flops_shape(int in_ch, int out_ch, int temb_dim, int B, int H, int
     return f;
 }
 
-double resnet_flops(const sd_resnet *r, int B, int H, int W) {
+double resnet_flops(const resnet_block *r, int B, int H, int W) {
     return resnet_flops_shape(r->in_ch, r->out_ch, r->temb_dim, B, H, W);
 }

@@ -12,7 +12,7 @@
 #include "ops.h"
 #include "weights.h"
 
-typedef struct sd_resnet {
+typedef struct resnet_block {
     int in_ch, out_ch, temb_dim;      /* temb_dim 0: no time embedding (VAE) */
     const sd_tensor *norm1_w, *norm1_b; /* [in_ch] */
     const sd_tensor *conv1_w, *conv1_b; /* [out_ch, in_ch, 3, 3], [out_ch] */
@@ -20,21 +20,21 @@ typedef struct sd_resnet {
     const sd_tensor *norm2_w, *norm2_b; /* [out_ch] */
     const sd_tensor *conv2_w, *conv2_b; /* [out_ch, out_ch, 3, 3], [out_ch] */
     const sd_tensor *short_w, *short_b; /* [out_ch, in_ch, 1, 1], [out_ch]; NULL when in_ch == out_ch */
-} sd_resnet;
+} resnet_block;
 
 /* Finds "<prefix>.norm1.weight" etc. with their shapes; a shortcut is required exactly when in_ch != out_ch. */
-int resnet_load(sd_resnet *r, const sd_weights *w, const char *prefix, int in_ch, int out_ch, int temb_dim,
+int resnet_load(resnet_block *r, const sd_weights *w, const char *prefix, int in_ch, int out_ch, int temb_dim,
                 sd_error *err);
 
 /*
  * x: [B, in_ch, H, W] -> out: [B, out_ch, H, W] (out must not alias x).
  * temb_silu: [B, temb_dim], the time embedding after SiLU, or NULL without one.
  */
-int resnet_forward(const sd_resnet *r, float *out, const float *x, int B, int H, int W, const float *temb_silu,
+int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int H, int W, const float *temb_silu,
                    int groups, float eps, ops_arena *a, sd_error *err);
 
 /* Multiply-adds x 2 of one call. */
-double resnet_flops(const sd_resnet *r, int B, int H, int W);
+double resnet_flops(const resnet_block *r, int B, int H, int W);
 /* The same from channel counts alone (for planning without weights). */
 double resnet_flops_shape(int in_ch, int out_ch, int temb_dim, int B, int H, int W);
 

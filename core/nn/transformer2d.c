@@ -18,7 +18,7 @@ static int get(const sd_weights *w, const sd_tensor **t, sd_error *err, int64_t 
 #define TOP "%s.%s"
 #define BLK "%s.transformer_blocks.%d.%s"
 
-static int load_block(sd_tblock *b, const sd_weights *w, const char *p, int i, int C, int D, int inner,
+static int load_block(transformer2d_block *b, const sd_weights *w, const char *p, int i, int C, int D, int inner,
                       sd_error *err) {
     int rc;
     if ((rc = get(w, &b->norm1_w, err, C, 0, 1, BLK, p, i, "norm1.weight")) < 0 ||
@@ -45,7 +45,7 @@ static int load_block(sd_tblock *b, const sd_weights *w, const char *p, int i, i
     return 0;
 }
 
-int transformer2d_load(sd_transformer2d *t, const sd_weights *w, const char *prefix, int ch, int heads,
+int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *prefix, int ch, int heads,
                        int ctx_dim, int n_blocks, int linear_proj, int groups, sd_error *err) {
     memset(t, 0, sizeof *t);
     t->ch = ch;
@@ -74,7 +74,7 @@ int transformer2d_load(sd_transformer2d *t, const sd_weights *w, const char *pre
     return 0;
 }
 
-void transformer2d_free(sd_transformer2d *t) {
+void transformer2d_free(transformer2d_model *t) {
     free(t->blocks);
     t->blocks = NULL;
 }
@@ -92,7 +92,7 @@ typedef struct tf_bufs {
 } tf_bufs;
 
 /* h += to_out(attention(LN(h) W_q, src W_k, src W_v)); src = LN(h) itself (self) or the context. */
-static int attention_sublayer(const sd_transformer2d *t, tf_bufs *s, int B, int n_q, const sd_tensor *ln_w,
+static int attention_sublayer(const transformer2d_model *t, tf_bufs *s, int B, int n_q, const sd_tensor *ln_w,
                               const sd_tensor *ln_b, const sd_tensor *wq, const sd_tensor *wk, const sd_tensor *wv,
                               const sd_tensor *wo, const sd_tensor *bo, const float *ctx, int n_ctx, ops_arena *a,
                               sd_error *err) {
@@ -112,7 +112,7 @@ static int attention_sublayer(const sd_transformer2d *t, tf_bufs *s, int B, int 
 }
 
 /* h += ff2(GEGLU(ff1(LN3 h))), in chunks of rows. */
-static int ff_sublayer(const sd_transformer2d *t, const sd_tblock *b, tf_bufs *s, int M, ops_arena *a,
+static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *b, tf_bufs *s, int M, ops_arena *a,
                        sd_error *err) {
     int C = t->ch, inner = t->inner, rc;
     if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, b->norm3_w, b->norm3_b, a, err)) < 0) return rc;
@@ -136,7 +136,7 @@ static int ff_sublayer(const sd_transformer2d *t, const sd_tblock *b, tf_bufs *s
     return rc;
 }
 
-int transformer2d_forward(const sd_transformer2d *t, float *out, const float *x, int B, int H, int W,
+int transformer2d_forward(const transformer2d_model *t, float *out, const float *x, int B, int H, int W,
                           const float *ctx, int n_ctx, ops_arena *a, sd_error *err) {
     int C = t->ch, HW = H * W, M = B * HW, rc = 0;
     int kv_rows = M > B * n_ctx ? M : B * n_ctx;
@@ -180,7 +180,7 @@ int transformer2d_forward(const sd_transformer2d *t, float *out, const float *x,
         if ((rc = ops_linear(s.h, s.n, M, C, t->proj_in_w, t->proj_in_b, C, 0, a, err)) < 0) goto done;
     }
     for (int i = 0; i < t->n_blocks; i++) {
-        const sd_tblock *b = &t->blocks[i];
+        const transformer2d_block *b = &t->blocks[i];
         if ((rc = attention_sublayer(t, &s, B, HW, b->norm1_w, b->norm1_b, b->a1_q, b->a1_k, b->a1_v, b->a1_o,
                                      b->a1_ob, NULL, 0, a, err)) < 0 ||
             (rc = attention_sublayer(t, &s, B, HW, b->norm2_w, b->norm2_b, b->a2_q, b->a2_k, b->a2_v, b->a2_o,

@@ -17,30 +17,30 @@
 #include "ops.h"
 #include "weights.h"
 
-typedef struct sd_tblock {
+typedef struct transformer2d_block {
     const sd_tensor *norm1_w, *norm1_b, *norm2_w, *norm2_b, *norm3_w, *norm3_b; /* [C] */
     const sd_tensor *a1_q, *a1_k, *a1_v, *a1_o, *a1_ob; /* [C, C] x4, [C] */
     const sd_tensor *a2_q, *a2_k, *a2_v, *a2_o, *a2_ob; /* q, out [C, C]; k, v [C, ctx_dim]; [C] */
     const sd_tensor *ff1_w, *ff1_b;                     /* [2*inner, C], [2*inner] */
     const sd_tensor *ff2_w, *ff2_b;                     /* [C, inner], [C] */
-} sd_tblock;
+} transformer2d_block;
 
-typedef struct sd_transformer2d {
+typedef struct transformer2d_model {
     int ch, heads, ctx_dim, inner, linear_proj, n_blocks;
     int groups;
     const sd_tensor *norm_w, *norm_b;         /* [C] */
     const sd_tensor *proj_in_w, *proj_in_b;   /* [C, C, 1, 1] or [C, C] (linear), [C] */
     const sd_tensor *proj_out_w, *proj_out_b;
-    sd_tblock *blocks;                        /* n_blocks, owned */
-} sd_transformer2d;
+    transformer2d_block *blocks;                        /* n_blocks, owned */
+} transformer2d_model;
 
 /* Finds "<prefix>.norm.weight", "<prefix>.transformer_blocks.<i>.attn1.to_q.weight", ... */
-int transformer2d_load(sd_transformer2d *t, const sd_weights *w, const char *prefix, int ch, int heads,
+int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *prefix, int ch, int heads,
                        int ctx_dim, int n_blocks, int linear_proj, int groups, sd_error *err);
-void transformer2d_free(sd_transformer2d *t);
+void transformer2d_free(transformer2d_model *t);
 
 /* x: [B, C, H, W], ctx: [B, n_ctx, ctx_dim] -> out: [B, C, H, W] (out must not alias x). */
-int transformer2d_forward(const sd_transformer2d *t, float *out, const float *x, int B, int H, int W,
+int transformer2d_forward(const transformer2d_model *t, float *out, const float *x, int B, int H, int W,
                           const float *ctx, int n_ctx, ops_arena *a, sd_error *err);
 
 /* Multiply-adds x 2 of one call, from the shapes alone. */

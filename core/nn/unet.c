@@ -148,7 +148,7 @@ static void emit(const unet_model *m, const char *name, const float *x, int B, i
 }
 
 /* One down or mid/up "layer": resnet, then the transformer if any; result in a new arena buffer *h. */
-static int res_attn(unet_model *m, const sd_resnet *r, const sd_transformer2d *t, float **h, float *res_out,
+static int res_attn(unet_model *m, const resnet_block *r, const transformer2d_model *t, float **h, float *res_out,
                     float *attn_out, const float *temb_silu, const float *ctx, int n_ctx, int B, int H, int W,
                     sd_error *err) {
     const unet_config *c = &m->cfg;

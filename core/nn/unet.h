@@ -28,11 +28,11 @@
 #define UNET_MAX_LAYERS 4 /* resnets per down block (layers_per_block) */
 
 typedef struct unet_level {
-    sd_resnet down_res[UNET_MAX_LAYERS];
-    sd_transformer2d down_attn[UNET_MAX_LAYERS];
+    resnet_block down_res[UNET_MAX_LAYERS];
+    transformer2d_model down_attn[UNET_MAX_LAYERS];
     const sd_tensor *down_w, *down_b;       /* stride-2 conv [C, C, 3, 3], [C]; NULL on the last level */
-    sd_resnet up_res[UNET_MAX_LAYERS + 1];  /* up block n-1-level */
-    sd_transformer2d up_attn[UNET_MAX_LAYERS + 1];
+    resnet_block up_res[UNET_MAX_LAYERS + 1];  /* up block n-1-level */
+    transformer2d_model up_attn[UNET_MAX_LAYERS + 1];
     const sd_tensor *up_w, *up_b;           /* conv after upsampling [C, C, 3, 3]; NULL on level 0 */
 } unet_level;
 
@@ -42,8 +42,8 @@ typedef struct unet_model {
     const sd_tensor *time_w2, *time_b2;     /* [temb, temb], [temb] */
     const sd_tensor *conv_in_w, *conv_in_b; /* [C0, in_channels, 3, 3] */
     unet_level levels[SD_MAX_LEVELS];
-    sd_resnet mid_res[2];
-    sd_transformer2d mid_attn;
+    resnet_block mid_res[2];
+    transformer2d_model mid_attn;
     const sd_tensor *norm_out_w, *norm_out_b;   /* [C0] */
     const sd_tensor *conv_out_w, *conv_out_b;   /* [out_channels, C0, 3, 3] */
     ops_arena arena;                        /* activations and scratch of a forward pass */

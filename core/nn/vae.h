@@ -43,9 +43,9 @@ typedef struct vae_attn {
 /* One half of the autoencoder; level i of the decoder is up block i (deepest first). */
 typedef struct vae_coder {
     const sd_tensor *conv_in_w, *conv_in_b;
-    sd_resnet res[SD_MAX_LEVELS][VAE_MAX_LAYERS + 1];
+    resnet_block res[SD_MAX_LEVELS][VAE_MAX_LAYERS + 1];
     const sd_tensor *sample_w[SD_MAX_LEVELS], *sample_b[SD_MAX_LEVELS]; /* down/upsampler conv, NULL on the last */
-    sd_resnet mid_res[2];
+    resnet_block mid_res[2];
     vae_attn mid_attn;
     const sd_tensor *norm_out_w, *norm_out_b;
     const sd_tensor *conv_out_w, *conv_out_b;

@@ -8,7 +8,7 @@
  * or BF16, usually pointing into a mapped checkpoint, possibly unaligned.
  *
  * Weights stay 16-bit in memory. A kernel widens the weight it needs into
- * scratch memory right before its GEMM (sd_convert_to_f32, vectorized): on the
+ * scratch memory right before its GEMM (sd_dtype_convert_to_f32, vectorized): on the
  * 2-core AVX-512 EPYC this measured ~0.2 s of a 10 s U-Net step at 512x512
  * (2%; 7% at 256x256), against 3.4 GB more resident memory for a float32
  * copy of SD 1.5. (A caller that prefers speed over memory can widen once and

@@ -272,7 +272,7 @@ static float *widen_taps(const ops_conv_desc *d, ops_arena *a, int threads, sd_e
         float *t = tmp + row * omp_get_thread_num();
 #pragma omp for schedule(static)
         for (int m = 0; m < M; m++) {
-            sd_convert_to_f32(t, src + (size_t)m * row * esz, d->weight->dtype, row);
+            sd_dtype_convert_to_f32(t, src + (size_t)m * row * esz, d->weight->dtype, row);
             for (int c = 0; c < C; c++)
                 for (int k = 0; k < KK; k++) wt[((size_t)k * M + m) * C + c] = t[(size_t)c * KK + k];
         }

@@ -141,7 +141,7 @@ static void transform_filters(const ops_conv_desc *d, int o0, int on, float *U, 
     for (int o = 0; o < on; o++) {
         const float *w = view ? view + (size_t)(o0 + o) * row : wrow;
         if (!view)
-            sd_convert_to_f32(wrow, (const unsigned char *)d->weight->data + (size_t)(o0 + o) * row * esz,
+            sd_dtype_convert_to_f32(wrow, (const unsigned char *)d->weight->data + (size_t)(o0 + o) * row * esz,
                               d->weight->dtype, row);
         float *uo = U + (size_t)o * os;
         for (int c0 = 0; c0 < C; c0 += 16) {

@@ -57,7 +57,7 @@ const float *ops_weight_f32(const sd_tensor *w, ops_arena *a, sd_error *err) {
     size_t esz = sd_dtype_size(w->dtype);
     const unsigned char *src = w->data;
     if (n < (1u << 16)) {
-        sd_convert_to_f32(dst, src, w->dtype, n);
+        sd_dtype_convert_to_f32(dst, src, w->dtype, n);
         prof_end(PROF_WIDEN, t0, 0);
         return dst;
     }
@@ -66,7 +66,7 @@ const float *ops_weight_f32(const sd_tensor *w, ops_arena *a, sd_error *err) {
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads())
     for (size_t c = 0; c < nchunks; c++) {
         size_t i0 = c * chunk, m = n - i0 < chunk ? n - i0 : chunk;
-        sd_convert_to_f32(dst + i0, src + i0 * esz, w->dtype, m);
+        sd_dtype_convert_to_f32(dst + i0, src + i0 * esz, w->dtype, m);
     }
     prof_end(PROF_WIDEN, t0, 0);
     return dst;

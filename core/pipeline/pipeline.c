@@ -12,18 +12,18 @@
 
 #define CTX_LEN 77
 
-int pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
+int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
     memset(p, 0, sizeof *p);
     p->model = m;
     int rc = sd_model_open_tokenizer(m, &p->tok, err);
     if (rc == 0) rc = clip_text_load(&p->clip, &m->clip, &m->clip_w, err);
     if (rc == 0) rc = unet_load(&p->unet, &m->unet, &m->unet_w, err);
     if (rc == 0) rc = vae_load(&p->vae, &m->vae, &m->vae_w, err);
-    if (rc < 0) pipeline_free(p);
+    if (rc < 0) sd_pipeline_free(p);
     return rc;
 }
 
-void pipeline_free(sd_pipeline *p) {
+void sd_pipeline_free(sd_pipeline *p) {
     if (p->tok) tokenizer_free(p->tok);
     clip_text_free(&p->clip);
     unet_free(&p->unet);
@@ -78,7 +78,7 @@ static int read_picture(const char *path, int gray, int w, int h, uint8_t **out,
     return 0;
 }
 
-static int make_sampler(const sd_pipeline *p, const sd_settings *s, sd_sampler **out, int *first, sd_error *err) {
+static int make_sampler(const sd_pipeline *p, const sd_settings *s, sampler_state **out, int *first, sd_error *err) {
     int rc = sampler_create(out, s->sampler, &p->model->sched, s->steps, s->karras, s->eta, err);
     *first = 0;
     if (rc == 0 && s->init_image && s->strength < 1.0) {
@@ -91,8 +91,8 @@ static int make_sampler(const sd_pipeline *p, const sd_settings *s, sd_sampler *
     return rc;
 }
 
-int pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error *err) {
-    sd_sampler *smp;
+int sd_pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error *err) {
+    sampler_state *smp;
     int first;
     int rc = make_sampler(p, s, &smp, &first, err);
     if (rc < 0) return rc;
@@ -122,7 +122,7 @@ static void free_buffers(buffers *b) {
     free(b->mask_u8);
 }
 
-int pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_step_fn cb, void *cb_ctx,
+int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_pipeline_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err) {
     const sd_model *m = p->model;
     int rc = sd_settings_check(s, err);
@@ -140,7 +140,7 @@ int pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_ste
     const size_t n = (size_t)C * h * w, npix = (size_t)3 * H * W;
     const int cfg = s->cfg_scale > 1.0f, B = cfg ? 2 : 1;
 
-    sd_sampler *smp = NULL;
+    sampler_state *smp = NULL;
     int first = 0;
     rc = make_sampler(p, s, &smp, &first, err);
     if (rc < 0) return rc;

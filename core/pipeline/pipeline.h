@@ -3,10 +3,10 @@
  * diffusers 0.27.2's StableDiffusion{,Img2Img,Inpaint}Pipeline on CPU fp32.
  *
  *     sd_pipeline p;
- *     pipeline_load(&p, &model, &err);                 // tokenizer, CLIP, U-Net, VAE
+ *     sd_pipeline_load(&p, &model, &err);                 // tokenizer, CLIP, U-Net, VAE
  *     uint8_t *rgb = malloc(3 * W * H);
- *     pipeline_generate(&p, &settings, rgb, NULL, NULL, NULL, &err);
- *     pipeline_free(&p);
+ *     sd_pipeline_generate(&p, &settings, rgb, NULL, NULL, NULL, &err);
+ *     sd_pipeline_free(&p);
  *
  * Order of random draws from torch.Generator().manual_seed(seed), as diffusers:
  *   txt2img: initial noise, then whatever the sampler draws per step;
@@ -33,14 +33,14 @@
 
 typedef struct sd_pipeline {
     const sd_model *model; /* borrowed: must outlive the pipeline */
-    sd_tokenizer *tok;
+    tokenizer_bpe *tok;
     clip_text_model clip;
     unet_model unet;
     vae_model vae;
 } sd_pipeline;
 
 /* Called after each U-Net evaluation (done of total); a non-zero return cancels the generation. */
-typedef int (*sd_step_fn)(void *ctx, int done, int total);
+typedef int (*sd_pipeline_step_fn)(void *ctx, int done, int total);
 
 /* Optional copies of intermediate tensors (each NULL or big enough), for tests and debugging. */
 typedef struct sd_pipeline_trace {
@@ -56,8 +56,8 @@ typedef struct sd_pipeline_trace {
 } sd_pipeline_trace;
 
 /* Loads the tokenizer and every network of m; shapes are checked up front. */
-int pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err);
-void pipeline_free(sd_pipeline *p);
+int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err);
+void sd_pipeline_free(sd_pipeline *p);
 
 /*
  * Generates one image for s into rgb: [height, width, 3] u8. Reads the init
@@ -65,10 +65,10 @@ void pipeline_free(sd_pipeline *p);
  * trace (may be NULL) receives intermediates. SD_EINPUT for bad settings or
  * unreadable pictures, SD_ECANCELED when cb cancelled.
  */
-int pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_step_fn cb, void *cb_ctx,
+int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_pipeline_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err);
 
 /* Number of U-Net evaluations s will run (for progress displays). */
-int pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error *err);
+int sd_pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error *err);
 
 #endif

@@ -25,8 +25,8 @@ static char *cache_path(void) {
     else if ((d = getenv("XDG_CACHE_HOME")) && *d) snprintf(buf, sizeof buf, "%s/sdrender", d);
     else if ((d = getenv("HOME")) && *d) snprintf(buf, sizeof buf, "%s/.cache/sdrender", d);
     else return NULL;
-    if (sd_mkdirs(buf, NULL) < 0) return NULL;
-    return sd_path_join(buf, "model-hashes.tsv");
+    if (sd_fs_mkdirs(buf, NULL) < 0) return NULL;
+    return sd_fs_path_join(buf, "model-hashes.tsv");
 }
 
 /* Looks up "sha\tsize\tmtime_ns\tpath" lines; returns 1 when found. */
@@ -49,7 +49,7 @@ static int cache_lookup(const char *cache, const char *path, long long size, lon
     return found;
 }
 
-void sd_model_identify_name(const sd_model *m, sd_model_id *id) {
+void sd_render_identify_name(const sd_model *m, sd_render_id *id) {
     char path[4096];
     snprintf(path, sizeof path, "%s", m->path);
     size_t l = strlen(path);
@@ -60,9 +60,9 @@ void sd_model_identify_name(const sd_model *m, sd_model_id *id) {
     if (dot && dot != id->name && m->layout == SD_LAYOUT_SINGLE_FILE) *dot = 0;
 }
 
-int sd_model_identify(const sd_model *m, sd_model_id *id, sd_error *err) {
+int sd_render_identify(const sd_model *m, sd_render_id *id, sd_error *err) {
     memset(id, 0, sizeof *id);
-    sd_model_identify_name(m, id);
+    sd_render_identify_name(m, id);
 
     const char *file = main_weight_file(m);
     if (!file) return sd_err(err, SD_EINTERNAL, "%s: no weight file to hash", m->path);
@@ -89,20 +89,20 @@ int sd_model_identify(const sd_model *m, sd_model_id *id, sd_error *err) {
 }
 
 /* A1111 shows the first 10 hex digits ("shorthash"). */
-static char *params_text(const sd_settings *s, const sd_model_id *id) {
+static char *params_text(const sd_settings *s, const sd_render_id *id) {
     char short_hash[11];
     snprintf(short_hash, sizeof short_hash, "%.10s", id ? id->hash : "");
     return sd_settings_format_a1111(s, short_hash, id ? id->name : NULL);
 }
 
-int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_model_id *id, const char *out_path, sd_step_fn cb,
+int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_render_id *id, const char *out_path, sd_pipeline_step_fn cb,
                   void *cb_ctx, char sha256[65], sd_error *err) {
     size_t npix = (size_t)3 * s->width * s->height;
     uint8_t *rgb = malloc(npix ? npix : 1);
     char *text = params_text(s, id);
     int rc = 0;
     if (!rgb || !text) rc = sd_err(err, SD_ENOMEM, "out of memory");
-    if (rc == 0) rc = pipeline_generate(p, s, rgb, cb, cb_ctx, NULL, err);
+    if (rc == 0) rc = sd_pipeline_generate(p, s, rgb, cb, cb_ctx, NULL, err);
     if (rc == 0) {
         sd_png_text t = {.key = "parameters", .value = text};
         rc = sd_png_write_rgb(out_path, rgb, s->width, s->height, &t, 1, err);
@@ -113,8 +113,8 @@ int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_model_id *id, c
     return rc;
 }
 
-int sd_render_exists(const sd_settings *s, const sd_model_id *id, const char *out_path, char sha256[65]) {
-    if (!sd_is_file(out_path)) return 0;
+int sd_render_exists(const sd_settings *s, const sd_render_id *id, const char *out_path, char sha256[65]) {
+    if (!sd_fs_is_file(out_path)) return 0;
     sd_png_text *texts = NULL;
     int nt = 0, same = 0;
     if (sd_png_read_text(out_path, &texts, &nt, NULL) < 0) return 0;

@@ -15,22 +15,22 @@
 #include "settings.h"
 
 /* Identifies the model in PNG metadata: first 10 hex digits of its SHA-256, and its name. */
-typedef struct sd_model_id {
+typedef struct sd_render_id {
     char hash[65];  /* full SHA-256 hex of the checkpoint (diffusers: of the U-Net weights file) */
     char name[256]; /* file or folder name without extension */
-} sd_model_id;
+} sd_render_id;
 
 /*
  * Hashes the model's main weight file. The result is cached per file (path,
  * size, modification time) in $SDRENDER_CACHE or $XDG_CACHE_HOME/sdrender or
  * ~/.cache/sdrender, so a 4 GB checkpoint is read once, not per run.
  */
-int sd_model_identify(const sd_model *m, sd_model_id *id, sd_error *err);
+int sd_render_identify(const sd_model *m, sd_render_id *id, sd_error *err);
 /* Only the name part (cheap), leaving id->hash as it is. */
-void sd_model_identify_name(const sd_model *m, sd_model_id *id);
+void sd_render_identify_name(const sd_model *m, sd_render_id *id);
 
 /* Generates s and writes it to out_path; sha256 gets the PNG file's hash. */
-int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_model_id *id, const char *out_path, sd_step_fn cb,
+int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_render_id *id, const char *out_path, sd_pipeline_step_fn cb,
                   void *cb_ctx, char sha256[65], sd_error *err);
 
 /*
@@ -38,6 +38,6 @@ int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_model_id *id, c
  * exactly what sd_render_png would write), filling sha256; else 0. Lets a
  * rerun skip work that a crash interrupted after the file was written.
  */
-int sd_render_exists(const sd_settings *s, const sd_model_id *id, const char *out_path, char sha256[65]);
+int sd_render_exists(const sd_settings *s, const sd_render_id *id, const char *out_path, char sha256[65]);
 
 #endif

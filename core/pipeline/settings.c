@@ -31,9 +31,9 @@ int sd_settings_check(const sd_settings *s, sd_error *err) {
     if (!(s->cfg_scale >= 0 && s->cfg_scale <= SD_MAX_CFG))
         return sd_err(err, SD_EINPUT, "cfg_scale must be in 0..%g, got %g", SD_MAX_CFG, s->cfg_scale);
     if ((unsigned)s->sampler >= SD_SAMPLER_COUNT) return sd_err(err, SD_EINPUT, "unknown sampler");
-    if (s->karras && !sd_sampler_has_karras(s->sampler))
+    if (s->karras && !sampler_kind_has_karras(s->sampler))
         return sd_err(err, SD_EINPUT, "karras needs one of euler, lms, heun, dpm++2m, unipc; '%s' has no Karras variant",
-                      sd_sampler_name(s->sampler));
+                      sampler_kind_name(s->sampler));
     if (s->seed < 0) return sd_err(err, SD_EINPUT, "seed must be >= 0, got %lld", (long long)s->seed);
     if (s->clip_skip < 1 || s->clip_skip > SD_MAX_CLIP_SKIP)
         return sd_err(err, SD_EINPUT, "clip_skip must be in 1..%d (1 = last layer), got %d", SD_MAX_CLIP_SKIP,
@@ -115,7 +115,7 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
     sb_add(&b, "%s\n", s->prompt ? s->prompt : "");
     if (s->negative && *s->negative) sb_add(&b, "Negative prompt: %s\n", s->negative);
     sb_add(&b, "Steps: %d, Sampler: ", s->steps);
-    sb_value(&b, sd_sampler_a1111_name(s->sampler, s->karras));
+    sb_value(&b, sampler_kind_a1111_name(s->sampler, s->karras));
     sb_add(&b, ", CFG scale: %s, Seed: %lld, Size: %dx%d", cfg, (long long)s->seed, s->width, s->height);
     if (model_hash && *model_hash) {
         sb_add(&b, ", Model hash: ");
@@ -141,7 +141,7 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
     return b.p;
 }
 
-void sd_parsed_params_free(sd_parsed_params *p) {
+void sd_settings_parsed_free(sd_settings_parsed *p) {
     free(p->prompt);
     free(p->negative);
     free(p->model_name);
@@ -179,7 +179,7 @@ static int next_pair(const char **pp, char *key, size_t ksz, char **val) {
     return *val != NULL;
 }
 
-int sd_settings_parse_a1111(const char *text, sd_parsed_params *out, sd_error *err) {
+int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error *err) {
     memset(out, 0, sizeof *out);
     sd_settings_default(&out->s);
     out->s.strength = 0;
@@ -211,7 +211,7 @@ int sd_settings_parse_a1111(const char *text, sd_parsed_params *out, sd_error *e
         out->negative = strdup("");
     }
     if (!out->prompt || !out->negative) {
-        sd_parsed_params_free(out);
+        sd_settings_parsed_free(out);
         return sd_err(err, SD_ENOMEM, "out of memory");
     }
     char line[4096];
@@ -233,8 +233,8 @@ int sd_settings_parse_a1111(const char *text, sd_parsed_params *out, sd_error *e
             int found = 0;
             for (int k = 0; k < SD_SAMPLER_COUNT && !found; k++) {
                 for (int karras = 0; karras < 2 && !found; karras++) {
-                    if (!strcmp(val, sd_sampler_a1111_name((sd_sampler_kind)k, karras))) {
-                        out->s.sampler = (sd_sampler_kind)k;
+                    if (!strcmp(val, sampler_kind_a1111_name((sampler_kind)k, karras))) {
+                        out->s.sampler = (sampler_kind)k;
                         out->s.karras = karras;
                         found = 1;
                     }
@@ -252,6 +252,6 @@ int sd_settings_parse_a1111(const char *text, sd_parsed_params *out, sd_error *e
     }
     out->s.prompt = out->prompt;
     out->s.negative = out->negative;
-    if (rc < 0) sd_parsed_params_free(out);
+    if (rc < 0) sd_settings_parsed_free(out);
     return rc;
 }

@@ -25,7 +25,7 @@ typedef struct sd_settings {
     const char *negative;   /* borrowed; "" = empty negative prompt */
     int steps;              /* inference steps (1..1000) */
     float cfg_scale;        /* classifier-free guidance; <= 1 runs the conditional branch only */
-    sd_sampler_kind sampler;
+    sampler_kind sampler;
     int karras;             /* Karras sigmas (sigma-based samplers only) */
     float eta;              /* DDIM eta */
     int64_t seed;           /* 0..SD_SEED_MAX */
@@ -55,15 +55,15 @@ int sd_settings_check(const sd_settings *s, sd_error *err);
 char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, const char *model_name);
 
 /* Parsed A1111 text: the settings plus owned copies of the strings they point to. */
-typedef struct sd_parsed_params {
+typedef struct sd_settings_parsed {
     sd_settings s;
     char *prompt, *negative;
     char model_hash[65];
     char *model_name;
-} sd_parsed_params;
+} sd_settings_parsed;
 
 /* Parses the text produced above (and A1111's own). Unknown keys are ignored. */
-int sd_settings_parse_a1111(const char *text, sd_parsed_params *out, sd_error *err);
-void sd_parsed_params_free(sd_parsed_params *p);
+int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error *err);
+void sd_settings_parsed_free(sd_settings_parsed *p);
 
 #endif

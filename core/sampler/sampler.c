@@ -10,10 +10,10 @@
 #include "sampler_internal.h"
 
 /* Rejects the combinations diffusers 0.27.2 does not offer (see sampler.h). */
-static int check_request(sd_sampler_kind kind, const sched_config *cfg, int steps, int karras, float eta,
+static int check_request(sampler_kind kind, const sched_config *cfg, int steps, int karras, float eta,
                          sd_error *err) {
     if ((unsigned)kind >= SD_SAMPLER_COUNT) return sd_err(err, SD_EINPUT, "sampler: unknown sampler kind %d", kind);
-    const char *name = sd_sampler_name(kind);
+    const char *name = sampler_kind_name(kind);
     if (cfg->num_train_timesteps < 2 || cfg->num_train_timesteps > 100000)
         return sd_err(err, SD_EINPUT, "scheduler config: num_train_timesteps %d is out of range (2..100000)",
                       cfg->num_train_timesteps);
@@ -23,10 +23,10 @@ static int check_request(sd_sampler_kind kind, const sched_config *cfg, int step
     if (steps < 1 || steps > cfg->num_train_timesteps)
         return sd_err(err, SD_EINPUT, "sampler %s: %d steps requested; use 1 to %d", name, steps,
                       cfg->num_train_timesteps);
-    if (karras && !sd_sampler_has_sigmas(kind))
+    if (karras && !sampler_kind_has_sigmas(kind))
         return sd_err(err, SD_EINPUT, "sampler %s has no sigmas, so --karras does not apply; use euler, lms, heun, "
                       "dpm++2m or unipc", name);
-    if (karras && !sd_sampler_has_karras(kind))
+    if (karras && !sampler_kind_has_karras(kind))
         return sd_err(err, SD_EUNSUPPORTED, "sampler %s has no Karras variant in diffusers 0.27.2; drop --karras",
                       name);
     if (!(eta >= 0) || eta > 1000)
@@ -41,12 +41,12 @@ static int check_request(sd_sampler_kind kind, const sched_config *cfg, int step
     return 0;
 }
 
-int sampler_create(sd_sampler **out, sd_sampler_kind kind, const sched_config *cfg, int steps, int karras, float eta,
+int sampler_create(sampler_state **out, sampler_kind kind, const sched_config *cfg, int steps, int karras, float eta,
                    sd_error *err) {
     *out = NULL;
     int rc = check_request(kind, cfg, steps, karras, eta, err);
     if (rc < 0) return rc;
-    sd_sampler *s = calloc(1, sizeof *s);
+    sampler_state *s = calloc(1, sizeof *s);
     if (!s) return sd_err(err, SD_ENOMEM, "sampler: out of memory");
     s->kind = kind;
     s->cfg = *cfg;
@@ -67,7 +67,7 @@ int sampler_create(sd_sampler **out, sd_sampler_kind kind, const sched_config *c
     return 0;
 }
 
-void sampler_free(sd_sampler *s) {
+void sampler_free(sampler_state *s) {
     if (!s) return;
     free(s->betas);
     free(s->alphas_cumprod);
@@ -77,38 +77,38 @@ void sampler_free(sd_sampler *s) {
     free(s);
 }
 
-int sampler_num_evals(const sd_sampler *s) { return s->n_evals; }
-int sampler_first_eval(const sd_sampler *s) { return s->begin; }
-float sampler_timestep(const sd_sampler *s, int i) { return (i >= 0 && i < s->n_evals) ? (float)s->timesteps[i] : NAN; }
-const double *sampler_timesteps(const sd_sampler *s) { return s->timesteps; }
-int sampler_timesteps_are_integers(const sd_sampler *s) { return s->int_timesteps; }
-float sampler_init_noise_sigma(const sd_sampler *s) { return s->init_noise_sigma; }
-int sampler_order(const sd_sampler *s) { return s->order; }
+int sampler_num_evals(const sampler_state *s) { return s->n_evals; }
+int sampler_first_eval(const sampler_state *s) { return s->begin; }
+float sampler_timestep(const sampler_state *s, int i) { return (i >= 0 && i < s->n_evals) ? (float)s->timesteps[i] : NAN; }
+const double *sampler_timesteps(const sampler_state *s) { return s->timesteps; }
+int sampler_timesteps_are_integers(const sampler_state *s) { return s->int_timesteps; }
+float sampler_init_noise_sigma(const sampler_state *s) { return s->init_noise_sigma; }
+int sampler_order(const sampler_state *s) { return s->order; }
 
-const float *sampler_sigmas(const sd_sampler *s, int *n) {
+const float *sampler_sigmas(const sampler_state *s, int *n) {
     if (n) *n = s->n_sigmas;
     return s->sigmas;
 }
 
-const float *sampler_betas(const sd_sampler *s, int *n) {
+const float *sampler_betas(const sampler_state *s, int *n) {
     if (n) *n = s->n_train;
     return s->betas;
 }
 
-const float *sampler_alphas_cumprod(const sd_sampler *s, int *n) {
+const float *sampler_alphas_cumprod(const sampler_state *s, int *n) {
     if (n) *n = s->n_train;
     return s->alphas_cumprod;
 }
 
-int sampler_draws_noise(const sd_sampler *s) {
+int sampler_draws_noise(const sampler_state *s) {
     return s->kind == SD_SAMPLER_EULER || s->kind == SD_SAMPLER_EULER_A || (s->kind == SD_SAMPLER_DDIM && s->eta > 0);
 }
 
-static int scales_input(sd_sampler_kind k) {
+static int scales_input(sampler_kind k) {
     return k == SD_SAMPLER_EULER || k == SD_SAMPLER_EULER_A || k == SD_SAMPLER_LMS || k == SD_SAMPLER_HEUN;
 }
 
-void sampler_scale_model_input(const sd_sampler *s, int i, const float *x, float *out, size_t n) {
+void sampler_scale_model_input(const sampler_state *s, int i, const float *x, float *out, size_t n) {
     if (!scales_input(s->kind) || i < 0 || i >= s->n_evals) {
         if (out != x) memmove(out, x, n * sizeof *out);
         return;
@@ -119,7 +119,7 @@ void sampler_scale_model_input(const sd_sampler *s, int i, const float *x, float
     for (size_t k = 0; k < n; k++) out[k] = x[k] / d;
 }
 
-int sampler_set_strength(sd_sampler *s, double strength, int *first, sd_error *err) {
+int sampler_set_strength(sampler_state *s, double strength, int *first, sd_error *err) {
     if (!(strength >= 0.0 && strength <= 1.0))
         return sd_err(err, SD_EINPUT, "img2img strength %g must lie in [0, 1]", strength);
     int N = s->steps;
@@ -138,7 +138,7 @@ int sampler_set_strength(sd_sampler *s, double strength, int *first, sd_error *e
     return 0;
 }
 
-void sampler_add_noise(const sd_sampler *s, int i, const float *x0, const float *noise, float *out, size_t n) {
+void sampler_add_noise(const sampler_state *s, int i, const float *x0, const float *noise, float *out, size_t n) {
     if (i < 0) i = 0;
     if (i >= s->n_evals) i = s->n_evals - 1;
     switch (s->kind) {
@@ -185,7 +185,7 @@ void sampler_sigma_to_alpha_sigma(float sigma, float *alpha_t, float *sigma_t) {
 }
 
 /* Buffers of [n] floats each kind keeps between steps (allocated at the first step). */
-static int buffers_needed(sd_sampler_kind k, int *hist, int *saved, int *aux, int *noise) {
+static int buffers_needed(sampler_kind k, int *hist, int *saved, int *aux, int *noise) {
     *hist = *saved = *aux = *noise = 0;
     switch (k) {
     case SD_SAMPLER_DDIM: *noise = 1; break;
@@ -201,7 +201,7 @@ static int buffers_needed(sd_sampler_kind k, int *hist, int *saved, int *aux, in
     return *hist + *saved + *aux + *noise;
 }
 
-static int ensure_buffers(sd_sampler *s, size_t n, sd_error *err) {
+static int ensure_buffers(sampler_state *s, size_t n, sd_error *err) {
     if (s->arena) {
         if (n != s->n)
             return sd_err(err, SD_EINPUT, "sampler: latent size changed from %zu to %zu between steps", s->n, n);
@@ -223,8 +223,8 @@ static int ensure_buffers(sd_sampler *s, size_t n, sd_error *err) {
     return 0;
 }
 
-int sampler_step(sd_sampler *s, int i, const float *model_output, float *x, size_t n, sd_rng *gen, sd_error *err) {
-    const char *name = sd_sampler_name(s->kind);
+int sampler_step(sampler_state *s, int i, const float *model_output, float *x, size_t n, sd_rng *gen, sd_error *err) {
+    const char *name = sampler_kind_name(s->kind);
     if (i != s->next)
         return sd_err(err, SD_EINTERNAL, "sampler %s: step %d called, expected step %d (steps must run in order)",
                       name, i, s->next);

@@ -17,8 +17,8 @@
 
 #define SAMPLER_MAX_HIST 4
 
-struct sd_sampler {
-    sd_sampler_kind kind;
+struct sampler_state {
+    sampler_kind kind;
     sched_config cfg;         /* copy; timestep_spacing resolved to the class default */
     int karras;
     float eta;                /* DDIM only */
@@ -56,17 +56,17 @@ struct sd_sampler {
 };
 
 /* Fills betas .. init_noise_sigma of s (kind, cfg, karras, steps set). */
-int sampler_schedule_build(struct sd_sampler *s, sd_error *err);
+int sampler_schedule_build(struct sampler_state *s, sd_error *err);
 
 /* The step of each family; i is the evaluation index, x is updated in place. */
-int sampler_step_ddim(struct sd_sampler *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
-int sampler_step_pndm(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err);
-int sampler_step_euler(struct sd_sampler *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
-int sampler_step_euler_a(struct sd_sampler *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
-int sampler_step_lms(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err);
-int sampler_step_heun(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err);
-int sampler_step_dpmpp_2m(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err);
-int sampler_step_unipc(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err);
+int sampler_step_ddim(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
+int sampler_step_pndm(struct sampler_state *s, int i, const float *m, float *x, sd_error *err);
+int sampler_step_euler(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
+int sampler_step_euler_a(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
+int sampler_step_lms(struct sampler_state *s, int i, const float *m, float *x, sd_error *err);
+int sampler_step_heun(struct sampler_state *s, int i, const float *m, float *x, sd_error *err);
+int sampler_step_dpmpp_2m(struct sampler_state *s, int i, const float *m, float *x, sd_error *err);
+int sampler_step_unipc(struct sampler_state *s, int i, const float *m, float *x, sd_error *err);
 
 /* alpha_t = 1/sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t in float32 (DPM++/UniPC). */
 void sampler_sigma_to_alpha_sigma(float sigma, float *alpha_t, float *sigma_t);

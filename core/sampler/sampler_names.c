@@ -17,23 +17,23 @@ static const struct {
     [SD_SAMPLER_UNIPC] = {"unipc", NULL, "UniPC", 1},
 };
 
-int sd_sampler_parse(const char *name, sd_sampler_kind *out) {
+int sampler_kind_parse(const char *name, sampler_kind *out) {
     for (int i = 0; i < SD_SAMPLER_COUNT; i++) {
         if (!strcmp(name, names[i].name) || (names[i].alias && !strcmp(name, names[i].alias))) {
-            *out = (sd_sampler_kind)i;
+            *out = (sampler_kind)i;
             return 0;
         }
     }
     return -1;
 }
 
-const char *sd_sampler_name(sd_sampler_kind k) {
+const char *sampler_kind_name(sampler_kind k) {
     return (unsigned)k < SD_SAMPLER_COUNT ? names[k].name : "?";
 }
 
-const char *sd_sampler_a1111_name(sd_sampler_kind k, int karras) {
+const char *sampler_kind_a1111_name(sampler_kind k, int karras) {
     if ((unsigned)k >= SD_SAMPLER_COUNT) return "?";
-    if (!karras || !sd_sampler_has_karras(k)) return names[k].a1111;
+    if (!karras || !sampler_kind_has_karras(k)) return names[k].a1111;
     switch (k) {
     case SD_SAMPLER_EULER: return "Euler Karras";
     case SD_SAMPLER_LMS: return "LMS Karras";
@@ -44,8 +44,8 @@ const char *sd_sampler_a1111_name(sd_sampler_kind k, int karras) {
     }
 }
 
-const char *sd_sampler_list(void) { return "ddim|pndm|euler|euler_a|lms|heun|dpm++2m|unipc"; }
+const char *sampler_kind_list(void) { return "ddim|pndm|euler|euler_a|lms|heun|dpm++2m|unipc"; }
 
-int sd_sampler_has_sigmas(sd_sampler_kind k) { return (unsigned)k < SD_SAMPLER_COUNT && names[k].sigmas; }
+int sampler_kind_has_sigmas(sampler_kind k) { return (unsigned)k < SD_SAMPLER_COUNT && names[k].sigmas; }
 
-int sd_sampler_has_karras(sd_sampler_kind k) { return sd_sampler_has_sigmas(k) && k != SD_SAMPLER_EULER_A; }
+int sampler_kind_has_karras(sampler_kind k) { return sampler_kind_has_sigmas(k) && k != SD_SAMPLER_EULER_A; }

@@ -78,7 +78,7 @@ static void torch_linspace_f32(double start_d, double end_d, int steps, float *o
 
 /* betas and alphas_cumprod as every class's __init__ computes them (torch float32;
  * cumprod accumulates in double and stores float32, like torch's CPU kernel). */
-static int build_alphas(struct sd_sampler *s, sd_error *err) {
+static int build_alphas(struct sampler_state *s, sd_error *err) {
     int T = s->n_train;
     s->betas = malloc((size_t)T * sizeof *s->betas);
     s->alphas_cumprod = malloc((size_t)T * sizeof *s->alphas_cumprod);
@@ -102,7 +102,7 @@ static int build_alphas(struct sd_sampler *s, sd_error *err) {
 /* The schedule family: which set_timesteps formulas a class uses. */
 enum { FAM_DDIM, FAM_PNDM, FAM_EULER, FAM_DPM };
 
-static int family(sd_sampler_kind k) {
+static int family(sampler_kind k) {
     switch (k) {
     case SD_SAMPLER_DDIM: return FAM_DDIM;
     case SD_SAMPLER_PNDM: return FAM_PNDM;
@@ -121,7 +121,7 @@ static int family(sd_sampler_kind k) {
  *   Euler, Euler a, LMS, Heun: float32; linspace is not rounded
  *   DPM++, UniPC: linspace/leading over N+1 points dropping the last
  */
-static int base_timesteps(const struct sd_sampler *s, double *out, int *len, sd_error *err) {
+static int base_timesteps(const struct sampler_state *s, double *out, int *len, sd_error *err) {
     int N = s->steps, T = s->n_train, fam = family(s->kind);
     int spacing = s->cfg.timestep_spacing;
     int off = s->cfg.steps_offset;
@@ -151,12 +151,12 @@ static int base_timesteps(const struct sd_sampler *s, double *out, int *len, sd_
             return sd_err(err, SD_EUNSUPPORTED,
                           "sampler %s: trailing spacing with %d steps produces timestep %g (a rounding flaw of "
                           "diffusers' schedule); choose another step count",
-                          sd_sampler_name(s->kind), N, out[i]);
+                          sampler_kind_name(s->kind), N, out[i]);
         if ((fam == FAM_DDIM || fam == FAM_PNDM || fam == FAM_DPM) && out[i] > T - 1)
             return sd_err(err, SD_EUNSUPPORTED,
                           "sampler %s: %d steps with steps_offset %d give timestep %g, past the %d training "
                           "timesteps; use fewer steps",
-                          sd_sampler_name(s->kind), N, off, out[i], T);
+                          sampler_kind_name(s->kind), N, off, out[i], T);
     }
     *len = n;
     return 0;
@@ -194,7 +194,7 @@ static double sigma_to_t(double sigma, const float *log_sigmas, int T) {
 }
 
 /* The sigma list (float64, before the final value) and timesteps of the sigma-based classes. */
-static int build_sigmas(struct sd_sampler *s, double *ts, int n, sd_error *err) {
+static int build_sigmas(struct sampler_state *s, double *ts, int n, sd_error *err) {
     int T = s->n_train, fam = family(s->kind);
     float *train = malloc((size_t)T * sizeof *train);     /* sqrt((1 - a) / a), float32 */
     float *log_train = malloc((size_t)T * sizeof *log_train);
@@ -282,7 +282,7 @@ out:
 
 /* PNDM with skip_prk_steps: plms = concat(t[:-1], t[-2:-1], t[-1:]) on the ascending list,
  * reversed - the second timestep repeats (901, 801, 801, 701, ...). */
-static int build_pndm(struct sd_sampler *s, const double *desc, int n, sd_error *err) {
+static int build_pndm(struct sampler_state *s, const double *desc, int n, sd_error *err) {
     int m = n >= 2 ? n + 1 : n;
     s->timesteps = malloc((size_t)m * sizeof *s->timesteps);
     if (!s->timesteps) return sd_err(err, SD_ENOMEM, "sampler: out of memory");
@@ -295,7 +295,7 @@ static int build_pndm(struct sd_sampler *s, const double *desc, int n, sd_error 
     return 0;
 }
 
-int sampler_schedule_build(struct sd_sampler *s, sd_error *err) {
+int sampler_schedule_build(struct sampler_state *s, sd_error *err) {
     int rc = build_alphas(s, err);
     if (rc < 0) return rc;
     double *ts = malloc((size_t)(s->steps + 2) * sizeof *ts);

@@ -11,11 +11,11 @@
 #include "sampler_internal.h"
 
 /* alphas_cumprod at t, or the "final" alpha for t < 0 (set_alpha_to_one). */
-static float alpha_at(const struct sd_sampler *s, int t) {
+static float alpha_at(const struct sampler_state *s, int t) {
     return t >= 0 ? s->alphas_cumprod[t] : s->final_alpha_cumprod;
 }
 
-int sampler_step_ddim(struct sd_sampler *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err) {
+int sampler_step_ddim(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err) {
     size_t n = s->n;
     int t = (int)s->timesteps[i];
     int prev_t = t - s->n_train / s->steps;
@@ -65,7 +65,7 @@ int sampler_step_ddim(struct sd_sampler *s, int i, const float *m, float *x, sd_
 }
 
 /* PNDMScheduler._get_prev_sample: x_{prev_t} from x_t and the combined epsilon e. */
-static int pndm_prev_sample(const struct sd_sampler *s, int t, int prev_t, const float *sample, const float *e,
+static int pndm_prev_sample(const struct sampler_state *s, int t, int prev_t, const float *sample, const float *e,
                             float *out, sd_error *err) {
     if (t < 0 || t >= s->n_train || prev_t >= s->n_train)
         return sd_err(err, SD_EINTERNAL, "sampler pndm: timestep %d -> %d out of range", t, prev_t);
@@ -99,7 +99,7 @@ static int pndm_prev_sample(const struct sd_sampler *s, int t, int prev_t, const
  * timestep) restarts from evaluation 0's sample with (e1 + e0) / 2 and does not store
  * e1; later ones use the Adams-Bashforth combinations of the last 2, 3 or 4 stored e.
  */
-int sampler_step_pndm(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err) {
+int sampler_step_pndm(struct sampler_state *s, int i, const float *m, float *x, sd_error *err) {
     size_t n = s->n;
     int ratio = s->n_train / s->steps;
     int t = (int)s->timesteps[i];

@@ -20,7 +20,7 @@ static float lambda_of(float sigma, float *alpha_t, float *sigma_t) {
 }
 
 /* convert_model_output: x0 prediction from model output m at sigmas[i], into out. */
-static void convert_to_x0(const struct sd_sampler *s, int i, const float *m, const float *x, float *out) {
+static void convert_to_x0(const struct sampler_state *s, int i, const float *m, const float *x, float *out) {
     float alpha_t, sigma_t;
     sampler_sigma_to_alpha_sigma(s->sigmas[i], &alpha_t, &sigma_t);
     for (size_t k = 0; k < s->n; k++) {
@@ -39,7 +39,7 @@ static void convert_to_x0(const struct sd_sampler *s, int i, const float *m, con
 }
 
 /* Shifts the two-entry history and returns the slot for the newest output. */
-static float *push_output(struct sd_sampler *s) {
+static float *push_output(struct sampler_state *s) {
     float *older = s->hist[0];
     s->hist[0] = s->hist[1];
     s->hist[1] = older;
@@ -47,7 +47,7 @@ static float *push_output(struct sd_sampler *s) {
     return s->hist[1];
 }
 
-int sampler_step_dpmpp_2m(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err) {
+int sampler_step_dpmpp_2m(struct sampler_state *s, int i, const float *m, float *x, sd_error *err) {
     (void)err;
     size_t n = s->n;
     float *m0 = push_output(s);
@@ -108,7 +108,7 @@ static void unipc_b(float hh, int order, float *b, float *h_phi_1, float *B_h) {
  * (saved), the previous data prediction (hist[1] before the push) and the new one
  * (conv). `order` is the predictor order used on the previous step.
  */
-static void unipc_correct(struct sd_sampler *s, int i, const float *conv, float *x, int order) {
+static void unipc_correct(struct sampler_state *s, int i, const float *conv, float *x, int order) {
     size_t n = s->n;
     const float *m0 = s->hist[1];
     float alpha_t, sigma_t, alpha_s0, sigma_s0;
@@ -150,7 +150,7 @@ static void unipc_correct(struct sd_sampler *s, int i, const float *conv, float 
 }
 
 /* UniP predictor of order 1 or 2 from x at sigmas[i] to sigmas[i + 1]. */
-static void unipc_predict(struct sd_sampler *s, int i, float *x, int order) {
+static void unipc_predict(struct sampler_state *s, int i, float *x, int order) {
     size_t n = s->n;
     const float *m0 = s->hist[1];
     float alpha_t, sigma_t, alpha_s0, sigma_s0;
@@ -186,7 +186,7 @@ static void unipc_predict(struct sd_sampler *s, int i, float *x, int order) {
     }
 }
 
-int sampler_step_unipc(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err) {
+int sampler_step_unipc(struct sampler_state *s, int i, const float *m, float *x, sd_error *err) {
     (void)err;
     size_t n = s->n;
     float *conv = s->aux;

@@ -33,7 +33,7 @@ static void v_coeffs(float sigma, float *v_m, float *v_x) {
     *v_x = d;
 }
 
-int sampler_step_euler(struct sd_sampler *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err) {
+int sampler_step_euler(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err) {
     (void)err;
     size_t n = s->n;
     float sigma = s->sigmas[i];
@@ -54,7 +54,7 @@ int sampler_step_euler(struct sd_sampler *s, int i, const float *m, float *x, sd
     return 0;
 }
 
-int sampler_step_euler_a(struct sd_sampler *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err) {
+int sampler_step_euler_a(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err) {
     (void)err;
     size_t n = s->n;
     float sigma = s->sigmas[i];
@@ -105,7 +105,7 @@ static double lms_coefficient(const float *sigmas, int order, int t, int j) {
     return half * sum;
 }
 
-int sampler_step_lms(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err) {
+int sampler_step_lms(struct sampler_state *s, int i, const float *m, float *x, sd_error *err) {
     (void)err;
     size_t n = s->n;
     float sigma = s->sigmas[i];
@@ -144,7 +144,7 @@ int sampler_step_lms(struct sd_sampler *s, int i, const float *m, float *x, sd_e
  * sigma_{i+1}, remembered, and a correction that restarts from the remembered sample
  * with the mean of both derivatives. The last evaluation is a plain Euler step to 0.
  */
-int sampler_step_heun(struct sd_sampler *s, int i, const float *m, float *x, sd_error *err) {
+int sampler_step_heun(struct sampler_state *s, int i, const float *m, float *x, sd_error *err) {
     (void)err;
     size_t n = s->n;
     int second = s->heun_second;

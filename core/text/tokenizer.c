@@ -50,7 +50,7 @@ static uint64_t mix64(uint64_t x) {
 static uint64_t merge_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)(b + 1); }
 
 /* The slot of pair (a, b) in the merge table, or the empty slot where it would go. */
-static tok_merge_slot *merge_slot(const sd_tokenizer *t, uint64_t key) {
+static tok_merge_slot *merge_slot(const tokenizer_bpe *t, uint64_t key) {
     uint64_t mask = t->merge_cap - 1;
     for (uint64_t i = mix64(key) & mask;; i = (i + 1) & mask) {
         tok_merge_slot *s = &t->merge_table[i];
@@ -58,13 +58,13 @@ static tok_merge_slot *merge_slot(const sd_tokenizer *t, uint64_t key) {
     }
 }
 
-int tokenizer_merge_in_force(const sd_tokenizer *tok, int rank) {
+int tokenizer_merge_in_force(const tokenizer_bpe *tok, int rank) {
     const int32_t *p = &tok->merge_parts[2 * (size_t)rank];
     const tok_merge_slot *s = merge_slot(tok, merge_key(p[0], p[1]));
     return s->key != 0 && s->rank == rank;
 }
 
-void tokenizer_free(sd_tokenizer *tok) {
+void tokenizer_free(tokenizer_bpe *tok) {
     if (!tok) return;
     free(tok->label);
     free(tok->tokens);
@@ -79,7 +79,7 @@ void tokenizer_free(sd_tokenizer *tok) {
     free(tok);
 }
 
-int tokenizer_set_special(sd_tokenizer *tok, int which, const char *s, const char *where, sd_error *err) {
+int tokenizer_set_special(tokenizer_bpe *tok, int which, const char *s, const char *where, sd_error *err) {
     int32_t id;
     if (!strmap_get(&tok->vocab, s, strlen(s), &id))
         return sd_err(err, SD_EINPUT, "%s: %s '%s' is not in the vocabulary of %s", where, special_names[which], s,
@@ -92,7 +92,7 @@ int tokenizer_set_special(sd_tokenizer *tok, int which, const char *s, const cha
     return 0;
 }
 
-int tokenizer_check_specials(const sd_tokenizer *tok, const char *where, sd_error *err) {
+int tokenizer_check_specials(const tokenizer_bpe *tok, const char *where, sd_error *err) {
     for (int i = 0; i < TOK_NSPECIAL; i++) {
         if (i == TOK_UNK || tok->special_id[i] >= 0) continue; /* unk is never produced: every byte has a symbol */
         return sd_err(err, SD_EINPUT, "%s: %s '%s' is not in the vocabulary of %s", where, special_names[i],
@@ -101,17 +101,17 @@ int tokenizer_check_specials(const sd_tokenizer *tok, const char *where, sd_erro
     return 0;
 }
 
-int tokenizer_set_pad(sd_tokenizer *tok, const char *token, sd_error *err) {
+int tokenizer_set_pad(tokenizer_bpe *tok, const char *token, sd_error *err) {
     return tokenizer_set_special(tok, TOK_PAD, token, "tokenizer_set_pad", err);
 }
 
 /* Copies the token strings into one buffer and indexes them (id -> string, string -> id). */
-static int set_vocab(sd_tokenizer *t, char *const *tokens, int n, const char *vocab_file, sd_error *err) {
+static int set_vocab(tokenizer_bpe *t, char *const *tokens, int n, const char *vocab_file, sd_error *err) {
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         size_t len = strlen(tokens[i]);
         if (len == 0) return sd_err(err, SD_EINPUT, "%s: token %d is the empty string", vocab_file, i);
-        if (!utf8_is_valid((const unsigned char *)tokens[i], len))
+        if (!uni_utf8_is_valid((const unsigned char *)tokens[i], len))
             return sd_err(err, SD_EINPUT, "%s: token %d is not valid UTF-8", vocab_file, i);
         total += len + 1;
     }
@@ -132,13 +132,13 @@ static int set_vocab(sd_tokenizer *t, char *const *tokens, int n, const char *vo
 }
 
 /* Finds the ids of the 512 byte symbols (with and without "</w>"), which every word starts from. */
-static int set_byte_symbols(sd_tokenizer *t, const char *vocab_file, sd_error *err) {
+static int set_byte_symbols(tokenizer_bpe *t, const char *vocab_file, sd_error *err) {
     uint8_t order[256];
     tokenizer_byte_symbols(t->byte_sym, order);
     for (int i = 0; i < 512; i++) t->sym_byte[i] = -1;
     for (int b = 0; b < 256; b++) {
         unsigned char s[16];
-        int len = utf8_encode_cp(t->byte_sym[b], s);
+        int len = uni_utf8_encode_cp(t->byte_sym[b], s);
         t->sym_byte[t->byte_sym[b]] = (int16_t)b;
         if (!strmap_get(&t->vocab, s, (size_t)len, &t->byte_id[b]))
             return sd_err(err, SD_EINPUT, "%s: the byte symbol '%.*s' (byte 0x%02X) is missing; a CLIP vocabulary "
@@ -171,7 +171,7 @@ static int split_merge(const char *line, const char **a, size_t *alen, const cha
 }
 
 /* Builds the merge table: pair of ids -> (rank, id of the joined token); a later duplicate line wins. */
-static int set_merges(sd_tokenizer *t, char *const *merges, int n, const char *merges_file, int first_line,
+static int set_merges(tokenizer_bpe *t, char *const *merges, int n, const char *merges_file, int first_line,
                       sd_error *err) {
     t->n_merges = n;
     t->merge_cap = 16;
@@ -223,11 +223,11 @@ static int set_merges(sd_tokenizer *t, char *const *merges, int n, const char *m
     return rc;
 }
 
-int tokenizer_from_tables(sd_tokenizer **out, const char *label, char *const *tokens, int n_tokens,
+int tokenizer_from_tables(tokenizer_bpe **out, const char *label, char *const *tokens, int n_tokens,
                           const char *vocab_file, char *const *merges, int n_merges, const char *merges_file,
                           int first_line, sd_error *err) {
     *out = NULL;
-    sd_tokenizer *t = calloc(1, sizeof *t);
+    tokenizer_bpe *t = calloc(1, sizeof *t);
     if (!t) return sd_err(err, SD_ENOMEM, "tokenizer: out of memory");
     pthread_mutex_init(&t->cache_lock, NULL);
     strmap_init(&t->vocab);
@@ -256,7 +256,7 @@ int tokenizer_from_tables(sd_tokenizer **out, const char *label, char *const *to
 }
 
 /* Rank and result of merging ids a and b; 0 when the pair has no merge. */
-static int merge_lookup(const sd_tokenizer *t, int32_t a, int32_t b, int32_t *rank, int32_t *merged) {
+static int merge_lookup(const tokenizer_bpe *t, int32_t a, int32_t b, int32_t *rank, int32_t *merged) {
     uint64_t key = merge_key(a, b);
     const tok_merge_slot *s = merge_slot(t, key);
     if (s->key != key) return 0;
@@ -266,7 +266,7 @@ static int merge_lookup(const sd_tokenizer *t, int32_t a, int32_t b, int32_t *ra
 }
 
 /* Rank of the pair (a, b) and the id it merges into; INT32_MAX when the pair has no merge. */
-static int32_t pair_rank(const sd_tokenizer *t, int32_t a, int32_t b, int32_t *merged) {
+static int32_t pair_rank(const tokenizer_bpe *t, int32_t a, int32_t b, int32_t *merged) {
     int32_t rank;
     return merge_lookup(t, a, b, &rank, merged) ? rank : INT32_MAX;
 }
@@ -279,7 +279,7 @@ static int32_t pair_rank(const sd_tokenizer *t, int32_t a, int32_t b, int32_t *m
  * pair (sym[i], sym[i+1]) so that a round only looks up the pairs it changed:
  * a round costs O(length) integer compares, not O(length) hash lookups.
  */
-static int bpe_word(const sd_tokenizer *t, const unsigned char *bytes, int n, int32_t *out, int32_t *scratch) {
+static int bpe_word(const tokenizer_bpe *t, const unsigned char *bytes, int n, int32_t *out, int32_t *scratch) {
     int32_t *sym = scratch, *rk = scratch + n, *mg = scratch + 2 * (size_t)n;
     for (int i = 0; i < n; i++) sym[i] = i == n - 1 ? t->byte_end_id[bytes[i]] : t->byte_id[bytes[i]];
     for (int i = 0; i + 1 < n; i++) rk[i] = pair_rank(t, sym[i], sym[i + 1], &mg[i]);
@@ -322,7 +322,7 @@ static int bpe_word(const sd_tokenizer *t, const unsigned char *bytes, int n, in
 }
 
 /* Caches the ids of a word; a full cache is emptied first. Called with cache_lock held. */
-static void cache_store(sd_tokenizer *t, const unsigned char *word, size_t len, const int32_t *ids, int n) {
+static void cache_store(tokenizer_bpe *t, const unsigned char *word, size_t len, const int32_t *ids, int n) {
     if (t->cache.count >= t->cache_max_words || t->cache_len + (size_t)n + 1 > t->cache_max_ids) {
         strmap_clear(&t->cache);
         t->cache_len = 0;
@@ -359,7 +359,7 @@ static int vec_reserve(id_vec *v, size_t extra) {
 }
 
 /* Appends the BPE ids of one word (its UTF-8 bytes), through the cache. */
-static int encode_word(sd_tokenizer *t, const unsigned char *word, int len, id_vec *out, int32_t *scratch) {
+static int encode_word(tokenizer_bpe *t, const unsigned char *word, int len, id_vec *out, int32_t *scratch) {
     int32_t off;
     pthread_mutex_lock(&t->cache_lock);
     if (strmap_get(&t->cache, word, (size_t)len, &off)) {
@@ -383,7 +383,7 @@ static int encode_word(sd_tokenizer *t, const unsigned char *word, int len, id_v
 }
 
 /* Encodes into a growable vector (the shared part of tokenizer_encode and tokenizer_encode_padded). */
-static int encode_vec(sd_tokenizer *tok, const char *text, id_vec *out, sd_error *err) {
+static int encode_vec(tokenizer_bpe *tok, const char *text, id_vec *out, sd_error *err) {
     uint32_t *cps = NULL;
     size_t ncp = 0;
     int rc = tokenizer_text_clean(text, strlen(text), &cps, &ncp, NULL, err);
@@ -396,7 +396,7 @@ static int encode_vec(sd_tokenizer *tok, const char *text, id_vec *out, sd_error
     size_t np = rc == 0 ? tokenizer_text_split(cps, ncp, pieces) : 0;
     for (size_t p = 0; p < np && rc == 0; p++) {
         int len = 0;
-        for (size_t k = 0; k < pieces[p].len; k++) len += utf8_encode_cp(cps[pieces[p].start + k], word + len);
+        for (size_t k = 0; k < pieces[p].len; k++) len += uni_utf8_encode_cp(cps[pieces[p].start + k], word + len);
         int32_t id;
         if (pieces[p].kind != TOKENIZER_PIECE_WORD && strmap_get(&tok->vocab, word, (size_t)len, &id)) {
             /* "<|startoftext|>" / "<|endoftext|>" typed in the prompt are the special tokens themselves */
@@ -416,7 +416,7 @@ static int encode_vec(sd_tokenizer *tok, const char *text, id_vec *out, sd_error
     return rc;
 }
 
-int tokenizer_encode(sd_tokenizer *tok, const char *text, int32_t **ids, int *n, sd_error *err) {
+int tokenizer_encode(tokenizer_bpe *tok, const char *text, int32_t **ids, int *n, sd_error *err) {
     *ids = NULL;
     *n = 0;
     id_vec v = {0};
@@ -431,7 +431,7 @@ int tokenizer_encode(sd_tokenizer *tok, const char *text, int32_t **ids, int *n,
     return 0;
 }
 
-int tokenizer_encode_padded(sd_tokenizer *tok, const char *text, int32_t *ids, int max_len, int *n_tokens,
+int tokenizer_encode_padded(tokenizer_bpe *tok, const char *text, int32_t *ids, int max_len, int *n_tokens,
                             sd_error *err) {
     if (n_tokens) *n_tokens = 0;
     if (max_len < 2) return sd_err(err, SD_EINPUT, "tokenizer: max_len %d leaves no room for bos and eos", max_len);
@@ -451,7 +451,7 @@ int tokenizer_encode_padded(sd_tokenizer *tok, const char *text, int32_t *ids, i
     return 0;
 }
 
-int tokenizer_decode(const sd_tokenizer *tok, const int32_t *ids, int n, char **text, sd_error *err) {
+int tokenizer_decode(const tokenizer_bpe *tok, const int32_t *ids, int n, char **text, sd_error *err) {
     *text = NULL;
     size_t nbytes = 0;
     for (int i = 0; i < n; i++) {
@@ -472,7 +472,7 @@ int tokenizer_decode(const sd_tokenizer *tok, const int32_t *ids, int n, char **
     for (int i = 0; i < n; i++) {
         const char *s = tok->tokens[ids[i]];
         size_t len = strlen(s);
-        size_t m = utf8_decode_replace((const unsigned char *)s, len, cps, NULL);
+        size_t m = uni_utf8_decode_replace((const unsigned char *)s, len, cps, NULL);
         for (size_t k = 0; k < m; k++) {
             if (cps[k] >= 512 || tok->sym_byte[cps[k]] < 0) {
                 free(raw);
@@ -484,7 +484,7 @@ int tokenizer_decode(const sd_tokenizer *tok, const int32_t *ids, int n, char **
         }
     }
     /* bytes -> text with U+FFFD for invalid UTF-8 (3 bytes each at most), then "</w>" -> " " */
-    size_t ncp = utf8_decode_replace(raw, nraw, cps, NULL);
+    size_t ncp = uni_utf8_decode_replace(raw, nraw, cps, NULL);
     char *outs = malloc(4 * ncp + 1);
     if (!outs) {
         free(raw);
@@ -497,7 +497,7 @@ int tokenizer_decode(const sd_tokenizer *tok, const int32_t *ids, int n, char **
             outs[o++] = ' ';
             k += 4;
         } else {
-            o += (size_t)utf8_encode_cp(cps[k++], (unsigned char *)outs + o);
+            o += (size_t)uni_utf8_encode_cp(cps[k++], (unsigned char *)outs + o);
         }
     }
     outs[o] = 0;
@@ -507,23 +507,23 @@ int tokenizer_decode(const sd_tokenizer *tok, const int32_t *ids, int n, char **
     return 0;
 }
 
-int tokenizer_vocab_size(const sd_tokenizer *tok) { return tok->n_vocab; }
+int tokenizer_vocab_size(const tokenizer_bpe *tok) { return tok->n_vocab; }
 
-int tokenizer_merges_count(const sd_tokenizer *tok) {
+int tokenizer_merges_count(const tokenizer_bpe *tok) {
     int n = 0;
     for (int r = 0; r < tok->n_merges; r++) n += tokenizer_merge_in_force(tok, r);
     return n;
 }
 
-int32_t tokenizer_bos_id(const sd_tokenizer *tok) { return tok->special_id[TOK_BOS]; }
-int32_t tokenizer_eos_id(const sd_tokenizer *tok) { return tok->special_id[TOK_EOS]; }
-int32_t tokenizer_pad_id(const sd_tokenizer *tok) { return tok->special_id[TOK_PAD]; }
+int32_t tokenizer_bos_id(const tokenizer_bpe *tok) { return tok->special_id[TOK_BOS]; }
+int32_t tokenizer_eos_id(const tokenizer_bpe *tok) { return tok->special_id[TOK_EOS]; }
+int32_t tokenizer_pad_id(const tokenizer_bpe *tok) { return tok->special_id[TOK_PAD]; }
 
-const char *tokenizer_token(const sd_tokenizer *tok, int32_t id) {
+const char *tokenizer_token(const tokenizer_bpe *tok, int32_t id) {
     return id >= 0 && id < tok->n_vocab ? tok->tokens[id] : NULL;
 }
 
-int32_t tokenizer_token_id(const sd_tokenizer *tok, const char *token) {
+int32_t tokenizer_token_id(const tokenizer_bpe *tok, const char *token) {
     int32_t id;
     return strmap_get(&tok->vocab, token, strlen(token), &id) ? id : -1;
 }

@@ -6,7 +6,7 @@
  * see core/text/tokenizer_text.h for the text cleanup, its one deliberate gap and
  * how invalid UTF-8 is handled (replaced by U+FFFD, never an error).
  *
- *     sd_tokenizer *tok;
+ *     tokenizer_bpe *tok;
  *     if (tokenizer_load_dir(&tok, "model/tokenizer", &err) < 0) ...;
  *     int32_t ids[77];
  *     int n;
@@ -35,7 +35,7 @@
 
 #include "err.h"
 
-typedef struct sd_tokenizer sd_tokenizer;
+typedef struct tokenizer_bpe tokenizer_bpe;
 
 /* The most merges CLIP's tokenizers read: 49152 - 256 - 2 (lines 1..48894 after the header). */
 #define TOKENIZER_MAX_MERGES 48894
@@ -48,7 +48,7 @@ typedef struct sd_tokenizer sd_tokenizer;
  * wins; defaults "<|startoftext|>", "<|endoftext|>", "<|endoftext|>",
  * "<|endoftext|>"). Every error names the file and the line or token.
  */
-int tokenizer_load_dir(sd_tokenizer **out, const char *dir, sd_error *err);
+int tokenizer_load_dir(tokenizer_bpe **out, const char *dir, sd_error *err);
 
 /*
  * Loads OpenAI's bpe_simple_vocab_16e6.txt.gz (gzip, or plain text) and
@@ -56,7 +56,7 @@ int tokenizer_load_dir(sd_tokenizer **out, const char *dir, sd_error *err);
  * same with "</w>", merges 1..48894 joined, "<|startoftext|>",
  * "<|endoftext|>". Pads with "<|endoftext|>" (SD 1.x); see tokenizer_set_pad.
  */
-int tokenizer_load_openai_gz(sd_tokenizer **out, const char *path, sd_error *err);
+int tokenizer_load_openai_gz(tokenizer_bpe **out, const char *path, sd_error *err);
 
 /*
  * Builds the project's own small byte-level BPE vocabulary: up to max_merges
@@ -67,29 +67,29 @@ int tokenizer_load_openai_gz(sd_tokenizer **out, const char *path, sd_error *err
  * made without any downloaded file; save it with tokenizer_save_dir and size
  * the text encoder's embedding with tokenizer_vocab_size.
  */
-int tokenizer_build_tiny(sd_tokenizer **out, int max_merges, sd_error *err);
+int tokenizer_build_tiny(tokenizer_bpe **out, int max_merges, sd_error *err);
 
 /*
  * Writes tok as a tokenizer folder (created if needed) that
  * tokenizer_load_dir reads back to an identical tokenizer: vocab.json,
  * merges.txt, special_tokens_map.json, tokenizer_config.json.
  */
-int tokenizer_save_dir(const sd_tokenizer *tok, const char *dir, sd_error *err);
+int tokenizer_save_dir(const tokenizer_bpe *tok, const char *dir, sd_error *err);
 
-void tokenizer_free(sd_tokenizer *tok);
+void tokenizer_free(tokenizer_bpe *tok);
 
 /*
  * Pads with the token whose string is `token` from now on (e.g. "!" for
  * SD 2.x, "<|endoftext|>" for SD 1.x); fails when the vocabulary lacks it.
  */
-int tokenizer_set_pad(sd_tokenizer *tok, const char *token, sd_error *err);
+int tokenizer_set_pad(tokenizer_bpe *tok, const char *token, sd_error *err);
 
 /*
  * The BPE ids of a NUL-terminated UTF-8 prompt: no bos/eos, not truncated.
  * *ids (caller frees; NULL when *n == 0) gets *n ids. Prompts over 1 MiB
  * are refused (SD_EINPUT).
  */
-int tokenizer_encode(sd_tokenizer *tok, const char *text, int32_t **ids, int *n, sd_error *err);
+int tokenizer_encode(tokenizer_bpe *tok, const char *text, int32_t **ids, int *n, sd_error *err);
 
 /*
  * What the text encoder takes: ids[0..max_len) = bos, the first max_len - 2
@@ -97,7 +97,7 @@ int tokenizer_encode(sd_tokenizer *tok, const char *text, int32_t **ids, int *n,
  * *n_tokens (may be NULL) gets the number of BPE ids before truncation, so
  * callers can warn when it exceeds max_len - 2. max_len must be >= 2.
  */
-int tokenizer_encode_padded(sd_tokenizer *tok, const char *text, int32_t *ids, int max_len, int *n_tokens,
+int tokenizer_encode_padded(tokenizer_bpe *tok, const char *text, int32_t *ids, int max_len, int *n_tokens,
                             sd_error *err);
 
 /*
@@ -105,17 +105,17 @@ int tokenizer_encode_padded(sd_tokenizer *tok, const char *text, int32_t *ids, i
  * invalid UTF-8 replaced by U+FFFD, every "</w>" turned into a space
  * ("a photo</w>" -> "a photo "). *text is NUL-terminated; caller frees.
  */
-int tokenizer_decode(const sd_tokenizer *tok, const int32_t *ids, int n, char **text, sd_error *err);
+int tokenizer_decode(const tokenizer_bpe *tok, const int32_t *ids, int n, char **text, sd_error *err);
 
-int tokenizer_vocab_size(const sd_tokenizer *tok);
+int tokenizer_vocab_size(const tokenizer_bpe *tok);
 /* Number of merges in use (their ranks are 0..n-1 in the order saved). */
-int tokenizer_merges_count(const sd_tokenizer *tok);
-int32_t tokenizer_bos_id(const sd_tokenizer *tok);
-int32_t tokenizer_eos_id(const sd_tokenizer *tok);
-int32_t tokenizer_pad_id(const sd_tokenizer *tok);
+int tokenizer_merges_count(const tokenizer_bpe *tok);
+int32_t tokenizer_bos_id(const tokenizer_bpe *tok);
+int32_t tokenizer_eos_id(const tokenizer_bpe *tok);
+int32_t tokenizer_pad_id(const tokenizer_bpe *tok);
 /* The token string of id (byte symbols, e.g. "photograph</w>"), or NULL when id is out of range. */
-const char *tokenizer_token(const sd_tokenizer *tok, int32_t id);
+const char *tokenizer_token(const tokenizer_bpe *tok, int32_t id);
 /* The id of a token string, or -1. */
-int32_t tokenizer_token_id(const sd_tokenizer *tok, const char *token);
+int32_t tokenizer_token_id(const tokenizer_bpe *tok, const char *token);
 
 #endif

@@ -52,7 +52,7 @@ static int merge_lines(char *text, size_t len, const char *path, int require_ver
     *merges = NULL;
     *n_merges = 0;
     if (strlen(text) != len) return sd_err(err, SD_EINPUT, "%s: contains a NUL byte; is it really a merges file?", path);
-    if (!utf8_is_valid((const unsigned char *)text, len))
+    if (!uni_utf8_is_valid((const unsigned char *)text, len))
         return sd_err(err, SD_EINPUT, "%s: is not valid UTF-8; is it really a merges file?", path);
     int rc = split_lines(text, len, all, &n, path, err);
     if (rc < 0) return rc;
@@ -88,9 +88,9 @@ static int read_special_file(const char *dir, const char *name, const char *vals
                              sd_error *err) {
     static const char *const keys[TOK_NSPECIAL] = {"bos_token", "eos_token", "unk_token", "pad_token"};
     *root = NULL;
-    char *path = sd_path_join(dir, name);
+    char *path = sd_fs_path_join(dir, name);
     if (!path) return sd_err(err, SD_ENOMEM, "tokenizer: out of memory");
-    if (!sd_is_file(path)) {
+    if (!sd_fs_is_file(path)) {
         free(path);
         return 0;
     }
@@ -110,12 +110,12 @@ static int read_special_file(const char *dir, const char *name, const char *vals
 }
 
 /* The special tokens of a folder: special_tokens_map.json overrides tokenizer_config.json, as in transformers. */
-static int apply_special_files(sd_tokenizer *tok, const char *dir, sd_error *err) {
+static int apply_special_files(tokenizer_bpe *tok, const char *dir, sd_error *err) {
     const char *vals[TOK_NSPECIAL] = {NULL};
     json_t *config = NULL, *map = NULL;
     int rc = read_special_file(dir, "tokenizer_config.json", vals, &config, err);
     if (rc == 0) rc = read_special_file(dir, "special_tokens_map.json", vals, &map, err);
-    char *where = sd_path_join(dir, map ? "special_tokens_map.json" : "tokenizer_config.json");
+    char *where = sd_fs_path_join(dir, map ? "special_tokens_map.json" : "tokenizer_config.json");
     if (rc == 0 && !where) rc = sd_err(err, SD_ENOMEM, "tokenizer: out of memory");
     for (int i = 0; i < TOK_NSPECIAL && rc == 0; i++)
         if (vals[i]) rc = tokenizer_set_special(tok, i, vals[i], where, err);
@@ -132,7 +132,7 @@ static int read_vocab_json(const char *path, json_t **root_out, char ***tokens_o
     json_t *root = json_load_file(path, 0, &je);
     *root_out = root;
     if (!root) {
-        if (!sd_is_file(path)) return sd_err(err, SD_ENOTFOUND, "%s: not found (a tokenizer folder needs vocab.json)", path);
+        if (!sd_fs_is_file(path)) return sd_err(err, SD_ENOTFOUND, "%s: not found (a tokenizer folder needs vocab.json)", path);
         return sd_err(err, SD_EINPUT, "%s: not valid JSON (line %d: %s)", path, je.line, je.text);
     }
     if (!json_is_object(root)) return sd_err(err, SD_EINPUT, "%s: not a JSON object of token -> id", path);
@@ -159,21 +159,21 @@ static int read_vocab_json(const char *path, json_t **root_out, char ***tokens_o
     return 0;
 }
 
-int tokenizer_load_dir(sd_tokenizer **out, const char *dir, sd_error *err) {
+int tokenizer_load_dir(tokenizer_bpe **out, const char *dir, sd_error *err) {
     *out = NULL;
-    char *vpath = sd_path_join(dir, "vocab.json");
-    char *mpath = sd_path_join(dir, "merges.txt");
+    char *vpath = sd_fs_path_join(dir, "vocab.json");
+    char *mpath = sd_fs_path_join(dir, "merges.txt");
     json_t *root = NULL;
     char **tokens = NULL, **all = NULL, **merges = NULL, *text = NULL;
     int n_tokens = 0, n_merges = 0, rc = 0;
     size_t len = 0;
-    sd_tokenizer *tok = NULL;
+    tokenizer_bpe *tok = NULL;
     if (!vpath || !mpath) rc = sd_err(err, SD_ENOMEM, "tokenizer: out of memory");
-    if (rc == 0 && !sd_is_dir(dir)) rc = sd_err(err, SD_ENOTFOUND, "%s: tokenizer folder not found", dir);
+    if (rc == 0 && !sd_fs_is_dir(dir)) rc = sd_err(err, SD_ENOTFOUND, "%s: tokenizer folder not found", dir);
     if (rc == 0) rc = read_vocab_json(vpath, &root, &tokens, &n_tokens, err);
-    if (rc == 0 && !sd_is_file(mpath))
+    if (rc == 0 && !sd_fs_is_file(mpath))
         rc = sd_err(err, SD_ENOTFOUND, "%s: not found (a tokenizer folder needs merges.txt)", mpath);
-    if (rc == 0) rc = sd_read_file(mpath, &text, &len, err);
+    if (rc == 0) rc = sd_fs_read_file(mpath, &text, &len, err);
     if (rc == 0) rc = merge_lines(text, len, mpath, 1, &all, &merges, &n_merges, err);
     if (rc == 0) rc = tokenizer_from_tables(&tok, dir, tokens, n_tokens, vpath, merges, n_merges, mpath, 2, err);
     if (rc == 0) rc = apply_special_files(tok, dir, err);
@@ -196,7 +196,7 @@ int tokenizer_load_dir(sd_tokenizer **out, const char *dir, sd_error *err) {
 static int read_gz(const char *path, char **out, size_t *len, sd_error *err) {
     *out = NULL;
     *len = 0;
-    if (!sd_is_file(path)) return sd_err(err, SD_ENOTFOUND, "%s: not found", path);
+    if (!sd_fs_is_file(path)) return sd_err(err, SD_ENOTFOUND, "%s: not found", path);
     gzFile gz = gzopen(path, "rb");
     if (!gz) return sd_err(err, SD_EIO, "%s: cannot open", path);
     size_t cap = 1 << 20, n = 0;
@@ -244,7 +244,7 @@ static int read_gz(const char *path, char **out, size_t *len, sd_error *err) {
     return 0;
 }
 
-int tokenizer_load_openai_gz(sd_tokenizer **out, const char *path, sd_error *err) {
+int tokenizer_load_openai_gz(tokenizer_bpe **out, const char *path, sd_error *err) {
     *out = NULL;
     char *text = NULL, **all = NULL, **merges = NULL, **tokens = NULL, *joined = NULL;
     int n_merges = 0;
@@ -267,7 +267,7 @@ int tokenizer_load_openai_gz(sd_tokenizer **out, const char *path, sd_error *err
         char *p = joined;
         for (int k = 0; k < 512; k++) {
             tokens[k] = p;
-            p += utf8_encode_cp(sym[order[k % 256]], (unsigned char *)p);
+            p += uni_utf8_encode_cp(sym[order[k % 256]], (unsigned char *)p);
             if (k >= 256) {
                 memcpy(p, "</w>", 4);
                 p += 4;
@@ -288,7 +288,7 @@ int tokenizer_load_openai_gz(sd_tokenizer **out, const char *path, sd_error *err
         tokens[512 + n_merges] = "<|startoftext|>";
         tokens[513 + n_merges] = "<|endoftext|>";
     }
-    sd_tokenizer *tok = NULL;
+    tokenizer_bpe *tok = NULL;
     if (rc == 0) rc = tokenizer_from_tables(&tok, path, tokens, n_tokens, path, merges, n_merges, path, 2, err);
     if (rc == 0) rc = tokenizer_check_specials(tok, path, err);
     if (rc < 0) {
@@ -305,16 +305,16 @@ int tokenizer_load_openai_gz(sd_tokenizer **out, const char *path, sd_error *err
 
 /* Writes a string into dir/name atomically. */
 static int write_text(const char *dir, const char *name, const char *text, size_t len, sd_error *err) {
-    char *path = sd_path_join(dir, name);
+    char *path = sd_fs_path_join(dir, name);
     if (!path) return sd_err(err, SD_ENOMEM, "tokenizer: out of memory");
-    sd_atomic_file af;
-    int rc = sd_atomic_open(&af, path, err);
+    sd_fs_atomic_file af;
+    int rc = sd_fs_atomic_open(&af, path, err);
     if (rc == 0) {
-        rc = sd_atomic_write(&af, text, len, err);
+        rc = sd_fs_atomic_write(&af, text, len, err);
         if (rc == 0)
-            rc = sd_atomic_commit(&af, err);
+            rc = sd_fs_atomic_commit(&af, err);
         else
-            sd_atomic_abort(&af);
+            sd_fs_atomic_abort(&af);
     }
     free(path);
     return rc;
@@ -339,7 +339,7 @@ static int write_json(const char *dir, const char *name, json_t *obj, sd_error *
 }
 
 /* special_tokens_map.json and tokenizer_config.json with tok's special tokens. */
-static json_t *specials_json(const sd_tokenizer *tok, int config) {
+static json_t *specials_json(const tokenizer_bpe *tok, int config) {
     json_t *o = json_object();
     if (!o) return NULL;
     int bad = 0;
@@ -359,8 +359,8 @@ static json_t *specials_json(const sd_tokenizer *tok, int config) {
     return o;
 }
 
-int tokenizer_save_dir(const sd_tokenizer *tok, const char *dir, sd_error *err) {
-    int rc = sd_mkdirs(dir, err);
+int tokenizer_save_dir(const tokenizer_bpe *tok, const char *dir, sd_error *err) {
+    int rc = sd_fs_mkdirs(dir, err);
     if (rc < 0) return rc;
 
     /* vocab.json in id order */

@@ -1,5 +1,5 @@
 /*
- * tokenizer_impl.h - the insides of sd_tokenizer, shared by the tokenizer's
+ * tokenizer_impl.h - the insides of tokenizer_bpe, shared by the tokenizer's
  * own files (tokenizer.c: tables, BPE, encode/decode; tokenizer_files.c:
  * reading and writing the file formats; tokenizer_tiny.c: the built-in
  * vocabulary). Nothing else should include it.
@@ -22,7 +22,7 @@ typedef struct tok_merge_slot {
 /* The special tokens by string; index with TOK_SPECIAL_*. */
 enum { TOK_BOS = 0, TOK_EOS = 1, TOK_UNK = 2, TOK_PAD = 3, TOK_NSPECIAL = 4 };
 
-struct sd_tokenizer {
+struct tokenizer_bpe {
     char *label;            /* where it came from, for messages */
 
     int n_vocab;
@@ -60,17 +60,17 @@ void tokenizer_byte_symbols(uint32_t sym_of_byte[256], uint8_t byte_order[256]);
  * "<merges_file> line <i + first_line>". Special tokens get the CLIP defaults (id -1 where the
  * vocabulary lacks one; see tokenizer_check_specials).
  */
-int tokenizer_from_tables(sd_tokenizer **out, const char *label, char *const *tokens, int n_tokens,
+int tokenizer_from_tables(tokenizer_bpe **out, const char *label, char *const *tokens, int n_tokens,
                           const char *vocab_file, char *const *merges, int n_merges, const char *merges_file,
                           int first_line, sd_error *err);
 
 /* Sets special token `which` (TOK_*) to the token string s; fails when the vocabulary lacks it. */
-int tokenizer_set_special(sd_tokenizer *tok, int which, const char *s, const char *where, sd_error *err);
+int tokenizer_set_special(tokenizer_bpe *tok, int which, const char *s, const char *where, sd_error *err);
 
 /* Fails unless bos, eos and pad are tokens of the vocabulary (call after the special tokens are final). */
-int tokenizer_check_specials(const sd_tokenizer *tok, const char *where, sd_error *err);
+int tokenizer_check_specials(const tokenizer_bpe *tok, const char *where, sd_error *err);
 
 /* 1 if merge line `rank` is the one in force for its pair (a later duplicate line overrides an earlier one). */
-int tokenizer_merge_in_force(const sd_tokenizer *tok, int rank);
+int tokenizer_merge_in_force(const tokenizer_bpe *tok, int rank);
 
 #endif

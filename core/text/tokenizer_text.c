@@ -31,7 +31,7 @@ int tokenizer_text_clean(const char *text, size_t len, uint32_t **out, size_t *n
         free(b);
         return sd_err(err, SD_ENOMEM, "tokenizer: out of memory for a prompt of %zu bytes", len);
     }
-    size_t m = utf8_decode_replace((const unsigned char *)text, len, a, n_bad);
+    size_t m = uni_utf8_decode_replace((const unsigned char *)text, len, a, n_bad);
     m = html_unescape(a, m, b);
     m = html_unescape(b, m, a);
 

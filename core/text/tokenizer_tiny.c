@@ -147,7 +147,7 @@ static int corpus_words(const int32_t byte_tok[256], const int32_t byte_end_tok[
     size_t np = rc == 0 ? tokenizer_text_split(cps, ncp, pieces) : 0;
     for (size_t p = 0; p < np && rc == 0; p++) {
         int len = 0;
-        for (size_t k = 0; k < pieces[p].len; k++) len += utf8_encode_cp(cps[pieces[p].start + k], buf + len);
+        for (size_t k = 0; k < pieces[p].len; k++) len += uni_utf8_encode_cp(cps[pieces[p].start + k], buf + len);
         int32_t w;
         if (strmap_get(&seen, buf, (size_t)len, &w)) {
             words[w].count++;
@@ -244,7 +244,7 @@ static int learn_merges(tiny_vocab *v, tiny_word *words, int nw, int max_merges,
     return rc;
 }
 
-int tokenizer_build_tiny(sd_tokenizer **out, int max_merges, sd_error *err) {
+int tokenizer_build_tiny(tokenizer_bpe **out, int max_merges, sd_error *err) {
     *out = NULL;
     if (max_merges < 0 || max_merges > TOKENIZER_MAX_MERGES)
         return sd_err(err, SD_EINPUT, "tokenizer: max_merges %d must be 0..%d", max_merges, TOKENIZER_MAX_MERGES);
@@ -263,7 +263,7 @@ int tokenizer_build_tiny(sd_tokenizer **out, int max_merges, sd_error *err) {
     for (int k = 0; k < 512 && rc == 0; k++) {
         unsigned char s[8];
         int b = order[k % 256];
-        int len = utf8_encode_cp(sym[b], s);
+        int len = uni_utf8_encode_cp(sym[b], s);
         if (k >= 256) {
             memcpy(s + len, "</w>", 4);
             len += 4;

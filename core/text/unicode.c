@@ -126,7 +126,7 @@ static int utf8_scan(const unsigned char *s, size_t n, uint32_t *cp, size_t *val
     return len;
 }
 
-size_t utf8_decode_replace(const unsigned char *s, size_t n, uint32_t *out, size_t *n_bad) {
+size_t uni_utf8_decode_replace(const unsigned char *s, size_t n, uint32_t *out, size_t *n_bad) {
     size_t i = 0, m = 0, bad = 0;
     while (i < n) {
         uint32_t cp;
@@ -145,7 +145,7 @@ size_t utf8_decode_replace(const unsigned char *s, size_t n, uint32_t *out, size
     return m;
 }
 
-int utf8_is_valid(const unsigned char *s, size_t n) {
+int uni_utf8_is_valid(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         uint32_t cp;
@@ -157,7 +157,7 @@ int utf8_is_valid(const unsigned char *s, size_t n) {
     return 1;
 }
 
-int utf8_encode_cp(uint32_t cp, unsigned char out[4]) {
+int uni_utf8_encode_cp(uint32_t cp, unsigned char out[4]) {
     if (cp < 0x80) {
         out[0] = (unsigned char)cp;
         return 1;

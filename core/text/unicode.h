@@ -55,13 +55,13 @@ uint32_t uni_ascii_fold(uint32_t cp);
  * U+FFFD in all). Returns the number of code points; *n_bad gets the number of
  * replacements (may be NULL).
  */
-size_t utf8_decode_replace(const unsigned char *s, size_t n, uint32_t *out, size_t *n_bad);
+size_t uni_utf8_decode_replace(const unsigned char *s, size_t n, uint32_t *out, size_t *n_bad);
 
 /* Encodes one code point (<= 0x10FFFF) as UTF-8 into out; returns the byte count (1..4). */
-int utf8_encode_cp(uint32_t cp, unsigned char out[4]);
+int uni_utf8_encode_cp(uint32_t cp, unsigned char out[4]);
 
 /* 1 if s[0..n) is well-formed UTF-8 (no surrogates, no overlongs), else 0. */
-int utf8_is_valid(const unsigned char *s, size_t n);
+int uni_utf8_is_valid(const unsigned char *s, size_t n);
 
 /* Generated tables (core/text/unicode_tables.c). */
 typedef struct uni_class_range {
