@@ -93,6 +93,37 @@ static void split_tiles(int M, int N, int threads, int *tm, int *tn) {
 
 /* ---- linear and matmul ------------------------------------------------ */
 
+/*
+ * c[M, N] (+)= a[M, K] * b (+ bias[N] on every row), b [K, N], or b [N, K]
+ * used transposed when trans_b. The output is cut into tiles planned for
+ * ops_plan_threads() threads (split_tiles), run on ops_get_threads(), one
+ * sgemm per tile; the bias is added while the tile is hot. Shared by
+ * ops_linear and ops_matmul.
+ */
+static void gemm_tiled(int trans_b, int M, int N, int K, const float *a, int lda, const float *b, int ldb,
+                       int accumulate, const float *bias, float *c, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    int threads = ops_get_threads(), tm, tn;
+    split_tiles(M, N, ops_plan_threads(), &tm, &tn);
+    int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int t = 0; t < mt * nt; t++) {
+        int m0 = (t / nt) * tm, n0 = (t % nt) * tn;
+        int mm = M - m0 < tm ? M - m0 : tm, nn = N - n0 < tn ? N - n0 : tn;
+        const float *bp = trans_b ? b + (size_t)n0 * ldb : b + n0;
+        float *ct = c + (size_t)m0 * ldc + n0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, mm, nn, K, 1.0f,
+                    a + (size_t)m0 * lda, lda, bp, ldb, accumulate ? 1.0f : 0.0f, ct, ldc);
+        if (bias) {
+            for (int i = 0; i < mm; i++) {
+                float *row = ct + (size_t)i * ldc;
+#pragma omp simd
+                for (int j = 0; j < nn; j++) row[j] += bias[n0 + j];
+            }
+        }
+    }
+}
+
 int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, const sd_tensor *b, int N,
                int accumulate, ops_arena *scratch, sd_error *err) {
     if (sd_tensor_numel(w) != (int64_t)N * K || (b && sd_tensor_numel(b) != N))
@@ -106,24 +137,7 @@ int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, con
         ops_arena_release(scratch, mark);
         return err ? err->code : SD_ENOMEM;
     }
-    int threads = ops_get_threads(), tm, tn;
-    split_tiles(M, N, ops_plan_threads(), &tm, &tn);
-    int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int t = 0; t < mt * nt; t++) {
-        int m0 = (t / nt) * tm, n0 = (t % nt) * tn;
-        int mm = M - m0 < tm ? M - m0 : tm, nn = N - n0 < tn ? N - n0 : tn;
-        float *c = out + (size_t)m0 * N + n0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mm, nn, K, 1.0f, x + (size_t)m0 * K, K,
-                    wf + (size_t)n0 * K, K, accumulate ? 1.0f : 0.0f, c, N);
-        if (bf) {
-            for (int i = 0; i < mm; i++) {
-                float *row = c + (size_t)i * N;
-#pragma omp simd
-                for (int j = 0; j < nn; j++) row[j] += bf[n0 + j];
-            }
-        }
-    }
+    gemm_tiled(1, M, N, K, x, K, wf, K, accumulate, bf, out, N);
     ops_arena_release(scratch, mark);
     prof_end(PROF_LINEAR, t0, 2.0 * M * N * K);
     return 0;
@@ -133,17 +147,7 @@ void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int 
                 int trans_b, int accumulate) {
     if (M <= 0 || N <= 0) return;
     double t0 = prof_begin();
-    int threads = ops_get_threads(), tm, tn;
-    split_tiles(M, N, ops_plan_threads(), &tm, &tn);
-    int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int t = 0; t < mt * nt; t++) {
-        int m0 = (t / nt) * tm, n0 = (t % nt) * tn;
-        int mm = M - m0 < tm ? M - m0 : tm, nn = N - n0 < tn ? N - n0 : tn;
-        const float *bp = trans_b ? b + (size_t)n0 * ldb : b + n0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, mm, nn, K, 1.0f,
-                    a + (size_t)m0 * lda, lda, bp, ldb, accumulate ? 1.0f : 0.0f, c + (size_t)m0 * ldc + n0, ldc);
-    }
+    gemm_tiled(trans_b, M, N, K, a, lda, b, ldb, accumulate, NULL, c, ldc);
     prof_end(PROF_MATMUL, t0, 2.0 * M * N * K);
 }
 
