@@ -42,11 +42,8 @@
 #define AVX_KV_BLOCK 512
 #define KEY_PAD 64
 
-static int attention_kernel = OPS_ATTN_AUTO;
-
-void ops_set_attention_kernel(int kernel) { attention_kernel = kernel; }
-
-static int use_avx512(void) { return HAVE_AVX512_ATTENTION && attention_kernel != OPS_ATTN_BLAS; }
+/* Whether ctx's attention kernel is the AVX-512 one (AUTO, in builds that have it). */
+static int use_avx512(const ops_ctx *ctx) { return HAVE_AVX512_ATTENTION && ctx->attn_kernel != OPS_ATTN_BLAS; }
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 static int imin(int a, int b) { return a < b ? a : b; }
@@ -71,9 +68,9 @@ static void plan_attention(attn_plan *p, const ops_attn_desc *d, int avx) {
     p->thread_floats = round16((size_t)p->tq * lds + (size_t)p->tq * p->ldo + 2 * (size_t)p->tq);
 }
 
-size_t ops_attention_workspace(const ops_attn_desc *d, int threads) {
+size_t ops_attention_workspace(const ops_attn_desc *d, int threads, const ops_ctx *ctx) {
     attn_plan p;
-    plan_attention(&p, d, use_avx512());
+    plan_attention(&p, d, use_avx512(ctx));
     return (p.kt_floats + p.thread_floats * (size_t)(threads > 0 ? threads : 1)) * sizeof(float);
 }
 
@@ -300,16 +297,16 @@ static void attn_tile_avx512(float *out, const float *q, const float *v, const f
 /* ---- entry point ----------------------------------------------------------- */
 
 int ops_attention(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d, void *ws,
-                  size_t ws_bytes, sd_error *err) {
+                  size_t ws_bytes, const ops_ctx *ctx, sd_error *err) {
     int threads = ops_get_threads();
     if (d->n_q <= 0 || d->batch <= 0 || d->heads <= 0) return 0;
     if (d->n_kv <= 0 || d->head_dim <= 0)
         return sd_err(err, SD_EINTERNAL, "attention: %d keys of dimension %d", d->n_kv, d->head_dim);
-    if (ws_bytes < ops_attention_workspace(d, threads) || ((uintptr_t)ws & 63))
+    if (ws_bytes < ops_attention_workspace(d, threads, ctx) || ((uintptr_t)ws & 63))
         return sd_err(err, SD_EINTERNAL, "attention: workspace of %zu bytes, need %zu (64-byte aligned)", ws_bytes,
-                      ops_attention_workspace(d, threads));
+                      ops_attention_workspace(d, threads, ctx));
     double t0 = prof_begin();
-    int avx = use_avx512();
+    int avx = use_avx512(ctx);
     attn_plan p;
     plan_attention(&p, d, avx);
 #if HAVE_AVX512_ATTENTION

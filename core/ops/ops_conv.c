@@ -388,7 +388,7 @@ static void merged_gemm_item(const conv_plan *p, float *out, const float *wf, co
         }
 }
 
-int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *scratch, sd_error *err) {
+int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx, sd_error *err) {
     int64_t wn = (int64_t)d->out_ch * d->in_ch * d->k_h * d->k_w;
     if (sd_tensor_numel(d->weight) != wn || (d->bias && sd_tensor_numel(d->bias) != d->out_ch))
         return sd_err(err, SD_EINTERNAL, "conv2d: weight '%s' does not hold [%d, %d, %d, %d]", d->weight->name,
@@ -400,17 +400,18 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
                                 d->k_w, p.ih, p.iw);
     if (d->batch <= 0 || d->out_ch <= 0) return 0;
     double t0 = prof_begin();
-    if (conv_winograd_pick(d, p.oh, p.ow)) {
-        int rc = conv_winograd_run(out, x, d, ops_plan_threads(), threads, scratch, err);
+    if (conv_winograd_pick(d, p.oh, p.ow, ctx->conv_kernel)) {
+        int rc = conv_winograd_run(out, x, d, ops_plan_threads(), threads, ctx, err);
         prof_end(PROF_CONV3, t0, 2.0 * d->batch * d->out_ch * (double)p.K * p.P);
         return rc;
     }
+    ops_arena *scratch = &ctx->scratch;
     ops_mark mark = ops_arena_mark(scratch);
     int rc = 0;
     double tw = prof_begin();
-    const float *wf = p.taps ? widen_taps(d, scratch, threads, err) : ops_weight_f32(d->weight, scratch, err);
+    const float *wf = p.taps ? widen_taps(d, scratch, threads, err) : ops_weight_f32(d->weight, ctx, err);
     if (p.taps) prof_end(PROF_WIDEN, tw, 0);
-    const float *bf = wf && d->bias ? ops_weight_f32(d->bias, scratch, err) : NULL;
+    const float *bf = wf && d->bias ? ops_weight_f32(d->bias, ctx, err) : NULL;
     float *tin_all = NULL, *col_all = NULL, *cbuf_all = NULL;
     size_t tin_copies = p.merged ? (size_t)d->batch : (size_t)threads, col_copies = p.merged ? 1 : (size_t)threads;
     if (wf && (!d->bias || bf) && p.tin_floats) tin_all = ops_arena_floats(scratch, p.tin_floats * tin_copies, err);

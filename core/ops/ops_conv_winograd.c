@@ -68,16 +68,13 @@
 #define WINO_SHARED_STRIP_TILES 512             /* shared: GEMM columns per item, about */
 #define WINO_SHARED_CH 16                       /* shared: input channels per input-transform unit */
 
-static int conv_kernel = OPS_CONV_AUTO;
 static size_t shared_v_bytes = WINO_SHARED_V_BYTES;
-
-void ops_set_conv_kernel(int kernel) { conv_kernel = kernel; }
 
 void conv_winograd_set_shared_limit(size_t bytes) { shared_v_bytes = bytes ? bytes : WINO_SHARED_V_BYTES; }
 
-int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow) {
-    if (d->k_h != 3 || d->k_w != 3 || d->stride != 1 || oh < 1 || ow < 1 || conv_kernel == OPS_CONV_GEMM) return 0;
-    if (conv_kernel == OPS_CONV_WINOGRAD) return 1;
+int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow, ops_conv_kernel kernel) {
+    if (d->k_h != 3 || d->k_w != 3 || d->stride != 1 || oh < 1 || ow < 1 || kernel == OPS_CONV_GEMM) return 0;
+    if (kernel == OPS_CONV_WINOGRAD) return 1;
     return d->in_ch >= WINO_MIN_IN && d->out_ch >= WINO_MIN_IN && ((oh + 1) / 2) * ((ow + 1) / 2) >= WINO_MIN_TILES;
 }
 
@@ -421,16 +418,17 @@ static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, 
 #endif
 
 int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int plan_threads, int threads,
-                      ops_arena *a, sd_error *err) {
+                      ops_ctx *ctx, sd_error *err) {
     wino_plan p;
     plan_winograd(&p, d, plan_threads);
     int M = d->out_ch, C = d->in_ch, rc = 0;
     size_t in_img = (size_t)C * d->in_h * d->in_w, per_thread = bufs_floats(&p);
+    ops_arena *a = &ctx->scratch;
     ops_mark mark = ops_arena_mark(a);
     /* strips: U of all filters; shared: V of the whole batch */
     size_t big = 16 * (p.shared ? p.vxs : p.uxs);
     float *all = ops_arena_floats(a, big, err);
-    const float *bf = all && d->bias ? ops_weight_f32(d->bias, a, err) : NULL;
+    const float *bf = all && d->bias ? ops_weight_f32(d->bias, ctx, err) : NULL;
     float *work = all && (!d->bias || bf) ? ops_arena_floats(a, per_thread * threads, err) : NULL;
     if (!work) {
         rc = err ? err->code : SD_ENOMEM;

@@ -47,11 +47,11 @@ int ops_get_threads(void) {
 
 /* ---- weights ---------------------------------------------------------- */
 
-const float *ops_weight_f32(const sd_tensor *w, ops_arena *a, sd_error *err) {
+const float *ops_weight_f32(const sd_tensor *w, ops_ctx *ctx, sd_error *err) {
     const float *view = sd_tensor_f32_view(w);
     if (view) return view;
     size_t n = (size_t)sd_tensor_numel(w);
-    float *dst = ops_arena_floats(a, n, err);
+    float *dst = ops_arena_floats(&ctx->scratch, n, err);
     if (!dst) return NULL;
     double t0 = prof_begin();
     size_t esz = sd_dtype_size(w->dtype);
@@ -125,26 +125,26 @@ static void gemm_tiled(int trans_b, int M, int N, int K, const float *a, int lda
 }
 
 int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, const sd_tensor *b, int N,
-               int accumulate, ops_arena *scratch, sd_error *err) {
+               int accumulate, ops_ctx *ctx, sd_error *err) {
     if (sd_tensor_numel(w) != (int64_t)N * K || (b && sd_tensor_numel(b) != N))
         return sd_err(err, SD_EINTERNAL, "linear: weight '%s' does not hold [%d, %d]", w->name, N, K);
     if (M <= 0) return 0;
     double t0 = prof_begin();
-    ops_mark mark = ops_arena_mark(scratch);
-    const float *wf = ops_weight_f32(w, scratch, err);
-    const float *bf = wf && b ? ops_weight_f32(b, scratch, err) : NULL;
+    ops_mark mark = ops_arena_mark(&ctx->scratch);
+    const float *wf = ops_weight_f32(w, ctx, err);
+    const float *bf = wf && b ? ops_weight_f32(b, ctx, err) : NULL;
     if (!wf || (b && !bf)) {
-        ops_arena_release(scratch, mark);
+        ops_arena_release(&ctx->scratch, mark);
         return err ? err->code : SD_ENOMEM;
     }
     gemm_tiled(1, M, N, K, x, K, wf, K, accumulate, bf, out, N);
-    ops_arena_release(scratch, mark);
+    ops_arena_release(&ctx->scratch, mark);
     prof_end(PROF_LINEAR, t0, 2.0 * M * N * K);
     return 0;
 }
 
 void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M, int N, int K,
-                int trans_b, int accumulate) {
+                int trans_b, int accumulate, const ops_ctx *ctx) {
     if (M <= 0 || N <= 0) return;
     double t0 = prof_begin();
     gemm_tiled(trans_b, M, N, K, a, lda, b, ldb, accumulate, NULL, c, ldc);
