@@ -153,6 +153,21 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
     ops_ctx_free(&ctx);
 }
 
+/*
+ * want[M, N] = alpha * a[M, K] b + beta * c in double, b [K, N] or, when tb,
+ * [N, K] used transposed; beta = 0 does not read c.
+ */
+static void gemm_naive(double *want, int M, int N, int K, double alpha, const float *a, int lda, const float *b,
+                       int ldb, int tb, double beta, const float *c, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += (double)a[(size_t)i * lda + k] * (tb ? b[(size_t)j * ldb + k] : b[(size_t)k * ldb + j]);
+            want[(size_t)i * N + j] = alpha * s + (beta != 0 ? beta * c[(size_t)i * ldc + j] : 0);
+        }
+}
+
 static void test_matmul_matches_naive_with_and_without_transpose(void **state) {
     (void)state;
     ops_ctx ctx;
@@ -165,17 +180,46 @@ static void test_matmul_matches_naive_with_and_without_transpose(void **state) {
         float *C = rand_floats((size_t)M * ldc, 1);
         double *want = malloc((size_t)M * N * sizeof(double));
         float *got = malloc((size_t)M * N * sizeof(float));
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                double s = acc ? C[(size_t)i * ldc + j] : 0;
-                for (int k = 0; k < K; k++)
-                    s += (double)A[(size_t)i * lda + k] * (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
-                want[(size_t)i * N + j] = s;
-            }
+        gemm_naive(want, M, N, K, 1, A, lda, B, ldb, tb, acc, C, ldc);
         ops_matmul(C, ldc, A, lda, B, ldb, M, N, K, tb, acc, &ctx);
         for (int i = 0; i < M; i++) memcpy(got + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * sizeof(float));
         expect_near("matmul", got, want, (size_t)M * N, 1e-5);
         free(A), free(B), free(C), free(want), free(got);
+    }
+    ops_ctx_free(&ctx);
+}
+
+/*
+ * ops_gemm, the one GEMM every kernel calls: c = alpha a b + beta c with
+ * both layouts of b, leading dimensions wider than the matrices (columns
+ * outside are untouched), and beta = 0 overwriting whatever c held (the
+ * attention and convolution routes hand it uninitialized tiles).
+ */
+static void test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose(void **state) {
+    (void)state;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    for (int rep = 0; rep < 8; rep++) {
+        int M = tu_irand(1, 70), N = tu_irand(1, 90), K = tu_irand(1, 50), tb = rep % 2;
+        float alpha = rep % 4 < 2 ? 1.0f : 0.37f, beta = rep % 3 == 0 ? 0.0f : rep % 3 == 1 ? 1.0f : -0.5f;
+        int lda = K + tu_irand(0, 3), ldb = (tb ? K : N) + tu_irand(0, 3), ldc = N + tu_irand(0, 3);
+        float *A = rand_floats((size_t)M * lda, 1), *B = rand_floats((size_t)(tb ? N : K) * ldb, 1);
+        float *C = rand_floats((size_t)M * ldc, 1), *C0 = malloc((size_t)M * ldc * sizeof(float));
+        double *want = malloc((size_t)M * N * sizeof(double));
+        float *got = malloc((size_t)M * N * sizeof(float));
+        if (beta == 0.0f)
+            for (int i = 0; i < M; i++) C[(size_t)i * ldc] = NAN; /* must not leak into the result */
+        memcpy(C0, C, (size_t)M * ldc * sizeof(float));
+        gemm_naive(want, M, N, K, alpha, A, lda, B, ldb, tb, beta, C, ldc);
+        ops_gemm(&ctx, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        for (int i = 0; i < M; i++) {
+            memcpy(got + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * sizeof(float));
+            for (int j = N; j < ldc; j++) assert_true(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j]);
+        }
+        char label[96];
+        snprintf(label, sizeof label, "gemm M%d N%d K%d trans_b %d alpha %g beta %g", M, N, K, tb, alpha, beta);
+        expect_near(label, got, want, (size_t)M * N, 1e-5);
+        free(A), free(B), free(C), free(C0), free(want), free(got);
     }
     ops_ctx_free(&ctx);
 }
@@ -642,6 +686,8 @@ int main(void) {
         cmocka_unit_test(test_activations_softmax_and_geglu_match_naive),
         cmocka_unit_test(test_upsample_concat_and_transposes_move_the_right_elements),
         cmocka_unit_test(test_arena_reuses_memory_after_release_and_keeps_alignment),
+        /* last: its random shapes would shift every later test's */
+        cmocka_unit_test(test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }

@@ -29,10 +29,14 @@
  * size, so no step after the first calls malloc. Kernels release what they
  * took before they return, so scratch use is strictly nested.
  *
+ * GEMMs. Every matrix product of the kernels is an ops_gemm call, the one
+ * place that picks how to multiply (ctx->precision): for float32, OpenBLAS
+ * cblas_sgemm.
+ *
  * Threads. All parallelism is OpenMP over the outer loops of each kernel
- * (output tiles, rows, channels, heads). GEMMs are OpenBLAS cblas_sgemm calls
- * made from inside those loops on single-threaded OpenBLAS: two thread pools
- * (OpenBLAS's and OpenMP's) spinning on the same cores cost up to 45% here.
+ * (output tiles, rows, channels, heads). GEMMs are made from inside those
+ * loops on single-threaded OpenBLAS: two thread pools (OpenBLAS's and
+ * OpenMP's) spinning on the same cores cost up to 45% here.
  * ops_set_threads(n) sets both knobs accordingly; call it once at start-up.
  *
  *     ops_set_threads(0);                         // all cores
@@ -118,7 +122,7 @@ void ops_arena_free(ops_arena *a);
 
 /* ---- kernel context --------------------------------------------------- */
 
-/* What the kernels' GEMMs multiply in. Float32 only, for now. */
+/* What ops_gemm multiplies in. Float32 only, for now. */
 typedef enum ops_precision { OPS_PRECISION_FP32 = 0 } ops_precision;
 
 /*
@@ -146,7 +150,7 @@ struct ops_comm;
 
 typedef struct ops_ctx {
     ops_arena scratch;           /* temporary memory of the kernels (a network's activations too) */
-    ops_precision precision;     /* what GEMMs compute in */
+    ops_precision precision;     /* what ops_gemm computes in */
     ops_conv_kernel conv_kernel; /* route of stride-1 3x3 convolutions */
     ops_attn_kernel attn_kernel; /* implementation of ops_attention */
     const struct ops_comm *comm; /* NULL: this process computes every output alone */
@@ -168,6 +172,15 @@ const float *ops_weight_f32(const sd_tensor *w, ops_ctx *ctx, sd_error *err);
 /* ---- matrix products -------------------------------------------------- */
 
 /*
+ * c[M, N] = alpha * a[M, K] * b + beta * c, row-major, with b [K, N], or
+ * b [N, K] used transposed when trans_b (leading dimensions lda, ldb, ldc).
+ * One GEMM on the calling thread: kernels call it from inside their OpenMP
+ * loops. beta = 0 ignores what c held (NaN included).
+ */
+void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
+              const float *b, int ldb, float beta, float *c, int ldc);
+
+/*
  * out[M, N] = x[M, K] * w[N, K]^T + b[N]  (a PyTorch nn.Linear on M rows).
  * b may be NULL. accumulate = 1 adds the result to out (a fused residual).
  */
@@ -184,8 +197,8 @@ void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int 
 
 /*
  * GFLOP/s of a size^3 OpenBLAS sgemm on ops_get_threads() cores, threaded by
- * OpenBLAS itself: the machine's reference speed that benchmarks compare
- * against. 0 when out of memory.
+ * OpenBLAS itself (not through ops_gemm): the machine's reference speed that
+ * benchmarks compare against. 0 when out of memory.
  */
 double ops_sgemm_reference_gflops(int size, int reps);
 

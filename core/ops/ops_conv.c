@@ -38,7 +38,6 @@
  */
 #include "ops.h"
 
-#include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
@@ -368,11 +367,10 @@ static void merged_col_unit(const conv_plan *p, const float *x, float *tin_all, 
 
 /* Merged route, phase 2: output channels [m0, m0 + mm) of every image; cbuf [mm, batch*P] is the item's. */
 static void merged_gemm_item(const conv_plan *p, float *out, const float *wf, const float *bias, const float *col,
-                             float *cbuf, int m0, int mm) {
+                             float *cbuf, int m0, int mm, const ops_ctx *ctx) {
     const ops_conv_desc *d = p->d;
     int B = d->batch, P = p->P, N = B * P;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, N, p->K, 1.0f, wf + (size_t)m0 * p->K, p->K, col, N,
-                0.0f, cbuf, N);
+    ops_gemm(ctx, 0, mm, N, p->K, 1.0f, wf + (size_t)m0 * p->K, p->K, col, N, 0.0f, cbuf, N);
     for (int b = 0; b < B; b++)
         for (int m = m0; m < m0 + mm; m++) {
             float add = (bias ? bias[m] : 0.0f) + (d->chan_add ? d->chan_add[(size_t)b * d->out_ch + m] : 0.0f);
@@ -441,7 +439,7 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
             int oy0 = s * p.rows, oy1 = oy0 + p.rows < p.oh ? oy0 + p.rows : p.oh;
             int m0 = mc * p.mchunk, mm = d->out_ch - m0 < p.mchunk ? d->out_ch - m0 : p.mchunk;
             if (p.merged) {
-                merged_gemm_item(&p, out, wf, bf, col_all, cbuf, m0, mm);
+                merged_gemm_item(&p, out, wf, bf, col_all, cbuf, m0, mm, ctx);
                 continue;
             }
             int T = (oy1 - oy0) * p.ow, p0 = oy0 * p.ow;
@@ -454,9 +452,8 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
                 memset(xp + (size_t)d->in_ch * nr * p.wp, 0, (size_t)(d->k_w + 16) * sizeof(float));
                 for (int k = 0; k < d->k_h * d->k_w; k++) {
                     int i = k / d->k_w, j = k % d->k_w;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, Tp, d->in_ch, 1.0f,
-                                wf + ((size_t)k * d->out_ch + m0) * d->in_ch, d->in_ch, xp + (size_t)i * p.wp + j,
-                                nr * p.wp, k ? 1.0f : 0.0f, cbuf, Tp);
+                    ops_gemm(ctx, 0, mm, Tp, d->in_ch, 1.0f, wf + ((size_t)k * d->out_ch + m0) * d->in_ch, d->in_ch,
+                             xp + (size_t)i * p.wp + j, nr * p.wp, k ? 1.0f : 0.0f, cbuf, Tp);
                 }
                 taps_epilogue(&p, out, cbuf, bf, b, m0, mm, oy0, rows);
                 continue;
@@ -484,8 +481,8 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
                 ldb = T;
             }
             float *c = out + ((size_t)b * d->out_ch + m0) * p.P + p0;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, T, p.K, 1.0f, wf + (size_t)m0 * p.K, p.K,
-                        bmat, ldb, d->accumulate ? 1.0f : 0.0f, c, p.P);
+            ops_gemm(ctx, 0, mm, T, p.K, 1.0f, wf + (size_t)m0 * p.K, p.K, bmat, ldb, d->accumulate ? 1.0f : 0.0f, c,
+                     p.P);
             conv_epilogue(&p, out, bf, b, m0, mm, p0, T);
         }
     }

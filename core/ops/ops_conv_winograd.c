@@ -20,7 +20,7 @@
  * reads U and V where the transforms wrote them (OpenBLAS would pack both
  * for every call; at 8x8 and 16x16 its sgemm reached 60-75 GFLOP/s per core
  * on these shapes, the kernel 85-95, and the U-Net step went 8.1 -> 7.6 s);
- * OpenBLAS sgemm in builds without AVX-512.
+ * ops_gemm (OpenBLAS sgemm) in builds without AVX-512.
  *
  * The transforms are separable (rows, then columns) and vectorized over the
  * tiles of a row. Input tiles are read from rows gathered one channel at a
@@ -50,7 +50,6 @@
  * error (coefficients up to 8), over the U-Net tolerances of the golden
  * tests, so it is not used.
  */
-#include <cblas.h>
 #include <omp.h>
 #include <string.h>
 #if defined(__AVX512F__)
@@ -385,7 +384,7 @@ static void kern_any(int nb, int mr, int K, const float *a, size_t lda, const fl
  * 75-90 (8 x 32), OpenBLAS sgemm 64-89.
  */
 static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, size_t u_xs, const float *V,
-                     size_t ldv, int mm, int T) {
+                     size_t ldv, int mm, int T, const ops_ctx *ctx) {
     int C = p->d->in_ch;
     for (int xi = 0; xi < 16; xi++) {
         const float *u = U + (size_t)xi * u_xs, *v = V + (size_t)xi * p->vxs;
@@ -407,13 +406,13 @@ static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, 
     }
 }
 #else
-/* Mb[xi] = U[xi] V[xi]: 16 sgemm calls [mm, in_ch] x [in_ch, T], U rows of in_ch floats, U[xi] u_xs apart. */
+/* Mb[xi] = U[xi] V[xi]: 16 ops_gemm calls [mm, in_ch] x [in_ch, T], U rows of in_ch floats, U[xi] u_xs apart. */
 static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, size_t u_xs, const float *V,
-                     size_t ldv, int mm, int T) {
+                     size_t ldv, int mm, int T, const ops_ctx *ctx) {
     int C = p->d->in_ch;
     for (int xi = 0; xi < 16; xi++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, T, C, 1.0f, U + (size_t)xi * u_xs, C,
-                    V + (size_t)xi * p->vxs, (int)ldv, 0.0f, Mb + (size_t)xi * p->mxs, (int)ldm);
+        ops_gemm(ctx, 0, mm, T, C, 1.0f, U + (size_t)xi * u_xs, C, V + (size_t)xi * p->vxs, (int)ldv, 0.0f,
+                 Mb + (size_t)xi * p->mxs, (int)ldm);
 }
 #endif
 
@@ -460,7 +459,7 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                 int m0 = mc * p.mchunk, mm = M - m0 < p.mchunk ? M - m0 : p.mchunk;
                 if (have_mc != mc) transform_filters(d, m0, mm, w.U, p.uxs, (size_t)C, w.wrow);
                 have_mc = mc;
-                multiply(&p, w.Mb, p.ldm, w.U, p.uxs, all + (size_t)g0 * p.tx_n, p.ldv, mm, ng * p.tx_n);
+                multiply(&p, w.Mb, p.ldm, w.U, p.uxs, all + (size_t)g0 * p.tx_n, p.ldv, mm, ng * p.tx_n, ctx);
                 for (int g = g0; g < g0 + ng;) { /* the strip's tile rows, image by image */
                     int b = g / p.ty_n, ty = g % p.ty_n, n = p.ty_n - ty < g0 + ng - g ? p.ty_n - ty : g0 + ng - g;
                     transform_output(&p, out, w.Mb + (size_t)(g - g0) * p.tx_n, p.ldm, w.s, w.y, bf, b, m0, mm, ty, n);
@@ -486,7 +485,7 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                 int ty0 = st * p.strip_ty, nty = p.ty_n - ty0 < p.strip_ty ? p.ty_n - ty0 : p.strip_ty;
                 int m0 = mc * p.mchunk, mm = M - m0 < p.mchunk ? M - m0 : p.mchunk;
                 transform_input(&p, w.V, p.ldv, w.rows, w.hb, x + in_img * b, b, ty0, nty, 0, C);
-                multiply(&p, w.Mb, p.ldm, all + (size_t)m0 * C, p.uxs, w.V, p.ldv, mm, nty * p.tx_n);
+                multiply(&p, w.Mb, p.ldm, all + (size_t)m0 * C, p.uxs, w.V, p.ldv, mm, nty * p.tx_n, ctx);
                 transform_output(&p, out, w.Mb, p.ldm, w.s, w.y, bf, b, m0, mm, ty0, nty);
             }
         }
