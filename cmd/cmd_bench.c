@@ -139,7 +139,7 @@ static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd
     }
     r->unet_step_s = (now_s() - t0) / steps;
     r->unet_gflop = unet_flops(&b->ucfg, 2, h, w, 77) / 1e9;
-    r->unet_scratch_mb = (double)b->unet.arena.peak / 1e6;
+    r->unet_scratch_mb = (double)b->unet.ops.scratch.peak / 1e6;
     unet_release_scratch(&b->unet); /* as a pipeline does before decoding */
 done:
     free(x), free(ctx), free(out);
@@ -159,7 +159,7 @@ static int time_vae(bench_nets *b, int h, int w, bench_result *r, sd_error *err)
         rc = vae_decode(&b->vae, z, 1, h, w, img, err);
         r->vae_s = now_s() - t0;
         r->vae_gflop = vae_decode_flops(&b->vcfg, 1, h, w) / 1e9;
-        r->vae_scratch_mb = (double)b->vae.arena.peak / 1e6;
+        r->vae_scratch_mb = (double)b->vae.ops.scratch.peak / 1e6;
         vae_release_scratch(&b->vae);
     }
     free(z), free(img);

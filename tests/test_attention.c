@@ -39,17 +39,20 @@ static void naive_row(double *o, const float *q, const float *k, const float *v,
     }
 }
 
-/* Runs d on random q, k, v (q/k scaled by qk_scale) and compares every output with the reference. */
-static void check_attention(const ops_attn_desc *d, float qk_scale, const char *label) {
+/*
+ * Runs d with ctx's attention kernel on random q, k, v (q/k scaled by
+ * qk_scale) and compares every output with the reference.
+ */
+static void check_attention(const ops_ctx *ctx, const ops_attn_desc *d, float qk_scale, const char *label) {
     size_t nq = (size_t)d->batch * d->n_q, nk = (size_t)d->batch * d->n_kv;
     float *q = rand_floats(nq * d->q_stride, qk_scale), *k = rand_floats(nk * d->k_stride, qk_scale);
     float *v = rand_floats(nk * d->v_stride, 1), *out = rand_floats(nq * d->out_stride, 1);
     float *keep = malloc(nq * d->out_stride * sizeof(float));
     memcpy(keep, out, nq * d->out_stride * sizeof(float));
-    size_t wsb = ops_attention_workspace(d, ops_get_threads());
+    size_t wsb = ops_attention_workspace(d, ops_get_threads(), ctx);
     void *ws = aligned_alloc(64, (wsb + 63) & ~(size_t)63);
     sd_error err = {0};
-    assert_int_equal(ops_attention(out, q, k, v, d, ws, wsb, &err), 0);
+    assert_int_equal(ops_attention(out, q, k, v, d, ws, wsb, ctx, &err), 0);
     double *o = malloc(d->head_dim * sizeof(double)), *p = malloc(d->n_kv * sizeof(double)), worst = 0;
     for (int b = 0; b < d->batch; b++)
         for (int h = 0; h < d->heads; h++)
@@ -71,58 +74,62 @@ static void check_attention(const ops_attn_desc *d, float qk_scale, const char *
 
 static void test_attention_matches_naive_for_self_cross_and_causal(void **state) {
     (void)state;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
     for (int run = 0; run < 6; run++) {
         int threads = 1 + run % 3;
         ops_set_threads(threads);
-        ops_set_attention_kernel(run < 3 ? OPS_ATTN_AUTO : OPS_ATTN_BLAS);
+        ctx.attn_kernel = run < 3 ? OPS_ATTN_AUTO : OPS_ATTN_BLAS;
         /* self-attention on a fused [B, T, 3C] projection: q, k, v are column slices */
         ops_attn_desc self = {.batch = 2, .heads = 3, .head_dim = 8, .n_q = 150, .n_kv = 150,
                               .q_stride = 72, .k_stride = 72, .v_stride = 72, .out_stride = 24,
                               .scale = 1 / sqrtf(8.0f)};
-        check_attention(&self, 2.0f, "self-attention");
+        check_attention(&ctx, &self, 2.0f, "self-attention");
         /* cross-attention: 77 keys of a text context */
         ops_attn_desc cross = {.batch = 2, .heads = 2, .head_dim = 16, .n_q = 130, .n_kv = 77,
                                .q_stride = 32, .k_stride = 32, .v_stride = 32, .out_stride = 35,
                                .scale = 0.25f};
-        check_attention(&cross, 2.0f, "cross-attention");
+        check_attention(&ctx, &cross, 2.0f, "cross-attention");
         /* CLIP text: causal, 77 tokens, 12 heads of 4 */
         ops_attn_desc clip = {.batch = 1, .heads = 12, .head_dim = 4, .n_q = 77, .n_kv = 77,
                               .q_stride = 48, .k_stride = 48, .v_stride = 48, .out_stride = 48,
                               .scale = 0.5f, .causal = 1};
-        check_attention(&clip, 2.0f, "causal attention");
+        check_attention(&ctx, &clip, 2.0f, "causal attention");
         /* VAE: one head over all positions, head_dim = channels */
         ops_attn_desc vae = {.batch = 1, .heads = 1, .head_dim = 64, .n_q = 70, .n_kv = 70,
                              .q_stride = 64, .k_stride = 64, .v_stride = 64, .out_stride = 64,
                              .scale = 0.125f};
-        check_attention(&vae, 1.0f, "one head");
+        check_attention(&ctx, &vae, 1.0f, "one head");
         /* head dims that are not multiples of 16, and wide heads split into column groups */
         ops_attn_desc odd = {.batch = 1, .heads = 2, .head_dim = 40, .n_q = 101, .n_kv = 70, .q_stride = 80,
                              .k_stride = 80, .v_stride = 80, .out_stride = 80, .scale = 0.15f};
-        check_attention(&odd, 1.0f, "head_dim 40");
+        check_attention(&ctx, &odd, 1.0f, "head_dim 40");
         odd.head_dim = 5, odd.q_stride = odd.k_stride = odd.v_stride = odd.out_stride = 10;
-        check_attention(&odd, 1.0f, "head_dim 5");
+        check_attention(&ctx, &odd, 1.0f, "head_dim 5");
         odd.head_dim = 160, odd.q_stride = odd.k_stride = odd.v_stride = odd.out_stride = 320;
-        check_attention(&odd, 0.5f, "head_dim 160");
+        check_attention(&ctx, &odd, 0.5f, "head_dim 160");
     }
-    ops_set_attention_kernel(OPS_ATTN_AUTO);
+    ops_ctx_free(&ctx);
 }
 
 static void test_attention_streams_over_more_keys_than_one_block(void **state) {
     (void)state;
     ops_set_threads(2);
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
     for (int kernel = 0; kernel < 2; kernel++) {
-        ops_set_attention_kernel(kernel ? OPS_ATTN_BLAS : OPS_ATTN_AUTO);
+        ctx.attn_kernel = kernel ? OPS_ATTN_BLAS : OPS_ATTN_AUTO;
         /* more than one 1024-key block, with a partial last block, plain and causal */
         ops_attn_desc d = {.batch = 1, .heads = 2, .head_dim = 8, .n_q = 2500, .n_kv = 2500, .q_stride = 16,
                            .k_stride = 16, .v_stride = 16, .out_stride = 16, .scale = 1 / sqrtf(8.0f)};
-        check_attention(&d, 3.0f, "2500 keys");
+        check_attention(&ctx, &d, 3.0f, "2500 keys");
         d.causal = 1;
-        check_attention(&d, 3.0f, "2500 keys causal");
+        check_attention(&ctx, &d, 3.0f, "2500 keys causal");
         d.causal = 0;
         d.n_q = 70;
-        check_attention(&d, 3.0f, "70 queries, 2500 keys");
+        check_attention(&ctx, &d, 3.0f, "70 queries, 2500 keys");
     }
-    ops_set_attention_kernel(OPS_ATTN_AUTO);
+    ops_ctx_free(&ctx);
 }
 
 /* Peak resident memory (VmHWM) in KiB since the last reset_peak_rss(). */
@@ -153,11 +160,13 @@ static void reset_peak_rss(void) {
 static void test_attention_4096_tokens_without_a_score_matrix(void **state) {
     (void)state;
     ops_set_threads(2);
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
     const int N = 4096;
     ops_attn_desc d = {.batch = 1, .heads = 2, .head_dim = 16, .n_q = N, .n_kv = N, .q_stride = 32,
                        .k_stride = 32, .v_stride = 32, .out_stride = 32, .scale = 0.25f};
     size_t score_bytes = (size_t)N * N * sizeof(float); /* 64 MiB: what a naive kernel holds */
-    size_t wsb = ops_attention_workspace(&d, ops_get_threads());
+    size_t wsb = ops_attention_workspace(&d, ops_get_threads(), &ctx);
     if (wsb * 16 > score_bytes) fail_msg("workspace of %zu bytes is not far below the %zu-byte score matrix", wsb, score_bytes);
     size_t n = (size_t)N * 32;
     float *q = rand_floats(n, 2), *k = rand_floats(n, 2), *v = rand_floats(n, 1), *out = calloc(n, sizeof(float));
@@ -167,10 +176,10 @@ static void test_attention_4096_tokens_without_a_score_matrix(void **state) {
     /* warm up: OpenBLAS maps its packing buffers on first use in each thread */
     ops_attn_desc warm = d;
     warm.n_q = warm.n_kv = 256;
-    assert_int_equal(ops_attention(out, q, k, v, &warm, ws, wsb, &err), 0);
+    assert_int_equal(ops_attention(out, q, k, v, &warm, ws, wsb, &ctx, &err), 0);
     reset_peak_rss();
     long before = peak_rss_kb();
-    assert_int_equal(ops_attention(out, q, k, v, &d, ws, wsb, &err), 0);
+    assert_int_equal(ops_attention(out, q, k, v, &d, ws, wsb, &ctx, &err), 0);
     long grown_kb = peak_rss_kb() - before;
     if ((size_t)grown_kb * 1024 > score_bytes / 4)
         fail_msg("resident memory grew by %ld KiB during the call: the kernel allocated score-sized memory", grown_kb);
@@ -186,8 +195,9 @@ static void test_attention_4096_tokens_without_a_score_matrix(void **state) {
         }
     if (worst > 1e-6 + 4e-8 * sqrt((double)N)) fail_msg("N=4096: max |got - want| = %.3g", worst);
     /* a workspace one byte short is refused, not overrun */
-    assert_int_equal(ops_attention(out, q, k, v, &d, ws, wsb - 1, &err), SD_EINTERNAL);
+    assert_int_equal(ops_attention(out, q, k, v, &d, ws, wsb - 1, &ctx, &err), SD_EINTERNAL);
     free(q), free(k), free(v), free(out), free(ws), free(o), free(p);
+    ops_ctx_free(&ctx);
 }
 
 int main(void) {

@@ -52,7 +52,7 @@ static void test_inception_resizes_like_torch_bilinear_without_antialias(void **
         snprintf(rel, sizeof rel, "metrics/images/%s.png", name);
         int h, w;
         uint8_t *rgb = tu_read_png_rgb(rel, &h, &w);
-        assert_int_equal(inception_preprocess(rgb, h, w, x, i == 1 ? &f->m.arena : NULL, &err), 0);
+        assert_int_equal(inception_preprocess(rgb, h, w, x, i == 1 ? &f->m.ops : NULL, &err), 0);
         if (i < 2) {
             snprintf(rel, sizeof rel, "input.%s", name);
             float *want = tu_f32(&f->inter, rel, &n);

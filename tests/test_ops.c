@@ -116,8 +116,8 @@ static void test_vmath_exp_and_erf_match_libm(void **state) {
 
 static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
     (void)state;
-    ops_arena a;
-    ops_arena_init(&a, 1 << 20);
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 1 << 20);
     sd_error err = {0};
     for (int rep = 0; rep < 12; rep++) {
         int M = tu_irand(1, 300), K = tu_irand(1, 200), N = tu_irand(1, 700);
@@ -135,11 +135,11 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
                 for (int k = 0; k < K; k++) s += (double)x[(size_t)i * K + k] * w.f[(size_t)j * K + k];
                 want[(size_t)i * N + j] = s + (with_bias ? b.f[j] : 0);
             }
-        assert_int_equal(ops_linear(out, x, M, K, &w.t, with_bias ? &b.t : NULL, N, acc, &a, &err), 0);
+        assert_int_equal(ops_linear(out, x, M, K, &w.t, with_bias ? &b.t : NULL, N, acc, &ctx, &err), 0);
         char label[96];
         snprintf(label, sizeof label, "linear M%d K%d N%d %s", M, K, N, sd_dtype_name(dt));
         expect_near(label, out, want, (size_t)M * N, 1e-5);
-        assert_true(a.in_use == 0); /* scratch fully released */
+        assert_true(ctx.scratch.in_use == 0); /* scratch fully released */
         free(x), free(out), free(want);
         tw_free(&w), tw_free(&b);
     }
@@ -147,14 +147,31 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
     test_weight w;
     tw_make(&w, SD_F32, 2, (int64_t[]){3, 4}, 1, 0);
     float x[8] = {0}, out[8];
-    assert_int_equal(ops_linear(out, x, 2, 4, &w.t, NULL, 2, 0, &a, &err), SD_EINTERNAL);
+    assert_int_equal(ops_linear(out, x, 2, 4, &w.t, NULL, 2, 0, &ctx, &err), SD_EINTERNAL);
     assert_non_null(strstr(err.msg, "test.weight"));
     tw_free(&w);
-    ops_arena_free(&a);
+    ops_ctx_free(&ctx);
+}
+
+/*
+ * want[M, N] = alpha * a[M, K] b + beta * c in double, b [K, N] or, when tb,
+ * [N, K] used transposed; beta = 0 does not read c.
+ */
+static void gemm_naive(double *want, int M, int N, int K, double alpha, const float *a, int lda, const float *b,
+                       int ldb, int tb, double beta, const float *c, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += (double)a[(size_t)i * lda + k] * (tb ? b[(size_t)j * ldb + k] : b[(size_t)k * ldb + j]);
+            want[(size_t)i * N + j] = alpha * s + (beta != 0 ? beta * c[(size_t)i * ldc + j] : 0);
+        }
 }
 
 static void test_matmul_matches_naive_with_and_without_transpose(void **state) {
     (void)state;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
     for (int rep = 0; rep < 8; rep++) {
         int M = tu_irand(1, 200), N = tu_irand(1, 600), K = tu_irand(1, 100), tb = rep % 2, acc = rep % 3 == 1;
         ops_set_threads(1 + rep % 2);
@@ -163,18 +180,48 @@ static void test_matmul_matches_naive_with_and_without_transpose(void **state) {
         float *C = rand_floats((size_t)M * ldc, 1);
         double *want = malloc((size_t)M * N * sizeof(double));
         float *got = malloc((size_t)M * N * sizeof(float));
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                double s = acc ? C[(size_t)i * ldc + j] : 0;
-                for (int k = 0; k < K; k++)
-                    s += (double)A[(size_t)i * lda + k] * (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
-                want[(size_t)i * N + j] = s;
-            }
-        ops_matmul(C, ldc, A, lda, B, ldb, M, N, K, tb, acc);
+        gemm_naive(want, M, N, K, 1, A, lda, B, ldb, tb, acc, C, ldc);
+        ops_matmul(C, ldc, A, lda, B, ldb, M, N, K, tb, acc, &ctx);
         for (int i = 0; i < M; i++) memcpy(got + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * sizeof(float));
         expect_near("matmul", got, want, (size_t)M * N, 1e-5);
         free(A), free(B), free(C), free(want), free(got);
     }
+    ops_ctx_free(&ctx);
+}
+
+/*
+ * ops_gemm, the one GEMM every kernel calls: c = alpha a b + beta c with
+ * both layouts of b, leading dimensions wider than the matrices (columns
+ * outside are untouched), and beta = 0 overwriting whatever c held (the
+ * attention and convolution routes hand it uninitialized tiles).
+ */
+static void test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose(void **state) {
+    (void)state;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    for (int rep = 0; rep < 8; rep++) {
+        int M = tu_irand(1, 70), N = tu_irand(1, 90), K = tu_irand(1, 50), tb = rep % 2;
+        float alpha = rep % 4 < 2 ? 1.0f : 0.37f, beta = rep % 3 == 0 ? 0.0f : rep % 3 == 1 ? 1.0f : -0.5f;
+        int lda = K + tu_irand(0, 3), ldb = (tb ? K : N) + tu_irand(0, 3), ldc = N + tu_irand(0, 3);
+        float *A = rand_floats((size_t)M * lda, 1), *B = rand_floats((size_t)(tb ? N : K) * ldb, 1);
+        float *C = rand_floats((size_t)M * ldc, 1), *C0 = malloc((size_t)M * ldc * sizeof(float));
+        double *want = malloc((size_t)M * N * sizeof(double));
+        float *got = malloc((size_t)M * N * sizeof(float));
+        if (beta == 0.0f)
+            for (int i = 0; i < M; i++) C[(size_t)i * ldc] = NAN; /* must not leak into the result */
+        memcpy(C0, C, (size_t)M * ldc * sizeof(float));
+        gemm_naive(want, M, N, K, alpha, A, lda, B, ldb, tb, beta, C, ldc);
+        ops_gemm(&ctx, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        for (int i = 0; i < M; i++) {
+            memcpy(got + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * sizeof(float));
+            for (int j = N; j < ldc; j++) assert_true(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j]);
+        }
+        char label[96];
+        snprintf(label, sizeof label, "gemm M%d N%d K%d trans_b %d alpha %g beta %g", M, N, K, tb, alpha, beta);
+        expect_near(label, got, want, (size_t)M * N, 1e-5);
+        free(A), free(B), free(C), free(C0), free(want), free(got);
+    }
+    ops_ctx_free(&ctx);
 }
 
 /* ---- convolution ------------------------------------------------------ */
@@ -211,7 +258,7 @@ typedef struct conv_case {
     int up_h, up_w, norm, silu, chan_add, residual, accumulate, bias;
 } conv_case;
 
-static void run_conv_case(const conv_case *cc, sd_dtype dt, int threads, ops_arena *a) {
+static void run_conv_case(const conv_case *cc, sd_dtype dt, int threads, ops_ctx *ctx) {
     ops_set_threads(threads);
     ops_conv_desc d = {.batch = cc->batch, .in_ch = cc->in_ch, .in_h = cc->in_h, .in_w = cc->in_w,
                        .out_ch = cc->out_ch, .k_h = cc->k_h, .k_w = cc->k_w, .stride = cc->stride,
@@ -239,7 +286,7 @@ static void run_conv_case(const conv_case *cc, sd_dtype dt, int threads, ops_are
     for (size_t i = 0; i < nout; i++) want[i] = cc->accumulate ? out[i] : 0;
     conv_naive(want, x, &d, w.f, cc->bias ? b.f : NULL);
     sd_error err = {0};
-    int rc = ops_conv2d(out, x, &d, a, &err);
+    int rc = ops_conv2d(out, x, &d, ctx, &err);
     if (rc) fail_msg("conv2d failed: %s", err.msg);
     char label[200];
     snprintf(label, sizeof label,
@@ -248,15 +295,15 @@ static void run_conv_case(const conv_case *cc, sd_dtype dt, int threads, ops_are
              cc->pad_b, cc->pad_r, cc->up_h, cc->up_w, cc->norm, cc->silu, cc->chan_add, cc->residual, cc->accumulate,
              sd_dtype_name(dt), threads);
     expect_near(label, out, want, nout, 2e-5);
-    assert_true(a->in_use == 0);
+    assert_true(ctx->scratch.in_use == 0);
     free(x), free(scale), free(shift), free(cadd), free(res), free(out), free(want);
     tw_free(&w), tw_free(&b);
 }
 
 static void test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding(void **state) {
     (void)state;
-    ops_arena a;
-    ops_arena_init(&a, 0);
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
     static const conv_case cases[] = {
         /* b  cin h   w  cout kh kw s  pt pl pb pr  uph upw nrm silu add res acc bias */
         {2, 5, 9, 7, 6, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1},     /* SD 3x3 */
@@ -277,7 +324,7 @@ static void test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding(void
         {1, 3, 5, 5, 2, 5, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},     /* kernel = input: 1x1 output */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        run_conv_case(&cases[i], weight_dtypes[i % 3], 1 + (int)(i % 3), &a);
+        run_conv_case(&cases[i], weight_dtypes[i % 3], 1 + (int)(i % 3), &ctx);
     /* a kernel larger than the padded input is an error, not a crash */
     test_weight w;
     tw_make(&w, SD_F32, 4, (int64_t[]){2, 1, 5, 5}, 1, 0);
@@ -285,24 +332,24 @@ static void test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding(void
     ops_conv_desc bad = {.batch = 1, .in_ch = 1, .in_h = 3, .in_w = 3, .out_ch = 2, .k_h = 5, .k_w = 5, .stride = 1,
                          .weight = &w.t};
     sd_error err = {0};
-    assert_int_equal(ops_conv2d(out, x, &bad, &a, &err), SD_EINTERNAL);
+    assert_int_equal(ops_conv2d(out, x, &bad, &ctx, &err), SD_EINTERNAL);
     assert_non_null(strstr(err.msg, "larger than"));
     tw_free(&w);
-    ops_arena_free(&a);
+    ops_ctx_free(&ctx);
 }
 
 static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void **state) {
     (void)state;
-    ops_arena a;
-    ops_arena_init(&a, 0);
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
     /* K = 2304: an 8 MB column budget holds ~14 rows of 64, so this runs in several strips */
     conv_case big = {1, 256, 48, 64, 20, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1};
-    run_conv_case(&big, SD_F16, 2, &a);
+    run_conv_case(&big, SD_F16, 2, &ctx);
     /* a 2x3 image and 300 output channels: too few strips, so the channels are split */
     conv_case deep = {1, 40, 2, 3, 300, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1};
-    run_conv_case(&deep, SD_F32, 4, &a);
+    run_conv_case(&deep, SD_F32, 4, &ctx);
     conv_case deep1 = {2, 40, 2, 3, 260, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1};
-    run_conv_case(&deep1, SD_BF16, 3, &a);
+    run_conv_case(&deep1, SD_BF16, 3, &ctx);
     /* the taps route (stride 1, >= 64 input channels, >= 32 output columns): padding, kernel shapes,
      * fused input and output work */
     static const conv_case taps[] = {
@@ -316,7 +363,7 @@ static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void 
         {1, 64, 30, 260, 12, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1}, /* several strips */
     };
     for (size_t i = 0; i < sizeof taps / sizeof taps[0]; i++)
-        run_conv_case(&taps[i], weight_dtypes[i % 3], 1 + (int)(i % 2), &a);
+        run_conv_case(&taps[i], weight_dtypes[i % 3], 1 + (int)(i % 2), &ctx);
     /* random shapes */
     for (int rep = 0; rep < 12; rep++) {
         int k = tu_irand(1, 4), s = tu_irand(1, 2);
@@ -325,9 +372,9 @@ static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void 
                        tu_irand(0, 1), tu_irand(0, 1), tu_irand(0, 1), tu_irand(0, 1)};
         if (rep % 3 == 0) c.up_h = c.in_h + tu_irand(0, 5), c.up_w = c.in_w + tu_irand(0, 5);
         if (c.in_w + c.pad_l + c.pad_r < c.k_w) c.pad_r = c.k_w;
-        run_conv_case(&c, weight_dtypes[rep % 3], 1 + rep % 3, &a);
+        run_conv_case(&c, weight_dtypes[rep % 3], 1 + rep % 3, &ctx);
     }
-    ops_arena_free(&a);
+    ops_ctx_free(&ctx);
 }
 
 /*
@@ -344,9 +391,9 @@ static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void 
  */
 static void test_conv2d_winograd_matches_naive_with_fused_input_and_output_work(void **state) {
     (void)state;
-    ops_arena a;
-    ops_arena_init(&a, 0);
-    ops_set_conv_kernel(OPS_CONV_WINOGRAD);
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    ctx.conv_kernel = OPS_CONV_WINOGRAD;
     static const conv_case cases[] = {
         /* b  cin h   w  cout kh kw s  pt pl pb pr  uph upw nrm silu add res acc bias */
         {2, 40, 16, 16, 36, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1},   /* resnet conv1: GN + SiLU + time add */
@@ -365,14 +412,14 @@ static void test_conv2d_winograd_matches_naive_with_fused_input_and_output_work(
         /* the shared way (one V for the batch) and strips of tile rows (forced by a 1-byte limit) */
         conv_winograd_set_shared_limit(strips ? 1 : 0);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-            run_conv_case(&cases[i], weight_dtypes[(i + strips) % 3], 1 + (int)((i + strips) % 3), &a);
+            run_conv_case(&cases[i], weight_dtypes[(i + strips) % 3], 1 + (int)((i + strips) % 3), &ctx);
     }
     /* strips: several per image (5, 5, 5 and 2 tile rows), and channel chunks */
     conv_winograd_set_shared_limit(1);
     conv_case tall = {2, 40, 33, 20, 36, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1};
-    run_conv_case(&tall, SD_F16, 2, &a);
+    run_conv_case(&tall, SD_F16, 2, &ctx);
     conv_case wide = {1, 32, 12, 12, 260, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1};
-    run_conv_case(&wide, SD_BF16, 3, &a);
+    run_conv_case(&wide, SD_BF16, 3, &ctx);
     conv_winograd_set_shared_limit(0);
     /* random shapes, every fused option */
     for (int rep = 0; rep < 10; rep++) {
@@ -384,28 +431,28 @@ static void test_conv2d_winograd_matches_naive_with_fused_input_and_output_work(
         if (ih + c.pad_t + c.pad_b < 3) c.pad_b = 3;
         if (iw + c.pad_l + c.pad_r < 3) c.pad_r = 3;
         conv_winograd_set_shared_limit(rep % 2 ? 1 : 0);
-        run_conv_case(&c, weight_dtypes[rep % 3], 1 + rep % 3, &a);
+        run_conv_case(&c, weight_dtypes[rep % 3], 1 + rep % 3, &ctx);
     }
     conv_winograd_set_shared_limit(0);
-    ops_set_conv_kernel(OPS_CONV_AUTO);
     ops_set_threads(0);
-    ops_arena_free(&a);
+    ops_ctx_free(&ctx);
 }
 
 /* out of a conv with the given kernel choice and thread count on fixed inputs (resnet conv1 fusions). */
-static void conv_run_fixed(float *out, const ops_conv_desc *d, const float *x, int kernel, int threads, ops_arena *a) {
-    ops_set_conv_kernel(kernel);
+static void conv_run_fixed(float *out, const ops_conv_desc *d, const float *x, ops_conv_kernel kernel, int threads,
+                           ops_ctx *ctx) {
+    ctx->conv_kernel = kernel;
     ops_set_threads(threads);
     sd_error err = {0};
-    if (ops_conv2d(out, x, d, a, &err)) fail_msg("conv2d failed: %s", err.msg);
-    ops_set_conv_kernel(OPS_CONV_AUTO);
+    if (ops_conv2d(out, x, d, ctx, &err)) fail_msg("conv2d failed: %s", err.msg);
+    ctx->conv_kernel = OPS_CONV_AUTO;
     ops_set_threads(0);
 }
 
 static void test_conv2d_winograd_is_picked_for_resnet_convs_and_does_not_depend_on_threads(void **state) {
     (void)state;
-    ops_arena a;
-    ops_arena_init(&a, 0);
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
     /* b, in_ch, side, out_ch: the shared way, strips of a larger image, too few channels for Winograd */
     static const int shapes[][4] = {{2, 64, 16, 64}, {1, 32, 200, 32}, {2, 16, 16, 64}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -422,32 +469,32 @@ static void test_conv2d_winograd_is_picked_for_resnet_convs_and_does_not_depend_
         float *ref = malloc(nout * sizeof(float)), *got = malloc(nout * sizeof(float));
         float *gemm = malloc(nout * sizeof(float));
         assert_true(ref && got && gemm);
-        conv_run_fixed(ref, &d, x, OPS_CONV_WINOGRAD, 1, &a);
+        conv_run_fixed(ref, &d, x, OPS_CONV_WINOGRAD, 1, &ctx);
         for (int t = 2; t <= 5; t += 3) {
-            conv_run_fixed(got, &d, x, OPS_CONV_WINOGRAD, t, &a);
+            conv_run_fixed(got, &d, x, OPS_CONV_WINOGRAD, t, &ctx);
             if (memcmp(ref, got, nout * sizeof(float)))
                 fail_msg("winograd %dx%dx%d -> %d: %d threads give other numbers than 1", C, S, S, M, t);
         }
         /* AUTO takes the Winograd route with >= 32 channels each way, the GEMM routes below */
-        conv_run_fixed(got, &d, x, OPS_CONV_AUTO, 2, &a);
-        conv_run_fixed(gemm, &d, x, OPS_CONV_GEMM, 2, &a);
+        conv_run_fixed(got, &d, x, OPS_CONV_AUTO, 2, &ctx);
+        conv_run_fixed(gemm, &d, x, OPS_CONV_GEMM, 2, &ctx);
         int wino = C >= 32 && M >= 32;
         if (memcmp(got, wino ? ref : gemm, nout * sizeof(float)))
             fail_msg("%dx%dx%d -> %d: auto did not take the %s route", C, S, S, M, wino ? "Winograd" : "GEMM");
         if (!memcmp(ref, gemm, nout * sizeof(float))) fail_msg("the Winograd and GEMM routes give identical bits");
-        assert_true(a.in_use == 0);
+        assert_true(ctx.scratch.in_use == 0);
         free(x), free(scale), free(shift), free(cadd), free(ref), free(got), free(gemm);
         tw_free(&w), tw_free(&bias);
     }
-    ops_arena_free(&a);
+    ops_ctx_free(&ctx);
 }
 
 /* ---- normalization ---------------------------------------------------- */
 
 static void test_groupnorm_and_layernorm_match_naive(void **state) {
     (void)state;
-    ops_arena a;
-    ops_arena_init(&a, 1 << 20);
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 1 << 20);
     sd_error err = {0};
     for (int rep = 0; rep < 6; rep++) {
         int B = tu_irand(1, 3), G = tu_irand(1, 4), C = G * tu_irand(1, 5), HW = tu_irand(1, 300), silu = rep % 2;
@@ -476,10 +523,10 @@ static void test_groupnorm_and_layernorm_match_naive(void **state) {
                         want[((size_t)b * C + gi * cpg + c) * HW + i] = y;
                     }
             }
-        assert_int_equal(ops_groupnorm(out, x, B, C, HW, G, eps, &g.t, &bt.t, silu, &a, &err), 0);
+        assert_int_equal(ops_groupnorm(out, x, B, C, HW, G, eps, &g.t, &bt.t, silu, &ctx, &err), 0);
         expect_near("groupnorm", out, want, n, 1e-5);
         /* in place gives the same */
-        assert_int_equal(ops_groupnorm(x, x, B, C, HW, G, eps, &g.t, &bt.t, silu, &a, &err), 0);
+        assert_int_equal(ops_groupnorm(x, x, B, C, HW, G, eps, &g.t, &bt.t, silu, &ctx, &err), 0);
         expect_near("groupnorm in place", x, want, n, 1e-5);
         free(x), free(out), free(want);
         tw_free(&g), tw_free(&bt);
@@ -501,13 +548,13 @@ static void test_groupnorm_and_layernorm_match_naive(void **state) {
             v /= C;
             for (int i = 0; i < C; i++) want[(size_t)r * C + i] = (xr[i] - m) / sqrt(v + eps) * g.f[i] + bt.f[i];
         }
-        assert_int_equal(ops_layernorm(out, x, M, C, eps, &g.t, &bt.t, &a, &err), 0);
+        assert_int_equal(ops_layernorm(out, x, M, C, eps, &g.t, &bt.t, &ctx, &err), 0);
         expect_near("layernorm", out, want, (size_t)M * C, 1e-5);
         free(x), free(out), free(want);
         tw_free(&g), tw_free(&bt);
     }
-    assert_true(a.in_use == 0);
-    ops_arena_free(&a);
+    assert_true(ctx.scratch.in_use == 0);
+    ops_ctx_free(&ctx);
 }
 
 /* ---- element-wise ----------------------------------------------------- */
@@ -639,6 +686,8 @@ int main(void) {
         cmocka_unit_test(test_activations_softmax_and_geglu_match_naive),
         cmocka_unit_test(test_upsample_concat_and_transposes_move_the_right_elements),
         cmocka_unit_test(test_arena_reuses_memory_after_release_and_keeps_alignment),
+        /* last: its random shapes would shift every later test's */
+        cmocka_unit_test(test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }

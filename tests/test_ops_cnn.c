@@ -128,14 +128,14 @@ static double bilinear_naive(const float *x, int H, int W, int oh, int ow, int o
 
 static void test_bilinear_resize_matches_naive_up_down_and_identity(void **state) {
     (void)state;
-    ops_arena a;
-    ops_arena_init(&a, 1 << 20);
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 1 << 20);
     sd_error err = {0};
     for (int rep = 0; rep < 20; rep++) {
         int B = tu_irand(1, 2), C = tu_irand(1, 3), H = tu_irand(1, 60), W = tu_irand(1, 60);
         int oh = rep % 5 == 0 ? H : tu_irand(1, 80), ow = rep % 5 == 0 ? W : tu_irand(1, 80);
         float *x = rand_floats((size_t)B * C * H * W), *y = malloc((size_t)B * C * oh * ow * sizeof(float));
-        assert_int_equal(ops_resize_bilinear(y, x, B, C, H, W, oh, ow, &a, &err), 0);
+        assert_int_equal(ops_resize_bilinear(y, x, B, C, H, W, oh, ow, &ctx, &err), 0);
         for (int p = 0; p < B * C; p++)
             for (int oy = 0; oy < oh; oy++)
                 for (int ox = 0; ox < ow; ox++) {
@@ -146,14 +146,14 @@ static void test_bilinear_resize_matches_naive_up_down_and_identity(void **state
                                  ox, got, want);
                 }
         if (oh == H && ow == W) assert_memory_equal(y, x, (size_t)B * C * H * W * sizeof(float));
-        assert_true(a.in_use == 0);
+        assert_true(ctx.scratch.in_use == 0);
         free(x), free(y);
     }
     /* a 2x upscale of [0, 1]: edges clamp, inner pixels at 1/4 and 3/4 */
     float two[2] = {0, 1}, four[4];
-    assert_int_equal(ops_resize_bilinear(four, two, 1, 1, 1, 2, 1, 4, &a, &err), 0);
+    assert_int_equal(ops_resize_bilinear(four, two, 1, 1, 1, 2, 1, 4, &ctx, &err), 0);
     assert_true(four[0] == 0.0f && four[1] == 0.25f && four[2] == 0.75f && four[3] == 1.0f);
-    ops_arena_free(&a);
+    ops_ctx_free(&ctx);
 }
 
 int main(void) {

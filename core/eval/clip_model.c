@@ -168,7 +168,7 @@ int clip_model_load(clip_model *m, const clip_model_config *c, const sd_weights 
         goto fail;
     for (int l = 0; l < v->layers; l++)
         if ((rc = clip_layer_load(&m->vlayers[l], w, VP, l, D, v->intermediate, err)) < 0) goto fail;
-    ops_arena_init(&m->arena, (size_t)16 << 20);
+    ops_ctx_init(&m->ops, (size_t)16 << 20);
     return 0;
 fail:
     clip_model_free(m);
@@ -178,7 +178,7 @@ fail:
 void clip_model_free(clip_model *m) {
     clip_text_free(&m->text);
     free(m->vlayers);
-    ops_arena_free(&m->arena);
+    ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
 }
 
@@ -239,20 +239,21 @@ int clip_model_image_embeds(clip_model *m, const float *pixels, int B, float *po
     const clip_config *v = &m->cfg.vision;
     int D = v->hidden, p = m->cfg.patch_size, S = m->cfg.image_size, g = S / p, G = g * g, N = 1 + G, rc = 0;
     if (B <= 0) return 0;
-    ops_arena *a = &m->arena;
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     float *patches = ops_arena_floats(a, (size_t)B * D * G, err); /* [B, D, g*g] */
     float *x = ops_arena_floats(a, (size_t)B * N * D, err);       /* [B, N, D] */
     float *cls = ops_arena_floats(a, (size_t)B * D, err);         /* [B, D] */
-    const float *ce = patches && x && cls ? ops_weight_f32(m->class_emb, a, err) : NULL;
-    const float *pe = ce ? ops_weight_f32(m->pos_emb, a, err) : NULL;
+    const float *ce = patches && x && cls ? ops_weight_f32(m->class_emb, ops, err) : NULL;
+    const float *pe = ce ? ops_weight_f32(m->pos_emb, ops, err) : NULL;
     if (!pe) {
         rc = err ? err->code : SD_ENOMEM;
         goto out;
     }
     ops_conv_desc d = {.batch = B, .in_ch = 3, .in_h = S, .in_w = S, .out_ch = D, .k_h = p, .k_w = p, .stride = p,
                        .weight = m->patch_w};
-    if ((rc = ops_conv2d(patches, pixels, &d, a, err)) < 0) goto out;
+    if ((rc = ops_conv2d(patches, pixels, &d, ops, err)) < 0) goto out;
     /* x[b, 0] = class + pos[0]; x[b, 1 + i] = patch i + pos[1 + i] */
     for (int b = 0; b < B; b++) {
         float *xb = x + (size_t)b * N * D;
@@ -261,13 +262,13 @@ int clip_model_image_embeds(clip_model *m, const float *pixels, int B, float *po
             for (int c = 0; c < D; c++)
                 xb[(size_t)(1 + i) * D + c] = patches[((size_t)b * D + c) * G + i] + pe[(size_t)(1 + i) * D + c];
     }
-    if ((rc = ops_layernorm(x, x, B * N, D, v->eps, m->pre_ln_w, m->pre_ln_b, a, err)) < 0) goto out;
+    if ((rc = ops_layernorm(x, x, B * N, D, v->eps, m->pre_ln_w, m->pre_ln_b, ops, err)) < 0) goto out;
     for (int l = 0; l < v->layers; l++)
-        if ((rc = clip_layer_forward(v, &m->vlayers[l], x, B, N, 0, a, err)) < 0) goto out;
+        if ((rc = clip_layer_forward(v, &m->vlayers[l], x, B, N, 0, ops, err)) < 0) goto out;
     for (int b = 0; b < B; b++) memcpy(cls + (size_t)b * D, x + (size_t)b * N * D, (size_t)D * sizeof(float));
-    if ((rc = ops_layernorm(cls, cls, B, D, v->eps, m->post_ln_w, m->post_ln_b, a, err)) < 0) goto out;
+    if ((rc = ops_layernorm(cls, cls, B, D, v->eps, m->post_ln_w, m->post_ln_b, ops, err)) < 0) goto out;
     if (pooled) memcpy(pooled, cls, (size_t)B * D * sizeof(float));
-    rc = ops_linear(embeds, cls, B, D, m->vis_proj, NULL, m->cfg.projection_dim, 0, a, err);
+    rc = ops_linear(embeds, cls, B, D, m->vis_proj, NULL, m->cfg.projection_dim, 0, ops, err);
 out:
     ops_arena_release(a, mark);
     return rc;
@@ -276,7 +277,8 @@ out:
 int clip_model_text_embeds(clip_model *m, const int *ids, int B, int T, float *pooled, float *embeds, sd_error *err) {
     int D = m->cfg.text.hidden, rc;
     if (B <= 0) return 0;
-    ops_arena *a = &m->arena;
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     float *hidden = ops_arena_floats(a, (size_t)B * T * D, err); /* [B, T, D] */
     float *eot = ops_arena_floats(a, (size_t)B * D, err);        /* [B, D] */
@@ -292,7 +294,7 @@ int clip_model_text_embeds(clip_model *m, const int *ids, int B, int T, float *p
         memcpy(eot + (size_t)b * D, hidden + ((size_t)b * T + e) * D, (size_t)D * sizeof(float));
     }
     if (pooled) memcpy(pooled, eot, (size_t)B * D * sizeof(float));
-    rc = ops_linear(embeds, eot, B, D, m->text_proj, NULL, m->cfg.projection_dim, 0, a, err);
+    rc = ops_linear(embeds, eot, B, D, m->text_proj, NULL, m->cfg.projection_dim, 0, ops, err);
 out:
     ops_arena_release(a, mark);
     return rc;

@@ -63,7 +63,7 @@ typedef struct clip_model {
     clip_layer *vlayers;                  /* cfg.vision.layers */
     const sd_tensor *post_ln_w, *post_ln_b; /* [Dv] */
     const sd_tensor *vis_proj;            /* [E, Dv] */
-    ops_arena arena;                      /* image-tower activations */
+    ops_ctx ops;                          /* kernel context: image-tower activations and scratch */
 } clip_model;
 
 /* Finds and shape-checks every tensor; fails naming the first missing or mismatched one. */

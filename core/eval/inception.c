@@ -221,13 +221,13 @@ int inception_load(inception_model *m, const sd_weights *w, sd_error *err) {
         return rc;
     }
     m->max_batch = INCEPTION_DEFAULT_MAX_BATCH;
-    ops_arena_init(&m->arena, (size_t)32 << 20);
+    ops_ctx_init(&m->ops, (size_t)32 << 20);
     return 0;
 }
 
 void inception_free(inception_model *m) {
     free(m->params);
-    ops_arena_free(&m->arena);
+    ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
 }
 
@@ -253,14 +253,14 @@ static int conv_relu(inception_model *m, const inception_conv *c, const float *x
     ops_conv2d_out_size(&d, &oh, &ow);
     size_t P = (size_t)oh * ow;
     if (ctot == c->out_ch) {
-        if ((rc = ops_conv2d(y, x, &d, &m->arena, err)) < 0) return rc;
+        if ((rc = ops_conv2d(y, x, &d, &m->ops, err)) < 0) return rc;
         ops_relu(y, (size_t)B * c->out_ch * P);
         return 0;
     }
     d.batch = 1;
     for (int b = 0; b < B; b++) {
         float *yb = y + ((size_t)b * ctot + c0) * P;
-        if ((rc = ops_conv2d(yb, x + (size_t)b * c->in_ch * H * W, &d, &m->arena, err)) < 0) return rc;
+        if ((rc = ops_conv2d(yb, x + (size_t)b * c->in_ch * H * W, &d, &m->ops, err)) < 0) return rc;
         ops_relu(yb, (size_t)c->out_ch * P);
     }
     return 0;
@@ -275,13 +275,13 @@ static void maxpool_into(float *y, int ctot, int c0, const float *x, int B, int 
 }
 
 /* n floats from the arena; on failure the error is set and NULL returned. */
-static float *tmp(inception_model *m, size_t n, sd_error *err) { return ops_arena_floats(&m->arena, n, err); }
+static float *tmp(inception_model *m, size_t n, sd_error *err) { return ops_arena_floats(&m->ops.scratch, n, err); }
 
 /* FIDInceptionA. x: [B, in, 35, 35] -> y: [B, 224 + pool_ch, 35, 35]. */
 static int block_a(inception_model *m, const inception_block_a *k, const float *x, int B, float *y, sd_error *err) {
     const int S = 35, in = k->b1x1.in_ch, ctot = 224 + k->pool.out_ch;
     size_t P = (size_t)S * S;
-    ops_mark mark = ops_arena_mark(&m->arena);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
     int rc = 0;
     float *t1, *t2, *pooled;
     t1 = tmp(m, B * 96 * P, err);
@@ -300,7 +300,7 @@ static int block_a(inception_model *m, const inception_block_a *k, const float *
     ops_avgpool2d(pooled, x, B, in, S, S, 3, 1, 1, 0);
     if ((rc = conv_relu(m, &k->pool, pooled, B, S, S, y, ctot, 224, err)) < 0) goto out;
 out:
-    ops_arena_release(&m->arena, mark);
+    ops_arena_release(&m->ops.scratch, mark);
     return rc;
 }
 
@@ -308,7 +308,7 @@ out:
 static int block_b(inception_model *m, const inception_block_b *k, const float *x, int B, float *y, sd_error *err) {
     const int S = 35, in = k->b3x3.in_ch, ctot = 480 + in;
     size_t P = (size_t)S * S;
-    ops_mark mark = ops_arena_mark(&m->arena);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
     int rc = 0;
     float *t1, *t2;
     t1 = tmp(m, B * 64 * P, err);
@@ -323,7 +323,7 @@ static int block_b(inception_model *m, const inception_block_b *k, const float *
     if ((rc = conv_relu(m, &k->dbl_3, t2, B, S, S, y, ctot, 384, err)) < 0) goto out;
     maxpool_into(y, ctot, 480, x, B, in, S, S, 2, 0);
 out:
-    ops_arena_release(&m->arena, mark);
+    ops_arena_release(&m->ops.scratch, mark);
     return rc;
 }
 
@@ -331,7 +331,7 @@ out:
 static int block_c(inception_model *m, const inception_block_c *k, const float *x, int B, float *y, sd_error *err) {
     const int S = 17, in = 768, ctot = 768, c7 = k->b7_1.out_ch;
     size_t P = (size_t)S * S;
-    ops_mark mark = ops_arena_mark(&m->arena);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
     int rc = 0;
     float *t1, *t2, *pooled;
     t1 = tmp(m, B * c7 * P, err);
@@ -353,7 +353,7 @@ static int block_c(inception_model *m, const inception_block_c *k, const float *
     ops_avgpool2d(pooled, x, B, in, S, S, 3, 1, 1, 0);
     if ((rc = conv_relu(m, &k->pool, pooled, B, S, S, y, ctot, 576, err)) < 0) goto out;
 out:
-    ops_arena_release(&m->arena, mark);
+    ops_arena_release(&m->ops.scratch, mark);
     return rc;
 }
 
@@ -361,7 +361,7 @@ out:
 static int block_d(inception_model *m, const inception_block_d *k, const float *x, int B, float *y, sd_error *err) {
     const int S = 17, in = 768, ctot = 1280;
     size_t P = (size_t)S * S;
-    ops_mark mark = ops_arena_mark(&m->arena);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
     int rc = 0;
     float *t1, *t2;
     t1 = tmp(m, B * 192 * P, err);
@@ -378,7 +378,7 @@ static int block_d(inception_model *m, const inception_block_d *k, const float *
     if ((rc = conv_relu(m, &k->b7x3_4, t1, B, S, S, y, ctot, 320, err)) < 0) goto out;
     maxpool_into(y, ctot, 512, x, B, in, S, S, 2, 0);
 out:
-    ops_arena_release(&m->arena, mark);
+    ops_arena_release(&m->ops.scratch, mark);
     return rc;
 }
 
@@ -390,7 +390,7 @@ static int block_e(inception_model *m, const inception_block_e *k, const float *
                    sd_error *err) {
     const int S = 8, in = k->b1x1.in_ch, ctot = 2048;
     size_t P = (size_t)S * S;
-    ops_mark mark = ops_arena_mark(&m->arena);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
     int rc = 0;
     float *t1, *t2, *pooled;
     t1 = tmp(m, B * 448 * P, err);
@@ -412,7 +412,7 @@ static int block_e(inception_model *m, const inception_block_e *k, const float *
     else ops_avgpool2d(pooled, x, B, in, S, S, 3, 1, 1, 0);
     if ((rc = conv_relu(m, &k->pool, pooled, B, S, S, y, ctot, 1856, err)) < 0) goto out;
 out:
-    ops_arena_release(&m->arena, mark);
+    ops_arena_release(&m->ops.scratch, mark);
     return rc;
 }
 
@@ -426,7 +426,7 @@ int inception_forward(inception_model *m, const float *x, int B, float *out, sd_
     if (B <= 0) return 0;
     /* two ping-pong buffers, each the largest activation: [B, 64, 147, 147] */
     size_t max_act = (size_t)64 * 147 * 147;
-    ops_mark mark = ops_arena_mark(&m->arena);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
     int rc = 0;
     float *a, *b;
     a = tmp(m, B * max_act, err);
@@ -461,21 +461,21 @@ int inception_forward(inception_model *m, const float *x, int B, float *out, sd_
     emit(m, "mixed_7c", b, B, 2048, 8);
     ops_mean_planes(out, b, B * INCEPTION_DIM, 64);  /* [B, 2048] */
 out:
-    ops_arena_release(&m->arena, mark);
+    ops_arena_release(&m->ops.scratch, mark);
     return rc;
 }
 
 /* ---- input ------------------------------------------------------------ */
 
-int inception_preprocess(const uint8_t *rgb, int h, int w, float *out, ops_arena *scratch, sd_error *err) {
+int inception_preprocess(const uint8_t *rgb, int h, int w, float *out, ops_ctx *ops, sd_error *err) {
     if (h <= 0 || w <= 0 || (size_t)h * w > ((size_t)1 << 28))
         return sd_err(err, SD_EINPUT, "inception: image size %dx%d is not supported", w, h);
-    ops_arena own;
-    ops_arena *a = scratch;
-    if (!a) {
-        ops_arena_init(&own, 0);
-        a = &own;
+    ops_ctx own;
+    if (!ops) {
+        ops_ctx_init(&own, 0);
+        ops = &own;
     }
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     int rc = 0;
     size_t P = (size_t)h * w;
@@ -485,12 +485,12 @@ int inception_preprocess(const uint8_t *rgb, int h, int w, float *out, ops_arena
     } else {
         for (size_t i = 0; i < P; i++)
             for (int c = 0; c < 3; c++) planes[c * P + i] = (float)rgb[3 * i + c] / 255.0f;
-        rc = ops_resize_bilinear(out, planes, 1, 3, h, w, INCEPTION_SIZE, INCEPTION_SIZE, a, err);
+        rc = ops_resize_bilinear(out, planes, 1, 3, h, w, INCEPTION_SIZE, INCEPTION_SIZE, ops, err);
         if (rc == 0)
             for (size_t i = 0; i < (size_t)3 * INCEPTION_SIZE * INCEPTION_SIZE; i++) out[i] = 2.0f * out[i] - 1.0f;
     }
     ops_arena_release(a, mark);
-    if (a == &own) ops_arena_free(&own);
+    if (ops == &own) ops_ctx_free(&own);
     return rc;
 }
 
@@ -500,15 +500,15 @@ int inception_features_batch(inception_model *m, const uint8_t *const *rgb, cons
     size_t in_floats = (size_t)3 * INCEPTION_SIZE * INCEPTION_SIZE;
     for (int i0 = 0; i0 < n && rc == 0; i0 += chunk) {
         int B = n - i0 < chunk ? n - i0 : chunk;
-        ops_mark mark = ops_arena_mark(&m->arena);
-        float *x = ops_arena_floats(&m->arena, (size_t)B * in_floats, err);
+        ops_mark mark = ops_arena_mark(&m->ops.scratch);
+        float *x = ops_arena_floats(&m->ops.scratch, (size_t)B * in_floats, err);
         if (!x) rc = err ? err->code : SD_ENOMEM;
         for (int b = 0; b < B && rc == 0; b++) {
-            rc = inception_preprocess(rgb[i0 + b], h[i0 + b], w[i0 + b], x + (size_t)b * in_floats, &m->arena, err);
+            rc = inception_preprocess(rgb[i0 + b], h[i0 + b], w[i0 + b], x + (size_t)b * in_floats, &m->ops, err);
             if (rc < 0) sd_err_prefix(err, "image %d", i0 + b);
         }
         if (rc == 0) rc = inception_forward(m, x, B, out + (size_t)i0 * INCEPTION_DIM, err);
-        ops_arena_release(&m->arena, mark);
+        ops_arena_release(&m->ops.scratch, mark);
     }
     return rc;
 }

@@ -79,7 +79,7 @@ typedef struct inception_model {
     float *params;                     /* all folded weights and biases (owned) */
     size_t n_params;
     int max_batch;                     /* images per forward pass in the batched calls */
-    ops_arena arena;                   /* activations and scratch */
+    ops_ctx ops;                       /* kernel context: activations and scratch */
     /* optional: "input", "conv2d_1a_3x3", "block0_maxpool1", "block1_maxpool2",
        "block2_mixed_6e", "mixed_7c" (names of the reference dumps), each [B, C, H, W] */
     const sd_probe *probe;
@@ -94,9 +94,9 @@ void inception_free(inception_model *m);
 
 /*
  * rgb: [h, w, 3] uint8 -> out: [3, 299, 299] network input (resized, in
- * [-1, 1]). scratch may be NULL (a temporary arena is used).
+ * [-1, 1]), kernels run with ops. ops may be NULL (a temporary context is used).
  */
-int inception_preprocess(const uint8_t *rgb, int h, int w, float *out, ops_arena *scratch, sd_error *err);
+int inception_preprocess(const uint8_t *rgb, int h, int w, float *out, ops_ctx *ops, sd_error *err);
 
 /* x: [B, 3, 299, 299] preprocessed input -> out: [B, 2048] pool3 features (B images in one pass). */
 int inception_forward(inception_model *m, const float *x, int B, float *out, sd_error *err);

@@ -57,7 +57,7 @@ int clip_text_load(clip_text_model *m, const clip_config *c, const sd_weights *w
         goto fail;
     for (int l = 0; l < c->layers; l++)
         if ((rc = clip_layer_load(&m->layers[l], w, P, l, D, I, err)) < 0) goto fail;
-    ops_arena_init(&m->arena, (size_t)16 << 20);
+    ops_ctx_init(&m->ops, (size_t)16 << 20);
     return 0;
 fail:
     free(m->layers);
@@ -67,7 +67,7 @@ fail:
 
 void clip_text_free(clip_text_model *m) {
     free(m->layers);
-    ops_arena_free(&m->arena);
+    ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
 }
 
@@ -91,9 +91,10 @@ static int embed(const clip_text_model *m, const int *ids, int B, int T, float *
     return 0;
 }
 
-int clip_layer_forward(const clip_config *c, const clip_layer *L, float *x, int B, int T, int causal, ops_arena *a,
+int clip_layer_forward(const clip_config *c, const clip_layer *L, float *x, int B, int T, int causal, ops_ctx *ops,
                        sd_error *err) {
     int D = c->hidden, I = c->intermediate, M = B * T, rc;
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     float *h = ops_arena_floats(a, (size_t)M * D, err);
     float *q = ops_arena_floats(a, (size_t)M * D, err);
@@ -103,24 +104,24 @@ int clip_layer_forward(const clip_config *c, const clip_layer *L, float *x, int 
     ops_attn_desc ad = {.batch = B, .heads = c->heads, .head_dim = D / c->heads, .n_q = T, .n_kv = T,
                         .q_stride = D, .k_stride = D, .v_stride = D, .out_stride = D,
                         .scale = 1.0f / sqrtf((float)(D / c->heads)), .causal = causal};
-    size_t wsb = ops_attention_workspace(&ad, ops_get_threads());
+    size_t wsb = ops_attention_workspace(&ad, ops_get_threads(), ops);
     void *ws = ops_arena_alloc(a, wsb, err);
     if (!h || !q || !k || !v || !f || !ws) {
         rc = err ? err->code : SD_ENOMEM;
         goto out;
     }
-    if ((rc = ops_layernorm(h, x, M, D, c->eps, L->ln1_w, L->ln1_b, a, err)) < 0 ||
-        (rc = ops_linear(q, h, M, D, L->q_w, L->q_b, D, 0, a, err)) < 0 ||
-        (rc = ops_linear(k, h, M, D, L->k_w, L->k_b, D, 0, a, err)) < 0 ||
-        (rc = ops_linear(v, h, M, D, L->v_w, L->v_b, D, 0, a, err)) < 0 ||
-        (rc = ops_attention(h, q, k, v, &ad, ws, wsb, err)) < 0 ||
-        (rc = ops_linear(x, h, M, D, L->o_w, L->o_b, D, 1, a, err)) < 0 ||
-        (rc = ops_layernorm(h, x, M, D, c->eps, L->ln2_w, L->ln2_b, a, err)) < 0 ||
-        (rc = ops_linear(f, h, M, D, L->fc1_w, L->fc1_b, I, 0, a, err)) < 0)
+    if ((rc = ops_layernorm(h, x, M, D, c->eps, L->ln1_w, L->ln1_b, ops, err)) < 0 ||
+        (rc = ops_linear(q, h, M, D, L->q_w, L->q_b, D, 0, ops, err)) < 0 ||
+        (rc = ops_linear(k, h, M, D, L->k_w, L->k_b, D, 0, ops, err)) < 0 ||
+        (rc = ops_linear(v, h, M, D, L->v_w, L->v_b, D, 0, ops, err)) < 0 ||
+        (rc = ops_attention(h, q, k, v, &ad, ws, wsb, ops, err)) < 0 ||
+        (rc = ops_linear(x, h, M, D, L->o_w, L->o_b, D, 1, ops, err)) < 0 ||
+        (rc = ops_layernorm(h, x, M, D, c->eps, L->ln2_w, L->ln2_b, ops, err)) < 0 ||
+        (rc = ops_linear(f, h, M, D, L->fc1_w, L->fc1_b, I, 0, ops, err)) < 0)
         goto out;
     if (c->act == CLIP_ACT_GELU) ops_gelu(f, (size_t)M * I);
     else ops_quick_gelu(f, (size_t)M * I);
-    rc = ops_linear(x, f, M, I, L->fc2_w, L->fc2_b, D, 1, a, err);
+    rc = ops_linear(x, f, M, I, L->fc2_w, L->fc2_b, D, 1, ops, err);
 out:
     ops_arena_release(a, mark);
     return rc;
@@ -133,9 +134,9 @@ int clip_text_forward(clip_text_model *m, const int *ids, int B, int T, int skip
     if (skip_layers < 0 || skip_layers >= c->layers)
         return sd_err(err, SD_EINPUT, "text encoder: cannot skip %d of %d layers", skip_layers, c->layers);
     int D = c->hidden, rc;
-    ops_mark mark = ops_arena_mark(&m->arena);
-    float *x = ops_arena_floats(&m->arena, (size_t)B * T * D, err);
-    float *row = ops_arena_floats(&m->arena, (size_t)D, err);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
+    float *x = ops_arena_floats(&m->ops.scratch, (size_t)B * T * D, err);
+    float *row = ops_arena_floats(&m->ops.scratch, (size_t)D, err);
     if (!x || !row) {
         rc = err ? err->code : SD_ENOMEM;
         goto out;
@@ -144,14 +145,14 @@ int clip_text_forward(clip_text_model *m, const int *ids, int B, int T, int skip
     int64_t shape[3] = {B, T, D};
     sd_probe_emit(m->probe, "hidden_states.embeddings", x, 3, shape);
     for (int l = 0; l < c->layers - skip_layers; l++) {
-        if ((rc = clip_layer_forward(c, &m->layers[l], x, B, T, 1, &m->arena, err)) < 0) goto out;
+        if ((rc = clip_layer_forward(c, &m->layers[l], x, B, T, 1, &m->ops, err)) < 0) goto out;
         char name[48];
         snprintf(name, sizeof name, "hidden_states.layer%d", l);
         sd_probe_emit(m->probe, name, x, 3, shape);
     }
-    rc = ops_layernorm(out, x, B * T, D, c->eps, m->final_ln_w, m->final_ln_b, &m->arena, err);
+    rc = ops_layernorm(out, x, B * T, D, c->eps, m->final_ln_w, m->final_ln_b, &m->ops, err);
 out:
-    ops_arena_release(&m->arena, mark);
+    ops_arena_release(&m->ops.scratch, mark);
     return rc;
 }
 

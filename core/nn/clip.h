@@ -38,7 +38,7 @@ typedef struct clip_text_model {
     const sd_tensor *pos_emb;         /* [max_positions, D] */
     clip_layer *layers;               /* cfg.layers */
     const sd_tensor *final_ln_w, *final_ln_b; /* [D] */
-    ops_arena arena;                  /* activations and scratch of one forward pass */
+    ops_ctx ops;                      /* kernel context: activations and scratch of one forward pass */
     const sd_probe *probe;            /* optional: "hidden_states.embeddings", "hidden_states.layer{i}" */
 } clip_text_model;
 
@@ -47,11 +47,12 @@ typedef struct clip_text_model {
  * clip_layer_load finds "<prefix>encoder.layers.<l>.*" (prefix "text_model."
  * or "vision_model.") with hidden size D and MLP size I; clip_layer_forward
  * runs the pre-LN block on x: [B*T, D] in place, with a causal mask or none,
- * using c's hidden, intermediate, heads, eps and act, scratch from a.
+ * using c's hidden, intermediate, heads, eps and act, kernels run with ops
+ * (temporaries from its arena).
  */
 int clip_layer_load(clip_layer *L, const sd_weights *w, const char *prefix, int l, int64_t D, int64_t I,
                     sd_error *err);
-int clip_layer_forward(const clip_config *c, const clip_layer *L, float *x, int B, int T, int causal, ops_arena *a,
+int clip_layer_forward(const clip_config *c, const clip_layer *L, float *x, int B, int T, int causal, ops_ctx *ops,
                        sd_error *err);
 
 /* Finds and shape-checks every tensor; fails naming the first missing or mismatched one. */

@@ -35,8 +35,9 @@ int resnet_load(resnet_block *r, const sd_weights *w, const char *prefix, int in
 }
 
 int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int H, int W, const float *temb_silu,
-                   int groups, float eps, ops_arena *a, sd_error *err) {
+                   int groups, float eps, ops_ctx *ops, sd_error *err) {
     int HW = H * W, rc;
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     float *h = ops_arena_floats(a, (size_t)B * r->out_ch * HW, err);
     float *sc = ops_arena_floats(a, (size_t)B * (r->in_ch > r->out_ch ? r->in_ch : r->out_ch) * 2, err);
@@ -47,18 +48,18 @@ int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int
     }
     /* h = conv1(SiLU(GN1(x))) + bias + time projection */
     float *shift = sc + (size_t)B * (r->in_ch > r->out_ch ? r->in_ch : r->out_ch);
-    if ((rc = ops_groupnorm_affine(sc, shift, x, B, r->in_ch, HW, groups, eps, r->norm1_w, r->norm1_b, a, err)) < 0)
+    if ((rc = ops_groupnorm_affine(sc, shift, x, B, r->in_ch, HW, groups, eps, r->norm1_w, r->norm1_b, ops, err)) < 0)
         goto out;
     if (r->temb_w && temb_silu &&
-        (rc = ops_linear(tproj, temb_silu, B, r->temb_dim, r->temb_w, r->temb_b, r->out_ch, 0, a, err)) < 0)
+        (rc = ops_linear(tproj, temb_silu, B, r->temb_dim, r->temb_w, r->temb_b, r->out_ch, 0, ops, err)) < 0)
         goto out;
     ops_conv_desc c1 = {.batch = B, .in_ch = r->in_ch, .in_h = H, .in_w = W, .out_ch = r->out_ch, .k_h = 3,
                         .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
                         .weight = r->conv1_w, .bias = r->conv1_b, .in_scale = sc, .in_shift = shift, .in_silu = 1,
                         .chan_add = r->temb_w && temb_silu ? tproj : NULL};
-    if ((rc = ops_conv2d(h, x, &c1, a, err)) < 0) goto out;
+    if ((rc = ops_conv2d(h, x, &c1, ops, err)) < 0) goto out;
     /* out = shortcut(x) + conv2(SiLU(GN2(h))) + bias */
-    if ((rc = ops_groupnorm_affine(sc, shift, h, B, r->out_ch, HW, groups, eps, r->norm2_w, r->norm2_b, a, err)) < 0)
+    if ((rc = ops_groupnorm_affine(sc, shift, h, B, r->out_ch, HW, groups, eps, r->norm2_w, r->norm2_b, ops, err)) < 0)
         goto out;
     ops_conv_desc c2 = {.batch = B, .in_ch = r->out_ch, .in_h = H, .in_w = W, .out_ch = r->out_ch, .k_h = 3,
                         .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
@@ -66,12 +67,12 @@ int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int
     if (r->short_w) {
         ops_conv_desc s = {.batch = B, .in_ch = r->in_ch, .in_h = H, .in_w = W, .out_ch = r->out_ch, .k_h = 1,
                            .k_w = 1, .stride = 1, .weight = r->short_w, .bias = r->short_b};
-        if ((rc = ops_conv2d(out, x, &s, a, err)) < 0) goto out;
+        if ((rc = ops_conv2d(out, x, &s, ops, err)) < 0) goto out;
         c2.accumulate = 1;
     } else {
         c2.residual = x;
     }
-    rc = ops_conv2d(out, h, &c2, a, err);
+    rc = ops_conv2d(out, h, &c2, ops, err);
 out:
     ops_arena_release(a, mark);
     return rc;

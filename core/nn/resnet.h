@@ -29,9 +29,10 @@ int resnet_load(resnet_block *r, const sd_weights *w, const char *prefix, int in
 /*
  * x: [B, in_ch, H, W] -> out: [B, out_ch, H, W] (out must not alias x).
  * temb_silu: [B, temb_dim], the time embedding after SiLU, or NULL without one.
+ * Kernels run with ops; temporaries come from its arena.
  */
 int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int H, int W, const float *temb_silu,
-                   int groups, float eps, ops_arena *a, sd_error *err);
+                   int groups, float eps, ops_ctx *ops, sd_error *err);
 
 /* Multiply-adds x 2 of one call. */
 double resnet_flops(const resnet_block *r, int B, int H, int W);

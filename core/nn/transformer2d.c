@@ -94,7 +94,7 @@ typedef struct tf_bufs {
 /* h += to_out(attention(LN(h) W_q, src W_k, src W_v)); src = LN(h) itself (self) or the context. */
 static int attention_sublayer(const transformer2d_model *t, tf_bufs *s, int B, int n_q, const sd_tensor *ln_w,
                               const sd_tensor *ln_b, const sd_tensor *wq, const sd_tensor *wk, const sd_tensor *wv,
-                              const sd_tensor *wo, const sd_tensor *bo, const float *ctx, int n_ctx, ops_arena *a,
+                              const sd_tensor *wo, const sd_tensor *bo, const float *ctx, int n_ctx, ops_ctx *ops,
                               sd_error *err) {
     int C = t->ch, M = B * n_q, rc;
     int n_kv = ctx ? n_ctx : n_q, kv_dim = ctx ? t->ctx_dim : C;
@@ -102,24 +102,25 @@ static int attention_sublayer(const transformer2d_model *t, tf_bufs *s, int B, i
                         .q_stride = C, .k_stride = C, .v_stride = C, .out_stride = C,
                         .scale = (float)(1.0 / sqrt((double)(C / t->heads)))};
     const float *src = ctx ? ctx : s->n;
-    if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, ln_w, ln_b, a, err)) < 0 ||
-        (rc = ops_linear(s->q, s->n, M, C, wq, NULL, C, 0, a, err)) < 0 ||
-        (rc = ops_linear(s->k, src, B * n_kv, kv_dim, wk, NULL, C, 0, a, err)) < 0 ||
-        (rc = ops_linear(s->v, src, B * n_kv, kv_dim, wv, NULL, C, 0, a, err)) < 0 ||
-        (rc = ops_attention(s->n, s->q, s->k, s->v, &ad, s->ws, s->ws_bytes, err)) < 0)
+    if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, ln_w, ln_b, ops, err)) < 0 ||
+        (rc = ops_linear(s->q, s->n, M, C, wq, NULL, C, 0, ops, err)) < 0 ||
+        (rc = ops_linear(s->k, src, B * n_kv, kv_dim, wk, NULL, C, 0, ops, err)) < 0 ||
+        (rc = ops_linear(s->v, src, B * n_kv, kv_dim, wv, NULL, C, 0, ops, err)) < 0 ||
+        (rc = ops_attention(s->n, s->q, s->k, s->v, &ad, s->ws, s->ws_bytes, ops, err)) < 0)
         return rc;
-    return ops_linear(s->h, s->n, M, C, wo, bo, C, 1, a, err);
+    return ops_linear(s->h, s->n, M, C, wo, bo, C, 1, ops, err);
 }
 
 /* h += ff2(GEGLU(ff1(LN3 h))), in chunks of rows. */
-static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *b, tf_bufs *s, int M, ops_arena *a,
+static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *b, tf_bufs *s, int M, ops_ctx *ops,
                        sd_error *err) {
     int C = t->ch, inner = t->inner, rc;
-    if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, b->norm3_w, b->norm3_b, a, err)) < 0) return rc;
+    if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, b->norm3_w, b->norm3_b, ops, err)) < 0) return rc;
     /* widen the two weights once for all chunks */
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     sd_tensor w1 = *b->ff1_w, w2 = *b->ff2_w;
-    if (!(w1.data = ops_weight_f32(b->ff1_w, a, err)) || !(w2.data = ops_weight_f32(b->ff2_w, a, err))) {
+    if (!(w1.data = ops_weight_f32(b->ff1_w, ops, err)) || !(w2.data = ops_weight_f32(b->ff2_w, ops, err))) {
         ops_arena_release(a, mark);
         return err ? err->code : SD_ENOMEM;
     }
@@ -128,18 +129,19 @@ static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *
     w2.nbytes = (size_t)sd_tensor_numel(&w2) * sizeof(float);
     for (int r0 = 0; r0 < M && rc == 0; r0 += s->ff_rows) {
         int rows = M - r0 < s->ff_rows ? M - r0 : s->ff_rows;
-        if ((rc = ops_linear(s->f, s->n + (size_t)r0 * C, rows, C, &w1, b->ff1_b, 2 * inner, 0, a, err)) < 0) break;
+        if ((rc = ops_linear(s->f, s->n + (size_t)r0 * C, rows, C, &w1, b->ff1_b, 2 * inner, 0, ops, err)) < 0) break;
         ops_geglu(s->g, s->f, rows, inner);
-        rc = ops_linear(s->h + (size_t)r0 * C, s->g, rows, inner, &w2, b->ff2_b, C, 1, a, err);
+        rc = ops_linear(s->h + (size_t)r0 * C, s->g, rows, inner, &w2, b->ff2_b, C, 1, ops, err);
     }
     ops_arena_release(a, mark);
     return rc;
 }
 
 int transformer2d_forward(const transformer2d_model *t, float *out, const float *x, int B, int H, int W,
-                          const float *ctx, int n_ctx, ops_arena *a, sd_error *err) {
+                          const float *ctx, int n_ctx, ops_ctx *ops, sd_error *err) {
     int C = t->ch, HW = H * W, M = B * HW, rc = 0;
     int kv_rows = M > B * n_ctx ? M : B * n_ctx;
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     tf_bufs s = {0};
     size_t ff_rows = FF_CHUNK_FLOATS / (2 * (size_t)t->inner);
@@ -149,7 +151,8 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
     ops_attn_desc self = {.batch = B, .heads = t->heads, .head_dim = C / t->heads, .n_q = HW, .n_kv = HW};
     ops_attn_desc cross = self;
     cross.n_kv = n_ctx;
-    size_t ws1 = ops_attention_workspace(&self, ops_get_threads()), ws2 = ops_attention_workspace(&cross, ops_get_threads());
+    size_t ws1 = ops_attention_workspace(&self, ops_get_threads(), ops);
+    size_t ws2 = ops_attention_workspace(&cross, ops_get_threads(), ops);
     s.ws_bytes = ws1 > ws2 ? ws1 : ws2;
     float *sc = ops_arena_floats(a, (size_t)2 * B * C, err);
     s.h = ops_arena_floats(a, (size_t)M * C, err);
@@ -167,25 +170,25 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
     float *shift = sc + (size_t)B * C;
     /* GroupNorm -> proj_in -> [B, HW, C]; `out` serves as NCHW scratch until the end */
     if (!t->linear_proj) {
-        if ((rc = ops_groupnorm_affine(sc, shift, x, B, C, HW, t->groups, 1e-6f, t->norm_w, t->norm_b, a, err)) < 0)
+        if ((rc = ops_groupnorm_affine(sc, shift, x, B, C, HW, t->groups, 1e-6f, t->norm_w, t->norm_b, ops, err)) < 0)
             goto done;
         ops_conv_desc pin = {.batch = B, .in_ch = C, .in_h = H, .in_w = W, .out_ch = C, .k_h = 1, .k_w = 1,
                              .stride = 1, .weight = t->proj_in_w, .bias = t->proj_in_b, .in_scale = sc,
                              .in_shift = shift};
-        if ((rc = ops_conv2d(out, x, &pin, a, err)) < 0) goto done;
+        if ((rc = ops_conv2d(out, x, &pin, ops, err)) < 0) goto done;
         ops_nchw_to_nlc(s.h, out, B, C, HW);
     } else {
-        if ((rc = ops_groupnorm(out, x, B, C, HW, t->groups, 1e-6f, t->norm_w, t->norm_b, 0, a, err)) < 0) goto done;
+        if ((rc = ops_groupnorm(out, x, B, C, HW, t->groups, 1e-6f, t->norm_w, t->norm_b, 0, ops, err)) < 0) goto done;
         ops_nchw_to_nlc(s.n, out, B, C, HW);
-        if ((rc = ops_linear(s.h, s.n, M, C, t->proj_in_w, t->proj_in_b, C, 0, a, err)) < 0) goto done;
+        if ((rc = ops_linear(s.h, s.n, M, C, t->proj_in_w, t->proj_in_b, C, 0, ops, err)) < 0) goto done;
     }
     for (int i = 0; i < t->n_blocks; i++) {
         const transformer2d_block *b = &t->blocks[i];
         if ((rc = attention_sublayer(t, &s, B, HW, b->norm1_w, b->norm1_b, b->a1_q, b->a1_k, b->a1_v, b->a1_o,
-                                     b->a1_ob, NULL, 0, a, err)) < 0 ||
+                                     b->a1_ob, NULL, 0, ops, err)) < 0 ||
             (rc = attention_sublayer(t, &s, B, HW, b->norm2_w, b->norm2_b, b->a2_q, b->a2_k, b->a2_v, b->a2_o,
-                                     b->a2_ob, ctx, n_ctx, a, err)) < 0 ||
-            (rc = ff_sublayer(t, b, &s, M, a, err)) < 0)
+                                     b->a2_ob, ctx, n_ctx, ops, err)) < 0 ||
+            (rc = ff_sublayer(t, b, &s, M, ops, err)) < 0)
             goto done;
     }
     /* proj_out -> NCHW, + x */
@@ -193,9 +196,9 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
         ops_nlc_to_nchw(s.n, s.h, B, C, HW);
         ops_conv_desc pout = {.batch = B, .in_ch = C, .in_h = H, .in_w = W, .out_ch = C, .k_h = 1, .k_w = 1,
                               .stride = 1, .weight = t->proj_out_w, .bias = t->proj_out_b, .residual = x};
-        rc = ops_conv2d(out, s.n, &pout, a, err);
+        rc = ops_conv2d(out, s.n, &pout, ops, err);
     } else {
-        if ((rc = ops_linear(s.n, s.h, M, C, t->proj_out_w, t->proj_out_b, C, 0, a, err)) < 0) goto done;
+        if ((rc = ops_linear(s.n, s.h, M, C, t->proj_out_w, t->proj_out_b, C, 0, ops, err)) < 0) goto done;
         ops_nlc_to_nchw(out, s.n, B, C, HW);
         ops_add(out, out, x, (size_t)M * C);
     }

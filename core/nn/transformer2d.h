@@ -39,9 +39,12 @@ int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *
                        int ctx_dim, int n_blocks, int linear_proj, int groups, sd_error *err);
 void transformer2d_free(transformer2d_model *t);
 
-/* x: [B, C, H, W], ctx: [B, n_ctx, ctx_dim] -> out: [B, C, H, W] (out must not alias x). */
+/*
+ * x: [B, C, H, W], ctx: [B, n_ctx, ctx_dim] (the text context) -> out: [B, C, H, W]
+ * (out must not alias x). Kernels run with ops; temporaries come from its arena.
+ */
 int transformer2d_forward(const transformer2d_model *t, float *out, const float *x, int B, int H, int W,
-                          const float *ctx, int n_ctx, ops_arena *a, sd_error *err);
+                          const float *ctx, int n_ctx, ops_ctx *ops, sd_error *err);
 
 /* Multiply-adds x 2 of one call, from the shapes alone. */
 double transformer2d_flops_shape(int ch, int ctx_dim, int n_blocks, int B, int HW, int n_ctx);

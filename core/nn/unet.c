@@ -88,7 +88,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
         if (L > 0 && (rc = sd_weights_get_wb(w, &lv->up_w, &lv->up_b, err, ch, ch, 3, "up_blocks.%d.upsamplers.0.conv", i)) < 0)
             goto fail;
     }
-    ops_arena_init(&m->arena, 0);
+    ops_ctx_init(&m->ops, 0);
     return 0;
 fail:
     unet_free(m);
@@ -96,9 +96,9 @@ fail:
 }
 
 void unet_release_scratch(unet_model *m) {
-    size_t block = m->arena.block_size;
-    ops_arena_free(&m->arena);
-    ops_arena_init(&m->arena, block);
+    size_t block = m->ops.scratch.block_size;
+    ops_arena_free(&m->ops.scratch);
+    ops_arena_init(&m->ops.scratch, block);
 }
 
 void unet_free(unet_model *m) {
@@ -107,7 +107,7 @@ void unet_free(unet_model *m) {
         for (int j = 0; j <= UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].up_attn[j]);
     }
     transformer2d_free(&m->mid_attn);
-    ops_arena_free(&m->arena);
+    ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
 }
 
@@ -152,11 +152,11 @@ static int res_attn(unet_model *m, const resnet_block *r, const transformer2d_mo
                     float *attn_out, const float *temb_silu, const float *ctx, int n_ctx, int B, int H, int W,
                     sd_error *err) {
     const unet_config *c = &m->cfg;
-    int rc = resnet_forward(r, res_out, *h, B, H, W, temb_silu, c->norm_groups, c->norm_eps, &m->arena, err);
+    int rc = resnet_forward(r, res_out, *h, B, H, W, temb_silu, c->norm_groups, c->norm_eps, &m->ops, err);
     if (rc < 0) return rc;
     *h = res_out;
     if (t && t->blocks) {
-        if ((rc = transformer2d_forward(t, attn_out, res_out, B, H, W, ctx, n_ctx, &m->arena, err)) < 0) return rc;
+        if ((rc = transformer2d_forward(t, attn_out, res_out, B, H, W, ctx, n_ctx, &m->ops, err)) < 0) return rc;
         *h = attn_out;
     }
     return 0;
@@ -171,7 +171,8 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
     int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, lpb = c->layers_per_block, rc = 0;
     int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
     level_sizes(c, H, W, hs, ws);
-    ops_arena *a = &m->arena;
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     float *tp = ops_arena_floats(a, (size_t)B * C0, err);
     float *temb = ops_arena_floats(a, (size_t)B * T, err);
@@ -182,9 +183,9 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
     /* time embedding */
     time_proj(c, t, B, tp);
     if (m->probe) sd_probe_emit(m->probe, "time_proj", tp, 2, (int64_t[]){B, C0});
-    if ((rc = ops_linear(temb_silu, tp, B, C0, m->time_w1, m->time_b1, T, 0, a, err)) < 0) goto done;
+    if ((rc = ops_linear(temb_silu, tp, B, C0, m->time_w1, m->time_b1, T, 0, ops, err)) < 0) goto done;
     ops_silu(temb_silu, (size_t)B * T);
-    if ((rc = ops_linear(temb, temb_silu, B, T, m->time_w2, m->time_b2, T, 0, a, err)) < 0) goto done;
+    if ((rc = ops_linear(temb, temb_silu, B, T, m->time_w2, m->time_b2, T, 0, ops, err)) < 0) goto done;
     if (m->probe) sd_probe_emit(m->probe, "time_embedding", temb, 2, (int64_t[]){B, T});
     memcpy(temb_silu, temb, (size_t)B * T * sizeof(float));
     ops_silu(temb_silu, (size_t)B * T);
@@ -193,7 +194,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
     ops_conv_desc cin = {.batch = B, .in_ch = c->in_channels, .in_h = H, .in_w = W, .out_ch = C0, .k_h = 3,
                          .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
                          .weight = m->conv_in_w, .bias = m->conv_in_b};
-    if ((rc = ops_conv2d(h, x, &cin, a, err)) < 0) goto done;
+    if ((rc = ops_conv2d(h, x, &cin, ops, err)) < 0) goto done;
     emit(m, "conv_in", h, B, C0, H, W);
     float *skip[MAX_SKIPS];
     int skip_ch[MAX_SKIPS], n_skip = 0;
@@ -220,7 +221,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
             ops_conv_desc dc = {.batch = B, .in_ch = ch, .in_h = hs[i], .in_w = ws[i], .out_ch = ch, .k_h = 3,
                                 .k_w = 3, .stride = 2, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
                                 .weight = lv->down_w, .bias = lv->down_b};
-            if ((rc = ops_conv2d(d, h, &dc, a, err)) < 0) goto done;
+            if ((rc = ops_conv2d(d, h, &dc, ops, err)) < 0) goto done;
             h = d;
             skip[n_skip] = h;
             skip_ch[n_skip++] = ch;
@@ -245,7 +246,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
         goto done;
     cur = h == buf[0] ? 1 : 0; /* the free buffer */
     if ((rc = resnet_forward(&m->mid_res[1], buf[cur], h, B, hs[n - 1], ws[n - 1], temb_silu, c->norm_groups,
-                             c->norm_eps, a, err)) < 0)
+                             c->norm_eps, ops, err)) < 0)
         goto done;
     h = buf[cur];
     emit(m, "mid_block", h, B, cm, hs[n - 1], ws[n - 1]);
@@ -276,7 +277,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
             ops_conv_desc uc = {.batch = B, .in_ch = ch, .in_h = hs[L], .in_w = ws[L], .out_ch = ch, .k_h = 3,
                                 .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
                                 .weight = lv->up_w, .bias = lv->up_b, .up_h = hs[L - 1], .up_w = ws[L - 1]};
-            if ((rc = ops_conv2d(u, h, &uc, a, err)) < 0) goto done;
+            if ((rc = ops_conv2d(u, h, &uc, ops, err)) < 0) goto done;
             h = u;
             oh = hs[L - 1];
             ow = ws[L - 1];
@@ -289,7 +290,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
     float *sc = ops_arena_floats(a, (size_t)2 * B * C0, err);
     if (!sc) goto oom;
     if ((rc = ops_groupnorm_affine(sc, sc + (size_t)B * C0, h, B, C0, H * W, c->norm_groups, c->norm_eps,
-                                   m->norm_out_w, m->norm_out_b, a, err)) < 0)
+                                   m->norm_out_w, m->norm_out_b, ops, err)) < 0)
         goto done;
     if (m->probe) {
         float *g = h == buf[0] ? buf[1] : buf[0];
@@ -301,7 +302,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
                         .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
                         .weight = m->conv_out_w, .bias = m->conv_out_b, .in_scale = sc,
                         .in_shift = sc + (size_t)B * C0, .in_silu = 1};
-    rc = ops_conv2d(out, h, &co, a, err);
+    rc = ops_conv2d(out, h, &co, ops, err);
     goto done;
 oom:
     rc = err && err->code ? err->code : SD_ENOMEM;

@@ -46,7 +46,7 @@ typedef struct unet_model {
     transformer2d_model mid_attn;
     const sd_tensor *norm_out_w, *norm_out_b;   /* [C0] */
     const sd_tensor *conv_out_w, *conv_out_b;   /* [out_channels, C0, 3, 3] */
-    ops_arena arena;                        /* activations and scratch of a forward pass */
+    ops_ctx ops;                            /* kernel context: activations and scratch of a forward pass */
     /*
      * Optional: sees "time_proj", "time_embedding", "conv_in", "down_blocks.<i>",
      * "mid_block", "up_blocks.<i>", "conv_norm_out" (the names of the reference dumps).

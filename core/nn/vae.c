@@ -101,29 +101,30 @@ int vae_load(vae_model *m, const vae_config *cfg, const sd_weights *w, sd_error 
         if ((rc = load_encoder(m, w, err)) < 0) return rc;
         m->has_encoder = 1;
     }
-    ops_arena_init(&m->arena, 0);
+    ops_ctx_init(&m->ops, 0);
     return 0;
 }
 
 void vae_release_scratch(vae_model *m) {
-    size_t block = m->arena.block_size;
-    ops_arena_free(&m->arena);
-    ops_arena_init(&m->arena, block);
+    size_t block = m->ops.scratch.block_size;
+    ops_arena_free(&m->ops.scratch);
+    ops_arena_init(&m->ops.scratch, block);
 }
 
 void vae_free(vae_model *m) {
-    ops_arena_free(&m->arena);
+    ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
 }
 
 /* x: [B, C, HW] -> out = x + to_out(attention(GroupNorm(x))), one head over the HW positions. */
-static int attn_forward(const vae_attn *at, float *out, const float *x, int B, int HW, int groups, ops_arena *a,
+static int attn_forward(const vae_attn *at, float *out, const float *x, int B, int HW, int groups, ops_ctx *ops,
                         sd_error *err) {
     int C = at->ch, M = B * HW, rc;
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     ops_attn_desc ad = {.batch = B, .heads = 1, .head_dim = C, .n_q = HW, .n_kv = HW, .q_stride = C,
                         .k_stride = C, .v_stride = C, .out_stride = C, .scale = (float)(1.0 / sqrt((double)C))};
-    size_t wsb = ops_attention_workspace(&ad, ops_get_threads());
+    size_t wsb = ops_attention_workspace(&ad, ops_get_threads(), ops);
     float *n = ops_arena_floats(a, (size_t)M * C, err), *q = ops_arena_floats(a, (size_t)M * C, err);
     float *k = ops_arena_floats(a, (size_t)M * C, err), *v = ops_arena_floats(a, (size_t)M * C, err);
     void *ws = ops_arena_alloc(a, wsb, err);
@@ -131,13 +132,13 @@ static int attn_forward(const vae_attn *at, float *out, const float *x, int B, i
         rc = err ? err->code : SD_ENOMEM;
         goto done;
     }
-    if ((rc = ops_groupnorm(out, x, B, C, HW, groups, VAE_EPS, at->norm_w, at->norm_b, 0, a, err)) < 0) goto done;
+    if ((rc = ops_groupnorm(out, x, B, C, HW, groups, VAE_EPS, at->norm_w, at->norm_b, 0, ops, err)) < 0) goto done;
     ops_nchw_to_nlc(n, out, B, C, HW);
-    if ((rc = ops_linear(q, n, M, C, at->q_w, at->q_b, C, 0, a, err)) < 0 ||
-        (rc = ops_linear(k, n, M, C, at->k_w, at->k_b, C, 0, a, err)) < 0 ||
-        (rc = ops_linear(v, n, M, C, at->v_w, at->v_b, C, 0, a, err)) < 0 ||
-        (rc = ops_attention(n, q, k, v, &ad, ws, wsb, err)) < 0 ||
-        (rc = ops_linear(q, n, M, C, at->o_w, at->o_b, C, 0, a, err)) < 0)
+    if ((rc = ops_linear(q, n, M, C, at->q_w, at->q_b, C, 0, ops, err)) < 0 ||
+        (rc = ops_linear(k, n, M, C, at->k_w, at->k_b, C, 0, ops, err)) < 0 ||
+        (rc = ops_linear(v, n, M, C, at->v_w, at->v_b, C, 0, ops, err)) < 0 ||
+        (rc = ops_attention(n, q, k, v, &ad, ws, wsb, ops, err)) < 0 ||
+        (rc = ops_linear(q, n, M, C, at->o_w, at->o_b, C, 0, ops, err)) < 0)
         goto done;
     ops_nlc_to_nchw(out, q, B, C, HW);
     ops_add(out, out, x, (size_t)M * C);
@@ -150,10 +151,10 @@ done:
 static int mid_forward(vae_model *m, const vae_coder *cd, float **buf, int *cur, int B, int H, int W,
                        sd_error *err) {
     int G = m->cfg.norm_groups, rc;
-    if ((rc = resnet_forward(&cd->mid_res[0], buf[!*cur], buf[*cur], B, H, W, NULL, G, VAE_EPS, &m->arena, err)) < 0)
+    if ((rc = resnet_forward(&cd->mid_res[0], buf[!*cur], buf[*cur], B, H, W, NULL, G, VAE_EPS, &m->ops, err)) < 0)
         return rc;
-    if ((rc = attn_forward(&cd->mid_attn, buf[*cur], buf[!*cur], B, H * W, G, &m->arena, err)) < 0) return rc;
-    if ((rc = resnet_forward(&cd->mid_res[1], buf[!*cur], buf[*cur], B, H, W, NULL, G, VAE_EPS, &m->arena, err)) < 0)
+    if ((rc = attn_forward(&cd->mid_attn, buf[*cur], buf[!*cur], B, H * W, G, &m->ops, err)) < 0) return rc;
+    if ((rc = resnet_forward(&cd->mid_res[1], buf[!*cur], buf[*cur], B, H, W, NULL, G, VAE_EPS, &m->ops, err)) < 0)
         return rc;
     *cur = !*cur;
     return 0;
@@ -162,18 +163,18 @@ static int mid_forward(vae_model *m, const vae_coder *cd, float **buf, int *cur,
 /* out = conv_out(SiLU(GroupNorm(x))), the norm fused into the convolution's input. */
 static int head_forward(vae_model *m, const vae_coder *cd, float *out, const float *x, int B, int C, int H, int W,
                         int out_ch, sd_error *err) {
-    ops_mark mark = ops_arena_mark(&m->arena);
-    float *sc = ops_arena_floats(&m->arena, (size_t)2 * B * C, err);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
+    float *sc = ops_arena_floats(&m->ops.scratch, (size_t)2 * B * C, err);
     if (!sc) return err ? err->code : SD_ENOMEM;
     int rc = ops_groupnorm_affine(sc, sc + (size_t)B * C, x, B, C, H * W, m->cfg.norm_groups, VAE_EPS,
-                                  cd->norm_out_w, cd->norm_out_b, &m->arena, err);
+                                  cd->norm_out_w, cd->norm_out_b, &m->ops, err);
     if (rc == 0) {
         ops_conv_desc co = {.batch = B, .in_ch = C, .in_h = H, .in_w = W, .out_ch = out_ch, .k_h = 3, .k_w = 3,
                             .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1, .weight = cd->conv_out_w,
                             .bias = cd->conv_out_b, .in_scale = sc, .in_shift = sc + (size_t)B * C, .in_silu = 1};
-        rc = ops_conv2d(out, x, &co, &m->arena, err);
+        rc = ops_conv2d(out, x, &co, &m->ops, err);
     }
-    ops_arena_release(&m->arena, mark);
+    ops_arena_release(&m->ops.scratch, mark);
     return rc;
 }
 
@@ -213,7 +214,8 @@ int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img, sd
     const vae_config *c = &m->cfg;
     if (B < 1 || h < 1 || w < 1) return sd_err(err, SD_EINPUT, "vae: bad latent shape %dx%dx%d", B, h, w);
     int n = c->n_levels, L = c->latent_channels, top = c->block_out[n - 1], G = c->norm_groups, rc = 0;
-    ops_arena *a = &m->arena;
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     size_t need[2];
     decode_buffer_sizes(c, h, w, need);
@@ -225,13 +227,13 @@ int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img, sd
     }
     ops_conv_desc pqc = {.batch = B, .in_ch = L, .in_h = h, .in_w = w, .out_ch = L, .k_h = 1, .k_w = 1, .stride = 1,
                          .weight = m->post_quant_w, .bias = m->post_quant_b};
-    if ((rc = ops_conv2d(pq, z, &pqc, a, err)) < 0) goto done;
+    if ((rc = ops_conv2d(pq, z, &pqc, ops, err)) < 0) goto done;
     emit(m, "post_quant_conv", pq, B, L, h, w);
     ops_conv_desc ci = {.batch = B, .in_ch = L, .in_h = h, .in_w = w, .out_ch = top, .k_h = 3, .k_w = 3, .stride = 1,
                         .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1, .weight = m->dec.conv_in_w,
                         .bias = m->dec.conv_in_b};
     int cur = 0;
-    if ((rc = ops_conv2d(buf[cur], pq, &ci, a, err)) < 0) goto done;
+    if ((rc = ops_conv2d(buf[cur], pq, &ci, ops, err)) < 0) goto done;
     emit(m, "decoder.conv_in", buf[cur], B, top, h, w);
     if ((rc = mid_forward(m, &m->dec, buf, &cur, B, h, w, err)) < 0) goto done;
     emit(m, "decoder.mid_block", buf[cur], B, top, h, w);
@@ -239,7 +241,7 @@ int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img, sd
     for (int i = 0; i < n; i++) {
         int out = c->block_out[n - 1 - i];
         for (int j = 0; j <= c->layers_per_block; j++) {
-            if ((rc = resnet_forward(&m->dec.res[i][j], buf[!cur], buf[cur], B, H, W, NULL, G, VAE_EPS, a, err)) < 0)
+            if ((rc = resnet_forward(&m->dec.res[i][j], buf[!cur], buf[cur], B, H, W, NULL, G, VAE_EPS, ops, err)) < 0)
                 goto done;
             cur = !cur;
         }
@@ -248,7 +250,7 @@ int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img, sd
             ops_conv_desc uc = {.batch = B, .in_ch = ch, .in_h = H, .in_w = W, .out_ch = ch, .k_h = 3, .k_w = 3,
                                 .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
                                 .weight = m->dec.sample_w[i], .bias = m->dec.sample_b[i], .up_h = 2 * H, .up_w = 2 * W};
-            if ((rc = ops_conv2d(buf[!cur], buf[cur], &uc, a, err)) < 0) goto done;
+            if ((rc = ops_conv2d(buf[!cur], buf[cur], &uc, ops, err)) < 0) goto done;
             cur = !cur;
             H *= 2;
             W *= 2;
@@ -279,7 +281,8 @@ int vae_encode(vae_model *m, const float *img, int B, int H, int W, float *mean,
     int lh, lw;
     vae_latent_size(c, H, W, &lh, &lw);
     if (B < 1 || lh < 1 || lw < 1) return sd_err(err, SD_EINPUT, "vae: image %dx%d is too small to encode", H, W);
-    ops_arena *a = &m->arena;
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     size_t big = 0;
     for (int i = 0, h = H, w = W, prev = c->block_out[0]; i < n; i++) {
@@ -299,11 +302,11 @@ int vae_encode(vae_model *m, const float *img, int B, int H, int W, float *mean,
     ops_conv_desc ci = {.batch = B, .in_ch = c->in_channels, .in_h = H, .in_w = W, .out_ch = ch, .k_h = 3, .k_w = 3,
                         .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1, .weight = m->enc.conv_in_w,
                         .bias = m->enc.conv_in_b};
-    if ((rc = ops_conv2d(buf[cur], img, &ci, a, err)) < 0) goto done;
+    if ((rc = ops_conv2d(buf[cur], img, &ci, ops, err)) < 0) goto done;
     int h = H, w = W;
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < c->layers_per_block; j++) {
-            if ((rc = resnet_forward(&m->enc.res[i][j], buf[!cur], buf[cur], B, h, w, NULL, G, VAE_EPS, a, err)) < 0)
+            if ((rc = resnet_forward(&m->enc.res[i][j], buf[!cur], buf[cur], B, h, w, NULL, G, VAE_EPS, ops, err)) < 0)
                 goto done;
             cur = !cur;
         }
@@ -312,7 +315,7 @@ int vae_encode(vae_model *m, const float *img, int B, int H, int W, float *mean,
             ops_conv_desc dc = {.batch = B, .in_ch = ch, .in_h = h, .in_w = w, .out_ch = ch, .k_h = 3, .k_w = 3,
                                 .stride = 2, .pad_b = 1, .pad_r = 1, .weight = m->enc.sample_w[i],
                                 .bias = m->enc.sample_b[i]};
-            if ((rc = ops_conv2d(buf[!cur], buf[cur], &dc, a, err)) < 0) goto done;
+            if ((rc = ops_conv2d(buf[!cur], buf[cur], &dc, ops, err)) < 0) goto done;
             cur = !cur;
             h = (h - 2) / 2 + 1;
             w = (w - 2) / 2 + 1;
@@ -323,7 +326,7 @@ int vae_encode(vae_model *m, const float *img, int B, int H, int W, float *mean,
         goto done;
     ops_conv_desc qc = {.batch = B, .in_ch = 2 * L, .in_h = h, .in_w = w, .out_ch = 2 * L, .k_h = 1, .k_w = 1,
                         .stride = 1, .weight = m->quant_w, .bias = m->quant_b};
-    if ((rc = ops_conv2d(moments, buf[!cur], &qc, a, err)) < 0) goto done;
+    if ((rc = ops_conv2d(moments, buf[!cur], &qc, ops, err)) < 0) goto done;
     size_t plane = (size_t)L * h * w;
     for (int b = 0; b < B; b++) {
         memcpy(mean + b * plane, moments + b * 2 * plane, plane * sizeof(float));

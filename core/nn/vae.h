@@ -57,7 +57,7 @@ typedef struct vae_model {
     int has_encoder;                            /* the weights hold encoder.* and quant_conv */
     const sd_tensor *quant_w, *quant_b;         /* [2L, 2L, 1, 1], [2L] */
     const sd_tensor *post_quant_w, *post_quant_b; /* [L, L, 1, 1], [L] */
-    ops_arena arena;
+    ops_ctx ops;                                /* kernel context: activations and scratch */
     /* optional: "post_quant_conv", "decoder.conv_in", "decoder.mid_block", "decoder.up_blocks.<i>" */
     const sd_probe *probe;
 } vae_model;

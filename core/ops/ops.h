@@ -14,23 +14,35 @@
  * copy of SD 1.5. (A caller that prefers speed over memory can widen once and
  * pass aligned F32 views: kernels use those directly.)
  *
+ * Context. Kernels take an `ops_ctx *` (last, or just before the error
+ * buffer): what a kernel needs beyond its arguments. It holds the scratch arena, the
+ * precision GEMMs run in, the route stride-1 3x3 convolutions and attention
+ * take, and room for a communicator (tensor parallelism, later). A network
+ * owns one context and passes it to every kernel of its forward pass, so
+ * two networks, or two threads each running one, never share state; tests
+ * and benchmarks pick a route by setting the field on the context they pass.
+ *
  * Scratch. Kernels that need temporary memory (converted weights, im2col
- * tiles, attention tiles) take an `ops_arena *`: a bump allocator that grows
- * in large blocks and is rewound with mark/release. A network keeps one arena
- * per forward pass; after the first pass it has its final size, so no step
- * after the first calls malloc. Kernels release what they took before they
- * return, so scratch use is strictly nested.
+ * tiles, attention tiles) take it from ctx->scratch: a bump allocator that
+ * grows in large blocks and is rewound with mark/release. A network's arena
+ * also holds its activations; after the first forward pass it has its final
+ * size, so no step after the first calls malloc. Kernels release what they
+ * took before they return, so scratch use is strictly nested.
+ *
+ * GEMMs. Every matrix product of the kernels is an ops_gemm call, the one
+ * place that picks how to multiply (ctx->precision): for float32, OpenBLAS
+ * cblas_sgemm.
  *
  * Threads. All parallelism is OpenMP over the outer loops of each kernel
- * (output tiles, rows, channels, heads). GEMMs are OpenBLAS cblas_sgemm calls
- * made from inside those loops on single-threaded OpenBLAS: two thread pools
- * (OpenBLAS's and OpenMP's) spinning on the same cores cost up to 45% here.
+ * (output tiles, rows, channels, heads). GEMMs are made from inside those
+ * loops on single-threaded OpenBLAS: two thread pools (OpenBLAS's and
+ * OpenMP's) spinning on the same cores cost up to 45% here.
  * ops_set_threads(n) sets both knobs accordingly; call it once at start-up.
  *
  *     ops_set_threads(0);                         // all cores
- *     ops_arena a; ops_arena_init(&a, 0);
- *     ops_linear(y, x, M, K, w, b, N, 0, &a, &err);  // y[M,N] = x[M,K] w[N,K]^T + b
- *     ops_arena_free(&a);
+ *     ops_ctx ctx; ops_ctx_init(&ctx, 0);         // fp32, automatic routes
+ *     ops_linear(y, x, M, K, w, b, N, 0, &ctx, &err);  // y[M,N] = x[M,K] w[N,K]^T + b
+ *     ops_ctx_free(&ctx);
  */
 #ifndef SD_OPS_H
 #define SD_OPS_H
@@ -108,22 +120,72 @@ void ops_arena_release(ops_arena *a, ops_mark m);
 int ops_arena_reserve(ops_arena *a, size_t bytes, sd_error *err);
 void ops_arena_free(ops_arena *a);
 
+/* ---- kernel context --------------------------------------------------- */
+
+/* What ops_gemm multiplies in. Float32 only, for now. */
+typedef enum ops_precision { OPS_PRECISION_FP32 = 0 } ops_precision;
+
+/*
+ * Which route stride-1 3x3 convolutions take: AUTO = Winograd F(2x2, 3x3)
+ * where it is faster (>= 32 input and output channels, images of 8x8 and
+ * up), GEMM = never Winograd, WINOGRAD = Winograd for every stride-1 3x3
+ * convolution (tests compare the routes).
+ */
+typedef enum ops_conv_kernel { OPS_CONV_AUTO = 0, OPS_CONV_GEMM = 1, OPS_CONV_WINOGRAD = 2 } ops_conv_kernel;
+
+/*
+ * Which implementation ops_attention uses: AUTO = the AVX-512 kernels when
+ * the build has them, else OpenBLAS; BLAS forces the OpenBLAS one (tests
+ * compare the two). It sizes the workspace too: size it with the context
+ * the call uses.
+ */
+typedef enum ops_attn_kernel { OPS_ATTN_AUTO = 0, OPS_ATTN_BLAS = 1 } ops_attn_kernel;
+
+/*
+ * A communicator for tensor parallelism: rank, size and all-reduce
+ * callbacks, defined and filled in outside core/ (core/ never includes MPI).
+ * No kernel uses one yet.
+ */
+struct ops_comm;
+
+typedef struct ops_ctx {
+    ops_arena scratch;           /* temporary memory of the kernels (a network's activations too) */
+    ops_precision precision;     /* what ops_gemm computes in */
+    ops_conv_kernel conv_kernel; /* route of stride-1 3x3 convolutions */
+    ops_attn_kernel attn_kernel; /* implementation of ops_attention */
+    const struct ops_comm *comm; /* NULL: this process computes every output alone */
+} ops_ctx;
+
+/* Float32, automatic routes, no communicator; an empty arena of block_size (0 = 64 MiB) blocks. */
+void ops_ctx_init(ops_ctx *c, size_t block_size);
+/* Frees the arena; the other fields stay as they were. */
+void ops_ctx_free(ops_ctx *c);
+
 /* ---- weights ---------------------------------------------------------- */
 
 /*
  * w as float32: the data itself when w is aligned F32, else a converted copy
- * in the arena (converted by all threads). NULL and an error on failure.
+ * in ctx->scratch (converted by all threads). NULL and an error on failure.
  */
-const float *ops_weight_f32(const sd_tensor *w, ops_arena *a, sd_error *err);
+const float *ops_weight_f32(const sd_tensor *w, ops_ctx *ctx, sd_error *err);
 
 /* ---- matrix products -------------------------------------------------- */
+
+/*
+ * c[M, N] = alpha * a[M, K] * b + beta * c, row-major, with b [K, N], or
+ * b [N, K] used transposed when trans_b (leading dimensions lda, ldb, ldc).
+ * One GEMM on the calling thread: kernels call it from inside their OpenMP
+ * loops. beta = 0 ignores what c held (NaN included).
+ */
+void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
+              const float *b, int ldb, float beta, float *c, int ldc);
 
 /*
  * out[M, N] = x[M, K] * w[N, K]^T + b[N]  (a PyTorch nn.Linear on M rows).
  * b may be NULL. accumulate = 1 adds the result to out (a fused residual).
  */
 int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, const sd_tensor *b, int N,
-               int accumulate, ops_arena *scratch, sd_error *err);
+               int accumulate, ops_ctx *ctx, sd_error *err);
 
 /*
  * c[M, N] (+)= a[M, K] * b  with b [K, N], or b [N, K] used transposed when
@@ -131,12 +193,12 @@ int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, con
  * over all threads.
  */
 void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M, int N, int K,
-                int trans_b, int accumulate);
+                int trans_b, int accumulate, const ops_ctx *ctx);
 
 /*
  * GFLOP/s of a size^3 OpenBLAS sgemm on ops_get_threads() cores, threaded by
- * OpenBLAS itself: the machine's reference speed that benchmarks compare
- * against. 0 when out of memory.
+ * OpenBLAS itself (not through ops_gemm): the machine's reference speed that
+ * benchmarks compare against. 0 when out of memory.
  */
 double ops_sgemm_reference_gflops(int size, int reps);
 
@@ -171,20 +233,10 @@ typedef struct ops_conv_desc {
     int accumulate;                 /* out += conv instead of out = conv */
 } ops_conv_desc;
 
-/*
- * Which route stride-1 3x3 convolutions take: AUTO = Winograd F(2x2, 3x3)
- * where it is faster (>= 32 input and output channels, images of 8x8 and
- * up), GEMM = never Winograd, WINOGRAD = Winograd for every stride-1 3x3
- * convolution (tests compare the routes). Process-wide; set it before
- * running a network.
- */
-enum { OPS_CONV_AUTO = 0, OPS_CONV_GEMM = 1, OPS_CONV_WINOGRAD = 2 };
-void ops_set_conv_kernel(int kernel);
-
 /* Output size of d (0 when the kernel does not fit the padded input). */
 void ops_conv2d_out_size(const ops_conv_desc *d, int *out_h, int *out_w);
-/* out: [batch, out_ch, out_h, out_w]; x must not alias out. */
-int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *scratch, sd_error *err);
+/* out: [batch, out_ch, out_h, out_w]; x must not alias out. The route: ctx->conv_kernel. */
+int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx, sd_error *err);
 
 /* ---- normalization ---------------------------------------------------- */
 
@@ -194,13 +246,13 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
  * shift[b,c] = beta[c] - mean*scale. Sums in double.
  */
 int ops_groupnorm_affine(float *scale, float *shift, const float *x, int B, int C, int HW, int groups, float eps,
-                         const sd_tensor *gamma, const sd_tensor *beta, ops_arena *scratch, sd_error *err);
+                         const sd_tensor *gamma, const sd_tensor *beta, ops_ctx *ctx, sd_error *err);
 /* out = GroupNorm(x) (then SiLU when silu); out may equal x. */
 int ops_groupnorm(float *out, const float *x, int B, int C, int HW, int groups, float eps, const sd_tensor *gamma,
-                  const sd_tensor *beta, int silu, ops_arena *scratch, sd_error *err);
+                  const sd_tensor *beta, int silu, ops_ctx *ctx, sd_error *err);
 /* out: [M, C] = LayerNorm over the last axis of x: [M, C]; out may equal x. */
 int ops_layernorm(float *out, const float *x, int M, int C, float eps, const sd_tensor *gamma,
-                  const sd_tensor *beta, ops_arena *scratch, sd_error *err);
+                  const sd_tensor *beta, ops_ctx *ctx, sd_error *err);
 
 /* ---- element-wise ----------------------------------------------------- */
 
@@ -239,21 +291,14 @@ typedef struct ops_attn_desc {
     int causal;                     /* query i sees keys <= i (CLIP text) */
 } ops_attn_desc;
 
+/* Bytes of workspace ops_attention needs for d with `threads` threads and ctx's attention kernel. */
+size_t ops_attention_workspace(const ops_attn_desc *d, int threads, const ops_ctx *ctx);
 /*
- * Which implementation ops_attention uses: AUTO = the AVX-512 kernels when
- * the build has them, else OpenBLAS; BLAS forces the OpenBLAS one (tests
- * compare the two). Set before sizing workspaces.
- */
-enum { OPS_ATTN_AUTO = 0, OPS_ATTN_BLAS = 1 };
-void ops_set_attention_kernel(int kernel);
-
-/* Bytes of workspace ops_attention needs for d with `threads` threads. */
-size_t ops_attention_workspace(const ops_attn_desc *d, int threads);
-/*
- * out = attention(q, k, v). ws: ops_attention_workspace(d, ops_get_threads())
- * bytes, 64-byte aligned; the kernel allocates nothing else.
+ * out = attention(q, k, v) by ctx->attn_kernel. ws: ops_attention_workspace(d,
+ * ops_get_threads(), ctx) bytes, 64-byte aligned; the kernel allocates
+ * nothing else (not from ctx->scratch either).
  */
 int ops_attention(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d, void *ws,
-                  size_t ws_bytes, sd_error *err);
+                  size_t ws_bytes, const ops_ctx *ctx, sd_error *err);
 
 #endif

@@ -15,13 +15,12 @@
  *    rows of K^T) and 6-12 row x 16-64 column tiles of O (broadcast P, FMA
  *    with rows of V). No per-call packing: OpenBLAS re-packs K and V for every
  *    query tile and ran at ~45% of its sgemm speed on head_dim 40.
- *  - OpenBLAS sgemm calls per tile (portable fallback).
+ *  - ops_gemm calls per tile (OpenBLAS sgemm; the portable fallback).
  * Workspace: K^T (O(n_kv * heads * d), only for AVX-512) plus per thread S, O,
  * m and l: O(tile * (block + d)), never [n_q, n_kv].
  */
 #include "ops.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 
@@ -42,11 +41,8 @@
 #define AVX_KV_BLOCK 512
 #define KEY_PAD 64
 
-static int attention_kernel = OPS_ATTN_AUTO;
-
-void ops_set_attention_kernel(int kernel) { attention_kernel = kernel; }
-
-static int use_avx512(void) { return HAVE_AVX512_ATTENTION && attention_kernel != OPS_ATTN_BLAS; }
+/* Whether ctx's attention kernel is the AVX-512 one (AUTO, in builds that have it). */
+static int use_avx512(const ops_ctx *ctx) { return HAVE_AVX512_ATTENTION && ctx->attn_kernel != OPS_ATTN_BLAS; }
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 static int imin(int a, int b) { return a < b ? a : b; }
@@ -71,9 +67,9 @@ static void plan_attention(attn_plan *p, const ops_attn_desc *d, int avx) {
     p->thread_floats = round16((size_t)p->tq * lds + (size_t)p->tq * p->ldo + 2 * (size_t)p->tq);
 }
 
-size_t ops_attention_workspace(const ops_attn_desc *d, int threads) {
+size_t ops_attention_workspace(const ops_attn_desc *d, int threads, const ops_ctx *ctx) {
     attn_plan p;
-    plan_attention(&p, d, use_avx512());
+    plan_attention(&p, d, use_avx512(ctx));
     return (p.kt_floats + p.thread_floats * (size_t)(threads > 0 ? threads : 1)) * sizeof(float);
 }
 
@@ -157,7 +153,8 @@ static int tile_kv_end(const ops_attn_desc *d, int i0, int tq) {
 /* ---- BLAS path ------------------------------------------------------------- */
 
 static void attn_tile_blas(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d,
-                           const attn_plan *p, int b, int h, int i0, float *S, float *O, float *mrow, float *lrow) {
+                           const attn_plan *p, int b, int h, int i0, float *S, float *O, float *mrow, float *lrow,
+                           const ops_ctx *ctx) {
     int dh = d->head_dim, tq = imin(d->n_q - i0, p->tq), kv_end = tile_kv_end(d, i0, tq);
     const float *qt = q + ((size_t)b * d->n_q + i0) * d->q_stride + (size_t)h * dh;
     const float *kb = k + (size_t)b * d->n_kv * d->k_stride + (size_t)h * dh;
@@ -165,11 +162,11 @@ static void attn_tile_blas(float *out, const float *q, const float *k, const flo
     for (int i = 0; i < tq; i++) mrow[i] = -INFINITY, lrow[i] = 0.0f;
     for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
         int tk = imin(kv_end - j0, p->tk);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, tk, dh, d->scale, qt, d->q_stride,
-                    kb + (size_t)j0 * d->k_stride, d->k_stride, 0.0f, S, tk);
+        ops_gemm(ctx, 1, tq, tk, dh, d->scale, qt, d->q_stride, kb + (size_t)j0 * d->k_stride, d->k_stride, 0.0f, S,
+                 tk);
         softmax_block(S, tk, tq, tk, i0, j0, d->causal, mrow, lrow, O, dh, dh);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, dh, tk, 1.0f, S, tk,
-                    vb + (size_t)j0 * d->v_stride, d->v_stride, j0 > 0 ? 1.0f : 0.0f, O, dh);
+        ops_gemm(ctx, 0, tq, dh, tk, 1.0f, S, tk, vb + (size_t)j0 * d->v_stride, d->v_stride, j0 > 0 ? 1.0f : 0.0f, O,
+                 dh);
     }
     write_tile(out, d, b, h, i0, tq, O, dh, lrow);
 }
@@ -300,16 +297,16 @@ static void attn_tile_avx512(float *out, const float *q, const float *v, const f
 /* ---- entry point ----------------------------------------------------------- */
 
 int ops_attention(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d, void *ws,
-                  size_t ws_bytes, sd_error *err) {
+                  size_t ws_bytes, const ops_ctx *ctx, sd_error *err) {
     int threads = ops_get_threads();
     if (d->n_q <= 0 || d->batch <= 0 || d->heads <= 0) return 0;
     if (d->n_kv <= 0 || d->head_dim <= 0)
         return sd_err(err, SD_EINTERNAL, "attention: %d keys of dimension %d", d->n_kv, d->head_dim);
-    if (ws_bytes < ops_attention_workspace(d, threads) || ((uintptr_t)ws & 63))
+    if (ws_bytes < ops_attention_workspace(d, threads, ctx) || ((uintptr_t)ws & 63))
         return sd_err(err, SD_EINTERNAL, "attention: workspace of %zu bytes, need %zu (64-byte aligned)", ws_bytes,
-                      ops_attention_workspace(d, threads));
+                      ops_attention_workspace(d, threads, ctx));
     double t0 = prof_begin();
-    int avx = use_avx512();
+    int avx = use_avx512(ctx);
     attn_plan p;
     plan_attention(&p, d, avx);
 #if HAVE_AVX512_ATTENTION
@@ -337,7 +334,7 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
                 continue;
             }
 #endif
-            attn_tile_blas(out, q, k, v, d, &p, b, h, t * p.tq, S, O, mrow, lrow);
+            attn_tile_blas(out, q, k, v, d, &p, b, h, t * p.tq, S, O, mrow, lrow, ctx);
         }
     }
     prof_end(PROF_ATTENTION, t0, 4.0 * d->batch * d->heads * (double)d->n_q * d->n_kv * d->head_dim);

@@ -120,8 +120,9 @@ static void bilinear_axis(int in, int out, int *i0, int *i1, float *l0, float *l
     }
 }
 
-int ops_resize_bilinear(float *out, const float *x, int B, int C, int H, int W, int oh, int ow, ops_arena *scratch,
+int ops_resize_bilinear(float *out, const float *x, int B, int C, int H, int W, int oh, int ow, ops_ctx *ctx,
                         sd_error *err) {
+    ops_arena *scratch = &ctx->scratch;
     ops_mark mark = ops_arena_mark(scratch);
     int *iy0 = ops_arena_alloc(scratch, sizeof(int) * 2 * ((size_t)oh + ow), err);
     float *ly = iy0 ? ops_arena_floats(scratch, 2 * ((size_t)oh + ow), err) : NULL;

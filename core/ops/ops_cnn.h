@@ -4,8 +4,8 @@
  * PyTorch-compatible bilinear resize.
  *
  * Same conventions as ops.h: float32 NCHW buffers owned by the caller, the
- * kernel fills `out` and allocates nothing (small tables come from an
- * ops_arena), OpenMP over image planes with
+ * kernel fills `out` and allocates nothing (small tables come from the
+ * context's scratch arena), OpenMP over image planes with
  * ops_get_threads() threads. `out` must not alias `x` unless stated.
  *
  *     ops_maxpool2d(y, x, B, C, 147, 147, 3, 2, 0);        // y: [B, C, 73, 73]
@@ -59,9 +59,9 @@ void ops_fold_batchnorm(float *w, float *bias, int out_ch, size_t per_out, const
  * - 0.5, 0) (double, as PyTorch's CPU accumulate type), i0 = floor(src),
  * i1 = min(i0 + 1, in - 1), lambda = src - i0 (rounded to float); each row
  * pair is blended along x first, then the two results along y. Index tables come from
- * scratch (released before returning); fails only when out of memory.
+ * ctx->scratch (released before returning); fails only when out of memory.
  */
-int ops_resize_bilinear(float *out, const float *x, int B, int C, int H, int W, int oh, int ow, ops_arena *scratch,
+int ops_resize_bilinear(float *out, const float *x, int B, int C, int H, int W, int oh, int ow, ops_ctx *ctx,
                         sd_error *err);
 
 #endif

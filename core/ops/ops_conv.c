@@ -38,7 +38,6 @@
  */
 #include "ops.h"
 
-#include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
@@ -368,11 +367,10 @@ static void merged_col_unit(const conv_plan *p, const float *x, float *tin_all, 
 
 /* Merged route, phase 2: output channels [m0, m0 + mm) of every image; cbuf [mm, batch*P] is the item's. */
 static void merged_gemm_item(const conv_plan *p, float *out, const float *wf, const float *bias, const float *col,
-                             float *cbuf, int m0, int mm) {
+                             float *cbuf, int m0, int mm, const ops_ctx *ctx) {
     const ops_conv_desc *d = p->d;
     int B = d->batch, P = p->P, N = B * P;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, N, p->K, 1.0f, wf + (size_t)m0 * p->K, p->K, col, N,
-                0.0f, cbuf, N);
+    ops_gemm(ctx, 0, mm, N, p->K, 1.0f, wf + (size_t)m0 * p->K, p->K, col, N, 0.0f, cbuf, N);
     for (int b = 0; b < B; b++)
         for (int m = m0; m < m0 + mm; m++) {
             float add = (bias ? bias[m] : 0.0f) + (d->chan_add ? d->chan_add[(size_t)b * d->out_ch + m] : 0.0f);
@@ -388,7 +386,7 @@ static void merged_gemm_item(const conv_plan *p, float *out, const float *wf, co
         }
 }
 
-int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *scratch, sd_error *err) {
+int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx, sd_error *err) {
     int64_t wn = (int64_t)d->out_ch * d->in_ch * d->k_h * d->k_w;
     if (sd_tensor_numel(d->weight) != wn || (d->bias && sd_tensor_numel(d->bias) != d->out_ch))
         return sd_err(err, SD_EINTERNAL, "conv2d: weight '%s' does not hold [%d, %d, %d, %d]", d->weight->name,
@@ -400,17 +398,18 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
                                 d->k_w, p.ih, p.iw);
     if (d->batch <= 0 || d->out_ch <= 0) return 0;
     double t0 = prof_begin();
-    if (conv_winograd_pick(d, p.oh, p.ow)) {
-        int rc = conv_winograd_run(out, x, d, ops_plan_threads(), threads, scratch, err);
+    if (conv_winograd_pick(d, p.oh, p.ow, ctx->conv_kernel)) {
+        int rc = conv_winograd_run(out, x, d, ops_plan_threads(), threads, ctx, err);
         prof_end(PROF_CONV3, t0, 2.0 * d->batch * d->out_ch * (double)p.K * p.P);
         return rc;
     }
+    ops_arena *scratch = &ctx->scratch;
     ops_mark mark = ops_arena_mark(scratch);
     int rc = 0;
     double tw = prof_begin();
-    const float *wf = p.taps ? widen_taps(d, scratch, threads, err) : ops_weight_f32(d->weight, scratch, err);
+    const float *wf = p.taps ? widen_taps(d, scratch, threads, err) : ops_weight_f32(d->weight, ctx, err);
     if (p.taps) prof_end(PROF_WIDEN, tw, 0);
-    const float *bf = wf && d->bias ? ops_weight_f32(d->bias, scratch, err) : NULL;
+    const float *bf = wf && d->bias ? ops_weight_f32(d->bias, ctx, err) : NULL;
     float *tin_all = NULL, *col_all = NULL, *cbuf_all = NULL;
     size_t tin_copies = p.merged ? (size_t)d->batch : (size_t)threads, col_copies = p.merged ? 1 : (size_t)threads;
     if (wf && (!d->bias || bf) && p.tin_floats) tin_all = ops_arena_floats(scratch, p.tin_floats * tin_copies, err);
@@ -440,7 +439,7 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
             int oy0 = s * p.rows, oy1 = oy0 + p.rows < p.oh ? oy0 + p.rows : p.oh;
             int m0 = mc * p.mchunk, mm = d->out_ch - m0 < p.mchunk ? d->out_ch - m0 : p.mchunk;
             if (p.merged) {
-                merged_gemm_item(&p, out, wf, bf, col_all, cbuf, m0, mm);
+                merged_gemm_item(&p, out, wf, bf, col_all, cbuf, m0, mm, ctx);
                 continue;
             }
             int T = (oy1 - oy0) * p.ow, p0 = oy0 * p.ow;
@@ -453,9 +452,8 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
                 memset(xp + (size_t)d->in_ch * nr * p.wp, 0, (size_t)(d->k_w + 16) * sizeof(float));
                 for (int k = 0; k < d->k_h * d->k_w; k++) {
                     int i = k / d->k_w, j = k % d->k_w;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, Tp, d->in_ch, 1.0f,
-                                wf + ((size_t)k * d->out_ch + m0) * d->in_ch, d->in_ch, xp + (size_t)i * p.wp + j,
-                                nr * p.wp, k ? 1.0f : 0.0f, cbuf, Tp);
+                    ops_gemm(ctx, 0, mm, Tp, d->in_ch, 1.0f, wf + ((size_t)k * d->out_ch + m0) * d->in_ch, d->in_ch,
+                             xp + (size_t)i * p.wp + j, nr * p.wp, k ? 1.0f : 0.0f, cbuf, Tp);
                 }
                 taps_epilogue(&p, out, cbuf, bf, b, m0, mm, oy0, rows);
                 continue;
@@ -483,8 +481,8 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_arena *sc
                 ldb = T;
             }
             float *c = out + ((size_t)b * d->out_ch + m0) * p.P + p0;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, T, p.K, 1.0f, wf + (size_t)m0 * p.K, p.K,
-                        bmat, ldb, d->accumulate ? 1.0f : 0.0f, c, p.P);
+            ops_gemm(ctx, 0, mm, T, p.K, 1.0f, wf + (size_t)m0 * p.K, p.K, bmat, ldb, d->accumulate ? 1.0f : 0.0f, c,
+                     p.P);
             conv_epilogue(&p, out, bf, b, m0, mm, p0, T);
         }
     }

@@ -39,9 +39,9 @@ static inline void conv_store_row(float *dst, const float *src, const float *res
 /*
  * Whether ops_conv2d takes the Winograd route for d with an oh x ow output:
  * a stride-1 3x3 convolution it handles faster than the GEMM routes (or any
- * stride-1 3x3 one when ops_set_conv_kernel forces it).
+ * stride-1 3x3 one when kernel, the context's conv_kernel, forces it).
  */
-int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow);
+int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow, ops_conv_kernel kernel);
 
 /*
  * out = conv(x) by Winograd F(2x2, 3x3) (see ops_conv_winograd.c), with
@@ -49,7 +49,7 @@ int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow);
  * and run on `threads` (results do not depend on `threads`).
  */
 int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int plan_threads, int threads,
-                      ops_arena *a, sd_error *err);
+                      ops_ctx *ctx, sd_error *err);
 
 /* Tests: the largest V (bytes) the shared way may use; 1 forces strips, 0 restores the default. */
 void conv_winograd_set_shared_limit(size_t bytes);

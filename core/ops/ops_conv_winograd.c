@@ -20,7 +20,7 @@
  * reads U and V where the transforms wrote them (OpenBLAS would pack both
  * for every call; at 8x8 and 16x16 its sgemm reached 60-75 GFLOP/s per core
  * on these shapes, the kernel 85-95, and the U-Net step went 8.1 -> 7.6 s);
- * OpenBLAS sgemm in builds without AVX-512.
+ * ops_gemm (OpenBLAS sgemm) in builds without AVX-512.
  *
  * The transforms are separable (rows, then columns) and vectorized over the
  * tiles of a row. Input tiles are read from rows gathered one channel at a
@@ -50,7 +50,6 @@
  * error (coefficients up to 8), over the U-Net tolerances of the golden
  * tests, so it is not used.
  */
-#include <cblas.h>
 #include <omp.h>
 #include <string.h>
 #if defined(__AVX512F__)
@@ -68,16 +67,13 @@
 #define WINO_SHARED_STRIP_TILES 512             /* shared: GEMM columns per item, about */
 #define WINO_SHARED_CH 16                       /* shared: input channels per input-transform unit */
 
-static int conv_kernel = OPS_CONV_AUTO;
 static size_t shared_v_bytes = WINO_SHARED_V_BYTES;
-
-void ops_set_conv_kernel(int kernel) { conv_kernel = kernel; }
 
 void conv_winograd_set_shared_limit(size_t bytes) { shared_v_bytes = bytes ? bytes : WINO_SHARED_V_BYTES; }
 
-int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow) {
-    if (d->k_h != 3 || d->k_w != 3 || d->stride != 1 || oh < 1 || ow < 1 || conv_kernel == OPS_CONV_GEMM) return 0;
-    if (conv_kernel == OPS_CONV_WINOGRAD) return 1;
+int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow, ops_conv_kernel kernel) {
+    if (d->k_h != 3 || d->k_w != 3 || d->stride != 1 || oh < 1 || ow < 1 || kernel == OPS_CONV_GEMM) return 0;
+    if (kernel == OPS_CONV_WINOGRAD) return 1;
     return d->in_ch >= WINO_MIN_IN && d->out_ch >= WINO_MIN_IN && ((oh + 1) / 2) * ((ow + 1) / 2) >= WINO_MIN_TILES;
 }
 
@@ -388,7 +384,7 @@ static void kern_any(int nb, int mr, int K, const float *a, size_t lda, const fl
  * 75-90 (8 x 32), OpenBLAS sgemm 64-89.
  */
 static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, size_t u_xs, const float *V,
-                     size_t ldv, int mm, int T) {
+                     size_t ldv, int mm, int T, const ops_ctx *ctx) {
     int C = p->d->in_ch;
     for (int xi = 0; xi < 16; xi++) {
         const float *u = U + (size_t)xi * u_xs, *v = V + (size_t)xi * p->vxs;
@@ -410,27 +406,28 @@ static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, 
     }
 }
 #else
-/* Mb[xi] = U[xi] V[xi]: 16 sgemm calls [mm, in_ch] x [in_ch, T], U rows of in_ch floats, U[xi] u_xs apart. */
+/* Mb[xi] = U[xi] V[xi]: 16 ops_gemm calls [mm, in_ch] x [in_ch, T], U rows of in_ch floats, U[xi] u_xs apart. */
 static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, size_t u_xs, const float *V,
-                     size_t ldv, int mm, int T) {
+                     size_t ldv, int mm, int T, const ops_ctx *ctx) {
     int C = p->d->in_ch;
     for (int xi = 0; xi < 16; xi++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, T, C, 1.0f, U + (size_t)xi * u_xs, C,
-                    V + (size_t)xi * p->vxs, (int)ldv, 0.0f, Mb + (size_t)xi * p->mxs, (int)ldm);
+        ops_gemm(ctx, 0, mm, T, C, 1.0f, U + (size_t)xi * u_xs, C, V + (size_t)xi * p->vxs, (int)ldv, 0.0f,
+                 Mb + (size_t)xi * p->mxs, (int)ldm);
 }
 #endif
 
 int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int plan_threads, int threads,
-                      ops_arena *a, sd_error *err) {
+                      ops_ctx *ctx, sd_error *err) {
     wino_plan p;
     plan_winograd(&p, d, plan_threads);
     int M = d->out_ch, C = d->in_ch, rc = 0;
     size_t in_img = (size_t)C * d->in_h * d->in_w, per_thread = bufs_floats(&p);
+    ops_arena *a = &ctx->scratch;
     ops_mark mark = ops_arena_mark(a);
     /* strips: U of all filters; shared: V of the whole batch */
     size_t big = 16 * (p.shared ? p.vxs : p.uxs);
     float *all = ops_arena_floats(a, big, err);
-    const float *bf = all && d->bias ? ops_weight_f32(d->bias, a, err) : NULL;
+    const float *bf = all && d->bias ? ops_weight_f32(d->bias, ctx, err) : NULL;
     float *work = all && (!d->bias || bf) ? ops_arena_floats(a, per_thread * threads, err) : NULL;
     if (!work) {
         rc = err ? err->code : SD_ENOMEM;
@@ -462,7 +459,7 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                 int m0 = mc * p.mchunk, mm = M - m0 < p.mchunk ? M - m0 : p.mchunk;
                 if (have_mc != mc) transform_filters(d, m0, mm, w.U, p.uxs, (size_t)C, w.wrow);
                 have_mc = mc;
-                multiply(&p, w.Mb, p.ldm, w.U, p.uxs, all + (size_t)g0 * p.tx_n, p.ldv, mm, ng * p.tx_n);
+                multiply(&p, w.Mb, p.ldm, w.U, p.uxs, all + (size_t)g0 * p.tx_n, p.ldv, mm, ng * p.tx_n, ctx);
                 for (int g = g0; g < g0 + ng;) { /* the strip's tile rows, image by image */
                     int b = g / p.ty_n, ty = g % p.ty_n, n = p.ty_n - ty < g0 + ng - g ? p.ty_n - ty : g0 + ng - g;
                     transform_output(&p, out, w.Mb + (size_t)(g - g0) * p.tx_n, p.ldm, w.s, w.y, bf, b, m0, mm, ty, n);
@@ -488,7 +485,7 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                 int ty0 = st * p.strip_ty, nty = p.ty_n - ty0 < p.strip_ty ? p.ty_n - ty0 : p.strip_ty;
                 int m0 = mc * p.mchunk, mm = M - m0 < p.mchunk ? M - m0 : p.mchunk;
                 transform_input(&p, w.V, p.ldv, w.rows, w.hb, x + in_img * b, b, ty0, nty, 0, C);
-                multiply(&p, w.Mb, p.ldm, all + (size_t)m0 * C, p.uxs, w.V, p.ldv, mm, nty * p.tx_n);
+                multiply(&p, w.Mb, p.ldm, all + (size_t)m0 * C, p.uxs, w.V, p.ldv, mm, nty * p.tx_n, ctx);
                 transform_output(&p, out, w.Mb, p.ldm, w.s, w.y, bf, b, m0, mm, ty0, nty);
             }
         }

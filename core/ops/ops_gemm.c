@@ -1,4 +1,7 @@
-/* ops_gemm.c - threads, weight widening, and the GEMM-shaped kernels (linear, matmul). */
+/*
+ * ops_gemm.c - threads, weight widening, the one GEMM entry point (ops_gemm)
+ * and the GEMM-shaped kernels (linear, matmul).
+ */
 #include "ops.h"
 
 #include <cblas.h>
@@ -47,11 +50,11 @@ int ops_get_threads(void) {
 
 /* ---- weights ---------------------------------------------------------- */
 
-const float *ops_weight_f32(const sd_tensor *w, ops_arena *a, sd_error *err) {
+const float *ops_weight_f32(const sd_tensor *w, ops_ctx *ctx, sd_error *err) {
     const float *view = sd_tensor_f32_view(w);
     if (view) return view;
     size_t n = (size_t)sd_tensor_numel(w);
-    float *dst = ops_arena_floats(a, n, err);
+    float *dst = ops_arena_floats(&ctx->scratch, n, err);
     if (!dst) return NULL;
     double t0 = prof_begin();
     size_t esz = sd_dtype_size(w->dtype);
@@ -91,48 +94,33 @@ static void split_tiles(int M, int N, int threads, int *tm, int *tn) {
     *tn = bn;
 }
 
-/* ---- linear and matmul ------------------------------------------------ */
+/* ---- the GEMM entry point ---------------------------------------------- */
 
-int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, const sd_tensor *b, int N,
-               int accumulate, ops_arena *scratch, sd_error *err) {
-    if (sd_tensor_numel(w) != (int64_t)N * K || (b && sd_tensor_numel(b) != N))
-        return sd_err(err, SD_EINTERNAL, "linear: weight '%s' does not hold [%d, %d]", w->name, N, K);
-    if (M <= 0) return 0;
-    double t0 = prof_begin();
-    ops_mark mark = ops_arena_mark(scratch);
-    const float *wf = ops_weight_f32(w, scratch, err);
-    const float *bf = wf && b ? ops_weight_f32(b, scratch, err) : NULL;
-    if (!wf || (b && !bf)) {
-        ops_arena_release(scratch, mark);
-        return err ? err->code : SD_ENOMEM;
-    }
-    int threads = ops_get_threads(), tm, tn;
-    split_tiles(M, N, ops_plan_threads(), &tm, &tn);
-    int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int t = 0; t < mt * nt; t++) {
-        int m0 = (t / nt) * tm, n0 = (t % nt) * tn;
-        int mm = M - m0 < tm ? M - m0 : tm, nn = N - n0 < tn ? N - n0 : tn;
-        float *c = out + (size_t)m0 * N + n0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mm, nn, K, 1.0f, x + (size_t)m0 * K, K,
-                    wf + (size_t)n0 * K, K, accumulate ? 1.0f : 0.0f, c, N);
-        if (bf) {
-            for (int i = 0; i < mm; i++) {
-                float *row = c + (size_t)i * N;
-#pragma omp simd
-                for (int j = 0; j < nn; j++) row[j] += bf[n0 + j];
-            }
-        }
-    }
-    ops_arena_release(scratch, mark);
-    prof_end(PROF_LINEAR, t0, 2.0 * M * N * K);
-    return 0;
+/*
+ * Every GEMM of the kernels (linear, matmul, the convolution routes, the
+ * BLAS attention) is one call of this, on the calling thread: the place a
+ * precision (ctx->precision) or an instruction set picks the implementation.
+ * Float32, the only precision so far, is one OpenBLAS sgemm with exactly
+ * these arguments: the kernels' results are those of plain sgemm calls.
+ */
+void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
+              const float *b, int ldb, float beta, float *c, int ldc) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, lda, b, ldb,
+                beta, c, ldc);
 }
 
-void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M, int N, int K,
-                int trans_b, int accumulate) {
+/* ---- linear and matmul ------------------------------------------------ */
+
+/*
+ * c[M, N] (+)= a[M, K] * b (+ bias[N] on every row), b [K, N], or b [N, K]
+ * used transposed when trans_b. The output is cut into tiles planned for
+ * ops_plan_threads() threads (split_tiles), run on ops_get_threads(), one
+ * ops_gemm per tile; the bias is added while the tile is hot. Shared by
+ * ops_linear and ops_matmul.
+ */
+static void gemm_tiled(int trans_b, int M, int N, int K, const float *a, int lda, const float *b, int ldb,
+                       int accumulate, const float *bias, float *c, int ldc, const ops_ctx *ctx) {
     if (M <= 0 || N <= 0) return;
-    double t0 = prof_begin();
     int threads = ops_get_threads(), tm, tn;
     split_tiles(M, N, ops_plan_threads(), &tm, &tn);
     int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
@@ -141,9 +129,42 @@ void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int 
         int m0 = (t / nt) * tm, n0 = (t % nt) * tn;
         int mm = M - m0 < tm ? M - m0 : tm, nn = N - n0 < tn ? N - n0 : tn;
         const float *bp = trans_b ? b + (size_t)n0 * ldb : b + n0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, mm, nn, K, 1.0f,
-                    a + (size_t)m0 * lda, lda, bp, ldb, accumulate ? 1.0f : 0.0f, c + (size_t)m0 * ldc + n0, ldc);
+        float *ct = c + (size_t)m0 * ldc + n0;
+        ops_gemm(ctx, trans_b, mm, nn, K, 1.0f, a + (size_t)m0 * lda, lda, bp, ldb, accumulate ? 1.0f : 0.0f, ct, ldc);
+        if (bias) {
+            for (int i = 0; i < mm; i++) {
+                float *row = ct + (size_t)i * ldc;
+#pragma omp simd
+                for (int j = 0; j < nn; j++) row[j] += bias[n0 + j];
+            }
+        }
     }
+}
+
+int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, const sd_tensor *b, int N,
+               int accumulate, ops_ctx *ctx, sd_error *err) {
+    if (sd_tensor_numel(w) != (int64_t)N * K || (b && sd_tensor_numel(b) != N))
+        return sd_err(err, SD_EINTERNAL, "linear: weight '%s' does not hold [%d, %d]", w->name, N, K);
+    if (M <= 0) return 0;
+    double t0 = prof_begin();
+    ops_mark mark = ops_arena_mark(&ctx->scratch);
+    const float *wf = ops_weight_f32(w, ctx, err);
+    const float *bf = wf && b ? ops_weight_f32(b, ctx, err) : NULL;
+    if (!wf || (b && !bf)) {
+        ops_arena_release(&ctx->scratch, mark);
+        return err ? err->code : SD_ENOMEM;
+    }
+    gemm_tiled(1, M, N, K, x, K, wf, K, accumulate, bf, out, N, ctx);
+    ops_arena_release(&ctx->scratch, mark);
+    prof_end(PROF_LINEAR, t0, 2.0 * M * N * K);
+    return 0;
+}
+
+void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M, int N, int K,
+                int trans_b, int accumulate, const ops_ctx *ctx) {
+    if (M <= 0 || N <= 0) return;
+    double t0 = prof_begin();
+    gemm_tiled(trans_b, M, N, K, a, lda, b, ldb, accumulate, NULL, c, ldc, ctx);
     prof_end(PROF_MATMUL, t0, 2.0 * M * N * K);
 }
 
@@ -153,6 +174,10 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/*
+ * Calls OpenBLAS directly, not ops_gemm: it measures OpenBLAS itself (with
+ * its own threads), the yardstick `sdrender bench` compares the kernels to.
+ */
 double ops_sgemm_reference_gflops(int size, int reps) {
     size_t n = (size_t)size * size;
     float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float)), *c = malloc(n * sizeof(float));

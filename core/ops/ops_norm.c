@@ -21,27 +21,27 @@ static void moments(const float *x, size_t n, float eps, double *mean, double *r
     *rstd = 1.0 / sqrt(var + (double)eps);
 }
 
-/* gamma and beta as float32 (NULL tensor: 1 and 0), C each, in the arena. */
+/* gamma and beta as float32 (NULL tensor: 1 and 0), C each, in ctx->scratch. */
 static int norm_params(const sd_tensor *gamma, const sd_tensor *beta, int C, const float **g, const float **b,
-                       ops_arena *a, sd_error *err) {
+                       ops_ctx *ctx, sd_error *err) {
     *g = *b = NULL;
     if ((gamma && sd_tensor_numel(gamma) != C) || (beta && sd_tensor_numel(beta) != C))
         return sd_err(err, SD_EINTERNAL, "norm: parameter '%s' does not hold %d values",
                       gamma && sd_tensor_numel(gamma) != C ? gamma->name : beta->name, C);
-    if (gamma && !(*g = ops_weight_f32(gamma, a, err))) return err ? err->code : SD_ENOMEM;
-    if (beta && !(*b = ops_weight_f32(beta, a, err))) return err ? err->code : SD_ENOMEM;
+    if (gamma && !(*g = ops_weight_f32(gamma, ctx, err))) return err ? err->code : SD_ENOMEM;
+    if (beta && !(*b = ops_weight_f32(beta, ctx, err))) return err ? err->code : SD_ENOMEM;
     return 0;
 }
 
 static int groupnorm_affine(float *scale, float *shift, const float *x, int B, int C, int HW, int groups, float eps,
-                            const sd_tensor *gamma, const sd_tensor *beta, ops_arena *scratch, sd_error *err) {
+                            const sd_tensor *gamma, const sd_tensor *beta, ops_ctx *ctx, sd_error *err) {
     if (groups <= 0 || C % groups)
         return sd_err(err, SD_EINTERNAL, "groupnorm: %d groups do not divide %d channels", groups, C);
-    ops_mark mark = ops_arena_mark(scratch);
+    ops_mark mark = ops_arena_mark(&ctx->scratch);
     const float *g, *bt;
-    int rc = norm_params(gamma, beta, C, &g, &bt, scratch, err);
+    int rc = norm_params(gamma, beta, C, &g, &bt, ctx, err);
     if (rc < 0) {
-        ops_arena_release(scratch, mark);
+        ops_arena_release(&ctx->scratch, mark);
         return rc;
     }
     int cpg = C / groups;
@@ -56,26 +56,26 @@ static int groupnorm_affine(float *scale, float *shift, const float *x, int B, i
             shift[(size_t)b * C + c] = (bt ? bt[c] : 0.0f) - (float)mean * sc;
         }
     }
-    ops_arena_release(scratch, mark);
+    ops_arena_release(&ctx->scratch, mark);
     return 0;
 }
 
 int ops_groupnorm_affine(float *scale, float *shift, const float *x, int B, int C, int HW, int groups, float eps,
-                         const sd_tensor *gamma, const sd_tensor *beta, ops_arena *scratch, sd_error *err) {
+                         const sd_tensor *gamma, const sd_tensor *beta, ops_ctx *ctx, sd_error *err) {
     double t0 = prof_begin();
-    int rc = groupnorm_affine(scale, shift, x, B, C, HW, groups, eps, gamma, beta, scratch, err);
+    int rc = groupnorm_affine(scale, shift, x, B, C, HW, groups, eps, gamma, beta, ctx, err);
     prof_end(PROF_GROUPNORM, t0, 0);
     return rc;
 }
 
 int ops_groupnorm(float *out, const float *x, int B, int C, int HW, int groups, float eps, const sd_tensor *gamma,
-                  const sd_tensor *beta, int silu, ops_arena *scratch, sd_error *err) {
+                  const sd_tensor *beta, int silu, ops_ctx *ctx, sd_error *err) {
     double t0 = prof_begin();
-    ops_mark mark = ops_arena_mark(scratch);
-    float *scale = ops_arena_floats(scratch, (size_t)2 * B * C, err);
+    ops_mark mark = ops_arena_mark(&ctx->scratch);
+    float *scale = ops_arena_floats(&ctx->scratch, (size_t)2 * B * C, err);
     if (!scale) return err ? err->code : SD_ENOMEM;
     float *shift = scale + (size_t)B * C;
-    int rc = groupnorm_affine(scale, shift, x, B, C, HW, groups, eps, gamma, beta, scratch, err);
+    int rc = groupnorm_affine(scale, shift, x, B, C, HW, groups, eps, gamma, beta, ctx, err);
     if (rc == 0) {
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads())
         for (int r = 0; r < B * C; r++) {
@@ -93,17 +93,17 @@ int ops_groupnorm(float *out, const float *x, int B, int C, int HW, int groups, 
             }
         }
     }
-    ops_arena_release(scratch, mark);
+    ops_arena_release(&ctx->scratch, mark);
     prof_end(PROF_GROUPNORM, t0, 0);
     return rc;
 }
 
 int ops_layernorm(float *out, const float *x, int M, int C, float eps, const sd_tensor *gamma,
-                  const sd_tensor *beta, ops_arena *scratch, sd_error *err) {
+                  const sd_tensor *beta, ops_ctx *ctx, sd_error *err) {
     double t0 = prof_begin();
-    ops_mark mark = ops_arena_mark(scratch);
+    ops_mark mark = ops_arena_mark(&ctx->scratch);
     const float *g, *bt;
-    int rc = norm_params(gamma, beta, C, &g, &bt, scratch, err);
+    int rc = norm_params(gamma, beta, C, &g, &bt, ctx, err);
     if (rc == 0) {
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads())
         for (int r = 0; r < M; r++) {
@@ -119,7 +119,7 @@ int ops_layernorm(float *out, const float *x, int M, int C, float eps, const sd_
             }
         }
     }
-    ops_arena_release(scratch, mark);
+    ops_arena_release(&ctx->scratch, mark);
     prof_end(PROF_LAYERNORM, t0, 0);
     return rc;
 }
