@@ -2,6 +2,7 @@
 #   make                 build/sdrender (optimized for this CPU: -O3 -march=native)
 #   make check           build and run every test (tests/test_*.c, cmocka)
 #   make check SANITIZE=1  the same under ASan + UBSan (objects in build/san)
+#   make check-slurm     start a two-node Slurm cluster here and render through slurm/*.sbatch
 #   make PORTABLE=1      no -march=native (x86-64-v2), for binaries copied to other machines
 #   make bench           time U-Net, VAE and text encoder on the full SD 1.5 architecture
 #   make demo            tiny model end to end: init-model, enqueue, mpirun run, status
@@ -53,7 +54,7 @@ CMD_OBJ  := $(call obj,$(CMD_SRC))
 LIBS     := $(BUILD)/libsdmpi.a $(BUILD)/libsdjobs.a $(BUILD)/libsdcore.a
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all check bench demo clean tests print-sources
+.PHONY: all check check-slurm bench demo clean tests print-sources
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -90,6 +91,11 @@ tests: $(TESTS) $(BUILD)/sdrender
 check: tests
 	@scripts/check-layout.sh
 	@SDRENDER_BUILD=$(BUILD) scripts/run-tests.sh $(TESTS)
+
+# a real two-node Slurm cluster on this machine renders through slurm/*.sbatch (installs Slurm if missing)
+check-slurm: tests
+	@scripts/install-deps.sh --slurm
+	@SDRENDER_BUILD=$(BUILD) tests/slurm/run.sh
 
 bench: $(BUILD)/sdrender
 	$(BUILD)/sdrender bench -W 512 -H 512

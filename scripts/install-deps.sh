@@ -2,6 +2,8 @@
 # Installs the Debian packages sdrender builds and tests with.
 # Idempotent: installs only what is missing and prints nothing when all is present.
 # Runs as root (or through sudo when it is available).
+#   scripts/install-deps.sh            what sdrender builds and tests with
+#   scripts/install-deps.sh --slurm    Slurm and munge for `make check-slurm` (a test cluster on this machine)
 set -eu
 
 PKGS="build-essential pkg-config make gcc
@@ -12,6 +14,10 @@ libsqlite3-dev sqlite3
 libcmocka-dev
 libjansson-dev
 libyaml-dev"
+if [ "${1:-}" = --slurm ]; then
+    # libpmix-dev: Slurm's mpi/pmix plugin dlopens the unversioned libpmix.so it ships
+    PKGS="slurmctld slurmd slurm-client munge libpmix-dev"
+fi
 
 missing=""
 for p in $PKGS; do
