@@ -99,6 +99,7 @@ typedef struct jobdb_run_config {
     int ranks;                 /* MPI world size (>= 1); 0 means 1 */
     int max_attempts;          /* for jobdb_fail / jobdb_recover; 0: JOBDB_DEFAULT_MAX_ATTEMPTS */
     double exclusive_s;        /* > 0: refuse to begin while another run looks alive (see below) */
+    int shard_index, shard_count; /* shard_count > 1: the run works only on jobs with id % count == index */
 } jobdb_run_config;
 
 /* Records a new run and makes it the current run of db: the state-changing
@@ -110,7 +111,11 @@ typedef struct jobdb_run_config {
  * results) less than exclusive_s seconds ago. Then it fails with SD_EBUSY
  * naming that run: two masters would take each other's running jobs for
  * dead ones and render them twice. A run that is not alive is left for
- * jobdb_recover. */
+ * jobdb_recover.
+ * Shards: runs of the same shard count and different indexes share no job,
+ * so they may run at once (one master per shard); any other live run (no
+ * shard, the same shard, another count) is refused as above. Recovery, claims
+ * and the end-of-work check of a sharded run see only its shard's jobs. */
 int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err);
 /* Heartbeat: records that the current run is alive now (runs.last_seen_at). */
 int jobdb_run_touch(jobdb *db, sd_error *err);

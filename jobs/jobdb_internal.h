@@ -17,6 +17,7 @@ struct jobdb {
     int64_t run_id;            /* current run; 0 before jobdb_run_begin */
     char instance[JOBDB_INSTANCE_MAX];
     int max_attempts;
+    int shard_index, shard_count; /* of the current run; count 0: every job */
     double fixed_time;         /* jobdb_set_time; 0 = real clock */
 };
 
@@ -25,6 +26,9 @@ struct jobdb {
     "id, prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, "         \
     "init_image, mask, strength, source, status, attempts, run_id, claimed_by, enqueued_at, claimed_at, "      \
     "finished_at, output_path, png_sha256, render_seconds, error"
+
+/* SQL condition: the job row is in the shard (count, index) given as parameters; count <= 1: every job. */
+#define JOBDB_IN_SHARD(count, index) "(" count " <= 1 OR id % " count " = " index ")"
 
 /* Unix seconds now (or the frozen test time). */
 double jobdb_now(const jobdb *db);

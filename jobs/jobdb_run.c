@@ -60,18 +60,29 @@ static int pid_alive(int64_t pid) {
     return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
 
+/* Binds the current run's shard count and index to parameters i and i + 1 (JOBDB_IN_SHARD). */
+static void bind_shard(jobdb *db, sqlite3_stmt *st, int i) {
+    sqlite3_bind_int(st, i, db->shard_count);
+    sqlite3_bind_int(st, i + 1, db->shard_index);
+}
+
 /*
  * SD_EBUSY when a run that has not ended looks alive (jobdb_run_begin's
  * exclusive check): on `host` (ours) its pid exists, elsewhere it was seen
  * within stale_s seconds. Runs that are dead are left to jobdb_recover.
  */
-static int check_no_live_run(jobdb *db, const char *host, double now, double stale_s, sd_error *err) {
+static int check_no_live_run(jobdb *db, const char *host, double now, double stale_s, int shard_index,
+                             int shard_count, sd_error *err) {
     sqlite3_stmt *st;
+    /* a run of another shard of the same count holds none of our jobs */
     int rc = jobdb_prepare(db,
                            "SELECT instance, host, pid, coalesce(last_seen_at, started_at) FROM runs "
-                           "WHERE ended_at IS NULL AND end_status IS NULL ORDER BY id",
+                           "WHERE ended_at IS NULL AND end_status IS NULL "
+                           "AND NOT (?1 > 1 AND shard_count = ?1 AND shard_index <> ?2) ORDER BY id",
                            &st, err);
     if (rc < 0) return rc;
+    sqlite3_bind_int(st, 1, shard_count);
+    sqlite3_bind_int(st, 2, shard_index);
     int s = SQLITE_DONE;
     while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
         const char *inst = (const char *)sqlite3_column_text(st, 0), *h = (const char *)sqlite3_column_text(st, 1);
@@ -101,6 +112,10 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
     }
     if (cfg->model_sha256 && !sd_sha256_is_hex(cfg->model_sha256))
         return sd_err(err, SD_EINPUT, "model hash '%s' is not a SHA-256 in lowercase hex", cfg->model_sha256);
+    int sharded = cfg->shard_count > 1;
+    if (cfg->shard_count < 0 || (sharded && (cfg->shard_index < 0 || cfg->shard_index >= cfg->shard_count)))
+        return sd_err(err, SD_EINPUT, "shard %d/%d: the index must be in 0..count-1", cfg->shard_index,
+                      cfg->shard_count);
     char host[256] = "";
     if (cfg->host) snprintf(host, sizeof host, "%s", cfg->host);
     else if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "unknown");
@@ -110,12 +125,14 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
     int64_t run_id = 0;
     int rc = jobdb_tx_write(db, err);
     if (rc < 0) return rc;
-    if (cfg->exclusive_s > 0) rc = check_no_live_run(db, host, now, cfg->exclusive_s, err);
+    if (cfg->exclusive_s > 0)
+        rc = check_no_live_run(db, host, now, cfg->exclusive_s, cfg->shard_index, sharded ? cfg->shard_count : 0, err);
     sqlite3_stmt *st = NULL;
     if (rc == 0)
         rc = jobdb_prepare(db,
                            "INSERT INTO runs (instance, model_path, model_sha256, settings_json, host, pid, ranks, "
-                           "started_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                           "started_at, last_seen_at, shard_index, shard_count) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
                            &st, err);
     /* The UNIQUE constraint backs the random part: on the (unlikely) clash, draw again. */
     for (int attempt = 0; rc == 0 && attempt < 5; attempt++) {
@@ -130,6 +147,13 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
         sqlite3_bind_int64(st, 6, (sqlite3_int64)getpid());
         sqlite3_bind_int(st, 7, cfg->ranks > 0 ? cfg->ranks : 1);
         sqlite3_bind_double(st, 8, now);
+        if (sharded) {
+            sqlite3_bind_int(st, 9, cfg->shard_index);
+            sqlite3_bind_int(st, 10, cfg->shard_count);
+        } else {
+            sqlite3_bind_null(st, 9);
+            sqlite3_bind_null(st, 10);
+        }
         int s = sqlite3_step(st);
         if (s == SQLITE_DONE) {
             run_id = sqlite3_last_insert_rowid(db->h);
@@ -147,6 +171,8 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
     }
     db->run_id = run_id;
     db->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : JOBDB_DEFAULT_MAX_ATTEMPTS;
+    db->shard_count = sharded ? cfg->shard_count : 0;
+    db->shard_index = sharded ? cfg->shard_index : 0;
     return 0;
 }
 
@@ -181,11 +207,12 @@ int jobdb_recover(jobdb *db, int *requeued, int *failed, sd_error *err) {
      * dead run and the rank that was rendering. */
     rc = jobdb_prepare(db,
                        "SELECT count(*), coalesce(sum(attempts + 1 >= ?1), 0) FROM jobs "
-                       "WHERE status = 'running' AND run_id IS NOT ?2",
+                       "WHERE status = 'running' AND run_id IS NOT ?2 AND " JOBDB_IN_SHARD("?4", "?5"),
                        &count, err);
     if (rc == 0) {
         sqlite3_bind_int(count, 1, db->max_attempts);
         sqlite3_bind_int64(count, 2, db->run_id);
+        bind_shard(db, count, 4);
         int s = sqlite3_step(count);
         if (s != SQLITE_ROW) rc = jobdb_sqlite_error(db, s, "counting interrupted jobs", err);
         else {
@@ -204,21 +231,23 @@ int jobdb_recover(jobdb *db, int *requeued, int *failed, sd_error *err) {
             "   || ' stopped while ' || coalesce(claimed_by, '?') || ' was rendering it (attempt '"
             "   || (attempts + 1) || ' of ' || ?1 || ')',"
             " error_at = ?3 "
-            "WHERE status = 'running' AND run_id IS NOT ?2",
+            "WHERE status = 'running' AND run_id IS NOT ?2 AND " JOBDB_IN_SHARD("?4", "?5"),
             &update, err);
     if (rc == 0) {
         sqlite3_bind_int(update, 1, db->max_attempts);
         sqlite3_bind_int64(update, 2, db->run_id);
         sqlite3_bind_double(update, 3, now);
+        bind_shard(db, update, 4);
         rc = step_done(db, update, "recovering interrupted jobs", err);
     }
     if (rc == 0)
         rc = jobdb_prepare(db,
                            "UPDATE runs SET end_status = 'lost' WHERE ended_at IS NULL AND end_status IS NULL "
-                           "AND id <> ?1",
+                           "AND id <> ?1 AND NOT (?2 > 1 AND shard_count = ?2 AND shard_index <> ?3)",
                            &runs, err);
     if (rc == 0) {
         sqlite3_bind_int64(runs, 1, db->run_id);
+        bind_shard(db, runs, 2);
         rc = step_done(db, runs, "marking dead runs", err);
     }
     if (rc == 0) rc = touch_run(db, now, err);
@@ -244,8 +273,12 @@ int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
     double now = jobdb_now(db);
     sqlite3_stmt *pick = NULL, *mark = NULL, *read = NULL;
     int64_t id = 0;
-    rc = jobdb_prepare(db, "SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1", &pick, err);
+    rc = jobdb_prepare(db,
+                       "SELECT id FROM jobs WHERE status = 'pending' AND " JOBDB_IN_SHARD("?1", "?2")
+                       " ORDER BY id LIMIT 1",
+                       &pick, err);
     if (rc == 0) {
+        bind_shard(db, pick, 1);
         int s = sqlite3_step(pick);
         if (s == SQLITE_ROW) id = sqlite3_column_int64(pick, 0);
         else if (s != SQLITE_DONE) rc = jobdb_sqlite_error(db, s, "looking for a pending job", err);

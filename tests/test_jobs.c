@@ -934,6 +934,67 @@ static void test_jobdb_a_second_run_is_refused_while_the_first_looks_alive(void 
     jobdb_close(e);
 }
 
+/* Begins a run of shard index/count with the exclusive check; returns its code. */
+static int begin_shard(jobdb *db, int index, int count, char msg[SD_ERRMSG_MAX]) {
+    sd_error err = {0};
+    jobdb_run_config c = {.exclusive_s = 600, .shard_index = index, .shard_count = count};
+    int rc = jobdb_run_begin(db, &c, &err);
+    snprintf(msg, SD_ERRMSG_MAX, "%s", err.msg);
+    return rc;
+}
+
+/* run --shard I/N: masters of different shards share the table at once, each claims only its jobs
+ * (id % N == I), recovers only its own shard's interrupted jobs, and any overlapping run is refused. */
+static void test_jobdb_shards_share_a_table_without_sharing_a_job(void **state) {
+    (void)state;
+    char msg[SD_ERRMSG_MAX];
+    sd_error err = {0};
+    const char *path = tu_tmp("shards.db");
+    jobdb *a = fresh_db("shards.db");
+    add_jobs(a, 7);
+    jobdb *b = open_db(path), *c = open_db(path), *d = open_db(path);
+    assert_int_equal(begin_shard(a, 0, 3, msg), 0);
+    assert_int_equal(begin_shard(b, 1, 3, msg), 0);
+    assert_int_equal(raw_sql(path, "SELECT count(*) FROM runs WHERE shard_count = 3"), 2);
+    /* overlapping runs are refused while those look alive: no shard, the same shard, another count */
+    assert_int_equal(begin_shard(c, 0, 0, msg), SD_EBUSY);
+    assert_int_equal(begin_shard(c, 1, 3, msg), SD_EBUSY);
+    assert_int_equal(begin_shard(c, 0, 2, msg), SD_EBUSY);
+    assert_int_equal(begin_shard(c, 3, 3, msg), SD_EINPUT);
+    assert_non_null(strstr(msg, "shard 3/3"));
+    /* claims: 0/3 takes 3 and 6 (ids 1..7: id % 3 == 0), 1/3 takes 1, 4, 7 */
+    int64_t want_a[] = {3, 6}, want_b[] = {1, 4, 7};
+    for (int i = 0; i < 2; i++) assert_int_equal(claim_one(a, "a:1"), want_a[i]);
+    assert_int_equal(claim_one(a, "a:1"), 0);
+    for (int i = 0; i < 3; i++) assert_int_equal(claim_one(b, "b:1"), want_b[i]);
+    assert_int_equal(claim_one(b, "b:1"), 0);
+    /* a third shard starts beside them; b dies holding 1, 4, 7 (its process "ends": a run on
+       another host whose heartbeat goes stale) */
+    assert_int_equal(begin_shard(d, 2, 3, msg), 0);
+    int requeued = -1;
+    assert_int_equal(jobdb_recover(d, &requeued, NULL, &err), 0);
+    assert_int_equal(requeued, 0); /* shard 2 holds nothing of a's or b's */
+    assert_int_equal(claim_one(d, "d:1"), 2);
+    assert_int_equal(status_of(a, 3), SD_JOB_RUNNING);
+    assert_int_equal(status_of(a, 1), SD_JOB_RUNNING);
+    jobdb_close(d);
+    jobdb_close(c);
+    jobdb_close(b);
+    /* a new master of shard 1/3 (b's pid is ours and alive, so take over explicitly: no exclusive
+       check) recovers b's three jobs and leaves a's running ones alone */
+    jobdb *e = open_db(path);
+    jobdb_run_config ce = {.shard_index = 1, .shard_count = 3};
+    assert_int_equal(jobdb_run_begin(e, &ce, &err), 0);
+    assert_int_equal(jobdb_recover(e, &requeued, NULL, &err), 0);
+    assert_int_equal(requeued, 3);
+    assert_int_equal(status_of(e, 3), SD_JOB_RUNNING);
+    assert_int_equal(status_of(e, 6), SD_JOB_RUNNING);
+    assert_int_equal(status_of(e, 4), SD_JOB_PENDING);
+    assert_int_equal(raw_sql(path, "SELECT count(*) FROM runs WHERE end_status = 'lost'"), 1);
+    jobdb_close(e);
+    jobdb_close(a);
+}
+
 static void test_jobdb_run_begin_records_the_run_and_rejects_bad_settings(void **state) {
     (void)state;
     const char *path = tu_tmp("runs.db");
@@ -982,6 +1043,7 @@ int main(void) {
         cmocka_unit_test(test_jobdb_metrics_are_stored_with_their_run),
         cmocka_unit_test(test_jobdb_run_begin_records_the_run_and_rejects_bad_settings),
         cmocka_unit_test(test_jobdb_a_second_run_is_refused_while_the_first_looks_alive),
+        cmocka_unit_test(test_jobdb_shards_share_a_table_without_sharing_a_job),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
