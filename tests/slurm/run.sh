@@ -226,6 +226,33 @@ case_node_death() {
     [ -z "$again" ] || { fail "jobs done in the first run were rendered again: $again"; return 1; }
 }
 
+# job arrays: render-array.sbatch over --array=0-3 (2 tasks each, one node each), every task renders
+# its shard (run --shard I/N); some tasks run at the same time on the one database; every job is done
+# exactly once
+case_array() {
+    local d=$WORK/array id st
+    mkdir -p "$d"
+    make_table "$d/jobs.db" 40
+    id=$(submit --array=0-3 --nodes=1 --ntasks=2 slurm/render-array.sbatch "$d/jobs.db" "$MODEL" "$d/out")
+    local t
+    for t in 0 1 2 3; do
+        st=$(wait_job "${id}_$t")
+        [ "$st" = COMPLETED ] || { cat "$WORK"/job-"$id"*.out; fail "array task $t ended $st"; return 1; }
+    done
+    check_table "$d/jobs.db" "$d/out" 40 || return 1
+    rendered_once "$WORK"/job-"$id"*.out || return 1
+    # one run per shard, each claiming only its shard's jobs
+    [ "$(sql "$d/jobs.db" "SELECT group_concat(shard_index || '/' || shard_count || ':' || end_status, ' ') FROM (SELECT * FROM runs ORDER BY shard_index)")" = \
+      "0/4:complete 1/4:complete 2/4:complete 3/4:complete" ] || { fail "runs: $(sql "$d/jobs.db" 'SELECT * FROM runs')"; return 1; }
+    [ "$(sql "$d/jobs.db" "SELECT count(*) FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id % 4 <> r.shard_index")" = 0 ] ||
+        { fail "a job was rendered by another shard's run"; return 1; }
+    # some tasks overlapped in time
+    local overlaps
+    overlaps=$(sql "$d/jobs.db" "SELECT count(*) FROM runs a JOIN runs b ON a.id < b.id WHERE a.started_at < b.ended_at AND b.started_at < a.ended_at")
+    [ "$overlaps" -ge 1 ] || { fail "no two array tasks ran at the same time"; return 1; }
+    log "array: $overlaps pairs of tasks overlapped"
+}
+
 # sdrender metrics as a job that waits for the render job (afterok): the scores land in the table
 case_metrics() {
     local d=$WORK/metrics id id2 st inc=$TD/metrics/inception_random_fp16.safetensors
@@ -247,7 +274,7 @@ case_metrics() {
 
 # ---- main ----------------------------------------------------------------------------------------
 
-ALL="srun mpirun preempt_term preempt_requeue node_death metrics"
+ALL="srun mpirun preempt_term preempt_requeue node_death array metrics"
 CASES=${*:-$ALL}
 [ -x "$BIN" ] || { echo "slurm: no $BIN (run make first)"; exit 2; }
 t0=$SECONDS
