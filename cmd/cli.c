@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int cli_fail(const sd_error *e) {
@@ -55,6 +56,12 @@ const char *cli_option_value(int argc, char **argv, int *i, const char *name, co
         return NULL;
     }
     return argv[++*i];
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 int cli_threads_for(int local_ranks) {

@@ -18,6 +18,9 @@ int cli_parse_double(const char *flag, const char *s, double min, double max, do
  * *missing is set when it is this option but the value is missing. */
 const char *cli_option_value(int argc, char **argv, int *i, const char *name, const char *alias, int *missing);
 
+/* Monotonic seconds (for durations). */
+double cli_now(void);
+
 /* Threads for one of local_ranks ranks on this node: its CPU affinity mask, shared out when every rank sees
  * every core (no binding); at least 1. */
 int cli_threads_for(int local_ranks);

@@ -25,7 +25,7 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "eval_progress.h"
+#include "eval.h"
 #include "fsutil.h"
 #include "metrics_mpi.h"
 

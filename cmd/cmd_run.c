@@ -9,7 +9,6 @@
 #include "cli.h"
 #include "commands.h"
 #include "ops.h"
-#include "progress.h"
 #include "render.h"
 #include "runner.h"
 
@@ -173,7 +172,7 @@ int cmd_run(int argc, char **argv) {
     char *sj = settings ? json_dumps(settings, JSON_COMPACT) : NULL;
     json_decref(settings);
     o.settings_json = sj;
-    sd_worker_ops ops = {.identify = run_identify,
+    sd_run_worker_ops ops = {.identify = run_identify,
                          .setup = run_setup,
                          .render = run_render,
                          .teardown = run_teardown,

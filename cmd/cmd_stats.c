@@ -4,7 +4,7 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "eval_progress.h"
+#include "eval.h"
 #include "metrics_mpi.h"
 
 static void usage(FILE *fp) {
@@ -35,7 +35,7 @@ int cmd_stats(int argc, char **argv) {
                                              {"quiet", no_argument, 0, 'q'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
-    sd_stats_options o = {0};
+    sd_metrics_stats_options o = {0};
     eval_progress prog = {.command = "stats"};
     long batch = 8, threads = 0;
     sd_error err = {0};
@@ -59,8 +59,8 @@ int cmd_stats(int argc, char **argv) {
     if (!o.images || !o.out || !o.c.inception)
         return cli_usage_error("stats: --images, -o and --inception are required (see 'sdrender stats --help')");
     eval_common_set(&o.c, batch, threads, &prog);
-    sd_stats_result r;
-    int rc = sd_stats_mpi(&argc, &argv, &o, &r);
+    sd_metrics_stats_result r;
+    int rc = sd_metrics_stats_mpi(&argc, &argv, &o, &r);
     eval_progress_finish(&prog);
     int code = eval_rank_exit(r.root, rc, &r.err);
     if (code >= 0) return code;

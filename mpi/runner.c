@@ -86,7 +86,7 @@ static json_t *recv_json(const MPI_Status *st) {
 /* ---- worker side ---- */
 
 typedef struct {
-    const sd_worker_ops *ops;
+    const sd_run_worker_ops *ops;
     void *state;
     int rank;
     char host[256];
@@ -112,7 +112,7 @@ static int render_one(worker *w, const sd_job *job, const char *model_sha, const
     return rc;
 }
 
-static int worker_main(const sd_worker_ops *ops, int rank, int local_workers) {
+static int worker_main(const sd_run_worker_ops *ops, int rank, int local_workers) {
     worker w = {.ops = ops, .rank = rank};
     gethostname(w.host, sizeof w.host - 1);
     sd_error err = {0};
@@ -243,7 +243,7 @@ static int master_dispatch(master *m, int dest, const char *who, int64_t *in_fli
 /* Removes "<8 digits>.png.tmp.<pid>" files a killed worker left behind. */
 static void clean_stale_temp_files(const char *dir);
 
-static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int world, int local_workers) {
+static int master_main(const sd_run_options *opt, const sd_run_worker_ops *ops, int world, int local_workers) {
     sd_error err = {0};
     master m = {.opt = opt, .t0 = now_s()};
     jobdb_open_options oo = {.create = 0};
@@ -449,7 +449,7 @@ static void clean_stale_temp_files(const char *dir) {
     closedir(d);
 }
 
-int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_worker_ops *ops) {
+int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_run_worker_ops *ops) {
     int provided = 0;
     MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     int rank = 0, world = 1;

@@ -1,4 +1,4 @@
-#include "eval_progress.h"
+#include "eval.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -26,7 +26,7 @@ void eval_progress_finish(eval_progress *e) {
     e->phase = NULL;
 }
 
-void eval_common_set(sd_eval_common *c, long batch, long threads, eval_progress *e) {
+void eval_common_set(sd_metrics_common *c, long batch, long threads, eval_progress *e) {
     c->batch = (int)batch;
     c->threads = (int)threads;
     c->threads_for = cli_threads_for;
