@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "cli.h"
 #include "metrics_mpi.h"
 #include "progress.h"
 
@@ -25,9 +26,9 @@ void eval_progress_report(void *ctx, const char *what, int64_t done, int64_t tot
 /* Ends the line of a phase still shown on a terminal. */
 void eval_progress_finish(eval_progress *e);
 
-/* The options stats and metrics share: batch and threads from the command line, cores per rank from
- * the node, progress reported through e. */
-void eval_common_set(sd_metrics_common *c, long batch, long threads, eval_progress *e);
+/* The options stats and metrics share: Inception weights, batch and threads from the command line
+ * (and -q for e), cores per rank from the node, progress reported through e. */
+void eval_common_set(sd_metrics_common *c, const cli_shared_opts *shared, eval_progress *e);
 
 /*
  * Exit status of a stats/metrics rank once the MPI work is done: every rank holds the same agreed
