@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int cli_fail(const sd_error *e) {
@@ -55,6 +56,70 @@ const char *cli_option_value(int argc, char **argv, int *i, const char *name, co
         return NULL;
     }
     return argv[++*i];
+}
+
+/* The shared options, in the order they follow a command's own: stats and metrics take all of them,
+ * run the last three. */
+static const struct option shared_longopts[] = {{"inception", required_argument, 0, CLI_OPT_INCEPTION},
+                                                {"batch", required_argument, 0, CLI_OPT_BATCH},
+                                                {"threads", required_argument, 0, CLI_OPT_THREADS},
+                                                {"quiet", no_argument, 0, 'q'},
+                                                {"help", no_argument, 0, 'h'}};
+enum { N_SHARED = 5, N_EVAL_ONLY = 2 };
+
+/* The command's long options followed by the shared ones it takes, for getopt_long (caller frees). */
+static struct option *cli_join_longopts(const cli_command_opts *cmd) {
+    size_t n_own = 0;
+    while (cmd->longopts[n_own].name) n_own++;
+    const struct option *shared = cmd->eval ? shared_longopts : shared_longopts + N_EVAL_ONLY;
+    size_t n_shared = cmd->eval ? N_SHARED : N_SHARED - N_EVAL_ONLY;
+    struct option *all = calloc(n_own + n_shared + 1, sizeof *all); /* + the zero entry */
+    if (!all) return NULL;
+    memcpy(all, cmd->longopts, n_own * sizeof *all);
+    memcpy(all + n_own, shared, n_shared * sizeof *all);
+    return all;
+}
+
+/* One option getopt_long returned: -1 to read on, else the exit status. */
+static int cli_take_option(const cli_command_opts *cmd, void *ctx, cli_shared_opts *shared, int opt, const char *arg) {
+    sd_error err = {0};
+    int rc = 0;
+    switch (opt) {
+    case 'h': cmd->usage(stdout); return 0;
+    case '?': cmd->usage(stderr); return 2; /* getopt_long has said what is wrong */
+    case 'q': shared->quiet = 1; break;
+    case CLI_OPT_INCEPTION: shared->inception = arg; break;
+    case CLI_OPT_BATCH: rc = cli_parse_long("--batch", arg, 1, 256, &shared->batch, &err); break;
+    case CLI_OPT_THREADS: rc = cli_parse_long("--threads", arg, 0, 4096, &shared->threads, &err); break;
+    default: rc = cmd->take(ctx, opt, arg, &err); break;
+    }
+    return rc < 0 ? cli_fail(&err) : -1;
+}
+
+int cli_parse_options(int argc, char **argv, const cli_command_opts *cmd, void *ctx, cli_shared_opts *shared) {
+    *shared = (cli_shared_opts){.batch = 8};
+    char shortopts[32];
+    snprintf(shortopts, sizeof shortopts, "%sqh", cmd->shortopts);
+    struct option *longopts = cli_join_longopts(cmd);
+    if (!longopts) {
+        sd_error err;
+        sd_err(&err, SD_ENOMEM, "out of memory");
+        return cli_fail(&err);
+    }
+    int opt, code = -1;
+    optind = 1;
+    while (code < 0 && (opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1)
+        code = cli_take_option(cmd, ctx, shared, opt, optarg);
+    free(longopts);
+    if (code >= 0) return code;
+    if (optind < argc) return cli_usage_error("%s: unexpected argument '%s'", cmd->name, argv[optind]);
+    return -1;
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 int cli_threads_for(int local_ranks) {

@@ -2,6 +2,9 @@
 #ifndef SD_CLI_H
 #define SD_CLI_H
 
+#include <getopt.h>
+#include <stdio.h>
+
 #include "err.h"
 
 /* Prints "sdrender: <msg>" on stderr and returns the exit status for e->code. */
@@ -17,6 +20,48 @@ int cli_parse_double(const char *flag, const char *s, double min, double max, do
  * "--name=value"; advances *i past a separate value. NULL if argv[*i] is another option; then
  * *missing is set when it is this option but the value is missing. */
 const char *cli_option_value(int argc, char **argv, int *i, const char *name, const char *alias, int *missing);
+
+/*
+ * The options `run`, `stats` and `metrics` share, read by cli_parse_options (each command keeps
+ * its own help text for them):
+ *   --inception W   Inception weights                     (stats, metrics)
+ *   --batch N       images per forward pass, 1..256; 8    (stats, metrics)
+ *   --threads T     threads per rank, 0..4096; 0: the node's cores / its ranks
+ *   -q, --quiet     no progress lines
+ *   -h, --help      the command's usage on stdout, exit 0
+ */
+typedef struct cli_shared_opts {
+    const char *inception;
+    long batch;
+    long threads;
+    int quiet;
+} cli_shared_opts;
+
+/* getopt codes of the shared long options; a command numbers its own from CLI_OPT_OWN. */
+enum { CLI_OPT_INCEPTION = 256, CLI_OPT_BATCH, CLI_OPT_THREADS, CLI_OPT_OWN };
+
+/* What cli_parse_options needs to know of a command's own options. */
+typedef struct cli_command_opts {
+    const char *name;              /* "run", for "run: unexpected argument 'x'" */
+    const char *shortopts;         /* its own short options, e.g. "m:" (-q and -h are added) */
+    const struct option *longopts; /* its own long options, ending with a zero entry */
+    int eval;                      /* also takes --inception and --batch */
+    /* Takes one of its own options (opt: the getopt code, arg: the value or NULL); 0 or an error in err. */
+    int (*take)(void *ctx, int opt, const char *arg, sd_error *err);
+    void (*usage)(FILE *fp);
+} cli_command_opts;
+
+/*
+ * Reads argv (argv[0]: the command name) with getopt_long: the command's own options through
+ * cmd->take(ctx, ...), the shared ones into *shared (first set to their defaults). Returns -1 when
+ * the command goes on, else its exit status: 0 after --help; 2 after an unknown option or a missing
+ * value (getopt's message and the usage on stderr) or an argument that is not an option; the status
+ * of cli_fail for a bad value.
+ */
+int cli_parse_options(int argc, char **argv, const cli_command_opts *cmd, void *ctx, cli_shared_opts *shared);
+
+/* Monotonic seconds (for durations). */
+double cli_now(void);
 
 /* Threads for one of local_ranks ranks on this node: its CPU affinity mask, shared out when every rank sees
  * every core (no binding); at least 1. */

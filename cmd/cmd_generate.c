@@ -81,7 +81,7 @@ static char *output_name(const char *out, int i, int n) {
 }
 
 typedef struct {
-    cli_progress *pr;
+    progress_bar *pr;
 } step_ctx;
 
 static int on_step(void *ctx, int done, int total) {
@@ -205,7 +205,7 @@ int cmd_generate(int argc, char **argv) {
             rc = sd_err(&err, SD_ENOMEM, "out of memory");
             break;
         }
-        cli_progress pr;
+        progress_bar pr;
         char label[64];
         snprintf(label, sizeof label, batch > 1 ? "image %ld/%ld" : "generate", i + 1, batch);
         int total = sd_pipeline_count_evals(&p, &s, &err);

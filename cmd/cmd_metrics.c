@@ -17,7 +17,6 @@
  * may come from several runs; their ids are in details.render_runs, beside
  * n_real, n_fake, k, the input paths and the number of ranks.
  */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +24,7 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "eval_progress.h"
+#include "eval.h"
 #include "fsutil.h"
 #include "metrics_mpi.h"
 
@@ -142,48 +141,47 @@ static int write_json(const char *path, const char *text, sd_error *err) {
     return sd_fs_atomic_commit(&af, err);
 }
 
+enum { O_REAL = CLI_OPT_OWN, O_FAKE, O_DB, O_CLIP, O_CLIPTOK, O_K, O_JSON };
+
+/* What metrics' own options set. */
+typedef struct metrics_args {
+    sd_metrics_options o;
+    long k;
+    const char *json_out;
+} metrics_args;
+
+/* One of metrics' own options (cli.h reads the shared ones): ctx is a metrics_args. */
+static int metrics_take_option(void *ctx, int opt, const char *arg, sd_error *err) {
+    metrics_args *a = ctx;
+    switch (opt) {
+    case O_REAL: a->o.real = arg; break;
+    case O_FAKE: a->o.fake = arg; break;
+    case O_DB: a->o.db = arg; break;
+    case O_CLIP: a->o.c.clip = arg; break;
+    case O_CLIPTOK: a->o.c.clip_tokenizer = arg; break;
+    case O_JSON: a->json_out = arg; break;
+    case O_K: return cli_parse_long("--k", arg, 1, 1000, &a->k, err);
+    }
+    return 0;
+}
+
 int cmd_metrics(int argc, char **argv) {
-    enum { O_REAL = 256, O_FAKE, O_DB, O_INCEPTION, O_CLIP, O_CLIPTOK, O_K, O_JSON, O_BATCH, O_THREADS };
     static const struct option longopts[] = {{"real", required_argument, 0, O_REAL},
                                              {"fake", required_argument, 0, O_FAKE},
                                              {"db", required_argument, 0, O_DB},
-                                             {"inception", required_argument, 0, O_INCEPTION},
                                              {"clip", required_argument, 0, O_CLIP},
                                              {"clip-tokenizer", required_argument, 0, O_CLIPTOK},
                                              {"k", required_argument, 0, O_K},
                                              {"json", required_argument, 0, O_JSON},
-                                             {"batch", required_argument, 0, O_BATCH},
-                                             {"threads", required_argument, 0, O_THREADS},
-                                             {"quiet", no_argument, 0, 'q'},
-                                             {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
-    sd_metrics_options o = {0};
-    eval_progress prog = {.command = "metrics"};
-    long k = 3, batch = 8, threads = 0;
-    const char *json_out = NULL;
+    static const cli_command_opts opts = {"metrics", "", longopts, 1, metrics_take_option, usage};
+    metrics_args a = {.k = 3};
+    cli_shared_opts shared;
+    int code = cli_parse_options(argc, argv, &opts, &a, &shared);
+    if (code >= 0) return code;
+    sd_metrics_options o = a.o;
+    const char *json_out = a.json_out;
     sd_error err = {0};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
-        int rc = 0;
-        switch (c) {
-        case O_REAL: o.real = optarg; break;
-        case O_FAKE: o.fake = optarg; break;
-        case O_DB: o.db = optarg; break;
-        case O_INCEPTION: o.c.inception = optarg; break;
-        case O_CLIP: o.c.clip = optarg; break;
-        case O_CLIPTOK: o.c.clip_tokenizer = optarg; break;
-        case O_JSON: json_out = optarg; break;
-        case O_K: rc = cli_parse_long("--k", optarg, 1, 1000, &k, &err); break;
-        case O_BATCH: rc = cli_parse_long("--batch", optarg, 1, 256, &batch, &err); break;
-        case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &threads, &err); break;
-        case 'q': prog.quiet = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-        if (rc < 0) return cli_fail(&err);
-    }
-    if (optind < argc) return cli_usage_error("metrics: unexpected argument '%s'", argv[optind]);
     if (o.fake && o.db) return cli_usage_error("metrics: give --fake or --db, not both");
     if (!o.fake && !o.db)
         return cli_usage_error("metrics: --fake DIR|FAKE.npz or --db JOBS.db is required (see 'sdrender metrics --help')");
@@ -193,12 +191,13 @@ int cmd_metrics(int argc, char **argv) {
     if (o.c.clip_tokenizer && !o.c.clip) return cli_usage_error("metrics: --clip-tokenizer needs --clip");
     if (!o.real && !o.c.clip)
         return cli_usage_error("metrics: nothing to compute: give --real (FID, precision/recall) and/or --clip (CLIP score)");
-    o.k = (int)k;
-    eval_common_set(&o.c, batch, threads, &prog);
+    o.k = (int)a.k;
+    eval_progress prog = {.command = "metrics"};
+    eval_common_set(&o.c, &shared, &prog);
     sd_metrics_result r;
     int rc = sd_metrics_mpi(&argc, &argv, &o, &r);
     eval_progress_finish(&prog);
-    int code = eval_rank_exit(r.root, rc, &r.err);
+    code = eval_rank_exit(r.root, rc, &r.err);
     if (code >= 0) return code;
     if (r.clip_truncated > 0)
         fprintf(stderr, "sdrender metrics: note: %lld prompt(s) longer than the CLIP context were cut to fit it\n",

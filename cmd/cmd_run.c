@@ -1,5 +1,4 @@
 /* sdrender run: render every pending job of a job database, under mpirun or alone. */
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +8,6 @@
 #include "cli.h"
 #include "commands.h"
 #include "ops.h"
-#include "progress.h"
 #include "render.h"
 #include "runner.h"
 
@@ -121,8 +119,33 @@ static void run_teardown(void *vstate) {
     free(w);
 }
 
+enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT };
+
+/* What run's own options set: the workers' context and the runner's options. */
+typedef struct run_args {
+    run_ctx ctx;
+    sd_run_options o;
+    long max_attempts;
+} run_args;
+
+/* One of run's own options (cli.h reads the shared ones): ctx is a run_args. */
+static int run_take_option(void *ctx, int opt, const char *arg, sd_error *err) {
+    run_args *a = ctx;
+    switch (opt) {
+    case O_DB: a->o.db_path = arg; break;
+    case 'm': a->ctx.model_path = arg; break;
+    case O_OUT: a->o.out_dir = arg; break;
+    case O_TOK: a->ctx.mopts.tokenizer = arg; break;
+    case O_CONFIG: a->ctx.mopts.config = arg; break;
+    case O_TAKEOVER: a->o.takeover = 1; break;
+    case O_GRACE: return cli_parse_double("--grace", arg, 0, 1e6, &a->ctx.grace, err);
+    case O_WAIT: return cli_parse_double("--wait", arg, 0, 1e6, &a->o.wait_s, err);
+    case O_MAXATT: return cli_parse_long("--max-attempts", arg, 1, 1000, &a->max_attempts, err);
+    }
+    return 0;
+}
+
 int cmd_run(int argc, char **argv) {
-    enum { O_DB = 256, O_OUT, O_GRACE, O_MAXATT, O_THREADS, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT };
     static const struct option longopts[] = {{"db", required_argument, 0, O_DB},
                                              {"model", required_argument, 0, 'm'},
                                              {"out", required_argument, 0, O_OUT},
@@ -130,38 +153,19 @@ int cmd_run(int argc, char **argv) {
                                              {"max-attempts", required_argument, 0, O_MAXATT},
                                              {"takeover", no_argument, 0, O_TAKEOVER},
                                              {"wait", required_argument, 0, O_WAIT},
-                                             {"threads", required_argument, 0, O_THREADS},
                                              {"tokenizer", required_argument, 0, O_TOK},
                                              {"config", required_argument, 0, O_CONFIG},
-                                             {"quiet", no_argument, 0, 'q'},
-                                             {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
-    run_ctx ctx = {.grace = 60};
-    sd_run_options o = {.group_size = 1, .wait_s = SD_RUN_WAIT_S};
-    long max_attempts = 3;
-    sd_error err = {0};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:qh", longopts, NULL)) != -1) {
-        int rc = 0;
-        switch (c) {
-        case O_DB: o.db_path = optarg; break;
-        case 'm': ctx.model_path = optarg; break;
-        case O_OUT: o.out_dir = optarg; break;
-        case O_TOK: ctx.mopts.tokenizer = optarg; break;
-        case O_CONFIG: ctx.mopts.config = optarg; break;
-        case 'q': ctx.quiet = 1; break;
-        case O_GRACE: rc = cli_parse_double("--grace", optarg, 0, 1e6, &ctx.grace, &err); break;
-        case O_TAKEOVER: o.takeover = 1; break;
-        case O_WAIT: rc = cli_parse_double("--wait", optarg, 0, 1e6, &o.wait_s, &err); break;
-        case O_MAXATT: rc = cli_parse_long("--max-attempts", optarg, 1, 1000, &max_attempts, &err); break;
-        case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &ctx.threads, &err); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-        if (rc < 0) return cli_fail(&err);
-    }
-    if (optind < argc) return cli_usage_error("run: unexpected argument '%s'", argv[optind]);
+    static const cli_command_opts opts = {"run", "m:", longopts, 0, run_take_option, usage};
+    run_args a = {.ctx = {.grace = 60}, .o = {.group_size = 1, .wait_s = SD_RUN_WAIT_S}, .max_attempts = 3};
+    cli_shared_opts shared;
+    int code = cli_parse_options(argc, argv, &opts, &a, &shared);
+    if (code >= 0) return code;
+    run_ctx ctx = a.ctx;
+    sd_run_options o = a.o;
+    long max_attempts = a.max_attempts;
+    ctx.threads = shared.threads;
+    ctx.quiet = shared.quiet;
     if (!o.db_path || !ctx.model_path || !o.out_dir)
         return cli_usage_error("run: --db, -m and --out are required (see 'sdrender run --help')");
     o.model_path = ctx.model_path;
@@ -173,11 +177,11 @@ int cmd_run(int argc, char **argv) {
     char *sj = settings ? json_dumps(settings, JSON_COMPACT) : NULL;
     json_decref(settings);
     o.settings_json = sj;
-    sd_worker_ops ops = {.identify = run_identify,
-                         .setup = run_setup,
-                         .render = run_render,
-                         .teardown = run_teardown,
-                         .ctx = &ctx};
+    sd_run_worker_ops ops = {.identify = run_identify,
+                             .setup = run_setup,
+                             .render = run_render,
+                             .teardown = run_teardown,
+                             .ctx = &ctx};
     int rc = sd_run_batch(&argc, &argv, &o, &ops);
     free(sj);
     return rc;

@@ -1,10 +1,9 @@
 /* sdrender stats: FID reference statistics (and features) of a folder of images, under mpirun or alone. */
-#include <getopt.h>
 #include <stdio.h>
 
 #include "cli.h"
 #include "commands.h"
-#include "eval_progress.h"
+#include "eval.h"
 #include "metrics_mpi.h"
 
 static void usage(FILE *fp) {
@@ -25,44 +24,33 @@ static void usage(FILE *fp) {
             "  -h, --help           this text\n");
 }
 
+enum { O_IMAGES = CLI_OPT_OWN };
+
+/* One of stats' own options (cli.h reads the shared ones): ctx is the sd_metrics_stats_options. */
+static int stats_take_option(void *ctx, int opt, const char *arg, sd_error *err) {
+    sd_metrics_stats_options *o = ctx;
+    if (opt == O_IMAGES) o->images = arg;
+    else if (opt == 'o') o->out = arg;
+    return 0;
+}
+
 int cmd_stats(int argc, char **argv) {
-    enum { O_IMAGES = 256, O_INCEPTION, O_BATCH, O_THREADS };
     static const struct option longopts[] = {{"images", required_argument, 0, O_IMAGES},
                                              {"output", required_argument, 0, 'o'},
-                                             {"inception", required_argument, 0, O_INCEPTION},
-                                             {"batch", required_argument, 0, O_BATCH},
-                                             {"threads", required_argument, 0, O_THREADS},
-                                             {"quiet", no_argument, 0, 'q'},
-                                             {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
-    sd_stats_options o = {0};
-    eval_progress prog = {.command = "stats"};
-    long batch = 8, threads = 0;
-    sd_error err = {0};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:qh", longopts, NULL)) != -1) {
-        int rc = 0;
-        switch (c) {
-        case O_IMAGES: o.images = optarg; break;
-        case 'o': o.out = optarg; break;
-        case O_INCEPTION: o.c.inception = optarg; break;
-        case O_BATCH: rc = cli_parse_long("--batch", optarg, 1, 256, &batch, &err); break;
-        case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &threads, &err); break;
-        case 'q': prog.quiet = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-        if (rc < 0) return cli_fail(&err);
-    }
-    if (optind < argc) return cli_usage_error("stats: unexpected argument '%s'", argv[optind]);
-    if (!o.images || !o.out || !o.c.inception)
+    static const cli_command_opts opts = {"stats", "o:", longopts, 1, stats_take_option, usage};
+    sd_metrics_stats_options o = {0};
+    cli_shared_opts shared;
+    int code = cli_parse_options(argc, argv, &opts, &o, &shared);
+    if (code >= 0) return code;
+    if (!o.images || !o.out || !shared.inception)
         return cli_usage_error("stats: --images, -o and --inception are required (see 'sdrender stats --help')");
-    eval_common_set(&o.c, batch, threads, &prog);
-    sd_stats_result r;
-    int rc = sd_stats_mpi(&argc, &argv, &o, &r);
+    eval_progress prog = {.command = "stats"};
+    eval_common_set(&o.c, &shared, &prog);
+    sd_metrics_stats_result r;
+    int rc = sd_metrics_stats_mpi(&argc, &argv, &o, &r);
     eval_progress_finish(&prog);
-    int code = eval_rank_exit(r.root, rc, &r.err);
+    code = eval_rank_exit(r.root, rc, &r.err);
     if (code >= 0) return code;
     printf("sdrender stats: %lld images -> %s (mu [2048], sigma [2048, 2048], n, features [%lld, 2048])\n",
            (long long)r.n, o.out, (long long)r.n);

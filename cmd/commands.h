@@ -4,12 +4,7 @@
 
 #define SDRENDER_VERSION "0.1.0"
 
-typedef struct sd_command {
-    const char *name;
-    int (*fn)(int argc, char **argv); /* argv[0] is the command name; returns the exit status */
-    const char *help;
-} sd_command;
-
+/* Each takes argv[0] = the command name and returns the process exit status. */
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

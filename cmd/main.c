@@ -11,7 +11,13 @@ static int cmd_version(int argc, char **argv) {
     return 0;
 }
 
-static const sd_command commands[] = {
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv); /* argv[0] is the command name; returns the exit status */
+    const char *help;
+} command;
+
+static const command commands[] = {
     {"generate", cmd_generate, "render images from a prompt (txt2img, img2img, inpainting)"},
     {"enqueue", cmd_enqueue, "add prompt files (.txt, .jsonl, .csv) to a job database"},
     {"run", cmd_run, "render a job database's pending jobs (under mpirun: master + workers)"},

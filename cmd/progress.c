@@ -1,16 +1,11 @@
 #include "progress.h"
 
 #include <stdio.h>
-#include <time.h>
 #include <unistd.h>
 
-double cli_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "cli.h"
 
-void progress_start(cli_progress *p, const char *label, const char *unit, int total, int quiet) {
+void progress_start(progress_bar *p, const char *label, const char *unit, int total, int quiet) {
     p->label = label;
     p->unit = unit;
     p->total = total;
@@ -28,7 +23,7 @@ static void fmt_time(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
-void progress_update(cli_progress *p, int done) {
+void progress_update(progress_bar *p, int done) {
     p->done = done;
     if (p->quiet) return;
     double now = cli_now(), el = now - p->t0;
@@ -54,6 +49,6 @@ void progress_update(cli_progress *p, int done) {
     }
 }
 
-void progress_end(cli_progress *p) {
+void progress_end(progress_bar *p) {
     if (!p->quiet && p->tty) fputc('\n', stderr);
 }

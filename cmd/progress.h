@@ -1,12 +1,12 @@
 /*
  * progress.h - progress on stderr for long work: a bar with rate and ETA
  * when stderr is a terminal, plain lines (at most one every few seconds,
- * and the last one) when it is a log file.
+ * and the last one) when it is a log file (the progress_bar says which).
  */
 #ifndef SD_PROGRESS_H
 #define SD_PROGRESS_H
 
-typedef struct cli_progress {
+typedef struct progress_bar {
     const char *label;
     const char *unit;   /* "steps", "images" */
     int total;
@@ -15,11 +15,10 @@ typedef struct cli_progress {
     int quiet;
     double t0;
     double last_print;
-} cli_progress;
+} progress_bar;
 
-double cli_now(void); /* monotonic seconds */
-void progress_start(cli_progress *p, const char *label, const char *unit, int total, int quiet);
-void progress_update(cli_progress *p, int done);
-void progress_end(cli_progress *p);
+void progress_start(progress_bar *p, const char *label, const char *unit, int total, int quiet);
+void progress_update(progress_bar *p, int done);
+void progress_end(progress_bar *p);
 
 #endif

@@ -253,14 +253,41 @@ static int row_end(file_state *fs, row *r, long line, int rc, sd_error *rowerr) 
     return 0;
 }
 
-/* Next line of [*p, end): sets *s and *n (without the line end), advances *p. */
-static int next_line(const char **p, const char *end, const char **s, size_t *n) {
+/* Fills a row from what a reader found (a line's text, a JSON object, a CSV record); an error in
+ * err makes the row bad. */
+typedef int (*row_fill_fn)(const void *src, row *r, sd_error *err);
+
+/*
+ * The one path of every row of every format: fill it, complete it with the defaults and move it
+ * into the batch, or report it as "FILE:LINE: what is wrong". Returns < 0 (err: "FILE:LINE: what")
+ * only for failures that stop the whole file (out of memory).
+ */
+static int row_read(file_state *fs, long line, row_fill_fn fill, const void *src, sd_error *err) {
+    row r;
+    row_begin(&r, fs->path);
+    sd_error rowerr = {0};
+    int rc = fill(src, &r, &rowerr);
+    rc = row_end(fs, &r, line, rc, &rowerr);
+    if (rc < 0) return sd_err(err, rc, "%s:%ld: %s", fs->path, line, rowerr.msg);
+    return 0;
+}
+
+/* ---- the line formats: .txt and .jsonl ---- */
+
+/* One line's text, without its line end. */
+typedef struct text_line {
+    const char *s;
+    size_t n;
+} text_line;
+
+/* Next line of [*p, end) into *tl (without the line end); advances *p. 0 at the end. */
+static int next_line(const char **p, const char *end, text_line *tl) {
     if (*p >= end) return 0;
     const char *nl = memchr(*p, '\n', (size_t)(end - *p));
     const char *e = nl ? nl : end;
-    *s = *p;
-    *n = (size_t)(e - *p);
-    if (*n && (*s)[*n - 1] == '\r') (*n)--;
+    tl->s = *p;
+    tl->n = (size_t)(e - *p);
+    if (tl->n && tl->s[tl->n - 1] == '\r') tl->n--;
     *p = nl ? nl + 1 : end;
     return 1;
 }
@@ -278,26 +305,30 @@ static const char *line_problem(const char *s, size_t n) {
     return NULL;
 }
 
-static int parse_txt(file_state *fs, const char *p, const char *end, sd_error *err) {
-    const char *s;
-    size_t n;
-    for (long line = 1; next_line(&p, end, &s, &n); line++) {
-        if (is_blank(s, n)) continue;
-        const char *problem = line_problem(s, n);
+/* Reads a line format: every line that is not blank is a row, filled by fill from its text_line. */
+static int parse_lines(file_state *fs, const char *p, const char *end, row_fill_fn fill, sd_error *err) {
+    text_line tl;
+    for (long line = 1; next_line(&p, end, &tl); line++) {
+        if (is_blank(tl.s, tl.n)) continue;
+        const char *problem = line_problem(tl.s, tl.n);
         if (problem) {
             bad_row(fs, line, problem);
             continue;
         }
-        row r;
-        row_begin(&r, fs->path);
-        sd_error rowerr = {0};
-        char *text = strndup(s, n);
-        int rc = text ? set_text(&r, F_PROMPT, text, &rowerr) : sd_err(&rowerr, SD_ENOMEM, "out of memory");
-        free(text);
-        rc = row_end(fs, &r, line, rc, &rowerr);
-        if (rc < 0) return sd_err(err, rc, "%s:%ld: %s", fs->path, line, rowerr.msg);
+        int rc = row_read(fs, line, fill, &tl, err);
+        if (rc < 0) return rc;
     }
     return 0;
+}
+
+/* A .txt line: the whole line is the prompt. */
+static int txt_fill(const void *src, row *r, sd_error *err) {
+    const text_line *tl = src;
+    char *text = strndup(tl->s, tl->n);
+    if (!text) return sd_err(err, SD_ENOMEM, "out of memory");
+    int rc = set_text(r, F_PROMPT, text, err);
+    free(text);
+    return rc;
 }
 
 static const char *json_type_name(const json_t *v) {
@@ -326,39 +357,24 @@ static int json_field(row *r, const char *key, json_t *v, sd_error *err) {
     return sd_err(err, SD_EINPUT, "%s must be %s, got %s", fields[f].name, want[k], json_type_name(v));
 }
 
-static int parse_jsonl(file_state *fs, const char *p, const char *end, sd_error *err) {
-    const char *s;
-    size_t n;
-    for (long line = 1; next_line(&p, end, &s, &n); line++) {
-        if (is_blank(s, n)) continue;
-        const char *problem = line_problem(s, n);
-        if (problem) {
-            bad_row(fs, line, problem);
-            continue;
-        }
-        sd_error rowerr = {0};
-        json_error_t jerr;
-        json_t *obj = json_loadb(s, n, JSON_REJECT_DUPLICATES, &jerr);
-        if (!obj) {
-            snprintf(rowerr.msg, sizeof rowerr.msg, "invalid JSON at column %d: %s", jerr.column, jerr.text);
-            bad_row(fs, line, rowerr.msg);
-            continue;
-        }
-        row r;
-        row_begin(&r, fs->path);
-        int rc = 0;
-        if (!json_is_object(obj)) rc = sd_err(&rowerr, SD_EINPUT, "expected a JSON object, got %s", json_type_name(obj));
-        const char *key;
-        json_t *v;
-        json_object_foreach(obj, key, v) {
-            if (rc == 0) rc = json_field(&r, key, v, &rowerr);
-        }
-        json_decref(obj);
-        rc = row_end(fs, &r, line, rc, &rowerr);
-        if (rc < 0) return sd_err(err, rc, "%s:%ld: %s", fs->path, line, rowerr.msg);
+/* A .jsonl line: one JSON object whose keys are fields. */
+static int jsonl_fill(const void *src, row *r, sd_error *err) {
+    const text_line *tl = src;
+    json_error_t jerr;
+    json_t *obj = json_loadb(tl->s, tl->n, JSON_REJECT_DUPLICATES, &jerr);
+    if (!obj) return sd_err(err, SD_EINPUT, "invalid JSON at column %d: %s", jerr.column, jerr.text);
+    int rc = 0;
+    if (!json_is_object(obj)) rc = sd_err(err, SD_EINPUT, "expected a JSON object, got %s", json_type_name(obj));
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (rc == 0) rc = json_field(r, key, v, err);
     }
-    return 0;
+    json_decref(obj);
+    return rc;
 }
+
+/* ---- .csv ---- */
 
 /* Copy of s without surrounding spaces (for numbers and header names). */
 static char *trimmed(const char *s) {
@@ -396,6 +412,59 @@ static int csv_field(row *r, int f, const char *cell, sd_error *err) {
     return rc;
 }
 
+/* A CSV record and the field of each of its columns (-1: ignored). */
+typedef struct csv_row {
+    const csv_record *rec;
+    const int *col;
+    size_t ncols;
+} csv_row;
+
+/* A .csv record: its non-empty cells under known columns. */
+static int csv_fill(const void *src, row *r, sd_error *err) {
+    const csv_row *c = src;
+    if (c->rec->n != c->ncols)
+        return sd_err(err, SD_EINPUT, "has %zu fields, the header has %zu", c->rec->n, c->ncols);
+    for (size_t i = 0; i < c->ncols; i++) {
+        int rc = c->col[i] >= 0 && c->rec->fields[i][0] ? csv_field(r, c->col[i], c->rec->fields[i], err) : 0;
+        if (rc < 0) return rc;
+    }
+    if (!r->given[F_PROMPT]) return sd_err(err, SD_EINPUT, "prompt is empty");
+    return 0;
+}
+
+/* Maps the header's columns to fields (col[i], -1 for a column that is ignored, with a note). */
+static int csv_header(file_state *fs, const csv_record *rec, int *col, sd_error *err) {
+    char ignored[256] = "";
+    int have_prompt = 0;
+    for (size_t i = 0; i < rec->n; i++) {
+        char *name = trimmed(rec->fields[i]);
+        if (!name) return sd_err(err, SD_ENOMEM, "out of memory");
+        int rc = 0;
+        col[i] = field_lookup(name, 1);
+        for (size_t k = 0; col[i] >= 0 && k < i; k++)
+            if (col[k] == col[i])
+                rc = sd_err(err, SD_EINPUT, "%s:%ld: column '%s' appears twice%s", fs->path, rec->line, name,
+                            col[i] == F_PROMPT ? " (prompt and caption are the same column)" : "");
+        if (col[i] == F_PROMPT) have_prompt = 1;
+        if (col[i] < 0) {
+            size_t used = strlen(ignored);
+            snprintf(ignored + used, sizeof ignored - used, "%s'%s'", used ? ", " : "", name);
+        }
+        free(name);
+        if (rc < 0) return rc;
+    }
+    if (!have_prompt)
+        return sd_err(err, SD_EINPUT, "%s:%ld: no 'prompt' or 'caption' column in the header", fs->path, rec->line);
+    if (ignored[0] && fs->o->report) {
+        char note[SD_ERRMSG_MAX];
+        snprintf(note, sizeof note, "%s:%ld: note: ignoring columns %s (known: " KNOWN_FIELDS ")", fs->path,
+                 rec->line, ignored);
+        fs->o->report(fs->o->report_ctx, note);
+    }
+    return 0;
+}
+
+/* Reads a .csv file: a header row, then one row per record. */
 static int parse_csv(file_state *fs, const char *p, const char *end, sd_error *err) {
     csv_reader rd;
     csv_record rec = {0};
@@ -408,60 +477,22 @@ static int parse_csv(file_state *fs, const char *p, const char *end, sd_error *e
         return rc;
     }
     size_t ncols = rec.n;
-    long header_line = rec.line;
     int *col = malloc(ncols * sizeof *col);
-    char ignored[256] = "";
-    if (!col) rc = sd_err(err, SD_ENOMEM, "out of memory");
-    int have_prompt = 0;
-    for (size_t i = 0; rc >= 0 && i < ncols; i++) {
-        char *name = trimmed(rec.fields[i]);
-        if (!name) {
-            rc = sd_err(err, SD_ENOMEM, "out of memory");
-            break;
-        }
-        col[i] = field_lookup(name, 1);
-        for (size_t k = 0; col[i] >= 0 && k < i; k++)
-            if (col[k] == col[i])
-                rc = sd_err(err, SD_EINPUT, "%s:%ld: column '%s' appears twice%s", fs->path, header_line, name,
-                            col[i] == F_PROMPT ? " (prompt and caption are the same column)" : "");
-        if (col[i] == F_PROMPT) have_prompt = 1;
-        if (col[i] < 0) {
-            size_t used = strlen(ignored);
-            snprintf(ignored + used, sizeof ignored - used, "%s'%s'", used ? ", " : "", name);
-        }
-        free(name);
-    }
-    if (rc >= 0 && !have_prompt)
-        rc = sd_err(err, SD_EINPUT, "%s:%ld: no 'prompt' or 'caption' column in the header", fs->path, header_line);
-    if (rc >= 0 && ignored[0] && fs->o->report) {
-        char note[SD_ERRMSG_MAX];
-        snprintf(note, sizeof note, "%s:%ld: note: ignoring columns %s (known: " KNOWN_FIELDS ")", fs->path,
-                 header_line, ignored);
-        fs->o->report(fs->o->report_ctx, note);
-    }
+    rc = col ? csv_header(fs, &rec, col, err) : sd_err(err, SD_ENOMEM, "out of memory");
     while (rc >= 0) {
         sd_error rowerr = {0};
         int got = csv_next(&rd, &rec, &rowerr);
         if (got == 0) break;
-        long line = rec.line;
         if (got == SD_EINPUT) {
-            bad_row(fs, line, rowerr.msg);
+            bad_row(fs, rec.line, rowerr.msg);
             continue;
         }
         if (got < 0) {
-            rc = sd_err(err, got, "%s:%ld: %s", fs->path, line, rowerr.msg);
+            rc = sd_err(err, got, "%s:%ld: %s", fs->path, rec.line, rowerr.msg);
             break;
         }
-        row r;
-        row_begin(&r, fs->path);
-        int rrc = 0;
-        if (rec.n != ncols)
-            rrc = sd_err(&rowerr, SD_EINPUT, "has %zu fields, the header has %zu", rec.n, ncols);
-        for (size_t i = 0; rrc == 0 && i < ncols; i++)
-            if (col[i] >= 0 && rec.fields[i][0]) rrc = csv_field(&r, col[i], rec.fields[i], &rowerr);
-        if (rrc == 0 && !r.given[F_PROMPT]) rrc = sd_err(&rowerr, SD_EINPUT, "prompt is empty");
-        rrc = row_end(fs, &r, line, rrc, &rowerr);
-        if (rrc < 0) rc = sd_err(err, rrc, "%s:%ld: %s", fs->path, line, rowerr.msg);
+        csv_row src = {&rec, col, ncols};
+        rc = row_read(fs, rec.line, csv_fill, &src, err);
     }
     free(col);
     csv_record_free(&rec);
@@ -474,11 +505,11 @@ static int has_ext(const char *path, const char *ext) {
 }
 
 int enqueue_parse_file(const char *path, const enqueue_options *o, enqueue_batch *b, sd_error *err) {
-    int (*parse)(file_state *, const char *, const char *, sd_error *) = NULL;
-    if (has_ext(path, ".txt")) parse = parse_txt;
-    else if (has_ext(path, ".jsonl")) parse = parse_jsonl;
-    else if (has_ext(path, ".csv")) parse = parse_csv;
-    else return sd_err(err, SD_EINPUT, "%s: unknown prompt file format; use .txt, .jsonl or .csv", path);
+    row_fill_fn fill = NULL; /* a line format; NULL: .csv */
+    if (has_ext(path, ".txt")) fill = txt_fill;
+    else if (has_ext(path, ".jsonl")) fill = jsonl_fill;
+    else if (!has_ext(path, ".csv"))
+        return sd_err(err, SD_EINPUT, "%s: unknown prompt file format; use .txt, .jsonl or .csv", path);
     char *text;
     size_t len;
     int rc = sd_fs_read_file(path, &text, &len, err);
@@ -486,7 +517,7 @@ int enqueue_parse_file(const char *path, const enqueue_options *o, enqueue_batch
     const char *p = text, *end = text + len;
     if (len >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3; /* UTF-8 byte order mark */
     file_state fs = {.path = path, .o = o, .b = b, .start = b->n};
-    rc = parse(&fs, p, end, err);
+    rc = fill ? parse_lines(&fs, p, end, fill, err) : parse_csv(&fs, p, end, err);
     free(text);
     b->bad += fs.bad;
     if (rc == 0 && fs.bad && !o->skip_bad) {

@@ -22,7 +22,7 @@
 typedef struct md_world {
     int rank, size;
     int threads;  /* OpenMP threads of this rank */
-    sd_eval_progress_fn progress; /* rank 0 only */
+    sd_metrics_progress_fn progress; /* rank 0 only */
     void *progress_ctx;
 } md_world;
 

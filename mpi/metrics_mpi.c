@@ -42,7 +42,7 @@
 #include "ops.h"
 
 /* MPI_Init, this rank's place and its threads: the node's cores shared by the ranks on it. */
-static void world_start(int *argc, char ***argv, const sd_eval_common *c, md_world *w) {
+static void world_start(int *argc, char ***argv, const sd_metrics_common *c, md_world *w) {
     int provided = 0;
     MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &w->rank);
@@ -186,7 +186,7 @@ static int check_out_dir(const char *out, sd_error *err) {
     return ok ? 0 : sd_err(err, SD_ENOTFOUND, "-o %s: its folder does not exist", out);
 }
 
-int sd_stats_mpi(int *argc, char ***argv, const sd_stats_options *o, sd_stats_result *r) {
+int sd_metrics_stats_mpi(int *argc, char ***argv, const sd_metrics_stats_options *o, sd_metrics_stats_result *r) {
     memset(r, 0, sizeof *r);
     md_world w;
     world_start(argc, argv, &o->c, &w);

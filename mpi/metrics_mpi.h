@@ -24,40 +24,40 @@
 #include "prdc.h"
 
 /* Rank 0's progress: `what` ("real images", "k-NN radii", ...), units done by all ranks, of total. */
-typedef void (*sd_eval_progress_fn)(void *ctx, const char *what, int64_t done, int64_t total);
+typedef void (*sd_metrics_progress_fn)(void *ctx, const char *what, int64_t done, int64_t total);
 
-typedef struct sd_eval_common {
-    const char *inception;      /* Inception weights (.pth or .safetensors) */
-    const char *clip;           /* CLIP weights (HF CLIPModel names), or NULL */
-    const char *clip_tokenizer; /* NULL: beside the CLIP weights */
-    int batch;                  /* images per forward pass (0: 8) */
-    int threads;                /* threads per rank; 0: threads_for(ranks on this node) */
+typedef struct sd_metrics_common {
+    const char *inception;           /* Inception weights (.pth or .safetensors) */
+    const char *clip;                /* CLIP weights (HF CLIPModel names), or NULL */
+    const char *clip_tokenizer;      /* NULL: beside the CLIP weights */
+    int batch;                       /* images per forward pass (0: 8) */
+    int threads;                     /* threads per rank; 0: threads_for(ranks on this node) */
     int (*threads_for)(int local_ranks);
-    sd_eval_progress_fn progress; /* called on rank 0; may be NULL */
+    sd_metrics_progress_fn progress; /* called on rank 0; may be NULL */
     void *progress_ctx;
-} sd_eval_common;
+} sd_metrics_common;
 
-typedef struct sd_stats_options {
+typedef struct sd_metrics_stats_options {
     const char *images; /* folder of PNGs */
     const char *out;    /* .npz: mu, sigma, n, features */
-    sd_eval_common c;
-} sd_stats_options;
+    sd_metrics_common c;
+} sd_metrics_stats_options;
 
-typedef struct sd_stats_result {
+typedef struct sd_metrics_stats_result {
     int root;           /* 1 on rank 0, whose fields are filled */
     int ranks;
     int64_t n;          /* images */
     sd_error err;
-} sd_stats_result;
+} sd_metrics_stats_result;
 
-int sd_stats_mpi(int *argc, char ***argv, const sd_stats_options *o, sd_stats_result *r);
+int sd_metrics_stats_mpi(int *argc, char ***argv, const sd_metrics_stats_options *o, sd_metrics_stats_result *r);
 
 typedef struct sd_metrics_options {
     const char *real;   /* folder of PNGs or .npz statistics; NULL: no FID / prdc */
     const char *fake;   /* folder or .npz; NULL when db is given */
     const char *db;     /* job database: the fakes are its done images, with their prompts */
     int k;              /* prdc nearest_k */
-    sd_eval_common c;
+    sd_metrics_common c;
 } sd_metrics_options;
 
 #define SD_METRICS_WHY_MAX 300

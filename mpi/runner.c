@@ -86,7 +86,7 @@ static json_t *recv_json(const MPI_Status *st) {
 /* ---- worker side ---- */
 
 typedef struct {
-    const sd_worker_ops *ops;
+    const sd_run_worker_ops *ops;
     void *state;
     int rank;
     char host[256];
@@ -112,7 +112,7 @@ static int render_one(worker *w, const sd_job *job, const char *model_sha, const
     return rc;
 }
 
-static int worker_main(const sd_worker_ops *ops, int rank, int local_workers) {
+static int worker_main(const sd_run_worker_ops *ops, int rank, int local_workers) {
     worker w = {.ops = ops, .rank = rank};
     gethostname(w.host, sizeof w.host - 1);
     sd_error err = {0};
@@ -169,6 +169,8 @@ typedef struct {
     int64_t total_start; /* pending + running when the run started */
     int64_t done, failed, retried;
     double t0;
+    const char *end_status; /* "complete", "stopped" or "error": how the runs table records the run */
+    int exit_code;
 } master;
 
 static void log_result(master *m, const char *who, int64_t id, int ok, double secs, const char *error) {
@@ -241,199 +243,6 @@ static int master_dispatch(master *m, int dest, const char *who, int64_t *in_fli
 }
 
 /* Removes "<8 digits>.png.tmp.<pid>" files a killed worker left behind. */
-static void clean_stale_temp_files(const char *dir);
-
-static int master_main(const sd_run_options *opt, const sd_worker_ops *ops, int world, int local_workers) {
-    sd_error err = {0};
-    master m = {.opt = opt, .t0 = now_s()};
-    jobdb_open_options oo = {.create = 0};
-    int rc = jobdb_open(&m.db, opt->db_path, &oo, &err);
-    if (rc == 0 && ops->identify) rc = ops->identify(ops->ctx, m.model_sha, &err);
-    int n_leaders = (world - 1) / (opt->group_size > 0 ? opt->group_size : 1);
-    if (rc == 0) {
-        jobdb_run_config rcfg = {.model_path = opt->model_path,
-                                 .model_sha256 = m.model_sha[0] ? m.model_sha : NULL,
-                                 .settings_json = opt->settings_json,
-                                 .ranks = world,
-                                 .max_attempts = opt->max_attempts,
-                                 .exclusive_s = opt->takeover ? 0 : SD_RUN_STALE_S};
-        /* a run that was just stopped or killed may take some seconds to exit: wait for it a while */
-        double t_wait = now_s();
-        int said = 0;
-        while ((rc = jobdb_run_begin(m.db, &rcfg, &err)) == SD_EBUSY && now_s() - t_wait < opt->wait_s &&
-               !stop_signal) {
-            if (!said++ && !opt->quiet)
-                fprintf(stderr, "sdrender run: waiting up to %.0f s for the last run to exit: %s\n", opt->wait_s,
-                        err.msg);
-            sleep_ms(500);
-        }
-    }
-    int requeued = 0, gave_up = 0;
-    if (rc == 0) rc = jobdb_recover(m.db, &requeued, &gave_up, &err);
-    if (rc == 0 && (requeued || gave_up) && !opt->quiet)
-        fprintf(stderr, "sdrender run: recovered %d interrupted job(s) from earlier runs (%d given up as failed)\n",
-                requeued, gave_up);
-    if (rc == 0) rc = sd_fs_mkdirs(opt->out_dir, &err);
-    if (rc == 0 && !realpath(opt->out_dir, m.out_dir))
-        rc = sd_err(&err, SD_EIO, "%s: %s", opt->out_dir, strerror(errno));
-    if (rc == 0) {
-        clean_stale_temp_files(m.out_dir);
-        jobdb_summary s;
-        if (jobdb_summary_get(m.db, 0, &s, &err) == 0) {
-            m.total_start = s.pending + s.running;
-            if (!opt->quiet)
-                fprintf(stderr, "sdrender run: %lld pending job(s), %d worker(s), output in %s\n", (long long)s.pending,
-                        world > 1 ? n_leaders : 1, m.out_dir);
-            jobdb_summary_free(&s);
-        }
-    }
-    if (rc < 0) {
-        fprintf(stderr, "sdrender: %s\n", err.msg);
-        /* tell every worker to stop (they are loading or about to send READY) */
-        for (int r = 1; r < world; r++) {
-            json_t *stop = json_object();
-            send_json(stop, r, TAG_STOP);
-            json_decref(stop);
-        }
-        if (m.db) jobdb_close(m.db);
-        return sd_err_exit_code(rc);
-    }
-
-    const char *end_status = "complete";
-    int exit_code = 0;
-    if (world == 1) {
-        /* no workers: render here */
-        void *state = NULL;
-        rc = ops->setup(ops->ctx, local_workers, &state, &err);
-        if (rc < 0) {
-            fprintf(stderr, "sdrender: %s\n", err.msg);
-            end_status = "error";
-            exit_code = sd_err_exit_code(rc);
-        }
-        char me[300];
-        char host[256] = "";
-        gethostname(host, sizeof host - 1);
-        snprintf(me, sizeof me, "%s:0", host);
-        while (rc == 0 && !stop_signal) {
-            int64_t id = 0;
-            sd_job job;
-            int got = jobdb_claim(m.db, me, &job, &err);
-            if (got < 0) {
-                fprintf(stderr, "sdrender: %s\n", err.msg);
-                exit_code = 1;
-                end_status = "error";
-                break;
-            }
-            if (got == 0) break;
-            id = job.id;
-            char *out = sd_run_output_path(m.out_dir, id);
-            json_t *res = json_object();
-            worker w = {.ops = ops, .state = state};
-            if (out) render_one(&w, &job, m.model_sha, out, res);
-            master_record(&m, res, me);
-            json_decref(res);
-            free(out);
-            sd_job_free(&job);
-        }
-        if (state) ops->teardown(state);
-    } else {
-        int64_t *in_flight = calloc((size_t)world, sizeof *in_flight);
-        char (*who)[300] = calloc((size_t)world, sizeof *who);
-        int *stopped = calloc((size_t)world, sizeof *stopped);
-        int active = n_leaders, busy = 0;
-        double stop_at = 0, beat_at = now_s();
-        if (!in_flight || !who || !stopped) {
-            fprintf(stderr, "sdrender: out of memory\n");
-            MPI_Abort(MPI_COMM_WORLD, 1);
-        }
-        while (active > 0) {
-            if (stop_signal && stop_at == 0) {
-                stop_at = now_s();
-                end_status = "stopped";
-                if (!opt->quiet)
-                    fprintf(stderr, "sdrender run: signal %d: no new jobs; waiting up to %.0f s for %d in flight\n",
-                            (int)stop_signal, opt->grace, busy);
-            }
-            if (stop_at > 0 && busy > 0 && now_s() - stop_at > opt->grace) {
-                int released = 0;
-                if (jobdb_release(m.db, &released, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
-                if (!opt->quiet)
-                    fprintf(stderr, "sdrender run: grace period over; %d job(s) back to pending\n", released);
-                jobdb_run_end(m.db, "stopped", &err);
-                jobdb_close(m.db);
-                MPI_Abort(MPI_COMM_WORLD, 0);
-            }
-            int flag = 0;
-            MPI_Status st;
-            MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
-            if (!flag) {
-                if (now_s() - beat_at >= SD_RUN_HEARTBEAT_S) { /* while every worker renders */
-                    beat_at = now_s();
-                    if (jobdb_run_touch(m.db, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
-                }
-                sleep_ms(5);
-                continue;
-            }
-            int src = st.MPI_SOURCE;
-            json_t *msg = recv_json(&st);
-            int idle = 0;
-            if (st.MPI_TAG == TAG_READY) {
-                const char *host = json_string_value(json_object_get(msg, "host"));
-                snprintf(who[src], sizeof who[src], "%s:%d", host ? host : "?", src);
-                if (!opt->quiet) fprintf(stderr, "sdrender run: worker %s ready\n", who[src]);
-                idle = 1;
-            } else if (st.MPI_TAG == TAG_RESULT) {
-                if (msg) master_record(&m, msg, who[src]);
-                if (json_is_true(json_object_get(msg, "stopping")) && !stop_signal) stop_signal = SIGTERM;
-                in_flight[src] = 0;
-                busy--;
-                idle = 1;
-            } else if (st.MPI_TAG == TAG_FATAL) {
-                const char *e = json_string_value(json_object_get(msg, "error"));
-                fprintf(stderr, "sdrender run: worker rank %d cannot render: %s\n", src, e ? e : "?");
-                if (!stop_signal) stop_signal = SIGTERM;
-                end_status = "error";
-                exit_code = 1;
-                idle = 1;
-            }
-            json_decref(msg);
-            if (!idle || stopped[src]) continue;
-            int sent = 0;
-            if (!stop_signal && exit_code == 0) {
-                int got = master_dispatch(&m, src, who[src][0] ? who[src] : "?", &in_flight[src], &err);
-                if (got < 0) {
-                    fprintf(stderr, "sdrender: %s\n", err.msg);
-                    stop_signal = SIGTERM;
-                    end_status = "error";
-                    exit_code = 1;
-                } else if (got > 0) {
-                    sent = 1;
-                    busy++;
-                }
-            }
-            if (!sent) {
-                json_t *stop = json_object();
-                send_json(stop, src, TAG_STOP);
-                json_decref(stop);
-                stopped[src] = 1;
-                active--;
-            }
-        }
-        free(in_flight);
-        free(who);
-        free(stopped);
-    }
-    if (stop_signal && strcmp(end_status, "error")) end_status = "stopped";
-    int released = 0;
-    if (jobdb_release(m.db, &released, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
-    if (jobdb_run_end(m.db, end_status, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
-    if (!opt->quiet)
-        fprintf(stderr, "sdrender run: %s: %lld done, %lld failed, %lld to retry%s\n", end_status, (long long)m.done,
-                (long long)m.failed, (long long)m.retried, released ? " (released in-flight jobs)" : "");
-    jobdb_close(m.db);
-    return exit_code;
-}
-
 static void clean_stale_temp_files(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
@@ -449,7 +258,268 @@ static void clean_stale_temp_files(const char *dir) {
     closedir(d);
 }
 
-int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_worker_ops *ops) {
+/* The run ends "error" with this exit status (a worker or the database failed). */
+static void master_fail(master *m, int exit_code) {
+    m->end_status = "error";
+    m->exit_code = exit_code;
+}
+
+/*
+ * Start, 1: opens the database, names the model and begins the run (one master per database).
+ * A run that was just stopped or killed may take some seconds to exit: it waits for that one
+ * up to opt->wait_s.
+ */
+static int master_begin(master *m, const sd_run_worker_ops *ops, int world, sd_error *err) {
+    const sd_run_options *opt = m->opt;
+    jobdb_open_options oo = {.create = 0};
+    int rc = jobdb_open(&m->db, opt->db_path, &oo, err);
+    if (rc == 0 && ops->identify) rc = ops->identify(ops->ctx, m->model_sha, err);
+    if (rc < 0) return rc;
+    jobdb_run_config rcfg = {.model_path = opt->model_path,
+                             .model_sha256 = m->model_sha[0] ? m->model_sha : NULL,
+                             .settings_json = opt->settings_json,
+                             .ranks = world,
+                             .max_attempts = opt->max_attempts,
+                             .exclusive_s = opt->takeover ? 0 : SD_RUN_STALE_S};
+    double t_wait = now_s();
+    int said = 0;
+    while ((rc = jobdb_run_begin(m->db, &rcfg, err)) == SD_EBUSY && now_s() - t_wait < opt->wait_s && !stop_signal) {
+        if (!said++ && !opt->quiet)
+            fprintf(stderr, "sdrender run: waiting up to %.0f s for the last run to exit: %s\n", opt->wait_s,
+                    err->msg);
+        sleep_ms(500);
+    }
+    return rc;
+}
+
+/*
+ * Start, 2: puts the jobs that earlier runs left running back in the queue, makes the output
+ * folder (and clears a killed worker's temporary files there) and says how much there is to do.
+ */
+static int master_recover(master *m, int workers, sd_error *err) {
+    const sd_run_options *opt = m->opt;
+    int requeued = 0, gave_up = 0;
+    int rc = jobdb_recover(m->db, &requeued, &gave_up, err);
+    if (rc == 0 && (requeued || gave_up) && !opt->quiet)
+        fprintf(stderr, "sdrender run: recovered %d interrupted job(s) from earlier runs (%d given up as failed)\n",
+                requeued, gave_up);
+    if (rc == 0) rc = sd_fs_mkdirs(opt->out_dir, err);
+    if (rc == 0 && !realpath(opt->out_dir, m->out_dir))
+        rc = sd_err(err, SD_EIO, "%s: %s", opt->out_dir, strerror(errno));
+    if (rc < 0) return rc;
+    clean_stale_temp_files(m->out_dir);
+    jobdb_summary s;
+    if (jobdb_summary_get(m->db, 0, &s, err) == 0) {
+        m->total_start = s.pending + s.running;
+        if (!opt->quiet)
+            fprintf(stderr, "sdrender run: %lld pending job(s), %d worker(s), output in %s\n", (long long)s.pending,
+                    workers, m->out_dir);
+        jobdb_summary_free(&s);
+    }
+    return 0;
+}
+
+/* The start failed: says why and tells every worker to stop (they are loading or about to send
+ * READY). Returns the exit status. */
+static int master_abort_start(master *m, int world, int rc, const sd_error *err) {
+    fprintf(stderr, "sdrender: %s\n", err->msg);
+    for (int r = 1; r < world; r++) {
+        json_t *stop = json_object();
+        send_json(stop, r, TAG_STOP);
+        json_decref(stop);
+    }
+    if (m->db) jobdb_close(m->db);
+    return sd_err_exit_code(rc);
+}
+
+/* With one rank there are no workers: the master renders the jobs itself until none is left or
+ * a stop signal comes. */
+static void master_render_alone(master *m, const sd_run_worker_ops *ops, int local_workers) {
+    sd_error err = {0};
+    void *state = NULL;
+    int rc = ops->setup(ops->ctx, local_workers, &state, &err);
+    if (rc < 0) {
+        fprintf(stderr, "sdrender: %s\n", err.msg);
+        master_fail(m, sd_err_exit_code(rc));
+    }
+    char me[300];
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(me, sizeof me, "%s:0", host);
+    worker w = {.ops = ops, .state = state};
+    while (rc == 0 && !stop_signal) {
+        sd_job job;
+        int got = jobdb_claim(m->db, me, &job, &err);
+        if (got < 0) {
+            fprintf(stderr, "sdrender: %s\n", err.msg);
+            master_fail(m, 1);
+            break;
+        }
+        if (got == 0) break;
+        char *out = sd_run_output_path(m->out_dir, job.id);
+        json_t *res = json_object();
+        if (out) render_one(&w, &job, m->model_sha, out, res);
+        master_record(m, res, me);
+        json_decref(res);
+        free(out);
+        sd_job_free(&job);
+    }
+    if (state) ops->teardown(state);
+}
+
+/* The worker leaders, as the master sees them while it hands out jobs (arrays indexed by rank). */
+typedef struct leaders {
+    int64_t *in_flight; /* the job a leader renders, 0 when none */
+    char (*who)[300];   /* "host:rank", from its READY */
+    int *stopped;       /* sent STOP */
+    int active;         /* leaders not sent STOP yet */
+    int busy;           /* leaders rendering a job */
+    double stop_at;     /* when the master saw the stop signal; 0 before */
+    double beat_at;     /* last heartbeat in the runs table */
+} leaders;
+
+/*
+ * After a stop signal: no new jobs, and jobs in flight get opt->grace seconds. Once those are over
+ * with jobs still running, they go back to pending, the run ends "stopped" and MPI_Abort ends
+ * every rank (the workers are in the middle of a render and would not read a STOP).
+ */
+static void master_watch_stop(master *m, leaders *l) {
+    const sd_run_options *opt = m->opt;
+    if (stop_signal && l->stop_at == 0) {
+        l->stop_at = now_s();
+        m->end_status = "stopped";
+        if (!opt->quiet)
+            fprintf(stderr, "sdrender run: signal %d: no new jobs; waiting up to %.0f s for %d in flight\n",
+                    (int)stop_signal, opt->grace, l->busy);
+    }
+    if (l->stop_at > 0 && l->busy > 0 && now_s() - l->stop_at > opt->grace) {
+        sd_error err = {0};
+        int released = 0;
+        if (jobdb_release(m->db, &released, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
+        if (!opt->quiet) fprintf(stderr, "sdrender run: grace period over; %d job(s) back to pending\n", released);
+        jobdb_run_end(m->db, "stopped", &err);
+        jobdb_close(m->db);
+        MPI_Abort(MPI_COMM_WORLD, 0);
+    }
+}
+
+/* Nothing to read: a heartbeat in the runs table every SD_RUN_HEARTBEAT_S (while every worker
+ * renders), then a short sleep. */
+static void master_idle(master *m, leaders *l) {
+    if (now_s() - l->beat_at >= SD_RUN_HEARTBEAT_S) {
+        sd_error err = {0};
+        l->beat_at = now_s();
+        if (jobdb_run_touch(m->db, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
+    }
+    sleep_ms(5);
+}
+
+/* Takes the message st announces (READY, RESULT or FATAL); returns 1 when its sender is now idle. */
+static int master_take_message(master *m, leaders *l, const MPI_Status *st) {
+    int src = st->MPI_SOURCE;
+    json_t *msg = recv_json(st);
+    int idle = 0;
+    if (st->MPI_TAG == TAG_READY) {
+        const char *host = json_string_value(json_object_get(msg, "host"));
+        snprintf(l->who[src], sizeof l->who[src], "%s:%d", host ? host : "?", src);
+        if (!m->opt->quiet) fprintf(stderr, "sdrender run: worker %s ready\n", l->who[src]);
+        idle = 1;
+    } else if (st->MPI_TAG == TAG_RESULT) {
+        if (msg) master_record(m, msg, l->who[src]);
+        if (json_is_true(json_object_get(msg, "stopping")) && !stop_signal) stop_signal = SIGTERM;
+        l->in_flight[src] = 0;
+        l->busy--;
+        idle = 1;
+    } else if (st->MPI_TAG == TAG_FATAL) {
+        const char *e = json_string_value(json_object_get(msg, "error"));
+        fprintf(stderr, "sdrender run: worker rank %d cannot render: %s\n", src, e ? e : "?");
+        if (!stop_signal) stop_signal = SIGTERM;
+        master_fail(m, 1);
+        idle = 1;
+    }
+    json_decref(msg);
+    return idle;
+}
+
+/* Gives idle leader src the next job, or STOP when none is left or the run is stopping. */
+static void master_answer(master *m, leaders *l, int src) {
+    if (!stop_signal && m->exit_code == 0) {
+        sd_error err = {0};
+        int got = master_dispatch(m, src, l->who[src][0] ? l->who[src] : "?", &l->in_flight[src], &err);
+        if (got > 0) {
+            l->busy++;
+            return;
+        }
+        if (got < 0) {
+            fprintf(stderr, "sdrender: %s\n", err.msg);
+            stop_signal = SIGTERM;
+            master_fail(m, 1);
+        }
+    }
+    json_t *stop = json_object();
+    send_json(stop, src, TAG_STOP);
+    json_decref(stop);
+    l->stopped[src] = 1;
+    l->active--;
+}
+
+/* The hand-out loop: answers each leader's READY or RESULT with a job until every leader has been
+ * sent STOP (no job left, a stop signal, or a failure). */
+static void master_hand_out(master *m, int world, int n_leaders) {
+    leaders l = {.active = n_leaders, .beat_at = now_s()};
+    l.in_flight = calloc((size_t)world, sizeof *l.in_flight);
+    l.who = calloc((size_t)world, sizeof *l.who);
+    l.stopped = calloc((size_t)world, sizeof *l.stopped);
+    if (!l.in_flight || !l.who || !l.stopped) {
+        fprintf(stderr, "sdrender: out of memory\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    while (l.active > 0) {
+        master_watch_stop(m, &l);
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+        if (!flag) {
+            master_idle(m, &l);
+            continue;
+        }
+        if (master_take_message(m, &l, &st) && !l.stopped[st.MPI_SOURCE]) master_answer(m, &l, st.MPI_SOURCE);
+    }
+    free(l.in_flight);
+    free(l.who);
+    free(l.stopped);
+}
+
+/* Finish: releases jobs still marked running, ends the run in the table, prints the summary and
+ * closes the database. Returns the exit status. */
+static int master_finish(master *m) {
+    sd_error err = {0};
+    if (stop_signal && strcmp(m->end_status, "error")) m->end_status = "stopped";
+    int released = 0;
+    if (jobdb_release(m->db, &released, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
+    if (jobdb_run_end(m->db, m->end_status, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
+    if (!m->opt->quiet)
+        fprintf(stderr, "sdrender run: %s: %lld done, %lld failed, %lld to retry%s\n", m->end_status,
+                (long long)m->done, (long long)m->failed, (long long)m->retried,
+                released ? " (released in-flight jobs)" : "");
+    jobdb_close(m->db);
+    return m->exit_code;
+}
+
+/* Rank 0: start (begin the run, recover), hand out the jobs (or render them alone), finish. */
+static int master_main(const sd_run_options *opt, const sd_run_worker_ops *ops, int world, int local_workers) {
+    sd_error err = {0};
+    master m = {.opt = opt, .t0 = now_s(), .end_status = "complete"};
+    int n_leaders = (world - 1) / (opt->group_size > 0 ? opt->group_size : 1);
+    int rc = master_begin(&m, ops, world, &err);
+    if (rc == 0) rc = master_recover(&m, world > 1 ? n_leaders : 1, &err);
+    if (rc < 0) return master_abort_start(&m, world, rc, &err);
+    if (world == 1) master_render_alone(&m, ops, local_workers);
+    else master_hand_out(&m, world, n_leaders);
+    return master_finish(&m);
+}
+
+int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_run_worker_ops *ops) {
     int provided = 0;
     MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     int rank = 0, world = 1;

@@ -34,7 +34,7 @@
 #include "job.h"
 
 /* What a worker does, supplied by the command (mpi/ knows nothing of models). */
-typedef struct sd_worker_ops {
+typedef struct sd_run_worker_ops {
     /* Master only, once (may be NULL): the model's SHA-256, recorded in the runs table and handed to
      * every render (so workers need not read the whole checkpoint to name it). */
     int (*identify)(void *ctx, char sha256[65], sd_error *err);
@@ -48,7 +48,7 @@ typedef struct sd_worker_ops {
                   double *seconds, int *retry, sd_error *err);
     void (*teardown)(void *state);
     void *ctx;
-} sd_worker_ops;
+} sd_run_worker_ops;
 
 /* Seconds since this rank received a stop signal, or -1 when none came. */
 double sd_run_stop_age(void);
@@ -91,6 +91,6 @@ char *sd_run_output_path(const char *out_dir, int64_t job_id);
  * or stopped cleanly; 1 runtime failure; 2 bad input) and prints errors on
  * stderr itself (prefixed with the rank).
  */
-int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_worker_ops *ops);
+int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_run_worker_ops *ops);
 
 #endif

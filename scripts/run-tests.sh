@@ -2,7 +2,8 @@
 # Runs each test binary given on the command line, prints cmocka's output, and a
 # one-line summary; exits non-zero when any test binary fails.
 # The tests find the sdrender binary through SDRENDER_BIN and the reference
-# data through SDRENDER_TESTDATA (default ../shared/testdata).
+# data through SDRENDER_TESTDATA (default ../shared/testdata); test_layout finds the
+# repository (its Makefile and scripts/) through SDRENDER_SRC (default ., where make check runs).
 set -u
 : "${SDRENDER_BUILD:=build}"
 SDRENDER_BIN="${SDRENDER_BIN:-$SDRENDER_BUILD/sdrender}"

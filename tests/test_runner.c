@@ -79,7 +79,7 @@ static void fake_teardown(void *state) { (void)state; }
 
 static int child_main(int argc, char **argv) {
     fake_ctx c = {.out = argv[3], .mode = argv[4]};
-    sd_worker_ops ops = {.setup = fake_setup, .render = fake_render, .teardown = fake_teardown, .ctx = &c};
+    sd_run_worker_ops ops = {.setup = fake_setup, .render = fake_render, .teardown = fake_teardown, .ctx = &c};
     sd_run_options o = {.db_path = argv[2], .out_dir = argv[3], .model_path = "fake", .grace = 30, .max_attempts = 2,
                         .group_size = 1, .quiet = 0, .wait_s = SD_RUN_WAIT_S};
     return sd_run_batch(&argc, &argv, &o, &ops);

@@ -34,6 +34,11 @@ const char *tu_bin(void) {
     return e && *e ? e : "build/sdrender";
 }
 
+const char *tu_src(void) {
+    const char *e = getenv("SDRENDER_SRC");
+    return e && *e ? e : ".";
+}
+
 static char tmpdir[256];
 
 static void remove_tmpdir(void) {

@@ -23,6 +23,8 @@ const char *tu_testdata(void);
 const char *tu_path(const char *rel);
 /* The sdrender binary under test (SDRENDER_BIN, default build/sdrender). */
 const char *tu_bin(void);
+/* The repository's root (SDRENDER_SRC, default ".": make check runs the tests from there). */
+const char *tu_src(void);
 /* A fresh private directory for this test program (created on first use). */
 const char *tu_tmpdir(void);
 /* tmpdir/name in a buffer valid until the 16th next call. */

@@ -1,4 +1,4 @@
-#include "eval_progress.h"
+#include "eval.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -26,12 +26,14 @@ void eval_progress_finish(eval_progress *e) {
     e->phase = NULL;
 }
 
-void eval_common_set(sd_eval_common *c, long batch, long threads, eval_progress *e) {
-    c->batch = (int)batch;
-    c->threads = (int)threads;
+void eval_common_set(sd_metrics_common *c, const cli_shared_opts *shared, eval_progress *e) {
+    c->inception = shared->inception;
+    c->batch = (int)shared->batch;
+    c->threads = (int)shared->threads;
     c->threads_for = cli_threads_for;
     c->progress = eval_progress_report;
     c->progress_ctx = e;
+    e->quiet = shared->quiet;
 }
 
 int eval_rank_exit(int root, int rc, const sd_error *err) {
