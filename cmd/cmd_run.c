@@ -29,6 +29,8 @@ static void usage(FILE *fp) {
             "                       seconds for it to end or go stale, then refuse (default 150)\n"
             "  --takeover           start at once even so: only when you know it is dead, or its\n"
             "                       running jobs get rendered twice\n"
+            "  --shard I/N          only the jobs whose id %% N == I (0 <= I < N): N runs, e.g. the tasks of\n"
+            "                       a Slurm job array, share JOBS.db, one master per shard\n"
             "  --threads T          threads per rendering rank (default: the node's cores / its ranks)\n"
             "  --tokenizer P        tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
             "  --config YAML        LDM config of a single file\n"
@@ -119,7 +121,18 @@ static void run_teardown(void *vstate) {
     free(w);
 }
 
-enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT };
+enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT, O_SHARD };
+
+/* --shard I/N: 1 <= N <= 1e6, 0 <= I < N. */
+static int parse_shard(const char *arg, int *index, int *count, sd_error *err) {
+    long i = -1, n = 0;
+    int used = 0;
+    if (sscanf(arg, "%ld/%ld%n", &i, &n, &used) != 2 || arg[used] || n < 1 || n > 1000000 || i < 0 || i >= n)
+        return sd_err(err, SD_EINPUT, "--shard '%s': expected I/N with 0 <= I < N (e.g. 3/16)", arg);
+    *index = (int)i;
+    *count = (int)n;
+    return 0;
+}
 
 /* What run's own options set: the workers' context and the runner's options. */
 typedef struct run_args {
@@ -140,6 +153,7 @@ static int run_take_option(void *ctx, int opt, const char *arg, sd_error *err) {
     case O_TAKEOVER: a->o.takeover = 1; break;
     case O_GRACE: return cli_parse_double("--grace", arg, 0, 1e6, &a->ctx.grace, err);
     case O_WAIT: return cli_parse_double("--wait", arg, 0, 1e6, &a->o.wait_s, err);
+    case O_SHARD: return parse_shard(arg, &a->o.shard_index, &a->o.shard_count, err);
     case O_MAXATT: return cli_parse_long("--max-attempts", arg, 1, 1000, &a->max_attempts, err);
     }
     return 0;
@@ -153,6 +167,7 @@ int cmd_run(int argc, char **argv) {
                                              {"max-attempts", required_argument, 0, O_MAXATT},
                                              {"takeover", no_argument, 0, O_TAKEOVER},
                                              {"wait", required_argument, 0, O_WAIT},
+                                             {"shard", required_argument, 0, O_SHARD},
                                              {"tokenizer", required_argument, 0, O_TOK},
                                              {"config", required_argument, 0, O_CONFIG},
                                              {0, 0, 0, 0}};
@@ -174,6 +189,8 @@ int cmd_run(int argc, char **argv) {
     o.quiet = ctx.quiet;
     json_t *settings = json_pack("{s:s,s:f,s:I,s:I}", "out", o.out_dir, "grace", ctx.grace, "threads",
                                  (json_int_t)ctx.threads, "max_attempts", (json_int_t)max_attempts);
+    if (settings && o.shard_count > 1)
+        json_object_set_new(settings, "shard", json_sprintf("%d/%d", o.shard_index, o.shard_count));
     char *sj = settings ? json_dumps(settings, JSON_COMPACT) : NULL;
     json_decref(settings);
     o.settings_json = sj;

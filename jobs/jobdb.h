@@ -127,6 +127,9 @@ const char *jobdb_run_instance(const jobdb *db);
  * interrupted (attempts+1): on a graceful stop call jobdb_release first. */
 int jobdb_run_end(jobdb *db, const char *end_status, sd_error *err);
 
+/* Pending and running jobs the current run may work on (its shard's, or every job's). */
+int jobdb_run_open_jobs(jobdb *db, int64_t *pending, int64_t *running, sd_error *err);
+
 /* ---- state changes of the current run (each one transaction) ---- */
 
 /* Jobs left `running` by any other run go back to `pending` with attempts+1,

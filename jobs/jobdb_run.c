@@ -263,6 +263,28 @@ int jobdb_recover(jobdb *db, int *requeued, int *failed, sd_error *err) {
     return rc;
 }
 
+int jobdb_run_open_jobs(jobdb *db, int64_t *pending, int64_t *running, sd_error *err) {
+    *pending = *running = 0;
+    int rc = need_run(db, "counting its jobs", err);
+    sqlite3_stmt *st = NULL;
+    if (rc == 0)
+        rc = jobdb_prepare(db,
+                           "SELECT coalesce(sum(status = 'pending'), 0), coalesce(sum(status = 'running'), 0) "
+                           "FROM jobs WHERE status IN ('pending', 'running') AND " JOBDB_IN_SHARD("?1", "?2"),
+                           &st, err);
+    if (rc < 0) return rc;
+    bind_shard(db, st, 1);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        *pending = sqlite3_column_int64(st, 0);
+        *running = sqlite3_column_int64(st, 1);
+    } else {
+        rc = jobdb_sqlite_error(db, s, "counting the run's jobs", err);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
     memset(job, 0, sizeof *job);
     int rc = need_run(db, "claiming a job", err);

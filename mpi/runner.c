@@ -280,7 +280,9 @@ static int master_begin(master *m, const sd_run_worker_ops *ops, int world, sd_e
                              .settings_json = opt->settings_json,
                              .ranks = world,
                              .max_attempts = opt->max_attempts,
-                             .exclusive_s = opt->takeover ? 0 : SD_RUN_STALE_S};
+                             .exclusive_s = opt->takeover ? 0 : SD_RUN_STALE_S,
+                             .shard_index = opt->shard_index,
+                             .shard_count = opt->shard_count};
     double t_wait = now_s();
     int said = 0;
     while ((rc = jobdb_run_begin(m->db, &rcfg, err)) == SD_EBUSY && now_s() - t_wait < opt->wait_s && !stop_signal) {
@@ -308,13 +310,14 @@ static int master_recover(master *m, int workers, sd_error *err) {
         rc = sd_err(err, SD_EIO, "%s: %s", opt->out_dir, strerror(errno));
     if (rc < 0) return rc;
     clean_stale_temp_files(m->out_dir);
-    jobdb_summary s;
-    if (jobdb_summary_get(m->db, 0, &s, err) == 0) {
-        m->total_start = s.pending + s.running;
+    int64_t pending = 0, running = 0;
+    if (jobdb_run_open_jobs(m->db, &pending, &running, err) == 0) {
+        m->total_start = pending + running;
+        char shard[48] = "";
+        if (opt->shard_count > 1) snprintf(shard, sizeof shard, " in shard %d/%d", opt->shard_index, opt->shard_count);
         if (!opt->quiet)
-            fprintf(stderr, "sdrender run: %lld pending job(s), %d worker(s), output in %s\n", (long long)s.pending,
-                    workers, m->out_dir);
-        jobdb_summary_free(&s);
+            fprintf(stderr, "sdrender run: %lld pending job(s)%s, %d worker(s), output in %s\n", (long long)pending,
+                    shard, workers, m->out_dir);
     }
     return 0;
 }

@@ -64,6 +64,7 @@ typedef struct sd_run_options {
     int quiet;                /* no per-job progress lines */
     int takeover;             /* start even if another run on the database looks alive */
     double wait_s;            /* how long to wait for a live run to exit before refusing */
+    int shard_index, shard_count; /* shard_count > 1: only jobs with id % count == index (run --shard) */
 } sd_run_options;
 
 /*

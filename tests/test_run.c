@@ -235,6 +235,50 @@ static void test_a_second_run_waits_then_refuses_while_one_is_alive_unless_takeo
     jobdb_close(d);
 }
 
+/* run --shard I/N renders only its shard's jobs, runs beside a live master of another shard, and
+ * refuses a malformed shard with exit 2. */
+static void test_shards_render_only_their_jobs_beside_each_other(void **state) {
+    (void)state;
+    const char *dir = tu_tmp("shard");
+    char cmd[8192], txt[1024], db[1024], out[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
+    free(sh_ok("mkdir", cmd));
+    snprintf(txt, sizeof txt, "%s", tu_tmp("shard/prompts.txt"));
+    snprintf(db, sizeof db, "%s", tu_tmp("shard/jobs.db"));
+    snprintf(out, sizeof out, "%s", tu_tmp("shard/out"));
+    FILE *fp = fopen(txt, "w");
+    fprintf(fp, "a red house\na blue boat\na green tree\na white cat\na black dog\n");
+    fclose(fp);
+    snprintf(cmd, sizeof cmd, "%s enqueue --db %s --steps 2 -W 64 -H 64 %s", tu_bin(), db, txt);
+    free(sh_ok("enqueue", cmd));
+    /* this process plays the live master of shard 1/2 */
+    jobdb *d;
+    sd_error err = {0};
+    jobdb_open_options oo = {.keep_journal = 1};
+    assert_int_equal(jobdb_open(&d, db, &oo, &err), 0);
+    jobdb_run_config rc1 = {.exclusive_s = 600, .shard_index = 1, .shard_count = 2};
+    assert_int_equal(jobdb_run_begin(d, &rc1, &err), 0);
+    snprintf(cmd, sizeof cmd, "%s run --db %s -m %s --out %s --shard 0/2 --wait 0", tu_bin(), db, model(), out);
+    char *log = sh_ok("run --shard 0/2", cmd);
+    if (!strstr(log, "2 pending job(s) in shard 0/2") || !strstr(log, "complete: 2 done"))
+        fail_msg("shard 0/2 should render jobs 2 and 4:\n%s", log);
+    free(log);
+    jobdb_close(d);
+    char *ls;
+    tu_sh(&ls, "ls %s | tr '\\n' ' '", out);
+    assert_string_equal(ls, "00000002.png 00000004.png ");
+    free(ls);
+    /* a run without a shard overlaps every shard: refused while 1/2 looks alive (its pid is ours,
+       and closing the database did not end the run) */
+    char *bad;
+    int rc = tu_sh(&bad, "%s run --db %s -m %s --out %s --wait 0 2>&1", tu_bin(), db, model(), out);
+    if (rc != 1 || !strstr(bad, "is still going")) fail_msg("a run without --shard: exit %d:\n%s", rc, bad);
+    free(bad);
+    rc = tu_sh(&bad, "%s run --db %s -m %s --out %s --shard 2/2 2>&1", tu_bin(), db, model(), out);
+    if (rc != 2 || !strstr(bad, "--shard '2/2': expected I/N")) fail_msg("--shard 2/2: exit %d:\n%s", rc, bad);
+    free(bad);
+}
+
 int main(void) {
     /* Processes that start MPI (the children) are checked by ASan and UBSan but not for leaks:
      * Open MPI and PMIx leave allocations behind at exit in plugins LSan cannot name. This test
@@ -246,6 +290,7 @@ int main(void) {
         cmocka_unit_test(test_three_ranks_render_12_mixed_jobs_identical_to_generate),
         cmocka_unit_test(test_kill9_of_a_worker_then_rerun_loses_nothing),
         cmocka_unit_test(test_a_second_run_waits_then_refuses_while_one_is_alive_unless_takeover),
+        cmocka_unit_test(test_shards_render_only_their_jobs_beside_each_other),
     };
     return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }
