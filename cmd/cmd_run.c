@@ -1,5 +1,7 @@
 /* sdrender run: render every pending job of a job database, under mpirun or alone. */
+#include <errno.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,13 +9,17 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "fsutil.h"
 #include "ops.h"
+#include "pngio.h"
 #include "render.h"
 #include "runner.h"
+#include "sha256.h"
 
 static void usage(FILE *fp) {
     fprintf(fp,
-            "usage: [mpirun -np N] sdrender run --db JOBS.db -m MODEL --out DIR [options]\n\n"
+            "usage: [mpirun -np N] sdrender run --db JOBS.db -m MODEL --out DIR [options]\n"
+            "       [mpirun -np N] sdrender run --db JOBS.db --out DIR --dry-run\n\n"
             "Renders every pending job of JOBS.db (see 'sdrender enqueue') into DIR/<job id, 8 digits>.png.\n"
             "Rank 0 is the master: it alone opens the database and hands jobs to the other ranks as they\n"
             "become idle; with one rank it renders itself. A killed run loses nothing: run it again and it\n"
@@ -31,6 +37,9 @@ static void usage(FILE *fp) {
             "                       running jobs get rendered twice\n"
             "  --shard I/N          only the jobs whose id %% N == I (0 <= I < N): N runs, e.g. the tasks of\n"
             "                       a Slurm job array, share JOBS.db, one master per shard\n"
+            "  --dry-run            load no model and render nothing: each job gets a placeholder PNG\n"
+            "                       (written without fsync) and completes as usual, to measure how many\n"
+            "                       completions per second the master and the database sustain\n"
             "  --threads T          threads per rendering rank (default: the node's cores / its ranks)\n"
             "  --tokenizer P        tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
             "  --config YAML        LDM config of a single file\n"
@@ -46,6 +55,7 @@ typedef struct {
     long threads;
     double grace;
     int quiet;
+    int dry_run;
 } run_ctx;
 
 typedef struct {
@@ -53,10 +63,47 @@ typedef struct {
     sd_model model;
     sd_pipeline pipe;
     sd_render_id id;
+    char *placeholder; /* --dry-run: the PNG every job gets, and its SHA-256 */
+    size_t placeholder_len;
+    char placeholder_sha[65];
 } worker_state;
+
+/* --dry-run: one 8x8 gray PNG made with the normal writer, kept in memory for every job. */
+static int dry_run_setup(worker_state *w, sd_error *err) {
+    char tmp[] = "/tmp/sdrender-dry-run-XXXXXX";
+    int fd = mkstemp(tmp);
+    if (fd < 0) return sd_err(err, SD_EIO, "%s: %s", tmp, strerror(errno));
+    close(fd);
+    uint8_t gray[8 * 8 * 3];
+    memset(gray, 128, sizeof gray);
+    sd_png_text t = {.key = "parameters", .value = "sdrender run --dry-run placeholder"};
+    int rc = sd_png_write_rgb(tmp, gray, 8, 8, &t, 1, err);
+    if (rc == 0) rc = sd_fs_read_file(tmp, &w->placeholder, &w->placeholder_len, err);
+    unlink(tmp);
+    if (rc == 0) sd_sha256_buffer(w->placeholder, w->placeholder_len, w->placeholder_sha);
+    return rc;
+}
+
+/* --dry-run: writes the placeholder to out_path (temporary name, rename; no fsync: nothing of value). */
+static int dry_run_write(const worker_state *w, const char *out_path, char sha[65], sd_error *err) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out_path, (long)getpid());
+    FILE *fp = fopen(tmp, "wb");
+    if (!fp) return sd_err(err, SD_EIO, "%s: %s", tmp, strerror(errno));
+    size_t n = fwrite(w->placeholder, 1, w->placeholder_len, fp);
+    int bad = fclose(fp) != 0 || n != w->placeholder_len;
+    if (bad || rename(tmp, out_path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return sd_err(err, SD_EIO, "%s: %s", out_path, strerror(e));
+    }
+    memcpy(sha, w->placeholder_sha, 65);
+    return 0;
+}
 
 static int run_identify(void *vctx, char sha[65], sd_error *err) {
     run_ctx *c = vctx;
+    if (c->dry_run) return 0; /* no model */
     sd_model m;
     int rc = sd_model_open(&m, c->model_path, &c->mopts, err);
     if (rc < 0) return rc;
@@ -72,6 +119,12 @@ static int run_setup(void *vctx, int local_workers, void **state, sd_error *err)
     worker_state *w = calloc(1, sizeof *w);
     if (!w) return sd_err(err, SD_ENOMEM, "out of memory");
     w->ctx = c;
+    if (c->dry_run) {
+        int rc = dry_run_setup(w, err);
+        if (rc < 0) free(w);
+        else *state = w;
+        return rc;
+    }
     ops_set_threads(c->threads > 0 ? (int)c->threads : cli_threads_for(local_workers));
     int rc = sd_model_open(&w->model, c->model_path, &c->mopts, err);
     if (rc == 0) {
@@ -96,6 +149,10 @@ static int stop_requested(void *vctx, int done, int total) {
 static int run_render(void *vstate, const sd_job *job, const char *model_sha, const char *out_path, char sha[65],
                       double *seconds, int *retry, sd_error *err) {
     worker_state *w = vstate;
+    if (w->ctx->dry_run) {
+        *seconds = 0;
+        return dry_run_write(w, out_path, sha, err);
+    }
     sd_settings s;
     sd_job_settings(job, &s);
     sd_render_identify_name(&w->model, &w->id);
@@ -116,12 +173,15 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
 static void run_teardown(void *vstate) {
     worker_state *w = vstate;
     if (!w) return;
-    sd_pipeline_free(&w->pipe);
-    sd_model_close(&w->model);
+    if (!w->ctx->dry_run) {
+        sd_pipeline_free(&w->pipe);
+        sd_model_close(&w->model);
+    }
+    free(w->placeholder);
     free(w);
 }
 
-enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT, O_SHARD };
+enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT, O_SHARD, O_DRY };
 
 /* --shard I/N: 1 <= N <= 1e6, 0 <= I < N. */
 static int parse_shard(const char *arg, int *index, int *count, sd_error *err) {
@@ -151,6 +211,7 @@ static int run_take_option(void *ctx, int opt, const char *arg, sd_error *err) {
     case O_TOK: a->ctx.mopts.tokenizer = arg; break;
     case O_CONFIG: a->ctx.mopts.config = arg; break;
     case O_TAKEOVER: a->o.takeover = 1; break;
+    case O_DRY: a->ctx.dry_run = 1; break;
     case O_GRACE: return cli_parse_double("--grace", arg, 0, 1e6, &a->ctx.grace, err);
     case O_WAIT: return cli_parse_double("--wait", arg, 0, 1e6, &a->o.wait_s, err);
     case O_SHARD: return parse_shard(arg, &a->o.shard_index, &a->o.shard_count, err);
@@ -168,6 +229,7 @@ int cmd_run(int argc, char **argv) {
                                              {"takeover", no_argument, 0, O_TAKEOVER},
                                              {"wait", required_argument, 0, O_WAIT},
                                              {"shard", required_argument, 0, O_SHARD},
+                                             {"dry-run", no_argument, 0, O_DRY},
                                              {"tokenizer", required_argument, 0, O_TOK},
                                              {"config", required_argument, 0, O_CONFIG},
                                              {0, 0, 0, 0}};
@@ -181,9 +243,9 @@ int cmd_run(int argc, char **argv) {
     long max_attempts = a.max_attempts;
     ctx.threads = shared.threads;
     ctx.quiet = shared.quiet;
-    if (!o.db_path || !ctx.model_path || !o.out_dir)
+    if (!o.db_path || (!ctx.model_path && !ctx.dry_run) || !o.out_dir)
         return cli_usage_error("run: --db, -m and --out are required (see 'sdrender run --help')");
-    o.model_path = ctx.model_path;
+    o.model_path = ctx.dry_run ? "(dry run)" : ctx.model_path;
     o.grace = ctx.grace;
     o.max_attempts = (int)max_attempts;
     o.quiet = ctx.quiet;
@@ -191,6 +253,7 @@ int cmd_run(int argc, char **argv) {
                                  (json_int_t)ctx.threads, "max_attempts", (json_int_t)max_attempts);
     if (settings && o.shard_count > 1)
         json_object_set_new(settings, "shard", json_sprintf("%d/%d", o.shard_index, o.shard_count));
+    if (settings && ctx.dry_run) json_object_set_new(settings, "dry_run", json_true());
     char *sj = settings ? json_dumps(settings, JSON_COMPACT) : NULL;
     json_decref(settings);
     o.settings_json = sj;

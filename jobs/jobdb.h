@@ -132,6 +132,18 @@ int jobdb_run_open_jobs(jobdb *db, int64_t *pending, int64_t *running, sd_error 
 
 /* ---- state changes of the current run (each one transaction) ---- */
 
+/*
+ * Batches: between jobdb_batch_begin and jobdb_batch_commit, the calls below
+ * (claims, finishes, fails, ...) share one write transaction, each still all
+ * or nothing on its own (a savepoint), and the commit syncs once for all of
+ * them: what a master serving many fast workers needs (one fsync costs
+ * milliseconds). Until the commit nothing of the batch is durable, so act on
+ * its claims (send the jobs) only after it: a crash before then loses only
+ * state changes that nobody acted on. A failed commit rolls the whole batch back.
+ */
+int jobdb_batch_begin(jobdb *db, sd_error *err);
+int jobdb_batch_commit(jobdb *db, sd_error *err);
+
 /* Jobs left `running` by any other run go back to `pending` with attempts+1,
  * or to `failed` when that reaches max_attempts; the error text names the dead
  * run and rank. Unfinished other runs are marked end_status 'lost'.

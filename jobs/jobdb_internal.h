@@ -9,8 +9,15 @@
 
 #include "jobdb.h"
 
+#define JOBDB_STMT_CACHE 48
+
 struct jobdb {
     sqlite3 *h;
+    struct {
+        char *sql;
+        sqlite3_stmt *st;
+        int in_use;
+    } stmt_cache[JOBDB_STMT_CACHE]; /* jobdb_prepare / jobdb_finalize */
     char *path;
     int schema_version;
     char journal[8];           /* "wal" or "delete" */
@@ -18,6 +25,7 @@ struct jobdb {
     char instance[JOBDB_INSTANCE_MAX];
     int max_attempts;
     int shard_index, shard_count; /* of the current run; count 0: every job */
+    int in_batch;              /* jobdb_batch_begin .. jobdb_batch_commit */
     double fixed_time;         /* jobdb_set_time; 0 = real clock */
 };
 
@@ -41,6 +49,8 @@ int jobdb_sqlite_error(jobdb *db, int rc, const char *what, sd_error *err);
 int jobdb_prepare(jobdb *db, const char *sql, sqlite3_stmt **st, sd_error *err);
 /* Runs a constant SQL text with no result rows (BEGIN, COMMIT, a migration). */
 int jobdb_exec(jobdb *db, const char *sql, const char *what, sd_error *err);
+/* Gives a statement from jobdb_prepare back (reset for its next use; not freed). */
+void jobdb_finalize(jobdb *db, sqlite3_stmt *st);
 
 /* BEGIN IMMEDIATE (takes the write lock now, waiting up to the busy timeout). */
 int jobdb_tx_write(jobdb *db, sd_error *err);

@@ -19,7 +19,7 @@ int jobdb_job_get(jobdb *db, int64_t job_id, sd_job *job, sd_error *err) {
     }
     else if (s == SQLITE_DONE) rc = 0;
     else rc = jobdb_sqlite_error(db, s, "reading a job", err);
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     return rc;
 }
 
@@ -43,7 +43,7 @@ static int summary_counts(jobdb *db, jobdb_summary *s, sd_error *err) {
         s->total += n;
     }
     if (r != SQLITE_DONE) rc = jobdb_sqlite_error(db, r, "counting jobs", err);
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     return rc;
 }
 
@@ -67,7 +67,7 @@ static int summary_last_run(jobdb *db, jobdb_summary *s, sd_error *err) {
     } else if (r != SQLITE_DONE) {
         rc = jobdb_sqlite_error(db, r, "reading the last run", err);
     }
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     return rc;
 }
 
@@ -92,7 +92,7 @@ static int summary_rate(jobdb *db, jobdb_summary *s, sd_error *err) {
     } else if (r != SQLITE_DONE) {
         rc = jobdb_sqlite_error(db, r, "computing the rate", err);
     }
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     int64_t left = s->pending + s->running;
     if (left == 0) s->eta_seconds = 0;
     else if (s->images_per_minute > 0) s->eta_seconds = (double)left * 60.0 / s->images_per_minute;
@@ -125,7 +125,7 @@ static int summary_errors(jobdb *db, int max_errors, jobdb_summary *s, sd_error 
         if ((by && !e->claimed_by) || !e->error) rc = sd_err(err, SD_ENOMEM, "out of memory");
     }
     if (rc == 0 && r != SQLITE_DONE) rc = jobdb_sqlite_error(db, r, "reading errors", err);
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     return rc;
 }
 
@@ -186,7 +186,7 @@ int jobdb_iter_next(jobdb_iter *it, sd_job *job, sd_error *err) {
 
 void jobdb_iter_end(jobdb_iter *it) {
     if (!it) return;
-    sqlite3_finalize(it->st);
+    jobdb_finalize(it->db, it->st);
     free(it);
 }
 
@@ -213,6 +213,6 @@ int jobdb_metric_add(jobdb *db, const char *name, double value, const char *deta
     sqlite3_bind_double(st, 5, jobdb_now(db));
     int s = sqlite3_step(st);
     if (s != SQLITE_DONE) rc = jobdb_sqlite_error(db, s, "storing a metric", err);
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     return rc;
 }

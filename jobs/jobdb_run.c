@@ -45,7 +45,7 @@ static int touch_run(jobdb *db, double now, sd_error *err) {
     sqlite3_bind_double(st, 1, now);
     sqlite3_bind_int64(st, 2, db->run_id);
     rc = step_done(db, st, "recording the run's heartbeat", err);
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     return rc;
 }
 
@@ -96,7 +96,7 @@ static int check_no_live_run(jobdb *db, const char *host, double now, double sta
                     db->path, inst ? inst : "?", h ? h : "?", (long long)pid, ago > 0 ? ago : 0);
     }
     if (rc == 0 && s != SQLITE_DONE) rc = jobdb_sqlite_error(db, s, "looking for live runs", err);
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     return rc;
 }
 
@@ -162,7 +162,7 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
         if (sqlite3_extended_errcode(db->h) != SQLITE_CONSTRAINT_UNIQUE || attempt == 4)
             rc = jobdb_sqlite_error(db, s, "recording the run", err);
     }
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     if (rc == 0) rc = jobdb_tx_commit(db, err);
     if (rc < 0) {
         jobdb_tx_rollback(db);
@@ -187,7 +187,7 @@ int jobdb_run_end(jobdb *db, const char *end_status, sd_error *err) {
     jobdb_bind_text(st, 2, end_status ? end_status : "complete");
     sqlite3_bind_int64(st, 3, db->run_id);
     rc = step_done(db, st, "ending the run", err);
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     if (rc == 0) {
         db->run_id = 0;
         db->instance[0] = 0;
@@ -251,9 +251,9 @@ int jobdb_recover(jobdb *db, int *requeued, int *failed, sd_error *err) {
         rc = step_done(db, runs, "marking dead runs", err);
     }
     if (rc == 0) rc = touch_run(db, now, err);
-    sqlite3_finalize(count);
-    sqlite3_finalize(update);
-    sqlite3_finalize(runs);
+    jobdb_finalize(db, count);
+    jobdb_finalize(db, update);
+    jobdb_finalize(db, runs);
     if (rc == 0) rc = jobdb_tx_commit(db, err);
     if (rc < 0) {
         jobdb_tx_rollback(db);
@@ -281,7 +281,7 @@ int jobdb_run_open_jobs(jobdb *db, int64_t *pending, int64_t *running, sd_error 
     } else {
         rc = jobdb_sqlite_error(db, s, "counting the run's jobs", err);
     }
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     return rc;
 }
 
@@ -326,9 +326,9 @@ int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
         int s = sqlite3_step(read);
         rc = s == SQLITE_ROW ? jobdb_read_job(db, read, job, err) : jobdb_sqlite_error(db, s, "reading a job", err);
     }
-    sqlite3_finalize(pick);
-    sqlite3_finalize(mark);
-    sqlite3_finalize(read);
+    jobdb_finalize(db, pick);
+    jobdb_finalize(db, mark);
+    jobdb_finalize(db, read);
     if (rc == 0) rc = jobdb_tx_commit(db, err);
     if (rc < 0) {
         jobdb_tx_rollback(db);
@@ -363,7 +363,7 @@ static int not_held(jobdb *db, int64_t job_id, const char *action, sd_error *err
             rc = sd_err(err, SD_EINPUT, "%s: cannot %s job %lld: it is %s, not running under this run", db->path,
                         action, id, status ? status : "?");
     }
-    sqlite3_finalize(st);
+    jobdb_finalize(db, st);
     return rc;
 }
 
@@ -395,7 +395,7 @@ int jobdb_finish(jobdb *db, int64_t job_id, const char *output_path, const char 
         sqlite3_bind_int64(st, 5, job_id);
         sqlite3_bind_int64(st, 6, db->run_id);
         rc = step_done(db, st, "recording a finished job", err);
-        sqlite3_finalize(st);
+        jobdb_finalize(db, st);
     }
     if (rc == 0 && sqlite3_changes(db->h) != 1) rc = not_held(db, job_id, "finish", err);
     if (rc == 0) rc = touch_run(db, now, err);
@@ -437,8 +437,8 @@ int jobdb_fail(jobdb *db, int64_t job_id, const char *error, int retry, sd_job_s
         else if (now_status) *now_status = js;
     }
     if (rc == 0) rc = touch_run(db, now, err);
-    sqlite3_finalize(st);
-    sqlite3_finalize(read);
+    jobdb_finalize(db, st);
+    jobdb_finalize(db, read);
     if (rc == 0) rc = jobdb_tx_commit(db, err);
     if (rc < 0) jobdb_tx_rollback(db);
     return rc;
@@ -455,7 +455,7 @@ int jobdb_release(jobdb *db, int *released, sd_error *err) {
         sqlite3_bind_int64(st, 1, db->run_id);
         rc = step_done(db, st, "releasing this run's jobs", err);
         if (rc == 0 && released) *released = sqlite3_changes(db->h);
-        sqlite3_finalize(st);
+        jobdb_finalize(db, st);
     }
     if (rc == 0) rc = touch_run(db, jobdb_now(db), err);
     if (rc == 0) rc = jobdb_tx_commit(db, err);
@@ -535,8 +535,8 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
             rc = step_done(db, seed, "setting a job's seed", err);
         }
     }
-    sqlite3_finalize(ins);
-    sqlite3_finalize(seed);
+    jobdb_finalize(db, ins);
+    jobdb_finalize(db, seed);
     if (rc == 0) rc = jobdb_tx_commit(db, err);
     if (rc < 0) {
         jobdb_tx_rollback(db);

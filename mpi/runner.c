@@ -146,8 +146,16 @@ static int worker_main(const sd_run_worker_ops *ops, int rank, int local_workers
             json_object_set_new(res, "ok", json_false());
             json_object_set_new(res, "error", json_string(err.msg));
             json_object_set_new(res, "retry", json_false());
+        } else if (stop_signal) {
+            /* a job queued behind the one that was rendering when the stop came: not started */
+            json_object_set_new(res, "id", json_integer(job.id));
+            json_object_set_new(res, "ok", json_false());
+            json_object_set_new(res, "cancelled", json_true());
+            sd_job_free(&job);
         } else {
+            double t0 = now_s();
             render_one(&w, &job, model_sha, out, res);
+            json_object_set_new(res, "wall", json_real(now_s() - t0)); /* for the master's queue depth */
             sd_job_free(&job);
         }
         if (stop_signal) json_object_set_new(res, "stopping", json_true());
@@ -222,24 +230,18 @@ static void master_record(master *m, json_t *res, const char *who) {
     }
 }
 
-/* Claims the next job and sends it to leader `dest`; 0 when none is left. */
-static int master_dispatch(master *m, int dest, const char *who, int64_t *in_flight, sd_error *err) {
+/* Claims the next job for a leader and builds its JOB message in *msg (sent once the claim is
+ * committed); 0 when none is left. */
+static int master_claim(master *m, const char *who, json_t **msg, sd_error *err) {
     sd_job job;
+    *msg = NULL;
     int got = jobdb_claim(m->db, who, &job, err);
     if (got <= 0) return got;
     char *out = sd_run_output_path(m->out_dir, job.id);
-    json_t *j = out ? runner_job_to_json(&job, out, m->model_sha) : NULL;
-    if (!j) {
-        free(out);
-        sd_job_free(&job);
-        return sd_err(err, SD_ENOMEM, "out of memory");
-    }
-    send_json(j, dest, TAG_JOB);
-    *in_flight = job.id;
-    json_decref(j);
+    *msg = out ? runner_job_to_json(&job, out, m->model_sha) : NULL;
     free(out);
     sd_job_free(&job);
-    return 1;
+    return *msg ? 1 : sd_err(err, SD_ENOMEM, "out of memory");
 }
 
 /* Removes "<8 digits>.png.tmp.<pid>" files a killed worker left behind. */
@@ -372,14 +374,30 @@ static void master_render_alone(master *m, const sd_run_worker_ops *ops, int loc
 
 /* The worker leaders, as the master sees them while it hands out jobs (arrays indexed by rank). */
 typedef struct leaders {
-    int64_t *in_flight; /* the job a leader renders, 0 when none */
+    int *queued;        /* jobs sent to a leader and not answered yet */
     char (*who)[300];   /* "host:rank", from its READY */
     int *stopped;       /* sent STOP */
+    int *heard;         /* spoke (READY or RESULT) in the current batch: answer it */
     int active;         /* leaders not sent STOP yet */
-    int busy;           /* leaders rendering a job */
+    int busy;           /* jobs sent and not answered, over all leaders */
     double stop_at;     /* when the master saw the stop signal; 0 before */
     double beat_at;     /* last heartbeat in the runs table */
+    double job_s;       /* running mean of a job's wall seconds on its worker (0 before the first) */
+    json_t **outbox;    /* JOB messages claimed in the current batch, sent after its commit */
+    int *outbox_to;     /* their leaders */
+    int n_outbox, cap_outbox;
 } leaders;
+
+/*
+ * How many jobs a leader holds at once: one while jobs take long (a job queued behind a long render
+ * would wait for nothing), more when they are so short that the round trip and the database commit
+ * would leave workers idle: enough to cover ~50 ms of work, at most 128 (e.g. `run --dry-run`).
+ */
+static int leader_depth(const leaders *l) {
+    if (l->job_s <= 0) return 1;
+    double d = 0.05 / (l->job_s > 1e-5 ? l->job_s : 1e-5);
+    return d < 1 ? 1 : d > 128 ? 128 : (int)d;
+}
 
 /*
  * After a stop signal: no new jobs, and jobs in flight get opt->grace seconds. Once those are over
@@ -414,10 +432,10 @@ static void master_idle(master *m, leaders *l) {
         l->beat_at = now_s();
         if (jobdb_run_touch(m->db, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
     }
-    sleep_ms(5);
+    sleep_ms(1);
 }
 
-/* Takes the message st announces (READY, RESULT or FATAL); returns 1 when its sender is now idle. */
+/* Takes the message st announces (READY, RESULT or FATAL); returns 1 when its sender wants more. */
 static int master_take_message(master *m, leaders *l, const MPI_Status *st) {
     int src = st->MPI_SOURCE;
     json_t *msg = recv_json(st);
@@ -430,7 +448,12 @@ static int master_take_message(master *m, leaders *l, const MPI_Status *st) {
     } else if (st->MPI_TAG == TAG_RESULT) {
         if (msg) master_record(m, msg, l->who[src]);
         if (json_is_true(json_object_get(msg, "stopping")) && !stop_signal) stop_signal = SIGTERM;
-        l->in_flight[src] = 0;
+        json_t *wall = json_object_get(msg, "wall");
+        if (wall) {
+            double secs = json_number_value(wall);
+            l->job_s = l->job_s > 0 ? 0.8 * l->job_s + 0.2 * secs : secs;
+        }
+        l->queued[src]--;
         l->busy--;
         idle = 1;
     } else if (st->MPI_TAG == TAG_FATAL) {
@@ -444,36 +467,86 @@ static int master_take_message(master *m, leaders *l, const MPI_Status *st) {
     return idle;
 }
 
-/* Gives idle leader src the next job, or STOP when none is left or the run is stopping. */
-static void master_answer(master *m, leaders *l, int src) {
-    if (!stop_signal && m->exit_code == 0) {
+/* Claims jobs (inside the open batch) until leader src holds its depth; the messages wait in the
+ * outbox for the commit. 0, or -1 when the database failed (the run then stops). */
+static int master_top_up(master *m, leaders *l, int src) {
+    int want = leader_depth(l) - l->queued[src];
+    for (int k = 0; k < want && !stop_signal && m->exit_code == 0; k++) {
         sd_error err = {0};
-        int got = master_dispatch(m, src, l->who[src][0] ? l->who[src] : "?", &l->in_flight[src], &err);
-        if (got > 0) {
-            l->busy++;
-            return;
+        json_t *msg;
+        int got = master_claim(m, l->who[src][0] ? l->who[src] : "?", &msg, &err);
+        if (got == 0) return 0;
+        if (got > 0 && l->n_outbox == l->cap_outbox) {
+            int cap = l->cap_outbox ? 2 * l->cap_outbox : 64;
+            json_t **o = realloc(l->outbox, sizeof *o * (size_t)cap);
+            int *t = o ? realloc(l->outbox_to, sizeof *t * (size_t)cap) : NULL;
+            if (o) l->outbox = o;
+            if (t) l->outbox_to = t;
+            if (!o || !t) got = sd_err(&err, SD_ENOMEM, "out of memory");
+            else l->cap_outbox = cap;
+            if (got < 0) json_decref(msg);
         }
         if (got < 0) {
             fprintf(stderr, "sdrender: %s\n", err.msg);
             stop_signal = SIGTERM;
             master_fail(m, 1);
+            return -1;
         }
+        l->outbox[l->n_outbox] = msg;
+        l->outbox_to[l->n_outbox++] = src;
+        l->queued[src]++;
+        l->busy++;
     }
-    json_t *stop = json_object();
-    send_json(stop, src, TAG_STOP);
-    json_decref(stop);
-    l->stopped[src] = 1;
-    l->active--;
+    return 0;
 }
 
-/* The hand-out loop: answers each leader's READY or RESULT with a job until every leader has been
- * sent STOP (no job left, a stop signal, or a failure). */
+/* After the batch's commit: sends the claimed jobs, and STOP to every leader that spoke, holds
+ * nothing and got nothing (no job left, a stop signal or a failure). */
+static void master_send_outbox(leaders *l, int world) {
+    for (int i = 0; i < l->n_outbox; i++) {
+        send_json(l->outbox[i], l->outbox_to[i], TAG_JOB);
+        json_decref(l->outbox[i]);
+    }
+    l->n_outbox = 0;
+    for (int src = 1; src < world; src++) {
+        if (!l->heard[src]) continue;
+        l->heard[src] = 0;
+        if (l->queued[src] > 0 || l->stopped[src]) continue;
+        json_t *stop = json_object();
+        send_json(stop, src, TAG_STOP);
+        json_decref(stop);
+        l->stopped[src] = 1;
+        l->active--;
+    }
+}
+
+/* A batch failed to commit: its claims never happened (their messages are dropped; its results go
+ * back to pending when the run ends), and the run stops. */
+static void master_drop_outbox(master *m, leaders *l, const sd_error *err) {
+    fprintf(stderr, "sdrender: %s\n", err->msg);
+    for (int i = 0; i < l->n_outbox; i++) {
+        l->queued[l->outbox_to[i]]--;
+        l->busy--;
+        json_decref(l->outbox[i]);
+    }
+    l->n_outbox = 0;
+    stop_signal = SIGTERM;
+    master_fail(m, 1);
+}
+
+/*
+ * The hand-out loop, in batches: every message waiting (READY, RESULT, FATAL; up to 256) is taken
+ * inside one database transaction, each leader that spoke is topped up with claims in the same
+ * transaction, the transaction commits (one sync for all), and only then are the jobs sent. It ends
+ * once every leader has been sent STOP (no job left, a stop signal, or a failure).
+ */
 static void master_hand_out(master *m, int world, int n_leaders) {
     leaders l = {.active = n_leaders, .beat_at = now_s()};
-    l.in_flight = calloc((size_t)world, sizeof *l.in_flight);
+    l.queued = calloc((size_t)world, sizeof *l.queued);
     l.who = calloc((size_t)world, sizeof *l.who);
     l.stopped = calloc((size_t)world, sizeof *l.stopped);
-    if (!l.in_flight || !l.who || !l.stopped) {
+    l.heard = calloc((size_t)world, sizeof *l.heard);
+    if (!l.queued || !l.who || !l.stopped || !l.heard) {
         fprintf(stderr, "sdrender: out of memory\n");
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
@@ -486,11 +559,24 @@ static void master_hand_out(master *m, int world, int n_leaders) {
             master_idle(m, &l);
             continue;
         }
-        if (master_take_message(m, &l, &st) && !l.stopped[st.MPI_SOURCE]) master_answer(m, &l, st.MPI_SOURCE);
+        /* without a batch (the database refused one) every call commits on its own, as it would */
+        sd_error err = {0};
+        int batched = jobdb_batch_begin(m->db, &err) == 0;
+        for (int n = 0; flag && n < 256; n++) {
+            if (master_take_message(m, &l, &st) && !l.stopped[st.MPI_SOURCE]) l.heard[st.MPI_SOURCE] = 1;
+            MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+        }
+        for (int src = 1; src < world; src++)
+            if (l.heard[src] && master_top_up(m, &l, src) < 0) break;
+        if (batched && jobdb_batch_commit(m->db, &err) < 0) master_drop_outbox(m, &l, &err);
+        master_send_outbox(&l, world);
     }
-    free(l.in_flight);
+    free(l.queued);
     free(l.who);
     free(l.stopped);
+    free(l.heard);
+    free(l.outbox);
+    free(l.outbox_to);
 }
 
 /* Finish: releases jobs still marked running, ends the run in the table, prints the summary and

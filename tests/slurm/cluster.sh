@@ -40,8 +40,16 @@ stop_all() {
         for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    # job steps of a killed cluster (slurmstepd) would keep ports and files
-    pkill -KILL -f "slurmstepd.*" 2>/dev/null || true
+    # what the cluster's jobs left running (slurmstepd, job shells, ranks): every process whose
+    # environment names this test cluster, or a slurmstepd (which would keep ports and files)
+    local p
+    for p in /proc/[0-9]*; do
+        [ "${p#/proc/}" = $$ ] && continue
+        if { tr '\0' '\n' <"$p/environ"; } 2>/dev/null | grep -qx 'SLURM_CLUSTER_NAME=sdrci'; then
+            kill -KILL "${p#/proc/}" 2>/dev/null || true
+        fi
+    done
+    pkill -KILL -f "^slurmstepd" 2>/dev/null || true
     return 0
 }
 

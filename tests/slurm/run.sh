@@ -14,6 +14,7 @@ ROOT=$PWD
 BIN=$ROOT/${SDRENDER_BUILD:-build}/sdrender
 TD=$(cd "${SDRENDER_TESTDATA:-../shared/testdata}" && pwd)
 MODEL=$TD/models/tiny-sd15
+rm -rf /tmp/sdrender-slurm.*   # what a killed earlier run left (its daemons go in cluster.sh up)
 WORK=$(mktemp -d /tmp/sdrender-slurm.XXXXXX)
 CLUSTER=$ROOT/tests/slurm/cluster.sh
 
