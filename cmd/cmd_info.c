@@ -46,8 +46,12 @@ static void print_architecture(const sd_model *m) {
     const vae_config *v = &m->vae;
     const clip_config *c = &m->clip;
     const sched_config *s = &m->sched;
-    int hd[SD_MAX_LEVELS];
-    for (int i = 0; i < u->n_levels; i++) hd[i] = unet_config_head_dim(u, i);
+    int hd[SD_MAX_LEVELS], down[SD_MAX_LEVELS], up[SD_MAX_LEVELS];
+    for (int i = 0; i < u->n_levels; i++) {
+        hd[i] = unet_config_head_dim(u, i);
+        down[i] = u->down_attn[i] == UNET_ATTN_CROSS;
+        up[i] = u->up_attn[i] == UNET_ATTN_CROSS;
+    }
     printf("architecture:\n  unet:         in %d, out %d, channels ", u->in_channels, u->out_channels);
     print_ints(u->block_out, u->n_levels);
     printf(", %d resnets/level, heads ", u->layers_per_block);
@@ -55,10 +59,11 @@ static void print_architecture(const sd_model *m) {
     printf(" (head dim ");
     print_ints(hd, u->n_levels);
     printf("), cross-attn down ");
-    print_ints(u->down_attn, u->n_levels);
+    print_ints(down, u->n_levels);
     printf(" up ");
-    print_ints(u->up_attn, u->n_levels);
-    printf(" mid %d, context dim %d, %s proj_in/out, transformer depth %d, time embedding %d%s\n", u->mid_attn,
+    print_ints(up, u->n_levels);
+    printf(" mid %d, context dim %d, %s proj_in/out, transformer depth %d, time embedding %d%s\n",
+           u->mid_attn == UNET_ATTN_CROSS,
            u->cross_attention_dim, u->use_linear_projection ? "linear" : "conv 1x1", u->transformer_layers,
            u->time_embed_dim, u->upcast_attention ? ", upcast attention" : "");
     printf("  vae:          in %d, out %d, latent %d, channels ", v->in_channels, v->out_channels, v->latent_channels);

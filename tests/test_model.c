@@ -1,4 +1,7 @@
-/* Tests for core/model: both checkpoint layouts give the same model. */
+/*
+ * Tests for core/model: both checkpoint layouts give the same model; what each
+ * config.json kind accepts, derives and refuses.
+ */
 #include "testutil.h"
 
 #include <stdio.h>
@@ -6,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "model.h"
 #include "yamlconf.h"
 
@@ -162,6 +166,31 @@ static void test_ldm_names_translate_to_diffusers_names(void **state) {
     assert_string_equal(out, "encoder.mid_block.attentions.0.to_out.0.weight");
 }
 
+/* LDM files do not name their block classes: a level's attention is what its tensors are. */
+static void test_single_file_attention_kinds_follow_the_tensors_present(void **state) {
+    (void)state;
+    float x = 0;
+    sd_tensor t = {.dtype = SD_F32, .ndim = 1, .shape = {1}, .data = &x, .nbytes = 4};
+    const char *names[3] = {"down_blocks.0.attentions.0.proj_in.weight", "down_blocks.1.attentions.0.norm.weight",
+                            "mid_block.attentions.0.proj_in.weight"};
+    const sd_tensor *ts[3] = {&t, &t, &t};
+    sd_weights w;
+    sd_error err = {0};
+    assert_int_equal(sd_weights_from_list(&w, names, ts, 3, "unet", &err), 0);
+    unet_config c;
+    unet_config_sd15(&c);
+    c.n_levels = 3;
+    sd_model_ldm_unet_attn(&c, &w);
+    assert_int_equal(c.down_attn[0], UNET_ATTN_CROSS);
+    assert_int_equal(c.down_attn[1], UNET_ATTN_SELF); /* an LDM AttentionBlock: norm, qkv, no proj_in */
+    assert_int_equal(c.down_attn[2], UNET_ATTN_NONE);
+    for (int i = 0; i < 3; i++) assert_int_equal(c.up_attn[i], UNET_ATTN_NONE);
+    assert_int_equal(c.mid_attn, UNET_ATTN_CROSS);
+    assert_int_equal(unet_config_check_attn(&c, &err), SD_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "down block 1"));
+    sd_weights_free(&w);
+}
+
 static void test_missing_or_misshapen_tensor_error_names_it_and_the_expected_shape(void **state) {
     (void)state;
     sd_model m;
@@ -241,6 +270,85 @@ static void test_info_prints_the_same_architecture_for_both_layouts(void **state
     free(out);
 }
 
+/* ---- config.json parsing ---- */
+
+/* Writes text to <tmp>/<dir>/config.json; returns the path (valid until the 16th next tu_tmp call). */
+static const char *write_config(const char *dir, const char *text) {
+    sd_error err = {0};
+    if (sd_fs_mkdirs(tu_tmp(dir), &err) < 0) fail_msg("%s", err.msg);
+    char rel[128];
+    snprintf(rel, sizeof rel, "%s/config.json", dir);
+    const char *path = tu_tmp(rel);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+    return path;
+}
+
+/* A U-Net config: SD 1.5's layout with 2 levels of 32 channels, plus `extra` (",\"key\": value" or ""). */
+static int load_unet(unet_config *c, const char *down, const char *up, const char *extra, sd_error *err) {
+    char text[2048];
+    snprintf(text, sizeof text,
+             "{\"_class_name\": \"UNet2DConditionModel\", \"block_out_channels\": [32, 32], \"attention_head_dim\": 2,"
+             " \"down_block_types\": [%s], \"up_block_types\": [%s]%s}",
+             down, up, extra);
+    return unet_config_load(c, write_config("unet", text), err);
+}
+
+static void test_unet_attention_kind_per_level_comes_from_the_block_type_names(void **state) {
+    (void)state;
+    unet_config c;
+    sd_error err = {0};
+    if (unet_config_load(&c, tu_path("models/tiny-sd15/unet/config.json"), &err) < 0) fail_msg("%s", err.msg);
+    const unet_attn_kind sd_down[4] = {UNET_ATTN_CROSS, UNET_ATTN_CROSS, UNET_ATTN_CROSS, UNET_ATTN_NONE};
+    const unet_attn_kind sd_up[4] = {UNET_ATTN_NONE, UNET_ATTN_CROSS, UNET_ATTN_CROSS, UNET_ATTN_CROSS};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(c.down_attn[i], sd_down[i]);
+        assert_int_equal(c.up_attn[i], sd_up[i]);
+    }
+    assert_int_equal(c.mid_attn, UNET_ATTN_CROSS);
+    /* not SD's fixed layout: attention on the deep level only (as the x4 upscaler's first level has none) */
+    if (load_unet(&c, "\"DownBlock2D\", \"CrossAttnDownBlock2D\"", "\"CrossAttnUpBlock2D\", \"UpBlock2D\"", "", &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c.n_levels, 2);
+    assert_int_equal(c.down_attn[0], UNET_ATTN_NONE);
+    assert_int_equal(c.down_attn[1], UNET_ATTN_CROSS);
+    assert_int_equal(c.up_attn[0], UNET_ATTN_CROSS);
+    assert_int_equal(c.up_attn[1], UNET_ATTN_NONE);
+    assert_int_equal(c.mid_attn, UNET_ATTN_CROSS);
+}
+
+static void test_unet_plain_self_attention_blocks_are_refused_as_not_implemented_yet(void **state) {
+    (void)state;
+    unet_config c;
+    sd_error err = {0};
+    assert_int_equal(load_unet(&c, "\"DownBlock2D\", \"AttnDownBlock2D\"", "\"AttnUpBlock2D\", \"UpBlock2D\"", "", &err),
+                     SD_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "down block 1"));
+    assert_non_null(strstr(err.msg, "not implemented yet"));
+    assert_non_null(strstr(err.msg, "unet/config.json"));
+    /* an unknown block class is named */
+    assert_int_equal(load_unet(&c, "\"DownBlock2D\", \"KDownBlock2D\"", "\"UpBlock2D\", \"UpBlock2D\"", "", &err),
+                     SD_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "'KDownBlock2D'"));
+    /* UNet2DConditionModel without a mid block (mid_block_type null) */
+    assert_int_equal(load_unet(&c, "\"DownBlock2D\", \"DownBlock2D\"", "\"UpBlock2D\", \"UpBlock2D\"",
+                               ", \"mid_block_type\": null", &err),
+                     SD_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "mid block type 'null'"));
+}
+
+/* The pixel-space DDPM's UNet2DModel has self-attention levels: opening it says so instead of misreading it. */
+static void test_ddpm_unet2dmodel_is_refused_with_a_clear_error(void **state) {
+    (void)state;
+    sd_model m;
+    sd_error err = {0};
+    assert_int_equal(sd_model_open(&m, tu_path("ext/models/tiny-ddpm"), NULL, &err), SD_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "tiny-ddpm/unet/config.json"));
+    assert_non_null(strstr(err.msg, "not "));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_file_has_the_same_tensors_as_the_diffusers_folder),
@@ -249,10 +357,14 @@ int main(void) {
         cmocka_unit_test(test_variants_are_detected),
         cmocka_unit_test(test_single_file_heads_come_from_the_yaml),
         cmocka_unit_test(test_ldm_names_translate_to_diffusers_names),
+        cmocka_unit_test(test_single_file_attention_kinds_follow_the_tensors_present),
         cmocka_unit_test(test_missing_or_misshapen_tensor_error_names_it_and_the_expected_shape),
         cmocka_unit_test(test_bad_model_paths_give_clear_errors),
         cmocka_unit_test(test_yaml_scalars_resolve_like_pyyaml),
         cmocka_unit_test(test_info_prints_the_same_architecture_for_both_layouts),
+        cmocka_unit_test(test_unet_attention_kind_per_level_comes_from_the_block_type_names),
+        cmocka_unit_test(test_unet_plain_self_attention_blocks_are_refused_as_not_implemented_yet),
+        cmocka_unit_test(test_ddpm_unet2dmodel_is_refused_with_a_clear_error),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

@@ -12,7 +12,19 @@
 
 #define SD_MAX_LEVELS 6
 
-/* UNet2DConditionModel */
+/*
+ * The attention block a U-Net level (or the mid block) has after each of its
+ * resnets, from diffusers' block class names:
+ *   UNET_ATTN_NONE   DownBlock2D, UpBlock2D                 resnets only
+ *   UNET_ATTN_CROSS  CrossAttnDownBlock2D, CrossAttnUpBlock2D, UNetMidBlock2DCrossAttn
+ *                    Transformer2DModel: self- and cross-attention, GEGLU (SD 1.x/2.x)
+ *   UNET_ATTN_SELF   AttnDownBlock2D, AttnUpBlock2D, UNetMidBlock2D with add_attention
+ *                    (UNet2DModel): a plain self-attention attnblock; not implemented yet,
+ *                    configs that ask for it are refused
+ */
+typedef enum unet_attn_kind { UNET_ATTN_NONE = 0, UNET_ATTN_CROSS = 1, UNET_ATTN_SELF = 2 } unet_attn_kind;
+
+/* UNet2DConditionModel (and, for its block layout, UNet2DModel) */
 typedef struct unet_config {
     int in_channels;            /* 4, or 9 for inpainting */
     int out_channels;           /* 4 */
@@ -23,9 +35,9 @@ typedef struct unet_config {
     float norm_eps;             /* resnet and conv_norm_out GroupNorm eps (1e-5) */
     int cross_attention_dim;    /* 768 (SD1), 1024 (SD2) */
     int heads[SD_MAX_LEVELS];   /* attention heads per down level; up level i uses heads[n-1-i]; mid uses heads[n-1] */
-    int down_attn[SD_MAX_LEVELS];/* 1 = CrossAttnDownBlock2D, 0 = DownBlock2D (down order) */
-    int up_attn[SD_MAX_LEVELS]; /* 1 = CrossAttnUpBlock2D (up order: up_attn[0] is the deepest level) */
-    int mid_attn;               /* 1 = UNetMidBlock2DCrossAttn */
+    unet_attn_kind down_attn[SD_MAX_LEVELS]; /* per down block (down order) */
+    unet_attn_kind up_attn[SD_MAX_LEVELS];   /* per up block (up order: up_attn[0] is the deepest level) */
+    unet_attn_kind mid_attn;                 /* the mid block's */
     int transformer_layers;     /* transformer_layers_per_block (1 in SD 1.x/2.x) */
     int use_linear_projection;  /* SD2: Linear proj_in/proj_out */
     int upcast_attention;       /* SD2.1: compute attention scores in fp32 (no effect in fp32) */
@@ -101,5 +113,8 @@ void sched_config_sd15(sched_config *c);
 
 /* Head dimension of down level `level` (channels / heads). */
 int unet_config_head_dim(const unet_config *c, int level);
+
+/* SD_EUNSUPPORTED naming the first block whose attention kind is not implemented (UNET_ATTN_SELF). */
+int unet_config_check_attn(const unet_config *c, sd_error *err);
 
 #endif

@@ -424,11 +424,9 @@ static int infer_configs(sd_model *m, json_t *yaml, int openclip_layers, sd_erro
     int L = 0;
     while (wfind(u, "down_blocks.0.resnets.%d.conv1.weight", L, 0)) L++;
     uc->layers_per_block = L;
-    for (int i = 0; i < n; i++) {
-        uc->down_attn[i] = wfind(u, "down_blocks.%d.attentions.0.proj_in.weight", i, 0) != NULL;
-        uc->up_attn[i] = wfind(u, "up_blocks.%d.attentions.0.proj_in.weight", i, 0) != NULL;
-    }
-    uc->mid_attn = sd_weights_find(u, "mid_block.attentions.0.proj_in.weight") != NULL;
+    sd_model_ldm_unet_attn(uc, u);
+    int rc = unet_config_check_attn(uc, err);
+    if (rc < 0) return sd_err_prefix(err, "%s", m->path);
     if ((t = sd_weights_find(u, "mid_block.attentions.0.proj_in.weight"))) uc->use_linear_projection = t->ndim == 2;
     if ((t = sd_weights_find(u, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight")))
         uc->cross_attention_dim = (int)t->shape[1];

@@ -72,4 +72,7 @@ const char *sd_model_variant(const sd_model *m, char *buf, size_t size);
 int sd_model_ldm_unet_name(const char *ldm, int layers_per_block, char *out, size_t size);
 int sd_model_ldm_vae_name(const char *ldm, int n_levels, char *out, size_t size);
 
+/* The attention kind of every U-Net block of a renamed single-file U-Net table u (c->n_levels set). */
+void sd_model_ldm_unet_attn(unet_config *c, const sd_weights *u);
+
 #endif

@@ -36,14 +36,27 @@ static int check_config(const unet_config *c, sd_error *err) {
     return 0;
 }
 
+/* The attention block of kind `kind` after a resnet: weights at prefix p, ch channels, `heads` heads. */
+static int attn_load(unet_attn *a, const unet_config *c, unet_attn_kind kind, const sd_weights *w, const char *p,
+                     int ch, int heads, sd_error *err) {
+    a->kind = kind;
+    switch (kind) {
+    case UNET_ATTN_NONE: return 0;
+    case UNET_ATTN_CROSS:
+        return transformer2d_load(&a->xf, w, p, ch, heads, c->cross_attention_dim, c->transformer_layers,
+                                  c->use_linear_projection, c->norm_groups, err);
+    case UNET_ATTN_SELF: break;
+    }
+    return sd_err(err, SD_EUNSUPPORTED, "unet: %s: plain self-attention blocks are not implemented yet", p);
+}
+
 int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_error *err) {
     memset(m, 0, sizeof *m);
     int rc = check_config(cfg, err);
     if (rc < 0) return rc;
     m->cfg = *cfg;
     const unet_config *c = cfg;
-    int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, D = c->cross_attention_dim;
-    int G = c->norm_groups, tl = c->transformer_layers, lin = c->use_linear_projection;
+    int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim;
     char p[128];
     if ((rc = sd_weights_get_wb(w, &m->time_w1, &m->time_b1, err, T, C0, 0, "time_embedding.linear_1")) < 0 ||
         (rc = sd_weights_get_wb(w, &m->time_w2, &m->time_b2, err, T, T, 0, "time_embedding.linear_2")) < 0 ||
@@ -60,9 +73,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
             snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, j);
             if ((rc = resnet_load(&lv->down_res[j], w, p, j == 0 ? ch_in : ch, ch, T, err)) < 0) goto fail;
             snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, j);
-            if (c->down_attn[i] &&
-                (rc = transformer2d_load(&lv->down_attn[j], w, p, ch, c->heads[i], D, tl, lin, G, err)) < 0)
-                goto fail;
+            if ((rc = attn_load(&lv->down_attn[j], c, c->down_attn[i], w, p, ch, c->heads[i], err)) < 0) goto fail;
         }
         if (i < n - 1 &&
             (rc = sd_weights_get_wb(w, &lv->down_w, &lv->down_b, err, ch, ch, 3, "down_blocks.%d.downsamplers.0.conv", i)) < 0)
@@ -72,8 +83,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
     int cm = c->block_out[n - 1];
     if ((rc = resnet_load(&m->mid_res[0], w, "mid_block.resnets.0", cm, cm, T, err)) < 0 ||
         (rc = resnet_load(&m->mid_res[1], w, "mid_block.resnets.1", cm, cm, T, err)) < 0 ||
-        (c->mid_attn &&
-         (rc = transformer2d_load(&m->mid_attn, w, "mid_block.attentions.0", cm, c->heads[n - 1], D, tl, lin, G, err)) < 0))
+        (rc = attn_load(&m->mid_attn, c, c->mid_attn, w, "mid_block.attentions.0", cm, c->heads[n - 1], err)) < 0)
         goto fail;
     for (int i = 0; i < n; i++) {
         int L = n - 1 - i, ch = c->block_out[L];
@@ -82,8 +92,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
             snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, j);
             if ((rc = resnet_load(&lv->up_res[j], w, p, up_resnet_in(c, L, j), ch, T, err)) < 0) goto fail;
             snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, j);
-            if (c->up_attn[i] && (rc = transformer2d_load(&lv->up_attn[j], w, p, ch, c->heads[L], D, tl, lin, G, err)) < 0)
-                goto fail;
+            if ((rc = attn_load(&lv->up_attn[j], c, c->up_attn[i], w, p, ch, c->heads[L], err)) < 0) goto fail;
         }
         if (L > 0 && (rc = sd_weights_get_wb(w, &lv->up_w, &lv->up_b, err, ch, ch, 3, "up_blocks.%d.upsamplers.0.conv", i)) < 0)
             goto fail;
@@ -103,10 +112,10 @@ void unet_release_scratch(unet_model *m) {
 
 void unet_free(unet_model *m) {
     for (int i = 0; i < SD_MAX_LEVELS; i++) {
-        for (int j = 0; j < UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].down_attn[j]);
-        for (int j = 0; j <= UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].up_attn[j]);
+        for (int j = 0; j < UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].down_attn[j].xf);
+        for (int j = 0; j <= UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].up_attn[j].xf);
     }
-    transformer2d_free(&m->mid_attn);
+    transformer2d_free(&m->mid_attn.xf);
     ops_arena_free(&m->arena);
     memset(m, 0, sizeof *m);
 }
@@ -147,19 +156,28 @@ static void emit(const unet_model *m, const char *name, const float *x, int B, i
     sd_probe_emit(m->probe, name, x, 4, shape);
 }
 
-/* One down or mid/up "layer": resnet, then the transformer if any; result in a new arena buffer *h. */
-static int res_attn(unet_model *m, const resnet_block *r, const transformer2d_model *t, float **h, float *res_out,
+/*
+ * One down or mid/up "layer": the resnet into res_out, then its attention block (by kind) into attn_out;
+ * *h ends on the result. x = *h: [B, C_in, H, W] -> [B, C, H, W].
+ */
+static int res_attn(unet_model *m, const resnet_block *r, const unet_attn *at, float **h, float *res_out,
                     float *attn_out, const float *temb_silu, const float *ctx, int n_ctx, int B, int H, int W,
                     sd_error *err) {
     const unet_config *c = &m->cfg;
     int rc = resnet_forward(r, res_out, *h, B, H, W, temb_silu, c->norm_groups, c->norm_eps, &m->arena, err);
     if (rc < 0) return rc;
     *h = res_out;
-    if (t && t->blocks) {
+    switch (at->kind) {
+    case UNET_ATTN_NONE: return 0;
+    case UNET_ATTN_CROSS: {
+        const transformer2d_model *t = &at->xf;
         if ((rc = transformer2d_forward(t, attn_out, res_out, B, H, W, ctx, n_ctx, &m->arena, err)) < 0) return rc;
         *h = attn_out;
+        return 0;
     }
-    return 0;
+    case UNET_ATTN_SELF: break;
+    }
+    return sd_err(err, SD_EUNSUPPORTED, "unet: plain self-attention blocks are not implemented yet");
 }
 
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
@@ -208,7 +226,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
             float *r_out = ops_arena_floats(a, sz, err);
             float *t_out = c->down_attn[i] ? ops_arena_floats(a, sz, err) : NULL;
             if (!r_out || (c->down_attn[i] && !t_out)) goto oom;
-            if ((rc = res_attn(m, &lv->down_res[j], c->down_attn[i] ? &lv->down_attn[j] : NULL, &h, r_out, t_out,
+            if ((rc = res_attn(m, &lv->down_res[j], &lv->down_attn[j], &h, r_out, t_out,
                                temb_silu, ctx, n_ctx, B, hs[i], ws[i], err)) < 0)
                 goto done;
             skip[n_skip] = h;
@@ -240,7 +258,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
     float *buf[2] = {ops_arena_floats(a, big, err), ops_arena_floats(a, big, err)};
     if (!buf[0] || !buf[1]) goto oom;
     int cm = c->block_out[n - 1], cur = 0;
-    if ((rc = res_attn(m, &m->mid_res[0], c->mid_attn ? &m->mid_attn : NULL, &h, buf[0], buf[1], temb_silu, ctx,
+    if ((rc = res_attn(m, &m->mid_res[0], &m->mid_attn, &h, buf[0], buf[1], temb_silu, ctx,
                        n_ctx, B, hs[n - 1], ws[n - 1], err)) < 0)
         goto done;
     cur = h == buf[0] ? 1 : 0; /* the free buffer */
@@ -263,7 +281,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
             ops_concat_channels(cat, h, h_ch, sk, sc, B, hs[L] * ws[L]);
             int fr = h == buf[0] ? 1 : 0;
             float *cat_in = cat;
-            rc = res_attn(m, &lv->up_res[j], c->up_attn[i] ? &lv->up_attn[j] : NULL, &cat_in, buf[fr], buf[1 - fr],
+            rc = res_attn(m, &lv->up_res[j], &lv->up_attn[j], &cat_in, buf[fr], buf[1 - fr],
                           temb_silu, ctx, n_ctx, B, hs[L], ws[L], err);
             ops_arena_release(a, cm_mark);
             if (rc < 0) goto done;
@@ -310,9 +328,15 @@ done:
     return rc;
 }
 
+/* Flops of one attention block of kind `kind` over hw positions of ch channels. */
+static double attn_flops(const unet_config *c, unet_attn_kind kind, int ch, int B, int hw, int n_ctx) {
+    if (kind == UNET_ATTN_CROSS)
+        return transformer2d_flops_shape(ch, c->cross_attention_dim, c->transformer_layers, B, hw, n_ctx);
+    return kind == UNET_ATTN_SELF ? attnblock_flops(B, ch, hw) : 0;
+}
+
 double unet_flops(const unet_config *c, int B, int H, int W, int n_ctx) {
     int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, lpb = c->layers_per_block;
-    int D = c->cross_attention_dim, tl = c->transformer_layers;
     int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
     level_sizes(c, H, W, hs, ws);
     double f = 2.0 * B * (C0 * T + T * T);                         /* time embedding */
@@ -323,19 +347,19 @@ double unet_flops(const unet_config *c, int B, int H, int W, int n_ctx) {
         int ch = c->block_out[i], hw = hs[i] * ws[i];
         for (int j = 0; j < lpb; j++) {
             f += resnet_flops_shape(j == 0 ? ch_in : ch, ch, T, B, hs[i], ws[i]);
-            if (c->down_attn[i]) f += transformer2d_flops_shape(ch, D, tl, B, hw, n_ctx);
+            f += attn_flops(c, c->down_attn[i], ch, B, hw, n_ctx);
         }
         if (i < n - 1) f += 2.0 * B * hs[i + 1] * ws[i + 1] * ch * ch * 9;
         ch_in = ch;
     }
     int cm = c->block_out[n - 1], hwm = hs[n - 1] * ws[n - 1];
     f += 2 * resnet_flops_shape(cm, cm, T, B, hs[n - 1], ws[n - 1]);
-    if (c->mid_attn) f += transformer2d_flops_shape(cm, D, tl, B, hwm, n_ctx);
+    f += attn_flops(c, c->mid_attn, cm, B, hwm, n_ctx);
     for (int i = 0; i < n; i++) {
         int L = n - 1 - i, ch = c->block_out[L];
         for (int j = 0; j <= lpb; j++) {
             f += resnet_flops_shape(up_resnet_in(c, L, j), ch, T, B, hs[L], ws[L]);
-            if (c->up_attn[i]) f += transformer2d_flops_shape(ch, D, tl, B, hs[L] * ws[L], n_ctx);
+            f += attn_flops(c, c->up_attn[i], ch, B, hs[L] * ws[L], n_ctx);
         }
         if (L > 0) f += 2.0 * B * hs[L - 1] * ws[L - 1] * ch * ch * 9;
     }
