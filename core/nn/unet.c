@@ -180,24 +180,18 @@ static int res_attn(unet_model *m, const resnet_block *r, const unet_attn *at, f
     return sd_err(err, SD_EUNSUPPORTED, "unet: plain self-attention blocks are not implemented yet");
 }
 
-int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
-                 float *out, sd_error *err) {
-    const unet_config *c = &m->cfg;
-    if (B < 1 || H < 1 || W < 1 || n_ctx < 1)
-        return sd_err(err, SD_EINPUT, "unet: bad input shape (batch %d, %dx%d latent, %d context tokens)", B, H, W,
-                      n_ctx);
-    int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, lpb = c->layers_per_block, rc = 0;
-    int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
-    level_sizes(c, H, W, hs, ws);
-    ops_arena *a = &m->arena;
-    ops_mark mark = ops_arena_mark(a);
-    float *tp = ops_arena_floats(a, (size_t)B * C0, err);
-    float *temb = ops_arena_floats(a, (size_t)B * T, err);
-    float *temb_silu = ops_arena_floats(a, (size_t)B * T, err);
-    float *h = ops_arena_floats(a, (size_t)B * C0 * H * W, err);
-    if (!tp || !temb || !temb_silu || !h) goto oom;
+/* The activations the up path takes back from the down path: conv_in's and every down layer's output. */
+typedef struct unet_skips {
+    float *x[MAX_SKIPS];
+    int ch[MAX_SKIPS], n;
+} unet_skips;
 
-    /* time embedding */
+/* t: [B] -> temb: [B, T] and temb_silu = SiLU(temb); tp: [B, C0] holds the sinusoidal embedding. */
+static int forward_time(unet_model *m, const float *t, int B, float *tp, float *temb, float *temb_silu,
+                        sd_error *err) {
+    const unet_config *c = &m->cfg;
+    int C0 = c->block_out[0], T = c->time_embed_dim, rc;
+    ops_arena *a = &m->arena;
     time_proj(c, t, B, tp);
     if (m->probe) sd_probe_emit(m->probe, "time_proj", tp, 2, (int64_t[]){B, C0});
     if ((rc = ops_linear(temb_silu, tp, B, C0, m->time_w1, m->time_b1, T, 0, a, err)) < 0) goto done;
@@ -206,17 +200,21 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
     if (m->probe) sd_probe_emit(m->probe, "time_embedding", temb, 2, (int64_t[]){B, T});
     memcpy(temb_silu, temb, (size_t)B * T * sizeof(float));
     ops_silu(temb_silu, (size_t)B * T);
+done:
+    return rc;
+}
 
-    /* conv_in and the down path; every layer's output is kept as a skip */
-    ops_conv_desc cin = {.batch = B, .in_ch = c->in_channels, .in_h = H, .in_w = W, .out_ch = C0, .k_h = 3,
-                         .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
-                         .weight = m->conv_in_w, .bias = m->conv_in_b};
-    if ((rc = ops_conv2d(h, x, &cin, a, err)) < 0) goto done;
-    emit(m, "conv_in", h, B, C0, H, W);
-    float *skip[MAX_SKIPS];
-    int skip_ch[MAX_SKIPS], n_skip = 0;
-    skip[n_skip] = h;
-    skip_ch[n_skip++] = C0;
+/*
+ * The down path from *hp = conv_in's output [B, C0, H, W]: per level its resnets with their attention,
+ * then the stride-2 conv (not on the last level). Every output is pushed on skips; *hp ends on the
+ * deepest: [B, C_{n-1}, hs[n-1], ws[n-1]]. Buffers come from the arena and stay until the pass ends.
+ */
+static int forward_down(unet_model *m, unet_skips *skips, float **hp, const float *temb_silu, const float *ctx,
+                        int n_ctx, int B, const int *hs, const int *ws, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    int n = c->n_levels, lpb = c->layers_per_block, rc = 0;
+    ops_arena *a = &m->arena;
+    float *h = *hp;
     char name[32];
     for (int i = 0; i < n; i++) {
         unet_level *lv = &m->levels[i];
@@ -229,8 +227,8 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
             if ((rc = res_attn(m, &lv->down_res[j], &lv->down_attn[j], &h, r_out, t_out,
                                temb_silu, ctx, n_ctx, B, hs[i], ws[i], err)) < 0)
                 goto done;
-            skip[n_skip] = h;
-            skip_ch[n_skip++] = ch;
+            skips->x[skips->n] = h;
+            skips->ch[skips->n++] = ch;
         }
         if (i < n - 1) {
             float *d = ops_arena_floats(a, (size_t)B * ch * hs[i + 1] * ws[i + 1], err);
@@ -240,14 +238,30 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
                                 .weight = lv->down_w, .bias = lv->down_b};
             if ((rc = ops_conv2d(d, h, &dc, a, err)) < 0) goto done;
             h = d;
-            skip[n_skip] = h;
-            skip_ch[n_skip++] = ch;
+            skips->x[skips->n] = h;
+            skips->ch[skips->n++] = ch;
         }
         snprintf(name, sizeof name, "down_blocks.%d", i);
         emit(m, name, h, B, ch, hs[i < n - 1 ? i + 1 : i], ws[i < n - 1 ? i + 1 : i]);
     }
+    *hp = h;
+    return 0;
+oom:
+    rc = err && err->code ? err->code : SD_ENOMEM;
+done:
+    return rc;
+}
 
-    /* mid block and up path run in two ping-pong buffers of the largest main-path size */
+/*
+ * The mid block (resnet, attention, resnet) on *hp: [B, C_{n-1}, hs[n-1], ws[n-1]]. Allocates bufs[2],
+ * two buffers of the largest main-path size that it and the up path alternate between; *hp ends in one.
+ */
+static int forward_mid(unet_model *m, float **bufs, float **hp, const float *temb_silu, const float *ctx, int n_ctx,
+                       int B, const int *hs, const int *ws, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    ops_arena *a = &m->arena;
+    float *h = *hp;
+    int n = c->n_levels, rc;
     size_t big = 0;
     for (int L = 0; L < n; L++) {
         size_t s = (size_t)B * c->block_out[L] * hs[L] * ws[L];
@@ -256,7 +270,9 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
         if (s > big) big = s;
     }
     float *buf[2] = {ops_arena_floats(a, big, err), ops_arena_floats(a, big, err)};
-    if (!buf[0] || !buf[1]) goto oom;
+    if (!buf[0] || !buf[1]) return err && err->code ? err->code : SD_ENOMEM;
+    bufs[0] = buf[0];
+    bufs[1] = buf[1];
     int cm = c->block_out[n - 1], cur = 0;
     if ((rc = res_attn(m, &m->mid_res[0], &m->mid_attn, &h, buf[0], buf[1], temb_silu, ctx,
                        n_ctx, B, hs[n - 1], ws[n - 1], err)) < 0)
@@ -267,17 +283,32 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
         goto done;
     h = buf[cur];
     emit(m, "mid_block", h, B, cm, hs[n - 1], ws[n - 1]);
+    *hp = h;
+done:
+    return rc;
+}
 
-    int h_ch = cm;
+/*
+ * The up path from the mid block's output *hp: per level (deepest first) its resnets on cat([h, skip])
+ * with their attention, then nearest upsampling to the next skip's size + conv (not on level 0).
+ * Works in buf; *hp ends on [B, C0, H, W].
+ */
+static int forward_up(unet_model *m, unet_skips *skips, float **buf, float **hp, const float *temb_silu,
+                      const float *ctx, int n_ctx, int B, const int *hs, const int *ws, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    float *h = *hp;
+    char name[32];
+    int n = c->n_levels, lpb = c->layers_per_block, h_ch = c->block_out[n - 1], rc = 0;
+    ops_arena *a = &m->arena;
     for (int i = 0; i < n; i++) {
         int L = n - 1 - i, ch = c->block_out[L];
         unet_level *lv = &m->levels[L];
         for (int j = 0; j <= lpb; j++) {
-            float *sk = skip[--n_skip];
-            int sc = skip_ch[n_skip];
+            float *sk = skips->x[--skips->n];
+            int sc = skips->ch[skips->n];
             ops_mark cm_mark = ops_arena_mark(a);
             float *cat = ops_arena_floats(a, (size_t)B * (h_ch + sc) * hs[L] * ws[L], err);
-            if (!cat) goto oom;
+            if (!cat) return err && err->code ? err->code : SD_ENOMEM;
             ops_concat_channels(cat, h, h_ch, sk, sc, B, hs[L] * ws[L]);
             int fr = h == buf[0] ? 1 : 0;
             float *cat_in = cat;
@@ -302,10 +333,19 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
         snprintf(name, sizeof name, "up_blocks.%d", i);
         emit(m, name, h, B, ch, oh, ow);
     }
+    *hp = h;
+done:
+    return rc;
+}
 
-    /* GroupNorm -> SiLU -> conv_out, the norm fused into the convolution's input */
+/* out = conv_out(SiLU(GroupNorm(h))), the norm fused into the convolution's input; h: [B, C0, H, W] is in one
+ * of buf (the other one receives the probe's copy of the normalized tensor) -> out: [B, out_channels, H, W]. */
+static int forward_out(unet_model *m, float **buf, const float *h, int B, int H, int W, float *out, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    ops_arena *a = &m->arena;
+    int C0 = c->block_out[0], rc;
     float *sc = ops_arena_floats(a, (size_t)2 * B * C0, err);
-    if (!sc) goto oom;
+    if (!sc) return err && err->code ? err->code : SD_ENOMEM;
     if ((rc = ops_groupnorm_affine(sc, sc + (size_t)B * C0, h, B, C0, H * W, c->norm_groups, c->norm_eps,
                                    m->norm_out_w, m->norm_out_b, a, err)) < 0)
         goto done;
@@ -320,9 +360,44 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
                         .weight = m->conv_out_w, .bias = m->conv_out_b, .in_scale = sc,
                         .in_shift = sc + (size_t)B * C0, .in_silu = 1};
     rc = ops_conv2d(out, h, &co, a, err);
-    goto done;
-oom:
-    rc = err && err->code ? err->code : SD_ENOMEM;
+done:
+    return rc;
+}
+
+int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
+                 float *out, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    if (B < 1 || H < 1 || W < 1 || n_ctx < 1)
+        return sd_err(err, SD_EINPUT, "unet: bad input shape (batch %d, %dx%d latent, %d context tokens)", B, H, W,
+                      n_ctx);
+    int C0 = c->block_out[0], T = c->time_embed_dim, rc = 0;
+    int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
+    level_sizes(c, H, W, hs, ws);
+    ops_arena *a = &m->arena;
+    ops_mark mark = ops_arena_mark(a);
+    float *tp = ops_arena_floats(a, (size_t)B * C0, err);
+    float *temb = ops_arena_floats(a, (size_t)B * T, err);
+    float *temb_silu = ops_arena_floats(a, (size_t)B * T, err);
+    float *h = ops_arena_floats(a, (size_t)B * C0 * H * W, err);
+    if (!tp || !temb || !temb_silu || !h) {
+        rc = err && err->code ? err->code : SD_ENOMEM;
+        goto done;
+    }
+    if ((rc = forward_time(m, t, B, tp, temb, temb_silu, err)) < 0) goto done;
+
+    /* conv_in, then the down path; conv_in's output is the first skip */
+    ops_conv_desc cin = {.batch = B, .in_ch = c->in_channels, .in_h = H, .in_w = W, .out_ch = C0, .k_h = 3,
+                         .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
+                         .weight = m->conv_in_w, .bias = m->conv_in_b};
+    if ((rc = ops_conv2d(h, x, &cin, a, err)) < 0) goto done;
+    emit(m, "conv_in", h, B, C0, H, W);
+    unet_skips skips = {.x = {h}, .ch = {C0}, .n = 1};
+    float *buf[2];
+    if ((rc = forward_down(m, &skips, &h, temb_silu, ctx, n_ctx, B, hs, ws, err)) < 0 ||
+        (rc = forward_mid(m, buf, &h, temb_silu, ctx, n_ctx, B, hs, ws, err)) < 0 ||
+        (rc = forward_up(m, &skips, buf, &h, temb_silu, ctx, n_ctx, B, hs, ws, err)) < 0)
+        goto done;
+    rc = forward_out(m, buf, h, B, H, W, out, err);
 done:
     ops_arena_release(a, mark);
     return rc;
