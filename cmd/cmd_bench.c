@@ -72,6 +72,7 @@ static int nets_load_model(bench_nets *b, const char *path, sd_error *err) {
     int rc = sd_model_open(&b->model, path, NULL, err);
     if (rc < 0) return rc;
     b->have_model = 1;
+    if ((rc = sd_model_require(&b->model, SD_PART_VAE | SD_PART_TEXT_ENCODER, "bench", err)) < 0) return rc;
     b->ucfg = b->model.unet;
     b->vcfg = b->model.vae;
     b->ccfg = b->model.clip;

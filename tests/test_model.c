@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "model.h"
+#include "pipeline.h"
 #include "yamlconf.h"
 
 static void open_or_fail(sd_model *m, const char *rel, const sd_model_opts *opts) {
@@ -270,6 +271,45 @@ static void test_info_prints_the_same_architecture_for_both_layouts(void **state
     free(out);
 }
 
+/* A pixel-space pipeline's folder names no VAE and no text encoder: it opens without them, and what
+ * needs them says so instead of crashing. (The U-Net here is tiny-sd15's, which the code can run.) */
+static void test_folder_without_vae_or_text_encoder_opens_and_the_pipeline_refuses_it(void **state) {
+    (void)state;
+    const char *dir = tu_tmp("unet-only");
+    char abs_td[1024];
+    assert_non_null(realpath(tu_testdata(), abs_td));
+    int rc = tu_sh(NULL,
+                   "set -e; rm -rf '%s'; mkdir -p '%s/unet' '%s/scheduler'; cd '%s';"
+                   " cp '%s/models/tiny-sd15/unet/config.json' unet/;"
+                   " ln -s '%s/models/tiny-sd15/unet/diffusion_pytorch_model.safetensors' unet/;"
+                   " cp '%s/models/tiny-sd15/scheduler/scheduler_config.json' scheduler/;"
+                   " printf '{\"_class_name\": \"DDPMPipeline\", \"unet\": [\"diffusers\", \"UNet2DConditionModel\"],"
+                   " \"scheduler\": [\"diffusers\", \"PNDMScheduler\"], \"vae\": [null, null]}' > model_index.json",
+                   dir, dir, dir, dir, abs_td, abs_td, abs_td);
+    assert_int_equal(rc, 0);
+    sd_model m;
+    sd_error err = {0};
+    if (sd_model_open(&m, dir, NULL, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(m.parts, 0);
+    assert_int_equal(m.vae_w.n, 0);
+    assert_int_equal(m.clip_w.n, 0);
+    tokenizer_bpe *tok;
+    assert_int_equal(sd_model_open_tokenizer(&m, &tok, &err), SD_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "no text encoder"));
+    sd_pipeline p;
+    assert_int_equal(sd_pipeline_load(&p, &m, &err), SD_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "no VAE"));
+    assert_non_null(strstr(err.msg, "unet-only"));
+    sd_model_close(&m);
+    /* an SD folder and a single file have both */
+    open_or_fail(&m, "models/tiny-sd15", NULL);
+    assert_int_equal(m.parts, SD_PART_VAE | SD_PART_TEXT_ENCODER);
+    sd_model_close(&m);
+    open_or_fail(&m, "models/tiny-sd15.safetensors", NULL);
+    assert_int_equal(m.parts, SD_PART_VAE | SD_PART_TEXT_ENCODER);
+    sd_model_close(&m);
+}
+
 /* ---- config.json parsing ---- */
 
 /* Writes text to <tmp>/<dir>/config.json; returns the path (valid until the 16th next tu_tmp call). */
@@ -362,6 +402,7 @@ int main(void) {
         cmocka_unit_test(test_bad_model_paths_give_clear_errors),
         cmocka_unit_test(test_yaml_scalars_resolve_like_pyyaml),
         cmocka_unit_test(test_info_prints_the_same_architecture_for_both_layouts),
+        cmocka_unit_test(test_folder_without_vae_or_text_encoder_opens_and_the_pipeline_refuses_it),
         cmocka_unit_test(test_unet_attention_kind_per_level_comes_from_the_block_type_names),
         cmocka_unit_test(test_unet_plain_self_attention_blocks_are_refused_as_not_implemented_yet),
         cmocka_unit_test(test_ddpm_unet2dmodel_is_refused_with_a_clear_error),

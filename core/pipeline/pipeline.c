@@ -15,7 +15,8 @@
 int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
     memset(p, 0, sizeof *p);
     p->model = m;
-    int rc = sd_model_open_tokenizer(m, &p->tok, err);
+    int rc = sd_model_require(m, SD_PART_VAE | SD_PART_TEXT_ENCODER, "the Stable Diffusion pipeline", err);
+    if (rc == 0) rc = sd_model_open_tokenizer(m, &p->tok, err);
     if (rc == 0) rc = clip_text_load(&p->clip, &m->clip, &m->clip_w, err);
     if (rc == 0) rc = unet_load(&p->unet, &m->unet, &m->unet_w, err);
     if (rc == 0) rc = vae_load(&p->vae, &m->vae, &m->vae_w, err);
