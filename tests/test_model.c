@@ -310,6 +310,29 @@ static void test_folder_without_vae_or_text_encoder_opens_and_the_pipeline_refus
     sd_model_close(&m);
 }
 
+/* The latent size unit follows the VAE's depth instead of SD's fixed 8. */
+static void test_vae_scale_factor_is_two_to_the_number_of_levels_minus_one(void **state) {
+    (void)state;
+    static const struct {
+        const char *model;
+        int factor;
+    } cases[] = {{"models/tiny-sd15", 8}, {"ext/models/tiny-ldm-f4", 4}, {"ext/models/tiny-ldm-f16", 16}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sd_model m;
+        open_or_fail(&m, cases[i].model, NULL);
+        assert_int_equal(vae_scale_factor(&m.vae), cases[i].factor);
+        sd_model_close(&m);
+    }
+    vae_config none = {0}; /* a model without a VAE works in pixels */
+    assert_int_equal(vae_scale_factor(&none), 1);
+    char *out;
+    int rc = tu_sh(&out, "%s generate -q -m %s -p x -W 136 -H 128 -o %s 2>&1", tu_bin(),
+                   tu_path("ext/models/tiny-ldm-f16"), tu_tmp("f16.png"));
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "must each be a multiple of 16"));
+    free(out);
+}
+
 /* ---- config.json parsing ---- */
 
 /* Writes text to <tmp>/<dir>/config.json; returns the path (valid until the 16th next tu_tmp call). */
@@ -403,6 +426,7 @@ int main(void) {
         cmocka_unit_test(test_yaml_scalars_resolve_like_pyyaml),
         cmocka_unit_test(test_info_prints_the_same_architecture_for_both_layouts),
         cmocka_unit_test(test_folder_without_vae_or_text_encoder_opens_and_the_pipeline_refuses_it),
+        cmocka_unit_test(test_vae_scale_factor_is_two_to_the_number_of_levels_minus_one),
         cmocka_unit_test(test_unet_attention_kind_per_level_comes_from_the_block_type_names),
         cmocka_unit_test(test_unet_plain_self_attention_blocks_are_refused_as_not_implemented_yet),
         cmocka_unit_test(test_ddpm_unet2dmodel_is_refused_with_a_clear_error),

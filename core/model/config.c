@@ -287,6 +287,8 @@ void vae_config_sd15(vae_config *c) {
     c->sample_size = 512;
 }
 
+int vae_scale_factor(const vae_config *c) { return c->n_levels > 1 ? 1 << (c->n_levels - 1) : 1; }
+
 int vae_config_from_json(vae_config *c, const char *text, sd_error *err) {
     vae_config_sd15(c);
     json_t *j = parse(text, err);

@@ -105,6 +105,13 @@ int clip_config_from_json(clip_config *c, const char *text, sd_error *err);
 int sched_config_load(sched_config *c, const char *path, sd_error *err);
 int sched_config_from_json(sched_config *c, const char *text, sd_error *err);
 
+/*
+ * How many pixels one latent pixel spans per side: 2^(n_levels - 1) (8 for SD's
+ * 4-level VAE, 4 or 16 for 3 or 5 levels). Image sizes must be multiples of it.
+ * A zeroed config (a model without a VAE, in pixel space) gives 1.
+ */
+int vae_scale_factor(const vae_config *c);
+
 /* Defaults of real SD 1.5 (also the starting point of the parsers). */
 void unet_config_sd15(unet_config *c);
 void vae_config_sd15(vae_config *c);

@@ -64,7 +64,7 @@ int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img, sd
 
 /*
  * img: [B, in_channels, H, W] in [-1, 1] -> mean, logvar: [B, latent_channels, h, w]
- * with h, w from vae_latent_size (H / 8 for multiples of 8).
+ * with h, w from vae_latent_size (H / vae_scale_factor for multiples of it).
  */
 int vae_encode(vae_model *m, const float *img, int B, int H, int W, float *mean, float *logvar, sd_error *err);
 

@@ -288,7 +288,7 @@ static int decode_latents(sd_pipeline *p, buffers *b, const gen_shape *z, uint8_
 int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_pipeline_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err) {
     const sd_model *m = p->model;
-    int rc = sd_settings_check(s, err);
+    int rc = sd_settings_check_for(s, vae_scale_factor(&m->vae), err);
     if (rc < 0) return rc;
     gen_shape z = {.W = s->width, .H = s->height, .D = m->clip.hidden, .inpaint = s->mask != NULL};
     if (z.inpaint && !m->inpaint)
