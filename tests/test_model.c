@@ -402,14 +402,130 @@ static void test_unet_plain_self_attention_blocks_are_refused_as_not_implemented
     assert_non_null(strstr(err.msg, "mid block type 'null'"));
 }
 
-/* The pixel-space DDPM's UNet2DModel has self-attention levels: opening it says so instead of misreading it. */
-static void test_ddpm_unet2dmodel_is_refused_with_a_clear_error(void **state) {
-    (void)state;
-    sd_model m;
+/* Loads text as <tmp>/<kind>/config.json with the parser of `kind`. */
+static int load_kind(config_kind kind, const char *text, sd_error *err) {
+    static const char *dirs[] = {"unet", "vae", "text_encoder", "scheduler"};
+    const char *path = write_config(dirs[kind], text);
+    union {
+        unet_config u;
+        vae_config v;
+        clip_config c;
+        sched_config s;
+    } cfg;
+    switch (kind) {
+    case CONFIG_UNET: return unet_config_load(&cfg.u, path, err);
+    case CONFIG_VAE: return vae_config_load(&cfg.v, path, err);
+    case CONFIG_TEXT_ENCODER: return clip_config_load(&cfg.c, path, err);
+    case CONFIG_SCHEDULER: return sched_config_load(&cfg.s, path, err);
+    }
+    return SD_EINTERNAL;
+}
+
+/* `{"key": value}` is refused by kind's parser with an error naming the key, the file and "not supported yet". */
+static void expect_refused(config_kind kind, const char *key, const char *value) {
+    char text[512], want[128];
+    snprintf(text, sizeof text, "{\"%s\": %s}", key, value);
     sd_error err = {0};
-    assert_int_equal(sd_model_open(&m, tu_path("ext/models/tiny-ddpm"), NULL, &err), SD_EUNSUPPORTED);
-    assert_non_null(strstr(err.msg, "tiny-ddpm/unet/config.json"));
-    assert_non_null(strstr(err.msg, "not "));
+    int rc = load_kind(kind, text, &err);
+    if (rc != SD_EUNSUPPORTED) fail_msg("%s: rc %d, want SD_EUNSUPPORTED (%s)", text, rc, err.msg);
+    snprintf(want, sizeof want, "'%s'", key);
+    if (!strstr(err.msg, want) || !strstr(err.msg, "not supported yet") || !strstr(err.msg, "config.json"))
+        fail_msg("%s: the error '%s' does not name %s, the file and 'not supported yet'", text, err.msg, want);
+}
+
+/* Every key a table accepts only at its default: a different value is refused (the table is the list). */
+static void test_every_refused_config_key_is_named_with_its_file(void **state) {
+    (void)state;
+    int checked = 0;
+    for (int kind = CONFIG_UNET; kind <= CONFIG_SCHEDULER; kind++) {
+        for (const config_fixed_key *k = config_table_of((config_kind)kind)->fixed; k->name; k++, checked++)
+            expect_refused((config_kind)kind, k->name, "\"a value sdrender does not implement\"");
+        expect_refused((config_kind)kind, "a_key_from_a_newer_diffusers", "false"); /* unknown keys */
+    }
+    assert_true(checked >= 50);
+}
+
+/* The non-default values real models carry, each refused by name: per kind, key and value pairs. */
+static void test_real_unimplemented_config_values_are_refused(void **state) {
+    (void)state;
+    static const char *const unet[] = {
+        "num_class_embeds", "1000", "only_cross_attention", "[true, true, true, false]", /* x4 upscaler */
+        "downsample_padding", "0", /* DDPM */ "addition_embed_type", "\"text_time\"", /* SDXL */
+        "class_embed_type", "\"timestep\"", "time_embedding_type", "\"fourier\"", "conv_in_kernel", "7",
+        "resnet_time_scale_shift", "\"scale_shift\"", "mid_block_scale_factor", "1.414", NULL};
+    static const char *const vae[] = {"_class_name", "\"AutoencoderTiny\"", "use_quant_conv", "false",
+                                      "down_block_types", "[\"DownEncoderBlock2D\", \"DownBlock2D\"]",
+                                      "latents_mean", "[0.1, 0.2, 0.3, 0.4]", NULL};
+    static const char *const text[] = {"architectures", "[\"CLIPTextModelWithProjection\"]", /* SDXL's second */
+                                       "model_type", "\"clip_vision_model\"", NULL};
+    static const char *const sched[] = {
+        "trained_betas", "[0.1, 0.2]", "thresholding", "true", "rescale_betas_zero_snr", "true",
+        "algorithm_type", "\"sde-dpmsolver++\"", "variance_type", "\"fixed_large\"", "use_karras_sigmas", "true", NULL};
+    const char *const *lists[4] = {unet, vae, text, sched};
+    for (int kind = CONFIG_UNET; kind <= CONFIG_SCHEDULER; kind++)
+        for (const char *const *kv = lists[kind]; *kv; kv += 2) expect_refused((config_kind)kind, kv[0], kv[1]);
+}
+
+/* Default values pass, also where diffusers writes them differently (1.0 for 1, a list of defaults). */
+static void test_config_keys_at_their_defaults_are_accepted(void **state) {
+    (void)state;
+    for (int kind = CONFIG_UNET; kind <= CONFIG_SCHEDULER; kind++) {
+        for (const config_fixed_key *k = config_table_of((config_kind)kind)->fixed; k->name; k++) {
+            for (int v = 0; v < CONFIG_KEY_MAX_VALUES && k->values[v]; v++) {
+                char text[512];
+                snprintf(text, sizeof text, "{\"%s\": %s}", k->name, k->values[v]);
+                sd_error err = {0};
+                if (load_kind((config_kind)kind, text, &err) < 0) fail_msg("%s: %s", text, err.msg);
+            }
+        }
+    }
+    static const struct {
+        config_kind kind;
+        const char *text;
+    } more[] = {
+        {CONFIG_UNET, "{\"only_cross_attention\": [false, false, false, false], \"resnet_out_scale_factor\": 1.0}"},
+        {CONFIG_UNET, "{\"_name_or_path\": \"x\", \"dropout\": 0.1, \"_sdrender_note\": \"bookkeeping\"}"},
+        {CONFIG_TEXT_ENCODER, "{\"architectures\": [\"CLIPTextModel\"], \"torch_dtype\": \"float32\"}"},
+        {CONFIG_SCHEDULER, "{\"solver_type\": \"bh2\", \"disable_corrector\": [], \"clip_sample_range\": 1.0}"},
+    };
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++) {
+        sd_error err = {0};
+        if (load_kind(more[i].kind, more[i].text, &err) < 0) fail_msg("%s: %s", more[i].text, err.msg);
+    }
+}
+
+/* Everything shipped as an SD model keeps opening under the stricter parsers. */
+static void test_every_sd_test_model_still_opens(void **state) {
+    (void)state;
+    static const char *paths[] = {"models/tiny-sd15",       "models/tiny-sd2",           "models/tiny-inpaint",
+                                  "models/tiny-sd15.safetensors", "checkpoints/tiny-sd15.ckpt", "ext/models/tiny-ldm-f4",
+                                  "ext/models/tiny-ldm-f16"};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        sd_model m;
+        open_or_fail(&m, paths[i], NULL);
+        sd_model_close(&m);
+    }
+}
+
+/*
+ * The ext models that need what is not implemented are refused naming the file and the key: the x4
+ * upscaler's U-Net its noise-level class embedding (num_class_embeds; also attn1 as cross-attention),
+ * the pixel-space DDPM's UNet2DModel its zero-padded downsamplers (and self-attention levels).
+ */
+static void test_x4_upscaler_and_ddpm_unet_configs_are_refused_naming_the_key(void **state) {
+    (void)state;
+    static const char *const cases[][3] = {
+        {"ext/models/tiny-sd-x4-upscaler", "tiny-sd-x4-upscaler/unet/config.json",
+         "config key 'num_class_embeds' = 1000 is not supported yet"},
+        {"ext/models/tiny-ddpm", "tiny-ddpm/unet/config.json", "config key 'downsample_padding' = 0 is not supported yet"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sd_model m;
+        sd_error err = {0};
+        assert_int_equal(sd_model_open(&m, tu_path(cases[i][0]), NULL, &err), SD_EUNSUPPORTED);
+        if (!strstr(err.msg, cases[i][1]) || !strstr(err.msg, cases[i][2]))
+            fail_msg("%s: '%s' lacks '%s' or '%s'", cases[i][0], err.msg, cases[i][1], cases[i][2]);
+    }
 }
 
 int main(void) {
@@ -429,7 +545,11 @@ int main(void) {
         cmocka_unit_test(test_vae_scale_factor_is_two_to_the_number_of_levels_minus_one),
         cmocka_unit_test(test_unet_attention_kind_per_level_comes_from_the_block_type_names),
         cmocka_unit_test(test_unet_plain_self_attention_blocks_are_refused_as_not_implemented_yet),
-        cmocka_unit_test(test_ddpm_unet2dmodel_is_refused_with_a_clear_error),
+        cmocka_unit_test(test_every_refused_config_key_is_named_with_its_file),
+        cmocka_unit_test(test_real_unimplemented_config_values_are_refused),
+        cmocka_unit_test(test_config_keys_at_their_defaults_are_accepted),
+        cmocka_unit_test(test_every_sd_test_model_still_opens),
+        cmocka_unit_test(test_x4_upscaler_and_ddpm_unet_configs_are_refused_naming_the_key),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

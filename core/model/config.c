@@ -201,9 +201,10 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
     unet_config_sd15(c);
     json_t *j = parse(text, err);
     if (!j) return err ? err->code : SD_EINPUT;
-    int rc = 0, n;
+    int rc = config_check_keys(CONFIG_UNET, j, err), n;
     int heads[SD_MAX_LEVELS];
     const char *s = get_str(j, "_class_name");
+    if (rc < 0) goto out;
     int unet2d = s && !strcmp(s, "UNet2DModel");
     if (s && !unet2d && strcmp(s, "UNet2DConditionModel")) {
         rc = sd_err(err, SD_EUNSUPPORTED, "config: _class_name '%s' is not supported (UNet2DConditionModel, UNet2DModel)", s);
@@ -253,16 +254,6 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
         rc = sd_err(err, SD_EUNSUPPORTED, "config: act_fn '%s' is not supported (only silu)", s);
         goto out;
     }
-    static const char *unsupported[] = {"class_embed_type", "addition_embed_type", "encoder_hid_dim_type",
-                                        "time_cond_proj_dim"};
-    for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++) {
-        json_t *v = json_object_get(j, unsupported[i]);
-        if (v && !json_is_null(v)) {
-            rc = sd_err(err, SD_EUNSUPPORTED, "config: '%s' is set; SDXL-style conditioning is not supported",
-                        unsupported[i]);
-            goto out;
-        }
-    }
     if (c->transformer_layers < 1) {
         rc = sd_err(err, SD_EINPUT, "config: transformer_layers_per_block must be >= 1");
         goto out;
@@ -294,6 +285,7 @@ int vae_config_from_json(vae_config *c, const char *text, sd_error *err) {
     json_t *j = parse(text, err);
     if (!j) return err ? err->code : SD_EINPUT;
     int rc;
+    if ((rc = config_check_keys(CONFIG_VAE, j, err)) < 0) goto out;
     if ((rc = get_int(j, "in_channels", &c->in_channels, err)) < 0) goto out;
     if ((rc = get_int(j, "out_channels", &c->out_channels, err)) < 0) goto out;
     if ((rc = get_int(j, "latent_channels", &c->latent_channels, err)) < 0) goto out;
@@ -329,6 +321,7 @@ int clip_config_from_json(clip_config *c, const char *text, sd_error *err) {
     json_t *j = parse(text, err);
     if (!j) return err ? err->code : SD_EINPUT;
     int rc;
+    if ((rc = config_check_keys(CONFIG_TEXT_ENCODER, j, err)) < 0) goto out;
     if ((rc = get_int(j, "vocab_size", &c->vocab_size, err)) < 0) goto out;
     if ((rc = get_int(j, "hidden_size", &c->hidden, err)) < 0) goto out;
     if ((rc = get_int(j, "intermediate_size", &c->intermediate, err)) < 0) goto out;
@@ -370,6 +363,7 @@ int sched_config_from_json(sched_config *c, const char *text, sd_error *err) {
     if (!j) return err ? err->code : SD_EINPUT;
     int rc;
     const char *s;
+    if ((rc = config_check_keys(CONFIG_SCHEDULER, j, err)) < 0) goto out;
     if ((s = get_str(j, "_class_name"))) snprintf(c->class_name, sizeof c->class_name, "%s", s);
     if ((rc = get_double(j, "beta_start", &c->beta_start, err)) < 0) goto out;
     if ((rc = get_double(j, "beta_end", &c->beta_end, err)) < 0) goto out;
@@ -385,11 +379,6 @@ int sched_config_from_json(sched_config *c, const char *text, sd_error *err) {
             rc = sd_err(err, SD_EUNSUPPORTED, "config: beta_schedule '%s' is not supported", s);
             goto out;
         }
-    }
-    json_t *tb = json_object_get(j, "trained_betas");
-    if (tb && !json_is_null(tb)) {
-        rc = sd_err(err, SD_EUNSUPPORTED, "config: trained_betas are not supported");
-        goto out;
     }
     if ((s = get_str(j, "prediction_type"))) {
         if (!strcmp(s, "epsilon")) c->prediction_type = SCHED_PRED_EPSILON;
