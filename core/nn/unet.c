@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "attnblock.h"
+
 #define MAX_SKIPS (1 + SD_MAX_LEVELS * (UNET_MAX_LAYERS + 1))
 
 /* Channel counts of up block i (level L = n-1-i), as diffusers derives them. */

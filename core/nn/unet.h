@@ -13,14 +13,14 @@
  * attention, nearest upsampling to the next skip's exact size + conv);
  * GroupNorm -> SiLU -> conv_out. Which attention a block has is data
  * (unet_config's down_attn / up_attn / mid_attn): a Transformer2DModel
- * (UNET_ATTN_CROSS) or none; plain self-attention is refused for now. Any latent size >= 1x1 works:
- * odd sizes round up when downsampling and upsample back to the skip's size.
+ * (UNET_ATTN_CROSS) or none; plain self-attention is refused for now.
+ * Any latent size >= 1x1 works: odd sizes round up when downsampling and
+ * upsample back to the skip's size.
  * Weights stay in the caller's sd_weights (keep it alive while m is used).
  */
 #ifndef SD_UNET_H
 #define SD_UNET_H
 
-#include "attnblock.h"
 #include "config.h"
 #include "err.h"
 #include "ops.h"
