@@ -201,10 +201,10 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
     unet_config_sd15(c);
     json_t *j = parse(text, err);
     if (!j) return err ? err->code : SD_EINPUT;
-    int rc = config_check_keys(CONFIG_UNET, j, err), n;
+    int rc, n;
     int heads[SD_MAX_LEVELS];
+    if ((rc = config_check_keys(CONFIG_UNET, j, err)) < 0) goto out;
     const char *s = get_str(j, "_class_name");
-    if (rc < 0) goto out;
     int unet2d = s && !strcmp(s, "UNet2DModel");
     if (s && !unet2d && strcmp(s, "UNet2DConditionModel")) {
         rc = sd_err(err, SD_EUNSUPPORTED, "config: _class_name '%s' is not supported (UNet2DConditionModel, UNet2DModel)", s);
