@@ -42,8 +42,12 @@ typedef struct bench_nets {
     int have_unet, have_vae, have_clip;
 } bench_nets;
 
-/* Loads the three networks through their usual (shape-checking) loaders from b's configs and tables. */
-static int nets_load(bench_nets *b, const sd_weights *uw, const sd_weights *vw, const sd_weights *cw, sd_error *err) {
+/* Loads the three networks through their usual (shape-checking) loaders from b's configs and tables;
+ * with random weights this is where they are made. */
+static int nets_load(bench_nets *b, sd_error *err) {
+    const sd_weights *uw = b->have_model ? &b->model.unet_w : &b->uw;
+    const sd_weights *vw = b->have_model ? &b->model.vae_w : &b->vw;
+    const sd_weights *cw = b->have_model ? &b->model.clip_w : &b->cw;
     int rc;
     if ((rc = unet_load(&b->unet, &b->ucfg, uw, err)) < 0) return rc;
     b->have_unet = 1;
@@ -51,32 +55,32 @@ static int nets_load(bench_nets *b, const sd_weights *uw, const sd_weights *vw, 
     b->have_vae = 1;
     if ((rc = clip_text_load(&b->clip, &b->ccfg, cw, err)) < 0) return rc;
     b->have_clip = 1;
+    if (!b->have_model) b->weight_mb = (double)b->rw.bytes / 1e6;
     return 0;
 }
 
-/* SD 1.5 configs with random f16 weights made as the loaders ask for them. */
-static int nets_load_random(bench_nets *b, sd_error *err) {
+/* SD 1.5 configs, and empty tables whose supplier makes random f16 weights as the loaders ask for them. */
+static int nets_open_random(bench_nets *b, sd_error *err) {
     unet_config_sd15(&b->ucfg);
     vae_config_sd15(&b->vcfg);
     clip_config_sd15(&b->ccfg);
     int rc = sd_rand_weights_attach(&b->rw, &b->uw, "unet (random)", err);
     if (rc == 0) rc = sd_rand_weights_attach(&b->rw, &b->vw, "vae (random)", err);
     if (rc == 0) rc = sd_rand_weights_attach(&b->rw, &b->cw, "text encoder (random)", err);
-    if (rc == 0) rc = nets_load(b, &b->uw, &b->vw, &b->cw, err);
-    b->weight_mb = (double)b->rw.bytes / 1e6;
     return rc;
 }
 
-/* A real model (diffusers folder or single checkpoint) through the model loader. */
-static int nets_load_model(bench_nets *b, const char *path, sd_error *err) {
+/* A real model (diffusers folder or single checkpoint) through the model loader: its configs and tables. */
+static int nets_open_model(bench_nets *b, const char *path, sd_error *err) {
     int rc = sd_model_open(&b->model, path, NULL, err);
     if (rc < 0) return rc;
     b->have_model = 1;
+    if ((rc = sd_model_require(&b->model, SD_PART_VAE | SD_PART_TEXT_ENCODER, "bench", err)) < 0) return rc;
     b->ucfg = b->model.unet;
     b->vcfg = b->model.vae;
     b->ccfg = b->model.clip;
     for (int i = 0; i < b->model.n_files; i++) b->weight_mb += (double)b->model.file_size[i] / 1e6;
-    return nets_load(b, &b->model.unet_w, &b->model.vae_w, &b->model.clip_w, err);
+    return 0;
 }
 
 static void nets_free(bench_nets *b) {
@@ -148,7 +152,7 @@ done:
 
 /* Times one decode of a [1, 4, h, w] latent (cold scratch: its first allocation is included). */
 static int time_vae(bench_nets *b, int h, int w, bench_result *r, sd_error *err) {
-    size_t f = (size_t)1 << (b->vcfg.n_levels - 1);
+    size_t f = (size_t)vae_scale_factor(&b->vcfg);
     size_t nz = (size_t)b->vcfg.latent_channels * h * w, ni = (size_t)b->vcfg.out_channels * h * w * f * f;
     float *z = rand_buffer(nz, 21), *img = malloc(ni * sizeof(float));
     int rc = 0;
@@ -228,7 +232,7 @@ static void usage(FILE *fp) {
             "SD 1.5 architecture with random f16 weights, and compares the U-Net's GFLOP/s with\n"
             "an OpenBLAS sgemm on the same cores.\n"
             "\n"
-            "  -W, -H PX      image size, a multiple of 8 (default 512)\n"
+            "  -W, -H PX      image size, a multiple of the VAE's scale factor (8 for SD; default 512)\n"
             "  --threads N    threads (default: all cores)\n"
             "  --steps N      timed U-Net steps after one warm-up (default 3)\n"
             "  --json OUT     also write the results as JSON\n"
@@ -267,19 +271,24 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_error("bench: unexpected argument '%s'", argv[optind]);
-    if (W % 8 || H % 8) return cli_usage_error("bench: -W and -H must be multiples of 8 (got %ldx%ld)", W, H);
     ops_set_threads((int)threads);
-    int nt = ops_get_threads(), h = (int)H / 8, w = (int)W / 8;
 
     bench_result r = {0};
     bench_nets b;
     memset(&b, 0, sizeof b);
     double t0 = now_s();
-    int rc = model ? nets_load_model(&b, model, &err) : nets_load_random(&b, &err);
+    int rc = model ? nets_open_model(&b, model, &err) : nets_open_random(&b, &err);
+    int scale = vae_scale_factor(&b.vcfg);
+    if (rc == 0 && (W % scale || H % scale)) {
+        nets_free(&b);
+        return cli_usage_error("bench: -W and -H must be multiples of %d (got %ldx%ld)", scale, W, H);
+    }
+    if (rc == 0) rc = nets_load(&b, &err);
     if (rc < 0) {
         nets_free(&b);
         return cli_fail(&err);
     }
+    int nt = ops_get_threads(), h = (int)H / scale, w = (int)W / scale;
     r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
     printf("sdrender bench: %s, %ldx%ld (latent %dx%d), %d threads\n",
            model ? model : "SD 1.5 architecture, random f16 weights", W, H, h, w, nt);

@@ -107,11 +107,13 @@ int cmd_enqueue(int argc, char **argv) {
                 rc = sd_err(&e, SD_EINPUT, "--sampler: unknown sampler '%s' (known: %s)", v, sampler_kind_list());
         } else if ((v = cli_option_value(argc, argv, &i, "--width", "-W", &missing))) {
             rc = cli_parse_long("--width", v, 8, SD_MAX_SIDE, &n, &e);
-            if (rc == 0 && n % 8) rc = sd_err(&e, SD_EINPUT, "--width: %ld is not a multiple of 8", n);
+            if (rc == 0 && n % sd_settings_sd_vae_scale())
+                rc = sd_err(&e, SD_EINPUT, "--width: %ld is not a multiple of %d", n, sd_settings_sd_vae_scale());
             o.defaults.width = (int)n;
         } else if ((v = cli_option_value(argc, argv, &i, "--height", "-H", &missing))) {
             rc = cli_parse_long("--height", v, 8, SD_MAX_SIDE, &n, &e);
-            if (rc == 0 && n % 8) rc = sd_err(&e, SD_EINPUT, "--height: %ld is not a multiple of 8", n);
+            if (rc == 0 && n % sd_settings_sd_vae_scale())
+                rc = sd_err(&e, SD_EINPUT, "--height: %ld is not a multiple of %d", n, sd_settings_sd_vae_scale());
             o.defaults.height = (int)n;
         } else if ((v = cli_option_value(argc, argv, &i, "--negative", NULL, &missing))) {
             o.defaults.negative_prompt = (char *)v;

@@ -26,8 +26,9 @@ static void usage(FILE *fp) {
             "      --karras           Karras sigmas (euler, lms, heun, dpm++2m, unipc)\n"
             "      --eta E            DDIM eta (default 0)\n"
             "      --seed S           seed (default -1: random; the seed used is printed and stored)\n"
-            "  -W, --width W          image width, multiple of 8 (default: init image, else the model's size)\n"
-            "  -H, --height H         image height, multiple of 8\n"
+            "  -W, --width W          image width, a multiple of the VAE's scale factor (8 for SD; default:\n"
+            "                         init image, else the model's size)\n"
+            "  -H, --height H         image height, the same multiple\n"
             "      --clip-skip K      1 = last text-encoder layer, 2 = penultimate (A1111 numbering; default 1)\n"
             "  -i, --init-image PNG   img2img / inpainting input picture\n"
             "      --strength S       img2img strength in (0, 1] (default 0.8; inpainting 1)\n"
@@ -154,8 +155,6 @@ int cmd_generate(int argc, char **argv) {
     if (!model) return cli_usage_error("generate: -m MODEL is required (see 'sdrender generate --help')");
     if (!s.prompt) return cli_usage_error("generate: -p PROMPT is required");
     if (!out) return cli_usage_error("generate: -o OUT.png is required");
-    if ((width && width % 8) || (height && height % 8))
-        return cli_usage_error("generate: size %ldx%ld: width and height must each be a multiple of 8", width, height);
     if (s.mask && !s.init_image) return cli_usage_error("generate: --mask needs an init image (-i)");
     if (strength >= 0 && !s.init_image) return cli_usage_error("generate: --strength needs an init image (-i)");
     if (strength == 0) return cli_usage_error("generate: --strength must be in (0, 1]");
@@ -163,6 +162,12 @@ int cmd_generate(int argc, char **argv) {
     ops_set_threads((int)threads);
     sd_model m;
     if (sd_model_open(&m, model, &mopts, &err) < 0) return cli_fail(&err);
+    int scale = vae_scale_factor(&m.vae);
+    if ((width && width % scale) || (height && height % scale)) {
+        sd_model_close(&m);
+        return cli_usage_error("generate: size %ldx%ld: width and height must each be a multiple of %d", width, height,
+                               scale);
+    }
     if (!have_sampler) s.sampler = model_sampler(&m);
     /* size: -W/-H, else the init image's, else the model's native size */
     if (s.init_image && (!width || !height)) {
@@ -176,7 +181,7 @@ int cmd_generate(int argc, char **argv) {
         if (!width) width = iw;
         if (!height) height = ih;
     }
-    int native = m.unet.sample_size * (1 << (m.vae.n_levels - 1));
+    int native = m.unet.sample_size * scale;
     s.width = (int)(width ? width : native);
     s.height = (int)(height ? height : native);
     s.steps = (int)steps;
@@ -188,7 +193,7 @@ int cmd_generate(int argc, char **argv) {
     int random = seed < 0;
     if (random) seed = random_seed();
     s.seed = seed;
-    int rc = sd_settings_check(&s, &err);
+    int rc = sd_settings_check_for(&s, scale, &err);
     if (rc == 0 && random) fprintf(stderr, "sdrender: random seed %ld\n", seed);
     sd_pipeline p;
     sd_render_id id;

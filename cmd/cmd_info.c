@@ -46,8 +46,12 @@ static void print_architecture(const sd_model *m) {
     const vae_config *v = &m->vae;
     const clip_config *c = &m->clip;
     const sched_config *s = &m->sched;
-    int hd[SD_MAX_LEVELS];
-    for (int i = 0; i < u->n_levels; i++) hd[i] = unet_config_head_dim(u, i);
+    int hd[SD_MAX_LEVELS], down[SD_MAX_LEVELS], up[SD_MAX_LEVELS];
+    for (int i = 0; i < u->n_levels; i++) {
+        hd[i] = unet_config_head_dim(u, i);
+        down[i] = u->down_attn[i] == UNET_ATTN_CROSS;
+        up[i] = u->up_attn[i] == UNET_ATTN_CROSS;
+    }
     printf("architecture:\n  unet:         in %d, out %d, channels ", u->in_channels, u->out_channels);
     print_ints(u->block_out, u->n_levels);
     printf(", %d resnets/level, heads ", u->layers_per_block);
@@ -55,18 +59,26 @@ static void print_architecture(const sd_model *m) {
     printf(" (head dim ");
     print_ints(hd, u->n_levels);
     printf("), cross-attn down ");
-    print_ints(u->down_attn, u->n_levels);
+    print_ints(down, u->n_levels);
     printf(" up ");
-    print_ints(u->up_attn, u->n_levels);
-    printf(" mid %d, context dim %d, %s proj_in/out, transformer depth %d, time embedding %d%s\n", u->mid_attn,
+    print_ints(up, u->n_levels);
+    printf(" mid %d, context dim %d, %s proj_in/out, transformer depth %d, time embedding %d%s\n",
+           u->mid_attn == UNET_ATTN_CROSS,
            u->cross_attention_dim, u->use_linear_projection ? "linear" : "conv 1x1", u->transformer_layers,
            u->time_embed_dim, u->upcast_attention ? ", upcast attention" : "");
-    printf("  vae:          in %d, out %d, latent %d, channels ", v->in_channels, v->out_channels, v->latent_channels);
-    print_ints(v->block_out, v->n_levels);
-    printf(", %d resnets/level, scaling factor %g\n", v->layers_per_block, v->scaling_factor);
-    printf("  text_encoder: CLIP, %d layers, hidden %d, intermediate %d, %d heads, %d positions, vocab %d, %s\n",
-           c->layers, c->hidden, c->intermediate, c->heads, c->max_positions, c->vocab_size,
-           c->act == CLIP_ACT_GELU ? "gelu" : "quick_gelu");
+    if (m->parts & SD_PART_VAE) {
+        printf("  vae:          in %d, out %d, latent %d, channels ", v->in_channels, v->out_channels, v->latent_channels);
+        print_ints(v->block_out, v->n_levels);
+        printf(", %d resnets/level, scaling factor %g\n", v->layers_per_block, v->scaling_factor);
+    } else {
+        printf("  vae:          none\n");
+    }
+    if (m->parts & SD_PART_TEXT_ENCODER)
+        printf("  text_encoder: CLIP, %d layers, hidden %d, intermediate %d, %d heads, %d positions, vocab %d, %s\n",
+               c->layers, c->hidden, c->intermediate, c->heads, c->max_positions, c->vocab_size,
+               c->act == CLIP_ACT_GELU ? "gelu" : "quick_gelu");
+    else
+        printf("  text_encoder: none\n");
     printf("  scheduler:    %s, %s betas %g..%g over %d steps, steps offset %d, %s prediction\n", s->class_name,
            s->beta_schedule == SCHED_BETA_LINEAR ? "linear" : "scaled_linear", s->beta_start, s->beta_end,
            s->num_train_timesteps, s->steps_offset,
@@ -108,8 +120,8 @@ int cmd_info(int argc, char **argv) {
     print_architecture(&m);
     printf("parameters:\n");
     print_params("unet:", &m.unet_w);
-    print_params("vae:", &m.vae_w);
-    print_params("text_encoder:", &m.clip_w);
+    if (m.parts & SD_PART_VAE) print_params("vae:", &m.vae_w);
+    if (m.parts & SD_PART_TEXT_ENCODER) print_params("text_encoder:", &m.clip_w);
     sd_model_close(&m);
     return 0;
 }

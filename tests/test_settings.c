@@ -78,6 +78,12 @@ static void test_settings_check_rejects_bad_values_naming_them(void **state) {
     s.width = 100;
     assert_int_equal(sd_settings_check(&s, &err), SD_EINPUT);
     assert_non_null(strstr(err.msg, "multiple of 8"));
+    /* the size unit is the model's VAE scale factor: 4 for a 3-level VAE, 16 for a 5-level one */
+    assert_int_equal(sd_settings_check_for(&s, 4, &err), 0);
+    s.width = 136;
+    assert_int_equal(sd_settings_check(&s, &err), 0);
+    assert_int_equal(sd_settings_check_for(&s, 16, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "width must be a positive multiple of 16"));
     sd_settings_default(&s);
     s.steps = 0;
     assert_int_equal(sd_settings_check(&s, &err), SD_EINPUT);

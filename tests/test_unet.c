@@ -11,8 +11,7 @@
 #include "weights.h"
 
 typedef struct unet_fixture {
-    st_file model, golden;
-    sd_weights w;
+    tu_net_files files;
     unet_config cfg;
     unet_model m;
     const char *debug_case; /* probe compares against "debug.<case>.<name>" */
@@ -20,24 +19,16 @@ typedef struct unet_fixture {
 } unet_fixture;
 
 static void fixture_open(unet_fixture *f, const char *model, const char *golden) {
-    char rel[256];
     sd_error err = {0};
     memset(f, 0, sizeof *f);
-    snprintf(rel, sizeof rel, "models/%s/unet/diffusion_pytorch_model.safetensors", model);
-    tu_open(&f->model, rel);
-    snprintf(rel, sizeof rel, "models/%s/unet/config.json", model);
-    if (unet_config_load(&f->cfg, tu_path(rel), &err) < 0) fail_msg("%s", err.msg);
-    if (sd_weights_from_st(&f->w, &f->model, "", "unet", &err) < 0) fail_msg("%s", err.msg);
-    if (unet_load(&f->m, &f->cfg, &f->w, &err) < 0) fail_msg("%s", err.msg);
-    snprintf(rel, sizeof rel, "golden/%s.safetensors", golden);
-    tu_open(&f->golden, rel);
+    tu_net_files_open(&f->files, model, "unet", golden);
+    if (unet_config_load(&f->cfg, f->files.config, &err) < 0) fail_msg("%s", err.msg);
+    if (unet_load(&f->m, &f->cfg, &f->files.w, &err) < 0) fail_msg("%s", err.msg);
 }
 
 static void fixture_close(unet_fixture *f) {
     unet_free(&f->m);
-    sd_weights_free(&f->w);
-    st_close(&f->model);
-    st_close(&f->golden);
+    tu_net_files_close(&f->files);
 }
 
 /* Compares an intermediate with debug.<case>.<name> at 1e-5 of that tensor's peak. */
@@ -45,23 +36,16 @@ static void compare_probe(void *user, const char *name, const float *x, int ndim
     unet_fixture *f = user;
     char full[128];
     snprintf(full, sizeof full, "debug.%s.%s", f->debug_case, name);
-    const sd_tensor *t = tu_tensor(&f->golden, full);
-    assert_int_equal(t->ndim, ndim);
-    for (int i = 0; i < ndim; i++) assert_int_equal(t->shape[i], shape[i]);
-    size_t n;
-    float *want = tu_f32(&f->golden, full, &n);
-    tu_expect_close(full, x, want, n, 1e-5 * tu_peak(want, n));
-    free(want);
-    f->probed++;
+    f->probed += tu_expect_golden(&f->files.golden, full, x, ndim, shape, 0, 1e-5, 0);
 }
 
 /* Runs the U-Net on input `xname` with timesteps t[2] and compares with `outname` at tol. */
 static void run_case(unet_fixture *f, const char *xname, const float *t, const char *outname, double tol) {
-    const sd_tensor *xt = tu_tensor(&f->golden, xname);
+    const sd_tensor *xt = tu_tensor(&f->files.golden, xname);
     int B = (int)xt->shape[0], H = (int)xt->shape[2], W = (int)xt->shape[3];
     size_t nx, nc, nw;
-    float *x = tu_f32(&f->golden, xname, &nx), *ctx = tu_f32(&f->golden, "context", &nc);
-    float *want = tu_f32(&f->golden, outname, &nw);
+    float *x = tu_f32(&f->files.golden, xname, &nx), *ctx = tu_f32(&f->files.golden, "context", &nc);
+    float *want = tu_f32(&f->files.golden, outname, &nw);
     float *out = malloc(nw * sizeof(float));
     sd_error err = {0};
     if (unet_forward(&f->m, x, t, ctx, 77, B, H, W, out, &err) < 0) fail_msg("%s: %s", outname, err.msg);
@@ -125,8 +109,8 @@ static void test_unet_batch_items_are_independent(void **state) {
     unet_fixture f;
     fixture_open(&f, "tiny-sd15", "unet_sd15");
     size_t nx, nc, nw;
-    float *x = tu_f32(&f.golden, "x_16x16", &nx), *ctx = tu_f32(&f.golden, "context", &nc);
-    float *want = tu_f32(&f.golden, "out_16x16_t500_int64", &nw);
+    float *x = tu_f32(&f.files.golden, "x_16x16", &nx), *ctx = tu_f32(&f.files.golden, "context", &nc);
+    float *want = tu_f32(&f.files.golden, "out_16x16_t500_int64", &nw);
     float *out = malloc(nw / 2 * sizeof(float)), t = 500;
     sd_error err = {0};
     assert_int_equal(unet_forward(&f.m, x + nx / 2, &t, ctx + nc / 2, 77, 1, 16, 16, out, &err), 0);
@@ -141,7 +125,7 @@ static void test_unet_runs_on_odd_latent_sizes_down_to_1x1(void **state) {
     unet_fixture f;
     fixture_open(&f, "tiny-sd2", "unet_sd2");
     size_t nc;
-    float *ctx = tu_f32(&f.golden, "context", &nc);
+    float *ctx = tu_f32(&f.files.golden, "context", &nc);
     int sizes[][2] = {{1, 1}, {3, 5}, {7, 2}, {9, 9}};
     for (int s = 0; s < 4; s++) {
         int H = sizes[s][0], W = sizes[s][1];
@@ -176,19 +160,19 @@ static void test_unet_load_names_the_first_bad_tensor(void **state) {
     /* SD1 weights with the SD2 (linear projection) config: proj_in has the wrong rank */
     unet_config c = f.cfg;
     c.use_linear_projection = 1;
-    assert_int_equal(unet_load(&m, &c, &f.w, &err), SD_EINPUT);
+    assert_int_equal(unet_load(&m, &c, &f.files.w, &err), SD_EINPUT);
     assert_non_null(strstr(err.msg, "down_blocks.0.attentions.0.proj_in.weight"));
     assert_non_null(strstr(err.msg, "expected [32, 32]"));
     /* an inpainting config on a 4-channel model */
     c = f.cfg;
     c.in_channels = 9;
-    assert_int_equal(unet_load(&m, &c, &f.w, &err), SD_EINPUT);
+    assert_int_equal(unet_load(&m, &c, &f.files.w, &err), SD_EINPUT);
     assert_non_null(strstr(err.msg, "conv_in.weight"));
     assert_non_null(strstr(err.msg, "[32, 9, 3, 3]"));
     /* heads that do not divide the channels */
     c = f.cfg;
     c.heads[1] = 3;
-    assert_int_equal(unet_load(&m, &c, &f.w, &err), SD_EINPUT);
+    assert_int_equal(unet_load(&m, &c, &f.files.w, &err), SD_EINPUT);
     assert_non_null(strstr(err.msg, "heads"));
     fixture_close(&f);
 }

@@ -10,32 +10,23 @@
 #include "weights.h"
 
 typedef struct vae_fixture {
-    st_file model, golden;
-    sd_weights w;
+    tu_net_files files;
     vae_config cfg;
     vae_model m;
     int probed;
 } vae_fixture;
 
 static void fixture_open(vae_fixture *f, const char *model, const char *golden) {
-    char rel[256];
     sd_error err = {0};
     memset(f, 0, sizeof *f);
-    snprintf(rel, sizeof rel, "models/%s/vae/diffusion_pytorch_model.safetensors", model);
-    tu_open(&f->model, rel);
-    snprintf(rel, sizeof rel, "models/%s/vae/config.json", model);
-    if (vae_config_load(&f->cfg, tu_path(rel), &err) < 0) fail_msg("%s", err.msg);
-    if (sd_weights_from_st(&f->w, &f->model, "", "vae", &err) < 0) fail_msg("%s", err.msg);
-    if (vae_load(&f->m, &f->cfg, &f->w, &err) < 0) fail_msg("%s", err.msg);
-    snprintf(rel, sizeof rel, "golden/%s.safetensors", golden);
-    tu_open(&f->golden, rel);
+    tu_net_files_open(&f->files, model, "vae", golden);
+    if (vae_config_load(&f->cfg, f->files.config, &err) < 0) fail_msg("%s", err.msg);
+    if (vae_load(&f->m, &f->cfg, &f->files.w, &err) < 0) fail_msg("%s", err.msg);
 }
 
 static void fixture_close(vae_fixture *f) {
     vae_free(&f->m);
-    sd_weights_free(&f->w);
-    st_close(&f->model);
-    st_close(&f->golden);
+    tu_net_files_close(&f->files);
 }
 
 /* Compares intermediates of decode_8x8 with debug.decode_8x8.<name> (those present in the dump). */
@@ -43,22 +34,14 @@ static void compare_probe(void *user, const char *name, const float *x, int ndim
     vae_fixture *f = user;
     char full[128];
     snprintf(full, sizeof full, "debug.decode_8x8.%s", name);
-    const sd_tensor *t = st_find(&f->golden, full);
-    if (!t) return;
-    assert_int_equal(t->ndim, ndim);
-    for (int i = 0; i < ndim; i++) assert_int_equal(t->shape[i], shape[i]);
-    size_t n;
-    float *want = tu_f32(&f->golden, full, &n);
-    tu_expect_close(full, x, want, n, 1e-4);
-    free(want);
-    f->probed++;
+    f->probed += tu_expect_golden(&f->files.golden, full, x, ndim, shape, 1e-4, 0, 1);
 }
 
 static void decode_case(vae_fixture *f, const char *zname, const char *outname) {
-    const sd_tensor *zt = tu_tensor(&f->golden, zname);
+    const sd_tensor *zt = tu_tensor(&f->files.golden, zname);
     int h = (int)zt->shape[2], w = (int)zt->shape[3];
     size_t nz, nw;
-    float *z = tu_f32(&f->golden, zname, &nz), *want = tu_f32(&f->golden, outname, &nw);
+    float *z = tu_f32(&f->files.golden, zname, &nz), *want = tu_f32(&f->files.golden, outname, &nw);
     float *img = malloc(nw * sizeof(float));
     sd_error err = {0};
     if (vae_decode(&f->m, z, 1, h, w, img, &err) < 0) fail_msg("%s: %s", outname, err.msg);
@@ -98,23 +81,23 @@ static void test_vae_sd15_encode_mean_and_clamped_logvar_match_reference(void **
     for (int s = 0; s < 2; s++) {
         char name[64];
         snprintf(name, sizeof name, "image_%s", sizes[s]);
-        const sd_tensor *it = tu_tensor(&f.golden, name);
+        const sd_tensor *it = tu_tensor(&f.files.golden, name);
         int H = (int)it->shape[2], W = (int)it->shape[3], h, w;
         vae_latent_size(&f.cfg, H, W, &h, &w);
         assert_int_equal(h, H / 8);
         assert_int_equal(w, W / 8);
         size_t n, nm;
-        float *img = tu_f32(&f.golden, name, &n);
+        float *img = tu_f32(&f.files.golden, name, &n);
         float *mean = malloc((size_t)4 * h * w * sizeof(float)), *logvar = malloc((size_t)4 * h * w * sizeof(float));
         sd_error err = {0};
         if (vae_encode(&f.m, img, 1, H, W, mean, logvar, &err) < 0) fail_msg("%s", err.msg);
         snprintf(name, sizeof name, "encode_%s_mean", sizes[s]);
-        float *want = tu_f32(&f.golden, name, &nm);
+        float *want = tu_f32(&f.files.golden, name, &nm);
         assert_int_equal(nm, (size_t)4 * h * w);
         tu_expect_close(name, mean, want, nm, 2e-4);
         free(want);
         snprintf(name, sizeof name, "encode_%s_logvar", sizes[s]);
-        want = tu_f32(&f.golden, name, &nm);
+        want = tu_f32(&f.files.golden, name, &nm);
         tu_expect_close(name, logvar, want, nm, 2e-4);
         for (size_t i = 0; i < nm; i++) assert_true(logvar[i] >= -30.0f && logvar[i] <= 20.0f);
         free(want), free(img), free(mean), free(logvar);
@@ -130,7 +113,7 @@ static void test_vae_load_names_missing_tensor(void **state) {
     vae_model m;
     vae_config c = f.cfg;
     c.block_out[3] = 128; /* deepest level disagrees with the file */
-    assert_int_equal(vae_load(&m, &c, &f.w, &err), SD_EINPUT);
+    assert_int_equal(vae_load(&m, &c, &f.files.w, &err), SD_EINPUT);
     assert_non_null(strstr(err.msg, "decoder.conv_in.weight"));
     assert_non_null(strstr(err.msg, "[128, 4, 3, 3]"));
     fixture_close(&f);

@@ -113,6 +113,39 @@ void tu_expect_close(const char *label, const float *got, const float *want, siz
                  worst, wi, got[wi], want[wi], atol, tu_peak(want, n));
 }
 
+void tu_net_files_open(tu_net_files *f, const char *model, const char *component, const char *golden) {
+    char rel[256];
+    sd_error err = {0};
+    memset(f, 0, sizeof *f);
+    snprintf(rel, sizeof rel, "models/%s/%s/diffusion_pytorch_model.safetensors", model, component);
+    tu_open(&f->model, rel);
+    if (sd_weights_from_st(&f->w, &f->model, "", component, &err) < 0) fail_msg("%s", err.msg);
+    snprintf(rel, sizeof rel, "models/%s/%s/config.json", model, component);
+    snprintf(f->config, sizeof f->config, "%s", tu_path(rel));
+    snprintf(rel, sizeof rel, "golden/%s.safetensors", golden);
+    tu_open(&f->golden, rel);
+}
+
+void tu_net_files_close(tu_net_files *f) {
+    sd_weights_free(&f->w);
+    st_close(&f->model);
+    st_close(&f->golden);
+}
+
+int tu_expect_golden(const st_file *golden, const char *name, const float *x, int ndim, const int64_t *shape,
+                     double atol, double rtol, int optional) {
+    const sd_tensor *t = st_find(golden, name);
+    if (!t && optional) return 0;
+    if (!t) fail_msg("%s: missing tensor '%s'", golden->path, name);
+    assert_int_equal(t->ndim, ndim);
+    for (int i = 0; i < ndim; i++) assert_int_equal(t->shape[i], shape[i]);
+    size_t n;
+    float *want = tu_f32(golden, name, &n);
+    tu_expect_close(name, x, want, n, atol + rtol * tu_peak(want, n));
+    free(want);
+    return 1;
+}
+
 int tu_sh(char **out, const char *fmt, ...) {
     char cmd[8192];
     va_list ap;

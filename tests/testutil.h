@@ -16,6 +16,7 @@
 
 #include "fsutil.h"
 #include "safetensors.h"
+#include "weights.h"
 
 /* Root of the reference data. */
 const char *tu_testdata(void);
@@ -50,6 +51,29 @@ double tu_peak(const float *x, size_t n);
 void tu_seed(uint64_t seed);
 double tu_urand(void);
 int tu_irand(int lo, int hi);
+
+/*
+ * The files a network test reads: the weights of models/<model>/<component>
+ * (diffusion_pytorch_model.safetensors) as a table, the path of the
+ * component's config.json, and the reference dump golden/<golden>.safetensors.
+ * Opening fails the test when a file is missing.
+ */
+typedef struct tu_net_files {
+    st_file model, golden;
+    sd_weights w;
+    char config[1024];
+} tu_net_files;
+void tu_net_files_open(tu_net_files *f, const char *model, const char *component, const char *golden);
+void tu_net_files_close(tu_net_files *f);
+
+/*
+ * Compares an intermediate a probe saw (x with ndim, shape) with the golden
+ * tensor `name`: the shape exactly, the values within atol + rtol * peak of
+ * the reference. Returns 1 when compared; 0 when the golden has no such
+ * tensor and `optional` is set (otherwise a missing tensor fails the test).
+ */
+int tu_expect_golden(const st_file *golden, const char *name, const float *x, int ndim, const int64_t *shape,
+                     double atol, double rtol, int optional);
 
 /* testdata/rel decoded as 8-bit RGB [h, w, 3] (caller frees); fails the test when unreadable. */
 uint8_t *tu_read_png_rgb(const char *rel, int *h, int *w);

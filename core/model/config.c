@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,6 +105,73 @@ static json_t *parse(const char *text, sd_error *err) {
         return rc_;                                        \
     } while (0)
 
+/* diffusers' U-Net block class names and the attention each has after its resnets. */
+typedef struct block_type {
+    const char *name;
+    unet_attn_kind kind;
+} block_type;
+
+static const block_type unet_down_types[] = {
+    {"DownBlock2D", UNET_ATTN_NONE}, {"CrossAttnDownBlock2D", UNET_ATTN_CROSS}, {"AttnDownBlock2D", UNET_ATTN_SELF}};
+static const block_type unet_up_types[] = {
+    {"UpBlock2D", UNET_ATTN_NONE}, {"CrossAttnUpBlock2D", UNET_ATTN_CROSS}, {"AttnUpBlock2D", UNET_ATTN_SELF}};
+
+/* kinds[0..n) from the block class names listed under key (unchanged when the key is absent). */
+static int get_block_kinds(json_t *o, const char *key, const block_type *types, size_t n_types, unet_attn_kind *kinds,
+                           int n, sd_error *err) {
+    json_t *a = json_object_get(o, key);
+    if (!a || json_is_null(a)) return 0;
+    if (!json_is_array(a)) return sd_err(err, SD_EINPUT, "config key '%s' is not a list", key);
+    if ((int)json_array_size(a) != n) return sd_err(err, SD_EINPUT, "config: %zu %s for %d blocks", json_array_size(a), key, n);
+    for (int i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(a, (size_t)i));
+        size_t k = 0;
+        while (k < n_types && !(s && !strcmp(s, types[k].name))) k++;
+        if (k == n_types) return sd_err(err, SD_EUNSUPPORTED, "config: %s entry '%s' is not supported", key, s ? s : "?");
+        kinds[i] = types[k].kind;
+    }
+    return 0;
+}
+
+/* The mid block: UNet2DConditionModel's mid_block_type (only UNetMidBlock2DCrossAttn is implemented;
+ * null means no mid block), or UNet2DModel's UNetMidBlock2D, with self-attention unless add_attention is false. */
+static int get_mid_kind(json_t *o, int unet2d, unet_attn_kind *kind, sd_error *err) {
+    if (unet2d) {
+        int add = 1;
+        int rc = get_bool(o, "add_attention", &add, err);
+        *kind = add ? UNET_ATTN_SELF : UNET_ATTN_NONE;
+        return rc;
+    }
+    json_t *v = json_object_get(o, "mid_block_type");
+    const char *s = json_string_value(v);
+    if (v && (!s || strcmp(s, "UNetMidBlock2DCrossAttn")))
+        return sd_err(err, SD_EUNSUPPORTED, "config: mid block type '%s' is not supported", s ? s : "null");
+    *kind = UNET_ATTN_CROSS;
+    return 0;
+}
+
+/* The error for a block whose attention is a plain self-attention block. */
+static int refuse_self_attn(const char *block, sd_error *err) {
+    return sd_err(err, SD_EUNSUPPORTED,
+                  "U-Net %s: plain self-attention blocks (AttnDownBlock2D, AttnUpBlock2D, UNet2DModel's "
+                  "UNetMidBlock2D) are not implemented yet",
+                  block);
+}
+
+int unet_config_check_attn(const unet_config *c, sd_error *err) {
+    char block[32];
+    for (int i = 0; i < c->n_levels; i++) {
+        snprintf(block, sizeof block, "down block %d", i);
+        if (c->down_attn[i] == UNET_ATTN_SELF) return refuse_self_attn(block, err);
+    }
+    if (c->mid_attn == UNET_ATTN_SELF) return refuse_self_attn("mid block", err);
+    for (int i = 0; i < c->n_levels; i++) {
+        snprintf(block, sizeof block, "up block %d", i);
+        if (c->up_attn[i] == UNET_ATTN_SELF) return refuse_self_attn(block, err);
+    }
+    return 0;
+}
+
 void unet_config_sd15(unet_config *c) {
     memset(c, 0, sizeof *c);
     c->in_channels = 4;
@@ -113,14 +181,14 @@ void unet_config_sd15(unet_config *c) {
     for (int i = 0; i < 4; i++) {
         c->block_out[i] = bo[i];
         c->heads[i] = 8;
-        c->down_attn[i] = i < 3;
-        c->up_attn[i] = i > 0;
+        c->down_attn[i] = i < 3 ? UNET_ATTN_CROSS : UNET_ATTN_NONE;
+        c->up_attn[i] = i > 0 ? UNET_ATTN_CROSS : UNET_ATTN_NONE;
     }
     c->layers_per_block = 2;
     c->norm_groups = 32;
     c->norm_eps = 1e-5f;
     c->cross_attention_dim = 768;
-    c->mid_attn = 1;
+    c->mid_attn = UNET_ATTN_CROSS;
     c->transformer_layers = 1;
     c->flip_sin_to_cos = 1;
     c->time_embed_dim = 1280;
@@ -133,10 +201,15 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
     unet_config_sd15(c);
     json_t *j = parse(text, err);
     if (!j) return err ? err->code : SD_EINPUT;
-    int rc = 0, n;
+    int rc, n;
     int heads[SD_MAX_LEVELS];
-    const char *s;
-    json_t *a;
+    if ((rc = config_check_keys(CONFIG_UNET, j, err)) < 0) goto out;
+    const char *s = get_str(j, "_class_name");
+    int unet2d = s && !strcmp(s, "UNet2DModel");
+    if (s && !unet2d && strcmp(s, "UNet2DConditionModel")) {
+        rc = sd_err(err, SD_EUNSUPPORTED, "config: _class_name '%s' is not supported (UNet2DConditionModel, UNet2DModel)", s);
+        goto out;
+    }
     if ((rc = get_int(j, "in_channels", &c->in_channels, err)) < 0) goto out;
     if ((rc = get_int(j, "out_channels", &c->out_channels, err)) < 0) goto out;
     if ((n = rc = get_int_list(j, "block_out_channels", c->block_out, 4, err)) < 0) goto out;
@@ -154,7 +227,8 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
     c->time_embed_dim = 4 * c->block_out[0];
     if ((rc = get_int(j, "time_embedding_dim", &c->time_embed_dim, err)) < 0) goto out;
     /* diffusers: num_attention_heads = num_attention_heads or attention_head_dim (a legacy misnomer) */
-    for (int i = 0; i < SD_MAX_LEVELS; i++) heads[i] = 8;
+    /* UNet2DModel: attention_head_dim is the head size instead; null = one head over all channels */
+    for (int i = 0; i < SD_MAX_LEVELS; i++) heads[i] = unet2d ? 0 : 8;
     json_t *nah = json_object_get(j, "num_attention_heads");
     const char *hkey = nah && !json_is_null(nah) ? "num_attention_heads" : "attention_head_dim";
     if ((rc = get_int_list(j, hkey, heads, n, err)) < 0) goto out;
@@ -162,6 +236,7 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
         rc = sd_err(err, SD_EINPUT, "config key '%s' has %d entries for %d blocks", hkey, rc, n);
         goto out;
     }
+    for (int i = 0; i < n && unet2d; i++) heads[i] = heads[i] > 0 ? c->block_out[i] / heads[i] : 1;
     for (int i = 0; i < n; i++) {
         c->heads[i] = heads[i];
         if (heads[i] <= 0 || c->block_out[i] % heads[i]) {
@@ -169,61 +244,21 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
             goto out;
         }
     }
-    if ((a = json_object_get(j, "down_block_types")) && json_is_array(a)) {
-        if ((int)json_array_size(a) != n) {
-            rc = sd_err(err, SD_EINPUT, "config: %zu down_block_types for %d blocks", json_array_size(a), n);
-            goto out;
-        }
-        for (int i = 0; i < n; i++) {
-            s = json_string_value(json_array_get(a, (size_t)i));
-            if (s && !strcmp(s, "CrossAttnDownBlock2D")) c->down_attn[i] = 1;
-            else if (s && !strcmp(s, "DownBlock2D")) c->down_attn[i] = 0;
-            else {
-                rc = sd_err(err, SD_EUNSUPPORTED, "config: down block type '%s' is not supported", s ? s : "?");
-                goto out;
-            }
-        }
-    }
-    if ((a = json_object_get(j, "up_block_types")) && json_is_array(a)) {
-        if ((int)json_array_size(a) != n) {
-            rc = sd_err(err, SD_EINPUT, "config: %zu up_block_types for %d blocks", json_array_size(a), n);
-            goto out;
-        }
-        for (int i = 0; i < n; i++) {
-            s = json_string_value(json_array_get(a, (size_t)i));
-            if (s && !strcmp(s, "CrossAttnUpBlock2D")) c->up_attn[i] = 1;
-            else if (s && !strcmp(s, "UpBlock2D")) c->up_attn[i] = 0;
-            else {
-                rc = sd_err(err, SD_EUNSUPPORTED, "config: up block type '%s' is not supported", s ? s : "?");
-                goto out;
-            }
-        }
-    }
-    s = get_str(j, "mid_block_type");
-    if (s && strcmp(s, "UNetMidBlock2DCrossAttn")) {
-        rc = sd_err(err, SD_EUNSUPPORTED, "config: mid block type '%s' is not supported", s);
+    size_t nd = sizeof unet_down_types / sizeof *unet_down_types, nu = sizeof unet_up_types / sizeof *unet_up_types;
+    if ((rc = get_block_kinds(j, "down_block_types", unet_down_types, nd, c->down_attn, n, err)) < 0 ||
+        (rc = get_block_kinds(j, "up_block_types", unet_up_types, nu, c->up_attn, n, err)) < 0 ||
+        (rc = get_mid_kind(j, unet2d, &c->mid_attn, err)) < 0)
         goto out;
-    }
     s = get_str(j, "act_fn");
     if (s && strcmp(s, "silu")) {
         rc = sd_err(err, SD_EUNSUPPORTED, "config: act_fn '%s' is not supported (only silu)", s);
         goto out;
     }
-    static const char *unsupported[] = {"class_embed_type", "addition_embed_type", "encoder_hid_dim_type",
-                                        "time_cond_proj_dim"};
-    for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++) {
-        json_t *v = json_object_get(j, unsupported[i]);
-        if (v && !json_is_null(v)) {
-            rc = sd_err(err, SD_EUNSUPPORTED, "config: '%s' is set; SDXL-style conditioning is not supported",
-                        unsupported[i]);
-            goto out;
-        }
-    }
     if (c->transformer_layers < 1) {
         rc = sd_err(err, SD_EINPUT, "config: transformer_layers_per_block must be >= 1");
         goto out;
     }
-    rc = 0;
+    rc = unet_config_check_attn(c, err);
 out:
     json_decref(j);
     return rc;
@@ -243,11 +278,14 @@ void vae_config_sd15(vae_config *c) {
     c->sample_size = 512;
 }
 
+int vae_scale_factor(const vae_config *c) { return c->n_levels > 1 ? 1 << (c->n_levels - 1) : 1; }
+
 int vae_config_from_json(vae_config *c, const char *text, sd_error *err) {
     vae_config_sd15(c);
     json_t *j = parse(text, err);
     if (!j) return err ? err->code : SD_EINPUT;
     int rc;
+    if ((rc = config_check_keys(CONFIG_VAE, j, err)) < 0) goto out;
     if ((rc = get_int(j, "in_channels", &c->in_channels, err)) < 0) goto out;
     if ((rc = get_int(j, "out_channels", &c->out_channels, err)) < 0) goto out;
     if ((rc = get_int(j, "latent_channels", &c->latent_channels, err)) < 0) goto out;
@@ -283,6 +321,7 @@ int clip_config_from_json(clip_config *c, const char *text, sd_error *err) {
     json_t *j = parse(text, err);
     if (!j) return err ? err->code : SD_EINPUT;
     int rc;
+    if ((rc = config_check_keys(CONFIG_TEXT_ENCODER, j, err)) < 0) goto out;
     if ((rc = get_int(j, "vocab_size", &c->vocab_size, err)) < 0) goto out;
     if ((rc = get_int(j, "hidden_size", &c->hidden, err)) < 0) goto out;
     if ((rc = get_int(j, "intermediate_size", &c->intermediate, err)) < 0) goto out;
@@ -324,6 +363,7 @@ int sched_config_from_json(sched_config *c, const char *text, sd_error *err) {
     if (!j) return err ? err->code : SD_EINPUT;
     int rc;
     const char *s;
+    if ((rc = config_check_keys(CONFIG_SCHEDULER, j, err)) < 0) goto out;
     if ((s = get_str(j, "_class_name"))) snprintf(c->class_name, sizeof c->class_name, "%s", s);
     if ((rc = get_double(j, "beta_start", &c->beta_start, err)) < 0) goto out;
     if ((rc = get_double(j, "beta_end", &c->beta_end, err)) < 0) goto out;
@@ -339,11 +379,6 @@ int sched_config_from_json(sched_config *c, const char *text, sd_error *err) {
             rc = sd_err(err, SD_EUNSUPPORTED, "config: beta_schedule '%s' is not supported", s);
             goto out;
         }
-    }
-    json_t *tb = json_object_get(j, "trained_betas");
-    if (tb && !json_is_null(tb)) {
-        rc = sd_err(err, SD_EUNSUPPORTED, "config: trained_betas are not supported");
-        goto out;
     }
     if ((s = get_str(j, "prediction_type"))) {
         if (!strcmp(s, "epsilon")) c->prediction_type = SCHED_PRED_EPSILON;

@@ -187,6 +187,12 @@ static void squeeze_vae_attention(sd_weights *w) {
     }
 }
 
+/* 1 when model_index.json names component `name` ("vae": ["diffusers", "AutoencoderKL"]); a pipeline
+ * without it leaves the key out or writes [null, null]. */
+static int index_names(json_t *idx, const char *name) {
+    return json_is_string(json_array_get(json_object_get(idx, name), 1));
+}
+
 static int open_diffusers(sd_model *m, sd_error *err) {
     char *p = sd_fs_path_join(m->path, "model_index.json");
     if (!p) return sd_err(err, SD_ENOMEM, "out of memory");
@@ -206,12 +212,15 @@ static int open_diffusers(sd_model *m, sd_error *err) {
     if (rc < 0) return rc;
     const char *cls = json_string_value(json_object_get(idx, "_class_name"));
     m->pipeline_class = strdup(cls ? cls : "unknown");
+    m->parts = (index_names(idx, "vae") ? SD_PART_VAE : 0) | (index_names(idx, "text_encoder") ? SD_PART_TEXT_ENCODER : 0);
     json_decref(idx);
     if (!m->pipeline_class) return sd_err(err, SD_ENOMEM, "out of memory");
 
     static const char *cfg_names[] = {"unet/config.json", "vae/config.json", "text_encoder/config.json",
                                       "scheduler/scheduler_config.json"};
+    const unsigned cfg_part[] = {0, SD_PART_VAE, SD_PART_TEXT_ENCODER, 0}; /* 0: always there */
     for (int i = 0; i < 4 && rc == 0; i++) {
+        if (cfg_part[i] && !(m->parts & cfg_part[i])) continue;
         char *cp = sd_fs_path_join(m->path, cfg_names[i]);
         if (!cp) return sd_err(err, SD_ENOMEM, "out of memory");
         if (!sd_fs_is_file(cp)) rc = sd_err(err, SD_ENOTFOUND, "%s: missing %s", m->path, cfg_names[i]);
@@ -222,8 +231,8 @@ static int open_diffusers(sd_model *m, sd_error *err) {
         free(cp);
     }
     if (rc == 0) rc = open_component(m, "unet", &m->unet_w, err);
-    if (rc == 0) rc = open_component(m, "vae", &m->vae_w, err);
-    if (rc == 0) rc = open_component(m, "text_encoder", &m->clip_w, err);
+    if (rc == 0 && (m->parts & SD_PART_VAE)) rc = open_component(m, "vae", &m->vae_w, err);
+    if (rc == 0 && (m->parts & SD_PART_TEXT_ENCODER)) rc = open_component(m, "text_encoder", &m->clip_w, err);
     if (rc < 0) return rc;
     rename_legacy_vae_attention(&m->vae_w);
     squeeze_vae_attention(&m->vae_w);
@@ -424,11 +433,9 @@ static int infer_configs(sd_model *m, json_t *yaml, int openclip_layers, sd_erro
     int L = 0;
     while (wfind(u, "down_blocks.0.resnets.%d.conv1.weight", L, 0)) L++;
     uc->layers_per_block = L;
-    for (int i = 0; i < n; i++) {
-        uc->down_attn[i] = wfind(u, "down_blocks.%d.attentions.0.proj_in.weight", i, 0) != NULL;
-        uc->up_attn[i] = wfind(u, "up_blocks.%d.attentions.0.proj_in.weight", i, 0) != NULL;
-    }
-    uc->mid_attn = sd_weights_find(u, "mid_block.attentions.0.proj_in.weight") != NULL;
+    sd_model_ldm_unet_attn(uc, u);
+    int rc = unet_config_check_attn(uc, err);
+    if (rc < 0) return sd_err_prefix(err, "%s", m->path);
     if ((t = sd_weights_find(u, "mid_block.attentions.0.proj_in.weight"))) uc->use_linear_projection = t->ndim == 2;
     if ((t = sd_weights_find(u, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight")))
         uc->cross_attention_dim = (int)t->shape[1];
@@ -582,6 +589,7 @@ static int open_single(sd_model *m, const sd_model_opts *opts, sd_error *err) {
     if (rc == 0) rc = infer_configs(m, yaml, openclip_layers, err);
     json_decref(yaml);
     if (rc < 0) return rc;
+    m->parts = SD_PART_VAE | SD_PART_TEXT_ENCODER; /* build_ldm_tables required both */
     m->tokenizer_path = find_single_file_tokenizer(m->path, opts ? opts->tokenizer : NULL);
     m->pipeline_class = strdup(m->unet.in_channels == 9 ? "LDM single file (inpainting)" : "LDM single file");
     return m->pipeline_class ? 0 : sd_err(err, SD_ENOMEM, "out of memory");
@@ -608,7 +616,7 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_e
     if (rc == 0) {
         m->inpaint = m->unet.in_channels == 9;
         m->sd_version = guess_sd_version(m);
-        if (m->unet.cross_attention_dim != m->clip.hidden)
+        if ((m->parts & SD_PART_TEXT_ENCODER) && m->unet.cross_attention_dim != m->clip.hidden)
             rc = sd_err(err, SD_EINPUT, "%s: the U-Net expects %d-wide text embeddings but the text encoder gives %d",
                         path, m->unet.cross_attention_dim, m->clip.hidden);
     }
@@ -647,8 +655,22 @@ static int tokenizer_states_pad(const char *dir) {
     return r;
 }
 
+int sd_model_require(const sd_model *m, unsigned parts, const char *purpose, sd_error *err) {
+    static const struct {
+        unsigned part;
+        const char *what;
+    } names[] = {{SD_PART_VAE, "VAE"}, {SD_PART_TEXT_ENCODER, "text encoder"}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if ((parts & names[i].part) && !(m->parts & names[i].part))
+            return sd_err(err, SD_EUNSUPPORTED, "%s: the model has no %s (its model_index.json names none), which %s needs",
+                          m->path, names[i].what, purpose);
+    return 0;
+}
+
 int sd_model_open_tokenizer(const sd_model *m, tokenizer_bpe **tok, sd_error *err) {
     *tok = NULL;
+    int rc = sd_model_require(m, SD_PART_TEXT_ENCODER, "a tokenizer", err);
+    if (rc < 0) return rc;
     const char *path = m->tokenizer_path;
     if (!path)
         return sd_err(err, SD_EINPUT,
@@ -657,7 +679,7 @@ int sd_model_open_tokenizer(const sd_model *m, tokenizer_bpe **tok, sd_error *er
                       m->path);
     size_t l = strlen(path);
     int gz = l > 3 && !strcmp(path + l - 3, ".gz");
-    int rc = gz ? tokenizer_load_openai_gz(tok, path, err) : tokenizer_load_dir(tok, path, err);
+    rc = gz ? tokenizer_load_openai_gz(tok, path, err) : tokenizer_load_dir(tok, path, err);
     if (rc < 0) return rc;
     if (m->sd_version == 2 && (gz || !tokenizer_states_pad(path))) rc = tokenizer_set_pad(*tok, "!", err);
     if (rc == 0 && tokenizer_vocab_size(*tok) > m->clip.vocab_size)

@@ -33,6 +33,14 @@ typedef struct sd_model_opts {
 
 #define SD_MODEL_MAX_FILES 8
 
+/*
+ * Components a model may lack. A diffusers folder has the ones its
+ * model_index.json names (a pixel-space DDPM names neither a VAE nor a text
+ * encoder); a single LDM file always has both. The U-Net and the scheduler
+ * are always there. The config and weight table of a missing part stay zeroed.
+ */
+enum { SD_PART_VAE = 1, SD_PART_TEXT_ENCODER = 2 };
+
 typedef struct sd_model {
     char *path;
     sd_model_layout layout;
@@ -41,6 +49,7 @@ typedef struct sd_model {
     char *pipeline_class;    /* model_index.json _class_name, or a description for single files */
     char *config_source;     /* the .yaml used for a single file, or NULL */
     char *tokenizer_path;    /* folder or .gz the tokenizer loads from; NULL when none was found */
+    unsigned parts;          /* SD_PART_* this model has */
     unet_config unet;
     vae_config vae;
     clip_config clip;
@@ -59,8 +68,13 @@ typedef struct sd_model {
 int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_error *err);
 void sd_model_close(sd_model *m);
 
+/* 0 when m has every part in `parts` (SD_PART_*); else SD_EUNSUPPORTED naming the first missing one
+ * and `purpose`, the thing that needs it ("the Stable Diffusion pipeline"). */
+int sd_model_require(const sd_model *m, unsigned parts, const char *purpose, sd_error *err);
+
 struct tokenizer_bpe;
-/* The model's tokenizer (m->tokenizer_path: a folder or OpenAI's .gz), padding as the model expects. */
+/* The model's tokenizer (m->tokenizer_path: a folder or OpenAI's .gz), padding as the model expects;
+ * refused for a model without a text encoder. */
 int sd_model_open_tokenizer(const sd_model *m, struct tokenizer_bpe **tok, sd_error *err);
 
 /* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", ... into buf. */
@@ -71,5 +85,8 @@ const char *sd_model_variant(const sd_model *m, char *buf, size_t size);
  * layers_per_block is the number of resnets per down block. */
 int sd_model_ldm_unet_name(const char *ldm, int layers_per_block, char *out, size_t size);
 int sd_model_ldm_vae_name(const char *ldm, int n_levels, char *out, size_t size);
+
+/* The attention kind of every U-Net block of a renamed single-file U-Net table u (c->n_levels set). */
+void sd_model_ldm_unet_attn(unet_config *c, const sd_weights *u);
 
 #endif

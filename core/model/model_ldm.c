@@ -6,7 +6,8 @@
  * resnets per level), .1 its transformer; input_blocks.{(i+1)*(L+1)}.0.op is
  * the level's downsampler; output_blocks.{i*(L+1) + j} (j = 0..L: up levels
  * have L+1 resnets) likewise, with the upsampler as the last sub-module of
- * the level's last block (.1 or .2, recognised by its 'conv.' name).
+ * the level's last block (.1 or .2, recognised by its 'conv.' name). Which
+ * attention a block has comes from the tensors present (sd_model_ldm_unet_attn).
  * VAE: decoder.up.{k} is up_blocks.{n-1-k}; mid.attn_1 q/k/v/proj_out are
  * 1x1 convolutions whose [C, C, 1, 1] weights are the same bytes as
  * diffusers' [C, C] linear weights. Text encoder: transformers names under
@@ -125,4 +126,26 @@ int sd_model_ldm_vae_name(const char *s, int n, char *out, size_t size) {
         return snprintf(out, size, "%s.%s_blocks.%d.%ssamplers.0.conv.%s", side, blk, level, blk, t + used) < 0;
     }
     return -1;
+}
+
+/* Attention kind of U-Net block `block` ("down_blocks.1", "mid_block") from the tensors present
+ * (diffusers names): a Transformer2DModel (LDM SpatialTransformer) has proj_in; a plain
+ * self-attention block (LDM AttentionBlock: norm, qkv, proj_out) has a norm but no proj_in. */
+static unet_attn_kind ldm_attn_kind(const sd_weights *u, const char *block) {
+    char name[160];
+    snprintf(name, sizeof name, "%s.attentions.0.proj_in.weight", block);
+    if (sd_weights_find(u, name)) return UNET_ATTN_CROSS;
+    snprintf(name, sizeof name, "%s.attentions.0.norm.weight", block);
+    return sd_weights_find(u, name) ? UNET_ATTN_SELF : UNET_ATTN_NONE;
+}
+
+void sd_model_ldm_unet_attn(unet_config *c, const sd_weights *u) {
+    char block[32];
+    for (int i = 0; i < c->n_levels; i++) {
+        snprintf(block, sizeof block, "down_blocks.%d", i);
+        c->down_attn[i] = ldm_attn_kind(u, block);
+        snprintf(block, sizeof block, "up_blocks.%d", i);
+        c->up_attn[i] = ldm_attn_kind(u, block);
+    }
+    c->mid_attn = ldm_attn_kind(u, "mid_block");
 }

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "attnblock.h"
+
 #define MAX_SKIPS (1 + SD_MAX_LEVELS * (UNET_MAX_LAYERS + 1))
 
 /* Channel counts of up block i (level L = n-1-i), as diffusers derives them. */
@@ -36,14 +38,27 @@ static int check_config(const unet_config *c, sd_error *err) {
     return 0;
 }
 
+/* The attention block of kind `kind` after a resnet: weights at prefix p, ch channels, `heads` heads. */
+static int attn_load(unet_attn *a, const unet_config *c, unet_attn_kind kind, const sd_weights *w, const char *p,
+                     int ch, int heads, sd_error *err) {
+    a->kind = kind;
+    switch (kind) {
+    case UNET_ATTN_NONE: return 0;
+    case UNET_ATTN_CROSS:
+        return transformer2d_load(&a->xf, w, p, ch, heads, c->cross_attention_dim, c->transformer_layers,
+                                  c->use_linear_projection, c->norm_groups, err);
+    case UNET_ATTN_SELF: break;
+    }
+    return sd_err(err, SD_EUNSUPPORTED, "unet: %s: plain self-attention blocks are not implemented yet", p);
+}
+
 int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_error *err) {
     memset(m, 0, sizeof *m);
     int rc = check_config(cfg, err);
     if (rc < 0) return rc;
     m->cfg = *cfg;
     const unet_config *c = cfg;
-    int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, D = c->cross_attention_dim;
-    int G = c->norm_groups, tl = c->transformer_layers, lin = c->use_linear_projection;
+    int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim;
     char p[128];
     if ((rc = sd_weights_get_wb(w, &m->time_w1, &m->time_b1, err, T, C0, 0, "time_embedding.linear_1")) < 0 ||
         (rc = sd_weights_get_wb(w, &m->time_w2, &m->time_b2, err, T, T, 0, "time_embedding.linear_2")) < 0 ||
@@ -60,9 +75,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
             snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, j);
             if ((rc = resnet_load(&lv->down_res[j], w, p, j == 0 ? ch_in : ch, ch, T, err)) < 0) goto fail;
             snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, j);
-            if (c->down_attn[i] &&
-                (rc = transformer2d_load(&lv->down_attn[j], w, p, ch, c->heads[i], D, tl, lin, G, err)) < 0)
-                goto fail;
+            if ((rc = attn_load(&lv->down_attn[j], c, c->down_attn[i], w, p, ch, c->heads[i], err)) < 0) goto fail;
         }
         if (i < n - 1 &&
             (rc = sd_weights_get_wb(w, &lv->down_w, &lv->down_b, err, ch, ch, 3, "down_blocks.%d.downsamplers.0.conv", i)) < 0)
@@ -72,8 +85,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
     int cm = c->block_out[n - 1];
     if ((rc = resnet_load(&m->mid_res[0], w, "mid_block.resnets.0", cm, cm, T, err)) < 0 ||
         (rc = resnet_load(&m->mid_res[1], w, "mid_block.resnets.1", cm, cm, T, err)) < 0 ||
-        (c->mid_attn &&
-         (rc = transformer2d_load(&m->mid_attn, w, "mid_block.attentions.0", cm, c->heads[n - 1], D, tl, lin, G, err)) < 0))
+        (rc = attn_load(&m->mid_attn, c, c->mid_attn, w, "mid_block.attentions.0", cm, c->heads[n - 1], err)) < 0)
         goto fail;
     for (int i = 0; i < n; i++) {
         int L = n - 1 - i, ch = c->block_out[L];
@@ -82,8 +94,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
             snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, j);
             if ((rc = resnet_load(&lv->up_res[j], w, p, up_resnet_in(c, L, j), ch, T, err)) < 0) goto fail;
             snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, j);
-            if (c->up_attn[i] && (rc = transformer2d_load(&lv->up_attn[j], w, p, ch, c->heads[L], D, tl, lin, G, err)) < 0)
-                goto fail;
+            if ((rc = attn_load(&lv->up_attn[j], c, c->up_attn[i], w, p, ch, c->heads[L], err)) < 0) goto fail;
         }
         if (L > 0 && (rc = sd_weights_get_wb(w, &lv->up_w, &lv->up_b, err, ch, ch, 3, "up_blocks.%d.upsamplers.0.conv", i)) < 0)
             goto fail;
@@ -103,10 +114,10 @@ void unet_release_scratch(unet_model *m) {
 
 void unet_free(unet_model *m) {
     for (int i = 0; i < SD_MAX_LEVELS; i++) {
-        for (int j = 0; j < UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].down_attn[j]);
-        for (int j = 0; j <= UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].up_attn[j]);
+        for (int j = 0; j < UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].down_attn[j].xf);
+        for (int j = 0; j <= UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].up_attn[j].xf);
     }
-    transformer2d_free(&m->mid_attn);
+    transformer2d_free(&m->mid_attn.xf);
     ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
 }
@@ -147,40 +158,42 @@ static void emit(const unet_model *m, const char *name, const float *x, int B, i
     sd_probe_emit(m->probe, name, x, 4, shape);
 }
 
-/* One down or mid/up "layer": resnet, then the transformer if any; result in a new arena buffer *h. */
-static int res_attn(unet_model *m, const resnet_block *r, const transformer2d_model *t, float **h, float *res_out,
+/*
+ * One down or mid/up "layer": the resnet into res_out, then its attention block (by kind) into attn_out;
+ * *h ends on the result. x = *h: [B, C_in, H, W] -> [B, C, H, W].
+ */
+static int res_attn(unet_model *m, const resnet_block *r, const unet_attn *at, float **h, float *res_out,
                     float *attn_out, const float *temb_silu, const float *ctx, int n_ctx, int B, int H, int W,
                     sd_error *err) {
     const unet_config *c = &m->cfg;
     int rc = resnet_forward(r, res_out, *h, B, H, W, temb_silu, c->norm_groups, c->norm_eps, &m->ops, err);
     if (rc < 0) return rc;
     *h = res_out;
-    if (t && t->blocks) {
+    switch (at->kind) {
+    case UNET_ATTN_NONE: return 0;
+    case UNET_ATTN_CROSS: {
+        const transformer2d_model *t = &at->xf;
         if ((rc = transformer2d_forward(t, attn_out, res_out, B, H, W, ctx, n_ctx, &m->ops, err)) < 0) return rc;
         *h = attn_out;
+        return 0;
     }
-    return 0;
+    case UNET_ATTN_SELF: break;
+    }
+    return sd_err(err, SD_EUNSUPPORTED, "unet: plain self-attention blocks are not implemented yet");
 }
 
-int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
-                 float *out, sd_error *err) {
-    const unet_config *c = &m->cfg;
-    if (B < 1 || H < 1 || W < 1 || n_ctx < 1)
-        return sd_err(err, SD_EINPUT, "unet: bad input shape (batch %d, %dx%d latent, %d context tokens)", B, H, W,
-                      n_ctx);
-    int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, lpb = c->layers_per_block, rc = 0;
-    int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
-    level_sizes(c, H, W, hs, ws);
-    ops_ctx *ops = &m->ops;
-    ops_arena *a = &ops->scratch;
-    ops_mark mark = ops_arena_mark(a);
-    float *tp = ops_arena_floats(a, (size_t)B * C0, err);
-    float *temb = ops_arena_floats(a, (size_t)B * T, err);
-    float *temb_silu = ops_arena_floats(a, (size_t)B * T, err);
-    float *h = ops_arena_floats(a, (size_t)B * C0 * H * W, err);
-    if (!tp || !temb || !temb_silu || !h) goto oom;
+/* The activations the up path takes back from the down path: conv_in's and every down layer's output. */
+typedef struct unet_skips {
+    float *x[MAX_SKIPS];
+    int ch[MAX_SKIPS], n;
+} unet_skips;
 
-    /* time embedding */
+/* t: [B] -> temb: [B, T] and temb_silu = SiLU(temb); tp: [B, C0] holds the sinusoidal embedding. */
+static int forward_time(unet_model *m, const float *t, int B, float *tp, float *temb, float *temb_silu,
+                        sd_error *err) {
+    const unet_config *c = &m->cfg;
+    int C0 = c->block_out[0], T = c->time_embed_dim, rc;
+    ops_ctx *ops = &m->ops;
     time_proj(c, t, B, tp);
     if (m->probe) sd_probe_emit(m->probe, "time_proj", tp, 2, (int64_t[]){B, C0});
     if ((rc = ops_linear(temb_silu, tp, B, C0, m->time_w1, m->time_b1, T, 0, ops, err)) < 0) goto done;
@@ -189,17 +202,22 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
     if (m->probe) sd_probe_emit(m->probe, "time_embedding", temb, 2, (int64_t[]){B, T});
     memcpy(temb_silu, temb, (size_t)B * T * sizeof(float));
     ops_silu(temb_silu, (size_t)B * T);
+done:
+    return rc;
+}
 
-    /* conv_in and the down path; every layer's output is kept as a skip */
-    ops_conv_desc cin = {.batch = B, .in_ch = c->in_channels, .in_h = H, .in_w = W, .out_ch = C0, .k_h = 3,
-                         .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
-                         .weight = m->conv_in_w, .bias = m->conv_in_b};
-    if ((rc = ops_conv2d(h, x, &cin, ops, err)) < 0) goto done;
-    emit(m, "conv_in", h, B, C0, H, W);
-    float *skip[MAX_SKIPS];
-    int skip_ch[MAX_SKIPS], n_skip = 0;
-    skip[n_skip] = h;
-    skip_ch[n_skip++] = C0;
+/*
+ * The down path from *hp = conv_in's output [B, C0, H, W]: per level its resnets with their attention,
+ * then the stride-2 conv (not on the last level). Every output is pushed on skips; *hp ends on the
+ * deepest: [B, C_{n-1}, hs[n-1], ws[n-1]]. Buffers come from the arena and stay until the pass ends.
+ */
+static int forward_down(unet_model *m, unet_skips *skips, float **hp, const float *temb_silu, const float *ctx,
+                        int n_ctx, int B, const int *hs, const int *ws, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    int n = c->n_levels, lpb = c->layers_per_block, rc = 0;
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
+    float *h = *hp;
     char name[32];
     for (int i = 0; i < n; i++) {
         unet_level *lv = &m->levels[i];
@@ -209,11 +227,11 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
             float *r_out = ops_arena_floats(a, sz, err);
             float *t_out = c->down_attn[i] ? ops_arena_floats(a, sz, err) : NULL;
             if (!r_out || (c->down_attn[i] && !t_out)) goto oom;
-            if ((rc = res_attn(m, &lv->down_res[j], c->down_attn[i] ? &lv->down_attn[j] : NULL, &h, r_out, t_out,
+            if ((rc = res_attn(m, &lv->down_res[j], &lv->down_attn[j], &h, r_out, t_out,
                                temb_silu, ctx, n_ctx, B, hs[i], ws[i], err)) < 0)
                 goto done;
-            skip[n_skip] = h;
-            skip_ch[n_skip++] = ch;
+            skips->x[skips->n] = h;
+            skips->ch[skips->n++] = ch;
         }
         if (i < n - 1) {
             float *d = ops_arena_floats(a, (size_t)B * ch * hs[i + 1] * ws[i + 1], err);
@@ -223,14 +241,31 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
                                 .weight = lv->down_w, .bias = lv->down_b};
             if ((rc = ops_conv2d(d, h, &dc, ops, err)) < 0) goto done;
             h = d;
-            skip[n_skip] = h;
-            skip_ch[n_skip++] = ch;
+            skips->x[skips->n] = h;
+            skips->ch[skips->n++] = ch;
         }
         snprintf(name, sizeof name, "down_blocks.%d", i);
         emit(m, name, h, B, ch, hs[i < n - 1 ? i + 1 : i], ws[i < n - 1 ? i + 1 : i]);
     }
+    *hp = h;
+    return 0;
+oom:
+    rc = err && err->code ? err->code : SD_ENOMEM;
+done:
+    return rc;
+}
 
-    /* mid block and up path run in two ping-pong buffers of the largest main-path size */
+/*
+ * The mid block (resnet, attention, resnet) on *hp: [B, C_{n-1}, hs[n-1], ws[n-1]]. Allocates bufs[2],
+ * two buffers of the largest main-path size that it and the up path alternate between; *hp ends in one.
+ */
+static int forward_mid(unet_model *m, float **bufs, float **hp, const float *temb_silu, const float *ctx, int n_ctx,
+                       int B, const int *hs, const int *ws, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
+    float *h = *hp;
+    int n = c->n_levels, rc;
     size_t big = 0;
     for (int L = 0; L < n; L++) {
         size_t s = (size_t)B * c->block_out[L] * hs[L] * ws[L];
@@ -239,9 +274,11 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
         if (s > big) big = s;
     }
     float *buf[2] = {ops_arena_floats(a, big, err), ops_arena_floats(a, big, err)};
-    if (!buf[0] || !buf[1]) goto oom;
+    if (!buf[0] || !buf[1]) return err && err->code ? err->code : SD_ENOMEM;
+    bufs[0] = buf[0];
+    bufs[1] = buf[1];
     int cm = c->block_out[n - 1], cur = 0;
-    if ((rc = res_attn(m, &m->mid_res[0], c->mid_attn ? &m->mid_attn : NULL, &h, buf[0], buf[1], temb_silu, ctx,
+    if ((rc = res_attn(m, &m->mid_res[0], &m->mid_attn, &h, buf[0], buf[1], temb_silu, ctx,
                        n_ctx, B, hs[n - 1], ws[n - 1], err)) < 0)
         goto done;
     cur = h == buf[0] ? 1 : 0; /* the free buffer */
@@ -250,21 +287,37 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
         goto done;
     h = buf[cur];
     emit(m, "mid_block", h, B, cm, hs[n - 1], ws[n - 1]);
+    *hp = h;
+done:
+    return rc;
+}
 
-    int h_ch = cm;
+/*
+ * The up path from the mid block's output *hp: per level (deepest first) its resnets on cat([h, skip])
+ * with their attention, then nearest upsampling to the next skip's size + conv (not on level 0).
+ * Works in buf; *hp ends on [B, C0, H, W].
+ */
+static int forward_up(unet_model *m, unet_skips *skips, float **buf, float **hp, const float *temb_silu,
+                      const float *ctx, int n_ctx, int B, const int *hs, const int *ws, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    float *h = *hp;
+    char name[32];
+    int n = c->n_levels, lpb = c->layers_per_block, h_ch = c->block_out[n - 1], rc = 0;
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
     for (int i = 0; i < n; i++) {
         int L = n - 1 - i, ch = c->block_out[L];
         unet_level *lv = &m->levels[L];
         for (int j = 0; j <= lpb; j++) {
-            float *sk = skip[--n_skip];
-            int sc = skip_ch[n_skip];
+            float *sk = skips->x[--skips->n];
+            int sc = skips->ch[skips->n];
             ops_mark cm_mark = ops_arena_mark(a);
             float *cat = ops_arena_floats(a, (size_t)B * (h_ch + sc) * hs[L] * ws[L], err);
-            if (!cat) goto oom;
+            if (!cat) return err && err->code ? err->code : SD_ENOMEM;
             ops_concat_channels(cat, h, h_ch, sk, sc, B, hs[L] * ws[L]);
             int fr = h == buf[0] ? 1 : 0;
             float *cat_in = cat;
-            rc = res_attn(m, &lv->up_res[j], c->up_attn[i] ? &lv->up_attn[j] : NULL, &cat_in, buf[fr], buf[1 - fr],
+            rc = res_attn(m, &lv->up_res[j], &lv->up_attn[j], &cat_in, buf[fr], buf[1 - fr],
                           temb_silu, ctx, n_ctx, B, hs[L], ws[L], err);
             ops_arena_release(a, cm_mark);
             if (rc < 0) goto done;
@@ -285,10 +338,20 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
         snprintf(name, sizeof name, "up_blocks.%d", i);
         emit(m, name, h, B, ch, oh, ow);
     }
+    *hp = h;
+done:
+    return rc;
+}
 
-    /* GroupNorm -> SiLU -> conv_out, the norm fused into the convolution's input */
+/* out = conv_out(SiLU(GroupNorm(h))), the norm fused into the convolution's input; h: [B, C0, H, W] is in one
+ * of buf (the other one receives the probe's copy of the normalized tensor) -> out: [B, out_channels, H, W]. */
+static int forward_out(unet_model *m, float **buf, const float *h, int B, int H, int W, float *out, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
+    int C0 = c->block_out[0], rc;
     float *sc = ops_arena_floats(a, (size_t)2 * B * C0, err);
-    if (!sc) goto oom;
+    if (!sc) return err && err->code ? err->code : SD_ENOMEM;
     if ((rc = ops_groupnorm_affine(sc, sc + (size_t)B * C0, h, B, C0, H * W, c->norm_groups, c->norm_eps,
                                    m->norm_out_w, m->norm_out_b, ops, err)) < 0)
         goto done;
@@ -303,17 +366,59 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
                         .weight = m->conv_out_w, .bias = m->conv_out_b, .in_scale = sc,
                         .in_shift = sc + (size_t)B * C0, .in_silu = 1};
     rc = ops_conv2d(out, h, &co, ops, err);
-    goto done;
-oom:
-    rc = err && err->code ? err->code : SD_ENOMEM;
+done:
+    return rc;
+}
+
+int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
+                 float *out, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    if (B < 1 || H < 1 || W < 1 || n_ctx < 1)
+        return sd_err(err, SD_EINPUT, "unet: bad input shape (batch %d, %dx%d latent, %d context tokens)", B, H, W,
+                      n_ctx);
+    int C0 = c->block_out[0], T = c->time_embed_dim, rc = 0;
+    int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
+    level_sizes(c, H, W, hs, ws);
+    ops_ctx *ops = &m->ops;
+    ops_arena *a = &ops->scratch;
+    ops_mark mark = ops_arena_mark(a);
+    float *tp = ops_arena_floats(a, (size_t)B * C0, err);
+    float *temb = ops_arena_floats(a, (size_t)B * T, err);
+    float *temb_silu = ops_arena_floats(a, (size_t)B * T, err);
+    float *h = ops_arena_floats(a, (size_t)B * C0 * H * W, err);
+    if (!tp || !temb || !temb_silu || !h) {
+        rc = err && err->code ? err->code : SD_ENOMEM;
+        goto done;
+    }
+    if ((rc = forward_time(m, t, B, tp, temb, temb_silu, err)) < 0) goto done;
+
+    /* conv_in, then the down path; conv_in's output is the first skip */
+    ops_conv_desc cin = {.batch = B, .in_ch = c->in_channels, .in_h = H, .in_w = W, .out_ch = C0, .k_h = 3,
+                         .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
+                         .weight = m->conv_in_w, .bias = m->conv_in_b};
+    if ((rc = ops_conv2d(h, x, &cin, ops, err)) < 0) goto done;
+    emit(m, "conv_in", h, B, C0, H, W);
+    unet_skips skips = {.x = {h}, .ch = {C0}, .n = 1};
+    float *buf[2];
+    if ((rc = forward_down(m, &skips, &h, temb_silu, ctx, n_ctx, B, hs, ws, err)) < 0 ||
+        (rc = forward_mid(m, buf, &h, temb_silu, ctx, n_ctx, B, hs, ws, err)) < 0 ||
+        (rc = forward_up(m, &skips, buf, &h, temb_silu, ctx, n_ctx, B, hs, ws, err)) < 0)
+        goto done;
+    rc = forward_out(m, buf, h, B, H, W, out, err);
 done:
     ops_arena_release(a, mark);
     return rc;
 }
 
+/* Flops of one attention block of kind `kind` over hw positions of ch channels. */
+static double attn_flops(const unet_config *c, unet_attn_kind kind, int ch, int B, int hw, int n_ctx) {
+    if (kind == UNET_ATTN_CROSS)
+        return transformer2d_flops_shape(ch, c->cross_attention_dim, c->transformer_layers, B, hw, n_ctx);
+    return kind == UNET_ATTN_SELF ? attnblock_flops(B, ch, hw) : 0;
+}
+
 double unet_flops(const unet_config *c, int B, int H, int W, int n_ctx) {
     int n = c->n_levels, C0 = c->block_out[0], T = c->time_embed_dim, lpb = c->layers_per_block;
-    int D = c->cross_attention_dim, tl = c->transformer_layers;
     int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
     level_sizes(c, H, W, hs, ws);
     double f = 2.0 * B * (C0 * T + T * T);                         /* time embedding */
@@ -324,19 +429,19 @@ double unet_flops(const unet_config *c, int B, int H, int W, int n_ctx) {
         int ch = c->block_out[i], hw = hs[i] * ws[i];
         for (int j = 0; j < lpb; j++) {
             f += resnet_flops_shape(j == 0 ? ch_in : ch, ch, T, B, hs[i], ws[i]);
-            if (c->down_attn[i]) f += transformer2d_flops_shape(ch, D, tl, B, hw, n_ctx);
+            f += attn_flops(c, c->down_attn[i], ch, B, hw, n_ctx);
         }
         if (i < n - 1) f += 2.0 * B * hs[i + 1] * ws[i + 1] * ch * ch * 9;
         ch_in = ch;
     }
     int cm = c->block_out[n - 1], hwm = hs[n - 1] * ws[n - 1];
     f += 2 * resnet_flops_shape(cm, cm, T, B, hs[n - 1], ws[n - 1]);
-    if (c->mid_attn) f += transformer2d_flops_shape(cm, D, tl, B, hwm, n_ctx);
+    f += attn_flops(c, c->mid_attn, cm, B, hwm, n_ctx);
     for (int i = 0; i < n; i++) {
         int L = n - 1 - i, ch = c->block_out[L];
         for (int j = 0; j <= lpb; j++) {
             f += resnet_flops_shape(up_resnet_in(c, L, j), ch, T, B, hs[L], ws[L]);
-            if (c->up_attn[i]) f += transformer2d_flops_shape(ch, D, tl, B, hs[L] * ws[L], n_ctx);
+            f += attn_flops(c, c->up_attn[i], ch, B, hs[L] * ws[L], n_ctx);
         }
         if (L > 0) f += 2.0 * B * hs[L - 1] * ws[L - 1] * ch * ch * 9;
     }

@@ -7,11 +7,15 @@
  *     unet_free(&m);
  *
  * Forward: sinusoidal time embedding ([cos, sin] with flip_sin_to_cos) ->
- * linear -> SiLU -> linear; conv_in; down blocks (resnets, transformers,
- * stride-2 conv); mid block (resnet, transformer, resnet); up blocks (resnets
- * on cat([h, skip]), transformers, nearest upsampling to the next skip's exact
- * size + conv); GroupNorm -> SiLU -> conv_out. Any latent size >= 1x1 works:
- * odd sizes round up when downsampling and upsample back to the skip's size.
+ * linear -> SiLU -> linear; conv_in; down blocks (resnets, each followed by
+ * the level's attention block if it has one, stride-2 conv); mid block
+ * (resnet, attention, resnet); up blocks (resnets on cat([h, skip]) with their
+ * attention, nearest upsampling to the next skip's exact size + conv);
+ * GroupNorm -> SiLU -> conv_out. Which attention a block has is data
+ * (unet_config's down_attn / up_attn / mid_attn): a Transformer2DModel
+ * (UNET_ATTN_CROSS) or none; plain self-attention is refused for now.
+ * Any latent size >= 1x1 works: odd sizes round up when downsampling and
+ * upsample back to the skip's size.
  * Weights stay in the caller's sd_weights (keep it alive while m is used).
  */
 #ifndef SD_UNET_H
@@ -27,12 +31,18 @@
 
 #define UNET_MAX_LAYERS 4 /* resnets per down block (layers_per_block) */
 
+/* The attention block after one resnet: its kind (the config's, for the block) and its weights. */
+typedef struct unet_attn {
+    unet_attn_kind kind;                    /* UNET_ATTN_NONE: the resnet's output goes on as it is */
+    transformer2d_model xf;                 /* UNET_ATTN_CROSS */
+} unet_attn;
+
 typedef struct unet_level {
     resnet_block down_res[UNET_MAX_LAYERS];
-    transformer2d_model down_attn[UNET_MAX_LAYERS];
+    unet_attn down_attn[UNET_MAX_LAYERS];
     const sd_tensor *down_w, *down_b;       /* stride-2 conv [C, C, 3, 3], [C]; NULL on the last level */
     resnet_block up_res[UNET_MAX_LAYERS + 1];  /* up block n-1-level */
-    transformer2d_model up_attn[UNET_MAX_LAYERS + 1];
+    unet_attn up_attn[UNET_MAX_LAYERS + 1];
     const sd_tensor *up_w, *up_b;           /* conv after upsampling [C, C, 3, 3]; NULL on level 0 */
 } unet_level;
 
@@ -43,7 +53,7 @@ typedef struct unet_model {
     const sd_tensor *conv_in_w, *conv_in_b; /* [C0, in_channels, 3, 3] */
     unet_level levels[SD_MAX_LEVELS];
     resnet_block mid_res[2];
-    transformer2d_model mid_attn;
+    unet_attn mid_attn;
     const sd_tensor *norm_out_w, *norm_out_b;   /* [C0] */
     const sd_tensor *conv_out_w, *conv_out_b;   /* [out_channels, C0, 3, 3] */
     ops_ctx ops;                            /* kernel context: activations and scratch of a forward pass */

@@ -1,24 +1,11 @@
 /* vae.c - AutoencoderKL decoder and encoder (see vae.h). */
 #include "vae.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #define VAE_EPS 1e-6f
-
-static int load_attn(vae_attn *a, const sd_weights *w, const char *p, int C, sd_error *err) {
-    a->ch = C;
-    int rc;
-    if ((rc = sd_weights_get_wb(w, &a->norm_w, &a->norm_b, err, C, 0, -1, "%s.group_norm", p)) < 0 ||
-        (rc = sd_weights_get_wb(w, &a->q_w, &a->q_b, err, C, C, 0, "%s.to_q", p)) < 0 ||
-        (rc = sd_weights_get_wb(w, &a->k_w, &a->k_b, err, C, C, 0, "%s.to_k", p)) < 0 ||
-        (rc = sd_weights_get_wb(w, &a->v_w, &a->v_b, err, C, C, 0, "%s.to_v", p)) < 0 ||
-        (rc = sd_weights_get_wb(w, &a->o_w, &a->o_b, err, C, C, 0, "%s.to_out.0", p)) < 0)
-        return rc;
-    return 0;
-}
 
 /* Mid block and output head shared by both halves ("encoder" / "decoder" in `side`). */
 static int load_mid_and_out(vae_coder *cd, const sd_weights *w, const char *side, int cm, int c0, int out_ch,
@@ -30,7 +17,7 @@ static int load_mid_and_out(vae_coder *cd, const sd_weights *w, const char *side
         if ((rc = resnet_load(&cd->mid_res[j], w, p, cm, cm, 0, err)) < 0) return rc;
     }
     snprintf(p, sizeof p, "%s.mid_block.attentions.0", side);
-    if ((rc = load_attn(&cd->mid_attn, w, p, cm, err)) < 0 ||
+    if ((rc = attnblock_load(&cd->mid_attn, w, p, cm, err)) < 0 ||
         (rc = sd_weights_get_wb(w, &cd->norm_out_w, &cd->norm_out_b, err, c0, 0, -1, "%s.conv_norm_out", side)) < 0 ||
         (rc = sd_weights_get_wb(w, &cd->conv_out_w, &cd->conv_out_b, err, out_ch, c0, 3, "%s.conv_out", side)) < 0)
         return rc;
@@ -112,39 +99,10 @@ void vae_release_scratch(vae_model *m) {
 }
 
 void vae_free(vae_model *m) {
+    attnblock_free(&m->enc.mid_attn);
+    attnblock_free(&m->dec.mid_attn);
     ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
-}
-
-/* x: [B, C, HW] -> out = x + to_out(attention(GroupNorm(x))), one head over the HW positions. */
-static int attn_forward(const vae_attn *at, float *out, const float *x, int B, int HW, int groups, ops_ctx *ops,
-                        sd_error *err) {
-    int C = at->ch, M = B * HW, rc;
-    ops_arena *a = &ops->scratch;
-    ops_mark mark = ops_arena_mark(a);
-    ops_attn_desc ad = {.batch = B, .heads = 1, .head_dim = C, .n_q = HW, .n_kv = HW, .q_stride = C,
-                        .k_stride = C, .v_stride = C, .out_stride = C, .scale = (float)(1.0 / sqrt((double)C))};
-    size_t wsb = ops_attention_workspace(&ad, ops_get_threads(), ops);
-    float *n = ops_arena_floats(a, (size_t)M * C, err), *q = ops_arena_floats(a, (size_t)M * C, err);
-    float *k = ops_arena_floats(a, (size_t)M * C, err), *v = ops_arena_floats(a, (size_t)M * C, err);
-    void *ws = ops_arena_alloc(a, wsb, err);
-    if (!n || !q || !k || !v || !ws) {
-        rc = err ? err->code : SD_ENOMEM;
-        goto done;
-    }
-    if ((rc = ops_groupnorm(out, x, B, C, HW, groups, VAE_EPS, at->norm_w, at->norm_b, 0, ops, err)) < 0) goto done;
-    ops_nchw_to_nlc(n, out, B, C, HW);
-    if ((rc = ops_linear(q, n, M, C, at->q_w, at->q_b, C, 0, ops, err)) < 0 ||
-        (rc = ops_linear(k, n, M, C, at->k_w, at->k_b, C, 0, ops, err)) < 0 ||
-        (rc = ops_linear(v, n, M, C, at->v_w, at->v_b, C, 0, ops, err)) < 0 ||
-        (rc = ops_attention(n, q, k, v, &ad, ws, wsb, ops, err)) < 0 ||
-        (rc = ops_linear(q, n, M, C, at->o_w, at->o_b, C, 0, ops, err)) < 0)
-        goto done;
-    ops_nlc_to_nchw(out, q, B, C, HW);
-    ops_add(out, out, x, (size_t)M * C);
-done:
-    ops_arena_release(a, mark);
-    return rc;
 }
 
 /* Mid block on buf[*cur] ([B, C, H, W]) using the other buffer; *cur ends on the result. */
@@ -153,7 +111,8 @@ static int mid_forward(vae_model *m, const vae_coder *cd, float **buf, int *cur,
     int G = m->cfg.norm_groups, rc;
     if ((rc = resnet_forward(&cd->mid_res[0], buf[!*cur], buf[*cur], B, H, W, NULL, G, VAE_EPS, &m->ops, err)) < 0)
         return rc;
-    if ((rc = attn_forward(&cd->mid_attn, buf[*cur], buf[!*cur], B, H * W, G, &m->ops, err)) < 0) return rc;
+    if ((rc = attnblock_forward(&cd->mid_attn, buf[*cur], buf[!*cur], B, H * W, G, VAE_EPS, &m->ops, err)) < 0)
+        return rc;
     if ((rc = resnet_forward(&cd->mid_res[1], buf[!*cur], buf[*cur], B, H, W, NULL, G, VAE_EPS, &m->ops, err)) < 0)
         return rc;
     *cur = !*cur;
@@ -338,13 +297,10 @@ done:
     return rc;
 }
 
-/* Flops of a vae_attn over HW positions of C channels: 4 projections and the two attention products. */
-static double attn_flops(int B, int C, double HW) { return 2.0 * B * HW * C * C * 4 + 4.0 * B * HW * HW * C; }
-
 double vae_decode_flops(const vae_config *c, int B, int h, int w) {
     int n = c->n_levels, L = c->latent_channels, top = c->block_out[n - 1];
     double f = 2.0 * B * h * w * L * L + 2.0 * B * h * w * top * L * 9;
-    f += 2 * resnet_flops_shape(top, top, 0, B, h, w) + attn_flops(B, top, (double)h * w);
+    f += 2 * resnet_flops_shape(top, top, 0, B, h, w) + attnblock_flops(B, top, (double)h * w);
     int H = h, W = w, prev = top;
     for (int i = 0; i < n; i++) {
         int out = c->block_out[n - 1 - i];
@@ -374,6 +330,6 @@ double vae_encode_flops(const vae_config *c, int B, int H, int W) {
         prev = out;
     }
     int cm = c->block_out[n - 1];
-    f += 2 * resnet_flops_shape(cm, cm, 0, B, h, w) + attn_flops(B, cm, (double)h * w);
+    f += 2 * resnet_flops_shape(cm, cm, 0, B, h, w) + attnblock_flops(B, cm, (double)h * w);
     return f + 2.0 * B * h * w * 2 * L * cm * 9 + 2.0 * B * h * w * 4 * L * L;
 }

@@ -14,8 +14,8 @@
  * Encoder: conv_in -> down blocks (resnets; pad right/bottom by one, conv 3x3
  * stride 2 except the last) -> mid -> GroupNorm -> SiLU -> conv_out ->
  * quant_conv; mean = channels [0, L), logvar = channels [L, 2L) clamped to
- * [-30, 20]. Every GroupNorm has eps 1e-6; the attention has one head over
- * all positions, scale 1/sqrt(C).
+ * [-30, 20]. Every GroupNorm has eps 1e-6; the mid block's attention is an
+ * attnblock (one head over all positions, scale 1/sqrt(C)).
  *
  * Memory: the main path lives in two ping-pong buffers sized for the largest
  * activation, every other tensor is scratch that ops reuse; a 512x512 decode
@@ -24,6 +24,7 @@
 #ifndef SD_VAE_H
 #define SD_VAE_H
 
+#include "attnblock.h"
 #include "config.h"
 #include "err.h"
 #include "ops.h"
@@ -33,20 +34,13 @@
 
 #define VAE_MAX_LAYERS 4 /* layers_per_block */
 
-typedef struct vae_attn {
-    int ch;
-    const sd_tensor *norm_w, *norm_b;                 /* [C] */
-    const sd_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; /* [C, C], [C] */
-    const sd_tensor *o_w, *o_b;                       /* [C, C], [C] */
-} vae_attn;
-
 /* One half of the autoencoder; level i of the decoder is up block i (deepest first). */
 typedef struct vae_coder {
     const sd_tensor *conv_in_w, *conv_in_b;
     resnet_block res[SD_MAX_LEVELS][VAE_MAX_LAYERS + 1];
     const sd_tensor *sample_w[SD_MAX_LEVELS], *sample_b[SD_MAX_LEVELS]; /* down/upsampler conv, NULL on the last */
     resnet_block mid_res[2];
-    vae_attn mid_attn;
+    attnblock mid_attn;
     const sd_tensor *norm_out_w, *norm_out_b;
     const sd_tensor *conv_out_w, *conv_out_b;
 } vae_coder;
@@ -70,7 +64,7 @@ int vae_decode(vae_model *m, const float *z, int B, int h, int w, float *img, sd
 
 /*
  * img: [B, in_channels, H, W] in [-1, 1] -> mean, logvar: [B, latent_channels, h, w]
- * with h, w from vae_latent_size (H / 8 for multiples of 8).
+ * with h, w from vae_latent_size (H / vae_scale_factor for multiples of it).
  */
 int vae_encode(vae_model *m, const float *img, int B, int H, int W, float *mean, float *logvar, sd_error *err);
 

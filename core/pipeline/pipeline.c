@@ -15,7 +15,8 @@
 int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
     memset(p, 0, sizeof *p);
     p->model = m;
-    int rc = sd_model_open_tokenizer(m, &p->tok, err);
+    int rc = sd_model_require(m, SD_PART_VAE | SD_PART_TEXT_ENCODER, "the Stable Diffusion pipeline", err);
+    if (rc == 0) rc = sd_model_open_tokenizer(m, &p->tok, err);
     if (rc == 0) rc = clip_text_load(&p->clip, &m->clip, &m->clip_w, err);
     if (rc == 0) rc = unet_load(&p->unet, &m->unet, &m->unet_w, err);
     if (rc == 0) rc = vae_load(&p->vae, &m->vae, &m->vae_w, err);
@@ -101,6 +102,17 @@ int sd_pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error
     return n;
 }
 
+/* The shapes of one generation. */
+typedef struct gen_shape {
+    int W, H;       /* image */
+    int h, w;       /* latent */
+    int C, Cin;     /* latent channels; U-Net input channels (2C + 1 when inpainting: latent, mask, masked image) */
+    int D;          /* text embedding width */
+    int B;          /* U-Net batch: 2 with classifier-free guidance ([negative, prompt]), else 1 */
+    int cfg, inpaint;
+    size_t n, npix; /* floats of a latent [C, h, w] and of an image [3, H, W] */
+} gen_shape;
+
 typedef struct {
     float *ctx, *latents, *noise, *scaled, *unet_in, *unet_out, *guided, *mask_lat, *masked_lat, *pixels, *aux;
     uint8_t *init_rgb, *mask_u8;
@@ -122,140 +134,192 @@ static void free_buffers(buffers *b) {
     free(b->mask_u8);
 }
 
+/* The buffers every generation needs (the inpainting ones come with prepare_latents). */
+static int alloc_buffers(buffers *b, const gen_shape *z, sd_error *err) {
+    const size_t n = z->n, hw = (size_t)z->h * z->w;
+    b->ctx = malloc(sizeof(float) * (size_t)z->B * CTX_LEN * z->D);
+    b->latents = malloc(sizeof(float) * n);
+    b->noise = malloc(sizeof(float) * n);
+    b->scaled = malloc(sizeof(float) * n);
+    b->unet_in = malloc(sizeof(float) * z->B * z->Cin * hw);
+    b->unet_out = malloc(sizeof(float) * z->B * z->C * hw);
+    b->guided = malloc(sizeof(float) * n);
+    b->pixels = malloc(sizeof(float) * z->npix);
+    if (!b->ctx || !b->latents || !b->noise || !b->scaled || !b->unet_in || !b->unet_out || !b->guided || !b->pixels)
+        return sd_err(err, SD_ENOMEM, "out of memory for a %dx%d image", z->W, z->H);
+    return 0;
+}
+
+/* Text conditioning into ctx: [B, 77, D], the negative prompt first with CFG. */
+static int encode_prompts(sd_pipeline *p, const sd_settings *s, const gen_shape *z, float *ctx,
+                          sd_pipeline_trace *trace, sd_error *err) {
+    float *pos = ctx + (size_t)(z->B - 1) * CTX_LEN * z->D;
+    int rc;
+    if ((rc = encode_text(p, s->prompt, s->clip_skip, pos, err)) < 0) return rc;
+    if (z->cfg && (rc = encode_text(p, s->negative ? s->negative : "", s->clip_skip, ctx, err)) < 0) return rc;
+    if (trace && trace->prompt_embeds) memcpy(trace->prompt_embeds, pos, sizeof(float) * CTX_LEN * z->D);
+    if (trace && trace->negative_embeds && z->cfg) memcpy(trace->negative_embeds, ctx, sizeof(float) * CTX_LEN * z->D);
+    return 0;
+}
+
+/* txt2img's start latent: latents = noise from g * the sampler's init_noise_sigma. */
+static void draw_start_latents(sampler_state *smp, sd_rng *g, float *latents, size_t n) {
+    float sigma0 = sampler_init_noise_sigma(smp);
+    sd_rng_randn(g, latents, n);
+    for (size_t i = 0; i < n; i++) latents[i] *= sigma0;
+}
+
+/* img2img's start latent: the posterior sample of b->pixels ([1, 3, H, W]) noised to evaluation `first`. */
+static int noise_init_image(sd_pipeline *p, sampler_state *smp, int first, sd_rng *g, buffers *b, const gen_shape *z,
+                            sd_error *err) {
+    float *x0 = b->scaled;
+    int rc = encode_image(p, b->pixels, z->H, z->W, g, x0, z->n, err);
+    if (rc < 0) return rc;
+    sd_rng_randn(g, b->noise, z->n);
+    sampler_add_noise(smp, first, x0, b->noise, b->latents, z->n);
+    return 0;
+}
+
+/* Inpainting's extra U-Net inputs: the mask at latent size (b->mask_lat: [1, h, w]) and the masked image's
+ * posterior sample (b->masked_lat: [C, h, w]); the start latent as img2img (strength < 1) or txt2img. */
+static int prepare_inpaint(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int first, sd_rng *g,
+                           buffers *b, const gen_shape *z, sd_error *err) {
+    const int H = z->H, W = z->W, h = z->h, w = z->w;
+    int rc = 0;
+    b->mask_lat = malloc(sizeof(float) * (size_t)h * w);
+    b->masked_lat = malloc(sizeof(float) * z->n);
+    b->aux = malloc(sizeof(float) * (size_t)H * W);
+    float *masked = malloc(sizeof(float) * z->npix);
+    if (!b->mask_lat || !b->masked_lat || !b->aux || !masked) {
+        free(masked);
+        return sd_err(err, SD_ENOMEM, "out of memory");
+    }
+    image_u8_to_tensor(b->init_rgb, H, W, b->pixels);
+    image_mask_binarize(b->mask_u8, H, W, b->aux);
+    image_apply_mask(b->pixels, b->aux, H, W, masked);
+    image_resize_nearest(b->aux, 1, H, W, b->mask_lat, h, w);
+    if (s->strength < 1.0) rc = noise_init_image(p, smp, first, g, b, z, err);
+    else draw_start_latents(smp, g, b->latents, z->n);
+    if (rc == 0) rc = encode_image(p, masked, H, W, g, b->masked_lat, z->n, err);
+    free(masked);
+    return rc;
+}
+
+/*
+ * The latent entering the loop, b->latents: [C, h, w]. txt2img: noise * init_noise_sigma; img2img: the
+ * init image's posterior sample noised to the first timestep; inpainting: see prepare_inpaint. Draws
+ * from g in diffusers' order.
+ */
+static int prepare_latents(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int first, sd_rng *g,
+                           buffers *b, const gen_shape *z, sd_error *err) {
+    if (z->inpaint) return prepare_inpaint(p, s, smp, first, g, b, z, err);
+    if (!s->init_image) {
+        draw_start_latents(smp, g, b->latents, z->n);
+        return 0;
+    }
+    image_u8_to_tensor(b->init_rgb, z->H, z->W, b->pixels);
+    return noise_init_image(p, smp, first, g, b, z, err);
+}
+
+/*
+ * The guided model output of evaluation i into b->guided: [C, h, w]. The U-Net sees the scaled latent
+ * (with the mask and masked-image latents behind it when inpainting) once per CFG batch entry:
+ * guided = uncond + cfg_scale * (cond - uncond), or the output itself without CFG.
+ */
+static int predict(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int i, buffers *b, const gen_shape *z,
+                   sd_error *err) {
+    const int B = z->B, Cin = z->Cin, h = z->h, w = z->w;
+    const size_t n = z->n, hw = (size_t)h * w;
+    const float g_scale = s->cfg_scale;
+    int rc;
+    sampler_scale_model_input(smp, i, b->latents, b->scaled, n);
+    for (int k = 0; k < B; k++) {
+        float *dst = b->unet_in + (size_t)k * Cin * hw;
+        memcpy(dst, b->scaled, sizeof(float) * n);
+        if (z->inpaint) {
+            memcpy(dst + n, b->mask_lat, sizeof(float) * hw);
+            memcpy(dst + n + hw, b->masked_lat, sizeof(float) * n);
+        }
+    }
+    float t[2];
+    t[0] = t[1] = sampler_timestep(smp, i);
+    if ((rc = unet_forward(&p->unet, b->unet_in, t, b->ctx, CTX_LEN, B, h, w, b->unet_out, err)) < 0) return rc;
+    if (z->cfg) {
+        const float *u = b->unet_out, *c = b->unet_out + n;
+        for (size_t k = 0; k < n; k++) b->guided[k] = u[k] + g_scale * (c[k] - u[k]);
+    } else {
+        memcpy(b->guided, b->unet_out, sizeof(float) * n);
+    }
+    return 0;
+}
+
+/* The sampler's loop from evaluation `first` on b->latents: predict, step; cb sees every evaluation,
+ * trace keeps the latents and the guided outputs. */
+static int denoise(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int first, sd_rng *g, buffers *b,
+                   const gen_shape *z, sd_pipeline_step_fn cb, void *cb_ctx, sd_pipeline_trace *trace, sd_error *err) {
+    const size_t n = z->n;
+    int total = sampler_num_evals(smp) - first, rc;
+    for (int i = first; i < sampler_num_evals(smp); i++) {
+        if ((rc = predict(p, s, smp, i, b, z, err)) < 0) return rc;
+        if ((rc = sampler_step(smp, i, b->guided, b->latents, n, g, err)) < 0) return rc;
+        int done = i - first + 1;
+        if (trace && done <= trace->max_steps) {
+            if (trace->latents_steps) memcpy(trace->latents_steps + (size_t)(done - 1) * n, b->latents, sizeof(float) * n);
+            if (trace->noise_pred_steps)
+                memcpy(trace->noise_pred_steps + (size_t)(done - 1) * n, b->guided, sizeof(float) * n);
+        }
+        if (trace) trace->n_steps = done;
+        if (cb && cb(cb_ctx, done, total)) return sd_err(err, SD_ECANCELED, "cancelled");
+    }
+    return 0;
+}
+
+/* latents [C, h, w] / scaling_factor -> VAE decode -> rgb: [H, W, 3] u8 (and trace->image). */
+static int decode_latents(sd_pipeline *p, buffers *b, const gen_shape *z, uint8_t *rgb, sd_pipeline_trace *trace,
+                          sd_error *err) {
+    const float sf = p->model->vae.scaling_factor;
+    int rc;
+    for (size_t i = 0; i < z->n; i++) b->scaled[i] = b->latents[i] / sf;
+    if ((rc = vae_decode(&p->vae, b->scaled, 1, z->h, z->w, b->pixels, err)) < 0) return rc;
+    image_tensor_to_u8_ex(b->pixels, z->H, z->W, trace ? trace->image : NULL, rgb);
+    return 0;
+}
+
 int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_pipeline_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err) {
     const sd_model *m = p->model;
-    int rc = sd_settings_check(s, err);
+    int rc = sd_settings_check_for(s, vae_scale_factor(&m->vae), err);
     if (rc < 0) return rc;
-    int inpaint = s->mask != NULL;
-    if (inpaint && !m->inpaint)
+    gen_shape z = {.W = s->width, .H = s->height, .D = m->clip.hidden, .inpaint = s->mask != NULL};
+    if (z.inpaint && !m->inpaint)
         return sd_err(err, SD_EINPUT, "%s: a mask needs an inpainting model (9-channel U-Net); this is %s", s->mask,
                       m->path);
-    if (m->inpaint && !inpaint)
+    if (m->inpaint && !z.inpaint)
         return sd_err(err, SD_EINPUT, "%s is an inpainting model: pass an init image (-i) and a mask (--mask)", m->path);
-    const int W = s->width, H = s->height, D = m->clip.hidden;
-    int h, w;
-    vae_latent_size(&m->vae, H, W, &h, &w);
-    const int C = m->unet.out_channels, Cin = m->unet.in_channels;
-    const size_t n = (size_t)C * h * w, npix = (size_t)3 * H * W;
-    const int cfg = s->cfg_scale > 1.0f, B = cfg ? 2 : 1;
+    vae_latent_size(&m->vae, z.H, z.W, &z.h, &z.w);
+    z.C = m->unet.out_channels;
+    z.Cin = m->unet.in_channels;
+    z.n = (size_t)z.C * z.h * z.w;
+    z.npix = (size_t)3 * z.H * z.W;
+    z.cfg = s->cfg_scale > 1.0f;
+    z.B = z.cfg ? 2 : 1;
 
     sampler_state *smp = NULL;
     int first = 0;
     rc = make_sampler(p, s, &smp, &first, err);
     if (rc < 0) return rc;
-
     buffers b = {0};
-    b.ctx = malloc(sizeof(float) * (size_t)B * CTX_LEN * D);
-    b.latents = malloc(sizeof(float) * n);
-    b.noise = malloc(sizeof(float) * n);
-    b.scaled = malloc(sizeof(float) * n);
-    b.unet_in = malloc(sizeof(float) * (size_t)B * Cin * h * w);
-    b.unet_out = malloc(sizeof(float) * (size_t)B * C * h * w);
-    b.guided = malloc(sizeof(float) * n);
-    b.pixels = malloc(sizeof(float) * npix);
-    if (!b.ctx || !b.latents || !b.noise || !b.scaled || !b.unet_in || !b.unet_out || !b.guided || !b.pixels) {
-        rc = sd_err(err, SD_ENOMEM, "out of memory for a %dx%d image", W, H);
-        goto done;
-    }
-    if (s->init_image && (rc = read_picture(s->init_image, 0, W, H, &b.init_rgb, err)) < 0) goto done;
-    if (inpaint && (rc = read_picture(s->mask, 1, W, H, &b.mask_u8, err)) < 0) goto done;
-
-    /* text conditioning: [negative, prompt] with CFG */
-    float *pos = b.ctx + (size_t)(B - 1) * CTX_LEN * D;
-    if ((rc = encode_text(p, s->prompt, s->clip_skip, pos, err)) < 0) goto done;
-    if (cfg && (rc = encode_text(p, s->negative ? s->negative : "", s->clip_skip, b.ctx, err)) < 0) goto done;
-    if (trace && trace->prompt_embeds) memcpy(trace->prompt_embeds, pos, sizeof(float) * CTX_LEN * D);
-    if (trace && trace->negative_embeds && cfg) memcpy(trace->negative_embeds, b.ctx, sizeof(float) * CTX_LEN * D);
-
     sd_rng g;
+    if ((rc = alloc_buffers(&b, &z, err)) < 0) goto done;
+    if (s->init_image && (rc = read_picture(s->init_image, 0, z.W, z.H, &b.init_rgb, err)) < 0) goto done;
+    if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto done;
+    if ((rc = encode_prompts(p, s, &z, b.ctx, trace, err)) < 0) goto done;
     sd_rng_seed(&g, (uint64_t)s->seed);
-    float sigma0 = sampler_init_noise_sigma(smp);
-    if (!s->init_image) {
-        /* txt2img */
-        sd_rng_randn(&g, b.latents, n);
-        for (size_t i = 0; i < n; i++) b.latents[i] *= sigma0;
-    } else if (!inpaint) {
-        /* img2img: encode, then noise to the first timestep */
-        image_u8_to_tensor(b.init_rgb, H, W, b.pixels);
-        float *x0 = b.scaled;
-        if ((rc = encode_image(p, b.pixels, H, W, &g, x0, n, err)) < 0) goto done;
-        sd_rng_randn(&g, b.noise, n);
-        sampler_add_noise(smp, first, x0, b.noise, b.latents, n);
-    } else {
-        /* inpainting with a 9-channel U-Net */
-        b.mask_lat = malloc(sizeof(float) * (size_t)h * w);
-        b.masked_lat = malloc(sizeof(float) * n);
-        b.aux = malloc(sizeof(float) * (size_t)H * W);
-        float *masked = malloc(sizeof(float) * npix);
-        if (!b.mask_lat || !b.masked_lat || !b.aux || !masked) {
-            free(masked);
-            rc = sd_err(err, SD_ENOMEM, "out of memory");
-            goto done;
-        }
-        image_u8_to_tensor(b.init_rgb, H, W, b.pixels);
-        image_mask_binarize(b.mask_u8, H, W, b.aux);
-        image_apply_mask(b.pixels, b.aux, H, W, masked);
-        image_resize_nearest(b.aux, 1, H, W, b.mask_lat, h, w);
-        if (s->strength < 1.0) {
-            float *x0 = b.scaled;
-            rc = encode_image(p, b.pixels, H, W, &g, x0, n, err);
-            if (rc == 0) {
-                sd_rng_randn(&g, b.noise, n);
-                sampler_add_noise(smp, first, x0, b.noise, b.latents, n);
-            }
-        } else {
-            sd_rng_randn(&g, b.latents, n);
-            for (size_t i = 0; i < n; i++) b.latents[i] *= sigma0;
-        }
-        if (rc == 0) rc = encode_image(p, masked, H, W, &g, b.masked_lat, n, err);
-        free(masked);
-        if (rc < 0) goto done;
-    }
-    if (trace && trace->latents_init) memcpy(trace->latents_init, b.latents, sizeof(float) * n);
-
-    int total = sampler_num_evals(smp) - first;
-    const size_t hw = (size_t)h * w;
-    const float g_scale = s->cfg_scale;
-    for (int i = first; i < sampler_num_evals(smp); i++) {
-        sampler_scale_model_input(smp, i, b.latents, b.scaled, n);
-        for (int k = 0; k < B; k++) {
-            float *dst = b.unet_in + (size_t)k * Cin * hw;
-            memcpy(dst, b.scaled, sizeof(float) * n);
-            if (inpaint) {
-                memcpy(dst + n, b.mask_lat, sizeof(float) * hw);
-                memcpy(dst + n + hw, b.masked_lat, sizeof(float) * n);
-            }
-        }
-        float t[2];
-        t[0] = t[1] = sampler_timestep(smp, i);
-        if ((rc = unet_forward(&p->unet, b.unet_in, t, b.ctx, CTX_LEN, B, h, w, b.unet_out, err)) < 0) goto done;
-        if (cfg) {
-            const float *u = b.unet_out, *c = b.unet_out + n;
-            for (size_t k = 0; k < n; k++) b.guided[k] = u[k] + g_scale * (c[k] - u[k]);
-        } else {
-            memcpy(b.guided, b.unet_out, sizeof(float) * n);
-        }
-        if ((rc = sampler_step(smp, i, b.guided, b.latents, n, &g, err)) < 0) goto done;
-        int done = i - first + 1;
-        if (trace && done <= trace->max_steps) {
-            if (trace->latents_steps) memcpy(trace->latents_steps + (size_t)(done - 1) * n, b.latents, sizeof(float) * n);
-            if (trace->noise_pred_steps)
-                memcpy(trace->noise_pred_steps + (size_t)(done - 1) * n, b.guided, sizeof(float) * n);
-        }
-        if (trace) trace->n_steps = done;
-        if (cb && cb(cb_ctx, done, total)) {
-            rc = sd_err(err, SD_ECANCELED, "cancelled");
-            goto done;
-        }
-    }
-    if (trace && trace->latents_final) memcpy(trace->latents_final, b.latents, sizeof(float) * n);
-
-    /* decode */
-    const float sf = m->vae.scaling_factor;
-    for (size_t i = 0; i < n; i++) b.scaled[i] = b.latents[i] / sf;
-    if ((rc = vae_decode(&p->vae, b.scaled, 1, h, w, b.pixels, err)) < 0) goto done;
-    image_tensor_to_u8_ex(b.pixels, H, W, trace ? trace->image : NULL, rgb);
+    if ((rc = prepare_latents(p, s, smp, first, &g, &b, &z, err)) < 0) goto done;
+    if (trace && trace->latents_init) memcpy(trace->latents_init, b.latents, sizeof(float) * z.n);
+    if ((rc = denoise(p, s, smp, first, &g, &b, &z, cb, cb_ctx, trace, err)) < 0) goto done;
+    if (trace && trace->latents_final) memcpy(trace->latents_final, b.latents, sizeof(float) * z.n);
+    rc = decode_latents(p, &b, &z, rgb, trace, err);
 done:
     free_buffers(&b);
     sampler_free(smp);

@@ -55,7 +55,8 @@ typedef struct sd_pipeline_trace {
     float *image;            /* [H, W, 3]: clamp(x / 2 + 0.5, 0, 1) */
 } sd_pipeline_trace;
 
-/* Loads the tokenizer and every network of m; shapes are checked up front. */
+/* Loads the tokenizer and every network of m; shapes are checked up front. A model without a VAE
+ * or a text encoder (sd_model.parts) is refused, naming the missing part. */
 int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err);
 void sd_pipeline_free(sd_pipeline *p);
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
+
 void sd_settings_default(sd_settings *s) {
     memset(s, 0, sizeof *s);
     s->prompt = "";
@@ -18,14 +20,24 @@ void sd_settings_default(sd_settings *s) {
     s->strength = 0.8f;
 }
 
+int sd_settings_sd_vae_scale(void) {
+    vae_config sd;
+    vae_config_sd15(&sd);
+    return vae_scale_factor(&sd);
+}
+
 int sd_settings_check(const sd_settings *s, sd_error *err) {
+    return sd_settings_check_for(s, sd_settings_sd_vae_scale(), err);
+}
+
+int sd_settings_check_for(const sd_settings *s, int vae_scale, sd_error *err) {
     if (!s->prompt) return sd_err(err, SD_EINPUT, "no prompt given");
     const int side[2] = {s->width, s->height};
     const char *side_name[2] = {"width", "height"};
     for (int i = 0; i < 2; i++)
-        if (side[i] < 8 || side[i] > SD_MAX_SIDE || side[i] % 8)
-            return sd_err(err, SD_EINPUT, "%s must be a positive multiple of 8 up to %d, got %d", side_name[i],
-                          SD_MAX_SIDE, side[i]);
+        if (side[i] < vae_scale || side[i] > SD_MAX_SIDE || side[i] % vae_scale)
+            return sd_err(err, SD_EINPUT, "%s must be a positive multiple of %d up to %d, got %d", side_name[i],
+                          vae_scale, SD_MAX_SIDE, side[i]);
     if (s->steps < 1 || s->steps > SD_MAX_STEPS)
         return sd_err(err, SD_EINPUT, "steps must be in 1..%d, got %d", SD_MAX_STEPS, s->steps);
     if (!(s->cfg_scale >= 0 && s->cfg_scale <= SD_MAX_CFG))

@@ -29,7 +29,7 @@ typedef struct sd_settings {
     int karras;             /* Karras sigmas (sigma-based samplers only) */
     float eta;              /* DDIM eta */
     int64_t seed;           /* 0..SD_SEED_MAX */
-    int width, height;      /* pixels, multiples of 8 */
+    int width, height;      /* pixels, multiples of the model's vae_scale_factor (8 for SD) */
     int clip_skip;          /* 1 = last layer; 2 = penultimate (A1111 numbering) */
     const char *init_image; /* img2img / inpaint input PNG, or NULL */
     const char *mask;       /* inpaint mask PNG (white = repaint), or NULL */
@@ -39,9 +39,16 @@ typedef struct sd_settings {
 /* SD 1.5-style defaults: 20 steps, CFG 7.5, PNDM, 512x512, seed 0, clip skip 1, strength 0.8. */
 void sd_settings_default(sd_settings *s);
 
-/* Checks ranges (size multiple of 8, steps 1..1000, karras only with sigma samplers...);
- * the message names the offending setting. */
+/* Checks ranges (width and height positive multiples of vae_scale, the model's vae_scale_factor;
+ * steps 1..1000, karras only with sigma samplers...); the message names the offending setting. */
+int sd_settings_check_for(const sd_settings *s, int vae_scale, sd_error *err);
+
+/* The same before a model is chosen (job specs at enqueue): sizes multiples of SD's VAE scale factor
+ * (sd_settings_sd_vae_scale); rendering checks them again against the model's own. */
 int sd_settings_check(const sd_settings *s, sd_error *err);
+
+/* vae_scale_factor of SD 1.x/2.x's VAE (8). */
+int sd_settings_sd_vae_scale(void);
 
 /*
  * The AUTOMATIC1111 `parameters` text:
