@@ -199,25 +199,37 @@ static void test_kill9_of_a_worker_then_rerun_loses_nothing(void **state) {
     free(ls);
 }
 
-static void test_a_second_run_waits_then_refuses_while_one_is_alive_unless_takeover(void **state) {
-    (void)state;
-    const char *dir = tu_tmp("live");
-    char cmd[8192], txt[1024], db[1024], out[1024];
+/*
+ * A fresh folder tu_tmp(name) with a job table of the given prompts (2 steps, 64x64) in db, and out
+ * named for the output folder; returns the database opened by this process (keeping its journal),
+ * which plays a master that is still going once the caller begins a run on it.
+ */
+static jobdb *table_with_prompts(const char *name, const char *prompts, char db[1024], char out[1024]) {
+    const char *dir = tu_tmp(name);
+    char cmd[8192], txt[1100];
     snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
     free(sh_ok("mkdir", cmd));
-    snprintf(txt, sizeof txt, "%s", tu_tmp("live/prompts.txt"));
-    snprintf(db, sizeof db, "%s", tu_tmp("live/jobs.db"));
-    snprintf(out, sizeof out, "%s", tu_tmp("live/out"));
+    snprintf(txt, sizeof txt, "%s/prompts.txt", dir);
+    snprintf(db, 1024, "%s/jobs.db", dir);
+    snprintf(out, 1024, "%s/out", dir);
     FILE *fp = fopen(txt, "w");
-    fprintf(fp, "a red house\na blue boat\n");
+    fputs(prompts, fp);
     fclose(fp);
     snprintf(cmd, sizeof cmd, "%s enqueue --db %s --steps 2 -W 64 -H 64 %s", tu_bin(), db, txt);
     free(sh_ok("enqueue", cmd));
-    /* this process plays a master that is still going */
     jobdb *d;
     sd_error err = {0};
     jobdb_open_options oo = {.keep_journal = 1};
     assert_int_equal(jobdb_open(&d, db, &oo, &err), 0);
+    return d;
+}
+
+static void test_a_second_run_waits_then_refuses_while_one_is_alive_unless_takeover(void **state) {
+    (void)state;
+    char cmd[8192], db[1024], out[1024];
+    sd_error err = {0};
+    /* this process plays a master that is still going */
+    jobdb *d = table_with_prompts("live", "a red house\na blue boat\n", db, out);
     assert_int_equal(jobdb_run_begin(d, NULL, &err), 0);
     char *log;
     int rc = tu_sh(&log, "SDRENDER_CACHE=%s %s run --db %s -m %s --out %s --wait 1 2>&1", tu_tmpdir(), tu_bin(), db,
@@ -239,23 +251,10 @@ static void test_a_second_run_waits_then_refuses_while_one_is_alive_unless_takeo
  * refuses a malformed shard with exit 2. */
 static void test_shards_render_only_their_jobs_beside_each_other(void **state) {
     (void)state;
-    const char *dir = tu_tmp("shard");
-    char cmd[8192], txt[1024], db[1024], out[1024];
-    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
-    free(sh_ok("mkdir", cmd));
-    snprintf(txt, sizeof txt, "%s", tu_tmp("shard/prompts.txt"));
-    snprintf(db, sizeof db, "%s", tu_tmp("shard/jobs.db"));
-    snprintf(out, sizeof out, "%s", tu_tmp("shard/out"));
-    FILE *fp = fopen(txt, "w");
-    fprintf(fp, "a red house\na blue boat\na green tree\na white cat\na black dog\n");
-    fclose(fp);
-    snprintf(cmd, sizeof cmd, "%s enqueue --db %s --steps 2 -W 64 -H 64 %s", tu_bin(), db, txt);
-    free(sh_ok("enqueue", cmd));
-    /* this process plays the live master of shard 1/2 */
-    jobdb *d;
+    char cmd[8192], db[1024], out[1024];
     sd_error err = {0};
-    jobdb_open_options oo = {.keep_journal = 1};
-    assert_int_equal(jobdb_open(&d, db, &oo, &err), 0);
+    /* this process plays the live master of shard 1/2 */
+    jobdb *d = table_with_prompts("shard", "a red house\na blue boat\na green tree\na white cat\na black dog\n", db, out);
     jobdb_run_config rc1 = {.exclusive_s = 600, .shard_index = 1, .shard_count = 2};
     assert_int_equal(jobdb_run_begin(d, &rc1, &err), 0);
     snprintf(cmd, sizeof cmd, "%s run --db %s -m %s --out %s --shard 0/2 --wait 0", tu_bin(), db, model(), out);

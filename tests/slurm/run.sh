@@ -132,35 +132,27 @@ rendered_once() {
 
 # ---- cases ---------------------------------------------------------------------------------------
 
-# render.sbatch: 2 nodes x 2 tasks, srun --mpi=pmix, the binary found from the submit folder
-case_srun() {
-    local d=$WORK/srun id st
+# render_20 NAME TEMPLATE: a mixed 20-job table rendered through TEMPLATE on 2 nodes x 2 tasks; the
+# job completes, every PNG is generate's, and jobs were rendered on both nodes
+render_20() {
+    local d=$WORK/$1 id st hosts
     mkdir -p "$d"
     make_table "$d/jobs.db" 20
-    id=$(submit --nodes=2 --ntasks-per-node=2 slurm/render.sbatch "$d/jobs.db" "$MODEL" "$d/out")
+    id=$(submit --nodes=2 --ntasks-per-node=2 "$2" "$d/jobs.db" "$MODEL" "$d/out")
     st=$(wait_job "$id")
     [ "$st" = COMPLETED ] || { job_log "$id"; fail "job $id ended $st"; return 1; }
     check_table "$d/jobs.db" "$d/out" 20 || { job_log "$id"; return 1; }
-    local hosts
     hosts=$(sql "$d/jobs.db" "SELECT DISTINCT substr(claimed_by, 1, instr(claimed_by, ':') - 1) FROM jobs ORDER BY 1" | tr '\n' ' ')
     [ "$hosts" = "n1 n2 " ] || { job_log "$id"; fail "jobs were rendered on '$hosts', not on n1 and n2"; return 1; }
     [ "$(sql "$d/jobs.db" "SELECT host || ' ' || ranks || ' ' || end_status FROM runs")" = "n1 4 complete" ] ||
         { fail "runs table: $(sql "$d/jobs.db" 'SELECT * FROM runs')"; return 1; }
 }
 
+# render.sbatch: srun --mpi=pmix, the binary found from the submit folder
+case_srun() { render_20 srun slurm/render.sbatch; }
+
 # render-mpirun.sbatch: the same table through mpirun inside the allocation
-case_mpirun() {
-    local d=$WORK/mpirun id st
-    mkdir -p "$d"
-    make_table "$d/jobs.db" 20
-    id=$(submit --nodes=2 --ntasks-per-node=2 slurm/render-mpirun.sbatch "$d/jobs.db" "$MODEL" "$d/out")
-    st=$(wait_job "$id")
-    [ "$st" = COMPLETED ] || { job_log "$id"; fail "job $id ended $st"; return 1; }
-    check_table "$d/jobs.db" "$d/out" 20 || { job_log "$id"; return 1; }
-    local hosts
-    hosts=$(sql "$d/jobs.db" "SELECT DISTINCT substr(claimed_by, 1, instr(claimed_by, ':') - 1) FROM jobs ORDER BY 1" | tr '\n' ' ')
-    [ "$hosts" = "n1 n2 " ] || { job_log "$id"; fail "jobs were rendered on '$hosts', not on n1 and n2"; return 1; }
-}
+case_mpirun() { render_20 mpirun slurm/render-mpirun.sbatch; }
 
 # preemption: a --requeue job is signalled in the middle (HOW = term: scancel --signal=TERM to the
 # ranks; requeue: scontrol requeue). It stops within the grace with nothing lost, goes back to the
