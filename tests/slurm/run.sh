@@ -52,7 +52,10 @@ wait_job() {
         st=$(job_state "$id")
         case $st in
             PENDING | CONFIGURING | RUNNING | COMPLETING | SUSPENDED | REQUEUED | REQUEUE_FED | REQUEUE_HOLD | RESIZING | SIGNALING | STAGE_OUT | "") ;;
-            *) echo "$st"; return 0 ;;
+            *)
+                # a job being requeued can look finished for a moment: final only if it stays so
+                sleep 2
+                [ "$(job_state "$id")" = "$st" ] && { echo "$st"; return 0; } ;;
         esac
         if [ $((SECONDS - t0)) -ge "$limit" ]; then echo TIMEOUT; return 0; fi
         sleep 0.5
