@@ -261,6 +261,7 @@ case_metrics() {
     st=$(wait_job "$id2")
     [ "$st" = COMPLETED ] || { job_log "$id"; job_log "$id2"; fail "metrics job $id2 ended $st"; return 1; }
     [ "$(job_state "$id")" = COMPLETED ] || { fail "render job did not complete first"; return 1; }
+    check_table "$d/jobs.db" "$d/out" 8 || { job_log "$id"; return 1; }
     local names
     names=$(sql "$d/jobs.db" "SELECT group_concat(name, ' ') FROM (SELECT name FROM metrics WHERE value IS NOT NULL ORDER BY name)")
     for m in fid precision recall density coverage; do
