@@ -617,6 +617,40 @@ static void test_tokenizer_rejects_missing_and_corrupt_gz(void **state) {
     assert_non_null(strstr(err.msg, "line 3: expected two tokens"));
 }
 
+/* `sdrender tokenize` prints, for every golden prompt, the 77 ids of tokens.json for the model's pad token. */
+static void expect_cli_ids(const char *model, const char *input_ids_key) {
+    json_t *prompts = json_object_get(golden, "prompts");
+    char prompt_file[1024], model_dir[1024]; /* copies: tu_tmp and tu_path reuse 16 buffers */
+    snprintf(prompt_file, sizeof prompt_file, "%s", tu_tmp("cli_prompt.txt"));
+    snprintf(model_dir, sizeof model_dir, "%s", tu_path(model));
+    size_t i;
+    json_t *p;
+    json_array_foreach(prompts, i, p) {
+        const char *text = json_string_value(json_object_get(p, "text"));
+        write_file(prompt_file, text);
+        /* the prompt goes through a file (tabs, newlines, quotes); the x keeps trailing newlines */
+        char *out = NULL;
+        int rc = tu_sh(&out, "p=\"$(cat '%s'; printf x)\"; '%s' tokenize -m '%s' -p \"${p%%x}\" 2>/dev/null", prompt_file,
+                       tu_bin(), model_dir);
+        if (rc != 0) fail_msg("sdrender tokenize -m %s on prompt %zu exited %d", model, i, rc);
+        int32_t got[78];
+        int n = 0;
+        char *s = out, *end;
+        for (long v = strtol(s, &end, 10); end != s && n < 78; v = strtol(s, &end, 10)) {
+            got[n++] = (int32_t)v;
+            s = end;
+        }
+        expect_ids(input_ids_key, text, json_object_get(p, input_ids_key), got, n);
+        free(out);
+    }
+}
+
+static void test_tokenize_command_prints_the_golden_input_ids(void **state) {
+    (void)state;
+    expect_cli_ids("models/tiny-sd15", "input_ids_sd1");
+    expect_cli_ids("models/tiny-sd2", "input_ids_sd2");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenizer_sd15_folder_matches_golden_pieces_ids_and_input_ids),
@@ -635,6 +669,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_folder_may_name_its_own_special_tokens),
         cmocka_unit_test(test_tokenizer_rejects_malformed_folders_with_clear_errors),
         cmocka_unit_test(test_tokenizer_rejects_missing_and_corrupt_gz),
+        cmocka_unit_test(test_tokenize_command_prints_the_golden_input_ids),
     };
     return cmocka_run_group_tests(tests, load_golden, free_golden);
 }
