@@ -217,7 +217,7 @@ static void expect_flops(const char *model, int B, int h, int w) {
     fixture_open(&f, model, "unet_sd15");
     double want = flops_from_weights(&f.files.w, f.cfg.n_levels, B, h, w, 77), got = unet_flops(&f.cfg, B, h, w, 77);
     if (fabs(got - want) > 1e-12 * want)
-        fail_msg("%s at %dx%d, batch %d: unet_flops %.6g, from the weight shapes %.6g", model, h, w, B, got, want);
+        fail_msg("%s at %dx%d, batch %d: unet_flops %.12g, from the weight shapes %.12g", model, h, w, B, got, want);
     fixture_close(&f);
 }
 

@@ -161,7 +161,7 @@ static void test_vae_decode_flops_match_the_count_from_the_weight_shapes(void **
             double want = decode_flops_from_weights(&f.files.w, f.cfg.n_levels, B, h, w);
             double got = vae_decode_flops(&f.cfg, B, h, w);
             if (fabs(got - want) > 1e-12 * want)
-                fail_msg("%s decode of %dx%d, batch %d: vae_decode_flops %.6g, from the weight shapes %.6g",
+                fail_msg("%s decode of %dx%d, batch %d: vae_decode_flops %.12g, from the weight shapes %.12g",
                          models[m][0], h, w, B, got, want);
         }
         fixture_close(&f);
