@@ -98,47 +98,40 @@ static void settings_from_json(json_t *j, const char *name, sd_settings *s, char
     }
 }
 
-/* The trace's inputs and side products that the main comparison does not cover (buffers owned here). */
+/* The trace's inputs and side products that the main comparison does not cover: ids and schedule here,
+ * the float tensors carved from one block. */
 typedef struct extra_trace {
     int32_t prompt_ids[77], negative_ids[77];
     double all_timesteps[64];
-    float *negative_embeds, *encoder_mean, *encoder_logvar, *encoder_noise, *masked_noise, *masked_latents, *unet_in;
+    float *block;
 } extra_trace;
 
-static void extra_trace_alloc(extra_trace *x, size_t n_lat, size_t n_unet_in) {
+static float *carve(float **next, size_t n) {
+    float *p = *next;
+    *next += n;
+    return p;
+}
+
+/* Points tr's extra fields at x's storage: latents of n_lat floats, the first U-Net input of n_unet_in. */
+static void extra_trace_attach(extra_trace *x, sd_pipeline_trace *tr, size_t n_lat, size_t n_unet_in) {
     memset(x, 0, sizeof *x);
-    x->negative_embeds = malloc(sizeof(float) * 77 * 32);
-    x->encoder_mean = malloc(sizeof(float) * n_lat);
-    x->encoder_logvar = malloc(sizeof(float) * n_lat);
-    x->encoder_noise = malloc(sizeof(float) * n_lat);
-    x->masked_noise = malloc(sizeof(float) * n_lat);
-    x->masked_latents = malloc(sizeof(float) * n_lat);
-    x->unet_in = malloc(sizeof(float) * n_unet_in);
     for (int i = 0; i < 77; i++) x->prompt_ids[i] = x->negative_ids[i] = -1;
-}
-
-static void extra_trace_attach(extra_trace *x, sd_pipeline_trace *tr) {
-    tr->prompt_ids = x->prompt_ids;
-    tr->negative_ids = x->negative_ids;
-    tr->negative_embeds = x->negative_embeds;
-    tr->all_timesteps = x->all_timesteps;
-    tr->max_timesteps = 64;
-    tr->encoder_mean = x->encoder_mean;
-    tr->encoder_logvar = x->encoder_logvar;
-    tr->encoder_noise = x->encoder_noise;
-    tr->masked_image_encoder_noise = x->masked_noise;
-    tr->masked_image_latents = x->masked_latents;
-    tr->unet_input_step0 = x->unet_in;
-}
-
-static void extra_trace_free(extra_trace *x) {
-    free(x->negative_embeds);
-    free(x->encoder_mean);
-    free(x->encoder_logvar);
-    free(x->encoder_noise);
-    free(x->masked_noise);
-    free(x->masked_latents);
-    free(x->unet_in);
+    x->block = malloc(sizeof(float) * (77 * 32 + 5 * n_lat + n_unet_in));
+    assert_non_null(x->block);
+    float *next = x->block;
+    *tr = (sd_pipeline_trace){
+        .prompt_ids = x->prompt_ids,
+        .negative_ids = x->negative_ids,
+        .all_timesteps = x->all_timesteps,
+        .max_timesteps = 64,
+        .negative_embeds = carve(&next, 77 * 32),
+        .encoder_mean = carve(&next, n_lat),
+        .encoder_logvar = carve(&next, n_lat),
+        .encoder_noise = carve(&next, n_lat),
+        .masked_image_encoder_noise = carve(&next, n_lat),
+        .masked_image_latents = carve(&next, n_lat),
+        .unet_input_step0 = carve(&next, n_unet_in),
+    };
 }
 
 /* Golden I64 ids [1, 77] equal got (token ids are exact everywhere, README section 8). */
@@ -172,23 +165,22 @@ static void expect_optional(const char *cname, const st_file *f, const char *nam
  * The first U-Net input is the start latent scaled (txt2img: noise * sigma, float rounding only,
  * 2e-6 relative as the scheduler values) and, for img2img and inpainting, built from VAE posteriors (2e-4).
  */
-static void expect_extra_trace(const char *cname, const st_file *f, const extra_trace *x, const sd_pipeline_trace *tr,
-                               int cfg) {
-    expect_golden_ids(cname, f, "prompt_ids", x->prompt_ids);
+static void expect_extra_trace(const char *cname, const st_file *f, const sd_pipeline_trace *tr, int cfg) {
+    expect_golden_ids(cname, f, "prompt_ids", tr->prompt_ids);
     if (cfg) {
-        expect_golden_ids(cname, f, "negative_ids", x->negative_ids);
-        expect_optional(cname, f, "negative_embeds", x->negative_embeds, 2e-5, 0);
+        expect_golden_ids(cname, f, "negative_ids", tr->negative_ids);
+        expect_optional(cname, f, "negative_embeds", tr->negative_embeds, 2e-5, 0);
         assert_non_null(st_find(f, "negative_embeds"));
     } else {
         assert_null(st_find(f, "negative_ids"));
     }
-    expect_optional(cname, f, "encoder_noise", x->encoder_noise, 0, 0);
-    expect_optional(cname, f, "masked_image_encoder_noise", x->masked_noise, 0, 0);
-    expect_optional(cname, f, "encoder_mean", x->encoder_mean, 2e-4, 0);
-    expect_optional(cname, f, "encoder_logvar", x->encoder_logvar, 2e-4, 0);
-    expect_optional(cname, f, "masked_image_latents", x->masked_latents, 2e-4, 0);
+    expect_optional(cname, f, "encoder_noise", tr->encoder_noise, 0, 0);
+    expect_optional(cname, f, "masked_image_encoder_noise", tr->masked_image_encoder_noise, 0, 0);
+    expect_optional(cname, f, "encoder_mean", tr->encoder_mean, 2e-4, 0);
+    expect_optional(cname, f, "encoder_logvar", tr->encoder_logvar, 2e-4, 0);
+    expect_optional(cname, f, "masked_image_latents", tr->masked_image_latents, 2e-4, 0);
     int encoded = st_find(f, "encoder_mean") || st_find(f, "masked_image_latents");
-    expect_optional(cname, f, "unet_input_step0", x->unet_in, encoded ? 2e-4 : 0, encoded ? 0 : 2e-6);
+    expect_optional(cname, f, "unet_input_step0", tr->unet_input_step0, encoded ? 2e-4 : 0, encoded ? 0 : 2e-6);
 
     /* the whole schedule (img2img: all_timesteps) and its tail, the evaluations that ran (timesteps) */
     const sd_tensor *all = st_find(f, "all_timesteps"), *run = tu_tensor(f, "timesteps");
@@ -198,11 +190,11 @@ static void expect_extra_trace(const char *cname, const st_file *f, const extra_
     assert_int_equal(tr->n_all_timesteps, n_all);
     assert_true(n_all <= 64);
     for (int i = 0; i < n_all; i++)
-        if (fabs(x->all_timesteps[i] - want_all[i]) > 2e-6 * fabs(want_all[i]))
-            fail_msg("%s: timestep %d of the schedule is %.9g, expected %.9g", cname, i, x->all_timesteps[i], want_all[i]);
+        if (fabs(tr->all_timesteps[i] - want_all[i]) > 2e-6 * fabs(want_all[i]))
+            fail_msg("%s: timestep %d of the schedule is %.9g, expected %.9g", cname, i, tr->all_timesteps[i], want_all[i]);
     for (int i = 0; i < n_run; i++)
-        if (fabs(x->all_timesteps[n_all - n_run + i] - want_run[i]) > 2e-6 * fabs(want_run[i]))
-            fail_msg("%s: looped timestep %d is %.9g, expected %.9g", cname, i, x->all_timesteps[n_all - n_run + i],
+        if (fabs(tr->all_timesteps[n_all - n_run + i] - want_run[i]) > 2e-6 * fabs(want_run[i]))
+            fail_msg("%s: looped timestep %d is %.9g, expected %.9g", cname, i, tr->all_timesteps[n_all - n_run + i],
                      want_run[i]);
     free(want_all);
     free(want_run);
@@ -235,15 +227,18 @@ static void run_case(const pipe_case *c) {
     uint8_t *rgb = malloc(n_img);
     size_t n_unet_in = (size_t)sd_tensor_numel(tu_tensor(&f, "unet_input_step0"));
     extra_trace x;
-    extra_trace_alloc(&x, n_lat, n_unet_in);
-    sd_pipeline_trace tr = {.prompt_embeds = pe, .latents_final = fin, .latents_steps = steps, .max_steps = n_evals,
-                            .image = img};
-    extra_trace_attach(&x, &tr);
+    sd_pipeline_trace tr;
+    extra_trace_attach(&x, &tr, n_lat, n_unet_in);
+    tr.prompt_embeds = pe;
+    tr.latents_final = fin;
+    tr.latents_steps = steps;
+    tr.max_steps = n_evals;
+    tr.image = img;
     sd_error err = {0};
     if (sd_pipeline_generate(p, &s, rgb, NULL, NULL, &tr, &err) < 0) fail_msg("%s: %s", c->name, err.msg);
     assert_int_equal(tr.n_steps, n_evals);
-    expect_extra_trace(c->name, &f, &x, &tr, s.cfg_scale > 1.0f);
-    extra_trace_free(&x);
+    expect_extra_trace(c->name, &f, &tr, s.cfg_scale > 1.0f);
+    free(x.block);
     char label[160];
     snprintf(label, sizeof label, "%s prompt_embeds", c->name);
     tu_expect_close(label, pe, want_pe, 77 * 32, 2e-5);

@@ -14,15 +14,12 @@
 #include "unet.h"
 #include "vae.h"
 
-static void check_model(const char *rel) {
-    sd_model m;
-    sd_error err = {0};
-    if (sd_model_open(&m, tu_path(rel), NULL, &err) < 0) fail_msg("%s", err.msg);
-    char label[256];
-
-    /* text encoder: last and penultimate hidden states of six prompts */
+/* The text encoder of m against golden_rel: last and penultimate hidden states of its six prompts. */
+static void check_text_encoder(const sd_model *m, const char *golden_rel, const char *what) {
     st_file g;
-    tu_open(&g, "golden/text_encoder_sd15.safetensors");
+    sd_error err = {0};
+    char label[256];
+    tu_open(&g, golden_rel);
     const sd_tensor *ids64 = tu_tensor(&g, "input_ids");
     int n_ids = (int)sd_tensor_numel(ids64);
     int *ids = malloc(sizeof(int) * (size_t)n_ids);
@@ -32,22 +29,35 @@ static void check_model(const char *rel) {
         ids[i] = (int)v;
     }
     clip_text_model clip;
-    if (clip_text_load(&clip, &m.clip, &m.clip_w, &err) < 0) fail_msg("%s", err.msg);
+    if (clip_text_load(&clip, &m->clip, &m->clip_w, &err) < 0) fail_msg("%s", err.msg);
     size_t n;
     float *want = tu_f32(&g, "last_hidden_state", &n), *got = malloc(sizeof(float) * n);
     assert_int_equal(clip_text_forward(&clip, ids, 6, 77, 0, got, &err), 0);
-    snprintf(label, sizeof label, "%s text encoder last_hidden_state", rel);
+    snprintf(label, sizeof label, "%s text encoder last_hidden_state", what);
     tu_expect_close(label, got, want, n, 2e-5);
     free(want);
     want = tu_f32(&g, "penultimate_hidden_state", &n);
     assert_int_equal(clip_text_forward(&clip, ids, 6, 77, 1, got, &err), 0);
-    snprintf(label, sizeof label, "%s text encoder penultimate_hidden_state", rel);
+    snprintf(label, sizeof label, "%s text encoder penultimate_hidden_state", what);
     tu_expect_close(label, got, want, n, 2e-5);
     free(want);
     free(got);
     free(ids);
     clip_text_free(&clip);
     st_close(&g);
+}
+
+static void check_model(const char *rel) {
+    sd_model m;
+    sd_error err = {0};
+    if (sd_model_open(&m, tu_path(rel), NULL, &err) < 0) fail_msg("%s", err.msg);
+    char label[256];
+
+    /* text encoder: last and penultimate hidden states of six prompts */
+    check_text_encoder(&m, "golden/text_encoder_sd15.safetensors", rel);
+    st_file g;
+    size_t n;
+    float *want, *got;
 
     /* U-Net at 16x16, t = 500 */
     tu_open(&g, "golden/unet_sd15.safetensors");
@@ -359,10 +369,10 @@ static void expect_same_weights(const sd_weights *got, const char *model_rel, co
 
 static void test_sd2_openclip_single_file_matches_the_text_encoder_and_pipeline_goldens(void **state) {
     (void)state;
-    char ckpt[1024], yaml[1024], tok[1024];
-    snprintf(ckpt, sizeof ckpt, "%s", tu_tmp("tiny-sd2.safetensors"));
-    snprintf(yaml, sizeof yaml, "%s", tu_tmp("tiny-sd2.yaml"));
-    snprintf(tok, sizeof tok, "%s", tu_path("models/tiny-sd2/tokenizer"));
+    /* copies: tu_tmp and tu_path reuse their buffers */
+    char *ckpt = strdup(tu_tmp("tiny-sd2.safetensors")), *yaml = strdup(tu_tmp("tiny-sd2.yaml"));
+    char *tok = strdup(tu_path("models/tiny-sd2/tokenizer"));
+    assert_true(ckpt && yaml && tok);
     write_sd2_single_file(ckpt, yaml);
     sd_model m;
     sd_error err = {0};
@@ -376,31 +386,8 @@ static void test_sd2_openclip_single_file_matches_the_text_encoder_and_pipeline_
     expect_same_weights(&m.vae_w, "vae/diffusion_pytorch_model.safetensors", "vae");
 
     /* text encoder: last and penultimate hidden states of the six golden prompts */
+    check_text_encoder(&m, "golden/text_encoder_sd2.safetensors", "sd2 single file");
     st_file g;
-    tu_open(&g, "golden/text_encoder_sd2.safetensors");
-    const sd_tensor *ids64 = tu_tensor(&g, "input_ids");
-    int n_ids = (int)sd_tensor_numel(ids64);
-    int *ids = malloc(sizeof(int) * (size_t)n_ids);
-    for (int i = 0; i < n_ids; i++) {
-        int64_t v;
-        memcpy(&v, (const char *)ids64->data + 8 * (size_t)i, 8);
-        ids[i] = (int)v;
-    }
-    clip_text_model clip;
-    if (clip_text_load(&clip, &m.clip, &m.clip_w, &err) < 0) fail_msg("%s", err.msg);
-    size_t n;
-    float *want = tu_f32(&g, "last_hidden_state", &n), *got = malloc(sizeof(float) * n);
-    assert_int_equal(clip_text_forward(&clip, ids, 6, 77, 0, got, &err), 0);
-    tu_expect_close("sd2 single file: last_hidden_state", got, want, n, 2e-5);
-    free(want);
-    want = tu_f32(&g, "penultimate_hidden_state", &n);
-    assert_int_equal(clip_text_forward(&clip, ids, 6, 77, 1, got, &err), 0);
-    tu_expect_close("sd2 single file: penultimate_hidden_state", got, want, n, 2e-5);
-    free(want);
-    free(got);
-    free(ids);
-    clip_text_free(&clip);
-    st_close(&g);
 
     /* pipeline_sd2_ddim_vpred_96 (settings from its README table / sidecar) at the *_96 tolerances */
     sd_pipeline p;
@@ -438,6 +425,9 @@ static void test_sd2_openclip_single_file_matches_the_text_encoder_and_pipeline_
     st_close(&g);
     sd_pipeline_free(&p);
     sd_model_close(&m);
+    free(ckpt);
+    free(yaml);
+    free(tok);
 }
 
 int main(void) {
