@@ -71,8 +71,8 @@ static int nets_open_random(bench_nets *b, sd_error *err) {
 }
 
 /* A real model (diffusers folder or single checkpoint) through the model loader: its configs and tables. */
-static int nets_open_model(bench_nets *b, const char *path, sd_error *err) {
-    int rc = sd_model_open(&b->model, path, NULL, err);
+static int nets_open_model(bench_nets *b, const char *path, const sd_model_opts *opts, sd_error *err) {
+    int rc = sd_model_open(&b->model, path, opts, err);
     if (rc < 0) return rc;
     b->have_model = 1;
     if ((rc = sd_model_require(&b->model, SD_PART_VAE | SD_PART_TEXT_ENCODER, "bench", err)) < 0) return rc;
@@ -238,12 +238,15 @@ static void usage(FILE *fp) {
             "  --json OUT     also write the results as JSON\n"
             "  --no-vae, --no-text  skip the VAE decode / the text encoder\n"
             "  --profile      time per kind of kernel (timed U-Net steps, then the VAE decode)\n"
-            "  -m MODEL       time a real model (diffusers folder or checkpoint) instead of random weights\n");
+            "  -m MODEL       time a real model (diffusers folder or checkpoint) instead of random weights\n"
+            "  --tokenizer P, --config YAML  as for generate (a single file's tokenizer and LDM config), so\n"
+            "                 a generate command line's model options work here unchanged\n");
 }
 
 int cmd_bench(int argc, char **argv) {
     long W = 512, H = 512, threads = 0, steps = 3;
     const char *json_path = NULL, *model = NULL;
+    sd_model_opts mopts = {0};
     int no_vae = 0, no_text = 0, profile = 0;
     sd_error err = {0};
     static const struct option opts[] = {
@@ -251,6 +254,7 @@ int cmd_bench(int argc, char **argv) {
         {"json", required_argument, 0, 'j'},    {"no-vae", no_argument, 0, 'V'},
         {"no-text", no_argument, 0, 'T'},       {"help", no_argument, 0, 'h'},
         {"profile", no_argument, 0, 'P'},
+        {"tokenizer", required_argument, 0, 'k'}, {"config", required_argument, 0, 'c'},
         {0, 0, 0, 0},
     };
     int c;
@@ -266,6 +270,8 @@ int cmd_bench(int argc, char **argv) {
         case 'V': no_vae = 1; break;
         case 'T': no_text = 1; break;
         case 'P': profile = 1; break;
+        case 'k': mopts.tokenizer = optarg; break;
+        case 'c': mopts.config = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -277,7 +283,9 @@ int cmd_bench(int argc, char **argv) {
     bench_nets b;
     memset(&b, 0, sizeof b);
     double t0 = now_s();
-    int rc = model ? nets_open_model(&b, model, &err) : nets_open_random(&b, &err);
+    if (!model && (mopts.tokenizer || mopts.config))
+        return cli_usage_error("bench: --tokenizer and --config need -m MODEL");
+    int rc = model ? nets_open_model(&b, model, &mopts, &err) : nets_open_random(&b, &err);
     int scale = vae_scale_factor(&b.vcfg);
     if (rc == 0 && (W % scale || H % scale)) {
         nets_free(&b);

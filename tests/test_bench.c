@@ -1,8 +1,16 @@
-/* Tests for `sdrender bench`: its command line (a real run needs 2 GB of random weights, see make bench). */
+/* Tests for `sdrender bench`: its command line (a run of the SD 1.5 architecture needs 2 GB of random weights,
+ * see make bench) and a real run on the tiny single-file model with -m. */
 #include "testutil.h"
 
+#include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "clip.h"
+#include "model.h"
+#include "unet.h"
+#include "vae.h"
 
 static void test_bench_rejects_sizes_that_are_not_multiples_of_8(void **state) {
     (void)state;
@@ -36,11 +44,79 @@ static void test_bench_model_option_fails_cleanly_until_wired(void **state) {
     free(out);
 }
 
+static double num(json_t *o, const char *key) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_number(v)) fail_msg("bench JSON: '%s' is missing or not a number", key);
+    return json_number_value(v);
+}
+
+/* Fails unless |got - want| <= 1e-5 |want| (the JSON keeps 6 significant digits). */
+static void expect_rel(const char *key, double got, double want) {
+    if (!(fabs(got - want) <= 1e-5 * fabs(want))) fail_msg("bench JSON: %s = %.9g, expected %.9g", key, got, want);
+}
+
+/* bench -m on the tiny single file with generate's --tokenizer (64x64, one timed step): every key is there,
+ * sizes echo the options, times are positive and finite, and the GFLOP counts are the model's own. */
+static void test_bench_times_a_tiny_model_with_generates_model_options(void **state) {
+    (void)state;
+    char ckpt[1024], tok[1024], json[1024];
+    snprintf(ckpt, sizeof ckpt, "%s", tu_path("models/tiny-sd15.safetensors"));
+    snprintf(tok, sizeof tok, "%s", tu_path("models/tiny-sd15/tokenizer"));
+    snprintf(json, sizeof json, "%s", tu_tmp("bench.json"));
+    char *out = NULL;
+    int rc = tu_sh(&out, "%s bench -m %s --tokenizer %s -W 64 -H 64 --steps 1 --threads 1 --json %s 2>&1", tu_bin(),
+                   ckpt, tok, json);
+    if (rc != 0) fail_msg("bench -m exited %d: %s", rc, out);
+    assert_non_null(strstr(out, "tiny-sd15.safetensors"));
+    assert_non_null(strstr(out, "latent 8x8"));
+    free(out);
+
+    json_error_t je;
+    json_t *o = json_load_file(json, 0, &je);
+    if (!o) fail_msg("%s: %s", json, je.text);
+    assert_int_equal(num(o, "width"), 64);
+    assert_int_equal(num(o, "height"), 64);
+    assert_int_equal(num(o, "steps"), 1);
+    assert_int_equal(num(o, "threads"), 1);
+    static const char *const positive[] = {"sgemm_gflops", "unet_first_step_s", "unet_step_s", "unet_gflop",
+                                           "unet_gflops", "unet_vs_sgemm", "vae_decode_s", "vae_decode_gflop",
+                                           "vae_decode_gflops", "text_encoder_s", "text_encoder_gflop",
+                                           "peak_rss_mb", "unet_scratch_mb", "vae_scratch_mb"};
+    for (size_t i = 0; i < sizeof positive / sizeof *positive; i++) {
+        double v = num(o, positive[i]);
+        if (!(v > 0 && isfinite(v))) fail_msg("bench JSON: %s = %g, expected a positive finite number", positive[i], v);
+    }
+    /* a single step of an 8x8 latent: seconds, not minutes; the process fits in well under a GB */
+    assert_true(num(o, "unet_step_s") < 60);
+    assert_true(num(o, "peak_rss_mb") < 1024);
+    expect_rel("unet_gflops", num(o, "unet_gflops"), num(o, "unet_gflop") / num(o, "unet_step_s"));
+    expect_rel("vae_decode_gflops", num(o, "vae_decode_gflops"), num(o, "vae_decode_gflop") / num(o, "vae_decode_s"));
+    expect_rel("unet_vs_sgemm", num(o, "unet_vs_sgemm"), num(o, "unet_gflops") / num(o, "sgemm_gflops"));
+
+    /* the counts are the tiny model's (CFG batch 2, 77 tokens), not the SD 1.5 architecture's */
+    sd_model m;
+    sd_error err = {0};
+    sd_model_opts opts = {.tokenizer = tok};
+    if (sd_model_open(&m, ckpt, &opts, &err) < 0) fail_msg("%s", err.msg);
+    expect_rel("unet_gflop", num(o, "unet_gflop"), unet_flops(&m.unet, 2, 8, 8, 77) / 1e9);
+    expect_rel("vae_decode_gflop", num(o, "vae_decode_gflop"), vae_decode_flops(&m.vae, 1, 8, 8) / 1e9);
+    expect_rel("text_encoder_gflop", num(o, "text_encoder_gflop"), clip_text_flops(&m.clip, 2, 77) / 1e9);
+    sd_model_close(&m);
+    json_decref(o);
+
+    /* --tokenizer means nothing without a model */
+    rc = tu_sh(&out, "%s bench --tokenizer %s 2>&1", tu_bin(), tok);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "--tokenizer"));
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bench_rejects_sizes_that_are_not_multiples_of_8),
         cmocka_unit_test(test_bench_help_lists_the_json_option),
         cmocka_unit_test(test_bench_model_option_fails_cleanly_until_wired),
+        cmocka_unit_test(test_bench_times_a_tiny_model_with_generates_model_options),
     };
     return cmocka_run_group_tests_name("bench", tests, NULL, NULL);
 }

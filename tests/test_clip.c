@@ -15,6 +15,8 @@ typedef struct clip_fixture {
     clip_config cfg;
     clip_text_model m;
     int ids[6 * 77];
+    int probe_calls;     /* hidden states the probe compared */
+    unsigned probe_seen; /* bit 0: embeddings, bit 1 + i: layer i */
 } clip_fixture;
 
 static void fixture_open(clip_fixture *f, const char *name) {
@@ -46,6 +48,10 @@ static void fixture_close(clip_fixture *f) {
 static void compare_probe(void *user, const char *name, const float *x, int ndim, const int64_t *shape) {
     clip_fixture *f = user;
     size_t n;
+    int layer;
+    f->probe_calls++;
+    if (!strcmp(name, "hidden_states.embeddings")) f->probe_seen |= 1u;
+    else if (sscanf(name, "hidden_states.layer%d", &layer) == 1 && layer >= 0 && layer < 31) f->probe_seen |= 2u << layer;
     float *want = tu_f32(&f->golden, name, &n);
     size_t got_n = 1;
     for (int i = 0; i < ndim; i++) got_n *= (size_t)shape[i];
@@ -60,10 +66,17 @@ static void check_model(const char *name) {
     sd_error err = {0};
     sd_probe probe = {compare_probe, &f};
     f.m.probe = &probe;
+    f.probe_calls = 0;
+    f.probe_seen = 0;
     float *out = malloc(6 * 77 * 32 * sizeof(float));
     size_t n;
     /* all six prompts in one batch: embeddings, every block, last_hidden_state */
     if (clip_text_forward(&f.m, f.ids, 6, 77, 0, out, &err) < 0) fail_msg("%s", err.msg);
+    /* the probe saw the embeddings and each of the 3 blocks (README section 1) once: a silent encoder
+       would otherwise pass the per-layer comparison */
+    assert_int_equal(f.cfg.layers, 3);
+    assert_int_equal(f.probe_calls, 1 + f.cfg.layers);
+    assert_int_equal(f.probe_seen, (2u << f.cfg.layers) - 1);
     float *want = tu_f32(&f.golden, "last_hidden_state", &n);
     tu_expect_close("last_hidden_state", out, want, n, 2e-5);
     free(want);

@@ -9,6 +9,7 @@
 
 #include "clip_model.h"
 #include "pil_resize.h"
+#include "tokenizer.h"
 #include "weights.h"
 
 /* metrics/README.md section 4 */
@@ -250,6 +251,28 @@ static void test_clip_load_names_missing_tensor(void **state) {
     free(names), free(ts);
 }
 
+/* The CLIP-score prompts through our tokenizer (zero padding, as clip.tokenize) give input_ids_openai:
+ * prompt 3 has "&amp;", prompt 1 surrounding spaces, caps and a digit. */
+static void test_clip_score_prompts_tokenize_to_openai_input_ids(void **state) {
+    fixture *f = *state;
+    sd_error err = {0};
+    tokenizer_bpe *tok = NULL;
+    if (tokenizer_load_dir(&tok, tu_path("models/tiny-sd15/tokenizer"), &err) < 0) fail_msg("%s", err.msg);
+    if (tokenizer_set_pad(tok, "!", &err) < 0) fail_msg("%s", err.msg);
+    json_t *prompts = json_object_get(f->json, "prompts");
+    assert_int_equal(json_array_size(prompts), 4);
+    for (int i = 0; i < 4; i++) {
+        const char *text = json_string_value(json_array_get(prompts, (size_t)i));
+        int32_t ids[77];
+        int n = 0;
+        if (tokenizer_encode_padded(tok, text, ids, 77, &n, &err) < 0) fail_msg("'%s': %s", text, err.msg);
+        for (int k = 0; k < 77; k++)
+            if (ids[k] != f->ids[i * 77 + k])
+                fail_msg("'%s': id %d is %d, input_ids_openai has %d", text, k, (int)ids[k], f->ids[i * 77 + k]);
+    }
+    tokenizer_free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clip_preprocess_matches_pillow_resize_and_round_half_even_crop),
@@ -258,6 +281,7 @@ int main(void) {
         cmocka_unit_test(test_clip_embeddings_and_cosines_match_openai_clip),
         cmocka_unit_test(test_clip_score_is_clamped_mean_of_pair_scores),
         cmocka_unit_test(test_clip_load_names_missing_tensor),
+        cmocka_unit_test(test_clip_score_prompts_tokenize_to_openai_input_ids),
     };
     return cmocka_run_group_tests_name("clip_model", tests, setup, teardown);
 }

@@ -98,6 +98,108 @@ static void settings_from_json(json_t *j, const char *name, sd_settings *s, char
     }
 }
 
+/* The trace's inputs and side products that the main comparison does not cover: ids and schedule here,
+ * the float tensors carved from one block. */
+typedef struct extra_trace {
+    int32_t prompt_ids[77], negative_ids[77];
+    double all_timesteps[64];
+    float *block;
+} extra_trace;
+
+static float *carve(float **next, size_t n) {
+    float *p = *next;
+    *next += n;
+    return p;
+}
+
+/* Points tr's extra fields at x's storage: latents of n_lat floats, the first U-Net input of n_unet_in. */
+static void extra_trace_attach(extra_trace *x, sd_pipeline_trace *tr, size_t n_lat, size_t n_unet_in) {
+    memset(x, 0, sizeof *x);
+    for (int i = 0; i < 77; i++) x->prompt_ids[i] = x->negative_ids[i] = -1;
+    x->block = malloc(sizeof(float) * (77 * 32 + 5 * n_lat + n_unet_in));
+    assert_non_null(x->block);
+    float *next = x->block;
+    *tr = (sd_pipeline_trace){
+        .prompt_ids = x->prompt_ids,
+        .negative_ids = x->negative_ids,
+        .all_timesteps = x->all_timesteps,
+        .max_timesteps = 64,
+        .negative_embeds = carve(&next, 77 * 32),
+        .encoder_mean = carve(&next, n_lat),
+        .encoder_logvar = carve(&next, n_lat),
+        .encoder_noise = carve(&next, n_lat),
+        .masked_image_encoder_noise = carve(&next, n_lat),
+        .masked_image_latents = carve(&next, n_lat),
+        .unet_input_step0 = carve(&next, n_unet_in),
+    };
+}
+
+/* Golden I64 ids [1, 77] equal got (token ids are exact everywhere, README section 8). */
+static void expect_golden_ids(const char *cname, const st_file *f, const char *name, const int32_t *got) {
+    const sd_tensor *t = tu_tensor(f, name);
+    assert_int_equal(t->dtype, SD_I64);
+    assert_int_equal(sd_tensor_numel(t), 77);
+    const int64_t *want = t->data;
+    for (int i = 0; i < 77; i++)
+        if (got[i] != want[i]) fail_msg("%s %s: id %d is %d, expected %lld", cname, name, i, (int)got[i], (long long)want[i]);
+}
+
+/* One golden float tensor (when the case has it) against the trace's copy, within atol + rtol * peak. */
+static void expect_optional(const char *cname, const st_file *f, const char *name, const float *got, double atol,
+                            double rtol) {
+    const sd_tensor *t = st_find(f, name);
+    if (!t) return;
+    size_t n;
+    float *want = tu_f32(f, name, &n);
+    char label[160];
+    snprintf(label, sizeof label, "%s %s", cname, name);
+    tu_expect_close(label, got, want, n, atol + rtol * tu_peak(want, n));
+    free(want);
+}
+
+/*
+ * Token ids, the negative embeddings, the random draws of the VAE posteriors, the encoder's mean and
+ * log-variance, the masked image's latents, the first U-Net input and the whole timestep schedule,
+ * each at README section 8's tolerance: ids, noise and integer timesteps exact; text encoder 2e-5;
+ * VAE encode mean / logvar 2e-4 (masked_image_latents = 0.18215 * (mean + std * noise) inherits it).
+ * The first U-Net input is the start latent scaled (txt2img: noise * sigma, float rounding only,
+ * 2e-6 relative as the scheduler values) and, for img2img and inpainting, built from VAE posteriors (2e-4).
+ */
+static void expect_extra_trace(const char *cname, const st_file *f, const sd_pipeline_trace *tr, int cfg) {
+    expect_golden_ids(cname, f, "prompt_ids", tr->prompt_ids);
+    if (cfg) {
+        expect_golden_ids(cname, f, "negative_ids", tr->negative_ids);
+        expect_optional(cname, f, "negative_embeds", tr->negative_embeds, 2e-5, 0);
+        assert_non_null(st_find(f, "negative_embeds"));
+    } else {
+        assert_null(st_find(f, "negative_ids"));
+    }
+    expect_optional(cname, f, "encoder_noise", tr->encoder_noise, 0, 0);
+    expect_optional(cname, f, "masked_image_encoder_noise", tr->masked_image_encoder_noise, 0, 0);
+    expect_optional(cname, f, "encoder_mean", tr->encoder_mean, 2e-4, 0);
+    expect_optional(cname, f, "encoder_logvar", tr->encoder_logvar, 2e-4, 0);
+    expect_optional(cname, f, "masked_image_latents", tr->masked_image_latents, 2e-4, 0);
+    int encoded = st_find(f, "encoder_mean") || st_find(f, "masked_image_latents");
+    expect_optional(cname, f, "unet_input_step0", tr->unet_input_step0, encoded ? 2e-4 : 0, encoded ? 0 : 2e-6);
+
+    /* the whole schedule (img2img: all_timesteps) and its tail, the evaluations that ran (timesteps) */
+    const sd_tensor *all = st_find(f, "all_timesteps"), *run = tu_tensor(f, "timesteps");
+    int n_all = (int)(all ? sd_tensor_numel(all) : sd_tensor_numel(run)), n_run = (int)sd_tensor_numel(run);
+    float *want_all = all ? tu_f32(f, "all_timesteps", NULL) : tu_f32(f, "timesteps", NULL);
+    float *want_run = tu_f32(f, "timesteps", NULL);
+    assert_int_equal(tr->n_all_timesteps, n_all);
+    assert_true(n_all <= 64);
+    for (int i = 0; i < n_all; i++)
+        if (fabs(tr->all_timesteps[i] - want_all[i]) > 2e-6 * fabs(want_all[i]))
+            fail_msg("%s: timestep %d of the schedule is %.9g, expected %.9g", cname, i, tr->all_timesteps[i], want_all[i]);
+    for (int i = 0; i < n_run; i++)
+        if (fabs(tr->all_timesteps[n_all - n_run + i] - want_run[i]) > 2e-6 * fabs(want_run[i]))
+            fail_msg("%s: looped timestep %d is %.9g, expected %.9g", cname, i, tr->all_timesteps[n_all - n_run + i],
+                     want_run[i]);
+    free(want_all);
+    free(want_run);
+}
+
 static void run_case(const pipe_case *c) {
     char rel[128], init[1024], mask[1024];
     snprintf(rel, sizeof rel, "golden/pipeline_%s.json", c->name);
@@ -123,11 +225,20 @@ static void run_case(const pipe_case *c) {
     float *pe = malloc(sizeof(float) * 77 * 32), *fin = malloc(sizeof(float) * n_lat);
     float *steps = malloc(sizeof(float) * n_steps_all), *img = malloc(sizeof(float) * n_img);
     uint8_t *rgb = malloc(n_img);
-    sd_pipeline_trace tr = {.prompt_embeds = pe, .latents_final = fin, .latents_steps = steps, .max_steps = n_evals,
-                            .image = img};
+    size_t n_unet_in = (size_t)sd_tensor_numel(tu_tensor(&f, "unet_input_step0"));
+    extra_trace x;
+    sd_pipeline_trace tr;
+    extra_trace_attach(&x, &tr, n_lat, n_unet_in);
+    tr.prompt_embeds = pe;
+    tr.latents_final = fin;
+    tr.latents_steps = steps;
+    tr.max_steps = n_evals;
+    tr.image = img;
     sd_error err = {0};
     if (sd_pipeline_generate(p, &s, rgb, NULL, NULL, &tr, &err) < 0) fail_msg("%s: %s", c->name, err.msg);
     assert_int_equal(tr.n_steps, n_evals);
+    expect_extra_trace(c->name, &f, &tr, s.cfg_scale > 1.0f);
+    free(x.block);
     char label[160];
     snprintf(label, sizeof label, "%s prompt_embeds", c->name);
     tu_expect_close(label, pe, want_pe, 77 * 32, 2e-5);

@@ -75,34 +75,67 @@ static void test_sha256_streaming_equals_one_shot(void **state) {
     free(m);
 }
 
-/* Files hash to the SHA-256 that the reference data's MANIFEST.json records (one of them over 1 MiB). */
-static void test_sha256_file_matches_testdata_manifest(void **state) {
-    (void)state;
+/*
+ * Every file of a MANIFEST.json (root: the folder above its golden/) has the recorded size and
+ * SHA-256, a copy_of entry the digest of the file it names, and the sizes add up to total_bytes:
+ * the reference data the tests read is intact. Returns the number of files checked.
+ */
+static int check_manifest(const char *root_rel) {
+    char rel[512];
+    snprintf(rel, sizeof rel, "%s%sgolden/MANIFEST.json", root_rel, *root_rel ? "/" : "");
     json_error_t jerr;
-    json_t *root = json_load_file(tu_path("golden/MANIFEST.json"), 0, &jerr);
-    if (!root) fail_msg("cannot read golden/MANIFEST.json: %s", jerr.text);
+    json_t *root = json_load_file(tu_path(rel), 0, &jerr);
+    if (!root) fail_msg("cannot read %s: %s", rel, jerr.text);
     json_t *files = json_object_get(root, "files");
     assert_true(json_is_array(files));
-    int small = 0, big = 0;
+    assert_true(json_array_size(files) > 0);
+    json_int_t total = 0;
+    int checked = 0;
     size_t i;
     json_t *f;
     json_array_foreach(files, i, f) {
         const char *path = json_string_value(json_object_get(f, "path"));
         const char *sha = json_string_value(json_object_get(f, "sha256"));
-        json_int_t bytes = json_integer_value(json_object_get(f, "bytes"));
-        if (!path || !sha) continue;
-        int is_big = bytes > (1 << 20) && bytes < (16 << 20);
-        if ((is_big && big >= 1) || (!is_big && small >= 3)) continue;
+        json_t *jb = json_object_get(f, "bytes");
+        if (!path || !sha || !json_is_integer(jb)) fail_msg("%s: entry %zu lacks path, sha256 or bytes", rel, i);
+        snprintf(rel, sizeof rel, "%s%s%s", root_rel, *root_rel ? "/" : "", path);
         char hex[SD_SHA256_HEX_LEN + 1];
         sd_error err = {0};
-        if (sd_sha256_file(tu_path(path), hex, &err) < 0) fail_msg("%s", err.msg);
-        if (strcmp(hex, sha) != 0) fail_msg("%s: got %s, manifest says %s", path, hex, sha);
-        if (is_big) big++;
-        else small++;
+        if (sd_sha256_file(tu_path(rel), hex, &err) < 0) fail_msg("%s", err.msg);
+        if (strcmp(hex, sha) != 0) fail_msg("%s: got %s, manifest says %s", rel, hex, sha);
+        char *data = NULL;
+        size_t len = 0;
+        if (sd_fs_read_file(tu_path(rel), &data, &len, &err) < 0) fail_msg("%s", err.msg);
+        free(data);
+        if ((json_int_t)len != json_integer_value(jb))
+            fail_msg("%s: %zu bytes, manifest says %lld", rel, len, (long long)json_integer_value(jb));
+        total += json_integer_value(jb);
+        const char *copy_of = json_string_value(json_object_get(f, "copy_of"));
+        if (copy_of) {
+            size_t k;
+            json_t *g;
+            int found = 0;
+            json_array_foreach(files, k, g) {
+                const char *gp = json_string_value(json_object_get(g, "path"));
+                if (gp && !strcmp(gp, copy_of)) {
+                    found = 1;
+                    assert_string_equal(json_string_value(json_object_get(g, "sha256")), sha);
+                }
+            }
+            if (!found) fail_msg("%s: copy_of '%s' is not in the manifest", path, copy_of);
+        }
+        checked++;
     }
+    assert_int_equal(total, json_integer_value(json_object_get(root, "total_bytes")));
     json_decref(root);
-    assert_int_equal(small, 3);
-    assert_int_equal(big, 1);
+    return checked;
+}
+
+static void test_sha256_every_testdata_manifest_file_matches(void **state) {
+    (void)state;
+    /* testdata's models/ and golden/ (113 files, ~62 MB), and ext/'s (58 files) */
+    assert_int_equal(check_manifest(""), 113);
+    assert_int_equal(check_manifest("ext"), 58);
 }
 
 static void test_sha256_file_reports_missing_file(void **state) {
@@ -121,7 +154,7 @@ int main(void) {
         cmocka_unit_test(test_sha256_matches_fips180_vectors),
         cmocka_unit_test(test_sha256_pads_correctly_at_block_boundaries),
         cmocka_unit_test(test_sha256_streaming_equals_one_shot),
-        cmocka_unit_test(test_sha256_file_matches_testdata_manifest),
+        cmocka_unit_test(test_sha256_every_testdata_manifest_file_matches),
         cmocka_unit_test(test_sha256_file_reports_missing_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

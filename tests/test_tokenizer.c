@@ -319,9 +319,10 @@ static void test_tokenizer_whitespace_and_lowercase_follow_python(void **state) 
     assert_string_equal(cleaned("\x1c a\x1c" "b \u2028 c\xc2\x85\u3000" "d\x1f"), "a\x1c" "b c d");
     assert_string_equal(cleaned("  a \t\n b  "), "a b");
     assert_string_equal(cleaned(" \t\n "), "");
-    /* full lower-casing: final sigma, dotted I grows to two code points, titlecase digraphs */
-    assert_string_equal(cleaned("\u039f\u0394\u039f\u03a3 \u03a3\u0391 A\u03a3.\u03a3 \u0130STANBUL \u01c5 \u03a9"),
-                        "\u03bf\u03b4\u03bf\u03c2 \u03c3\u03b1 a\u03c3.\u03c2 i\u0307stanbul \u01c6 \u03c9");
+    /* full lower-casing: final sigma, dotted I grows to two code points, titlecase letters (U+1F88; the
+       Latin digraph U+01C5 is becomes "D\u017e" by ftfy's ligature fix first) */
+    assert_string_equal(cleaned("\u039f\u0394\u039f\u03a3 \u03a3\u0391 A\u03a3.\u03a3 \u0130STANBUL \u1f88 \u01c5 \u03a9"),
+                        "\u03bf\u03b4\u03bf\u03c2 \u03c3\u03b1 a\u03c3.\u03c2 i\u0307stanbul \u1f80 d\u017e \u03c9");
     assert_string_equal(cleaned("A Photograph"), "a photograph");
 }
 
@@ -617,6 +618,85 @@ static void test_tokenizer_rejects_missing_and_corrupt_gz(void **state) {
     assert_non_null(strstr(err.msg, "line 3: expected two tokens"));
 }
 
+/* `sdrender tokenize` prints, for every golden prompt, the 77 ids of tokens.json for the model's pad token. */
+static void expect_cli_ids(const char *model, const char *input_ids_key) {
+    json_t *prompts = json_object_get(golden, "prompts");
+    char prompt_file[1024], model_dir[1024]; /* copies: tu_tmp and tu_path reuse 16 buffers */
+    snprintf(prompt_file, sizeof prompt_file, "%s", tu_tmp("cli_prompt.txt"));
+    snprintf(model_dir, sizeof model_dir, "%s", tu_path(model));
+    size_t i;
+    json_t *p;
+    json_array_foreach(prompts, i, p) {
+        const char *text = json_string_value(json_object_get(p, "text"));
+        write_file(prompt_file, text);
+        /* the prompt goes through a file (tabs, newlines, quotes); the x keeps trailing newlines */
+        char *out = NULL;
+        int rc = tu_sh(&out, "p=\"$(cat '%s'; printf x)\"; '%s' tokenize -m '%s' -p \"${p%%x}\" 2>/dev/null", prompt_file,
+                       tu_bin(), model_dir);
+        if (rc != 0) fail_msg("sdrender tokenize -m %s on prompt %zu exited %d", model, i, rc);
+        int32_t got[78];
+        int n = 0;
+        char *s = out, *end;
+        for (long v = strtol(s, &end, 10); end != s && n < 78; v = strtol(s, &end, 10)) {
+            got[n++] = (int32_t)v;
+            s = end;
+        }
+        expect_ids(input_ids_key, text, json_object_get(p, input_ids_key), got, n);
+        free(out);
+    }
+}
+
+static void test_tokenize_command_prints_the_golden_input_ids(void **state) {
+    (void)state;
+    expect_cli_ids("models/tiny-sd15", "input_ids_sd1");
+    expect_cli_ids("models/tiny-sd2", "input_ids_sd2");
+}
+
+/*
+ * ftfy.fix_text's subset (core/text/ftfy.h): each prompt must give the ids of the text ftfy makes of it,
+ * by ftfy's rules: uncurl_quotes (U+02BC, U+2018-U+201B -> ', U+201C-U+201F -> "), fix_latin_ligatures
+ * (its table), and fix_encoding for UTF-8 read as Windows-1252 / Latin-1 (U+0080-U+017F and U+2000-U+2FFF).
+ * Text that only looks similar stays as it is.
+ */
+static void test_tokenizer_applies_ftfy_quotes_ligatures_and_mojibake_fixes(void **state) {
+    (void)state;
+    static const char *const cases[][2] = {
+        /* uncurl_quotes */
+        {"don\u2019t stop, it\u2019s \u201cfine\u201d", "don't stop, it's \"fine\""},
+        {"\u2018a\u2019 \u201ab\u201b \u02bcc \u201ed\u201f", "'a' 'b' 'c \"d\""},
+        /* fix_latin_ligatures (then uncurl_quotes on U+0149's U+02BC) */
+        {"\ufb01sh \ufb02ower e\ufb00ort o\ufb03ce ba\ufb04e \ufb06op", "fish flower effort office baffle stop"},
+        {"\u0133 \u0132SSEL \u01c4 \u01c9 \u01cc \u01f3 \u0149", "ij IJSSEL D\u017d lj nj dz 'n"},
+        /* fix_encoding: UTF-8 bytes read as Windows-1252 (sloppy: undefined bytes as Latin-1) */
+        {"caf\u00c3\u00a9 cr\u00c3\u00a8me br\u00c3\u00bbl\u00c3\u00a9e", "caf\u00e9 cr\u00e8me br\u00fbl\u00e9e"},
+        {"25\u00c2\u00b0C, \u00c3\u2018and\u00c3\u00ba, \u00c5\u201a\u00c3\u00b3d\u00c5\u00ba, \u00c3" "\xc2\x81" "gua",
+         "25\u00b0C, \u00d1and\u00fa, \u0142\u00f3d\u017a, \u00c1gua"},
+        {"it\u00e2\u20ac\u2122s \u00e2\u20ac\u0153hi\u00e2\u20ac" "\xc2\x9d" " \u00e2\u20ac\u201d 5\u00e2\u201a\u00ac \u00e2\u201e\u00a2",
+         "it's \"hi\" \u2014 5\u20ac \u2122"},
+        /* not mojibake: a lead character without continuation characters */
+        {"S\u00c3O PAULO \u00c3 \u00e2 la carte, \u00c3\u00c3", "s\u00e3o paulo \u00e3 \u00e2 la carte, \u00e3\u00e3"},
+    };
+    tokenizer_bpe *tok = load_dir_or_fail(tu_path(SD15_TOK));
+    sd_error err = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int32_t *got = NULL, *want = NULL;
+        int ng = 0, nw = 0;
+        if (tokenizer_encode(tok, cases[i][0], &got, &ng, &err) < 0) fail_msg("%s", err.msg);
+        if (tokenizer_encode(tok, cases[i][1], &want, &nw, &err) < 0) fail_msg("%s", err.msg);
+        int same = ng == nw;
+        for (int k = 0; same && k < ng; k++) same = got[k] == want[k];
+        if (!same) {
+            char *a = NULL, *b = NULL;
+            tokenizer_decode(tok, got, ng, &a, &err);
+            tokenizer_decode(tok, want, nw, &b, &err);
+            fail_msg("'%s' tokenizes as '%s', expected '%s'", cases[i][0], a ? a : "?", b ? b : "?");
+        }
+        free(got);
+        free(want);
+    }
+    tokenizer_free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenizer_sd15_folder_matches_golden_pieces_ids_and_input_ids),
@@ -635,6 +715,8 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_folder_may_name_its_own_special_tokens),
         cmocka_unit_test(test_tokenizer_rejects_malformed_folders_with_clear_errors),
         cmocka_unit_test(test_tokenizer_rejects_missing_and_corrupt_gz),
+        cmocka_unit_test(test_tokenize_command_prints_the_golden_input_ids),
+        cmocka_unit_test(test_tokenizer_applies_ftfy_quotes_ligatures_and_mojibake_fixes),
     };
     return cmocka_run_group_tests(tests, load_golden, free_golden);
 }

@@ -97,8 +97,10 @@ void tu_expect_close(const char *label, const float *got, const float *want, siz
     double worst = -1;
     size_t wi = 0;
     for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - (double)want[i]);
-        if (isnan(got[i]) != isnan(want[i])) d = INFINITY;
+        /* a NaN on either side is a failure (NaN == NaN would otherwise pass: every comparison with it is
+           false); equal infinities match, any other infinite difference fails */
+        double d = got[i] == want[i] ? 0 : fabs((double)got[i] - (double)want[i]);
+        if (isnan(got[i]) || isnan(want[i])) d = INFINITY;
         if (d > worst) {
             worst = d;
             wi = i;

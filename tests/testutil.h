@@ -39,7 +39,8 @@ float *tu_f32(const st_file *f, const char *name, size_t *n);
 const sd_tensor *tu_tensor(const st_file *f, const char *name);
 
 /*
- * Fails (with the worst element) unless |got - want| <= atol everywhere. With
+ * Fails (with the worst element) unless |got - want| <= atol everywhere; a NaN
+ * on either side fails, equal infinities match. With
  * SDRENDER_TEST_REPORT=1 every comparison prints its worst difference to
  * stderr (how close a change of summation order brings a test to its limit).
  */

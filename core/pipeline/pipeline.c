@@ -32,21 +32,27 @@ void sd_pipeline_free(sd_pipeline *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* text -> out: [77, D] conditioning, clip_skip 1 = last layer (A1111 numbering). */
-static int encode_text(sd_pipeline *p, const char *text, int clip_skip, float *out, sd_error *err) {
+/* text -> out: [77, D] conditioning, clip_skip 1 = last layer (A1111 numbering); ids_out (may be NULL): [77]. */
+static int encode_text(sd_pipeline *p, const char *text, int clip_skip, float *out, int32_t *ids_out, sd_error *err) {
     int32_t ids[CTX_LEN];
     int n = 0;
     if (clip_skip - 1 >= p->clip.cfg.layers)
         return sd_err(err, SD_EINPUT, "clip skip %d: the text encoder has only %d layers", clip_skip, p->clip.cfg.layers);
     int rc = tokenizer_encode_padded(p->tok, text, ids, CTX_LEN, &n, err);
     if (rc < 0) return rc;
+    if (ids_out) memcpy(ids_out, ids, sizeof ids);
     return clip_text_forward(&p->clip, (const int *)ids, 1, CTX_LEN, clip_skip - 1, out, err);
 }
 
+/* The posterior's parts a trace asks for (each NULL or [4, h, w]). */
+typedef struct posterior_trace {
+    float *mean, *logvar, *noise;
+} posterior_trace;
+
 /* Posterior sample of the VAE: out = scaling_factor * (mean + exp(0.5 logvar) * noise), noise drawn from g.
- * img: [1, 3, H, W] in [-1, 1] -> out: [1, 4, h, w]. */
+ * img: [1, 3, H, W] in [-1, 1] -> out: [1, 4, h, w]; pt (may be NULL) receives mean, logvar and noise. */
 static int encode_image(sd_pipeline *p, const float *img, int H, int W, sd_rng *g, float *out, size_t n,
-                        sd_error *err) {
+                        const posterior_trace *pt, sd_error *err) {
     float *mean = malloc(sizeof(float) * n), *logvar = malloc(sizeof(float) * n), *noise = malloc(sizeof(float) * n);
     int rc = 0;
     if (!mean || !logvar || !noise) rc = sd_err(err, SD_ENOMEM, "out of memory");
@@ -58,6 +64,9 @@ static int encode_image(sd_pipeline *p, const float *img, int H, int W, sd_rng *
             float std = expf(0.5f * logvar[i]);
             out[i] = sf * (mean[i] + std * noise[i]);
         }
+        if (pt && pt->mean) memcpy(pt->mean, mean, sizeof(float) * n);
+        if (pt && pt->logvar) memcpy(pt->logvar, logvar, sizeof(float) * n);
+        if (pt && pt->noise) memcpy(pt->noise, noise, sizeof(float) * n);
     }
     free(mean);
     free(logvar);
@@ -155,8 +164,10 @@ static int encode_prompts(sd_pipeline *p, const sd_settings *s, const gen_shape 
                           sd_pipeline_trace *trace, sd_error *err) {
     float *pos = ctx + (size_t)(z->B - 1) * CTX_LEN * z->D;
     int rc;
-    if ((rc = encode_text(p, s->prompt, s->clip_skip, pos, err)) < 0) return rc;
-    if (z->cfg && (rc = encode_text(p, s->negative ? s->negative : "", s->clip_skip, ctx, err)) < 0) return rc;
+    if ((rc = encode_text(p, s->prompt, s->clip_skip, pos, trace ? trace->prompt_ids : NULL, err)) < 0) return rc;
+    if (z->cfg && (rc = encode_text(p, s->negative ? s->negative : "", s->clip_skip, ctx,
+                                    trace ? trace->negative_ids : NULL, err)) < 0)
+        return rc;
     if (trace && trace->prompt_embeds) memcpy(trace->prompt_embeds, pos, sizeof(float) * CTX_LEN * z->D);
     if (trace && trace->negative_embeds && z->cfg) memcpy(trace->negative_embeds, ctx, sizeof(float) * CTX_LEN * z->D);
     return 0;
@@ -171,9 +182,11 @@ static void draw_start_latents(sampler_state *smp, sd_rng *g, float *latents, si
 
 /* img2img's start latent: the posterior sample of b->pixels ([1, 3, H, W]) noised to evaluation `first`. */
 static int noise_init_image(sd_pipeline *p, sampler_state *smp, int first, sd_rng *g, buffers *b, const gen_shape *z,
-                            sd_error *err) {
+                            sd_pipeline_trace *trace, sd_error *err) {
     float *x0 = b->scaled;
-    int rc = encode_image(p, b->pixels, z->H, z->W, g, x0, z->n, err);
+    posterior_trace pt = {0};
+    if (trace) pt = (posterior_trace){trace->encoder_mean, trace->encoder_logvar, trace->encoder_noise};
+    int rc = encode_image(p, b->pixels, z->H, z->W, g, x0, z->n, &pt, err);
     if (rc < 0) return rc;
     sd_rng_randn(g, b->noise, z->n);
     sampler_add_noise(smp, first, x0, b->noise, b->latents, z->n);
@@ -183,7 +196,7 @@ static int noise_init_image(sd_pipeline *p, sampler_state *smp, int first, sd_rn
 /* Inpainting's extra U-Net inputs: the mask at latent size (b->mask_lat: [1, h, w]) and the masked image's
  * posterior sample (b->masked_lat: [C, h, w]); the start latent as img2img (strength < 1) or txt2img. */
 static int prepare_inpaint(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int first, sd_rng *g,
-                           buffers *b, const gen_shape *z, sd_error *err) {
+                           buffers *b, const gen_shape *z, sd_pipeline_trace *trace, sd_error *err) {
     const int H = z->H, W = z->W, h = z->h, w = z->w;
     int rc = 0;
     b->mask_lat = malloc(sizeof(float) * (size_t)h * w);
@@ -198,9 +211,12 @@ static int prepare_inpaint(sd_pipeline *p, const sd_settings *s, sampler_state *
     image_mask_binarize(b->mask_u8, H, W, b->aux);
     image_apply_mask(b->pixels, b->aux, H, W, masked);
     image_resize_nearest(b->aux, 1, H, W, b->mask_lat, h, w);
-    if (s->strength < 1.0) rc = noise_init_image(p, smp, first, g, b, z, err);
+    if (s->strength < 1.0) rc = noise_init_image(p, smp, first, g, b, z, trace, err);
     else draw_start_latents(smp, g, b->latents, z->n);
-    if (rc == 0) rc = encode_image(p, masked, H, W, g, b->masked_lat, z->n, err);
+    posterior_trace pt = {.noise = trace ? trace->masked_image_encoder_noise : NULL};
+    if (rc == 0) rc = encode_image(p, masked, H, W, g, b->masked_lat, z->n, &pt, err);
+    if (rc == 0 && trace && trace->masked_image_latents)
+        memcpy(trace->masked_image_latents, b->masked_lat, sizeof(float) * z->n);
     free(masked);
     return rc;
 }
@@ -211,14 +227,14 @@ static int prepare_inpaint(sd_pipeline *p, const sd_settings *s, sampler_state *
  * from g in diffusers' order.
  */
 static int prepare_latents(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int first, sd_rng *g,
-                           buffers *b, const gen_shape *z, sd_error *err) {
-    if (z->inpaint) return prepare_inpaint(p, s, smp, first, g, b, z, err);
+                           buffers *b, const gen_shape *z, sd_pipeline_trace *trace, sd_error *err) {
+    if (z->inpaint) return prepare_inpaint(p, s, smp, first, g, b, z, trace, err);
     if (!s->init_image) {
         draw_start_latents(smp, g, b->latents, z->n);
         return 0;
     }
     image_u8_to_tensor(b->init_rgb, z->H, z->W, b->pixels);
-    return noise_init_image(p, smp, first, g, b, z, err);
+    return noise_init_image(p, smp, first, g, b, z, trace, err);
 }
 
 /*
@@ -261,6 +277,8 @@ static int denoise(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
     int total = sampler_num_evals(smp) - first, rc;
     for (int i = first; i < sampler_num_evals(smp); i++) {
         if ((rc = predict(p, s, smp, i, b, z, err)) < 0) return rc;
+        if (trace && trace->unet_input_step0 && i == first)
+            memcpy(trace->unet_input_step0, b->unet_in, sizeof(float) * z->B * z->Cin * z->h * z->w);
         if ((rc = sampler_step(smp, i, b->guided, b->latents, n, g, err)) < 0) return rc;
         int done = i - first + 1;
         if (trace && done <= trace->max_steps) {
@@ -315,7 +333,12 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto done;
     if ((rc = encode_prompts(p, s, &z, b.ctx, trace, err)) < 0) goto done;
     sd_rng_seed(&g, (uint64_t)s->seed);
-    if ((rc = prepare_latents(p, s, smp, first, &g, &b, &z, err)) < 0) goto done;
+    if ((rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err)) < 0) goto done;
+    if (trace) {
+        trace->n_all_timesteps = sampler_num_evals(smp);
+        for (int i = 0; trace->all_timesteps && i < trace->n_all_timesteps && i < trace->max_timesteps; i++)
+            trace->all_timesteps[i] = sampler_timesteps(smp)[i];
+    }
     if (trace && trace->latents_init) memcpy(trace->latents_init, b.latents, sizeof(float) * z.n);
     if ((rc = denoise(p, s, smp, first, &g, &b, &z, cb, cb_ctx, trace, err)) < 0) goto done;
     if (trace && trace->latents_final) memcpy(trace->latents_final, b.latents, sizeof(float) * z.n);

@@ -44,8 +44,19 @@ typedef int (*sd_pipeline_step_fn)(void *ctx, int done, int total);
 
 /* Optional copies of intermediate tensors (each NULL or big enough), for tests and debugging. */
 typedef struct sd_pipeline_trace {
+    int32_t *prompt_ids;     /* [77]: token ids of the prompt */
+    int32_t *negative_ids;   /* [77] (with CFG) */
     float *prompt_embeds;    /* [77, D] */
     float *negative_embeds;  /* [77, D] (with CFG) */
+    double *all_timesteps;   /* [max_timesteps]: the sampler's whole schedule, one entry per evaluation */
+    int max_timesteps;
+    int n_all_timesteps;     /* set: entries of the schedule (img2img starts part-way into it) */
+    float *encoder_mean;     /* [4, h, w]: VAE posterior of the init image (img2img, inpaint with strength < 1) */
+    float *encoder_logvar;   /* [4, h, w] */
+    float *encoder_noise;    /* [4, h, w]: the noise of its posterior sample */
+    float *masked_image_encoder_noise; /* [4, h, w]: inpaint: the noise of the masked image's posterior sample */
+    float *masked_image_latents;       /* [4, h, w]: inpaint: scaling_factor * that sample */
+    float *unet_input_step0; /* [B, Cin, h, w]: the first U-Net input (CFG batch [uncond, cond], scaled) */
     float *latents_init;     /* [4, h, w]: the latent entering the loop */
     float *latents_steps;    /* [max_steps, 4, h, w]: after each evaluation */
     float *noise_pred_steps; /* [max_steps, 4, h, w]: guided model output of each evaluation */

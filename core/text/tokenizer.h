@@ -2,9 +2,10 @@
  * tokenizer.h - CLIP's byte-level BPE tokenizer (prompt text -> token ids).
  *
  * Behaves exactly like OpenAI CLIP's SimpleTokenizer (which transformers'
- * CLIPTokenizer follows when ftfy is installed), apart from ftfy.fix_text:
- * see core/text/tokenizer_text.h for the text cleanup, its one deliberate gap and
- * how invalid UTF-8 is handled (replaced by U+FFFD, never an error).
+ * CLIPTokenizer follows when ftfy is installed), apart from the parts of
+ * ftfy.fix_text that core/text/ftfy.h does not cover: see
+ * core/text/tokenizer_text.h for the text cleanup and how invalid UTF-8 is
+ * handled (replaced by U+FFFD, never an error).
  *
  *     tokenizer_bpe *tok;
  *     if (tokenizer_load_dir(&tok, "model/tokenizer", &err) < 0) ...;

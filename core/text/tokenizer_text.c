@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ftfy.h"
 #include "html_unescape.h"
 #include "unicode.h"
 
@@ -32,8 +33,11 @@ int tokenizer_text_clean(const char *text, size_t len, uint32_t **out, size_t *n
         return sd_err(err, SD_ENOMEM, "tokenizer: out of memory for a prompt of %zu bytes", len);
     }
     size_t m = uni_utf8_decode_replace((const unsigned char *)text, len, a, n_bad);
-    m = html_unescape(a, m, b);
+    /* basic_clean: ftfy.fix_text (the subset in ftfy.h; m <= len, so its 3m fit), html.unescape twice */
+    m = ftfy_fix_text(a, m, b);
     m = html_unescape(b, m, a);
+    m = html_unescape(a, m, b);
+    memcpy(a, b, m * sizeof *a);
 
     /* basic_clean's strip, then whitespace_clean: every regex-\s run -> one space, strip again */
     size_t lo, hi;

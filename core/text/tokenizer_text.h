@@ -13,13 +13,11 @@
  * with IGNORECASE.
  *
  * Deliberate differences (documented choices, not oversights):
- *  - ftfy.fix_text is NOT applied. It is a no-op for ordinary prompts (and for
- *    every prompt of the golden set), but it does change some text: curly
- *    quotes become straight ones, fullwidth ASCII becomes ASCII, ligatures
- *    are split, text is NFC-normalized, mojibake is repaired, some control
- *    characters are removed and HTML entities are unescaped until nothing
- *    changes. Prompts that depend on those get other tokens than the Python
- *    pipeline (e.g. "don’t" with U+2019 stays three pieces here).
+ *  - ftfy.fix_text is applied only in part (core/text/ftfy.h says exactly
+ *    which): common UTF-8-as-Windows-1252 mojibake, Latin ligatures and curly
+ *    quotes are fixed as ftfy does ("don’t" is "don't"); fullwidth forms, NFC
+ *    normalization and ftfy's other repairs are not. Every prompt of the
+ *    golden set is unaffected either way.
  *  - Input is UTF-8 bytes rather than a Python str: invalid UTF-8 is replaced
  *    by U+FFFD exactly as bytes.decode("utf-8", "replace") would, and a NUL
  *    byte ends the text.
