@@ -114,6 +114,7 @@ static float *rand_buffer(size_t n, uint64_t seed) {
 
 typedef struct bench_result {
     double sgemm_gflops;
+    double peak_gflops; /* ops_gemm_peak_gflops: the networks' own GEMM on a 4096x320x1280 product */
     double unet_first_s, unet_step_s, unet_gflop;
     double vae_s, vae_gflop;
     double clip_s, clip_gflop;
@@ -201,6 +202,8 @@ static int write_json(const char *path, const bench_result *r, int W, int H, int
     json_object_set_new(o, "unet_gflop", json_real(r->unet_gflop));
     json_object_set_new(o, "unet_gflops", json_real(r->unet_gflop / r->unet_step_s));
     json_object_set_new(o, "unet_vs_sgemm", json_real(r->unet_gflop / r->unet_step_s / r->sgemm_gflops));
+    json_object_set_new(o, "peak_gemm_gflops", json_real(r->peak_gflops));
+    json_object_set_new(o, "unet_vs_peak", json_real(r->unet_gflop / r->unet_step_s / r->peak_gflops));
     if (r->vae_s > 0) {
         json_object_set_new(o, "vae_decode_s", json_real(r->vae_s));
         json_object_set_new(o, "vae_decode_gflop", json_real(r->vae_gflop));
@@ -230,7 +233,8 @@ static void usage(FILE *fp) {
             "\n"
             "Times one U-Net step (CFG batch 2), a VAE decode and the text encoder of the full\n"
             "SD 1.5 architecture with random f16 weights, and compares the U-Net's GFLOP/s with\n"
-            "an OpenBLAS sgemm on the same cores.\n"
+            "an OpenBLAS sgemm on the same cores and with the peak of the networks' own GEMM\n"
+            "(ops_gemm on a 4096x320x1280 product with the kernels' tiles and threads).\n"
             "\n"
             "  -W, -H PX      image size, a multiple of the VAE's scale factor (8 for SD; default 512)\n"
             "  --threads N    threads (default: all cores)\n"
@@ -290,10 +294,16 @@ int cmd_bench(int argc, char **argv) {
     }
     int nt = ops_get_threads(), h = (int)H / scale, w = (int)W / scale;
     r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
+    ops_ctx pctx;
+    ops_ctx_init(&pctx, 0);
+    r.peak_gflops = ops_gemm_peak_gflops(&pctx, 5);
+    ops_ctx_free(&pctx);
     printf("sdrender bench: %s, %ldx%ld (latent %dx%d), %d threads\n",
            model ? model : "SD 1.5 architecture, random f16 weights", W, H, h, w, nt);
     printf("  weights: %.0f MB %s in %.1f s\n", b.weight_mb, model ? "mapped" : "made", now_s() - t0);
     printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
+    printf("  peak GEMM 4096x320x1280 (ops_gemm, %s, kernel tiles): %.1f GFLOP/s\n", ops_gemm_backend(),
+           r.peak_gflops);
     fflush(stdout);
     ops_profile_enable(profile);
     rc = time_unet(&b, h, w, (int)steps, &r, &err);
@@ -322,6 +332,7 @@ int cmd_bench(int argc, char **argv) {
     printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "unet step (CFG batch 2)", r.unet_step_s, r.unet_gflop, ug,
            100 * ug / r.sgemm_gflops);
     printf("  %-26s %9.3f\n", "  (first step, cold)", r.unet_first_s);
+    printf("  %-26s %9.1f%%\n", "  (unet vs peak GEMM)", 100 * ug / r.peak_gflops);
     if (!no_vae)
         printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "vae decode", r.vae_s, r.vae_gflop, r.vae_gflop / r.vae_s,
                100 * r.vae_gflop / r.vae_s / r.sgemm_gflops);

@@ -180,6 +180,9 @@ const float *ops_weight_f32(const sd_tensor *w, ops_ctx *ctx, sd_error *err);
 void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc);
 
+/* What ops_gemm runs on for float32 ("OpenBLAS sgemm", "oneDNN sgemm"), for reports. */
+const char *ops_gemm_backend(void);
+
 /*
  * out[M, N] = x[M, K] * w[N, K]^T + b[N]  (a PyTorch nn.Linear on M rows).
  * b may be NULL. accumulate = 1 adds the result to out (a fused residual).
@@ -201,6 +204,13 @@ void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int 
  * benchmarks compare against. 0 when out of memory.
  */
 double ops_sgemm_reference_gflops(int size, int reps);
+
+/*
+ * GFLOP/s of a [4096, 1280] x [1280, 320] product through ops_matmul with
+ * ctx (its precision, the kernels' tiles, ops_get_threads() threads): the
+ * peak a network's GEMMs can reach. 0 when out of memory.
+ */
+double ops_gemm_peak_gflops(const ops_ctx *ctx, int reps);
 
 /* ---- convolution ------------------------------------------------------ */
 

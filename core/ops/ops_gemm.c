@@ -109,6 +109,8 @@ void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha,
                 beta, c, ldc);
 }
 
+const char *ops_gemm_backend(void) { return "OpenBLAS sgemm"; }
+
 /* ---- linear and matmul ------------------------------------------------ */
 
 /*
@@ -197,6 +199,31 @@ double ops_sgemm_reference_gflops(int size, int reps) {
         double dt = now_s() - t0;
         openblas_set_num_threads(1);
         gflops = 2.0 * size * size * (double)size * reps / dt / 1e9;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return gflops;
+}
+
+/*
+ * GFLOP/s of c[4096, 320] = a[4096, 1280] * b[320, 1280]^T (a U-Net
+ * projection's shape) through ops_matmul: ctx's GEMM with the kernels' own
+ * tiles and threads, the best rate a kernel built on ops_gemm can reach.
+ * 0 when out of memory.
+ */
+double ops_gemm_peak_gflops(const ops_ctx *ctx, int reps) {
+    const int M = 4096, N = 320, K = 1280;
+    float *a = malloc((size_t)M * K * sizeof(float)), *b = malloc((size_t)N * K * sizeof(float));
+    float *c = malloc((size_t)M * N * sizeof(float));
+    double gflops = 0;
+    if (a && b && c && reps > 0) {
+        for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 97) * 0.01f - 0.5f;
+        for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 89) * 0.01f - 0.4f;
+        ops_matmul(c, N, a, K, b, K, M, N, K, 1, 0, ctx);
+        double t0 = now_s();
+        for (int r = 0; r < reps; r++) ops_matmul(c, N, a, K, b, K, M, N, K, 1, 0, ctx);
+        gflops = 2.0 * M * N * (double)K * reps / (now_s() - t0) / 1e9;
     }
     free(a);
     free(b);
