@@ -224,6 +224,41 @@ static void test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose(v
     ops_ctx_free(&ctx);
 }
 
+/*
+ * ops_gemm's implementation (oneDNN when built with it) must not plan its
+ * work for the kernels' thread count from inside their tiles: a product
+ * gives the same bits on 1, 2 or 3 threads, and called from outside any
+ * parallel region (an image must not depend on --threads).
+ */
+static void test_matmul_gives_the_same_bits_on_any_thread_count(void **state) {
+    (void)state;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    const int M = 300, N = 200, K = 1500;
+    float *A = rand_floats((size_t)M * K, 1), *B = rand_floats((size_t)N * K, 1);
+    float *ref = malloc((size_t)M * N * sizeof(float)), *got = malloc((size_t)M * N * sizeof(float));
+    assert_non_null(ref);
+    assert_non_null(got);
+    ops_set_threads(1);
+    ops_matmul(ref, N, A, K, B, K, M, N, K, 1, 0, &ctx);
+    for (int threads = 2; threads <= 3; threads++) {
+        ops_set_threads(threads);
+        ops_matmul(got, N, A, K, B, K, M, N, K, 1, 0, &ctx);
+        if (memcmp(ref, got, (size_t)M * N * sizeof(float)))
+            fail_msg("ops_matmul on %d threads differs from 1 thread", threads);
+    }
+    /* one ops_gemm from outside any parallel region: the same bits with 3 threads set as with 1 */
+    ops_gemm(&ctx, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, got, N);
+    float *got1 = malloc((size_t)M * N * sizeof(float));
+    assert_non_null(got1);
+    ops_set_threads(1);
+    ops_gemm(&ctx, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, got1, N);
+    if (memcmp(got, got1, (size_t)M * N * sizeof(float))) fail_msg("ops_gemm depends on ops_set_threads");
+    ops_set_threads(0);
+    free(A), free(B), free(ref), free(got), free(got1);
+    ops_ctx_free(&ctx);
+}
+
 /* ---- convolution ------------------------------------------------------ */
 
 /* Plain-loop reference of ops_conv2d with every fused option. */
@@ -688,6 +723,7 @@ int main(void) {
         cmocka_unit_test(test_arena_reuses_memory_after_release_and_keeps_alignment),
         /* last: its random shapes would shift every later test's */
         cmocka_unit_test(test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose),
+        cmocka_unit_test(test_matmul_gives_the_same_bits_on_any_thread_count),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }
