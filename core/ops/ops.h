@@ -122,8 +122,18 @@ void ops_arena_free(ops_arena *a);
 
 /* ---- kernel context --------------------------------------------------- */
 
-/* What ops_gemm multiplies in. Float32 only, for now. */
-typedef enum ops_precision { OPS_PRECISION_FP32 = 0 } ops_precision;
+/*
+ * What ops_gemm multiplies in. BF16: both inputs rounded to bfloat16,
+ * float32 accumulation and output (oneDNN's bf16 matmul); only where
+ * ops_bf16_available(), else ops_gemm computes in float32. Every GEMM
+ * follows it (linear, im2col convolutions, attention's two products, which
+ * take the GEMM route in bf16); Winograd convolutions, norms, softmax and
+ * samplers stay float32.
+ */
+typedef enum ops_precision { OPS_PRECISION_FP32 = 0, OPS_PRECISION_BF16 = 1 } ops_precision;
+
+/* 1 when ops_gemm can run in bf16 here: a build with oneDNN on a CPU with AVX512_BF16. */
+int ops_bf16_available(void);
 
 /*
  * Which route stride-1 3x3 convolutions take: AUTO = Winograd F(2x2, 3x3)
@@ -179,6 +189,14 @@ const float *ops_weight_f32(const sd_tensor *w, ops_ctx *ctx, sd_error *err);
  */
 void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc);
+
+/*
+ * ops_gemm's bf16 route (ops_gemm_bf16.c): c = alpha bf16(a) bf16(b) + beta c
+ * in float32 on the calling thread; 0, or -1 when it cannot make its
+ * primitive or buffers (c is then untouched, and ops_gemm computes in float32).
+ */
+int ops_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *a, int lda, const float *b, int ldb,
+                  float beta, float *c, int ldc);
 
 /* What ops_gemm runs on for float32 ("OpenBLAS sgemm", "oneDNN sgemm"), for reports. */
 const char *ops_gemm_backend(void);

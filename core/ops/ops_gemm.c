@@ -122,12 +122,16 @@ static void gemm_dnnl(int trans_b, int M, int N, int K, float alpha, const float
  * Every GEMM of the kernels (linear, matmul, the convolution routes, the
  * BLAS attention) is one call of this, on the calling thread: the place a
  * precision (ctx->precision) or an instruction set picks the implementation.
+ * In bf16 (ops_gemm_bf16.c) the inputs are rounded to bfloat16 first.
  * Float32 is one sgemm with exactly these arguments: oneDNN's when the build
  * has it (about twice OpenBLAS's AVX2 kernels on the AVX-512 EPYC, see the
  * README), else OpenBLAS's.
  */
 void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc) {
+    if (ctx && ctx->precision == OPS_PRECISION_BF16 &&
+        ops_gemm_bf16(trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) == 0)
+        return;
 #ifdef SD_HAVE_DNNL
     gemm_dnnl(trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
 #else
