@@ -36,7 +36,7 @@ static void usage(FILE *fp) {
             "      --batch-count N    N images with seeds S, S+1, ... (default 1)\n"
             "      --threads T        CPU threads (default: all cores)\n"
             "      --precision P      fp32 (default) or bf16: matrix products on bf16 inputs with fp32 sums\n"
-            "                         (needs AVX512_BF16; faster, images within ~40-50 dB PSNR of fp32)\n"
+            "                         (needs AVX512_BF16; test images 46-56 dB PSNR from fp32)\n"
             "      --tokenizer P      tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
             "      --config YAML      LDM config of a single file (default: same base name + .yaml)\n"
             "  -q, --quiet            no progress output\n"
