@@ -98,16 +98,23 @@ static void settings_from_json(json_t *j, const char *name, sd_settings *s, char
     }
 }
 
-static void run_case(const pipe_case *c) {
-    char rel[128], init[1024], mask[1024];
+/* A golden case's sidecar (the caller frees it; s's strings live in it), its settings and pipeline. */
+static json_t *case_open(const pipe_case *c, sd_settings *s, char *init, char *mask, size_t sz, sd_pipeline **p) {
+    char rel[128];
     snprintf(rel, sizeof rel, "golden/pipeline_%s.json", c->name);
     json_error_t je;
     json_t *j = json_load_file(tu_path(rel), 0, &je);
     if (!j) fail_msg("%s: %s", rel, je.text);
+    settings_from_json(j, c->name, s, init, mask, sz);
+    *p = pipe_for(json_string_value(json_object_get(json_object_get(j, "settings"), "model")));
+    return j;
+}
+
+static void run_case(const pipe_case *c) {
+    char rel[128], init[1024], mask[1024];
     sd_settings s;
-    settings_from_json(j, c->name, &s, init, mask, sizeof init);
-    const char *model = json_string_value(json_object_get(json_object_get(j, "settings"), "model"));
-    sd_pipeline *p = pipe_for(model);
+    sd_pipeline *p;
+    json_t *j = case_open(c, &s, init, mask, sizeof init, &p);
 
     snprintf(rel, sizeof rel, "golden/pipeline_%s.safetensors", c->name);
     st_file f;
@@ -263,13 +270,9 @@ static void test_bf16_pipelines_stay_close_to_the_fp32_goldens(void **state) {
         const pipe_case *c = &cases[i];
         if (!c->tight) continue;
         char rel[128], init[1024], mask[1024];
-        snprintf(rel, sizeof rel, "golden/pipeline_%s.json", c->name);
-        json_error_t je;
-        json_t *j = json_load_file(tu_path(rel), 0, &je);
-        if (!j) fail_msg("%s: %s", rel, je.text);
         sd_settings s;
-        settings_from_json(j, c->name, &s, init, mask, sizeof init);
-        sd_pipeline *p = pipe_for(json_string_value(json_object_get(json_object_get(j, "settings"), "model")));
+        sd_pipeline *p;
+        json_t *j = case_open(c, &s, init, mask, sizeof init, &p);
         snprintf(rel, sizeof rel, "golden/pipeline_%s.png", c->name);
         uint8_t *want = NULL, *rgb = malloc((size_t)3 * s.width * s.height);
         int w, h;
