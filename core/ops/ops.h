@@ -30,12 +30,14 @@
  * took before they return, so scratch use is strictly nested.
  *
  * GEMMs. Every matrix product of the kernels is an ops_gemm call, the one
- * place that picks how to multiply (ctx->precision): for float32, OpenBLAS
- * cblas_sgemm.
+ * place that picks how to multiply (ctx->precision): for float32, oneDNN's
+ * sgemm when the build has it (AVX-512; Debian's OpenBLAS runs AVX2 kernels
+ * on the development EPYC), else OpenBLAS cblas_sgemm; for bf16, oneDNN's
+ * bf16 matmul on rounded inputs (ops_gemm_bf16.c).
  *
  * Threads. All parallelism is OpenMP over the outer loops of each kernel
  * (output tiles, rows, channels, heads). GEMMs are made from inside those
- * loops on single-threaded OpenBLAS: two thread pools (OpenBLAS's and
+ * loops on single-threaded OpenBLAS or oneDNN: two thread pools (OpenBLAS's and
  * OpenMP's) spinning on the same cores cost up to 45% here.
  * ops_set_threads(n) sets both knobs accordingly; call it once at start-up.
  *
