@@ -28,6 +28,22 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+# oneDNN (libdnnl-dev) runs ops_gemm's float32 products when present: its AVX-512 sgemm measured about
+# twice OpenBLAS's on the AVX-512 EPYC (README). Debian ships no dnnl.pc, hence the header test.
+# OpenBLAS stays for LAPACK, and is the only GEMM of `make PORTABLE=1` (oneDNN would pick kernels
+# for the machine it runs on, not the build's x86-64-v2). `make DNNL=0` builds without it.
+ifneq ($(PORTABLE),1)
+ifneq ($(DNNL),0)
+ifeq ($(shell pkg-config --exists dnnl 2>/dev/null && echo yes),yes)
+PKG_CFLAGS += $(shell pkg-config --cflags dnnl) -DSD_HAVE_DNNL
+PKG_LIBS   += $(shell pkg-config --libs dnnl)
+else ifneq ($(wildcard /usr/include/oneapi/dnnl/dnnl.h),)
+PKG_CFLAGS += -DSD_HAVE_DNNL
+PKG_LIBS   += -ldnnl
+endif
+endif
+endif
+
 # core/ is one folder per subsystem (base, formats, model, ops, nn, text, sampler, pipeline, eval);
 # every one of them is built and on the include path. A .c file anywhere else under core/ (at its
 # top level, or one folder deeper) is not built: scripts/check-layout.sh fails on it.

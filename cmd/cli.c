@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ops.h"
+
 int cli_fail(const sd_error *e) {
     fprintf(stderr, "sdrender: %s\n", e->msg[0] ? e->msg : sd_err_name(e->code));
     return sd_err_exit_code(e->code ? e->code : SD_EINTERNAL);
@@ -43,6 +45,21 @@ int cli_parse_double(const char *flag, const char *s, double min, double max, do
     if (!*s || *end || errno || !isfinite(v)) return sd_err(e, SD_EINPUT, "%s: '%s' is not a number", flag, s);
     if (v < min || v > max) return sd_err(e, SD_EINPUT, "%s: %g is out of range [%g, %g]", flag, v, min, max);
     *out = v;
+    return 0;
+}
+
+int cli_parse_precision(const char *s, int allow_both, int *out, sd_error *e) {
+    if (!strcmp(s, "fp32")) *out = 0;
+    else if (!strcmp(s, "bf16")) *out = 1;
+    else if (allow_both && !strcmp(s, "both")) *out = 2;
+    else return sd_err(e, SD_EINPUT, "--precision: '%s' is not one of fp32, bf16%s", s, allow_both ? ", both" : "");
+    return 0;
+}
+
+int cli_bf16_usable(void) {
+    if (ops_bf16_available()) return 1;
+    fprintf(stderr, "sdrender: --precision bf16 needs a build with oneDNN and a CPU with AVX512_BF16; "
+                    "this one computes in fp32\n");
     return 0;
 }
 

@@ -16,6 +16,11 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_parse_long(const char *flag, const char *s, long min, long max, long *out, sd_error *e);
 int cli_parse_double(const char *flag, const char *s, double min, double max, double *out, sd_error *e);
 
+/* --precision: "fp32" -> 0, "bf16" -> 1, and "both" -> 2 when allow_both; else an error. */
+int cli_parse_precision(const char *s, int allow_both, int *out, sd_error *e);
+/* 1 when GEMMs can run in bf16 here; else prints why on stderr (fp32 is used instead) and returns 0. */
+int cli_bf16_usable(void);
+
 /* Value of option `name` (or `alias`, may be NULL) at argv[*i], given as "--name value" or
  * "--name=value"; advances *i past a separate value. NULL if argv[*i] is another option; then
  * *missing is set when it is this option but the value is missing. */

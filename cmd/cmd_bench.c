@@ -114,6 +114,7 @@ static float *rand_buffer(size_t n, uint64_t seed) {
 
 typedef struct bench_result {
     double sgemm_gflops;
+    double peak_gflops; /* ops_gemm_peak_gflops: the networks' own GEMM on a 4096x320x1280 product */
     double unet_first_s, unet_step_s, unet_gflop;
     double vae_s, vae_gflop;
     double clip_s, clip_gflop;
@@ -189,8 +190,74 @@ static int time_clip(bench_nets *b, int reps, bench_result *r, sd_error *err) {
     return rc;
 }
 
-static int write_json(const char *path, const bench_result *r, int W, int H, int threads, int steps, sd_error *err) {
+typedef struct bench_opts {
+    int h, w, steps;      /* latent size, timed U-Net steps */
+    int no_vae, no_text, profile;
+} bench_opts;
+
+/* The three networks' GEMMs compute in `precision` from now on. */
+static void nets_set_precision(bench_nets *b, ops_precision precision) {
+    b->unet.ops.precision = precision;
+    b->vae.ops.precision = precision;
+    b->clip.ops.precision = precision;
+}
+
+/* Prints r's table (r->sgemm_gflops and r->peak_gflops already measured). */
+static void print_results(const bench_result *r, const bench_opts *o) {
+    printf("  %-26s %9s %9s %9s %9s\n", "component", "seconds", "GFLOP", "GFLOP/s", "vs sgemm");
+    double ug = r->unet_gflop / r->unet_step_s;
+    printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "unet step (CFG batch 2)", r->unet_step_s, r->unet_gflop, ug,
+           100 * ug / r->sgemm_gflops);
+    printf("  %-26s %9.3f\n", "  (first step, cold)", r->unet_first_s);
+    printf("  %-26s %9.1f%%\n", "  (unet vs peak GEMM)", 100 * ug / r->peak_gflops);
+    if (!o->no_vae)
+        printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "vae decode", r->vae_s, r->vae_gflop, r->vae_gflop / r->vae_s,
+               100 * r->vae_gflop / r->vae_s / r->sgemm_gflops);
+    if (!o->no_text)
+        printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "text encoder (batch 2)", r->clip_s, r->clip_gflop,
+               r->clip_gflop / r->clip_s, 100 * r->clip_gflop / r->clip_s / r->sgemm_gflops);
+}
+
+/* The peak GEMM, then U-Net, VAE and text encoder with every GEMM in `precision`; prints the table. */
+static int bench_precision(bench_nets *b, const bench_opts *o, ops_precision precision, bench_result *r,
+                           sd_error *err) {
+    const char *name = precision == OPS_PRECISION_BF16 ? "bf16" : "fp32";
+    ops_ctx pctx;
+    ops_ctx_init(&pctx, 0);
+    pctx.precision = precision;
+    r->peak_gflops = ops_gemm_peak_gflops(&pctx, 5);
+    ops_ctx_free(&pctx);
+    printf("  %s: peak GEMM 4096x320x1280 (ops_gemm, %s, kernel tiles): %.1f GFLOP/s\n", name,
+           precision == OPS_PRECISION_BF16 ? "oneDNN bf16 matmul" : ops_gemm_backend(), r->peak_gflops);
+    fflush(stdout);
+    nets_set_precision(b, precision);
+    ops_profile_enable(o->profile);
+    int rc = time_unet(b, o->h, o->w, o->steps, r, err);
+    if (rc == 0 && o->profile) {
+        printf("  U-Net kernels over %d timed steps:\n", o->steps);
+        ops_profile_report(stdout);
+        ops_profile_reset();
+    }
+    if (rc == 0 && !o->no_vae) rc = time_vae(b, o->h, o->w, r, err);
+    if (rc == 0 && !o->no_vae && o->profile) {
+        printf("  VAE decode kernels:\n");
+        ops_profile_report(stdout);
+    }
+    ops_profile_enable(0);
+    if (rc == 0 && !o->no_text) rc = time_clip(b, 3, r, err);
+    if (rc == 0) print_results(r, o);
+    return rc;
+}
+
+/*
+ * r: the run whose keys are the usual ones (its precision named by "precision"); bf: with
+ * --precision both, the bf16 run, written as unet_step_s_bf16, vae_decode_s_bf16,
+ * text_encoder_s_bf16, peak_gemm_gflops_bf16 and unet_vs_peak_bf16 (NULL otherwise).
+ */
+static int write_json(const char *path, const bench_result *r, const bench_result *bf, const char *precision, int W,
+                      int H, int threads, int steps, sd_error *err) {
     json_t *o = json_object();
+    json_object_set_new(o, "precision", json_string(precision));
     json_object_set_new(o, "width", json_integer(W));
     json_object_set_new(o, "height", json_integer(H));
     json_object_set_new(o, "threads", json_integer(threads));
@@ -201,6 +268,8 @@ static int write_json(const char *path, const bench_result *r, int W, int H, int
     json_object_set_new(o, "unet_gflop", json_real(r->unet_gflop));
     json_object_set_new(o, "unet_gflops", json_real(r->unet_gflop / r->unet_step_s));
     json_object_set_new(o, "unet_vs_sgemm", json_real(r->unet_gflop / r->unet_step_s / r->sgemm_gflops));
+    json_object_set_new(o, "peak_gemm_gflops", json_real(r->peak_gflops));
+    json_object_set_new(o, "unet_vs_peak", json_real(r->unet_gflop / r->unet_step_s / r->peak_gflops));
     if (r->vae_s > 0) {
         json_object_set_new(o, "vae_decode_s", json_real(r->vae_s));
         json_object_set_new(o, "vae_decode_gflop", json_real(r->vae_gflop));
@@ -209,6 +278,13 @@ static int write_json(const char *path, const bench_result *r, int W, int H, int
     if (r->clip_s > 0) {
         json_object_set_new(o, "text_encoder_s", json_real(r->clip_s));
         json_object_set_new(o, "text_encoder_gflop", json_real(r->clip_gflop));
+    }
+    if (bf) {
+        json_object_set_new(o, "unet_step_s_bf16", json_real(bf->unet_step_s));
+        json_object_set_new(o, "peak_gemm_gflops_bf16", json_real(bf->peak_gflops));
+        json_object_set_new(o, "unet_vs_peak_bf16", json_real(bf->unet_gflop / bf->unet_step_s / bf->peak_gflops));
+        if (bf->vae_s > 0) json_object_set_new(o, "vae_decode_s_bf16", json_real(bf->vae_s));
+        if (bf->clip_s > 0) json_object_set_new(o, "text_encoder_s_bf16", json_real(bf->clip_s));
     }
     json_object_set_new(o, "peak_rss_mb", json_real(r->peak_rss_mb));
     json_object_set_new(o, "unet_scratch_mb", json_real(r->unet_scratch_mb));
@@ -226,11 +302,13 @@ static int write_json(const char *path, const bench_result *r, int W, int H, int
 
 static void usage(FILE *fp) {
     fprintf(fp,
-            "usage: sdrender bench [-W PX] [-H PX] [--threads N] [--steps N] [--json OUT] [--no-vae] [--no-text]\n"
+            "usage: sdrender bench [-W PX] [-H PX] [--threads N] [--steps N] [--precision P] [--json OUT] [--no-vae]\n"
+            "                      [--no-text]\n"
             "\n"
             "Times one U-Net step (CFG batch 2), a VAE decode and the text encoder of the full\n"
             "SD 1.5 architecture with random f16 weights, and compares the U-Net's GFLOP/s with\n"
-            "an OpenBLAS sgemm on the same cores.\n"
+            "an OpenBLAS sgemm on the same cores and with the peak of the networks' own GEMM\n"
+            "(ops_gemm on a 4096x320x1280 product with the kernels' tiles and threads).\n"
             "\n"
             "  -W, -H PX      image size, a multiple of the VAE's scale factor (8 for SD; default 512)\n"
             "  --threads N    threads (default: all cores)\n"
@@ -238,6 +316,9 @@ static void usage(FILE *fp) {
             "  --json OUT     also write the results as JSON\n"
             "  --no-vae, --no-text  skip the VAE decode / the text encoder\n"
             "  --profile      time per kind of kernel (timed U-Net steps, then the VAE decode)\n"
+            "  --precision P  fp32 (default), bf16 (GEMMs on bf16 inputs, fp32 sums; needs AVX512_BF16)\n"
+            "                 or both: fp32, then bf16 (JSON: the fp32 keys plus unet_step_s_bf16,\n"
+            "                 vae_decode_s_bf16, text_encoder_s_bf16, peak_gemm_gflops_bf16, unet_vs_peak_bf16)\n"
             "  -m MODEL       time a real model (diffusers folder or checkpoint) instead of random weights\n"
             "  --tokenizer P, --config YAML  as for generate (a single file's tokenizer and LDM config), so\n"
             "                 a generate command line's model options work here unchanged\n");
@@ -247,13 +328,13 @@ int cmd_bench(int argc, char **argv) {
     long W = 512, H = 512, threads = 0, steps = 3;
     const char *json_path = NULL, *model = NULL;
     sd_model_opts mopts = {0};
-    int no_vae = 0, no_text = 0, profile = 0;
+    int no_vae = 0, no_text = 0, profile = 0, prec = 0; /* prec: 0 fp32, 1 bf16, 2 both */
     sd_error err = {0};
     static const struct option opts[] = {
         {"threads", required_argument, 0, 't'}, {"steps", required_argument, 0, 's'},
         {"json", required_argument, 0, 'j'},    {"no-vae", no_argument, 0, 'V'},
         {"no-text", no_argument, 0, 'T'},       {"help", no_argument, 0, 'h'},
-        {"profile", no_argument, 0, 'P'},
+        {"profile", no_argument, 0, 'P'},       {"precision", required_argument, 0, 'p'},
         {"tokenizer", required_argument, 0, 'k'}, {"config", required_argument, 0, 'c'},
         {0, 0, 0, 0},
     };
@@ -272,6 +353,7 @@ int cmd_bench(int argc, char **argv) {
         case 'P': profile = 1; break;
         case 'k': mopts.tokenizer = optarg; break;
         case 'c': mopts.config = optarg; break;
+        case 'p': if (cli_parse_precision(optarg, 1, &prec, &err) < 0) return cli_fail(&err); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -279,7 +361,7 @@ int cmd_bench(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("bench: unexpected argument '%s'", argv[optind]);
     ops_set_threads((int)threads);
 
-    bench_result r = {0};
+    bench_result r = {0}, rb = {0}; /* the fp32 run, the bf16 run */
     bench_nets b;
     memset(&b, 0, sizeof b);
     double t0 = now_s();
@@ -297,48 +379,31 @@ int cmd_bench(int argc, char **argv) {
         return cli_fail(&err);
     }
     int nt = ops_get_threads(), h = (int)H / scale, w = (int)W / scale;
+    if (prec != 0 && !cli_bf16_usable()) prec = 0;
     r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
     printf("sdrender bench: %s, %ldx%ld (latent %dx%d), %d threads\n",
            model ? model : "SD 1.5 architecture, random f16 weights", W, H, h, w, nt);
     printf("  weights: %.0f MB %s in %.1f s\n", b.weight_mb, model ? "mapped" : "made", now_s() - t0);
     printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
     fflush(stdout);
-    ops_profile_enable(profile);
-    rc = time_unet(&b, h, w, (int)steps, &r, &err);
-    if (rc == 0 && profile) {
-        printf("  U-Net kernels over %ld timed steps:\n", steps);
-        ops_profile_report(stdout);
-        ops_profile_reset();
+    bench_opts o = {h, w, (int)steps, no_vae, no_text, profile};
+    rc = prec == 1 ? 0 : bench_precision(&b, &o, OPS_PRECISION_FP32, &r, &err);
+    if (rc == 0 && prec != 0) {
+        rb.sgemm_gflops = r.sgemm_gflops;
+        rc = bench_precision(&b, &o, OPS_PRECISION_BF16, &rb, &err);
     }
-    if (rc == 0 && !no_vae) rc = time_vae(&b, h, w, &r, &err);
-    if (rc == 0 && !no_vae && profile) {
-        printf("  VAE decode kernels:\n");
-        ops_profile_report(stdout);
-    }
-    ops_profile_enable(0);
-    if (rc == 0 && !no_text) rc = time_clip(&b, 3, &r, &err);
     if (rc < 0) {
         nets_free(&b);
         return cli_fail(&err);
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    r.peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
-
-    printf("  %-26s %9s %9s %9s %9s\n", "component", "seconds", "GFLOP", "GFLOP/s", "vs sgemm");
-    double ug = r.unet_gflop / r.unet_step_s;
-    printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "unet step (CFG batch 2)", r.unet_step_s, r.unet_gflop, ug,
-           100 * ug / r.sgemm_gflops);
-    printf("  %-26s %9.3f\n", "  (first step, cold)", r.unet_first_s);
-    if (!no_vae)
-        printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "vae decode", r.vae_s, r.vae_gflop, r.vae_gflop / r.vae_s,
-               100 * r.vae_gflop / r.vae_s / r.sgemm_gflops);
-    if (!no_text)
-        printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "text encoder (batch 2)", r.clip_s, r.clip_gflop,
-               r.clip_gflop / r.clip_s, 100 * r.clip_gflop / r.clip_s / r.sgemm_gflops);
+    r.peak_rss_mb = rb.peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
+    const bench_result *last = prec == 0 ? &r : &rb;
     printf("  peak RSS: %.0f MB (weights %.0f MB; activations and scratch at most %.0f MB U-Net, %.0f MB VAE)\n",
-           r.peak_rss_mb, b.weight_mb, r.unet_scratch_mb, r.vae_scratch_mb);
-    if (json_path) rc = write_json(json_path, &r, (int)W, (int)H, nt, (int)steps, &err);
+           last->peak_rss_mb, b.weight_mb, last->unet_scratch_mb, last->vae_scratch_mb);
+    if (json_path) rc = write_json(json_path, prec == 1 ? &rb : &r, prec == 2 ? &rb : NULL, prec == 1 ? "bf16" : "fp32",
+                                   (int)W, (int)H, nt, (int)steps, &err);
     nets_free(&b);
     return rc < 0 ? cli_fail(&err) : 0;
 }

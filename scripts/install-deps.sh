@@ -8,7 +8,7 @@ set -eu
 
 PKGS="build-essential pkg-config make gcc
 libopenmpi-dev openmpi-bin
-libopenblas-dev
+libopenblas-dev libdnnl-dev
 libpng-dev zlib1g-dev
 libsqlite3-dev sqlite3
 libcmocka-dev

@@ -224,6 +224,83 @@ static void test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose(v
     ops_ctx_free(&ctx);
 }
 
+/*
+ * ops_gemm's implementation (oneDNN when built with it) must not plan its
+ * work for the kernels' thread count from inside their tiles: a product
+ * gives the same bits on 1, 2 or 3 threads, and called from outside any
+ * parallel region (an image must not depend on --threads).
+ */
+static void test_matmul_gives_the_same_bits_on_any_thread_count(void **state) {
+    (void)state;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    const int M = 300, N = 200, K = 1500;
+    float *A = rand_floats((size_t)M * K, 1), *B = rand_floats((size_t)N * K, 1);
+    float *ref = malloc((size_t)M * N * sizeof(float)), *got = malloc((size_t)M * N * sizeof(float));
+    assert_non_null(ref);
+    assert_non_null(got);
+    ops_set_threads(1);
+    ops_matmul(ref, N, A, K, B, K, M, N, K, 1, 0, &ctx);
+    for (int threads = 2; threads <= 3; threads++) {
+        ops_set_threads(threads);
+        ops_matmul(got, N, A, K, B, K, M, N, K, 1, 0, &ctx);
+        if (memcmp(ref, got, (size_t)M * N * sizeof(float)))
+            fail_msg("ops_matmul on %d threads differs from 1 thread", threads);
+    }
+    /* one ops_gemm from outside any parallel region: the same bits with 3 threads set as with 1 */
+    ops_gemm(&ctx, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, got, N);
+    float *got1 = malloc((size_t)M * N * sizeof(float));
+    assert_non_null(got1);
+    ops_set_threads(1);
+    ops_gemm(&ctx, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, got1, N);
+    if (memcmp(got, got1, (size_t)M * N * sizeof(float))) fail_msg("ops_gemm depends on ops_set_threads");
+    ops_set_threads(0);
+    free(A), free(B), free(ref), free(got), free(got1);
+    ops_ctx_free(&ctx);
+}
+
+/*
+ * ops_gemm in bf16 computes exactly the float32 product of the inputs
+ * rounded to bfloat16 (nearest even): checked against a double-precision
+ * product of those rounded inputs, for both layouts of b, alpha, beta and
+ * leading dimensions, inside and outside ops_matmul's tiles. Skipped where
+ * the build or the CPU has no bf16 GEMM.
+ */
+static void test_gemm_bf16_is_the_product_of_bf16_rounded_inputs(void **state) {
+    (void)state;
+    if (!ops_bf16_available()) {
+        printf("  (no bf16 GEMM here: skipped)\n");
+        return;
+    }
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    ctx.precision = OPS_PRECISION_BF16;
+    for (int rep = 0; rep < 8; rep++) {
+        /* reps 0-3: one ops_gemm with alpha and beta; reps 4-7: ops_matmul's tiles (alpha 1, beta 0 or 1) */
+        int M = tu_irand(1, 300), N = tu_irand(1, 600), K = tu_irand(1, 400), tb = rep % 2, tiled = rep >= 4;
+        float alpha = !tiled && rep % 2 ? 0.37f : 1.0f;
+        float beta = tiled ? (float)(rep % 2) : rep % 3 == 0 ? 0.0f : rep % 3 == 1 ? 1.0f : -0.5f;
+        int lda = K + tu_irand(0, 3), ldb = (tb ? K : N) + tu_irand(0, 3), ldc = N + tu_irand(0, 3);
+        size_t na = (size_t)M * lda, nb = (size_t)(tb ? N : K) * ldb;
+        float *A = rand_floats(na, 1), *B = rand_floats(nb, 1), *C = rand_floats((size_t)M * ldc, 1);
+        float *Ar = malloc(na * sizeof(float)), *Br = malloc(nb * sizeof(float));
+        double *want = malloc((size_t)M * N * sizeof(double));
+        float *got = malloc((size_t)M * N * sizeof(float));
+        assert_true(Ar && Br && want && got);
+        for (size_t i = 0; i < na; i++) Ar[i] = sd_dtype_bf16_to_f32(sd_dtype_f32_to_bf16(A[i]));
+        for (size_t i = 0; i < nb; i++) Br[i] = sd_dtype_bf16_to_f32(sd_dtype_f32_to_bf16(B[i]));
+        gemm_naive(want, M, N, K, alpha, Ar, lda, Br, ldb, tb, beta, C, ldc);
+        if (tiled) ops_matmul(C, ldc, A, lda, B, ldb, M, N, K, tb, beta == 1.0f, &ctx);
+        else ops_gemm(&ctx, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        for (int i = 0; i < M; i++) memcpy(got + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * sizeof(float));
+        char label[96];
+        snprintf(label, sizeof label, "bf16 gemm M%d N%d K%d trans_b %d alpha %g beta %g", M, N, K, tb, alpha, beta);
+        expect_near(label, got, want, (size_t)M * N, 1e-5);
+        free(A), free(B), free(C), free(Ar), free(Br), free(want), free(got);
+    }
+    ops_ctx_free(&ctx);
+}
+
 /* ---- convolution ------------------------------------------------------ */
 
 /* Plain-loop reference of ops_conv2d with every fused option. */
@@ -688,6 +765,8 @@ int main(void) {
         cmocka_unit_test(test_arena_reuses_memory_after_release_and_keeps_alignment),
         /* last: its random shapes would shift every later test's */
         cmocka_unit_test(test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose),
+        cmocka_unit_test(test_matmul_gives_the_same_bits_on_any_thread_count),
+        cmocka_unit_test(test_gemm_bf16_is_the_product_of_bf16_rounded_inputs),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }

@@ -30,12 +30,14 @@
  * took before they return, so scratch use is strictly nested.
  *
  * GEMMs. Every matrix product of the kernels is an ops_gemm call, the one
- * place that picks how to multiply (ctx->precision): for float32, OpenBLAS
- * cblas_sgemm.
+ * place that picks how to multiply (ctx->precision): for float32, oneDNN's
+ * sgemm when the build has it (AVX-512; Debian's OpenBLAS runs AVX2 kernels
+ * on the development EPYC), else OpenBLAS cblas_sgemm; for bf16, oneDNN's
+ * bf16 matmul on rounded inputs (ops_gemm_bf16.c).
  *
  * Threads. All parallelism is OpenMP over the outer loops of each kernel
  * (output tiles, rows, channels, heads). GEMMs are made from inside those
- * loops on single-threaded OpenBLAS: two thread pools (OpenBLAS's and
+ * loops on single-threaded OpenBLAS or oneDNN: two thread pools (OpenBLAS's and
  * OpenMP's) spinning on the same cores cost up to 45% here.
  * ops_set_threads(n) sets both knobs accordingly; call it once at start-up.
  *
@@ -122,8 +124,18 @@ void ops_arena_free(ops_arena *a);
 
 /* ---- kernel context --------------------------------------------------- */
 
-/* What ops_gemm multiplies in. Float32 only, for now. */
-typedef enum ops_precision { OPS_PRECISION_FP32 = 0 } ops_precision;
+/*
+ * What ops_gemm multiplies in. BF16: both inputs rounded to bfloat16,
+ * float32 accumulation and output (oneDNN's bf16 matmul); only where
+ * ops_bf16_available(), else ops_gemm computes in float32. Every GEMM
+ * follows it (linear, im2col convolutions, attention's two products, which
+ * take the GEMM route in bf16); Winograd convolutions, norms, softmax and
+ * samplers stay float32.
+ */
+typedef enum ops_precision { OPS_PRECISION_FP32 = 0, OPS_PRECISION_BF16 = 1 } ops_precision;
+
+/* 1 when ops_gemm can run in bf16 here: a build with oneDNN on a CPU with AVX512_BF16. */
+int ops_bf16_available(void);
 
 /*
  * Which route stride-1 3x3 convolutions take: AUTO = Winograd F(2x2, 3x3)
@@ -181,6 +193,17 @@ void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha,
               const float *b, int ldb, float beta, float *c, int ldc);
 
 /*
+ * ops_gemm's bf16 route (ops_gemm_bf16.c): c = alpha bf16(a) bf16(b) + beta c
+ * in float32 on the calling thread; 0, or -1 when it cannot make its
+ * primitive or buffers (c is then untouched, and ops_gemm computes in float32).
+ */
+int ops_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *a, int lda, const float *b, int ldb,
+                  float beta, float *c, int ldc);
+
+/* What ops_gemm runs on for float32 ("OpenBLAS sgemm", "oneDNN sgemm"), for reports. */
+const char *ops_gemm_backend(void);
+
+/*
  * out[M, N] = x[M, K] * w[N, K]^T + b[N]  (a PyTorch nn.Linear on M rows).
  * b may be NULL. accumulate = 1 adds the result to out (a fused residual).
  */
@@ -201,6 +224,13 @@ void ops_matmul(float *c, int ldc, const float *a, int lda, const float *b, int 
  * benchmarks compare against. 0 when out of memory.
  */
 double ops_sgemm_reference_gflops(int size, int reps);
+
+/*
+ * GFLOP/s of a [4096, 1280] x [1280, 320] product through ops_matmul with
+ * ctx (its precision, the kernels' tiles, ops_get_threads() threads): the
+ * peak a network's GEMMs can reach. 0 when out of memory.
+ */
+double ops_gemm_peak_gflops(const ops_ctx *ctx, int reps);
 
 /* ---- convolution ------------------------------------------------------ */
 

@@ -42,7 +42,10 @@
 #define KEY_PAD 64
 
 /* Whether ctx's attention kernel is the AVX-512 one (AUTO, in builds that have it). */
-static int use_avx512(const ops_ctx *ctx) { return HAVE_AVX512_ATTENTION && ctx->attn_kernel != OPS_ATTN_BLAS; }
+/* In bf16 attention takes the GEMM route, whose two products ops_gemm runs in bf16. */
+static int use_avx512(const ops_ctx *ctx) {
+    return HAVE_AVX512_ATTENTION && ctx->attn_kernel != OPS_ATTN_BLAS && ctx->precision != OPS_PRECISION_BF16;
+}
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 static int imin(int a, int b) { return a < b ? a : b; }

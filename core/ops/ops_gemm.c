@@ -5,6 +5,9 @@
 #include "ops.h"
 
 #include <cblas.h>
+#ifdef SD_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
 #include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -96,17 +99,53 @@ static void split_tiles(int M, int N, int threads, int *tm, int *tn) {
 
 /* ---- the GEMM entry point ---------------------------------------------- */
 
+#ifdef SD_HAVE_DNNL
+/*
+ * oneDNN's sgemm (row-major, like ours) on the calling thread. oneDNN shares
+ * our OpenMP runtime and sizes its work by omp_get_max_threads(): oneDNN 2.6
+ * runs alone when called inside a parallel region, but a call from serial
+ * code would start a team of its own, and another version might nest one in
+ * our tiles. Setting this task's thread count to 1 for the call (an ICV of
+ * the calling task only, cheap) makes every call one single-threaded product
+ * whose result depends on its shape alone, wherever it is called from.
+ */
+static void gemm_dnnl(int trans_b, int M, int N, int K, float alpha, const float *a, int lda, const float *b,
+                      int ldb, float beta, float *c, int ldc) {
+    int saved = omp_get_max_threads();
+    if (saved != 1) omp_set_num_threads(1);
+    dnnl_sgemm('N', trans_b ? 'T' : 'N', M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (saved != 1) omp_set_num_threads(saved);
+}
+#endif
+
 /*
  * Every GEMM of the kernels (linear, matmul, the convolution routes, the
  * BLAS attention) is one call of this, on the calling thread: the place a
  * precision (ctx->precision) or an instruction set picks the implementation.
- * Float32, the only precision so far, is one OpenBLAS sgemm with exactly
- * these arguments: the kernels' results are those of plain sgemm calls.
+ * In bf16 (ops_gemm_bf16.c) the inputs are rounded to bfloat16 first.
+ * Float32 is one sgemm with exactly these arguments: oneDNN's when the build
+ * has it (about twice OpenBLAS's AVX2 kernels on the AVX-512 EPYC, see the
+ * README), else OpenBLAS's.
  */
 void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc) {
+    if (ctx && ctx->precision == OPS_PRECISION_BF16 &&
+        ops_gemm_bf16(trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) == 0)
+        return;
+#ifdef SD_HAVE_DNNL
+    gemm_dnnl(trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+#else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, lda, b, ldb,
                 beta, c, ldc);
+#endif
+}
+
+const char *ops_gemm_backend(void) {
+#ifdef SD_HAVE_DNNL
+    return "oneDNN sgemm";
+#else
+    return "OpenBLAS sgemm";
+#endif
 }
 
 /* ---- linear and matmul ------------------------------------------------ */
@@ -197,6 +236,31 @@ double ops_sgemm_reference_gflops(int size, int reps) {
         double dt = now_s() - t0;
         openblas_set_num_threads(1);
         gflops = 2.0 * size * size * (double)size * reps / dt / 1e9;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return gflops;
+}
+
+/*
+ * GFLOP/s of c[4096, 320] = a[4096, 1280] * b[320, 1280]^T (a U-Net
+ * projection's shape) through ops_matmul: ctx's GEMM with the kernels' own
+ * tiles and threads, the best rate a kernel built on ops_gemm can reach.
+ * 0 when out of memory.
+ */
+double ops_gemm_peak_gflops(const ops_ctx *ctx, int reps) {
+    const int M = 4096, N = 320, K = 1280;
+    float *a = malloc((size_t)M * K * sizeof(float)), *b = malloc((size_t)N * K * sizeof(float));
+    float *c = malloc((size_t)M * N * sizeof(float));
+    double gflops = 0;
+    if (a && b && c && reps > 0) {
+        for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 97) * 0.01f - 0.5f;
+        for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 89) * 0.01f - 0.4f;
+        ops_matmul(c, N, a, K, b, K, M, N, K, 1, 0, ctx);
+        double t0 = now_s();
+        for (int r = 0; r < reps; r++) ops_matmul(c, N, a, K, b, K, M, N, K, 1, 0, ctx);
+        gflops = 2.0 * M * N * (double)K * reps / (now_s() - t0) / 1e9;
     }
     free(a);
     free(b);

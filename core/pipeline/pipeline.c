@@ -24,6 +24,12 @@ int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
     return rc;
 }
 
+void sd_pipeline_set_precision(sd_pipeline *p, ops_precision precision) {
+    p->clip.ops.precision = precision;
+    p->unet.ops.precision = precision;
+    p->vae.ops.precision = precision;
+}
+
 void sd_pipeline_free(sd_pipeline *p) {
     if (p->tok) tokenizer_free(p->tok);
     clip_text_free(&p->clip);

@@ -39,6 +39,9 @@ typedef struct sd_pipeline {
     vae_model vae;
 } sd_pipeline;
 
+/* What the GEMMs of all three networks compute in (OPS_PRECISION_FP32 after sd_pipeline_load). */
+void sd_pipeline_set_precision(sd_pipeline *p, ops_precision precision);
+
 /* Called after each U-Net evaluation (done of total); a non-zero return cancels the generation. */
 typedef int (*sd_pipeline_step_fn)(void *ctx, int done, int total);
 
