@@ -53,8 +53,8 @@ wait_job() {
         case $st in
             PENDING | CONFIGURING | RUNNING | COMPLETING | SUSPENDED | REQUEUED | REQUEUE_FED | REQUEUE_HOLD | RESIZING | SIGNALING | STAGE_OUT | "") ;;
             *)
-                # a job being requeued can look finished for a moment: final only if it stays so
-                sleep 2
+                # a job being requeued can look finished for a few seconds: final only if it stays so
+                sleep 5
                 [ "$(job_state "$id")" = "$st" ] && { echo "$st"; return 0; } ;;
         esac
         if [ $((SECONDS - t0)) -ge "$limit" ]; then echo TIMEOUT; return 0; fi
@@ -169,9 +169,16 @@ preempt() {
     t_sig=$(date +%s.%N)
     if [ "$how" = term ]; then scancel --signal=TERM "$id"; else scontrol requeue "$id"; fi
     # Slurm holds a requeued job back for about two minutes (BeginTime); the test lets it start at once
-    local i
-    for i in $(seq 120); do
-        [ "$(job_state "$id")" = PENDING ] && { scontrol update JobId="$id" StartTime=now 2>/dev/null; break; }
+    # (asked again while it stays pending: an update that lands before the requeue is complete is lost)
+    local i seen=0 now_st
+    for i in $(seq 240); do
+        now_st=$(job_state "$id")
+        if [ "$now_st" = PENDING ]; then
+            seen=1
+            scontrol update JobId="$id" StartTime=now 2>/dev/null
+        elif [ "$seen" = 1 ] || [ "$now_st" = COMPLETED ]; then
+            break
+        fi
         sleep 0.5
     done
     st=$(wait_job "$id" 240)
