@@ -28,8 +28,6 @@ int sd_parallel_resolve(sd_parallel requested, int K, int cfg_on, sd_parallel *o
         *out = SD_PARALLEL_TENSOR;
         return 0;
     }
-    if (requested == SD_PARALLEL_CFG && !cfg_on)
-        return sd_err(err, SD_EINPUT, "--parallel cfg needs classifier-free guidance (--cfg-scale above 1)");
     if (requested == SD_PARALLEL_CFG && K % 2)
         return sd_err(err, SD_EINPUT, "--parallel cfg needs an even group size (--tp %d)", K);
     if (requested == SD_PARALLEL_AUTO) requested = cfg_on && K % 2 == 0 ? SD_PARALLEL_CFG : SD_PARALLEL_TENSOR;

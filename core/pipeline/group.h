@@ -40,8 +40,10 @@ const char *sd_parallel_name(sd_parallel p);
 int sd_parallel_parse(const char *s, sd_parallel *out, sd_error *err);
 /*
  * The strategy a group of K ranks uses: AUTO is CFG when guidance is on
- * (cfg_on) and K is even, else TENSOR; CFG without guidance or with an odd K
- * is SD_EINPUT. K = 1 is TENSOR (nothing to share).
+ * (cfg_on) and K is even, else TENSOR; CFG with an odd K is SD_EINPUT. CFG
+ * without guidance is allowed (a batch runner's jobs differ): both halves
+ * then compute the same single U-Net entry, as one rank would, no faster.
+ * K = 1 is TENSOR (nothing to share).
  */
 int sd_parallel_resolve(sd_parallel requested, int K, int cfg_on, sd_parallel *out, sd_error *err);
 
