@@ -138,6 +138,8 @@ int unet_shard(unet_model *m, const ops_comm *comm, sd_error *err) {
     }
     for (int j = 0; j < 2 && rc == 0; j++) rc = resnet_shard(&m->mid_res[j], comm, c->norm_groups, &m->shards, err);
     if (rc == 0 && attn_xf(&m->mid_attn)) rc = transformer2d_shard(&m->mid_attn.xf, comm, &m->shards, err);
+    /* keep only this rank's share resident (the full tensors are not read again) */
+    if (rc == 0) shard_store_release_sources(&m->shards);
     return rc;
 }
 

@@ -84,6 +84,9 @@ struct ops_comm;
  * down/up-sampling convolutions, the final norm and conv_out stay replicated.
  * comm NULL or of size 1: nothing changes. SD_EINPUT, before anything
  * changes, when the GroupNorm groups or a level's heads do not split evenly.
+ * The memory of the other ranks' parts of the weights is released
+ * (shard_store_release_sources): nothing may read m's original tensors
+ * afterwards.
  */
 int unet_shard(unet_model *m, const struct ops_comm *comm, sd_error *err);
 
