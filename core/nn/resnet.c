@@ -37,32 +37,6 @@ int resnet_load(resnet_block *r, const sd_weights *w, const char *prefix, int in
     return 0;
 }
 
-/*
- * out[b, c, :] += res[b, c, :] (when res) + bias[c]: the reduced conv2 gets its bias and the
- * residual once. out, res: [B, C, HW].
- */
-static int add_bias_residual(float *out, const float *res, const sd_tensor *bias, int B, int C, int HW,
-                             ops_ctx *ops, sd_error *err) {
-    ops_mark mark = ops_arena_mark(&ops->scratch);
-    const float *b = ops_weight_f32(bias, ops, err);
-    if (!b) {
-        ops_arena_release(&ops->scratch, mark);
-        return err ? err->code : SD_ENOMEM;
-    }
-#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
-    for (int bc = 0; bc < B * C; bc++) {
-        float *o = out + (size_t)bc * HW;
-        const float *r = res ? res + (size_t)bc * HW : NULL;
-        float bv = b[bc % C];
-        if (r)
-            for (int i = 0; i < HW; i++) o[i] += r[i] + bv;
-        else
-            for (int i = 0; i < HW; i++) o[i] += bv;
-    }
-    ops_arena_release(&ops->scratch, mark);
-    return 0;
-}
-
 int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int H, int W, const float *temb_silu,
                    int groups, float eps, ops_ctx *ops, sd_error *err) {
     int HW = H * W, rc, tp = ops_comm_active(ops->comm) && r->out_local != r->out_ch;
@@ -105,7 +79,7 @@ int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int
                                .k_w = 1, .stride = 1, .weight = r->short_w, .bias = r->short_b, .accumulate = 1};
             if ((rc = ops_conv2d(out, x, &s, ops, err)) < 0) goto out;
         }
-        rc = add_bias_residual(out, r->short_w ? NULL : x, r->conv2_b, B, r->out_ch, HW, ops, err);
+        rc = ops_add_bias_residual(out, r->short_w ? NULL : x, r->conv2_b, B, r->out_ch, (size_t)HW, ops, err);
         goto out;
     }
     if (r->short_w) {

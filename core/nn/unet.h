@@ -44,6 +44,7 @@ typedef struct unet_level {
     resnet_block up_res[UNET_MAX_LAYERS + 1];  /* up block n-1-level */
     unet_attn up_attn[UNET_MAX_LAYERS + 1];
     const sd_tensor *up_w, *up_b;           /* conv after upsampling [C, C, 3, 3]; NULL on level 0 */
+    int conv_c0, conv_cl;                   /* tensor-parallel: the input channels of down_w and up_w here */
 } unet_level;
 
 typedef struct unet_model {

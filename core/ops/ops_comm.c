@@ -43,6 +43,53 @@ int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx
     return rc;
 }
 
+int ops_add_bias_residual(float *out, const float *residual, const sd_tensor *bias, int B, int C, size_t HW,
+                          ops_ctx *ctx, sd_error *err) {
+    ops_mark mark = ops_arena_mark(&ctx->scratch);
+    const float *b = bias ? ops_weight_f32(bias, ctx, err) : NULL;
+    if (bias && !b) {
+        ops_arena_release(&ctx->scratch, mark);
+        return err ? err->code : SD_ENOMEM;
+    }
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
+    for (int bc = 0; bc < B * C; bc++) {
+        float *o = out + (size_t)bc * HW;
+        const float *r = residual ? residual + (size_t)bc * HW : NULL;
+        float bv = b ? b[bc % C] : 0.0f;
+        if (r)
+            for (size_t i = 0; i < HW; i++) o[i] += r[i] + bv;
+        else
+            for (size_t i = 0; i < HW; i++) o[i] += bv;
+    }
+    ops_arena_release(&ctx->scratch, mark);
+    return 0;
+}
+
+int ops_conv2d_row_parallel(const ops_comm *c, float *out, const float *x, const ops_conv_desc *d, int c0, int cl,
+                            const float *residual, ops_ctx *ctx, sd_error *err) {
+    int oh, ow, rc = 0;
+    ops_conv2d_out_size(d, &oh, &ow);
+    size_t in_hw = (size_t)d->in_h * d->in_w, out_n = (size_t)d->out_ch * oh * ow;
+    ops_conv_desc one = *d;
+    one.batch = 1;
+    one.in_ch = cl;
+    one.bias = NULL;
+    one.residual = NULL;
+    one.accumulate = 0;
+    one.chan_add = NULL;
+    /* a channel slice is contiguous within one image: one convolution per image */
+    for (int b = 0; b < d->batch && rc == 0; b++) {
+        if (d->in_scale) {
+            one.in_scale = d->in_scale + (size_t)b * d->in_ch + c0;
+            one.in_shift = d->in_shift + (size_t)b * d->in_ch + c0;
+        }
+        rc = ops_conv2d(out + (size_t)b * out_n, x + ((size_t)b * d->in_ch + (size_t)c0) * in_hw, &one, ctx, err);
+    }
+    if (rc == 0) rc = ops_comm_allreduce_sum(c, out, (size_t)d->batch * out_n, ctx, err);
+    if (rc == 0) rc = ops_add_bias_residual(out, residual, d->bias, d->batch, d->out_ch, (size_t)oh * ow, ctx, err);
+    return rc;
+}
+
 void ops_comm_share(const ops_comm *c, int n, int *lo, int *hi) {
     int P = ops_comm_active(c) ? c->size : 1, r = ops_comm_active(c) ? c->rank : 0;
     *lo = (int)((int64_t)n * r / P);

@@ -52,6 +52,21 @@ int ops_comm_allgather(const ops_comm *c, const void *send, void *recv, size_t b
 int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx, sd_error *err);
 
 /*
+ * A row-parallel convolution: d describes the whole layer (d->in_ch input
+ * channels, d->weight already this rank's input channels [c0, c0 + cl):
+ * [out_ch, cl, k, k]); each rank convolves its channel slice of x: [batch,
+ * in_ch, H, W], the partial outputs are all-reduced into out, then d->bias
+ * and `residual` (may be NULL; [batch, out_ch, oh, ow]) are added once.
+ * Fused input work (d->in_scale/in_shift) must be per-slice already.
+ */
+int ops_conv2d_row_parallel(const ops_comm *c, float *out, const float *x, const ops_conv_desc *d, int c0, int cl,
+                            const float *residual, ops_ctx *ctx, sd_error *err);
+
+/* out[b, c, :] += residual[b, c, :] (when not NULL) + bias[c]; out, residual: [B, C, HW]. */
+int ops_add_bias_residual(float *out, const float *residual, const sd_tensor *bias, int B, int C, size_t HW,
+                          ops_ctx *ctx, sd_error *err);
+
+/*
  * Splits n items (heads, channel groups) over c's ranks: this rank's [*lo, *hi).
  * n must be a multiple of the size (checked where the model is sharded).
  */
