@@ -18,6 +18,7 @@ int resnet_load(resnet_block *r, const sd_weights *w, const char *prefix, int in
     r->out_ch = out_ch;
     r->temb_dim = temb_dim;
     r->out_local = out_ch;
+    r->short_cl = in_ch;
     int rc;
     if ((rc = get(w, &r->norm1_w, err, prefix, "norm1.weight", 1, in_ch, 0, 0, 0)) < 0 ||
         (rc = get(w, &r->norm1_b, err, prefix, "norm1.bias", 1, in_ch, 0, 0, 0)) < 0 ||
@@ -71,15 +72,17 @@ int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int
     if (tp) {
         /* row-parallel conv2: partial sums over this rank's input channels, reduced, then bias + residual */
         c2.bias = NULL;
-        if ((rc = ops_conv2d(out, h, &c2, ops, err)) < 0 ||
-            (rc = ops_comm_allreduce_sum(ops->comm, out, (size_t)B * r->out_ch * HW, ops, err)) < 0)
-            goto out;
-        if (r->short_w) {
-            ops_conv_desc s = {.batch = B, .in_ch = r->in_ch, .in_h = H, .in_w = W, .out_ch = r->out_ch, .k_h = 1,
-                               .k_w = 1, .stride = 1, .weight = r->short_w, .bias = r->short_b, .accumulate = 1};
-            if ((rc = ops_conv2d(out, x, &s, ops, err)) < 0) goto out;
+        if ((rc = ops_conv2d(out, h, &c2, ops, err)) < 0) goto out;
+        /* a 1x1 shortcut joins the same all-reduce: this rank's input channels of x, accumulated */
+        for (int b = 0; r->short_w && b < B && rc == 0; b++) {
+            ops_conv_desc s = {.batch = 1, .in_ch = r->short_cl, .in_h = H, .in_w = W, .out_ch = r->out_ch,
+                               .k_h = 1, .k_w = 1, .stride = 1, .weight = r->short_w, .accumulate = 1};
+            rc = ops_conv2d(out + (size_t)b * r->out_ch * HW, x + ((size_t)b * r->in_ch + r->short_c0) * HW, &s, ops,
+                            err);
         }
-        rc = ops_add_bias_residual(out, r->short_w ? NULL : x, r->conv2_b, B, r->out_ch, (size_t)HW, ops, err);
+        if (rc == 0) rc = ops_comm_allreduce_sum(ops->comm, out, (size_t)B * r->out_ch * HW, ops, err);
+        if (rc == 0 && r->short_w) rc = ops_add_bias_residual(out, NULL, r->short_b, B, r->out_ch, (size_t)HW, ops, err);
+        if (rc == 0) rc = ops_add_bias_residual(out, r->short_w ? NULL : x, r->conv2_b, B, r->out_ch, (size_t)HW, ops, err);
         goto out;
     }
     if (r->short_w) {
@@ -119,6 +122,16 @@ int resnet_shard(resnet_block *r, const struct ops_comm *comm, int groups, shard
     if (r->temb_w && ((rc = shard_rows(store, r->temb_w, c0, c1, &r->temb_w, err)) < 0 ||
                       (rc = shard_rows(store, r->temb_b, c0, c1, &r->temb_b, err)) < 0))
         return rc;
+    if (r->short_w) {
+        if (r->in_ch % P)
+            return sd_err(err, SD_EINPUT, "tensor parallelism over %d ranks: a shortcut's %d input channels do not "
+                          "split evenly", P, r->in_ch);
+        int s0, s1;
+        ops_comm_share(comm, r->in_ch, &s0, &s1);
+        if ((rc = shard_cols(store, r->short_w, s0, s1, &r->short_w, err)) < 0) return rc;
+        r->short_c0 = s0;
+        r->short_cl = s1 - s0;
+    }
     r->out_local = (int)(c1 - c0);
     return 0;
 }
