@@ -86,10 +86,18 @@ int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int
         goto out;
     }
     if (r->short_w) {
+        /* the shortcut as conv2's residual, not accumulated into: accumulation rounds differently when
+         * a batch of small images is merged into one product, and an image must come out the same
+         * alone or in a batch (core/pipeline/group.h) */
+        float *sc_out = ops_arena_floats(a, (size_t)B * r->out_ch * HW, err);
+        if (!sc_out) {
+            rc = err ? err->code : SD_ENOMEM;
+            goto out;
+        }
         ops_conv_desc s = {.batch = B, .in_ch = r->in_ch, .in_h = H, .in_w = W, .out_ch = r->out_ch, .k_h = 1,
                            .k_w = 1, .stride = 1, .weight = r->short_w, .bias = r->short_b};
-        if ((rc = ops_conv2d(out, x, &s, ops, err)) < 0) goto out;
-        c2.accumulate = 1;
+        if ((rc = ops_conv2d(sc_out, x, &s, ops, err)) < 0) goto out;
+        c2.residual = sc_out;
     } else {
         c2.residual = x;
     }

@@ -97,6 +97,16 @@ static void split_tiles(int M, int N, int threads, int *tm, int *tn) {
     *tn = bn;
 }
 
+/*
+ * Products with fewer rows are computed on a copy padded to this many rows. oneDNN's sgemm takes
+ * other kernels below 16 rows (measured: the rows of 1..15-row products differ in their last bits
+ * from the same rows in a larger product; 16 and up agree), so without padding a row's result would
+ * depend on how many rows share its call: on the batch (a time embedding is one row per image) and
+ * on where tiles end. A batch entry must come out the same alone or in a batch: CFG-parallel ranks
+ * compute one entry each (core/pipeline/group.h).
+ */
+#define GEMM_MIN_ROWS 16
+
 /* ---- the GEMM entry point ---------------------------------------------- */
 
 #ifdef SD_HAVE_DNNL
@@ -127,8 +137,39 @@ static void gemm_dnnl(int trans_b, int M, int N, int K, float alpha, const float
  * has it (about twice OpenBLAS's AVX2 kernels on the AVX-512 EPYC, see the
  * README), else OpenBLAS's.
  */
+static void gemm_route(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a,
+                          int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/* ops_gemm for M < GEMM_MIN_ROWS: the same product on GEMM_MIN_ROWS rows, zeros below a's. */
+static void gemm_padded(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
+                        const float *b, int ldb, float beta, float *c, int ldc) {
+    const int R = GEMM_MIN_ROWS;
+    float *ap = calloc((size_t)R * K, sizeof(float)), *cp = calloc((size_t)R * N, sizeof(float));
+    if (!ap || !cp) { /* out of memory: the unpadded product (right, if not batch-invariant) */
+        free(ap), free(cp);
+        gemm_route(ctx, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    for (int i = 0; i < M; i++) {
+        memcpy(ap + (size_t)i * K, a + (size_t)i * lda, (size_t)K * sizeof(float));
+        if (beta != 0.0f) memcpy(cp + (size_t)i * N, c + (size_t)i * ldc, (size_t)N * sizeof(float));
+    }
+    gemm_route(ctx, trans_b, R, N, K, alpha, ap, K, b, ldb, beta, cp, N);
+    for (int i = 0; i < M; i++) memcpy(c + (size_t)i * ldc, cp + (size_t)i * N, (size_t)N * sizeof(float));
+    free(ap), free(cp);
+}
+
 void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc) {
+    if (M > 0 && M < GEMM_MIN_ROWS)
+        gemm_padded(ctx, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        gemm_route(ctx, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* The product itself, by ctx->precision (ops_gemm pads few-row products first). */
+static void gemm_route(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
+                          const float *b, int ldb, float beta, float *c, int ldc) {
     if (ctx && ctx->precision == OPS_PRECISION_BF16 &&
         ops_gemm_bf16(trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) == 0)
         return;
