@@ -17,7 +17,7 @@ static void usage(FILE *fp) {
             "Generates images; the same prompt, seed and settings give the same PNG as diffusers on CPU.\n\n"
             "  -m, --model PATH       diffusers folder or single .safetensors/.ckpt checkpoint\n"
             "  -p, --prompt TEXT      what to draw\n"
-            "  -n, --negative TEXT    negative prompt (default empty)\n"
+            "  -n, --negative TEXT    negative prompt (default none: SD 1.x/2.x encode \"\", SDXL uses zeros)\n"
             "  -o, --output FILE      PNG to write; with --batch-count N > 1, FILE-1.png .. FILE-N.png\n"
             "      --steps N          inference steps (default 20)\n"
             "      --cfg-scale G      classifier-free guidance scale (default 7.5; <= 1 disables it)\n"
@@ -120,6 +120,7 @@ int cmd_generate(int argc, char **argv) {
     int have_sampler = 0, quiet = 0, bf16 = 0, c;
     sd_error err = {0};
     s.prompt = NULL;
+    s.negative = NULL; /* none given (see below) */
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:p:n:o:W:H:i:qh", longopts, NULL)) != -1) {
         int rc = 0;
@@ -193,7 +194,7 @@ int cmd_generate(int argc, char **argv) {
     s.eta = (float)eta;
     s.clip_skip = (int)clip_skip;
     s.strength = strength >= 0 ? strength : s.mask ? 1.0 : 0.8;
-    if (!s.negative) s.negative = "";
+    /* no -n: no negative prompt (NULL): SD 1.x/2.x encode "", SDXL uses zeros (force_zeros_for_empty_prompt) */
     int random = seed < 0;
     if (random) seed = random_seed();
     s.seed = seed;

@@ -1,0 +1,265 @@
+/*
+ * SDXL (testdata sdxl/README.md): the U-Net with its added text/time conditioning and both text
+ * encoders against unet_textenc_sdxl, and the two public pipelines reproduced from their seeds,
+ * from the diffusers folder and from the single file (sgm layout), through the library (every
+ * traced intermediate) and through `sdrender generate` (pixels). Tolerances are the README's:
+ * latents 2e-5 x peak, pixels within 1 level, U-Net out 2e-5, embeddings 1e-5.
+ */
+#include "testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "pipeline.h"
+#include "pngio.h"
+#include "safetensors.h"
+#include "unet.h"
+
+#define FOLDER "sdxl/models/tiny-sdxl"
+#define SINGLE "sdxl/models/tiny-sdxl.safetensors"
+
+/* Opens the folder (single = 0) or the single file with the folder's tokenizer and, for the head
+ * counts a single file does not record, the folder as --config. */
+static void open_model(sd_model *m, int single) {
+    sd_error err = {0};
+    char tok[1024], cfg[1024];
+    snprintf(tok, sizeof tok, "%s", tu_path(FOLDER "/tokenizer"));
+    snprintf(cfg, sizeof cfg, "%s", tu_path(FOLDER));
+    sd_model_opts o = {.tokenizer = tok, .config = cfg};
+    if (sd_model_open(m, tu_path(single ? SINGLE : FOLDER), single ? &o : NULL, &err) < 0) fail_msg("%s", err.msg);
+    assert_true(m->xl);
+}
+
+/* Golden I64 ids [1, 77] equal got. */
+static void expect_ids(const char *label, const st_file *g, const char *name, const int32_t *got) {
+    const sd_tensor *t = tu_tensor(g, name);
+    assert_int_equal(t->dtype, SD_I64);
+    assert_int_equal(sd_tensor_numel(t), 77);
+    const int64_t *want = t->data;
+    for (int i = 0; i < 77; i++)
+        if (got[i] != want[i]) fail_msg("%s %s: id %d is %d, expected %lld", label, name, i, got[i], (long long)want[i]);
+}
+
+/* Golden float tensor `name` against got within atol + rtol * peak. */
+static void expect(const char *label, const st_file *g, const char *name, const float *got, double atol, double rtol) {
+    size_t n;
+    float *want = tu_f32(g, name, &n);
+    char l[256];
+    snprintf(l, sizeof l, "%s %s", label, name);
+    tu_expect_close(l, got, want, n, atol + rtol * tu_peak(want, n));
+    free(want);
+}
+
+/* The unit golden: one U-Net call with two different size/crop conditionings, batch 2. */
+static void check_unet(int single) {
+    sd_model m;
+    open_model(&m, single);
+    st_file g;
+    tu_open(&g, "sdxl/unet_textenc_sdxl.safetensors");
+    size_t nx, nctx, nte, nti;
+    float *x = tu_f32(&g, "x", &nx), *ctx = tu_f32(&g, "context", &nctx);
+    float *te = tu_f32(&g, "text_embeds", &nte), *ti = tu_f32(&g, "time_ids", &nti);
+    float *t = tu_f32(&g, "timesteps", NULL);
+    assert_int_equal(nti, 12);
+    unet_model u;
+    sd_error err = {0};
+    if (unet_load(&u, &m.unet, &m.unet_w, &err) < 0) fail_msg("%s", err.msg);
+    float *out = malloc(sizeof(float) * nx);
+    unet_added_cond ac = {.text_embeds = te, .n_text = (int)nte / 2, .time_ids = ti, .n_time = 6};
+    if (unet_forward_cond(&u, x, t, ctx, 77, &ac, 2, 8, 12, out, &err) < 0) fail_msg("%s", err.msg);
+    expect(single ? "single file unet" : "folder unet", &g, "out", out, 2e-5, 0);
+    /* without its added conditioning the SDXL U-Net refuses to run */
+    assert_true(unet_forward(&u, x, t, ctx, 77, 2, 8, 12, out, &err) < 0);
+    assert_non_null(strstr(err.msg, "time ids"));
+    unet_free(&u);
+    free(out);
+    free(x);
+    free(ctx);
+    free(te);
+    free(ti);
+    free(t);
+    st_close(&g);
+    sd_model_close(&m);
+}
+
+static void test_unet_golden_from_the_folder(void **state) {
+    (void)state;
+    check_unet(0);
+}
+
+static void test_unet_golden_from_the_single_file(void **state) {
+    (void)state;
+    check_unet(1);
+}
+
+/* Everything a trace holds of one pipeline case, compared with its golden. */
+typedef struct xl_trace {
+    int32_t ids[77], neg_ids[77], ids2[77], neg_ids2[77];
+    float embeds[77 * 96], neg_embeds[77 * 96], pooled[32], neg_pooled[32], time_ids[6];
+    double all_t[64];
+} xl_trace;
+
+/* One golden pipeline case `name` through the library from model m; returns nothing, fails on a mismatch. */
+static void check_pipeline_case(sd_pipeline *p, const char *name, const char *label) {
+    char rel[256], meta[64];
+    snprintf(rel, sizeof rel, "sdxl/pipeline_%s.json", name);
+    json_error_t je;
+    json_t *j = json_load_file(tu_path(rel), 0, &je);
+    assert_non_null(j);
+    json_t *st = json_object_get(j, "settings");
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = json_string_value(json_object_get(st, "prompt"));
+    json_t *neg = json_object_get(st, "negative_prompt");
+    s.negative = json_is_string(neg) ? json_string_value(neg) : NULL;
+    s.width = (int)json_integer_value(json_object_get(st, "width"));
+    s.height = (int)json_integer_value(json_object_get(st, "height"));
+    s.steps = (int)json_integer_value(json_object_get(st, "num_inference_steps"));
+    s.cfg_scale = (float)json_number_value(json_object_get(st, "guidance_scale"));
+    s.seed = json_integer_value(json_object_get(st, "seed"));
+    const char *sch = json_string_value(json_object_get(st, "scheduler"));
+    /* "euler_sdxl": Euler with the model's own (leading) spacing */
+    assert_int_equal(sampler_kind_parse(!strcmp(sch, "euler_sdxl") ? "euler" : sch, &s.sampler), 0);
+    snprintf(rel, sizeof rel, "sdxl/pipeline_%s.safetensors", name);
+    st_file g;
+    tu_open(&g, rel);
+    size_t n = (size_t)4 * (s.height / 8) * (s.width / 8), npix = (size_t)3 * s.width * s.height;
+    xl_trace *x = calloc(1, sizeof *x);
+    float *steps = malloc(sizeof(float) * 6 * n), *preds = malloc(sizeof(float) * 6 * n);
+    float *init = malloc(sizeof(float) * n), *fin = malloc(sizeof(float) * n), *img = malloc(sizeof(float) * npix);
+    uint8_t *rgb = malloc(npix);
+    sd_pipeline_trace tr = {.prompt_ids = x->ids, .negative_ids = x->neg_ids, .prompt_ids_2 = x->ids2,
+                            .negative_ids_2 = x->neg_ids2, .prompt_embeds = x->embeds,
+                            .negative_embeds = x->neg_embeds, .pooled_prompt_embeds = x->pooled,
+                            .negative_pooled_prompt_embeds = x->neg_pooled, .add_time_ids = x->time_ids,
+                            .all_timesteps = x->all_t, .max_timesteps = 64, .latents_init = init,
+                            .latents_steps = steps, .noise_pred_steps = preds, .max_steps = 6,
+                            .latents_final = fin, .image = img};
+    sd_error err = {0};
+    if (sd_pipeline_generate(p, &s, rgb, NULL, NULL, &tr, &err) < 0) fail_msg("%s %s: %s", label, name, err.msg);
+    snprintf(meta, sizeof meta, "%s %s", label, name);
+    expect_ids(meta, &g, "prompt_ids", x->ids);
+    expect_ids(meta, &g, "prompt_ids_2", x->ids2);
+    expect(meta, &g, "prompt_embeds", x->embeds, 1e-5, 0);
+    expect(meta, &g, "pooled_prompt_embeds", x->pooled, 1e-5, 0);
+    expect(meta, &g, "negative_embeds", x->neg_embeds, 1e-5, 0);
+    expect(meta, &g, "negative_pooled_prompt_embeds", x->neg_pooled, 1e-5, 0);
+    if (s.negative) {
+        expect_ids(meta, &g, "negative_ids", x->neg_ids);
+        expect_ids(meta, &g, "negative_ids_2", x->neg_ids2);
+    }
+    expect(meta, &g, "add_time_ids", x->time_ids, 0, 0);
+    float *ts = tu_f32(&g, "timesteps", NULL);
+    assert_int_equal(tr.n_all_timesteps, 6);
+    for (int i = 0; i < 6; i++)
+        if (x->all_t[i] != ts[i]) fail_msg("%s: timestep %d is %g, expected %g", meta, i, x->all_t[i], ts[i]);
+    free(ts);
+    expect(meta, &g, "noise_pred_steps", preds, 0, 2e-5);
+    expect(meta, &g, "latents_steps", steps, 0, 2e-5);
+    expect(meta, &g, "latents_final", fin, 0, 2e-5);
+    const sd_tensor *want_u8 = tu_tensor(&g, "image_u8");
+    const uint8_t *w8 = want_u8->data;
+    for (size_t i = 0; i < npix; i++)
+        if (abs((int)rgb[i] - (int)w8[i]) > 1) fail_msg("%s: pixel value %zu is %d, expected %d", meta, i, rgb[i], w8[i]);
+    free(x);
+    free(steps);
+    free(preds);
+    free(init);
+    free(fin);
+    free(img);
+    free(rgb);
+    st_close(&g);
+    json_decref(j);
+}
+
+static void check_pipelines(int single) {
+    sd_model m;
+    sd_pipeline p;
+    sd_error err = {0};
+    open_model(&m, single);
+    if (sd_pipeline_load(&p, &m, &err) < 0) fail_msg("%s", err.msg);
+    const char *label = single ? "single file" : "folder";
+    check_pipeline_case(&p, "sdxl_euler_64", label);
+    check_pipeline_case(&p, "sdxl_euler_a_nonegative_64x96", label);
+    sd_pipeline_free(&p);
+    sd_model_close(&m);
+}
+
+static void test_pipelines_from_the_folder(void **state) {
+    (void)state;
+    check_pipelines(0);
+}
+
+static void test_pipelines_from_the_single_file(void **state) {
+    (void)state;
+    check_pipelines(1);
+}
+
+/* Largest per-channel difference between two PNGs of equal size. */
+static int max_pixel_diff(const char *a, const char *b) {
+    uint8_t *x, *y;
+    int wa, ha, wb, hb;
+    sd_error err = {0};
+    if (sd_png_read_rgb(a, &x, &wa, &ha, &err) < 0) fail_msg("%s", err.msg);
+    if (sd_png_read_rgb(b, &y, &wb, &hb, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(wa, wb);
+    assert_int_equal(ha, hb);
+    int worst = 0;
+    for (size_t i = 0; i < (size_t)3 * wa * ha; i++) {
+        int d = abs((int)x[i] - (int)y[i]);
+        if (d > worst) worst = d;
+    }
+    free(x);
+    free(y);
+    return worst;
+}
+
+static void generate_ok(const char *args) {
+    char *out;
+    int rc = tu_sh(&out, "SDRENDER_CACHE=%s %s generate -q %s 2>&1", tu_tmpdir(), tu_bin(), args);
+    if (rc != 0) fail_msg("sdrender generate %s: exit %d: %s", args, rc, out);
+    free(out);
+}
+
+/* `sdrender generate` from the folder and from the single file: the golden PNGs within one level. */
+static void test_generate_matches_the_golden_pngs(void **state) {
+    (void)state;
+    const char *td = tu_testdata();
+    char model[3][2048], args[8192];
+    snprintf(model[0], sizeof model[0], "-m %s/" FOLDER, td);
+    snprintf(model[1], sizeof model[1], "-m %s/" SINGLE " --tokenizer %s/" FOLDER "/tokenizer --config %s/" FOLDER, td,
+             td, td);
+    for (int k = 0; k < 2; k++) {
+        const char *png = tu_tmp("euler.png");
+        snprintf(args, sizeof args,
+                 "%s -p 'a photograph of an astronaut riding a horse' -n 'blurry, low quality' --steps 6 "
+                 "--cfg-scale 5 --seed 42 -W 64 -H 64 -o %s",
+                 model[k], png);
+        generate_ok(args); /* the default sampler: the model's scheduler (Euler, leading spacing) */
+        int d = max_pixel_diff(png, tu_path("sdxl/pipeline_sdxl_euler_64.png"));
+        if (d > 1) fail_msg("%s: euler: pixels differ by %d", model[k], d);
+        png = tu_tmp("euler_a.png");
+        snprintf(args, sizeof args,
+                 "%s -p 'a watercolor of a lighthouse at dusk' --sampler euler_a --steps 6 --cfg-scale 7 --seed 7 "
+                 "-W 96 -H 64 -o %s",
+                 model[k], png);
+        generate_ok(args);
+        d = max_pixel_diff(png, tu_path("sdxl/pipeline_sdxl_euler_a_nonegative_64x96.png"));
+        if (d > 1) fail_msg("%s: euler_a without negative prompt: pixels differ by %d", model[k], d);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unet_golden_from_the_folder),
+        cmocka_unit_test(test_unet_golden_from_the_single_file),
+        cmocka_unit_test(test_pipelines_from_the_folder),
+        cmocka_unit_test(test_pipelines_from_the_single_file),
+        cmocka_unit_test(test_generate_matches_the_golden_pngs),
+    };
+    return cmocka_run_group_tests_name("sdxl", tests, NULL, NULL);
+}
