@@ -253,6 +253,74 @@ static void test_generate_matches_the_golden_pngs(void **state) {
     }
 }
 
+/* A one-tensor safetensors file at tmp/name whose only tensor is called tensor. */
+static const char *write_one_tensor(const char *name, const char *tensor) {
+    static float v[2] = {0, 0};
+    sd_tensor t = {.name = tensor, .dtype = SD_F32, .ndim = 1, .shape = {2}, .data = v, .nbytes = sizeof v};
+    const char *path = tu_tmp(name);
+    sd_error err = {0};
+    if (st_write(path, &t, 1, NULL, NULL, 0, &err) < 0) fail_msg("%s", err.msg);
+    return path;
+}
+
+/* A diffusers folder tmp/name with only a model_index.json of the given text. */
+static const char *write_index(const char *name, const char *json) {
+    const char *dir = tu_tmp(name);
+    char *out;
+    assert_int_equal(tu_sh(&out, "mkdir -p %s && printf '%%s' '%s' > %s/model_index.json", dir, json, dir), 0);
+    free(out);
+    return dir;
+}
+
+/* SDXL refiners, SD3 and Flux: `info` and `generate` exit 2 with one line naming what the model is. */
+static void test_refiner_sd3_and_flux_are_refused_by_name(void **state) {
+    (void)state;
+    struct {
+        const char *path, *want;
+    } cases[] = {
+        {write_one_tensor("sd3.safetensors", "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"),
+         "Stable Diffusion 3"},
+        {write_one_tensor("flux.safetensors", "double_blocks.0.img_attn.qkv.weight"), "Flux"},
+        {write_one_tensor("refiner.safetensors", "conditioner.embedders.0.model.ln_final.weight"), "SDXL refiner"},
+        {write_index("sd3", "{\"_class_name\": \"StableDiffusion3Pipeline\"}"), "Stable Diffusion 3"},
+        {write_index("flux", "{\"_class_name\": \"FluxPipeline\"}"), "Flux"},
+        {write_index("refiner", "{\"_class_name\": \"StableDiffusionXLImg2ImgPipeline\", "
+                                "\"requires_aesthetics_score\": true, \"text_encoder\": [null, null], "
+                                "\"text_encoder_2\": [\"transformers\", \"CLIPTextModelWithProjection\"]}"),
+         "SDXL refiner"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        for (int cmd = 0; cmd < 2; cmd++) {
+            char *out;
+            int rc = tu_sh(&out, "%s %s -m %s %s 2>&1 >/dev/null", tu_bin(), cmd ? "generate -q" : "info",
+                           cases[i].path, cmd ? "-p x -o /dev/null" : "");
+            if (rc != 2) fail_msg("%s: exit %d, want 2 (%s)", cases[i].path, rc, out);
+            if (!strstr(out, cases[i].want)) fail_msg("%s: '%s' does not say '%s'", cases[i].path, out, cases[i].want);
+            char *nl = strchr(out, '\n');
+            if (!nl || nl[1]) fail_msg("%s: want one line, got '%s'", cases[i].path, out);
+            free(out);
+        }
+    }
+}
+
+/* `info` names SDXL, both text encoders and the added embedding, from the folder and the single file. */
+static void test_info_names_sdxl_and_its_parts(void **state) {
+    (void)state;
+    const char *td = tu_testdata();
+    for (int single = 0; single < 2; single++) {
+        char *out;
+        int rc = single ? tu_sh(&out, "%s info -m %s/" SINGLE " --tokenizer %s/" FOLDER "/tokenizer", tu_bin(), td, td)
+                        : tu_sh(&out, "%s info -m %s/" FOLDER, tu_bin(), td);
+        assert_int_equal(rc, 0);
+        const char *want[] = {"variant:      SDXL", "text_encoder_2: CLIP, 3 layers, hidden 64", "projection 32",
+                              "transformer depth [1, 2, 2]", "added text/time embedding (80 inputs",
+                              "scaling factor 0.13025", "tokenizer_2:"};
+        for (size_t k = 0; k < sizeof want / sizeof *want; k++)
+            if (!strstr(out, want[k])) fail_msg("info (%s) lacks '%s':\n%s", single ? "single" : "folder", want[k], out);
+        free(out);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unet_golden_from_the_folder),
@@ -260,6 +328,8 @@ int main(void) {
         cmocka_unit_test(test_pipelines_from_the_folder),
         cmocka_unit_test(test_pipelines_from_the_single_file),
         cmocka_unit_test(test_generate_matches_the_golden_pngs),
+        cmocka_unit_test(test_refiner_sd3_and_flux_are_refused_by_name),
+        cmocka_unit_test(test_info_names_sdxl_and_its_parts),
     };
     return cmocka_run_group_tests_name("sdxl", tests, NULL, NULL);
 }
