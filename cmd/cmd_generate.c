@@ -37,8 +37,12 @@ static void usage(FILE *fp) {
             "      --threads T        CPU threads (default: all cores)\n"
             "      --precision P      fp32 (default) or bf16: matrix products on bf16 inputs with fp32 sums\n"
             "                         (needs AVX512_BF16; test images 46-56 dB PSNR from fp32)\n"
+            "      --original-size WxH  SDXL size conditioning: the original image size (default: the image size)\n"
+            "      --crop-top-left T,L  SDXL: crop offset, top then left (default 0,0)\n"
+            "      --target-size WxH    SDXL: the target size (default: the image size)\n"
             "      --tokenizer P      tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
-            "      --config YAML      LDM config of a single file (default: same base name + .yaml)\n"
+            "      --config YAML|DIR  a single file's LDM config (default: same base name + .yaml), or a\n"
+            "                         diffusers folder whose config.json files give the architecture\n"
             "  -q, --quiet            no progress output\n"
             "  -h, --help             this text\n",
             sampler_kind_list());
@@ -96,7 +100,7 @@ static int on_step(void *ctx, int done, int total) {
 
 int cmd_generate(int argc, char **argv) {
     enum { O_STEPS = 256, O_CFG, O_SAMPLER, O_KARRAS, O_ETA, O_SEED, O_CLIPSKIP, O_STRENGTH, O_MASK, O_BATCH, O_THREADS,
-           O_TOK, O_CONFIG, O_PRECISION };
+           O_TOK, O_CONFIG, O_PRECISION, O_ORIG, O_CROP, O_TARGET };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},      {"prompt", required_argument, 0, 'p'},
         {"negative", required_argument, 0, 'n'},   {"output", required_argument, 0, 'o'},
@@ -108,7 +112,8 @@ int cmd_generate(int argc, char **argv) {
         {"strength", required_argument, 0, O_STRENGTH}, {"mask", required_argument, 0, O_MASK},
         {"batch-count", required_argument, 0, O_BATCH}, {"threads", required_argument, 0, O_THREADS},
         {"tokenizer", required_argument, 0, O_TOK}, {"config", required_argument, 0, O_CONFIG},
-        {"precision", required_argument, 0, O_PRECISION},
+        {"precision", required_argument, 0, O_PRECISION}, {"original-size", required_argument, 0, O_ORIG},
+        {"crop-top-left", required_argument, 0, O_CROP}, {"target-size", required_argument, 0, O_TARGET},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     sd_settings s;
@@ -116,6 +121,7 @@ int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
     sd_model_opts mopts = {0};
     long steps = 20, seed = -1, width = 0, height = 0, clip_skip = 1, batch = 1, threads = 0;
+    long cond[6] = {0}; /* original w, h, crop top, left, target w, h */
     double cfg = 7.5, eta = 0, strength = -1;
     int have_sampler = 0, quiet = 0, bf16 = 0, c;
     sd_error err = {0};
@@ -143,6 +149,9 @@ int cmd_generate(int argc, char **argv) {
         case O_BATCH: rc = cli_parse_long("--batch-count", optarg, 1, 100000, &batch, &err); break;
         case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &threads, &err); break;
         case O_PRECISION: rc = cli_parse_precision(optarg, 0, &bf16, &err); break;
+        case O_ORIG: rc = cli_parse_pair("--original-size", optarg, 'x', 1, SD_MAX_COND_SIZE, &cond[0], &cond[1], &err); break;
+        case O_CROP: rc = cli_parse_pair("--crop-top-left", optarg, ',', 0, SD_MAX_COND_SIZE, &cond[2], &cond[3], &err); break;
+        case O_TARGET: rc = cli_parse_pair("--target-size", optarg, 'x', 1, SD_MAX_COND_SIZE, &cond[4], &cond[5], &err); break;
         case O_CFG: rc = cli_parse_double("--cfg-scale", optarg, 0, 100, &cfg, &err); break;
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
@@ -193,6 +202,12 @@ int cmd_generate(int argc, char **argv) {
     s.cfg_scale = (float)cfg;
     s.eta = (float)eta;
     s.clip_skip = (int)clip_skip;
+    s.orig_width = (int)cond[0];
+    s.orig_height = (int)cond[1];
+    s.crop_top = (int)cond[2];
+    s.crop_left = (int)cond[3];
+    s.target_width = (int)cond[4];
+    s.target_height = (int)cond[5];
     s.strength = strength >= 0 ? strength : s.mask ? 1.0 : 0.8;
     /* no -n: no negative prompt (NULL): SD 1.x/2.x encode "", SDXL uses zeros (force_zeros_for_empty_prompt) */
     int random = seed < 0;

@@ -17,6 +17,7 @@
 #include "pipeline.h"
 #include "pngio.h"
 #include "safetensors.h"
+#include "settings.h"
 #include "unet.h"
 
 #define FOLDER "sdxl/models/tiny-sdxl"
@@ -253,6 +254,84 @@ static void test_generate_matches_the_golden_pngs(void **state) {
     }
 }
 
+/* --original-size, --crop-top-left and --target-size: the add_time_ids diffusers builds from them
+ * ([orig h, w, crop top, left, target h, w]), a different image, and the PNG parameters round-trip. */
+static void test_size_conditioning(void **state) {
+    (void)state;
+    sd_model m;
+    sd_pipeline p;
+    sd_error err = {0};
+    open_model(&m, 0);
+    if (sd_pipeline_load(&p, &m, &err) < 0) fail_msg("%s", err.msg);
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = "a cat";
+    s.negative = NULL;
+    s.steps = 2;
+    s.width = 64;
+    s.height = 48;
+    s.sampler = SD_SAMPLER_EULER;
+    float ids[6];
+    uint8_t rgb[3][64 * 48 * 3];
+    sd_pipeline_trace tr = {.add_time_ids = ids};
+    if (sd_pipeline_generate(&p, &s, rgb[0], NULL, NULL, &tr, &err) < 0) fail_msg("%s", err.msg);
+    const float want_default[6] = {48, 64, 0, 0, 48, 64};
+    assert_memory_equal(ids, want_default, sizeof ids);
+    s.orig_width = 1024;
+    s.orig_height = 768;
+    s.crop_top = 8;
+    s.crop_left = 16;
+    s.target_width = 96;
+    s.target_height = 80;
+    if (sd_pipeline_generate(&p, &s, rgb[1], NULL, NULL, &tr, &err) < 0) fail_msg("%s", err.msg);
+    const float want[6] = {768, 1024, 8, 16, 80, 96};
+    assert_memory_equal(ids, want, sizeof ids);
+    assert_memory_not_equal(rgb[0], rgb[1], sizeof rgb[0]);
+    sd_pipeline_free(&p);
+    sd_model_close(&m);
+
+    /* the same through generate, with the fields in the PNG parameters */
+    char args[4096];
+    const char *png = tu_tmp("cond.png");
+    snprintf(args, sizeof args,
+             "-m %s/" FOLDER " -p 'a cat' --sampler euler --steps 2 --seed 0 -W 64 -H 48 --original-size 1024x768 "
+             "--crop-top-left 8,16 --target-size 96x80 -o %s",
+             tu_testdata(), png);
+    generate_ok(args);
+    uint8_t *got;
+    int w, h;
+    if (sd_png_read_rgb(png, &got, &w, &h, &err) < 0) fail_msg("%s", err.msg);
+    assert_memory_equal(got, rgb[1], sizeof rgb[1]);
+    free(got);
+    sd_png_text *t;
+    int nt;
+    assert_int_equal(sd_png_read_text(png, &t, &nt, &err), 0);
+    const char *params = sd_png_text_get(t, nt, "parameters");
+    assert_non_null(strstr(params, "Original size: 1024x768, Crop top: 8, Crop left: 16, Target size: 96x80"));
+    sd_settings_parsed ps;
+    assert_int_equal(sd_settings_parse_a1111(params, &ps, &err), 0);
+    assert_int_equal(ps.s.orig_width, 1024);
+    assert_int_equal(ps.s.orig_height, 768);
+    assert_int_equal(ps.s.crop_top, 8);
+    assert_int_equal(ps.s.crop_left, 16);
+    assert_int_equal(ps.s.target_width, 96);
+    assert_int_equal(ps.s.target_height, 80);
+    sd_settings_parsed_free(&ps);
+    sd_png_text_free(t, nt);
+    /* bad values and SD 1.x models: exit 2, one line */
+    const char *bad[][2] = {{"-m %s/" FOLDER " --original-size 1024", "--original-size"},
+                            {"-m %s/" FOLDER " --crop-top-left 8x16", "--crop-top-left"},
+                            {"-m %s/models/tiny-sd15 --target-size 64x64", "SDXL models only"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char model[2048], *out;
+        snprintf(model, sizeof model, bad[i][0], tu_testdata());
+        int rc = tu_sh(&out, "%s generate -q %s -p x --steps 1 -W 64 -H 64 -o %s 2>&1", tu_bin(), model,
+                       tu_tmp("bad.png"));
+        if (rc != 2 || !strstr(out, bad[i][1])) fail_msg("'%s': exit %d, '%s'", model, rc, out);
+        free(out);
+    }
+}
+
 /* A one-tensor safetensors file at tmp/name whose only tensor is called tensor. */
 static const char *write_one_tensor(const char *name, const char *tensor) {
     static float v[2] = {0, 0};
@@ -328,6 +407,7 @@ int main(void) {
         cmocka_unit_test(test_pipelines_from_the_folder),
         cmocka_unit_test(test_pipelines_from_the_single_file),
         cmocka_unit_test(test_generate_matches_the_golden_pngs),
+        cmocka_unit_test(test_size_conditioning),
         cmocka_unit_test(test_refiner_sd3_and_flux_are_refused_by_name),
         cmocka_unit_test(test_info_names_sdxl_and_its_parts),
     };

@@ -411,6 +411,9 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     if (z.inpaint && !m->inpaint)
         return sd_err(err, SD_EINPUT, "%s: a mask needs an inpainting model (9-channel U-Net); this is %s", s->mask,
                       m->path);
+    if (!m->xl && (s->orig_width || s->orig_height || s->crop_top || s->crop_left || s->target_width || s->target_height))
+        return sd_err(err, SD_EINPUT, "the original size, crop and target size condition SDXL models only; %s is %s",
+                      m->path, m->sd_version == 2 ? "SD 2.x" : "SD 1.x");
     if (m->inpaint && !z.inpaint)
         return sd_err(err, SD_EINPUT, "%s is an inpainting model: pass an init image (-i) and a mask (--mask)", m->path);
     vae_latent_size(&m->vae, z.H, z.W, &z.h, &z.w);
