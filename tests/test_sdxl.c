@@ -8,11 +8,13 @@
 #include "testutil.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "jobdb.h"
 #include "model.h"
 #include "pipeline.h"
 #include "pngio.h"
@@ -332,6 +334,88 @@ static void test_size_conditioning(void **state) {
     }
 }
 
+#define MPIRUN "mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1"
+
+/* Runs a shell command; fails the test with its output unless it exits 0. */
+static void sh_ok(const char *what, const char *cmd) {
+    char *out;
+    int rc = tu_sh(&out, "%s 2>&1", cmd);
+    if (rc != 0) fail_msg("%s failed (exit %d): %s\n%s", what, rc, cmd, out);
+    free(out);
+}
+
+/*
+ * Six SDXL jobs (samplers, sizes, size conditioning, with and without a negative prompt, one img2img)
+ * rendered by `mpirun -np 3 sdrender run`: each PNG byte-identical to `sdrender generate` with the job's
+ * settings, and the size-conditioning fields stored per job.
+ */
+static void test_mpirun_jobs_are_identical_to_generate(void **state) {
+    (void)state;
+    char cmd[8192], db[1024], out[1024], ref[1024], jsonl[1024], init[1024];
+    const char *td = tu_testdata();
+    snprintf(db, sizeof db, "%s", tu_tmp("run/jobs.db"));
+    snprintf(out, sizeof out, "%s", tu_tmp("run/out"));
+    snprintf(ref, sizeof ref, "%s", tu_tmp("run/ref.png"));
+    snprintf(jsonl, sizeof jsonl, "%s", tu_tmp("run/prompts.jsonl"));
+    char *abs = realpath(tu_path("sdxl/pipeline_sdxl_euler_64.png"), NULL);
+    assert_non_null(abs);
+    snprintf(init, sizeof init, "%s", abs);
+    free(abs);
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", tu_tmp("run"), tu_tmp("run"));
+    sh_ok("mkdir", cmd);
+    FILE *fp = fopen(jsonl, "w");
+    assert_non_null(fp);
+    fprintf(fp, "{\"prompt\": \"a red house\", \"sampler\": \"euler\"}\n"
+                "{\"prompt\": \"a blue car\", \"sampler\": \"euler_a\", \"width\": 96, \"negative_prompt\": \"ugly\"}\n"
+                "{\"prompt\": \"a green tree\", \"sampler\": \"dpm++2m\", \"karras\": true, \"original_width\": 1024, "
+                "\"original_height\": 768, \"crop_top\": 8, \"crop_left\": 16}\n"
+                "{\"prompt\": \"a yellow boat\", \"sampler\": \"ddim\", \"height\": 96, \"target_width\": 2048, "
+                "\"target_height\": 2048}\n"
+                "{\"prompt\": \"a cat\", \"sampler\": \"unipc\", \"cfg_scale\": 1}\n"
+                "{\"prompt\": \"an astronaut\", \"sampler\": \"euler\", \"init_image\": \"%s\", \"strength\": 0.5}\n",
+            init);
+    fclose(fp);
+    snprintf(cmd, sizeof cmd, "%s enqueue --db %s --steps 3 --cfg-scale 5 -W 64 -H 64 --seed-base 77 %s", tu_bin(), db,
+             jsonl);
+    sh_ok("enqueue", cmd);
+    snprintf(cmd, sizeof cmd, "SDRENDER_CACHE=%s " MPIRUN " -np 3 %s run --db %s -m %s/" FOLDER " --out %s -q",
+             tu_tmpdir(), tu_bin(), db, td, out);
+    sh_ok("mpirun run", cmd);
+    jobdb *d;
+    sd_error err = {0};
+    jobdb_open_options oo = {.keep_journal = 1};
+    assert_int_equal(jobdb_open(&d, db, &oo, &err), 0);
+    for (int id = 1; id <= 6; id++) {
+        sd_job j;
+        assert_int_equal(jobdb_job_get(d, id, &j, &err), 1);
+        if (j.status != SD_JOB_DONE) fail_msg("job %d: %s", id, j.error ? j.error : "not done");
+        if (id == 3) {
+            assert_int_equal(j.orig_width, 1024);
+            assert_int_equal(j.orig_height, 768);
+            assert_int_equal(j.crop_top, 8);
+            assert_int_equal(j.crop_left, 16);
+        }
+        if (id == 4) assert_int_equal(j.target_width, 2048);
+        char neg[256] = "", cond[256] = "", img[2048] = "";
+        if (*j.negative_prompt) snprintf(neg, sizeof neg, "-n '%s'", j.negative_prompt);
+        if (j.orig_width) snprintf(cond, sizeof cond, "--original-size %dx%d ", j.orig_width, j.orig_height);
+        if (j.crop_top || j.crop_left)
+            snprintf(cond + strlen(cond), sizeof cond - strlen(cond), "--crop-top-left %d,%d ", j.crop_top, j.crop_left);
+        if (j.target_width)
+            snprintf(cond + strlen(cond), sizeof cond - strlen(cond), "--target-size %dx%d", j.target_width,
+                     j.target_height);
+        if (j.init_image) snprintf(img, sizeof img, "-i %s --strength %g", j.init_image, j.strength);
+        snprintf(cmd, sizeof cmd,
+                 "SDRENDER_CACHE=%s %s generate -q -m %s/" FOLDER " -p '%s' %s --steps %d --cfg-scale %g --sampler %s %s "
+                 "--seed %lld -W %d -H %d %s %s -o %s && cmp %s %s",
+                 tu_tmpdir(), tu_bin(), td, j.prompt, neg, j.steps, j.cfg_scale, sampler_kind_name(j.sampler),
+                 j.karras ? "--karras" : "", (long long)j.seed, j.width, j.height, cond, img, ref, ref, j.output_path);
+        sh_ok("generate and cmp", cmd);
+        sd_job_free(&j);
+    }
+    jobdb_close(d);
+}
+
 /* A one-tensor safetensors file at tmp/name whose only tensor is called tensor. */
 static const char *write_one_tensor(const char *name, const char *tensor) {
     static float v[2] = {0, 0};
@@ -408,6 +492,7 @@ int main(void) {
         cmocka_unit_test(test_pipelines_from_the_single_file),
         cmocka_unit_test(test_generate_matches_the_golden_pngs),
         cmocka_unit_test(test_size_conditioning),
+        cmocka_unit_test(test_mpirun_jobs_are_identical_to_generate),
         cmocka_unit_test(test_refiner_sd3_and_flux_are_refused_by_name),
         cmocka_unit_test(test_info_names_sdxl_and_its_parts),
     };
