@@ -213,6 +213,37 @@ static int get_addition_embed(json_t *j, unet_config *c, sd_error *err) {
     return 0;
 }
 
+void unet_config_sdxl(unet_config *c) {
+    unet_config_sd15(c);
+    c->n_levels = 3;
+    const int bo[3] = {320, 640, 1280}, depth[3] = {1, 2, 10};
+    for (int i = 0; i < 3; i++) {
+        c->block_out[i] = bo[i];
+        c->heads[i] = bo[i] / 64;
+        c->transformer_layers[i] = depth[i];
+        c->down_attn[i] = i > 0 ? UNET_ATTN_CROSS : UNET_ATTN_NONE;
+        c->up_attn[i] = i < 2 ? UNET_ATTN_CROSS : UNET_ATTN_NONE;
+    }
+    c->down_attn[3] = c->up_attn[3] = UNET_ATTN_NONE;
+    c->block_out[3] = c->heads[3] = 0;
+    c->cross_attention_dim = 2048;
+    c->use_linear_projection = 1;
+    c->addition_time_embed_dim = 256;
+    c->addition_in_dim = 2816;
+    c->sample_size = 128;
+}
+
+void clip_config_sdxl_bigg(clip_config *c) {
+    clip_config_sd15(c);
+    c->hidden = 1280;
+    c->intermediate = 5120;
+    c->layers = 32;
+    c->heads = 20;
+    c->act = CLIP_ACT_GELU;
+    c->projection_dim = 1280;
+    c->with_projection = 1;
+}
+
 int unet_config_head_dim(const unet_config *c, int level) { return c->block_out[level] / c->heads[level]; }
 
 int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {

@@ -201,6 +201,12 @@ void vae_config_sd15(vae_config *c);
 void clip_config_sd15(clip_config *c);
 void sched_config_sd15(sched_config *c);
 
+/* SDXL base 1.0's (stabilityai/stable-diffusion-xl-base-1.0): its 2.6 B-parameter U-Net and OpenCLIP-bigG
+ * text_encoder_2 (its text_encoder is clip_config_sd15's CLIP-L; its VAE vae_config_sd15's with
+ * scaling_factor 0.13025). */
+void unet_config_sdxl(unet_config *c);
+void clip_config_sdxl_bigg(clip_config *c);
+
 /* Head dimension of down level `level` (channels / heads). */
 int unet_config_head_dim(const unet_config *c, int level);
 
