@@ -14,7 +14,8 @@ static void usage(FILE *fp) {
             "architecture of each component, parameter counts and stored dtypes.\n\n"
             "  -m, --model PATH     diffusers folder (with model_index.json) or single .safetensors checkpoint\n"
             "      --tokenizer P    tokenizer folder (vocab.json + merges.txt) or bpe_simple_vocab_16e6.txt.gz\n"
-            "      --config YAML    LDM config for a single file (default: same base name + .yaml)\n"
+            "      --config YAML    LDM config for a single file (default: same base name + .yaml), or a\n"
+            "                       diffusers folder whose config.json files give its architecture\n"
             "  -h, --help           this text\n");
 }
 
