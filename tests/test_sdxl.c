@@ -202,32 +202,6 @@ static void test_pipelines_from_the_single_file(void **state) {
     check_pipelines(1);
 }
 
-/* Largest per-channel difference between two PNGs of equal size. */
-static int max_pixel_diff(const char *a, const char *b) {
-    uint8_t *x, *y;
-    int wa, ha, wb, hb;
-    sd_error err = {0};
-    if (sd_png_read_rgb(a, &x, &wa, &ha, &err) < 0) fail_msg("%s", err.msg);
-    if (sd_png_read_rgb(b, &y, &wb, &hb, &err) < 0) fail_msg("%s", err.msg);
-    assert_int_equal(wa, wb);
-    assert_int_equal(ha, hb);
-    int worst = 0;
-    for (size_t i = 0; i < (size_t)3 * wa * ha; i++) {
-        int d = abs((int)x[i] - (int)y[i]);
-        if (d > worst) worst = d;
-    }
-    free(x);
-    free(y);
-    return worst;
-}
-
-static void generate_ok(const char *args) {
-    char *out;
-    int rc = tu_sh(&out, "SDRENDER_CACHE=%s %s generate -q %s 2>&1", tu_tmpdir(), tu_bin(), args);
-    if (rc != 0) fail_msg("sdrender generate %s: exit %d: %s", args, rc, out);
-    free(out);
-}
-
 /* `sdrender generate` from the folder and from the single file: the golden PNGs within one level. */
 static void test_generate_matches_the_golden_pngs(void **state) {
     (void)state;
@@ -242,16 +216,16 @@ static void test_generate_matches_the_golden_pngs(void **state) {
                  "%s -p 'a photograph of an astronaut riding a horse' -n 'blurry, low quality' --steps 6 "
                  "--cfg-scale 5 --seed 42 -W 64 -H 64 -o %s",
                  model[k], png);
-        generate_ok(args); /* the default sampler: the model's scheduler (Euler, leading spacing) */
-        int d = max_pixel_diff(png, tu_path("sdxl/pipeline_sdxl_euler_64.png"));
+        tu_generate_ok(args); /* the default sampler: the model's scheduler (Euler, leading spacing) */
+        int d = tu_png_max_diff(png, tu_path("sdxl/pipeline_sdxl_euler_64.png"));
         if (d > 1) fail_msg("%s: euler: pixels differ by %d", model[k], d);
         png = tu_tmp("euler_a.png");
         snprintf(args, sizeof args,
                  "%s -p 'a watercolor of a lighthouse at dusk' --sampler euler_a --steps 6 --cfg-scale 7 --seed 7 "
                  "-W 96 -H 64 -o %s",
                  model[k], png);
-        generate_ok(args);
-        d = max_pixel_diff(png, tu_path("sdxl/pipeline_sdxl_euler_a_nonegative_64x96.png"));
+        tu_generate_ok(args);
+        d = tu_png_max_diff(png, tu_path("sdxl/pipeline_sdxl_euler_a_nonegative_64x96.png"));
         if (d > 1) fail_msg("%s: euler_a without negative prompt: pixels differ by %d", model[k], d);
     }
 }
@@ -299,7 +273,7 @@ static void test_size_conditioning(void **state) {
              "-m %s/" FOLDER " -p 'a cat' --sampler euler --steps 2 --seed 0 -W 64 -H 48 --original-size 1024x768 "
              "--crop-top-left 8,16 --target-size 96x80 -o %s",
              tu_testdata(), png);
-    generate_ok(args);
+    tu_generate_ok(args);
     uint8_t *got;
     int w, h;
     if (sd_png_read_rgb(png, &got, &w, &h, &err) < 0) fail_msg("%s", err.msg);
