@@ -289,7 +289,7 @@ int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error 
         free(val);
     }
     out->s.prompt = out->prompt;
-    out->s.negative = out->negative;
+    out->s.negative = neg ? out->negative : NULL; /* no "Negative prompt:" line: none given (SDXL: zeros) */
     if (rc < 0) sd_settings_parsed_free(out);
     return rc;
 }

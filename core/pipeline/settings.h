@@ -72,7 +72,8 @@ int sd_settings_sd_vae_scale(void);
  */
 char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, const char *model_name);
 
-/* Parsed A1111 text: the settings plus owned copies of the strings they point to. */
+/* Parsed A1111 text: the settings plus owned copies of the strings they point to (negative is "" and
+ * s.negative NULL when the text has no "Negative prompt:" line). */
 typedef struct sd_settings_parsed {
     sd_settings s;
     char *prompt, *negative;
