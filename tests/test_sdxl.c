@@ -390,6 +390,31 @@ static void test_mpirun_jobs_are_identical_to_generate(void **state) {
     jobdb_close(d);
 }
 
+/* generate --tp 2 under mpirun: CFG-parallel byte-identical to one rank, tensor-parallel within one level of
+ * diffusers' image (each rank keeps half of every layer; the added embedding stays replicated). */
+static void test_tensor_parallel_generate(void **state) {
+    (void)state;
+    char cmd[8192], one[1024];
+    const char *td = tu_testdata();
+    snprintf(one, sizeof one, "%s", tu_tmp("tp1.png"));
+    const char *args = "-p 'a photograph of an astronaut riding a horse' -n 'blurry, low quality' --steps 6 "
+                       "--cfg-scale 5 --seed 42 -W 64 -H 64";
+    snprintf(cmd, sizeof cmd, "SDRENDER_CACHE=%s %s generate -q -m %s/" FOLDER " %s -o %s", tu_tmpdir(), tu_bin(), td,
+             args, one);
+    sh_ok("generate", cmd);
+    static const char *modes[] = {"cfg", "tensor"};
+    for (int i = 0; i < 2; i++) {
+        char png[1024];
+        snprintf(png, sizeof png, "%s/tp_%s.png", tu_tmpdir(), modes[i]);
+        snprintf(cmd, sizeof cmd, "SDRENDER_CACHE=%s " MPIRUN " -np 2 %s generate -q --tp 2 --parallel %s -m %s/" FOLDER
+                 " %s -o %s", tu_tmpdir(), tu_bin(), modes[i], td, args, png);
+        sh_ok("mpirun generate --tp 2", cmd);
+        if (i == 0) assert_int_equal(tu_png_max_diff(png, one), 0);
+        int d = tu_png_max_diff(png, tu_path("sdxl/pipeline_sdxl_euler_64.png"));
+        if (d > 1) fail_msg("--parallel %s: pixels differ from diffusers' by %d", modes[i], d);
+    }
+}
+
 /* A one-tensor safetensors file at tmp/name whose only tensor is called tensor. */
 static const char *write_one_tensor(const char *name, const char *tensor) {
     static float v[2] = {0, 0};
@@ -467,6 +492,7 @@ int main(void) {
         cmocka_unit_test(test_generate_matches_the_golden_pngs),
         cmocka_unit_test(test_size_conditioning),
         cmocka_unit_test(test_mpirun_jobs_are_identical_to_generate),
+        cmocka_unit_test(test_tensor_parallel_generate),
         cmocka_unit_test(test_refiner_sd3_and_flux_are_refused_by_name),
         cmocka_unit_test(test_info_names_sdxl_and_its_parts),
     };
