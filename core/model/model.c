@@ -866,7 +866,8 @@ int sd_model_require(const sd_model *m, unsigned parts, const char *purpose, sd_
     static const struct {
         unsigned part;
         const char *what;
-    } names[] = {{SD_PART_VAE, "VAE"}, {SD_PART_TEXT_ENCODER, "text encoder"}};
+    } names[] = {{SD_PART_VAE, "VAE"}, {SD_PART_TEXT_ENCODER, "text encoder"},
+                 {SD_PART_TEXT_ENCODER_2, "second text encoder (text_encoder_2)"}};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if ((parts & names[i].part) && !(m->parts & names[i].part))
             return sd_err(err, SD_EUNSUPPORTED, "%s: the model has no %s (its model_index.json names none), which %s needs",
