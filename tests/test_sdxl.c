@@ -314,8 +314,9 @@ static void test_size_conditioning(void **state) {
 static void sh_ok(const char *what, const char *cmd) {
     char *out;
     int rc = tu_sh(&out, "%s 2>&1", cmd);
-    if (rc != 0) fail_msg("%s failed (exit %d): %s\n%s", what, rc, cmd, out);
-    free(out);
+    if (rc != 0) fprintf(stderr, "%s\n", out);
+    free(out); /* before failing: fail_msg does not return */
+    if (rc != 0) fail_msg("%s failed (exit %d): %s", what, rc, cmd);
 }
 
 /*
