@@ -48,6 +48,18 @@ int cli_parse_double(const char *flag, const char *s, double min, double max, do
     return 0;
 }
 
+int cli_parse_pair(const char *flag, const char *s, char sep, long min, long max, long *a, long *b, sd_error *e) {
+    const char *mid = strchr(s, sep);
+    char first[32];
+    if (!mid || (size_t)(mid - s) >= sizeof first)
+        return sd_err(e, SD_EINPUT, "%s: '%s' is not two integers joined by '%c'", flag, s, sep);
+    memcpy(first, s, (size_t)(mid - s));
+    first[mid - s] = 0;
+    if (cli_parse_long(flag, first, min, max, a, e) < 0 || cli_parse_long(flag, mid + 1, min, max, b, e) < 0)
+        return sd_err(e, SD_EINPUT, "%s: '%s' is not two integers in [%ld, %ld] joined by '%c'", flag, s, min, max, sep);
+    return 0;
+}
+
 int cli_parse_precision(const char *s, int allow_both, int *out, sd_error *e) {
     if (!strcmp(s, "fp32")) *out = 0;
     else if (!strcmp(s, "bf16")) *out = 1;

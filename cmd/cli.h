@@ -16,6 +16,9 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_parse_long(const char *flag, const char *s, long min, long max, long *out, sd_error *e);
 int cli_parse_double(const char *flag, const char *s, double min, double max, double *out, sd_error *e);
 
+/* Two integers in [min, max] joined by sep ("1024x768" with 'x', "16,32" with ','); else an error naming flag. */
+int cli_parse_pair(const char *flag, const char *s, char sep, long min, long max, long *a, long *b, sd_error *e);
+
 /* --precision: "fp32" -> 0, "bf16" -> 1, and "both" -> 2 when allow_both; else an error. */
 int cli_parse_precision(const char *s, int allow_both, int *out, sd_error *e);
 /* 1 when GEMMs can run in bf16 here; else prints why on stderr (fp32 is used instead) and returns 0. */

@@ -1,6 +1,6 @@
 /*
- * sdrender bench - times the U-Net step, the VAE decode and the text encoder
- * of the full SD 1.5 architecture at a chosen resolution, with deterministic
+ * sdrender bench - times the U-Net step, the VAE decode and the text encoder(s)
+ * of the full SD 1.5 or SDXL base architecture at a chosen resolution, with deterministic
  * random f16 weights made on the spot (no checkpoint needed), and compares the
  * U-Net's throughput with an OpenBLAS sgemm measured on the same cores.
  */
@@ -32,15 +32,17 @@ typedef struct bench_nets {
     unet_config ucfg;
     vae_config vcfg;
     clip_config ccfg;
-    sd_weights uw, vw, cw;   /* empty tables whose supplier makes the tensors */
+    clip_config c2cfg;       /* SDXL's text_encoder_2 (xl) */
+    int xl;                  /* SDXL: second text encoder, added text/time conditioning */
+    sd_weights uw, vw, cw, c2w; /* empty tables whose supplier makes the tensors */
     sd_rand_weights rw;
     sd_model model;          /* with -m MODEL */
     int have_model;
     double weight_mb;
     unet_model unet;
     vae_model vae;
-    clip_text_model clip;
-    int have_unet, have_vae, have_clip;
+    clip_text_model clip, clip2;
+    int have_unet, have_vae, have_clip, have_clip2;
 } bench_nets;
 
 /* Loads the three networks through their usual (shape-checking) loaders from b's configs and tables;
@@ -57,18 +59,28 @@ static int nets_load(bench_nets *b, int unet_only, sd_error *err) {
     b->have_vae = 1;
     if ((rc = clip_text_load(&b->clip, &b->ccfg, cw, err)) < 0) return rc;
     b->have_clip = 1;
+    if (b->xl) {
+        if ((rc = clip_text_load(&b->clip2, &b->c2cfg, b->have_model ? &b->model.clip2_w : &b->c2w, err)) < 0) return rc;
+        b->have_clip2 = 1;
+    }
     if (!b->have_model) b->weight_mb = (double)b->rw.bytes / 1e6;
     return 0;
 }
 
-/* SD 1.5 configs, and empty tables whose supplier makes random f16 weights as the loaders ask for them. */
-static int nets_open_random(bench_nets *b, sd_error *err) {
-    unet_config_sd15(&b->ucfg);
+/* SD 1.5's (or, xl, SDXL base's) configs, and empty tables whose supplier makes random f16 weights as the
+ * loaders ask for them. */
+static int nets_open_random(bench_nets *b, int xl, sd_error *err) {
+    b->xl = xl;
+    if (xl) unet_config_sdxl(&b->ucfg);
+    else unet_config_sd15(&b->ucfg);
     vae_config_sd15(&b->vcfg);
+    if (xl) b->vcfg.scaling_factor = 0.13025f;
     clip_config_sd15(&b->ccfg);
+    if (xl) clip_config_sdxl_bigg(&b->c2cfg);
     int rc = sd_rand_weights_attach(&b->rw, &b->uw, "unet (random)", err);
     if (rc == 0) rc = sd_rand_weights_attach(&b->rw, &b->vw, "vae (random)", err);
     if (rc == 0) rc = sd_rand_weights_attach(&b->rw, &b->cw, "text encoder (random)", err);
+    if (rc == 0 && xl) rc = sd_rand_weights_attach(&b->rw, &b->c2w, "text encoder 2 (random)", err);
     return rc;
 }
 
@@ -81,6 +93,8 @@ static int nets_open_model(bench_nets *b, const char *path, const sd_model_opts 
     b->ucfg = b->model.unet;
     b->vcfg = b->model.vae;
     b->ccfg = b->model.clip;
+    b->c2cfg = b->model.clip2;
+    b->xl = b->model.xl;
     for (int i = 0; i < b->model.n_files; i++) b->weight_mb += (double)b->model.file_size[i] / 1e6;
     return 0;
 }
@@ -89,7 +103,9 @@ static void nets_free(bench_nets *b) {
     if (b->have_unet) unet_free(&b->unet);
     if (b->have_vae) vae_free(&b->vae);
     if (b->have_clip) clip_text_free(&b->clip);
+    if (b->have_clip2) clip_text_free(&b->clip2);
     sd_weights_free(&b->uw);
+    sd_weights_free(&b->c2w);
     sd_weights_free(&b->vw);
     sd_weights_free(&b->cw);
     sd_rand_weights_free(&b->rw);
@@ -133,14 +149,19 @@ static int time_unet(bench_nets *b, const sd_group *g, int h, int w, int steps, 
     size_t nx = (size_t)2 * b->ucfg.in_channels * h * w, no = (size_t)2 * b->ucfg.out_channels * h * w;
     size_t nc = (size_t)2 * 77 * b->ucfg.cross_attention_dim;
     float *x = rand_buffer(nx, 11), *ctx = rand_buffer(nc, 12), *out = malloc(no * sizeof(float));
+    /* SDXL: a random pooled embedding and 1024x1024's time ids for both CFG entries */
+    float *pooled = rand_buffer((size_t)2 * (b->xl ? b->c2cfg.projection_dim : 1), 13);
+    const float ids[12] = {1024, 1024, 0, 0, 1024, 1024, 1024, 1024, 0, 0, 1024, 1024};
+    unet_added_cond ac = {.text_embeds = pooled, .n_text = b->c2cfg.projection_dim, .time_ids = ids, .n_time = 6};
+    const unet_added_cond *added = b->xl ? &ac : NULL;
     float t[2] = {500, 500};
     int rc = 0;
-    if (!x || !ctx || !out) {
+    if (!x || !ctx || !out || !pooled) {
         rc = sd_err(err, SD_ENOMEM, "out of memory for the U-Net inputs");
         goto done;
     }
     double t0 = now_s();
-    if ((rc = sd_group_unet_forward(&b->unet, g, x, t[0], ctx, 77, 2, h, w, out, err)) < 0) goto done;
+    if ((rc = sd_group_unet_forward(&b->unet, g, x, t[0], ctx, 77, added, 2, h, w, out, err)) < 0) goto done;
     r->unet_first_s = now_s() - t0;
     ops_profile_reset();
     ops_comm_stats *cs = g && g->all ? g->all->stats : NULL;
@@ -148,7 +169,7 @@ static int time_unet(bench_nets *b, const sd_group *g, int h, int w, int steps, 
     t0 = now_s();
     for (int s = 0; s < steps && rc == 0; s++) {
         t[0] = t[1] = 999.0f - 50.0f * (float)s;
-        rc = sd_group_unet_forward(&b->unet, g, x, t[0], ctx, 77, 2, h, w, out, err);
+        rc = sd_group_unet_forward(&b->unet, g, x, t[0], ctx, 77, added, 2, h, w, out, err);
     }
     r->unet_step_s = (now_s() - t0) / steps;
     if (cs) {
@@ -159,7 +180,7 @@ static int time_unet(bench_nets *b, const sd_group *g, int h, int w, int steps, 
     r->unet_scratch_mb = (double)b->unet.ops.scratch.peak / 1e6;
     unet_release_scratch(&b->unet); /* as a pipeline does before decoding */
 done:
-    free(x), free(ctx), free(out);
+    free(x), free(ctx), free(out), free(pooled);
     return rc;
 }
 
@@ -190,22 +211,34 @@ static int time_vae(bench_nets *b, int h, int w, bench_result *r, sd_error *err)
     return rc;
 }
 
-/* Times the text encoder on a CFG pair of 77-token prompts (best of `reps` after a warm-up). */
+/* The text encoder(s) on ids [2, 77] into out / out2 (each [2, 77, hidden]): SD 1.5's last layer; SDXL's
+ * penultimate hidden states of both encoders and the second's final LayerNorm, as the pipeline runs them. */
+static int run_clip(bench_nets *b, const int *ids, float *out, float *out2, float *fin2, sd_error *err) {
+    if (!b->xl) return clip_text_forward(&b->clip, ids, 2, 77, 0, out, err);
+    int rc = clip_text_forward_hidden(&b->clip, ids, 2, 77, 1, out, NULL, err);
+    return rc < 0 ? rc : clip_text_forward_hidden(&b->clip2, ids, 2, 77, 1, out2, fin2, err);
+}
+
+/* Times the text encoder(s) on a CFG pair of 77-token prompts (best of `reps` after a warm-up). */
 static int time_clip(bench_nets *b, int reps, bench_result *r, sd_error *err) {
     int ids[2 * 77];
     for (int i = 0; i < 2 * 77; i++) ids[i] = i % 77 == 0 ? 49406 : (i * 7919) % 49406;
+    size_t n2 = (size_t)2 * 77 * (b->xl ? b->c2cfg.hidden : 1);
     float *out = malloc((size_t)2 * 77 * b->ccfg.hidden * sizeof(float));
-    if (!out) return sd_err(err, SD_ENOMEM, "out of memory for the text encoder output");
-    int rc = clip_text_forward(&b->clip, ids, 2, 77, 0, out, err);
+    float *out2 = malloc(n2 * sizeof(float)), *fin2 = malloc(n2 * sizeof(float));
+    int rc = !out || !out2 || !fin2 ? sd_err(err, SD_ENOMEM, "out of memory for the text encoder output") : 0;
+    if (rc == 0) rc = run_clip(b, ids, out, out2, fin2, err);
     r->clip_s = INFINITY;
     for (int i = 0; i < reps && rc == 0; i++) {
         double t0 = now_s();
-        rc = clip_text_forward(&b->clip, ids, 2, 77, 0, out, err);
+        rc = run_clip(b, ids, out, out2, fin2, err);
         double dt = now_s() - t0;
         if (dt < r->clip_s) r->clip_s = dt;
     }
-    r->clip_gflop = clip_text_flops(&b->ccfg, 2, 77) / 1e9;
-    free(out);
+    clip_config c1 = b->ccfg;
+    if (b->xl) c1.layers -= 1; /* SDXL's first encoder stops at its penultimate layer */
+    r->clip_gflop = (clip_text_flops(&c1, 2, 77) + (b->xl ? clip_text_flops(&b->c2cfg, 2, 77) : 0)) / 1e9;
+    free(out), free(out2), free(fin2);
     return rc;
 }
 
@@ -219,10 +252,11 @@ static void nets_set_precision(bench_nets *b, ops_precision precision) {
     b->unet.ops.precision = precision;
     b->vae.ops.precision = precision;
     b->clip.ops.precision = precision;
+    b->clip2.ops.precision = precision;
 }
 
 /* Prints r's table (r->sgemm_gflops and r->peak_gflops already measured). */
-static void print_results(const bench_result *r, const bench_opts *o) {
+static void print_results(const bench_result *r, const bench_opts *o, int b_xl) {
     printf("  %-26s %9s %9s %9s %9s\n", "component", "seconds", "GFLOP", "GFLOP/s", "vs sgemm");
     double ug = r->unet_gflop / r->unet_step_s;
     printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "unet step (CFG batch 2)", r->unet_step_s, r->unet_gflop, ug,
@@ -233,7 +267,8 @@ static void print_results(const bench_result *r, const bench_opts *o) {
         printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "vae decode", r->vae_s, r->vae_gflop, r->vae_gflop / r->vae_s,
                100 * r->vae_gflop / r->vae_s / r->sgemm_gflops);
     if (!o->no_text)
-        printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", "text encoder (batch 2)", r->clip_s, r->clip_gflop,
+        printf("  %-26s %9.3f %9.1f %9.1f %8.1f%%\n", b_xl ? "text encoders (batch 2)" : "text encoder (batch 2)",
+               r->clip_s, r->clip_gflop,
                r->clip_gflop / r->clip_s, 100 * r->clip_gflop / r->clip_s / r->sgemm_gflops);
 }
 
@@ -264,7 +299,7 @@ static int bench_precision(bench_nets *b, const bench_opts *o, ops_precision pre
     }
     ops_profile_enable(0);
     if (rc == 0 && !o->no_text) rc = time_clip(b, 3, r, err);
-    if (rc == 0) print_results(r, o);
+    if (rc == 0) print_results(r, o, b->xl);
     return rc;
 }
 
@@ -273,9 +308,10 @@ static int bench_precision(bench_nets *b, const bench_opts *o, ops_precision pre
  * --precision both, the bf16 run, written as unet_step_s_bf16, vae_decode_s_bf16,
  * text_encoder_s_bf16, peak_gemm_gflops_bf16 and unet_vs_peak_bf16 (NULL otherwise).
  */
-static int write_json(const char *path, const bench_result *r, const bench_result *bf, const bench_tp *tp,
-                      const char *precision, int W, int H, int threads, int steps, sd_error *err) {
+static int write_json(const char *path, const char *arch, const bench_result *r, const bench_result *bf,
+                      const bench_tp *tp, const char *precision, int W, int H, int threads, int steps, sd_error *err) {
     json_t *o = json_object();
+    json_object_set_new(o, "arch", json_string(arch));
     json_object_set_new(o, "precision", json_string(precision));
     json_object_set_new(o, "width", json_integer(W));
     json_object_set_new(o, "height", json_integer(H));
@@ -332,15 +368,19 @@ static int write_json(const char *path, const bench_result *r, const bench_resul
 
 static void usage(FILE *fp) {
     fprintf(fp,
-            "usage: sdrender bench [-W PX] [-H PX] [--threads N] [--steps N] [--precision P] [--json OUT] [--no-vae]\n"
-            "                      [--no-text]\n"
+            "usage: sdrender bench [--arch sd15|sdxl] [-W PX] [-H PX] [--threads N] [--steps N] [--precision P]\n"
+            "                      [--json OUT] [--no-vae] [--no-text]\n"
             "\n"
-            "Times one U-Net step (CFG batch 2), a VAE decode and the text encoder of the full\n"
-            "SD 1.5 architecture with random f16 weights, and compares the U-Net's GFLOP/s with\n"
+            "Times one U-Net step (CFG batch 2), a VAE decode and the text encoder(s) of the full\n"
+            "SD 1.5 or SDXL base architecture with random f16 weights (they stay f16 in memory), and\n"
+            "compares the U-Net's GFLOP/s with\n"
             "an OpenBLAS sgemm on the same cores and with the peak of the networks' own GEMM\n"
             "(ops_gemm on a 4096x320x1280 product with the kernels' tiles and threads).\n"
             "\n"
-            "  -W, -H PX      image size, a multiple of the VAE's scale factor (8 for SD; default 512)\n"
+            "  --arch A       sd15 (default; 860 M-parameter U-Net) or sdxl (SDXL base: 2.6 B-parameter U-Net,\n"
+            "                 CLIP-L + OpenCLIP-bigG, added text/time conditioning)\n"
+            "  -W, -H PX      image size, a multiple of the VAE's scale factor (8 for SD; default 512,\n"
+            "                 sdxl 1024)\n"
             "  --threads N    threads (default: all cores)\n"
             "  --steps N      timed U-Net steps after one warm-up (default 3)\n"
             "  --json OUT     also write the results as JSON\n"
@@ -363,12 +403,13 @@ typedef struct bench_args {
     const char *model, *json_path;
     sd_model_opts mopts;
     int W, H, steps, no_vae, no_text, profile, prec; /* prec: 0 fp32, 1 bf16, 2 both */
+    int xl; /* --arch sdxl */
 } bench_args;
 
 /* Opens the networks (random or -m) and checks the size; *h, *w: the latent size. */
 static int bench_open(const bench_args *a, bench_nets *b, int unet_only, int *h, int *w, sd_error *err) {
     memset(b, 0, sizeof *b);
-    int rc = a->model ? nets_open_model(b, a->model, &a->mopts, err) : nets_open_random(b, err);
+    int rc = a->model ? nets_open_model(b, a->model, &a->mopts, err) : nets_open_random(b, a->xl, err);
     int scale = vae_scale_factor(&b->vcfg);
     if (rc == 0 && (a->W % scale || a->H % scale))
         rc = sd_err(err, SD_EINPUT, "bench: -W and -H must be multiples of %d (got %dx%d)", scale, a->W, a->H);
@@ -425,7 +466,8 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
     if (prec != 0 && !cli_bf16_usable()) prec = 0;
     r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
     printf("sdrender bench: %s, %dx%d (latent %dx%d), %d threads%s\n",
-           a->model ? a->model : "SD 1.5 architecture, random f16 weights", a->W, a->H, h, w, nt,
+           a->model ? a->model : a->xl ? "SDXL base architecture, random f16 weights" : "SD 1.5 architecture, random f16 weights",
+           a->W, a->H, h, w, nt,
            tp ? ", rank 0 alone" : "");
     printf("  weights: %.0f MB %s in %.1f s\n", b.weight_mb, a->model ? "mapped" : "made", now_s() - t0);
     printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
@@ -450,7 +492,7 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
                tp->tp, tp->parallel, tp->step_s, r.unet_step_s, r.unet_step_s / tp->step_s, tp->comm_s,
                tp->comm_bytes / 1e6, tp->peak_rss_mb);
     if (a->json_path)
-        rc = write_json(a->json_path, prec == 1 ? &rb : &r, prec == 2 ? &rb : NULL, tp, prec == 1 ? "bf16" : "fp32",
+        rc = write_json(a->json_path, a->model ? a->model : a->xl ? "sdxl" : "sd15", prec == 1 ? &rb : &r, prec == 2 ? &rb : NULL, tp, prec == 1 ? "bf16" : "fp32",
                         a->W, a->H, nt, a->steps, &err);
     nets_free(&b);
     return rc < 0 ? cli_fail(&err) : 0;
@@ -489,7 +531,8 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    long W = 512, H = 512, threads = 0, steps = 3, tp = 1;
+    long W = 0, H = 0, threads = 0, steps = 3, tp = 1;
+    int xl = 0;
     sd_parallel parallel = SD_PARALLEL_AUTO;
     const char *json_path = NULL, *model = NULL;
     sd_model_opts mopts = {0};
@@ -502,6 +545,7 @@ int cmd_bench(int argc, char **argv) {
         {"profile", no_argument, 0, 'P'},       {"precision", required_argument, 0, 'p'},
         {"tokenizer", required_argument, 0, 'k'}, {"config", required_argument, 0, 'c'},
         {"tp", required_argument, 0, 'K'},      {"parallel", required_argument, 0, 'L'},
+        {"arch", required_argument, 0, 'a'},
         {0, 0, 0, 0},
     };
     int c;
@@ -522,6 +566,11 @@ int cmd_bench(int argc, char **argv) {
         case 'p': if (cli_parse_precision(optarg, 1, &prec, &err) < 0) return cli_fail(&err); break;
         case 'K': if (cli_parse_long("--tp", optarg, 1, 1024, &tp, &err) < 0) return cli_fail(&err); break;
         case 'L': if (sd_parallel_parse(optarg, &parallel, &err) < 0) return cli_fail(&err); break;
+        case 'a':
+            if (strcmp(optarg, "sd15") && strcmp(optarg, "sdxl"))
+                return cli_usage_error("bench: --arch '%s': choose sd15 or sdxl", optarg);
+            xl = !strcmp(optarg, "sdxl");
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -529,8 +578,11 @@ int cmd_bench(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("bench: unexpected argument '%s'", argv[optind]);
     if (!model && (mopts.tokenizer || mopts.config))
         return cli_usage_error("bench: --tokenizer and --config need -m MODEL");
+    if (model && xl) return cli_usage_error("bench: --arch is for random weights; -m MODEL brings its own");
+    if (!W) W = xl ? 1024 : 512;
+    if (!H) H = xl ? 1024 : 512;
     ops_set_threads((int)threads);
-    bench_args a = {.model = model, .mopts = mopts, .W = (int)W, .H = (int)H, .steps = (int)steps, .no_vae = no_vae,
+    bench_args a = {.model = model, .mopts = mopts, .xl = xl, .W = (int)W, .H = (int)H, .steps = (int)steps, .no_vae = no_vae,
                     .no_text = no_text, .profile = profile, .prec = prec, .json_path = json_path};
     if (tp <= 1) return bench_single(&a, NULL);
     sd_tp_world *world = NULL;

@@ -20,7 +20,8 @@ static void usage(FILE *fp) {
             "  *.txt    one prompt per line; blank lines are skipped\n"
             "  *.jsonl  one JSON object per line: prompt (or caption), and optionally negative_prompt,\n"
             "           seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, init_image,\n"
-            "           mask, strength; unknown keys are errors\n"
+            "           mask, strength, and SDXL's original_width, original_height, crop_top, crop_left,\n"
+            "           target_width, target_height (0: the default); unknown keys are errors\n"
             "  *.csv    RFC 4180 with a header row: a prompt (or caption) column, optionally columns\n"
             "           with the names above; empty cells take the defaults; other columns are ignored\n"
             "  Image paths are relative to the prompt file's folder.\n"
@@ -36,6 +37,8 @@ static void usage(FILE *fp) {
             "  --negative TEXT  negative prompt (none)\n"
             "  --clip-skip N    1 = last text-encoder layer, 2 = penultimate (AUTOMATIC1111 numbering) (1)\n"
             "  --strength X     img2img strength in (0, 1] for rows with an init_image (0.8; 1.0 with a mask)\n"
+            "  --original-size WxH, --crop-top-left T,L, --target-size WxH\n"
+            "                   SDXL size conditioning (the image size; 0,0; the image size)\n"
             "  --seed-base N    a row without a seed gets seed = N + job_id - 1 (0), so every job has\n"
             "                   its seed from the start and renders the same image on any rank, any rerun\n"
             "  --repeat K       K jobs per prompt with consecutive ids (1); a row's own seed S gives\n"
@@ -84,7 +87,7 @@ int cmd_enqueue(int argc, char **argv) {
     for (int i = 1; i < argc && rc == 0; i++) {
         const char *a = argv[i], *v;
         int missing = 0;
-        long n;
+        long n, n2;
         double x;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
@@ -124,6 +127,18 @@ int cmd_enqueue(int argc, char **argv) {
             rc = cli_parse_double("--strength", v, 0, 1, &x, &e);
             if (rc == 0 && x <= 0) rc = sd_err(&e, SD_EINPUT, "--strength: must be in (0, 1], got %g", x);
             o.defaults.strength = x;
+        } else if ((v = cli_option_value(argc, argv, &i, "--original-size", NULL, &missing))) {
+            rc = cli_parse_pair("--original-size", v, 'x', 1, SD_MAX_COND_SIZE, &n, &n2, &e);
+            o.defaults.orig_width = (int)n;
+            o.defaults.orig_height = (int)n2;
+        } else if ((v = cli_option_value(argc, argv, &i, "--crop-top-left", NULL, &missing))) {
+            rc = cli_parse_pair("--crop-top-left", v, ',', 0, SD_MAX_COND_SIZE, &n, &n2, &e);
+            o.defaults.crop_top = (int)n;
+            o.defaults.crop_left = (int)n2;
+        } else if ((v = cli_option_value(argc, argv, &i, "--target-size", NULL, &missing))) {
+            rc = cli_parse_pair("--target-size", v, 'x', 1, SD_MAX_COND_SIZE, &n, &n2, &e);
+            o.defaults.target_width = (int)n;
+            o.defaults.target_height = (int)n2;
         } else if ((v = cli_option_value(argc, argv, &i, "--seed-base", NULL, &missing))) {
             rc = cli_parse_long("--seed-base", v, 0, LONG_MAX, &seed_base, &e);
         } else if ((v = cli_option_value(argc, argv, &i, "--repeat", NULL, &missing))) {

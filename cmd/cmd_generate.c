@@ -18,7 +18,7 @@ static void usage(FILE *fp) {
             "Generates images; the same prompt, seed and settings give the same PNG as diffusers on CPU.\n\n"
             "  -m, --model PATH       diffusers folder or single .safetensors/.ckpt checkpoint\n"
             "  -p, --prompt TEXT      what to draw\n"
-            "  -n, --negative TEXT    negative prompt (default empty)\n"
+            "  -n, --negative TEXT    negative prompt (default none: SD 1.x/2.x encode \"\", SDXL uses zeros)\n"
             "  -o, --output FILE      PNG to write; with --batch-count N > 1, FILE-1.png .. FILE-N.png\n"
             "      --steps N          inference steps (default 20)\n"
             "      --cfg-scale G      classifier-free guidance scale (default 7.5; <= 1 disables it)\n"
@@ -44,8 +44,12 @@ static void usage(FILE *fp) {
             "                         and K is even, else tensor), cfg (one CFG half per K/2 ranks; images\n"
             "                         byte-identical to one rank) or tensor (every layer split K ways;\n"
             "                         within 1 level per pixel of one rank)\n"
+            "      --original-size WxH  SDXL size conditioning: the original image size (default: the image size)\n"
+            "      --crop-top-left T,L  SDXL: crop offset, top then left (default 0,0)\n"
+            "      --target-size WxH    SDXL: the target size (default: the image size)\n"
             "      --tokenizer P      tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
-            "      --config YAML      LDM config of a single file (default: same base name + .yaml)\n"
+            "      --config YAML|DIR  a single file's LDM config (default: same base name + .yaml), or a\n"
+            "                         diffusers folder whose config.json files give the architecture\n"
             "  -q, --quiet            no progress output\n"
             "  -h, --help             this text\n",
             sampler_kind_list());
@@ -194,7 +198,7 @@ static int generate_images(gen_args *a, const sd_group *grp) {
 
 int cmd_generate(int argc, char **argv) {
     enum { O_STEPS = 256, O_CFG, O_SAMPLER, O_KARRAS, O_ETA, O_SEED, O_CLIPSKIP, O_STRENGTH, O_MASK, O_BATCH, O_THREADS,
-           O_TOK, O_CONFIG, O_PRECISION, O_TP, O_PARALLEL };
+           O_TOK, O_CONFIG, O_PRECISION, O_TP, O_PARALLEL, O_ORIG, O_CROP, O_TARGET };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},      {"prompt", required_argument, 0, 'p'},
         {"negative", required_argument, 0, 'n'},   {"output", required_argument, 0, 'o'},
@@ -208,6 +212,8 @@ int cmd_generate(int argc, char **argv) {
         {"tokenizer", required_argument, 0, O_TOK}, {"config", required_argument, 0, O_CONFIG},
         {"precision", required_argument, 0, O_PRECISION},
         {"tp", required_argument, 0, O_TP},        {"parallel", required_argument, 0, O_PARALLEL},
+        {"original-size", required_argument, 0, O_ORIG}, {"crop-top-left", required_argument, 0, O_CROP},
+        {"target-size", required_argument, 0, O_TARGET},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     sd_settings s;
@@ -215,11 +221,13 @@ int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
     sd_model_opts mopts = {0};
     long steps = 20, seed = -1, width = 0, height = 0, clip_skip = 1, batch = 1, threads = 0, tp = 1;
+    long cond[6] = {0}; /* original w, h, crop top, left, target w, h */
     sd_parallel parallel = SD_PARALLEL_AUTO;
     double cfg = 7.5, eta = 0, strength = -1;
     int have_sampler = 0, quiet = 0, bf16 = 0, c;
     sd_error err = {0};
     s.prompt = NULL;
+    s.negative = NULL; /* none given (see below) */
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:p:n:o:W:H:i:qh", longopts, NULL)) != -1) {
         int rc = 0;
@@ -244,6 +252,9 @@ int cmd_generate(int argc, char **argv) {
         case O_PRECISION: rc = cli_parse_precision(optarg, 0, &bf16, &err); break;
         case O_TP: rc = cli_parse_long("--tp", optarg, 1, 1024, &tp, &err); break;
         case O_PARALLEL: rc = sd_parallel_parse(optarg, &parallel, &err); break;
+        case O_ORIG: rc = cli_parse_pair("--original-size", optarg, 'x', 1, SD_MAX_COND_SIZE, &cond[0], &cond[1], &err); break;
+        case O_CROP: rc = cli_parse_pair("--crop-top-left", optarg, ',', 0, SD_MAX_COND_SIZE, &cond[2], &cond[3], &err); break;
+        case O_TARGET: rc = cli_parse_pair("--target-size", optarg, 'x', 1, SD_MAX_COND_SIZE, &cond[4], &cond[5], &err); break;
         case O_CFG: rc = cli_parse_double("--cfg-scale", optarg, 0, 100, &cfg, &err); break;
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
@@ -269,7 +280,13 @@ int cmd_generate(int argc, char **argv) {
     s.eta = (float)eta;
     s.clip_skip = (int)clip_skip;
     s.strength = strength >= 0 ? strength : s.mask ? 1.0 : 0.8;
-    if (!s.negative) s.negative = "";
+    /* no -n: no negative prompt (NULL): SD 1.x/2.x encode "", SDXL uses zeros (force_zeros_for_empty_prompt) */
+    s.orig_width = (int)cond[0];
+    s.orig_height = (int)cond[1];
+    s.crop_top = (int)cond[2];
+    s.crop_left = (int)cond[3];
+    s.target_width = (int)cond[4];
+    s.target_height = (int)cond[5];
 
     gen_args a = {.model = model, .out = out, .mopts = mopts, .s = s, .seed = seed, .width = width, .height = height,
                   .batch = batch, .have_sampler = have_sampler, .quiet = quiet, .bf16 = bf16};

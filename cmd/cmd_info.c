@@ -10,11 +10,12 @@
 static void usage(FILE *fp) {
     fprintf(fp,
             "usage: sdrender info -m MODEL [--tokenizer DIR] [--config LDM.yaml]\n\n"
-            "Describes a Stable Diffusion model: layout, variant (SD 1.x / 2.x, inpainting, v-prediction),\n"
+            "Describes a Stable Diffusion model: layout, variant (SD 1.x / 2.x / XL, inpainting, v-prediction),\n"
             "architecture of each component, parameter counts and stored dtypes.\n\n"
             "  -m, --model PATH     diffusers folder (with model_index.json) or single .safetensors checkpoint\n"
             "      --tokenizer P    tokenizer folder (vocab.json + merges.txt) or bpe_simple_vocab_16e6.txt.gz\n"
-            "      --config YAML    LDM config for a single file (default: same base name + .yaml)\n"
+            "      --config YAML    LDM config for a single file (default: same base name + .yaml), or a\n"
+            "                       diffusers folder whose config.json files give its architecture\n"
             "  -h, --help           this text\n");
 }
 
@@ -41,6 +42,14 @@ static void print_params(const char *what, const sd_weights *w) {
     printf("), %d tensors\n", w->n);
 }
 
+static void print_clip(const char *what, const clip_config *c) {
+    printf("  %-13s CLIP, %d layers, hidden %d, intermediate %d, %d heads, %d positions, vocab %d, %s", what, c->layers,
+           c->hidden, c->intermediate, c->heads, c->max_positions, c->vocab_size,
+           c->act == CLIP_ACT_GELU ? "gelu" : "quick_gelu");
+    if (c->with_projection) printf(", projection %d", c->projection_dim);
+    printf("\n");
+}
+
 static void print_architecture(const sd_model *m) {
     const unet_config *u = &m->unet;
     const vae_config *v = &m->vae;
@@ -62,10 +71,14 @@ static void print_architecture(const sd_model *m) {
     print_ints(down, u->n_levels);
     printf(" up ");
     print_ints(up, u->n_levels);
-    printf(" mid %d, context dim %d, %s proj_in/out, transformer depth %d, time embedding %d%s\n",
-           u->mid_attn == UNET_ATTN_CROSS,
-           u->cross_attention_dim, u->use_linear_projection ? "linear" : "conv 1x1", u->transformer_layers,
-           u->time_embed_dim, u->upcast_attention ? ", upcast attention" : "");
+    printf(" mid %d, context dim %d, %s proj_in/out, transformer depth ", u->mid_attn == UNET_ATTN_CROSS,
+           u->cross_attention_dim, u->use_linear_projection ? "linear" : "conv 1x1");
+    print_ints(u->transformer_layers, u->n_levels);
+    printf(", time embedding %d%s", u->time_embed_dim, u->upcast_attention ? ", upcast attention" : "");
+    if (u->addition_time_embed_dim)
+        printf(", added text/time embedding (%d inputs, time ids embedded in %d)", u->addition_in_dim,
+               u->addition_time_embed_dim);
+    printf("\n");
     if (m->parts & SD_PART_VAE) {
         printf("  vae:          in %d, out %d, latent %d, channels ", v->in_channels, v->out_channels, v->latent_channels);
         print_ints(v->block_out, v->n_levels);
@@ -74,11 +87,10 @@ static void print_architecture(const sd_model *m) {
         printf("  vae:          none\n");
     }
     if (m->parts & SD_PART_TEXT_ENCODER)
-        printf("  text_encoder: CLIP, %d layers, hidden %d, intermediate %d, %d heads, %d positions, vocab %d, %s\n",
-               c->layers, c->hidden, c->intermediate, c->heads, c->max_positions, c->vocab_size,
-               c->act == CLIP_ACT_GELU ? "gelu" : "quick_gelu");
+        print_clip("text_encoder:", c);
     else
         printf("  text_encoder: none\n");
+    if (m->parts & SD_PART_TEXT_ENCODER_2) print_clip("text_encoder_2:", &m->clip2);
     printf("  scheduler:    %s, %s betas %g..%g over %d steps, steps offset %d, %s prediction\n", s->class_name,
            s->beta_schedule == SCHED_BETA_LINEAR ? "linear" : "scaled_linear", s->beta_start, s->beta_end,
            s->num_train_timesteps, s->steps_offset,
@@ -115,6 +127,8 @@ int cmd_info(int argc, char **argv) {
     printf("variant:      %s\n", sd_model_variant(&m, var, sizeof var));
     if (m.config_source) printf("config:       %s\n", m.config_source);
     printf("tokenizer:    %s\n", m.tokenizer_path ? m.tokenizer_path : "(none found; pass --tokenizer)");
+    if (m.parts & SD_PART_TEXT_ENCODER_2)
+        printf("tokenizer_2:  %s\n", m.tokenizer2_path ? m.tokenizer2_path : "(none found; pass --tokenizer)");
     printf("files:\n");
     for (int i = 0; i < m.n_files; i++) printf("  %s (%.1f MB)\n", m.file_desc[i], (double)m.file_size[i] / 1e6);
     print_architecture(&m);
@@ -122,6 +136,7 @@ int cmd_info(int argc, char **argv) {
     print_params("unet:", &m.unet_w);
     if (m.parts & SD_PART_VAE) print_params("vae:", &m.vae_w);
     if (m.parts & SD_PART_TEXT_ENCODER) print_params("text_encoder:", &m.clip_w);
+    if (m.parts & SD_PART_TEXT_ENCODER_2) print_params("text_encoder_2:", &m.clip2_w);
     sd_model_close(&m);
     return 0;
 }

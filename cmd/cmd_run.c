@@ -48,7 +48,7 @@ static void usage(FILE *fp) {
             "                       guidance then run on both halves alike) or tensor (every layer split)\n"
             "  --threads T          threads per rendering rank (default: the node's cores / its ranks)\n"
             "  --tokenizer P        tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
-            "  --config YAML        LDM config of a single file\n"
+            "  --config YAML|DIR    LDM config of a single file, or a diffusers folder giving its architecture\n"
             "  -q, --quiet          no per-job progress lines\n"
             "  -h, --help           this text\n\n"
             "Under mpirun, signal the run with SIGUSR1 (mpirun forwards it), or start mpirun with\n"

@@ -46,6 +46,12 @@ typedef enum {
     F_INIT_IMAGE,
     F_MASK,
     F_STRENGTH,
+    F_ORIG_W, /* SDXL size conditioning */
+    F_ORIG_H,
+    F_CROP_TOP,
+    F_CROP_LEFT,
+    F_TARGET_W,
+    F_TARGET_H,
     F_COUNT
 } field_id;
 
@@ -62,11 +68,15 @@ static const struct {
     [F_HEIGHT] = {"height", K_INT},         [F_CLIP_SKIP] = {"clip_skip", K_INT},
     [F_INIT_IMAGE] = {"init_image", K_TEXT}, [F_MASK] = {"mask", K_TEXT},
     [F_STRENGTH] = {"strength", K_NUM},
+    [F_ORIG_W] = {"original_width", K_INT}, [F_ORIG_H] = {"original_height", K_INT},
+    [F_CROP_TOP] = {"crop_top", K_INT},     [F_CROP_LEFT] = {"crop_left", K_INT},
+    [F_TARGET_W] = {"target_width", K_INT}, [F_TARGET_H] = {"target_height", K_INT},
 };
 
 #define KNOWN_FIELDS                                                                                           \
     "prompt (or caption), negative_prompt, seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, " \
-    "init_image, mask, strength"
+    "init_image, mask, strength, original_width, original_height, crop_top, crop_left, target_width, "           \
+    "target_height"
 
 /* Field id of a key or column name ("caption" is the prompt); -1 when unknown. */
 static int field_lookup(const char *name, int ignore_case) {
@@ -159,6 +169,9 @@ static int set_int(row *r, int f, long long v, sd_error *err) {
     if (v < INT_MIN || v > INT_MAX) return sd_err(err, SD_EINPUT, "%s is out of range: %lld", name, v);
     int *dst = f == F_STEPS ? &r->job.steps : f == F_WIDTH ? &r->job.width : f == F_HEIGHT ? &r->job.height
                                                                                          : &r->job.clip_skip;
+    int *cond[6] = {&r->job.orig_width, &r->job.orig_height, &r->job.crop_top, &r->job.crop_left,
+                    &r->job.target_width, &r->job.target_height};
+    if (f >= F_ORIG_W && f <= F_TARGET_H) dst = cond[f - F_ORIG_W];
     *dst = (int)v;
     return 0;
 }
@@ -199,6 +212,12 @@ static int row_finish(row *r, const enqueue_options *o, sd_error *err) {
     if (!r->given[F_WIDTH]) j->width = d->width;
     if (!r->given[F_HEIGHT]) j->height = d->height;
     if (!r->given[F_CLIP_SKIP]) j->clip_skip = d->clip_skip;
+    if (!r->given[F_ORIG_W]) j->orig_width = d->orig_width;
+    if (!r->given[F_ORIG_H]) j->orig_height = d->orig_height;
+    if (!r->given[F_CROP_TOP]) j->crop_top = d->crop_top;
+    if (!r->given[F_CROP_LEFT]) j->crop_left = d->crop_left;
+    if (!r->given[F_TARGET_W]) j->target_width = d->target_width;
+    if (!r->given[F_TARGET_H]) j->target_height = d->target_height;
     if (!r->given[F_STRENGTH] && j->init_image) j->strength = d->strength > 0 ? d->strength : j->mask ? 1.0 : 0.8;
     return sd_job_spec_check(j, err);
 }

@@ -86,7 +86,7 @@ static int text_ok(const char *s) { return !s || sd_job_utf8_valid(s, strlen(s))
 void sd_job_settings(const sd_job *j, sd_settings *s) {
     sd_settings_default(s);
     s->prompt = j->prompt;
-    s->negative = j->negative_prompt ? j->negative_prompt : "";
+    s->negative = j->negative_prompt && *j->negative_prompt ? j->negative_prompt : NULL; /* "" = none */
     s->steps = j->steps;
     s->cfg_scale = (float)j->cfg_scale;
     s->sampler = j->sampler;
@@ -98,6 +98,12 @@ void sd_job_settings(const sd_job *j, sd_settings *s) {
     s->init_image = j->init_image;
     s->mask = j->mask;
     s->strength = j->strength;
+    s->orig_width = j->orig_width;
+    s->orig_height = j->orig_height;
+    s->crop_top = j->crop_top;
+    s->crop_left = j->crop_left;
+    s->target_width = j->target_width;
+    s->target_height = j->target_height;
 }
 
 int sd_job_spec_check(const sd_job *j, sd_error *err) {

@@ -12,6 +12,8 @@
  *     seed = seed_base + id - 1 (see jobdb.h).
  *   - clip_skip follows AUTOMATIC1111: 1 = the last text-encoder layer (no
  *     skip), 2 = the penultimate layer (diffusers clip_skip = clip_skip - 1).
+ *   - negative_prompt "" means none: SD 1.x/2.x encode "", SDXL uses zeros (as A1111 and
+ *     diffusers without a negative prompt).
  *   - init_image / mask are absolute paths; strength is in (0, 1] when
  *     init_image is set and 0 otherwise. A mask implies an inpainting job.
  *   - times are Unix seconds (UTC); 0 means "not yet".
@@ -49,6 +51,9 @@ typedef struct sd_job {
     char *init_image;      /* NULL: text-to-image */
     char *mask;            /* NULL: no inpainting */
     double strength;       /* img2img strength in (0, 1]; 0 without init_image */
+    int orig_width, orig_height;     /* SDXL size conditioning (sd_settings); 0 = the image size */
+    int crop_top, crop_left;         /* 0 = no crop */
+    int target_width, target_height; /* 0 = the image size */
     char *source;          /* "prompts.csv:17": the input row, for messages */
 
     /* Where it is: changed by the runs. */

@@ -63,7 +63,15 @@ void jobdb_tx_rollback(jobdb *db);
 /* Binds text or NULL. */
 int jobdb_bind_text(sqlite3_stmt *st, int i, const char *s);
 
-/* Reads JOBDB_JOB_COLUMNS starting at column 0 of st's current row into *job. */
+/* Schema 006_sdxl.sql: the size-conditioning columns, read after JOBDB_JOB_COLUMNS when the file has them. */
+#define JOBDB_SCHEMA_SDXL 6
+#define JOBDB_JOB_COLUMNS_SDXL ", orig_width, orig_height, crop_top, crop_left, target_width, target_height"
+
+/* Prepares "SELECT <the job columns this file has> FROM jobs <where>" for jobdb_read_job. */
+int jobdb_prepare_jobs(jobdb *db, const char *where, sqlite3_stmt **st, sd_error *err);
+
+/* Reads JOBDB_JOB_COLUMNS (and, from schema 6, JOBDB_JOB_COLUMNS_SDXL) starting at column 0 of st's current
+ * row into *job. */
 int jobdb_read_job(jobdb *db, sqlite3_stmt *st, sd_job *job, sd_error *err);
 
 #endif

@@ -9,7 +9,7 @@
 int jobdb_job_get(jobdb *db, int64_t job_id, sd_job *job, sd_error *err) {
     memset(job, 0, sizeof *job);
     sqlite3_stmt *st;
-    int rc = jobdb_prepare(db, "SELECT " JOBDB_JOB_COLUMNS " FROM jobs WHERE id = ?1", &st, err);
+    int rc = jobdb_prepare_jobs(db, "WHERE id = ?1", &st, err);
     if (rc < 0) return rc;
     sqlite3_bind_int64(st, 1, job_id);
     int s = sqlite3_step(st);
@@ -167,7 +167,7 @@ int jobdb_iter_begin(jobdb *db, sd_job_status status, jobdb_iter **out, sd_error
     jobdb_iter *it = calloc(1, sizeof *it);
     if (!it) return sd_err(err, SD_ENOMEM, "out of memory");
     it->db = db;
-    int rc = jobdb_prepare(db, "SELECT " JOBDB_JOB_COLUMNS " FROM jobs WHERE status = ?1 ORDER BY id", &it->st, err);
+    int rc = jobdb_prepare_jobs(db, "WHERE status = ?1 ORDER BY id", &it->st, err);
     if (rc < 0) {
         free(it);
         return rc;

@@ -321,7 +321,7 @@ int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
         if (rc == 0 && sqlite3_changes(db->h) != 1)
             rc = sd_err(err, SD_EINTERNAL, "%s: job %lld changed under the write lock", db->path, (long long)id);
         if (rc == 0) rc = touch_run(db, now, err);
-        if (rc == 0) rc = jobdb_prepare(db, "SELECT " JOBDB_JOB_COLUMNS " FROM jobs WHERE id = ?1", &read, err);
+        if (rc == 0) rc = jobdb_prepare_jobs(db, "WHERE id = ?1", &read, err);
     }
     if (read) {
         sqlite3_bind_int64(read, 1, id);
@@ -485,6 +485,13 @@ static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now) {
     else sqlite3_bind_null(st, 13);
     jobdb_bind_text(st, 14, j->source);
     sqlite3_bind_double(st, 15, now);
+    const int cond[6] = {j->orig_width, j->orig_height, j->crop_top, j->crop_left, j->target_width, j->target_height};
+    for (int i = 0; i < 6 && sqlite3_bind_parameter_count(st) >= 21; i++) sqlite3_bind_int(st, 16 + i, cond[i]);
+}
+
+/* 1 when j sets SDXL's size conditioning (which only schema 6 can store). */
+static int has_size_cond(const sd_job *j) {
+    return j->orig_width || j->orig_height || j->crop_top || j->crop_left || j->target_width || j->target_height;
 }
 
 int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t seed_base, int64_t *first_id,
@@ -502,11 +509,21 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
     if (rc < 0) return rc;
     double now = jobdb_now(db);
     sqlite3_stmt *ins = NULL, *seed = NULL;
-    rc = jobdb_prepare(db,
-                       "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width,"
-                       " height, clip_skip, init_image, mask, strength, source, enqueued_at)"
-                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                       &ins, err);
+    int xl = db->schema_version >= JOBDB_SCHEMA_SDXL;
+    for (size_t i = 0; !xl && i < n && rc == 0; i++)
+        if (has_size_cond(&specs[i]))
+            rc = sd_err(err, SD_EINPUT, "%s: schema version %d has no SDXL size-conditioning columns", db->path,
+                        db->schema_version);
+    if (rc == 0)
+        rc = jobdb_prepare(db,
+                           xl ? "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width,"
+                                " height, clip_skip, init_image, mask, strength, source, enqueued_at" JOBDB_JOB_COLUMNS_SDXL ")"
+                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,"
+                                " ?19, ?20, ?21)"
+                              : "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width,"
+                                " height, clip_skip, init_image, mask, strength, source, enqueued_at)"
+                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                           &ins, err);
     if (rc == 0) rc = jobdb_prepare(db, "UPDATE jobs SET seed = ?1 WHERE id = ?2", &seed, err);
     int64_t first = 0, id = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {

@@ -13,6 +13,8 @@ json_t *runner_job_to_json(const sd_job *job, const char *output_path, const cha
     if (!j) return NULL;
     if (job->init_image) json_object_set_new(j, "init_image", json_string(job->init_image));
     if (job->mask) json_object_set_new(j, "mask", json_string(job->mask));
+    json_object_set_new(j, "size_cond", json_pack("[i,i,i,i,i,i]", job->orig_width, job->orig_height, job->crop_top,
+                                                  job->crop_left, job->target_width, job->target_height));
     json_object_set_new(j, "model_sha256", json_string(model_sha256 ? model_sha256 : ""));
     return j;
 }
@@ -42,6 +44,10 @@ int runner_job_from_json(json_t *j, sd_job *job, const char **output, const char
     job->clip_skip = (int)json_integer_value(json_object_get(j, "clip_skip"));
     job->strength = json_number_value(json_object_get(j, "strength"));
     job->attempts = (int)json_integer_value(json_object_get(j, "attempts"));
+    json_t *cond = json_object_get(j, "size_cond"); /* SDXL: original w, h, crop top, left, target w, h */
+    int *cv[6] = {&job->orig_width, &job->orig_height, &job->crop_top, &job->crop_left, &job->target_width,
+                  &job->target_height};
+    for (int i = 0; i < 6; i++) *cv[i] = (int)json_integer_value(json_array_get(cond, (size_t)i));
     if (!job->prompt || !job->negative_prompt) {
         sd_job_free(job);
         return sd_err(err, SD_ENOMEM, "out of memory");

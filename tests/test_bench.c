@@ -111,8 +111,51 @@ static void test_bench_times_a_tiny_model_with_generates_model_options(void **st
     free(out);
 }
 
+/* bench -m on the tiny SDXL folder: both text encoders and the added conditioning are timed, with the
+ * model's own counts; --arch takes sd15 or sdxl only, and not with -m. The SDXL base sizes themselves
+ * (2.6 B-parameter U-Net) are checked by their flop count, not run (7 GB of random weights). */
+static void test_bench_times_the_tiny_sdxl_model(void **state) {
+    (void)state;
+    char dir[1024], json[1024];
+    snprintf(dir, sizeof dir, "%s", tu_path("sdxl/models/tiny-sdxl"));
+    snprintf(json, sizeof json, "%s", tu_tmp("bench_xl.json"));
+    char *out = NULL;
+    int rc = tu_sh(&out, "%s bench -m %s -W 64 -H 48 --steps 1 --threads 1 --json %s 2>&1", tu_bin(), dir, json);
+    if (rc != 0) fail_msg("bench -m exited %d: %s", rc, out);
+    assert_non_null(strstr(out, "text encoders (batch 2)"));
+    free(out);
+    json_error_t je;
+    json_t *o = json_load_file(json, 0, &je);
+    if (!o) fail_msg("%s: %s", json, je.text);
+    sd_model m;
+    sd_error err = {0};
+    if (sd_model_open(&m, dir, NULL, &err) < 0) fail_msg("%s", err.msg);
+    expect_rel("unet_gflop", num(o, "unet_gflop"), unet_flops(&m.unet, 2, 6, 8, 77) / 1e9);
+    clip_config c1 = m.clip;
+    c1.layers -= 1; /* SDXL stops its first encoder at the penultimate layer */
+    expect_rel("text_encoder_gflop", num(o, "text_encoder_gflop"),
+               (clip_text_flops(&c1, 2, 77) + clip_text_flops(&m.clip2, 2, 77)) / 1e9);
+    sd_model_close(&m);
+    json_decref(o);
+    rc = tu_sh(&out, "%s bench --arch sd3 2>&1", tu_bin());
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "choose sd15 or sdxl"));
+    free(out);
+    rc = tu_sh(&out, "%s bench --arch sdxl -m %s 2>&1", tu_bin(), dir);
+    assert_int_equal(rc, 2);
+    free(out);
+    /* SDXL base at 1024x1024: about 6.7 TFLOP per image, 8x SD 1.5's at 512x512 */
+    unet_config xl, sd;
+    unet_config_sdxl(&xl);
+    unet_config_sd15(&sd);
+    double tf = unet_flops(&xl, 1, 128, 128, 77) / 1e12, ratio = tf / (unet_flops(&sd, 1, 64, 64, 77) / 1e12);
+    if (!(tf > 6 && tf < 7.5 && ratio > 6 && ratio < 10))
+        fail_msg("SDXL base U-Net at 1024x1024: %.2f TFLOP per image, %.1f x SD 1.5 at 512", tf, ratio);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bench_times_the_tiny_sdxl_model),
         cmocka_unit_test(test_bench_rejects_sizes_that_are_not_multiples_of_8),
         cmocka_unit_test(test_bench_help_lists_the_json_option),
         cmocka_unit_test(test_bench_model_option_fails_cleanly_until_wired),

@@ -8,13 +8,6 @@
 #include "pngio.h"
 #include "settings.h"
 
-static void generate_ok(const char *args) {
-    char *out;
-    int rc = tu_sh(&out, "SDRENDER_CACHE=%s %s generate -q %s 2>&1", tu_tmpdir(), tu_bin(), args);
-    if (rc != 0) fail_msg("sdrender generate %s: exit %d: %s", args, rc, out);
-    free(out);
-}
-
 static void test_generate_matches_the_golden_pngs(void **state) {
     (void)state;
     const char *td = tu_testdata();
@@ -24,7 +17,7 @@ static void test_generate_matches_the_golden_pngs(void **state) {
              "-m %s/models/tiny-sd15 -p 'a photograph of an astronaut riding a horse' -n 'blurry, low quality' "
              "--sampler euler_a --steps 10 --seed 42 -W 96 -H 96 -o %s",
              td, png);
-    generate_ok(args);
+    tu_generate_ok(args);
     assert_true(tu_png_max_diff(png, tu_path("golden/pipeline_sd15_euler_a_96.png")) <= 1);
 
     png = tu_tmp("img2img.png");
@@ -33,7 +26,7 @@ static void test_generate_matches_the_golden_pngs(void **state) {
              "--sampler ddim --steps 10 --seed 7 -i %s/golden/pipeline_sd15_img2img_ddim_96.input.png --strength 0.6 "
              "-o %s",
              td, td, png);
-    generate_ok(args);
+    tu_generate_ok(args);
     assert_true(tu_png_max_diff(png, tu_path("golden/pipeline_sd15_img2img_ddim_96.png")) <= 1);
 
     png = tu_tmp("inpaint.png");
@@ -42,23 +35,23 @@ static void test_generate_matches_the_golden_pngs(void **state) {
              "-n 'blurry, low quality' --steps 10 --seed 7 -i %s/golden/pipeline_inpaint_pndm_96.input.png "
              "--mask %s/golden/pipeline_inpaint_pndm_96.mask.png -o %s",
              td, td, td, png);
-    generate_ok(args);
+    tu_generate_ok(args);
     assert_true(tu_png_max_diff(png, tu_path("golden/pipeline_inpaint_pndm_96.png")) <= 1);
 
     /* the single-file checkpoints give the same pixels as the folder */
     const char *png2 = tu_tmp("single.png"), *png3 = tu_tmp("ckpt.png"), *png1 = tu_tmp("folder.png");
     snprintf(args, sizeof args, "-m %s/models/tiny-sd15 -p 'a cat' --steps 4 --seed 1 -W 64 -H 64 -o %s", td, png1);
-    generate_ok(args);
+    tu_generate_ok(args);
     snprintf(args, sizeof args,
              "-m %s/models/tiny-sd15.safetensors --tokenizer %s/models/tiny-sd15/tokenizer -p 'a cat' --steps 4 "
              "--seed 1 -W 64 -H 64 -o %s",
              td, td, png2);
-    generate_ok(args);
+    tu_generate_ok(args);
     snprintf(args, sizeof args,
              "-m %s/checkpoints/tiny-sd15.ckpt --tokenizer %s/models/tiny-sd15/tokenizer -p 'a cat' --steps 4 "
              "--seed 1 -W 64 -H 64 -o %s",
              td, td, png3);
-    generate_ok(args);
+    tu_generate_ok(args);
     assert_int_equal(tu_png_max_diff(png1, png2), 0);
     assert_int_equal(tu_png_max_diff(png1, png3), 0);
 }
@@ -71,7 +64,7 @@ static void test_generate_parameters_chunk_round_trips(void **state) {
              "-m %s/models/tiny-sd15 -p 'a fox, (masterpiece:1.2)' -n 'ugly' --sampler dpm++2m --karras --steps 3 "
              "--cfg-scale 6.5 --seed 1234 --clip-skip 2 -W 64 -H 72 -o %s",
              tu_testdata(), png);
-    generate_ok(args);
+    tu_generate_ok(args);
     sd_png_text *t;
     int nt;
     sd_error err = {0};
@@ -97,7 +90,7 @@ static void test_generate_parameters_chunk_round_trips(void **state) {
     /* batch count: consecutive seeds, numbered files */
     snprintf(args, sizeof args, "-m %s/models/tiny-sd15 -p x --steps 2 --seed 5 --batch-count 2 -o %s", tu_testdata(),
              tu_tmp("b.png"));
-    generate_ok(args);
+    tu_generate_ok(args);
     assert_true(sd_fs_is_file(tu_tmp("b-1.png")) && sd_fs_is_file(tu_tmp("b-2.png")));
     assert_int_equal(sd_png_read_text(tu_tmp("b-2.png"), &t, &nt, &err), 0);
     assert_non_null(strstr(sd_png_text_get(t, nt, "parameters"), "Seed: 6,"));

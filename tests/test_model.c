@@ -450,13 +450,13 @@ static void test_real_unimplemented_config_values_are_refused(void **state) {
     (void)state;
     static const char *const unet[] = {
         "num_class_embeds", "1000", "only_cross_attention", "[true, true, true, false]", /* x4 upscaler */
-        "downsample_padding", "0", /* DDPM */ "addition_embed_type", "\"text_time\"", /* SDXL */
+        "downsample_padding", "0", /* DDPM */ "addition_embed_type", "\"text_image\"", /* Kandinsky */
         "class_embed_type", "\"timestep\"", "time_embedding_type", "\"fourier\"", "conv_in_kernel", "7",
         "resnet_time_scale_shift", "\"scale_shift\"", "mid_block_scale_factor", "1.414", NULL};
     static const char *const vae[] = {"_class_name", "\"AutoencoderTiny\"", "use_quant_conv", "false",
                                       "down_block_types", "[\"DownEncoderBlock2D\", \"DownBlock2D\"]",
                                       "latents_mean", "[0.1, 0.2, 0.3, 0.4]", NULL};
-    static const char *const text[] = {"architectures", "[\"CLIPTextModelWithProjection\"]", /* SDXL's second */
+    static const char *const text[] = {"architectures", "[\"CLIPVisionModelWithProjection\"]", /* an image encoder */
                                        "model_type", "\"clip_vision_model\"", NULL};
     static const char *const sched[] = {
         "trained_betas", "[0.1, 0.2]", "thresholding", "true", "rescale_betas_zero_snr", "true",

@@ -212,3 +212,10 @@ int tu_png_max_diff(const char *a, const char *b) {
     free(y);
     return worst;
 }
+
+void tu_generate_ok(const char *args) {
+    char *out;
+    int rc = tu_sh(&out, "SDRENDER_CACHE=%s %s generate -q %s 2>&1", tu_tmpdir(), tu_bin(), args);
+    if (rc != 0) fail_msg("sdrender generate %s: exit %d: %s", args, rc, out);
+    free(out);
+}

@@ -82,6 +82,9 @@ int tu_png_max_diff(const char *a, const char *b);
 /* testdata/rel decoded as 8-bit RGB [h, w, 3] (caller frees); fails the test when unreadable. */
 uint8_t *tu_read_png_rgb(const char *rel, int *h, int *w);
 
+/* Runs `sdrender generate -q ARGS` (cache in the test's tmpdir); fails the test with its output unless it exits 0. */
+void tu_generate_ok(const char *args);
+
 /* Runs a shell command; returns its exit status and, when out != NULL, its stdout (caller frees). */
 int tu_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

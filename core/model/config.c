@@ -189,10 +189,59 @@ void unet_config_sd15(unet_config *c) {
     c->norm_eps = 1e-5f;
     c->cross_attention_dim = 768;
     c->mid_attn = UNET_ATTN_CROSS;
-    c->transformer_layers = 1;
+    for (int i = 0; i < SD_MAX_LEVELS; i++) c->transformer_layers[i] = 1;
     c->flip_sin_to_cos = 1;
     c->time_embed_dim = 1280;
     c->sample_size = 64;
+}
+
+/* SDXL's added conditioning: addition_embed_type null (none) or "text_time" with its two sizes. */
+static int get_addition_embed(json_t *j, unet_config *c, sd_error *err) {
+    json_t *v = json_object_get(j, "addition_embed_type");
+    if (!v || json_is_null(v)) return 0;
+    const char *s = json_string_value(v);
+    if (!s || strcmp(s, "text_time"))
+        return sd_err(err, SD_EUNSUPPORTED, "config key 'addition_embed_type' = '%s' is not supported yet (only "
+                      "\"text_time\", SDXL's)", s ? s : "?");
+    int rc;
+    if ((rc = get_int(j, "addition_time_embed_dim", &c->addition_time_embed_dim, err)) < 0 ||
+        (rc = get_int(j, "projection_class_embeddings_input_dim", &c->addition_in_dim, err)) < 0)
+        return rc;
+    if (c->addition_time_embed_dim < 2 || c->addition_time_embed_dim % 2 || c->addition_in_dim < 1)
+        return sd_err(err, SD_EINPUT, "config: addition_embed_type \"text_time\" needs an even addition_time_embed_dim "
+                      "and projection_class_embeddings_input_dim");
+    return 0;
+}
+
+void unet_config_sdxl(unet_config *c) {
+    unet_config_sd15(c);
+    c->n_levels = 3;
+    const int bo[3] = {320, 640, 1280}, depth[3] = {1, 2, 10};
+    for (int i = 0; i < 3; i++) {
+        c->block_out[i] = bo[i];
+        c->heads[i] = bo[i] / 64;
+        c->transformer_layers[i] = depth[i];
+        c->down_attn[i] = i > 0 ? UNET_ATTN_CROSS : UNET_ATTN_NONE;
+        c->up_attn[i] = i < 2 ? UNET_ATTN_CROSS : UNET_ATTN_NONE;
+    }
+    c->down_attn[3] = c->up_attn[3] = UNET_ATTN_NONE;
+    c->block_out[3] = c->heads[3] = 0;
+    c->cross_attention_dim = 2048;
+    c->use_linear_projection = 1;
+    c->addition_time_embed_dim = 256;
+    c->addition_in_dim = 2816;
+    c->sample_size = 128;
+}
+
+void clip_config_sdxl_bigg(clip_config *c) {
+    clip_config_sd15(c);
+    c->hidden = 1280;
+    c->intermediate = 5120;
+    c->layers = 32;
+    c->heads = 20;
+    c->act = CLIP_ACT_GELU;
+    c->projection_dim = 1280;
+    c->with_projection = 1;
 }
 
 int unet_config_head_dim(const unet_config *c, int level) { return c->block_out[level] / c->heads[level]; }
@@ -223,7 +272,12 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
     if ((rc = get_bool(j, "flip_sin_to_cos", &c->flip_sin_to_cos, err)) < 0) goto out;
     if ((rc = get_int(j, "freq_shift", &c->freq_shift, err)) < 0) goto out;
     if ((rc = get_int(j, "sample_size", &c->sample_size, err)) < 0) goto out;
-    if ((rc = get_int(j, "transformer_layers_per_block", &c->transformer_layers, err)) < 0) goto out;
+    if ((rc = get_int_list(j, "transformer_layers_per_block", c->transformer_layers, n, err)) < 0) goto out;
+    if (rc != n) {
+        rc = sd_err(err, SD_EINPUT, "config key 'transformer_layers_per_block' has %d entries for %d blocks", rc, n);
+        goto out;
+    }
+    if ((rc = get_addition_embed(j, c, err)) < 0) goto out;
     c->time_embed_dim = 4 * c->block_out[0];
     if ((rc = get_int(j, "time_embedding_dim", &c->time_embed_dim, err)) < 0) goto out;
     /* diffusers: num_attention_heads = num_attention_heads or attention_head_dim (a legacy misnomer) */
@@ -254,10 +308,11 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
         rc = sd_err(err, SD_EUNSUPPORTED, "config: act_fn '%s' is not supported (only silu)", s);
         goto out;
     }
-    if (c->transformer_layers < 1) {
-        rc = sd_err(err, SD_EINPUT, "config: transformer_layers_per_block must be >= 1");
-        goto out;
-    }
+    for (int i = 0; i < n; i++)
+        if (c->transformer_layers[i] < 1) {
+            rc = sd_err(err, SD_EINPUT, "config: transformer_layers_per_block must be >= 1");
+            goto out;
+        }
     rc = unet_config_check_attn(c, err);
 out:
     json_decref(j);
@@ -330,6 +385,8 @@ int clip_config_from_json(clip_config *c, const char *text, sd_error *err) {
     if ((rc = get_int(j, "max_position_embeddings", &c->max_positions, err)) < 0) goto out;
     if ((rc = get_float(j, "layer_norm_eps", &c->eps, err)) < 0) goto out;
     if ((rc = get_int(j, "projection_dim", &c->projection_dim, err)) < 0) goto out;
+    json_t *arch = json_array_get(json_object_get(j, "architectures"), 0);
+    c->with_projection = json_is_string(arch) && !strcmp(json_string_value(arch), "CLIPTextModelWithProjection");
     const char *s = get_str(j, "hidden_act");
     if (!s || !strcmp(s, "quick_gelu")) c->act = CLIP_ACT_QUICK_GELU;
     else if (!strcmp(s, "gelu")) c->act = CLIP_ACT_GELU;

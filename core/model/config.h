@@ -40,13 +40,19 @@ typedef struct unet_config {
     unet_attn_kind down_attn[SD_MAX_LEVELS]; /* per down block (down order) */
     unet_attn_kind up_attn[SD_MAX_LEVELS];   /* per up block (up order: up_attn[0] is the deepest level) */
     unet_attn_kind mid_attn;                 /* the mid block's */
-    int transformer_layers;     /* transformer_layers_per_block (1 in SD 1.x/2.x) */
+    int transformer_layers[SD_MAX_LEVELS]; /* transformer_layers_per_block per down level (1 in SD 1.x/2.x;
+                                   SDXL 1, 2, 10); up level i uses [n-1-i], the mid block [n-1] */
     int use_linear_projection;  /* SD2: Linear proj_in/proj_out */
     int upcast_attention;       /* SD2.1: compute attention scores in fp32 (no effect in fp32) */
     int flip_sin_to_cos;        /* 1: [cos, sin] */
     int freq_shift;             /* 0 */
     int time_embed_dim;         /* 4 * block_out[0] */
     int sample_size;            /* latent size the model was trained at (64 for SD1.5) */
+    /* SDXL's added conditioning (addition_embed_type "text_time"; 0 when absent): each of the
+     * time ids gets a sinusoidal embedding of addition_time_embed_dim; add_embedding maps
+     * [pooled text, those] (addition_in_dim wide) to the time embedding's size */
+    int addition_time_embed_dim;/* 256 (SDXL), 0 = no added conditioning */
+    int addition_in_dim;        /* projection_class_embeddings_input_dim: 2816 = 1280 + 6 * 256 */
 } unet_config;
 
 /* AutoencoderKL */
@@ -74,7 +80,8 @@ typedef struct clip_config {
     int max_positions;          /* 77 */
     int act;                    /* CLIP_ACT_* */
     float eps;                  /* LayerNorm eps, 1e-5 */
-    int projection_dim;         /* text_projection size (CLIPModel), 0 if none */
+    int projection_dim;         /* text_projection size (CLIPModel, CLIPTextModelWithProjection), 0 if none */
+    int with_projection;        /* CLIPTextModelWithProjection (SDXL's text_encoder_2): has text_projection.weight */
 } clip_config;
 
 enum { SCHED_BETA_SCALED_LINEAR = 0, SCHED_BETA_LINEAR = 1 };
@@ -102,19 +109,20 @@ typedef struct sched_config {
  * at their default value ("fixed"; any other value is refused).
  *
  * unet (UNet2DConditionModel, UNet2DModel)
- *   read:     _class_name act_fn add_attention attention_head_dim block_out_channels
+ *   read:     _class_name act_fn add_attention addition_embed_type (null or "text_time")
+ *             addition_time_embed_dim attention_head_dim block_out_channels
  *             cross_attention_dim down_block_types flip_sin_to_cos freq_shift in_channels
  *             layers_per_block mid_block_type norm_eps norm_num_groups num_attention_heads
- *             out_channels sample_size time_embedding_dim transformer_layers_per_block
- *             up_block_types upcast_attention use_linear_projection
+ *             out_channels projection_class_embeddings_input_dim sample_size time_embedding_dim
+ *             transformer_layers_per_block up_block_types upcast_attention use_linear_projection
  *   ignored:  _diffusers_version addition_embed_type_num_heads dropout
  *             mid_block_only_cross_attention num_train_timesteps
- *   fixed (only the default passes): addition_embed_type addition_time_embed_dim
+ *   fixed (only the default passes):
  *             attention_type attn_norm_num_groups center_input_sample class_embed_type
  *             class_embeddings_concat conv_in_kernel conv_out_kernel cross_attention_norm
  *             downsample_padding downsample_type dual_cross_attention encoder_hid_dim
  *             encoder_hid_dim_type mid_block_scale_factor num_class_embeds only_cross_attention
- *             projection_class_embeddings_input_dim resnet_out_scale_factor resnet_skip_time_act
+ *             resnet_out_scale_factor resnet_skip_time_act
  *             resnet_time_scale_shift reverse_transformer_layers_per_block time_cond_proj_dim
  *             time_embedding_act_fn time_embedding_type timestep_post_act upsample_type
  * vae (AutoencoderKL)
@@ -130,7 +138,7 @@ typedef struct sched_config {
  *   ignored:  _name_or_path attention_dropout bos_token_id dropout eos_token_id
  *             initializer_factor initializer_range output_attentions output_hidden_states
  *             pad_token_id return_dict torch_dtype transformers_version use_cache
- *   fixed:    architectures (CLIPTextModel) model_type (clip_text_model)
+ *   fixed:    architectures (CLIPTextModel, CLIPTextModelWithProjection) model_type (clip_text_model)
  * scheduler (DDIM, PNDM, DDPM, Euler, Euler a, LMS, Heun, DPM-Solver++, UniPC)
  *   read:     _class_name _use_default_values beta_end beta_schedule beta_start clip_sample
  *             num_train_timesteps prediction_type set_alpha_to_one skip_prk_steps steps_offset
@@ -192,6 +200,12 @@ void unet_config_sd15(unet_config *c);
 void vae_config_sd15(vae_config *c);
 void clip_config_sd15(clip_config *c);
 void sched_config_sd15(sched_config *c);
+
+/* SDXL base 1.0's (stabilityai/stable-diffusion-xl-base-1.0): its 2.6 B-parameter U-Net and OpenCLIP-bigG
+ * text_encoder_2 (its text_encoder is clip_config_sd15's CLIP-L; its VAE vae_config_sd15's with
+ * scaling_factor 0.13025). */
+void unet_config_sdxl(unet_config *c);
+void clip_config_sdxl_bigg(clip_config *c);
 
 /* Head dimension of down level `level` (channels / heads). */
 int unet_config_head_dim(const unet_config *c, int level);

@@ -193,53 +193,105 @@ static int index_names(json_t *idx, const char *name) {
     return json_is_string(json_array_get(json_object_get(idx, name), 1));
 }
 
-static int open_diffusers(sd_model *m, sd_error *err) {
-    char *p = sd_fs_path_join(m->path, "model_index.json");
-    if (!p) return sd_err(err, SD_ENOMEM, "out of memory");
-    int rc = 0;
-    if (!sd_fs_is_file(p)) {
-        rc = sd_err(err, SD_EINPUT,
-                    "%s: not a diffusers folder (no model_index.json); pass a folder with model_index.json or a single "
-                    ".safetensors checkpoint",
-                    m->path);
-        free(p);
-        return rc;
-    }
-    json_error_t je;
-    json_t *idx = json_load_file(p, 0, &je);
-    if (!idx) rc = sd_err(err, SD_EINPUT, "%s: invalid JSON: %s (line %d)", p, je.text, je.line);
-    free(p);
-    if (rc < 0) return rc;
-    const char *cls = json_string_value(json_object_get(idx, "_class_name"));
-    m->pipeline_class = strdup(cls ? cls : "unknown");
-    m->parts = (index_names(idx, "vae") ? SD_PART_VAE : 0) | (index_names(idx, "text_encoder") ? SD_PART_TEXT_ENCODER : 0);
-    json_decref(idx);
-    if (!m->pipeline_class) return sd_err(err, SD_ENOMEM, "out of memory");
+/* The pipelines sdrender refuses by name: other model families that a user may point it at. */
+static int refuse_pipeline_class(const char *path, const char *cls, json_t *idx, sd_error *err) {
+    if (strstr(cls, "StableDiffusion3"))
+        return sd_err(err, SD_EUNSUPPORTED, "%s: a Stable Diffusion 3 model (%s, an MMDiT transformer) is not supported; "
+                      "sdrender runs SD 1.x, 2.x and SDXL", path, cls);
+    if (strstr(cls, "Flux"))
+        return sd_err(err, SD_EUNSUPPORTED, "%s: a Flux model (%s) is not supported; sdrender runs SD 1.x, 2.x and SDXL",
+                      path, cls);
+    json_t *aes = json_object_get(idx, "requires_aesthetics_score");
+    if (json_is_true(aes) || (!index_names(idx, "text_encoder") && index_names(idx, "text_encoder_2")))
+        return sd_err(err, SD_EUNSUPPORTED, "%s: an SDXL refiner (one text encoder, aesthetic_score conditioning) is not "
+                      "supported yet; use an SDXL base model", path);
+    if (!index_names(idx, "unet") && index_names(idx, "transformer"))
+        return sd_err(err, SD_EUNSUPPORTED, "%s: %s has a transformer instead of a U-Net: not supported", path, cls);
+    return 0;
+}
 
+/* SDXL pipelines' force_zeros_for_empty_prompt (diffusers' default: true). */
+static int force_zeros(json_t *idx) {
+    json_t *v = json_object_get(idx, "force_zeros_for_empty_prompt");
+    return v ? json_is_true(v) : 1;
+}
+
+/* Reads the config.json files of the parts m->parts names from the diffusers folder dir
+ * (the model's own, or --config's for a single file). */
+static int load_folder_configs(sd_model *m, const char *dir, sd_error *err) {
     static const char *cfg_names[] = {"unet/config.json", "vae/config.json", "text_encoder/config.json",
-                                      "scheduler/scheduler_config.json"};
-    const unsigned cfg_part[] = {0, SD_PART_VAE, SD_PART_TEXT_ENCODER, 0}; /* 0: always there */
-    for (int i = 0; i < 4 && rc == 0; i++) {
+                                      "text_encoder_2/config.json", "scheduler/scheduler_config.json"};
+    const unsigned cfg_part[] = {0, SD_PART_VAE, SD_PART_TEXT_ENCODER, SD_PART_TEXT_ENCODER_2, 0}; /* 0: always */
+    int rc = 0;
+    for (int i = 0; i < 5 && rc == 0; i++) {
         if (cfg_part[i] && !(m->parts & cfg_part[i])) continue;
-        char *cp = sd_fs_path_join(m->path, cfg_names[i]);
+        char *cp = sd_fs_path_join(dir, cfg_names[i]);
         if (!cp) return sd_err(err, SD_ENOMEM, "out of memory");
-        if (!sd_fs_is_file(cp)) rc = sd_err(err, SD_ENOTFOUND, "%s: missing %s", m->path, cfg_names[i]);
+        if (!sd_fs_is_file(cp)) rc = sd_err(err, SD_ENOTFOUND, "%s: missing %s", dir, cfg_names[i]);
         else if (i == 0) rc = unet_config_load(&m->unet, cp, err);
         else if (i == 1) rc = vae_config_load(&m->vae, cp, err);
         else if (i == 2) rc = clip_config_load(&m->clip, cp, err);
+        else if (i == 3) rc = clip_config_load(&m->clip2, cp, err);
         else rc = sched_config_load(&m->sched, cp, err);
         free(cp);
     }
+    return rc;
+}
+
+/* model_index.json of folder dir (NULL with an error when unreadable). */
+static json_t *load_model_index(const char *dir, sd_error *err) {
+    char *p = sd_fs_path_join(dir, "model_index.json");
+    if (!p) {
+        sd_err(err, SD_ENOMEM, "out of memory");
+        return NULL;
+    }
+    json_t *idx = NULL;
+    if (!sd_fs_is_file(p)) {
+        sd_err(err, SD_EINPUT,
+               "%s: not a diffusers folder (no model_index.json); pass a folder with model_index.json or a single "
+               ".safetensors checkpoint",
+               dir);
+    } else {
+        json_error_t je;
+        idx = json_load_file(p, 0, &je);
+        if (!idx) sd_err(err, SD_EINPUT, "%s: invalid JSON: %s (line %d)", p, je.text, je.line);
+    }
+    free(p);
+    return idx;
+}
+
+/* <m->path>/<sub> when that folder exists, else NULL. */
+static char *sub_dir(const sd_model *m, const char *sub) {
+    char *d = sd_fs_path_join(m->path, sub);
+    if (d && !sd_fs_is_dir(d)) {
+        free(d);
+        d = NULL;
+    }
+    return d;
+}
+
+static int open_diffusers(sd_model *m, sd_error *err) {
+    json_t *idx = load_model_index(m->path, err);
+    if (!idx) return err ? err->code : SD_EINPUT;
+    const char *cls = json_string_value(json_object_get(idx, "_class_name"));
+    m->pipeline_class = strdup(cls ? cls : "unknown");
+    int rc = m->pipeline_class ? refuse_pipeline_class(m->path, m->pipeline_class, idx, err)
+                               : sd_err(err, SD_ENOMEM, "out of memory");
+    m->parts = (index_names(idx, "vae") ? SD_PART_VAE : 0) | (index_names(idx, "text_encoder") ? SD_PART_TEXT_ENCODER : 0) |
+               (index_names(idx, "text_encoder_2") ? SD_PART_TEXT_ENCODER_2 : 0);
+    m->force_zeros_for_empty_prompt = force_zeros(idx);
+    json_decref(idx);
+    if (rc < 0) return rc;
+    if ((rc = load_folder_configs(m, m->path, err)) < 0) return rc;
     if (rc == 0) rc = open_component(m, "unet", &m->unet_w, err);
     if (rc == 0 && (m->parts & SD_PART_VAE)) rc = open_component(m, "vae", &m->vae_w, err);
     if (rc == 0 && (m->parts & SD_PART_TEXT_ENCODER)) rc = open_component(m, "text_encoder", &m->clip_w, err);
+    if (rc == 0 && (m->parts & SD_PART_TEXT_ENCODER_2)) rc = open_component(m, "text_encoder_2", &m->clip2_w, err);
     if (rc < 0) return rc;
     rename_legacy_vae_attention(&m->vae_w);
     squeeze_vae_attention(&m->vae_w);
-    char *tok = sd_fs_path_join(m->path, "tokenizer");
-    if (!tok) return sd_err(err, SD_ENOMEM, "out of memory");
-    if (sd_fs_is_dir(tok)) m->tokenizer_path = tok;
-    else free(tok);
+    m->tokenizer_path = sub_dir(m, "tokenizer");
+    if (m->parts & SD_PART_TEXT_ENCODER_2) m->tokenizer2_path = sub_dir(m, "tokenizer_2");
     return 0;
 }
 
@@ -249,6 +301,9 @@ static int open_diffusers(sd_model *m, sd_error *err) {
 #define LDM_VAE "first_stage_model."
 #define LDM_CLIP1 "cond_stage_model.transformer."
 #define LDM_CLIP2 "cond_stage_model.model."
+#define LDM_XL_CLIP1 "conditioner.embedders.0.transformer."
+#define LDM_XL_CLIP2 "conditioner.embedders.1.model."
+#define LDM_XL_REFINER "conditioner.embedders.0.model." /* the refiner's only encoder: OpenCLIP-bigG */
 
 static int starts(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
 
@@ -342,19 +397,53 @@ static void drop_clip_layer(tlist *l, int layer) {
     l->n = o;
 }
 
+/* Single files of other families, named by a tensor only they have; 0 when none is. */
+static int refuse_other_family(const char *path, const sd_tensor *ts, int nt, sd_error *err) {
+    for (int i = 0; i < nt; i++) {
+        const char *s = ts[i].name;
+        if (strstr(s, "joint_blocks.") || starts(s, "text_encoders.t5xxl."))
+            return sd_err(err, SD_EUNSUPPORTED, "%s: a Stable Diffusion 3 checkpoint (MMDiT '%s') is not supported; "
+                          "sdrender runs SD 1.x, 2.x and SDXL", path, s);
+        if (strstr(s, "double_blocks.") || strstr(s, "single_blocks."))
+            return sd_err(err, SD_EUNSUPPORTED, "%s: a Flux checkpoint ('%s') is not supported; sdrender runs SD 1.x, "
+                          "2.x and SDXL", path, s);
+        if (starts(s, LDM_XL_REFINER))
+            return sd_err(err, SD_EUNSUPPORTED, "%s: an SDXL refiner checkpoint (one text encoder, aesthetic_score "
+                          "conditioning) is not supported yet; use an SDXL base model", path);
+    }
+    return 0;
+}
+
+/* SDXL's U-Net tensors outside SD 1.x/2.x's: label_emb.0.{0,2} = add_embedding.linear_{1,2}. */
+static int ldm_xl_unet_name(const char *s, char *out, size_t size) {
+    if (!strncmp(s, "label_emb.0.0.", 14)) return snprintf(out, size, "add_embedding.linear_1.%s", s + 14) < 0;
+    if (!strncmp(s, "label_emb.0.2.", 14)) return snprintf(out, size, "add_embedding.linear_2.%s", s + 14) < 0;
+    return -1;
+}
+
+/* The OpenCLIP tower's tensor s (under its prefix) into l; text_projection kept as it is (SDXL's pooled output). */
+static int add_openclip_xl(tlist *l, const char *s, const sd_tensor *t, int *max_layer) {
+    if (!strcmp(s, "text_projection")) return tlist_add(l, "text_projection", t);
+    return add_openclip(l, s, t, max_layer);
+}
+
+/* The weight tables of a single file: U-Net, VAE and text encoder(s) renamed to diffusers names. SD 2.x's
+ * OpenCLIP tower loses its last layer (*openclip_layers: how many it had); SDXL's keeps all of them. */
 static int build_ldm_tables(sd_model *m, const sd_tensor *ts, int nt, int *openclip_layers, sd_error *err) {
     int L = ldm_layers_per_block(ts, nt), nv = ldm_vae_levels(ts, nt);
-    tlist lu = {0}, lv = {0}, lc = {0};
-    int rc = 0, max_layer = -1;
+    tlist lu = {0}, lv = {0}, lc = {0}, lc2 = {0};
+    int rc = refuse_other_family(m->path, ts, nt, err), max_layer = -1, max_layer2 = -1;
     char name[256];
     const char *path = m->path;
+    for (int i = 0; i < nt && !m->xl; i++) m->xl = starts(ts[i].name, LDM_XL_CLIP1) || starts(ts[i].name, LDM_XL_CLIP2);
     for (int i = 0; i < nt && rc == 0; i++) {
         const sd_tensor *t = &ts[i];
         const char *s = t->name;
         if (starts(s, LDM_UNET)) {
-            if (sd_model_ldm_unet_name(s + strlen(LDM_UNET), L, name, sizeof name) < 0)
+            if (sd_model_ldm_unet_name(s + strlen(LDM_UNET), L, name, sizeof name) < 0 &&
+                (!m->xl || ldm_xl_unet_name(s + strlen(LDM_UNET), name, sizeof name) < 0))
                 rc = sd_err(err, SD_EUNSUPPORTED,
-                            "%s: tensor '%s' does not belong to an SD 1.x/2.x U-Net (SDXL and other architectures are "
+                            "%s: tensor '%s' does not belong to an SD 1.x/2.x/XL U-Net (other architectures are "
                             "not supported)",
                             path, s);
             else rc = tlist_add(&lu, name, t);
@@ -362,13 +451,15 @@ static int build_ldm_tables(sd_model *m, const sd_tensor *ts, int nt, int *openc
             if (sd_model_ldm_vae_name(s + strlen(LDM_VAE), nv, name, sizeof name) < 0)
                 rc = sd_err(err, SD_EUNSUPPORTED, "%s: unexpected VAE tensor '%s'", path, s);
             else rc = tlist_add(&lv, name, t);
-        } else if (starts(s, LDM_CLIP1)) {
-            const char *tail = s + strlen(LDM_CLIP1);
+        } else if (starts(s, LDM_CLIP1) || starts(s, LDM_XL_CLIP1)) {
+            const char *tail = s + strlen(starts(s, LDM_CLIP1) ? LDM_CLIP1 : LDM_XL_CLIP1);
             if (strstr(tail, "position_ids")) continue;
             snprintf(name, sizeof name, "%s%s", starts(tail, "text_model.") ? "" : "text_model.", tail);
             rc = tlist_add(&lc, name, t);
-        } else if (starts(s, LDM_CLIP2)) {
-            rc = add_openclip(&lc, s + strlen(LDM_CLIP2), t, &max_layer);
+        } else if (starts(s, LDM_CLIP2) || starts(s, LDM_XL_CLIP2)) {
+            int xl2 = starts(s, LDM_XL_CLIP2);
+            rc = xl2 ? add_openclip_xl(&lc2, s + strlen(LDM_XL_CLIP2), t, &max_layer2)
+                     : add_openclip(&lc, s + strlen(LDM_CLIP2), t, &max_layer);
             if (rc == 1) rc = 0;
             else if (rc == SD_EINPUT) rc = sd_err(err, SD_EINPUT, "%s: tensor '%s' is not a fused q/k/v projection", path, s);
         }
@@ -380,8 +471,10 @@ static int build_ldm_tables(sd_model *m, const sd_tensor *ts, int nt, int *openc
         *openclip_layers = max_layer + 1;
     }
     if (rc == 0 && (!lu.n || !lv.n || !lc.n))
-        rc = sd_err(err, SD_EINPUT, "%s: not a Stable Diffusion checkpoint (needs %s*, %s* and cond_stage_model.* tensors)",
-                    path, LDM_UNET, LDM_VAE);
+        rc = sd_err(err, SD_EINPUT, "%s: not a Stable Diffusion checkpoint (needs %s*, %s* and cond_stage_model.* or "
+                    "conditioner.* tensors)", path, LDM_UNET, LDM_VAE);
+    if (rc == 0 && m->xl && !lc2.n)
+        rc = sd_err(err, SD_EINPUT, "%s: an SDXL checkpoint without its second text encoder (%s*)", path, LDM_XL_CLIP2);
     char label[600];
     if (rc == 0) {
         snprintf(label, sizeof label, "unet (%s)", path);
@@ -395,9 +488,14 @@ static int build_ldm_tables(sd_model *m, const sd_tensor *ts, int nt, int *openc
         snprintf(label, sizeof label, "text_encoder (%s)", path);
         rc = tlist_to_weights(&lc, &m->clip_w, label, err);
     }
+    if (rc == 0 && m->xl) {
+        snprintf(label, sizeof label, "text_encoder_2 (%s)", path);
+        rc = tlist_to_weights(&lc2, &m->clip2_w, label, err);
+    }
     tlist_free(&lu);
     tlist_free(&lv);
     tlist_free(&lc);
+    tlist_free(&lc2);
     if (rc == 0) squeeze_vae_attention(&m->vae_w);
     return rc;
 }
@@ -414,6 +512,58 @@ static int json_num_at(json_t *root, const char *path, float *out) {
     if (!json_is_number(v)) return 0;
     *out = (float)json_number_value(v);
     return 1;
+}
+
+/* The text-encoder sizes a table records (hidden, vocabulary, positions, MLP, layers); heads: head dim 64. */
+static int infer_clip(const sd_model *m, const sd_weights *c, clip_config *cc, const char *what, sd_error *err) {
+    const sd_tensor *t;
+    clip_config_sd15(cc);
+    if (!(t = sd_weights_find(c, "text_model.embeddings.token_embedding.weight")) || t->ndim != 2)
+        return sd_err(err, SD_EINPUT, "%s: %s has no token embedding", m->path, what);
+    cc->vocab_size = (int)t->shape[0];
+    cc->hidden = (int)t->shape[1];
+    if ((t = sd_weights_find(c, "text_model.embeddings.position_embedding.weight"))) cc->max_positions = (int)t->shape[0];
+    if ((t = sd_weights_find(c, "text_model.encoder.layers.0.mlp.fc1.weight"))) cc->intermediate = (int)t->shape[0];
+    int nl = 0;
+    while (wfind(c, "text_model.encoder.layers.%d.layer_norm1.weight", nl, 0)) nl++;
+    cc->layers = nl;
+    cc->projection_dim = cc->hidden; /* as in the configs diffusers writes for SD */
+    cc->heads = cc->hidden % 64 == 0 ? cc->hidden / 64 : 1;
+    return 0;
+}
+
+/*
+ * SDXL's parts of a single file's architecture: the OpenCLIP-bigG encoder (gelu, with its
+ * projection), the added embedding's sizes (6 time ids: its input is projection + 6 x the time-id
+ * embedding size), the VAE's scaling factor and SDXL base's scheduler (Euler, "leading" spacing).
+ */
+static int infer_xl(sd_model *m, sd_error *err) {
+    clip_config *c2 = &m->clip2;
+    int rc = infer_clip(m, &m->clip2_w, c2, "text_encoder_2", err);
+    if (rc < 0) return rc;
+    c2->act = CLIP_ACT_GELU;
+    c2->with_projection = 1;
+    const sd_tensor *t = sd_weights_find(&m->clip2_w, "text_projection");
+    if (!t || t->ndim != 2 || t->shape[0] != c2->hidden)
+        return sd_err(err, SD_EINPUT, "%s: text_encoder_2 has no text_projection [%d, N]", m->path, c2->hidden);
+    c2->projection_dim = (int)t->shape[1];
+    unet_config *uc = &m->unet;
+    if (!(t = sd_weights_find(&m->unet_w, "add_embedding.linear_1.weight")) || t->ndim != 2)
+        return sd_err(err, SD_EINPUT, "%s: an SDXL U-Net without label_emb.0.0 (the added text/time embedding)", m->path);
+    uc->addition_in_dim = (int)t->shape[1];
+    int rest = uc->addition_in_dim - c2->projection_dim;
+    if (rest > 0 && rest % 5 == 0 && rest % 6)
+        return sd_err(err, SD_EUNSUPPORTED, "%s: an SDXL refiner U-Net (5 time ids with aesthetic_score) is not "
+                      "supported yet; use an SDXL base model", m->path);
+    if (rest <= 0 || rest % 6 || (rest / 6) % 2)
+        return sd_err(err, SD_EINPUT, "%s: the added embedding takes %d inputs, not %d pooled + 6 time ids", m->path,
+                      uc->addition_in_dim, c2->projection_dim);
+    uc->addition_time_embed_dim = rest / 6;
+    m->vae.scaling_factor = 0.13025f;
+    m->force_zeros_for_empty_prompt = 1;
+    strcpy(m->sched.class_name, "EulerDiscreteScheduler");
+    m->sched.timestep_spacing = SCHED_SPACING_LEADING;
+    return 0;
 }
 
 /* Architecture from the shapes of the renamed tensors (the same configs a diffusers folder would have). */
@@ -439,27 +589,26 @@ static int infer_configs(sd_model *m, json_t *yaml, int openclip_layers, sd_erro
     if ((t = sd_weights_find(u, "mid_block.attentions.0.proj_in.weight"))) uc->use_linear_projection = t->ndim == 2;
     if ((t = sd_weights_find(u, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight")))
         uc->cross_attention_dim = (int)t->shape[1];
+    /* transformer blocks per level (SDXL: 1, 2, 10); levels without attention keep 1, as diffusers' configs */
+    for (int i = 0; i < n; i++) {
+        int tl = 0;
+        while (wfind(u, "down_blocks.%d.attentions.0.transformer_blocks.%d.norm1.weight", i, tl)) tl++;
+        uc->transformer_layers[i] = tl ? tl : 1;
+    }
     int tl = 0;
     while (wfind(u, "mid_block.attentions.0.transformer_blocks.%d.norm1.weight", tl, 0)) tl++;
-    uc->transformer_layers = tl ? tl : 1;
+    if (tl && uc->down_attn[n - 1] == UNET_ATTN_NONE) uc->transformer_layers[n - 1] = tl;
+    if (tl && tl != uc->transformer_layers[n - 1])
+        return sd_err(err, SD_EUNSUPPORTED, "%s: the mid block has %d transformer blocks, the last level %d (diffusers "
+                      "gives both the same number)", m->path, tl, uc->transformer_layers[n - 1]);
     if ((t = sd_weights_find(u, "time_embedding.linear_1.weight"))) uc->time_embed_dim = (int)t->shape[0];
-    uc->sample_size = 64;
+    uc->sample_size = m->xl ? 128 : 64;
 
     clip_config *cc = &m->clip;
-    clip_config_sd15(cc);
-    if (!(t = sd_weights_find(c, "text_model.embeddings.token_embedding.weight")) || t->ndim != 2)
-        return sd_err(err, SD_EINPUT, "%s: text encoder has no token embedding", m->path);
-    cc->vocab_size = (int)t->shape[0];
-    cc->hidden = (int)t->shape[1];
-    if ((t = sd_weights_find(c, "text_model.embeddings.position_embedding.weight"))) cc->max_positions = (int)t->shape[0];
-    if ((t = sd_weights_find(c, "text_model.encoder.layers.0.mlp.fc1.weight"))) cc->intermediate = (int)t->shape[0];
-    int nl = 0;
-    while (wfind(c, "text_model.encoder.layers.%d.layer_norm1.weight", nl, 0)) nl++;
-    cc->layers = nl;
-    cc->projection_dim = cc->hidden; /* as in the configs diffusers writes for SD */
-    int sd2 = openclip_layers > 0 || uc->use_linear_projection || uc->cross_attention_dim == 1024;
+    if ((rc = infer_clip(m, c, cc, "the text encoder", err)) < 0) return rc;
+    /* SDXL's first encoder is CLIP-L (quick_gelu) */
+    int sd2 = !m->xl && (openclip_layers > 0 || uc->use_linear_projection || uc->cross_attention_dim == 1024);
     cc->act = sd2 ? CLIP_ACT_GELU : CLIP_ACT_QUICK_GELU;
-    cc->heads = cc->hidden % 64 == 0 ? cc->hidden / 64 : 1;
 
     vae_config *vc = &m->vae;
     vae_config_sd15(vc);
@@ -477,10 +626,11 @@ static int infer_configs(sd_model *m, json_t *yaml, int openclip_layers, sd_erro
 
     sched_config_sd15(&m->sched);
     strcpy(m->sched.class_name, "PNDMScheduler");
+    if (m->xl && (rc = infer_xl(m, err)) < 0) return rc;
 
-    /* defaults for what the file does not record: real SD 1.x has 8 heads, SD 2.x head dim 64 */
+    /* defaults for what the file does not record: real SD 1.x has 8 heads, SD 2.x and SDXL head dim 64 */
     for (int i = 0; i < n; i++) {
-        uc->heads[i] = sd2 ? (uc->block_out[i] % 64 == 0 ? uc->block_out[i] / 64 : 1) : 8;
+        uc->heads[i] = sd2 || m->xl ? (uc->block_out[i] % 64 == 0 ? uc->block_out[i] / 64 : 1) : 8;
         if (uc->block_out[i] % uc->heads[i]) uc->heads[i] = 1;
     }
     uc->upcast_attention = sd2;
@@ -489,6 +639,9 @@ static int infer_configs(sd_model *m, json_t *yaml, int openclip_layers, sd_erro
         float f;
         json_int_at(yaml, "model.params.unet_config.params.num_heads", &nh);
         json_int_at(yaml, "model.params.unet_config.params.num_head_channels", &nhc);
+        /* SDXL's (sgm) layout names the U-Net network_config */
+        json_int_at(yaml, "model.params.network_config.params.num_heads", &nh);
+        json_int_at(yaml, "model.params.network_config.params.num_head_channels", &nhc);
         for (int i = 0; i < n; i++) {
             int h = nh > 0 ? nh : (nhc > 0 && uc->block_out[i] % nhc == 0 ? uc->block_out[i] / nhc : uc->heads[i]);
             if (h <= 0 || uc->block_out[i] % h)
@@ -560,6 +713,22 @@ static char *find_single_file_tokenizer(const char *ckpt, const char *opt) {
     return NULL;
 }
 
+/* --config naming a diffusers folder: its config.json files replace the inferred architecture (the
+ * networks check every tensor's shape against them when they load); its model_index.json's
+ * force_zeros_for_empty_prompt applies. */
+static int configs_from_folder(sd_model *m, sd_error *err) {
+    json_t *idx = load_model_index(m->config_source, err);
+    if (!idx) return err ? err->code : SD_EINPUT;
+    int rc = refuse_pipeline_class(m->config_source, json_string_value(json_object_get(idx, "_class_name")) ?
+                                   json_string_value(json_object_get(idx, "_class_name")) : "", idx, err);
+    if (rc == 0 && m->xl != index_names(idx, "text_encoder_2"))
+        rc = sd_err(err, SD_EINPUT, "%s: --config folder is %san SDXL model but %s is %s", m->config_source,
+                    m->xl ? "not " : "", m->path, m->xl ? "SDXL" : "not");
+    if (rc == 0) m->force_zeros_for_empty_prompt = force_zeros(idx);
+    json_decref(idx);
+    return rc == 0 ? load_folder_configs(m, m->config_source, err) : rc;
+}
+
 static int open_single(sd_model *m, const sd_model_opts *opts, sd_error *err) {
     const char *dot = strrchr(m->path, '.');
     if (!dot || (strcmp(dot, ".safetensors") && !is_pickle_path(m->path)))
@@ -581,18 +750,49 @@ static int open_single(sd_model *m, const sd_model_opts *opts, sd_error *err) {
             else free(y);
         }
     }
-    if (m->config_source && (rc = sd_yaml_load(m->config_source, &yaml, err)) < 0) return rc;
+    int folder = m->config_source && sd_fs_is_dir(m->config_source);
+    if (m->config_source && !folder && (rc = sd_yaml_load(m->config_source, &yaml, err)) < 0) return rc;
     int openclip_layers = 0;
     int nt;
     const sd_tensor *ts = file_tensors(m, 0, &nt);
     rc = build_ldm_tables(m, ts, nt, &openclip_layers, err);
+    /* build_ldm_tables required a VAE and a text encoder (SDXL: two) */
+    m->parts = SD_PART_VAE | SD_PART_TEXT_ENCODER | (m->xl ? SD_PART_TEXT_ENCODER_2 : 0);
     if (rc == 0) rc = infer_configs(m, yaml, openclip_layers, err);
+    if (rc == 0 && folder) rc = configs_from_folder(m, err);
     json_decref(yaml);
     if (rc < 0) return rc;
-    m->parts = SD_PART_VAE | SD_PART_TEXT_ENCODER; /* build_ldm_tables required both */
     m->tokenizer_path = find_single_file_tokenizer(m->path, opts ? opts->tokenizer : NULL);
-    m->pipeline_class = strdup(m->unet.in_channels == 9 ? "LDM single file (inpainting)" : "LDM single file");
+    /* SDXL: the second encoder uses the same vocabulary (padded with "!", sd_model_open_tokenizer2) */
+    if (m->xl && m->tokenizer_path && !(m->tokenizer2_path = strdup(m->tokenizer_path)))
+        return sd_err(err, SD_ENOMEM, "out of memory");
+    m->pipeline_class = strdup(m->xl ? "SGM single file (SDXL)"
+                               : m->unet.in_channels == 9 ? "LDM single file (inpainting)" : "LDM single file");
     return m->pipeline_class ? 0 : sd_err(err, SD_ENOMEM, "out of memory");
+}
+
+/* An SDXL model's parts fit together: both text encoders (the second with its projection), their widths
+ * adding up to the U-Net's context, and the added embedding taking the pooled embedding + 6 time ids. */
+static int check_xl(const sd_model *m, sd_error *err) {
+    const unet_config *u = &m->unet;
+    const clip_config *c2 = &m->clip2;
+    if ((m->parts & (SD_PART_TEXT_ENCODER | SD_PART_TEXT_ENCODER_2)) != (SD_PART_TEXT_ENCODER | SD_PART_TEXT_ENCODER_2))
+        return sd_err(err, SD_EUNSUPPORTED, "%s: an SDXL U-Net needs both text encoders (text_encoder and "
+                      "text_encoder_2); refiner-style models are not supported yet", m->path);
+    if (!c2->with_projection || c2->projection_dim < 1)
+        return sd_err(err, SD_EINPUT, "%s: text_encoder_2 must be a CLIPTextModelWithProjection (SDXL's pooled "
+                      "embedding)", m->path);
+    if (u->cross_attention_dim != m->clip.hidden + c2->hidden)
+        return sd_err(err, SD_EINPUT, "%s: the U-Net expects %d-wide text embeddings but the two text encoders give "
+                      "%d + %d", m->path, u->cross_attention_dim, m->clip.hidden, c2->hidden);
+    int rest = u->addition_in_dim - c2->projection_dim, d = u->addition_time_embed_dim;
+    if (rest == 5 * d)
+        return sd_err(err, SD_EUNSUPPORTED, "%s: an SDXL refiner U-Net (aesthetic_score conditioning, 5 time ids) is "
+                      "not supported yet; use an SDXL base model", m->path);
+    if (rest != 6 * d)
+        return sd_err(err, SD_EINPUT, "%s: the U-Net's added embedding takes %d inputs, not %d pooled + 6 x %d time-id "
+                      "features", m->path, u->addition_in_dim, c2->projection_dim, d);
+    return 0;
 }
 
 int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_error *err) {
@@ -616,7 +816,9 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_e
     if (rc == 0) {
         m->inpaint = m->unet.in_channels == 9;
         m->sd_version = guess_sd_version(m);
-        if ((m->parts & SD_PART_TEXT_ENCODER) && m->unet.cross_attention_dim != m->clip.hidden)
+        m->xl = m->unet.addition_time_embed_dim > 0;
+        if (m->xl) rc = check_xl(m, err);
+        else if ((m->parts & SD_PART_TEXT_ENCODER) && m->unet.cross_attention_dim != m->clip.hidden)
             rc = sd_err(err, SD_EINPUT, "%s: the U-Net expects %d-wide text embeddings but the text encoder gives %d",
                         path, m->unet.cross_attention_dim, m->clip.hidden);
     }
@@ -628,6 +830,7 @@ void sd_model_close(sd_model *m) {
     sd_weights_free(&m->unet_w);
     sd_weights_free(&m->vae_w);
     sd_weights_free(&m->clip_w);
+    sd_weights_free(&m->clip2_w);
     for (int i = 0; i < m->n_files; i++) {
         if (m->is_ckpt[i]) sd_ckpt_close(&m->ckpts[i]);
         else st_close(&m->files[i]);
@@ -637,11 +840,15 @@ void sd_model_close(sd_model *m) {
     free(m->pipeline_class);
     free(m->config_source);
     free(m->tokenizer_path);
+    free(m->tokenizer2_path);
     memset(m, 0, sizeof *m);
 }
 
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size) {
-    snprintf(buf, size, "SD %d.x%s%s", m->sd_version, m->inpaint ? " inpainting" : "",
+    char base[16];
+    if (m->xl) snprintf(base, sizeof base, "SDXL");
+    else snprintf(base, sizeof base, "SD %d.x", m->sd_version);
+    snprintf(buf, size, "%s%s%s", base, m->inpaint ? " inpainting" : "",
              m->sched.prediction_type == SCHED_PRED_V ? " (v-prediction)" : "");
     return buf;
 }
@@ -659,7 +866,8 @@ int sd_model_require(const sd_model *m, unsigned parts, const char *purpose, sd_
     static const struct {
         unsigned part;
         const char *what;
-    } names[] = {{SD_PART_VAE, "VAE"}, {SD_PART_TEXT_ENCODER, "text encoder"}};
+    } names[] = {{SD_PART_VAE, "VAE"}, {SD_PART_TEXT_ENCODER, "text encoder"},
+                 {SD_PART_TEXT_ENCODER_2, "second text encoder (text_encoder_2)"}};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if ((parts & names[i].part) && !(m->parts & names[i].part))
             return sd_err(err, SD_EUNSUPPORTED, "%s: the model has no %s (its model_index.json names none), which %s needs",
@@ -667,11 +875,11 @@ int sd_model_require(const sd_model *m, unsigned parts, const char *purpose, sd_
     return 0;
 }
 
-int sd_model_open_tokenizer(const sd_model *m, tokenizer_bpe **tok, sd_error *err) {
-    *tok = NULL;
-    int rc = sd_model_require(m, SD_PART_TEXT_ENCODER, "a tokenizer", err);
-    if (rc < 0) return rc;
-    const char *path = m->tokenizer_path;
+/* The tokenizer at path for a text encoder of vocab_size tokens; pad_bang 1: pad with "!" (id 0) unless
+ * the tokenizer's own files say how it pads; 2: always (a single file's OpenCLIP encoder). */
+static int open_tokenizer_at(const sd_model *m, const char *path, int pad_bang, int vocab_size, tokenizer_bpe **tok,
+                             sd_error *err) {
+    int rc;
     if (!path)
         return sd_err(err, SD_EINPUT,
                       "%s: no tokenizer found; pass --tokenizer DIR (vocab.json + merges.txt) or "
@@ -681,14 +889,54 @@ int sd_model_open_tokenizer(const sd_model *m, tokenizer_bpe **tok, sd_error *er
     int gz = l > 3 && !strcmp(path + l - 3, ".gz");
     rc = gz ? tokenizer_load_openai_gz(tok, path, err) : tokenizer_load_dir(tok, path, err);
     if (rc < 0) return rc;
-    if (m->sd_version == 2 && (gz || !tokenizer_states_pad(path))) rc = tokenizer_set_pad(*tok, "!", err);
-    if (rc == 0 && tokenizer_vocab_size(*tok) > m->clip.vocab_size)
+    if (pad_bang == 2 || (pad_bang && (gz || !tokenizer_states_pad(path)))) rc = tokenizer_set_pad(*tok, "!", err);
+    if (rc == 0 && tokenizer_vocab_size(*tok) > vocab_size)
         rc = sd_err(err, SD_EINPUT, "%s: the tokenizer has %d tokens but the text encoder only %d", path,
-                    tokenizer_vocab_size(*tok), m->clip.vocab_size);
+                    tokenizer_vocab_size(*tok), vocab_size);
     if (rc < 0 && *tok) {
         tokenizer_free(*tok);
         *tok = NULL;
     }
     return rc;
+}
+
+int sd_model_open_tokenizer(const sd_model *m, tokenizer_bpe **tok, sd_error *err) {
+    *tok = NULL;
+    int rc = sd_model_require(m, SD_PART_TEXT_ENCODER, "a tokenizer", err);
+    if (rc < 0) return rc;
+    /* SD 2.x's OpenCLIP pads with "!"; SDXL's first encoder is CLIP-L, padded with <|endoftext|> */
+    return open_tokenizer_at(m, m->tokenizer_path, m->sd_version == 2 && !m->xl, m->clip.vocab_size, tok, err);
+}
+
+int sd_model_open_tokenizer2(const sd_model *m, tokenizer_bpe **tok, sd_error *err) {
+    *tok = NULL;
+    int rc = sd_model_require(m, SD_PART_TEXT_ENCODER_2, "a second tokenizer", err);
+    if (rc < 0) return rc;
+    return open_tokenizer_at(m, m->tokenizer2_path, m->layout == SD_LAYOUT_SINGLE_FILE ? 2 : 1, m->clip2.vocab_size, tok,
+                             err);
+}
+
+int sd_model_text_projection(const sd_model *m, float **out, sd_error *err) {
+    *out = NULL;
+    const clip_config *c = &m->clip2;
+    int P = c->projection_dim, D = c->hidden;
+    const sd_tensor *t = sd_weights_find(&m->clip2_w, "text_projection.weight");
+    int transposed = 0;
+    if (!t && (t = sd_weights_find(&m->clip2_w, "text_projection"))) transposed = 1;
+    int64_t want0 = transposed ? D : P, want1 = transposed ? P : D;
+    if (!t || t->ndim != 2 || t->shape[0] != want0 || t->shape[1] != want1)
+        return sd_err(err, SD_EINPUT, "%s: text_encoder_2 needs text_projection.weight [%d, %d]", m->path, P, D);
+    float *raw = malloc(sizeof(float) * (size_t)P * D), *w = malloc(sizeof(float) * (size_t)P * D);
+    if (!raw || !w) {
+        free(raw);
+        free(w);
+        return sd_err(err, SD_ENOMEM, "out of memory");
+    }
+    sd_dtype_convert_to_f32(raw, t->data, t->dtype, (size_t)P * D);
+    for (int p = 0; p < P; p++)
+        for (int d = 0; d < D; d++) w[(size_t)p * D + d] = transposed ? raw[(size_t)d * P + p] : raw[(size_t)p * D + d];
+    free(raw);
+    *out = w;
+    return 0;
 }
 

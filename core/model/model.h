@@ -6,10 +6,13 @@
  *    tokenizer/, scheduler/ with their config.json files;
  *  - a single original (LDM) checkpoint file (.safetensors, or a PyTorch
  *    .ckpt/.pth read without executing anything): model.diffusion_model.*,
- *    first_stage_model.*, cond_stage_model.* tensors. Its architecture is
+ *    first_stage_model.*, cond_stage_model.* tensors (SDXL: conditioner.embedders.0.transformer.*
+ *    for CLIP-L, conditioner.embedders.1.model.* for OpenCLIP-bigG). Its architecture is
  *    inferred from tensor shapes; head counts (not recorded in the file) come
  *    from an LDM .yaml with the same base name beside it (v1-inference.yaml
- *    format), else real SD defaults (SD 1.x: 8 heads; SD 2.x: head dim 64).
+ *    format), else real SD defaults (SD 1.x: 8 heads; SD 2.x and SDXL: head dim 64).
+ *    --config may instead name a diffusers folder: its config.json files then give
+ *    the whole architecture (as diffusers' from_single_file(config=...)).
  *
  * Either way the result is the same: one config per component and a weight
  * table per component with diffusers / transformers tensor names, pointing
@@ -28,7 +31,7 @@ typedef enum { SD_LAYOUT_DIFFUSERS = 0, SD_LAYOUT_SINGLE_FILE = 1 } sd_model_lay
 
 typedef struct sd_model_opts {
     const char *tokenizer; /* --tokenizer: folder with vocab.json + merges.txt, or bpe_simple_vocab_16e6.txt.gz */
-    const char *config;    /* --config: LDM .yaml for a single file (default: <checkpoint base>.yaml) */
+    const char *config;    /* --config: LDM .yaml or diffusers folder for a single file (default: <checkpoint base>.yaml) */
 } sd_model_opts;
 
 #define SD_MODEL_MAX_FILES 8
@@ -39,22 +42,26 @@ typedef struct sd_model_opts {
  * encoder); a single LDM file always has both. The U-Net and the scheduler
  * are always there. The config and weight table of a missing part stay zeroed.
  */
-enum { SD_PART_VAE = 1, SD_PART_TEXT_ENCODER = 2 };
+enum { SD_PART_VAE = 1, SD_PART_TEXT_ENCODER = 2, SD_PART_TEXT_ENCODER_2 = 4 /* SDXL's OpenCLIP-bigG */ };
 
 typedef struct sd_model {
     char *path;
     sd_model_layout layout;
-    int sd_version;          /* 1 or 2 */
+    int sd_version;          /* 1 or 2 (SDXL: 2, with xl set) */
+    int xl;                  /* SDXL: two text encoders, added text/time conditioning (unet.addition_time_embed_dim) */
+    int force_zeros_for_empty_prompt; /* SDXL: no negative prompt -> zero negative conditioning (model_index.json) */
     int inpaint;             /* 9-channel U-Net */
     char *pipeline_class;    /* model_index.json _class_name, or a description for single files */
     char *config_source;     /* the .yaml used for a single file, or NULL */
     char *tokenizer_path;    /* folder or .gz the tokenizer loads from; NULL when none was found */
+    char *tokenizer2_path;   /* SDXL: text_encoder_2's (tokenizer_2/, or the same vocabulary padded with "!") */
     unsigned parts;          /* SD_PART_* this model has */
     unet_config unet;
     vae_config vae;
     clip_config clip;
+    clip_config clip2;       /* SDXL's text_encoder_2 (SD_PART_TEXT_ENCODER_2) */
     sched_config sched;
-    sd_weights unet_w, vae_w, clip_w;
+    sd_weights unet_w, vae_w, clip_w, clip2_w;
     /* files backing the weight tables: safetensors, or PyTorch pickles (.ckpt/.pth/.bin) */
     int n_files;
     st_file files[SD_MODEL_MAX_FILES];
@@ -77,7 +84,14 @@ struct tokenizer_bpe;
  * refused for a model without a text encoder. */
 int sd_model_open_tokenizer(const sd_model *m, struct tokenizer_bpe **tok, sd_error *err);
 
-/* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", ... into buf. */
+/* SDXL: text_encoder_2's tokenizer (tokenizer2_path; pads with "!", id 0, unless its files say otherwise). */
+int sd_model_open_tokenizer2(const sd_model *m, struct tokenizer_bpe **tok, sd_error *err);
+
+/* SDXL: text_encoder_2's projection as float32 [projection_dim, hidden] (caller frees), from a folder's
+ * text_projection.weight or a single file's OpenCLIP text_projection [hidden, projection_dim] (transposed). */
+int sd_model_text_projection(const sd_model *m, float **out, sd_error *err);
+
+/* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", "SDXL", ... into buf. */
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size);
 
 /* Single-file (LDM) name conversion, exposed for tests: writes the diffusers name of an LDM

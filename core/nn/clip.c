@@ -127,31 +127,65 @@ out:
     return rc;
 }
 
-int clip_text_forward(clip_text_model *m, const int *ids, int B, int T, int skip_layers, float *out, sd_error *err) {
+/* ids -> x: [B, T, D] (from the arena, caller releases) after the embeddings and blocks 0..n_run-1; when
+ * keep_at >= 0, keep (may be NULL) receives the activations after keep_at blocks. */
+static int run_layers(clip_text_model *m, const int *ids, int B, int T, int n_run, int keep_at, float *keep, float **xp,
+                      sd_error *err) {
     const clip_config *c = &m->cfg;
-    if (T <= 0 || T > c->max_positions)
-        return sd_err(err, SD_EINPUT, "text encoder: %d tokens, the model takes 1..%d", T, c->max_positions);
-    if (skip_layers < 0 || skip_layers >= c->layers)
-        return sd_err(err, SD_EINPUT, "text encoder: cannot skip %d of %d layers", skip_layers, c->layers);
     int D = c->hidden, rc;
-    ops_mark mark = ops_arena_mark(&m->ops.scratch);
     float *x = ops_arena_floats(&m->ops.scratch, (size_t)B * T * D, err);
     float *row = ops_arena_floats(&m->ops.scratch, (size_t)D, err);
-    if (!x || !row) {
-        rc = err ? err->code : SD_ENOMEM;
-        goto out;
-    }
-    if ((rc = embed(m, ids, B, T, x, row, err)) < 0) goto out;
+    if (!x || !row) return err ? err->code : SD_ENOMEM;
+    if ((rc = embed(m, ids, B, T, x, row, err)) < 0) return rc;
     int64_t shape[3] = {B, T, D};
     sd_probe_emit(m->probe, "hidden_states.embeddings", x, 3, shape);
-    for (int l = 0; l < c->layers - skip_layers; l++) {
-        if ((rc = clip_layer_forward(c, &m->layers[l], x, B, T, 1, &m->ops, err)) < 0) goto out;
+    for (int l = 0; l <= n_run; l++) {
+        if (l == keep_at && keep) memcpy(keep, x, sizeof(float) * B * T * D);
+        if (l == n_run) break;
+        if ((rc = clip_layer_forward(c, &m->layers[l], x, B, T, 1, &m->ops, err)) < 0) return rc;
         char name[48];
         snprintf(name, sizeof name, "hidden_states.layer%d", l);
         sd_probe_emit(m->probe, name, x, 3, shape);
     }
-    rc = ops_layernorm(out, x, B * T, D, c->eps, m->final_ln_w, m->final_ln_b, &m->ops, err);
-out:
+    *xp = x;
+    return 0;
+}
+
+/* T within the positions the model has. */
+static int check_tokens(const clip_config *c, int T, sd_error *err) {
+    if (T <= 0 || T > c->max_positions)
+        return sd_err(err, SD_EINPUT, "text encoder: %d tokens, the model takes 1..%d", T, c->max_positions);
+    return 0;
+}
+
+int clip_text_forward(clip_text_model *m, const int *ids, int B, int T, int skip_layers, float *out, sd_error *err) {
+    const clip_config *c = &m->cfg;
+    int rc = check_tokens(c, T, err);
+    if (rc < 0) return rc;
+    if (skip_layers < 0 || skip_layers >= c->layers)
+        return sd_err(err, SD_EINPUT, "text encoder: cannot skip %d of %d layers", skip_layers, c->layers);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
+    float *x = NULL;
+    rc = run_layers(m, ids, B, T, c->layers - skip_layers, -1, NULL, &x, err);
+    if (rc == 0) rc = ops_layernorm(out, x, B * T, c->hidden, c->eps, m->final_ln_w, m->final_ln_b, &m->ops, err);
+    ops_arena_release(&m->ops.scratch, mark);
+    return rc;
+}
+
+int clip_text_forward_hidden(clip_text_model *m, const int *ids, int B, int T, int hidden_skip, float *hidden,
+                             float *final, sd_error *err) {
+    const clip_config *c = &m->cfg;
+    int rc = check_tokens(c, T, err);
+    if (rc < 0) return rc;
+    if (hidden_skip < 0 || hidden_skip > c->layers)
+        return sd_err(err, SD_EINPUT, "text encoder: no hidden state %d layers before the last of %d", hidden_skip,
+                      c->layers);
+    ops_mark mark = ops_arena_mark(&m->ops.scratch);
+    float *x = NULL;
+    int at = c->layers - hidden_skip;
+    rc = run_layers(m, ids, B, T, final ? c->layers : at, at, hidden, &x, err);
+    if (rc == 0 && final)
+        rc = ops_layernorm(final, x, B * T, c->hidden, c->eps, m->final_ln_w, m->final_ln_b, &m->ops, err);
     ops_arena_release(&m->ops.scratch, mark);
     return rc;
 }

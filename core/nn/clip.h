@@ -64,6 +64,15 @@ int clip_text_load(clip_text_model *m, const clip_config *c, const sd_weights *w
  */
 int clip_text_forward(clip_text_model *m, const int *ids, int B, int T, int skip_layers, float *out, sd_error *err);
 
+/*
+ * SDXL's view: hidden: [B, T, hidden] = hidden_states[-1 - hidden_skip], the output of block
+ * (layers - 1 - hidden_skip) WITHOUT the final LayerNorm (SDXL: hidden_skip 1, the penultimate;
+ * hidden_skip = layers gives the embeddings); final (may be NULL): the final LayerNorm of the
+ * last block's output, [B, T, hidden] (what the pooled embedding is taken from).
+ */
+int clip_text_forward_hidden(clip_text_model *m, const int *ids, int B, int T, int hidden_skip, float *hidden,
+                             float *final, sd_error *err);
+
 void clip_text_free(clip_text_model *m);
 
 /* Multiply-adds x 2 of one forward pass over B sequences of T tokens. */

@@ -26,7 +26,8 @@ static int check_config(const unet_config *c, sd_error *err) {
         return sd_err(err, SD_EUNSUPPORTED, "unet: layers_per_block %d (1..%d supported)", c->layers_per_block,
                       UNET_MAX_LAYERS);
     if (c->in_channels < 1 || c->out_channels < 1 || c->time_embed_dim < 1 || c->cross_attention_dim < 1 ||
-        c->transformer_layers < 1 || c->norm_groups < 1)
+        c->norm_groups < 1 || c->addition_time_embed_dim < 0 || c->addition_time_embed_dim % 2 ||
+        (c->addition_time_embed_dim && c->addition_in_dim < 1))
         return sd_err(err, SD_EINPUT, "unet: config has a non-positive size");
     if (c->block_out[0] % 2)
         return sd_err(err, SD_EUNSUPPORTED, "unet: block_out_channels[0] = %d must be even", c->block_out[0]);
@@ -35,19 +36,22 @@ static int check_config(const unet_config *c, sd_error *err) {
             return sd_err(err, SD_EINPUT, "unet: %d groups do not divide %d channels", c->norm_groups, c->block_out[i]);
         if (c->heads[i] < 1 || c->block_out[i] % c->heads[i])
             return sd_err(err, SD_EINPUT, "unet: %d heads do not divide %d channels", c->heads[i], c->block_out[i]);
+        if (c->transformer_layers[i] < 1)
+            return sd_err(err, SD_EINPUT, "unet: level %d has %d transformer layers", i, c->transformer_layers[i]);
     }
     return 0;
 }
 
-/* The attention block of kind `kind` after a resnet: weights at prefix p, ch channels, `heads` heads. */
+/* The attention block of kind `kind` after a resnet of level `level` (its heads and transformer depth):
+ * weights at prefix p, ch channels. */
 static int attn_load(unet_attn *a, const unet_config *c, unet_attn_kind kind, const sd_weights *w, const char *p,
-                     int ch, int heads, sd_error *err) {
+                     int ch, int level, sd_error *err) {
     a->kind = kind;
     switch (kind) {
     case UNET_ATTN_NONE: return 0;
     case UNET_ATTN_CROSS:
-        return transformer2d_load(&a->xf, w, p, ch, heads, c->cross_attention_dim, c->transformer_layers,
-                                  c->use_linear_projection, c->norm_groups, err);
+        return transformer2d_load(&a->xf, w, p, ch, c->heads[level], c->cross_attention_dim,
+                                  c->transformer_layers[level], c->use_linear_projection, c->norm_groups, err);
     case UNET_ATTN_SELF: break;
     }
     return sd_err(err, SD_EUNSUPPORTED, "unet: %s: plain self-attention blocks are not implemented yet", p);
@@ -68,6 +72,10 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
         (rc = sd_weights_get(w, "conv_norm_out.weight", 1, (int64_t[]){C0}, &m->norm_out_w, err)) < 0 ||
         (rc = sd_weights_get(w, "conv_norm_out.bias", 1, (int64_t[]){C0}, &m->norm_out_b, err)) < 0)
         goto fail;
+    if (c->addition_time_embed_dim &&
+        ((rc = sd_weights_get_wb(w, &m->add_w1, &m->add_b1, err, T, c->addition_in_dim, 0, "add_embedding.linear_1")) < 0 ||
+         (rc = sd_weights_get_wb(w, &m->add_w2, &m->add_b2, err, T, T, 0, "add_embedding.linear_2")) < 0))
+        goto fail;
     int ch_in = C0;
     for (int i = 0; i < n; i++) {
         unet_level *lv = &m->levels[i];
@@ -76,7 +84,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
             snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, j);
             if ((rc = resnet_load(&lv->down_res[j], w, p, j == 0 ? ch_in : ch, ch, T, err)) < 0) goto fail;
             snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, j);
-            if ((rc = attn_load(&lv->down_attn[j], c, c->down_attn[i], w, p, ch, c->heads[i], err)) < 0) goto fail;
+            if ((rc = attn_load(&lv->down_attn[j], c, c->down_attn[i], w, p, ch, i, err)) < 0) goto fail;
         }
         if (i < n - 1 &&
             (rc = sd_weights_get_wb(w, &lv->down_w, &lv->down_b, err, ch, ch, 3, "down_blocks.%d.downsamplers.0.conv", i)) < 0)
@@ -86,7 +94,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
     int cm = c->block_out[n - 1];
     if ((rc = resnet_load(&m->mid_res[0], w, "mid_block.resnets.0", cm, cm, T, err)) < 0 ||
         (rc = resnet_load(&m->mid_res[1], w, "mid_block.resnets.1", cm, cm, T, err)) < 0 ||
-        (rc = attn_load(&m->mid_attn, c, c->mid_attn, w, "mid_block.attentions.0", cm, c->heads[n - 1], err)) < 0)
+        (rc = attn_load(&m->mid_attn, c, c->mid_attn, w, "mid_block.attentions.0", cm, n - 1, err)) < 0)
         goto fail;
     for (int i = 0; i < n; i++) {
         int L = n - 1 - i, ch = c->block_out[L];
@@ -95,7 +103,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
             snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, j);
             if ((rc = resnet_load(&lv->up_res[j], w, p, up_resnet_in(c, L, j), ch, T, err)) < 0) goto fail;
             snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, j);
-            if ((rc = attn_load(&lv->up_attn[j], c, c->up_attn[i], w, p, ch, c->heads[L], err)) < 0) goto fail;
+            if ((rc = attn_load(&lv->up_attn[j], c, c->up_attn[i], w, p, ch, L, err)) < 0) goto fail;
         }
         if (L > 0 && (rc = sd_weights_get_wb(w, &lv->up_w, &lv->up_b, err, ch, ch, 3, "up_blocks.%d.upsamplers.0.conv", i)) < 0)
             goto fail;
@@ -180,12 +188,13 @@ void unet_free(unet_model *m) {
 }
 
 /*
- * emb: [B, C0] sinusoidal embedding of t, computed in float32 like diffusers'
+ * emb: [B, dim] sinusoidal embedding of t: [B], computed in float32 like diffusers'
  * get_timestep_embedding: freq_i = exp(-ln(10000) * i / (half - shift)),
- * [cos(t*freq), sin(t*freq)] with flip_sin_to_cos, else [sin, cos].
+ * [cos(t*freq), sin(t*freq)] with flip_sin_to_cos, else [sin, cos]. The time step
+ * uses dim = block_out[0]; SDXL's time ids addition_time_embed_dim.
  */
-static void time_proj(const unet_config *c, const float *t, int B, float *emb) {
-    int half = c->block_out[0] / 2;
+static void time_proj(const unet_config *c, int dim, const float *t, int B, float *emb) {
+    int half = dim / 2;
     for (int i = 0; i < half; i++) {
         float e = (float)(-log(10000.0)) * (float)i;
         e = e / (float)(half - c->freq_shift);
@@ -197,6 +206,38 @@ static void time_proj(const unet_config *c, const float *t, int B, float *emb) {
             row[c->flip_sin_to_cos ? half + i : i] = sinf(arg);
         }
     }
+}
+
+/*
+ * SDXL: temb += add_embedding(cat([text_embeds, time_proj(time_ids)])): [B, T], the
+ * linears run like the time embedding's (linear_1 -> SiLU -> linear_2).
+ */
+static int add_text_time(unet_model *m, const unet_added_cond *ac, int B, float *temb, sd_error *err) {
+    const unet_config *c = &m->cfg;
+    int D = c->addition_time_embed_dim, T = c->time_embed_dim, K = c->addition_in_dim, rc;
+    ops_arena *a = &m->ops.scratch;
+    ops_mark mark = ops_arena_mark(a);
+    float *in = ops_arena_floats(a, (size_t)B * K, err);
+    float *te = ops_arena_floats(a, (size_t)B * ac->n_time * D, err);
+    float *h = ops_arena_floats(a, (size_t)B * T, err);
+    float *aug = ops_arena_floats(a, (size_t)B * T, err);
+    if (!in || !te || !h || !aug) {
+        rc = err && err->code ? err->code : SD_ENOMEM;
+        goto done;
+    }
+    time_proj(c, D, ac->time_ids, B * ac->n_time, te);
+    for (int b = 0; b < B; b++) {
+        memcpy(in + (size_t)b * K, ac->text_embeds + (size_t)b * ac->n_text, sizeof(float) * ac->n_text);
+        memcpy(in + (size_t)b * K + ac->n_text, te + (size_t)b * ac->n_time * D, sizeof(float) * ac->n_time * D);
+    }
+    if ((rc = ops_linear(h, in, B, K, m->add_w1, m->add_b1, T, 0, &m->ops, err)) < 0) goto done;
+    ops_silu(h, (size_t)B * T);
+    if ((rc = ops_linear(aug, h, B, T, m->add_w2, m->add_b2, T, 0, &m->ops, err)) < 0) goto done;
+    if (m->probe) sd_probe_emit(m->probe, "add_embedding", aug, 2, (int64_t[]){B, T});
+    for (size_t i = 0; i < (size_t)B * T; i++) temb[i] += aug[i];
+done:
+    ops_arena_release(a, mark);
+    return rc;
 }
 
 /* Per-level spatial sizes: each stride-2 conv (3x3, padding 1) maps n to ceil(n / 2). */
@@ -245,18 +286,20 @@ typedef struct unet_skips {
     int ch[MAX_SKIPS], n;
 } unet_skips;
 
-/* t: [B] -> temb: [B, T] and temb_silu = SiLU(temb); tp: [B, C0] holds the sinusoidal embedding. */
-static int forward_time(unet_model *m, const float *t, int B, float *tp, float *temb, float *temb_silu,
-                        sd_error *err) {
+/* t: [B] -> temb: [B, T] (plus SDXL's added embedding of ac, when given) and temb_silu = SiLU(temb);
+ * tp: [B, C0] holds the sinusoidal embedding. */
+static int forward_time(unet_model *m, const float *t, const unet_added_cond *ac, int B, float *tp, float *temb,
+                        float *temb_silu, sd_error *err) {
     const unet_config *c = &m->cfg;
     int C0 = c->block_out[0], T = c->time_embed_dim, rc;
     ops_ctx *ops = &m->ops;
-    time_proj(c, t, B, tp);
+    time_proj(c, C0, t, B, tp);
     if (m->probe) sd_probe_emit(m->probe, "time_proj", tp, 2, (int64_t[]){B, C0});
     if ((rc = ops_linear(temb_silu, tp, B, C0, m->time_w1, m->time_b1, T, 0, ops, err)) < 0) goto done;
     ops_silu(temb_silu, (size_t)B * T);
     if ((rc = ops_linear(temb, temb_silu, B, T, m->time_w2, m->time_b2, T, 0, ops, err)) < 0) goto done;
     if (m->probe) sd_probe_emit(m->probe, "time_embedding", temb, 2, (int64_t[]){B, T});
+    if (ac && (rc = add_text_time(m, ac, B, temb, err)) < 0) goto done;
     memcpy(temb_silu, temb, (size_t)B * T * sizeof(float));
     ops_silu(temb_silu, (size_t)B * T);
 done:
@@ -427,12 +470,32 @@ done:
     return rc;
 }
 
+/* The added conditioning given matches the model's: present exactly for SDXL, with the widths it expects. */
+static int check_added(const unet_config *c, const unet_added_cond *ac, sd_error *err) {
+    if (!c->addition_time_embed_dim && !ac) return 0;
+    if (!ac || !ac->text_embeds || !ac->time_ids)
+        return sd_err(err, SD_EINPUT, "unet: this SDXL U-Net needs the pooled text embedding and the time ids");
+    if (!c->addition_time_embed_dim)
+        return sd_err(err, SD_EINPUT, "unet: added text/time conditioning given to a U-Net without it");
+    if (ac->n_text < 1 || ac->n_time < 1 || ac->n_text + ac->n_time * c->addition_time_embed_dim != c->addition_in_dim)
+        return sd_err(err, SD_EINPUT, "unet: %d text + %d x %d time-id features do not make the %d the U-Net expects",
+                      ac->n_text, ac->n_time, c->addition_time_embed_dim, c->addition_in_dim);
+    return 0;
+}
+
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
                  float *out, sd_error *err) {
+    return unet_forward_cond(m, x, t, ctx, n_ctx, NULL, B, H, W, out, err);
+}
+
+int unet_forward_cond(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx,
+                      const unet_added_cond *added, int B, int H, int W, float *out, sd_error *err) {
     const unet_config *c = &m->cfg;
     if (B < 1 || H < 1 || W < 1 || n_ctx < 1)
         return sd_err(err, SD_EINPUT, "unet: bad input shape (batch %d, %dx%d latent, %d context tokens)", B, H, W,
                       n_ctx);
+    int rc0 = check_added(c, added, err);
+    if (rc0 < 0) return rc0;
     int C0 = c->block_out[0], T = c->time_embed_dim, rc = 0;
     int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
     level_sizes(c, H, W, hs, ws);
@@ -447,7 +510,7 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
         rc = err && err->code ? err->code : SD_ENOMEM;
         goto done;
     }
-    if ((rc = forward_time(m, t, B, tp, temb, temb_silu, err)) < 0) goto done;
+    if ((rc = forward_time(m, t, added, B, tp, temb, temb_silu, err)) < 0) goto done;
 
     /* conv_in, then the down path; conv_in's output is the first skip */
     ops_conv_desc cin = {.batch = B, .in_ch = c->in_channels, .in_h = H, .in_w = W, .out_ch = C0, .k_h = 3,
@@ -467,10 +530,10 @@ done:
     return rc;
 }
 
-/* Flops of one attention block of kind `kind` over hw positions of ch channels. */
-static double attn_flops(const unet_config *c, unet_attn_kind kind, int ch, int B, int hw, int n_ctx) {
+/* Flops of one attention block of kind `kind` of level `level` over hw positions of ch channels. */
+static double attn_flops(const unet_config *c, unet_attn_kind kind, int level, int ch, int B, int hw, int n_ctx) {
     if (kind == UNET_ATTN_CROSS)
-        return transformer2d_flops_shape(ch, c->cross_attention_dim, c->transformer_layers, B, hw, n_ctx);
+        return transformer2d_flops_shape(ch, c->cross_attention_dim, c->transformer_layers[level], B, hw, n_ctx);
     return kind == UNET_ATTN_SELF ? attnblock_flops(B, ch, hw) : 0;
 }
 
@@ -479,6 +542,7 @@ double unet_flops(const unet_config *c, int B, int H, int W, int n_ctx) {
     int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
     level_sizes(c, H, W, hs, ws);
     double f = 2.0 * B * (C0 * T + T * T);                         /* time embedding */
+    f += 2.0 * B * ((double)c->addition_in_dim * T + (c->addition_time_embed_dim ? (double)T * T : 0)); /* SDXL */
     f += 2.0 * B * H * W * C0 * c->in_channels * 9;                 /* conv_in */
     f += 2.0 * B * H * W * c->out_channels * C0 * 9;                /* conv_out */
     int ch_in = C0;
@@ -486,19 +550,19 @@ double unet_flops(const unet_config *c, int B, int H, int W, int n_ctx) {
         int ch = c->block_out[i], hw = hs[i] * ws[i];
         for (int j = 0; j < lpb; j++) {
             f += resnet_flops_shape(j == 0 ? ch_in : ch, ch, T, B, hs[i], ws[i]);
-            f += attn_flops(c, c->down_attn[i], ch, B, hw, n_ctx);
+            f += attn_flops(c, c->down_attn[i], i, ch, B, hw, n_ctx);
         }
         if (i < n - 1) f += 2.0 * B * hs[i + 1] * ws[i + 1] * ch * ch * 9;
         ch_in = ch;
     }
     int cm = c->block_out[n - 1], hwm = hs[n - 1] * ws[n - 1];
     f += 2 * resnet_flops_shape(cm, cm, T, B, hs[n - 1], ws[n - 1]);
-    f += attn_flops(c, c->mid_attn, cm, B, hwm, n_ctx);
+    f += attn_flops(c, c->mid_attn, n - 1, cm, B, hwm, n_ctx);
     for (int i = 0; i < n; i++) {
         int L = n - 1 - i, ch = c->block_out[L];
         for (int j = 0; j <= lpb; j++) {
             f += resnet_flops_shape(up_resnet_in(c, L, j), ch, T, B, hs[L], ws[L]);
-            f += attn_flops(c, c->up_attn[i], ch, B, hs[L] * ws[L], n_ctx);
+            f += attn_flops(c, c->up_attn[i], L, ch, B, hs[L] * ws[L], n_ctx);
         }
         if (L > 0) f += 2.0 * B * hs[L - 1] * ws[L - 1] * ch * ch * 9;
     }

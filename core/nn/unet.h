@@ -11,7 +11,10 @@
  * the level's attention block if it has one, stride-2 conv); mid block
  * (resnet, attention, resnet); up blocks (resnets on cat([h, skip]) with their
  * attention, nearest upsampling to the next skip's exact size + conv);
- * GroupNorm -> SiLU -> conv_out. Which attention a block has is data
+ * GroupNorm -> SiLU -> conv_out. SDXL (addition_embed_type "text_time") adds
+ * add_embedding(cat([pooled text, sinusoidal embeddings of the time ids])) to
+ * the time embedding, and its levels have 1, 2 or 10 transformer blocks
+ * (transformer_layers). Which attention a block has is data
  * (unet_config's down_attn / up_attn / mid_attn): a Transformer2DModel
  * (UNET_ATTN_CROSS) or none; plain self-attention is refused for now.
  * Any latent size >= 1x1 works: odd sizes round up when downsampling and
@@ -51,6 +54,8 @@ typedef struct unet_model {
     unet_config cfg;
     const sd_tensor *time_w1, *time_b1;     /* [temb, C0], [temb] */
     const sd_tensor *time_w2, *time_b2;     /* [temb, temb], [temb] */
+    const sd_tensor *add_w1, *add_b1;       /* SDXL add_embedding: [temb, addition_in_dim], [temb]; else NULL */
+    const sd_tensor *add_w2, *add_b2;       /* [temb, temb], [temb] */
     const sd_tensor *conv_in_w, *conv_in_b; /* [C0, in_channels, 3, 3] */
     unet_level levels[SD_MAX_LEVELS];
     resnet_block mid_res[2];
@@ -75,6 +80,18 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
  */
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
                  float *out, sd_error *err);
+
+/* SDXL's added conditioning of a forward pass (cfg.addition_time_embed_dim > 0). */
+typedef struct unet_added_cond {
+    const float *text_embeds; /* [B, n_text]: the pooled, projected text embedding */
+    int n_text;
+    const float *time_ids;    /* [B, n_time]: original h, w, crop top, left, target h, w (SDXL base: 6) */
+    int n_time;               /* n_text + n_time * addition_time_embed_dim must be addition_in_dim */
+} unet_added_cond;
+
+/* unet_forward with SDXL's added conditioning; `added` must be given exactly when the model has it. */
+int unet_forward_cond(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx,
+                      const unet_added_cond *added, int B, int H, int W, float *out, sd_error *err);
 
 struct ops_comm;
 /*

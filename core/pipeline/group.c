@@ -74,24 +74,36 @@ int sd_group_bcast_int(const sd_group *g, int *v, sd_error *err) {
     return rc;
 }
 
+/* Entry k of a batch's added conditioning (NULL stays NULL). */
+static const unet_added_cond *added_entry(const unet_added_cond *a, int k, unet_added_cond *one) {
+    if (!a) return NULL;
+    *one = *a;
+    one->text_embeds = a->text_embeds + (size_t)k * a->n_text;
+    one->time_ids = a->time_ids + (size_t)k * a->n_time;
+    return one;
+}
+
 int sd_group_unet_forward(unet_model *u, const sd_group *g, const float *x, float t, const float *ctx, int n_ctx,
-                          int B, int h, int w, float *out, sd_error *err) {
+                          const unet_added_cond *added, int B, int h, int w, float *out, sd_error *err) {
     const int Cin = u->cfg.in_channels, C = u->cfg.out_channels, D = u->cfg.cross_attention_dim;
     const size_t nin = (size_t)Cin * h * w, nout = (size_t)C * h * w, nctx = (size_t)n_ctx * D;
     float tt[2] = {t, t};
-    if (g && g->strategy == SD_PARALLEL_TENSOR) return unet_forward(u, x, tt, ctx, n_ctx, B, h, w, out, err);
+    unet_added_cond one;
+    if (g && g->strategy == SD_PARALLEL_TENSOR)
+        return unet_forward_cond(u, x, tt, ctx, n_ctx, added, B, h, w, out, err);
     if (g && g->strategy == SD_PARALLEL_CFG && B == 2) {
         /* this half on this rank's tensor-parallel ranks, then swap halves with the partner */
         int k = g->cfg_index, rc;
         float *mine = out + (size_t)k * nout;
-        if ((rc = unet_forward(u, x + (size_t)k * nin, tt, ctx + (size_t)k * nctx, n_ctx, 1, h, w, mine, err)) < 0)
+        if ((rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx + (size_t)k * nctx, n_ctx,
+                                    added_entry(added, k, &one), 1, h, w, mine, err)) < 0)
             return rc;
         return ops_comm_allgather(g->cfg, mine, out, nout * sizeof(float), err);
     }
     /* one rank, or a CFG-parallel group without guidance: the entries one by one, on every half */
     for (int k = 0; k < B; k++) {
-        int rc = unet_forward(u, x + (size_t)k * nin, tt, ctx + (size_t)k * nctx, n_ctx, 1, h, w, out + (size_t)k * nout,
-                              err);
+        int rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx + (size_t)k * nctx, n_ctx,
+                                   added_entry(added, k, &one), 1, h, w, out + (size_t)k * nout, err);
         if (rc < 0) return rc;
     }
     return 0;

@@ -20,6 +20,9 @@ int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
     if (rc == 0) rc = clip_text_load(&p->clip, &m->clip, &m->clip_w, err);
     if (rc == 0) rc = unet_load(&p->unet, &m->unet, &m->unet_w, err);
     if (rc == 0) rc = vae_load(&p->vae, &m->vae, &m->vae_w, err);
+    if (rc == 0 && m->xl) rc = sd_model_open_tokenizer2(m, &p->tok2, err);
+    if (rc == 0 && m->xl) rc = clip_text_load(&p->clip2, &m->clip2, &m->clip2_w, err);
+    if (rc == 0 && m->xl) rc = sd_model_text_projection(m, &p->text_proj, err);
     if (rc < 0) sd_pipeline_free(p);
     return rc;
 }
@@ -35,13 +38,17 @@ int sd_pipeline_load_group(sd_pipeline *p, const sd_model *m, const sd_group *g,
 
 void sd_pipeline_set_precision(sd_pipeline *p, ops_precision precision) {
     p->clip.ops.precision = precision;
+    p->clip2.ops.precision = precision;
     p->unet.ops.precision = precision;
     p->vae.ops.precision = precision;
 }
 
 void sd_pipeline_free(sd_pipeline *p) {
     if (p->tok) tokenizer_free(p->tok);
+    if (p->tok2) tokenizer_free(p->tok2);
     clip_text_free(&p->clip);
+    clip_text_free(&p->clip2);
+    free(p->text_proj);
     unet_free(&p->unet);
     vae_free(&p->vae);
     memset(p, 0, sizeof *p);
@@ -57,6 +64,46 @@ static int encode_text(sd_pipeline *p, const char *text, int clip_skip, float *o
     if (rc < 0) return rc;
     if (ids_out) memcpy(ids_out, ids, sizeof ids);
     return clip_text_forward(&p->clip, (const int *)ids, 1, CTX_LEN, clip_skip - 1, out, err);
+}
+
+/*
+ * SDXL: text -> out: [77, D1 + D2] = cat(hidden_states[-2] of text_encoder, of text_encoder_2) (no final
+ * LayerNorm) and pooled: [P] = text_encoder_2's final-LayerNorm state at the first <|endoftext|> (the
+ * largest id) times text_projection; ids_out / ids2_out (may be NULL): [77] each.
+ */
+static int encode_text_xl(sd_pipeline *p, const char *text, float *out, float *pooled, int32_t *ids_out,
+                          int32_t *ids2_out, sd_error *err) {
+    int32_t ids[CTX_LEN], ids2[CTX_LEN];
+    int n = 0, D1 = p->clip.cfg.hidden, D2 = p->clip2.cfg.hidden, P = p->clip2.cfg.projection_dim;
+    int rc = tokenizer_encode_padded(p->tok, text, ids, CTX_LEN, &n, err);
+    if (rc == 0) rc = tokenizer_encode_padded(p->tok2, text, ids2, CTX_LEN, &n, err);
+    if (rc < 0) return rc;
+    if (ids_out) memcpy(ids_out, ids, sizeof ids);
+    if (ids2_out) memcpy(ids2_out, ids2, sizeof ids2);
+    float *h1 = malloc(sizeof(float) * CTX_LEN * D1), *h2 = malloc(sizeof(float) * CTX_LEN * D2);
+    float *fin = malloc(sizeof(float) * CTX_LEN * D2);
+    if (!h1 || !h2 || !fin) rc = sd_err(err, SD_ENOMEM, "out of memory");
+    if (rc == 0) rc = clip_text_forward_hidden(&p->clip, (const int *)ids, 1, CTX_LEN, 1, h1, NULL, err);
+    if (rc == 0) rc = clip_text_forward_hidden(&p->clip2, (const int *)ids2, 1, CTX_LEN, 1, h2, fin, err);
+    if (rc == 0) {
+        for (int t = 0; t < CTX_LEN; t++) {
+            memcpy(out + (size_t)t * (D1 + D2), h1 + (size_t)t * D1, sizeof(float) * D1);
+            memcpy(out + (size_t)t * (D1 + D2) + D1, h2 + (size_t)t * D2, sizeof(float) * D2);
+        }
+        int eos = 0;
+        for (int t = 1; t < CTX_LEN; t++)
+            if (ids2[t] > ids2[eos]) eos = t;
+        const float *x = fin + (size_t)eos * D2;
+        for (int k = 0; k < P; k++) {
+            double acc = 0;
+            for (int d = 0; d < D2; d++) acc += (double)x[d] * p->text_proj[(size_t)k * D2 + d];
+            pooled[k] = (float)acc;
+        }
+    }
+    free(h1);
+    free(h2);
+    free(fin);
+    return rc;
 }
 
 /* The posterior's parts a trace asks for (each NULL or [4, h, w]). */
@@ -131,7 +178,8 @@ typedef struct gen_shape {
     int W, H;       /* image */
     int h, w;       /* latent */
     int C, Cin;     /* latent channels; U-Net input channels (2C + 1 when inpainting: latent, mask, masked image) */
-    int D;          /* text embedding width */
+    int D;          /* text embedding width (SDXL: both encoders') */
+    int P;          /* SDXL: pooled embedding width; 0 otherwise */
     int B;          /* U-Net batch: 2 with classifier-free guidance ([negative, prompt]), else 1 */
     int cfg, inpaint;
     size_t n, npix; /* floats of a latent [C, h, w] and of an image [3, H, W] */
@@ -139,6 +187,7 @@ typedef struct gen_shape {
 
 typedef struct {
     float *ctx, *latents, *noise, *scaled, *unet_in, *unet_out, *guided, *mask_lat, *masked_lat, *pixels, *aux;
+    float *pooled, *time_ids; /* SDXL: [B, P], [B, 6] (the negative prompt's first with CFG) */
     uint8_t *init_rgb, *mask_u8;
 } buffers;
 
@@ -154,6 +203,8 @@ static void free_buffers(buffers *b) {
     free(b->masked_lat);
     free(b->pixels);
     free(b->aux);
+    free(b->pooled);
+    free(b->time_ids);
     free(b->init_rgb);
     free(b->mask_u8);
 }
@@ -171,17 +222,55 @@ static int alloc_buffers(buffers *b, const gen_shape *z, sd_error *err) {
     b->pixels = malloc(sizeof(float) * z->npix);
     if (!b->ctx || !b->latents || !b->noise || !b->scaled || !b->unet_in || !b->unet_out || !b->guided || !b->pixels)
         return sd_err(err, SD_ENOMEM, "out of memory for a %dx%d image", z->W, z->H);
+    if (z->P) {
+        b->pooled = calloc((size_t)z->B * z->P, sizeof(float));
+        b->time_ids = calloc((size_t)z->B * 6, sizeof(float));
+        if (!b->pooled || !b->time_ids) return sd_err(err, SD_ENOMEM, "out of memory");
+    }
     return 0;
 }
 
-/* Text conditioning into ctx: [B, 77, D], the negative prompt first with CFG. */
-static int encode_prompts(sd_pipeline *p, const sd_settings *s, const gen_shape *z, float *ctx,
+/* SDXL's conditioning: ctx [B, 77, D], b->pooled [B, P] and b->time_ids [B, 6], the negative prompt's first with
+ * CFG: zeros when none was given and the model has force_zeros_for_empty_prompt. */
+static int encode_prompts_xl(sd_pipeline *p, const sd_settings *s, const gen_shape *z, buffers *b,
+                             sd_pipeline_trace *trace, sd_error *err) {
+    float *pos = b->ctx + (size_t)(z->B - 1) * CTX_LEN * z->D, *pos_pooled = b->pooled + (size_t)(z->B - 1) * z->P;
+    int rc;
+    if (s->clip_skip > 1)
+        return sd_err(err, SD_EUNSUPPORTED, "clip skip %d: not supported for SDXL yet (use 1)", s->clip_skip);
+    if ((rc = encode_text_xl(p, s->prompt, pos, pos_pooled, trace ? trace->prompt_ids : NULL,
+                             trace ? trace->prompt_ids_2 : NULL, err)) < 0)
+        return rc;
+    int zeros = !s->negative && p->model->force_zeros_for_empty_prompt;
+    if (z->cfg && zeros) {
+        memset(b->ctx, 0, sizeof(float) * CTX_LEN * z->D);
+        memset(b->pooled, 0, sizeof(float) * z->P);
+    } else if (z->cfg && (rc = encode_text_xl(p, s->negative ? s->negative : "", b->ctx, b->pooled,
+                                              trace ? trace->negative_ids : NULL, trace ? trace->negative_ids_2 : NULL,
+                                              err)) < 0) {
+        return rc;
+    }
+    sd_settings_time_ids(s, b->time_ids);
+    for (int k = 1; k < z->B; k++) memcpy(b->time_ids + 6 * k, b->time_ids, sizeof(float) * 6);
+    if (trace && trace->pooled_prompt_embeds) memcpy(trace->pooled_prompt_embeds, pos_pooled, sizeof(float) * z->P);
+    if (trace && trace->negative_pooled_prompt_embeds && z->cfg)
+        memcpy(trace->negative_pooled_prompt_embeds, b->pooled, sizeof(float) * z->P);
+    if (trace && trace->add_time_ids) memcpy(trace->add_time_ids, b->time_ids, sizeof(float) * 6);
+    return 0;
+}
+
+/* Text conditioning into b->ctx: [B, 77, D], the negative prompt first with CFG (SDXL: encode_prompts_xl). */
+static int encode_prompts(sd_pipeline *p, const sd_settings *s, const gen_shape *z, buffers *b,
                           sd_pipeline_trace *trace, sd_error *err) {
+    float *ctx = b->ctx;
     float *pos = ctx + (size_t)(z->B - 1) * CTX_LEN * z->D;
     int rc;
-    if ((rc = encode_text(p, s->prompt, s->clip_skip, pos, trace ? trace->prompt_ids : NULL, err)) < 0) return rc;
-    if (z->cfg && (rc = encode_text(p, s->negative ? s->negative : "", s->clip_skip, ctx,
-                                    trace ? trace->negative_ids : NULL, err)) < 0)
+    if (z->P) rc = encode_prompts_xl(p, s, z, b, trace, err);
+    else rc = encode_text(p, s->prompt, s->clip_skip, pos, trace ? trace->prompt_ids : NULL, err);
+    if (rc < 0) return rc;
+    if (!z->P && z->cfg &&
+        (rc = encode_text(p, s->negative ? s->negative : "", s->clip_skip, ctx, trace ? trace->negative_ids : NULL,
+                          err)) < 0)
         return rc;
     if (trace && trace->prompt_embeds) memcpy(trace->prompt_embeds, pos, sizeof(float) * CTX_LEN * z->D);
     if (trace && trace->negative_embeds && z->cfg) memcpy(trace->negative_embeds, ctx, sizeof(float) * CTX_LEN * z->D);
@@ -272,8 +361,9 @@ static int predict(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
             memcpy(dst + n + hw, b->masked_lat, sizeof(float) * n);
         }
     }
-    if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, sampler_timestep(smp, i), b->ctx, CTX_LEN, B, h, w,
-                                    b->unet_out, err)) < 0)
+    unet_added_cond ac = {.text_embeds = b->pooled, .n_text = z->P, .time_ids = b->time_ids, .n_time = 6};
+    if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, sampler_timestep(smp, i), b->ctx, CTX_LEN,
+                                    z->P ? &ac : NULL, B, h, w, b->unet_out, err)) < 0)
         return rc;
     if (z->cfg) {
         const float *u = b->unet_out, *c = b->unet_out + n;
@@ -335,10 +425,14 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     const sd_model *m = p->model;
     int rc = sd_settings_check_for(s, vae_scale_factor(&m->vae), err);
     if (rc < 0) return rc;
-    gen_shape z = {.W = s->width, .H = s->height, .D = m->clip.hidden, .inpaint = s->mask != NULL};
+    gen_shape z = {.W = s->width, .H = s->height, .D = m->unet.cross_attention_dim, .P = m->xl ? m->clip2.projection_dim : 0,
+                   .inpaint = s->mask != NULL};
     if (z.inpaint && !m->inpaint)
         return sd_err(err, SD_EINPUT, "%s: a mask needs an inpainting model (9-channel U-Net); this is %s", s->mask,
                       m->path);
+    if (!m->xl && (s->orig_width || s->orig_height || s->crop_top || s->crop_left || s->target_width || s->target_height))
+        return sd_err(err, SD_EINPUT, "the original size, crop and target size condition SDXL models only; %s is %s",
+                      m->path, m->sd_version == 2 ? "SD 2.x" : "SD 1.x");
     if (m->inpaint && !z.inpaint)
         return sd_err(err, SD_EINPUT, "%s is an inpainting model: pass an init image (-i) and a mask (--mask)", m->path);
     vae_latent_size(&m->vae, z.H, z.W, &z.h, &z.w);
@@ -358,7 +452,7 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     if ((rc = alloc_buffers(&b, &z, err)) < 0) goto done;
     if (s->init_image && (rc = read_picture(s->init_image, 0, z.W, z.H, &b.init_rgb, err)) < 0) goto prepared;
     if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto prepared;
-    if ((rc = encode_prompts(p, s, &z, b.ctx, trace, err)) < 0) goto prepared;
+    if ((rc = encode_prompts(p, s, &z, &b, trace, err)) < 0) goto prepared;
     sd_rng_seed(&g, (uint64_t)s->seed);
     rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err);
     if (rc == 0 && p->group) rc = group_fault(p->group, err);

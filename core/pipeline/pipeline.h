@@ -1,6 +1,7 @@
 /*
  * pipeline.h - prompt to pixels: txt2img, img2img and inpainting exactly as
- * diffusers 0.27.2's StableDiffusion{,Img2Img,Inpaint}Pipeline on CPU fp32.
+ * diffusers 0.27.2's StableDiffusion{,Img2Img,Inpaint}Pipeline on CPU fp32,
+ * and SDXL's txt2img and img2img as StableDiffusionXL{,Img2Img}Pipeline.
  *
  *     sd_pipeline p;
  *     sd_pipeline_load(&p, &model, &err);                 // tokenizer, CLIP, U-Net, VAE
@@ -18,6 +19,13 @@
  * prompt alone. Clip skip applies to the
  * prompt and the negative prompt (as AUTOMATIC1111 and stable-diffusion.cpp;
  * diffusers 0.27 applies it to the prompt only).
+ *
+ * SDXL: the context is cat(penultimate hidden states, without the final LayerNorm,
+ * of text_encoder and text_encoder_2) [77, D1 + D2]; the pooled embedding is
+ * text_encoder_2's final-LayerNorm state at the first <|endoftext|> times its
+ * text_projection; no negative prompt (settings.negative NULL) with
+ * force_zeros_for_empty_prompt gives zero negative context and pooled embedding;
+ * add_time_ids come from the settings' size conditioning (sd_settings_time_ids).
  */
 #ifndef SD_PIPELINE_H
 #define SD_PIPELINE_H
@@ -37,6 +45,9 @@ typedef struct sd_pipeline {
     const sd_model *model; /* borrowed: must outlive the pipeline */
     tokenizer_bpe *tok;
     clip_text_model clip;
+    tokenizer_bpe *tok2;   /* SDXL's second tokenizer and text encoder; NULL / zeroed otherwise */
+    clip_text_model clip2;
+    float *text_proj;      /* SDXL: text_encoder_2's projection [projection_dim, hidden], float32, owned */
     unet_model unet;
     vae_model vae;
     const sd_group *group; /* borrowed; NULL: this process renders alone */
@@ -54,6 +65,11 @@ typedef struct sd_pipeline_trace {
     int32_t *negative_ids;   /* [77] (with CFG) */
     float *prompt_embeds;    /* [77, D] */
     float *negative_embeds;  /* [77, D] (with CFG) */
+    int32_t *prompt_ids_2;   /* SDXL: [77] ids of the second tokenizer */
+    int32_t *negative_ids_2; /* [77] (with CFG and an encoded negative prompt) */
+    float *pooled_prompt_embeds;          /* SDXL: [projection_dim] */
+    float *negative_pooled_prompt_embeds; /* [projection_dim] (with CFG) */
+    float *add_time_ids;     /* SDXL: [6] */
     double *all_timesteps;   /* [max_timesteps]: the sampler's whole schedule, one entry per evaluation */
     int max_timesteps;
     int n_all_timesteps;     /* set: entries of the schedule (img2img starts part-way into it) */

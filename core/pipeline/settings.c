@@ -54,7 +54,23 @@ int sd_settings_check_for(const sd_settings *s, int vae_scale, sd_error *err) {
     if (s->mask && !s->init_image) return sd_err(err, SD_EINPUT, "mask needs an init_image");
     if (s->init_image && !(s->strength > 0 && s->strength <= 1))
         return sd_err(err, SD_EINPUT, "strength must be in (0, 1], got %g", s->strength);
+    const int cond[6] = {s->orig_width, s->orig_height, s->crop_top, s->crop_left, s->target_width, s->target_height};
+    const char *cond_name[6] = {"original width", "original height", "crop top", "crop left", "target width",
+                                "target height"};
+    for (int i = 0; i < 6; i++)
+        if (cond[i] < 0 || cond[i] > SD_MAX_COND_SIZE)
+            return sd_err(err, SD_EINPUT, "%s must be in 0..%d (0: the default), got %d", cond_name[i],
+                          SD_MAX_COND_SIZE, cond[i]);
     return 0;
+}
+
+void sd_settings_time_ids(const sd_settings *s, float ids[6]) {
+    ids[0] = (float)(s->orig_height ? s->orig_height : s->height);
+    ids[1] = (float)(s->orig_width ? s->orig_width : s->width);
+    ids[2] = (float)s->crop_top;
+    ids[3] = (float)s->crop_left;
+    ids[4] = (float)(s->target_height ? s->target_height : s->height);
+    ids[5] = (float)(s->target_width ? s->target_width : s->width);
 }
 
 /* A growable string. */
@@ -146,6 +162,10 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
         fmt_float(st, sizeof st, s->eta);
         sb_add(&b, ", Eta: %s", st);
     }
+    if (s->orig_width || s->orig_height) sb_add(&b, ", Original size: %dx%d", s->orig_width, s->orig_height);
+    if (s->crop_top) sb_add(&b, ", Crop top: %d", s->crop_top);
+    if (s->crop_left) sb_add(&b, ", Crop left: %d", s->crop_left);
+    if (s->target_width || s->target_height) sb_add(&b, ", Target size: %dx%d", s->target_width, s->target_height);
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -260,10 +280,16 @@ int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error 
         } else if (!strcmp(key, "Denoising strength")) out->s.strength = strtod(val, NULL);
         else if (!strcmp(key, "Clip skip")) out->s.clip_skip = atoi(val);
         else if (!strcmp(key, "Eta")) out->s.eta = strtof(val, NULL);
+        else if (!strcmp(key, "Original size") || !strcmp(key, "Target size")) {
+            int *w = key[0] == 'O' ? &out->s.orig_width : &out->s.target_width;
+            int *h = key[0] == 'O' ? &out->s.orig_height : &out->s.target_height;
+            if (sscanf(val, "%dx%d", w, h) != 2) rc = sd_err(err, SD_EINPUT, "bad %s '%s'", key, val);
+        } else if (!strcmp(key, "Crop top")) out->s.crop_top = atoi(val);
+        else if (!strcmp(key, "Crop left")) out->s.crop_left = atoi(val);
         free(val);
     }
     out->s.prompt = out->prompt;
-    out->s.negative = out->negative;
+    out->s.negative = neg ? out->negative : NULL; /* no "Negative prompt:" line: none given (SDXL: zeros) */
     if (rc < 0) sd_settings_parsed_free(out);
     return rc;
 }

@@ -22,7 +22,8 @@
 
 typedef struct sd_settings {
     const char *prompt;     /* borrowed; UTF-8 */
-    const char *negative;   /* borrowed; "" = empty negative prompt */
+    const char *negative;   /* borrowed; "" = empty negative prompt; NULL = none given (the same for SD 1.x/2.x;
+                               SDXL with force_zeros_for_empty_prompt then uses zeros, as diffusers) */
     int steps;              /* inference steps (1..1000) */
     float cfg_scale;        /* classifier-free guidance; <= 1 runs the conditional branch only */
     sampler_kind sampler;
@@ -34,7 +35,16 @@ typedef struct sd_settings {
     const char *init_image; /* img2img / inpaint input PNG, or NULL */
     const char *mask;       /* inpaint mask PNG (white = repaint), or NULL */
     double strength;        /* img2img strength in (0, 1]; double: 10 * 0.7f would truncate to 6 steps */
+    /* SDXL's size conditioning (add_time_ids); 0 = diffusers' default: the image size, crop 0, 0 */
+    int orig_width, orig_height;     /* --original-size */
+    int crop_top, crop_left;         /* --crop-top-left */
+    int target_width, target_height; /* --target-size */
 } sd_settings;
+
+#define SD_MAX_COND_SIZE 65536 /* largest original/target size and crop offset accepted */
+
+/* SDXL's add_time_ids of s: [original h, w, crop top, left, target h, w], defaults filled in. */
+void sd_settings_time_ids(const sd_settings *s, float ids[6]);
 
 /* SD 1.5-style defaults: 20 steps, CFG 7.5, PNDM, 512x512, seed 0, clip skip 1, strength 0.8. */
 void sd_settings_default(sd_settings *s);
@@ -55,13 +65,15 @@ int sd_settings_sd_vae_scale(void);
  *   <prompt>
  *   Negative prompt: <negative>            (omitted when empty)
  *   Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: name
- * plus "Denoising strength" for img2img/inpaint and "Clip skip" when > 1. Values containing
+ * plus "Denoising strength" for img2img/inpaint, "Clip skip" when > 1 and SDXL's "Original size",
+ * "Crop top", "Crop left", "Target size" when set (not 0). Values containing
  * ',', ':' or a newline are JSON-quoted, as A1111 does. model_hash/model_name may be NULL.
  * Returns a new string (caller frees) or NULL when out of memory.
  */
 char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, const char *model_name);
 
-/* Parsed A1111 text: the settings plus owned copies of the strings they point to. */
+/* Parsed A1111 text: the settings plus owned copies of the strings they point to (negative is "" and
+ * s.negative NULL when the text has no "Negative prompt:" line). */
 typedef struct sd_settings_parsed {
     sd_settings s;
     char *prompt, *negative;
