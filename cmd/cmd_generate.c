@@ -26,6 +26,8 @@ static void usage(FILE *fp) {
             "      --karras           Karras sigmas (euler, lms, heun, dpm++2m, unipc)\n"
             "      --eta E            DDIM eta (default 0)\n"
             "      --seed S           seed (default -1: random; the seed used is printed and stored)\n"
+            "      --rng cpu|cuda     noise source: torch's CPU generator (default, diffusers on CPU) or the\n"
+            "                         CUDA one (Philox; seeds chosen on a GPU, A1111's NV; PNG: RNG: NV)\n"
             "  -W, --width W          image width, a multiple of the VAE's scale factor (8 for SD; default:\n"
             "                         init image, else the model's size)\n"
             "  -H, --height H         image height, the same multiple\n"
@@ -96,7 +98,7 @@ static int on_step(void *ctx, int done, int total) {
 
 int cmd_generate(int argc, char **argv) {
     enum { O_STEPS = 256, O_CFG, O_SAMPLER, O_KARRAS, O_ETA, O_SEED, O_CLIPSKIP, O_STRENGTH, O_MASK, O_BATCH, O_THREADS,
-           O_TOK, O_CONFIG, O_PRECISION };
+           O_TOK, O_CONFIG, O_PRECISION, O_RNG };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},      {"prompt", required_argument, 0, 'p'},
         {"negative", required_argument, 0, 'n'},   {"output", required_argument, 0, 'o'},
@@ -108,7 +110,7 @@ int cmd_generate(int argc, char **argv) {
         {"strength", required_argument, 0, O_STRENGTH}, {"mask", required_argument, 0, O_MASK},
         {"batch-count", required_argument, 0, O_BATCH}, {"threads", required_argument, 0, O_THREADS},
         {"tokenizer", required_argument, 0, O_TOK}, {"config", required_argument, 0, O_CONFIG},
-        {"precision", required_argument, 0, O_PRECISION},
+        {"precision", required_argument, 0, O_PRECISION}, {"rng", required_argument, 0, O_RNG},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     sd_settings s;
@@ -145,6 +147,10 @@ int cmd_generate(int argc, char **argv) {
         case O_CFG: rc = cli_parse_double("--cfg-scale", optarg, 0, 100, &cfg, &err); break;
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
+        case O_RNG:
+            if (sd_rng_kind_parse(optarg, &s.rng) < 0)
+                return cli_usage_error("--rng: unknown noise source '%s'; choose cpu or cuda", optarg);
+            break;
         case O_SAMPLER:
             if (sampler_kind_parse(optarg, &s.sampler) < 0)
                 return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", optarg, sampler_kind_list());

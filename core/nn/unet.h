@@ -13,9 +13,13 @@
  * attention, nearest upsampling to the next skip's exact size + conv);
  * GroupNorm -> SiLU -> conv_out. Which attention a block has is data
  * (unet_config's down_attn / up_attn / mid_attn): a Transformer2DModel
- * (UNET_ATTN_CROSS) or none; plain self-attention is refused for now.
- * Any latent size >= 1x1 works: odd sizes round up when downsampling and
- * upsample back to the skip's size.
+ * (UNET_ATTN_CROSS, attn1 a cross-attention on only_cross levels), a plain
+ * one-head self-attention block (UNET_ATTN_SELF: UNet2DModel, pixel-space
+ * DDPM), or none. With num_class_embeds the class_embedding row of each
+ * sample's label is added to the time embedding (the x4 upscaler's noise level).
+ * Any latent size >= 1x1 works with downsample_padding 1: odd sizes round up
+ * when downsampling and upsample back to the skip's size; downsample_padding 0
+ * (UNet2DModel) needs sizes divisible by 2^(levels-1).
  * Weights stay in the caller's sd_weights (keep it alive while m is used).
  */
 #ifndef SD_UNET_H
@@ -23,6 +27,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "attnblock.h"
 #include "ops.h"
 #include "probe.h"
 #include "resnet.h"
@@ -35,6 +40,7 @@
 typedef struct unet_attn {
     unet_attn_kind kind;                    /* UNET_ATTN_NONE: the resnet's output goes on as it is */
     transformer2d_model xf;                 /* UNET_ATTN_CROSS */
+    attnblock ab;                           /* UNET_ATTN_SELF */
 } unet_attn;
 
 typedef struct unet_level {
@@ -51,6 +57,7 @@ typedef struct unet_model {
     const sd_tensor *time_w1, *time_b1;     /* [temb, C0], [temb] */
     const sd_tensor *time_w2, *time_b2;     /* [temb, temb], [temb] */
     const sd_tensor *conv_in_w, *conv_in_b; /* [C0, in_channels, 3, 3] */
+    const sd_tensor *class_w;               /* [num_class_embeds, temb]; NULL without class embedding */
     unet_level levels[SD_MAX_LEVELS];
     resnet_block mid_res[2];
     unet_attn mid_attn;
@@ -58,7 +65,7 @@ typedef struct unet_model {
     const sd_tensor *conv_out_w, *conv_out_b;   /* [out_channels, C0, 3, 3] */
     ops_ctx ops;                            /* kernel context: activations and scratch of a forward pass */
     /*
-     * Optional: sees "time_proj", "time_embedding", "conv_in", "down_blocks.<i>",
+     * Optional: sees "time_proj", "time_embedding", "class_embedding", "conv_in", "down_blocks.<i>",
      * "mid_block", "up_blocks.<i>", "conv_norm_out" (the names of the reference dumps).
      */
     const sd_probe *probe;
@@ -70,9 +77,15 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
 /*
  * x: [B, in_channels, H, W] latents, t: [B] timesteps (any float),
  * ctx: [B, n_ctx, cross_attention_dim] -> out: [B, out_channels, H, W].
+ * A model without cross-attention (UNet2DModel) takes ctx NULL, n_ctx 0.
  */
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
                  float *out, sd_error *err);
+
+/* The same with class labels: labels [B] in 0..num_class_embeds-1 (required exactly when the model has a
+ * class embedding; NULL otherwise). */
+int unet_forward_labels(unet_model *m, const float *x, const float *t, const int *labels, const float *ctx, int n_ctx,
+                        int B, int H, int W, float *out, sd_error *err);
 
 /* Frees the scratch arena (it grows back on the next call), e.g. before the VAE decode. */
 void unet_release_scratch(unet_model *m);

@@ -338,7 +338,7 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     if (s->init_image && (rc = read_picture(s->init_image, 0, z.W, z.H, &b.init_rgb, err)) < 0) goto done;
     if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto done;
     if ((rc = encode_prompts(p, s, &z, b.ctx, trace, err)) < 0) goto done;
-    sd_rng_seed(&g, (uint64_t)s->seed);
+    sd_rng_seed_kind(&g, s->rng, (uint64_t)s->seed);
     if ((rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err)) < 0) goto done;
     if (trace) {
         trace->n_all_timesteps = sampler_num_evals(smp);

@@ -18,6 +18,8 @@ void sd_settings_default(sd_settings *s) {
     s->width = s->height = 512;
     s->clip_skip = 1;
     s->strength = 0.8f;
+    s->rng = SD_RNG_CPU;
+    s->noise_level = 20;
 }
 
 int sd_settings_sd_vae_scale(void) {
@@ -52,8 +54,13 @@ int sd_settings_check_for(const sd_settings *s, int vae_scale, sd_error *err) {
                       s->clip_skip);
     if (!(s->eta >= 0 && s->eta <= 1)) return sd_err(err, SD_EINPUT, "eta must be in 0..1, got %g", s->eta);
     if (s->mask && !s->init_image) return sd_err(err, SD_EINPUT, "mask needs an init_image");
-    if (s->init_image && !(s->strength > 0 && s->strength <= 1))
+    if (s->init_image && !s->upscale && !(s->strength > 0 && s->strength <= 1))
         return sd_err(err, SD_EINPUT, "strength must be in (0, 1], got %g", s->strength);
+    if (s->rng != SD_RNG_CPU && s->rng != SD_RNG_CUDA) return sd_err(err, SD_EINPUT, "unknown rng (cpu or cuda)");
+    if (s->upscale && (!s->init_image || s->mask))
+        return sd_err(err, SD_EINPUT, "an upscale needs an init_image (the low-res picture) and no mask");
+    if (s->upscale && (s->noise_level < 0 || s->noise_level > SD_MAX_NOISE_LEVEL))
+        return sd_err(err, SD_EINPUT, "noise_level must be in 0..%d, got %d", SD_MAX_NOISE_LEVEL, s->noise_level);
     return 0;
 }
 
@@ -137,7 +144,7 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
         sb_add(&b, ", Model: ");
         sb_value(&b, model_name);
     }
-    if (s->init_image) {
+    if (s->init_image && !s->upscale) {
         fmt_double(st, sizeof st, s->strength);
         sb_add(&b, ", Denoising strength: %s", st);
     }
@@ -146,6 +153,8 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
         fmt_float(st, sizeof st, s->eta);
         sb_add(&b, ", Eta: %s", st);
     }
+    if (s->rng == SD_RNG_CUDA) sb_add(&b, ", RNG: NV");
+    if (s->upscale) sb_add(&b, ", Noise level: %d", s->noise_level);
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -260,6 +269,14 @@ int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error 
         } else if (!strcmp(key, "Denoising strength")) out->s.strength = strtod(val, NULL);
         else if (!strcmp(key, "Clip skip")) out->s.clip_skip = atoi(val);
         else if (!strcmp(key, "Eta")) out->s.eta = strtof(val, NULL);
+        else if (!strcmp(key, "RNG")) {
+            if (!strcmp(val, "NV")) out->s.rng = SD_RNG_CUDA;
+            else if (!strcmp(val, "CPU")) out->s.rng = SD_RNG_CPU;
+            else rc = sd_err(err, SD_EINPUT, "RNG '%s' is not supported (NV or CPU)", val);
+        } else if (!strcmp(key, "Noise level")) {
+            out->s.upscale = 1;
+            out->s.noise_level = atoi(val);
+        }
         free(val);
     }
     out->s.prompt = out->prompt;
