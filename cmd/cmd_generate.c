@@ -13,10 +13,11 @@
 
 static void usage(FILE *fp) {
     fprintf(fp,
-            "usage: sdrender generate -m MODEL -p PROMPT -o OUT.png [options]\n\n"
+            "usage: sdrender generate -m MODEL -p PROMPT -o OUT.png [options]\n"
+            "       sdrender generate -m DDPM_MODEL -o OUT.png [options]   (unconditional: no prompt)\n\n"
             "Generates images; the same prompt, seed and settings give the same PNG as diffusers on CPU.\n\n"
             "  -m, --model PATH       diffusers folder or single .safetensors/.ckpt checkpoint\n"
-            "  -p, --prompt TEXT      what to draw\n"
+            "  -p, --prompt TEXT      what to draw (not for unconditional models such as a pixel-space DDPM)\n"
             "  -n, --negative TEXT    negative prompt (default empty)\n"
             "  -o, --output FILE      PNG to write; with --batch-count N > 1, FILE-1.png .. FILE-N.png\n"
             "      --steps N          inference steps (default 20)\n"
@@ -54,7 +55,8 @@ static sampler_kind model_sampler(const sd_model *m) {
     } map[] = {{"DDIMScheduler", SD_SAMPLER_DDIM},          {"PNDMScheduler", SD_SAMPLER_PNDM},
                {"EulerDiscreteScheduler", SD_SAMPLER_EULER}, {"EulerAncestralDiscreteScheduler", SD_SAMPLER_EULER_A},
                {"LMSDiscreteScheduler", SD_SAMPLER_LMS},     {"HeunDiscreteScheduler", SD_SAMPLER_HEUN},
-               {"DPMSolverMultistepScheduler", SD_SAMPLER_DPMPP_2M}, {"UniPCMultistepScheduler", SD_SAMPLER_UNIPC}};
+               {"DPMSolverMultistepScheduler", SD_SAMPLER_DPMPP_2M}, {"UniPCMultistepScheduler", SD_SAMPLER_UNIPC},
+               {"DDPMScheduler", SD_SAMPLER_DDPM}};
     for (size_t i = 0; i < sizeof map / sizeof *map; i++)
         if (!strcmp(m->sched.class_name, map[i].cls)) return map[i].k;
     return SD_SAMPLER_PNDM;
@@ -163,7 +165,6 @@ int cmd_generate(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("generate: unexpected argument '%s'", argv[optind]);
     if (!model) return cli_usage_error("generate: -m MODEL is required (see 'sdrender generate --help')");
-    if (!s.prompt) return cli_usage_error("generate: -p PROMPT is required");
     if (!out) return cli_usage_error("generate: -o OUT.png is required");
     if (s.mask && !s.init_image) return cli_usage_error("generate: --mask needs an init image (-i)");
     if (strength >= 0 && !s.init_image) return cli_usage_error("generate: --strength needs an init image (-i)");
@@ -172,6 +173,16 @@ int cmd_generate(int argc, char **argv) {
     ops_set_threads((int)threads);
     sd_model m;
     if (sd_model_open(&m, model, &mopts, &err) < 0) return cli_fail(&err);
+    if (!s.prompt && (m.parts & SD_PART_TEXT_ENCODER)) {
+        sd_model_close(&m);
+        return cli_usage_error("generate: -p PROMPT is required");
+    }
+    if (s.prompt && !(m.parts & SD_PART_TEXT_ENCODER)) {
+        sd_model_close(&m);
+        return cli_usage_error("generate: %s is an unconditional model (no text encoder): it takes no prompt; leave "
+                               "out -p", model);
+    }
+    if (!s.prompt) s.prompt = "";
     int scale = vae_scale_factor(&m.vae);
     if ((width && width % scale) || (height && height % scale)) {
         sd_model_close(&m);

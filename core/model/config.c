@@ -395,6 +395,10 @@ int sched_config_from_json(sched_config *c, const char *text, sd_error *err) {
     int rc;
     const char *s;
     if ((rc = config_check_keys(CONFIG_SCHEDULER, j, err)) < 0) goto out;
+    /* keys a file leaves out take diffusers' defaults (SD files list them all; DDPM files do not) */
+    c->steps_offset = 0;
+    c->skip_prk_steps = 0;
+    c->set_alpha_to_one = -1;
     if ((s = get_str(j, "_class_name"))) snprintf(c->class_name, sizeof c->class_name, "%s", s);
     if ((rc = get_double(j, "beta_start", &c->beta_start, err)) < 0) goto out;
     if ((rc = get_double(j, "beta_end", &c->beta_end, err)) < 0) goto out;

@@ -94,7 +94,7 @@ typedef struct sched_config {
     int beta_schedule;          /* SCHED_BETA_* */
     int num_train_timesteps;    /* 1000 */
     int steps_offset;           /* 1 */
-    int set_alpha_to_one;
+    int set_alpha_to_one;       /* -1: not in the file, the class's default (DDIM true, PNDM false) */
     int skip_prk_steps;
     int clip_sample;
     int prediction_type;        /* SCHED_PRED_* */

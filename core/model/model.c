@@ -213,6 +213,9 @@ static int open_diffusers(sd_model *m, sd_error *err) {
     const char *cls = json_string_value(json_object_get(idx, "_class_name"));
     m->pipeline_class = strdup(cls ? cls : "unknown");
     m->parts = (index_names(idx, "vae") ? SD_PART_VAE : 0) | (index_names(idx, "text_encoder") ? SD_PART_TEXT_ENCODER : 0);
+    m->upscaler = cls && !strcmp(cls, "StableDiffusionUpscalePipeline");
+    json_t *mnl = json_object_get(idx, "max_noise_level");
+    m->max_noise_level = json_is_integer(mnl) ? (int)json_integer_value(mnl) : 350;
     json_decref(idx);
     if (!m->pipeline_class) return sd_err(err, SD_ENOMEM, "out of memory");
 
@@ -228,6 +231,13 @@ static int open_diffusers(sd_model *m, sd_error *err) {
         else if (i == 1) rc = vae_config_load(&m->vae, cp, err);
         else if (i == 2) rc = clip_config_load(&m->clip, cp, err);
         else rc = sched_config_load(&m->sched, cp, err);
+        free(cp);
+    }
+    if (rc == 0 && m->upscaler) {
+        char *cp = sd_fs_path_join(m->path, "low_res_scheduler/scheduler_config.json");
+        if (!cp) return sd_err(err, SD_ENOMEM, "out of memory");
+        if (!sd_fs_is_file(cp)) rc = sd_err(err, SD_ENOTFOUND, "%s: missing low_res_scheduler/scheduler_config.json", m->path);
+        else rc = sched_config_load(&m->low_res_sched, cp, err);
         free(cp);
     }
     if (rc == 0) rc = open_component(m, "unet", &m->unet_w, err);
@@ -641,8 +651,18 @@ void sd_model_close(sd_model *m) {
 }
 
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size) {
-    snprintf(buf, size, "SD %d.x%s%s", m->sd_version, m->inpaint ? " inpainting" : "",
-             m->sched.prediction_type == SCHED_PRED_V ? " (v-prediction)" : "");
+    const char *v = m->sched.prediction_type == SCHED_PRED_V ? " (v-prediction)" : "";
+    int f = vae_scale_factor(&m->vae);
+    if (!(m->parts & SD_PART_VAE))
+        snprintf(buf, size, "pixel-space DDPM (%s, %s)", m->unet.unet2d ? "UNet2DModel" : "U-Net",
+                 (m->parts & SD_PART_TEXT_ENCODER) ? "text-conditioned" : "unconditional");
+    else if (m->upscaler)
+        snprintf(buf, size, "SD x4 upscaler%s, f=%d VAE, noise levels up to %d", v, f, m->max_noise_level);
+    else if (f != 8 || m->vae.latent_channels != 4)
+        snprintf(buf, size, "LDM f=%d (%d latent channels), SD %d.x-style%s%s", f, m->vae.latent_channels,
+                 m->sd_version, m->inpaint ? " inpainting" : "", v);
+    else
+        snprintf(buf, size, "SD %d.x%s%s", m->sd_version, m->inpaint ? " inpainting" : "", v);
     return buf;
 }
 

@@ -54,6 +54,9 @@ typedef struct sd_model {
     vae_config vae;
     clip_config clip;
     sched_config sched;
+    int upscaler;            /* StableDiffusionUpscalePipeline: low-res image + noise level conditioning */
+    sched_config low_res_sched; /* upscaler: low_res_scheduler/scheduler_config.json (its add_noise) */
+    int max_noise_level;     /* upscaler: model_index.json max_noise_level (350) */
     sd_weights unet_w, vae_w, clip_w;
     /* files backing the weight tables: safetensors, or PyTorch pickles (.ckpt/.pth/.bin) */
     int n_files;
@@ -77,7 +80,8 @@ struct tokenizer_bpe;
  * refused for a model without a text encoder. */
 int sd_model_open_tokenizer(const sd_model *m, struct tokenizer_bpe **tok, sd_error *err);
 
-/* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", ... into buf. */
+/* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", "pixel-space DDPM (unconditional)",
+ * "SD x4 upscaler (v-prediction)", "LDM f=4 (4 latent channels)", ... into buf. */
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size);
 
 /* Single-file (LDM) name conversion, exposed for tests: writes the diffusers name of an LDM

@@ -1,6 +1,10 @@
 /*
  * pipeline.h - prompt to pixels: txt2img, img2img and inpainting exactly as
- * diffusers 0.27.2's StableDiffusion{,Img2Img,Inpaint}Pipeline on CPU fp32.
+ * diffusers 0.27.2's StableDiffusion{,Img2Img,Inpaint}Pipeline on CPU fp32,
+ * for VAEs of any factor f = 2^(levels-1) and latent width; unconditional
+ * pixel-space sampling as DDPMPipeline (a UNet2DModel without VAE and text
+ * encoder: no prompt, the sample is the picture); and the x4 super-resolution
+ * of StableDiffusionUpscalePipeline (settings.upscale).
  *
  *     sd_pipeline p;
  *     sd_pipeline_load(&p, &model, &err);                 // tokenizer, CLIP, U-Net, VAE
@@ -12,7 +16,10 @@
  *   txt2img: initial noise, then whatever the sampler draws per step;
  *   img2img: VAE posterior sample of the init image, then the added noise;
  *   inpaint (9-channel U-Net): [init-image posterior sample if strength < 1],
- *            initial noise, masked-image posterior sample.
+ *            initial noise, masked-image posterior sample;
+ *   upscale: the low-res picture's noise (added at noise_level with the
+ *            low_res_scheduler), then the latents (at the low-res size).
+ * settings.rng picks the generator: torch's CPU one or CUDA's Philox.
  * Classifier-free guidance runs the U-Net on the batch [negative, prompt]
  * when cfg_scale > 1, else on the prompt alone. Clip skip applies to the
  * prompt and the negative prompt (as AUTOMATIC1111 and stable-diffusion.cpp;
@@ -37,7 +44,11 @@ typedef struct sd_pipeline {
     clip_text_model clip;
     unet_model unet;
     vae_model vae;
+    int pixel;             /* pixel-space model (UNet2DModel alone): no tokenizer, text encoder or VAE */
 } sd_pipeline;
+
+/* What image sides must be multiples of: the VAE's factor, or 2^(levels-1) of a pixel-space U-Net. */
+int sd_pipeline_size_factor(const sd_pipeline *p);
 
 /* What the GEMMs of all three networks compute in (OPS_PRECISION_FP32 after sd_pipeline_load). */
 void sd_pipeline_set_precision(sd_pipeline *p, ops_precision precision);
@@ -66,11 +77,14 @@ typedef struct sd_pipeline_trace {
     int max_steps;
     int n_steps;             /* set: evaluations run */
     float *latents_final;    /* [4, h, w] */
+    float *low_res_noise;    /* [3, h, w]: upscale: the low-res picture's noise */
+    float *noisy_low_res_image; /* [3, h, w]: upscale: the U-Net's extra input */
     float *image;            /* [H, W, 3]: clamp(x / 2 + 0.5, 0, 1) */
 } sd_pipeline_trace;
 
 /* Loads the tokenizer and every network of m; shapes are checked up front. A model without a VAE
- * or a text encoder (sd_model.parts) is refused, naming the missing part. */
+ * or a text encoder (sd_model.parts) is refused, naming the missing part, unless it is a pixel-space
+ * UNet2DModel with neither. */
 int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err);
 void sd_pipeline_free(sd_pipeline *p);
 
