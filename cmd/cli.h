@@ -7,6 +7,12 @@
 
 #include "err.h"
 
+struct sd_model;
+/* The sampler the model's scheduler config names (its _class_name), else pndm. */
+int cli_model_sampler(const struct sd_model *m);
+/* A random A1111-sized seed (0 .. 2^32 - 1) from /dev/urandom. */
+long long cli_random_seed(void);
+
 /* Prints "sdrender: <msg>" on stderr and returns the exit status for e->code. */
 int cli_fail(const sd_error *e);
 /* Prints "sdrender: <formatted>" and returns 2 (bad usage or input). */

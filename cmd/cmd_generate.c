@@ -47,31 +47,6 @@ static void usage(FILE *fp) {
             sampler_kind_list());
 }
 
-/* Default sampler: the one the model's scheduler config names. */
-static sampler_kind model_sampler(const sd_model *m) {
-    static const struct {
-        const char *cls;
-        sampler_kind k;
-    } map[] = {{"DDIMScheduler", SD_SAMPLER_DDIM},          {"PNDMScheduler", SD_SAMPLER_PNDM},
-               {"EulerDiscreteScheduler", SD_SAMPLER_EULER}, {"EulerAncestralDiscreteScheduler", SD_SAMPLER_EULER_A},
-               {"LMSDiscreteScheduler", SD_SAMPLER_LMS},     {"HeunDiscreteScheduler", SD_SAMPLER_HEUN},
-               {"DPMSolverMultistepScheduler", SD_SAMPLER_DPMPP_2M}, {"UniPCMultistepScheduler", SD_SAMPLER_UNIPC},
-               {"DDPMScheduler", SD_SAMPLER_DDPM}};
-    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
-        if (!strcmp(m->sched.class_name, map[i].cls)) return map[i].k;
-    return SD_SAMPLER_PNDM;
-}
-
-static int64_t random_seed(void) {
-    uint64_t v = 0;
-    FILE *fp = fopen("/dev/urandom", "rb");
-    if (fp) {
-        if (fread(&v, sizeof v, 1, fp) != 1) v = 0;
-        fclose(fp);
-    }
-    return (int64_t)(v % 4294967296ULL); /* A1111-sized seeds */
-}
-
 /* FILE.png -> FILE-i.png (i 1-based) when n > 1. */
 static char *output_name(const char *out, int i, int n) {
     size_t l = strlen(out);
@@ -85,17 +60,6 @@ static char *output_name(const char *out, int i, int n) {
     size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - out) : l;
     snprintf(p, l + 32, "%.*s-%d%s", (int)stem, out, i + 1, out + stem);
     return p;
-}
-
-typedef struct {
-    progress_bar *pr;
-} step_ctx;
-
-static int on_step(void *ctx, int done, int total) {
-    step_ctx *c = ctx;
-    (void)total;
-    progress_update(c->pr, done);
-    return 0;
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -189,7 +153,7 @@ int cmd_generate(int argc, char **argv) {
         return cli_usage_error("generate: size %ldx%ld: width and height must each be a multiple of %d", width, height,
                                scale);
     }
-    if (!have_sampler) s.sampler = model_sampler(&m);
+    if (!have_sampler) s.sampler = cli_model_sampler(&m);
     /* size: -W/-H, else the init image's, else the model's native size */
     if (s.init_image && (!width || !height)) {
         uint8_t *tmp = NULL;
@@ -212,7 +176,7 @@ int cmd_generate(int argc, char **argv) {
     s.strength = strength >= 0 ? strength : s.mask ? 1.0 : 0.8;
     if (!s.negative) s.negative = "";
     int random = seed < 0;
-    if (random) seed = random_seed();
+    if (random) seed = cli_random_seed();
     s.seed = seed;
     int rc = sd_settings_check_for(&s, scale, &err);
     if (rc == 0 && random) fprintf(stderr, "sdrender: random seed %ld\n", seed);
@@ -242,10 +206,9 @@ int cmd_generate(int argc, char **argv) {
             break;
         }
         progress_start(&pr, label, "steps", total, quiet);
-        step_ctx sc = {.pr = &pr};
         char sha[65];
         double t0 = cli_now();
-        rc = sd_render_png(&p, &s, &id, path, on_step, &sc, sha, &err);
+        rc = sd_render_png(&p, &s, &id, path, progress_step, &pr, sha, &err);
         progress_end(&pr);
         if (rc == 0 && !quiet)
             fprintf(stderr, "sdrender: wrote %s (%dx%d, seed %lld, %.1f s)\n", path, s.width, s.height,
