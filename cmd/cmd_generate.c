@@ -147,7 +147,7 @@ int cmd_generate(int argc, char **argv) {
                                "out -p", model);
     }
     if (!s.prompt) s.prompt = "";
-    int scale = vae_scale_factor(&m.vae);
+    int scale = sd_model_size_factor(&m);
     if ((width && width % scale) || (height && height % scale)) {
         sd_model_close(&m);
         return cli_usage_error("generate: size %ldx%ld: width and height must each be a multiple of %d", width, height,
@@ -166,7 +166,7 @@ int cmd_generate(int argc, char **argv) {
         if (!width) width = iw;
         if (!height) height = ih;
     }
-    int native = m.unet.sample_size * scale;
+    int native = (m.parts & SD_PART_VAE) ? m.unet.sample_size * scale : m.unet.sample_size;
     s.width = (int)(width ? width : native);
     s.height = (int)(height ? height : native);
     s.steps = (int)steps;
@@ -179,14 +179,15 @@ int cmd_generate(int argc, char **argv) {
     if (random) seed = cli_random_seed();
     s.seed = seed;
     int rc = sd_settings_check_for(&s, scale, &err);
-    if (rc == 0 && random) fprintf(stderr, "sdrender: random seed %ld\n", seed);
     sd_pipeline p;
     sd_render_id id;
     if (rc == 0) rc = sd_pipeline_load(&p, &m, &err);
+    if (rc == 0 && (rc = sd_pipeline_check(&p, &s, &err)) < 0) sd_pipeline_free(&p);
     if (rc < 0) {
         sd_model_close(&m);
         return cli_fail(&err);
     }
+    if (random) fprintf(stderr, "sdrender: random seed %ld\n", seed);
     if (bf16 && cli_bf16_usable()) sd_pipeline_set_precision(&p, OPS_PRECISION_BF16);
     rc = sd_render_identify(&m, &id, &err);
     for (long i = 0; rc == 0 && i < batch; i++) {

@@ -141,14 +141,15 @@ int cmd_upscale(int argc, char **argv) {
     int random = seed < 0;
     s.seed = random ? cli_random_seed() : seed;
     int rc = sd_settings_check_for(&s, f, &err);
-    if (rc == 0 && random) fprintf(stderr, "sdrender: random seed %lld\n", (long long)s.seed);
     sd_pipeline p;
     sd_render_id id;
     if (rc == 0) rc = sd_pipeline_load(&p, &m, &err);
+    if (rc == 0 && (rc = sd_pipeline_check(&p, &s, &err)) < 0) sd_pipeline_free(&p);
     if (rc < 0) {
         sd_model_close(&m);
         return cli_fail(&err);
     }
+    if (random) fprintf(stderr, "sdrender: random seed %lld\n", (long long)s.seed);
     rc = sd_render_identify(&m, &id, &err);
     int total = rc == 0 ? sd_pipeline_count_evals(&p, &s, &err) : rc;
     if (total < 0) rc = total;

@@ -79,6 +79,9 @@ int tu_expect_golden(const st_file *golden, const char *name, const float *x, in
 /* testdata/rel decoded as 8-bit RGB [h, w, 3] (caller frees); fails the test when unreadable. */
 uint8_t *tu_read_png_rgb(const char *rel, int *h, int *w);
 
+/* Largest per-channel difference between two PNG files of equal size (fails on a size mismatch). */
+int tu_png_max_diff(const char *a, const char *b);
+
 /* Runs a shell command; returns its exit status and, when out != NULL, its stdout (caller frees). */
 int tu_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -650,6 +650,10 @@ void sd_model_close(sd_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+int sd_model_size_factor(const sd_model *m) {
+    return (m->parts & SD_PART_VAE) ? vae_scale_factor(&m->vae) : 1 << (m->unet.n_levels - 1);
+}
+
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size) {
     const char *v = m->sched.prediction_type == SCHED_PRED_V ? " (v-prediction)" : "";
     int f = vae_scale_factor(&m->vae);

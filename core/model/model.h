@@ -80,6 +80,10 @@ struct tokenizer_bpe;
  * refused for a model without a text encoder. */
 int sd_model_open_tokenizer(const sd_model *m, struct tokenizer_bpe **tok, sd_error *err);
 
+/* What image sides must be multiples of: the VAE's factor 2^(levels-1), or for a pixel-space model
+ * (no VAE) 2^(U-Net levels - 1). */
+int sd_model_size_factor(const sd_model *m);
+
 /* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", "pixel-space DDPM (unconditional)",
  * "SD x4 upscaler (v-prediction)", "LDM f=4 (4 latent channels)", ... into buf. */
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size);

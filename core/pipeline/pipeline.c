@@ -31,7 +31,7 @@ int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
 }
 
 int sd_pipeline_size_factor(const sd_pipeline *p) {
-    return p->pixel ? 1 << (p->model->unet.n_levels - 1) : vae_scale_factor(&p->model->vae);
+    return sd_model_size_factor(p->model);
 }
 
 void sd_pipeline_set_precision(sd_pipeline *p, ops_precision precision) {
@@ -392,12 +392,15 @@ static int prepare_low_res(sd_pipeline *p, const sd_settings *s, sd_rng *g, buff
     return rc;
 }
 
+int sd_pipeline_check(const sd_pipeline *p, const sd_settings *s, sd_error *err) {
+    int rc = sd_settings_check_for(s, sd_pipeline_size_factor(p), err);
+    return rc < 0 ? rc : check_task(p, s, err);
+}
+
 int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_pipeline_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err) {
     const sd_model *m = p->model;
-    int f = sd_pipeline_size_factor(p);
-    int rc = sd_settings_check_for(s, f, err);
-    if (rc == 0) rc = check_task(p, s, err);
+    int rc = sd_pipeline_check(p, s, err);
     if (rc < 0) return rc;
     gen_shape z = {.W = s->width, .H = s->height, .D = p->pixel ? 0 : m->clip.hidden, .inpaint = s->mask != NULL,
                    .upscale = s->upscale, .pixel = p->pixel};

@@ -97,6 +97,10 @@ void sd_pipeline_free(sd_pipeline *p);
 int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_pipeline_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err);
 
+/* The checks sd_pipeline_generate starts with: s's ranges against the model's size factor, and what the
+ * model's kind allows (no prompt for an unconditional model, upscales only with an upscaler). */
+int sd_pipeline_check(const sd_pipeline *p, const sd_settings *s, sd_error *err);
+
 /* Number of U-Net evaluations s will run (for progress displays). */
 int sd_pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error *err);
 
