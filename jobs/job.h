@@ -13,7 +13,9 @@
  *   - clip_skip follows AUTOMATIC1111: 1 = the last text-encoder layer (no
  *     skip), 2 = the penultimate layer (diffusers clip_skip = clip_skip - 1).
  *   - init_image / mask are absolute paths; strength is in (0, 1] when
- *     init_image is set and 0 otherwise. A mask implies an inpainting job.
+ *     init_image is set (and not an upscale) and 0 otherwise. A mask implies an
+ *     inpainting job.
+ *   - an upscale job's width/height are its output size: 4x its init_image.
  *   - times are Unix seconds (UTC); 0 means "not yet".
  */
 #ifndef SD_JOB_H
@@ -37,7 +39,7 @@ typedef struct sd_job {
     int64_t id; /* 1, 2, 3, ... in enqueue order */
 
     /* What to render: fixed at enqueue. */
-    char *prompt;          /* never empty */
+    char *prompt;          /* "" only for an unconditional model (a pixel-space DDPM takes no prompt) */
     char *negative_prompt; /* "" for none */
     int64_t seed;          /* >= 0 */
     int steps;             /* 1..1000 */
@@ -50,6 +52,9 @@ typedef struct sd_job {
     char *mask;            /* NULL: no inpainting */
     double strength;       /* img2img strength in (0, 1]; 0 without init_image */
     char *source;          /* "prompts.csv:17": the input row, for messages */
+    int upscale;           /* task upscale: x4 super-resolution of init_image (width, height: the output) */
+    int noise_level;       /* upscale: 0..350; 0 otherwise */
+    sd_rng_kind rng;       /* noise source: SD_RNG_CPU, or SD_RNG_CUDA (A1111 "NV") */
 
     /* Where it is: changed by the runs. */
     sd_job_status status;
