@@ -191,14 +191,13 @@ static void test_ddim_from_a_ddpm_config_keeps_its_defaults(void **state) {
     pipe_close(&e);
 }
 
-/* StableDiffusionPipeline on the f = 4 LDM: Euler, 8 steps, CFG 6, 64x64 (latent [4, 16, 16]). */
-static void test_ldm_f4_pipeline_reproduces_diffusers_euler(void **state) {
-    (void)state;
+/* StableDiffusionPipeline on an LDM golden: Euler, 8 steps, CFG 6, seed 42, W x W (latent [C, W/f, W/f]). */
+static void check_ldm_euler(const char *model, const char *golden, int W, int f, int C) {
     ext_pipe e;
-    pipe_open(&e, "tiny-ldm-f4");
-    assert_int_equal(sd_pipeline_size_factor(&e.p), 4);
-    st_file f;
-    tu_open(&f, "ext/golden/pipeline_f4_euler.safetensors");
+    pipe_open(&e, model);
+    assert_int_equal(sd_pipeline_size_factor(&e.p), f);
+    st_file g;
+    tu_open(&g, golden);
     sd_settings s;
     sd_settings_default(&s);
     s.prompt = "a photograph of an astronaut riding a horse";
@@ -207,32 +206,40 @@ static void test_ldm_f4_pipeline_reproduces_diffusers_euler(void **state) {
     s.steps = 8;
     s.cfg_scale = 6;
     s.seed = 42;
-    s.width = s.height = 64;
-    size_t n = 4 * 16 * 16, ni = 64 * 64 * 3;
+    s.width = s.height = W;
+    size_t n = (size_t)C * (W / f) * (W / f), ni = (size_t)W * W * 3;
     case_trace c;
     trace_alloc(&c, n, 8, ni, 2 * n, 0);
     sd_error err = {0};
     if (sd_pipeline_generate(&e.p, &s, c.rgb, NULL, NULL, &c.tr, &err) < 0) fail_msg("%s", err.msg);
-    expect_ids("f4", &f, "prompt_ids", c.ids);
-    expect_ids("f4", &f, "negative_ids", c.nids);
-    expect_tensor("f4", &f, "prompt_embeds", c.pe, 77 * 16, 1e-5, 0);
-    expect_tensor("f4", &f, "negative_embeds", c.ne, 77 * 16, 1e-5, 0);
-    expect_tensor("f4", &f, "latents_init", c.init, n, 0, 2e-6);
-    expect_tensor("f4", &f, "unet_input_step0", c.unet0, 2 * n, 0, 2e-6);
-    expect_tensor("f4", &f, "noise_pred_steps", c.preds, 8 * n, 0, 2e-5);
-    expect_tensor("f4", &f, "latents_steps", c.steps, 8 * n, 0, 2e-5);
-    expect_tensor("f4", &f, "latents_final", c.fin, n, 0, 2e-5);
-    expect_tensor("f4", &f, "image", c.img, ni, 2e-5, 0);
-    assert_true(worst_pixel(&f, c.rgb, ni) <= 1);
+    expect_ids(model, &g, "prompt_ids", c.ids);
+    expect_ids(model, &g, "negative_ids", c.nids);
+    expect_tensor(model, &g, "prompt_embeds", c.pe, 77 * 16, 1e-5, 0);
+    expect_tensor(model, &g, "negative_embeds", c.ne, 77 * 16, 1e-5, 0);
+    expect_tensor(model, &g, "latents_init", c.init, n, 0, 2e-6);
+    expect_tensor(model, &g, "unet_input_step0", c.unet0, 2 * n, 0, 2e-6);
+    expect_tensor(model, &g, "noise_pred_steps", c.preds, 8 * n, 0, 2e-5);
+    expect_tensor(model, &g, "latents_steps", c.steps, 8 * n, 0, 2e-5);
+    expect_tensor(model, &g, "latents_final", c.fin, n, 0, 2e-5);
+    expect_tensor(model, &g, "image", c.img, ni, 2e-5, 0);
+    assert_true(worst_pixel(&g, c.rgb, ni) <= 1);
     trace_free(&c);
-    st_close(&f);
+    st_close(&g);
     pipe_close(&e);
 }
 
-/* The f = 16 LDM's latent has 16 channels at 1/16 of the size; its golden outputs are withheld, so this
- * checks the shapes and that the start latent is init_noise * sigma as for f4 (same 1024 values). */
+static void test_ldm_f4_pipeline_reproduces_diffusers_euler(void **state) {
+    (void)state;
+    check_ldm_euler("tiny-ldm-f4", "ext/golden/pipeline_f4_euler.safetensors", 64, 4, 4);
+}
+
+/* The f = 16 LDM's latent has 16 channels at 1/16 of the size. Its golden is held back for acceptance:
+ * compared in full when present; always: the shapes, the start latent (init_noise * sigma, the same
+ * 1024 values as f4's) and the size rule. */
 static void test_ldm_f16_pipeline_runs_with_16_latent_channels(void **state) {
     (void)state;
+    if (sd_fs_is_file(tu_path("ext/golden/pipeline_f16_euler.safetensors")))
+        check_ldm_euler("tiny-ldm-f16", "ext/golden/pipeline_f16_euler.safetensors", 128, 16, 16);
     ext_pipe e;
     pipe_open(&e, "tiny-ldm-f16");
     assert_int_equal(sd_pipeline_size_factor(&e.p), 16);
