@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "pipeline.h"
 #include "ops.h"
 #include "sampler.h"
 
@@ -172,4 +173,26 @@ long long cli_random_seed(void) {
         fclose(fp);
     }
     return (long long)(v % 4294967296ULL); /* A1111-sized seeds */
+}
+
+int cli_parse_sampler(const char *name, int *out) {
+    sampler_kind k;
+    if (sampler_kind_parse(name, &k) < 0)
+        return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", name, sampler_kind_list());
+    *out = (int)k;
+    return 0;
+}
+
+int cli_parse_rng(const char *name, int *out) {
+    sd_rng_kind k;
+    if (sd_rng_kind_parse(name, &k) < 0) return cli_usage_error("--rng: unknown noise source '%s'; choose cpu or cuda", name);
+    *out = (int)k;
+    return 0;
+}
+
+int cli_pipeline_for(sd_pipeline *p, const sd_model *m, const sd_settings *s, sd_error *err) {
+    int rc = sd_settings_check_for(s, sd_model_size_factor(m), err);
+    if (rc == 0) rc = sd_pipeline_load(p, m, err);
+    if (rc == 0 && (rc = sd_pipeline_check(p, s, err)) < 0) sd_pipeline_free(p);
+    return rc;
 }

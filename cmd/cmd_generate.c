@@ -85,7 +85,7 @@ int cmd_generate(int argc, char **argv) {
     sd_model_opts mopts = {0};
     long steps = 20, seed = -1, width = 0, height = 0, clip_skip = 1, batch = 1, threads = 0;
     double cfg = 7.5, eta = 0, strength = -1;
-    int have_sampler = 0, quiet = 0, bf16 = 0, c;
+    int have_sampler = 0, sampler, rng, quiet = 0, bf16 = 0, c;
     sd_error err = {0};
     s.prompt = NULL;
     optind = 1;
@@ -114,12 +114,12 @@ int cmd_generate(int argc, char **argv) {
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
         case O_RNG:
-            if (sd_rng_kind_parse(optarg, &s.rng) < 0)
-                return cli_usage_error("--rng: unknown noise source '%s'; choose cpu or cuda", optarg);
+            if (cli_parse_rng(optarg, &rng)) return 2;
+            s.rng = (sd_rng_kind)rng;
             break;
         case O_SAMPLER:
-            if (sampler_kind_parse(optarg, &s.sampler) < 0)
-                return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", optarg, sampler_kind_list());
+            if (cli_parse_sampler(optarg, &sampler)) return 2;
+            s.sampler = (sampler_kind)sampler;
             have_sampler = 1;
             break;
         case 'h': usage(stdout); return 0;
@@ -178,11 +178,9 @@ int cmd_generate(int argc, char **argv) {
     int random = seed < 0;
     if (random) seed = cli_random_seed();
     s.seed = seed;
-    int rc = sd_settings_check_for(&s, scale, &err);
     sd_pipeline p;
     sd_render_id id;
-    if (rc == 0) rc = sd_pipeline_load(&p, &m, &err);
-    if (rc == 0 && (rc = sd_pipeline_check(&p, &s, &err)) < 0) sd_pipeline_free(&p);
+    int rc = cli_pipeline_for(&p, &m, &s, &err);
     if (rc < 0) {
         sd_model_close(&m);
         return cli_fail(&err);

@@ -68,7 +68,7 @@ int cmd_upscale(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
     long steps = 20, seed = -1, noise = 20, max_pixels = DEFAULT_MAX_PIXELS, threads = 0;
     double cfg = 9.0, eta = 0;
-    int have_sampler = 0, quiet = 0, c;
+    int have_sampler = 0, sampler, rng, quiet = 0, c;
     sd_error err = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:p:n:o:qh", longopts, NULL)) != -1) {
@@ -88,12 +88,12 @@ int cmd_upscale(int argc, char **argv) {
         case O_CFG: rc = cli_parse_double("--cfg-scale", optarg, 0, 100, &cfg, &err); break;
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_RNG:
-            if (sd_rng_kind_parse(optarg, &s.rng) < 0)
-                return cli_usage_error("--rng: unknown noise source '%s'; choose cpu or cuda", optarg);
+            if (cli_parse_rng(optarg, &rng)) return 2;
+            s.rng = (sd_rng_kind)rng;
             break;
         case O_SAMPLER:
-            if (sampler_kind_parse(optarg, &s.sampler) < 0)
-                return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", optarg, sampler_kind_list());
+            if (cli_parse_sampler(optarg, &sampler)) return 2;
+            s.sampler = (sampler_kind)sampler;
             have_sampler = 1;
             break;
         case 'h': usage(stdout); return 0;
@@ -140,11 +140,9 @@ int cmd_upscale(int argc, char **argv) {
     if (!s.negative) s.negative = "";
     int random = seed < 0;
     s.seed = random ? cli_random_seed() : seed;
-    int rc = sd_settings_check_for(&s, f, &err);
     sd_pipeline p;
     sd_render_id id;
-    if (rc == 0) rc = sd_pipeline_load(&p, &m, &err);
-    if (rc == 0 && (rc = sd_pipeline_check(&p, &s, &err)) < 0) sd_pipeline_free(&p);
+    int rc = cli_pipeline_for(&p, &m, &s, &err);
     if (rc < 0) {
         sd_model_close(&m);
         return cli_fail(&err);
