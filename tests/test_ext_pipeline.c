@@ -350,6 +350,70 @@ static void test_cuda_rng_draws_the_philox_start_latent(void **state) {
     pipe_close(&e);
 }
 
+/*
+ * The schedulers alone, fed the goldens' own model outputs: the tables (betas, alphas_cumprod) and every
+ * step's sample. DDPM 20 steps (its variance noise drawn from the same generator after the start noise,
+ * which also checks scheduler_noise's order), and the upscaler's v-prediction DDIM 10 steps.
+ */
+/* start_draw: the start noise came from g (advance past it, as the pipeline did). */
+static void run_scheduler(const char *golden, sampler_kind kind, const sched_config *cfg, int steps, sd_rng *g,
+                          int start_draw, const char *outputs, double tol) {
+    st_file f;
+    tu_open(&f, golden);
+    sd_error err = {0};
+    sampler_state *smp;
+    if (sampler_create(&smp, kind, cfg, steps, 0, 0.0f, &err) < 0) fail_msg("%s", err.msg);
+    int nt;
+    const float *ac = sampler_alphas_cumprod(smp, &nt);
+    expect_tensor(golden, &f, "alphas_cumprod", ac, (size_t)nt, 0, 1e-7);
+    if (st_find(&f, "betas")) expect_tensor(golden, &f, "betas", sampler_betas(smp, NULL), (size_t)nt, 0, 1e-7);
+    size_t n, nm;
+    float *x = tu_f32(&f, "init_noise", &n);
+    float *m = tu_f32(&f, outputs, &nm);
+    float *want = tu_f32(&f, "latents_steps", NULL);
+    float *tmp = malloc(n * sizeof(float));
+    if (start_draw) sd_rng_randn(g, tmp, n);
+    assert_int_equal(sampler_num_evals(smp), steps);
+    for (int i = 0; i < steps; i++) {
+        if (sampler_step(smp, i, m + (size_t)i * n, x, n, g, &err) < 0) fail_msg("%s", err.msg);
+        char label[96];
+        snprintf(label, sizeof label, "%s step %d", golden, i);
+        tu_expect_close(label, x, want + (size_t)i * n, n, tol);
+    }
+    free(x), free(m), free(want), free(tmp);
+    sampler_free(smp);
+    st_close(&f);
+}
+
+static void test_ddpm_and_upscaler_schedulers_step_like_diffusers(void **state) {
+    (void)state;
+    ext_pipe e;
+    pipe_open(&e, "tiny-ddpm");
+    sd_rng g;
+    sd_rng_seed(&g, 42);
+    /* the start noise is the generator's first draw; the 19 variance draws follow (none at t = 0) */
+    run_scheduler("ext/golden/pipeline_ddpm_ddpm20.safetensors", SD_SAMPLER_DDPM, &e.m.sched, 20, &g, 1,
+                  "model_output_steps", 2e-6);
+    st_file f;
+    tu_open(&f, "ext/golden/pipeline_ddpm_ddpm20.safetensors");
+    size_t nn;
+    float *all = tu_f32(&f, "scheduler_noise", &nn), *again = malloc(nn * sizeof(float));
+    sd_rng h;
+    sd_rng_seed(&h, 42);
+    sd_rng_randn(&h, again, 3072); /* init noise */
+    for (int k = 0; k < 19; k++) sd_rng_randn(&h, again + (size_t)k * 3072, 3072);
+    tu_expect_close("scheduler_noise", again, all, nn, 0);
+    free(all), free(again);
+    st_close(&f);
+    pipe_close(&e);
+
+    pipe_open(&e, "tiny-sd-x4-upscaler");
+    sd_rng_seed(&g, 5); /* DDIM eta 0 draws nothing */
+    run_scheduler("ext/golden/pipeline_upscale_x4.safetensors", SD_SAMPLER_DDIM, &e.m.sched, 10, &g, 0,
+                  "noise_pred_steps", 2e-6);
+    pipe_close(&e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ddpm_pipeline_reproduces_diffusers_ddpm20),
@@ -358,6 +422,7 @@ int main(void) {
         cmocka_unit_test(test_ldm_f16_pipeline_runs_with_16_latent_channels),
         cmocka_unit_test(test_upscale_pipeline_reproduces_diffusers_x4),
         cmocka_unit_test(test_cuda_rng_draws_the_philox_start_latent),
+        cmocka_unit_test(test_ddpm_and_upscaler_schedulers_step_like_diffusers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
