@@ -10,6 +10,7 @@
 #include "pngio.h"
 #include "progress.h"
 #include "render.h"
+#include "tp_group.h"
 
 static void usage(FILE *fp) {
     fprintf(fp,
@@ -40,6 +41,12 @@ static void usage(FILE *fp) {
             "      --threads T        CPU threads (default: all cores)\n"
             "      --precision P      fp32 (default) or bf16: matrix products on bf16 inputs with fp32 sums\n"
             "                         (needs AVX512_BF16; test images 46-56 dB PSNR from fp32)\n"
+            "      --tp K             render each image with the K ranks of this MPI job together\n"
+            "                         (mpirun -np K sdrender generate --tp K ...; see README, Tensor parallelism)\n"
+            "      --parallel S       how the K ranks share the U-Net: auto (default: cfg when guidance is on\n"
+            "                         and K is even, else tensor), cfg (one CFG half per K/2 ranks; images\n"
+            "                         byte-identical to one rank) or tensor (every layer split K ways;\n"
+            "                         within 1 level per pixel of one rank)\n"
             "      --tokenizer P      tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
             "      --config YAML      LDM config of a single file (default: same base name + .yaml)\n"
             "  -q, --quiet            no progress output\n"
@@ -62,9 +69,105 @@ static char *output_name(const char *out, int i, int n) {
     return p;
 }
 
+/* What the command line asked for, parsed. */
+typedef struct gen_args {
+    const char *model, *out;
+    sd_model_opts mopts;
+    sd_settings s;          /* steps, guidance, ... set; size, sampler and seed filled in later */
+    long seed, width, height, batch;
+    int have_sampler, quiet, bf16;
+} gen_args;
+
+/*
+ * Opens the model, fills in the size, sampler and seed, and renders the batch. With a group (--tp), every
+ * rank runs this: they agree after loading (a rank that cannot load stops all), share the leader's random
+ * seed, and only the leader reports and writes files. Returns the exit status.
+ */
+static int generate_images(gen_args *a, const sd_group *grp) {
+    sd_settings s = a->s;
+    long width = a->width, height = a->height, seed = a->seed;
+    int leader = !grp || grp->rank == 0, quiet = a->quiet || !leader, rc = 0;
+    sd_error err = {0};
+    sd_model m;
+    sd_pipeline p;
+    sd_render_id id;
+    int have_model = 0, have_pipe = 0;
+    if ((rc = sd_model_open(&m, a->model, &a->mopts, &err)) == 0) have_model = 1;
+    int scale = have_model ? sd_model_size_factor(&m) : 8;
+    /* a text-conditioned model needs a prompt, an unconditional one (pixel-space DDPM) takes none */
+    if (rc == 0 && !s.prompt && (m.parts & SD_PART_TEXT_ENCODER)) rc = sd_err(&err, SD_EINPUT, "generate: -p PROMPT is required");
+    if (rc == 0 && s.prompt && !(m.parts & SD_PART_TEXT_ENCODER))
+        rc = sd_err(&err, SD_EINPUT, "generate: %s is an unconditional model (no text encoder): it takes no prompt; "
+                    "leave out -p", a->model);
+    if (!s.prompt) s.prompt = "";
+    if (rc == 0 && ((width && width % scale) || (height && height % scale)))
+        rc = sd_err(&err, SD_EINPUT, "generate: size %ldx%ld: width and height must each be a multiple of %d", width,
+                    height, scale);
+    if (rc == 0 && !a->have_sampler) s.sampler = (sampler_kind)cli_model_sampler(&m);
+    /* size: -W/-H, else the init image's, else the model's native size */
+    if (rc == 0 && s.init_image && (!width || !height)) {
+        uint8_t *tmp = NULL;
+        int iw, ih;
+        if ((rc = sd_png_read_rgb(s.init_image, &tmp, &iw, &ih, &err)) == 0) {
+            free(tmp);
+            if (!width) width = iw;
+            if (!height) height = ih;
+        }
+    }
+    if (rc == 0) {
+        int native = (m.parts & SD_PART_VAE) ? m.unet.sample_size * scale : m.unet.sample_size;
+        s.width = (int)(width ? width : native);
+        s.height = (int)(height ? height : native);
+    }
+    int random = seed < 0;
+    if (random) seed = cli_random_seed();
+    s.seed = seed;
+    if (rc == 0) rc = sd_settings_check_for(&s, scale, &err);
+    if (rc == 0 && (rc = sd_pipeline_load_group(&p, &m, grp, &err)) == 0) have_pipe = 1;
+    if (rc == 0) rc = sd_pipeline_check(&p, &s, &err);
+    if (rc == 0) rc = sd_render_identify(&m, &id, &err);
+    /* a group goes on only if every rank got this far; then every rank uses the leader's seed */
+    rc = sd_group_agree(grp, rc, &err);
+    int hi = (int)(seed >> 16), lo = (int)(seed & 0xffff);
+    if (rc == 0 && grp && (rc = sd_group_bcast_int(grp, &hi, &err)) == 0) rc = sd_group_bcast_int(grp, &lo, &err);
+    seed = ((long)hi << 16) | lo;
+    if (rc == 0 && random && leader) fprintf(stderr, "sdrender: random seed %ld\n", seed);
+    if (rc == 0 && a->bf16 && cli_bf16_usable()) sd_pipeline_set_precision(&p, OPS_PRECISION_BF16);
+    for (long i = 0; rc == 0 && i < a->batch; i++) {
+        s.seed = seed + i;
+        char *path = output_name(a->out, (int)i, (int)a->batch);
+        if (!path) {
+            rc = sd_err(&err, SD_ENOMEM, "out of memory");
+            break;
+        }
+        progress_bar pr;
+        char label[64];
+        snprintf(label, sizeof label, a->batch > 1 ? "image %ld/%ld" : "generate", i + 1, a->batch);
+        int total = sd_pipeline_count_evals(&p, &s, &err);
+        if (total < 0) {
+            rc = total;
+            free(path);
+            break;
+        }
+        progress_start(&pr, label, "steps", total, quiet);
+        char sha[65];
+        double t0 = cli_now();
+        rc = sd_render_png(&p, &s, &id, path, progress_step, &pr, sha, &err);
+        progress_end(&pr);
+        if (rc == 0 && !quiet)
+            fprintf(stderr, "sdrender: wrote %s (%dx%d, seed %lld, %.1f s)\n", path, s.width, s.height,
+                    (long long)s.seed, cli_now() - t0);
+        free(path);
+    }
+    if (have_pipe) sd_pipeline_free(&p);
+    if (have_model) sd_model_close(&m);
+    if (rc < 0 && !leader) return sd_err_exit_code(rc); /* the leader prints the group's error */
+    return rc < 0 ? cli_fail(&err) : 0;
+}
+
 int cmd_generate(int argc, char **argv) {
     enum { O_STEPS = 256, O_CFG, O_SAMPLER, O_KARRAS, O_ETA, O_SEED, O_CLIPSKIP, O_STRENGTH, O_MASK, O_BATCH, O_THREADS,
-           O_TOK, O_CONFIG, O_PRECISION, O_RNG };
+           O_TOK, O_CONFIG, O_PRECISION, O_TP, O_PARALLEL, O_RNG };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},      {"prompt", required_argument, 0, 'p'},
         {"negative", required_argument, 0, 'n'},   {"output", required_argument, 0, 'o'},
@@ -76,14 +179,17 @@ int cmd_generate(int argc, char **argv) {
         {"strength", required_argument, 0, O_STRENGTH}, {"mask", required_argument, 0, O_MASK},
         {"batch-count", required_argument, 0, O_BATCH}, {"threads", required_argument, 0, O_THREADS},
         {"tokenizer", required_argument, 0, O_TOK}, {"config", required_argument, 0, O_CONFIG},
-        {"precision", required_argument, 0, O_PRECISION}, {"rng", required_argument, 0, O_RNG},
+        {"precision", required_argument, 0, O_PRECISION},
+        {"tp", required_argument, 0, O_TP},        {"parallel", required_argument, 0, O_PARALLEL},
+        {"rng", required_argument, 0, O_RNG},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     sd_settings s;
     sd_settings_default(&s);
     const char *model = NULL, *out = NULL;
     sd_model_opts mopts = {0};
-    long steps = 20, seed = -1, width = 0, height = 0, clip_skip = 1, batch = 1, threads = 0;
+    long steps = 20, seed = -1, width = 0, height = 0, clip_skip = 1, batch = 1, threads = 0, tp = 1;
+    sd_parallel parallel = SD_PARALLEL_AUTO;
     double cfg = 7.5, eta = 0, strength = -1;
     int have_sampler = 0, sampler, rng, quiet = 0, bf16 = 0, c;
     sd_error err = {0};
@@ -110,6 +216,8 @@ int cmd_generate(int argc, char **argv) {
         case O_BATCH: rc = cli_parse_long("--batch-count", optarg, 1, 100000, &batch, &err); break;
         case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &threads, &err); break;
         case O_PRECISION: rc = cli_parse_precision(optarg, 0, &bf16, &err); break;
+        case O_TP: rc = cli_parse_long("--tp", optarg, 1, 1024, &tp, &err); break;
+        case O_PARALLEL: rc = sd_parallel_parse(optarg, &parallel, &err); break;
         case O_CFG: rc = cli_parse_double("--cfg-scale", optarg, 0, 100, &cfg, &err); break;
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
@@ -133,88 +241,21 @@ int cmd_generate(int argc, char **argv) {
     if (s.mask && !s.init_image) return cli_usage_error("generate: --mask needs an init image (-i)");
     if (strength >= 0 && !s.init_image) return cli_usage_error("generate: --strength needs an init image (-i)");
     if (strength == 0) return cli_usage_error("generate: --strength must be in (0, 1]");
-
-    ops_set_threads((int)threads);
-    sd_model m;
-    if (sd_model_open(&m, model, &mopts, &err) < 0) return cli_fail(&err);
-    if (!s.prompt && (m.parts & SD_PART_TEXT_ENCODER)) {
-        sd_model_close(&m);
-        return cli_usage_error("generate: -p PROMPT is required");
-    }
-    if (s.prompt && !(m.parts & SD_PART_TEXT_ENCODER)) {
-        sd_model_close(&m);
-        return cli_usage_error("generate: %s is an unconditional model (no text encoder): it takes no prompt; leave "
-                               "out -p", model);
-    }
-    if (!s.prompt) s.prompt = "";
-    int scale = sd_model_size_factor(&m);
-    if ((width && width % scale) || (height && height % scale)) {
-        sd_model_close(&m);
-        return cli_usage_error("generate: size %ldx%ld: width and height must each be a multiple of %d", width, height,
-                               scale);
-    }
-    if (!have_sampler) s.sampler = cli_model_sampler(&m);
-    /* size: -W/-H, else the init image's, else the model's native size */
-    if (s.init_image && (!width || !height)) {
-        uint8_t *tmp = NULL;
-        int iw, ih;
-        if (sd_png_read_rgb(s.init_image, &tmp, &iw, &ih, &err) < 0) {
-            sd_model_close(&m);
-            return cli_fail(&err);
-        }
-        free(tmp);
-        if (!width) width = iw;
-        if (!height) height = ih;
-    }
-    int native = (m.parts & SD_PART_VAE) ? m.unet.sample_size * scale : m.unet.sample_size;
-    s.width = (int)(width ? width : native);
-    s.height = (int)(height ? height : native);
     s.steps = (int)steps;
     s.cfg_scale = (float)cfg;
     s.eta = (float)eta;
     s.clip_skip = (int)clip_skip;
     s.strength = strength >= 0 ? strength : s.mask ? 1.0 : 0.8;
     if (!s.negative) s.negative = "";
-    int random = seed < 0;
-    if (random) seed = cli_random_seed();
-    s.seed = seed;
-    sd_pipeline p;
-    sd_render_id id;
-    int rc = cli_pipeline_for(&p, &m, &s, &err);
-    if (rc < 0) {
-        sd_model_close(&m);
-        return cli_fail(&err);
-    }
-    if (random) fprintf(stderr, "sdrender: random seed %ld\n", seed);
-    if (bf16 && cli_bf16_usable()) sd_pipeline_set_precision(&p, OPS_PRECISION_BF16);
-    rc = sd_render_identify(&m, &id, &err);
-    for (long i = 0; rc == 0 && i < batch; i++) {
-        s.seed = seed + i;
-        char *path = output_name(out, (int)i, (int)batch);
-        if (!path) {
-            rc = sd_err(&err, SD_ENOMEM, "out of memory");
-            break;
-        }
-        progress_bar pr;
-        char label[64];
-        snprintf(label, sizeof label, batch > 1 ? "image %ld/%ld" : "generate", i + 1, batch);
-        int total = sd_pipeline_count_evals(&p, &s, &err);
-        if (total < 0) {
-            rc = total;
-            free(path);
-            break;
-        }
-        progress_start(&pr, label, "steps", total, quiet);
-        char sha[65];
-        double t0 = cli_now();
-        rc = sd_render_png(&p, &s, &id, path, progress_step, &pr, sha, &err);
-        progress_end(&pr);
-        if (rc == 0 && !quiet)
-            fprintf(stderr, "sdrender: wrote %s (%dx%d, seed %lld, %.1f s)\n", path, s.width, s.height,
-                    (long long)s.seed, cli_now() - t0);
-        free(path);
-    }
-    sd_pipeline_free(&p);
-    sd_model_close(&m);
-    return rc < 0 ? cli_fail(&err) : 0;
+
+    gen_args a = {.model = model, .out = out, .mopts = mopts, .s = s, .seed = seed, .width = width, .height = height,
+                  .batch = batch, .have_sampler = have_sampler, .quiet = quiet, .bf16 = bf16};
+    ops_set_threads((int)threads);
+    if (tp <= 1) return generate_images(&a, NULL);
+    sd_tp_world *world = NULL;
+    if (sd_tp_start(&argc, &argv, (int)tp, parallel, cfg > 1, &world, &err) < 0) return cli_fail(&err);
+    int code = generate_images(&a, sd_tp_group(world));
+    sd_tp_end(world);
+    return code;
 }
+

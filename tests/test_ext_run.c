@@ -3,7 +3,7 @@
  * model (txt2img and img2img with CPU and CUDA noise on the f = 4 LDM; unconditional DDPM and DDIM
  * jobs on the pixel-space DDPM; upscales on the x4 upscaler), each PNG byte-identical to the single
  * command (`generate`, `upscale`) with the job's settings; a prompt-less job fails on a
- * text-conditioned model with a clear error; and schema 004 keeps the ids of an older table.
+ * text-conditioned model with a clear error; and schema 005 keeps the ids of an older table.
  */
 #include "testutil.h"
 
@@ -180,14 +180,14 @@ static void test_enqueue_refuses_bad_task_rows(void **state) {
     free(out);
 }
 
-/* A version-3 table with rows migrates to 004 keeping ids, rows and the id sequence. */
-static void test_schema_004_keeps_ids_and_the_sequence(void **state) {
+/* A version-4 table with rows migrates to 005 keeping ids, rows and the id sequence. */
+static void test_schema_005_keeps_ids_and_the_sequence(void **state) {
     (void)state;
     const char *path = tu_tmp("v3.db");
     remove(path);
     jobdb *db = NULL;
     sd_error err = {0};
-    jobdb_open_options o = {.create = 1, .schema_version = 3};
+    jobdb_open_options o = {.create = 1, .schema_version = 4};
     assert_int_equal(jobdb_open(&db, path, &o, &err), 0);
     sd_job spec = {.prompt = "a cat", .negative_prompt = "", .seed = 1, .steps = 3, .cfg_scale = 7, .width = 64,
                    .height = 64, .clip_skip = 1, .sampler = SD_SAMPLER_DDIM};
@@ -200,7 +200,7 @@ static void test_schema_004_keeps_ids_and_the_sequence(void **state) {
     free(sh_ok("sqlite3", cmd));
     jobdb_open_options o2 = {.create = 0};
     assert_int_equal(jobdb_open(&db, path, &o2, &err), 0);
-    assert_int_equal(jobdb_schema_version(db), 4);
+    assert_int_equal(jobdb_schema_version(db), 5);
     assert_int_equal(jobdb_check_integrity(db, &err), 0);
     sd_job spec2 = spec;
     spec2.prompt = "";
@@ -227,7 +227,7 @@ int main(void) {
         cmocka_unit_test(test_ddpm_table_of_prompt_less_jobs_renders_identical_to_generate),
         cmocka_unit_test(test_upscale_table_renders_identical_to_upscale),
         cmocka_unit_test(test_enqueue_refuses_bad_task_rows),
-        cmocka_unit_test(test_schema_004_keeps_ids_and_the_sequence),
+        cmocka_unit_test(test_schema_005_keeps_ids_and_the_sequence),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

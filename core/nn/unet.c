@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ops_comm.h"
 
 #define MAX_SKIPS (1 + SD_MAX_LEVELS * (UNET_MAX_LAYERS + 1))
 
@@ -115,6 +116,40 @@ fail:
     return rc;
 }
 
+/* The transformer of an attention block, or NULL. */
+static transformer2d_model *attn_xf(unet_attn *a) { return a->kind == UNET_ATTN_CROSS ? &a->xf : NULL; }
+
+int unet_shard(unet_model *m, const ops_comm *comm, sd_error *err) {
+    m->ops.comm = comm;
+    if (!ops_comm_active(comm)) return 0;
+    const unet_config *c = &m->cfg;
+    int P = comm->size, n = c->n_levels, rc = 0;
+    /* check everything first: a clear message, nothing half-sharded */
+    if (c->norm_groups % P)
+        return sd_err(err, SD_EINPUT, "--tp %d: the U-Net's %d GroupNorm groups must be a multiple of the ranks sharing "
+                      "each layer; use a divisor of %d", P, c->norm_groups, c->norm_groups);
+    for (int i = 0; i < n; i++)
+        if (c->heads[i] % P)
+            return sd_err(err, SD_EINPUT, "--tp %d: U-Net level %d has %d attention heads, not a multiple of the ranks "
+                          "sharing each layer", P, i, c->heads[i]);
+    for (int i = 0; i < n && rc == 0; i++) {
+        unet_level *lv = &m->levels[i];
+        for (int j = 0; j < c->layers_per_block && rc == 0; j++) {
+            rc = resnet_shard(&lv->down_res[j], comm, c->norm_groups, &m->shards, err);
+            transformer2d_model *x = attn_xf(&lv->down_attn[j]);
+            if (rc == 0 && x) rc = transformer2d_shard(x, comm, &m->shards, err);
+        }
+        for (int j = 0; j <= c->layers_per_block && rc == 0; j++) {
+            rc = resnet_shard(&lv->up_res[j], comm, c->norm_groups, &m->shards, err);
+            transformer2d_model *x = attn_xf(&lv->up_attn[j]);
+            if (rc == 0 && x) rc = transformer2d_shard(x, comm, &m->shards, err);
+        }
+    }
+    for (int j = 0; j < 2 && rc == 0; j++) rc = resnet_shard(&m->mid_res[j], comm, c->norm_groups, &m->shards, err);
+    if (rc == 0 && attn_xf(&m->mid_attn)) rc = transformer2d_shard(&m->mid_attn.xf, comm, &m->shards, err);
+    return rc;
+}
+
 void unet_release_scratch(unet_model *m) {
     size_t block = m->ops.scratch.block_size;
     ops_arena_free(&m->ops.scratch);
@@ -128,6 +163,7 @@ void unet_free(unet_model *m) {
     }
     transformer2d_free(&m->mid_attn.xf);
     /* attnblocks hold views into the caller's weights: nothing to free */
+    shard_store_free(&m->shards);
     ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
 }

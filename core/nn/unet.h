@@ -64,6 +64,7 @@ typedef struct unet_model {
     const sd_tensor *norm_out_w, *norm_out_b;   /* [C0] */
     const sd_tensor *conv_out_w, *conv_out_b;   /* [out_channels, C0, 3, 3] */
     ops_ctx ops;                            /* kernel context: activations and scratch of a forward pass */
+    shard_store shards;                     /* this rank's weight shards (tensor parallelism) */
     /*
      * Optional: sees "time_proj", "time_embedding", "class_embedding", "conv_in", "down_blocks.<i>",
      * "mid_block", "up_blocks.<i>", "conv_norm_out" (the names of the reference dumps).
@@ -86,6 +87,18 @@ int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx
  * class embedding; NULL otherwise). */
 int unet_forward_labels(unet_model *m, const float *x, const float *t, const int *labels, const float *ctx, int n_ctx,
                         int B, int H, int W, float *out, sd_error *err);
+
+struct ops_comm;
+/*
+ * Tensor parallelism: m's forward passes become collective over comm's
+ * ranks (every rank calls unet_forward with the same inputs and gets the
+ * same output). Every ResNet block and transformer keeps only this rank's
+ * shards (resnet.h, transformer2d.h); the time embedding, conv_in, the
+ * down/up-sampling convolutions, the final norm and conv_out stay replicated.
+ * comm NULL or of size 1: nothing changes. SD_EINPUT, before anything
+ * changes, when the GroupNorm groups or a level's heads do not split evenly.
+ */
+int unet_shard(unet_model *m, const struct ops_comm *comm, sd_error *err);
 
 /* Frees the scratch arena (it grows back on the next call), e.g. before the VAE decode. */
 void unet_release_scratch(unet_model *m);

@@ -34,6 +34,15 @@ int sd_pipeline_size_factor(const sd_pipeline *p) {
     return sd_model_size_factor(p->model);
 }
 
+int sd_pipeline_load_group(sd_pipeline *p, const sd_model *m, const sd_group *g, sd_error *err) {
+    int rc = sd_pipeline_load(p, m, err);
+    if (rc == 0 && g) {
+        p->group = g;
+        if ((rc = unet_shard(&p->unet, g->tp, err)) < 0) sd_pipeline_free(p);
+    }
+    return rc;
+}
+
 void sd_pipeline_set_precision(sd_pipeline *p, ops_precision precision) {
     p->clip.ops.precision = precision;
     p->unet.ops.precision = precision;
@@ -277,11 +286,9 @@ static int predict(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
         }
         if (z->upscale) memcpy(dst + n, b->low_res, sizeof(float) * 3 * hw);
     }
-    float t[2];
-    t[0] = t[1] = sampler_timestep(smp, i);
     int labels[2] = {s->noise_level, s->noise_level};
-    if ((rc = unet_forward_labels(&p->unet, b->unet_in, t, z->upscale ? labels : NULL, z->pixel ? NULL : b->ctx,
-                                  z->pixel ? 0 : CTX_LEN, B, h, w, b->unet_out, err)) < 0)
+    if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, sampler_timestep(smp, i), z->upscale ? labels : NULL,
+                                    z->pixel ? NULL : b->ctx, z->pixel ? 0 : CTX_LEN, B, h, w, b->unet_out, err)) < 0)
         return rc;
     if (z->cfg) {
         const float *u = b->unet_out, *c = b->unet_out + n;
@@ -310,7 +317,8 @@ static int denoise(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
                 memcpy(trace->noise_pred_steps + (size_t)(done - 1) * n, b->guided, sizeof(float) * n);
         }
         if (trace) trace->n_steps = done;
-        if (cb && cb(cb_ctx, done, total)) return sd_err(err, SD_ECANCELED, "cancelled");
+        rc = cb && cb(cb_ctx, done, total) ? sd_err(err, SD_ECANCELED, "cancelled") : 0;
+        if ((rc = sd_group_agree(p->group, rc, err)) < 0) return rc; /* a group stops together */
     }
     return 0;
 }
@@ -397,6 +405,17 @@ int sd_pipeline_check(const sd_pipeline *p, const sd_settings *s, sd_error *err)
     return rc < 0 ? rc : check_task(p, s, err);
 }
 
+/*
+ * Test hook: SDRENDER_TP_FAIL_RANK=N makes rank N of every group fail after reading its inputs, as a
+ * member that cannot read a file would (the group must end the job with that rank's message).
+ */
+static int group_fault(const sd_group *g, sd_error *err) {
+    const char *e = getenv("SDRENDER_TP_FAIL_RANK");
+    if (e && *e && atoi(e) == g->rank)
+        return sd_err(err, SD_EIO, "injected failure on this rank (SDRENDER_TP_FAIL_RANK=%s)", e);
+    return 0;
+}
+
 int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_pipeline_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err) {
     const sd_model *m = p->model;
@@ -431,16 +450,19 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     if ((rc = alloc_buffers(&b, &z, err)) < 0) goto done;
     if (s->init_image && (rc = read_picture(s->init_image, 0, z.upscale ? z.w : z.W, z.upscale ? z.h : z.H,
                                             &b.init_rgb, err)) < 0)
-        goto done;
-    if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto done;
-    if (!p->pixel && (rc = encode_prompts(p, s, &z, b.ctx, trace, err)) < 0) goto done;
+        goto prepared;
+    if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto prepared;
+    if (!p->pixel && (rc = encode_prompts(p, s, &z, b.ctx, trace, err)) < 0) goto prepared;
     sd_rng_seed_kind(&g, s->rng, (uint64_t)s->seed);
     if (z.upscale) { /* the low-res noise first, then the latents (StableDiffusionUpscalePipeline) */
-        if ((rc = prepare_low_res(p, s, &g, &b, &z, trace, err)) < 0) goto done;
-        draw_start_latents(smp, &g, b.latents, z.n);
-    } else if ((rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err)) < 0) {
-        goto done;
+        if ((rc = prepare_low_res(p, s, &g, &b, &z, trace, err)) == 0) draw_start_latents(smp, &g, b.latents, z.n);
+    } else {
+        rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err);
     }
+    if (rc == 0 && p->group) rc = group_fault(p->group, err);
+prepared:
+    /* every rank of a group has read its inputs: go on together or fail together */
+    if ((rc = sd_group_agree(p->group, rc, err)) < 0) goto done;
     if (trace) {
         trace->n_all_timesteps = sampler_num_evals(smp);
         for (int i = 0; trace->all_timesteps && i < trace->n_all_timesteps && i < trace->max_timesteps; i++)
@@ -449,7 +471,7 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     if (trace && trace->latents_init) memcpy(trace->latents_init, b.latents, sizeof(float) * z.n);
     if ((rc = denoise(p, s, smp, first, &g, &b, &z, cb, cb_ctx, trace, err)) < 0) goto done;
     if (trace && trace->latents_final) memcpy(trace->latents_final, b.latents, sizeof(float) * z.n);
-    rc = decode_latents(p, &b, &z, rgb, trace, err);
+    if (!p->group || p->group->rank == 0) rc = decode_latents(p, &b, &z, rgb, trace, err);
 done:
     free_buffers(&b);
     sampler_free(smp);

@@ -20,8 +20,9 @@
  *   upscale: the low-res picture's noise (added at noise_level with the
  *            low_res_scheduler), then the latents (at the low-res size).
  * settings.rng picks the generator: torch's CPU one or CUDA's Philox.
- * Classifier-free guidance runs the U-Net on the batch [negative, prompt]
- * when cfg_scale > 1, else on the prompt alone. Clip skip applies to the
+ * Classifier-free guidance runs the U-Net on [negative, prompt] when
+ * cfg_scale > 1 (one entry after the other: see group.h), else on the
+ * prompt alone. Clip skip applies to the
  * prompt and the negative prompt (as AUTOMATIC1111 and stable-diffusion.cpp;
  * diffusers 0.27 applies it to the prompt only).
  */
@@ -32,6 +33,7 @@
 
 #include "clip.h"
 #include "err.h"
+#include "group.h"
 #include "model.h"
 #include "settings.h"
 #include "tokenizer.h"
@@ -45,6 +47,7 @@ typedef struct sd_pipeline {
     unet_model unet;
     vae_model vae;
     int pixel;             /* pixel-space model (UNet2DModel alone): no tokenizer, text encoder or VAE */
+    const sd_group *group; /* borrowed; NULL: this process renders alone */
 } sd_pipeline;
 
 /* What image sides must be multiples of: the VAE's factor, or 2^(levels-1) of a pixel-space U-Net. */
@@ -87,6 +90,15 @@ typedef struct sd_pipeline_trace {
  * UNet2DModel with neither. */
 int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err);
 void sd_pipeline_free(sd_pipeline *p);
+
+/*
+ * The same for one rank of group g (group.h; g must outlive p): the U-Net
+ * keeps only this rank's shards. Every rank of the group then calls
+ * sd_pipeline_generate with the same settings; only the leader (g->rank 0)
+ * fills rgb. Errors of any rank (reading inputs, cancelling) end the call
+ * on every rank with that rank's message.
+ */
+int sd_pipeline_load_group(sd_pipeline *p, const sd_model *m, const sd_group *g, sd_error *err);
 
 /*
  * Generates one image for s into rgb: [height, width, 3] u8. Reads the init

@@ -1,4 +1,4 @@
--- 004_ext.sql: jobs for the models beyond SD 1.x/2.x txt2img/img2img/inpainting.
+-- 005_ext.sql: jobs for the models beyond SD 1.x/2.x txt2img/img2img/inpainting.
 --
 --   task         'generate' (txt2img, img2img, inpainting, and unconditional sampling), or 'upscale'
 --                (x4 super-resolution of init_image; width/height are the output size, 4x the picture)
@@ -68,4 +68,4 @@ ALTER TABLE jobs_new RENAME TO jobs;
 CREATE INDEX jobs_status_id ON jobs (status, id);
 CREATE INDEX jobs_run_status ON jobs (run_id, status);
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;
