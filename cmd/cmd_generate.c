@@ -153,6 +153,7 @@ static int generate_images(gen_args *a, const sd_group *grp) {
         char sha[65];
         double t0 = cli_now();
         rc = sd_render_png(&p, &s, &id, path, progress_step, &pr, sha, &err);
+        rc = sd_group_agree(grp, rc, &err); /* e.g. the leader could not write: the group stops together */
         progress_end(&pr);
         if (rc == 0 && !quiet)
             fprintf(stderr, "sdrender: wrote %s (%dx%d, seed %lld, %.1f s)\n", path, s.width, s.height,

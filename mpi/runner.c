@@ -177,12 +177,23 @@ static int worker_main(const sd_run_worker_ops *ops, int rank, int local_workers
         if (w.state) ops->teardown(w.state);
         return sd_err_exit_code(err.code);
     }
+    /* the leader names its group's hosts in READY (where a group lies is the user's mpirun/srun layout) */
+    char hosts[8192] = "";
+    if (grp) {
+        char *all = leader ? malloc((size_t)grp->g.size * 256) : NULL;
+        char mine[256] = {0};
+        snprintf(mine, sizeof mine, "%s", w.host);
+        MPI_Gather(mine, 256, MPI_CHAR, all, 256, MPI_CHAR, 0, grp->all);
+        for (int r = 0; all && r < grp->g.size; r++)
+            snprintf(hosts + strlen(hosts), sizeof hosts - strlen(hosts), "%s%.255s", r ? ", " : "", all + (size_t)r * 256);
+        free(all);
+    }
     if (!leader) {
         member_loop(&w);
         ops->teardown(w.state);
         return 0;
     }
-    json_t *ready = json_pack("{s:i,s:s}", "rank", rank, "host", w.host);
+    json_t *ready = json_pack("{s:i,s:s,s:s}", "rank", rank, "host", w.host, "group_hosts", hosts);
     send_json(ready, 0, TAG_READY);
     json_decref(ready);
     for (;;) {
@@ -512,7 +523,12 @@ static int master_take_message(master *m, leaders *l, const MPI_Status *st) {
     if (st->MPI_TAG == TAG_READY) {
         const char *host = json_string_value(json_object_get(msg, "host"));
         snprintf(l->who[src], sizeof l->who[src], "%s:%d", host ? host : "?", src);
-        if (!m->opt->quiet) fprintf(stderr, "sdrender run: worker %s ready\n", l->who[src]);
+        const char *gh = json_string_value(json_object_get(msg, "group_hosts"));
+        if (!m->opt->quiet && gh && gh[0])
+            fprintf(stderr, "sdrender run: worker %s ready, leading a group of %d ranks on %s\n", l->who[src],
+                    m->opt->group_size, gh);
+        else if (!m->opt->quiet)
+            fprintf(stderr, "sdrender run: worker %s ready\n", l->who[src]);
         idle = 1;
     } else if (st->MPI_TAG == TAG_RESULT) {
         if (msg) master_record(m, msg, l->who[src]);

@@ -18,11 +18,22 @@ static int mpi_allgather(const ops_comm *c, const void *send, void *recv, size_t
     return 0;
 }
 
+/* ops_comm's all-to-all on the MPI_Comm in c->impl. */
+static int mpi_alltoall(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    MPI_Comm comm = *(const MPI_Comm *)c->impl;
+    if (bytes > INT_MAX)
+        return sd_err(err, SD_EINTERNAL, "all-to-all of %zu bytes: more than one MPI message holds", bytes);
+    if (MPI_Alltoall(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm) != MPI_SUCCESS)
+        return sd_err(err, SD_EIO, "MPI_Alltoall of %zu bytes failed", bytes);
+    return 0;
+}
+
 static void comm_fill(ops_comm *oc, MPI_Comm *comm, ops_comm_stats *stats) {
     int r = 0, n = 1;
     MPI_Comm_rank(*comm, &r);
     MPI_Comm_size(*comm, &n);
-    *oc = (ops_comm){.rank = r, .size = n, .impl = comm, .stats = stats, .allgather = mpi_allgather};
+    *oc = (ops_comm){.rank = r, .size = n, .impl = comm, .stats = stats, .allgather = mpi_allgather,
+                     .alltoall = mpi_alltoall};
 }
 
 int tp_group_make(tp_group *g, MPI_Comm all, sd_parallel strategy, sd_error *err) {

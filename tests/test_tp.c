@@ -38,6 +38,17 @@ static int thread_allgather(const ops_comm *c, const void *send, void *recv, siz
     return 0;
 }
 
+static int thread_alltoall(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    (void)err;
+    thread_group *g = c->impl;
+    g->send[c->rank] = send;
+    pthread_barrier_wait(&g->barrier);
+    for (int r = 0; r < g->size; r++)
+        memcpy((char *)recv + (size_t)r * bytes, (const char *)g->send[r] + (size_t)c->rank * bytes, bytes);
+    pthread_barrier_wait(&g->barrier);
+    return 0;
+}
+
 typedef struct rank_job {
     ops_comm comm;
     ops_comm_stats stats;
@@ -53,6 +64,8 @@ static void *rank_main(void *p) {
     return NULL;
 }
 
+static int use_alltoall; /* run_ranks gives the communicators an all-to-all */
+
 /* Runs fn on P threads, each with its own communicator of the group. */
 static void run_ranks(int P, void (*fn)(rank_job *), void *user, rank_job *jobs) {
     thread_group g = {.size = P};
@@ -61,7 +74,7 @@ static void run_ranks(int P, void (*fn)(rank_job *), void *user, rank_job *jobs)
     for (int r = 0; r < P; r++) {
         memset(&jobs[r], 0, sizeof jobs[r]);
         jobs[r].comm = (ops_comm){.rank = r, .size = P, .impl = &g, .stats = &jobs[r].stats,
-                                  .allgather = thread_allgather};
+                                  .allgather = thread_allgather, .alltoall = use_alltoall ? thread_alltoall : NULL};
         jobs[r].fn = fn;
         jobs[r].user = user;
         pthread_create(&th[r], NULL, rank_main, &jobs[r]);
@@ -99,12 +112,18 @@ static void test_allreduce_adds_in_rank_order_on_every_rank(void **state) {
             for (int i = 0; i < AR_N; i++)
                 c.in[r][i] = (float)((tu_urand() - 0.5) * pow(10.0, tu_irand(-4, 4)));
         rank_job jobs[4];
-        for (int rep = 0; rep < 3; rep++) {
+        /* both ways (all-gather of everything; all-to-all then all-gather of sums, for 3+ ranks) */
+        for (int rep = 0; rep < 4; rep++) {
+            use_alltoall = rep % 2;
             run_ranks(P, ar_rank, &c, jobs);
+            int two_step = use_alltoall && P > 2;
+            size_t m = (AR_N + (size_t)P - 1) / (size_t)P;
+            uint64_t want_bytes = two_step ? 2 * (uint64_t)m * sizeof(float) * (uint64_t)(P - 1)
+                                           : (uint64_t)AR_N * sizeof(float) * (uint64_t)(P - 1);
             for (int r = 0; r < P; r++) {
                 assert_int_equal(jobs[r].rc, 0);
-                assert_int_equal(jobs[r].stats.calls, 1);
-                assert_true(jobs[r].stats.bytes_sent == (uint64_t)AR_N * sizeof(float) * (uint64_t)(P - 1));
+                assert_int_equal(jobs[r].stats.calls, two_step ? 2 : 1);
+                assert_true(jobs[r].stats.bytes_sent == want_bytes);
             }
             for (int i = 0; i < AR_N; i++) {
                 float want = c.in[0][i];
@@ -114,6 +133,7 @@ static void test_allreduce_adds_in_rank_order_on_every_rank(void **state) {
                         fail_msg("P=%d rank %d element %d: %.9g, rank-ordered sum %.9g", P, r, i, c.out[r][i], want);
             }
         }
+        use_alltoall = 0;
     }
 }
 

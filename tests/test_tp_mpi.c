@@ -102,6 +102,22 @@ static void test_every_golden_pipeline_with_two_ranks(void **state) {
     }
 }
 
+/* Groups of 4: CFG-parallel halves of 2 ranks, each half tensor-parallel (tiny-sd15: 2 heads per level). */
+static void test_groups_of_four_share_both_ways(void **state) {
+    (void)state;
+    static const char *names[] = {"pipeline_sd15_euler_a_96", "pipeline_sd15_img2img_ddim_96"};
+    for (int i = 0; i < 2; i++) {
+        char args[4096], cmd[8192], golden[512], png[512];
+        golden_args(names[i], args, sizeof args);
+        snprintf(golden, sizeof golden, "%s/golden/%s.png", testdata_abs(), names[i]);
+        snprintf(png, sizeof png, "%s", tu_tmp("tp4.png"));
+        snprintf(cmd, sizeof cmd, MPIRUN " -np 4 %s generate -q --threads 1 --tp 4 %s -o %s", tu_bin(), args, png);
+        sh_ok(names[i], cmd);
+        int d = tu_png_max_diff(png, golden);
+        if (d > 1) fail_msg("%s --tp 4 (cfg x tensor 2): %d levels from the golden PNG", names[i], d);
+    }
+}
+
 static void test_bad_groups_exit_2_with_one_line(void **state) {
     (void)state;
     char *out;
@@ -329,6 +345,7 @@ static void test_kill_9_of_a_member_stops_the_run_and_the_next_run_finishes(void
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_golden_pipeline_with_two_ranks),
+        cmocka_unit_test(test_groups_of_four_share_both_ways),
         cmocka_unit_test(test_bad_groups_exit_2_with_one_line),
         cmocka_unit_test(test_a_failing_member_fails_the_group_without_hanging),
         cmocka_unit_test(test_run_groups_write_what_generate_groups_write),

@@ -1,8 +1,11 @@
 /* shard.c - row views and column copies of weight tensors (see shard.h). */
 #include "shard.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* A new tensor struct (a copy of t's description) owned by s, with `copy` (may be NULL) owned too. */
 static sd_tensor *store_add(shard_store *s, const sd_tensor *t, void *copy, sd_error *err) {
@@ -12,7 +15,9 @@ static sd_tensor *store_add(shard_store *s, const sd_tensor *t, void *copy, sd_e
         if (nt) s->tensors = nt;
         void **nc = nt ? realloc(s->copies, (size_t)cap * sizeof *nc) : NULL;
         if (nc) s->copies = nc;
-        if (!nt || !nc) {
+        const sd_tensor **ns = nc ? realloc(s->sources, (size_t)cap * sizeof *ns) : NULL;
+        if (ns) s->sources = ns;
+        if (!nt || !nc || !ns) {
             free(copy);
             sd_err(err, SD_ENOMEM, "out of memory sharding %s", t->name);
             return NULL;
@@ -28,6 +33,7 @@ static sd_tensor *store_add(shard_store *s, const sd_tensor *t, void *copy, sd_e
     *x = *t;
     s->tensors[s->n] = x;
     s->copies[s->n] = copy;
+    s->sources[s->n] = t;
     s->n++;
     return x;
 }
@@ -95,6 +101,29 @@ int shard_cols(shard_store *s, const sd_tensor *t, int64_t c0, int64_t c1, const
     return 0;
 }
 
+/* madvise(DONTNEED) on the whole pages of [lo, hi); the bytes released. */
+static size_t release_range(uintptr_t lo, uintptr_t hi) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (lo + page - 1) & ~(page - 1), b = hi & ~(page - 1);
+    if (b <= a) return 0;
+    return madvise((void *)a, b - a, MADV_DONTNEED) == 0 ? b - a : 0;
+}
+
+size_t shard_store_release_sources(shard_store *s) {
+    size_t released = 0;
+    for (int i = 0; i < s->n; i++) {
+        const sd_tensor *src = s->sources[i], *x = s->tensors[i];
+        uintptr_t lo = (uintptr_t)src->data, hi = lo + src->nbytes;
+        if (s->copies[i]) {
+            released += release_range(lo, hi);
+        } else { /* a view: keep its rows */
+            uintptr_t v0 = (uintptr_t)x->data, v1 = v0 + x->nbytes;
+            released += release_range(lo, v0) + release_range(v1, hi);
+        }
+    }
+    return released;
+}
+
 void shard_store_free(shard_store *s) {
     for (int i = 0; i < s->n; i++) {
         free(s->copies[i]);
@@ -102,5 +131,6 @@ void shard_store_free(shard_store *s) {
     }
     free(s->tensors);
     free(s->copies);
+    free(s->sources);
     memset(s, 0, sizeof *s);
 }

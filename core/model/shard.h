@@ -23,6 +23,7 @@
 typedef struct shard_store {
     sd_tensor **tensors; /* owned structs */
     void **copies;       /* owned data, or NULL for views */
+    const sd_tensor **sources; /* what each shard was cut from */
     int n, cap;
     size_t copied_bytes; /* sum of the copies' sizes */
 } shard_store;
@@ -34,6 +35,16 @@ int shard_rows2(shard_store *s, const sd_tensor *t, int64_t a0, int64_t a1, int6
                 const sd_tensor **out, sd_error *err);
 /* t: [N, K, ...] -> [N, c1 - c0, ...], the second axis' range [c0, c1): a copy. */
 int shard_cols(shard_store *s, const sd_tensor *t, int64_t c0, int64_t c1, const sd_tensor **out, sd_error *err);
+
+/*
+ * Gives the memory of every source tensor's unused part back to the system
+ * (madvise MADV_DONTNEED on the whole pages outside this rank's row views;
+ * all of a copied source): a rank then keeps only its share resident. Only
+ * for sources that nothing else reads again: mapped checkpoints (pages come
+ * back from the file if touched) and the bench's random weights. Returns
+ * the bytes released.
+ */
+size_t shard_store_release_sources(shard_store *s);
 
 void shard_store_free(shard_store *s);
 

@@ -18,6 +18,7 @@ int resnet_load(resnet_block *r, const sd_weights *w, const char *prefix, int in
     r->out_ch = out_ch;
     r->temb_dim = temb_dim;
     r->out_local = out_ch;
+    r->short_cl = in_ch;
     int rc;
     if ((rc = get(w, &r->norm1_w, err, prefix, "norm1.weight", 1, in_ch, 0, 0, 0)) < 0 ||
         (rc = get(w, &r->norm1_b, err, prefix, "norm1.bias", 1, in_ch, 0, 0, 0)) < 0 ||
@@ -34,32 +35,6 @@ int resnet_load(resnet_block *r, const sd_weights *w, const char *prefix, int in
     if (in_ch != out_ch && ((rc = get(w, &r->short_w, err, prefix, "conv_shortcut.weight", 4, out_ch, in_ch, 1, 1)) < 0 ||
                             (rc = get(w, &r->short_b, err, prefix, "conv_shortcut.bias", 1, out_ch, 0, 0, 0)) < 0))
         return rc;
-    return 0;
-}
-
-/*
- * out[b, c, :] += res[b, c, :] (when res) + bias[c]: the reduced conv2 gets its bias and the
- * residual once. out, res: [B, C, HW].
- */
-static int add_bias_residual(float *out, const float *res, const sd_tensor *bias, int B, int C, int HW,
-                             ops_ctx *ops, sd_error *err) {
-    ops_mark mark = ops_arena_mark(&ops->scratch);
-    const float *b = ops_weight_f32(bias, ops, err);
-    if (!b) {
-        ops_arena_release(&ops->scratch, mark);
-        return err ? err->code : SD_ENOMEM;
-    }
-#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
-    for (int bc = 0; bc < B * C; bc++) {
-        float *o = out + (size_t)bc * HW;
-        const float *r = res ? res + (size_t)bc * HW : NULL;
-        float bv = b[bc % C];
-        if (r)
-            for (int i = 0; i < HW; i++) o[i] += r[i] + bv;
-        else
-            for (int i = 0; i < HW; i++) o[i] += bv;
-    }
-    ops_arena_release(&ops->scratch, mark);
     return 0;
 }
 
@@ -97,15 +72,17 @@ int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int
     if (tp) {
         /* row-parallel conv2: partial sums over this rank's input channels, reduced, then bias + residual */
         c2.bias = NULL;
-        if ((rc = ops_conv2d(out, h, &c2, ops, err)) < 0 ||
-            (rc = ops_comm_allreduce_sum(ops->comm, out, (size_t)B * r->out_ch * HW, ops, err)) < 0)
-            goto out;
-        if (r->short_w) {
-            ops_conv_desc s = {.batch = B, .in_ch = r->in_ch, .in_h = H, .in_w = W, .out_ch = r->out_ch, .k_h = 1,
-                               .k_w = 1, .stride = 1, .weight = r->short_w, .bias = r->short_b, .accumulate = 1};
-            if ((rc = ops_conv2d(out, x, &s, ops, err)) < 0) goto out;
+        if ((rc = ops_conv2d(out, h, &c2, ops, err)) < 0) goto out;
+        /* a 1x1 shortcut joins the same all-reduce: this rank's input channels of x, accumulated */
+        for (int b = 0; r->short_w && b < B && rc == 0; b++) {
+            ops_conv_desc s = {.batch = 1, .in_ch = r->short_cl, .in_h = H, .in_w = W, .out_ch = r->out_ch,
+                               .k_h = 1, .k_w = 1, .stride = 1, .weight = r->short_w, .accumulate = 1};
+            rc = ops_conv2d(out + (size_t)b * r->out_ch * HW, x + ((size_t)b * r->in_ch + r->short_c0) * HW, &s, ops,
+                            err);
         }
-        rc = add_bias_residual(out, r->short_w ? NULL : x, r->conv2_b, B, r->out_ch, HW, ops, err);
+        if (rc == 0) rc = ops_comm_allreduce_sum(ops->comm, out, (size_t)B * r->out_ch * HW, ops, err);
+        if (rc == 0 && r->short_w) rc = ops_add_bias_residual(out, NULL, r->short_b, B, r->out_ch, (size_t)HW, ops, err);
+        if (rc == 0) rc = ops_add_bias_residual(out, r->short_w ? NULL : x, r->conv2_b, B, r->out_ch, (size_t)HW, ops, err);
         goto out;
     }
     if (r->short_w) {
@@ -145,6 +122,16 @@ int resnet_shard(resnet_block *r, const struct ops_comm *comm, int groups, shard
     if (r->temb_w && ((rc = shard_rows(store, r->temb_w, c0, c1, &r->temb_w, err)) < 0 ||
                       (rc = shard_rows(store, r->temb_b, c0, c1, &r->temb_b, err)) < 0))
         return rc;
+    if (r->short_w) {
+        if (r->in_ch % P)
+            return sd_err(err, SD_EINPUT, "tensor parallelism over %d ranks: a shortcut's %d input channels do not "
+                          "split evenly", P, r->in_ch);
+        int s0, s1;
+        ops_comm_share(comm, r->in_ch, &s0, &s1);
+        if ((rc = shard_cols(store, r->short_w, s0, s1, &r->short_w, err)) < 0) return rc;
+        r->short_c0 = s0;
+        r->short_cl = s1 - s0;
+    }
     r->out_local = (int)(c1 - c0);
     return 0;
 }

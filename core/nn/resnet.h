@@ -8,8 +8,9 @@
  * Tensor parallelism (after resnet_shard, with ops->comm): conv1 and the time
  * projection are column-parallel on output channels cut at GroupNorm group
  * boundaries (GN2 stays local), conv2 is row-parallel on its input channels:
- * one rank-ordered all-reduce of [B, out_ch, H, W], then conv2's bias and the
- * shortcut (replicated: a 1x1 convolution) are added once. GN1 is replicated.
+ * the 1x1 shortcut is row-parallel too, accumulated into conv2's partial sum;
+ * one rank-ordered all-reduce of [B, out_ch, H, W], then the biases (and the
+ * identity residual) are added once. GN1 is replicated.
  */
 #ifndef SD_RESNET_H
 #define SD_RESNET_H
@@ -22,6 +23,7 @@
 typedef struct resnet_block {
     int in_ch, out_ch, temb_dim;      /* temb_dim 0: no time embedding (VAE) */
     int out_local;                    /* conv1's output channels on this rank (out_ch unless sharded) */
+    int short_c0, short_cl;           /* the shortcut's input channels on this rank (all unless sharded) */
     const sd_tensor *norm1_w, *norm1_b; /* [in_ch] */
     const sd_tensor *conv1_w, *conv1_b; /* [out_ch, in_ch, 3, 3], [out_ch] */
     const sd_tensor *temb_w, *temb_b;   /* [out_ch, temb_dim], [out_ch] */

@@ -116,6 +116,14 @@ fail:
     return rc;
 }
 
+/* A level's down- or upsampling convolution d: row-parallel over the input channels when sharded. */
+static int level_conv(unet_model *m, const unet_level *lv, float *out, const float *x, const ops_conv_desc *d,
+                      sd_error *err) {
+    if (lv->conv_cl && lv->conv_cl < d->in_ch)
+        return ops_conv2d_row_parallel(m->ops.comm, out, x, d, lv->conv_c0, lv->conv_cl, NULL, &m->ops, err);
+    return ops_conv2d(out, x, d, &m->ops, err);
+}
+
 /* The transformer of an attention block, or NULL. */
 static transformer2d_model *attn_xf(unet_attn *a) { return a->kind == UNET_ATTN_CROSS ? &a->xf : NULL; }
 
@@ -145,8 +153,21 @@ int unet_shard(unet_model *m, const ops_comm *comm, sd_error *err) {
             if (rc == 0 && x) rc = transformer2d_shard(x, comm, &m->shards, err);
         }
     }
+    /* the down/up-sampling convolutions (30 GFLOP each at 512x512 for the upsamplers of levels 1 and 2)
+     * by input channels */
+    for (int i = 0; i < n && rc == 0; i++) {
+        unet_level *lv = &m->levels[i];
+        int c0, c1;
+        ops_comm_share(comm, c->block_out[i], &c0, &c1);
+        if (lv->down_w) rc = shard_cols(&m->shards, lv->down_w, c0, c1, &lv->down_w, err);
+        if (rc == 0 && lv->up_w) rc = shard_cols(&m->shards, lv->up_w, c0, c1, &lv->up_w, err);
+        lv->conv_c0 = c0;
+        lv->conv_cl = c1 - c0;
+    }
     for (int j = 0; j < 2 && rc == 0; j++) rc = resnet_shard(&m->mid_res[j], comm, c->norm_groups, &m->shards, err);
     if (rc == 0 && attn_xf(&m->mid_attn)) rc = transformer2d_shard(&m->mid_attn.xf, comm, &m->shards, err);
+    /* keep only this rank's share resident (the full tensors are not read again) */
+    if (rc == 0) shard_store_release_sources(&m->shards);
     return rc;
 }
 
@@ -306,7 +327,7 @@ static int forward_down(unet_model *m, unet_skips *skips, float **hp, const floa
             ops_conv_desc dc = {.batch = B, .in_ch = ch, .in_h = hs[i], .in_w = ws[i], .out_ch = ch, .k_h = 3,
                                 .k_w = 3, .stride = 2, .pad_t = p, .pad_l = p, .pad_b = 1, .pad_r = 1,
                                 .weight = lv->down_w, .bias = lv->down_b};
-            if ((rc = ops_conv2d(d, h, &dc, ops, err)) < 0) goto done;
+            if ((rc = level_conv(m, lv, d, h, &dc, err)) < 0) goto done;
             h = d;
             skips->x[skips->n] = h;
             skips->ch[skips->n++] = ch;
@@ -397,7 +418,7 @@ static int forward_up(unet_model *m, unet_skips *skips, float **buf, float **hp,
             ops_conv_desc uc = {.batch = B, .in_ch = ch, .in_h = hs[L], .in_w = ws[L], .out_ch = ch, .k_h = 3,
                                 .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
                                 .weight = lv->up_w, .bias = lv->up_b, .up_h = hs[L - 1], .up_w = ws[L - 1]};
-            if ((rc = ops_conv2d(u, h, &uc, ops, err)) < 0) goto done;
+            if ((rc = level_conv(m, lv, u, h, &uc, err)) < 0) goto done;
             h = u;
             oh = hs[L - 1];
             ow = ws[L - 1];

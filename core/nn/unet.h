@@ -50,6 +50,7 @@ typedef struct unet_level {
     resnet_block up_res[UNET_MAX_LAYERS + 1];  /* up block n-1-level */
     unet_attn up_attn[UNET_MAX_LAYERS + 1];
     const sd_tensor *up_w, *up_b;           /* conv after upsampling [C, C, 3, 3]; NULL on level 0 */
+    int conv_c0, conv_cl;                   /* tensor-parallel: the input channels of down_w and up_w here */
 } unet_level;
 
 typedef struct unet_model {
@@ -97,6 +98,9 @@ struct ops_comm;
  * down/up-sampling convolutions, the final norm and conv_out stay replicated.
  * comm NULL or of size 1: nothing changes. SD_EINPUT, before anything
  * changes, when the GroupNorm groups or a level's heads do not split evenly.
+ * The memory of the other ranks' parts of the weights is released
+ * (shard_store_release_sources): nothing may read m's original tensors
+ * afterwards.
  */
 int unet_shard(unet_model *m, const struct ops_comm *comm, sd_error *err);
 
