@@ -4,13 +4,17 @@
 #include <math.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "model.h"
+#include "pipeline.h"
 #include "ops.h"
+#include "sampler.h"
 
 int cli_fail(const sd_error *e) {
     fprintf(stderr, "sdrender: %s\n", e->msg[0] ? e->msg : sd_err_name(e->code));
@@ -157,4 +161,50 @@ int cli_threads_for(int local_ranks) {
     int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)online;
     if (n >= online && local_ranks > 1) n /= local_ranks;
     return n < 1 ? 1 : n;
+}
+
+int cli_model_sampler(const sd_model *m) {
+    static const struct {
+        const char *cls;
+        sampler_kind k;
+    } map[] = {{"DDIMScheduler", SD_SAMPLER_DDIM},          {"PNDMScheduler", SD_SAMPLER_PNDM},
+               {"EulerDiscreteScheduler", SD_SAMPLER_EULER}, {"EulerAncestralDiscreteScheduler", SD_SAMPLER_EULER_A},
+               {"LMSDiscreteScheduler", SD_SAMPLER_LMS},     {"HeunDiscreteScheduler", SD_SAMPLER_HEUN},
+               {"DPMSolverMultistepScheduler", SD_SAMPLER_DPMPP_2M}, {"UniPCMultistepScheduler", SD_SAMPLER_UNIPC},
+               {"DDPMScheduler", SD_SAMPLER_DDPM}};
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+        if (!strcmp(m->sched.class_name, map[i].cls)) return map[i].k;
+    return SD_SAMPLER_PNDM;
+}
+
+long long cli_random_seed(void) {
+    uint64_t v = 0;
+    FILE *fp = fopen("/dev/urandom", "rb");
+    if (fp) {
+        if (fread(&v, sizeof v, 1, fp) != 1) v = 0;
+        fclose(fp);
+    }
+    return (long long)(v % 4294967296ULL); /* A1111-sized seeds */
+}
+
+int cli_parse_sampler(const char *name, int *out) {
+    sampler_kind k;
+    if (sampler_kind_parse(name, &k) < 0)
+        return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", name, sampler_kind_list());
+    *out = (int)k;
+    return 0;
+}
+
+int cli_parse_rng(const char *name, int *out) {
+    sd_rng_kind k;
+    if (sd_rng_kind_parse(name, &k) < 0) return cli_usage_error("--rng: unknown noise source '%s'; choose cpu or cuda", name);
+    *out = (int)k;
+    return 0;
+}
+
+int cli_pipeline_for(sd_pipeline *p, const sd_model *m, const sd_settings *s, sd_error *err) {
+    int rc = sd_settings_check_for(s, sd_model_size_factor(m), err);
+    if (rc == 0) rc = sd_pipeline_load(p, m, err);
+    if (rc == 0 && (rc = sd_pipeline_check(p, s, err)) < 0) sd_pipeline_free(p);
+    return rc;
 }

@@ -7,6 +7,23 @@
 
 #include "err.h"
 
+struct sd_model;
+/* The sampler the model's scheduler config names (its _class_name), else pndm. */
+int cli_model_sampler(const struct sd_model *m);
+/* A random A1111-sized seed (0 .. 2^32 - 1) from /dev/urandom. */
+long long cli_random_seed(void);
+
+/* --sampler NAME / --rng cpu|cuda into *out (an int holding a sampler_kind / sd_rng_kind); on an unknown
+ * name prints the usage error and returns 2, else 0. */
+int cli_parse_sampler(const char *name, int *out);
+int cli_parse_rng(const char *name, int *out);
+
+struct sd_pipeline;
+struct sd_settings;
+/* Checks s against m (sizes, what the model's kind allows) and loads m's pipeline into p; on failure p
+ * is freed and the error is in err. */
+int cli_pipeline_for(struct sd_pipeline *p, const struct sd_model *m, const struct sd_settings *s, sd_error *err);
+
 /* Prints "sdrender: <msg>" on stderr and returns the exit status for e->code. */
 int cli_fail(const sd_error *e);
 /* Prints "sdrender: <formatted>" and returns 2 (bad usage or input). */

@@ -20,8 +20,11 @@ static void usage(FILE *fp) {
             "  *.txt    one prompt per line; blank lines are skipped\n"
             "  *.jsonl  one JSON object per line: prompt (or caption), and optionally negative_prompt,\n"
             "           seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, init_image,\n"
-            "           mask, strength, and SDXL's original_width, original_height, crop_top, crop_left,\n"
-            "           target_width, target_height (0: the default); unknown keys are errors\n"
+            "           mask, strength, task, rng, noise_level, and SDXL's original_width, original_height,\n"
+            "           crop_top, crop_left, target_width, target_height (0: the default); unknown keys are errors\n"
+            "           task: txt2img, img2img, inpaint, unconditional (no prompt; pixel-space DDPM),\n"
+            "           upscale (init_image is the low-res picture, the output 4x it; noise_level 0..350,\n"
+            "           default 20); rng: cpu or cuda\n"
             "  *.csv    RFC 4180 with a header row: a prompt (or caption) column, optionally columns\n"
             "           with the names above; empty cells take the defaults; other columns are ignored\n"
             "  Image paths are relative to the prompt file's folder.\n"
@@ -39,6 +42,7 @@ static void usage(FILE *fp) {
             "  --strength X     img2img strength in (0, 1] for rows with an init_image (0.8; 1.0 with a mask)\n"
             "  --original-size WxH, --crop-top-left T,L, --target-size WxH\n"
             "                   SDXL size conditioning (the image size; 0,0; the image size)\n"
+            "  --rng cpu|cuda   noise source: torch's CPU generator (cpu) or CUDA's Philox (cuda, A1111 NV)\n"
             "  --seed-base N    a row without a seed gets seed = N + job_id - 1 (0), so every job has\n"
             "                   its seed from the start and renders the same image on any rank, any rerun\n"
             "  --repeat K       K jobs per prompt with consecutive ids (1); a row's own seed S gives\n"
@@ -139,6 +143,9 @@ int cmd_enqueue(int argc, char **argv) {
             rc = cli_parse_pair("--target-size", v, 'x', 1, SD_MAX_COND_SIZE, &n, &n2, &e);
             o.defaults.target_width = (int)n;
             o.defaults.target_height = (int)n2;
+        } else if ((v = cli_option_value(argc, argv, &i, "--rng", NULL, &missing))) {
+            if (sd_rng_kind_parse(v, &o.defaults.rng) < 0)
+                rc = sd_err(&e, SD_EINPUT, "--rng: unknown noise source '%s'; choose cpu or cuda", v);
         } else if ((v = cli_option_value(argc, argv, &i, "--seed-base", NULL, &missing))) {
             rc = cli_parse_long("--seed-base", v, 0, LONG_MAX, &seed_base, &e);
         } else if ((v = cli_option_value(argc, argv, &i, "--repeat", NULL, &missing))) {

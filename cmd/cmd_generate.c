@@ -14,10 +14,11 @@
 
 static void usage(FILE *fp) {
     fprintf(fp,
-            "usage: sdrender generate -m MODEL -p PROMPT -o OUT.png [options]\n\n"
+            "usage: sdrender generate -m MODEL -p PROMPT -o OUT.png [options]\n"
+            "       sdrender generate -m DDPM_MODEL -o OUT.png [options]   (unconditional: no prompt)\n\n"
             "Generates images; the same prompt, seed and settings give the same PNG as diffusers on CPU.\n\n"
             "  -m, --model PATH       diffusers folder or single .safetensors/.ckpt checkpoint\n"
-            "  -p, --prompt TEXT      what to draw\n"
+            "  -p, --prompt TEXT      what to draw (not for unconditional models such as a pixel-space DDPM)\n"
             "  -n, --negative TEXT    negative prompt (default none: SD 1.x/2.x encode \"\", SDXL uses zeros)\n"
             "  -o, --output FILE      PNG to write; with --batch-count N > 1, FILE-1.png .. FILE-N.png\n"
             "      --steps N          inference steps (default 20)\n"
@@ -27,6 +28,8 @@ static void usage(FILE *fp) {
             "      --karras           Karras sigmas (euler, lms, heun, dpm++2m, unipc)\n"
             "      --eta E            DDIM eta (default 0)\n"
             "      --seed S           seed (default -1: random; the seed used is printed and stored)\n"
+            "      --rng cpu|cuda     noise source: torch's CPU generator (default, diffusers on CPU) or the\n"
+            "                         CUDA one (Philox; seeds chosen on a GPU, A1111's NV; PNG: RNG: NV)\n"
             "  -W, --width W          image width, a multiple of the VAE's scale factor (8 for SD; default:\n"
             "                         init image, else the model's size)\n"
             "  -H, --height H         image height, the same multiple\n"
@@ -55,30 +58,6 @@ static void usage(FILE *fp) {
             sampler_kind_list());
 }
 
-/* Default sampler: the one the model's scheduler config names. */
-static sampler_kind model_sampler(const sd_model *m) {
-    static const struct {
-        const char *cls;
-        sampler_kind k;
-    } map[] = {{"DDIMScheduler", SD_SAMPLER_DDIM},          {"PNDMScheduler", SD_SAMPLER_PNDM},
-               {"EulerDiscreteScheduler", SD_SAMPLER_EULER}, {"EulerAncestralDiscreteScheduler", SD_SAMPLER_EULER_A},
-               {"LMSDiscreteScheduler", SD_SAMPLER_LMS},     {"HeunDiscreteScheduler", SD_SAMPLER_HEUN},
-               {"DPMSolverMultistepScheduler", SD_SAMPLER_DPMPP_2M}, {"UniPCMultistepScheduler", SD_SAMPLER_UNIPC}};
-    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
-        if (!strcmp(m->sched.class_name, map[i].cls)) return map[i].k;
-    return SD_SAMPLER_PNDM;
-}
-
-static int64_t random_seed(void) {
-    uint64_t v = 0;
-    FILE *fp = fopen("/dev/urandom", "rb");
-    if (fp) {
-        if (fread(&v, sizeof v, 1, fp) != 1) v = 0;
-        fclose(fp);
-    }
-    return (int64_t)(v % 4294967296ULL); /* A1111-sized seeds */
-}
-
 /* FILE.png -> FILE-i.png (i 1-based) when n > 1. */
 static char *output_name(const char *out, int i, int n) {
     size_t l = strlen(out);
@@ -92,17 +71,6 @@ static char *output_name(const char *out, int i, int n) {
     size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - out) : l;
     snprintf(p, l + 32, "%.*s-%d%s", (int)stem, out, i + 1, out + stem);
     return p;
-}
-
-typedef struct {
-    progress_bar *pr;
-} step_ctx;
-
-static int on_step(void *ctx, int done, int total) {
-    step_ctx *c = ctx;
-    (void)total;
-    progress_update(c->pr, done);
-    return 0;
 }
 
 /* What the command line asked for, parsed. */
@@ -129,11 +97,17 @@ static int generate_images(gen_args *a, const sd_group *grp) {
     sd_render_id id;
     int have_model = 0, have_pipe = 0;
     if ((rc = sd_model_open(&m, a->model, &a->mopts, &err)) == 0) have_model = 1;
-    int scale = have_model ? vae_scale_factor(&m.vae) : 8;
+    int scale = have_model ? sd_model_size_factor(&m) : 8;
+    /* a text-conditioned model needs a prompt, an unconditional one (pixel-space DDPM) takes none */
+    if (rc == 0 && !s.prompt && (m.parts & SD_PART_TEXT_ENCODER)) rc = sd_err(&err, SD_EINPUT, "generate: -p PROMPT is required");
+    if (rc == 0 && s.prompt && !(m.parts & SD_PART_TEXT_ENCODER))
+        rc = sd_err(&err, SD_EINPUT, "generate: %s is an unconditional model (no text encoder): it takes no prompt; "
+                    "leave out -p", a->model);
+    if (!s.prompt) s.prompt = "";
     if (rc == 0 && ((width && width % scale) || (height && height % scale)))
         rc = sd_err(&err, SD_EINPUT, "generate: size %ldx%ld: width and height must each be a multiple of %d", width,
                     height, scale);
-    if (rc == 0 && !a->have_sampler) s.sampler = model_sampler(&m);
+    if (rc == 0 && !a->have_sampler) s.sampler = (sampler_kind)cli_model_sampler(&m);
     /* size: -W/-H, else the init image's, else the model's native size */
     if (rc == 0 && s.init_image && (!width || !height)) {
         uint8_t *tmp = NULL;
@@ -145,15 +119,16 @@ static int generate_images(gen_args *a, const sd_group *grp) {
         }
     }
     if (rc == 0) {
-        int native = m.unet.sample_size * scale;
+        int native = (m.parts & SD_PART_VAE) ? m.unet.sample_size * scale : m.unet.sample_size;
         s.width = (int)(width ? width : native);
         s.height = (int)(height ? height : native);
     }
     int random = seed < 0;
-    if (random) seed = random_seed();
+    if (random) seed = cli_random_seed();
     s.seed = seed;
     if (rc == 0) rc = sd_settings_check_for(&s, scale, &err);
     if (rc == 0 && (rc = sd_pipeline_load_group(&p, &m, grp, &err)) == 0) have_pipe = 1;
+    if (rc == 0) rc = sd_pipeline_check(&p, &s, &err);
     if (rc == 0) rc = sd_render_identify(&m, &id, &err);
     /* a group goes on only if every rank got this far; then every rank uses the leader's seed */
     rc = sd_group_agree(grp, rc, &err);
@@ -179,10 +154,9 @@ static int generate_images(gen_args *a, const sd_group *grp) {
             break;
         }
         progress_start(&pr, label, "steps", total, quiet);
-        step_ctx sc = {.pr = &pr};
         char sha[65];
         double t0 = cli_now();
-        rc = sd_render_png(&p, &s, &id, path, on_step, &sc, sha, &err);
+        rc = sd_render_png(&p, &s, &id, path, progress_step, &pr, sha, &err);
         rc = sd_group_agree(grp, rc, &err); /* e.g. the leader could not write: the group stops together */
         progress_end(&pr);
         if (rc == 0 && !quiet)
@@ -198,7 +172,7 @@ static int generate_images(gen_args *a, const sd_group *grp) {
 
 int cmd_generate(int argc, char **argv) {
     enum { O_STEPS = 256, O_CFG, O_SAMPLER, O_KARRAS, O_ETA, O_SEED, O_CLIPSKIP, O_STRENGTH, O_MASK, O_BATCH, O_THREADS,
-           O_TOK, O_CONFIG, O_PRECISION, O_TP, O_PARALLEL, O_ORIG, O_CROP, O_TARGET };
+           O_TOK, O_CONFIG, O_PRECISION, O_TP, O_PARALLEL, O_ORIG, O_CROP, O_TARGET, O_RNG };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},      {"prompt", required_argument, 0, 'p'},
         {"negative", required_argument, 0, 'n'},   {"output", required_argument, 0, 'o'},
@@ -214,6 +188,7 @@ int cmd_generate(int argc, char **argv) {
         {"tp", required_argument, 0, O_TP},        {"parallel", required_argument, 0, O_PARALLEL},
         {"original-size", required_argument, 0, O_ORIG}, {"crop-top-left", required_argument, 0, O_CROP},
         {"target-size", required_argument, 0, O_TARGET},
+        {"rng", required_argument, 0, O_RNG},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     sd_settings s;
@@ -224,7 +199,7 @@ int cmd_generate(int argc, char **argv) {
     long cond[6] = {0}; /* original w, h, crop top, left, target w, h */
     sd_parallel parallel = SD_PARALLEL_AUTO;
     double cfg = 7.5, eta = 0, strength = -1;
-    int have_sampler = 0, quiet = 0, bf16 = 0, c;
+    int have_sampler = 0, sampler, rng, quiet = 0, bf16 = 0, c;
     sd_error err = {0};
     s.prompt = NULL;
     s.negative = NULL; /* none given (see below) */
@@ -258,9 +233,13 @@ int cmd_generate(int argc, char **argv) {
         case O_CFG: rc = cli_parse_double("--cfg-scale", optarg, 0, 100, &cfg, &err); break;
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
+        case O_RNG:
+            if (cli_parse_rng(optarg, &rng)) return 2;
+            s.rng = (sd_rng_kind)rng;
+            break;
         case O_SAMPLER:
-            if (sampler_kind_parse(optarg, &s.sampler) < 0)
-                return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", optarg, sampler_kind_list());
+            if (cli_parse_sampler(optarg, &sampler)) return 2;
+            s.sampler = (sampler_kind)sampler;
             have_sampler = 1;
             break;
         case 'h': usage(stdout); return 0;
@@ -270,7 +249,6 @@ int cmd_generate(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("generate: unexpected argument '%s'", argv[optind]);
     if (!model) return cli_usage_error("generate: -m MODEL is required (see 'sdrender generate --help')");
-    if (!s.prompt) return cli_usage_error("generate: -p PROMPT is required");
     if (!out) return cli_usage_error("generate: -o OUT.png is required");
     if (s.mask && !s.init_image) return cli_usage_error("generate: --mask needs an init image (-i)");
     if (strength >= 0 && !s.init_image) return cli_usage_error("generate: --strength needs an init image (-i)");

@@ -61,28 +61,52 @@ static void print_architecture(const sd_model *m) {
         down[i] = u->down_attn[i] == UNET_ATTN_CROSS;
         up[i] = u->up_attn[i] == UNET_ATTN_CROSS;
     }
-    printf("architecture:\n  unet:         in %d, out %d, channels ", u->in_channels, u->out_channels);
+    printf("architecture:\n  unet:         %sin %d, out %d, channels ", u->unet2d ? "UNet2DModel, " : "", u->in_channels,
+           u->out_channels);
     print_ints(u->block_out, u->n_levels);
     printf(", %d resnets/level, heads ", u->layers_per_block);
     print_ints(u->heads, u->n_levels);
     printf(" (head dim ");
     print_ints(hd, u->n_levels);
-    printf("), cross-attn down ");
-    print_ints(down, u->n_levels);
-    printf(" up ");
-    print_ints(up, u->n_levels);
-    printf(" mid %d, context dim %d, %s proj_in/out, transformer depth ", u->mid_attn == UNET_ATTN_CROSS,
-           u->cross_attention_dim, u->use_linear_projection ? "linear" : "conv 1x1");
-    print_ints(u->transformer_layers, u->n_levels);
-    printf(", time embedding %d%s", u->time_embed_dim, u->upcast_attention ? ", upcast attention" : "");
-    if (u->addition_time_embed_dim)
-        printf(", added text/time embedding (%d inputs, time ids embedded in %d)", u->addition_in_dim,
-               u->addition_time_embed_dim);
-    printf("\n");
+    if (u->unet2d) { /* pixel-space DDPM: plain self-attention, no text */
+        int self_down[SD_MAX_LEVELS], self_up[SD_MAX_LEVELS];
+        for (int i = 0; i < u->n_levels; i++) {
+            self_down[i] = u->down_attn[i] == UNET_ATTN_SELF;
+            self_up[i] = u->up_attn[i] == UNET_ATTN_SELF;
+        }
+        printf("), self-attn down ");
+        print_ints(self_down, u->n_levels);
+        printf(" up ");
+        print_ints(self_up, u->n_levels);
+        printf(" mid %d, %d groups, eps %g, downsample padding %d, time embedding %d (%s first, freq shift %d)\n",
+               u->mid_attn == UNET_ATTN_SELF, u->norm_groups, u->norm_eps, u->downsample_padding, u->time_embed_dim,
+               u->flip_sin_to_cos ? "cos" : "sin", u->freq_shift);
+    } else {
+        printf("), cross-attn down ");
+        print_ints(down, u->n_levels);
+        printf(" up ");
+        print_ints(up, u->n_levels);
+        printf(" mid %d, context dim %d, %s proj_in/out, transformer depth ", u->mid_attn == UNET_ATTN_CROSS,
+               u->cross_attention_dim, u->use_linear_projection ? "linear" : "conv 1x1");
+        print_ints(u->transformer_layers, u->n_levels);
+        printf(", time embedding %d%s", u->time_embed_dim, u->upcast_attention ? ", upcast attention" : "");
+        if (u->addition_time_embed_dim)
+            printf(", added text/time embedding (%d inputs, time ids embedded in %d)", u->addition_in_dim,
+                   u->addition_time_embed_dim);
+        if (u->num_class_embeds) printf(", %d noise-level classes", u->num_class_embeds);
+        int any_only = 0;
+        for (int i = 0; i < u->n_levels; i++) any_only |= u->only_cross[i];
+        if (any_only) {
+            printf(", only-cross-attention ");
+            print_ints(u->only_cross, u->n_levels);
+        }
+        printf("\n");
+    }
     if (m->parts & SD_PART_VAE) {
         printf("  vae:          in %d, out %d, latent %d, channels ", v->in_channels, v->out_channels, v->latent_channels);
         print_ints(v->block_out, v->n_levels);
-        printf(", %d resnets/level, scaling factor %g\n", v->layers_per_block, v->scaling_factor);
+        printf(", %d resnets/level, f=%d, scaling factor %g\n", v->layers_per_block, vae_scale_factor(v),
+               v->scaling_factor);
     } else {
         printf("  vae:          none\n");
     }
@@ -95,6 +119,11 @@ static void print_architecture(const sd_model *m) {
            s->beta_schedule == SCHED_BETA_LINEAR ? "linear" : "scaled_linear", s->beta_start, s->beta_end,
            s->num_train_timesteps, s->steps_offset,
            s->prediction_type == SCHED_PRED_V ? "v" : s->prediction_type == SCHED_PRED_SAMPLE ? "sample" : "epsilon");
+    if (m->upscaler)
+        printf("  low_res_scheduler: %s, %s betas %g..%g (adds the picture's noise), max noise level %d\n",
+               m->low_res_sched.class_name,
+               m->low_res_sched.beta_schedule == SCHED_BETA_LINEAR ? "linear" : "scaled_linear",
+               m->low_res_sched.beta_start, m->low_res_sched.beta_end, m->max_noise_level);
 }
 
 int cmd_info(int argc, char **argv) {
@@ -126,7 +155,9 @@ int cmd_info(int argc, char **argv) {
            m.pipeline_class);
     printf("variant:      %s\n", sd_model_variant(&m, var, sizeof var));
     if (m.config_source) printf("config:       %s\n", m.config_source);
-    printf("tokenizer:    %s\n", m.tokenizer_path ? m.tokenizer_path : "(none found; pass --tokenizer)");
+    printf("tokenizer:    %s\n", m.tokenizer_path                         ? m.tokenizer_path
+                                 : (m.parts & SD_PART_TEXT_ENCODER) ? "(none found; pass --tokenizer)"
+                                                                    : "(none: the model takes no prompt)");
     if (m.parts & SD_PART_TEXT_ENCODER_2)
         printf("tokenizer_2:  %s\n", m.tokenizer2_path ? m.tokenizer2_path : "(none found; pass --tokenizer)");
     printf("files:\n");

@@ -164,6 +164,11 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
     }
     sd_settings s;
     sd_job_settings(job, &s);
+    if (!*s.prompt && (w->model.parts & SD_PART_TEXT_ENCODER)) {
+        *retry = 0;
+        return sd_err(err, SD_EINPUT, "job %lld has no prompt, but %s is text-conditioned (only an unconditional "
+                      "model, e.g. a pixel-space DDPM, renders prompt-less jobs)", (long long)job->id, w->model.path);
+    }
     sd_render_identify_name(&w->model, &w->id);
     snprintf(w->id.hash, sizeof w->id.hash, "%s", model_sha ? model_sha : "");
     double t0 = cli_now();

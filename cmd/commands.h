@@ -7,6 +7,7 @@
 /* Each takes argv[0] = the command name and returns the process exit status. */
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_upscale(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_init_model(int argc, char **argv);

@@ -18,7 +18,8 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"generate", cmd_generate, "render images from a prompt (txt2img, img2img, inpainting)"},
+    {"generate", cmd_generate, "render images from a prompt (txt2img, img2img, inpainting; DDPM without one)"},
+    {"upscale", cmd_upscale, "upscale a picture 4x with an x4 upscaler model"},
     {"enqueue", cmd_enqueue, "add prompt files (.txt, .jsonl, .csv) to a job database"},
     {"run", cmd_run, "render a job database's pending jobs (under mpirun: master + workers)"},
     {"status", cmd_status, "show a job database's progress, rate, ETA and last errors"},

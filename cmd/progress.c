@@ -52,3 +52,9 @@ void progress_update(progress_bar *p, int done) {
 void progress_end(progress_bar *p) {
     if (!p->quiet && p->tty) fputc('\n', stderr);
 }
+
+int progress_step(void *ctx, int done, int total) {
+    (void)total;
+    progress_update(ctx, done);
+    return 0;
+}

@@ -20,5 +20,7 @@ typedef struct progress_bar {
 void progress_start(progress_bar *p, const char *label, const char *unit, int total, int quiet);
 void progress_update(progress_bar *p, int done);
 void progress_end(progress_bar *p);
+/* A pipeline step callback (sd_pipeline_step_fn): ctx is the progress_bar; never cancels. */
+int progress_step(void *ctx, int done, int total);
 
 #endif

@@ -13,6 +13,10 @@
 
 #include "csv.h"
 #include "fsutil.h"
+#include "pngio.h"
+
+/* The largest low-res picture an upscale row may name (sdrender upscale's default --max-pixels). */
+#define ENQUEUE_MAX_UPSCALE_PIXELS (1024L * 1024L)
 
 void enqueue_options_init(enqueue_options *o) {
     memset(o, 0, sizeof *o);
@@ -52,6 +56,9 @@ typedef enum {
     F_CROP_LEFT,
     F_TARGET_W,
     F_TARGET_H,
+    F_TASK,
+    F_RNG,
+    F_NOISE_LEVEL,
     F_COUNT
 } field_id;
 
@@ -71,12 +78,19 @@ static const struct {
     [F_ORIG_W] = {"original_width", K_INT}, [F_ORIG_H] = {"original_height", K_INT},
     [F_CROP_TOP] = {"crop_top", K_INT},     [F_CROP_LEFT] = {"crop_left", K_INT},
     [F_TARGET_W] = {"target_width", K_INT}, [F_TARGET_H] = {"target_height", K_INT},
+    [F_TASK] = {"task", K_TEXT},
+    [F_RNG] = {"rng", K_TEXT},              [F_NOISE_LEVEL] = {"noise_level", K_INT},
 };
+
+/* The task key's values: what the row asks for, checked against the fields it gives. */
+typedef enum { T_AUTO = 0, T_TXT2IMG, T_IMG2IMG, T_INPAINT, T_UNCONDITIONAL, T_UPSCALE } row_task;
+static const char *const task_names[] = {"", "txt2img", "img2img", "inpaint", "unconditional", "upscale"};
+#define TASK_LIST "txt2img, img2img, inpaint, unconditional, upscale"
 
 #define KNOWN_FIELDS                                                                                           \
     "prompt (or caption), negative_prompt, seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, " \
-    "init_image, mask, strength, original_width, original_height, crop_top, crop_left, target_width, "           \
-    "target_height"
+    "init_image, mask, strength, task, rng, noise_level, original_width, original_height, crop_top, crop_left, " \
+    "target_width, target_height"
 
 /* Field id of a key or column name ("caption" is the prompt); -1 when unknown. */
 static int field_lookup(const char *name, int ignore_case) {
@@ -90,6 +104,7 @@ static int field_lookup(const char *name, int ignore_case) {
 /* A row being read: the job so far and which fields the row gave. */
 typedef struct row {
     sd_job job;
+    row_task task;
     int given[F_COUNT];
     const char *path; /* the prompt file, for relative image paths */
 } row;
@@ -148,6 +163,16 @@ static int set_text(row *r, int f, const char *s, sd_error *err) {
         if (sampler_kind_parse(s, &r->job.sampler) < 0)
             return sd_err(err, SD_EINPUT, "unknown sampler '%s' (known: %s)", s, sampler_kind_list());
         return 0;
+    case F_TASK:
+        for (int t = T_TXT2IMG; t <= T_UPSCALE; t++)
+            if (!strcmp(s, task_names[t])) {
+                r->task = (row_task)t;
+                return 0;
+            }
+        return sd_err(err, SD_EINPUT, "unknown task '%s' (known: %s)", s, TASK_LIST);
+    case F_RNG:
+        if (sd_rng_kind_parse(s, &r->job.rng) < 0) return sd_err(err, SD_EINPUT, "unknown rng '%s' (cpu or cuda)", s);
+        return 0;
     case F_INIT_IMAGE: return resolve_image(r, name, s, &r->job.init_image, err);
     case F_MASK: return resolve_image(r, name, s, &r->job.mask, err);
     default: return sd_err(err, SD_EINTERNAL, "field %s is not text", name);
@@ -168,7 +193,8 @@ static int set_int(row *r, int f, long long v, sd_error *err) {
     }
     if (v < INT_MIN || v > INT_MAX) return sd_err(err, SD_EINPUT, "%s is out of range: %lld", name, v);
     int *dst = f == F_STEPS ? &r->job.steps : f == F_WIDTH ? &r->job.width : f == F_HEIGHT ? &r->job.height
-                                                                                         : &r->job.clip_skip;
+               : f == F_NOISE_LEVEL                                                 ? &r->job.noise_level
+                                                                                    : &r->job.clip_skip;
     int *cond[6] = {&r->job.orig_width, &r->job.orig_height, &r->job.crop_top, &r->job.crop_left,
                     &r->job.target_width, &r->job.target_height};
     if (f >= F_ORIG_W && f <= F_TARGET_H) dst = cond[f - F_ORIG_W];
@@ -196,12 +222,62 @@ static int set_bool(row *r, int f, int v, sd_error *err) {
     return 0;
 }
 
+/*
+ * An upscale row: the output is 4x the init image (read from its PNG header, at most
+ * ENQUEUE_MAX_UPSCALE_PIXELS pixels as `sdrender upscale`'s default --max-pixels), noise level 20 unless given.
+ */
+static int finish_upscale(row *r, sd_error *err) {
+    sd_job *j = &r->job;
+    if (!j->init_image) return sd_err(err, SD_EINPUT, "task upscale needs an init_image (the low-res picture)");
+    if (j->mask || r->given[F_STRENGTH]) return sd_err(err, SD_EINPUT, "task upscale takes no mask or strength");
+    uint8_t *rgb = NULL;
+    int w, h;
+    int rc = sd_png_read_rgb(j->init_image, &rgb, &w, &h, err);
+    free(rgb);
+    if (rc < 0) return sd_err(err, SD_EINPUT, "%s", err ? err->msg : "init_image is not a PNG picture");
+    if ((long)w * h > ENQUEUE_MAX_UPSCALE_PIXELS)
+        return sd_err(err, SD_EINPUT, "%s is %dx%d, more than the %ld pixels an upscale takes", j->init_image, w, h,
+                      ENQUEUE_MAX_UPSCALE_PIXELS);
+    if ((r->given[F_WIDTH] && j->width != 4 * w) || (r->given[F_HEIGHT] && j->height != 4 * h))
+        return sd_err(err, SD_EINPUT, "an upscale of %dx%d is %dx%d; leave out width and height", w, h, 4 * w, 4 * h);
+    j->width = 4 * w;
+    j->height = 4 * h;
+    j->upscale = 1;
+    if (!r->given[F_NOISE_LEVEL]) j->noise_level = 20;
+    return 0;
+}
+
+/* The row's task against what it gives: an unconditional row has no prompt (stored as ""), the
+ * others need one; img2img needs an init image, inpaint a mask; noise_level is for upscales. */
+static int check_task(row *r, sd_error *err) {
+    sd_job *j = &r->job;
+    if (r->task == T_UNCONDITIONAL) {
+        if (r->given[F_PROMPT] || r->given[F_NEGATIVE] || j->init_image)
+            return sd_err(err, SD_EINPUT, "task unconditional takes no prompt, negative_prompt or init_image");
+        j->prompt = strdup("");
+        return j->prompt ? 0 : sd_err(err, SD_ENOMEM, "out of memory");
+    }
+    if (!r->given[F_PROMPT]) return sd_err(err, SD_EINPUT, "no prompt");
+    if (!j->prompt[strspn(j->prompt, " \t\r\n")]) return sd_err(err, SD_EINPUT, "prompt is empty");
+    if (r->given[F_NOISE_LEVEL] && r->task != T_UPSCALE) return sd_err(err, SD_EINPUT, "noise_level is for task upscale");
+    if (r->task == T_TXT2IMG && j->init_image) return sd_err(err, SD_EINPUT, "task txt2img takes no init_image");
+    if (r->task == T_IMG2IMG && (!j->init_image || j->mask))
+        return sd_err(err, SD_EINPUT, "task img2img needs an init_image and no mask");
+    if (r->task == T_INPAINT && !j->mask) return sd_err(err, SD_EINPUT, "task inpaint needs an init_image and a mask");
+    return 0;
+}
+
 /* Fills what the row did not give from the defaults and checks the result. */
 static int row_finish(row *r, const enqueue_options *o, sd_error *err) {
     const sd_job *d = &o->defaults;
     sd_job *j = &r->job;
-    if (!r->given[F_PROMPT]) return sd_err(err, SD_EINPUT, "no prompt");
-    if (!r->given[F_NEGATIVE]) {
+    int rc = check_task(r, err);
+    if (rc < 0) return rc;
+    if (!r->given[F_RNG]) j->rng = d->rng;
+    if (r->task == T_UNCONDITIONAL) {
+        j->negative_prompt = strdup("");
+        if (!j->negative_prompt) return sd_err(err, SD_ENOMEM, "out of memory");
+    } else if (!r->given[F_NEGATIVE]) {
         j->negative_prompt = strdup(d->negative_prompt ? d->negative_prompt : "");
         if (!j->negative_prompt) return sd_err(err, SD_ENOMEM, "out of memory");
     }
@@ -218,7 +294,9 @@ static int row_finish(row *r, const enqueue_options *o, sd_error *err) {
     if (!r->given[F_CROP_LEFT]) j->crop_left = d->crop_left;
     if (!r->given[F_TARGET_W]) j->target_width = d->target_width;
     if (!r->given[F_TARGET_H]) j->target_height = d->target_height;
-    if (!r->given[F_STRENGTH] && j->init_image) j->strength = d->strength > 0 ? d->strength : j->mask ? 1.0 : 0.8;
+    if (r->task == T_UPSCALE && (rc = finish_upscale(r, err)) < 0) return rc;
+    if (!r->given[F_STRENGTH] && j->init_image && !j->upscale)
+        j->strength = d->strength > 0 ? d->strength : j->mask ? 1.0 : 0.8;
     return sd_job_spec_check(j, err);
 }
 
@@ -447,7 +525,7 @@ static int csv_fill(const void *src, row *r, sd_error *err) {
         int rc = c->col[i] >= 0 && c->rec->fields[i][0] ? csv_field(r, c->col[i], c->rec->fields[i], err) : 0;
         if (rc < 0) return rc;
     }
-    if (!r->given[F_PROMPT]) return sd_err(err, SD_EINPUT, "prompt is empty");
+    if (!r->given[F_PROMPT] && r->task != T_UNCONDITIONAL) return sd_err(err, SD_EINPUT, "prompt is empty");
     return 0;
 }
 

@@ -5,12 +5,20 @@
  *   .txt    one prompt per line; blank lines are skipped.
  *   .jsonl  one JSON object per line with any of the keys prompt (or caption),
  *           negative_prompt, seed, steps, cfg_scale, sampler, karras, width,
- *           height, clip_skip, init_image, mask, strength. Unknown keys, wrong
- *           types (steps: "20") and null are errors; blank lines are skipped.
+ *           height, clip_skip, init_image, mask, strength, task, rng,
+ *           noise_level. Unknown keys, wrong types (steps: "20") and null are
+ *           errors; blank lines are skipped.
  *   .csv    RFC 4180 with a header row naming the columns: prompt or caption,
  *           and optionally the other names above. Empty cells take the
  *           default. Other columns (image_id, ...) are ignored with a note.
  * A UTF-8 byte order mark at the start of a file is skipped.
+ *
+ * task: txt2img, img2img, inpaint (checked against the row's images; without
+ * a task the images decide, as before), unconditional (no prompt: for a
+ * pixel-space DDPM; stored with prompt ""), or upscale (init_image is the
+ * low-res picture, at most 1024x1024; width/height become 4x its size;
+ * noise_level 0..350, default 20). rng: cpu (torch's CPU generator) or cuda
+ * (CUDA's Philox stream, A1111's NV).
  *
  * A field missing from a row takes the default from enqueue_options. Relative
  * init_image/mask paths are relative to the prompt file's folder and are
@@ -37,7 +45,7 @@ typedef void (*enqueue_report_fn)(void *ctx, const char *msg);
 typedef struct enqueue_options {
     /* Defaults for fields a row does not give: negative_prompt (borrowed, may
      * be NULL), steps, cfg_scale, sampler, karras, width, height, clip_skip,
-     * strength (0: 0.8, or 1.0 with a mask). Other fields are ignored. */
+     * strength (0: 0.8, or 1.0 with a mask), rng. Other fields are ignored. */
     sd_job defaults;
     int skip_bad;            /* report bad rows and leave them out instead of rejecting the file */
     enqueue_report_fn report; /* bad rows and notes, one line each; may be NULL */

@@ -104,18 +104,29 @@ void sd_job_settings(const sd_job *j, sd_settings *s) {
     s->crop_left = j->crop_left;
     s->target_width = j->target_width;
     s->target_height = j->target_height;
+    s->upscale = j->upscale;
+    s->noise_level = j->upscale ? j->noise_level : s->noise_level;
+    s->rng = j->rng;
 }
 
 int sd_job_spec_check(const sd_job *j, sd_error *err) {
-    if (!j->prompt || !j->prompt[strspn(j->prompt, " \t\r\n")]) return sd_err(err, SD_EINPUT, "prompt is empty");
+    /* "" is an unconditional job; a prompt of blanks is a mistake */
+    if (!j->prompt || (*j->prompt && !j->prompt[strspn(j->prompt, " \t\r\n")]))
+        return sd_err(err, SD_EINPUT, "prompt is empty");
     const char *texts[] = {j->prompt, j->negative_prompt, j->init_image, j->mask};
     const char *names[] = {"prompt", "negative_prompt", "init_image", "mask"};
     for (int i = 0; i < 4; i++)
         if (!text_ok(texts[i])) return sd_err(err, SD_EINPUT, "%s is not valid UTF-8 text", names[i]);
-    if (!j->init_image && j->strength != 0) return sd_err(err, SD_EINPUT, "strength needs an init_image");
-    /* a spec's seed may be -1 (derived at enqueue); everything else is checked as the renderer will */
+    if ((!j->init_image || j->upscale) && j->strength != 0)
+        return sd_err(err, SD_EINPUT, "strength needs an init_image (and is not for upscales)");
+    if (!*j->prompt && (j->init_image || (j->negative_prompt && *j->negative_prompt)))
+        return sd_err(err, SD_EINPUT, "an unconditional job (no prompt) takes no negative prompt or init image");
+    /* a spec's seed may be -1 (derived at enqueue); everything else is checked as the renderer will, with
+     * SD's factor 8 for sizes, 4 for the x4 upscaler's outputs; unconditional (pixel-space) sizes are
+     * checked against the model when rendered */
     sd_settings s;
     sd_job_settings(j, &s);
     if (s.seed == -1) s.seed = 0;
-    return sd_settings_check(&s, err);
+    int f = j->upscale ? 4 : *j->prompt ? sd_settings_sd_vae_scale() : 1;
+    return sd_settings_check_for(&s, f, err);
 }

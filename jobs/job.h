@@ -15,7 +15,9 @@
  *   - negative_prompt "" means none: SD 1.x/2.x encode "", SDXL uses zeros (as A1111 and
  *     diffusers without a negative prompt).
  *   - init_image / mask are absolute paths; strength is in (0, 1] when
- *     init_image is set and 0 otherwise. A mask implies an inpainting job.
+ *     init_image is set (and not an upscale) and 0 otherwise. A mask implies an
+ *     inpainting job.
+ *   - an upscale job's width/height are its output size: 4x its init_image.
  *   - times are Unix seconds (UTC); 0 means "not yet".
  */
 #ifndef SD_JOB_H
@@ -39,7 +41,7 @@ typedef struct sd_job {
     int64_t id; /* 1, 2, 3, ... in enqueue order */
 
     /* What to render: fixed at enqueue. */
-    char *prompt;          /* never empty */
+    char *prompt;          /* "" only for an unconditional model (a pixel-space DDPM takes no prompt) */
     char *negative_prompt; /* "" for none */
     int64_t seed;          /* >= 0 */
     int steps;             /* 1..1000 */
@@ -55,6 +57,9 @@ typedef struct sd_job {
     int crop_top, crop_left;         /* 0 = no crop */
     int target_width, target_height; /* 0 = the image size */
     char *source;          /* "prompts.csv:17": the input row, for messages */
+    int upscale;           /* task upscale: x4 super-resolution of init_image (width, height: the output) */
+    int noise_level;       /* upscale: 0..350; 0 otherwise */
+    sd_rng_kind rng;       /* noise source: SD_RNG_CPU, or SD_RNG_CUDA (A1111 "NV") */
 
     /* Where it is: changed by the runs. */
     sd_job_status status;

@@ -404,10 +404,13 @@ int jobdb_read_job(jobdb *db, sqlite3_stmt *st, sd_job *job, sd_error *err) {
     snprintf(job->png_sha256, sizeof job->png_sha256, "%s", sha ? sha : "");
     job->render_seconds = sqlite3_column_double(st, 24);
     nomem |= column_dup(st, 25, &job->error);
-    if (db->schema_version >= JOBDB_SCHEMA_SDXL) {
+    const char *task = (const char *)sqlite3_column_text(st, 26), *rng = (const char *)sqlite3_column_text(st, 27);
+    job->upscale = task && !strcmp(task, "upscale");
+    job->noise_level = sqlite3_column_int(st, 28);
+    if (db->schema_version >= JOBDB_SCHEMA_SDXL) { /* after JOBDB_JOB_COLUMNS' 29 */
         int *cond[6] = {&job->orig_width, &job->orig_height, &job->crop_top, &job->crop_left, &job->target_width,
                         &job->target_height};
-        for (int i = 0; i < 6; i++) *cond[i] = sqlite3_column_int(st, 26 + i);
+        for (int i = 0; i < 6; i++) *cond[i] = sqlite3_column_int(st, 29 + i);
     }
     int rc = 0;
     if (nomem) rc = sd_err(err, SD_ENOMEM, "%s: out of memory reading job %lld", db->path, (long long)job->id);
@@ -416,6 +419,12 @@ int jobdb_read_job(jobdb *db, sqlite3_stmt *st, sd_job *job, sd_error *err) {
     else if (!sampler || sampler_kind_parse(sampler, &job->sampler) < 0)
         rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown sampler '%s' (known: %s)", db->path,
                     (long long)job->id, sampler ? sampler : "", sampler_kind_list());
+    else if (!task || (!job->upscale && strcmp(task, "generate")))
+        rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown task '%s' (generate or upscale)", db->path,
+                    (long long)job->id, task ? task : "");
+    else if (!rng || sd_rng_kind_parse(rng, &job->rng) < 0)
+        rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown rng '%s' (cpu or cuda)", db->path, (long long)job->id,
+                    rng ? rng : "");
     else if (!status || sd_job_status_parse(status, &job->status) < 0)
         rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown status '%s'", db->path, (long long)job->id,
                     status ? status : "");

@@ -468,8 +468,8 @@ int jobdb_release(jobdb *db, int *released, sd_error *err) {
     return rc;
 }
 
-/* Binds columns ?1..?15 of the insert except the seed (?3), which the caller binds. */
-static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now) {
+/* Binds columns ?1..?15 (?18 with ext) of the insert except the seed (?3), which the caller binds. */
+static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now, int ext) {
     jobdb_bind_text(st, 1, j->prompt);
     jobdb_bind_text(st, 2, j->negative_prompt ? j->negative_prompt : "");
     sqlite3_bind_int(st, 4, j->steps);
@@ -481,12 +481,17 @@ static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now) {
     sqlite3_bind_int(st, 10, j->clip_skip);
     jobdb_bind_text(st, 11, j->init_image);
     jobdb_bind_text(st, 12, j->mask);
-    if (j->init_image) sqlite3_bind_double(st, 13, j->strength);
+    if (j->init_image && !j->upscale) sqlite3_bind_double(st, 13, j->strength);
     else sqlite3_bind_null(st, 13);
     jobdb_bind_text(st, 14, j->source);
     sqlite3_bind_double(st, 15, now);
+    if (!ext) return;
+    jobdb_bind_text(st, 16, j->upscale ? "upscale" : "generate");
+    jobdb_bind_text(st, 17, sd_rng_kind_name(j->rng));
+    if (j->upscale) sqlite3_bind_int(st, 18, j->noise_level);
+    else sqlite3_bind_null(st, 18);
     const int cond[6] = {j->orig_width, j->orig_height, j->crop_top, j->crop_left, j->target_width, j->target_height};
-    for (int i = 0; i < 6 && sqlite3_bind_parameter_count(st) >= 21; i++) sqlite3_bind_int(st, 16 + i, cond[i]);
+    for (int i = 0; i < 6 && sqlite3_bind_parameter_count(st) >= 24; i++) sqlite3_bind_int(st, 19 + i, cond[i]);
 }
 
 /* 1 when j sets SDXL's size conditioning (which only schema 6 can store). */
@@ -509,20 +514,30 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
     if (rc < 0) return rc;
     double now = jobdb_now(db);
     sqlite3_stmt *ins = NULL, *seed = NULL;
-    int xl = db->schema_version >= JOBDB_SCHEMA_SDXL;
+    /* a file opened at an older schema version (tests of migrations) has no task, rng, noise_level (5) or
+     * size-conditioning columns (6) */
+    int ext = db->schema_version >= 5, xl = db->schema_version >= JOBDB_SCHEMA_SDXL;
+    for (size_t i = 0; !ext && i < n; i++)
+        if (specs[i].upscale || specs[i].rng != SD_RNG_CPU)
+            rc = sd_err(err, SD_EUNSUPPORTED, "%s: schema version %d has no upscale or rng columns", db->path,
+                        db->schema_version);
     for (size_t i = 0; !xl && i < n && rc == 0; i++)
         if (has_size_cond(&specs[i]))
             rc = sd_err(err, SD_EINPUT, "%s: schema version %d has no SDXL size-conditioning columns", db->path,
                         db->schema_version);
     if (rc == 0)
         rc = jobdb_prepare(db,
-                           xl ? "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width,"
-                                " height, clip_skip, init_image, mask, strength, source, enqueued_at" JOBDB_JOB_COLUMNS_SDXL ")"
-                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,"
-                                " ?19, ?20, ?21)"
-                              : "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width,"
-                                " height, clip_skip, init_image, mask, strength, source, enqueued_at)"
-                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                           xl ? "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras,"
+                                " width, height, clip_skip, init_image, mask, strength, source, enqueued_at, task, rng,"
+                                " noise_level" JOBDB_JOB_COLUMNS_SDXL ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+                                " ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+                           : ext ? "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras,"
+                                 " width, height, clip_skip, init_image, mask, strength, source, enqueued_at, task, rng,"
+                                 " noise_level) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+                                 " ?15, ?16, ?17, ?18)"
+                               : "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras,"
+                                 " width, height, clip_skip, init_image, mask, strength, source, enqueued_at)"
+                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                            &ins, err);
     if (rc == 0) rc = jobdb_prepare(db, "UPDATE jobs SET seed = ?1 WHERE id = ?2", &seed, err);
     int64_t first = 0, id = 0;
@@ -535,7 +550,7 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
                 break;
             }
             sqlite3_reset(ins);
-            bind_spec(ins, j, now);
+            bind_spec(ins, j, now, ext);
             sqlite3_bind_int64(ins, 3, j->seed >= 0 ? j->seed + k : 0);
             rc = step_done(db, ins, "inserting a job", err);
             if (rc < 0) break;

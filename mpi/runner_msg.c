@@ -15,6 +15,8 @@ json_t *runner_job_to_json(const sd_job *job, const char *output_path, const cha
     if (job->mask) json_object_set_new(j, "mask", json_string(job->mask));
     json_object_set_new(j, "size_cond", json_pack("[i,i,i,i,i,i]", job->orig_width, job->orig_height, job->crop_top,
                                                   job->crop_left, job->target_width, job->target_height));
+    if (job->upscale) json_object_set_new(j, "noise_level", json_integer(job->noise_level));
+    json_object_set_new(j, "rng", json_string(sd_rng_kind_name(job->rng)));
     json_object_set_new(j, "model_sha256", json_string(model_sha256 ? model_sha256 : ""));
     return j;
 }
@@ -48,6 +50,14 @@ int runner_job_from_json(json_t *j, sd_job *job, const char **output, const char
     int *cv[6] = {&job->orig_width, &job->orig_height, &job->crop_top, &job->crop_left, &job->target_width,
                   &job->target_height};
     for (int i = 0; i < 6; i++) *cv[i] = (int)json_integer_value(json_array_get(cond, (size_t)i));
+    json_t *nl = json_object_get(j, "noise_level");
+    job->upscale = json_is_integer(nl);
+    job->noise_level = job->upscale ? (int)json_integer_value(nl) : 0;
+    const char *rng = json_string_value(json_object_get(j, "rng"));
+    if (rng && sd_rng_kind_parse(rng, &job->rng) < 0) {
+        sd_job_free(job);
+        return sd_err(err, SD_EINTERNAL, "job message names an unknown rng '%s'", rng);
+    }
     if (!job->prompt || !job->negative_prompt) {
         sd_job_free(job);
         return sd_err(err, SD_ENOMEM, "out of memory");

@@ -382,15 +382,14 @@ static void test_unet_attention_kind_per_level_comes_from_the_block_type_names(v
     assert_int_equal(c.mid_attn, UNET_ATTN_CROSS);
 }
 
-static void test_unet_plain_self_attention_blocks_are_refused_as_not_implemented_yet(void **state) {
+static void test_unet_self_attention_blocks_load_and_unknown_blocks_are_refused(void **state) {
     (void)state;
     unet_config c;
     sd_error err = {0};
-    assert_int_equal(load_unet(&c, "\"DownBlock2D\", \"AttnDownBlock2D\"", "\"AttnUpBlock2D\", \"UpBlock2D\"", "", &err),
-                     SD_EUNSUPPORTED);
-    assert_non_null(strstr(err.msg, "down block 1"));
-    assert_non_null(strstr(err.msg, "not implemented yet"));
-    assert_non_null(strstr(err.msg, "unet/config.json"));
+    if (load_unet(&c, "\"DownBlock2D\", \"AttnDownBlock2D\"", "\"AttnUpBlock2D\", \"UpBlock2D\"", "", &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c.down_attn[1], UNET_ATTN_SELF);
+    assert_int_equal(c.up_attn[0], UNET_ATTN_SELF);
     /* an unknown block class is named */
     assert_int_equal(load_unet(&c, "\"DownBlock2D\", \"KDownBlock2D\"", "\"UpBlock2D\", \"UpBlock2D\"", "", &err),
                      SD_EUNSUPPORTED);
@@ -449,8 +448,7 @@ static void test_every_refused_config_key_is_named_with_its_file(void **state) {
 static void test_real_unimplemented_config_values_are_refused(void **state) {
     (void)state;
     static const char *const unet[] = {
-        "num_class_embeds", "1000", "only_cross_attention", "[true, true, true, false]", /* x4 upscaler */
-        "downsample_padding", "0", /* DDPM */ "addition_embed_type", "\"text_image\"", /* Kandinsky */
+        "addition_embed_type", "\"text_image\"", /* Kandinsky */
         "class_embed_type", "\"timestep\"", "time_embedding_type", "\"fourier\"", "conv_in_kernel", "7",
         "resnet_time_scale_shift", "\"scale_shift\"", "mid_block_scale_factor", "1.414", NULL};
     static const char *const vae[] = {"_class_name", "\"AutoencoderTiny\"", "use_quant_conv", "false",
@@ -508,24 +506,24 @@ static void test_every_sd_test_model_still_opens(void **state) {
 }
 
 /*
- * The ext models that need what is not implemented are refused naming the file and the key: the x4
- * upscaler's U-Net its noise-level class embedding (num_class_embeds; also attn1 as cross-attention),
- * the pixel-space DDPM's UNet2DModel its zero-padded downsamplers (and self-attention levels).
+ * The ext models open (the x4 upscaler's num_class_embeds and only_cross_attention, the DDPM's
+ * downsample_padding 0 are implemented); values beyond them are still refused naming the key.
  */
-static void test_x4_upscaler_and_ddpm_unet_configs_are_refused_naming_the_key(void **state) {
+static void test_x4_upscaler_and_ddpm_open_and_their_keys_are_checked(void **state) {
     (void)state;
-    static const char *const cases[][3] = {
-        {"ext/models/tiny-sd-x4-upscaler", "tiny-sd-x4-upscaler/unet/config.json",
-         "config key 'num_class_embeds' = 1000 is not supported yet"},
-        {"ext/models/tiny-ddpm", "tiny-ddpm/unet/config.json", "config key 'downsample_padding' = 0 is not supported yet"},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const char *paths[2] = {"ext/models/tiny-sd-x4-upscaler", "ext/models/tiny-ddpm"};
+    for (int i = 0; i < 2; i++) {
         sd_model m;
-        sd_error err = {0};
-        assert_int_equal(sd_model_open(&m, tu_path(cases[i][0]), NULL, &err), SD_EUNSUPPORTED);
-        if (!strstr(err.msg, cases[i][1]) || !strstr(err.msg, cases[i][2]))
-            fail_msg("%s: '%s' lacks '%s' or '%s'", cases[i][0], err.msg, cases[i][1], cases[i][2]);
+        open_or_fail(&m, paths[i], NULL);
+        sd_model_close(&m);
     }
+    unet_config c;
+    sd_error err = {0};
+    assert_int_equal(unet_config_from_json(&c, "{\"downsample_padding\": 2}", &err), SD_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "downsample_padding"));
+    assert_int_equal(unet_config_from_json(&c, "{\"only_cross_attention\": [true]}", &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "only_cross_attention"));
+    expect_refused(CONFIG_UNET, "class_embed_type", "\"timestep\"");
 }
 
 int main(void) {
@@ -544,12 +542,12 @@ int main(void) {
         cmocka_unit_test(test_folder_without_vae_or_text_encoder_opens_and_the_pipeline_refuses_it),
         cmocka_unit_test(test_vae_scale_factor_is_two_to_the_number_of_levels_minus_one),
         cmocka_unit_test(test_unet_attention_kind_per_level_comes_from_the_block_type_names),
-        cmocka_unit_test(test_unet_plain_self_attention_blocks_are_refused_as_not_implemented_yet),
+        cmocka_unit_test(test_unet_self_attention_blocks_load_and_unknown_blocks_are_refused),
         cmocka_unit_test(test_every_refused_config_key_is_named_with_its_file),
         cmocka_unit_test(test_real_unimplemented_config_values_are_refused),
         cmocka_unit_test(test_config_keys_at_their_defaults_are_accepted),
         cmocka_unit_test(test_every_sd_test_model_still_opens),
-        cmocka_unit_test(test_x4_upscaler_and_ddpm_unet_configs_are_refused_naming_the_key),
+        cmocka_unit_test(test_x4_upscaler_and_ddpm_open_and_their_keys_are_checked),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

@@ -104,12 +104,58 @@ static void test_rng_manual_seed_clears_the_cached_normal(void **state) {
     st_close(&f);
 }
 
+/*
+ * The CUDA (Philox) stream of ext/golden/randn_philox.safetensors, bit for bit: fresh generators for
+ * every seed and shape (seeds above 2^32 use both key words), and the draws 1, 2, 3 of one generator
+ * (offsets 0, 1, 2: each call takes one offset whatever its size).
+ */
+static void test_rng_philox_equals_a1111_nv_noise_bit_for_bit(void **state) {
+    (void)state;
+    st_file f;
+    tu_open(&f, "ext/golden/randn_philox.safetensors");
+    int fresh = 0, chains = 0;
+    for (int i = 0; i < f.n; i++) {
+        const char *name = f.tensors[i].name;
+        unsigned long long seed;
+        int used = 0;
+        if (strstr(name, "_draw")) continue;
+        if (sscanf(name, "seed%llu_shape%n", &seed, &used) != 1 || used == 0)
+            fail_msg("randn_philox.safetensors: unexpected tensor name '%s'", name);
+        sd_rng g;
+        sd_rng_seed_philox(&g, seed);
+        expect_draw(&g, &f, name);
+        fresh++;
+        char d1[64], d2[64], d3[64];
+        snprintf(d1, sizeof d1, "seed%llu_draw1_shape1x4x8x8", seed);
+        snprintf(d2, sizeof d2, "seed%llu_draw2_shape1x4x8x8", seed);
+        snprintf(d3, sizeof d3, "seed%llu_draw3_shape7", seed);
+        if (strcmp(name + used, "7")) continue; /* once per seed */
+        sd_rng_seed_kind(&g, SD_RNG_CUDA, seed);
+        expect_draw(&g, &f, d1);
+        expect_draw(&g, &f, d2);
+        expect_draw(&g, &f, d3);
+        chains++;
+    }
+    assert_int_equal(fresh, 4 * 4);
+    assert_int_equal(chains, 4);
+    /* the CPU stream is a different one; the names parse both ways, anything else is refused */
+    sd_rng_kind k;
+    assert_int_equal(sd_rng_kind_parse("cuda", &k), 0);
+    assert_int_equal(k, SD_RNG_CUDA);
+    assert_int_equal(sd_rng_kind_parse("cpu", &k), 0);
+    assert_int_equal(k, SD_RNG_CPU);
+    assert_int_equal(sd_rng_kind_parse("gpu", &k), -1);
+    assert_string_equal(sd_rng_kind_name(SD_RNG_CUDA), "cuda");
+    st_close(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng_mt19937_matches_the_reference_engine),
         cmocka_unit_test(test_rng_randn_equals_torch_bit_for_bit_for_every_seed_and_shape),
         cmocka_unit_test(test_rng_successive_draws_continue_the_stream_and_the_cached_normal),
         cmocka_unit_test(test_rng_manual_seed_clears_the_cached_normal),
+        cmocka_unit_test(test_rng_philox_equals_a1111_nv_noise_bit_for_bit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -69,6 +69,43 @@ static void test_a1111_text_round_trips(void **state) {
     assert_int_equal(sd_settings_parse_a1111("just a prompt", &p, &err), SD_EINPUT);
 }
 
+/* CUDA noise is written as A1111 writes its NV source, an upscale with its noise level (and no denoising
+ * strength); both read back. */
+static void test_a1111_text_carries_rng_and_noise_level(void **state) {
+    (void)state;
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = "a cat";
+    s.sampler = SD_SAMPLER_DDIM;
+    s.rng = SD_RNG_CUDA;
+    s.upscale = 1;
+    s.noise_level = 50;
+    s.init_image = "low.png";
+    s.width = s.height = 128;
+    char *t = sd_settings_format_a1111(&s, NULL, NULL);
+    assert_non_null(strstr(t, ", RNG: NV, Noise level: 50"));
+    assert_null(strstr(t, "Denoising strength"));
+    sd_settings_parsed p;
+    sd_error err = {0};
+    assert_int_equal(sd_settings_parse_a1111(t, &p, &err), 0);
+    assert_int_equal(p.s.rng, SD_RNG_CUDA);
+    assert_true(p.s.upscale);
+    assert_int_equal(p.s.noise_level, 50);
+    sd_settings_parsed_free(&p);
+    free(t);
+    assert_int_equal(sd_settings_parse_a1111("x\nSteps: 3, RNG: CPU", &p, &err), 0);
+    assert_int_equal(p.s.rng, SD_RNG_CPU);
+    sd_settings_parsed_free(&p);
+    assert_int_equal(sd_settings_parse_a1111("x\nSteps: 3, RNG: MPS", &p, &err), SD_EINPUT);
+    /* the checks: an upscale needs its picture and a noise level in range */
+    s.init_image = NULL;
+    assert_int_equal(sd_settings_check_for(&s, 4, &err), SD_EINPUT);
+    s.init_image = "low.png";
+    s.noise_level = 351;
+    assert_int_equal(sd_settings_check_for(&s, 4, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "noise_level"));
+}
+
 static void test_settings_check_rejects_bad_values_naming_them(void **state) {
     (void)state;
     sd_settings s;
@@ -121,6 +158,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a1111_text_has_the_expected_lines),
         cmocka_unit_test(test_a1111_text_round_trips),
+        cmocka_unit_test(test_a1111_text_carries_rng_and_noise_level),
         cmocka_unit_test(test_settings_check_rejects_bad_values_naming_them),
         cmocka_unit_test(test_sampler_names_parse_and_print),
     };

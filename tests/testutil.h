@@ -84,6 +84,8 @@ uint8_t *tu_read_png_rgb(const char *rel, int *h, int *w);
 
 /* Runs `sdrender generate -q ARGS` (cache in the test's tmpdir); fails the test with its output unless it exits 0. */
 void tu_generate_ok(const char *args);
+/* Largest per-channel difference between two PNG files of equal size (fails on a size mismatch). */
+int tu_png_max_diff(const char *a, const char *b);
 
 /* Runs a shell command; returns its exit status and, when out != NULL, its stdout (caller frees). */
 int tu_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

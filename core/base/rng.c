@@ -30,6 +30,8 @@ void sd_rng_seed(sd_rng *g, uint64_t seed) {
         uint32_t prev = g->mt[i - 1];
         g->mt[i] = 1812433253u * (prev ^ (prev >> 30)) + (uint32_t)i;
     }
+    g->kind = SD_RNG_CPU;
+    g->philox_seed = g->philox_offset = 0;
     g->mti = MT_N; /* the first draw regenerates the state */
     g->has_cached_normal = 0;
     g->cached_normal = 0.0;
@@ -191,7 +193,69 @@ static double normal_f64(sd_rng *g) {
     return r * cos(theta);
 }
 
+void sd_rng_seed_philox(sd_rng *g, uint64_t seed) {
+    memset(g, 0, sizeof *g);
+    g->kind = SD_RNG_CUDA;
+    g->philox_seed = seed;
+    g->philox_offset = 0;
+}
+
+void sd_rng_seed_kind(sd_rng *g, sd_rng_kind kind, uint64_t seed) {
+    if (kind == SD_RNG_CUDA) sd_rng_seed_philox(g, seed);
+    else sd_rng_seed(g, seed);
+}
+
+int sd_rng_kind_parse(const char *name, sd_rng_kind *out) {
+    if (!strcmp(name, "cpu")) *out = SD_RNG_CPU;
+    else if (!strcmp(name, "cuda")) *out = SD_RNG_CUDA;
+    else return -1;
+    return 0;
+}
+
+const char *sd_rng_kind_name(sd_rng_kind kind) { return kind == SD_RNG_CUDA ? "cuda" : "cpu"; }
+
+/* Philox4x32-10 of counter c with key (k0, k1); c is replaced by the result. */
+static void philox4x32_10(uint32_t c[4], uint32_t k0, uint32_t k1) {
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * c[0], p1 = (uint64_t)0xCD9E8D57u * c[2];
+        uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0, hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+        uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+        c[0] = n0;
+        c[1] = lo1;
+        c[2] = n2;
+        c[3] = lo0;
+        if (r < 9) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+    }
+}
+
+/*
+ * One randn call of the Philox stream: element i from counter (offset, 0, i, 0), Box-Muller on the
+ * first two output words in double precision (A1111's numpy promotes uint32 x float32 to float64):
+ * u = x*A + A/2, v = y*B + B/2 with A = (float)2.3283064e-10 and B = (float)(2.3283064e-10 * 6.2831855)
+ * (the product in double), both widened; z = (float)(sqrt(-2 ln u) sin v).
+ */
+static void philox_randn(sd_rng *g, float *out, size_t n) {
+    const double A = (double)2.3283064e-10f;
+    const double B = (double)(float)(2.3283064e-10 * 6.2831855);
+    uint32_t k0 = (uint32_t)(g->philox_seed & 0xffffffffu), k1 = (uint32_t)(g->philox_seed >> 32);
+    uint32_t off = (uint32_t)g->philox_offset;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c[4] = {off, 0, (uint32_t)i, 0};
+        philox4x32_10(c, k0, k1);
+        double u = (double)c[0] * A + A / 2, v = (double)c[1] * B + B / 2;
+        out[i] = (float)(sqrt(-2.0 * log(u)) * sin(v));
+    }
+    g->philox_offset++;
+}
+
 void sd_rng_randn(sd_rng *g, float *out, size_t n) {
+    if (g->kind == SD_RNG_CUDA) {
+        philox_randn(g, out, n);
+        return;
+    }
     if (n < 16) {
         for (size_t i = 0; i < n; i++) out[i] = (float)normal_f64(g);
         return;

@@ -150,11 +150,29 @@ static int get_mid_kind(json_t *o, int unet2d, unet_attn_kind *kind, sd_error *e
     return 0;
 }
 
+/* only_cross_attention: a bool for every block or one per down block (out[i], 1 = attn1 is a cross-attention). */
+static int get_only_cross(json_t *o, int *out, int n, sd_error *err) {
+    json_t *v = json_object_get(o, "only_cross_attention");
+    if (!v || json_is_null(v)) return 0;
+    if (json_is_boolean(v)) {
+        for (int i = 0; i < n; i++) out[i] = json_is_true(v);
+        return 0;
+    }
+    if (!json_is_array(v) || (int)json_array_size(v) != n)
+        return sd_err(err, SD_EINPUT, "config key 'only_cross_attention' is not true/false or a list of %d of them", n);
+    for (int i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, (size_t)i);
+        if (!json_is_boolean(e)) return sd_err(err, SD_EINPUT, "config key 'only_cross_attention' entry %d is not true/false", i);
+        out[i] = json_is_true(e);
+    }
+    return 0;
+}
+
 /* The error for a block whose attention is a plain self-attention block. */
 static int refuse_self_attn(const char *block, sd_error *err) {
     return sd_err(err, SD_EUNSUPPORTED,
-                  "U-Net %s: plain self-attention blocks (AttnDownBlock2D, AttnUpBlock2D, UNet2DModel's "
-                  "UNetMidBlock2D) are not implemented yet",
+                  "U-Net %s: plain self-attention blocks (LDM AttentionBlock) in a single checkpoint file are not "
+                  "supported; use a diffusers folder",
                   block);
 }
 
@@ -193,6 +211,7 @@ void unet_config_sd15(unet_config *c) {
     c->flip_sin_to_cos = 1;
     c->time_embed_dim = 1280;
     c->sample_size = 64;
+    c->downsample_padding = 1;
 }
 
 /* SDXL's added conditioning: addition_embed_type null (none) or "text_time" with its two sizes. */
@@ -278,6 +297,18 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
         goto out;
     }
     if ((rc = get_addition_embed(j, c, err)) < 0) goto out;
+    if ((rc = get_int(j, "downsample_padding", &c->downsample_padding, err)) < 0) goto out;
+    if ((rc = get_int(j, "num_class_embeds", &c->num_class_embeds, err)) < 0) goto out;
+    if ((rc = get_only_cross(j, c->only_cross, n, err)) < 0) goto out;
+    c->unet2d = unet2d;
+    if (c->downsample_padding != 0 && c->downsample_padding != 1) {
+        rc = sd_err(err, SD_EUNSUPPORTED, "config: downsample_padding %d is not supported (0 or 1)", c->downsample_padding);
+        goto out;
+    }
+    if (c->num_class_embeds < 0) {
+        rc = sd_err(err, SD_EINPUT, "config: num_class_embeds %d must be >= 0", c->num_class_embeds);
+        goto out;
+    }
     c->time_embed_dim = 4 * c->block_out[0];
     if ((rc = get_int(j, "time_embedding_dim", &c->time_embed_dim, err)) < 0) goto out;
     /* diffusers: num_attention_heads = num_attention_heads or attention_head_dim (a legacy misnomer) */
@@ -313,7 +344,7 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
             rc = sd_err(err, SD_EINPUT, "config: transformer_layers_per_block must be >= 1");
             goto out;
         }
-    rc = unet_config_check_attn(c, err);
+    rc = 0; /* plain self-attention blocks load from folders (attnblock.c); single files refuse them (model.c) */
 out:
     json_decref(j);
     return rc;
@@ -421,6 +452,10 @@ int sched_config_from_json(sched_config *c, const char *text, sd_error *err) {
     int rc;
     const char *s;
     if ((rc = config_check_keys(CONFIG_SCHEDULER, j, err)) < 0) goto out;
+    /* keys a file leaves out take diffusers' defaults (SD files list them all; DDPM files do not) */
+    c->steps_offset = 0;
+    c->skip_prk_steps = 0;
+    c->set_alpha_to_one = -1;
     if ((s = get_str(j, "_class_name"))) snprintf(c->class_name, sizeof c->class_name, "%s", s);
     if ((rc = get_double(j, "beta_start", &c->beta_start, err)) < 0) goto out;
     if ((rc = get_double(j, "beta_end", &c->beta_end, err)) < 0) goto out;

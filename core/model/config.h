@@ -21,8 +21,8 @@
  *   UNET_ATTN_CROSS  CrossAttnDownBlock2D, CrossAttnUpBlock2D, UNetMidBlock2DCrossAttn
  *                    Transformer2DModel: self- and cross-attention, GEGLU (SD 1.x/2.x)
  *   UNET_ATTN_SELF   AttnDownBlock2D, AttnUpBlock2D, UNetMidBlock2D with add_attention
- *                    (UNet2DModel): a plain self-attention attnblock; not implemented yet,
- *                    configs that ask for it are refused
+ *                    (UNet2DModel): a plain self-attention attnblock (one head; the
+ *                    diffusers names group_norm, to_q, to_k, to_v, to_out.0)
  */
 typedef enum unet_attn_kind { UNET_ATTN_NONE = 0, UNET_ATTN_CROSS = 1, UNET_ATTN_SELF = 2 } unet_attn_kind;
 
@@ -53,6 +53,12 @@ typedef struct unet_config {
      * [pooled text, those] (addition_in_dim wide) to the time embedding's size */
     int addition_time_embed_dim;/* 256 (SDXL), 0 = no added conditioning */
     int addition_in_dim;        /* projection_class_embeddings_input_dim: 2816 = 1280 + 6 * 256 */
+    int unet2d;                 /* UNet2DModel: no text conditioning (pixel-space DDPM) */
+    int downsample_padding;     /* 1: stride-2 conv with padding 1; 0: pad right/bottom by one, no padding */
+    int num_class_embeds;       /* > 0: class_embedding table [num_class_embeds, time_embed_dim] (x4 upscaler's
+                                   noise level), added to the time embedding; 0: none */
+    int only_cross[SD_MAX_LEVELS]; /* per down level: the transformer's attn1 attends to the context too
+                                      (only_cross_attention); up level i mirrors down level n-1-i */
 } unet_config;
 
 /* AutoencoderKL */
@@ -95,7 +101,7 @@ typedef struct sched_config {
     int beta_schedule;          /* SCHED_BETA_* */
     int num_train_timesteps;    /* 1000 */
     int steps_offset;           /* 1 */
-    int set_alpha_to_one;
+    int set_alpha_to_one;       /* -1: not in the file, the class's default (DDIM true, PNDM false) */
     int skip_prk_steps;
     int clip_sample;
     int prediction_type;        /* SCHED_PRED_* */
@@ -111,17 +117,18 @@ typedef struct sched_config {
  * unet (UNet2DConditionModel, UNet2DModel)
  *   read:     _class_name act_fn add_attention addition_embed_type (null or "text_time")
  *             addition_time_embed_dim attention_head_dim block_out_channels
- *             cross_attention_dim down_block_types flip_sin_to_cos freq_shift in_channels
- *             layers_per_block mid_block_type norm_eps norm_num_groups num_attention_heads
- *             out_channels projection_class_embeddings_input_dim sample_size time_embedding_dim
+ *             cross_attention_dim down_block_types downsample_padding flip_sin_to_cos freq_shift
+ *             in_channels layers_per_block mid_block_type norm_eps norm_num_groups
+ *             num_attention_heads num_class_embeds only_cross_attention out_channels
+ *             projection_class_embeddings_input_dim sample_size time_embedding_dim
  *             transformer_layers_per_block up_block_types upcast_attention use_linear_projection
  *   ignored:  _diffusers_version addition_embed_type_num_heads dropout
  *             mid_block_only_cross_attention num_train_timesteps
  *   fixed (only the default passes):
  *             attention_type attn_norm_num_groups center_input_sample class_embed_type
  *             class_embeddings_concat conv_in_kernel conv_out_kernel cross_attention_norm
- *             downsample_padding downsample_type dual_cross_attention encoder_hid_dim
- *             encoder_hid_dim_type mid_block_scale_factor num_class_embeds only_cross_attention
+ *             downsample_type dual_cross_attention encoder_hid_dim
+ *             encoder_hid_dim_type mid_block_scale_factor
  *             resnet_out_scale_factor resnet_skip_time_act
  *             resnet_time_scale_shift reverse_transformer_layers_per_block time_cond_proj_dim
  *             time_embedding_act_fn time_embedding_type timestep_post_act upsample_type
@@ -152,7 +159,7 @@ typedef struct sched_config {
  *
  * Any other key is refused ("unknown to sdrender"), except other '_' keys (diffusers' own
  * bookkeeping, which it drops before building a model). Refusals name the key and, from
- * *_load, the file: "unet/config.json: config key 'num_class_embeds' = 1000 is not supported yet".
+ * *_load, the file: "unet/config.json: config key 'class_embed_type' = "timestep" is not supported yet".
  */
 typedef enum { CONFIG_UNET, CONFIG_VAE, CONFIG_TEXT_ENCODER, CONFIG_SCHEDULER } config_kind;
 
@@ -210,7 +217,8 @@ void clip_config_sdxl_bigg(clip_config *c);
 /* Head dimension of down level `level` (channels / heads). */
 int unet_config_head_dim(const unet_config *c, int level);
 
-/* SD_EUNSUPPORTED naming the first block whose attention kind is not implemented (UNET_ATTN_SELF). */
+/* SD_EUNSUPPORTED naming the first block with a plain self-attention block (UNET_ATTN_SELF): single LDM
+ * files store those as AttentionBlock (norm, qkv, proj_out), which sdrender does not convert. */
 int unet_config_check_attn(const unet_config *c, sd_error *err);
 
 #endif

@@ -29,11 +29,11 @@
 static const config_table unet_table = {
     .read = (const char *const[]){
         "_class_name", "act_fn", "add_attention", "addition_embed_type", "addition_time_embed_dim",
-        "attention_head_dim", "block_out_channels", "cross_attention_dim", "down_block_types", "flip_sin_to_cos",
-        "freq_shift", "in_channels", "layers_per_block", "mid_block_type", "norm_eps", "norm_num_groups",
-        "num_attention_heads", "out_channels", "projection_class_embeddings_input_dim", "sample_size",
-        "time_embedding_dim", "transformer_layers_per_block", "up_block_types", "upcast_attention",
-        "use_linear_projection", NULL},
+        "attention_head_dim", "block_out_channels", "cross_attention_dim", "down_block_types", "downsample_padding",
+        "flip_sin_to_cos", "freq_shift", "in_channels", "layers_per_block", "mid_block_type", "norm_eps",
+        "norm_num_groups", "num_attention_heads", "num_class_embeds", "only_cross_attention", "out_channels",
+        "projection_class_embeddings_input_dim", "sample_size", "time_embedding_dim", "transformer_layers_per_block",
+        "up_block_types", "upcast_attention", "use_linear_projection", NULL},
     .ignored = (const char *const[]){
         "_diffusers_version", "addition_embed_type_num_heads", "dropout", "mid_block_only_cross_attention",
         "num_train_timesteps", NULL},
@@ -41,9 +41,9 @@ static const config_table unet_table = {
         {"attention_type", {"\"default\""}},
         {"attn_norm_num_groups", {"null"}}, {"center_input_sample", {"false"}}, {"class_embed_type", {"null"}},
         {"class_embeddings_concat", {"false"}}, {"conv_in_kernel", {"3"}}, {"conv_out_kernel", {"3"}},
-        {"cross_attention_norm", {"null"}}, {"downsample_padding", {"1"}}, {"downsample_type", {"\"conv\""}},
+        {"cross_attention_norm", {"null"}}, {"downsample_type", {"\"conv\""}},
         {"dual_cross_attention", {"false"}}, {"encoder_hid_dim", {"null"}}, {"encoder_hid_dim_type", {"null"}},
-        {"mid_block_scale_factor", {"1"}}, {"num_class_embeds", {"null"}}, {"only_cross_attention", {"false"}},
+        {"mid_block_scale_factor", {"1"}},
         {"resnet_out_scale_factor", {"1"}},
         {"resnet_skip_time_act", {"false"}}, {"resnet_time_scale_shift", {"\"default\""}},
         {"reverse_transformer_layers_per_block", {"null"}}, {"time_cond_proj_dim", {"null"}},

@@ -280,9 +280,19 @@ static int open_diffusers(sd_model *m, sd_error *err) {
     m->parts = (index_names(idx, "vae") ? SD_PART_VAE : 0) | (index_names(idx, "text_encoder") ? SD_PART_TEXT_ENCODER : 0) |
                (index_names(idx, "text_encoder_2") ? SD_PART_TEXT_ENCODER_2 : 0);
     m->force_zeros_for_empty_prompt = force_zeros(idx);
+    m->upscaler = !strcmp(m->pipeline_class ? m->pipeline_class : "", "StableDiffusionUpscalePipeline");
+    json_t *mnl = json_object_get(idx, "max_noise_level");
+    m->max_noise_level = json_is_integer(mnl) ? (int)json_integer_value(mnl) : 350;
     json_decref(idx);
     if (rc < 0) return rc;
     if ((rc = load_folder_configs(m, m->path, err)) < 0) return rc;
+    if (rc == 0 && m->upscaler) {
+        char *cp = sd_fs_path_join(m->path, "low_res_scheduler/scheduler_config.json");
+        if (!cp) return sd_err(err, SD_ENOMEM, "out of memory");
+        if (!sd_fs_is_file(cp)) rc = sd_err(err, SD_ENOTFOUND, "%s: missing low_res_scheduler/scheduler_config.json", m->path);
+        else rc = sched_config_load(&m->low_res_sched, cp, err);
+        free(cp);
+    }
     if (rc == 0) rc = open_component(m, "unet", &m->unet_w, err);
     if (rc == 0 && (m->parts & SD_PART_VAE)) rc = open_component(m, "vae", &m->vae_w, err);
     if (rc == 0 && (m->parts & SD_PART_TEXT_ENCODER)) rc = open_component(m, "text_encoder", &m->clip_w, err);
@@ -844,12 +854,25 @@ void sd_model_close(sd_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+int sd_model_size_factor(const sd_model *m) {
+    return (m->parts & SD_PART_VAE) ? vae_scale_factor(&m->vae) : 1 << (m->unet.n_levels - 1);
+}
+
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size) {
-    char base[16];
-    if (m->xl) snprintf(base, sizeof base, "SDXL");
-    else snprintf(base, sizeof base, "SD %d.x", m->sd_version);
-    snprintf(buf, size, "%s%s%s", base, m->inpaint ? " inpainting" : "",
-             m->sched.prediction_type == SCHED_PRED_V ? " (v-prediction)" : "");
+    const char *v = m->sched.prediction_type == SCHED_PRED_V ? " (v-prediction)" : "";
+    int f = vae_scale_factor(&m->vae);
+    if (m->xl)
+        snprintf(buf, size, "SDXL%s%s", m->inpaint ? " inpainting" : "", v);
+    else if (!(m->parts & SD_PART_VAE))
+        snprintf(buf, size, "pixel-space DDPM (%s, %s)", m->unet.unet2d ? "UNet2DModel" : "U-Net",
+                 (m->parts & SD_PART_TEXT_ENCODER) ? "text-conditioned" : "unconditional");
+    else if (m->upscaler)
+        snprintf(buf, size, "SD x4 upscaler%s, f=%d VAE, noise levels up to %d", v, f, m->max_noise_level);
+    else if (f != 8 || m->vae.latent_channels != 4)
+        snprintf(buf, size, "LDM f=%d (%d latent channels), SD %d.x-style%s%s", f, m->vae.latent_channels,
+                 m->sd_version, m->inpaint ? " inpainting" : "", v);
+    else
+        snprintf(buf, size, "SD %d.x%s%s", m->sd_version, m->inpaint ? " inpainting" : "", v);
     return buf;
 }
 

@@ -61,6 +61,9 @@ typedef struct sd_model {
     clip_config clip;
     clip_config clip2;       /* SDXL's text_encoder_2 (SD_PART_TEXT_ENCODER_2) */
     sched_config sched;
+    int upscaler;            /* StableDiffusionUpscalePipeline: low-res image + noise level conditioning */
+    sched_config low_res_sched; /* upscaler: low_res_scheduler/scheduler_config.json (its add_noise) */
+    int max_noise_level;     /* upscaler: model_index.json max_noise_level (350) */
     sd_weights unet_w, vae_w, clip_w, clip2_w;
     /* files backing the weight tables: safetensors, or PyTorch pickles (.ckpt/.pth/.bin) */
     int n_files;
@@ -91,7 +94,12 @@ int sd_model_open_tokenizer2(const sd_model *m, struct tokenizer_bpe **tok, sd_e
  * text_projection.weight or a single file's OpenCLIP text_projection [hidden, projection_dim] (transposed). */
 int sd_model_text_projection(const sd_model *m, float **out, sd_error *err);
 
-/* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", "SDXL", ... into buf. */
+/* What image sides must be multiples of: the VAE's factor 2^(levels-1), or for a pixel-space model
+ * (no VAE) 2^(U-Net levels - 1). */
+int sd_model_size_factor(const sd_model *m);
+
+/* "SD 1.x", "SD 2.x (v-prediction)", "SD 1.x inpainting", "SDXL", "pixel-space DDPM (unconditional)",
+ * "SD x4 upscaler (v-prediction)", "LDM f=4 (4 latent channels)", ... into buf. */
 const char *sd_model_variant(const sd_model *m, char *buf, size_t size);
 
 /* Single-file (LDM) name conversion, exposed for tests: writes the diffusers name of an LDM

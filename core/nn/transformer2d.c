@@ -20,8 +20,9 @@ static int get(const sd_weights *w, const sd_tensor **t, sd_error *err, int64_t 
 #define TOP "%s.%s"
 #define BLK "%s.transformer_blocks.%d.%s"
 
-static int load_block(transformer2d_block *b, const sd_weights *w, const char *p, int i, int C, int D, int inner,
-                      sd_error *err) {
+/* One BasicTransformerBlock; attn1's K and V take kv1-wide inputs (C, or the context width D). */
+static int load_block(transformer2d_block *b, const sd_weights *w, const char *p, int i, int C, int D, int kv1,
+                      int inner, sd_error *err) {
     int rc;
     if ((rc = get(w, &b->norm1_w, err, C, 0, 1, BLK, p, i, "norm1.weight")) < 0 ||
         (rc = get(w, &b->norm1_b, err, C, 0, 1, BLK, p, i, "norm1.bias")) < 0 ||
@@ -30,8 +31,8 @@ static int load_block(transformer2d_block *b, const sd_weights *w, const char *p
         (rc = get(w, &b->norm3_w, err, C, 0, 1, BLK, p, i, "norm3.weight")) < 0 ||
         (rc = get(w, &b->norm3_b, err, C, 0, 1, BLK, p, i, "norm3.bias")) < 0 ||
         (rc = get(w, &b->a1_q, err, C, C, 2, BLK, p, i, "attn1.to_q.weight")) < 0 ||
-        (rc = get(w, &b->a1_k, err, C, C, 2, BLK, p, i, "attn1.to_k.weight")) < 0 ||
-        (rc = get(w, &b->a1_v, err, C, C, 2, BLK, p, i, "attn1.to_v.weight")) < 0 ||
+        (rc = get(w, &b->a1_k, err, C, kv1, 2, BLK, p, i, "attn1.to_k.weight")) < 0 ||
+        (rc = get(w, &b->a1_v, err, C, kv1, 2, BLK, p, i, "attn1.to_v.weight")) < 0 ||
         (rc = get(w, &b->a1_o, err, C, C, 2, BLK, p, i, "attn1.to_out.0.weight")) < 0 ||
         (rc = get(w, &b->a1_ob, err, C, 0, 1, BLK, p, i, "attn1.to_out.0.bias")) < 0 ||
         (rc = get(w, &b->a2_q, err, C, C, 2, BLK, p, i, "attn2.to_q.weight")) < 0 ||
@@ -48,8 +49,9 @@ static int load_block(transformer2d_block *b, const sd_weights *w, const char *p
 }
 
 int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *prefix, int ch, int heads,
-                       int ctx_dim, int n_blocks, int linear_proj, int groups, sd_error *err) {
+                       int ctx_dim, int n_blocks, int linear_proj, int groups, int only_cross, sd_error *err) {
     memset(t, 0, sizeof *t);
+    t->only_cross = only_cross;
     t->ch = ch;
     t->heads = heads;
     t->ctx_dim = ctx_dim;
@@ -70,7 +72,7 @@ int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *
     t->blocks = calloc((size_t)n_blocks, sizeof *t->blocks);
     if (!t->blocks) return sd_err(err, SD_ENOMEM, "out of memory loading %s", prefix);
     for (int i = 0; i < n_blocks; i++) {
-        if ((rc = load_block(&t->blocks[i], w, prefix, i, ch, ctx_dim, t->inner, err)) < 0) {
+        if ((rc = load_block(&t->blocks[i], w, prefix, i, ch, ctx_dim, only_cross ? ctx_dim : ch, t->inner, err)) < 0) {
             transformer2d_free(t);
             return rc;
         }
@@ -264,7 +266,7 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
     for (int i = 0; i < t->n_blocks; i++) {
         const transformer2d_block *b = &t->blocks[i];
         if ((rc = attention_sublayer(t, &s, B, HW, b->norm1_w, b->norm1_b, b->a1_q, b->a1_k, b->a1_v, b->a1_o,
-                                     b->a1_ob, NULL, 0, ops, err)) < 0 ||
+                                     b->a1_ob, t->only_cross ? ctx : NULL, n_ctx, ops, err)) < 0 ||
             (rc = attention_sublayer(t, &s, B, HW, b->norm2_w, b->norm2_b, b->a2_q, b->a2_k, b->a2_v, b->a2_o,
                                      b->a2_ob, ctx, n_ctx, ops, err)) < 0 ||
             (rc = ff_sublayer(t, b, &s, M, ops, err)) < 0)

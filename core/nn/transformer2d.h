@@ -3,7 +3,8 @@
  *
  *   h = GroupNorm(x) (eps 1e-6) -> proj_in -> [B, HW, C]
  *   per BasicTransformerBlock:
- *     h += attn1(LN1 h)                 self-attention over the HW positions
+ *     h += attn1(LN1 h)                 self-attention over the HW positions (only_cross: a second
+ *                                       cross-attention, K and V from the context; x4 upscaler)
  *     h += attn2(LN2 h, context)        cross-attention: K, V from the text context
  *     h += ff(LN3 h)                    GEGLU: value * GELU(gate), then Linear(inner -> C)
  *   out = proj_out(h) -> [B, C, H, W] + x
@@ -37,6 +38,7 @@ typedef struct transformer2d_block {
 
 typedef struct transformer2d_model {
     int ch, heads, ctx_dim, inner, linear_proj, n_blocks;
+    int only_cross;                           /* attn1 attends to the context (its to_k/to_v: [C, ctx_dim]) */
     int heads_local, inner_local;            /* this rank's share (heads, inner when not sharded) */
     int groups;
     const sd_tensor *norm_w, *norm_b;         /* [C] */
@@ -45,9 +47,10 @@ typedef struct transformer2d_model {
     transformer2d_block *blocks;                        /* n_blocks, owned */
 } transformer2d_model;
 
-/* Finds "<prefix>.norm.weight", "<prefix>.transformer_blocks.<i>.attn1.to_q.weight", ... */
+/* Finds "<prefix>.norm.weight", "<prefix>.transformer_blocks.<i>.attn1.to_q.weight", ...
+ * only_cross: attn1 is a cross-attention too (diffusers' only_cross_attention). */
 int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *prefix, int ch, int heads,
-                       int ctx_dim, int n_blocks, int linear_proj, int groups, sd_error *err);
+                       int ctx_dim, int n_blocks, int linear_proj, int groups, int only_cross, sd_error *err);
 void transformer2d_free(transformer2d_model *t);
 
 struct ops_comm;

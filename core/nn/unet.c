@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "attnblock.h"
 #include "ops_comm.h"
 
 #define MAX_SKIPS (1 + SD_MAX_LEVELS * (UNET_MAX_LAYERS + 1))
@@ -43,18 +42,23 @@ static int check_config(const unet_config *c, sd_error *err) {
 }
 
 /* The attention block of kind `kind` after a resnet of level `level` (its heads and transformer depth):
- * weights at prefix p, ch channels. */
+ * weights at prefix p, ch channels; only_cross: a transformer whose attn1 attends to the context. */
 static int attn_load(unet_attn *a, const unet_config *c, unet_attn_kind kind, const sd_weights *w, const char *p,
-                     int ch, int level, sd_error *err) {
+                     int ch, int level, int only_cross, sd_error *err) {
+    int heads = c->heads[level];
     a->kind = kind;
     switch (kind) {
     case UNET_ATTN_NONE: return 0;
     case UNET_ATTN_CROSS:
-        return transformer2d_load(&a->xf, w, p, ch, c->heads[level], c->cross_attention_dim,
-                                  c->transformer_layers[level], c->use_linear_projection, c->norm_groups, err);
-    case UNET_ATTN_SELF: break;
+        return transformer2d_load(&a->xf, w, p, ch, heads, c->cross_attention_dim, c->transformer_layers[level],
+                                  c->use_linear_projection, c->norm_groups, only_cross, err);
+    case UNET_ATTN_SELF:
+        if (heads != 1)
+            return sd_err(err, SD_EUNSUPPORTED, "unet: %s: self-attention with %d heads is not supported (only one "
+                          "head, attention_head_dim null)", p, heads);
+        return attnblock_load(&a->ab, w, p, ch, err);
     }
-    return sd_err(err, SD_EUNSUPPORTED, "unet: %s: plain self-attention blocks are not implemented yet", p);
+    return sd_err(err, SD_EINTERNAL, "unet: %s: unknown attention kind %d", p, kind);
 }
 
 int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_error *err) {
@@ -76,6 +80,9 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
         ((rc = sd_weights_get_wb(w, &m->add_w1, &m->add_b1, err, T, c->addition_in_dim, 0, "add_embedding.linear_1")) < 0 ||
          (rc = sd_weights_get_wb(w, &m->add_w2, &m->add_b2, err, T, T, 0, "add_embedding.linear_2")) < 0))
         goto fail;
+    if (c->num_class_embeds > 0 &&
+        (rc = sd_weights_get(w, "class_embedding.weight", 2, (int64_t[]){c->num_class_embeds, T}, &m->class_w, err)) < 0)
+        goto fail;
     int ch_in = C0;
     for (int i = 0; i < n; i++) {
         unet_level *lv = &m->levels[i];
@@ -84,7 +91,8 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
             snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, j);
             if ((rc = resnet_load(&lv->down_res[j], w, p, j == 0 ? ch_in : ch, ch, T, err)) < 0) goto fail;
             snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, j);
-            if ((rc = attn_load(&lv->down_attn[j], c, c->down_attn[i], w, p, ch, i, err)) < 0) goto fail;
+            if ((rc = attn_load(&lv->down_attn[j], c, c->down_attn[i], w, p, ch, i, c->only_cross[i], err)) < 0)
+                goto fail;
         }
         if (i < n - 1 &&
             (rc = sd_weights_get_wb(w, &lv->down_w, &lv->down_b, err, ch, ch, 3, "down_blocks.%d.downsamplers.0.conv", i)) < 0)
@@ -94,7 +102,7 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
     int cm = c->block_out[n - 1];
     if ((rc = resnet_load(&m->mid_res[0], w, "mid_block.resnets.0", cm, cm, T, err)) < 0 ||
         (rc = resnet_load(&m->mid_res[1], w, "mid_block.resnets.1", cm, cm, T, err)) < 0 ||
-        (rc = attn_load(&m->mid_attn, c, c->mid_attn, w, "mid_block.attentions.0", cm, n - 1, err)) < 0)
+        (rc = attn_load(&m->mid_attn, c, c->mid_attn, w, "mid_block.attentions.0", cm, n - 1, 0, err)) < 0)
         goto fail;
     for (int i = 0; i < n; i++) {
         int L = n - 1 - i, ch = c->block_out[L];
@@ -103,7 +111,8 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
             snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, j);
             if ((rc = resnet_load(&lv->up_res[j], w, p, up_resnet_in(c, L, j), ch, T, err)) < 0) goto fail;
             snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, j);
-            if ((rc = attn_load(&lv->up_attn[j], c, c->up_attn[i], w, p, ch, L, err)) < 0) goto fail;
+            if ((rc = attn_load(&lv->up_attn[j], c, c->up_attn[i], w, p, ch, L, c->only_cross[L], err)) < 0)
+                goto fail;
         }
         if (L > 0 && (rc = sd_weights_get_wb(w, &lv->up_w, &lv->up_b, err, ch, ch, 3, "up_blocks.%d.upsamplers.0.conv", i)) < 0)
             goto fail;
@@ -182,6 +191,7 @@ void unet_free(unet_model *m) {
         for (int j = 0; j <= UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].up_attn[j].xf);
     }
     transformer2d_free(&m->mid_attn.xf);
+    /* attnblocks hold views into the caller's weights: nothing to free */
     shard_store_free(&m->shards);
     ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
@@ -240,13 +250,15 @@ done:
     return rc;
 }
 
-/* Per-level spatial sizes: each stride-2 conv (3x3, padding 1) maps n to ceil(n / 2). */
+/* Per-level spatial sizes: each stride-2 conv (3x3, padding 1) maps n to ceil(n / 2); with
+ * downsample_padding 0 (one zero row/column right and bottom) to floor(n / 2). */
 static void level_sizes(const unet_config *c, int H, int W, int *hs, int *ws) {
     hs[0] = H;
     ws[0] = W;
+    int r = c->downsample_padding ? 1 : 0;
     for (int l = 1; l < c->n_levels; l++) {
-        hs[l] = (hs[l - 1] - 1) / 2 + 1;
-        ws[l] = (ws[l - 1] - 1) / 2 + 1;
+        hs[l] = (hs[l - 1] + r) / 2;
+        ws[l] = (ws[l - 1] + r) / 2;
     }
 }
 
@@ -275,9 +287,13 @@ static int res_attn(unet_model *m, const resnet_block *r, const unet_attn *at, f
         *h = attn_out;
         return 0;
     }
-    case UNET_ATTN_SELF: break;
+    case UNET_ATTN_SELF:
+        if ((rc = attnblock_forward(&at->ab, attn_out, res_out, B, H * W, c->norm_groups, c->norm_eps, &m->ops, err)) < 0)
+            return rc;
+        *h = attn_out;
+        return 0;
     }
-    return sd_err(err, SD_EUNSUPPORTED, "unet: plain self-attention blocks are not implemented yet");
+    return sd_err(err, SD_EINTERNAL, "unet: unknown attention kind %d", at->kind);
 }
 
 /* The activations the up path takes back from the down path: conv_in's and every down layer's output. */
@@ -286,8 +302,8 @@ typedef struct unet_skips {
     int ch[MAX_SKIPS], n;
 } unet_skips;
 
-/* t: [B] -> temb: [B, T] (plus SDXL's added embedding of ac, when given) and temb_silu = SiLU(temb);
- * tp: [B, C0] holds the sinusoidal embedding. */
+/* t: [B] -> temb: [B, T] (plus SDXL's added embedding and the class_embedding rows of ac's labels, when
+ * given) and temb_silu = SiLU(temb); tp: [B, C0] holds the sinusoidal embedding. */
 static int forward_time(unet_model *m, const float *t, const unet_added_cond *ac, int B, float *tp, float *temb,
                         float *temb_silu, sd_error *err) {
     const unet_config *c = &m->cfg;
@@ -299,7 +315,21 @@ static int forward_time(unet_model *m, const float *t, const unet_added_cond *ac
     ops_silu(temb_silu, (size_t)B * T);
     if ((rc = ops_linear(temb, temb_silu, B, T, m->time_w2, m->time_b2, T, 0, ops, err)) < 0) goto done;
     if (m->probe) sd_probe_emit(m->probe, "time_embedding", temb, 2, (int64_t[]){B, T});
-    if (ac && (rc = add_text_time(m, ac, B, temb, err)) < 0) goto done;
+    if (ac && ac->text_embeds && (rc = add_text_time(m, ac, B, temb, err)) < 0) goto done;
+    if (m->class_w) {
+        const int *labels = ac->labels;
+        ops_mark mark = ops_arena_mark(&ops->scratch);
+        const float *table = ops_weight_f32(m->class_w, ops, err);
+        float *ce = table ? ops_arena_floats(&ops->scratch, (size_t)B * T, err) : NULL;
+        if (!ce) {
+            rc = err && err->code ? err->code : SD_ENOMEM;
+            goto done;
+        }
+        for (int b = 0; b < B; b++) memcpy(ce + (size_t)b * T, table + (size_t)labels[b] * T, (size_t)T * sizeof(float));
+        if (m->probe) sd_probe_emit(m->probe, "class_embedding", ce, 2, (int64_t[]){B, T});
+        ops_add(temb, temb, ce, (size_t)B * T);
+        ops_arena_release(&ops->scratch, mark);
+    }
     memcpy(temb_silu, temb, (size_t)B * T * sizeof(float));
     ops_silu(temb_silu, (size_t)B * T);
 done:
@@ -336,8 +366,9 @@ static int forward_down(unet_model *m, unet_skips *skips, float **hp, const floa
         if (i < n - 1) {
             float *d = ops_arena_floats(a, (size_t)B * ch * hs[i + 1] * ws[i + 1], err);
             if (!d) goto oom;
+            int p = c->downsample_padding;
             ops_conv_desc dc = {.batch = B, .in_ch = ch, .in_h = hs[i], .in_w = ws[i], .out_ch = ch, .k_h = 3,
-                                .k_w = 3, .stride = 2, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
+                                .k_w = 3, .stride = 2, .pad_t = p, .pad_l = p, .pad_b = 1, .pad_r = 1,
                                 .weight = lv->down_w, .bias = lv->down_b};
             if ((rc = level_conv(m, lv, d, h, &dc, err)) < 0) goto done;
             h = d;
@@ -472,7 +503,7 @@ done:
 
 /* The added conditioning given matches the model's: present exactly for SDXL, with the widths it expects. */
 static int check_added(const unet_config *c, const unet_added_cond *ac, sd_error *err) {
-    if (!c->addition_time_embed_dim && !ac) return 0;
+    if (!c->addition_time_embed_dim && (!ac || (!ac->text_embeds && !ac->time_ids))) return 0;
     if (!ac || !ac->text_embeds || !ac->time_ids)
         return sd_err(err, SD_EINPUT, "unet: this SDXL U-Net needs the pooled text embedding and the time ids");
     if (!c->addition_time_embed_dim)
@@ -483,19 +514,42 @@ static int check_added(const unet_config *c, const unet_added_cond *ac, sd_error
     return 0;
 }
 
+/* 1 when some block of c is a Transformer2DModel (needs a text context). */
+static int has_cross_attention(const unet_config *c) {
+    int any = c->mid_attn == UNET_ATTN_CROSS;
+    for (int i = 0; i < c->n_levels; i++) any |= c->down_attn[i] == UNET_ATTN_CROSS || c->up_attn[i] == UNET_ATTN_CROSS;
+    return any;
+}
+
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
                  float *out, sd_error *err) {
     return unet_forward_cond(m, x, t, ctx, n_ctx, NULL, B, H, W, out, err);
 }
 
+int unet_forward_labels(unet_model *m, const float *x, const float *t, const int *labels, const float *ctx, int n_ctx,
+                        int B, int H, int W, float *out, sd_error *err) {
+    unet_added_cond ac = {.labels = labels};
+    return unet_forward_cond(m, x, t, ctx, n_ctx, labels ? &ac : NULL, B, H, W, out, err);
+}
+
 int unet_forward_cond(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx,
                       const unet_added_cond *added, int B, int H, int W, float *out, sd_error *err) {
+    const int *labels = added ? added->labels : NULL;
     const unet_config *c = &m->cfg;
-    if (B < 1 || H < 1 || W < 1 || n_ctx < 1)
+    int cross = has_cross_attention(c);
+    if (B < 1 || H < 1 || W < 1 || n_ctx < 0 || (cross && (n_ctx < 1 || !ctx)))
         return sd_err(err, SD_EINPUT, "unet: bad input shape (batch %d, %dx%d latent, %d context tokens)", B, H, W,
                       n_ctx);
     int rc0 = check_added(c, added, err);
     if (rc0 < 0) return rc0;
+    int f = 1 << (c->n_levels - 1);
+    if (!c->downsample_padding && (H % f || W % f))
+        return sd_err(err, SD_EINPUT, "unet: %dx%d: this U-Net (downsample_padding 0) needs sizes divisible by %d", W, H,
+                      f);
+    if (m->class_w && !labels) return sd_err(err, SD_EINPUT, "unet: the model has a class embedding; pass class labels");
+    for (int b = 0; m->class_w && b < B; b++)
+        if (labels[b] < 0 || labels[b] >= c->num_class_embeds)
+            return sd_err(err, SD_EINPUT, "unet: class label %d out of range 0..%d", labels[b], c->num_class_embeds - 1);
     int C0 = c->block_out[0], T = c->time_embed_dim, rc = 0;
     int hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
     level_sizes(c, H, W, hs, ws);

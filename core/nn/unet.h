@@ -16,9 +16,13 @@
  * the time embedding, and its levels have 1, 2 or 10 transformer blocks
  * (transformer_layers). Which attention a block has is data
  * (unet_config's down_attn / up_attn / mid_attn): a Transformer2DModel
- * (UNET_ATTN_CROSS) or none; plain self-attention is refused for now.
- * Any latent size >= 1x1 works: odd sizes round up when downsampling and
- * upsample back to the skip's size.
+ * (UNET_ATTN_CROSS, attn1 a cross-attention on only_cross levels), a plain
+ * one-head self-attention block (UNET_ATTN_SELF: UNet2DModel, pixel-space
+ * DDPM), or none. With num_class_embeds the class_embedding row of each
+ * sample's label is added to the time embedding (the x4 upscaler's noise level).
+ * Any latent size >= 1x1 works with downsample_padding 1: odd sizes round up
+ * when downsampling and upsample back to the skip's size; downsample_padding 0
+ * (UNet2DModel) needs sizes divisible by 2^(levels-1).
  * Weights stay in the caller's sd_weights (keep it alive while m is used).
  */
 #ifndef SD_UNET_H
@@ -26,6 +30,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "attnblock.h"
 #include "ops.h"
 #include "probe.h"
 #include "resnet.h"
@@ -38,6 +43,7 @@
 typedef struct unet_attn {
     unet_attn_kind kind;                    /* UNET_ATTN_NONE: the resnet's output goes on as it is */
     transformer2d_model xf;                 /* UNET_ATTN_CROSS */
+    attnblock ab;                           /* UNET_ATTN_SELF */
 } unet_attn;
 
 typedef struct unet_level {
@@ -57,6 +63,7 @@ typedef struct unet_model {
     const sd_tensor *add_w1, *add_b1;       /* SDXL add_embedding: [temb, addition_in_dim], [temb]; else NULL */
     const sd_tensor *add_w2, *add_b2;       /* [temb, temb], [temb] */
     const sd_tensor *conv_in_w, *conv_in_b; /* [C0, in_channels, 3, 3] */
+    const sd_tensor *class_w;               /* [num_class_embeds, temb]; NULL without class embedding */
     unet_level levels[SD_MAX_LEVELS];
     resnet_block mid_res[2];
     unet_attn mid_attn;
@@ -65,7 +72,7 @@ typedef struct unet_model {
     ops_ctx ops;                            /* kernel context: activations and scratch of a forward pass */
     shard_store shards;                     /* this rank's weight shards (tensor parallelism) */
     /*
-     * Optional: sees "time_proj", "time_embedding", "conv_in", "down_blocks.<i>",
+     * Optional: sees "time_proj", "time_embedding", "class_embedding", "conv_in", "down_blocks.<i>",
      * "mid_block", "up_blocks.<i>", "conv_norm_out" (the names of the reference dumps).
      */
     const sd_probe *probe;
@@ -77,21 +84,31 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
 /*
  * x: [B, in_channels, H, W] latents, t: [B] timesteps (any float),
  * ctx: [B, n_ctx, cross_attention_dim] -> out: [B, out_channels, H, W].
+ * A model without cross-attention (UNet2DModel) takes ctx NULL, n_ctx 0.
  */
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
                  float *out, sd_error *err);
 
-/* SDXL's added conditioning of a forward pass (cfg.addition_time_embed_dim > 0). */
+/*
+ * What a forward pass is conditioned on besides the timestep and the text context: SDXL's added
+ * text/time embedding (cfg.addition_time_embed_dim > 0) and class labels (the x4 upscaler's noise
+ * level, cfg.num_class_embeds > 0). Each part must be given exactly when the model has it.
+ */
 typedef struct unet_added_cond {
-    const float *text_embeds; /* [B, n_text]: the pooled, projected text embedding */
+    const float *text_embeds; /* [B, n_text]: the pooled, projected text embedding (SDXL) */
     int n_text;
     const float *time_ids;    /* [B, n_time]: original h, w, crop top, left, target h, w (SDXL base: 6) */
     int n_time;               /* n_text + n_time * addition_time_embed_dim must be addition_in_dim */
+    const int *labels;        /* [B] in 0..num_class_embeds-1, or NULL */
 } unet_added_cond;
 
-/* unet_forward with SDXL's added conditioning; `added` must be given exactly when the model has it. */
+/* unet_forward with added conditioning (may be NULL for a model without any). */
 int unet_forward_cond(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx,
                       const unet_added_cond *added, int B, int H, int W, float *out, sd_error *err);
+
+/* The same with class labels only: labels [B] (NULL for a model without a class embedding). */
+int unet_forward_labels(unet_model *m, const float *x, const float *t, const int *labels, const float *ctx, int n_ctx,
+                        int B, int H, int W, float *out, sd_error *err);
 
 struct ops_comm;
 /*

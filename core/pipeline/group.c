@@ -78,8 +78,9 @@ int sd_group_bcast_int(const sd_group *g, int *v, sd_error *err) {
 static const unet_added_cond *added_entry(const unet_added_cond *a, int k, unet_added_cond *one) {
     if (!a) return NULL;
     *one = *a;
-    one->text_embeds = a->text_embeds + (size_t)k * a->n_text;
-    one->time_ids = a->time_ids + (size_t)k * a->n_time;
+    if (a->text_embeds) one->text_embeds = a->text_embeds + (size_t)k * a->n_text;
+    if (a->time_ids) one->time_ids = a->time_ids + (size_t)k * a->n_time;
+    if (a->labels) one->labels = a->labels + k;
     return one;
 }
 
@@ -95,14 +96,14 @@ int sd_group_unet_forward(unet_model *u, const sd_group *g, const float *x, floa
         /* this half on this rank's tensor-parallel ranks, then swap halves with the partner */
         int k = g->cfg_index, rc;
         float *mine = out + (size_t)k * nout;
-        if ((rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx + (size_t)k * nctx, n_ctx,
+        if ((rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx ? ctx + (size_t)k * nctx : NULL, n_ctx,
                                     added_entry(added, k, &one), 1, h, w, mine, err)) < 0)
             return rc;
         return ops_comm_allgather(g->cfg, mine, out, nout * sizeof(float), err);
     }
     /* one rank, or a CFG-parallel group without guidance: the entries one by one, on every half */
     for (int k = 0; k < B; k++) {
-        int rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx + (size_t)k * nctx, n_ctx,
+        int rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx ? ctx + (size_t)k * nctx : NULL, n_ctx,
                                    added_entry(added, k, &one), 1, h, w, out + (size_t)k * nout, err);
         if (rc < 0) return rc;
     }

@@ -69,9 +69,9 @@ int sd_group_bcast_int(const sd_group *g, int *v, sd_error *err);
 /*
  * The U-Net on a batch of B entries at timestep t (B = 2: [negative, prompt]
  * with CFG), as the group shares it. x: [B, Cin, h, w], ctx: [B, n_ctx, D]
- * -> out: [B, C, h, w] on every rank; added: SDXL's conditioning of the B entries (NULL for SD 1.x/2.x).
- * u must be sharded with g->tp (or not at
- * all for g NULL).
+ * -> out: [B, C, h, w] on every rank; added: the B entries' added conditioning (SDXL's text/time
+ * embedding, the upscaler's class labels; NULL for none). ctx NULL with n_ctx 0 for a model without
+ * text (pixel-space DDPM). u must be sharded with g->tp (or not at all for g NULL).
  */
 int sd_group_unet_forward(unet_model *u, const sd_group *g, const float *x, float t, const float *ctx, int n_ctx,
                           const unet_added_cond *added, int B, int h, int w, float *out, sd_error *err);

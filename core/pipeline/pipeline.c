@@ -15,16 +15,26 @@
 int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
     memset(p, 0, sizeof *p);
     p->model = m;
-    int rc = sd_model_require(m, SD_PART_VAE | SD_PART_TEXT_ENCODER, "the Stable Diffusion pipeline", err);
-    if (rc == 0) rc = sd_model_open_tokenizer(m, &p->tok, err);
-    if (rc == 0) rc = clip_text_load(&p->clip, &m->clip, &m->clip_w, err);
+    p->pixel = m->unet.unet2d && !(m->parts & (SD_PART_VAE | SD_PART_TEXT_ENCODER));
+    int rc = 0;
+    if (!p->pixel) rc = sd_model_require(m, SD_PART_VAE | SD_PART_TEXT_ENCODER, "the Stable Diffusion pipeline", err);
+    if (rc == 0 && !p->pixel) rc = sd_model_open_tokenizer(m, &p->tok, err);
+    if (rc == 0 && !p->pixel) rc = clip_text_load(&p->clip, &m->clip, &m->clip_w, err);
     if (rc == 0) rc = unet_load(&p->unet, &m->unet, &m->unet_w, err);
-    if (rc == 0) rc = vae_load(&p->vae, &m->vae, &m->vae_w, err);
+    if (rc == 0 && !p->pixel) rc = vae_load(&p->vae, &m->vae, &m->vae_w, err);
     if (rc == 0 && m->xl) rc = sd_model_open_tokenizer2(m, &p->tok2, err);
     if (rc == 0 && m->xl) rc = clip_text_load(&p->clip2, &m->clip2, &m->clip2_w, err);
     if (rc == 0 && m->xl) rc = sd_model_text_projection(m, &p->text_proj, err);
+    if (rc == 0 && m->upscaler && (m->unet.num_class_embeds <= m->max_noise_level ||
+                                   m->unet.in_channels != m->unet.out_channels + 3))
+        rc = sd_err(err, SD_EINPUT, "%s: an upscaler needs a U-Net with latent + 3 input channels and %d noise-level "
+                    "classes", m->path, m->max_noise_level + 1);
     if (rc < 0) sd_pipeline_free(p);
     return rc;
+}
+
+int sd_pipeline_size_factor(const sd_pipeline *p) {
+    return sd_model_size_factor(p->model);
 }
 
 int sd_pipeline_load_group(sd_pipeline *p, const sd_model *m, const sd_group *g, sd_error *err) {
@@ -153,7 +163,7 @@ static int read_picture(const char *path, int gray, int w, int h, uint8_t **out,
 static int make_sampler(const sd_pipeline *p, const sd_settings *s, sampler_state **out, int *first, sd_error *err) {
     int rc = sampler_create(out, s->sampler, &p->model->sched, s->steps, s->karras, s->eta, err);
     *first = 0;
-    if (rc == 0 && s->init_image && s->strength < 1.0) {
+    if (rc == 0 && s->init_image && !s->upscale && s->strength < 1.0) {
         rc = sampler_set_strength(*out, s->strength, first, err);
         if (rc < 0) {
             sampler_free(*out);
@@ -176,18 +186,20 @@ int sd_pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error
 /* The shapes of one generation. */
 typedef struct gen_shape {
     int W, H;       /* image */
-    int h, w;       /* latent */
-    int C, Cin;     /* latent channels; U-Net input channels (2C + 1 when inpainting: latent, mask, masked image) */
-    int D;          /* text embedding width (SDXL: both encoders') */
+    int h, w;       /* latent (pixel space: the image size) */
+    int C, Cin;     /* latent channels; U-Net input channels (2C + 1 when inpainting: latent, mask, masked image;
+                       C + 3 for the upscaler: latent, noisy low-res image) */
+    int D;          /* text embedding width (SDXL: both encoders'; 0 without text) */
     int P;          /* SDXL: pooled embedding width; 0 otherwise */
     int B;          /* U-Net batch: 2 with classifier-free guidance ([negative, prompt]), else 1 */
-    int cfg, inpaint;
+    int cfg, inpaint, upscale, pixel;
     size_t n, npix; /* floats of a latent [C, h, w] and of an image [3, H, W] */
 } gen_shape;
 
 typedef struct {
     float *ctx, *latents, *noise, *scaled, *unet_in, *unet_out, *guided, *mask_lat, *masked_lat, *pixels, *aux;
     float *pooled, *time_ids; /* SDXL: [B, P], [B, 6] (the negative prompt's first with CFG) */
+    float *low_res;  /* upscale: the noisy low-res picture [3, h, w] */
     uint8_t *init_rgb, *mask_u8;
 } buffers;
 
@@ -205,6 +217,7 @@ static void free_buffers(buffers *b) {
     free(b->aux);
     free(b->pooled);
     free(b->time_ids);
+    free(b->low_res);
     free(b->init_rgb);
     free(b->mask_u8);
 }
@@ -212,7 +225,7 @@ static void free_buffers(buffers *b) {
 /* The buffers every generation needs (the inpainting ones come with prepare_latents). */
 static int alloc_buffers(buffers *b, const gen_shape *z, sd_error *err) {
     const size_t n = z->n, hw = (size_t)z->h * z->w;
-    b->ctx = malloc(sizeof(float) * (size_t)z->B * CTX_LEN * z->D);
+    b->ctx = malloc(sizeof(float) * ((size_t)z->B * CTX_LEN * z->D + 1));
     b->latents = malloc(sizeof(float) * n);
     b->noise = malloc(sizeof(float) * n);
     b->scaled = malloc(sizeof(float) * n);
@@ -360,10 +373,15 @@ static int predict(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
             memcpy(dst + n, b->mask_lat, sizeof(float) * hw);
             memcpy(dst + n + hw, b->masked_lat, sizeof(float) * n);
         }
+        if (z->upscale) memcpy(dst + n, b->low_res, sizeof(float) * 3 * hw);
     }
+    int labels[2] = {s->noise_level, s->noise_level};
     unet_added_cond ac = {.text_embeds = b->pooled, .n_text = z->P, .time_ids = b->time_ids, .n_time = 6};
-    if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, sampler_timestep(smp, i), b->ctx, CTX_LEN,
-                                    z->P ? &ac : NULL, B, h, w, b->unet_out, err)) < 0)
+    if (!z->P) ac = (unet_added_cond){0};
+    if (z->upscale) ac.labels = labels;
+    if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, sampler_timestep(smp, i), z->pixel ? NULL : b->ctx,
+                                    z->pixel ? 0 : CTX_LEN, z->P || z->upscale ? &ac : NULL, B, h, w, b->unet_out,
+                                    err)) < 0)
         return rc;
     if (z->cfg) {
         const float *u = b->unet_out, *c = b->unet_out + n;
@@ -403,10 +421,81 @@ static int decode_latents(sd_pipeline *p, buffers *b, const gen_shape *z, uint8_
                           sd_error *err) {
     const float sf = p->model->vae.scaling_factor;
     int rc;
+    if (z->pixel) { /* DDPMPipeline: the sample is the picture */
+        image_tensor_to_u8_ex(b->latents, z->H, z->W, trace ? trace->image : NULL, rgb);
+        return 0;
+    }
     for (size_t i = 0; i < z->n; i++) b->scaled[i] = b->latents[i] / sf;
     if ((rc = vae_decode(&p->vae, b->scaled, 1, z->h, z->w, b->pixels, err)) < 0) return rc;
     image_tensor_to_u8_ex(b->pixels, z->H, z->W, trace ? trace->image : NULL, rgb);
     return 0;
+}
+
+/* What the model's kind allows of s: no prompt for an unconditional model, an upscale only with an
+ * upscaler (which does nothing else), DDPM / DDIM in pixel space (DDPMPipeline has no sigma scaling). */
+static int check_task(const sd_pipeline *p, const sd_settings *s, sd_error *err) {
+    const sd_model *m = p->model;
+    if (p->pixel) {
+        if ((s->prompt && *s->prompt) || (s->negative && *s->negative))
+            return sd_err(err, SD_EINPUT, "%s is an unconditional model (no text encoder): it takes no prompt; leave "
+                          "out -p and -n", m->path);
+        if (s->init_image)
+            return sd_err(err, SD_EINPUT, "%s is a pixel-space DDPM: img2img and inpainting need a VAE", m->path);
+        if (sampler_kind_has_sigmas(s->sampler))
+            return sd_err(err, SD_EINPUT, "sampler %s: a pixel-space DDPM samples with ddpm or ddim (DDPMPipeline)",
+                          sampler_kind_name(s->sampler));
+    }
+    if (m->upscaler && !s->upscale)
+        return sd_err(err, SD_EINPUT, "%s is an x4 upscaler: use 'sdrender upscale' (or jobs with task upscale)", m->path);
+    if (s->upscale && !m->upscaler)
+        return sd_err(err, SD_EINPUT, "%s is not an upscaler (model_index.json names %s, not "
+                      "StableDiffusionUpscalePipeline)", m->path, m->pipeline_class);
+    if (s->upscale && s->noise_level > m->max_noise_level)
+        return sd_err(err, SD_EINPUT, "noise level %d is above the model's max_noise_level %d", s->noise_level,
+                      m->max_noise_level);
+    return 0;
+}
+
+/*
+ * The upscaler's conditioning picture: the low-res init image [3, h, w] in [-1, 1] noised to
+ * noise_level with the low-res scheduler (its add_noise: sqrt(a) x + sqrt(1 - a) noise, noise the
+ * generator's first draw) into b->low_res.
+ */
+static int prepare_low_res(sd_pipeline *p, const sd_settings *s, sd_rng *g, buffers *b, const gen_shape *z,
+                           sd_pipeline_trace *trace, sd_error *err) {
+    size_t np = (size_t)3 * z->h * z->w;
+    b->low_res = malloc(sizeof(float) * np);
+    float *noise = malloc(sizeof(float) * np);
+    sampler_state *lr = NULL;
+    int rc = 0;
+    if (!b->low_res || !noise) rc = sd_err(err, SD_ENOMEM, "out of memory");
+    if (rc == 0) rc = sampler_create(&lr, SD_SAMPLER_DDPM, &p->model->low_res_sched, 1, 0, 0.0f, err);
+    if (rc == 0) {
+        image_u8_to_tensor(b->init_rgb, z->h, z->w, b->low_res);
+        sd_rng_randn(g, noise, np);
+        int nt;
+        const float *ac = sampler_alphas_cumprod(lr, &nt);
+        if (s->noise_level >= nt) rc = sd_err(err, SD_EINPUT, "noise level %d past the low-res schedule", s->noise_level);
+        else {
+            float a = ac[s->noise_level];
+            float sa = sqrtf(a), sb = sqrtf(1.0f - a);
+            for (size_t k = 0; k < np; k++) {
+                float x = sa * b->low_res[k];
+                float q = sb * noise[k];
+                b->low_res[k] = x + q;
+            }
+        }
+    }
+    if (rc == 0 && trace && trace->low_res_noise) memcpy(trace->low_res_noise, noise, sizeof(float) * np);
+    if (rc == 0 && trace && trace->noisy_low_res_image) memcpy(trace->noisy_low_res_image, b->low_res, sizeof(float) * np);
+    sampler_free(lr);
+    free(noise);
+    return rc;
+}
+
+int sd_pipeline_check(const sd_pipeline *p, const sd_settings *s, sd_error *err) {
+    int rc = sd_settings_check_for(s, sd_pipeline_size_factor(p), err);
+    return rc < 0 ? rc : check_task(p, s, err);
 }
 
 /*
@@ -423,10 +512,11 @@ static int group_fault(const sd_group *g, sd_error *err) {
 int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_pipeline_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err) {
     const sd_model *m = p->model;
-    int rc = sd_settings_check_for(s, vae_scale_factor(&m->vae), err);
+    int rc = sd_pipeline_check(p, s, err);
     if (rc < 0) return rc;
-    gen_shape z = {.W = s->width, .H = s->height, .D = m->unet.cross_attention_dim, .P = m->xl ? m->clip2.projection_dim : 0,
-                   .inpaint = s->mask != NULL};
+    gen_shape z = {.W = s->width, .H = s->height, .D = p->pixel ? 0 : m->unet.cross_attention_dim,
+                   .P = m->xl ? m->clip2.projection_dim : 0, .inpaint = s->mask != NULL, .upscale = s->upscale,
+                   .pixel = p->pixel};
     if (z.inpaint && !m->inpaint)
         return sd_err(err, SD_EINPUT, "%s: a mask needs an inpainting model (9-channel U-Net); this is %s", s->mask,
                       m->path);
@@ -435,12 +525,17 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
                       m->path, m->sd_version == 2 ? "SD 2.x" : "SD 1.x");
     if (m->inpaint && !z.inpaint)
         return sd_err(err, SD_EINPUT, "%s is an inpainting model: pass an init image (-i) and a mask (--mask)", m->path);
-    vae_latent_size(&m->vae, z.H, z.W, &z.h, &z.w);
+    if (p->pixel) {
+        z.h = z.H;
+        z.w = z.W;
+    } else {
+        vae_latent_size(&m->vae, z.H, z.W, &z.h, &z.w);
+    }
     z.C = m->unet.out_channels;
     z.Cin = m->unet.in_channels;
     z.n = (size_t)z.C * z.h * z.w;
     z.npix = (size_t)3 * z.H * z.W;
-    z.cfg = s->cfg_scale > 1.0f;
+    z.cfg = s->cfg_scale > 1.0f && !p->pixel;
     z.B = z.cfg ? 2 : 1;
 
     sampler_state *smp = NULL;
@@ -450,11 +545,17 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     buffers b = {0};
     sd_rng g;
     if ((rc = alloc_buffers(&b, &z, err)) < 0) goto done;
-    if (s->init_image && (rc = read_picture(s->init_image, 0, z.W, z.H, &b.init_rgb, err)) < 0) goto prepared;
+    if (s->init_image && (rc = read_picture(s->init_image, 0, z.upscale ? z.w : z.W, z.upscale ? z.h : z.H,
+                                            &b.init_rgb, err)) < 0)
+        goto prepared;
     if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto prepared;
-    if ((rc = encode_prompts(p, s, &z, &b, trace, err)) < 0) goto prepared;
-    sd_rng_seed(&g, (uint64_t)s->seed);
-    rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err);
+    if (!p->pixel && (rc = encode_prompts(p, s, &z, &b, trace, err)) < 0) goto prepared;
+    sd_rng_seed_kind(&g, s->rng, (uint64_t)s->seed);
+    if (z.upscale) { /* the low-res noise first, then the latents (StableDiffusionUpscalePipeline) */
+        if ((rc = prepare_low_res(p, s, &g, &b, &z, trace, err)) == 0) draw_start_latents(smp, &g, b.latents, z.n);
+    } else {
+        rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err);
+    }
     if (rc == 0 && p->group) rc = group_fault(p->group, err);
 prepared:
     /* every rank of a group has read its inputs: go on together or fail together */

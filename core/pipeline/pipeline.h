@@ -1,7 +1,11 @@
 /*
  * pipeline.h - prompt to pixels: txt2img, img2img and inpainting exactly as
  * diffusers 0.27.2's StableDiffusion{,Img2Img,Inpaint}Pipeline on CPU fp32,
- * and SDXL's txt2img and img2img as StableDiffusionXL{,Img2Img}Pipeline.
+ * and SDXL's txt2img and img2img as StableDiffusionXL{,Img2Img}Pipeline,
+ * for VAEs of any factor f = 2^(levels-1) and latent width; unconditional
+ * pixel-space sampling as DDPMPipeline (a UNet2DModel without VAE and text
+ * encoder: no prompt, the sample is the picture); and the x4 super-resolution
+ * of StableDiffusionUpscalePipeline (settings.upscale).
  *
  *     sd_pipeline p;
  *     sd_pipeline_load(&p, &model, &err);                 // tokenizer, CLIP, U-Net, VAE
@@ -13,7 +17,10 @@
  *   txt2img: initial noise, then whatever the sampler draws per step;
  *   img2img: VAE posterior sample of the init image, then the added noise;
  *   inpaint (9-channel U-Net): [init-image posterior sample if strength < 1],
- *            initial noise, masked-image posterior sample.
+ *            initial noise, masked-image posterior sample;
+ *   upscale: the low-res picture's noise (added at noise_level with the
+ *            low_res_scheduler), then the latents (at the low-res size).
+ * settings.rng picks the generator: torch's CPU one or CUDA's Philox.
  * Classifier-free guidance runs the U-Net on [negative, prompt] when
  * cfg_scale > 1 (one entry after the other: see group.h), else on the
  * prompt alone. Clip skip applies to the
@@ -50,8 +57,12 @@ typedef struct sd_pipeline {
     float *text_proj;      /* SDXL: text_encoder_2's projection [projection_dim, hidden], float32, owned */
     unet_model unet;
     vae_model vae;
+    int pixel;             /* pixel-space model (UNet2DModel alone): no tokenizer, text encoder or VAE */
     const sd_group *group; /* borrowed; NULL: this process renders alone */
 } sd_pipeline;
+
+/* What image sides must be multiples of: the VAE's factor, or 2^(levels-1) of a pixel-space U-Net. */
+int sd_pipeline_size_factor(const sd_pipeline *p);
 
 /* What the GEMMs of all three networks compute in (OPS_PRECISION_FP32 after sd_pipeline_load). */
 void sd_pipeline_set_precision(sd_pipeline *p, ops_precision precision);
@@ -85,11 +96,14 @@ typedef struct sd_pipeline_trace {
     int max_steps;
     int n_steps;             /* set: evaluations run */
     float *latents_final;    /* [4, h, w] */
+    float *low_res_noise;    /* [3, h, w]: upscale: the low-res picture's noise */
+    float *noisy_low_res_image; /* [3, h, w]: upscale: the U-Net's extra input */
     float *image;            /* [H, W, 3]: clamp(x / 2 + 0.5, 0, 1) */
 } sd_pipeline_trace;
 
 /* Loads the tokenizer and every network of m; shapes are checked up front. A model without a VAE
- * or a text encoder (sd_model.parts) is refused, naming the missing part. */
+ * or a text encoder (sd_model.parts) is refused, naming the missing part, unless it is a pixel-space
+ * UNet2DModel with neither. */
 int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err);
 void sd_pipeline_free(sd_pipeline *p);
 
@@ -110,6 +124,10 @@ int sd_pipeline_load_group(sd_pipeline *p, const sd_model *m, const sd_group *g,
  */
 int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_pipeline_step_fn cb, void *cb_ctx,
                       sd_pipeline_trace *trace, sd_error *err);
+
+/* The checks sd_pipeline_generate starts with: s's ranges against the model's size factor, and what the
+ * model's kind allows (no prompt for an unconditional model, upscales only with an upscaler). */
+int sd_pipeline_check(const sd_pipeline *p, const sd_settings *s, sd_error *err);
 
 /* Number of U-Net evaluations s will run (for progress displays). */
 int sd_pipeline_count_evals(const sd_pipeline *p, const sd_settings *s, sd_error *err);

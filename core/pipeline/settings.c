@@ -18,6 +18,8 @@ void sd_settings_default(sd_settings *s) {
     s->width = s->height = 512;
     s->clip_skip = 1;
     s->strength = 0.8f;
+    s->rng = SD_RNG_CPU;
+    s->noise_level = 20;
 }
 
 int sd_settings_sd_vae_scale(void) {
@@ -52,7 +54,7 @@ int sd_settings_check_for(const sd_settings *s, int vae_scale, sd_error *err) {
                       s->clip_skip);
     if (!(s->eta >= 0 && s->eta <= 1)) return sd_err(err, SD_EINPUT, "eta must be in 0..1, got %g", s->eta);
     if (s->mask && !s->init_image) return sd_err(err, SD_EINPUT, "mask needs an init_image");
-    if (s->init_image && !(s->strength > 0 && s->strength <= 1))
+    if (s->init_image && !s->upscale && !(s->strength > 0 && s->strength <= 1))
         return sd_err(err, SD_EINPUT, "strength must be in (0, 1], got %g", s->strength);
     const int cond[6] = {s->orig_width, s->orig_height, s->crop_top, s->crop_left, s->target_width, s->target_height};
     const char *cond_name[6] = {"original width", "original height", "crop top", "crop left", "target width",
@@ -61,6 +63,11 @@ int sd_settings_check_for(const sd_settings *s, int vae_scale, sd_error *err) {
         if (cond[i] < 0 || cond[i] > SD_MAX_COND_SIZE)
             return sd_err(err, SD_EINPUT, "%s must be in 0..%d (0: the default), got %d", cond_name[i],
                           SD_MAX_COND_SIZE, cond[i]);
+    if (s->rng != SD_RNG_CPU && s->rng != SD_RNG_CUDA) return sd_err(err, SD_EINPUT, "unknown rng (cpu or cuda)");
+    if (s->upscale && (!s->init_image || s->mask))
+        return sd_err(err, SD_EINPUT, "an upscale needs an init_image (the low-res picture) and no mask");
+    if (s->upscale && (s->noise_level < 0 || s->noise_level > SD_MAX_NOISE_LEVEL))
+        return sd_err(err, SD_EINPUT, "noise_level must be in 0..%d, got %d", SD_MAX_NOISE_LEVEL, s->noise_level);
     return 0;
 }
 
@@ -153,7 +160,7 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
         sb_add(&b, ", Model: ");
         sb_value(&b, model_name);
     }
-    if (s->init_image) {
+    if (s->init_image && !s->upscale) {
         fmt_double(st, sizeof st, s->strength);
         sb_add(&b, ", Denoising strength: %s", st);
     }
@@ -166,6 +173,8 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
     if (s->crop_top) sb_add(&b, ", Crop top: %d", s->crop_top);
     if (s->crop_left) sb_add(&b, ", Crop left: %d", s->crop_left);
     if (s->target_width || s->target_height) sb_add(&b, ", Target size: %dx%d", s->target_width, s->target_height);
+    if (s->rng == SD_RNG_CUDA) sb_add(&b, ", RNG: NV");
+    if (s->upscale) sb_add(&b, ", Noise level: %d", s->noise_level);
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -286,6 +295,14 @@ int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error 
             if (sscanf(val, "%dx%d", w, h) != 2) rc = sd_err(err, SD_EINPUT, "bad %s '%s'", key, val);
         } else if (!strcmp(key, "Crop top")) out->s.crop_top = atoi(val);
         else if (!strcmp(key, "Crop left")) out->s.crop_left = atoi(val);
+        else if (!strcmp(key, "RNG")) {
+            if (!strcmp(val, "NV")) out->s.rng = SD_RNG_CUDA;
+            else if (!strcmp(val, "CPU")) out->s.rng = SD_RNG_CPU;
+            else rc = sd_err(err, SD_EINPUT, "RNG '%s' is not supported (NV or CPU)", val);
+        } else if (!strcmp(key, "Noise level")) {
+            out->s.upscale = 1;
+            out->s.noise_level = atoi(val);
+        }
         free(val);
     }
     out->s.prompt = out->prompt;

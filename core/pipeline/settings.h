@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "rng.h"
 #include "sampler.h"
 
 #define SD_SEED_MAX INT64_MAX
@@ -19,6 +20,7 @@
 #define SD_MAX_CFG 100.0
 #define SD_MAX_SIDE 8192
 #define SD_MAX_CLIP_SKIP 12
+#define SD_MAX_NOISE_LEVEL 350 /* the x4 upscaler's max_noise_level */
 
 typedef struct sd_settings {
     const char *prompt;     /* borrowed; UTF-8 */
@@ -39,6 +41,9 @@ typedef struct sd_settings {
     int orig_width, orig_height;     /* --original-size */
     int crop_top, crop_left;         /* --crop-top-left */
     int target_width, target_height; /* --target-size */
+    sd_rng_kind rng;        /* noise source: torch's CPU generator (default) or CUDA's Philox (A1111 "NV") */
+    int upscale;            /* 1: x4 super-resolution of init_image (width, height = 4x its size) */
+    int noise_level;        /* upscale: noise added to the low-res picture, 0..SD_MAX_NOISE_LEVEL (default 20) */
 } sd_settings;
 
 #define SD_MAX_COND_SIZE 65536 /* largest original/target size and crop offset accepted */
@@ -46,7 +51,8 @@ typedef struct sd_settings {
 /* SDXL's add_time_ids of s: [original h, w, crop top, left, target h, w], defaults filled in. */
 void sd_settings_time_ids(const sd_settings *s, float ids[6]);
 
-/* SD 1.5-style defaults: 20 steps, CFG 7.5, PNDM, 512x512, seed 0, clip skip 1, strength 0.8. */
+/* SD 1.5-style defaults: 20 steps, CFG 7.5, PNDM, 512x512, seed 0, clip skip 1, strength 0.8,
+ * CPU noise, noise level 20. */
 void sd_settings_default(sd_settings *s);
 
 /* Checks ranges (width and height positive multiples of vae_scale, the model's vae_scale_factor;
@@ -65,8 +71,9 @@ int sd_settings_sd_vae_scale(void);
  *   <prompt>
  *   Negative prompt: <negative>            (omitted when empty)
  *   Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: name
- * plus "Denoising strength" for img2img/inpaint, "Clip skip" when > 1 and SDXL's "Original size",
- * "Crop top", "Crop left", "Target size" when set (not 0). Values containing
+ * plus "Denoising strength" for img2img/inpaint, "Clip skip" when > 1, SDXL's "Original size",
+ * "Crop top", "Crop left", "Target size" when set (not 0), "RNG: NV" for CUDA noise (as A1111 writes
+ * its NV source) and "Noise level: N" for an upscale. Values containing
  * ',', ':' or a newline are JSON-quoted, as A1111 does. model_hash/model_name may be NULL.
  * Returns a new string (caller frees) or NULL when out of memory.
  */

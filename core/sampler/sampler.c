@@ -51,7 +51,8 @@ int sampler_create(sampler_state **out, sampler_kind kind, const sched_config *c
     s->kind = kind;
     s->cfg = *cfg;
     if (s->cfg.timestep_spacing == SCHED_SPACING_DEFAULT)
-        s->cfg.timestep_spacing = (kind == SD_SAMPLER_DDIM || kind == SD_SAMPLER_PNDM) ? SCHED_SPACING_LEADING
+        s->cfg.timestep_spacing = (kind == SD_SAMPLER_DDIM || kind == SD_SAMPLER_PNDM || kind == SD_SAMPLER_DDPM)
+                                      ? SCHED_SPACING_LEADING
                                                                                        : SCHED_SPACING_LINSPACE;
     s->karras = karras ? 1 : 0;
     s->eta = eta;
@@ -101,7 +102,8 @@ const float *sampler_alphas_cumprod(const sampler_state *s, int *n) {
 }
 
 int sampler_draws_noise(const sampler_state *s) {
-    return s->kind == SD_SAMPLER_EULER || s->kind == SD_SAMPLER_EULER_A || (s->kind == SD_SAMPLER_DDIM && s->eta > 0);
+    return s->kind == SD_SAMPLER_EULER || s->kind == SD_SAMPLER_EULER_A || s->kind == SD_SAMPLER_DDPM ||
+           (s->kind == SD_SAMPLER_DDIM && s->eta > 0);
 }
 
 static int scales_input(sampler_kind k) {
@@ -143,6 +145,7 @@ void sampler_add_noise(const sampler_state *s, int i, const float *x0, const flo
     if (i >= s->n_evals) i = s->n_evals - 1;
     switch (s->kind) {
     case SD_SAMPLER_DDIM:
+    case SD_SAMPLER_DDPM:
     case SD_SAMPLER_PNDM: {
         float a = s->alphas_cumprod[(int)s->timesteps[i]];
         float sa = sqrtf(a);
@@ -188,7 +191,8 @@ void sampler_sigma_to_alpha_sigma(float sigma, float *alpha_t, float *sigma_t) {
 static int buffers_needed(sampler_kind k, int *hist, int *saved, int *aux, int *noise) {
     *hist = *saved = *aux = *noise = 0;
     switch (k) {
-    case SD_SAMPLER_DDIM: *noise = 1; break;
+    case SD_SAMPLER_DDIM:
+    case SD_SAMPLER_DDPM: *noise = 1; break;
     case SD_SAMPLER_PNDM: *hist = 4; *saved = 1; *aux = 1; break;
     case SD_SAMPLER_EULER:
     case SD_SAMPLER_EULER_A: *noise = 1; break;
@@ -231,13 +235,14 @@ int sampler_step(sampler_state *s, int i, const float *model_output, float *x, s
     if (i >= s->n_evals)
         return sd_err(err, SD_EINTERNAL, "sampler %s: step %d is past the last of %d evaluations", name, i,
                       s->n_evals);
-    if (!gen && (s->kind == SD_SAMPLER_EULER_A || (s->kind == SD_SAMPLER_DDIM && s->eta > 0)))
+    if (!gen && (s->kind == SD_SAMPLER_EULER_A || s->kind == SD_SAMPLER_DDPM || (s->kind == SD_SAMPLER_DDIM && s->eta > 0)))
         return sd_err(err, SD_EINTERNAL, "sampler %s: this sampler draws noise and needs a generator", name);
     int rc = ensure_buffers(s, n, err);
     if (rc < 0) return rc;
     switch (s->kind) {
     case SD_SAMPLER_DDIM: rc = sampler_step_ddim(s, i, model_output, x, gen, err); break;
     case SD_SAMPLER_PNDM: rc = sampler_step_pndm(s, i, model_output, x, err); break;
+    case SD_SAMPLER_DDPM: rc = sampler_step_ddpm(s, i, model_output, x, gen, err); break;
     case SD_SAMPLER_EULER: rc = sampler_step_euler(s, i, model_output, x, gen, err); break;
     case SD_SAMPLER_EULER_A: rc = sampler_step_euler_a(s, i, model_output, x, gen, err); break;
     case SD_SAMPLER_LMS: rc = sampler_step_lms(s, i, model_output, x, err); break;

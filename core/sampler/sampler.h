@@ -2,7 +2,7 @@
  * sampler.h - the diffusion samplers (schedulers) sdrender offers.
  *
  * Names on the command line and in job files: ddim, pndm, euler, euler_a,
- * lms, heun, dpm++2m, unipc. `--karras` switches the sigma-based ones to
+ * lms, heun, dpm++2m, unipc, ddpm. `--karras` switches the sigma-based ones to
  * Karras sigmas.
  *
  * Each sampler reproduces the diffusers 0.27.2 class of the same name created
@@ -10,7 +10,8 @@
  * DDIMScheduler, PNDMScheduler (PLMS, skip_prk_steps), EulerDiscreteScheduler,
  * EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler,
  * DPMSolverMultistepScheduler (DPM-Solver++ 2M) and UniPCMultistepScheduler
- * (bh2, predict_x0). A denoising loop (batch of one latent of n floats; CFG is
+ * (bh2, predict_x0), and DDPMScheduler (ancestral, fixed_small variance, one
+ * noise draw per step except at t = 0; ext README 2.2). A denoising loop (batch of one latent of n floats; CFG is
  * applied by the caller before the step):
  *
  *     sampler_state *s;
@@ -52,6 +53,7 @@ typedef enum sampler_kind {
     SD_SAMPLER_HEUN,
     SD_SAMPLER_DPMPP_2M,
     SD_SAMPLER_UNIPC,
+    SD_SAMPLER_DDPM,
     SD_SAMPLER_COUNT
 } sampler_kind;
 
@@ -63,7 +65,7 @@ const char *sampler_kind_name(sampler_kind k);
 const char *sampler_kind_a1111_name(sampler_kind k, int karras);
 /* "ddim|pndm|euler|..." for help texts. */
 const char *sampler_kind_list(void);
-/* True for samplers that use sigmas (all of them but ddim and pndm). */
+/* True for samplers that use sigmas (all of them but ddim, pndm and ddpm). */
 int sampler_kind_has_sigmas(sampler_kind k);
 /* True for samplers that accept --karras (the sigma ones except euler_a). */
 int sampler_kind_has_karras(sampler_kind k);
@@ -73,7 +75,7 @@ int sampler_kind_has_karras(sampler_kind k);
 typedef struct sampler_state sampler_state;
 
 /* Builds kind's schedule for `steps` inference steps from cfg (scheduler_config.json;
- * SCHED_SPACING_DEFAULT picks the class's own default spacing: leading for ddim/pndm,
+ * SCHED_SPACING_DEFAULT picks the class's own default spacing: leading for ddim/pndm/ddpm,
  * linspace for the others). karras: Karras sigmas. eta: DDIM's noise weight (0 = deterministic). */
 int sampler_create(sampler_state **out, sampler_kind kind, const sched_config *cfg, int steps, int karras,
                    float eta, sd_error *err);
@@ -99,7 +101,7 @@ int sampler_order(const sampler_state *s);
 /* betas / alphas_cumprod of the training schedule, num_train_timesteps of them. */
 const float *sampler_betas(const sampler_state *s, int *n);
 const float *sampler_alphas_cumprod(const sampler_state *s, int *n);
-/* 1 when sampler_step draws from the generator (euler, euler_a, ddim with eta > 0). */
+/* 1 when sampler_step draws from the generator (euler, euler_a, ddpm, ddim with eta > 0). */
 int sampler_draws_noise(const sampler_state *s);
 
 /* scale_model_input at evaluation i: x / sqrt(sigma^2 + 1) for euler, euler_a, lms, heun;

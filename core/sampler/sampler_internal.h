@@ -61,6 +61,7 @@ int sampler_schedule_build(struct sampler_state *s, sd_error *err);
 /* The step of each family; i is the evaluation index, x is updated in place. */
 int sampler_step_ddim(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
 int sampler_step_pndm(struct sampler_state *s, int i, const float *m, float *x, sd_error *err);
+int sampler_step_ddpm(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
 int sampler_step_euler(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
 int sampler_step_euler_a(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err);
 int sampler_step_lms(struct sampler_state *s, int i, const float *m, float *x, sd_error *err);

@@ -15,6 +15,7 @@ static const struct {
     [SD_SAMPLER_HEUN] = {"heun", NULL, "Heun", 1},
     [SD_SAMPLER_DPMPP_2M] = {"dpm++2m", "dpmpp_2m", "DPM++ 2M", 1},
     [SD_SAMPLER_UNIPC] = {"unipc", NULL, "UniPC", 1},
+    [SD_SAMPLER_DDPM] = {"ddpm", NULL, "DDPM", 0},
 };
 
 int sampler_kind_parse(const char *name, sampler_kind *out) {
@@ -44,7 +45,7 @@ const char *sampler_kind_a1111_name(sampler_kind k, int karras) {
     }
 }
 
-const char *sampler_kind_list(void) { return "ddim|pndm|euler|euler_a|lms|heun|dpm++2m|unipc"; }
+const char *sampler_kind_list(void) { return "ddim|pndm|euler|euler_a|lms|heun|dpm++2m|unipc|ddpm"; }
 
 int sampler_kind_has_sigmas(sampler_kind k) { return (unsigned)k < SD_SAMPLER_COUNT && names[k].sigmas; }
 

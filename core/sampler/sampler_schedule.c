@@ -95,7 +95,11 @@ static int build_alphas(struct sampler_state *s, sd_error *err) {
         prod *= (double)alpha;
         s->alphas_cumprod[t] = (float)prod;
     }
-    s->final_alpha_cumprod = s->cfg.set_alpha_to_one ? 1.0f : s->alphas_cumprod[0];
+    /* set_alpha_to_one not given: DDIMScheduler's default is true, PNDMScheduler's false; DDPMScheduler
+     * always uses 1 at prev_t < 0 */
+    int one = s->cfg.set_alpha_to_one < 0 ? s->kind == SD_SAMPLER_DDIM || s->kind == SD_SAMPLER_DDPM
+                                          : s->cfg.set_alpha_to_one;
+    s->final_alpha_cumprod = one ? 1.0f : s->alphas_cumprod[0];
     return 0;
 }
 
@@ -104,7 +108,8 @@ enum { FAM_DDIM, FAM_PNDM, FAM_EULER, FAM_DPM };
 
 static int family(sampler_kind k) {
     switch (k) {
-    case SD_SAMPLER_DDIM: return FAM_DDIM;
+    case SD_SAMPLER_DDIM:
+    case SD_SAMPLER_DDPM: return FAM_DDIM;
     case SD_SAMPLER_PNDM: return FAM_PNDM;
     case SD_SAMPLER_DPMPP_2M:
     case SD_SAMPLER_UNIPC: return FAM_DPM;
@@ -315,6 +320,6 @@ int sampler_schedule_build(struct sampler_state *s, sd_error *err) {
         }
     }
     free(ts);
-    s->int_timesteps = s->kind == SD_SAMPLER_DDIM || s->kind == SD_SAMPLER_PNDM || family(s->kind) == FAM_DPM;
+    s->int_timesteps = s->kind == SD_SAMPLER_DDIM || s->kind == SD_SAMPLER_DDPM || s->kind == SD_SAMPLER_PNDM || family(s->kind) == FAM_DPM;
     return rc;
 }

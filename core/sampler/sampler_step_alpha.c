@@ -1,6 +1,6 @@
 /*
  * sampler_step_alpha.c - the steps that work on alphas_cumprod at integer timesteps:
- * DDIM (DDIMScheduler.step) and PNDM's PLMS (PNDMScheduler.step_plms).
+ * DDIM (DDIMScheduler.step), DDPM (DDPMScheduler.step) and PNDM's PLMS (PNDMScheduler.step_plms).
  *
  * Scalars are 0-d float32 tensors in diffusers, so they are float here, computed
  * in the same order; each element update is a sequence of float32 operations.
@@ -58,6 +58,60 @@ int sampler_step_ddim(struct sampler_state *s, int i, const float *m, float *x, 
         sd_rng_randn(gen, s->noise, n);
         for (size_t k = 0; k < n; k++) {
             float v = std_dev * s->noise[k];
+            x[k] = x[k] + v;
+        }
+    }
+    return 0;
+}
+
+/*
+ * DDPMScheduler.step (fixed_small variance; ext README 2.2): x0 from the model output (clipped to
+ * [-1, 1] with clip_sample), the posterior mean c0 x0 + ct x with beta_cur = 1 - a_t / a_prev (steps
+ * skip timesteps), then for t > 0 one draw from gen: x += sqrt(max(b_prev / b_t * beta_cur, 1e-20)) noise.
+ */
+int sampler_step_ddpm(struct sampler_state *s, int i, const float *m, float *x, sd_rng *gen, sd_error *err) {
+    size_t n = s->n;
+    int t = (int)s->timesteps[i];
+    int prev_t = t - s->n_train / s->steps;
+    if (t < 0 || t >= s->n_train) return sd_err(err, SD_EINTERNAL, "sampler ddpm: timestep %d out of range", t);
+    float a_t = s->alphas_cumprod[t], a_prev = prev_t >= 0 ? s->alphas_cumprod[prev_t] : 1.0f;
+    float b_t = 1.0f - a_t;
+    float b_prev = 1.0f - a_prev;
+    float cur_alpha = a_t / a_prev;
+    float cur_beta = 1.0f - cur_alpha;
+    float sa = sqrtf(a_t), sb = sqrtf(b_t);
+    float c0 = sqrtf(a_prev) * cur_beta;
+    c0 = c0 / b_t;
+    float ct = sqrtf(cur_alpha) * b_prev;
+    ct = ct / b_t;
+    const float clip = 1.0f; /* clip_sample_range */
+    int pred = s->cfg.prediction_type;
+    for (size_t k = 0; k < n; k++) {
+        float x0;
+        if (pred == SCHED_PRED_EPSILON) {
+            float p = sb * m[k];
+            x0 = (x[k] - p) / sa;
+        } else if (pred == SCHED_PRED_V) {
+            float p = sa * x[k];
+            float q = sb * m[k];
+            x0 = p - q;
+        } else {
+            x0 = m[k];
+        }
+        if (s->cfg.clip_sample) x0 = x0 < -clip ? -clip : (x0 > clip ? clip : x0);
+        float p = c0 * x0;
+        float q = ct * x[k];
+        x[k] = p + q;
+    }
+    if (t > 0) {
+        /* _get_variance: (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev), clamped at 1e-20 */
+        float var = b_prev / b_t;
+        var = var * cur_beta;
+        if (var < 1e-20f) var = 1e-20f;
+        float std = sqrtf(var);
+        sd_rng_randn(gen, s->noise, n);
+        for (size_t k = 0; k < n; k++) {
+            float v = std * s->noise[k];
             x[k] = x[k] + v;
         }
     }
