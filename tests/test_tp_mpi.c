@@ -343,6 +343,9 @@ static void test_kill_9_of_a_member_stops_the_run_and_the_next_run_finishes(void
 }
 
 int main(void) {
+    /* Processes that start MPI (the children) are checked by ASan and UBSan but not for leaks:
+     * Open MPI and PMIx leave allocations behind at exit in plugins LSan cannot name (as test_run). */
+    setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_golden_pipeline_with_two_ranks),
         cmocka_unit_test(test_groups_of_four_share_both_ways),
