@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conditioning.h"
 #include "fsutil.h"
 #include "image.h"
 #include "pngio.h"
@@ -36,18 +37,6 @@ void sd_pipeline_free(sd_pipeline *p) {
     unet_free(&p->unet);
     vae_free(&p->vae);
     memset(p, 0, sizeof *p);
-}
-
-/* text -> out: [77, D] conditioning, clip_skip 1 = last layer (A1111 numbering); ids_out (may be NULL): [77]. */
-static int encode_text(sd_pipeline *p, const char *text, int clip_skip, float *out, int32_t *ids_out, sd_error *err) {
-    int32_t ids[CTX_LEN];
-    int n = 0;
-    if (clip_skip - 1 >= p->clip.cfg.layers)
-        return sd_err(err, SD_EINPUT, "clip skip %d: the text encoder has only %d layers", clip_skip, p->clip.cfg.layers);
-    int rc = tokenizer_encode_padded(p->tok, text, ids, CTX_LEN, &n, err);
-    if (rc < 0) return rc;
-    if (ids_out) memcpy(ids_out, ids, sizeof ids);
-    return clip_text_forward(&p->clip, (const int *)ids, 1, CTX_LEN, clip_skip - 1, out, err);
 }
 
 /* The posterior's parts a trace asks for (each NULL or [4, h, w]). */
@@ -123,6 +112,7 @@ typedef struct gen_shape {
     int h, w;       /* latent */
     int C, Cin;     /* latent channels; U-Net input channels (2C + 1 when inpainting: latent, mask, masked image) */
     int D;          /* text embedding width */
+    int Lu, Lc;     /* context tokens of the negative and of the prompt: 77 x chunks (set by encode_prompts) */
     int B;          /* U-Net batch: 2 with classifier-free guidance ([negative, prompt]), else 1 */
     int cfg, inpaint;
     size_t n, npix; /* floats of a latent [C, h, w] and of an image [3, H, W] */
@@ -152,7 +142,6 @@ static void free_buffers(buffers *b) {
 /* The buffers every generation needs (the inpainting ones come with prepare_latents). */
 static int alloc_buffers(buffers *b, const gen_shape *z, sd_error *err) {
     const size_t n = z->n, hw = (size_t)z->h * z->w;
-    b->ctx = malloc(sizeof(float) * (size_t)z->B * CTX_LEN * z->D);
     b->latents = malloc(sizeof(float) * n);
     b->noise = malloc(sizeof(float) * n);
     b->scaled = malloc(sizeof(float) * n);
@@ -160,23 +149,53 @@ static int alloc_buffers(buffers *b, const gen_shape *z, sd_error *err) {
     b->unet_out = malloc(sizeof(float) * z->B * z->C * hw);
     b->guided = malloc(sizeof(float) * n);
     b->pixels = malloc(sizeof(float) * z->npix);
-    if (!b->ctx || !b->latents || !b->noise || !b->scaled || !b->unet_in || !b->unet_out || !b->guided || !b->pixels)
+    if (!b->latents || !b->noise || !b->scaled || !b->unet_in || !b->unet_out || !b->guided || !b->pixels)
         return sd_err(err, SD_ENOMEM, "out of memory for a %dx%d image", z->W, z->H);
     return 0;
 }
 
-/* Text conditioning into ctx: [B, 77, D], the negative prompt first with CFG. */
-static int encode_prompts(sd_pipeline *p, const sd_settings *s, const gen_shape *z, float *ctx,
-                          sd_pipeline_trace *trace, sd_error *err) {
-    float *pos = ctx + (size_t)(z->B - 1) * CTX_LEN * z->D;
-    int rc;
-    if ((rc = encode_text(p, s->prompt, s->clip_skip, pos, trace ? trace->prompt_ids : NULL, err)) < 0) return rc;
-    if (z->cfg && (rc = encode_text(p, s->negative ? s->negative : "", s->clip_skip, ctx,
-                                    trace ? trace->negative_ids : NULL, err)) < 0)
-        return rc;
-    if (trace && trace->prompt_embeds) memcpy(trace->prompt_embeds, pos, sizeof(float) * CTX_LEN * z->D);
-    if (trace && trace->negative_embeds && z->cfg) memcpy(trace->negative_embeds, ctx, sizeof(float) * CTX_LEN * z->D);
-    return 0;
+/* Copies n entries of c's ids and multipliers (a trace's [max_chunks, 77] buffers; each may be NULL). */
+static void trace_chunks(const sd_cond *c, int max_chunks, int32_t *ids, float *mult, int *n_chunks) {
+    int k = c->n_chunks < max_chunks ? c->n_chunks : max_chunks;
+    if (ids) memcpy(ids, c->ids, sizeof(int32_t) * (size_t)k * CTX_LEN);
+    if (mult) memcpy(mult, c->mult, sizeof(float) * (size_t)k * CTX_LEN);
+    *n_chunks = c->n_chunks;
+}
+
+/*
+ * Text conditioning into b->ctx: [Lu + Lc, D], the negative prompt's [Lu, D] first (with CFG), then the
+ * prompt's [Lc, D]; with equal lengths that is the U-Net batch [negative, prompt]. Sets z->Lu, z->Lc.
+ */
+static int encode_prompts(sd_pipeline *p, const sd_settings *s, gen_shape *z, buffers *b, sd_pipeline_trace *trace,
+                          sd_error *err) {
+    sd_cond pos = {0}, neg = {0};
+    int rc = sd_cond_encode(p->tok, &p->clip, s->prompt, s->prompt_syntax, s->clip_skip, &pos, err);
+    if (rc == 0 && z->cfg)
+        rc = sd_cond_encode(p->tok, &p->clip, s->negative ? s->negative : "", s->prompt_syntax, s->clip_skip, &neg, err);
+    z->Lc = pos.n_chunks * CTX_LEN;
+    z->Lu = z->cfg ? neg.n_chunks * CTX_LEN : 0;
+    const size_t D = (size_t)z->D;
+    if (rc == 0 && !(b->ctx = malloc(sizeof(float) * (size_t)(z->Lu + z->Lc) * D)))
+        rc = sd_err(err, SD_ENOMEM, "out of memory for the text conditioning");
+    if (rc == 0) {
+        if (z->cfg) memcpy(b->ctx, neg.emb, sizeof(float) * (size_t)z->Lu * D);
+        memcpy(b->ctx + (size_t)z->Lu * D, pos.emb, sizeof(float) * (size_t)z->Lc * D);
+    }
+    if (rc == 0 && trace) {
+        int mc = trace->max_chunks > 0 ? trace->max_chunks : 1;
+        trace_chunks(&pos, mc, trace->prompt_ids, trace->prompt_multipliers, &trace->n_prompt_chunks);
+        if (trace->prompt_embeds)
+            memcpy(trace->prompt_embeds, pos.emb, sizeof(float) * (size_t)(pos.n_chunks < mc ? pos.n_chunks : mc) * CTX_LEN * D);
+        if (z->cfg) {
+            trace_chunks(&neg, mc, trace->negative_ids, trace->negative_multipliers, &trace->n_negative_chunks);
+            if (trace->negative_embeds)
+                memcpy(trace->negative_embeds, neg.emb,
+                       sizeof(float) * (size_t)(neg.n_chunks < mc ? neg.n_chunks : mc) * CTX_LEN * D);
+        }
+    }
+    sd_cond_free(&pos);
+    sd_cond_free(&neg);
+    return rc;
 }
 
 /* txt2img's start latent: latents = noise from g * the sampler's init_noise_sigma. */
@@ -265,7 +284,17 @@ static int predict(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
     }
     float t[2];
     t[0] = t[1] = sampler_timestep(smp, i);
-    if ((rc = unet_forward(&p->unet, b->unet_in, t, b->ctx, CTX_LEN, B, h, w, b->unet_out, err)) < 0) return rc;
+    if (B == 1 || z->Lu == z->Lc) {
+        const float *ctx = B == 1 ? b->ctx + (size_t)z->Lu * z->D : b->ctx;
+        if ((rc = unet_forward(&p->unet, b->unet_in, t, ctx, z->Lc, B, h, w, b->unet_out, err)) < 0) return rc;
+    } else {
+        /* A1111: a prompt and a negative prompt of different chunk counts run apart, each with its own context */
+        const size_t per = (size_t)z->C * hw;
+        if ((rc = unet_forward(&p->unet, b->unet_in, t, b->ctx, z->Lu, 1, h, w, b->unet_out, err)) < 0 ||
+            (rc = unet_forward(&p->unet, b->unet_in, t, b->ctx + (size_t)z->Lu * z->D, z->Lc, 1, h, w,
+                               b->unet_out + per, err)) < 0)
+            return rc;
+    }
     if (z->cfg) {
         const float *u = b->unet_out, *c = b->unet_out + n;
         for (size_t k = 0; k < n; k++) b->guided[k] = u[k] + g_scale * (c[k] - u[k]);
@@ -337,7 +366,7 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     if ((rc = alloc_buffers(&b, &z, err)) < 0) goto done;
     if (s->init_image && (rc = read_picture(s->init_image, 0, z.W, z.H, &b.init_rgb, err)) < 0) goto done;
     if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto done;
-    if ((rc = encode_prompts(p, s, &z, b.ctx, trace, err)) < 0) goto done;
+    if ((rc = encode_prompts(p, s, &z, &b, trace, err)) < 0) goto done;
     sd_rng_seed(&g, (uint64_t)s->seed);
     if ((rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err)) < 0) goto done;
     if (trace) {

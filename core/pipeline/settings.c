@@ -20,6 +20,15 @@ void sd_settings_default(sd_settings *s) {
     s->strength = 0.8f;
 }
 
+const char *sd_prompt_syntax_name(sd_prompt_syntax s) { return s == SD_PROMPT_A1111 ? "a1111" : "plain"; }
+
+int sd_prompt_syntax_parse(const char *name, sd_prompt_syntax *out) {
+    if (!strcmp(name, "plain")) *out = SD_PROMPT_PLAIN;
+    else if (!strcmp(name, "a1111")) *out = SD_PROMPT_A1111;
+    else return -1;
+    return 0;
+}
+
 int sd_settings_sd_vae_scale(void) {
     vae_config sd;
     vae_config_sd15(&sd);
@@ -146,6 +155,10 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
         fmt_float(st, sizeof st, s->eta);
         sb_add(&b, ", Eta: %s", st);
     }
+    if (s->lora_hashes && *s->lora_hashes) {
+        sb_add(&b, ", Lora hashes: ");
+        sb_value(&b, s->lora_hashes);
+    }
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -157,6 +170,7 @@ void sd_settings_parsed_free(sd_settings_parsed *p) {
     free(p->prompt);
     free(p->negative);
     free(p->model_name);
+    free(p->lora_hashes);
     memset(p, 0, sizeof *p);
 }
 
@@ -260,10 +274,15 @@ int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error 
         } else if (!strcmp(key, "Denoising strength")) out->s.strength = strtod(val, NULL);
         else if (!strcmp(key, "Clip skip")) out->s.clip_skip = atoi(val);
         else if (!strcmp(key, "Eta")) out->s.eta = strtof(val, NULL);
+        else if (!strcmp(key, "Lora hashes")) {
+            free(out->lora_hashes);
+            out->lora_hashes = strdup(val);
+        }
         free(val);
     }
     out->s.prompt = out->prompt;
     out->s.negative = out->negative;
+    out->s.lora_hashes = out->lora_hashes;
     if (rc < 0) sd_settings_parsed_free(out);
     return rc;
 }

@@ -20,6 +20,13 @@
 #define SD_MAX_SIDE 8192
 #define SD_MAX_CLIP_SKIP 12
 
+/* How prompt text is read: as diffusers (plain, 77 tokens) or as AUTOMATIC1111 (weights, chunks, BREAK, tags). */
+typedef enum sd_prompt_syntax { SD_PROMPT_PLAIN = 0, SD_PROMPT_A1111 = 1 } sd_prompt_syntax;
+
+/* "plain" / "a1111"; parse returns -1 for anything else. */
+const char *sd_prompt_syntax_name(sd_prompt_syntax s);
+int sd_prompt_syntax_parse(const char *name, sd_prompt_syntax *out);
+
 typedef struct sd_settings {
     const char *prompt;     /* borrowed; UTF-8 */
     const char *negative;   /* borrowed; "" = empty negative prompt */
@@ -34,6 +41,9 @@ typedef struct sd_settings {
     const char *init_image; /* img2img / inpaint input PNG, or NULL */
     const char *mask;       /* inpaint mask PNG (white = repaint), or NULL */
     double strength;        /* img2img strength in (0, 1]; double: 10 * 0.7f would truncate to 6 steps */
+    sd_prompt_syntax prompt_syntax; /* SD_PROMPT_PLAIN (default) or SD_PROMPT_A1111 */
+    const char *lora_hashes; /* A1111's "Lora hashes" value ("name: 0123456789ab, ..."), or NULL; the LoRAs
+                                themselves are merged into the model by the caller (core/pipeline/lora_set.h) */
 } sd_settings;
 
 /* SD 1.5-style defaults: 20 steps, CFG 7.5, PNDM, 512x512, seed 0, clip skip 1, strength 0.8. */
@@ -55,7 +65,7 @@ int sd_settings_sd_vae_scale(void);
  *   <prompt>
  *   Negative prompt: <negative>            (omitted when empty)
  *   Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: name
- * plus "Denoising strength" for img2img/inpaint and "Clip skip" when > 1. Values containing
+ * plus "Denoising strength" for img2img/inpaint, "Clip skip" when > 1 and "Lora hashes" when set. Values containing
  * ',', ':' or a newline are JSON-quoted, as A1111 does. model_hash/model_name may be NULL.
  * Returns a new string (caller frees) or NULL when out of memory.
  */
@@ -67,6 +77,7 @@ typedef struct sd_settings_parsed {
     char *prompt, *negative;
     char model_hash[65];
     char *model_name;
+    char *lora_hashes;
 } sd_settings_parsed;
 
 /* Parses the text produced above (and A1111's own). Unknown keys are ignored. */
