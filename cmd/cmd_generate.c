@@ -9,6 +9,7 @@
 #include "ops.h"
 #include "pngio.h"
 #include "progress.h"
+#include "lora_set.h"
 #include "render.h"
 
 static void usage(FILE *fp) {
@@ -30,6 +31,11 @@ static void usage(FILE *fp) {
             "                         init image, else the model's size)\n"
             "  -H, --height H         image height, the same multiple\n"
             "      --clip-skip K      1 = last text-encoder layer, 2 = penultimate (A1111 numbering; default 1)\n"
+            "      --prompt-syntax S  plain (default: as diffusers, 77 tokens) or a1111: (word:1.3), [word],\n"
+            "                         BREAK, prompts of any length, <lora:NAME:MULTIPLIER> tags\n"
+            "      --lora FILE[:M]    merge a LoRA (kohya or diffusers/PEFT .safetensors) with multiplier M\n"
+            "                         (default 1); repeatable\n"
+            "      --lora-dir DIR     where <lora:NAME:M> tags find NAME.safetensors\n"
             "  -i, --init-image PNG   img2img / inpainting input picture\n"
             "      --strength S       img2img strength in (0, 1] (default 0.8; inpainting 1)\n"
             "      --mask PNG         inpainting mask, white = repaint (needs a 9-channel inpainting model)\n"
@@ -96,7 +102,7 @@ static int on_step(void *ctx, int done, int total) {
 
 int cmd_generate(int argc, char **argv) {
     enum { O_STEPS = 256, O_CFG, O_SAMPLER, O_KARRAS, O_ETA, O_SEED, O_CLIPSKIP, O_STRENGTH, O_MASK, O_BATCH, O_THREADS,
-           O_TOK, O_CONFIG, O_PRECISION };
+           O_TOK, O_CONFIG, O_PRECISION, O_SYNTAX, O_LORA, O_LORA_DIR };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},      {"prompt", required_argument, 0, 'p'},
         {"negative", required_argument, 0, 'n'},   {"output", required_argument, 0, 'o'},
@@ -109,6 +115,8 @@ int cmd_generate(int argc, char **argv) {
         {"batch-count", required_argument, 0, O_BATCH}, {"threads", required_argument, 0, O_THREADS},
         {"tokenizer", required_argument, 0, O_TOK}, {"config", required_argument, 0, O_CONFIG},
         {"precision", required_argument, 0, O_PRECISION},
+        {"prompt-syntax", required_argument, 0, O_SYNTAX}, {"lora", required_argument, 0, O_LORA},
+        {"lora-dir", required_argument, 0, O_LORA_DIR},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     sd_settings s;
@@ -118,6 +126,8 @@ int cmd_generate(int argc, char **argv) {
     long steps = 20, seed = -1, width = 0, height = 0, clip_skip = 1, batch = 1, threads = 0;
     double cfg = 7.5, eta = 0, strength = -1;
     int have_sampler = 0, quiet = 0, bf16 = 0, c;
+    const char *lora_dir = NULL;
+    char lora_specs[8192] = "";
     sd_error err = {0};
     s.prompt = NULL;
     optind = 1;
@@ -145,6 +155,20 @@ int cmd_generate(int argc, char **argv) {
         case O_CFG: rc = cli_parse_double("--cfg-scale", optarg, 0, 100, &cfg, &err); break;
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
+        case O_SYNTAX:
+            if (sd_prompt_syntax_parse(optarg, &s.prompt_syntax) < 0)
+                return cli_usage_error("--prompt-syntax: '%s' is neither plain nor a1111", optarg);
+            break;
+        case O_LORA_DIR: lora_dir = optarg; break;
+        case O_LORA: {
+            sd_lora_use u;
+            if (sd_lora_use_parse(optarg, &u, &err) < 0) return cli_fail(&err);
+            sd_lora_use_free(&u);
+            size_t have = strlen(lora_specs);
+            if (have + strlen(optarg) + 2 > sizeof lora_specs) return cli_usage_error("--lora: too many LoRAs");
+            snprintf(lora_specs + have, sizeof lora_specs - have, "%s%s", have ? "\n" : "", optarg);
+            break;
+        }
         case O_SAMPLER:
             if (sampler_kind_parse(optarg, &s.sampler) < 0)
                 return cli_usage_error("--sampler: unknown sampler '%s'; choose one of %s", optarg, sampler_kind_list());
@@ -162,12 +186,18 @@ int cmd_generate(int argc, char **argv) {
     if (s.mask && !s.init_image) return cli_usage_error("generate: --mask needs an init image (-i)");
     if (strength >= 0 && !s.init_image) return cli_usage_error("generate: --strength needs an init image (-i)");
     if (strength == 0) return cli_usage_error("generate: --strength must be in (0, 1]");
+    sd_lora_set loras;
+    if (sd_lora_set_build(&loras, lora_specs, s.prompt, s.prompt_syntax, lora_dir, &err) < 0) return cli_fail(&err);
 
     ops_set_threads((int)threads);
     sd_model m;
-    if (sd_model_open(&m, model, &mopts, &err) < 0) return cli_fail(&err);
+    if (sd_model_open(&m, model, &mopts, &err) < 0) {
+        sd_lora_set_free(&loras);
+        return cli_fail(&err);
+    }
     int scale = vae_scale_factor(&m.vae);
     if ((width && width % scale) || (height && height % scale)) {
+        sd_lora_set_free(&loras);
         sd_model_close(&m);
         return cli_usage_error("generate: size %ldx%ld: width and height must each be a multiple of %d", width, height,
                                scale);
@@ -178,6 +208,7 @@ int cmd_generate(int argc, char **argv) {
         uint8_t *tmp = NULL;
         int iw, ih;
         if (sd_png_read_rgb(s.init_image, &tmp, &iw, &ih, &err) < 0) {
+            sd_lora_set_free(&loras);
             sd_model_close(&m);
             return cli_fail(&err);
         }
@@ -203,11 +234,17 @@ int cmd_generate(int argc, char **argv) {
     sd_render_id id;
     if (rc == 0) rc = sd_pipeline_load(&p, &m, &err);
     if (rc < 0) {
+        sd_lora_set_free(&loras);
         sd_model_close(&m);
         return cli_fail(&err);
     }
     if (bf16 && cli_bf16_usable()) sd_pipeline_set_precision(&p, OPS_PRECISION_BF16);
-    rc = sd_render_identify(&m, &id, &err);
+    sd_lora_ctx lc;
+    char *lora_hashes = NULL;
+    sd_lora_ctx_init(&lc, &m);
+    rc = sd_lora_ctx_apply(&lc, &loras, &lora_hashes, &err);
+    s.lora_hashes = lora_hashes;
+    if (rc == 0) rc = sd_render_identify(&m, &id, &err);
     for (long i = 0; rc == 0 && i < batch; i++) {
         s.seed = seed + i;
         char *path = output_name(out, (int)i, (int)batch);
@@ -235,6 +272,9 @@ int cmd_generate(int argc, char **argv) {
                     (long long)s.seed, cli_now() - t0);
         free(path);
     }
+    sd_lora_ctx_free(&lc);
+    sd_lora_set_free(&loras);
+    free(lora_hashes);
     sd_pipeline_free(&p);
     sd_model_close(&m);
     return rc < 0 ? cli_fail(&err) : 0;

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "conditioning.h"
+#include "lora_set.h"
+#include "pngio.h"
 #include "model.h"
 #include "pipeline.h"
 #include "prompt_a1111.h"
@@ -190,6 +192,147 @@ static void test_conditioning_matches_a1111(void **state) {
     sd_model_close(&m);
 }
 
+/* ---- the three pipelines --------------------------------------------------- */
+
+typedef struct a1111_case {
+    const char *name;
+    const char *lora_file; /* NULL: the settings' own (the tag in the prompt) */
+} a1111_case;
+
+/* Golden I64 ids [k, 77] equal got; golden F32 multipliers equal mult exactly. */
+static void expect_chunks(const char *label, const st_file *f, const char *ids_name, const char *mult_name,
+                          const int32_t *ids, const float *mult, int n_chunks) {
+    const sd_tensor *t = tu_tensor(f, ids_name);
+    assert_int_equal(sd_tensor_numel(t), (int64_t)n_chunks * 77);
+    const int64_t *want = t->data;
+    for (int i = 0; i < n_chunks * 77; i++)
+        if (ids[i] != want[i]) fail_msg("%s %s[%d] = %d, expected %lld", label, ids_name, i, (int)ids[i], (long long)want[i]);
+    size_t n;
+    float *wm = tu_f32(f, mult_name, &n);
+    assert_int_equal(n, (size_t)n_chunks * 77);
+    for (size_t i = 0; i < n; i++)
+        if (mult[i] != wm[i]) fail_msg("%s %s[%zu] = %.9g, expected %.9g", label, mult_name, i, mult[i], wm[i]);
+    free(wm);
+}
+
+/* Settings of a pipeline case from its .json (strings live in j). */
+static void a1111_settings(json_t *j, sd_settings *s) {
+    json_t *st = json_object_get(j, "settings");
+    sd_settings_default(s);
+    s->prompt = json_string_value(json_object_get(st, "prompt"));
+    s->negative = json_string_value(json_object_get(st, "negative_prompt"));
+    s->width = (int)json_integer_value(json_object_get(st, "width"));
+    s->height = (int)json_integer_value(json_object_get(st, "height"));
+    s->steps = (int)json_integer_value(json_object_get(st, "num_inference_steps"));
+    s->cfg_scale = (float)json_number_value(json_object_get(st, "guidance_scale"));
+    s->seed = json_integer_value(json_object_get(st, "seed"));
+    s->clip_skip = (int)json_integer_value(json_object_get(st, "clip_skip_a1111"));
+    s->prompt_syntax = SD_PROMPT_A1111;
+    assert_int_equal(sampler_kind_parse(json_string_value(json_object_get(st, "scheduler")), &s->sampler), 0);
+}
+
+/* One case through the library: chunks exactly, embeddings 1e-5, latents 5e-5 x peak, pixels +-1. */
+static void run_pipeline_case(sd_pipeline *p, sd_lora_ctx *lc, const a1111_case *c) {
+    char rel[160], label[200];
+    snprintf(rel, sizeof rel, "a1111/pipeline_%s.json", c->name);
+    json_error_t je;
+    json_t *j = json_load_file(tu_path(rel), 0, &je);
+    if (!j) fail_msg("%s: %s", rel, je.text);
+    sd_settings s;
+    a1111_settings(j, &s);
+    snprintf(label, sizeof label, "%s%s%s", c->name, c->lora_file ? " with " : "", c->lora_file ? c->lora_file : "");
+    sd_lora_set set;
+    sd_error err = {0};
+    char specs[1024] = "", *hashes = NULL;
+    const char *prompt = s.prompt;
+    if (c->lora_file) {
+        /* the same LoRA given as a file, with the tag taken out of the prompt */
+        snprintf(specs, sizeof specs, "%s:0.8", tu_path(c->lora_file));
+        prompt = "a portrait of a knight ";
+    }
+    if (sd_lora_set_build(&set, specs, prompt, SD_PROMPT_A1111, tu_path("a1111"), &err) < 0 ||
+        sd_lora_ctx_apply(lc, &set, &hashes, &err) < 0)
+        fail_msg("%s: %s", label, err.msg);
+    assert_int_equal(set.n, json_array_size(json_object_get(json_object_get(j, "settings"), "loras")));
+    s.lora_hashes = hashes;
+
+    snprintf(rel, sizeof rel, "a1111/pipeline_%s.safetensors", c->name);
+    st_file f;
+    tu_open(&f, rel);
+    size_t n_lat, n_steps_all, n_img, n_pe, n_ne;
+    float *want_final = tu_f32(&f, "latents_final", &n_lat), *want_steps = tu_f32(&f, "latents_steps", &n_steps_all);
+    float *want_img = tu_f32(&f, "image", &n_img), *want_pe = tu_f32(&f, "prompt_embeds", &n_pe);
+    float *want_ne = tu_f32(&f, "negative_embeds", &n_ne);
+    int kc = (int)(n_pe / (77 * 32)), ku = (int)(n_ne / (77 * 32)), evals = (int)(n_steps_all / n_lat);
+    int32_t pid[8 * 77], nid[8 * 77];
+    float pm[8 * 77], nm[8 * 77];
+    float *pe = malloc(sizeof(float) * n_pe), *ne = malloc(sizeof(float) * n_ne), *fin = malloc(sizeof(float) * n_lat);
+    float *steps = malloc(sizeof(float) * n_steps_all), *img = malloc(sizeof(float) * n_img);
+    uint8_t *rgb = malloc(n_img);
+    sd_pipeline_trace tr = {.max_chunks = 8, .prompt_ids = pid, .negative_ids = nid, .prompt_multipliers = pm,
+                            .negative_multipliers = nm, .prompt_embeds = pe, .negative_embeds = ne,
+                            .latents_final = fin, .latents_steps = steps, .max_steps = evals, .image = img};
+    if (sd_pipeline_generate(p, &s, rgb, NULL, NULL, &tr, &err) < 0) fail_msg("%s: %s", label, err.msg);
+    assert_int_equal(tr.n_prompt_chunks, kc);
+    assert_int_equal(tr.n_negative_chunks, ku);
+    expect_chunks(label, &f, "prompt_ids", "prompt_multipliers", pid, pm, kc);
+    expect_chunks(label, &f, "negative_ids", "negative_multipliers", nid, nm, ku);
+    char l2[240];
+    snprintf(l2, sizeof l2, "%s prompt_embeds", label);
+    tu_expect_close(l2, pe, want_pe, n_pe, 1e-5);
+    snprintf(l2, sizeof l2, "%s negative_embeds", label);
+    tu_expect_close(l2, ne, want_ne, n_ne, 1e-5);
+    snprintf(l2, sizeof l2, "%s latents_steps", label);
+    tu_expect_close(l2, steps, want_steps, n_steps_all, 5e-5 * tu_peak(want_steps, n_steps_all));
+    snprintf(l2, sizeof l2, "%s latents_final", label);
+    tu_expect_close(l2, fin, want_final, n_lat, 5e-5 * tu_peak(want_final, n_lat));
+    snprintf(l2, sizeof l2, "%s image", label);
+    tu_expect_close(l2, img, want_img, n_img, 5e-5);
+    const uint8_t *w8 = tu_tensor(&f, "image_u8")->data;
+    for (size_t i = 0; i < n_img; i++)
+        if (abs((int)rgb[i] - (int)w8[i]) > 1) fail_msg("%s: pixel byte %zu is %d, expected %d (+-1)", label, i, rgb[i], w8[i]);
+    free(pe);
+    free(ne);
+    free(fin);
+    free(steps);
+    free(img);
+    free(rgb);
+    free(want_final);
+    free(want_steps);
+    free(want_img);
+    free(want_pe);
+    free(want_ne);
+    free(hashes);
+    st_close(&f);
+    sd_lora_set_free(&set);
+    json_decref(j);
+}
+
+static void test_a1111_pipelines_reproduce_the_reference(void **state) {
+    (void)state;
+    static const a1111_case cases[] = {
+        {"a1111_weights_euler_a_96", NULL},
+        {"a1111_long_break_dpmpp_96", NULL},
+        {"a1111_lora_0.8_euler_96", NULL},
+        {"a1111_weights_euler_a_96", NULL}, /* after a LoRA: the base weights are back exactly */
+        {"a1111_lora_0.8_euler_96", "a1111/lora_tiny_kohya.safetensors"},
+        {"a1111_lora_0.8_euler_96", "a1111/lora_tiny_peft.safetensors"},
+    };
+    sd_model m;
+    sd_pipeline p;
+    sd_error err = {0};
+    if (sd_model_open(&m, tu_path("models/tiny-sd15"), NULL, &err) < 0 || sd_pipeline_load(&p, &m, &err) < 0)
+        fail_msg("%s", err.msg);
+    sd_lora_ctx lc;
+    sd_lora_ctx_init(&lc, &m);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_pipeline_case(&p, &lc, &cases[i]);
+    /* two different LoRA sets were merged, and the tag and the kohya file at 0.8 are the same set */
+    assert_int_equal(lc.merges, 3);
+    sd_lora_ctx_free(&lc);
+    sd_pipeline_free(&p);
+    sd_model_close(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_attention_matches_a1111),
@@ -198,6 +341,7 @@ int main(void) {
         cmocka_unit_test(test_extra_networks_match_a1111),
         cmocka_unit_test(test_unclosed_lora_tag_is_an_input_error),
         cmocka_unit_test(test_conditioning_matches_a1111),
+        cmocka_unit_test(test_a1111_pipelines_reproduce_the_reference),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
