@@ -333,6 +333,129 @@ static void test_a1111_pipelines_reproduce_the_reference(void **state) {
     sd_model_close(&m);
 }
 
+/* ---- through the command line --------------------------------------------- */
+
+/* Runs sdrender generate with args; returns the exit status, *out its stderr + stdout (caller frees). */
+static int generate(char **out, const char *png, const char *args) {
+    return tu_sh(out, "SDRENDER_CACHE=%s %s generate -q -m %s/models/tiny-sd15 -W 96 -H 96 -o %s %s 2>&1", tu_tmpdir(),
+                 tu_bin(), tu_testdata(), png, args);
+}
+
+/* The PNG at path is the golden image of case name within one level per byte. */
+static void expect_png_near_golden(const char *path, const char *name) {
+    uint8_t *got = NULL;
+    int w, h, gw, gh;
+    sd_error err = {0};
+    if (sd_png_read_rgb(path, &got, &w, &h, &err) < 0) fail_msg("%s", err.msg);
+    char rel[160];
+    snprintf(rel, sizeof rel, "a1111/pipeline_%s.png", name);
+    uint8_t *want = tu_read_png_rgb(rel, &gh, &gw);
+    assert_int_equal(w, gw);
+    assert_int_equal(h, gh);
+    for (size_t i = 0; i < (size_t)3 * w * h; i++)
+        if (abs((int)got[i] - (int)want[i]) > 1) fail_msg("%s: byte %zu is %d, golden %d", path, i, got[i], want[i]);
+    free(got);
+    free(want);
+}
+
+static void test_generate_reproduces_the_a1111_pngs(void **state) {
+    (void)state;
+    const char *td = tu_testdata();
+    char args[2048], *out = NULL;
+    struct {
+        const char *name, *fmt;
+    } runs[] = {
+        {"a1111_weights_euler_a_96", "--prompt-syntax a1111 -p 'a (red:1.4) fox in a [[misty]] forest, ((golden light))' "
+                                     "-n 'blurry, (low quality:1.2)' --sampler euler_a --steps 8 --cfg-scale 7 --seed 42"},
+        {"a1111_long_break_dpmpp_96", NULL},
+        {"a1111_lora_0.8_euler_96", "--prompt-syntax a1111 -p 'a portrait of a knight <lora:lora_tiny_kohya:0.8>' "
+                                    "--lora-dir %s/a1111 -n blurry --sampler euler --steps 8 --cfg-scale 7.5 --seed 1234"},
+        {"a1111_lora_0.8_euler_96", "--prompt-syntax a1111 -p 'a portrait of a knight ' --lora "
+                                    "%s/a1111/lora_tiny_peft.safetensors:0.8 -n blurry --sampler euler --steps 8 "
+                                    "--cfg-scale 7.5 --seed 1234"},
+    };
+    /* the long prompt comes from its .json (BREAK and 90 words) */
+    json_error_t je;
+    json_t *j = json_load_file(tu_path("a1111/pipeline_a1111_long_break_dpmpp_96.json"), 0, &je);
+    assert_non_null(j);
+    char long_args[4096];
+    snprintf(long_args, sizeof long_args, "--prompt-syntax a1111 -p '%s' --sampler dpm++2m --steps 8 --cfg-scale 6 "
+             "--seed 7 --clip-skip 2", json_string_value(json_object_get(json_object_get(j, "settings"), "prompt")));
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        if (runs[i].fmt) snprintf(args, sizeof args, runs[i].fmt, td);
+        else snprintf(args, sizeof args, "%s", long_args);
+        const char *png = tu_tmp("a1111.png");
+        int rc = generate(&out, png, args);
+        if (rc) fail_msg("%s: exit %d: %s", runs[i].name, rc, out);
+        free(out);
+        expect_png_near_golden(png, runs[i].name);
+        sd_png_text *texts;
+        int nt;
+        sd_error err = {0};
+        assert_int_equal(sd_png_read_text(png, &texts, &nt, &err), 0);
+        const char *params = sd_png_text_get(texts, nt, "parameters");
+        assert_non_null(params);
+        /* A1111's hash of a LoRA: the first 12 hex digits of SHA-256 over the data after the header */
+        if (strstr(runs[i].name, "lora"))
+            assert_non_null(strstr(params, strstr(args, "peft") ? "Lora hashes: \"lora_tiny_peft: "
+                                                                : "Lora hashes: \"lora_tiny_kohya: 79c150fb0d07\""));
+        else
+            assert_null(strstr(params, "Lora hashes"));
+        sd_png_text_free(texts, nt);
+    }
+    json_decref(j);
+}
+
+/* Writes a kohya LoRA with one module `key` whose down is [4, in] and up [out, 4]. */
+static void write_lora(const char *path, const char *key, int64_t in, int64_t out) {
+    static float data[4 * 4096];
+    char dn[256], un[256];
+    snprintf(dn, sizeof dn, "%s.lora_down.weight", key);
+    snprintf(un, sizeof un, "%s.lora_up.weight", key);
+    sd_tensor t[2] = {{.name = dn, .dtype = SD_F32, .ndim = 2, .shape = {4, in}, .data = data, .nbytes = 16 * (size_t)in},
+                      {.name = un, .dtype = SD_F32, .ndim = 2, .shape = {out, 4}, .data = data, .nbytes = 16 * (size_t)out}};
+    sd_error err = {0};
+    if (st_write(path, t, 2, NULL, NULL, 0, &err) < 0) fail_msg("%s", err.msg);
+}
+
+/* Bad LoRA input: one clear line on stderr, exit 2, no PNG. */
+static void test_bad_lora_input_is_one_line_and_exit_2(void **state) {
+    (void)state;
+    const char *td = tu_testdata();
+    char corrupt[1024], cmd[4096];
+    snprintf(corrupt, sizeof corrupt, "%s", tu_tmp("corrupt.safetensors"));
+    assert_int_equal(tu_sh(NULL, "head -c 100000 %s/a1111/lora_tiny_kohya.safetensors > %s", td, corrupt), 0);
+    write_lora(tu_tmp("sd2.safetensors"), "lora_te_text_model_encoder_layers_0_mlp_fc1", 1024, 4096);
+    write_lora(tu_tmp("sdxl.safetensors"), "lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 64);
+    write_lora(tu_tmp("nomodule.safetensors"), "lora_unet_mid_block_attentions_7_proj_in", 32, 32);
+    struct {
+        const char *args, *says;
+    } cases[] = {
+        {"--prompt-syntax a1111 -p 'x <lora:nope:1>' --lora-dir %s/a1111", "unknown LoRA 'nope'"},
+        {"--prompt-syntax a1111 -p 'x <lora:lora_tiny_kohya:strong>' --lora-dir %s/a1111", "malformed LoRA tag"},
+        {"--prompt-syntax a1111 -p 'x <lora:lora_tiny_kohya:0.5' --lora-dir %s/a1111", "malformed LoRA tag"},
+        {"--prompt-syntax a1111 -p 'x <lora:lora_tiny_kohya:0.5>'", "needs --lora-dir"},
+        {"-p x --lora %s", "lora_te_text_model_encoder_layers_0_mlp_fc1"},
+        {"-p x --lora %s", "SDXL"},
+        {"-p x --lora %s", "matches no module"},
+        {"-p x --lora %s", "corrupt.safetensors"},
+    };
+    const char *files[] = {td, td, td, "", tu_tmp("sd2.safetensors"), tu_tmp("sdxl.safetensors"),
+                           tu_tmp("nomodule.safetensors"), corrupt};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char args[2048], *out = NULL;
+        snprintf(args, sizeof args, cases[i].args, files[i]);
+        snprintf(cmd, sizeof cmd, "%s --steps 1 --seed 1", args);
+        const char *png = tu_tmp("bad.png");
+        remove(png);
+        int rc = generate(&out, png, cmd);
+        if (rc != 2 || !strstr(out, cases[i].says) || strchr(out, '\n') != out + strlen(out) - 1)
+            fail_msg("%s: exit %d, expected 2 and one line saying '%s'; got: %s", args, rc, cases[i].says, out);
+        assert_false(sd_fs_is_file(png));
+        free(out);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_attention_matches_a1111),
@@ -342,6 +465,8 @@ int main(void) {
         cmocka_unit_test(test_unclosed_lora_tag_is_an_input_error),
         cmocka_unit_test(test_conditioning_matches_a1111),
         cmocka_unit_test(test_a1111_pipelines_reproduce_the_reference),
+        cmocka_unit_test(test_generate_reproduces_the_a1111_pngs),
+        cmocka_unit_test(test_bad_lora_input_is_one_line_and_exit_2),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
