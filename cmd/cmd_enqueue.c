@@ -4,10 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "cli.h"
 #include "commands.h"
 #include "enqueue.h"
+#include "fsutil.h"
 #include "jobdb.h"
+#include "lora_set.h"
 
 static void usage(FILE *fp) {
     fprintf(fp,
@@ -20,7 +24,8 @@ static void usage(FILE *fp) {
             "  *.txt    one prompt per line; blank lines are skipped\n"
             "  *.jsonl  one JSON object per line: prompt (or caption), and optionally negative_prompt,\n"
             "           seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, init_image,\n"
-            "           mask, strength; unknown keys are errors\n"
+            "           mask, strength, prompt_syntax, loras ([\"FILE:M\", ...] or [{\"file\", \"multiplier\"}]),\n"
+            "           lora_dir; unknown keys are errors\n"
             "  *.csv    RFC 4180 with a header row: a prompt (or caption) column, optionally columns\n"
             "           with the names above; empty cells take the defaults; other columns are ignored\n"
             "  Image paths are relative to the prompt file's folder.\n"
@@ -36,6 +41,11 @@ static void usage(FILE *fp) {
             "  --negative TEXT  negative prompt (none)\n"
             "  --clip-skip N    1 = last text-encoder layer, 2 = penultimate (AUTOMATIC1111 numbering) (1)\n"
             "  --strength X     img2img strength in (0, 1] for rows with an init_image (0.8; 1.0 with a mask)\n"
+            "  --prompt-syntax S  plain (diffusers, 77 tokens) or a1111 (weights, BREAK, long prompts,\n"
+            "                   <lora:NAME:M> tags) (plain)\n"
+            "  --lora FILE[:M]  a LoRA for every row without a loras field (multiplier M, default 1);\n"
+            "                   repeatable\n"
+            "  --lora-dir DIR   where <lora:NAME:M> tags find NAME.safetensors\n"
             "  --seed-base N    a row without a seed gets seed = N + job_id - 1 (0), so every job has\n"
             "                   its seed from the start and renders the same image on any rank, any rerun\n"
             "  --repeat K       K jobs per prompt with consecutive ids (1); a row's own seed S gives\n"
@@ -81,6 +91,7 @@ int cmd_enqueue(int argc, char **argv) {
     if (!files) return cli_usage_error("out of memory");
     sd_error e = {0};
     int rc = 0;
+    char *loras = NULL, *lora_dir = NULL;
     for (int i = 1; i < argc && rc == 0; i++) {
         const char *a = argv[i], *v;
         int missing = 0;
@@ -124,6 +135,28 @@ int cmd_enqueue(int argc, char **argv) {
             rc = cli_parse_double("--strength", v, 0, 1, &x, &e);
             if (rc == 0 && x <= 0) rc = sd_err(&e, SD_EINPUT, "--strength: must be in (0, 1], got %g", x);
             o.defaults.strength = x;
+        } else if ((v = cli_option_value(argc, argv, &i, "--prompt-syntax", NULL, &missing))) {
+            if (sd_prompt_syntax_parse(v, &o.defaults.prompt_syntax) < 0)
+                rc = sd_err(&e, SD_EINPUT, "--prompt-syntax: '%s' is neither plain nor a1111", v);
+        } else if ((v = cli_option_value(argc, argv, &i, "--lora-dir", NULL, &missing))) {
+            free(lora_dir);
+            lora_dir = realpath(v, NULL);
+            if (!lora_dir || !sd_fs_is_dir(lora_dir)) rc = sd_err(&e, SD_EINPUT, "--lora-dir: '%s' is not a folder", v);
+        } else if ((v = cli_option_value(argc, argv, &i, "--lora", NULL, &missing))) {
+            sd_lora_use u;
+            rc = sd_lora_use_parse(v, &u, &e);
+            char cwd[4096], *abs = NULL;
+            if (rc == 0) abs = u.path[0] == '/' ? strdup(u.path) : getcwd(cwd, sizeof cwd) ? sd_fs_path_join(cwd, u.path) : NULL;
+            size_t have = loras ? strlen(loras) : 0, need = (abs ? strlen(abs) : 0) + 40;
+            char *g = abs ? realloc(loras, have + need) : NULL;
+            if (g) {
+                loras = g;
+                snprintf(g + have, need, "%s%s:%.17g", have ? "\n" : "", abs, u.te);
+            } else if (rc == 0) {
+                rc = sd_err(&e, SD_ENOMEM, "out of memory");
+            }
+            free(abs);
+            sd_lora_use_free(&u);
         } else if ((v = cli_option_value(argc, argv, &i, "--seed-base", NULL, &missing))) {
             rc = cli_parse_long("--seed-base", v, 0, LONG_MAX, &seed_base, &e);
         } else if ((v = cli_option_value(argc, argv, &i, "--repeat", NULL, &missing))) {
@@ -142,7 +175,11 @@ int cmd_enqueue(int argc, char **argv) {
         rc = sd_err(&e, SD_EINPUT, "--karras needs a sigma-based sampler; '%s' has none (try euler, dpm++2m)",
                     sampler_kind_name(o.defaults.sampler));
     o.defaults.karras = karras;
+    o.defaults.loras = loras;
+    o.defaults.lora_dir = lora_dir;
     if (rc < 0) {
+        free(loras);
+        free(lora_dir);
         free(files);
         return cli_fail(&e);
     }
@@ -188,5 +225,7 @@ int cmd_enqueue(int argc, char **argv) {
     jobdb_close(db);
     enqueue_batch_free(&batch);
     free(files);
+    free(loras);
+    free(lora_dir);
     return rc < 0 ? cli_fail(&e) : 0;
 }

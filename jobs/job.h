@@ -50,6 +50,10 @@ typedef struct sd_job {
     char *mask;            /* NULL: no inpainting */
     double strength;       /* img2img strength in (0, 1]; 0 without init_image */
     char *source;          /* "prompts.csv:17": the input row, for messages */
+    sd_prompt_syntax prompt_syntax; /* plain (diffusers) or a1111 */
+    char *loras;           /* explicit LoRAs, "FILE:MULTIPLIER" per line (absolute paths); NULL: none */
+    char *lora_dir;        /* folder of the prompt's <lora:NAME:M> tags (absolute); NULL: none */
+    char *lora_set;        /* set by jobdb: the whole LoRA set, "name:0.8, other:0.5" ("" or NULL: none) */
 
     /* Where it is: changed by the runs. */
     sd_job_status status;
@@ -64,6 +68,12 @@ typedef struct sd_job {
 } sd_job;
 
 /* The limits a job spec must meet are the renderer's (SD_MAX_* in core/pipeline/settings.h). */
+
+/* The LoRA set of job j: its loras, then (A1111 syntax) its prompt's tags (core/pipeline/lora_set.h). */
+struct sd_lora_set;
+int sd_job_lora_set(const sd_job *j, struct sd_lora_set *set, sd_error *err);
+/* The set's label as status shows it (caller frees; "" for none). */
+int sd_job_lora_label(const sd_job *j, char **label, sd_error *err);
 
 /* The settings job j renders with (strings borrowed from j). */
 void sd_job_settings(const sd_job *j, sd_settings *s);

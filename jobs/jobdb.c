@@ -258,13 +258,15 @@ static int migrate(jobdb *db, int target, sd_error *err) {
     if (rc < 0) return rc;
     int64_t version = 0;
     rc = query_int(db, "PRAGMA user_version", &version, "reading the schema version", err);
-    for (int i = 0; rc == 0 && i < jobdb_schema_file_count; i++) {
+    /* versions increase but may have gaps (features developed apart take numbers of their own) */
+    for (int i = 0, prev = 0; rc == 0 && i < jobdb_schema_file_count; i++) {
         const jobdb_schema_file *f = &jobdb_schema_files[i];
         int v = file_version(f);
-        if (v != i + 1) {
-            rc = sd_err(err, SD_EINTERNAL, "schema file %s is out of sequence (expected version %d)", f->name, i + 1);
+        if (v <= prev) {
+            rc = sd_err(err, SD_EINTERNAL, "schema file %s is out of sequence (after version %d)", f->name, prev);
             break;
         }
+        prev = v;
         if (v <= version || v > target) continue;
         char what[128];
         snprintf(what, sizeof what, "applying schema %s", f->name);
@@ -396,6 +398,11 @@ int jobdb_read_job(jobdb *db, sqlite3_stmt *st, sd_job *job, sd_error *err) {
     snprintf(job->png_sha256, sizeof job->png_sha256, "%s", sha ? sha : "");
     job->render_seconds = sqlite3_column_double(st, 24);
     nomem |= column_dup(st, 25, &job->error);
+    const char *syntax = (const char *)sqlite3_column_text(st, 26);
+    if (syntax && sd_prompt_syntax_parse(syntax, &job->prompt_syntax) < 0) syntax = NULL;
+    nomem |= column_dup(st, 27, &job->loras);
+    nomem |= column_dup(st, 28, &job->lora_dir);
+    nomem |= column_dup(st, 29, &job->lora_set);
     int rc = 0;
     if (nomem) rc = sd_err(err, SD_ENOMEM, "%s: out of memory reading job %lld", db->path, (long long)job->id);
     else if (!job->prompt || !job->negative_prompt)
@@ -403,6 +410,8 @@ int jobdb_read_job(jobdb *db, sqlite3_stmt *st, sd_job *job, sd_error *err) {
     else if (!sampler || sampler_kind_parse(sampler, &job->sampler) < 0)
         rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown sampler '%s' (known: %s)", db->path,
                     (long long)job->id, sampler ? sampler : "", sampler_kind_list());
+    else if (!syntax)
+        rc = sd_err(err, SD_EINPUT, "%s: job %lld has an unknown prompt syntax", db->path, (long long)job->id);
     else if (!status || sd_job_status_parse(status, &job->status) < 0)
         rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown status '%s'", db->path, (long long)job->id,
                     status ? status : "");

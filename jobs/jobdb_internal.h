@@ -33,7 +33,7 @@ struct jobdb {
 #define JOBDB_JOB_COLUMNS                                                                                      \
     "id, prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, "         \
     "init_image, mask, strength, source, status, attempts, run_id, claimed_by, enqueued_at, claimed_at, "      \
-    "finished_at, output_path, png_sha256, render_seconds, error"
+    "finished_at, output_path, png_sha256, render_seconds, error, prompt_syntax, loras, lora_dir, lora_set"
 
 /* SQL condition: the job row is in the shard (count, index) given as parameters; count <= 1: every job. */
 #define JOBDB_IN_SHARD(count, index) "(" count " <= 1 OR id % " count " = " index ")"

@@ -286,6 +286,31 @@ int jobdb_run_open_jobs(jobdb *db, int64_t *pending, int64_t *running, sd_error 
 }
 
 int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
+    return jobdb_claim_prefer(db, claimed_by, NULL, job, err);
+}
+
+/* The lowest pending id in the run's shard, of LoRA set `set` unless set is NULL (0 when none). */
+static int pick_pending(jobdb *db, const char *set, int64_t *id, sd_error *err) {
+    sqlite3_stmt *pick = NULL;
+    *id = 0;
+    int rc = jobdb_prepare(db,
+                           set ? "SELECT id FROM jobs WHERE status = 'pending' AND lora_set = ?3 AND "
+                                 JOBDB_IN_SHARD("?1", "?2") " ORDER BY id LIMIT 1"
+                               : "SELECT id FROM jobs WHERE status = 'pending' AND " JOBDB_IN_SHARD("?1", "?2")
+                                 " ORDER BY id LIMIT 1",
+                           &pick, err);
+    if (rc == 0) {
+        bind_shard(db, pick, 1);
+        if (set) jobdb_bind_text(pick, 3, set);
+        int s = sqlite3_step(pick);
+        if (s == SQLITE_ROW) *id = sqlite3_column_int64(pick, 0);
+        else if (s != SQLITE_DONE) rc = jobdb_sqlite_error(db, s, "looking for a pending job", err);
+    }
+    jobdb_finalize(db, pick);
+    return rc;
+}
+
+int jobdb_claim_prefer(jobdb *db, const char *claimed_by, const char *lora_set, sd_job *job, sd_error *err) {
     memset(job, 0, sizeof *job);
     int rc = need_run(db, "claiming a job", err);
     if (rc < 0) return rc;
@@ -293,18 +318,10 @@ int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
     rc = jobdb_tx_write(db, err);
     if (rc < 0) return rc;
     double now = jobdb_now(db);
-    sqlite3_stmt *pick = NULL, *mark = NULL, *read = NULL;
+    sqlite3_stmt *mark = NULL, *read = NULL;
     int64_t id = 0;
-    rc = jobdb_prepare(db,
-                       "SELECT id FROM jobs WHERE status = 'pending' AND " JOBDB_IN_SHARD("?1", "?2")
-                       " ORDER BY id LIMIT 1",
-                       &pick, err);
-    if (rc == 0) {
-        bind_shard(db, pick, 1);
-        int s = sqlite3_step(pick);
-        if (s == SQLITE_ROW) id = sqlite3_column_int64(pick, 0);
-        else if (s != SQLITE_DONE) rc = jobdb_sqlite_error(db, s, "looking for a pending job", err);
-    }
+    if (lora_set) rc = pick_pending(db, lora_set, &id, err);
+    if (rc == 0 && id == 0) rc = pick_pending(db, NULL, &id, err);
     if (rc == 0 && id > 0)
         rc = jobdb_prepare(db,
                            "UPDATE jobs SET status = 'running', run_id = ?1, claimed_by = ?2, claimed_at = ?3 "
@@ -326,7 +343,6 @@ int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
         int s = sqlite3_step(read);
         rc = s == SQLITE_ROW ? jobdb_read_job(db, read, job, err) : jobdb_sqlite_error(db, s, "reading a job", err);
     }
-    jobdb_finalize(db, pick);
     jobdb_finalize(db, mark);
     jobdb_finalize(db, read);
     if (rc == 0) rc = jobdb_tx_commit(db, err);
@@ -483,6 +499,9 @@ static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now) {
     else sqlite3_bind_null(st, 13);
     jobdb_bind_text(st, 14, j->source);
     sqlite3_bind_double(st, 15, now);
+    jobdb_bind_text(st, 16, sd_prompt_syntax_name(j->prompt_syntax));
+    jobdb_bind_text(st, 17, j->loras && *j->loras ? j->loras : NULL);
+    jobdb_bind_text(st, 18, j->lora_dir);
 }
 
 int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t seed_base, int64_t *first_id,
@@ -502,8 +521,9 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
     sqlite3_stmt *ins = NULL, *seed = NULL;
     rc = jobdb_prepare(db,
                        "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width,"
-                       " height, clip_skip, init_image, mask, strength, source, enqueued_at)"
-                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                       " height, clip_skip, init_image, mask, strength, source, enqueued_at, prompt_syntax, loras,"
+                       " lora_dir, lora_set)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                        &ins, err);
     if (rc == 0) rc = jobdb_prepare(db, "UPDATE jobs SET seed = ?1 WHERE id = ?2", &seed, err);
     int64_t first = 0, id = 0;
@@ -517,6 +537,10 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
             }
             sqlite3_reset(ins);
             bind_spec(ins, j, now);
+            char *label = NULL;
+            if ((rc = sd_job_lora_label(j, &label, err)) < 0) break;
+            sqlite3_bind_text(ins, 19, label, -1, SQLITE_TRANSIENT);
+            free(label);
             sqlite3_bind_int64(ins, 3, j->seed >= 0 ? j->seed + k : 0);
             rc = step_done(db, ins, "inserting a job", err);
             if (rc < 0) break;

@@ -14,6 +14,10 @@ json_t *runner_job_to_json(const sd_job *job, const char *output_path, const cha
     if (job->init_image) json_object_set_new(j, "init_image", json_string(job->init_image));
     if (job->mask) json_object_set_new(j, "mask", json_string(job->mask));
     json_object_set_new(j, "model_sha256", json_string(model_sha256 ? model_sha256 : ""));
+    json_object_set_new(j, "prompt_syntax", json_string(sd_prompt_syntax_name(job->prompt_syntax)));
+    if (job->loras) json_object_set_new(j, "loras", json_string(job->loras));
+    if (job->lora_dir) json_object_set_new(j, "lora_dir", json_string(job->lora_dir));
+    if (job->lora_set) json_object_set_new(j, "lora_set", json_string(job->lora_set));
     return j;
 }
 
@@ -42,6 +46,14 @@ int runner_job_from_json(json_t *j, sd_job *job, const char **output, const char
     job->clip_skip = (int)json_integer_value(json_object_get(j, "clip_skip"));
     job->strength = json_number_value(json_object_get(j, "strength"));
     job->attempts = (int)json_integer_value(json_object_get(j, "attempts"));
+    job->loras = dup_str(j, "loras");
+    job->lora_dir = dup_str(j, "lora_dir");
+    job->lora_set = dup_str(j, "lora_set");
+    const char *syntax = json_string_value(json_object_get(j, "prompt_syntax"));
+    if (syntax && sd_prompt_syntax_parse(syntax, &job->prompt_syntax) < 0) {
+        sd_job_free(job);
+        return sd_err(err, SD_EINTERNAL, "job message names an unknown prompt syntax");
+    }
     if (!job->prompt || !job->negative_prompt) {
         sd_job_free(job);
         return sd_err(err, SD_ENOMEM, "out of memory");
