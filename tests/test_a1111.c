@@ -333,6 +333,55 @@ static void test_a1111_pipelines_reproduce_the_reference(void **state) {
     sd_model_close(&m);
 }
 
+/* Merging and unmerging leaves every weight table entry as it was, and the images bit for bit. */
+static void test_unmerge_restores_the_base_weights_exactly(void **state) {
+    (void)state;
+    sd_model m;
+    sd_pipeline p;
+    sd_error err = {0};
+    if (sd_model_open(&m, tu_path("models/tiny-sd15"), NULL, &err) < 0 || sd_pipeline_load(&p, &m, &err) < 0)
+        fail_msg("%s", err.msg);
+    size_t nu = sizeof(sd_tensor) * (size_t)m.unet_w.n, nc = sizeof(sd_tensor) * (size_t)m.clip_w.n;
+    sd_tensor *u0 = malloc(nu), *c0 = malloc(nc);
+    memcpy(u0, m.unet_w.tensors, nu);
+    memcpy(c0, m.clip_w.tensors, nc);
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = "a (red:1.3) fox";
+    s.prompt_syntax = SD_PROMPT_A1111;
+    s.steps = 2;
+    s.width = s.height = 64;
+    uint8_t before[64 * 64 * 3], merged[64 * 64 * 3], after[64 * 64 * 3];
+    if (sd_pipeline_generate(&p, &s, before, NULL, NULL, NULL, &err) < 0) fail_msg("%s", err.msg);
+    sd_lora_ctx lc;
+    sd_lora_ctx_init(&lc, &m);
+    for (int round = 0; round < 2; round++) {
+        sd_lora_set set;
+        char specs[2048];
+        snprintf(specs, sizeof specs, "%s:0.9\n%s:-0.4", tu_path("a1111/lora_tiny_kohya.safetensors"),
+                 tu_path("a1111/lora_tiny_peft.safetensors"));
+        if (sd_lora_set_build(&set, specs, NULL, SD_PROMPT_PLAIN, NULL, &err) < 0 ||
+            sd_lora_ctx_apply(&lc, &set, NULL, &err) < 0)
+            fail_msg("%s", err.msg);
+        assert_int_equal(lc.patch.n, 210); /* every module of the file, both LoRAs on the same ones */
+        if (sd_pipeline_generate(&p, &s, merged, NULL, NULL, NULL, &err) < 0) fail_msg("%s", err.msg);
+        assert_true(memcmp(before, merged, sizeof before) != 0);
+        sd_lora_set_free(&set);
+        sd_lora_set empty = {0};
+        assert_int_equal(sd_lora_ctx_apply(&lc, &empty, NULL, &err), 0);
+        assert_memory_equal(m.unet_w.tensors, u0, nu);
+        assert_memory_equal(m.clip_w.tensors, c0, nc);
+        if (sd_pipeline_generate(&p, &s, after, NULL, NULL, NULL, &err) < 0) fail_msg("%s", err.msg);
+        assert_memory_equal(before, after, sizeof before);
+    }
+    assert_int_equal(lc.merges, 2);
+    sd_lora_ctx_free(&lc);
+    free(u0);
+    free(c0);
+    sd_pipeline_free(&p);
+    sd_model_close(&m);
+}
+
 /* ---- through the command line --------------------------------------------- */
 
 /* Runs sdrender generate with args; returns the exit status, *out its stderr + stdout (caller frees). */
@@ -465,6 +514,7 @@ int main(void) {
         cmocka_unit_test(test_unclosed_lora_tag_is_an_input_error),
         cmocka_unit_test(test_conditioning_matches_a1111),
         cmocka_unit_test(test_a1111_pipelines_reproduce_the_reference),
+        cmocka_unit_test(test_unmerge_restores_the_base_weights_exactly),
         cmocka_unit_test(test_generate_reproduces_the_a1111_pngs),
         cmocka_unit_test(test_bad_lora_input_is_one_line_and_exit_2),
     };

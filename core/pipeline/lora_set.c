@@ -112,20 +112,18 @@ static int add_tags(sd_lora_set *set, const char *prompt, const char *lora_dir, 
                         "folder", name);
             break;
         }
+        sd_lora_use u = {.from_tag = 1};
+        if ((rc = tag_multipliers(t, &u, err)) < 0) break;
         if (!lora_dir) {
             rc = sd_err(err, SD_EINPUT, "prompt: <lora:%s:...> needs --lora-dir DIR (the folder holding %s.safetensors)",
                         name, name);
             break;
         }
-        sd_lora_use u = {.from_tag = 1};
         size_t l = strlen(lora_dir) + strlen(name) + 16;
         u.path = malloc(l);
         u.alias = strdup(name);
         if (!u.path || !u.alias) rc = SD_ENOMEM;
-        if (rc == 0) {
-            snprintf(u.path, l, "%s/%s.safetensors", lora_dir, name);
-            rc = tag_multipliers(t, &u, err);
-        }
+        if (rc == 0) snprintf(u.path, l, "%s/%s.safetensors", lora_dir, name);
         if (rc == 0) rc = set_push(set, &u);
         sd_lora_use_free(&u);
     }
