@@ -482,8 +482,8 @@ int jobdb_release(jobdb *db, int *released, sd_error *err) {
     return rc;
 }
 
-/* Binds columns ?1..?15 of the insert except the seed (?3), which the caller binds. */
-static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now) {
+/* Binds columns ?1..?15 (and with lora_cols ?16..?18) of the insert except the seed (?3), which the caller binds. */
+static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now, int lora_cols) {
     jobdb_bind_text(st, 1, j->prompt);
     jobdb_bind_text(st, 2, j->negative_prompt ? j->negative_prompt : "");
     sqlite3_bind_int(st, 4, j->steps);
@@ -499,6 +499,7 @@ static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now) {
     else sqlite3_bind_null(st, 13);
     jobdb_bind_text(st, 14, j->source);
     sqlite3_bind_double(st, 15, now);
+    if (!lora_cols) return;
     jobdb_bind_text(st, 16, sd_prompt_syntax_name(j->prompt_syntax));
     jobdb_bind_text(st, 17, j->loras && *j->loras ? j->loras : NULL);
     jobdb_bind_text(st, 18, j->lora_dir);
@@ -519,11 +520,17 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
     if (rc < 0) return rc;
     double now = jobdb_now(db);
     sqlite3_stmt *ins = NULL, *seed = NULL;
+    /* a database held at an older schema (jobdb_open_options.schema_version, migration tests) has no
+       LoRA columns: rows go in as that version wrote them */
+    int lora_cols = db->schema_version >= 5;
     rc = jobdb_prepare(db,
-                       "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width,"
-                       " height, clip_skip, init_image, mask, strength, source, enqueued_at, prompt_syntax, loras,"
-                       " lora_dir, lora_set)"
-                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                       lora_cols ? "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras,"
+                                   " width, height, clip_skip, init_image, mask, strength, source, enqueued_at,"
+                                   " prompt_syntax, loras, lora_dir, lora_set) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+                                   " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+                                 : "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras,"
+                                   " width, height, clip_skip, init_image, mask, strength, source, enqueued_at)"
+                                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                        &ins, err);
     if (rc == 0) rc = jobdb_prepare(db, "UPDATE jobs SET seed = ?1 WHERE id = ?2", &seed, err);
     int64_t first = 0, id = 0;
@@ -536,11 +543,15 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
                 break;
             }
             sqlite3_reset(ins);
-            bind_spec(ins, j, now);
+            bind_spec(ins, j, now, lora_cols);
             char *label = NULL;
             if ((rc = sd_job_lora_label(j, &label, err)) < 0) break;
-            sqlite3_bind_text(ins, 19, label, -1, SQLITE_TRANSIENT);
+            if (!lora_cols && (*label || j->prompt_syntax != SD_PROMPT_PLAIN))
+                rc = sd_err(err, SD_EINPUT, "%s: schema version %d has no LoRA or prompt-syntax columns", db->path,
+                            db->schema_version);
+            if (lora_cols) sqlite3_bind_text(ins, 19, label, -1, SQLITE_TRANSIENT);
             free(label);
+            if (rc < 0) break;
             sqlite3_bind_int64(ins, 3, j->seed >= 0 ? j->seed + k : 0);
             rc = step_done(db, ins, "inserting a job", err);
             if (rc < 0) break;
