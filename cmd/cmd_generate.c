@@ -188,6 +188,9 @@ int cmd_generate(int argc, char **argv) {
     if (strength == 0) return cli_usage_error("generate: --strength must be in (0, 1]");
     sd_lora_set loras;
     if (sd_lora_set_build(&loras, lora_specs, s.prompt, s.prompt_syntax, lora_dir, &err) < 0) return cli_fail(&err);
+    if (s.prompt_syntax == SD_PROMPT_PLAIN && strstr(s.prompt, "<lora:"))
+        fprintf(stderr, "sdrender: note: the prompt's <lora:...> tags are read as plain text; pass --prompt-syntax a1111 "
+                        "to apply them\n");
 
     ops_set_threads((int)threads);
     sd_model m;

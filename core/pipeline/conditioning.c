@@ -45,15 +45,8 @@ static int make_chunks(tokenizer_bpe *tok, const char *text, sd_prompt_syntax sy
         for (int i = 0; i < CTX_LEN; i++) out->mult[i] = 1.0f;
         return tokenizer_encode_padded(tok, text, out->ids, CTX_LEN, NULL, err);
     }
-    char *stripped;
-    a1111_net *nets;
-    int n_nets;
-    int rc = a1111_extract_networks(text, &stripped, &nets, &n_nets, err);
-    if (rc < 0) return rc;
-    a1111_nets_free(nets, n_nets);
     a1111_chunks ch;
-    rc = a1111_tokenize_line(tok, stripped, &ch, err);
-    free(stripped);
+    int rc = a1111_tokenize_line(tok, text, &ch, err);
     if (rc < 0) return rc;
     size_t n = (size_t)ch.n * CTX_LEN;
     out->n_chunks = ch.n;

@@ -7,7 +7,9 @@
  *     sd_cond_free(&c);
  *
  * Plain syntax: diffusers' encode_prompt (one chunk, truncated at 75 tokens,
- * multipliers 1). A1111 syntax: <...> tags removed, then A1111's chunks
+ * multipliers 1). A1111 syntax (text without <lora:...> tags: the pipeline
+ * removes them from the prompt; a negative prompt keeps them as text, as in
+ * A1111): A1111's chunks
  * (core/text/prompt_a1111.h), each through the text encoder on its own with
  * clip skip, then the "Original" emphasis per chunk: z *= multipliers,
  * z *= mean(z before) / mean(z after) (float32); chunks concatenated along

@@ -7,6 +7,7 @@
 #include "conditioning.h"
 #include "fsutil.h"
 #include "image.h"
+#include "prompt_a1111.h"
 #include "pngio.h"
 #include "rng.h"
 #include "sampler.h"
@@ -169,7 +170,16 @@ static void trace_chunks(const sd_cond *c, int max_chunks, int32_t *ids, float *
 static int encode_prompts(sd_pipeline *p, const sd_settings *s, gen_shape *z, buffers *b, sd_pipeline_trace *trace,
                           sd_error *err) {
     sd_cond pos = {0}, neg = {0};
-    int rc = sd_cond_encode(p->tok, &p->clip, s->prompt, s->prompt_syntax, s->clip_skip, &pos, err);
+    char *prompt = NULL;
+    int rc = 0;
+    if (s->prompt_syntax == SD_PROMPT_A1111) { /* A1111 takes the <lora:...> tags out of the prompt (only) */
+        a1111_net *nets = NULL;
+        int n_nets = 0;
+        rc = a1111_extract_networks(s->prompt, &prompt, &nets, &n_nets, err);
+        a1111_nets_free(nets, n_nets);
+    }
+    if (rc == 0) rc = sd_cond_encode(p->tok, &p->clip, prompt ? prompt : s->prompt, s->prompt_syntax, s->clip_skip, &pos, err);
+    free(prompt);
     if (rc == 0 && z->cfg)
         rc = sd_cond_encode(p->tok, &p->clip, s->negative ? s->negative : "", s->prompt_syntax, s->clip_skip, &neg, err);
     z->Lc = pos.n_chunks * CTX_LEN;
