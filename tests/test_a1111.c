@@ -204,9 +204,11 @@ static void expect_chunks(const char *label, const st_file *f, const char *ids_n
                           const int32_t *ids, const float *mult, int n_chunks) {
     const sd_tensor *t = tu_tensor(f, ids_name);
     assert_int_equal(sd_tensor_numel(t), (int64_t)n_chunks * 77);
-    const int64_t *want = t->data;
-    for (int i = 0; i < n_chunks * 77; i++)
-        if (ids[i] != want[i]) fail_msg("%s %s[%d] = %d, expected %lld", label, ids_name, i, (int)ids[i], (long long)want[i]);
+    for (int i = 0; i < n_chunks * 77; i++) {
+        int64_t want; /* the data may be unaligned */
+        memcpy(&want, (const char *)t->data + 8 * (size_t)i, 8);
+        if (ids[i] != want) fail_msg("%s %s[%d] = %d, expected %lld", label, ids_name, i, (int)ids[i], (long long)want);
+    }
     size_t n;
     float *wm = tu_f32(f, mult_name, &n);
     assert_int_equal(n, (size_t)n_chunks * 77);
