@@ -147,15 +147,17 @@ int cmd_enqueue(int argc, char **argv) {
             rc = sd_lora_use_parse(v, &u, &e);
             char cwd[4096], *abs = NULL;
             if (rc == 0) abs = u.path[0] == '/' ? strdup(u.path) : getcwd(cwd, sizeof cwd) ? sd_fs_path_join(cwd, u.path) : NULL;
-            size_t have = loras ? strlen(loras) : 0, need = (abs ? strlen(abs) : 0) + 40;
-            char *g = abs ? realloc(loras, have + need) : NULL;
+            char *one = abs ? sd_lora_spec_format(abs, u.te) : NULL;
+            size_t have = loras ? strlen(loras) : 0, need = (one ? strlen(one) : 0) + 2;
+            char *g = one ? realloc(loras, have + need) : NULL;
             if (g) {
                 loras = g;
-                snprintf(g + have, need, "%s%s:%.17g", have ? "\n" : "", abs, u.te);
+                snprintf(g + have, need, "%s%s", have ? "\n" : "", one);
             } else if (rc == 0) {
                 rc = sd_err(&e, SD_ENOMEM, "out of memory");
             }
             free(abs);
+            free(one);
             sd_lora_use_free(&u);
         } else if ((v = cli_option_value(argc, argv, &i, "--seed-base", NULL, &missing))) {
             rc = cli_parse_long("--seed-base", v, 0, LONG_MAX, &seed_base, &e);

@@ -160,14 +160,15 @@ static int add_lora(row *r, const char *spec, sd_error *err) {
     sd_lora_use u;
     int rc = sd_lora_use_parse(spec, &u, err);
     if (rc < 0) return rc;
-    char *abs = path_from_row(r, u.path);
-    size_t have = r->job.loras ? strlen(r->job.loras) : 0, need = (abs ? strlen(abs) : 0) + 40;
-    char *g = abs ? realloc(r->job.loras, have + need) : NULL;
+    char *abs = path_from_row(r, u.path), *one = abs ? sd_lora_spec_format(abs, u.te) : NULL;
+    size_t have = r->job.loras ? strlen(r->job.loras) : 0, need = (one ? strlen(one) : 0) + 2;
+    char *g = one ? realloc(r->job.loras, have + need) : NULL;
     if (g) {
         r->job.loras = g;
-        snprintf(g + have, need, "%s%s:%.17g", have ? "\n" : "", abs, u.te);
+        snprintf(g + have, need, "%s%s", have ? "\n" : "", one);
     }
     free(abs);
+    free(one);
     sd_lora_use_free(&u);
     return g ? 0 : sd_err(err, SD_ENOMEM, "out of memory");
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jobdb.h"
 #include "runner.h"
@@ -172,6 +173,83 @@ static void test_bad_lora_jobs_fail_and_the_run_goes_on(void **state) {
     jobdb_close(h);
 }
 
+/* enqueue: the LoRA fields of .jsonl and .csv rows and the flags' defaults, as stored; status shows the sets. */
+static void test_enqueue_stores_prompt_syntax_and_loras(void **state) {
+    (void)state;
+    char dir[1024], cmd[8192], db[1024];
+    snprintf(dir, sizeof dir, "%s", tu_tmp("fields"));
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s/loras", dir, dir);
+    free(sh_ok("mkdir", cmd));
+    snprintf(db, sizeof db, "%s/jobs.db", dir);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/p.jsonl", dir);
+    FILE *fp = fopen(path, "w");
+    fprintf(fp, "{\"prompt\": \"a\"}\n");
+    fprintf(fp, "{\"prompt\": \"b\", \"loras\": [\"x.safetensors:0.8\", {\"file\": \"/abs/y.safetensors\", \"multiplier\": -0.5}]}\n");
+    fprintf(fp, "{\"prompt\": \"c <lora:z:0.3:0.7>\", \"prompt_syntax\": \"a1111\", \"lora_dir\": \"loras\"}\n");
+    fclose(fp);
+    snprintf(path, sizeof path, "%s/p.csv", dir);
+    fp = fopen(path, "w");
+    fprintf(fp, "prompt,loras,prompt_syntax\nd,w.safetensors:2; v.safetensors,plain\n");
+    fclose(fp);
+    char bin[2048]; /* the test runs enqueue in dir, so relative LoRA paths are relative to it */
+    if (tu_bin()[0] == '/') snprintf(bin, sizeof bin, "%s", tu_bin());
+    else snprintf(bin, sizeof bin, "%s/%s", getcwd(path, sizeof path), tu_bin());
+    snprintf(cmd, sizeof cmd, "cd %s && %s enqueue --db %s --lora default.safetensors:0.25 --prompt-syntax a1111 "
+             "p.jsonl p.csv", dir, bin, db);
+    free(sh_ok("enqueue", cmd));
+    jobdb *h;
+    sd_error err = {0};
+    assert_int_equal(jobdb_open(&h, db, NULL, &err), 0);
+    struct {
+        sd_prompt_syntax syntax;
+        const char *loras, *lora_set;
+    } want[4] = {
+        {SD_PROMPT_A1111, "%s/default.safetensors:0.25", "default:0.25"},
+        {SD_PROMPT_A1111, "%s/x.safetensors:0.8\n/abs/y.safetensors:-0.5", "x:0.8, y:-0.5"},
+        {SD_PROMPT_A1111, "%s/default.safetensors:0.25", "default:0.25, z:0.3:0.7"},
+        {SD_PROMPT_PLAIN, "%s/w.safetensors:2\n%s/v.safetensors:1", "w:2, v:1"},
+    };
+    for (int i = 0; i < 4; i++) {
+        sd_job j;
+        assert_int_equal(jobdb_job_get(h, i + 1, &j, &err), 1);
+        char loras[4096];
+        snprintf(loras, sizeof loras, want[i].loras, dir, dir);
+        assert_int_equal(j.prompt_syntax, want[i].syntax);
+        assert_string_equal(j.loras, loras);
+        assert_string_equal(j.lora_set, want[i].lora_set);
+        if (i == 2) {
+            snprintf(loras, sizeof loras, "%s/loras", dir);
+            assert_string_equal(j.lora_dir, loras);
+        }
+        sd_job_free(&j);
+    }
+    jobdb_close(h);
+    /* bad values are bad rows */
+    const char *bad[] = {"{\"prompt\": \"a\", \"prompt_syntax\": \"comfy\"}", "{\"prompt\": \"a\", \"loras\": \"x\"}",
+                         "{\"prompt\": \"a\", \"lora_dir\": \"nowhere\"}", "{\"prompt\": \"a\", \"loras\": [\"x:strong\"]}"};
+    const char *says[] = {"prompt_syntax must be plain or a1111", "loras must be a list", "lora_dir 'nowhere' is not a folder",
+                          "'strong' is not a number"};
+    for (int i = 0; i < 4; i++) {
+        char *out = NULL;
+        snprintf(path, sizeof path, "%s/bad.jsonl", dir);
+        fp = fopen(path, "w");
+        fprintf(fp, "%s\n", bad[i]);
+        fclose(fp);
+        int rc = tu_sh(&out, "%s enqueue --db %s %s 2>&1", tu_bin(), db, path);
+        if (rc != 2 || !strstr(out, says[i])) fail_msg("%s: exit %d: %s", bad[i], rc, out);
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, "%s status --db %s --json", tu_bin(), db);
+    char *js = sh_ok("status", cmd);
+    json_t *st = json_loads(js, 0, NULL);
+    assert_non_null(st);
+    json_t *sets = json_object_get(st, "lora_sets");
+    assert_int_equal(json_array_size(sets), 4);
+    json_decref(st);
+    free(js);
+}
+
 int main(void) {
     /* as test_run: processes that start MPI are checked by ASan and UBSan but not for leaks (Open MPI's
      * plugins leave allocations LSan cannot name); this program itself is still leak-checked */
@@ -181,6 +259,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mpirun_mixed_lora_table_is_byte_identical_to_generate),
         cmocka_unit_test(test_bad_lora_jobs_fail_and_the_run_goes_on),
+        cmocka_unit_test(test_enqueue_stores_prompt_syntax_and_loras),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,6 +54,18 @@ int sd_lora_use_parse(const char *spec, sd_lora_use *u, sd_error *err) {
     return 0;
 }
 
+char *sd_lora_spec_format(const char *path, double mult) {
+    char num[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(num, sizeof num, "%.*g", prec, mult);
+        if (strtod(num, NULL) == mult) break;
+    }
+    size_t n = strlen(path) + strlen(num) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s:%s", path, num);
+    return s;
+}
+
 void sd_lora_set_free(sd_lora_set *set) {
     for (int i = 0; i < set->n; i++) sd_lora_use_free(&set->u[i]);
     free(set->u);

@@ -45,6 +45,8 @@ typedef struct sd_lora_set {
 /* One "FILE[:MULTIPLIER]" (a trailing ":number" is the multiplier) into u. */
 int sd_lora_use_parse(const char *spec, sd_lora_use *u, sd_error *err);
 void sd_lora_use_free(sd_lora_use *u);
+/* "PATH:MULTIPLIER" with the shortest multiplier text that reads back exactly ("x.safetensors:0.8"); caller frees. */
+char *sd_lora_spec_format(const char *path, double mult);
 
 /*
  * The set of an image: specs (lines of FILE[:MULTIPLIER]; NULL or "" for none),
