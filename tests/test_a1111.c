@@ -7,11 +7,13 @@
 #include "testutil.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conditioning.h"
+#include "lora.h"
 #include "lora_set.h"
 #include "pngio.h"
 #include "model.h"
@@ -384,6 +386,58 @@ static void test_unmerge_restores_the_base_weights_exactly(void **state) {
     sd_model_close(&m);
 }
 
+/* A LoCon module (3x3 down, 1x1 up, alpha) merges as W + multiplier * alpha / r * up @ down, reshaped. */
+static void test_locon_conv_merge_follows_the_formula(void **state) {
+    (void)state;
+    sd_model m;
+    sd_error err = {0};
+    if (sd_model_open(&m, tu_path("models/tiny-sd15"), NULL, &err) < 0) fail_msg("%s", err.msg);
+    const char *target = "down_blocks.1.resnets.0.conv1.weight"; /* [64, 32, 3, 3] */
+    const sd_tensor *w = sd_weights_find(&m.unet_w, target);
+    assert_non_null(w);
+    enum { R = 2, OUT = 64, IN = 32 * 9 };
+    static float down[R * IN], up[OUT * R], alpha = 1.5f;
+    tu_seed(7);
+    for (int i = 0; i < R * IN; i++) down[i] = (float)(tu_urand() - 0.5);
+    for (int i = 0; i < OUT * R; i++) up[i] = (float)(tu_urand() - 0.5);
+    const char *k = "lora_unet_down_blocks_1_resnets_0_conv1";
+    char dn[128], un[128], an[128];
+    snprintf(dn, sizeof dn, "%s.lora_down.weight", k);
+    snprintf(un, sizeof un, "%s.lora_up.weight", k);
+    snprintf(an, sizeof an, "%s.alpha", k);
+    sd_tensor t[3] = {
+        {.name = dn, .dtype = SD_F32, .ndim = 4, .shape = {R, 32, 3, 3}, .data = down, .nbytes = sizeof down},
+        {.name = un, .dtype = SD_F32, .ndim = 4, .shape = {OUT, R, 1, 1}, .data = up, .nbytes = sizeof up},
+        {.name = an, .dtype = SD_F32, .ndim = 0, .data = &alpha, .nbytes = sizeof alpha},
+    };
+    const char *path = tu_tmp("locon.safetensors");
+    if (st_write(path, t, 3, NULL, NULL, 0, &err) < 0) fail_msg("%s", err.msg);
+    float *base = sd_tensor_to_f32_alloc(w, &err);
+    sd_lora l;
+    if (sd_lora_open(&l, path, &m, &err) < 0) fail_msg("%s", err.msg);
+    sd_lora_patch patch = {0};
+    const sd_lora *ls[1] = {&l};
+    if (sd_lora_merge(&patch, &m, ls, (double[]){1.0}, (double[]){1.3}, 1, &err) < 0) fail_msg("%s", err.msg);
+    w = sd_weights_find(&m.unet_w, target);
+    assert_int_equal(w->dtype, SD_F32);
+    const float *merged = w->data;
+    double worst = 0;
+    for (int o = 0; o < OUT; o++)
+        for (int j = 0; j < IN; j++) {
+            double d = 0;
+            for (int r = 0; r < R; r++) d += (double)up[o * R + r] * down[r * IN + j];
+            double want = base[o * IN + j] + 1.3 * (1.5 / R) * d, diff = fabs(merged[o * IN + j] - want);
+            if (diff > worst) worst = diff;
+        }
+    if (worst > 1e-6) fail_msg("LoCon merge off by %g", worst);
+    sd_lora_unmerge(&patch, &m);
+    w = sd_weights_find(&m.unet_w, target);
+    assert_int_equal(w->dtype, SD_F16);
+    free(base);
+    sd_lora_close(&l);
+    sd_model_close(&m);
+}
+
 /* ---- through the command line --------------------------------------------- */
 
 /* Runs sdrender generate with args; returns the exit status, *out its stderr + stdout (caller frees). */
@@ -517,6 +571,7 @@ int main(void) {
         cmocka_unit_test(test_conditioning_matches_a1111),
         cmocka_unit_test(test_a1111_pipelines_reproduce_the_reference),
         cmocka_unit_test(test_unmerge_restores_the_base_weights_exactly),
+        cmocka_unit_test(test_locon_conv_merge_follows_the_formula),
         cmocka_unit_test(test_generate_reproduces_the_a1111_pngs),
         cmocka_unit_test(test_bad_lora_input_is_one_line_and_exit_2),
     };
