@@ -194,6 +194,24 @@ static void test_conditioning_matches_a1111(void **state) {
     sd_model_close(&m);
 }
 
+/* The PNG text carries "Lora hashes" JSON-quoted as A1111 writes it, and reads back. */
+static void test_lora_hashes_round_trip_in_the_parameters(void **state) {
+    (void)state;
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = "a cat <lora:ink:0.5>";
+    s.lora_hashes = "ink: 0123456789ab, style: ba9876543210";
+    char *text = sd_settings_format_a1111(&s, "f8237e890a", "tiny");
+    assert_non_null(strstr(text, ", Lora hashes: \"ink: 0123456789ab, style: ba9876543210\""));
+    sd_settings_parsed back;
+    sd_error err = {0};
+    assert_int_equal(sd_settings_parse_a1111(text, &back, &err), 0);
+    assert_string_equal(back.lora_hashes, s.lora_hashes);
+    assert_string_equal(back.prompt, s.prompt);
+    sd_settings_parsed_free(&back);
+    free(text);
+}
+
 /* ---- the three pipelines --------------------------------------------------- */
 
 typedef struct a1111_case {
@@ -569,6 +587,7 @@ int main(void) {
         cmocka_unit_test(test_extra_networks_match_a1111),
         cmocka_unit_test(test_unclosed_lora_tag_is_an_input_error),
         cmocka_unit_test(test_conditioning_matches_a1111),
+        cmocka_unit_test(test_lora_hashes_round_trip_in_the_parameters),
         cmocka_unit_test(test_a1111_pipelines_reproduce_the_reference),
         cmocka_unit_test(test_unmerge_restores_the_base_weights_exactly),
         cmocka_unit_test(test_locon_conv_merge_follows_the_formula),
