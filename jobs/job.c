@@ -114,7 +114,9 @@ int sd_job_lora_set(const sd_job *j, sd_lora_set *set, sd_error *err) {
 int sd_job_lora_label(const sd_job *j, char **label, sd_error *err) {
     sd_lora_set set;
     *label = NULL;
-    int rc = sd_job_lora_set(j, &set, err);
+    /* the label names LoRAs, it opens no file: tags of a job without a lora_dir resolve at run
+       (run --lora-dir), so any folder does here */
+    int rc = sd_lora_set_build(&set, j->loras, j->prompt, j->prompt_syntax, j->lora_dir ? j->lora_dir : ".", err);
     if (rc < 0) return rc;
     *label = sd_lora_set_label(&set);
     sd_lora_set_free(&set);
