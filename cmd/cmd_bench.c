@@ -23,6 +23,7 @@
 #include "vae.h"
 #include "model.h"
 #include "randweights.h"
+#include "tp_group.h"
 #include "weights.h"
 
 /* ---- the three networks, from random weights or a model ----------------- */
@@ -44,13 +45,14 @@ typedef struct bench_nets {
 
 /* Loads the three networks through their usual (shape-checking) loaders from b's configs and tables;
  * with random weights this is where they are made. */
-static int nets_load(bench_nets *b, sd_error *err) {
+static int nets_load(bench_nets *b, int unet_only, sd_error *err) {
     const sd_weights *uw = b->have_model ? &b->model.unet_w : &b->uw;
     const sd_weights *vw = b->have_model ? &b->model.vae_w : &b->vw;
     const sd_weights *cw = b->have_model ? &b->model.clip_w : &b->cw;
     int rc;
     if ((rc = unet_load(&b->unet, &b->ucfg, uw, err)) < 0) return rc;
     b->have_unet = 1;
+    if (unet_only) return 0;
     if ((rc = vae_load(&b->vae, &b->vcfg, vw, err)) < 0) return rc;
     b->have_vae = 1;
     if ((rc = clip_text_load(&b->clip, &b->ccfg, cw, err)) < 0) return rc;
@@ -120,10 +122,14 @@ typedef struct bench_result {
     double clip_s, clip_gflop;
     double peak_rss_mb;
     double unet_scratch_mb, vae_scratch_mb; /* arena peaks */
+    double comm_s, comm_bytes;              /* per U-Net step in a group (this rank) */
 } bench_result;
 
-/* Times `steps` U-Net CFG steps (batch 2) after one untimed warm-up step. */
-static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd_error *err) {
+/*
+ * Times `steps` U-Net CFG steps (batch 2, evaluated as the pipeline does: sd_group_unet_forward)
+ * after one untimed warm-up step. With a group, every rank runs them; the caller takes the maximum.
+ */
+static int time_unet(bench_nets *b, const sd_group *g, int h, int w, int steps, bench_result *r, sd_error *err) {
     size_t nx = (size_t)2 * b->ucfg.in_channels * h * w, no = (size_t)2 * b->ucfg.out_channels * h * w;
     size_t nc = (size_t)2 * 77 * b->ucfg.cross_attention_dim;
     float *x = rand_buffer(nx, 11), *ctx = rand_buffer(nc, 12), *out = malloc(no * sizeof(float));
@@ -134,15 +140,21 @@ static int time_unet(bench_nets *b, int h, int w, int steps, bench_result *r, sd
         goto done;
     }
     double t0 = now_s();
-    if ((rc = unet_forward(&b->unet, x, t, ctx, 77, 2, h, w, out, err)) < 0) goto done;
+    if ((rc = sd_group_unet_forward(&b->unet, g, x, t[0], ctx, 77, 2, h, w, out, err)) < 0) goto done;
     r->unet_first_s = now_s() - t0;
     ops_profile_reset();
+    ops_comm_stats *cs = g && g->all ? g->all->stats : NULL;
+    if (cs) memset(cs, 0, sizeof *cs);
     t0 = now_s();
     for (int s = 0; s < steps && rc == 0; s++) {
         t[0] = t[1] = 999.0f - 50.0f * (float)s;
-        rc = unet_forward(&b->unet, x, t, ctx, 77, 2, h, w, out, err);
+        rc = sd_group_unet_forward(&b->unet, g, x, t[0], ctx, 77, 2, h, w, out, err);
     }
     r->unet_step_s = (now_s() - t0) / steps;
+    if (cs) {
+        r->comm_s = cs->seconds / steps;
+        r->comm_bytes = (double)cs->bytes_sent / steps;
+    }
     r->unet_gflop = unet_flops(&b->ucfg, 2, h, w, 77) / 1e9;
     r->unet_scratch_mb = (double)b->unet.ops.scratch.peak / 1e6;
     unet_release_scratch(&b->unet); /* as a pipeline does before decoding */
@@ -150,6 +162,13 @@ done:
     free(x), free(ctx), free(out);
     return rc;
 }
+
+/* The group's measurements (bench --tp), for the JSON. */
+typedef struct bench_tp {
+    int tp;
+    const char *parallel;
+    double step_s, comm_s, comm_bytes, peak_rss_mb; /* max over the ranks */
+} bench_tp;
 
 /* Times one decode of a [1, 4, h, w] latent (cold scratch: its first allocation is included). */
 static int time_vae(bench_nets *b, int h, int w, bench_result *r, sd_error *err) {
@@ -232,7 +251,7 @@ static int bench_precision(bench_nets *b, const bench_opts *o, ops_precision pre
     fflush(stdout);
     nets_set_precision(b, precision);
     ops_profile_enable(o->profile);
-    int rc = time_unet(b, o->h, o->w, o->steps, r, err);
+    int rc = time_unet(b, NULL, o->h, o->w, o->steps, r, err);
     if (rc == 0 && o->profile) {
         printf("  U-Net kernels over %d timed steps:\n", o->steps);
         ops_profile_report(stdout);
@@ -254,8 +273,8 @@ static int bench_precision(bench_nets *b, const bench_opts *o, ops_precision pre
  * --precision both, the bf16 run, written as unet_step_s_bf16, vae_decode_s_bf16,
  * text_encoder_s_bf16, peak_gemm_gflops_bf16 and unet_vs_peak_bf16 (NULL otherwise).
  */
-static int write_json(const char *path, const bench_result *r, const bench_result *bf, const char *precision, int W,
-                      int H, int threads, int steps, sd_error *err) {
+static int write_json(const char *path, const bench_result *r, const bench_result *bf, const bench_tp *tp,
+                      const char *precision, int W, int H, int threads, int steps, sd_error *err) {
     json_t *o = json_object();
     json_object_set_new(o, "precision", json_string(precision));
     json_object_set_new(o, "width", json_integer(W));
@@ -286,7 +305,18 @@ static int write_json(const char *path, const bench_result *r, const bench_resul
         if (bf->vae_s > 0) json_object_set_new(o, "vae_decode_s_bf16", json_real(bf->vae_s));
         if (bf->clip_s > 0) json_object_set_new(o, "text_encoder_s_bf16", json_real(bf->clip_s));
     }
-    json_object_set_new(o, "peak_rss_mb", json_real(r->peak_rss_mb));
+    json_object_set_new(o, "peak_rss_mb", json_real(tp ? tp->peak_rss_mb : r->peak_rss_mb));
+    if (tp) {
+        /* the group's step is the headline; one rank's stays beside it */
+        json_object_set_new(o, "tp", json_integer(tp->tp));
+        json_object_set_new(o, "parallel", json_string(tp->parallel));
+        json_object_set_new(o, "unet_step_s", json_real(tp->step_s));
+        json_object_set_new(o, "unet_step_s_single", json_real(r->unet_step_s));
+        json_object_set_new(o, "speedup", json_real(r->unet_step_s / tp->step_s));
+        json_object_set_new(o, "comm_s_per_step", json_real(tp->comm_s));
+        json_object_set_new(o, "comm_bytes_per_step", json_real(tp->comm_bytes));
+        json_object_set_new(o, "peak_rss_mb_single", json_real(r->peak_rss_mb));
+    }
     json_object_set_new(o, "unet_scratch_mb", json_real(r->unet_scratch_mb));
     if (r->vae_s > 0) json_object_set_new(o, "vae_scratch_mb", json_real(r->vae_scratch_mb));
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
@@ -320,12 +350,147 @@ static void usage(FILE *fp) {
             "                 or both: fp32, then bf16 (JSON: the fp32 keys plus unet_step_s_bf16,\n"
             "                 vae_decode_s_bf16, text_encoder_s_bf16, peak_gemm_gflops_bf16, unet_vs_peak_bf16)\n"
             "  -m MODEL       time a real model (diffusers folder or checkpoint) instead of random weights\n"
+            "  --tp K         under mpirun -np K: one CFG U-Net step on the K ranks as a group (--parallel\n"
+            "                 auto|cfg|tensor, as for generate), then on rank 0 alone, same threads per rank;\n"
+            "                 JSON adds tp, parallel, unet_step_s (group), unet_step_s_single, speedup,\n"
+            "                 comm_s_per_step, comm_bytes_per_step, peak_rss_mb (the largest rank's, group)\n"
             "  --tokenizer P, --config YAML  as for generate (a single file's tokenizer and LDM config), so\n"
             "                 a generate command line's model options work here unchanged\n");
 }
 
+/* What the command line asked for. */
+typedef struct bench_args {
+    const char *model, *json_path;
+    sd_model_opts mopts;
+    int W, H, steps, no_vae, no_text, profile, prec; /* prec: 0 fp32, 1 bf16, 2 both */
+} bench_args;
+
+/* Opens the networks (random or -m) and checks the size; *h, *w: the latent size. */
+static int bench_open(const bench_args *a, bench_nets *b, int unet_only, int *h, int *w, sd_error *err) {
+    memset(b, 0, sizeof *b);
+    int rc = a->model ? nets_open_model(b, a->model, &a->mopts, err) : nets_open_random(b, err);
+    int scale = vae_scale_factor(&b->vcfg);
+    if (rc == 0 && (a->W % scale || a->H % scale))
+        rc = sd_err(err, SD_EINPUT, "bench: -W and -H must be multiples of %d (got %dx%d)", scale, a->W, a->H);
+    if (rc == 0) rc = nets_load(b, unet_only, err);
+    *h = a->H / scale;
+    *w = a->W / scale;
+    return rc;
+}
+
+/* Peak resident memory of this process (since the last peak_rss_reset), MB. */
+static double peak_rss_mb(void) {
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (fp && fgets(line, sizeof line, fp))
+        if (sscanf(line, "VmHWM: %ld", &kb) == 1) break;
+    if (fp) fclose(fp);
+    if (kb >= 0) return (double)kb / 1024.0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+/*
+ * Starts a new peak (Linux: "5" to /proc/self/clear_refs resets VmHWM). bench --tp uses it after
+ * sharding: the random weights are made whole before each rank keeps its share, a peak a mapped
+ * checkpoint does not have (its pages are read only where a rank's shards lie, and column copies
+ * release theirs).
+ */
+static void peak_rss_reset(void) {
+    FILE *fp = fopen("/proc/self/clear_refs", "w");
+    if (fp) {
+        fputs("5", fp);
+        fclose(fp);
+    }
+}
+
+/*
+ * The whole benchmark on this process alone: prints the table and writes the JSON (with tp's group
+ * figures when given). Returns the exit status.
+ */
+static int bench_single(const bench_args *a, const bench_tp *tp) {
+    bench_result r = {0}, rb = {0}; /* the fp32 run, the bf16 run */
+    bench_nets b;
+    sd_error err = {0};
+    int h, w, prec = a->prec;
+    double t0 = now_s();
+    int rc = bench_open(a, &b, 0, &h, &w, &err);
+    if (rc < 0) {
+        nets_free(&b);
+        return cli_fail(&err);
+    }
+    int nt = ops_get_threads();
+    if (prec != 0 && !cli_bf16_usable()) prec = 0;
+    r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
+    printf("sdrender bench: %s, %dx%d (latent %dx%d), %d threads%s\n",
+           a->model ? a->model : "SD 1.5 architecture, random f16 weights", a->W, a->H, h, w, nt,
+           tp ? ", rank 0 alone" : "");
+    printf("  weights: %.0f MB %s in %.1f s\n", b.weight_mb, a->model ? "mapped" : "made", now_s() - t0);
+    printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
+    fflush(stdout);
+    bench_opts o = {h, w, a->steps, a->no_vae, a->no_text, a->profile};
+    rc = prec == 1 ? 0 : bench_precision(&b, &o, OPS_PRECISION_FP32, &r, &err);
+    if (rc == 0 && prec != 0) {
+        rb.sgemm_gflops = r.sgemm_gflops;
+        rc = bench_precision(&b, &o, OPS_PRECISION_BF16, &rb, &err);
+    }
+    if (rc < 0) {
+        nets_free(&b);
+        return cli_fail(&err);
+    }
+    r.peak_rss_mb = rb.peak_rss_mb = peak_rss_mb();
+    const bench_result *last = prec == 0 ? &r : &rb;
+    printf("  peak RSS: %.0f MB (weights %.0f MB; activations and scratch at most %.0f MB U-Net, %.0f MB VAE)\n",
+           last->peak_rss_mb, b.weight_mb, last->unet_scratch_mb, last->vae_scratch_mb);
+    if (tp)
+        printf("  group of %d ranks (%s-parallel): U-Net step %.3f s vs %.3f s alone: %.2fx; communication %.3f s "
+               "and %.1f MB sent per step (largest rank); peak RSS %.0f MB (largest rank)\n",
+               tp->tp, tp->parallel, tp->step_s, r.unet_step_s, r.unet_step_s / tp->step_s, tp->comm_s,
+               tp->comm_bytes / 1e6, tp->peak_rss_mb);
+    if (a->json_path)
+        rc = write_json(a->json_path, prec == 1 ? &rb : &r, prec == 2 ? &rb : NULL, tp, prec == 1 ? "bf16" : "fp32",
+                        a->W, a->H, nt, a->steps, &err);
+    nets_free(&b);
+    return rc < 0 ? cli_fail(&err) : 0;
+}
+
+/*
+ * bench --tp: every rank loads the U-Net, keeps its shards and times the group's CFG steps; then rank
+ * 0 runs the whole single-process benchmark (the others wait) and reports both. Collective.
+ */
+static int bench_group(const bench_args *a, sd_tp_world *world) {
+    const sd_group *g = sd_tp_group(world);
+    bench_nets b;
+    bench_result gr = {0};
+    sd_error err = {0};
+    int h, w;
+    int rc = bench_open(a, &b, 1, &h, &w, &err);
+    if (rc == 0) rc = unet_shard(&b.unet, g->tp, &err);
+    peak_rss_reset();
+    rc = sd_group_agree(g, rc, &err);
+    if (rc == 0) {
+        sd_tp_barrier(world);
+        rc = time_unet(&b, g, h, w, a->steps, &gr, &err);
+        rc = sd_group_agree(g, rc, &err);
+    }
+    bench_tp tp = {.tp = g->size, .parallel = sd_parallel_name(g->strategy)};
+    tp.step_s = sd_tp_max(world, gr.unet_step_s);
+    tp.comm_s = sd_tp_max(world, gr.comm_s);
+    tp.comm_bytes = sd_tp_max(world, gr.comm_bytes);
+    tp.peak_rss_mb = sd_tp_max(world, peak_rss_mb());
+    nets_free(&b);
+    if (rc < 0) return g->rank == 0 ? cli_fail(&err) : sd_err_exit_code(rc);
+    int code = 0;
+    if (g->rank == 0) code = bench_single(a, &tp);
+    sd_tp_barrier(world);
+    return code;
+}
+
 int cmd_bench(int argc, char **argv) {
-    long W = 512, H = 512, threads = 0, steps = 3;
+    long W = 512, H = 512, threads = 0, steps = 3, tp = 1;
+    sd_parallel parallel = SD_PARALLEL_AUTO;
     const char *json_path = NULL, *model = NULL;
     sd_model_opts mopts = {0};
     int no_vae = 0, no_text = 0, profile = 0, prec = 0; /* prec: 0 fp32, 1 bf16, 2 both */
@@ -336,6 +501,7 @@ int cmd_bench(int argc, char **argv) {
         {"no-text", no_argument, 0, 'T'},       {"help", no_argument, 0, 'h'},
         {"profile", no_argument, 0, 'P'},       {"precision", required_argument, 0, 'p'},
         {"tokenizer", required_argument, 0, 'k'}, {"config", required_argument, 0, 'c'},
+        {"tp", required_argument, 0, 'K'},      {"parallel", required_argument, 0, 'L'},
         {0, 0, 0, 0},
     };
     int c;
@@ -354,56 +520,22 @@ int cmd_bench(int argc, char **argv) {
         case 'k': mopts.tokenizer = optarg; break;
         case 'c': mopts.config = optarg; break;
         case 'p': if (cli_parse_precision(optarg, 1, &prec, &err) < 0) return cli_fail(&err); break;
+        case 'K': if (cli_parse_long("--tp", optarg, 1, 1024, &tp, &err) < 0) return cli_fail(&err); break;
+        case 'L': if (sd_parallel_parse(optarg, &parallel, &err) < 0) return cli_fail(&err); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     if (optind < argc) return cli_usage_error("bench: unexpected argument '%s'", argv[optind]);
-    ops_set_threads((int)threads);
-
-    bench_result r = {0}, rb = {0}; /* the fp32 run, the bf16 run */
-    bench_nets b;
-    memset(&b, 0, sizeof b);
-    double t0 = now_s();
     if (!model && (mopts.tokenizer || mopts.config))
         return cli_usage_error("bench: --tokenizer and --config need -m MODEL");
-    int rc = model ? nets_open_model(&b, model, &mopts, &err) : nets_open_random(&b, &err);
-    int scale = vae_scale_factor(&b.vcfg);
-    if (rc == 0 && (W % scale || H % scale)) {
-        nets_free(&b);
-        return cli_usage_error("bench: -W and -H must be multiples of %d (got %ldx%ld)", scale, W, H);
-    }
-    if (rc == 0) rc = nets_load(&b, &err);
-    if (rc < 0) {
-        nets_free(&b);
-        return cli_fail(&err);
-    }
-    int nt = ops_get_threads(), h = (int)H / scale, w = (int)W / scale;
-    if (prec != 0 && !cli_bf16_usable()) prec = 0;
-    r.sgemm_gflops = ops_sgemm_reference_gflops(2048, 3);
-    printf("sdrender bench: %s, %ldx%ld (latent %dx%d), %d threads\n",
-           model ? model : "SD 1.5 architecture, random f16 weights", W, H, h, w, nt);
-    printf("  weights: %.0f MB %s in %.1f s\n", b.weight_mb, model ? "mapped" : "made", now_s() - t0);
-    printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
-    fflush(stdout);
-    bench_opts o = {h, w, (int)steps, no_vae, no_text, profile};
-    rc = prec == 1 ? 0 : bench_precision(&b, &o, OPS_PRECISION_FP32, &r, &err);
-    if (rc == 0 && prec != 0) {
-        rb.sgemm_gflops = r.sgemm_gflops;
-        rc = bench_precision(&b, &o, OPS_PRECISION_BF16, &rb, &err);
-    }
-    if (rc < 0) {
-        nets_free(&b);
-        return cli_fail(&err);
-    }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    r.peak_rss_mb = rb.peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
-    const bench_result *last = prec == 0 ? &r : &rb;
-    printf("  peak RSS: %.0f MB (weights %.0f MB; activations and scratch at most %.0f MB U-Net, %.0f MB VAE)\n",
-           last->peak_rss_mb, b.weight_mb, last->unet_scratch_mb, last->vae_scratch_mb);
-    if (json_path) rc = write_json(json_path, prec == 1 ? &rb : &r, prec == 2 ? &rb : NULL, prec == 1 ? "bf16" : "fp32",
-                                   (int)W, (int)H, nt, (int)steps, &err);
-    nets_free(&b);
-    return rc < 0 ? cli_fail(&err) : 0;
+    ops_set_threads((int)threads);
+    bench_args a = {.model = model, .mopts = mopts, .W = (int)W, .H = (int)H, .steps = (int)steps, .no_vae = no_vae,
+                    .no_text = no_text, .profile = profile, .prec = prec, .json_path = json_path};
+    if (tp <= 1) return bench_single(&a, NULL);
+    sd_tp_world *world = NULL;
+    if (sd_tp_start(&argc, &argv, (int)tp, parallel, 1, &world, &err) < 0) return cli_fail(&err);
+    int code = bench_group(&a, world);
+    sd_tp_end(world);
+    return code;
 }

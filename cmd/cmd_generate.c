@@ -11,6 +11,7 @@
 #include "progress.h"
 #include "lora_set.h"
 #include "render.h"
+#include "tp_group.h"
 
 static void usage(FILE *fp) {
     fprintf(fp,
@@ -43,6 +44,12 @@ static void usage(FILE *fp) {
             "      --threads T        CPU threads (default: all cores)\n"
             "      --precision P      fp32 (default) or bf16: matrix products on bf16 inputs with fp32 sums\n"
             "                         (needs AVX512_BF16; test images 46-56 dB PSNR from fp32)\n"
+            "      --tp K             render each image with the K ranks of this MPI job together\n"
+            "                         (mpirun -np K sdrender generate --tp K ...; see README, Tensor parallelism)\n"
+            "      --parallel S       how the K ranks share the U-Net: auto (default: cfg when guidance is on\n"
+            "                         and K is even, else tensor), cfg (one CFG half per K/2 ranks; images\n"
+            "                         byte-identical to one rank) or tensor (every layer split K ways;\n"
+            "                         within 1 level per pixel of one rank)\n"
             "      --tokenizer P      tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
             "      --config YAML      LDM config of a single file (default: same base name + .yaml)\n"
             "  -q, --quiet            no progress output\n"
@@ -100,9 +107,111 @@ static int on_step(void *ctx, int done, int total) {
     return 0;
 }
 
+/* What the command line asked for, parsed. */
+typedef struct gen_args {
+    const char *model, *out;
+    sd_model_opts mopts;
+    sd_settings s;          /* steps, guidance, ... set; size, sampler and seed filled in later */
+    long seed, width, height, batch;
+    int have_sampler, quiet, bf16;
+    const sd_lora_set *loras; /* merged into the model before rendering */
+} gen_args;
+
+/*
+ * Opens the model, fills in the size, sampler and seed, and renders the batch. With a group (--tp), every
+ * rank runs this: they agree after loading (a rank that cannot load stops all), share the leader's random
+ * seed, and only the leader reports and writes files. Returns the exit status.
+ */
+static int generate_images(gen_args *a, const sd_group *grp) {
+    sd_settings s = a->s;
+    long width = a->width, height = a->height, seed = a->seed;
+    int leader = !grp || grp->rank == 0, quiet = a->quiet || !leader, rc = 0;
+    sd_error err = {0};
+    sd_model m;
+    sd_pipeline p;
+    sd_render_id id;
+    int have_model = 0, have_pipe = 0;
+    if ((rc = sd_model_open(&m, a->model, &a->mopts, &err)) == 0) have_model = 1;
+    int scale = have_model ? vae_scale_factor(&m.vae) : 8;
+    if (rc == 0 && ((width && width % scale) || (height && height % scale)))
+        rc = sd_err(&err, SD_EINPUT, "generate: size %ldx%ld: width and height must each be a multiple of %d", width,
+                    height, scale);
+    if (rc == 0 && !a->have_sampler) s.sampler = model_sampler(&m);
+    /* size: -W/-H, else the init image's, else the model's native size */
+    if (rc == 0 && s.init_image && (!width || !height)) {
+        uint8_t *tmp = NULL;
+        int iw, ih;
+        if ((rc = sd_png_read_rgb(s.init_image, &tmp, &iw, &ih, &err)) == 0) {
+            free(tmp);
+            if (!width) width = iw;
+            if (!height) height = ih;
+        }
+    }
+    if (rc == 0) {
+        int native = m.unet.sample_size * scale;
+        s.width = (int)(width ? width : native);
+        s.height = (int)(height ? height : native);
+    }
+    int random = seed < 0;
+    if (random) seed = random_seed();
+    s.seed = seed;
+    if (rc == 0) rc = sd_settings_check_for(&s, scale, &err);
+    if (rc == 0 && (rc = sd_pipeline_load_group(&p, &m, grp, &err)) == 0) have_pipe = 1;
+    sd_lora_ctx lc;
+    char *lora_hashes = NULL;
+    if (have_model) sd_lora_ctx_init(&lc, &m);
+    if (rc == 0 && a->loras->n && p.unet.shards.n)
+        rc = sd_err(&err, SD_EUNSUPPORTED, "generate: LoRAs cannot be merged into a tensor-parallel (sharded) U-Net "
+                    "yet; use --parallel cfg with --tp 2, or no --tp");
+    if (rc == 0) rc = sd_lora_ctx_apply(&lc, a->loras, &lora_hashes, &err);
+    s.lora_hashes = lora_hashes;
+    if (rc == 0) rc = sd_render_identify(&m, &id, &err);
+    /* a group goes on only if every rank got this far; then every rank uses the leader's seed */
+    rc = sd_group_agree(grp, rc, &err);
+    int hi = (int)(seed >> 16), lo = (int)(seed & 0xffff);
+    if (rc == 0 && grp && (rc = sd_group_bcast_int(grp, &hi, &err)) == 0) rc = sd_group_bcast_int(grp, &lo, &err);
+    seed = ((long)hi << 16) | lo;
+    if (rc == 0 && random && leader) fprintf(stderr, "sdrender: random seed %ld\n", seed);
+    if (rc == 0 && a->bf16 && cli_bf16_usable()) sd_pipeline_set_precision(&p, OPS_PRECISION_BF16);
+    for (long i = 0; rc == 0 && i < a->batch; i++) {
+        s.seed = seed + i;
+        char *path = output_name(a->out, (int)i, (int)a->batch);
+        if (!path) {
+            rc = sd_err(&err, SD_ENOMEM, "out of memory");
+            break;
+        }
+        progress_bar pr;
+        char label[64];
+        snprintf(label, sizeof label, a->batch > 1 ? "image %ld/%ld" : "generate", i + 1, a->batch);
+        int total = sd_pipeline_count_evals(&p, &s, &err);
+        if (total < 0) {
+            rc = total;
+            free(path);
+            break;
+        }
+        progress_start(&pr, label, "steps", total, quiet);
+        step_ctx sc = {.pr = &pr};
+        char sha[65];
+        double t0 = cli_now();
+        rc = sd_render_png(&p, &s, &id, path, on_step, &sc, sha, &err);
+        rc = sd_group_agree(grp, rc, &err); /* e.g. the leader could not write: the group stops together */
+        progress_end(&pr);
+        if (rc == 0 && !quiet)
+            fprintf(stderr, "sdrender: wrote %s (%dx%d, seed %lld, %.1f s)\n", path, s.width, s.height,
+                    (long long)s.seed, cli_now() - t0);
+        free(path);
+    }
+    if (have_model) sd_lora_ctx_free(&lc);
+    free(lora_hashes);
+    if (have_pipe) sd_pipeline_free(&p);
+    if (have_model) sd_model_close(&m);
+    if (rc < 0 && !leader) return sd_err_exit_code(rc); /* the leader prints the group's error */
+    return rc < 0 ? cli_fail(&err) : 0;
+}
+
 int cmd_generate(int argc, char **argv) {
     enum { O_STEPS = 256, O_CFG, O_SAMPLER, O_KARRAS, O_ETA, O_SEED, O_CLIPSKIP, O_STRENGTH, O_MASK, O_BATCH, O_THREADS,
-           O_TOK, O_CONFIG, O_PRECISION, O_SYNTAX, O_LORA, O_LORA_DIR };
+           O_TOK, O_CONFIG, O_PRECISION, O_TP, O_PARALLEL, O_SYNTAX, O_LORA, O_LORA_DIR };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},      {"prompt", required_argument, 0, 'p'},
         {"negative", required_argument, 0, 'n'},   {"output", required_argument, 0, 'o'},
@@ -115,6 +224,7 @@ int cmd_generate(int argc, char **argv) {
         {"batch-count", required_argument, 0, O_BATCH}, {"threads", required_argument, 0, O_THREADS},
         {"tokenizer", required_argument, 0, O_TOK}, {"config", required_argument, 0, O_CONFIG},
         {"precision", required_argument, 0, O_PRECISION},
+        {"tp", required_argument, 0, O_TP},        {"parallel", required_argument, 0, O_PARALLEL},
         {"prompt-syntax", required_argument, 0, O_SYNTAX}, {"lora", required_argument, 0, O_LORA},
         {"lora-dir", required_argument, 0, O_LORA_DIR},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
@@ -123,7 +233,8 @@ int cmd_generate(int argc, char **argv) {
     sd_settings_default(&s);
     const char *model = NULL, *out = NULL;
     sd_model_opts mopts = {0};
-    long steps = 20, seed = -1, width = 0, height = 0, clip_skip = 1, batch = 1, threads = 0;
+    long steps = 20, seed = -1, width = 0, height = 0, clip_skip = 1, batch = 1, threads = 0, tp = 1;
+    sd_parallel parallel = SD_PARALLEL_AUTO;
     double cfg = 7.5, eta = 0, strength = -1;
     int have_sampler = 0, quiet = 0, bf16 = 0, c;
     const char *lora_dir = NULL;
@@ -152,6 +263,8 @@ int cmd_generate(int argc, char **argv) {
         case O_BATCH: rc = cli_parse_long("--batch-count", optarg, 1, 100000, &batch, &err); break;
         case O_THREADS: rc = cli_parse_long("--threads", optarg, 0, 4096, &threads, &err); break;
         case O_PRECISION: rc = cli_parse_precision(optarg, 0, &bf16, &err); break;
+        case O_TP: rc = cli_parse_long("--tp", optarg, 1, 1024, &tp, &err); break;
+        case O_PARALLEL: rc = sd_parallel_parse(optarg, &parallel, &err); break;
         case O_CFG: rc = cli_parse_double("--cfg-scale", optarg, 0, 100, &cfg, &err); break;
         case O_ETA: rc = cli_parse_double("--eta", optarg, 0, 1, &eta, &err); break;
         case O_STRENGTH: rc = cli_parse_double("--strength", optarg, 0, 1, &strength, &err); break;
@@ -186,99 +299,34 @@ int cmd_generate(int argc, char **argv) {
     if (s.mask && !s.init_image) return cli_usage_error("generate: --mask needs an init image (-i)");
     if (strength >= 0 && !s.init_image) return cli_usage_error("generate: --strength needs an init image (-i)");
     if (strength == 0) return cli_usage_error("generate: --strength must be in (0, 1]");
-    sd_lora_set loras;
-    if (sd_lora_set_build(&loras, lora_specs, s.prompt, s.prompt_syntax, lora_dir, &err) < 0) return cli_fail(&err);
-    if (s.prompt_syntax == SD_PROMPT_PLAIN && strstr(s.prompt, "<lora:"))
-        fprintf(stderr, "sdrender: note: the prompt's <lora:...> tags are read as plain text; pass --prompt-syntax a1111 "
-                        "to apply them\n");
-
-    ops_set_threads((int)threads);
-    sd_model m;
-    if (sd_model_open(&m, model, &mopts, &err) < 0) {
-        sd_lora_set_free(&loras);
-        return cli_fail(&err);
-    }
-    int scale = vae_scale_factor(&m.vae);
-    if ((width && width % scale) || (height && height % scale)) {
-        sd_lora_set_free(&loras);
-        sd_model_close(&m);
-        return cli_usage_error("generate: size %ldx%ld: width and height must each be a multiple of %d", width, height,
-                               scale);
-    }
-    if (!have_sampler) s.sampler = model_sampler(&m);
-    /* size: -W/-H, else the init image's, else the model's native size */
-    if (s.init_image && (!width || !height)) {
-        uint8_t *tmp = NULL;
-        int iw, ih;
-        if (sd_png_read_rgb(s.init_image, &tmp, &iw, &ih, &err) < 0) {
-            sd_lora_set_free(&loras);
-            sd_model_close(&m);
-            return cli_fail(&err);
-        }
-        free(tmp);
-        if (!width) width = iw;
-        if (!height) height = ih;
-    }
-    int native = m.unet.sample_size * scale;
-    s.width = (int)(width ? width : native);
-    s.height = (int)(height ? height : native);
     s.steps = (int)steps;
     s.cfg_scale = (float)cfg;
     s.eta = (float)eta;
     s.clip_skip = (int)clip_skip;
     s.strength = strength >= 0 ? strength : s.mask ? 1.0 : 0.8;
     if (!s.negative) s.negative = "";
-    int random = seed < 0;
-    if (random) seed = random_seed();
-    s.seed = seed;
-    int rc = sd_settings_check_for(&s, scale, &err);
-    if (rc == 0 && random) fprintf(stderr, "sdrender: random seed %ld\n", seed);
-    sd_pipeline p;
-    sd_render_id id;
-    if (rc == 0) rc = sd_pipeline_load(&p, &m, &err);
-    if (rc < 0) {
-        sd_lora_set_free(&loras);
-        sd_model_close(&m);
-        return cli_fail(&err);
-    }
-    if (bf16 && cli_bf16_usable()) sd_pipeline_set_precision(&p, OPS_PRECISION_BF16);
-    sd_lora_ctx lc;
-    char *lora_hashes = NULL;
-    sd_lora_ctx_init(&lc, &m);
-    rc = sd_lora_ctx_apply(&lc, &loras, &lora_hashes, &err);
-    s.lora_hashes = lora_hashes;
-    if (rc == 0) rc = sd_render_identify(&m, &id, &err);
-    for (long i = 0; rc == 0 && i < batch; i++) {
-        s.seed = seed + i;
-        char *path = output_name(out, (int)i, (int)batch);
-        if (!path) {
-            rc = sd_err(&err, SD_ENOMEM, "out of memory");
-            break;
+    sd_lora_set loras;
+    if (sd_lora_set_build(&loras, lora_specs, s.prompt, s.prompt_syntax, lora_dir, &err) < 0) return cli_fail(&err);
+    if (s.prompt_syntax == SD_PROMPT_PLAIN && strstr(s.prompt, "<lora:"))
+        fprintf(stderr, "sdrender: note: the prompt's <lora:...> tags are read as plain text; pass --prompt-syntax a1111 "
+                        "to apply them\n");
+
+    gen_args a = {.model = model, .out = out, .mopts = mopts, .s = s, .seed = seed, .width = width, .height = height,
+                  .batch = batch, .have_sampler = have_sampler, .quiet = quiet, .bf16 = bf16, .loras = &loras};
+    ops_set_threads((int)threads);
+    int code;
+    if (tp <= 1) {
+        code = generate_images(&a, NULL);
+    } else {
+        sd_tp_world *world = NULL;
+        if (sd_tp_start(&argc, &argv, (int)tp, parallel, cfg > 1, &world, &err) < 0) {
+            sd_lora_set_free(&loras);
+            return cli_fail(&err);
         }
-        progress_bar pr;
-        char label[64];
-        snprintf(label, sizeof label, batch > 1 ? "image %ld/%ld" : "generate", i + 1, batch);
-        int total = sd_pipeline_count_evals(&p, &s, &err);
-        if (total < 0) {
-            rc = total;
-            free(path);
-            break;
-        }
-        progress_start(&pr, label, "steps", total, quiet);
-        step_ctx sc = {.pr = &pr};
-        char sha[65];
-        double t0 = cli_now();
-        rc = sd_render_png(&p, &s, &id, path, on_step, &sc, sha, &err);
-        progress_end(&pr);
-        if (rc == 0 && !quiet)
-            fprintf(stderr, "sdrender: wrote %s (%dx%d, seed %lld, %.1f s)\n", path, s.width, s.height,
-                    (long long)s.seed, cli_now() - t0);
-        free(path);
+        code = generate_images(&a, sd_tp_group(world));
+        sd_tp_end(world);
     }
-    sd_lora_ctx_free(&lc);
     sd_lora_set_free(&loras);
-    free(lora_hashes);
-    sd_pipeline_free(&p);
-    sd_model_close(&m);
-    return rc < 0 ? cli_fail(&err) : 0;
+    return code;
 }
+

@@ -47,6 +47,12 @@ static void usage(FILE *fp) {
             "                       the base weights exactly when the set changes\n"
             "  --lora-dir DIR       where <lora:NAME:M> tags find NAME.safetensors for jobs enqueued\n"
             "                       without --lora-dir\n"
+            "  --tp K               worker groups of K consecutive ranks render each image together\n"
+            "                       (ranks 1..K, K+1..2K, ...; the worker count, -np minus 1, must be a\n"
+            "                       multiple of K); see README, Tensor parallelism\n"
+            "  --parallel S         how a group shares the U-Net: auto (default: cfg for even K, else\n"
+            "                       tensor), cfg (CFG halves on the two halves of the group; jobs without\n"
+            "                       guidance then run on both halves alike) or tensor (every layer split)\n"
             "  --threads T          threads per rendering rank (default: the node's cores / its ranks)\n"
             "  --tokenizer P        tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
             "  --config YAML        LDM config of a single file\n"
@@ -69,6 +75,7 @@ typedef struct {
 
 typedef struct {
     run_ctx *ctx;
+    const sd_group *group; /* NULL: this rank renders alone */
     sd_model model;
     sd_pipeline pipe;
     sd_render_id id;
@@ -124,11 +131,12 @@ static int run_identify(void *vctx, char sha[65], sd_error *err) {
     return rc;
 }
 
-static int run_setup(void *vctx, int local_workers, void **state, sd_error *err) {
+static int run_setup(void *vctx, int local_workers, const sd_group *group, void **state, sd_error *err) {
     run_ctx *c = vctx;
     worker_state *w = calloc(1, sizeof *w);
     if (!w) return sd_err(err, SD_ENOMEM, "out of memory");
     w->ctx = c;
+    w->group = group;
     if (c->dry_run) {
         int rc = dry_run_setup(w, err);
         if (rc < 0) free(w);
@@ -138,7 +146,7 @@ static int run_setup(void *vctx, int local_workers, void **state, sd_error *err)
     ops_set_threads(c->threads > 0 ? (int)c->threads : cli_threads_for(local_workers));
     int rc = sd_model_open(&w->model, c->model_path, &c->mopts, err);
     if (rc == 0) {
-        rc = sd_pipeline_load(&w->pipe, &w->model, err);
+        rc = sd_pipeline_load_group(&w->pipe, &w->model, group, err);
         if (rc < 0) sd_model_close(&w->model);
     }
     if (rc == 0) sd_lora_ctx_init(&w->lora, &w->model);
@@ -162,6 +170,7 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
     worker_state *w = vstate;
     if (w->ctx->dry_run) {
         *seconds = 0;
+        if (w->group && w->group->rank != 0) return 0; /* the leader writes */
         return dry_run_write(w, out_path, sha, err);
     }
     sd_settings s;
@@ -174,16 +183,17 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
     int merges = w->lora.merges;
     int rc = sd_lora_set_build(&set, specs, job->prompt, job->prompt_syntax,
                                job->lora_dir ? job->lora_dir : w->ctx->lora_dir, err);
-    if (rc == 0) {
-        rc = sd_lora_ctx_apply(&w->lora, &set, &hashes, err);
-        if (rc == 0 && w->lora.merges != merges && !w->ctx->quiet) {
-            char *label = sd_lora_set_label(&set);
-            fprintf(stderr, "sdrender run: job %lld: merged LoRA set '%s' (pid %ld)\n", (long long)job->id,
-                    label ? label : "?", (long)getpid());
-            free(label);
-        }
-        sd_lora_set_free(&set);
+    if (rc == 0 && set.n && w->pipe.unet.shards.n)
+        rc = sd_err(err, SD_EUNSUPPORTED, "LoRAs cannot be merged into a tensor-parallel (sharded) U-Net yet; run LoRA "
+                    "jobs without --tp, or with --tp 2 --parallel cfg");
+    if (rc == 0) rc = sd_lora_ctx_apply(&w->lora, &set, &hashes, err);
+    if (rc == 0 && w->lora.merges != merges && !w->ctx->quiet && (!w->group || w->group->rank == 0)) {
+        char *label = sd_lora_set_label(&set);
+        fprintf(stderr, "sdrender run: job %lld: merged LoRA set '%s' (pid %ld)\n", (long long)job->id,
+                label ? label : "?", (long)getpid());
+        free(label);
     }
+    sd_lora_set_free(&set);
     if (rc < 0) {
         *seconds = 0;
         *retry = rc != SD_EINPUT && rc != SD_ENOTFOUND && rc != SD_EUNSUPPORTED;
@@ -193,8 +203,15 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
     sd_render_identify_name(&w->model, &w->id);
     snprintf(w->id.hash, sizeof w->id.hash, "%s", model_sha ? model_sha : "");
     double t0 = cli_now();
-    /* a crash after the PNG was written but before the master recorded it: keep the file */
-    if (sd_render_exists(&s, &w->id, out_path, sha)) {
+    /* a crash after the PNG was written but before the master recorded it: keep the file (the
+     * leader looks; its group follows) */
+    int exists = (!w->group || w->group->rank == 0) && sd_render_exists(&s, &w->id, out_path, sha);
+    rc = sd_group_bcast_int(w->group, &exists, err);
+    if (rc < 0) {
+        free(hashes);
+        return rc;
+    }
+    if (exists) {
         *seconds = 0;
         free(hashes);
         return 0;
@@ -219,8 +236,8 @@ static void run_teardown(void *vstate) {
     free(w);
 }
 
-enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT, O_SHARD, O_DRY, O_LORA,
-       O_LORA_DIR };
+enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT, O_SHARD, O_DRY, O_TP,
+       O_PARALLEL, O_LORA, O_LORA_DIR };
 
 /* --shard I/N: 1 <= N <= 1e6, 0 <= I < N. */
 static int parse_shard(const char *arg, int *index, int *count, sd_error *err) {
@@ -238,6 +255,7 @@ typedef struct run_args {
     run_ctx ctx;
     sd_run_options o;
     long max_attempts;
+    long tp;
 } run_args;
 
 /* One of run's own options (cli.h reads the shared ones): ctx is a run_args. */
@@ -266,6 +284,8 @@ static int run_take_option(void *ctx, int opt, const char *arg, sd_error *err) {
     case O_WAIT: return cli_parse_double("--wait", arg, 0, 1e6, &a->o.wait_s, err);
     case O_SHARD: return parse_shard(arg, &a->o.shard_index, &a->o.shard_count, err);
     case O_MAXATT: return cli_parse_long("--max-attempts", arg, 1, 1000, &a->max_attempts, err);
+    case O_TP: return cli_parse_long("--tp", arg, 1, 1024, &a->tp, err);
+    case O_PARALLEL: return sd_parallel_parse(arg, &a->o.parallel, err);
     }
     return 0;
 }
@@ -284,9 +304,11 @@ int cmd_run(int argc, char **argv) {
                                              {"lora-dir", required_argument, 0, O_LORA_DIR},
                                              {"tokenizer", required_argument, 0, O_TOK},
                                              {"config", required_argument, 0, O_CONFIG},
+                                             {"tp", required_argument, 0, O_TP},
+                                             {"parallel", required_argument, 0, O_PARALLEL},
                                              {0, 0, 0, 0}};
     static const cli_command_opts opts = {"run", "m:", longopts, 0, run_take_option, usage};
-    run_args a = {.ctx = {.grace = 60}, .o = {.group_size = 1, .wait_s = SD_RUN_WAIT_S}, .max_attempts = 3};
+    run_args a = {.ctx = {.grace = 60}, .o = {.group_size = 1, .wait_s = SD_RUN_WAIT_S}, .max_attempts = 3, .tp = 1};
     cli_shared_opts shared;
     int code = cli_parse_options(argc, argv, &opts, &a, &shared);
     if (code >= 0) return code;
@@ -301,11 +323,16 @@ int cmd_run(int argc, char **argv) {
     o.grace = ctx.grace;
     o.max_attempts = (int)max_attempts;
     o.quiet = ctx.quiet;
+    o.group_size = (int)a.tp;
     json_t *settings = json_pack("{s:s,s:f,s:I,s:I}", "out", o.out_dir, "grace", ctx.grace, "threads",
                                  (json_int_t)ctx.threads, "max_attempts", (json_int_t)max_attempts);
     if (settings && o.shard_count > 1)
         json_object_set_new(settings, "shard", json_sprintf("%d/%d", o.shard_index, o.shard_count));
     if (settings && ctx.dry_run) json_object_set_new(settings, "dry_run", json_true());
+    if (settings && a.tp > 1) {
+        json_object_set_new(settings, "tp", json_integer(a.tp));
+        json_object_set_new(settings, "parallel", json_string(sd_parallel_name(o.parallel)));
+    }
     char *sj = settings ? json_dumps(settings, JSON_COMPACT) : NULL;
     json_decref(settings);
     o.settings_json = sj;

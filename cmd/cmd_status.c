@@ -67,6 +67,8 @@ static int print_json(const char *path, const jobdb *db, const jobdb_summary *s,
         json_object_set_new(run, "instance", json_string(s->last_run_instance));
         json_object_set_new(run, "host", json_string(s->last_run_host));
         json_object_set_new(run, "ranks", json_integer(s->last_run_ranks));
+        json_object_set_new(run, "group_size", json_integer(s->last_run_group_size));
+        json_object_set_new(run, "parallel", s->last_run_parallel[0] ? json_string(s->last_run_parallel) : json_null());
         json_object_set_new(run, "started_at", time_or_null(s->last_run_started_at));
         json_object_set_new(run, "ended_at", time_or_null(s->last_run_ended_at));
         json_object_set_new(run, "last_seen_at", time_or_null(s->last_run_last_seen_at));
@@ -116,6 +118,8 @@ static void print_human(const char *path, const jobdb_summary *s, int checked) {
         if (s->last_run_ended_at > 0) printf(" at %s", fmt_time(s->last_run_ended_at, t2, sizeof t2));
         else if (s->last_run_last_seen_at > 0)
             printf(", last seen %s", fmt_time(s->last_run_last_seen_at, t2, sizeof t2));
+        if (s->last_run_group_size > 1)
+            printf("; groups of %d ranks, %s-parallel", s->last_run_group_size, s->last_run_parallel);
         printf("\n");
     } else {
         printf("no run yet\n");

@@ -100,6 +100,8 @@ typedef struct jobdb_run_config {
     int max_attempts;          /* for jobdb_fail / jobdb_recover; 0: JOBDB_DEFAULT_MAX_ATTEMPTS */
     double exclusive_s;        /* > 0: refuse to begin while another run looks alive (see below) */
     int shard_index, shard_count; /* shard_count > 1: the run works only on jobs with id % count == index */
+    int group_size;            /* ranks per worker group (run --tp); 0 means 1 */
+    const char *parallel;      /* the groups' strategy, "cfg" or "tensor"; NULL for groups of 1 */
 } jobdb_run_config;
 
 /* Records a new run and makes it the current run of db: the state-changing
@@ -213,6 +215,8 @@ typedef struct jobdb_summary {
     char last_run_host[256];
     char last_run_end_status[32]; /* "" while it runs (or died without a trace) */
     int last_run_ranks;
+    int last_run_group_size;       /* ranks per worker group */
+    char last_run_parallel[16];    /* their strategy ("cfg", "tensor"), or "" */
     double last_run_started_at, last_run_ended_at, last_run_last_seen_at; /* 0 = unknown */
     /* The latest errors, newest first. */
     int n_errors;

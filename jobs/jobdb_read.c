@@ -50,7 +50,7 @@ static int summary_counts(jobdb *db, jobdb_summary *s, sd_error *err) {
 static int summary_last_run(jobdb *db, jobdb_summary *s, sd_error *err) {
     sqlite3_stmt *st;
     int rc = jobdb_prepare(db,
-                           "SELECT id, instance, host, ranks, started_at, ended_at, end_status, last_seen_at"
+                           "SELECT id, instance, host, ranks, started_at, ended_at, end_status, last_seen_at, group_size, parallel"
                            " FROM runs ORDER BY id DESC LIMIT 1",
                            &st, err);
     if (rc < 0) return rc;
@@ -64,6 +64,8 @@ static int summary_last_run(jobdb *db, jobdb_summary *s, sd_error *err) {
         s->last_run_ended_at = sqlite3_column_double(st, 5);
         copy_col(st, 6, s->last_run_end_status, sizeof s->last_run_end_status);
         s->last_run_last_seen_at = sqlite3_column_double(st, 7);
+        s->last_run_group_size = sqlite3_column_int(st, 8);
+        copy_col(st, 9, s->last_run_parallel, sizeof s->last_run_parallel);
     } else if (r != SQLITE_DONE) {
         rc = jobdb_sqlite_error(db, r, "reading the last run", err);
     }

@@ -131,8 +131,8 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
     if (rc == 0)
         rc = jobdb_prepare(db,
                            "INSERT INTO runs (instance, model_path, model_sha256, settings_json, host, pid, ranks, "
-                           "started_at, last_seen_at, shard_index, shard_count) "
-                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
+                           "started_at, last_seen_at, shard_index, shard_count, group_size, parallel) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12)",
                            &st, err);
     /* The UNIQUE constraint backs the random part: on the (unlikely) clash, draw again. */
     for (int attempt = 0; rc == 0 && attempt < 5; attempt++) {
@@ -154,6 +154,8 @@ int jobdb_run_begin(jobdb *db, const jobdb_run_config *cfg, sd_error *err) {
             sqlite3_bind_null(st, 9);
             sqlite3_bind_null(st, 10);
         }
+        sqlite3_bind_int(st, 11, cfg->group_size > 1 ? cfg->group_size : 1);
+        jobdb_bind_text(st, 12, cfg->group_size > 1 ? cfg->parallel : NULL);
         int s = sqlite3_step(st);
         if (s == SQLITE_DONE) {
             run_id = sqlite3_last_insert_rowid(db->h);

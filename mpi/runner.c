@@ -14,6 +14,7 @@
 #include "fsutil.h"
 #include "jobdb.h"
 #include "runner_msg.h"
+#include "tp_group_impl.h"
 
 enum { TAG_READY = 1, TAG_JOB, TAG_RESULT, TAG_STOP, TAG_FATAL };
 
@@ -90,6 +91,7 @@ typedef struct {
     void *state;
     int rank;
     char host[256];
+    tp_group *grp; /* NULL: a group of one */
 } worker;
 
 static int render_one(worker *w, const sd_job *job, const char *model_sha, const char *out, json_t *res) {
@@ -98,6 +100,13 @@ static int render_one(worker *w, const sd_job *job, const char *model_sha, const
     int retry = 1;
     sd_error err = {0};
     int rc = w->ops->render(w->state, job, model_sha, out, sha, &secs, &retry, &err);
+    if (w->grp) {
+        /* a member's error fails the job with its message; retry only if every rank may */
+        int no_retry = !retry;
+        rc = sd_group_agree(&w->grp->g, rc, &err);
+        MPI_Allreduce(MPI_IN_PLACE, &no_retry, 1, MPI_INT, MPI_MAX, w->grp->all);
+        retry = !no_retry;
+    }
     if (rc == SD_ECANCELED) json_object_set_new(res, "cancelled", json_true());
     json_object_set_new(res, "id", json_integer(job->id));
     json_object_set_new(res, "ok", json_boolean(rc == 0));
@@ -112,22 +121,79 @@ static int render_one(worker *w, const sd_job *job, const char *model_sha, const
     return rc;
 }
 
-static int worker_main(const sd_run_worker_ops *ops, int rank, int local_workers) {
-    worker w = {.ops = ops, .rank = rank};
+/* A leader's job text to its members (NULL: stop), or a member's copy of it (caller frees; NULL: stop). */
+static char *group_share_text(const tp_group *g, const char *text) {
+    int n = text ? (int)strlen(text) + 1 : 0;
+    MPI_Bcast(&n, 1, MPI_INT, 0, g->all);
+    if (n == 0) return NULL;
+    char *buf = malloc((size_t)n);
+    if (!buf) {
+        fprintf(stderr, "sdrender: out of memory receiving a job from the group leader\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (text) memcpy(buf, text, (size_t)n);
+    MPI_Bcast(buf, n, MPI_CHAR, 0, g->all);
+    return buf;
+}
+
+/* A group member: renders what its leader shares until the leader says stop. */
+static void member_loop(worker *w) {
+    char *text;
+    while ((text = group_share_text(w->grp, NULL)) != NULL) {
+        json_t *msg = json_loads(text, 0, NULL);
+        sd_job job;
+        const char *out = NULL, *model_sha = NULL;
+        sd_error err = {0};
+        json_t *res = json_object();
+        /* the leader parsed the same text first: it only shares jobs that parse */
+        if (msg && runner_job_from_json(msg, &job, &out, &model_sha, &err) == 0) {
+            render_one(w, &job, model_sha, out, res);
+            sd_job_free(&job);
+        }
+        json_decref(res);
+        json_decref(msg);
+        free(text);
+    }
+}
+
+static int worker_main(const sd_run_worker_ops *ops, int rank, int local_workers, tp_group *grp) {
+    worker w = {.ops = ops, .rank = rank, .grp = grp};
     gethostname(w.host, sizeof w.host - 1);
     sd_error err = {0};
-    if (ops->setup(ops->ctx, local_workers, &w.state, &err) < 0) {
-        fprintf(stderr, "sdrender[rank %d]: %s\n", rank, err.msg);
-        json_t *f = json_pack("{s:s}", "error", err.msg);
-        send_json(f, 0, TAG_FATAL);
-        json_decref(f);
-        /* wait for the master's STOP so MPI shuts down in order */
-        MPI_Status st;
-        MPI_Probe(0, TAG_STOP, MPI_COMM_WORLD, &st);
-        json_decref(recv_json(&st));
+    int leader = !grp || grp->g.rank == 0;
+    int rc = ops->setup(ops->ctx, local_workers, grp ? &grp->g : NULL, &w.state, &err);
+    if (grp) rc = sd_group_agree(&grp->g, rc, &err); /* the whole group loads, or none of it works */
+    if (rc < 0) {
+        if (leader) {
+            fprintf(stderr, "sdrender[rank %d]: %s\n", rank, err.msg);
+            json_t *f = json_pack("{s:s}", "error", err.msg);
+            send_json(f, 0, TAG_FATAL);
+            json_decref(f);
+            /* wait for the master's STOP so MPI shuts down in order */
+            MPI_Status st;
+            MPI_Probe(0, TAG_STOP, MPI_COMM_WORLD, &st);
+            json_decref(recv_json(&st));
+        }
+        if (w.state) ops->teardown(w.state);
         return sd_err_exit_code(err.code);
     }
-    json_t *ready = json_pack("{s:i,s:s}", "rank", rank, "host", w.host);
+    /* the leader names its group's hosts in READY (where a group lies is the user's mpirun/srun layout) */
+    char hosts[8192] = "";
+    if (grp) {
+        char *all = leader ? malloc((size_t)grp->g.size * 256) : NULL;
+        char mine[256] = {0};
+        snprintf(mine, sizeof mine, "%s", w.host);
+        MPI_Gather(mine, 256, MPI_CHAR, all, 256, MPI_CHAR, 0, grp->all);
+        for (int r = 0; all && r < grp->g.size; r++)
+            snprintf(hosts + strlen(hosts), sizeof hosts - strlen(hosts), "%s%.255s", r ? ", " : "", all + (size_t)r * 256);
+        free(all);
+    }
+    if (!leader) {
+        member_loop(&w);
+        ops->teardown(w.state);
+        return 0;
+    }
+    json_t *ready = json_pack("{s:i,s:s,s:s}", "rank", rank, "host", w.host, "group_hosts", hosts);
     send_json(ready, 0, TAG_READY);
     json_decref(ready);
     for (;;) {
@@ -154,6 +220,15 @@ static int worker_main(const sd_run_worker_ops *ops, int rank, int local_workers
             sd_job_free(&job);
         } else {
             double t0 = now_s();
+            if (grp) {
+                char *text = json_dumps(msg, JSON_COMPACT);
+                if (!text) {
+                    fprintf(stderr, "sdrender[rank %d]: out of memory sharing a job\n", rank);
+                    MPI_Abort(MPI_COMM_WORLD, 1);
+                }
+                free(group_share_text(grp, text));
+                free(text);
+            }
             render_one(&w, &job, model_sha, out, res);
             json_object_set_new(res, "wall", json_real(now_s() - t0)); /* for the master's queue depth */
             sd_job_free(&job);
@@ -163,6 +238,7 @@ static int worker_main(const sd_run_worker_ops *ops, int rank, int local_workers
         json_decref(res);
         json_decref(msg);
     }
+    if (grp) group_share_text(grp, NULL); /* members: stop */
     ops->teardown(w.state);
     return 0;
 }
@@ -178,6 +254,7 @@ typedef struct {
     int64_t done, failed, retried;
     double t0;
     const char *end_status; /* "complete", "stopped" or "error": how the runs table records the run */
+    sd_parallel parallel;   /* the worker groups' strategy (resolved) */
     int exit_code;
 } master;
 
@@ -287,7 +364,9 @@ static int master_begin(master *m, const sd_run_worker_ops *ops, int world, sd_e
                              .max_attempts = opt->max_attempts,
                              .exclusive_s = opt->takeover ? 0 : SD_RUN_STALE_S,
                              .shard_index = opt->shard_index,
-                             .shard_count = opt->shard_count};
+                             .shard_count = opt->shard_count,
+                             .group_size = opt->group_size,
+                             .parallel = sd_parallel_name(m->parallel)};
     double t_wait = now_s();
     int said = 0;
     while ((rc = jobdb_run_begin(m->db, &rcfg, err)) == SD_EBUSY && now_s() - t_wait < opt->wait_s && !stop_signal) {
@@ -327,11 +406,12 @@ static int master_recover(master *m, int workers, sd_error *err) {
     return 0;
 }
 
-/* The start failed: says why and tells every worker to stop (they are loading or about to send
+/* The start failed: says why and tells every leader to stop (they are loading or about to send
  * READY). Returns the exit status. */
 static int master_abort_start(master *m, int world, int rc, const sd_error *err) {
     fprintf(stderr, "sdrender: %s\n", err->msg);
-    for (int r = 1; r < world; r++) {
+    int K = m->opt->group_size > 1 ? m->opt->group_size : 1;
+    for (int r = 1; r < world; r += K) {
         json_t *stop = json_object();
         send_json(stop, r, TAG_STOP);
         json_decref(stop);
@@ -345,7 +425,7 @@ static int master_abort_start(master *m, int world, int rc, const sd_error *err)
 static void master_render_alone(master *m, const sd_run_worker_ops *ops, int local_workers) {
     sd_error err = {0};
     void *state = NULL;
-    int rc = ops->setup(ops->ctx, local_workers, &state, &err);
+    int rc = ops->setup(ops->ctx, local_workers, NULL, &state, &err);
     if (rc < 0) {
         fprintf(stderr, "sdrender: %s\n", err.msg);
         master_fail(m, sd_err_exit_code(rc));
@@ -451,7 +531,12 @@ static int master_take_message(master *m, leaders *l, const MPI_Status *st) {
     if (st->MPI_TAG == TAG_READY) {
         const char *host = json_string_value(json_object_get(msg, "host"));
         snprintf(l->who[src], sizeof l->who[src], "%s:%d", host ? host : "?", src);
-        if (!m->opt->quiet) fprintf(stderr, "sdrender run: worker %s ready\n", l->who[src]);
+        const char *gh = json_string_value(json_object_get(msg, "group_hosts"));
+        if (!m->opt->quiet && gh && gh[0])
+            fprintf(stderr, "sdrender run: worker %s ready, leading a group of %d ranks on %s\n", l->who[src],
+                    m->opt->group_size, gh);
+        else if (!m->opt->quiet)
+            fprintf(stderr, "sdrender run: worker %s ready\n", l->who[src]);
         idle = 1;
     } else if (st->MPI_TAG == TAG_RESULT) {
         if (msg) master_record(m, msg, l->who[src]);
@@ -607,9 +692,10 @@ static int master_finish(master *m) {
 }
 
 /* Rank 0: start (begin the run, recover), hand out the jobs (or render them alone), finish. */
-static int master_main(const sd_run_options *opt, const sd_run_worker_ops *ops, int world, int local_workers) {
+static int master_main(const sd_run_options *opt, const sd_run_worker_ops *ops, int world, int local_workers,
+                       sd_parallel parallel) {
     sd_error err = {0};
-    master m = {.opt = opt, .t0 = now_s(), .end_status = "complete"};
+    master m = {.opt = opt, .t0 = now_s(), .end_status = "complete", .parallel = parallel};
     int n_leaders = (world - 1) / (opt->group_size > 0 ? opt->group_size : 1);
     int rc = master_begin(&m, ops, world, &err);
     if (rc == 0) rc = master_recover(&m, world > 1 ? n_leaders : 1, &err);
@@ -635,12 +721,33 @@ int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_ru
     MPI_Comm_free(&node);
     int local_workers = world == 1 ? 1 : node_size - masters_here;
     if (local_workers < 1) local_workers = 1;
-    int rc;
-    if (opt->group_size != 1) {
-        if (rank == 0) fprintf(stderr, "sdrender: worker groups larger than one rank are not supported yet\n");
-        rc = 2;
-    } else {
-        rc = rank == 0 ? master_main(opt, ops, world, local_workers) : worker_main(ops, rank, local_workers);
+    int rc = 0, K = opt->group_size > 1 ? opt->group_size : 1;
+    sd_parallel parallel = SD_PARALLEL_TENSOR;
+    sd_error err = {0};
+    if (K > 1 && (world < 1 + K || (world - 1) % K))
+        rc = sd_err(&err, SD_EINPUT, "--tp %d: the %d worker rank%s (all but the master, rank 0) must be a positive "
+                    "multiple of %d; start mpirun with -np %d, %d, ...", K, world - 1, world - 1 == 1 ? "" : "s", K,
+                    1 + K, 1 + 2 * K);
+    /* jobs without guidance in a CFG-parallel group run on both halves alike (group.c) */
+    if (rc == 0) rc = sd_parallel_resolve(opt->parallel, K, 1, &parallel, &err);
+    if (rc < 0) {
+        if (rank == 0) fprintf(stderr, "sdrender run: %s\n", err.msg);
+        MPI_Finalize();
+        return sd_err_exit_code(rc);
+    }
+    /* groups of K consecutive worker ranks */
+    tp_group grp;
+    MPI_Comm gcomm = MPI_COMM_NULL;
+    if (K > 1) MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? MPI_UNDEFINED : (rank - 1) / K, rank, &gcomm);
+    if (gcomm != MPI_COMM_NULL && tp_group_make(&grp, gcomm, parallel, &err) < 0) {
+        fprintf(stderr, "sdrender[rank %d]: %s\n", rank, err.msg);
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    if (rank == 0) rc = master_main(opt, ops, world, local_workers, parallel);
+    else rc = worker_main(ops, rank, local_workers, gcomm != MPI_COMM_NULL ? &grp : NULL);
+    if (gcomm != MPI_COMM_NULL) {
+        tp_group_free(&grp);
+        MPI_Comm_free(&gcomm);
     }
     MPI_Finalize();
     return rc;

@@ -3,9 +3,9 @@
  * job table to workers on demand.
  *
  * Rank 0 is the master and the only process that opens the database. The
- * other ranks form worker groups of `group_size` consecutive ranks (1 today;
- * tensor parallelism will render one image with a whole group). The master
- * talks to group leaders only:
+ * other ranks form worker groups of `group_size` consecutive ranks (ranks
+ * 1..K, K+1..2K, ...) that render one image together (core/pipeline/group.h);
+ * the first rank of each is its leader. The master talks to leaders only:
  *
  *   leader -> master  READY   {"rank", "host"}                 (model loaded, idle)
  *   master -> leader  JOB     {"id", "prompt", ..., "output"}   (one job; the leader shares it with its group)
@@ -26,11 +26,19 @@
  * SIGTERM unless started with --mca odls_base_sigkill_timeout <seconds>.)
  *
  * With one rank (no mpirun, or -np 1) the master renders jobs itself.
+ *
+ * Groups: a leader shares each JOB's text with its members (MPI_Bcast on
+ * the group's communicator; an empty text means stop), every rank of the
+ * group renders it, and the leader reports one RESULT: a member's error
+ * (sd_group_agree) fails the job with that member's message. A member that
+ * dies takes the whole MPI job down (Open MPI aborts it): the next run puts
+ * the running jobs back, as after any kill -9.
  */
 #ifndef SD_RUNNER_H
 #define SD_RUNNER_H
 
 #include "err.h"
+#include "group.h"
 #include "job.h"
 
 /* What a worker does, supplied by the command (mpi/ knows nothing of models). */
@@ -39,8 +47,9 @@ typedef struct sd_run_worker_ops {
      * every render (so workers need not read the whole checkpoint to name it). */
     int (*identify)(void *ctx, char sha256[65], sd_error *err);
     /* Loads the model once per worker; local_workers = rendering ranks on this node (to split its cores).
-     * *state is passed to render and teardown. */
-    int (*setup)(void *ctx, int local_workers, void **state, sd_error *err);
+     * group: the worker group this rank belongs to (NULL for groups of one rank; every rank of a group
+     * calls setup and render, see sd_run_batch). *state is passed to render and teardown. */
+    int (*setup)(void *ctx, int local_workers, const sd_group *group, void **state, sd_error *err);
     /* Renders job to out_path (atomically), filling its SHA-256 and seconds. *retry = 0 when another
      * attempt cannot help (e.g. a missing init image). May stop early when sd_run_stop_age() says so
      * (then it fails with SD_ECANCELED). */
@@ -60,7 +69,8 @@ typedef struct sd_run_options {
     const char *settings_json;/* recorded in the runs table; may be NULL */
     double grace;             /* seconds in-flight jobs may take after a stop signal */
     int max_attempts;         /* 0: JOBDB_DEFAULT_MAX_ATTEMPTS */
-    int group_size;           /* ranks per worker group; 1 */
+    int group_size;           /* ranks per worker group (run --tp K); 1 */
+    sd_parallel parallel;     /* how a group shares the U-Net (auto: cfg for even groups) */
     int quiet;                /* no per-job progress lines */
     int takeover;             /* start even if another run on the database looks alive */
     double wait_s;            /* how long to wait for a live run to exit before refusing */

@@ -8,25 +8,6 @@
 #include "pngio.h"
 #include "settings.h"
 
-/* Largest per-channel difference between two PNGs of equal size (fails on size mismatch). */
-static int max_pixel_diff(const char *a, const char *b) {
-    uint8_t *x, *y;
-    int wa, ha, wb, hb;
-    sd_error err = {0};
-    if (sd_png_read_rgb(a, &x, &wa, &ha, &err) < 0) fail_msg("%s", err.msg);
-    if (sd_png_read_rgb(b, &y, &wb, &hb, &err) < 0) fail_msg("%s", err.msg);
-    assert_int_equal(wa, wb);
-    assert_int_equal(ha, hb);
-    int worst = 0;
-    for (size_t i = 0; i < (size_t)3 * wa * ha; i++) {
-        int d = abs((int)x[i] - (int)y[i]);
-        if (d > worst) worst = d;
-    }
-    free(x);
-    free(y);
-    return worst;
-}
-
 static void generate_ok(const char *args) {
     char *out;
     int rc = tu_sh(&out, "SDRENDER_CACHE=%s %s generate -q %s 2>&1", tu_tmpdir(), tu_bin(), args);
@@ -44,7 +25,7 @@ static void test_generate_matches_the_golden_pngs(void **state) {
              "--sampler euler_a --steps 10 --seed 42 -W 96 -H 96 -o %s",
              td, png);
     generate_ok(args);
-    assert_true(max_pixel_diff(png, tu_path("golden/pipeline_sd15_euler_a_96.png")) <= 1);
+    assert_true(tu_png_max_diff(png, tu_path("golden/pipeline_sd15_euler_a_96.png")) <= 1);
 
     png = tu_tmp("img2img.png");
     snprintf(args, sizeof args,
@@ -53,7 +34,7 @@ static void test_generate_matches_the_golden_pngs(void **state) {
              "-o %s",
              td, td, png);
     generate_ok(args);
-    assert_true(max_pixel_diff(png, tu_path("golden/pipeline_sd15_img2img_ddim_96.png")) <= 1);
+    assert_true(tu_png_max_diff(png, tu_path("golden/pipeline_sd15_img2img_ddim_96.png")) <= 1);
 
     png = tu_tmp("inpaint.png");
     snprintf(args, sizeof args,
@@ -62,7 +43,7 @@ static void test_generate_matches_the_golden_pngs(void **state) {
              "--mask %s/golden/pipeline_inpaint_pndm_96.mask.png -o %s",
              td, td, td, png);
     generate_ok(args);
-    assert_true(max_pixel_diff(png, tu_path("golden/pipeline_inpaint_pndm_96.png")) <= 1);
+    assert_true(tu_png_max_diff(png, tu_path("golden/pipeline_inpaint_pndm_96.png")) <= 1);
 
     /* the single-file checkpoints give the same pixels as the folder */
     const char *png2 = tu_tmp("single.png"), *png3 = tu_tmp("ckpt.png"), *png1 = tu_tmp("folder.png");
@@ -78,8 +59,8 @@ static void test_generate_matches_the_golden_pngs(void **state) {
              "--seed 1 -W 64 -H 64 -o %s",
              td, td, png3);
     generate_ok(args);
-    assert_int_equal(max_pixel_diff(png1, png2), 0);
-    assert_int_equal(max_pixel_diff(png1, png3), 0);
+    assert_int_equal(tu_png_max_diff(png1, png2), 0);
+    assert_int_equal(tu_png_max_diff(png1, png3), 0);
 }
 
 static void test_generate_parameters_chunk_round_trips(void **state) {

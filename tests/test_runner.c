@@ -31,7 +31,8 @@ typedef struct {
     int rank;
 } fake_ctx;
 
-static int fake_setup(void *ctx, int local_workers, void **state, sd_error *err) {
+static int fake_setup(void *ctx, int local_workers, const sd_group *group, void **state, sd_error *err) {
+    (void)group;
     fake_ctx *c = ctx;
     /* leave our pid where the test can find it (to kill -9 a worker) */
     char p[512];

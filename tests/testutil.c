@@ -194,3 +194,21 @@ uint8_t *tu_read_png_rgb(const char *rel, int *h, int *w) {
     if (sd_png_read_rgb(tu_path(rel), &rgb, w, h, &err) < 0) fail_msg("%s", err.msg);
     return rgb;
 }
+
+int tu_png_max_diff(const char *a, const char *b) {
+    uint8_t *x, *y;
+    int wa, ha, wb, hb;
+    sd_error err = {0};
+    if (sd_png_read_rgb(a, &x, &wa, &ha, &err) < 0) fail_msg("%s", err.msg);
+    if (sd_png_read_rgb(b, &y, &wb, &hb, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(wa, wb);
+    assert_int_equal(ha, hb);
+    int worst = 0;
+    for (size_t i = 0; i < (size_t)3 * wa * ha; i++) {
+        int d = abs((int)x[i] - (int)y[i]);
+        if (d > worst) worst = d;
+    }
+    free(x);
+    free(y);
+    return worst;
+}

@@ -76,6 +76,9 @@ void tu_net_files_close(tu_net_files *f);
 int tu_expect_golden(const st_file *golden, const char *name, const float *x, int ndim, const int64_t *shape,
                      double atol, double rtol, int optional);
 
+/* Largest per-channel difference between two PNG files of equal size (fails the test on a size mismatch). */
+int tu_png_max_diff(const char *a, const char *b);
+
 /* testdata/rel decoded as 8-bit RGB [h, w, 3] (caller frees); fails the test when unreadable. */
 uint8_t *tu_read_png_rgb(const char *rel, int *h, int *w);
 

@@ -1,6 +1,8 @@
 /* transformer2d.c - Transformer2DModel forward (see transformer2d.h). */
 #include "transformer2d.h"
 
+#include "ops_comm.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,8 @@ int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *
     t->heads = heads;
     t->ctx_dim = ctx_dim;
     t->inner = 4 * ch;
+    t->heads_local = heads;
+    t->inner_local = t->inner;
     t->linear_proj = linear_proj;
     t->n_blocks = n_blocks;
     t->groups = groups;
@@ -74,6 +78,44 @@ int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *
     return 0;
 }
 
+/*
+ * Keeps this rank's share (see transformer2d.h): heads [h0, h1) of every attention (q, k, v rows:
+ * views; to_out columns: copies) and inner features [i0, i1) of every feed-forward (ff1 rows of both
+ * GEGLU halves, ff2 columns: copies). Norms, proj_in/out and the biases of the row-parallel layers
+ * stay whole (replicated).
+ */
+int transformer2d_shard(transformer2d_model *t, const ops_comm *comm, shard_store *store, sd_error *err) {
+    if (!ops_comm_active(comm)) return 0;
+    int P = comm->size, hd = t->ch / t->heads, rc = 0;
+    if (t->heads % P || t->inner % P)
+        return sd_err(err, SD_EINPUT, "tensor parallelism over %d ranks: %d attention heads of %d channels do not split evenly",
+                      P, t->heads, t->ch);
+    int h0, h1, i0, i1;
+    ops_comm_share(comm, t->heads, &h0, &h1);
+    ops_comm_share(comm, t->inner, &i0, &i1);
+    int64_t c0 = (int64_t)h0 * hd, c1 = (int64_t)h1 * hd;
+    for (int i = 0; i < t->n_blocks && rc == 0; i++) {
+        transformer2d_block *b = &t->blocks[i];
+        if ((rc = shard_rows(store, b->a1_q, c0, c1, &b->a1_q, err)) < 0 ||
+            (rc = shard_rows(store, b->a1_k, c0, c1, &b->a1_k, err)) < 0 ||
+            (rc = shard_rows(store, b->a1_v, c0, c1, &b->a1_v, err)) < 0 ||
+            (rc = shard_cols(store, b->a1_o, c0, c1, &b->a1_o, err)) < 0 ||
+            (rc = shard_rows(store, b->a2_q, c0, c1, &b->a2_q, err)) < 0 ||
+            (rc = shard_rows(store, b->a2_k, c0, c1, &b->a2_k, err)) < 0 ||
+            (rc = shard_rows(store, b->a2_v, c0, c1, &b->a2_v, err)) < 0 ||
+            (rc = shard_cols(store, b->a2_o, c0, c1, &b->a2_o, err)) < 0 ||
+            (rc = shard_rows2(store, b->ff1_w, i0, i1, t->inner + i0, t->inner + i1, &b->ff1_w, err)) < 0 ||
+            (rc = shard_rows2(store, b->ff1_b, i0, i1, t->inner + i0, t->inner + i1, &b->ff1_b, err)) < 0 ||
+            (rc = shard_cols(store, b->ff2_w, i0, i1, &b->ff2_w, err)) < 0)
+            break;
+    }
+    if (rc == 0) {
+        t->heads_local = h1 - h0;
+        t->inner_local = i1 - i0;
+    }
+    return rc;
+}
+
 void transformer2d_free(transformer2d_model *t) {
     free(t->blocks);
     t->blocks = NULL;
@@ -91,30 +133,62 @@ typedef struct tf_bufs {
     size_t ws_bytes;
 } tf_bufs;
 
-/* h += to_out(attention(LN(h) W_q, src W_k, src W_v)); src = LN(h) itself (self) or the context. */
+/* h[M, C] += sum[M, C] + bias[C]: a row-parallel layer's reduced output, with its bias and the residual added once. */
+static int add_reduced(float *h, const float *sum, const sd_tensor *bias, int M, int C, ops_ctx *ops, sd_error *err) {
+    ops_mark mark = ops_arena_mark(&ops->scratch);
+    const float *b = ops_weight_f32(bias, ops, err);
+    if (!b) {
+        ops_arena_release(&ops->scratch, mark);
+        return err ? err->code : SD_ENOMEM;
+    }
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
+    for (int i = 0; i < M; i++) {
+        float *hr = h + (size_t)i * C;
+        const float *sr = sum + (size_t)i * C;
+        for (int j = 0; j < C; j++) hr[j] += sr[j] + b[j];
+    }
+    ops_arena_release(&ops->scratch, mark);
+    return 0;
+}
+
+/*
+ * h += to_out(attention(LN(h) W_q, src W_k, src W_v)); src = LN(h) itself (self) or the context.
+ * Tensor-parallel (ops->comm): this rank's heads only (q, k, v are their rows of the weights, Cl =
+ * heads_local * head_dim columns); to_out's columns for those heads give a partial [M, C] that is
+ * all-reduced, then its bias and the residual are added once.
+ */
 static int attention_sublayer(const transformer2d_model *t, tf_bufs *s, int B, int n_q, const sd_tensor *ln_w,
                               const sd_tensor *ln_b, const sd_tensor *wq, const sd_tensor *wk, const sd_tensor *wv,
                               const sd_tensor *wo, const sd_tensor *bo, const float *ctx, int n_ctx, ops_ctx *ops,
                               sd_error *err) {
-    int C = t->ch, M = B * n_q, rc;
+    int C = t->ch, M = B * n_q, rc, hd = C / t->heads, Cl = t->heads_local * hd;
     int n_kv = ctx ? n_ctx : n_q, kv_dim = ctx ? t->ctx_dim : C;
-    ops_attn_desc ad = {.batch = B, .heads = t->heads, .head_dim = C / t->heads, .n_q = n_q, .n_kv = n_kv,
-                        .q_stride = C, .k_stride = C, .v_stride = C, .out_stride = C,
-                        .scale = (float)(1.0 / sqrt((double)(C / t->heads)))};
+    ops_attn_desc ad = {.batch = B, .heads = t->heads_local, .head_dim = hd, .n_q = n_q, .n_kv = n_kv,
+                        .q_stride = Cl, .k_stride = Cl, .v_stride = Cl, .out_stride = Cl,
+                        .scale = (float)(1.0 / sqrt((double)hd))};
     const float *src = ctx ? ctx : s->n;
     if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, ln_w, ln_b, ops, err)) < 0 ||
-        (rc = ops_linear(s->q, s->n, M, C, wq, NULL, C, 0, ops, err)) < 0 ||
-        (rc = ops_linear(s->k, src, B * n_kv, kv_dim, wk, NULL, C, 0, ops, err)) < 0 ||
-        (rc = ops_linear(s->v, src, B * n_kv, kv_dim, wv, NULL, C, 0, ops, err)) < 0 ||
+        (rc = ops_linear(s->q, s->n, M, C, wq, NULL, Cl, 0, ops, err)) < 0 ||
+        (rc = ops_linear(s->k, src, B * n_kv, kv_dim, wk, NULL, Cl, 0, ops, err)) < 0 ||
+        (rc = ops_linear(s->v, src, B * n_kv, kv_dim, wv, NULL, Cl, 0, ops, err)) < 0 ||
         (rc = ops_attention(s->n, s->q, s->k, s->v, &ad, s->ws, s->ws_bytes, ops, err)) < 0)
         return rc;
-    return ops_linear(s->h, s->n, M, C, wo, bo, C, 1, ops, err);
+    if (!ops_comm_active(ops->comm)) return ops_linear(s->h, s->n, M, C, wo, bo, C, 1, ops, err);
+    /* row-parallel to_out: partial into q (free now), reduce, then bias + residual */
+    if ((rc = ops_linear(s->q, s->n, M, Cl, wo, NULL, C, 0, ops, err)) < 0 ||
+        (rc = ops_comm_allreduce_sum(ops->comm, s->q, (size_t)M * C, ops, err)) < 0)
+        return rc;
+    return add_reduced(s->h, s->q, bo, M, C, ops, err);
 }
 
-/* h += ff2(GEGLU(ff1(LN3 h))), in chunks of rows. */
+/*
+ * h += ff2(GEGLU(ff1(LN3 h))), in chunks of rows. Tensor-parallel: this rank's inner_local features
+ * (ff1's rows of both GEGLU halves, ff2's columns); ff2's partials for all rows gather in q, then one
+ * all-reduce, bias and residual.
+ */
 static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *b, tf_bufs *s, int M, ops_ctx *ops,
                        sd_error *err) {
-    int C = t->ch, inner = t->inner, rc;
+    int C = t->ch, inner = t->inner_local, rc, tp = ops_comm_active(ops->comm);
     if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, b->norm3_w, b->norm3_b, ops, err)) < 0) return rc;
     /* widen the two weights once for all chunks */
     ops_arena *a = &ops->scratch;
@@ -131,9 +205,14 @@ static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *
         int rows = M - r0 < s->ff_rows ? M - r0 : s->ff_rows;
         if ((rc = ops_linear(s->f, s->n + (size_t)r0 * C, rows, C, &w1, b->ff1_b, 2 * inner, 0, ops, err)) < 0) break;
         ops_geglu(s->g, s->f, rows, inner);
-        rc = ops_linear(s->h + (size_t)r0 * C, s->g, rows, inner, &w2, b->ff2_b, C, 1, ops, err);
+        if (tp)
+            rc = ops_linear(s->q + (size_t)r0 * C, s->g, rows, inner, &w2, NULL, C, 0, ops, err);
+        else
+            rc = ops_linear(s->h + (size_t)r0 * C, s->g, rows, inner, &w2, b->ff2_b, C, 1, ops, err);
     }
     ops_arena_release(a, mark);
+    if (rc == 0 && tp && (rc = ops_comm_allreduce_sum(ops->comm, s->q, (size_t)M * C, ops, err)) == 0)
+        rc = add_reduced(s->h, s->q, b->ff2_b, M, C, ops, err);
     return rc;
 }
 
@@ -144,11 +223,11 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
     ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     tf_bufs s = {0};
-    size_t ff_rows = FF_CHUNK_FLOATS / (2 * (size_t)t->inner);
+    size_t ff_rows = FF_CHUNK_FLOATS / (2 * (size_t)t->inner_local);
     if (ff_rows < 64) ff_rows = 64;
     if (ff_rows > (size_t)M) ff_rows = (size_t)M;
     s.ff_rows = (int)ff_rows;
-    ops_attn_desc self = {.batch = B, .heads = t->heads, .head_dim = C / t->heads, .n_q = HW, .n_kv = HW};
+    ops_attn_desc self = {.batch = B, .heads = t->heads_local, .head_dim = C / t->heads, .n_q = HW, .n_kv = HW};
     ops_attn_desc cross = self;
     cross.n_kv = n_ctx;
     size_t ws1 = ops_attention_workspace(&self, ops_get_threads(), ops);
@@ -160,8 +239,8 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
     s.q = ops_arena_floats(a, (size_t)M * C, err);
     s.k = ops_arena_floats(a, (size_t)kv_rows * C, err);
     s.v = ops_arena_floats(a, (size_t)kv_rows * C, err);
-    s.f = ops_arena_floats(a, ff_rows * 2 * t->inner, err);
-    s.g = ops_arena_floats(a, ff_rows * t->inner, err);
+    s.f = ops_arena_floats(a, ff_rows * 2 * t->inner_local, err);
+    s.g = ops_arena_floats(a, ff_rows * t->inner_local, err);
     s.ws = ops_arena_alloc(a, s.ws_bytes, err);
     if (!sc || !s.h || !s.n || !s.q || !s.k || !s.v || !s.f || !s.g || !s.ws) {
         rc = err ? err->code : SD_ENOMEM;

@@ -9,12 +9,22 @@
  *   out = proj_out(h) -> [B, C, H, W] + x
  * proj_in/proj_out are 1x1 convolutions before flattening (SD 1.x) or Linear
  * layers after it (SD 2.x, use_linear_projection).
+ *
+ * Tensor parallelism (Megatron-LM's pattern, after transformer2d_shard): each
+ * rank of ops->comm runs heads/P heads of both attentions (q, k, v column-
+ * parallel, to_out row-parallel) and inner/P features of the feed-forward
+ * (ff1 column-parallel on both GEGLU halves, ff2 row-parallel): two rank-
+ * ordered all-reduces of [B*HW, C] per attention and one per feed-forward,
+ * the bias and residual added once after each. GroupNorm, proj_in/out and
+ * the LayerNorms are replicated: they are ~3% of the block's work at 64x64
+ * and splitting them would cost an all-gather each.
  */
 #ifndef SD_TRANSFORMER2D_H
 #define SD_TRANSFORMER2D_H
 
 #include "err.h"
 #include "ops.h"
+#include "shard.h"
 #include "weights.h"
 
 typedef struct transformer2d_block {
@@ -27,6 +37,7 @@ typedef struct transformer2d_block {
 
 typedef struct transformer2d_model {
     int ch, heads, ctx_dim, inner, linear_proj, n_blocks;
+    int heads_local, inner_local;            /* this rank's share (heads, inner when not sharded) */
     int groups;
     const sd_tensor *norm_w, *norm_b;         /* [C] */
     const sd_tensor *proj_in_w, *proj_in_b;   /* [C, C, 1, 1] or [C, C] (linear), [C] */
@@ -38,6 +49,11 @@ typedef struct transformer2d_model {
 int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *prefix, int ch, int heads,
                        int ctx_dim, int n_blocks, int linear_proj, int groups, sd_error *err);
 void transformer2d_free(transformer2d_model *t);
+
+struct ops_comm;
+/* Replaces t's weights by this rank's shards (owned by store); nothing without an active comm.
+ * SD_EINPUT when the heads or the feed-forward width do not split evenly over comm's ranks. */
+int transformer2d_shard(transformer2d_model *t, const struct ops_comm *comm, shard_store *store, sd_error *err);
 
 /*
  * x: [B, C, H, W], ctx: [B, n_ctx, ctx_dim] (the text context) -> out: [B, C, H, W]

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "attnblock.h"
+#include "ops_comm.h"
 
 #define MAX_SKIPS (1 + SD_MAX_LEVELS * (UNET_MAX_LAYERS + 1))
 
@@ -106,6 +107,61 @@ fail:
     return rc;
 }
 
+/* A level's down- or upsampling convolution d: row-parallel over the input channels when sharded. */
+static int level_conv(unet_model *m, const unet_level *lv, float *out, const float *x, const ops_conv_desc *d,
+                      sd_error *err) {
+    if (lv->conv_cl && lv->conv_cl < d->in_ch)
+        return ops_conv2d_row_parallel(m->ops.comm, out, x, d, lv->conv_c0, lv->conv_cl, NULL, &m->ops, err);
+    return ops_conv2d(out, x, d, &m->ops, err);
+}
+
+/* The transformer of an attention block, or NULL. */
+static transformer2d_model *attn_xf(unet_attn *a) { return a->kind == UNET_ATTN_CROSS ? &a->xf : NULL; }
+
+int unet_shard(unet_model *m, const ops_comm *comm, sd_error *err) {
+    m->ops.comm = comm;
+    if (!ops_comm_active(comm)) return 0;
+    const unet_config *c = &m->cfg;
+    int P = comm->size, n = c->n_levels, rc = 0;
+    /* check everything first: a clear message, nothing half-sharded */
+    if (c->norm_groups % P)
+        return sd_err(err, SD_EINPUT, "--tp %d: the U-Net's %d GroupNorm groups must be a multiple of the ranks sharing "
+                      "each layer; use a divisor of %d", P, c->norm_groups, c->norm_groups);
+    for (int i = 0; i < n; i++)
+        if (c->heads[i] % P)
+            return sd_err(err, SD_EINPUT, "--tp %d: U-Net level %d has %d attention heads, not a multiple of the ranks "
+                          "sharing each layer", P, i, c->heads[i]);
+    for (int i = 0; i < n && rc == 0; i++) {
+        unet_level *lv = &m->levels[i];
+        for (int j = 0; j < c->layers_per_block && rc == 0; j++) {
+            rc = resnet_shard(&lv->down_res[j], comm, c->norm_groups, &m->shards, err);
+            transformer2d_model *x = attn_xf(&lv->down_attn[j]);
+            if (rc == 0 && x) rc = transformer2d_shard(x, comm, &m->shards, err);
+        }
+        for (int j = 0; j <= c->layers_per_block && rc == 0; j++) {
+            rc = resnet_shard(&lv->up_res[j], comm, c->norm_groups, &m->shards, err);
+            transformer2d_model *x = attn_xf(&lv->up_attn[j]);
+            if (rc == 0 && x) rc = transformer2d_shard(x, comm, &m->shards, err);
+        }
+    }
+    /* the down/up-sampling convolutions (30 GFLOP each at 512x512 for the upsamplers of levels 1 and 2)
+     * by input channels */
+    for (int i = 0; i < n && rc == 0; i++) {
+        unet_level *lv = &m->levels[i];
+        int c0, c1;
+        ops_comm_share(comm, c->block_out[i], &c0, &c1);
+        if (lv->down_w) rc = shard_cols(&m->shards, lv->down_w, c0, c1, &lv->down_w, err);
+        if (rc == 0 && lv->up_w) rc = shard_cols(&m->shards, lv->up_w, c0, c1, &lv->up_w, err);
+        lv->conv_c0 = c0;
+        lv->conv_cl = c1 - c0;
+    }
+    for (int j = 0; j < 2 && rc == 0; j++) rc = resnet_shard(&m->mid_res[j], comm, c->norm_groups, &m->shards, err);
+    if (rc == 0 && attn_xf(&m->mid_attn)) rc = transformer2d_shard(&m->mid_attn.xf, comm, &m->shards, err);
+    /* keep only this rank's share resident (the full tensors are not read again) */
+    if (rc == 0) shard_store_release_sources(&m->shards);
+    return rc;
+}
+
 void unet_release_scratch(unet_model *m) {
     size_t block = m->ops.scratch.block_size;
     ops_arena_free(&m->ops.scratch);
@@ -118,6 +174,7 @@ void unet_free(unet_model *m) {
         for (int j = 0; j <= UNET_MAX_LAYERS; j++) transformer2d_free(&m->levels[i].up_attn[j].xf);
     }
     transformer2d_free(&m->mid_attn.xf);
+    shard_store_free(&m->shards);
     ops_ctx_free(&m->ops);
     memset(m, 0, sizeof *m);
 }
@@ -239,7 +296,7 @@ static int forward_down(unet_model *m, unet_skips *skips, float **hp, const floa
             ops_conv_desc dc = {.batch = B, .in_ch = ch, .in_h = hs[i], .in_w = ws[i], .out_ch = ch, .k_h = 3,
                                 .k_w = 3, .stride = 2, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
                                 .weight = lv->down_w, .bias = lv->down_b};
-            if ((rc = ops_conv2d(d, h, &dc, ops, err)) < 0) goto done;
+            if ((rc = level_conv(m, lv, d, h, &dc, err)) < 0) goto done;
             h = d;
             skips->x[skips->n] = h;
             skips->ch[skips->n++] = ch;
@@ -330,7 +387,7 @@ static int forward_up(unet_model *m, unet_skips *skips, float **buf, float **hp,
             ops_conv_desc uc = {.batch = B, .in_ch = ch, .in_h = hs[L], .in_w = ws[L], .out_ch = ch, .k_h = 3,
                                 .k_w = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1,
                                 .weight = lv->up_w, .bias = lv->up_b, .up_h = hs[L - 1], .up_w = ws[L - 1]};
-            if ((rc = ops_conv2d(u, h, &uc, ops, err)) < 0) goto done;
+            if ((rc = level_conv(m, lv, u, h, &uc, err)) < 0) goto done;
             h = u;
             oh = hs[L - 1];
             ow = ws[L - 1];

@@ -44,6 +44,7 @@ typedef struct unet_level {
     resnet_block up_res[UNET_MAX_LAYERS + 1];  /* up block n-1-level */
     unet_attn up_attn[UNET_MAX_LAYERS + 1];
     const sd_tensor *up_w, *up_b;           /* conv after upsampling [C, C, 3, 3]; NULL on level 0 */
+    int conv_c0, conv_cl;                   /* tensor-parallel: the input channels of down_w and up_w here */
 } unet_level;
 
 typedef struct unet_model {
@@ -57,6 +58,7 @@ typedef struct unet_model {
     const sd_tensor *norm_out_w, *norm_out_b;   /* [C0] */
     const sd_tensor *conv_out_w, *conv_out_b;   /* [out_channels, C0, 3, 3] */
     ops_ctx ops;                            /* kernel context: activations and scratch of a forward pass */
+    shard_store shards;                     /* this rank's weight shards (tensor parallelism) */
     /*
      * Optional: sees "time_proj", "time_embedding", "conv_in", "down_blocks.<i>",
      * "mid_block", "up_blocks.<i>", "conv_norm_out" (the names of the reference dumps).
@@ -73,6 +75,21 @@ int unet_load(unet_model *m, const unet_config *cfg, const sd_weights *w, sd_err
  */
 int unet_forward(unet_model *m, const float *x, const float *t, const float *ctx, int n_ctx, int B, int H, int W,
                  float *out, sd_error *err);
+
+struct ops_comm;
+/*
+ * Tensor parallelism: m's forward passes become collective over comm's
+ * ranks (every rank calls unet_forward with the same inputs and gets the
+ * same output). Every ResNet block and transformer keeps only this rank's
+ * shards (resnet.h, transformer2d.h); the time embedding, conv_in, the
+ * down/up-sampling convolutions, the final norm and conv_out stay replicated.
+ * comm NULL or of size 1: nothing changes. SD_EINPUT, before anything
+ * changes, when the GroupNorm groups or a level's heads do not split evenly.
+ * The memory of the other ranks' parts of the weights is released
+ * (shard_store_release_sources): nothing may read m's original tensors
+ * afterwards.
+ */
+int unet_shard(unet_model *m, const struct ops_comm *comm, sd_error *err);
 
 /* Frees the scratch arena (it grows back on the next call), e.g. before the VAE decode. */
 void unet_release_scratch(unet_model *m);

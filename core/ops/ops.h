@@ -17,7 +17,7 @@
  * Context. Kernels take an `ops_ctx *` (last, or just before the error
  * buffer): what a kernel needs beyond its arguments. It holds the scratch arena, the
  * precision GEMMs run in, the route stride-1 3x3 convolutions and attention
- * take, and room for a communicator (tensor parallelism, later). A network
+ * take, and the communicator of a tensor-parallel group. A network
  * owns one context and passes it to every kernel of its forward pass, so
  * two networks, or two threads each running one, never share state; tests
  * and benchmarks pick a route by setting the field on the context they pass.
@@ -154,11 +154,11 @@ typedef enum ops_conv_kernel { OPS_CONV_AUTO = 0, OPS_CONV_GEMM = 1, OPS_CONV_WI
 typedef enum ops_attn_kernel { OPS_ATTN_AUTO = 0, OPS_ATTN_BLAS = 1 } ops_attn_kernel;
 
 /*
- * A communicator for tensor parallelism: rank, size and all-reduce
- * callbacks, defined and filled in outside core/ (core/ never includes MPI).
- * No kernel uses one yet.
+ * A communicator for tensor parallelism (ops_comm.h): rank, size and an
+ * all-gather callback filled in outside core/ (core/ never includes MPI).
+ * The U-Net's sharded layers (resnet.c, transformer2d.c) use it.
  */
-struct ops_comm;
+struct ops_comm; /* ops_comm.h */
 
 typedef struct ops_ctx {
     ops_arena scratch;           /* temporary memory of the kernels (a network's activations too) */

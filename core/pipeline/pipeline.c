@@ -26,6 +26,15 @@ int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err) {
     return rc;
 }
 
+int sd_pipeline_load_group(sd_pipeline *p, const sd_model *m, const sd_group *g, sd_error *err) {
+    int rc = sd_pipeline_load(p, m, err);
+    if (rc == 0 && g) {
+        p->group = g;
+        if ((rc = unet_shard(&p->unet, g->tp, err)) < 0) sd_pipeline_free(p);
+    }
+    return rc;
+}
+
 void sd_pipeline_set_precision(sd_pipeline *p, ops_precision precision) {
     p->clip.ops.precision = precision;
     p->unet.ops.precision = precision;
@@ -292,17 +301,17 @@ static int predict(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
             memcpy(dst + n + hw, b->masked_lat, sizeof(float) * n);
         }
     }
-    float t[2];
-    t[0] = t[1] = sampler_timestep(smp, i);
+    const float ts = sampler_timestep(smp, i);
     if (B == 1 || z->Lu == z->Lc) {
         const float *ctx = B == 1 ? b->ctx + (size_t)z->Lu * z->D : b->ctx;
-        if ((rc = unet_forward(&p->unet, b->unet_in, t, ctx, z->Lc, B, h, w, b->unet_out, err)) < 0) return rc;
+        if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, ts, ctx, z->Lc, B, h, w, b->unet_out, err)) < 0)
+            return rc;
     } else {
         /* A1111: a prompt and a negative prompt of different chunk counts run apart, each with its own context */
         const size_t per = (size_t)z->C * hw;
-        if ((rc = unet_forward(&p->unet, b->unet_in, t, b->ctx, z->Lu, 1, h, w, b->unet_out, err)) < 0 ||
-            (rc = unet_forward(&p->unet, b->unet_in, t, b->ctx + (size_t)z->Lu * z->D, z->Lc, 1, h, w,
-                               b->unet_out + per, err)) < 0)
+        if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, ts, b->ctx, z->Lu, 1, h, w, b->unet_out, err)) < 0 ||
+            (rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, ts, b->ctx + (size_t)z->Lu * z->D, z->Lc, 1, h, w,
+                                        b->unet_out + per, err)) < 0)
             return rc;
     }
     if (z->cfg) {
@@ -332,7 +341,8 @@ static int denoise(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
                 memcpy(trace->noise_pred_steps + (size_t)(done - 1) * n, b->guided, sizeof(float) * n);
         }
         if (trace) trace->n_steps = done;
-        if (cb && cb(cb_ctx, done, total)) return sd_err(err, SD_ECANCELED, "cancelled");
+        rc = cb && cb(cb_ctx, done, total) ? sd_err(err, SD_ECANCELED, "cancelled") : 0;
+        if ((rc = sd_group_agree(p->group, rc, err)) < 0) return rc; /* a group stops together */
     }
     return 0;
 }
@@ -345,6 +355,17 @@ static int decode_latents(sd_pipeline *p, buffers *b, const gen_shape *z, uint8_
     for (size_t i = 0; i < z->n; i++) b->scaled[i] = b->latents[i] / sf;
     if ((rc = vae_decode(&p->vae, b->scaled, 1, z->h, z->w, b->pixels, err)) < 0) return rc;
     image_tensor_to_u8_ex(b->pixels, z->H, z->W, trace ? trace->image : NULL, rgb);
+    return 0;
+}
+
+/*
+ * Test hook: SDRENDER_TP_FAIL_RANK=N makes rank N of every group fail after reading its inputs, as a
+ * member that cannot read a file would (the group must end the job with that rank's message).
+ */
+static int group_fault(const sd_group *g, sd_error *err) {
+    const char *e = getenv("SDRENDER_TP_FAIL_RANK");
+    if (e && *e && atoi(e) == g->rank)
+        return sd_err(err, SD_EIO, "injected failure on this rank (SDRENDER_TP_FAIL_RANK=%s)", e);
     return 0;
 }
 
@@ -374,11 +395,15 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     buffers b = {0};
     sd_rng g;
     if ((rc = alloc_buffers(&b, &z, err)) < 0) goto done;
-    if (s->init_image && (rc = read_picture(s->init_image, 0, z.W, z.H, &b.init_rgb, err)) < 0) goto done;
-    if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto done;
-    if ((rc = encode_prompts(p, s, &z, &b, trace, err)) < 0) goto done;
+    if (s->init_image && (rc = read_picture(s->init_image, 0, z.W, z.H, &b.init_rgb, err)) < 0) goto prepared;
+    if (z.inpaint && (rc = read_picture(s->mask, 1, z.W, z.H, &b.mask_u8, err)) < 0) goto prepared;
+    if ((rc = encode_prompts(p, s, &z, &b, trace, err)) < 0) goto prepared;
     sd_rng_seed(&g, (uint64_t)s->seed);
-    if ((rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err)) < 0) goto done;
+    rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err);
+    if (rc == 0 && p->group) rc = group_fault(p->group, err);
+prepared:
+    /* every rank of a group has read its inputs: go on together or fail together */
+    if ((rc = sd_group_agree(p->group, rc, err)) < 0) goto done;
     if (trace) {
         trace->n_all_timesteps = sampler_num_evals(smp);
         for (int i = 0; trace->all_timesteps && i < trace->n_all_timesteps && i < trace->max_timesteps; i++)
@@ -387,7 +412,7 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     if (trace && trace->latents_init) memcpy(trace->latents_init, b.latents, sizeof(float) * z.n);
     if ((rc = denoise(p, s, smp, first, &g, &b, &z, cb, cb_ctx, trace, err)) < 0) goto done;
     if (trace && trace->latents_final) memcpy(trace->latents_final, b.latents, sizeof(float) * z.n);
-    rc = decode_latents(p, &b, &z, rgb, trace, err);
+    if (!p->group || p->group->rank == 0) rc = decode_latents(p, &b, &z, rgb, trace, err);
 done:
     free_buffers(&b);
     sampler_free(smp);

@@ -13,11 +13,12 @@
  *   img2img: VAE posterior sample of the init image, then the added noise;
  *   inpaint (9-channel U-Net): [init-image posterior sample if strength < 1],
  *            initial noise, masked-image posterior sample.
- * Classifier-free guidance runs the U-Net on the batch [negative, prompt]
- * when cfg_scale > 1, else on the prompt alone. With A1111 prompt syntax
- * (settings.prompt_syntax, core/pipeline/conditioning.h) the context is 77
- * tokens per chunk; a prompt and a negative prompt of different chunk counts
- * run in two U-Net calls, each with its own context, as A1111 does. Clip skip applies to the
+ * Classifier-free guidance runs the U-Net on [negative, prompt] when
+ * cfg_scale > 1 (one entry after the other: see group.h), else on the
+ * prompt alone. With A1111 prompt syntax (settings.prompt_syntax,
+ * core/pipeline/conditioning.h) the context is 77 tokens per chunk; a prompt
+ * and a negative prompt of different chunk counts each get their own context
+ * length, as in A1111. Clip skip applies to the
  * prompt and the negative prompt (as AUTOMATIC1111 and stable-diffusion.cpp;
  * diffusers 0.27 applies it to the prompt only).
  */
@@ -28,6 +29,7 @@
 
 #include "clip.h"
 #include "err.h"
+#include "group.h"
 #include "model.h"
 #include "settings.h"
 #include "tokenizer.h"
@@ -40,6 +42,7 @@ typedef struct sd_pipeline {
     clip_text_model clip;
     unet_model unet;
     vae_model vae;
+    const sd_group *group; /* borrowed; NULL: this process renders alone */
 } sd_pipeline;
 
 /* What the GEMMs of all three networks compute in (OPS_PRECISION_FP32 after sd_pipeline_load). */
@@ -80,6 +83,15 @@ typedef struct sd_pipeline_trace {
  * or a text encoder (sd_model.parts) is refused, naming the missing part. */
 int sd_pipeline_load(sd_pipeline *p, const sd_model *m, sd_error *err);
 void sd_pipeline_free(sd_pipeline *p);
+
+/*
+ * The same for one rank of group g (group.h; g must outlive p): the U-Net
+ * keeps only this rank's shards. Every rank of the group then calls
+ * sd_pipeline_generate with the same settings; only the leader (g->rank 0)
+ * fills rgb. Errors of any rank (reading inputs, cancelling) end the call
+ * on every rank with that rank's message.
+ */
+int sd_pipeline_load_group(sd_pipeline *p, const sd_model *m, const sd_group *g, sd_error *err);
 
 /*
  * Generates one image for s into rgb: [height, width, 3] u8. Reads the init

@@ -103,6 +103,13 @@ int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_render_id *id, 
     int rc = 0;
     if (!rgb || !text) rc = sd_err(err, SD_ENOMEM, "out of memory");
     if (rc == 0) rc = sd_pipeline_generate(p, s, rgb, cb, cb_ctx, NULL, err);
+    if (rc == 0 && p->group && p->group->rank != 0) {
+        /* a group member: the leader writes the image */
+        free(rgb);
+        free(text);
+        if (sha256) sha256[0] = 0;
+        return 0;
+    }
     if (rc == 0) {
         sd_png_text t = {.key = "parameters", .value = text};
         rc = sd_png_write_rgb(out_path, rgb, s->width, s->height, &t, 1, err);

@@ -29,7 +29,8 @@ int sd_render_identify(const sd_model *m, sd_render_id *id, sd_error *err);
 /* Only the name part (cheap), leaving id->hash as it is. */
 void sd_render_identify_name(const sd_model *m, sd_render_id *id);
 
-/* Generates s and writes it to out_path; sha256 gets the PNG file's hash. */
+/* Generates s and writes it to out_path; sha256 gets the PNG file's hash. In a group (p->group),
+ * every rank calls it and only the leader writes (members get sha256 ""). */
 int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_render_id *id, const char *out_path, sd_pipeline_step_fn cb,
                   void *cb_ctx, char sha256[65], sd_error *err);
 

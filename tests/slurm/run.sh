@@ -276,9 +276,30 @@ case_metrics() {
     done
 }
 
+# tensor parallelism across nodes: render.sbatch with SDRENDER_RUN_ARGS="--tp 2" on 2 nodes, ranks
+# placed by a host file (n1 n2 n1 n2 n1; Slurm's --distribution=arbitrary), so each worker group (ranks 1-2, 3-4) has one rank on each node (the leaders say
+# where their group lies). CFG-parallel (auto for groups of 2) PNGs are byte-identical to one rank's,
+# so the table must match the single-rank references.
+case_tp() {
+    local d=$WORK/tp id st hosts
+    mkdir -p "$d"
+    make_table "$d/jobs.db" 10
+    printf 'n1\nn2\nn1\nn2\nn1\n' >"$d/hosts"
+    id=$(SLURM_HOSTFILE="$d/hosts" SDRENDER_RUN_ARGS="--tp 2" submit --nodes=2 --ntasks=5 \
+        --distribution=arbitrary slurm/render.sbatch "$d/jobs.db" "$MODEL" "$d/out")
+    st=$(wait_job "$id")
+    [ "$st" = COMPLETED ] || { job_log "$id"; fail "job $id ended $st"; return 1; }
+    check_table "$d/jobs.db" "$d/out" 10 || { job_log "$id"; return 1; }
+    [ "$(sql "$d/jobs.db" "SELECT ranks || ' ' || group_size || ' ' || parallel || ' ' || end_status FROM runs")" = "5 2 cfg complete" ] ||
+        { job_log "$id"; fail "runs table: $(sql "$d/jobs.db" 'SELECT * FROM runs')"; return 1; }
+    local groups
+    groups=$(grep -cE 'leading a group of 2 ranks on (n1, n2|n2, n1)$' "$WORK/job-$id.out")
+    [ "$groups" = 2 ] || { job_log "$id"; fail "$groups of 2 groups span both nodes"; return 1; }
+}
+
 # ---- main ----------------------------------------------------------------------------------------
 
-ALL="srun mpirun preempt_term preempt_requeue node_death array metrics"
+ALL="srun mpirun preempt_term preempt_requeue node_death array metrics tp"
 CASES=${*:-$ALL}
 [ -x "$BIN" ] || { echo "slurm: no $BIN (run make first)"; exit 2; }
 t0=$SECONDS

@@ -1,0 +1,142 @@
+/* ops_comm.c - timed all-gather and the rank-ordered all-reduce (see ops_comm.h). */
+#include "ops_comm.h"
+
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int ops_comm_allgather(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    if (!ops_comm_active(c)) {
+        if (recv != send) memcpy(recv, send, bytes);
+        return 0;
+    }
+    double t0 = now_s();
+    int rc = c->allgather(c, send, recv, bytes, err);
+    if (c->stats) {
+        c->stats->seconds += now_s() - t0;
+        c->stats->bytes_sent += (uint64_t)bytes * (uint64_t)(c->size - 1);
+        c->stats->calls++;
+    }
+    return rc;
+}
+
+/* c->alltoall, timed and counted like the all-gather. */
+static int comm_alltoall(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    double t0 = now_s();
+    int rc = c->alltoall(c, send, recv, bytes, err);
+    if (c->stats) {
+        c->stats->seconds += now_s() - t0;
+        c->stats->bytes_sent += (uint64_t)bytes * (uint64_t)(c->size - 1);
+        c->stats->calls++;
+    }
+    return rc;
+}
+
+/*
+ * The all-to-all way: rank r sums, in rank order, the r-th of `size` equal pieces of everyone's
+ * buffer (padded to m = ceil(n / size) floats), then an all-gather shares the sums.
+ */
+static int allreduce_alltoall(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx, sd_error *err) {
+    const int P = c->size;
+    size_t m = (n + (size_t)P - 1) / (size_t)P;
+    ops_mark mark = ops_arena_mark(&ctx->scratch);
+    float *send = ops_arena_floats(&ctx->scratch, m * (size_t)P, err);
+    float *recv = send ? ops_arena_floats(&ctx->scratch, m * (size_t)P, err) : NULL;
+    float *sums = recv ? ops_arena_floats(&ctx->scratch, m * (size_t)P, err) : NULL;
+    int rc = sums ? 0 : (err ? err->code : SD_ENOMEM);
+    if (rc == 0) {
+        memcpy(send, buf, n * sizeof(float));
+        memset(send + n, 0, (m * (size_t)P - n) * sizeof(float));
+        rc = comm_alltoall(c, send, recv, m * sizeof(float), err);
+    }
+    if (rc == 0) {
+        float *mine = sums + (size_t)c->rank * m;
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
+        for (size_t i = 0; i < m; i++) {
+            float s = recv[i];
+            for (int r = 1; r < P; r++) s += recv[(size_t)r * m + i];
+            mine[i] = s;
+        }
+        rc = ops_comm_allgather(c, mine, sums, m * sizeof(float), err);
+    }
+    if (rc == 0) memcpy(buf, sums, n * sizeof(float));
+    ops_arena_release(&ctx->scratch, mark);
+    return rc;
+}
+
+int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx, sd_error *err) {
+    if (!ops_comm_active(c) || n == 0) return 0;
+    if (c->alltoall && c->size > 2) return allreduce_alltoall(c, buf, n, ctx, err);
+    ops_mark mark = ops_arena_mark(&ctx->scratch);
+    float *all = ops_arena_floats(&ctx->scratch, n * (size_t)c->size, err);
+    int rc = all ? ops_comm_allgather(c, buf, all, n * sizeof(float), err) : (err ? err->code : SD_ENOMEM);
+    if (rc == 0) {
+        const int P = c->size;
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
+        for (size_t i = 0; i < n; i++) {
+            float s = all[i];
+            for (int r = 1; r < P; r++) s += all[(size_t)r * n + i];
+            buf[i] = s;
+        }
+    }
+    ops_arena_release(&ctx->scratch, mark);
+    return rc;
+}
+
+int ops_add_bias_residual(float *out, const float *residual, const sd_tensor *bias, int B, int C, size_t HW,
+                          ops_ctx *ctx, sd_error *err) {
+    ops_mark mark = ops_arena_mark(&ctx->scratch);
+    const float *b = bias ? ops_weight_f32(bias, ctx, err) : NULL;
+    if (bias && !b) {
+        ops_arena_release(&ctx->scratch, mark);
+        return err ? err->code : SD_ENOMEM;
+    }
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
+    for (int bc = 0; bc < B * C; bc++) {
+        float *o = out + (size_t)bc * HW;
+        const float *r = residual ? residual + (size_t)bc * HW : NULL;
+        float bv = b ? b[bc % C] : 0.0f;
+        if (r)
+            for (size_t i = 0; i < HW; i++) o[i] += r[i] + bv;
+        else
+            for (size_t i = 0; i < HW; i++) o[i] += bv;
+    }
+    ops_arena_release(&ctx->scratch, mark);
+    return 0;
+}
+
+int ops_conv2d_row_parallel(const ops_comm *c, float *out, const float *x, const ops_conv_desc *d, int c0, int cl,
+                            const float *residual, ops_ctx *ctx, sd_error *err) {
+    int oh, ow, rc = 0;
+    ops_conv2d_out_size(d, &oh, &ow);
+    size_t in_hw = (size_t)d->in_h * d->in_w, out_n = (size_t)d->out_ch * oh * ow;
+    ops_conv_desc one = *d;
+    one.batch = 1;
+    one.in_ch = cl;
+    one.bias = NULL;
+    one.residual = NULL;
+    one.accumulate = 0;
+    one.chan_add = NULL;
+    /* a channel slice is contiguous within one image: one convolution per image */
+    for (int b = 0; b < d->batch && rc == 0; b++) {
+        if (d->in_scale) {
+            one.in_scale = d->in_scale + (size_t)b * d->in_ch + c0;
+            one.in_shift = d->in_shift + (size_t)b * d->in_ch + c0;
+        }
+        rc = ops_conv2d(out + (size_t)b * out_n, x + ((size_t)b * d->in_ch + (size_t)c0) * in_hw, &one, ctx, err);
+    }
+    if (rc == 0) rc = ops_comm_allreduce_sum(c, out, (size_t)d->batch * out_n, ctx, err);
+    if (rc == 0) rc = ops_add_bias_residual(out, residual, d->bias, d->batch, d->out_ch, (size_t)oh * ow, ctx, err);
+    return rc;
+}
+
+void ops_comm_share(const ops_comm *c, int n, int *lo, int *hi) {
+    int P = ops_comm_active(c) ? c->size : 1, r = ops_comm_active(c) ? c->rank : 0;
+    *lo = (int)((int64_t)n * r / P);
+    *hi = (int)((int64_t)n * (r + 1) / P);
+}

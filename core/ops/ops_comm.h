@@ -1,0 +1,84 @@
+/*
+ * ops_comm.h - the communicator tensor-parallel kernels talk through.
+ *
+ * core/ never calls MPI: a group of processes that share one image is an
+ * ops_comm whose callbacks are filled in by mpi/ (mpi/tp_group.c), or by a
+ * test with threads. A network holds one in its ops_ctx (ctx->comm); NULL, or
+ * size 1, means this process computes every output alone.
+ *
+ * Determinism. The only reduction is ops_comm_allreduce_sum, and every
+ * element of it is added in rank order 0, 1, ..., size-1: either on every
+ * rank after an all-gather of the whole buffers, or (with an all-to-all,
+ * the bandwidth-optimal way for larger groups) each rank adds 1/size of the
+ * elements for all and an all-gather shares the sums. Both give the same
+ * bits, on every rank, whatever the message timing, the MPI library's
+ * reduction algorithm, or the nodes the ranks run on: only the group size
+ * matters. The all-gather way sends (size-1) n floats per rank, the
+ * all-to-all way 2 (size-1)/size n: the same for 2 ranks, 3.5x less for 8.
+ */
+#ifndef SD_OPS_COMM_H
+#define SD_OPS_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "ops.h"
+
+/* Time and volume of this rank's communication (for `bench --tp`). */
+typedef struct ops_comm_stats {
+    double seconds;      /* inside the callbacks */
+    uint64_t bytes_sent; /* what this rank sent: n bytes to each of the size-1 others per all-gather */
+    int64_t calls;
+} ops_comm_stats;
+
+typedef struct ops_comm {
+    int rank, size;
+    void *impl;          /* the implementation's own data (an MPI communicator) */
+    ops_comm_stats *stats; /* may be NULL; updated by ops_comm_allgather */
+    /*
+     * recv[size * bytes] = every rank's `bytes` bytes of send, in rank order
+     * (recv + rank*bytes may be send itself). Collective: every rank calls it.
+     */
+    int (*allgather)(const struct ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
+    /*
+     * Optional: recv[r * bytes ..] = rank r's send[rank * bytes ..] for every r (send and recv hold
+     * size * bytes). Collective. NULL: the all-reduce all-gathers whole buffers.
+     */
+    int (*alltoall)(const struct ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
+} ops_comm;
+
+/* 1 when c splits work over more than one rank. */
+static inline int ops_comm_active(const struct ops_comm *c) { return c && c->size > 1; }
+
+/* The callback, timed and counted in c->stats. */
+int ops_comm_allgather(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
+
+/*
+ * buf[n] = sum over ranks of every rank's buf[n], added in rank order (see
+ * above); the all-gathered copies take size*n floats of ctx->scratch.
+ */
+int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx, sd_error *err);
+
+/*
+ * A row-parallel convolution: d describes the whole layer (d->in_ch input
+ * channels, d->weight already this rank's input channels [c0, c0 + cl):
+ * [out_ch, cl, k, k]); each rank convolves its channel slice of x: [batch,
+ * in_ch, H, W], the partial outputs are all-reduced into out, then d->bias
+ * and `residual` (may be NULL; [batch, out_ch, oh, ow]) are added once.
+ * Fused input work (d->in_scale/in_shift) must be per-slice already.
+ */
+int ops_conv2d_row_parallel(const ops_comm *c, float *out, const float *x, const ops_conv_desc *d, int c0, int cl,
+                            const float *residual, ops_ctx *ctx, sd_error *err);
+
+/* out[b, c, :] += residual[b, c, :] (when not NULL) + bias[c]; out, residual: [B, C, HW]. */
+int ops_add_bias_residual(float *out, const float *residual, const sd_tensor *bias, int B, int C, size_t HW,
+                          ops_ctx *ctx, sd_error *err);
+
+/*
+ * Splits n items (heads, channel groups) over c's ranks: this rank's [*lo, *hi).
+ * n must be a multiple of the size (checked where the model is sharded).
+ */
+void ops_comm_share(const ops_comm *c, int n, int *lo, int *hi);
+
+#endif

@@ -1,0 +1,120 @@
+/* tp_group.c - MPI communicators and callbacks of a rank group (see tp_group.h). */
+#include "tp_group.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tp_group_impl.h"
+
+/* ops_comm's all-gather on the MPI_Comm in c->impl. */
+static int mpi_allgather(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    MPI_Comm comm = *(const MPI_Comm *)c->impl;
+    if (bytes > INT_MAX)
+        return sd_err(err, SD_EINTERNAL, "all-gather of %zu bytes: more than one MPI message holds", bytes);
+    const void *s = (const char *)recv + (size_t)c->rank * bytes == send ? MPI_IN_PLACE : send;
+    if (MPI_Allgather(s, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm) != MPI_SUCCESS)
+        return sd_err(err, SD_EIO, "MPI_Allgather of %zu bytes failed", bytes);
+    return 0;
+}
+
+/* ops_comm's all-to-all on the MPI_Comm in c->impl. */
+static int mpi_alltoall(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    MPI_Comm comm = *(const MPI_Comm *)c->impl;
+    if (bytes > INT_MAX)
+        return sd_err(err, SD_EINTERNAL, "all-to-all of %zu bytes: more than one MPI message holds", bytes);
+    if (MPI_Alltoall(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm) != MPI_SUCCESS)
+        return sd_err(err, SD_EIO, "MPI_Alltoall of %zu bytes failed", bytes);
+    return 0;
+}
+
+static void comm_fill(ops_comm *oc, MPI_Comm *comm, ops_comm_stats *stats) {
+    int r = 0, n = 1;
+    MPI_Comm_rank(*comm, &r);
+    MPI_Comm_size(*comm, &n);
+    *oc = (ops_comm){.rank = r, .size = n, .impl = comm, .stats = stats, .allgather = mpi_allgather,
+                     .alltoall = mpi_alltoall};
+}
+
+int tp_group_make(tp_group *g, MPI_Comm all, sd_parallel strategy, sd_error *err) {
+    memset(g, 0, sizeof *g);
+    g->tp = g->cfg = MPI_COMM_NULL;
+    MPI_Comm_dup(all, &g->all);
+    int r, K;
+    MPI_Comm_rank(g->all, &r);
+    MPI_Comm_size(g->all, &K);
+    if (strategy == SD_PARALLEL_CFG && K % 2) {
+        MPI_Comm_free(&g->all);
+        return sd_err(err, SD_EINPUT, "--parallel cfg needs an even group size, not %d", K);
+    }
+    int half = strategy == SD_PARALLEL_CFG ? K / 2 : K;
+    g->g.cfg_index = r / half;
+    MPI_Comm_split(g->all, g->g.cfg_index, r, &g->tp);
+    if (strategy == SD_PARALLEL_CFG) MPI_Comm_split(g->all, r % half, r, &g->cfg);
+    comm_fill(&g->c_all, &g->all, &g->stats);
+    comm_fill(&g->c_tp, &g->tp, &g->stats);
+    if (g->cfg != MPI_COMM_NULL) comm_fill(&g->c_cfg, &g->cfg, &g->stats);
+    g->g.rank = r;
+    g->g.size = K;
+    g->g.strategy = strategy == SD_PARALLEL_AUTO ? SD_PARALLEL_TENSOR : strategy;
+    g->g.all = &g->c_all;
+    g->g.tp = &g->c_tp;
+    g->g.cfg = g->cfg != MPI_COMM_NULL ? &g->c_cfg : NULL;
+    return 0;
+}
+
+void tp_group_free(tp_group *g) {
+    if (g->cfg != MPI_COMM_NULL) MPI_Comm_free(&g->cfg);
+    if (g->tp != MPI_COMM_NULL) MPI_Comm_free(&g->tp);
+    if (g->all != MPI_COMM_NULL) MPI_Comm_free(&g->all);
+    g->all = g->tp = g->cfg = MPI_COMM_NULL;
+}
+
+struct sd_tp_world {
+    tp_group grp;
+};
+
+int sd_tp_start(int *argc, char ***argv, int K, sd_parallel requested, int cfg_on, sd_tp_world **out, sd_error *err) {
+    *out = NULL;
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) MPI_Init(argc, argv);
+    int world = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    sd_parallel strategy;
+    int rc = 0;
+    if (world != K)
+        rc = sd_err(err, SD_EINPUT, "--tp %d: this job has %d MPI rank%s; start it with mpirun -np %d (every rank "
+                    "of a generate/bench job belongs to its one group)", K, world, world == 1 ? "" : "s", K);
+    if (rc == 0) rc = sd_parallel_resolve(requested, K, cfg_on, &strategy, err);
+    sd_tp_world *w = rc == 0 ? calloc(1, sizeof *w) : NULL;
+    if (rc == 0 && !w) rc = sd_err(err, SD_ENOMEM, "out of memory");
+    if (rc == 0 && (rc = tp_group_make(&w->grp, MPI_COMM_WORLD, strategy, err)) < 0) {
+        free(w);
+        w = NULL;
+    }
+    if (rc < 0) {
+        MPI_Finalize();
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+const sd_group *sd_tp_group(const sd_tp_world *w) { return &w->grp.g; }
+ops_comm_stats *sd_tp_stats(sd_tp_world *w) { return &w->grp.stats; }
+void sd_tp_barrier(const sd_tp_world *w) { MPI_Barrier(w->grp.all); }
+
+double sd_tp_max(const sd_tp_world *w, double v) {
+    double out = v;
+    MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, w->grp.all);
+    return out;
+}
+
+void sd_tp_end(sd_tp_world *w) {
+    if (w) {
+        tp_group_free(&w->grp);
+        free(w);
+    }
+    MPI_Finalize();
+}
