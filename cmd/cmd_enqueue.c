@@ -4,10 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "cli.h"
 #include "commands.h"
 #include "enqueue.h"
+#include "fsutil.h"
 #include "jobdb.h"
+#include "lora_set.h"
 
 static void usage(FILE *fp) {
     fprintf(fp,
@@ -20,7 +24,8 @@ static void usage(FILE *fp) {
             "  *.txt    one prompt per line; blank lines are skipped\n"
             "  *.jsonl  one JSON object per line: prompt (or caption), and optionally negative_prompt,\n"
             "           seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, init_image,\n"
-            "           mask, strength, task, rng, noise_level, and SDXL's original_width, original_height,\n"
+            "           mask, strength, task, rng, noise_level, prompt_syntax, loras ([\"FILE:M\", ...] or\n"
+            "           [{\"file\", \"multiplier\"}]), lora_dir, and SDXL's original_width, original_height,\n"
             "           crop_top, crop_left, target_width, target_height (0: the default); unknown keys are errors\n"
             "           task: txt2img, img2img, inpaint, unconditional (no prompt; pixel-space DDPM),\n"
             "           upscale (init_image is the low-res picture, the output 4x it; noise_level 0..350,\n"
@@ -43,6 +48,11 @@ static void usage(FILE *fp) {
             "  --original-size WxH, --crop-top-left T,L, --target-size WxH\n"
             "                   SDXL size conditioning (the image size; 0,0; the image size)\n"
             "  --rng cpu|cuda   noise source: torch's CPU generator (cpu) or CUDA's Philox (cuda, A1111 NV)\n"
+            "  --prompt-syntax S  plain (diffusers, 77 tokens) or a1111 (weights, BREAK, long prompts,\n"
+            "                   <lora:NAME:M> tags) (plain)\n"
+            "  --lora FILE[:M]  a LoRA for every row without a loras field (multiplier M, default 1);\n"
+            "                   repeatable\n"
+            "  --lora-dir DIR   where <lora:NAME:M> tags find NAME.safetensors\n"
             "  --seed-base N    a row without a seed gets seed = N + job_id - 1 (0), so every job has\n"
             "                   its seed from the start and renders the same image on any rank, any rerun\n"
             "  --repeat K       K jobs per prompt with consecutive ids (1); a row's own seed S gives\n"
@@ -88,6 +98,7 @@ int cmd_enqueue(int argc, char **argv) {
     if (!files) return cli_usage_error("out of memory");
     sd_error e = {0};
     int rc = 0;
+    char *loras = NULL, *lora_dir = NULL;
     for (int i = 1; i < argc && rc == 0; i++) {
         const char *a = argv[i], *v;
         int missing = 0;
@@ -146,6 +157,30 @@ int cmd_enqueue(int argc, char **argv) {
         } else if ((v = cli_option_value(argc, argv, &i, "--rng", NULL, &missing))) {
             if (sd_rng_kind_parse(v, &o.defaults.rng) < 0)
                 rc = sd_err(&e, SD_EINPUT, "--rng: unknown noise source '%s'; choose cpu or cuda", v);
+        } else if ((v = cli_option_value(argc, argv, &i, "--prompt-syntax", NULL, &missing))) {
+            if (sd_prompt_syntax_parse(v, &o.defaults.prompt_syntax) < 0)
+                rc = sd_err(&e, SD_EINPUT, "--prompt-syntax: '%s' is neither plain nor a1111", v);
+        } else if ((v = cli_option_value(argc, argv, &i, "--lora-dir", NULL, &missing))) {
+            free(lora_dir);
+            lora_dir = realpath(v, NULL);
+            if (!lora_dir || !sd_fs_is_dir(lora_dir)) rc = sd_err(&e, SD_EINPUT, "--lora-dir: '%s' is not a folder", v);
+        } else if ((v = cli_option_value(argc, argv, &i, "--lora", NULL, &missing))) {
+            sd_lora_use u;
+            rc = sd_lora_use_parse(v, &u, &e);
+            char cwd[4096], *abs = NULL;
+            if (rc == 0) abs = u.path[0] == '/' ? strdup(u.path) : getcwd(cwd, sizeof cwd) ? sd_fs_path_join(cwd, u.path) : NULL;
+            char *one = abs ? sd_lora_spec_format(abs, u.te) : NULL;
+            size_t have = loras ? strlen(loras) : 0, need = (one ? strlen(one) : 0) + 2;
+            char *g = one ? realloc(loras, have + need) : NULL;
+            if (g) {
+                loras = g;
+                snprintf(g + have, need, "%s%s", have ? "\n" : "", one);
+            } else if (rc == 0) {
+                rc = sd_err(&e, SD_ENOMEM, "out of memory");
+            }
+            free(abs);
+            free(one);
+            sd_lora_use_free(&u);
         } else if ((v = cli_option_value(argc, argv, &i, "--seed-base", NULL, &missing))) {
             rc = cli_parse_long("--seed-base", v, 0, LONG_MAX, &seed_base, &e);
         } else if ((v = cli_option_value(argc, argv, &i, "--repeat", NULL, &missing))) {
@@ -164,7 +199,11 @@ int cmd_enqueue(int argc, char **argv) {
         rc = sd_err(&e, SD_EINPUT, "--karras needs a sigma-based sampler; '%s' has none (try euler, dpm++2m)",
                     sampler_kind_name(o.defaults.sampler));
     o.defaults.karras = karras;
+    o.defaults.loras = loras;
+    o.defaults.lora_dir = lora_dir;
     if (rc < 0) {
+        free(loras);
+        free(lora_dir);
         free(files);
         return cli_fail(&e);
     }
@@ -210,5 +249,7 @@ int cmd_enqueue(int argc, char **argv) {
     jobdb_close(db);
     enqueue_batch_free(&batch);
     free(files);
+    free(loras);
+    free(lora_dir);
     return rc < 0 ? cli_fail(&e) : 0;
 }

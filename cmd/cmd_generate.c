@@ -9,6 +9,7 @@
 #include "ops.h"
 #include "pngio.h"
 #include "progress.h"
+#include "lora_set.h"
 #include "render.h"
 #include "tp_group.h"
 
@@ -34,6 +35,11 @@ static void usage(FILE *fp) {
             "                         init image, else the model's size)\n"
             "  -H, --height H         image height, the same multiple\n"
             "      --clip-skip K      1 = last text-encoder layer, 2 = penultimate (A1111 numbering; default 1)\n"
+            "      --prompt-syntax S  plain (default: as diffusers, 77 tokens) or a1111: (word:1.3), [word],\n"
+            "                         BREAK, prompts of any length, <lora:NAME:MULTIPLIER> tags\n"
+            "      --lora FILE[:M]    merge a LoRA (kohya or diffusers/PEFT .safetensors) with multiplier M\n"
+            "                         (default 1); repeatable\n"
+            "      --lora-dir DIR     where <lora:NAME:M> tags find NAME.safetensors\n"
             "  -i, --init-image PNG   img2img / inpainting input picture\n"
             "      --strength S       img2img strength in (0, 1] (default 0.8; inpainting 1)\n"
             "      --mask PNG         inpainting mask, white = repaint (needs a 9-channel inpainting model)\n"
@@ -80,6 +86,7 @@ typedef struct gen_args {
     sd_settings s;          /* steps, guidance, ... set; size, sampler and seed filled in later */
     long seed, width, height, batch;
     int have_sampler, quiet, bf16;
+    const sd_lora_set *loras; /* merged into the model before rendering */
 } gen_args;
 
 /*
@@ -129,6 +136,14 @@ static int generate_images(gen_args *a, const sd_group *grp) {
     if (rc == 0) rc = sd_settings_check_for(&s, scale, &err);
     if (rc == 0 && (rc = sd_pipeline_load_group(&p, &m, grp, &err)) == 0) have_pipe = 1;
     if (rc == 0) rc = sd_pipeline_check(&p, &s, &err);
+    sd_lora_ctx lc;
+    char *lora_hashes = NULL;
+    if (have_model) sd_lora_ctx_init(&lc, &m);
+    if (rc == 0 && a->loras->n && p.unet.shards.n)
+        rc = sd_err(&err, SD_EUNSUPPORTED, "generate: LoRAs cannot be merged into a tensor-parallel (sharded) U-Net "
+                    "yet; use --parallel cfg with --tp 2, or no --tp");
+    if (rc == 0) rc = sd_lora_ctx_apply(&lc, a->loras, &lora_hashes, &err);
+    s.lora_hashes = lora_hashes;
     if (rc == 0) rc = sd_render_identify(&m, &id, &err);
     /* a group goes on only if every rank got this far; then every rank uses the leader's seed */
     rc = sd_group_agree(grp, rc, &err);
@@ -164,6 +179,8 @@ static int generate_images(gen_args *a, const sd_group *grp) {
                     (long long)s.seed, cli_now() - t0);
         free(path);
     }
+    if (have_model) sd_lora_ctx_free(&lc);
+    free(lora_hashes);
     if (have_pipe) sd_pipeline_free(&p);
     if (have_model) sd_model_close(&m);
     if (rc < 0 && !leader) return sd_err_exit_code(rc); /* the leader prints the group's error */
@@ -172,7 +189,8 @@ static int generate_images(gen_args *a, const sd_group *grp) {
 
 int cmd_generate(int argc, char **argv) {
     enum { O_STEPS = 256, O_CFG, O_SAMPLER, O_KARRAS, O_ETA, O_SEED, O_CLIPSKIP, O_STRENGTH, O_MASK, O_BATCH, O_THREADS,
-           O_TOK, O_CONFIG, O_PRECISION, O_TP, O_PARALLEL, O_ORIG, O_CROP, O_TARGET, O_RNG };
+           O_TOK, O_CONFIG, O_PRECISION, O_TP, O_PARALLEL, O_ORIG, O_CROP, O_TARGET, O_RNG, O_SYNTAX, O_LORA,
+           O_LORA_DIR };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},      {"prompt", required_argument, 0, 'p'},
         {"negative", required_argument, 0, 'n'},   {"output", required_argument, 0, 'o'},
@@ -189,6 +207,8 @@ int cmd_generate(int argc, char **argv) {
         {"original-size", required_argument, 0, O_ORIG}, {"crop-top-left", required_argument, 0, O_CROP},
         {"target-size", required_argument, 0, O_TARGET},
         {"rng", required_argument, 0, O_RNG},
+        {"prompt-syntax", required_argument, 0, O_SYNTAX}, {"lora", required_argument, 0, O_LORA},
+        {"lora-dir", required_argument, 0, O_LORA_DIR},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     sd_settings s;
@@ -200,6 +220,8 @@ int cmd_generate(int argc, char **argv) {
     sd_parallel parallel = SD_PARALLEL_AUTO;
     double cfg = 7.5, eta = 0, strength = -1;
     int have_sampler = 0, sampler, rng, quiet = 0, bf16 = 0, c;
+    const char *lora_dir = NULL;
+    char lora_specs[8192] = "";
     sd_error err = {0};
     s.prompt = NULL;
     s.negative = NULL; /* none given (see below) */
@@ -237,6 +259,20 @@ int cmd_generate(int argc, char **argv) {
             if (cli_parse_rng(optarg, &rng)) return 2;
             s.rng = (sd_rng_kind)rng;
             break;
+        case O_SYNTAX:
+            if (sd_prompt_syntax_parse(optarg, &s.prompt_syntax) < 0)
+                return cli_usage_error("--prompt-syntax: '%s' is neither plain nor a1111", optarg);
+            break;
+        case O_LORA_DIR: lora_dir = optarg; break;
+        case O_LORA: {
+            sd_lora_use u;
+            if (sd_lora_use_parse(optarg, &u, &err) < 0) return cli_fail(&err);
+            sd_lora_use_free(&u);
+            size_t have = strlen(lora_specs);
+            if (have + strlen(optarg) + 2 > sizeof lora_specs) return cli_usage_error("--lora: too many LoRAs");
+            snprintf(lora_specs + have, sizeof lora_specs - have, "%s%s", have ? "\n" : "", optarg);
+            break;
+        }
         case O_SAMPLER:
             if (cli_parse_sampler(optarg, &sampler)) return 2;
             s.sampler = (sampler_kind)sampler;
@@ -265,15 +301,28 @@ int cmd_generate(int argc, char **argv) {
     s.crop_left = (int)cond[3];
     s.target_width = (int)cond[4];
     s.target_height = (int)cond[5];
+    sd_lora_set loras;
+    if (sd_lora_set_build(&loras, lora_specs, s.prompt, s.prompt_syntax, lora_dir, &err) < 0) return cli_fail(&err);
+    if (s.prompt_syntax == SD_PROMPT_PLAIN && s.prompt && strstr(s.prompt, "<lora:"))
+        fprintf(stderr, "sdrender: note: the prompt's <lora:...> tags are read as plain text; pass --prompt-syntax a1111 "
+                        "to apply them\n");
 
     gen_args a = {.model = model, .out = out, .mopts = mopts, .s = s, .seed = seed, .width = width, .height = height,
-                  .batch = batch, .have_sampler = have_sampler, .quiet = quiet, .bf16 = bf16};
+                  .batch = batch, .have_sampler = have_sampler, .quiet = quiet, .bf16 = bf16, .loras = &loras};
     ops_set_threads((int)threads);
-    if (tp <= 1) return generate_images(&a, NULL);
-    sd_tp_world *world = NULL;
-    if (sd_tp_start(&argc, &argv, (int)tp, parallel, cfg > 1, &world, &err) < 0) return cli_fail(&err);
-    int code = generate_images(&a, sd_tp_group(world));
-    sd_tp_end(world);
+    int code;
+    if (tp <= 1) {
+        code = generate_images(&a, NULL);
+    } else {
+        sd_tp_world *world = NULL;
+        if (sd_tp_start(&argc, &argv, (int)tp, parallel, cfg > 1, &world, &err) < 0) {
+            sd_lora_set_free(&loras);
+            return cli_fail(&err);
+        }
+        code = generate_images(&a, sd_tp_group(world));
+        sd_tp_end(world);
+    }
+    sd_lora_set_free(&loras);
     return code;
 }
 

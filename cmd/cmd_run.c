@@ -12,6 +12,7 @@
 #include "fsutil.h"
 #include "ops.h"
 #include "pngio.h"
+#include "lora_set.h"
 #include "render.h"
 #include "runner.h"
 #include "sha256.h"
@@ -40,6 +41,12 @@ static void usage(FILE *fp) {
             "  --dry-run            load no model and render nothing: each job gets a placeholder PNG\n"
             "                       (written without fsync) and completes as usual, to measure how many\n"
             "                       completions per second the master and the database sustain\n"
+            "  --lora FILE[:M]      merge this LoRA (multiplier M, default 1) for every job, after the\n"
+            "                       job's own; repeatable. A worker keeps a merged set while consecutive\n"
+            "                       jobs use it (claims prefer jobs of the set it has) and goes back to\n"
+            "                       the base weights exactly when the set changes\n"
+            "  --lora-dir DIR       where <lora:NAME:M> tags find NAME.safetensors for jobs enqueued\n"
+            "                       without --lora-dir\n"
             "  --tp K               worker groups of K consecutive ranks render each image together\n"
             "                       (ranks 1..K, K+1..2K, ...; the worker count, -np minus 1, must be a\n"
             "                       multiple of K); see README, Tensor parallelism\n"
@@ -62,6 +69,8 @@ typedef struct {
     double grace;
     int quiet;
     int dry_run;
+    char loras[8192];     /* --lora entries, one per line */
+    const char *lora_dir; /* --lora-dir */
 } run_ctx;
 
 typedef struct {
@@ -70,6 +79,7 @@ typedef struct {
     sd_model model;
     sd_pipeline pipe;
     sd_render_id id;
+    sd_lora_ctx lora;  /* the LoRA set merged into model now */
     char *placeholder; /* --dry-run: the PNG every job gets, and its SHA-256 */
     size_t placeholder_len;
     char placeholder_sha[65];
@@ -139,6 +149,7 @@ static int run_setup(void *vctx, int local_workers, const sd_group *group, void 
         rc = sd_pipeline_load_group(&w->pipe, &w->model, group, err);
         if (rc < 0) sd_model_close(&w->model);
     }
+    if (rc == 0) sd_lora_ctx_init(&w->lora, &w->model);
     if (rc < 0) {
         free(w);
         return rc;
@@ -169,22 +180,52 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
         return sd_err(err, SD_EINPUT, "job %lld has no prompt, but %s is text-conditioned (only an unconditional "
                       "model, e.g. a pixel-space DDPM, renders prompt-less jobs)", (long long)job->id, w->model.path);
     }
+    /* the job's LoRAs, the run's, then the prompt's tags; merged unless the model carries them already */
+    char specs[16384], *hashes = NULL;
+    snprintf(specs, sizeof specs, "%s%s%s", job->loras ? job->loras : "", job->loras && *w->ctx->loras ? "\n" : "",
+             w->ctx->loras);
+    sd_lora_set set;
+    int merges = w->lora.merges;
+    int rc = sd_lora_set_build(&set, specs, job->prompt, job->prompt_syntax,
+                               job->lora_dir ? job->lora_dir : w->ctx->lora_dir, err);
+    if (rc == 0 && set.n && w->pipe.unet.shards.n)
+        rc = sd_err(err, SD_EUNSUPPORTED, "LoRAs cannot be merged into a tensor-parallel (sharded) U-Net yet; run LoRA "
+                    "jobs without --tp, or with --tp 2 --parallel cfg");
+    if (rc == 0) rc = sd_lora_ctx_apply(&w->lora, &set, &hashes, err);
+    if (rc == 0 && w->lora.merges != merges && !w->ctx->quiet && (!w->group || w->group->rank == 0)) {
+        char *label = sd_lora_set_label(&set);
+        fprintf(stderr, "sdrender run: job %lld: merged LoRA set '%s' (pid %ld)\n", (long long)job->id,
+                label ? label : "?", (long)getpid());
+        free(label);
+    }
+    sd_lora_set_free(&set);
+    if (rc < 0) {
+        *seconds = 0;
+        *retry = rc != SD_EINPUT && rc != SD_ENOTFOUND && rc != SD_EUNSUPPORTED;
+        return rc;
+    }
+    s.lora_hashes = hashes;
     sd_render_identify_name(&w->model, &w->id);
     snprintf(w->id.hash, sizeof w->id.hash, "%s", model_sha ? model_sha : "");
     double t0 = cli_now();
     /* a crash after the PNG was written but before the master recorded it: keep the file (the
      * leader looks; its group follows) */
     int exists = (!w->group || w->group->rank == 0) && sd_render_exists(&s, &w->id, out_path, sha);
-    int rc = sd_group_bcast_int(w->group, &exists, err);
-    if (rc < 0) return rc;
+    rc = sd_group_bcast_int(w->group, &exists, err);
+    if (rc < 0) {
+        free(hashes);
+        return rc;
+    }
     if (exists) {
         *seconds = 0;
+        free(hashes);
         return 0;
     }
     rc = sd_render_png(&w->pipe, &s, &w->id, out_path, stop_requested, &w->ctx->grace, sha, err);
     *seconds = cli_now() - t0;
     /* bad settings or pictures will not get better on another try */
     *retry = !(rc == SD_EINPUT || rc == SD_ENOTFOUND || rc == SD_EUNSUPPORTED);
+    free(hashes);
     return rc;
 }
 
@@ -192,6 +233,7 @@ static void run_teardown(void *vstate) {
     worker_state *w = vstate;
     if (!w) return;
     if (!w->ctx->dry_run) {
+        sd_lora_ctx_free(&w->lora);
         sd_pipeline_free(&w->pipe);
         sd_model_close(&w->model);
     }
@@ -200,7 +242,7 @@ static void run_teardown(void *vstate) {
 }
 
 enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT, O_SHARD, O_DRY, O_TP,
-       O_PARALLEL };
+       O_PARALLEL, O_LORA, O_LORA_DIR };
 
 /* --shard I/N: 1 <= N <= 1e6, 0 <= I < N. */
 static int parse_shard(const char *arg, int *index, int *count, sd_error *err) {
@@ -232,6 +274,17 @@ static int run_take_option(void *ctx, int opt, const char *arg, sd_error *err) {
     case O_CONFIG: a->ctx.mopts.config = arg; break;
     case O_TAKEOVER: a->o.takeover = 1; break;
     case O_DRY: a->ctx.dry_run = 1; break;
+    case O_LORA_DIR: a->ctx.lora_dir = arg; break;
+    case O_LORA: {
+        sd_lora_use u;
+        int rc = sd_lora_use_parse(arg, &u, err);
+        if (rc < 0) return rc;
+        sd_lora_use_free(&u);
+        size_t have = strlen(a->ctx.loras);
+        if (have + strlen(arg) + 2 > sizeof a->ctx.loras) return sd_err(err, SD_EINPUT, "--lora: too many LoRAs");
+        snprintf(a->ctx.loras + have, sizeof a->ctx.loras - have, "%s%s", have ? "\n" : "", arg);
+        break;
+    }
     case O_GRACE: return cli_parse_double("--grace", arg, 0, 1e6, &a->ctx.grace, err);
     case O_WAIT: return cli_parse_double("--wait", arg, 0, 1e6, &a->o.wait_s, err);
     case O_SHARD: return parse_shard(arg, &a->o.shard_index, &a->o.shard_count, err);
@@ -252,6 +305,8 @@ int cmd_run(int argc, char **argv) {
                                              {"wait", required_argument, 0, O_WAIT},
                                              {"shard", required_argument, 0, O_SHARD},
                                              {"dry-run", no_argument, 0, O_DRY},
+                                             {"lora", required_argument, 0, O_LORA},
+                                             {"lora-dir", required_argument, 0, O_LORA_DIR},
                                              {"tokenizer", required_argument, 0, O_TOK},
                                              {"config", required_argument, 0, O_CONFIG},
                                              {"tp", required_argument, 0, O_TP},

@@ -89,6 +89,12 @@ static int print_json(const char *path, const jobdb *db, const jobdb_summary *s,
         json_array_append_new(errs, x);
     }
     json_object_set_new(o, "last_errors", errs);
+    json_t *sets = json_array();
+    for (int i = 0; i < s->n_lora_sets; i++)
+        json_array_append_new(sets, json_pack("{s:s,s:I,s:I}", "lora_set", s->lora_sets[i].lora_set, "running",
+                                              (json_int_t)s->lora_sets[i].running, "pending",
+                                              (json_int_t)s->lora_sets[i].pending));
+    json_object_set_new(o, "lora_sets", sets);
     if (checked) json_object_set_new(o, "integrity", json_string("ok"));
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     json_decref(o);
@@ -124,6 +130,14 @@ static void print_human(const char *path, const jobdb_summary *s, int checked) {
     if (s->eta_seconds == 0) printf("; all jobs are finished\n");
     else if (s->eta_seconds > 0) printf("; ETA %s\n", fmt_duration(s->eta_seconds, t1, sizeof t1));
     else printf("; ETA unknown\n");
+    int any_lora = 0;
+    for (int i = 0; i < s->n_lora_sets; i++) any_lora |= s->lora_sets[i].lora_set[0] != 0;
+    if (any_lora) {
+        printf("LoRA sets (running, pending):\n");
+        for (int i = 0; i < s->n_lora_sets; i++)
+            printf("  %s: %lld running, %lld pending\n", s->lora_sets[i].lora_set[0] ? s->lora_sets[i].lora_set : "(none)",
+                   (long long)s->lora_sets[i].running, (long long)s->lora_sets[i].pending);
+    }
     if (s->n_errors) {
         printf("last errors:\n");
         for (int i = 0; i < s->n_errors; i++) {

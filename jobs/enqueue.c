@@ -17,6 +17,7 @@
 
 /* The largest low-res picture an upscale row may name (sdrender upscale's default --max-pixels). */
 #define ENQUEUE_MAX_UPSCALE_PIXELS (1024L * 1024L)
+#include "lora_set.h"
 
 void enqueue_options_init(enqueue_options *o) {
     memset(o, 0, sizeof *o);
@@ -59,10 +60,13 @@ typedef enum {
     F_TASK,
     F_RNG,
     F_NOISE_LEVEL,
+    F_PROMPT_SYNTAX,
+    F_LORAS,
+    F_LORA_DIR,
     F_COUNT
 } field_id;
 
-typedef enum { K_TEXT, K_INT, K_NUM, K_BOOL } field_kind;
+typedef enum { K_TEXT, K_INT, K_NUM, K_BOOL, K_LIST } field_kind;
 
 static const struct {
     const char *name;
@@ -80,6 +84,8 @@ static const struct {
     [F_TARGET_W] = {"target_width", K_INT}, [F_TARGET_H] = {"target_height", K_INT},
     [F_TASK] = {"task", K_TEXT},
     [F_RNG] = {"rng", K_TEXT},              [F_NOISE_LEVEL] = {"noise_level", K_INT},
+    [F_PROMPT_SYNTAX] = {"prompt_syntax", K_TEXT},
+    [F_LORAS] = {"loras", K_LIST},          [F_LORA_DIR] = {"lora_dir", K_TEXT},
 };
 
 /* The task key's values: what the row asks for, checked against the fields it gives. */
@@ -90,7 +96,7 @@ static const char *const task_names[] = {"", "txt2img", "img2img", "inpaint", "u
 #define KNOWN_FIELDS                                                                                           \
     "prompt (or caption), negative_prompt, seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, " \
     "init_image, mask, strength, task, rng, noise_level, original_width, original_height, crop_top, crop_left, " \
-    "target_width, target_height"
+    "target_width, target_height, prompt_syntax, loras, lora_dir"
 
 /* Field id of a key or column name ("caption" is the prompt); -1 when unknown. */
 static int field_lookup(const char *name, int ignore_case) {
@@ -149,6 +155,50 @@ static int resolve_image(const row *r, const char *name, const char *rel, char *
     return 0;
 }
 
+/* rel made absolute against the prompt file's folder (the file need not exist yet); caller frees. */
+static char *path_from_row(const row *r, const char *rel) {
+    if (rel[0] == '/') return strdup(rel);
+    char *copy = strdup(r->path);
+    char *dir = copy ? realpath(dirname(copy), NULL) : NULL;
+    char *p = dir ? sd_fs_path_join(dir, rel) : NULL;
+    free(copy);
+    free(dir);
+    return p;
+}
+
+/* The folder of <lora:NAME:M> tags, absolute; it must exist. */
+static int resolve_dir(const row *r, const char *rel, char **out, sd_error *err) {
+    *out = NULL;
+    if (!*rel) return sd_err(err, SD_EINPUT, "lora_dir is empty");
+    char *p = path_from_row(r, rel);
+    if (!p) return sd_err(err, SD_ENOMEM, "out of memory");
+    if (!sd_fs_is_dir(p)) {
+        int rc = sd_err(err, SD_EINPUT, "lora_dir '%s' is not a folder (%s)", rel, p);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* Appends one "FILE[:MULTIPLIER]" LoRA to the job's list (the file made absolute, the multiplier kept). */
+static int add_lora(row *r, const char *spec, sd_error *err) {
+    sd_lora_use u;
+    int rc = sd_lora_use_parse(spec, &u, err);
+    if (rc < 0) return rc;
+    char *abs = path_from_row(r, u.path), *one = abs ? sd_lora_spec_format(abs, u.te) : NULL;
+    size_t have = r->job.loras ? strlen(r->job.loras) : 0, need = (one ? strlen(one) : 0) + 2;
+    char *g = one ? realloc(r->job.loras, have + need) : NULL;
+    if (g) {
+        r->job.loras = g;
+        snprintf(g + have, need, "%s%s", have ? "\n" : "", one);
+    }
+    free(abs);
+    free(one);
+    sd_lora_use_free(&u);
+    return g ? 0 : sd_err(err, SD_ENOMEM, "out of memory");
+}
+
 static int set_text(row *r, int f, const char *s, sd_error *err) {
     const char *name = fields[f].name;
     if (fields[f].kind != K_TEXT) return sd_err(err, SD_EINPUT, "%s must not be a string", name);
@@ -175,6 +225,11 @@ static int set_text(row *r, int f, const char *s, sd_error *err) {
         return 0;
     case F_INIT_IMAGE: return resolve_image(r, name, s, &r->job.init_image, err);
     case F_MASK: return resolve_image(r, name, s, &r->job.mask, err);
+    case F_LORA_DIR: return resolve_dir(r, s, &r->job.lora_dir, err);
+    case F_PROMPT_SYNTAX:
+        if (sd_prompt_syntax_parse(s, &r->job.prompt_syntax) < 0)
+            return sd_err(err, SD_EINPUT, "prompt_syntax must be plain or a1111, got '%s'", s);
+        return 0;
     default: return sd_err(err, SD_EINTERNAL, "field %s is not text", name);
     }
     *dst = strdup(s);
@@ -297,6 +352,10 @@ static int row_finish(row *r, const enqueue_options *o, sd_error *err) {
     if (r->task == T_UPSCALE && (rc = finish_upscale(r, err)) < 0) return rc;
     if (!r->given[F_STRENGTH] && j->init_image && !j->upscale)
         j->strength = d->strength > 0 ? d->strength : j->mask ? 1.0 : 0.8;
+    if (!r->given[F_PROMPT_SYNTAX]) j->prompt_syntax = d->prompt_syntax;
+    if (!r->given[F_LORAS] && d->loras && !(j->loras = strdup(d->loras))) return sd_err(err, SD_ENOMEM, "out of memory");
+    if (!r->given[F_LORA_DIR] && d->lora_dir && !(j->lora_dir = strdup(d->lora_dir)))
+        return sd_err(err, SD_ENOMEM, "out of memory");
     return sd_job_spec_check(j, err);
 }
 
@@ -445,8 +504,27 @@ static const char *json_type_name(const json_t *v) {
 static int json_field(row *r, const char *key, json_t *v, sd_error *err) {
     int f = field_lookup(key, 0);
     if (f < 0) return sd_err(err, SD_EINPUT, "unknown key '%s' (known: " KNOWN_FIELDS ")", key);
-    static const char *const want[] = {"a string", "an integer", "a number", "true or false"};
+    static const char *const want[] = {"a string", "an integer", "a number", "true or false",
+                                       "a list of \"FILE:MULTIPLIER\" strings or {\"file\", \"multiplier\"} objects"};
     field_kind k = fields[f].kind;
+    if (k == K_LIST && json_is_array(v)) {
+        int rc = mark_given(r, f, key, err);
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) {
+            char spec[4200];
+            json_t *file = json_object_get(e, "file"), *mult = json_object_get(e, "multiplier");
+            if (json_is_string(e)) snprintf(spec, sizeof spec, "%s", json_string_value(e));
+            else if (json_is_object(e) && json_is_string(file) && (!mult || json_is_number(mult)) &&
+                     json_object_size(e) == 1u + (mult != NULL))
+                snprintf(spec, sizeof spec, "%s:%.17g", json_string_value(file), mult ? json_number_value(mult) : 1.0);
+            else
+                return sd_err(err, SD_EINPUT, "loras[%zu] must be \"FILE:MULTIPLIER\" or {\"file\": ..., "
+                              "\"multiplier\": ...}, got %s", i, json_type_name(e));
+            if (rc == 0) rc = add_lora(r, spec, err);
+        }
+        return rc;
+    }
     if (k == K_TEXT && json_is_string(v)) return set_text(r, f, json_string_value(v), err);
     if (k == K_INT && json_is_integer(v)) return set_int(r, f, json_integer_value(v), err);
     if (k == K_NUM && json_is_number(v)) return set_num(r, f, json_number_value(v), err);
@@ -486,6 +564,18 @@ static int csv_field(row *r, int f, const char *cell, sd_error *err) {
     const char *name = fields[f].name;
     if (!sd_job_utf8_valid(cell, strlen(cell))) return sd_err(err, SD_EINPUT, "%s is not valid UTF-8 text", name);
     if (fields[f].kind == K_TEXT) return set_text(r, f, cell, err);
+    if (fields[f].kind == K_LIST) { /* "FILE:M;FILE:M" */
+        int rc = mark_given(r, f, name, err);
+        for (const char *p = cell; rc == 0 && *p;) {
+            size_t l = strcspn(p, ";");
+            char *one = strndup(p, l), *t = one ? trimmed(one) : NULL;
+            rc = !t ? sd_err(err, SD_ENOMEM, "out of memory") : *t ? add_lora(r, t, err) : 0;
+            free(one);
+            free(t);
+            p += l + (p[l] == ';');
+        }
+        return rc;
+    }
     char *t = trimmed(cell);
     if (!t) return sd_err(err, SD_ENOMEM, "out of memory");
     char *e = NULL;

@@ -1,5 +1,7 @@
 #include "job.h"
 
+#include "lora_set.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +15,9 @@ void sd_job_free(sd_job *j) {
     free(j->claimed_by);
     free(j->output_path);
     free(j->error);
+    free(j->loras);
+    free(j->lora_dir);
+    free(j->lora_set);
     memset(j, 0, sizeof *j);
 }
 
@@ -26,9 +31,10 @@ static int dup_field(char **dst, const char *src) {
 int sd_job_copy(sd_job *dst, const sd_job *src, sd_error *err) {
     *dst = *src;
     char *const *from[] = {&src->prompt,     &src->negative_prompt, &src->init_image,  &src->mask,
-                           &src->source,     &src->claimed_by,      &src->output_path, &src->error};
-    char **to[] = {&dst->prompt, &dst->negative_prompt, &dst->init_image,  &dst->mask,
-                   &dst->source, &dst->claimed_by,      &dst->output_path, &dst->error};
+                           &src->source,     &src->claimed_by,      &src->output_path, &src->error,
+                           &src->loras,      &src->lora_dir,        &src->lora_set};
+    char **to[] = {&dst->prompt, &dst->negative_prompt, &dst->init_image,  &dst->mask,  &dst->source, &dst->claimed_by,
+                   &dst->output_path, &dst->error, &dst->loras, &dst->lora_dir, &dst->lora_set};
     int bad = 0;
     for (size_t i = 0; i < sizeof to / sizeof to[0]; i++)
         if (dup_field(to[i], *from[i]) < 0) bad = 1;
@@ -107,6 +113,23 @@ void sd_job_settings(const sd_job *j, sd_settings *s) {
     s->upscale = j->upscale;
     s->noise_level = j->upscale ? j->noise_level : s->noise_level;
     s->rng = j->rng;
+    s->prompt_syntax = j->prompt_syntax;
+}
+
+int sd_job_lora_set(const sd_job *j, sd_lora_set *set, sd_error *err) {
+    return sd_lora_set_build(set, j->loras, j->prompt, j->prompt_syntax, j->lora_dir, err);
+}
+
+int sd_job_lora_label(const sd_job *j, char **label, sd_error *err) {
+    sd_lora_set set;
+    *label = NULL;
+    /* the label names LoRAs, it opens no file: tags of a job without a lora_dir resolve at run
+       (run --lora-dir), so any folder does here */
+    int rc = sd_lora_set_build(&set, j->loras, j->prompt, j->prompt_syntax, j->lora_dir ? j->lora_dir : ".", err);
+    if (rc < 0) return rc;
+    *label = sd_lora_set_label(&set);
+    sd_lora_set_free(&set);
+    return *label ? 0 : sd_err(err, SD_ENOMEM, "out of memory");
 }
 
 int sd_job_spec_check(const sd_job *j, sd_error *err) {
@@ -121,6 +144,10 @@ int sd_job_spec_check(const sd_job *j, sd_error *err) {
         return sd_err(err, SD_EINPUT, "strength needs an init_image (and is not for upscales)");
     if (!*j->prompt && (j->init_image || (j->negative_prompt && *j->negative_prompt)))
         return sd_err(err, SD_EINPUT, "an unconditional job (no prompt) takes no negative prompt or init image");
+    char *label;
+    int rc = sd_job_lora_label(j, &label, err); /* malformed tags and LoRA entries are bad rows */
+    if (rc < 0) return rc;
+    free(label);
     /* a spec's seed may be -1 (derived at enqueue); everything else is checked as the renderer will, with
      * SD's factor 8 for sizes, 4 for the x4 upscaler's outputs; unconditional (pixel-space) sizes are
      * checked against the model when rendered */

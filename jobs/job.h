@@ -60,6 +60,10 @@ typedef struct sd_job {
     int upscale;           /* task upscale: x4 super-resolution of init_image (width, height: the output) */
     int noise_level;       /* upscale: 0..350; 0 otherwise */
     sd_rng_kind rng;       /* noise source: SD_RNG_CPU, or SD_RNG_CUDA (A1111 "NV") */
+    sd_prompt_syntax prompt_syntax; /* plain (diffusers) or a1111 */
+    char *loras;           /* explicit LoRAs, "FILE:MULTIPLIER" per line (absolute paths); NULL: none */
+    char *lora_dir;        /* folder of the prompt's <lora:NAME:M> tags (absolute); NULL: none */
+    char *lora_set;        /* set by jobdb: the whole LoRA set, "name:0.8, other:0.5" ("" or NULL: none) */
 
     /* Where it is: changed by the runs. */
     sd_job_status status;
@@ -74,6 +78,12 @@ typedef struct sd_job {
 } sd_job;
 
 /* The limits a job spec must meet are the renderer's (SD_MAX_* in core/pipeline/settings.h). */
+
+/* The LoRA set of job j: its loras, then (A1111 syntax) its prompt's tags (core/pipeline/lora_set.h). */
+struct sd_lora_set;
+int sd_job_lora_set(const sd_job *j, struct sd_lora_set *set, sd_error *err);
+/* The set's label as status shows it (caller frees; "" for none). */
+int sd_job_lora_label(const sd_job *j, char **label, sd_error *err);
 
 /* The settings job j renders with (strings borrowed from j). */
 void sd_job_settings(const sd_job *j, sd_settings *s);

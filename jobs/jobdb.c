@@ -258,14 +258,15 @@ static int migrate(jobdb *db, int target, sd_error *err) {
     if (rc < 0) return rc;
     int64_t version = 0;
     rc = query_int(db, "PRAGMA user_version", &version, "reading the schema version", err);
-    for (int i = 0; rc == 0 && i < jobdb_schema_file_count; i++) {
+    /* versions increase but may have gaps (features developed apart take numbers of their own) */
+    for (int i = 0, prev = 0; rc == 0 && i < jobdb_schema_file_count; i++) {
         const jobdb_schema_file *f = &jobdb_schema_files[i];
-        /* versions only increase; a gap (a number another branch took) is allowed */
-        int v = file_version(f), prev = i ? file_version(&jobdb_schema_files[i - 1]) : 0;
+        int v = file_version(f);
         if (v <= prev) {
             rc = sd_err(err, SD_EINTERNAL, "schema file %s is out of sequence (after version %d)", f->name, prev);
             break;
         }
+        prev = v;
         if (v <= version || v > target) continue;
         char what[128];
         snprintf(what, sizeof what, "applying schema %s", f->name);
@@ -407,10 +408,15 @@ int jobdb_read_job(jobdb *db, sqlite3_stmt *st, sd_job *job, sd_error *err) {
     const char *task = (const char *)sqlite3_column_text(st, 26), *rng = (const char *)sqlite3_column_text(st, 27);
     job->upscale = task && !strcmp(task, "upscale");
     job->noise_level = sqlite3_column_int(st, 28);
-    if (db->schema_version >= JOBDB_SCHEMA_SDXL) { /* after JOBDB_JOB_COLUMNS' 29 */
+    const char *syntax = (const char *)sqlite3_column_text(st, 29);
+    if (syntax && sd_prompt_syntax_parse(syntax, &job->prompt_syntax) < 0) syntax = NULL;
+    nomem |= column_dup(st, 30, &job->loras);
+    nomem |= column_dup(st, 31, &job->lora_dir);
+    nomem |= column_dup(st, 32, &job->lora_set);
+    if (db->schema_version >= JOBDB_SCHEMA_SDXL) { /* after JOBDB_JOB_COLUMNS' 33 */
         int *cond[6] = {&job->orig_width, &job->orig_height, &job->crop_top, &job->crop_left, &job->target_width,
                         &job->target_height};
-        for (int i = 0; i < 6; i++) *cond[i] = sqlite3_column_int(st, 29 + i);
+        for (int i = 0; i < 6; i++) *cond[i] = sqlite3_column_int(st, 33 + i);
     }
     int rc = 0;
     if (nomem) rc = sd_err(err, SD_ENOMEM, "%s: out of memory reading job %lld", db->path, (long long)job->id);
@@ -425,6 +431,8 @@ int jobdb_read_job(jobdb *db, sqlite3_stmt *st, sd_job *job, sd_error *err) {
     else if (!rng || sd_rng_kind_parse(rng, &job->rng) < 0)
         rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown rng '%s' (cpu or cuda)", db->path, (long long)job->id,
                     rng ? rng : "");
+    else if (!syntax)
+        rc = sd_err(err, SD_EINPUT, "%s: job %lld has an unknown prompt syntax", db->path, (long long)job->id);
     else if (!status || sd_job_status_parse(status, &job->status) < 0)
         rc = sd_err(err, SD_EINPUT, "%s: job %lld has unknown status '%s'", db->path, (long long)job->id,
                     status ? status : "");

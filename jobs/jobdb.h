@@ -157,6 +157,11 @@ int jobdb_recover(jobdb *db, int *requeued, int *failed, sd_error *err);
  * caller frees it with sd_job_free), or 0 when no job is pending. */
 int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err);
 
+/* The same, preferring the lowest pending id whose lora_set is lora_set (the set the claiming
+ * worker has merged, "" for none): jobs of one LoRA set run back to back on a worker, so it merges
+ * less often. Without such a job (or with lora_set NULL) the lowest pending id. */
+int jobdb_claim_prefer(jobdb *db, const char *claimed_by, const char *lora_set, sd_job *job, sd_error *err);
+
 /* Marks a job `done` with its PNG path, the PNG's SHA-256 (64 lowercase hex)
  * and the render time. Refused (SD_EINPUT, nothing changes) unless the job is
  * `running` under the current run. */
@@ -217,6 +222,12 @@ typedef struct jobdb_summary {
     int n_errors;
     jobdb_error_entry *errors;
     int schema_version;
+    /* LoRA sets of the running and pending jobs (up to 32, the most running first; "" = no LoRA). */
+    int n_lora_sets;
+    struct jobdb_lora_count {
+        char *lora_set;
+        int64_t running, pending;
+    } *lora_sets;
 } jobdb_summary;
 
 /* Counts, rate, ETA, last run and the last max_errors errors. Free with jobdb_summary_free. */

@@ -33,7 +33,8 @@ struct jobdb {
 #define JOBDB_JOB_COLUMNS                                                                                      \
     "id, prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras, width, height, clip_skip, "         \
     "init_image, mask, strength, source, status, attempts, run_id, claimed_by, enqueued_at, claimed_at, "      \
-    "finished_at, output_path, png_sha256, render_seconds, error, task, rng, noise_level"
+    "finished_at, output_path, png_sha256, render_seconds, error, task, rng, noise_level, prompt_syntax, loras, "   \
+    "lora_dir, lora_set"
 
 /* SQL condition: the job row is in the shard (count, index) given as parameters; count <= 1: every job. */
 #define JOBDB_IN_SHARD(count, index) "(" count " <= 1 OR id % " count " = " index ")"
@@ -65,6 +66,8 @@ int jobdb_bind_text(sqlite3_stmt *st, int i, const char *s);
 
 /* Schema 006_sdxl.sql: the size-conditioning columns, read after JOBDB_JOB_COLUMNS when the file has them. */
 #define JOBDB_SCHEMA_SDXL 6
+/* Schema 007_a1111_lora.sql: prompt_syntax, loras, lora_dir, lora_set. */
+#define JOBDB_SCHEMA_LORA 7
 #define JOBDB_JOB_COLUMNS_SDXL ", orig_width, orig_height, crop_top, crop_left, target_width, target_height"
 
 /* Prepares "SELECT <the job columns this file has> FROM jobs <where>" for jobdb_read_job. */

@@ -131,6 +131,32 @@ static int summary_errors(jobdb *db, int max_errors, jobdb_summary *s, sd_error 
     return rc;
 }
 
+static int summary_lora_sets(jobdb *db, jobdb_summary *s, sd_error *err) {
+    enum { MAX_SETS = 32 };
+    s->lora_sets = calloc(MAX_SETS, sizeof *s->lora_sets);
+    if (!s->lora_sets) return sd_err(err, SD_ENOMEM, "out of memory");
+    sqlite3_stmt *st;
+    int rc = jobdb_prepare(db,
+                           "SELECT lora_set, sum(status = 'running'), sum(status = 'pending') FROM jobs"
+                           " WHERE status IN ('running', 'pending') GROUP BY lora_set"
+                           " ORDER BY sum(status = 'running') DESC, lora_set LIMIT ?1",
+                           &st, err);
+    if (rc < 0) return rc;
+    sqlite3_bind_int(st, 1, MAX_SETS);
+    int r = SQLITE_DONE;
+    while (rc == 0 && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        struct jobdb_lora_count *c = &s->lora_sets[s->n_lora_sets++];
+        const char *set = (const char *)sqlite3_column_text(st, 0);
+        c->lora_set = strdup(set ? set : "");
+        c->running = sqlite3_column_int64(st, 1);
+        c->pending = sqlite3_column_int64(st, 2);
+        if (!c->lora_set) rc = sd_err(err, SD_ENOMEM, "out of memory");
+    }
+    if (rc == 0 && r != SQLITE_DONE) rc = jobdb_sqlite_error(db, r, "reading LoRA sets", err);
+    jobdb_finalize(db, st);
+    return rc;
+}
+
 int jobdb_summary_get(jobdb *db, int max_errors, jobdb_summary *s, sd_error *err) {
     memset(s, 0, sizeof *s);
     s->schema_version = db->schema_version;
@@ -140,6 +166,7 @@ int jobdb_summary_get(jobdb *db, int max_errors, jobdb_summary *s, sd_error *err
     if (rc == 0) rc = summary_last_run(db, s, err);
     if (rc == 0) rc = summary_rate(db, s, err);
     if (rc == 0) rc = summary_errors(db, max_errors, s, err);
+    if (rc == 0) rc = summary_lora_sets(db, s, err);
     if (rc == 0) rc = jobdb_tx_commit(db, err);
     if (rc < 0) {
         jobdb_tx_rollback(db);
@@ -154,6 +181,8 @@ void jobdb_summary_free(jobdb_summary *s) {
         free(s->errors[i].error);
     }
     free(s->errors);
+    for (int i = 0; i < s->n_lora_sets; i++) free(s->lora_sets[i].lora_set);
+    free(s->lora_sets);
     memset(s, 0, sizeof *s);
 }
 

@@ -288,6 +288,31 @@ int jobdb_run_open_jobs(jobdb *db, int64_t *pending, int64_t *running, sd_error 
 }
 
 int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
+    return jobdb_claim_prefer(db, claimed_by, NULL, job, err);
+}
+
+/* The lowest pending id in the run's shard, of LoRA set `set` unless set is NULL (0 when none). */
+static int pick_pending(jobdb *db, const char *set, int64_t *id, sd_error *err) {
+    sqlite3_stmt *pick = NULL;
+    *id = 0;
+    int rc = jobdb_prepare(db,
+                           set ? "SELECT id FROM jobs WHERE status = 'pending' AND lora_set = ?3 AND "
+                                 JOBDB_IN_SHARD("?1", "?2") " ORDER BY id LIMIT 1"
+                               : "SELECT id FROM jobs WHERE status = 'pending' AND " JOBDB_IN_SHARD("?1", "?2")
+                                 " ORDER BY id LIMIT 1",
+                           &pick, err);
+    if (rc == 0) {
+        bind_shard(db, pick, 1);
+        if (set) jobdb_bind_text(pick, 3, set);
+        int s = sqlite3_step(pick);
+        if (s == SQLITE_ROW) *id = sqlite3_column_int64(pick, 0);
+        else if (s != SQLITE_DONE) rc = jobdb_sqlite_error(db, s, "looking for a pending job", err);
+    }
+    jobdb_finalize(db, pick);
+    return rc;
+}
+
+int jobdb_claim_prefer(jobdb *db, const char *claimed_by, const char *lora_set, sd_job *job, sd_error *err) {
     memset(job, 0, sizeof *job);
     int rc = need_run(db, "claiming a job", err);
     if (rc < 0) return rc;
@@ -295,18 +320,10 @@ int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
     rc = jobdb_tx_write(db, err);
     if (rc < 0) return rc;
     double now = jobdb_now(db);
-    sqlite3_stmt *pick = NULL, *mark = NULL, *read = NULL;
+    sqlite3_stmt *mark = NULL, *read = NULL;
     int64_t id = 0;
-    rc = jobdb_prepare(db,
-                       "SELECT id FROM jobs WHERE status = 'pending' AND " JOBDB_IN_SHARD("?1", "?2")
-                       " ORDER BY id LIMIT 1",
-                       &pick, err);
-    if (rc == 0) {
-        bind_shard(db, pick, 1);
-        int s = sqlite3_step(pick);
-        if (s == SQLITE_ROW) id = sqlite3_column_int64(pick, 0);
-        else if (s != SQLITE_DONE) rc = jobdb_sqlite_error(db, s, "looking for a pending job", err);
-    }
+    if (lora_set) rc = pick_pending(db, lora_set, &id, err);
+    if (rc == 0 && id == 0) rc = pick_pending(db, NULL, &id, err);
     if (rc == 0 && id > 0)
         rc = jobdb_prepare(db,
                            "UPDATE jobs SET status = 'running', run_id = ?1, claimed_by = ?2, claimed_at = ?3 "
@@ -328,7 +345,6 @@ int jobdb_claim(jobdb *db, const char *claimed_by, sd_job *job, sd_error *err) {
         int s = sqlite3_step(read);
         rc = s == SQLITE_ROW ? jobdb_read_job(db, read, job, err) : jobdb_sqlite_error(db, s, "reading a job", err);
     }
-    jobdb_finalize(db, pick);
     jobdb_finalize(db, mark);
     jobdb_finalize(db, read);
     if (rc == 0) rc = jobdb_tx_commit(db, err);
@@ -468,8 +484,13 @@ int jobdb_release(jobdb *db, int *released, sd_error *err) {
     return rc;
 }
 
-/* Binds columns ?1..?15 (?18 with ext) of the insert except the seed (?3), which the caller binds. */
-static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now, int ext) {
+/*
+ * Binds columns ?1..?15 of the insert except the seed (?3), which the caller binds, then the optional
+ * groups the database's schema has (insert_sql): task, rng, noise_level (5), SDXL's size conditioning (6),
+ * prompt_syntax, loras, lora_dir (7). Returns the parameter index of lora_set (0 without it), which the
+ * caller binds.
+ */
+static int bind_spec(sqlite3_stmt *st, const sd_job *j, double now, int version) {
     jobdb_bind_text(st, 1, j->prompt);
     jobdb_bind_text(st, 2, j->negative_prompt ? j->negative_prompt : "");
     sqlite3_bind_int(st, 4, j->steps);
@@ -485,13 +506,38 @@ static void bind_spec(sqlite3_stmt *st, const sd_job *j, double now, int ext) {
     else sqlite3_bind_null(st, 13);
     jobdb_bind_text(st, 14, j->source);
     sqlite3_bind_double(st, 15, now);
-    if (!ext) return;
-    jobdb_bind_text(st, 16, j->upscale ? "upscale" : "generate");
-    jobdb_bind_text(st, 17, sd_rng_kind_name(j->rng));
-    if (j->upscale) sqlite3_bind_int(st, 18, j->noise_level);
-    else sqlite3_bind_null(st, 18);
-    const int cond[6] = {j->orig_width, j->orig_height, j->crop_top, j->crop_left, j->target_width, j->target_height};
-    for (int i = 0; i < 6 && sqlite3_bind_parameter_count(st) >= 24; i++) sqlite3_bind_int(st, 19 + i, cond[i]);
+    int p = 16;
+    if (version >= 5) {
+        jobdb_bind_text(st, p, j->upscale ? "upscale" : "generate");
+        jobdb_bind_text(st, p + 1, sd_rng_kind_name(j->rng));
+        if (j->upscale) sqlite3_bind_int(st, p + 2, j->noise_level);
+        else sqlite3_bind_null(st, p + 2);
+        p += 3;
+    }
+    if (version >= JOBDB_SCHEMA_SDXL) {
+        const int cond[6] = {j->orig_width, j->orig_height, j->crop_top, j->crop_left, j->target_width, j->target_height};
+        for (int i = 0; i < 6; i++) sqlite3_bind_int(st, p + i, cond[i]);
+        p += 6;
+    }
+    if (version < JOBDB_SCHEMA_LORA) return 0;
+    jobdb_bind_text(st, p, sd_prompt_syntax_name(j->prompt_syntax));
+    jobdb_bind_text(st, p + 1, j->loras && *j->loras ? j->loras : NULL);
+    jobdb_bind_text(st, p + 2, j->lora_dir);
+    return p + 3;
+}
+
+/* The insert bind_spec fills for a database at schema `version` into sql (size bytes). */
+static void insert_sql(char *sql, size_t size, int version) {
+    int n = snprintf(sql, size, "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras,"
+                                " width, height, clip_skip, init_image, mask, strength, source, enqueued_at%s%s%s)"
+                                " VALUES (?1",
+                     version >= 5 ? ", task, rng, noise_level" : "",
+                     version >= JOBDB_SCHEMA_SDXL ? JOBDB_JOB_COLUMNS_SDXL : "",
+                     version >= JOBDB_SCHEMA_LORA ? ", prompt_syntax, loras, lora_dir, lora_set" : "");
+    int params = 15 + (version >= 5 ? 3 : 0) + (version >= JOBDB_SCHEMA_SDXL ? 6 : 0) +
+                 (version >= JOBDB_SCHEMA_LORA ? 4 : 0);
+    for (int i = 2; i <= params; i++) n += snprintf(sql + n, size - (size_t)n, ", ?%d", i);
+    snprintf(sql + n, size - (size_t)n, ")");
 }
 
 /* 1 when j sets SDXL's size conditioning (which only schema 6 can store). */
@@ -514,31 +560,20 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
     if (rc < 0) return rc;
     double now = jobdb_now(db);
     sqlite3_stmt *ins = NULL, *seed = NULL;
-    /* a file opened at an older schema version (tests of migrations) has no task, rng, noise_level (5) or
-     * size-conditioning columns (6) */
-    int ext = db->schema_version >= 5, xl = db->schema_version >= JOBDB_SCHEMA_SDXL;
-    for (size_t i = 0; !ext && i < n; i++)
+    /* a database held at an older schema (jobdb_open_options.schema_version, migration tests) has no task,
+     * rng, noise_level (5), size-conditioning (6) or LoRA columns (7): rows go in as that version wrote them */
+    int version = db->schema_version;
+    for (size_t i = 0; version < 5 && i < n; i++)
         if (specs[i].upscale || specs[i].rng != SD_RNG_CPU)
             rc = sd_err(err, SD_EUNSUPPORTED, "%s: schema version %d has no upscale or rng columns", db->path,
                         db->schema_version);
-    for (size_t i = 0; !xl && i < n && rc == 0; i++)
+    for (size_t i = 0; version < JOBDB_SCHEMA_SDXL && i < n && rc == 0; i++)
         if (has_size_cond(&specs[i]))
             rc = sd_err(err, SD_EINPUT, "%s: schema version %d has no SDXL size-conditioning columns", db->path,
                         db->schema_version);
-    if (rc == 0)
-        rc = jobdb_prepare(db,
-                           xl ? "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras,"
-                                " width, height, clip_skip, init_image, mask, strength, source, enqueued_at, task, rng,"
-                                " noise_level" JOBDB_JOB_COLUMNS_SDXL ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
-                                " ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
-                           : ext ? "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras,"
-                                 " width, height, clip_skip, init_image, mask, strength, source, enqueued_at, task, rng,"
-                                 " noise_level) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-                                 " ?15, ?16, ?17, ?18)"
-                               : "INSERT INTO jobs (prompt, negative_prompt, seed, steps, cfg_scale, sampler, karras,"
-                                 " width, height, clip_skip, init_image, mask, strength, source, enqueued_at)"
-                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                           &ins, err);
+    char sql[1024];
+    insert_sql(sql, sizeof sql, version);
+    if (rc == 0) rc = jobdb_prepare(db, sql, &ins, err);
     if (rc == 0) rc = jobdb_prepare(db, "UPDATE jobs SET seed = ?1 WHERE id = ?2", &seed, err);
     int64_t first = 0, id = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -550,7 +585,15 @@ int jobdb_enqueue(jobdb *db, const sd_job *specs, size_t n, int repeat, int64_t 
                 break;
             }
             sqlite3_reset(ins);
-            bind_spec(ins, j, now, ext);
+            int set_param = bind_spec(ins, j, now, version);
+            char *label = NULL;
+            if ((rc = sd_job_lora_label(j, &label, err)) < 0) break;
+            if (!set_param && (*label || j->prompt_syntax != SD_PROMPT_PLAIN))
+                rc = sd_err(err, SD_EINPUT, "%s: schema version %d has no LoRA or prompt-syntax columns", db->path,
+                            db->schema_version);
+            if (set_param) sqlite3_bind_text(ins, set_param, label, -1, SQLITE_TRANSIENT);
+            free(label);
+            if (rc < 0) break;
             sqlite3_bind_int64(ins, 3, j->seed >= 0 ? j->seed + k : 0);
             rc = step_done(db, ins, "inserting a job", err);
             if (rc < 0) break;

@@ -309,11 +309,14 @@ static void master_record(master *m, json_t *res, const char *who) {
 
 /* Claims the next job for a leader and builds its JOB message in *msg (sent once the claim is
  * committed); 0 when none is left. */
-static int master_claim(master *m, const char *who, json_t **msg, sd_error *err) {
+static int master_claim(master *m, const char *who, char **lora_set, json_t **msg, sd_error *err) {
     sd_job job;
     *msg = NULL;
-    int got = jobdb_claim(m->db, who, &job, err);
+    int got = jobdb_claim_prefer(m->db, who, *lora_set ? *lora_set : "", &job, err);
     if (got <= 0) return got;
+    /* the leader will have this job's LoRA set merged: prefer it for its next claim */
+    free(*lora_set);
+    *lora_set = strdup(job.lora_set ? job.lora_set : "");
     char *out = sd_run_output_path(m->out_dir, job.id);
     *msg = out ? runner_job_to_json(&job, out, m->model_sha) : NULL;
     free(out);
@@ -432,15 +435,18 @@ static void master_render_alone(master *m, const sd_run_worker_ops *ops, int loc
     gethostname(host, sizeof host - 1);
     snprintf(me, sizeof me, "%s:0", host);
     worker w = {.ops = ops, .state = state};
+    char *set = NULL; /* the LoRA set of the last job: preferred next (fewer merges) */
     while (rc == 0 && !stop_signal) {
         sd_job job;
-        int got = jobdb_claim(m->db, me, &job, &err);
+        int got = jobdb_claim_prefer(m->db, me, set ? set : "", &job, &err);
         if (got < 0) {
             fprintf(stderr, "sdrender: %s\n", err.msg);
             master_fail(m, 1);
             break;
         }
         if (got == 0) break;
+        free(set);
+        set = strdup(job.lora_set ? job.lora_set : "");
         char *out = sd_run_output_path(m->out_dir, job.id);
         json_t *res = json_object();
         if (out) render_one(&w, &job, m->model_sha, out, res);
@@ -449,6 +455,7 @@ static void master_render_alone(master *m, const sd_run_worker_ops *ops, int loc
         free(out);
         sd_job_free(&job);
     }
+    free(set);
     if (state) ops->teardown(state);
 }
 
@@ -456,6 +463,7 @@ static void master_render_alone(master *m, const sd_run_worker_ops *ops, int loc
 typedef struct leaders {
     int *queued;        /* jobs sent to a leader and not answered yet */
     char (*who)[300];   /* "host:rank", from its READY */
+    char **lora_set;    /* LoRA set of the last job claimed for it (NULL: none yet) */
     int *stopped;       /* sent STOP */
     int *heard;         /* spoke (READY or RESULT) in the current batch: answer it */
     int active;         /* leaders not sent STOP yet */
@@ -559,7 +567,7 @@ static int master_top_up(master *m, leaders *l, int src) {
     for (int k = 0; k < want && !stop_signal && m->exit_code == 0; k++) {
         sd_error err = {0};
         json_t *msg;
-        int got = master_claim(m, l->who[src][0] ? l->who[src] : "?", &msg, &err);
+        int got = master_claim(m, l->who[src][0] ? l->who[src] : "?", &l->lora_set[src], &msg, &err);
         if (got == 0) return 0;
         if (got > 0 && l->n_outbox == l->cap_outbox) {
             int cap = l->cap_outbox ? 2 * l->cap_outbox : 64;
@@ -631,7 +639,8 @@ static void master_hand_out(master *m, int world, int n_leaders) {
     l.who = calloc((size_t)world, sizeof *l.who);
     l.stopped = calloc((size_t)world, sizeof *l.stopped);
     l.heard = calloc((size_t)world, sizeof *l.heard);
-    if (!l.queued || !l.who || !l.stopped || !l.heard) {
+    l.lora_set = calloc((size_t)world, sizeof *l.lora_set);
+    if (!l.queued || !l.who || !l.stopped || !l.heard || !l.lora_set) {
         fprintf(stderr, "sdrender: out of memory\n");
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
@@ -660,6 +669,8 @@ static void master_hand_out(master *m, int world, int n_leaders) {
     free(l.who);
     free(l.stopped);
     free(l.heard);
+    for (int i = 0; i < world; i++) free(l.lora_set[i]);
+    free(l.lora_set);
     free(l.outbox);
     free(l.outbox_to);
 }

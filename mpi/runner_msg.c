@@ -18,6 +18,10 @@ json_t *runner_job_to_json(const sd_job *job, const char *output_path, const cha
     if (job->upscale) json_object_set_new(j, "noise_level", json_integer(job->noise_level));
     json_object_set_new(j, "rng", json_string(sd_rng_kind_name(job->rng)));
     json_object_set_new(j, "model_sha256", json_string(model_sha256 ? model_sha256 : ""));
+    json_object_set_new(j, "prompt_syntax", json_string(sd_prompt_syntax_name(job->prompt_syntax)));
+    if (job->loras) json_object_set_new(j, "loras", json_string(job->loras));
+    if (job->lora_dir) json_object_set_new(j, "lora_dir", json_string(job->lora_dir));
+    if (job->lora_set) json_object_set_new(j, "lora_set", json_string(job->lora_set));
     return j;
 }
 
@@ -53,10 +57,18 @@ int runner_job_from_json(json_t *j, sd_job *job, const char **output, const char
     json_t *nl = json_object_get(j, "noise_level");
     job->upscale = json_is_integer(nl);
     job->noise_level = job->upscale ? (int)json_integer_value(nl) : 0;
+    job->loras = dup_str(j, "loras");
+    job->lora_dir = dup_str(j, "lora_dir");
+    job->lora_set = dup_str(j, "lora_set");
     const char *rng = json_string_value(json_object_get(j, "rng"));
     if (rng && sd_rng_kind_parse(rng, &job->rng) < 0) {
         sd_job_free(job);
         return sd_err(err, SD_EINTERNAL, "job message names an unknown rng '%s'", rng);
+    }
+    const char *syntax = json_string_value(json_object_get(j, "prompt_syntax"));
+    if (syntax && sd_prompt_syntax_parse(syntax, &job->prompt_syntax) < 0) {
+        sd_job_free(job);
+        return sd_err(err, SD_EINTERNAL, "job message names an unknown prompt syntax");
     }
     if (!job->prompt || !job->negative_prompt) {
         sd_job_free(job);

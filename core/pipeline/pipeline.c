@@ -4,8 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conditioning.h"
 #include "fsutil.h"
 #include "image.h"
+#include "prompt_a1111.h"
 #include "pngio.h"
 #include "rng.h"
 #include "sampler.h"
@@ -62,18 +64,6 @@ void sd_pipeline_free(sd_pipeline *p) {
     unet_free(&p->unet);
     vae_free(&p->vae);
     memset(p, 0, sizeof *p);
-}
-
-/* text -> out: [77, D] conditioning, clip_skip 1 = last layer (A1111 numbering); ids_out (may be NULL): [77]. */
-static int encode_text(sd_pipeline *p, const char *text, int clip_skip, float *out, int32_t *ids_out, sd_error *err) {
-    int32_t ids[CTX_LEN];
-    int n = 0;
-    if (clip_skip - 1 >= p->clip.cfg.layers)
-        return sd_err(err, SD_EINPUT, "clip skip %d: the text encoder has only %d layers", clip_skip, p->clip.cfg.layers);
-    int rc = tokenizer_encode_padded(p->tok, text, ids, CTX_LEN, &n, err);
-    if (rc < 0) return rc;
-    if (ids_out) memcpy(ids_out, ids, sizeof ids);
-    return clip_text_forward(&p->clip, (const int *)ids, 1, CTX_LEN, clip_skip - 1, out, err);
 }
 
 /*
@@ -191,6 +181,7 @@ typedef struct gen_shape {
                        C + 3 for the upscaler: latent, noisy low-res image) */
     int D;          /* text embedding width (SDXL: both encoders'; 0 without text) */
     int P;          /* SDXL: pooled embedding width; 0 otherwise */
+    int Lu, Lc;     /* context tokens of the negative and of the prompt: 77 x chunks (set by encode_prompts) */
     int B;          /* U-Net batch: 2 with classifier-free guidance ([negative, prompt]), else 1 */
     int cfg, inpaint, upscale, pixel;
     size_t n, npix; /* floats of a latent [C, h, w] and of an image [3, H, W] */
@@ -225,7 +216,6 @@ static void free_buffers(buffers *b) {
 /* The buffers every generation needs (the inpainting ones come with prepare_latents). */
 static int alloc_buffers(buffers *b, const gen_shape *z, sd_error *err) {
     const size_t n = z->n, hw = (size_t)z->h * z->w;
-    b->ctx = malloc(sizeof(float) * ((size_t)z->B * CTX_LEN * z->D + 1));
     b->latents = malloc(sizeof(float) * n);
     b->noise = malloc(sizeof(float) * n);
     b->scaled = malloc(sizeof(float) * n);
@@ -233,7 +223,7 @@ static int alloc_buffers(buffers *b, const gen_shape *z, sd_error *err) {
     b->unet_out = malloc(sizeof(float) * z->B * z->C * hw);
     b->guided = malloc(sizeof(float) * n);
     b->pixels = malloc(sizeof(float) * z->npix);
-    if (!b->ctx || !b->latents || !b->noise || !b->scaled || !b->unet_in || !b->unet_out || !b->guided || !b->pixels)
+    if (!b->latents || !b->noise || !b->scaled || !b->unet_in || !b->unet_out || !b->guided || !b->pixels)
         return sd_err(err, SD_ENOMEM, "out of memory for a %dx%d image", z->W, z->H);
     if (z->P) {
         b->pooled = calloc((size_t)z->B * z->P, sizeof(float));
@@ -272,22 +262,76 @@ static int encode_prompts_xl(sd_pipeline *p, const sd_settings *s, const gen_sha
     return 0;
 }
 
-/* Text conditioning into b->ctx: [B, 77, D], the negative prompt first with CFG (SDXL: encode_prompts_xl). */
-static int encode_prompts(sd_pipeline *p, const sd_settings *s, const gen_shape *z, buffers *b,
-                          sd_pipeline_trace *trace, sd_error *err) {
-    float *ctx = b->ctx;
-    float *pos = ctx + (size_t)(z->B - 1) * CTX_LEN * z->D;
-    int rc;
-    if (z->P) rc = encode_prompts_xl(p, s, z, b, trace, err);
-    else rc = encode_text(p, s->prompt, s->clip_skip, pos, trace ? trace->prompt_ids : NULL, err);
-    if (rc < 0) return rc;
-    if (!z->P && z->cfg &&
-        (rc = encode_text(p, s->negative ? s->negative : "", s->clip_skip, ctx, trace ? trace->negative_ids : NULL,
-                          err)) < 0)
-        return rc;
-    if (trace && trace->prompt_embeds) memcpy(trace->prompt_embeds, pos, sizeof(float) * CTX_LEN * z->D);
-    if (trace && trace->negative_embeds && z->cfg) memcpy(trace->negative_embeds, ctx, sizeof(float) * CTX_LEN * z->D);
-    return 0;
+/* Copies n entries of c's ids and multipliers (a trace's [max_chunks, 77] buffers; each may be NULL). */
+static void trace_chunks(const sd_cond *c, int max_chunks, int32_t *ids, float *mult, int *n_chunks) {
+    int k = c->n_chunks < max_chunks ? c->n_chunks : max_chunks;
+    if (ids) memcpy(ids, c->ids, sizeof(int32_t) * (size_t)k * CTX_LEN);
+    if (mult) memcpy(mult, c->mult, sizeof(float) * (size_t)k * CTX_LEN);
+    *n_chunks = c->n_chunks;
+}
+
+/*
+ * Text conditioning into b->ctx: [Lu + Lc, D], the negative prompt's [Lu, D] first (with CFG), then the
+ * prompt's [Lc, D]; with equal lengths that is the U-Net batch [negative, prompt]. Sets z->Lu, z->Lc.
+ */
+static int encode_prompts(sd_pipeline *p, const sd_settings *s, gen_shape *z, buffers *b, sd_pipeline_trace *trace,
+                          sd_error *err) {
+    sd_cond pos = {0}, neg = {0};
+    char *prompt = NULL;
+    int rc = 0;
+    if (z->P) { /* SDXL: one 77-token chunk per prompt, [negative, prompt] */
+        if (s->prompt_syntax != SD_PROMPT_PLAIN)
+            return sd_err(err, SD_EUNSUPPORTED, "A1111 prompt syntax is not supported for SDXL yet (use plain)");
+        z->Lc = CTX_LEN;
+        z->Lu = z->cfg ? CTX_LEN : 0;
+        if (!(b->ctx = calloc((size_t)z->B * CTX_LEN * z->D, sizeof(float))))
+            return sd_err(err, SD_ENOMEM, "out of memory for the text conditioning");
+        int rc_xl = encode_prompts_xl(p, s, z, b, trace, err);
+        const size_t n_ctx = (size_t)CTX_LEN * z->D;
+        if (rc_xl == 0 && trace && trace->prompt_embeds)
+            memcpy(trace->prompt_embeds, b->ctx + (size_t)(z->B - 1) * n_ctx, sizeof(float) * n_ctx);
+        if (rc_xl == 0 && trace && trace->negative_embeds && z->cfg)
+            memcpy(trace->negative_embeds, b->ctx, sizeof(float) * n_ctx);
+        if (trace) {
+            trace->n_prompt_chunks = 1;
+            trace->n_negative_chunks = z->cfg;
+        }
+        return rc_xl;
+    }
+    if (s->prompt_syntax == SD_PROMPT_A1111) { /* A1111 takes the <lora:...> tags out of the prompt (only) */
+        a1111_net *nets = NULL;
+        int n_nets = 0;
+        rc = a1111_extract_networks(s->prompt, &prompt, &nets, &n_nets, err);
+        a1111_nets_free(nets, n_nets);
+    }
+    if (rc == 0) rc = sd_cond_encode(p->tok, &p->clip, prompt ? prompt : s->prompt, s->prompt_syntax, s->clip_skip, &pos, err);
+    free(prompt);
+    if (rc == 0 && z->cfg)
+        rc = sd_cond_encode(p->tok, &p->clip, s->negative ? s->negative : "", s->prompt_syntax, s->clip_skip, &neg, err);
+    z->Lc = pos.n_chunks * CTX_LEN;
+    z->Lu = z->cfg ? neg.n_chunks * CTX_LEN : 0;
+    const size_t D = (size_t)z->D;
+    if (rc == 0 && !(b->ctx = malloc(sizeof(float) * (size_t)(z->Lu + z->Lc) * D)))
+        rc = sd_err(err, SD_ENOMEM, "out of memory for the text conditioning");
+    if (rc == 0) {
+        if (z->cfg) memcpy(b->ctx, neg.emb, sizeof(float) * (size_t)z->Lu * D);
+        memcpy(b->ctx + (size_t)z->Lu * D, pos.emb, sizeof(float) * (size_t)z->Lc * D);
+    }
+    if (rc == 0 && trace) {
+        int mc = trace->max_chunks > 0 ? trace->max_chunks : 1;
+        trace_chunks(&pos, mc, trace->prompt_ids, trace->prompt_multipliers, &trace->n_prompt_chunks);
+        if (trace->prompt_embeds)
+            memcpy(trace->prompt_embeds, pos.emb, sizeof(float) * (size_t)(pos.n_chunks < mc ? pos.n_chunks : mc) * CTX_LEN * D);
+        if (z->cfg) {
+            trace_chunks(&neg, mc, trace->negative_ids, trace->negative_multipliers, &trace->n_negative_chunks);
+            if (trace->negative_embeds)
+                memcpy(trace->negative_embeds, neg.emb,
+                       sizeof(float) * (size_t)(neg.n_chunks < mc ? neg.n_chunks : mc) * CTX_LEN * D);
+        }
+    }
+    sd_cond_free(&pos);
+    sd_cond_free(&neg);
+    return rc;
 }
 
 /* txt2img's start latent: latents = noise from g * the sampler's init_noise_sigma. */
@@ -375,14 +419,35 @@ static int predict(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
         }
         if (z->upscale) memcpy(dst + n, b->low_res, sizeof(float) * 3 * hw);
     }
+    const float ts = sampler_timestep(smp, i);
     int labels[2] = {s->noise_level, s->noise_level};
-    unet_added_cond ac = {.text_embeds = b->pooled, .n_text = z->P, .time_ids = b->time_ids, .n_time = 6};
-    if (!z->P) ac = (unet_added_cond){0};
+    unet_added_cond ac = {0};
+    if (z->P) ac = (unet_added_cond){.text_embeds = b->pooled, .n_text = z->P, .time_ids = b->time_ids, .n_time = 6};
     if (z->upscale) ac.labels = labels;
-    if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, sampler_timestep(smp, i), z->pixel ? NULL : b->ctx,
-                                    z->pixel ? 0 : CTX_LEN, z->P || z->upscale ? &ac : NULL, B, h, w, b->unet_out,
-                                    err)) < 0)
-        return rc;
+    const unet_added_cond *acp = z->P || z->upscale ? &ac : NULL;
+    if (z->pixel) {
+        if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, ts, NULL, 0, acp, B, h, w, b->unet_out, err)) < 0)
+            return rc;
+    } else if (B == 1 || z->Lu == z->Lc) {
+        const float *ctx = B == 1 ? b->ctx + (size_t)z->Lu * z->D : b->ctx;
+        if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, ts, ctx, z->Lc, acp, B, h, w, b->unet_out,
+                                        err)) < 0)
+            return rc;
+    } else {
+        /* A1111: a prompt and a negative prompt of different chunk counts run apart, each with its own context
+         * (and its entry of the added conditioning) */
+        const size_t per = (size_t)z->C * hw;
+        unet_added_cond ac1 = ac;
+        if (ac1.text_embeds) ac1.text_embeds += z->P;
+        if (ac1.time_ids) ac1.time_ids += 6;
+        if (ac1.labels) ac1.labels += 1;
+        if ((rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in, ts, b->ctx, z->Lu, acp, 1, h, w, b->unet_out,
+                                        err)) < 0 ||
+            (rc = sd_group_unet_forward(&p->unet, p->group, b->unet_in + (size_t)z->Cin * hw, ts,
+                                        b->ctx + (size_t)z->Lu * z->D, z->Lc, acp ? &ac1 : NULL, 1, h, w,
+                                        b->unet_out + per, err)) < 0)
+            return rc;
+    }
     if (z->cfg) {
         const float *u = b->unet_out, *c = b->unet_out + n;
         for (size_t k = 0; k < n; k++) b->guided[k] = u[k] + g_scale * (c[k] - u[k]);

@@ -23,7 +23,10 @@
  * settings.rng picks the generator: torch's CPU one or CUDA's Philox.
  * Classifier-free guidance runs the U-Net on [negative, prompt] when
  * cfg_scale > 1 (one entry after the other: see group.h), else on the
- * prompt alone. Clip skip applies to the
+ * prompt alone. With A1111 prompt syntax (settings.prompt_syntax,
+ * core/pipeline/conditioning.h) the context is 77 tokens per chunk; a prompt
+ * and a negative prompt of different chunk counts each get their own context
+ * length, as in A1111. Clip skip applies to the
  * prompt and the negative prompt (as AUTOMATIC1111 and stable-diffusion.cpp;
  * diffusers 0.27 applies it to the prompt only).
  *
@@ -72,10 +75,14 @@ typedef int (*sd_pipeline_step_fn)(void *ctx, int done, int total);
 
 /* Optional copies of intermediate tensors (each NULL or big enough), for tests and debugging. */
 typedef struct sd_pipeline_trace {
-    int32_t *prompt_ids;     /* [77]: token ids of the prompt */
-    int32_t *negative_ids;   /* [77] (with CFG) */
-    float *prompt_embeds;    /* [77, D] */
-    float *negative_embeds;  /* [77, D] (with CFG) */
+    int max_chunks;          /* prompt chunks the buffers below hold (0: 1); A1111 prompts may have several */
+    int32_t *prompt_ids;     /* [max_chunks, 77]: token ids of the prompt */
+    int32_t *negative_ids;   /* [max_chunks, 77] (with CFG) */
+    float *prompt_multipliers;   /* [max_chunks, 77]: A1111 emphasis (1 for plain prompts) */
+    float *negative_multipliers; /* [max_chunks, 77] (with CFG) */
+    int n_prompt_chunks, n_negative_chunks; /* set: chunks of each (only max_chunks of them are copied) */
+    float *prompt_embeds;    /* [max_chunks * 77, D] */
+    float *negative_embeds;  /* [max_chunks * 77, D] (with CFG) */
     int32_t *prompt_ids_2;   /* SDXL: [77] ids of the second tokenizer */
     int32_t *negative_ids_2; /* [77] (with CFG and an encoded negative prompt) */
     float *pooled_prompt_embeds;          /* SDXL: [projection_dim] */

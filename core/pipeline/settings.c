@@ -22,6 +22,15 @@ void sd_settings_default(sd_settings *s) {
     s->noise_level = 20;
 }
 
+const char *sd_prompt_syntax_name(sd_prompt_syntax s) { return s == SD_PROMPT_A1111 ? "a1111" : "plain"; }
+
+int sd_prompt_syntax_parse(const char *name, sd_prompt_syntax *out) {
+    if (!strcmp(name, "plain")) *out = SD_PROMPT_PLAIN;
+    else if (!strcmp(name, "a1111")) *out = SD_PROMPT_A1111;
+    else return -1;
+    return 0;
+}
+
 int sd_settings_sd_vae_scale(void) {
     vae_config sd;
     vae_config_sd15(&sd);
@@ -175,6 +184,10 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
     if (s->target_width || s->target_height) sb_add(&b, ", Target size: %dx%d", s->target_width, s->target_height);
     if (s->rng == SD_RNG_CUDA) sb_add(&b, ", RNG: NV");
     if (s->upscale) sb_add(&b, ", Noise level: %d", s->noise_level);
+    if (s->lora_hashes && *s->lora_hashes) {
+        sb_add(&b, ", Lora hashes: ");
+        sb_value(&b, s->lora_hashes);
+    }
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -186,6 +199,7 @@ void sd_settings_parsed_free(sd_settings_parsed *p) {
     free(p->prompt);
     free(p->negative);
     free(p->model_name);
+    free(p->lora_hashes);
     memset(p, 0, sizeof *p);
 }
 
@@ -302,11 +316,15 @@ int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error 
         } else if (!strcmp(key, "Noise level")) {
             out->s.upscale = 1;
             out->s.noise_level = atoi(val);
+        } else if (!strcmp(key, "Lora hashes")) {
+            free(out->lora_hashes);
+            out->lora_hashes = strdup(val);
         }
         free(val);
     }
     out->s.prompt = out->prompt;
     out->s.negative = neg ? out->negative : NULL; /* no "Negative prompt:" line: none given (SDXL: zeros) */
+    out->s.lora_hashes = out->lora_hashes;
     if (rc < 0) sd_settings_parsed_free(out);
     return rc;
 }

@@ -22,6 +22,13 @@
 #define SD_MAX_CLIP_SKIP 12
 #define SD_MAX_NOISE_LEVEL 350 /* the x4 upscaler's max_noise_level */
 
+/* How prompt text is read: as diffusers (plain, 77 tokens) or as AUTOMATIC1111 (weights, chunks, BREAK, tags). */
+typedef enum sd_prompt_syntax { SD_PROMPT_PLAIN = 0, SD_PROMPT_A1111 = 1 } sd_prompt_syntax;
+
+/* "plain" / "a1111"; parse returns -1 for anything else. */
+const char *sd_prompt_syntax_name(sd_prompt_syntax s);
+int sd_prompt_syntax_parse(const char *name, sd_prompt_syntax *out);
+
 typedef struct sd_settings {
     const char *prompt;     /* borrowed; UTF-8 */
     const char *negative;   /* borrowed; "" = empty negative prompt; NULL = none given (the same for SD 1.x/2.x;
@@ -44,6 +51,9 @@ typedef struct sd_settings {
     sd_rng_kind rng;        /* noise source: torch's CPU generator (default) or CUDA's Philox (A1111 "NV") */
     int upscale;            /* 1: x4 super-resolution of init_image (width, height = 4x its size) */
     int noise_level;        /* upscale: noise added to the low-res picture, 0..SD_MAX_NOISE_LEVEL (default 20) */
+    sd_prompt_syntax prompt_syntax; /* SD_PROMPT_PLAIN (default) or SD_PROMPT_A1111 */
+    const char *lora_hashes; /* A1111's "Lora hashes" value ("name: 0123456789ab, ..."), or NULL; the LoRAs
+                                themselves are merged into the model by the caller (core/pipeline/lora_set.h) */
 } sd_settings;
 
 #define SD_MAX_COND_SIZE 65536 /* largest original/target size and crop offset accepted */
@@ -73,7 +83,7 @@ int sd_settings_sd_vae_scale(void);
  *   Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: name
  * plus "Denoising strength" for img2img/inpaint, "Clip skip" when > 1, SDXL's "Original size",
  * "Crop top", "Crop left", "Target size" when set (not 0), "RNG: NV" for CUDA noise (as A1111 writes
- * its NV source) and "Noise level: N" for an upscale. Values containing
+ * its NV source), "Noise level: N" for an upscale and "Lora hashes" when set. Values containing
  * ',', ':' or a newline are JSON-quoted, as A1111 does. model_hash/model_name may be NULL.
  * Returns a new string (caller frees) or NULL when out of memory.
  */
@@ -86,6 +96,7 @@ typedef struct sd_settings_parsed {
     char *prompt, *negative;
     char model_hash[65];
     char *model_name;
+    char *lora_hashes;
 } sd_settings_parsed;
 
 /* Parses the text produced above (and A1111's own). Unknown keys are ignored. */
