@@ -242,6 +242,43 @@ static void test_unet_tp2_matches_reference_sd2(void **state) {
     check_unet_tp("tiny-sd2", "unet_sd2", 2);
 }
 
+/* The U-Net gives a batch entry the same bits alone or in a batch of 2, at every level size from 1x1 up:
+ * what makes CFG-parallel ranks (one entry each) match one rank (the batch) byte for byte. */
+static void test_unet_batch_entries_are_bit_identical_alone(void **state) {
+    (void)state;
+    static const char *models[][2] = {{"tiny-sd15", "unet_sd15"}, {"tiny-sd2", "unet_sd2"}};
+    for (int mi = 0; mi < 2; mi++) {
+        tu_net_files files;
+        unet_config cfg;
+        unet_model m;
+        sd_error err = {0};
+        tu_net_files_open(&files, models[mi][0], "unet", models[mi][1]);
+        if (unet_config_load(&cfg, files.config, &err) < 0 || unet_load(&m, &cfg, &files.w, &err) < 0)
+            fail_msg("%s", err.msg);
+        size_t nctx;
+        float *ctx = tu_f32(&files.golden, "context", &nctx);
+        static const int sizes[][2] = {{1, 1}, {3, 5}, {8, 8}, {12, 12}, {16, 24}};
+        for (int si = 0; si < 5; si++) {
+            int H = sizes[si][0], W = sizes[si][1];
+            size_t n = (size_t)cfg.in_channels * H * W, no = (size_t)cfg.out_channels * H * W;
+            float *x = malloc(2 * n * sizeof(float)), *two = malloc(2 * no * sizeof(float));
+            float *one = malloc(no * sizeof(float)), t[2] = {321.5f, 321.5f};
+            for (size_t i = 0; i < 2 * n; i++) x[i] = (float)((i * 37) % 11) * 0.2f - 1.0f + (i >= n ? 0.05f : 0.0f);
+            if (unet_forward(&m, x, t, ctx, 77, 2, H, W, two, &err) < 0) fail_msg("%s", err.msg);
+            for (int k = 0; k < 2; k++) {
+                if (unet_forward(&m, x + k * n, t, ctx + k * nctx / 2, 77, 1, H, W, one, &err) < 0)
+                    fail_msg("%s", err.msg);
+                if (memcmp(one, two + k * no, no * sizeof(float)))
+                    fail_msg("%s %dx%d: entry %d alone differs from the batch", models[mi][0], H, W, k);
+            }
+            free(x), free(two), free(one);
+        }
+        free(ctx);
+        unet_free(&m);
+        tu_net_files_close(&files);
+    }
+}
+
 static void test_unet_tp_refuses_uneven_split(void **state) {
     (void)state;
     /* tiny-sd15 has 2 heads per level: 4 ranks cannot share them */
@@ -263,6 +300,7 @@ int main(void) {
         cmocka_unit_test(test_shards_are_row_views_and_column_copies),
         cmocka_unit_test(test_unet_tp2_matches_reference_sd15),
         cmocka_unit_test(test_unet_tp2_matches_reference_sd2),
+        cmocka_unit_test(test_unet_batch_entries_are_bit_identical_alone),
         cmocka_unit_test(test_unet_tp_refuses_uneven_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -88,20 +88,23 @@ const float *ops_weight_f32(const sd_tensor *w, ops_ctx *ctx, sd_error *err) {
 static void split_tiles(int M, int N, int threads, int *tm, int *tn) {
     int bm = M < 256 ? M : 256, bn = N < 512 ? N : 512;
     long want = 2L * threads;
-    while ((long)((M + bm - 1) / bm) * ((N + bn - 1) / bn) < want) {
-        if (bn >= 128 && bn >= bm) bn = (bn / 2 + 15) & ~15;
-        else if (bm >= 128) bm = bm / 2;
-        else break;
-    }
+    /*
+     * The column tiles depend on N alone (as if M were one row tile): oneDNN's result for an element
+     * depends on its tile's width, and a row must come out the same whatever M is (a batch entry alone
+     * or in a batch; core/pipeline/group.h). Rows are then split for the threads.
+     */
+    while ((N + bn - 1) / bn < want && bn >= 128) bn = (bn / 2 + 15) & ~15;
+    while ((long)((M + bm - 1) / bm) * ((N + bn - 1) / bn) < want && bm >= 128) bm = bm / 2;
     *tm = bm;
     *tn = bn;
 }
 
 /*
- * Products with fewer rows are computed on a copy padded to this many rows. oneDNN's sgemm takes
- * other kernels below 16 rows (measured: the rows of 1..15-row products differ in their last bits
- * from the same rows in a larger product; 16 and up agree), so without padding a row's result would
- * depend on how many rows share its call: on the batch (a time embedding is one row per image) and
+ * Products with fewer rows (or columns) are computed on a copy padded to this many. oneDNN's sgemm
+ * takes other kernels below 16 rows (measured: the rows of 1..15-row products differ in their last
+ * bits from the same rows in a larger product; 16 and up agree), and likewise for 1-column products
+ * (a convolution of a 1x1 image), so without padding a row's result would depend on how many rows
+ * share its call: on the batch (a time embedding is one row per image) and
  * on where tiles end. A batch entry must come out the same alone or in a batch: CFG-parallel ranks
  * compute one entry each (core/pipeline/group.h).
  */
@@ -140,28 +143,40 @@ static void gemm_dnnl(int trans_b, int M, int N, int K, float alpha, const float
 static void gemm_route(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a,
                           int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
-/* ops_gemm for M < GEMM_MIN_ROWS: the same product on GEMM_MIN_ROWS rows, zeros below a's. */
+/*
+ * ops_gemm for M or N < GEMM_MIN_ROWS: the same product on at least GEMM_MIN_ROWS rows and columns,
+ * zeros in the padding (a's extra rows, b's extra columns), the real part copied back.
+ */
 static void gemm_padded(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
                         const float *b, int ldb, float beta, float *c, int ldc) {
-    const int R = GEMM_MIN_ROWS;
-    float *ap = calloc((size_t)R * K, sizeof(float)), *cp = calloc((size_t)R * N, sizeof(float));
-    if (!ap || !cp) { /* out of memory: the unpadded product (right, if not batch-invariant) */
-        free(ap), free(cp);
+    const int R = M < GEMM_MIN_ROWS ? GEMM_MIN_ROWS : M, Q = N < GEMM_MIN_ROWS ? GEMM_MIN_ROWS : N;
+    float *ap = R != M ? calloc((size_t)R * K, sizeof(float)) : NULL;
+    float *bp = Q != N ? calloc((size_t)Q * K, sizeof(float)) : NULL;
+    float *cp = calloc((size_t)R * Q, sizeof(float));
+    if ((R != M && !ap) || (Q != N && !bp) || !cp) { /* out of memory: the unpadded product (right, not batch-invariant) */
+        free(ap), free(bp), free(cp);
         gemm_route(ctx, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    for (int i = 0; i < M; i++) {
-        memcpy(ap + (size_t)i * K, a + (size_t)i * lda, (size_t)K * sizeof(float));
-        if (beta != 0.0f) memcpy(cp + (size_t)i * N, c + (size_t)i * ldc, (size_t)N * sizeof(float));
+    if (ap)
+        for (int i = 0; i < M; i++) memcpy(ap + (size_t)i * K, a + (size_t)i * lda, (size_t)K * sizeof(float));
+    if (bp) { /* b as [Q, K] rows (trans_b) or [K, Q] columns */
+        if (trans_b)
+            for (int j = 0; j < N; j++) memcpy(bp + (size_t)j * K, b + (size_t)j * ldb, (size_t)K * sizeof(float));
+        else
+            for (int k = 0; k < K; k++) memcpy(bp + (size_t)k * Q, b + (size_t)k * ldb, (size_t)N * sizeof(float));
     }
-    gemm_route(ctx, trans_b, R, N, K, alpha, ap, K, b, ldb, beta, cp, N);
-    for (int i = 0; i < M; i++) memcpy(c + (size_t)i * ldc, cp + (size_t)i * N, (size_t)N * sizeof(float));
-    free(ap), free(cp);
+    if (beta != 0.0f)
+        for (int i = 0; i < M; i++) memcpy(cp + (size_t)i * Q, c + (size_t)i * ldc, (size_t)N * sizeof(float));
+    gemm_route(ctx, trans_b, R, Q, K, alpha, ap ? ap : a, ap ? K : lda, bp ? bp : b, bp ? (trans_b ? K : Q) : ldb, beta,
+               cp, Q);
+    for (int i = 0; i < M; i++) memcpy(c + (size_t)i * ldc, cp + (size_t)i * Q, (size_t)N * sizeof(float));
+    free(ap), free(bp), free(cp);
 }
 
 void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc) {
-    if (M > 0 && M < GEMM_MIN_ROWS)
+    if (M > 0 && N > 0 && (M < GEMM_MIN_ROWS || N < GEMM_MIN_ROWS))
         gemm_padded(ctx, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
     else
         gemm_route(ctx, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -90,7 +90,9 @@ int sd_group_unet_forward(unet_model *u, const sd_group *g, const float *x, floa
     const size_t nin = (size_t)Cin * h * w, nout = (size_t)C * h * w, nctx = (size_t)n_ctx * D;
     float tt[2] = {t, t};
     unet_added_cond one;
-    if (g && g->strategy == SD_PARALLEL_TENSOR)
+    /* one rank, or all of a tensor-parallel group: the whole batch in one pass (the kernels give each
+     * entry the bits it gets alone, so a CFG-parallel rank's one entry matches) */
+    if (!g || g->strategy == SD_PARALLEL_TENSOR)
         return unet_forward_cond(u, x, tt, ctx, n_ctx, added, B, h, w, out, err);
     if (g && g->strategy == SD_PARALLEL_CFG && B == 2) {
         /* this half on this rank's tensor-parallel ranks, then swap halves with the partner */
@@ -101,7 +103,7 @@ int sd_group_unet_forward(unet_model *u, const sd_group *g, const float *x, floa
             return rc;
         return ops_comm_allgather(g->cfg, mine, out, nout * sizeof(float), err);
     }
-    /* one rank, or a CFG-parallel group without guidance: the entries one by one, on every half */
+    /* a CFG-parallel group without guidance: the one entry on every half */
     for (int k = 0; k < B; k++) {
         int rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx ? ctx + (size_t)k * nctx : NULL, n_ctx,
                                    added_entry(added, k, &one), 1, h, w, out + (size_t)k * nout, err);

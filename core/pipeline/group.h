@@ -14,10 +14,12 @@
  *   tensor-parallel: all K ranks share every layer (unet_shard) and run the
  *     whole CFG batch.
  *
- * One rank without a group evaluates the two CFG halves one after the other
- * (batch 1 each), exactly as a CFG-parallel rank does: so CFG-parallel images
- * are byte-identical to one rank's. (Kernels plan their tiles by the whole
- * batch, so a batch of 2 rounds differently from two batches of 1.)
+ * CFG-parallel images are byte-identical to one rank's, which runs the CFG
+ * batch in one pass: the kernels compute each batch entry to the same bits
+ * alone or in a batch (ops_gemm pads products under 16 rows or columns,
+ * whose oneDNN kernels round differently; GEMM column tiles depend on N
+ * alone; a ResNet shortcut is a residual, not an accumulation). test_tp
+ * checks the U-Net bit for bit, batch 2 against each entry alone.
  *
  * Everything outside the U-Net is replicated on every rank (text encoder,
  * sampler, and the VAE encoder of img2img); only the leader (rank 0) decodes

@@ -21,9 +21,8 @@
  *   upscale: the low-res picture's noise (added at noise_level with the
  *            low_res_scheduler), then the latents (at the low-res size).
  * settings.rng picks the generator: torch's CPU one or CUDA's Philox.
- * Classifier-free guidance runs the U-Net on [negative, prompt] when
- * cfg_scale > 1 (one entry after the other: see group.h), else on the
- * prompt alone. With A1111 prompt syntax (settings.prompt_syntax,
+ * Classifier-free guidance runs the U-Net on the batch [negative, prompt]
+ * when cfg_scale > 1, else on the prompt alone. With A1111 prompt syntax (settings.prompt_syntax,
  * core/pipeline/conditioning.h) the context is 77 tokens per chunk; a prompt
  * and a negative prompt of different chunk counts each get their own context
  * length, as in A1111. Clip skip applies to the
