@@ -170,13 +170,15 @@ preempt() {
     if [ "$how" = term ]; then scancel --signal=TERM "$id"; else scontrol requeue "$id"; fi
     # Slurm holds a requeued job back for about two minutes (BeginTime); the test lets it start at once
     # (asked again while it stays pending: an update that lands before the requeue is complete is lost)
+    # Not in the requeue's own second, though: slurmd refuses a launch whose credential is not newer
+    # (in whole seconds) than the revocation of the job's previous credential ("Job credential revoked").
     local i seen=0 now_st
     for i in $(seq 240); do
         now_st=$(job_state "$id")
         if [ "$now_st" = PENDING ]; then
-            seen=1
-            scontrol update JobId="$id" StartTime=now 2>/dev/null
-        elif [ "$seen" = 1 ] || [ "$now_st" = COMPLETED ]; then
+            seen=$((seen + 1))
+            [ "$seen" -ge 5 ] && scontrol update JobId="$id" StartTime=now 2>/dev/null
+        elif [ "$seen" -ge 1 ] || [ "$now_st" = COMPLETED ]; then
             break
         fi
         sleep 0.5
