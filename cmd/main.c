@@ -27,6 +27,7 @@ static const command commands[] = {
     {"metrics", cmd_metrics, "FID, precision/recall/density/coverage and CLIP score of generated images"},
     {"init-model", cmd_init_model, "write a tiny random-weight model for trying things out"},
     {"info", cmd_info, "describe a model: variant, architecture, parameters, dtypes"},
+    {"shapes", cmd_shapes, "the demo model's procedural pictures and captions (a real set for scores)"},
     {"tokenize", cmd_tokenize, "print the 77 CLIP token ids of a prompt"},
     {"bench", cmd_bench, "time the U-Net, VAE and text encoder of SD 1.5 (random weights)"},
     {"version", cmd_version, "print the version"},
