@@ -88,7 +88,15 @@ $(BUILD)/obj/gen/schema_files.o: $(BUILD)/gen/schema_files.c
 	@mkdir -p $(dir $@)
 	@echo "CC $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/libsdcore.a: $(CORE_OBJ)
+# core/model/demo/ (the demo model's diffusers folder) is embedded into libsdcore (core/model/demomodel.h)
+DEMO_FILES := $(shell find core/model/demo -type f 2>/dev/null)
+$(BUILD)/gen/demo_model.c: $(DEMO_FILES) scripts/embed-files.sh
+	@mkdir -p $(dir $@); scripts/embed-files.sh $@ core/model/demo
+$(BUILD)/obj/gen/demo_model.o: $(BUILD)/gen/demo_model.c
+	@mkdir -p $(dir $@)
+	@echo "CC $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libsdcore.a: $(CORE_OBJ) $(BUILD)/obj/gen/demo_model.o
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
 $(BUILD)/libsdjobs.a: $(JOBS_OBJ)
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $(if $^,$^,)

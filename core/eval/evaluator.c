@@ -1,11 +1,13 @@
 #include "evaluator.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fsutil.h"
 #include "pngio.h"
+#include "randweights.h"
 
 /* The folder part of path ("." when it has none), in a new string. */
 static char *dir_of(const char *path) {
@@ -54,7 +56,37 @@ int sd_evaluator_find_clip_tokenizer(const char *clip_path, const char *given, c
     return rc;
 }
 
+/* "random" or "random:SEED": a random-weight Inception made on the spot (randweights.h, BatchNorm
+ * scales and variances near 1), for scores where no trained Inception may be downloaded (make demo).
+ * Its features only compare runs scored with the same seed; they are not FID's ImageNet features. */
+static int open_random_inception(sd_evaluator *ev, const char *spec, sd_error *err) {
+    unsigned long long seed = 0;
+    if (spec[6] == ':') {
+        char *end;
+        seed = strtoull(spec + 7, &end, 10);
+        if (end == spec + 7 || *end)
+            return sd_err(err, SD_EINPUT, "--inception %s: expected 'random' or 'random:SEED' (SEED a number)", spec);
+    } else if (spec[6])
+        return sd_err(err, SD_EINPUT, "--inception %s: expected 'random' or 'random:SEED'", spec);
+    sd_rand_weights rw = {.seed = seed, .gain = sqrtf(2.0f)}; /* keeps the activations' scale through the ReLUs */
+    sd_weights w;
+    int rc = sd_rand_weights_attach(&rw, &w, "random inception", err);
+    if (rc == 0) {
+        rc = inception_load(&ev->inception, &w, err);
+        sd_weights_free(&w);
+    }
+    sd_rand_weights_free(&rw);
+    return rc;
+}
+
 static int open_inception(sd_evaluator *ev, const char *path, sd_error *err) {
+    if (strncmp(path, "random", 6) == 0 && !sd_fs_is_file(path)) {
+        int rrc = open_random_inception(ev, path, err);
+        if (rrc < 0) return rrc;
+        ev->inception.max_batch = ev->batch;
+        ev->has_inception = 1;
+        return 0;
+    }
     sd_weight_file f;
     int rc = sd_weight_file_open(&f, path, "inception", err);
     if (rc < 0) return rc;

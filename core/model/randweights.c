@@ -31,6 +31,11 @@ static sd_tensor *new_tensor(const char *name, int ndim, const int64_t *shape, s
     return t;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
 static int supply(void *ctx, const char *name, int ndim, const int64_t *shape, const sd_tensor **out, sd_error *err) {
     sd_rand_weights *rw = ctx;
     size_t n = 1;
@@ -45,9 +50,11 @@ static int supply(void *ctx, const char *name, int ndim, const int64_t *shape, c
     sd_tensor *t = new_tensor(name, ndim, shape, n);
     if (!t) return sd_err(err, SD_ENOMEM, "out of memory making random weight '%s' (%zu values)", name, n);
     uint16_t *data = (uint16_t *)t->data;
-    int is_norm_scale = ndim == 1 && strstr(name, "norm") && strstr(name, ".weight");
+    /* norm scales, and BatchNorm's scale and running variance (a random Inception), sit near 1 */
+    int is_norm_scale = ndim == 1 && ((strstr(name, "norm") && strstr(name, ".weight")) || ends_with(name, "bn.weight") ||
+                                      ends_with(name, "running_var"));
     float center = is_norm_scale ? 1.0f : 0.0f;
-    float amp = ndim >= 2 ? sqrtf(3.0f * (float)shape[0] / (float)n) : 0.02f;
+    float amp = ndim >= 2 ? (rw->gain > 0 ? rw->gain : 1.0f) * sqrtf(3.0f * (float)shape[0] / (float)n) : 0.02f;
     /* 4096 evenly spaced f16 levels, picked by a xorshift stream (fast for 860M values) */
     uint16_t levels[4096];
     for (int i = 0; i < 4096; i++) levels[i] = sd_dtype_f32_to_f16(center + amp * ((float)i / 2047.5f - 1.0f));

@@ -22,6 +22,7 @@ typedef struct sd_rand_weights {
     int n, cap;
     size_t bytes;
     unsigned long long seed; /* mixed into every tensor's seed */
+    float gain;              /* scales the matrices' and kernels' range; 0 means 1 (sqrt(2): He's, for ReLU nets) */
 } sd_rand_weights;
 
 /* Makes *w an empty table (labelled label) whose missing tensors rw supplies. */
