@@ -88,10 +88,10 @@ $(BUILD)/obj/gen/schema_files.o: $(BUILD)/gen/schema_files.c
 	@mkdir -p $(dir $@)
 	@echo "CC $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-# core/model/demo/ (the demo model's diffusers folder) is embedded into libsdcore (core/model/demomodel.h)
-DEMO_FILES := $(shell find core/model/demo -type f 2>/dev/null)
+# scripts/demo-model/ (the demo model's diffusers folder, written by scripts/train-demo-model.py) is embedded into libsdcore (core/model/demomodel.h)
+DEMO_FILES := $(shell find scripts/demo-model -type f 2>/dev/null)
 $(BUILD)/gen/demo_model.c: $(DEMO_FILES) scripts/embed-files.sh
-	@mkdir -p $(dir $@); scripts/embed-files.sh $@ core/model/demo
+	@mkdir -p $(dir $@); scripts/embed-files.sh $@ scripts/demo-model
 $(BUILD)/obj/gen/demo_model.o: $(BUILD)/gen/demo_model.c
 	@mkdir -p $(dir $@)
 	@echo "CC $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@

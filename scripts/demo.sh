@@ -1,43 +1,53 @@
 #!/bin/sh
-# The main job end to end on a tiny model made on the spot (no downloads):
-#   init-model -> enqueue 12 prompts -> mpirun -np 3 sdrender run -> status.
+# The main job end to end on the demo model that ships inside sdrender (no downloads):
+#   init-model --demo -> enqueue a prompt set at 4 CFG scales -> mpirun -np 3 sdrender run
+#   -> metrics per CFG scale against the procedural reference set -> report (HTML).
 # Usage: scripts/demo.sh [path/to/sdrender]   (make demo builds it first)
-# Everything goes to build/demo/ (model, jobs.db, out/*.png). Rerunning resumes.
+# Everything goes to build/demo/: model/, real/ (reference pictures), jobs.db, out/*.png,
+# report/index.html. Rerunning resumes the render and rescores; DEMO_PROMPTS, DEMO_REAL,
+# DEMO_RANKS and DEMO_CFGS change the sizes.
 set -eu
 BIN=${1:-build/sdrender}
 DEMO=${DEMO_DIR:-build/demo}
 NP=${DEMO_RANKS:-3}
+NPROMPTS=${DEMO_PROMPTS:-48}
+NREAL=${DEMO_REAL:-500}
+CFGS=${DEMO_CFGS:-1 2 4 8}
 mkdir -p "$DEMO"
 
-echo "== 1. a tiny random-weight SD 1.x model (its images are noise; see README for real checkpoints)"
-[ -f "$DEMO/model/model_index.json" ] || "$BIN" init-model --tiny "$DEMO/model"
+echo "== 1. the demo model (7 M parameters, trained on procedural shapes; see README)"
+"$BIN" init-model --demo "$DEMO/model"
 
-echo "== 2. enqueue 12 prompts into $DEMO/jobs.db"
+echo "== 2. $NREAL reference pictures and $NPROMPTS prompts (seeds the model was not trained on)"
+[ -f "$DEMO/real/captions.txt" ] || "$BIN" shapes -o "$DEMO/real" -n "$NREAL" --seed 7
+# No trained Inception ships with sdrender (nothing is downloaded), so FID, precision/recall,
+# density and coverage use a random-weight Inception: comparable between these runs only.
+[ -f "$DEMO/real.npz" ] || "$BIN" stats -q --images "$DEMO/real" -o "$DEMO/real.npz" --inception random
 if [ ! -f "$DEMO/jobs.db" ]; then
-    cat > "$DEMO/prompts.txt" <<'P'
-a lighthouse on a cliff at sunset
-a bowl of ramen, studio lighting
-an astronaut riding a horse on mars
-a watercolor painting of a fox in the snow
-a red bicycle leaning against a brick wall
-a bonsai tree in a glass dome
-a cozy cabin in a snowy forest at night
-a macro photo of a dew drop on a leaf
-a steampunk airship above the clouds
-a bowl of fruit in the style of cezanne
-a city street in the rain, neon reflections
-a portrait of a cat wearing a tiny hat
-P
-    "$BIN" enqueue --db "$DEMO/jobs.db" --steps 10 --sampler euler_a -W 64 -H 64 "$DEMO/prompts.txt"
+    "$BIN" shapes --captions-only -o "$DEMO/prompts" -n "$NPROMPTS" --seed 99
+    # one row per prompt and CFG scale; the same seed for a prompt at every scale
+    : >"$DEMO/prompts.jsonl"
+    for g in $CFGS; do
+        awk -v g="$g" '{ gsub(/"/, "\\\""); printf "{\"prompt\": \"%s\", \"seed\": %d, \"cfg_scale\": %s}\n", $0, NR, g }' \
+            "$DEMO/prompts/captions.txt" >>"$DEMO/prompts.jsonl"
+    done
+    "$BIN" enqueue --db "$DEMO/jobs.db" --steps 20 --sampler euler -W 64 -H 64 "$DEMO/prompts.jsonl"
 fi
 
 echo "== 3. render with $NP MPI ranks (rank 0 hands out jobs, the others render)"
-# root needs these flags; more ranks than cores needs --oversubscribe and one thread per rank
-MPIRUN_FLAGS="--oversubscribe -x OMP_NUM_THREADS=1"
+# root needs --allow-run-as-root; more ranks than cores needs --oversubscribe and one thread per rank
+MPIRUN_FLAGS="--oversubscribe -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1"
 [ "$(id -u)" = 0 ] && MPIRUN_FLAGS="$MPIRUN_FLAGS --allow-run-as-root"
 # shellcheck disable=SC2086
 mpirun $MPIRUN_FLAGS -np "$NP" "$BIN" run --db "$DEMO/jobs.db" -m "$DEMO/model" --out "$DEMO/out"
-
-echo "== 4. status"
 "$BIN" status --db "$DEMO/jobs.db"
-echo "images: $DEMO/out/*.png (PNG info holds the prompt, seed and settings)"
+
+echo "== 4. scores per CFG scale against the reference pictures"
+for g in $CFGS; do
+    echo "-- cfg_scale $g"
+    "$BIN" metrics -q --db "$DEMO/jobs.db" --where "cfg_scale=$g" --real "$DEMO/real.npz" --inception random
+done
+
+echo "== 5. report"
+"$BIN" report --db "$DEMO/jobs.db" -o "$DEMO/report"
+echo "open $DEMO/report/index.html (pictures: $DEMO/out/*.png; PNG info holds the prompt, seed and settings)"

@@ -583,6 +583,23 @@ def save_safetensors(path, state):
             f.write(b)
 
 
+def load_safetensors(path):
+    """The tensors of a safetensors file (as written above) as float32."""
+    with open(path, "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    header = json.loads(b[8:8 + n])
+    dtypes = {"F16": np.float16, "F32": np.float32}
+    out = {}
+    for name, v in header.items():
+        if name == "__metadata__":
+            continue
+        s, e = v["data_offsets"]
+        a = np.frombuffer(b[8 + n + s:8 + n + e], dtype=dtypes[v["dtype"]]).reshape(v["shape"])
+        out[name] = torch.from_numpy(a.astype(np.float32))
+    return out
+
+
 def write_json(path, obj):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -646,20 +663,20 @@ def encode_all(vae, images, batch=256):
     return torch.cat(means), torch.cat(stds)
 
 
-def train_unet(unet, te, tok, lat_mean, lat_std, captions, scaling, steps, batch, gen, log, snapshot):
+def train_unet(unet, te, tok, lat_mean, lat_std, captions, scaling, steps, batch, gen, log, snapshot, peak_lr=3e-4):
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     acp = torch.cumprod(1 - betas, 0).float()
     ids_of = {}
     cap_ids = torch.tensor([ids_of.setdefault(c, tok.encode(c)) for c in captions])
     empty = torch.tensor(tok.encode(""))
     params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.01)
     ema = [p.detach().clone() for p in params]
     t0 = time.time()
     avg = None
     for step in range(steps):
         for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, steps, 3e-4, 300)
+            grp["lr"] = lr_at(step, steps, peak_lr, 300)
         idx = torch.randint(0, lat_mean.shape[0], (batch,), generator=gen)
         x0 = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)) * scaling
         t = torch.randint(0, 1000, (batch,), generator=gen)
@@ -699,6 +716,9 @@ def main():
     ap.add_argument("--unet-steps", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--snapshot-every", type=int, default=1000, help="export the EMA weights every N U-Net steps")
+    ap.add_argument("--resume", default=None, help="a folder this script wrote: start the text encoder and U-Net from "
+                    "its weights (the autoencoder comes from the scratch folder) and train --unet-steps more")
+    ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the U-Net stage")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -740,15 +760,27 @@ def main():
         p.requires_grad_(False)
     lat_mean, lat_std = encode_all(vae, images)
     scaling = round(float(1.0 / lat_mean.std()), 5)
+    if args.resume:  # the U-Net learned the first stage's latent scale
+        with open(os.path.join(args.resume, "vae", "config.json")) as f:
+            scaling = json.load(f)["scaling_factor"]
     log(f"latents: std {lat_mean.std():.4f} -> scaling_factor {scaling:.5f}")
 
     te = CLIPTextModel(text_config(len(tok.vocab)))
     unet = UNet2DConditionModel(unet_config())
     log(f"text encoder {sum(p.numel() for p in te.parameters()) / 1e6:.2f} M, "
         f"U-Net {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters")
-    params = list(unet.parameters()) + list(te.parameters())
+    if args.resume:
+        te.load_state_dict(load_safetensors(os.path.join(args.resume, "text_encoder", "model.safetensors")))
+        unet.load_state_dict(load_safetensors(os.path.join(args.resume, "unet", "diffusion_pytorch_model.safetensors")))
+        log("text encoder and U-Net start from " + args.resume)
     meta = {"seed": args.seed, "images": args.images, "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
-            "batch": args.batch, "threads": args.threads, "torch": torch.__version__}
+            "batch": args.batch, "threads": args.threads, "lr": args.lr, "torch": torch.__version__}
+    if args.resume:
+        with open(os.path.join(args.resume, "training.json")) as f:
+            before = json.load(f)
+        meta = {"stages": before.get("stages", [before]) + [meta]}
+    else:
+        meta = {"stages": [meta]}
 
     def write_model(ema, live):
         saved = [p.detach().clone() for p in live]
@@ -762,7 +794,7 @@ def main():
         log("wrote " + args.out)
 
     ema, live = train_unet(unet, te, tok, lat_mean, lat_std, captions, scaling, args.unet_steps, args.batch, gen, log,
-                           (args.snapshot_every, write_model))
+                           (args.snapshot_every, write_model), args.lr)
     write_model(ema, live)
     h = hashlib.sha256()
     for root, _, files in sorted(os.walk(args.out)):

@@ -8,7 +8,7 @@
 
 int sd_demo_model_write(const char *dir, sd_error *err) {
     if (sd_demo_model_file_count == 0)
-        return sd_err(err, SD_EINTERNAL, "this build carries no demo model (core/model/demo/ was empty)");
+        return sd_err(err, SD_EINTERNAL, "this build carries no demo model (scripts/demo-model/ was empty when it was built)");
     for (int i = 0; i < sd_demo_model_file_count; i++) {
         const sd_embedded_file *f = &sd_demo_model_files[i];
         char *path = sd_fs_path_join(dir, f->path);

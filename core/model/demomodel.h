@@ -2,7 +2,7 @@
  * demomodel.h - the demo model that ships inside the binary: a small SD 1.x
  * trained from scratch by scripts/train-demo-model.py on the pictures of
  * `sdrender shapes` (64x64, "a small red circle at the top left on a blue
- * background"). Its files live in core/model/demo/ (a diffusers folder, fp16);
+ * background"). Its files live in scripts/demo-model/ (a diffusers folder, fp16);
  * the Makefile embeds them (scripts/embed-files.sh -> build/gen/demo_model.c).
  */
 #ifndef SD_DEMOMODEL_H
