@@ -709,7 +709,8 @@ def main():
     ap.add_argument("--sdrender", default="build/sdrender", help="the sdrender binary (makes the pictures)")
     ap.add_argument("--out", required=True, help="the diffusers folder to write")
     ap.add_argument("--work", default=None, help="scratch folder (default OUT.work)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seeds the weights' initialisation and the batches")
+    ap.add_argument("--data-seed", type=int, default=None, help="seed of the training pictures (default --seed)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--images", type=int, default=30000, help="training pictures")
     ap.add_argument("--vae-steps", type=int, default=2500)
@@ -734,9 +735,10 @@ def main():
         logf.write(line + "\n")
         logf.flush()
 
-    data = os.path.join(work, f"data-{args.seed}-{args.images}")
+    data_seed = args.seed if args.data_seed is None else args.data_seed
+    data = os.path.join(work, f"data-{data_seed}-{args.images}")
     if not os.path.exists(os.path.join(data, "images.u8")):
-        subprocess.run([args.sdrender, "shapes", "--raw", "-n", str(args.images), "--seed", str(args.seed),
+        subprocess.run([args.sdrender, "shapes", "--raw", "-n", str(args.images), "--seed", str(data_seed),
                         "--size", "64", "-o", data], check=True)
     images = torch.from_numpy(np.fromfile(os.path.join(data, "images.u8"), dtype=np.uint8).reshape(-1, 64, 64, 3))
     captions = open(os.path.join(data, "captions.txt")).read().splitlines()
@@ -773,7 +775,7 @@ def main():
         te.load_state_dict(load_safetensors(os.path.join(args.resume, "text_encoder", "model.safetensors")))
         unet.load_state_dict(load_safetensors(os.path.join(args.resume, "unet", "diffusion_pytorch_model.safetensors")))
         log("text encoder and U-Net start from " + args.resume)
-    meta = {"seed": args.seed, "images": args.images, "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
+    meta = {"seed": args.seed, "data_seed": data_seed, "images": args.images, "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
             "batch": args.batch, "threads": args.threads, "lr": args.lr, "torch": torch.__version__}
     if args.resume:
         with open(os.path.join(args.resume, "training.json")) as f:
