@@ -111,7 +111,8 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(call obj,$(TESTUTIL)) $(LIBS)
 
 $(BUILD)/fuzz-replay/%: $(BUILD)/obj/tests/fuzz/%.o $(call obj,$(FUZZ_LIB) tests/fuzz/replay.c) $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(call obj,$(FUZZ_LIB) tests/fuzz/replay.c) $(LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc -o $@ $< $(call obj,$(FUZZ_LIB) tests/fuzz/replay.c) \
+	    $(LIBS) $(LDLIBS)
 
 tests: $(TESTS) $(BUILD)/sdrender $(REPLAYS)
 

@@ -1,9 +1,11 @@
 #!/bin/sh
 # Replays the fuzz corpora and regression inputs through the harnesses built with the normal compiler
 # (make check): for each build/.../fuzz-replay/fuzz_NAME, the files of tests/fuzz/corpus/NAME and
-# tests/fuzz/regress/NAME (those that exist). Exits non-zero when one harness fails.
+# tests/fuzz/regress/NAME (those that exist). Exits non-zero when one harness fails, and when one
+# takes over 120 s (a hang; all of a harness's inputs take well under a second).
 set -u
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
+# (SANITIZE=1) ASan refuses allocations over 256 MiB too, inside libpng and the other shared libraries
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:max_allocation_size_mb=256}"
 failed=""
 for b in "$@"; do
     name=$(basename "$b" | sed 's/^fuzz_//')
@@ -13,7 +15,7 @@ for b in "$@"; do
     done
     [ -z "$dirs" ] && continue
     # shellcheck disable=SC2086
-    "$b" $dirs || failed="$failed $name"
+    timeout 120 "$b" $dirs || failed="$failed $name"
 done
 if [ -n "$failed" ]; then
     echo "FAILED fuzz replays:$failed"

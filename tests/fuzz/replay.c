@@ -5,15 +5,52 @@
  *
  * Runs LLVMFuzzerTestOneInput once on each file (a folder: on each file in
  * it, in name order). A crash or a failed property aborts, as under
- * libFuzzer; with SANITIZE=1 ASan and UBSan watch every input.
+ * libFuzzer; with SANITIZE=1 ASan and UBSan watch every input. The
+ * out-of-memory finds are caught as libFuzzer's -malloc_limit_mb does: the
+ * Makefile links this program with -Wl,--wrap=malloc,... so every allocation
+ * by sdrender's own code (the static libraries) passes through the wrappers
+ * below, which abort on one over REPLAY_MAX_ALLOC (no input here needs that
+ * much; a reader that asks for it trusted a size field). scripts/fuzz-replay.sh
+ * adds a time limit per harness for the hangs.
  */
 #include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "fuzzutil.h"
+
+#define REPLAY_MAX_ALLOC ((size_t)256 << 20)
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+
+static void check_alloc(const char *fn, size_t n) {
+    if (n <= REPLAY_MAX_ALLOC) return;
+    fprintf(stderr, "replay: %s(%zu): an allocation over %zu MiB from a small input\n", fn, n, REPLAY_MAX_ALLOC >> 20);
+    abort();
+}
+
+void *__wrap_malloc(size_t n) {
+    check_alloc("malloc", n);
+    return __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size) {
+    check_alloc("calloc", size && n > SIZE_MAX / size ? SIZE_MAX : n * size);
+    return __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n) {
+    check_alloc("realloc", n);
+    return __real_realloc(p, n);
+}
 
 /* Reads path whole and runs the harness on it; returns 0, or -1 when it cannot be read. */
 static int replay_file(const char *path) {
