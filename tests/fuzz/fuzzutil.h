@@ -17,6 +17,8 @@
 #include <stdint.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* Optional one-time setup before the first input (libFuzzer calls it; so does replay.c when defined). */
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 /* The harness's private folder (aborts when it cannot be made). */
 const char *fuzz_dir(void);

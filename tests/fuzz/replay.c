@@ -129,6 +129,7 @@ static int replay_dir(const char *dir) {
 
 int main(int argc, char **argv) {
     int total = 0;
+    if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
     for (int i = 1; i < argc; i++) {
         struct stat st;
         if (stat(argv[i], &st) != 0) {
