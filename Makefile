@@ -6,6 +6,8 @@
 #   make PORTABLE=1      no -march=native (x86-64-v2), for binaries copied to other machines
 #   make bench           time U-Net, VAE and text encoder on the full SD 1.5 architecture
 #   make demo            tiny model end to end: init-model, enqueue, mpirun run, status
+#   make fuzz FUZZ_S=N   build the libFuzzer harnesses (tests/fuzz/, clang; objects in build/fuzz) and run
+#                        each N seconds (default 30); fails when one finds a crash, leak, hang or OOM
 # Every library is found with pkg-config; see scripts/install-deps.sh.
 
 PKGS     := openblas libpng zlib jansson yaml-0.1 sqlite3 ompi
@@ -60,6 +62,8 @@ MPI_SRC  := $(wildcard mpi/*.c)
 CMD_SRC  := $(wildcard cmd/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTUTIL := tests/testutil.c
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_LIB := tests/fuzz/fuzzutil.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -69,8 +73,11 @@ MPI_OBJ  := $(call obj,$(MPI_SRC))
 CMD_OBJ  := $(call obj,$(CMD_SRC))
 LIBS     := $(BUILD)/libsdmpi.a $(BUILD)/libsdjobs.a $(BUILD)/libsdcore.a
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+# each fuzz harness built with the normal compiler and a plain main() that replays files through it
+# (tests/fuzz/replay.c): make check runs the corpus and the regression inputs without clang
+REPLAYS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRC))
 
-.PHONY: all check check-slurm bench demo clean tests print-sources
+.PHONY: all check check-slurm bench demo clean tests print-sources fuzz fuzz-build
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -110,11 +117,49 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(call obj,$(TESTUTIL)) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(call obj,$(TESTUTIL)) $(LIBS) $(LDLIBS)
 
-tests: $(TESTS) $(BUILD)/sdrender
+$(BUILD)/fuzz-replay/%: $(BUILD)/obj/tests/fuzz/%.o $(call obj,$(FUZZ_LIB) tests/fuzz/replay.c) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc -o $@ $< $(call obj,$(FUZZ_LIB) tests/fuzz/replay.c) \
+	    $(LIBS) $(LDLIBS)
+
+tests: $(TESTS) $(BUILD)/sdrender $(REPLAYS)
 
 check: tests
 	@scripts/check-layout.sh
 	@SDRENDER_BUILD=$(BUILD) scripts/run-tests.sh $(TESTS)
+	@scripts/fuzz-replay.sh $(REPLAYS)
+
+# libFuzzer: the core, jobs/ and the harnesses compiled by clang with the fuzzer's coverage hooks and
+# ASan + UBSan, in their own folder (no oneDNN: its prebuilt code has no coverage hooks anyway)
+FUZZ_CC     ?= clang
+FUZZ_S      ?= 30
+FUZZ_BUILD  := build/fuzz
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=c11 -O1 -g -fno-omit-frame-pointer -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Wall \
+               -Wno-unused-parameter -Wno-unknown-warning-option -Wno-pass-failed -D_GNU_SOURCE \
+               $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(addprefix -I,$(CORE_DIRS)) -Ijobs
+FUZZ_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
+fuzzobj      = $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(1))
+FUZZ_BINS   := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRC))
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "FUZZCC $<"; $(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+$(FUZZ_BUILD)/obj/gen/schema_files.o: $(BUILD)/gen/schema_files.c
+	@mkdir -p $(dir $@)
+	@echo "FUZZCC $<"; $(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+$(FUZZ_BUILD)/libsdcore.a: $(call fuzzobj,$(CORE_SRC))
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+$(FUZZ_BUILD)/libsdjobs.a: $(call fuzzobj,$(JOBS_SRC)) $(FUZZ_BUILD)/obj/gen/schema_files.o
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(call fuzzobj,$(FUZZ_LIB)) $(FUZZ_BUILD)/libsdjobs.a $(FUZZ_BUILD)/libsdcore.a
+	$(FUZZ_CC) -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+# every harness FUZZ_S seconds, one after the other (scripts/fuzz.sh: limits, corpus, artifacts)
+fuzz: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz.sh $(FUZZ_S) $(FUZZ_BINS)
 
 # a real two-node Slurm cluster on this machine renders through slurm/*.sbatch (installs Slurm if missing)
 check-slurm: tests
@@ -135,6 +180,8 @@ clean:
 
 # the sources this Makefile builds, one per line (scripts/check-layout.sh compares them with the tree)
 print-sources:
-	@printf '%s\n' $(CORE_SRC) $(JOBS_SRC) $(MPI_SRC) $(CMD_SRC) $(TEST_SRC) $(TESTUTIL)
+	@printf '%s\n' $(CORE_SRC) $(JOBS_SRC) $(MPI_SRC) $(CMD_SRC) $(TEST_SRC) $(TESTUTIL) $(FUZZ_SRC) $(FUZZ_LIB) \
+	    tests/fuzz/replay.c
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Keeps the layout honest (run by `make check`; exits non-zero on the first kind of problem it finds):
-#   - every .c file under core/ cmd/ jobs/ mpi/ tests/ is one the Makefile builds (`make print-sources`),
+#   - every .c file under core/ cmd/ jobs/ mpi/ tests/ (tests/fuzz/ too) is one the Makefile builds (`make print-sources`),
 #     and every core/ file sits in a subsystem folder core/NAME/ (those are the include path), so a
 #     file placed where it would silently drop out of the build fails here instead;
 #   - MPI (mpi.h, MPI_* identifiers) only in mpi/; SQLite (sqlite3.h, sqlite3_* identifiers) only in
@@ -14,7 +14,7 @@ say() { echo "layout: $*" >&2; fail=1; }
 # 1. files the build would not see
 built=$(make -s --no-print-directory print-sources | sort -u)
 for f in $(find core cmd jobs mpi tests -name '*.c' | sort); do
-    echo "$built" | grep -qxF "$f" || say "$f is not built by the Makefile (core/ sources belong in core/NAME/*.c; tests are tests/test_*.c)"
+    echo "$built" | grep -qxF "$f" || say "$f is not built by the Makefile (core/ sources belong in core/NAME/*.c; tests are tests/test_*.c, fuzz harnesses tests/fuzz/fuzz_*.c)"
 done
 for f in $(find core -type f | sort); do
     case "$f" in

@@ -13,7 +13,9 @@ libpng-dev zlib1g-dev
 libsqlite3-dev sqlite3
 libcmocka-dev
 libjansson-dev
-libyaml-dev"
+libyaml-dev
+clang libclang-rt-dev libomp-dev"
+# clang, its libFuzzer/sanitizer runtimes (libclang-rt-dev) and OpenMP (libomp-dev): make fuzz
 if [ "${1:-}" = --slurm ]; then
     # libpmix-dev: Slurm's mpi/pmix plugin dlopens the unversioned libpmix.so it ships
     PKGS="slurmctld slurmd slurm-client munge libpmix-dev"

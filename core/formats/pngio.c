@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fsutil.h"
 
@@ -29,6 +30,7 @@ typedef struct png_ctx {
     int src_color, src_depth; /* IHDR colour type and bit depth */
     int channels, depth;      /* per row after libpng's transforms */
     size_t rowbytes;
+    uint64_t file_size;
     unsigned char *buf;       /* [height, rowbytes] */
     png_bytep *rows;
 } png_ctx;
@@ -166,10 +168,17 @@ static int decode(png_ctx *c) {
     png_init_io(c->png, c->fp);
     png_set_sig_bytes(c->png, 8);
     png_set_user_limits(c->png, SD_PNG_MAX_SIDE, SD_PNG_MAX_SIDE);
+    /* a chunk (text, ICC profile) may not ask for more than this, however long its header says it is */
+    png_set_chunk_malloc_max(c->png, SD_PNG_MAX_CHUNK);
     png_read_info(c->png, c->info);
     png_uint_32 w, h;
     int depth, color, interlace;
     png_get_IHDR(c->png, c->info, &w, &h, &depth, &color, &interlace, NULL, NULL);
+    /* The rows (a filter byte each) are deflated in the file, at most 1032:1: a header whose image
+     * could not fit in this file is corrupt, and is refused before the image buffer is allocated. */
+    uint64_t raw = (uint64_t)h * (((uint64_t)w * png_get_channels(c->png, c->info) * (uint64_t)depth + 7) / 8 + 1);
+    if (raw / 1032 > c->file_size)
+        png_error(c->png, "the image size in the header needs more data than the file holds (truncated or corrupt)");
     c->width = (int)w;
     c->height = (int)h;
     c->src_color = color;
@@ -206,19 +215,44 @@ static void ctx_free(png_ctx *c) {
     memset(c, 0, sizeof *c);
 }
 
+/*
+ * Walks the chunk headers after the signature (fp at offset 8) and fails when one claims more bytes
+ * than the file has left: libpng allocates a chunk's claimed length before reading it, and for an
+ * ancillary chunk (iTXt) its "too large" check is only a warning. Leaves fp at offset 8.
+ */
+static int check_chunks(png_ctx *c, sd_error *err) {
+    uint64_t pos = 8;
+    unsigned char h[8];
+    while (fread(h, 1, 8, c->fp) == 8) {
+        uint64_t len = (uint64_t)h[0] << 24 | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 8 | h[3];
+        if (len > c->file_size - pos - 8 || c->file_size - pos - 8 - len < 4)
+            return sd_err(err, SD_EINPUT, "%s: corrupt or truncated PNG (chunk '%.4s' at offset %llu claims %llu bytes, "
+                          "the file has %llu left)", c->path, (const char *)h + 4, (unsigned long long)pos,
+                          (unsigned long long)len, (unsigned long long)(c->file_size - pos - 8));
+        if (!memcmp(h + 4, "IEND", 4)) break;
+        pos += 12 + len;
+        if (fseeko(c->fp, (off_t)pos, SEEK_SET) != 0) break;
+    }
+    if (fseeko(c->fp, 8, SEEK_SET) != 0) return sd_err(err, SD_EIO, "%s: %s", c->path, strerror(errno));
+    return 0;
+}
+
 /* Opens, checks the signature and decodes the whole file into c (free with ctx_free). */
 static int ctx_read(png_ctx *c, const char *path, sd_error *err) {
     memset(c, 0, sizeof *c);
     c->path = path;
     c->fp = fopen(path, "rb");
     if (!c->fp) return sd_err(err, errno == ENOENT ? SD_ENOTFOUND : SD_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    /* size limits apply to regular files (a pipe has no size to check against) */
+    c->file_size = fstat(fileno(c->fp), &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : UINT64_MAX;
     unsigned char sig[8];
     size_t got = fread(sig, 1, 8, c->fp);
     int rc = 0;
     if (got < 8 || png_sig_cmp(sig, 0, 8) != 0) {
         rc = sd_err(err, SD_EINPUT, "%s: not a PNG file (%s)", path,
                     got < 8 ? "shorter than the 8-byte signature" : "the 8-byte PNG signature is missing");
-    } else {
+    } else if ((rc = check_chunks(c, err)) == 0) {
         c->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
         if (c->png) c->info = png_create_info_struct(c->png);
         if (!c->png || !c->info) rc = sd_err(err, SD_ENOMEM, "%s: out of memory creating the PNG reader", path);

@@ -41,6 +41,8 @@
 
 /* Largest width or height accepted when reading or writing. */
 #define SD_PNG_MAX_SIDE 32768
+/* Largest chunk (text, ICC profile; compressed ones after inflating) a reader accepts: 64 MiB. */
+#define SD_PNG_MAX_CHUNK (64u << 20)
 
 typedef struct sd_png_text {
     char *key;   /* ASCII */

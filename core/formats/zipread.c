@@ -264,6 +264,13 @@ int sd_zip_read(const sd_zip *z, const sd_zip_entry *e, int verify_crc, const vo
     if (e->size > ((uint64_t)1 << 40))
         return sd_err(err, SD_EUNSUPPORTED, "%s: ZIP entry '%s' is too large to inflate (%llu bytes)", z->label,
                       e->name, (unsigned long long)e->size);
+    /* deflate expands at most 1032:1 (a 258-byte match per 2 bits), so a larger size is a lie; checked
+     * before allocating, a few bytes of archive cannot ask for gigabytes */
+    if (e->size / 1032 > e->comp_size + 64)
+        return sd_err(err, SD_EINPUT,
+                      "%s: ZIP entry '%s' claims %llu bytes from %llu compressed bytes, more than deflate can "
+                      "produce; the file is corrupt",
+                      z->label, e->name, (unsigned long long)e->size, (unsigned long long)e->comp_size);
     unsigned char *buf = malloc(e->size ? (size_t)e->size : 1);
     if (!buf)
         return sd_err(err, SD_ENOMEM, "%s: out of memory inflating '%s' (%llu bytes)", z->label, e->name,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "unicode.h"
 
 void sd_settings_default(sd_settings *s) {
     memset(s, 0, sizeof *s);
@@ -122,18 +123,49 @@ static void sb_add(sbuf *b, const char *fmt, ...) {
     }
 }
 
-/* A1111 quotes a value with JSON escaping when it holds ',', ':' or a newline. */
-static void sb_value(sbuf *b, const char *v) {
-    if (!strpbrk(v, ",:\n")) {
-        sb_add(b, "%s", v);
-        return;
+/* v with each invalid UTF-8 sequence replaced by U+FFFD (caller frees), or NULL when out of memory. */
+static char *utf8_repaired(const char *v) {
+    size_t n = strlen(v), ncp;
+    uint32_t *cps = malloc((n ? n : 1) * sizeof *cps);
+    char *out = malloc(3 * n + 1); /* each bad byte (1) may become U+FFFD (3) */
+    if (cps && out) {
+        ncp = uni_utf8_decode_replace((const unsigned char *)v, n, cps, NULL);
+        size_t k = 0;
+        for (size_t i = 0; i < ncp; i++) k += (size_t)uni_utf8_encode_cp(cps[i], (unsigned char *)out + k);
+        out[k] = 0;
+    } else {
+        free(out);
+        out = NULL;
     }
-    json_t *s = json_string(v);
-    char *q = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
-    if (q) sb_add(b, "%s", q);
-    else b->oom = 1;
-    free(q);
-    json_decref(s);
+    free(cps);
+    return out;
+}
+
+/*
+ * A1111 quotes a value with JSON escaping when it holds ',', ':' or a newline; we also quote one that
+ * starts with '"' or a space (the reader would take it for JSON, or drop the space). Invalid UTF-8
+ * (a model file named in Latin-1) becomes U+FFFD, so the text is always UTF-8, as PNG's iTXt wants.
+ */
+static void sb_value(sbuf *b, const char *v) {
+    char *fixed = NULL;
+    if (!uni_utf8_is_valid((const unsigned char *)v, strlen(v))) {
+        if (!(fixed = utf8_repaired(v))) {
+            b->oom = 1;
+            return;
+        }
+        v = fixed;
+    }
+    if (!strpbrk(v, ",:\n") && v[0] != '"' && v[0] != ' ') {
+        sb_add(b, "%s", v);
+    } else {
+        json_t *s = json_string(v);
+        char *q = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+        if (q) sb_add(b, "%s", q);
+        else b->oom = 1;
+        free(q);
+        json_decref(s);
+    }
+    free(fixed);
 }
 
 /* Shortest decimal form that reads back as the same float ("7.5", "0.6"). */
@@ -269,11 +301,11 @@ int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error 
         sd_settings_parsed_free(out);
         return sd_err(err, SD_ENOMEM, "out of memory");
     }
-    char line[4096];
-    size_t ll = strcspn(last, "\n");
-    if (ll >= sizeof line) ll = sizeof line - 1;
-    memcpy(line, last, ll);
-    line[ll] = 0;
+    char *line = strndup(last, strcspn(last, "\n")); /* any length: many LoRA hashes make it long */
+    if (!line) {
+        sd_settings_parsed_free(out);
+        return sd_err(err, SD_ENOMEM, "out of memory");
+    }
     const char *p = line;
     char key[64], *val;
     int rc = 0;
@@ -322,6 +354,7 @@ int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error 
         }
         free(val);
     }
+    free(line);
     out->s.prompt = out->prompt;
     out->s.negative = neg ? out->negative : NULL; /* no "Negative prompt:" line: none given (SDXL: zeros) */
     out->s.lora_hashes = out->lora_hashes;

@@ -40,8 +40,9 @@ void a1111_frags_free(a1111_frag *f, int n) {
 static uint32_t cp_at(const unsigned char *s, size_t n, size_t i, size_t *len) {
     size_t l = s[i] < 0x80 ? 1 : s[i] >= 0xF0 ? 4 : s[i] >= 0xE0 ? 3 : s[i] >= 0xC0 ? 2 : 1;
     if (i + l > n) l = 1;
-    uint32_t cp;
-    if (uni_utf8_decode_replace(s + i, l, &cp, NULL) != 1) cp = UNI_REPLACEMENT, l = 1;
+    uint32_t cps[4], cp; /* an invalid sequence decodes to up to l code points, one per byte */
+    if (uni_utf8_decode_replace(s + i, l, cps, NULL) != 1) cp = UNI_REPLACEMENT, l = 1;
+    else cp = cps[0];
     *len = l;
     return cp;
 }
