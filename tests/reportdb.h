@@ -28,7 +28,7 @@ static const char reportdb_error[] = "<script>alert(1)</script> the U-Net produc
 
 /* The picture of job i (0-based): [32, 32, 3]. */
 static void reportdb_draw(int i, uint8_t *rgb) {
-    int p = i / 6, c = (i / 2) % 3, seed = i % 2;
+    int p = (i / 6) % 2, c = (i / 2) % 3, seed = i % 2 + 2 * (i / 12);
     static const uint8_t bg[2][3] = {{40, 60, 200}, {20, 160, 60}};
     static const uint8_t fg[2][3] = {{220, 30, 30}, {240, 220, 40}};
     int half = 4 + 4 * c; /* square size grows with the CFG scale */
@@ -41,8 +41,9 @@ static void reportdb_draw(int i, uint8_t *rgb) {
         }
 }
 
-/* Makes db_path (new) with its PNGs in out_dir (created). */
-static void reportdb_make(const char *db_path, const char *out_dir) {
+/* Makes db_path (new) with n_done done jobs (REPORTDB_DONE for the set described above; more repeat it
+ * with other seeds) and one failed job, their PNGs in out_dir (created). */
+static void reportdb_make_n(const char *db_path, const char *out_dir, int n_done) {
     char cmd[PATH_MAX + 64];
     snprintf(cmd, sizeof cmd, "rm -f %s; mkdir -p %s", db_path, out_dir);
     if (tu_sh(NULL, "%s", cmd) != 0) fail_msg("%s failed", cmd);
@@ -51,27 +52,28 @@ static void reportdb_make(const char *db_path, const char *out_dir) {
     jobdb_open_options oo = {.create = 1};
     if (jobdb_open(&db, db_path, &oo, &err) < 0) fail_msg("%s", err.msg);
     jobdb_set_time(db, 1764668000.0); /* fixed times: the page's bytes do not depend on the clock */
-    sd_job specs[REPORTDB_DONE + 1];
-    memset(specs, 0, sizeof specs);
-    for (int i = 0; i <= REPORTDB_DONE; i++) {
-        specs[i].prompt = strdup(i < REPORTDB_DONE ? reportdb_prompts[i / 6] : "a failing <i>prompt</i>");
+    sd_job *specs = calloc((size_t)n_done + 1, sizeof *specs);
+    assert_non_null(specs);
+    for (int i = 0; i <= n_done; i++) {
+        specs[i].prompt = strdup(i < n_done ? reportdb_prompts[(i / 6) % 2] : "a failing <i>prompt</i>");
         specs[i].negative_prompt = strdup(i == 0 ? "blurry" : "");
-        specs[i].seed = 100 + i % 2;
+        specs[i].seed = 100 + i % 2 + 2 * (i / 12);
         specs[i].steps = 2;
-        specs[i].cfg_scale = i < REPORTDB_DONE ? reportdb_cfgs[(i / 2) % 3] : 7.5;
+        specs[i].cfg_scale = i < n_done ? reportdb_cfgs[(i / 2) % 3] : 7.5;
         specs[i].width = specs[i].height = REPORTDB_SIDE;
         specs[i].clip_skip = 1;
     }
-    if (jobdb_enqueue(db, specs, REPORTDB_DONE + 1, 1, 0, NULL, NULL, &err) < 0) fail_msg("%s", err.msg);
-    for (int i = 0; i <= REPORTDB_DONE; i++) sd_job_free(&specs[i]);
+    if (jobdb_enqueue(db, specs, (size_t)n_done + 1, 1, 0, NULL, NULL, &err) < 0) fail_msg("%s", err.msg);
+    for (int i = 0; i <= n_done; i++) sd_job_free(&specs[i]);
+    free(specs);
     jobdb_run_config rc = {.model_path = "tiny <model>", .settings_json = "{\"note\":\"<run>\"}", .host = "testhost",
                            .ranks = 2};
     if (jobdb_run_begin(db, &rc, &err) < 0) fail_msg("%s", err.msg);
     uint8_t rgb[REPORTDB_SIDE * REPORTDB_SIDE * 3];
-    for (int i = 0; i <= REPORTDB_DONE; i++) {
+    for (int i = 0; i <= n_done; i++) {
         sd_job j;
         if (jobdb_claim(db, "testhost:1", &j, &err) != 1) fail_msg("claim: %s", err.msg);
-        if (i == REPORTDB_DONE) {
+        if (i == n_done) {
             if (jobdb_fail(db, j.id, reportdb_error, 0, NULL, &err) < 0) fail_msg("%s", err.msg);
         } else {
             char png[PATH_MAX], sha[65];
@@ -85,6 +87,10 @@ static void reportdb_make(const char *db_path, const char *out_dir) {
     }
     if (jobdb_run_end(db, "complete", &err) < 0) fail_msg("%s", err.msg);
     jobdb_close(db);
+}
+
+__attribute__((unused)) static void reportdb_make(const char *db_path, const char *out_dir) {
+    reportdb_make_n(db_path, out_dir, REPORTDB_DONE);
 }
 
 /* Adds metric rows as `sdrender metrics --where cfg_scale=X` stores them, for X = 1, 4, 8 (made-up values). */

@@ -311,12 +311,10 @@ int report_write_html(FILE *fp, const report_data *d, sd_error *err) {
     fprintf(fp,
             "</p>\n<p class=\"counts\"><b>%d</b> done, <b>%d</b> failed, <b>%lld</b> pending, <b>%lld</b> running</p>\n",
             d->n_images, d->n_failed, (long long)d->n_pending, (long long)d->n_running);
-    fputs("<nav><a href=\"#runs\">Runs</a> <a href=\"#settings\">Settings</a> <a href=\"#metrics\">Metrics</a> "
-          "<a href=\"#plots\">Plots</a> <a href=\"#images\">Images</a> <a href=\"#failed\">Failed</a></nav>\n",
+    fputs("<nav><a href=\"#runs\">Runs</a> <a href=\"#plots\">Plots</a> <a href=\"#images\">Images</a> "
+          "<a href=\"#metrics\">Metrics</a> <a href=\"#settings\">Settings</a> <a href=\"#failed\">Failed</a></nav>\n",
           fp);
     write_runs(fp, d);
-    write_settings(fp, d);
-    write_metrics(fp, d);
     fputs("<section id=\"plots\"><h2>Plots</h2>\n", fp);
     if (report_write_plots(fp, d) == 0)
         fputs("<p>No setting varies between the metrics' selections (score them with <code>sdrender metrics "
@@ -332,6 +330,8 @@ int report_write_html(FILE *fp, const report_data *d, sd_error *err) {
             "<div id=\"drill\"></div>\n<div id=\"detail\" hidden></div>\n<div id=\"sheet\"></div>\n"
             "<noscript><p>The contact sheet needs JavaScript.</p></noscript>\n</section>\n",
             d->n_images);
+    write_metrics(fp, d);
+    write_settings(fp, d);
     write_failed(fp, d);
     fputs("<div id=\"jserrors\"></div>\n<script src=\"data.js\"></script>\n<script src=\"report.js\"></script>\n"
           "</body></html>\n",

@@ -72,6 +72,10 @@ void svg_plot_write(FILE *fp, const svg_plot *p) {
     }
     qsort(ord, (size_t)n, sizeof *ord, cmp_order);
     if (p->cats) xlo = -0.5, xhi = p->n_cats - 0.5;
+    else if (xhi > xlo) {
+        double xpad = (xhi - xlo) * 0.05; /* the end points off the frame */
+        xlo -= xpad, xhi += xpad;
+    }
     /* y: the data's range with 5% room (a flat series gets +-1 around its value's scale) */
     double pad = (yhi - ylo) * 0.05;
     if (pad == 0) pad = fabs(ylo) > 0 ? fabs(ylo) * 0.1 : 1;
@@ -80,7 +84,7 @@ void svg_plot_write(FILE *fp, const svg_plot *p) {
     for (int t = 0; t <= 4; t++) {
         double v = ylo + (yhi - ylo) * t / 4, y = sy(v, ylo, yhi);
         fprintf(fp, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"grid\"/>", ML, y, SVG_PLOT_W - MR, y);
-        snprintf(buf, sizeof buf, "%.4g", v);
+        snprintf(buf, sizeof buf, "%.3g", v);
         svg_text(fp, ML - 4, y + 4, "end", "tick", buf);
     }
     /* x ticks: every distinct x (numeric) or every category */

@@ -14,8 +14,8 @@
 
 #include <stdio.h>
 
-#define SVG_PLOT_W 360
-#define SVG_PLOT_H 240
+#define SVG_PLOT_W 320
+#define SVG_PLOT_H 220
 
 typedef struct svg_plot {
     const char *title, *x_name, *y_name;
