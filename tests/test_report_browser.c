@@ -4,7 +4,7 @@
  * the browser's console (--enable-logging=stderr: every console message and uncaught error is a
  * "CONSOLE" line) and a screenshot (not blank: the pixels vary).
  *
- * SDRENDER_REPORT_KEEP=DIR keeps the small report and its screenshot in DIR.
+ * SDRENDER_REPORT_KEEP=DIR keeps the small database, its report and the screenshot in DIR.
  * Runs under `make check-report` (SDRENDER_BROWSER=1; scripts/install-deps.sh --browser installs
  * chromium); under plain `make check` it is skipped.
  */
@@ -148,7 +148,7 @@ static void test_screenshot_is_not_blank(void **state) {
     free(gray);
     /* SDRENDER_REPORT_KEEP=DIR keeps the report and its screenshot there (to look at them) */
     const char *keep = getenv("SDRENDER_REPORT_KEEP");
-    if (keep && *keep) tu_sh(NULL, "mkdir -p %s && cp -r %s/report %s/shot.png %s/", keep, dir, dir, keep);
+    if (keep && *keep) tu_sh(NULL, "mkdir -p %s && cp -r %s/. %s/", keep, dir, keep);
 }
 
 static void test_contact_sheet_pages_450_images_200_at_a_time(void **state) {

@@ -1,10 +1,11 @@
 /*
  * font5x7.h - a tiny bitmap font for labels drawn into images (sdrender grid): printable ASCII in
- * 5x7 glyphs, one byte per column (bit 0 = top row), drawn on a 6x9 cell (a column and two rows of
- * space) times an integer scale. Other bytes (and each UTF-8 sequence) draw as '?'.
+ * 5x7 glyphs (descenders of g j p q y one row lower), one byte per column (bit 0 = top row),
+ * drawn on a 6x9 cell (a column and one or two rows of space) times an integer scale. Other bytes
+ * (and each UTF-8 sequence) draw as '?'.
  *
- *     int w = font_text_width("cfg 7.5", 2);                 // pixels
- *     font_draw_text(rgb, W, H, x, y, "cfg 7.5", 2, black);  // rgb: [H, W, 3]; clipped to the image
+ *     int w = font_text_width("cfg 7.5", 2);                     // pixels
+ *     font_draw_text(rgb, W, H, x, y, "cfg 7.5", -1, 2, black);  // rgb: [H, W, 3]; clipped to the image
  */
 #ifndef SD_FONT5X7_H
 #define SD_FONT5X7_H
