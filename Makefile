@@ -3,6 +3,7 @@
 #   make check           build and run every test (tests/test_*.c, cmocka)
 #   make check SANITIZE=1  the same under ASan + UBSan (objects in build/san)
 #   make check-slurm     start a two-node Slurm cluster here and render through slurm/*.sbatch
+#   make check-report    load `sdrender report`'s page in headless chromium (installs chromium if missing)
 #   make PORTABLE=1      no -march=native (x86-64-v2), for binaries copied to other machines
 #   make bench           time U-Net, VAE and text encoder on the full SD 1.5 architecture
 #   make demo            tiny model end to end: init-model, enqueue, mpirun run, status
@@ -70,7 +71,7 @@ CMD_OBJ  := $(call obj,$(CMD_SRC))
 LIBS     := $(BUILD)/libsdmpi.a $(BUILD)/libsdjobs.a $(BUILD)/libsdcore.a
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all check check-slurm bench demo clean tests print-sources
+.PHONY: all check check-slurm check-report bench demo clean tests print-sources
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -112,6 +113,12 @@ check: tests
 check-slurm: tests
 	@scripts/install-deps.sh --slurm
 	@SDRENDER_BUILD=$(BUILD) tests/slurm/run.sh
+
+# the report page in a real browser: no console errors, the DOM's images and metric rows, paging, a
+# non-blank screenshot (tests/test_report_browser.c; plain `make check` skips it)
+check-report: tests
+	@scripts/install-deps.sh --browser
+	@SDRENDER_BUILD=$(BUILD) SDRENDER_BROWSER=1 scripts/run-tests.sh $(BUILD)/tests/test_report_browser
 
 bench: $(BUILD)/sdrender
 	$(BUILD)/sdrender bench -W 512 -H 512

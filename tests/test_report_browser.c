@@ -20,7 +20,9 @@
 #include "pngio.h"
 #include "reportdb.h"
 
-#define CHROMIUM "timeout 180 chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-extensions " \
+/* 600 s: a chromium start takes a few seconds on an idle machine, minutes on a 2-core one shared by a
+ * dozen busy processes */
+#define CHROMIUM "timeout 600 chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-extensions " \
                  "--user-data-dir=%s/profile --enable-logging=stderr --v=0 --virtual-time-budget=5000"
 
 static int group_setup(void **state) {
