@@ -130,6 +130,22 @@ static int grid_write(const grid_spec *g, const char *out, sd_error *err) {
     return rc;
 }
 
+/* Doubles the capacity of the cell lists (each kept as it was when a realloc fails). */
+static int grow_pairs(int *cap, int **pair_r, int **pair_c, char ***cell_png, int64_t **cell_job) {
+    int nc = *cap ? 2 * *cap : 64;
+    int *r = realloc(*pair_r, (size_t)nc * sizeof *r);
+    if (r) *pair_r = r;
+    int *c = realloc(*pair_c, (size_t)nc * sizeof *c);
+    if (c) *pair_c = c;
+    char **p = realloc(*cell_png, (size_t)nc * sizeof *p);
+    if (p) *cell_png = p;
+    int64_t *j = realloc(*cell_job, (size_t)nc * sizeof *j);
+    if (j) *cell_job = j;
+    if (!r || !c || !p || !j) return -1;
+    *cap = nc;
+    return 0;
+}
+
 static int grid_from_db(grid_args *a, sd_error *err) {
     const char *canon;
     axis ax[2] = {{.key = a->rows}, {.key = a->cols}};
@@ -161,17 +177,10 @@ static int grid_from_db(grid_args *a, sd_error *err) {
                 break;
             }
             if (!known) {
-                if (n_pairs == cap) {
-                    cap = cap ? 2 * cap : 64;
-                    pair_r = realloc(pair_r, (size_t)cap * sizeof *pair_r);
-                    pair_c = realloc(pair_c, (size_t)cap * sizeof *pair_c);
-                    cell_png = realloc(cell_png, (size_t)cap * sizeof *cell_png);
-                    cell_job = realloc(cell_job, (size_t)cap * sizeof *cell_job);
-                    if (!pair_r || !pair_c || !cell_png || !cell_job) {
-                        sd_job_free(&j);
-                        rc = sd_err(err, SD_ENOMEM, "out of memory");
-                        break;
-                    }
+                if (n_pairs == cap && grow_pairs(&cap, &pair_r, &pair_c, &cell_png, &cell_job) < 0) {
+                    sd_job_free(&j);
+                    rc = sd_err(err, SD_ENOMEM, "out of memory");
+                    break;
                 }
                 pair_r[n_pairs] = r, pair_c[n_pairs] = c, cell_job[n_pairs] = j.id;
                 cell_png[n_pairs++] = j.output_path;
