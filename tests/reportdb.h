@@ -111,4 +111,26 @@ __attribute__((unused)) static void reportdb_add_metrics(const char *db_path) {
     jobdb_close(db);
 }
 
+/* The whole file as a string (caller frees); fails the test when unreadable. */
+__attribute__((unused)) static char *read_text(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) fail_msg("cannot open %s", path);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *text = malloc((size_t)n + 1);
+    assert_non_null(text);
+    size_t got = fread(text, 1, (size_t)n, fp);
+    fclose(fp);
+    text[got] = 0;
+    return text;
+}
+
+/* How many times needle occurs in hay (not overlapping). */
+__attribute__((unused)) static int count_of(const char *hay, const char *needle) {
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
 #endif

@@ -42,27 +42,6 @@ static int enabled(void) {
     return want && !strcmp(want, "1");
 }
 
-/* The whole file as a string (caller frees); fails the test when unreadable. */
-static char *read_text(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) fail_msg("cannot open %s", path);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *text = malloc((size_t)n + 1);
-    assert_non_null(text);
-    size_t got = fread(text, 1, (size_t)n, fp);
-    fclose(fp);
-    text[got] = 0;
-    return text;
-}
-
-static int count_of(const char *hay, const char *needle) {
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
-    return n;
-}
-
 /* Makes a database of n_done images (with the metric rows when metrics is set) and its report in dir. */
 static void make_report(const char *dir, int n_done, int metrics) {
     char db[PATH_MAX], out[PATH_MAX];

@@ -134,27 +134,6 @@ static void test_metrics_where_rejects_unknown_keys_bad_values_and_empty_selecti
 
 /* ------------------------------------------------------------ report */
 
-/* The whole file as a string (caller frees); fails the test when unreadable. */
-static char *read_text(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) fail_msg("cannot open %s", path);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *text = malloc((size_t)n + 1);
-    assert_non_null(text);
-    size_t got = fread(text, 1, (size_t)n, fp);
-    fclose(fp);
-    text[got] = 0;
-    return text;
-}
-
-static int count_of(const char *hay, const char *needle) {
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
-    return n;
-}
-
 static void test_report_writes_page_thumbnails_and_reuses_them(void **state) {
     (void)state;
     const char *rep = tu_tmp("report");
