@@ -3,6 +3,7 @@
 #   make check           build and run every test (tests/test_*.c, cmocka)
 #   make check SANITIZE=1  the same under ASan + UBSan (objects in build/san)
 #   make check-slurm     start a two-node Slurm cluster here and render through slurm/*.sbatch
+#   make check-report    load `sdrender report`'s page in headless chromium (installs chromium if missing)
 #   make PORTABLE=1      no -march=native (x86-64-v2), for binaries copied to other machines
 #   make bench           time U-Net, VAE and text encoder on the full SD 1.5 architecture
 #   make demo            tiny model end to end: init-model, enqueue, mpirun run, status
@@ -77,7 +78,7 @@ TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # (tests/fuzz/replay.c): make check runs the corpus and the regression inputs without clang
 REPLAYS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRC))
 
-.PHONY: all check check-slurm bench demo clean tests print-sources fuzz fuzz-build
+.PHONY: all check check-slurm check-report bench demo clean tests print-sources fuzz fuzz-build
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -165,6 +166,12 @@ fuzz: fuzz-build
 check-slurm: tests
 	@scripts/install-deps.sh --slurm
 	@SDRENDER_BUILD=$(BUILD) tests/slurm/run.sh
+
+# the report page in a real browser: no console errors, the DOM's images and metric rows, paging, a
+# non-blank screenshot (tests/test_report_browser.c; plain `make check` skips it)
+check-report: tests
+	@scripts/install-deps.sh --browser
+	@SDRENDER_BUILD=$(BUILD) SDRENDER_BROWSER=1 scripts/run-tests.sh $(BUILD)/tests/test_report_browser
 
 bench: $(BUILD)/sdrender
 	$(BUILD)/sdrender bench -W 512 -H 512

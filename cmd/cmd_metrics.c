@@ -26,6 +26,7 @@
 #include "commands.h"
 #include "eval.h"
 #include "fsutil.h"
+#include "jobsel.h"
 #include "metrics_mpi.h"
 
 static void usage(FILE *fp) {
@@ -42,6 +43,11 @@ static void usage(FILE *fp) {
             "  --real DIR|REF.npz   reference images, or statistics from 'sdrender stats' / pytorch-fid\n"
             "  --fake DIR|FAKE.npz  generated images, or their statistics\n"
             "  --db JOBS.db         job database: its done images and prompts (instead of --fake)\n"
+            "  --where KEY=VALUE    with --db: score only the done jobs with this setting (repeatable, all\n"
+            "                       must hold; cfg_scale=4 matches 4.0). Stored with the results, so\n"
+            "                       'sdrender report' plots them against it. Keys: cfg_scale, steps,\n"
+            "                       sampler, karras, width, height, seed, clip_skip, strength,\n"
+            "                       negative_prompt, task, rng, noise_level, prompt_syntax, lora_set, prompt\n"
             "  --inception W        pytorch-fid weights (pt_inception-2015-12-05-*.pth or safetensors)\n"
             "  --clip W             CLIP weights with Hugging Face CLIPModel names (.safetensors or .pth;\n"
             "                       config.json beside them gives the head counts)\n"
@@ -141,13 +147,14 @@ static int write_json(const char *path, const char *text, sd_error *err) {
     return sd_fs_atomic_commit(&af, err);
 }
 
-enum { O_REAL = CLI_OPT_OWN, O_FAKE, O_DB, O_CLIP, O_CLIPTOK, O_K, O_JSON };
+enum { O_REAL = CLI_OPT_OWN, O_FAKE, O_DB, O_CLIP, O_CLIPTOK, O_K, O_JSON, O_WHERE };
 
 /* What metrics' own options set. */
 typedef struct metrics_args {
     sd_metrics_options o;
     long k;
     const char *json_out;
+    jobsel where;
 } metrics_args;
 
 /* One of metrics' own options (cli.h reads the shared ones): ctx is a metrics_args. */
@@ -160,40 +167,32 @@ static int metrics_take_option(void *ctx, int opt, const char *arg, sd_error *er
     case O_CLIP: a->o.c.clip = arg; break;
     case O_CLIPTOK: a->o.c.clip_tokenizer = arg; break;
     case O_JSON: a->json_out = arg; break;
+    case O_WHERE: return jobsel_add(&a->where, arg, err);
     case O_K: return cli_parse_long("--k", arg, 1, 1000, &a->k, err);
     }
     return 0;
 }
 
-int cmd_metrics(int argc, char **argv) {
-    static const struct option longopts[] = {{"real", required_argument, 0, O_REAL},
-                                             {"fake", required_argument, 0, O_FAKE},
-                                             {"db", required_argument, 0, O_DB},
-                                             {"clip", required_argument, 0, O_CLIP},
-                                             {"clip-tokenizer", required_argument, 0, O_CLIPTOK},
-                                             {"k", required_argument, 0, O_K},
-                                             {"json", required_argument, 0, O_JSON},
-                                             {0, 0, 0, 0}};
-    static const cli_command_opts opts = {"metrics", "", longopts, 1, metrics_take_option, usage};
-    metrics_args a = {.k = 3};
-    cli_shared_opts shared;
-    int code = cli_parse_options(argc, argv, &opts, &a, &shared);
-    if (code >= 0) return code;
-    sd_metrics_options o = a.o;
-    const char *json_out = a.json_out;
+/* metrics after its options are read: checks them, computes, prints and stores. */
+static int metrics_main(int argc, char **argv, metrics_args *a, const cli_shared_opts *shared) {
+    int code;
+    sd_metrics_options o = a->o;
+    const char *json_out = a->json_out;
     sd_error err = {0};
     if (o.fake && o.db) return cli_usage_error("metrics: give --fake or --db, not both");
     if (!o.fake && !o.db)
         return cli_usage_error("metrics: --fake DIR|FAKE.npz or --db JOBS.db is required (see 'sdrender metrics --help')");
+    if (a->where.n > 0 && !o.db) return cli_usage_error("metrics: --where selects jobs of --db JOBS.db; give --db");
     if (o.fake && !o.real) return cli_usage_error("metrics: --fake needs --real (FID and precision/recall compare two sets)");
     if (o.c.clip && !o.db)
         return cli_usage_error("metrics: --clip needs --db (CLIP score pairs each image with its job's prompt)");
     if (o.c.clip_tokenizer && !o.c.clip) return cli_usage_error("metrics: --clip-tokenizer needs --clip");
     if (!o.real && !o.c.clip)
         return cli_usage_error("metrics: nothing to compute: give --real (FID, precision/recall) and/or --clip (CLIP score)");
-    o.k = (int)a.k;
+    o.k = (int)a->k;
+    if (a->where.n > 0) o.where = &a->where;
     eval_progress prog = {.command = "metrics"};
-    eval_common_set(&o.c, &shared, &prog);
+    eval_common_set(&o.c, shared, &prog);
     sd_metrics_result r;
     int rc = sd_metrics_mpi(&argc, &argv, &o, &r);
     eval_progress_finish(&prog);
@@ -211,4 +210,23 @@ int cmd_metrics(int argc, char **argv) {
         if (rc < 0) return cli_fail(&err);
     }
     return 0;
+}
+
+int cmd_metrics(int argc, char **argv) {
+    static const struct option longopts[] = {{"real", required_argument, 0, O_REAL},
+                                             {"fake", required_argument, 0, O_FAKE},
+                                             {"db", required_argument, 0, O_DB},
+                                             {"clip", required_argument, 0, O_CLIP},
+                                             {"clip-tokenizer", required_argument, 0, O_CLIPTOK},
+                                             {"k", required_argument, 0, O_K},
+                                             {"json", required_argument, 0, O_JSON},
+                                             {"where", required_argument, 0, O_WHERE},
+                                             {0, 0, 0, 0}};
+    static const cli_command_opts opts = {"metrics", "", longopts, 1, metrics_take_option, usage};
+    metrics_args a = {.k = 3};
+    cli_shared_opts shared;
+    int code = cli_parse_options(argc, argv, &opts, &a, &shared);
+    if (code < 0) code = metrics_main(argc, argv, &a, &shared);
+    jobsel_free(&a.where);
+    return code;
 }

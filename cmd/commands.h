@@ -17,5 +17,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_shapes(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+int cmd_grid(int argc, char **argv);
 
 #endif

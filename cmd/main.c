@@ -25,6 +25,8 @@ static const command commands[] = {
     {"status", cmd_status, "show a job database's progress, rate, ETA and last errors"},
     {"stats", cmd_stats, "FID reference statistics and features of a folder of images (.npz)"},
     {"metrics", cmd_metrics, "FID, precision/recall/density/coverage and CLIP score of generated images"},
+    {"report", cmd_report, "a static HTML report of a job database: images, metrics and plots, failed jobs"},
+    {"grid", cmd_grid, "a labelled grid picture of a job database's images (rows x columns of settings)"},
     {"init-model", cmd_init_model, "write a tiny random-weight model for trying things out"},
     {"info", cmd_info, "describe a model: variant, architecture, parameters, dtypes"},
     {"shapes", cmd_shapes, "the demo model's procedural pictures and captions (a real set for scores)"},

@@ -63,6 +63,7 @@
 #include "job.h"
 
 typedef struct jobdb jobdb;
+struct jobsel;
 
 #define JOBDB_DEFAULT_MAX_ATTEMPTS 3
 #define JOBDB_INSTANCE_MAX 128
@@ -240,6 +241,8 @@ void jobdb_summary_free(jobdb_summary *s);
  * writers, so finish it before changing anything. */
 typedef struct jobdb_iter jobdb_iter;
 int jobdb_iter_begin(jobdb *db, sd_job_status status, jobdb_iter **it, sd_error *err);
+/* The same, only the jobs that meet every term of sel (jobsel.h; NULL or empty: all of them). */
+int jobdb_iter_begin_sel(jobdb *db, sd_job_status status, const struct jobsel *sel, jobdb_iter **it, sd_error *err);
 /* Fills *job (caller frees) and returns 1, or returns 0 at the end. */
 int jobdb_iter_next(jobdb_iter *it, sd_job *job, sd_error *err);
 void jobdb_iter_end(jobdb_iter *it);

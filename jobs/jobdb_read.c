@@ -1,5 +1,6 @@
 /* Reading the job table: one job, the status summary, iterators; and storing metrics. */
 #include "jobdb_internal.h"
+#include "jobsel.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -202,6 +203,37 @@ int jobdb_iter_begin(jobdb *db, sd_job_status status, jobdb_iter **out, sd_error
         return rc;
     }
     jobdb_bind_text(it->st, 1, sd_job_status_name(status));
+    *out = it;
+    return 0;
+}
+
+int jobdb_iter_begin_sel(jobdb *db, sd_job_status status, const jobsel *sel, jobdb_iter **out, sd_error *err) {
+    if (!sel || sel->n == 0) return jobdb_iter_begin(db, status, out, err);
+    *out = NULL;
+    /* the keys are the whitelist's own column names (jobsel.c), never user text; values are bound */
+    char where[1024];
+    size_t len = (size_t)snprintf(where, sizeof where, "WHERE status = ?1");
+    for (int i = 0; i < sel->n && len < sizeof where; i++)
+        len += (size_t)snprintf(where + len, sizeof where - len,
+                                sel->t[i].type == JOBSEL_TEXT ? " AND %s = ?%d" : " AND IFNULL(%s, 0) = ?%d",
+                                sel->t[i].key, i + 2);
+    if (len + 20 >= sizeof where) return sd_err(err, SD_EINPUT, "%s: selection too long", db->path);
+    snprintf(where + len, sizeof where - len, " ORDER BY id");
+    jobdb_iter *it = calloc(1, sizeof *it);
+    if (!it) return sd_err(err, SD_ENOMEM, "out of memory");
+    it->db = db;
+    int rc = jobdb_prepare_jobs(db, where, &it->st, err);
+    if (rc < 0) {
+        free(it);
+        return rc;
+    }
+    jobdb_bind_text(it->st, 1, sd_job_status_name(status));
+    for (int i = 0; i < sel->n; i++) {
+        const jobsel_term *t = &sel->t[i];
+        if (t->type == JOBSEL_INT) sqlite3_bind_int64(it->st, i + 2, t->i);
+        else if (t->type == JOBSEL_REAL) sqlite3_bind_double(it->st, i + 2, t->d);
+        else jobdb_bind_text(it->st, i + 2, t->s);
+    }
     *out = it;
     return 0;
 }

@@ -38,6 +38,7 @@
 #include "imagedir.h"
 #include "inception.h"
 #include "jobdb.h"
+#include "jobsel.h"
 #include "metrics_dist.h"
 #include "ops.h"
 
@@ -115,13 +116,14 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Rank 0: the output paths and prompts of every done job, in job id order. *db stays open (for the results). */
-static int read_db(eval_set *s, jobdb **db, sd_error *err) {
+/* Rank 0: the output paths and prompts of every done job (that where selects), in job id order. *db stays
+ * open (for the results). */
+static int read_db(eval_set *s, const jobsel *where, jobdb **db, sd_error *err) {
     jobdb_open_options oo = {.create = 0, .keep_journal = 1};
     int rc = jobdb_open(db, s->path, &oo, err);
     if (rc < 0) return rc;
     jobdb_iter *it;
-    if ((rc = jobdb_iter_begin(*db, SD_JOB_DONE, &it, err)) < 0) return rc;
+    if ((rc = jobdb_iter_begin_sel(*db, SD_JOB_DONE, where, &it, err)) < 0) return rc;
     int cap = 0, cap_p = 0, cap_r = 0;
     sd_job j;
     while ((rc = jobdb_iter_next(it, &j, err)) == 1) {
@@ -141,6 +143,11 @@ static int read_db(eval_set *s, jobdb **db, sd_error *err) {
     }
     jobdb_iter_end(it);
     if (rc < 0) return rc;
+    if (s->n == 0 && where && where->n > 0) {
+        char what[512];
+        jobsel_describe(where, what, sizeof what);
+        return sd_err(err, SD_EINPUT, "%s: no done job has %s (check the values with 'sdrender report')", s->path, what);
+    }
     if (s->n == 0)
         return sd_err(err, SD_EINPUT, "%s: no done jobs to evaluate (render them with 'sdrender run' first)", s->path);
     /* distinct render runs, for the results' details */
@@ -151,9 +158,9 @@ static int read_db(eval_set *s, jobdb **db, sd_error *err) {
 }
 
 /* Rank 0: what the set's path is and its contents (file list, statistics or done jobs). */
-static int set_load(eval_set *s, jobdb **db, sd_error *err) {
+static int set_load(eval_set *s, const jobsel *where, jobdb **db, sd_error *err) {
     int rc;
-    if (s->src == SRC_DB) return read_db(s, db, err);
+    if (s->src == SRC_DB) return read_db(s, where, db, err);
     if (sd_fs_is_dir(s->path)) {
         s->src = SRC_DIR;
         rc = sd_imagedir_list(s->path, &s->paths, &s->n, err);
@@ -238,8 +245,8 @@ int sd_metrics_stats_mpi(int *argc, char ***argv, const sd_metrics_stats_options
 static int metrics_plan(const sd_metrics_options *o, eval_set *real, eval_set *fake, jobdb **db, int64_t plan[4],
                         sd_error *err) {
     int rc = 0;
-    if (real->path) rc = set_load(real, db, err);
-    if (rc == 0) rc = set_load(fake, db, err);
+    if (real->path) rc = set_load(real, NULL, db, err);
+    if (rc == 0) rc = set_load(fake, o->where, db, err);
     if (rc < 0) return rc;
     int features = real->src != SRC_NONE; /* FID and prdc compare with --real */
     const eval_set *images = real->src == SRC_DIR ? real : fake->src != SRC_NPZ ? fake : NULL;
@@ -372,6 +379,8 @@ static int store_metrics(jobdb *db, const sd_metrics_options *o, const eval_set 
     json_object_set_new(d, "clip", o->c.clip ? json_string(o->c.clip) : json_null());
     json_object_set_new(d, "ranks", json_integer(w->size));
     json_object_set_new(d, "render_runs", runs);
+    /* the selection scored ({} for every done job): what a report plots the metrics against */
+    json_object_set_new(d, "where", o->where ? jobsel_json(o->where) : json_object());
     char *details = d ? json_dumps(d, JSON_COMPACT) : NULL;
     json_decref(d);
     if (!details) return sd_err(err, SD_ENOMEM, "out of memory");

@@ -52,10 +52,12 @@ typedef struct sd_metrics_stats_result {
 
 int sd_metrics_stats_mpi(int *argc, char ***argv, const sd_metrics_stats_options *o, sd_metrics_stats_result *r);
 
+struct jobsel;
 typedef struct sd_metrics_options {
     const char *real;   /* folder of PNGs or .npz statistics; NULL: no FID / prdc */
     const char *fake;   /* folder or .npz; NULL when db is given */
     const char *db;     /* job database: the fakes are its done images, with their prompts */
+    const struct jobsel *where; /* with db: only the done jobs it selects (jobs/jobsel.h); NULL: all */
     int k;              /* prdc nearest_k */
     sd_metrics_common c;
 } sd_metrics_options;

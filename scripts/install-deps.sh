@@ -4,6 +4,7 @@
 # Runs as root (or through sudo when it is available).
 #   scripts/install-deps.sh            what sdrender builds and tests with
 #   scripts/install-deps.sh --slurm    Slurm and munge for `make check-slurm` (a test cluster on this machine)
+#   scripts/install-deps.sh --browser  Debian's headless-capable chromium for `make check-report`
 set -eu
 
 PKGS="build-essential pkg-config make gcc
@@ -19,6 +20,9 @@ clang libclang-rt-dev libomp-dev"
 if [ "${1:-}" = --slurm ]; then
     # libpmix-dev: Slurm's mpi/pmix plugin dlopens the unversioned libpmix.so it ships
     PKGS="slurmctld slurmd slurm-client munge libpmix-dev"
+elif [ "${1:-}" = --browser ]; then
+    # the report's browser test loads build pages in `chromium --headless` (no network, no profile)
+    PKGS="chromium"
 fi
 
 missing=""
