@@ -23,6 +23,7 @@
 #include "vae.h"
 #include "model.h"
 #include "randweights.h"
+#include "tokenizer.h"
 #include "tp_group.h"
 #include "weights.h"
 
@@ -38,6 +39,7 @@ typedef struct bench_nets {
     sd_rand_weights rw;
     sd_model model;          /* with -m MODEL */
     int have_model;
+    int ids[2 * 77];         /* with -m: the text encoder's CFG pair, from the model's own tokenizer */
     double weight_mb;
     unet_model unet;
     vae_model vae;
@@ -84,12 +86,27 @@ static int nets_open_random(bench_nets *b, int xl, sd_error *err) {
     return rc;
 }
 
+/* b->ids: a prompt and an empty negative prompt through the model's tokenizer (--tokenizer as for generate): ids
+ * inside the model's vocabulary, however small, and a missing or wrong tokenizer fails here as in generate. */
+static int model_prompt_ids(bench_nets *b, sd_error *err) {
+    tokenizer_bpe *tok = NULL;
+    int32_t ids[77];
+    int rc = sd_model_open_tokenizer(&b->model, &tok, err);
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        rc = tokenizer_encode_padded(tok, k ? "a photograph of an astronaut riding a horse" : "", ids, 77, NULL, err);
+        for (int i = 0; i < 77 && rc == 0; i++) b->ids[k * 77 + i] = ids[i];
+    }
+    if (tok) tokenizer_free(tok);
+    return rc;
+}
+
 /* A real model (diffusers folder or single checkpoint) through the model loader: its configs and tables. */
 static int nets_open_model(bench_nets *b, const char *path, const sd_model_opts *opts, sd_error *err) {
     int rc = sd_model_open(&b->model, path, opts, err);
     if (rc < 0) return rc;
     b->have_model = 1;
     if ((rc = sd_model_require(&b->model, SD_PART_VAE | SD_PART_TEXT_ENCODER, "bench", err)) < 0) return rc;
+    if ((rc = model_prompt_ids(b, err)) < 0) return rc;
     b->ucfg = b->model.unet;
     b->vcfg = b->model.vae;
     b->ccfg = b->model.clip;
@@ -221,8 +238,8 @@ static int run_clip(bench_nets *b, const int *ids, float *out, float *out2, floa
 
 /* Times the text encoder(s) on a CFG pair of 77-token prompts (best of `reps` after a warm-up). */
 static int time_clip(bench_nets *b, int reps, bench_result *r, sd_error *err) {
-    int ids[2 * 77];
-    for (int i = 0; i < 2 * 77; i++) ids[i] = i % 77 == 0 ? 49406 : (i * 7919) % 49406;
+    int ids[2 * 77]; /* random weights: ids spread over CLIP's 49408 tokens; a model: its own tokenizer's */
+    for (int i = 0; i < 2 * 77; i++) ids[i] = b->have_model ? b->ids[i] : i % 77 == 0 ? 49406 : (i * 7919) % 49406;
     size_t n2 = (size_t)2 * 77 * (b->xl ? b->c2cfg.hidden : 1);
     float *out = malloc((size_t)2 * 77 * b->ccfg.hidden * sizeof(float));
     float *out2 = malloc(n2 * sizeof(float)), *fin2 = malloc(n2 * sizeof(float));

@@ -111,6 +111,28 @@ static void test_bench_times_a_tiny_model_with_generates_model_options(void **st
     free(out);
 }
 
+/* bench -m reads the model's tokenizer as generate does: a --tokenizer that does not exist fails with its
+ * path (it was accepted and ignored), and a model whose vocabulary is smaller than CLIP's (init-model's
+ * 871 tokens) is timed on ids of its own (fixed ids up to 49406 made bench fail on it). */
+static void test_bench_model_uses_its_own_tokenizer(void **state) {
+    (void)state;
+    char ckpt[1024], dir[1024];
+    snprintf(ckpt, sizeof ckpt, "%s", tu_path("models/tiny-sd15.safetensors"));
+    snprintf(dir, sizeof dir, "%s", tu_tmp("tiny-own-vocab"));
+    char *out = NULL;
+    int rc = tu_sh(&out, "%s bench -m %s --tokenizer %s -W 64 -H 64 --steps 1 --threads 1 --no-vae 2>&1", tu_bin(),
+                   ckpt, tu_tmp("no-such-tokenizer"));
+    if (rc == 0 || !strstr(out, "no-such-tokenizer")) fail_msg("bench -m with a missing --tokenizer: exit %d: %s", rc, out);
+    free(out);
+    rc = tu_sh(&out, "%s init-model --tiny %s 2>&1", tu_bin(), dir);
+    if (rc != 0) fail_msg("init-model exited %d: %s", rc, out);
+    free(out);
+    rc = tu_sh(&out, "%s bench -m %s -W 64 -H 64 --steps 1 --threads 1 --no-vae 2>&1", tu_bin(), dir);
+    if (rc != 0) fail_msg("bench -m on init-model's tiny model exited %d: %s", rc, out);
+    assert_non_null(strstr(out, "text encoder"));
+    free(out);
+}
+
 /* bench -m on the tiny SDXL folder: both text encoders and the added conditioning are timed, with the
  * model's own counts; --arch takes sd15 or sdxl only, and not with -m. The SDXL base sizes themselves
  * (2.6 B-parameter U-Net) are checked by their flop count, not run (7 GB of random weights). */
@@ -160,6 +182,7 @@ int main(void) {
         cmocka_unit_test(test_bench_help_lists_the_json_option),
         cmocka_unit_test(test_bench_model_option_fails_cleanly_until_wired),
         cmocka_unit_test(test_bench_times_a_tiny_model_with_generates_model_options),
+        cmocka_unit_test(test_bench_model_uses_its_own_tokenizer),
     };
     return cmocka_run_group_tests_name("bench", tests, NULL, NULL);
 }

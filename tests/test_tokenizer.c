@@ -315,8 +315,9 @@ static void test_tokenizer_html_unescape_runs_twice_like_python(void **state) {
 
 static void test_tokenizer_whitespace_and_lowercase_follow_python(void **state) {
     (void)state;
-    /* strip() uses str.isspace (includes \x1c..\x1f); the collapse uses regex \s (does not) */
-    assert_string_equal(cleaned("\x1c a\x1c" "b \u2028 c\xc2\x85\u3000" "d\x1f"), "a\x1c" "b c d");
+    /* ftfy first: remove_control_chars drops \x1c and \x1f, fix_c1_controls makes U+0085 Windows-1252's
+       "\u2026", fix_character_width U+3000 a space; then U+2028 and the spaces collapse */
+    assert_string_equal(cleaned("\x1c a\x1c" "b \u2028 c\xc2\x85\u3000" "d\x1f"), "ab c\u2026 d");
     assert_string_equal(cleaned("  a \t\n b  "), "a b");
     assert_string_equal(cleaned(" \t\n "), "");
     /* full lower-casing: final sigma, dotted I grows to two code points, titlecase letters (U+1F88; the
@@ -655,10 +656,12 @@ static void test_tokenize_command_prints_the_golden_input_ids(void **state) {
 /*
  * ftfy.fix_text's subset (core/text/ftfy.h): each prompt must give the ids of the text ftfy makes of it,
  * by ftfy's rules: uncurl_quotes (U+02BC, U+2018-U+201B -> ', U+201C-U+201F -> "), fix_latin_ligatures
- * (its table), and fix_encoding for UTF-8 read as Windows-1252 / Latin-1 (U+0080-U+017F and U+2000-U+2FFF).
+ * (its table), fix_encoding for UTF-8 read as Windows-1252 / Latin-1 (U+0080-U+017F and U+2000-U+2FFF),
+ * fix_c1_controls, fix_character_width (U+3000 and U+FF01-U+FFEF to their NFKC forms, Unicode 14),
+ * remove_terminal_escapes and remove_control_chars.
  * Text that only looks similar stays as it is.
  */
-static void test_tokenizer_applies_ftfy_quotes_ligatures_and_mojibake_fixes(void **state) {
+static void test_tokenizer_applies_ftfy_quotes_ligatures_mojibake_width_and_control_fixes(void **state) {
     (void)state;
     static const char *const cases[][2] = {
         /* uncurl_quotes */
@@ -673,6 +676,15 @@ static void test_tokenizer_applies_ftfy_quotes_ligatures_and_mojibake_fixes(void
          "25\u00b0C, \u00d1and\u00fa, \u0142\u00f3d\u017a, \u00c1gua"},
         {"it\u00e2\u20ac\u2122s \u00e2\u20ac\u0153hi\u00e2\u20ac" "\xc2\x9d" " \u00e2\u20ac\u201d 5\u00e2\u201a\u00ac \u00e2\u201e\u00a2",
          "it's \"hi\" \u2014 5\u20ac \u2122"},
+        /* fix_c1_controls (before uncurl_quotes: U+0093/U+0094 are Windows-1252's curly quotes) */
+        {"wait\xc2\x85" " 5\xc2\x80" " \xc2\x93" "hi\xc2\x94" " \xc2\x8a\xc2\x81", "wait\u2026 5\u20ac \"hi\" \u0160\xc2\x81"},
+        /* fix_character_width: fullwidth ASCII, the ideographic space, halfwidth katakana ("\uff35\uff80\uff70\uff9d" is
+           ftfy's own example, "U\u30bf\u30fc\u30f3") */
+        {"\uff08masterpiece\uff1a\uff11\uff0e\uff12\uff09\uff0c\u3000\uff42\uff45\uff53\uff54 quality\uff01 \uff35\uff80\uff70\uff9d",
+         "(masterpiece:1.2), best quality! U\u30bf\u30fc\u30f3"},
+        {"\uffe5100 \uffe1 \uffe9 \uffe3x", "\u00a5100 \u00a3 \u2190  \u0304x"},
+        /* remove_terminal_escapes, then remove_control_chars */
+        {"\x1b[36;44mblue\x1b[0m sky\x01\x7f \ufeffni\u206aght\ufffc\ufff9", "blue sky night"},
         /* not mojibake: a lead character without continuation characters */
         {"S\u00c3O PAULO \u00c3 \u00e2 la carte, \u00c3\u00c3", "s\u00e3o paulo \u00e3 \u00e2 la carte, \u00e3\u00e3"},
     };
@@ -716,7 +728,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_rejects_malformed_folders_with_clear_errors),
         cmocka_unit_test(test_tokenizer_rejects_missing_and_corrupt_gz),
         cmocka_unit_test(test_tokenize_command_prints_the_golden_input_ids),
-        cmocka_unit_test(test_tokenizer_applies_ftfy_quotes_ligatures_and_mojibake_fixes),
+        cmocka_unit_test(test_tokenizer_applies_ftfy_quotes_ligatures_mojibake_width_and_control_fixes),
     };
     return cmocka_run_group_tests(tests, load_golden, free_golden);
 }

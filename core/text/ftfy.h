@@ -15,15 +15,29 @@
  *      U+0080-U+017F and U+2000-U+2FFF; ftfy's wider repairs (whole-text
  *      re-decoding guided by its "badness" heuristic, MacRoman/cp437,
  *      3- and 4-byte sequences of other scripts, "Ã " with a plain space) are not.
- *   2. fix_latin_ligatures: ﬀ ﬁ ﬂ ﬃ ﬄ ﬅ ﬆ -> ff fi fl ffi ffl ſt st,
+ *   2. fix_c1_controls: a C1 control U+0080-U+009F left over becomes its
+ *      Windows-1252 character ("\u0085" -> "…"; the five bytes
+ *      Windows-1252 leaves undefined stay).
+ *   3. fix_latin_ligatures: ﬀ ﬁ ﬂ ﬃ ﬄ ﬅ ﬆ -> ff fi fl ffi ffl ſt st,
  *      Ĳ ĳ -> IJ ij, ŉ -> ʼn, Ǆ ǅ ǆ Ǉ ǈ ǉ Ǌ ǋ ǌ Ǳ ǲ ǳ -> DŽ Dž dž LJ Lj lj NJ Nj nj DZ Dz dz
  *      (ftfy's whole table).
- *   3. uncurl_quotes: U+02BC and U+2018-U+201B -> ', U+201C-U+201F -> "
+ *   4. fix_character_width: U+3000 -> space, fullwidth ASCII U+FF01-U+FF5E
+ *      -> U+0021-U+007E ("（masterpiece：１．２）" -> "(masterpiece:1.2)"), and
+ *      every other U+FF5F-U+FFEF character to its NFKC form (halfwidth
+ *      katakana and hangul to the standard ones): ftfy's whole WIDTH_MAP.
+ *   5. uncurl_quotes: U+02BC and U+2018-U+201B -> ', U+201C-U+201F -> "
  *      (ftfy's SINGLE_QUOTE_RE and DOUBLE_QUOTE_RE).
- * Not covered: fix_character_width (fullwidth forms), NFC normalization,
- * terminal escapes, C1 controls outside mojibake, line breaks, surrogates,
- * control-character removal and ftfy's own HTML unescaping (basic_clean
- * unescapes twice afterwards anyway).
+ *   6. remove_terminal_escapes: ESC [ digits-and-semicolons letter.
+ *   7. remove_control_chars: U+0000-U+0008, U+000B, U+000E-U+001F, U+007F,
+ *      U+206A-U+206F, U+FEFF, U+FFF9-U+FFFC are dropped.
+ * Not covered: NFC normalization (a decomposed "e\u0301" stays two code
+ * points here, ftfy composes it to "é"), ftfy's wider encoding repairs
+ * (see 1), its own HTML unescaping (which it repeats until nothing changes;
+ * basic_clean unescapes twice afterwards anyway, so only text escaped three
+ * or more times differs), and ftfy's repetition of all steps until the text
+ * stops changing (this runs them once). fix_line_breaks and fix_surrogates
+ * cannot change the tokens: line breaks are whitespace to the tokenizer,
+ * and invalid UTF-8 (surrogates included) is already U+FFFD.
  */
 #ifndef SD_FTFY_H
 #define SD_FTFY_H

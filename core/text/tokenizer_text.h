@@ -14,9 +14,10 @@
  *
  * Deliberate differences (documented choices, not oversights):
  *  - ftfy.fix_text is applied only in part (core/text/ftfy.h says exactly
- *    which): common UTF-8-as-Windows-1252 mojibake, Latin ligatures and curly
- *    quotes are fixed as ftfy does ("don’t" is "don't"); fullwidth forms, NFC
- *    normalization and ftfy's other repairs are not. Every prompt of the
+ *    which): common UTF-8-as-Windows-1252 mojibake, C1 controls, Latin
+ *    ligatures, fullwidth/halfwidth forms, curly quotes, terminal escapes and
+ *    control characters are fixed as ftfy does ("don’t" is "don't"); NFC
+ *    normalization and ftfy's heuristic repairs are not. Every prompt of the
  *    golden set is unaffected either way.
  *  - Input is UTF-8 bytes rather than a Python str: invalid UTF-8 is replaced
  *    by U+FFFD exactly as bytes.decode("utf-8", "replace") would, and a NUL
