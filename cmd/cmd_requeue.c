@@ -10,6 +10,7 @@
 static void usage(FILE *fp) {
     fprintf(fp,
             "usage: sdrender requeue --db FILE --failed [--error-like TEXT] [--ids A-B]\n"
+            "       sdrender requeue --db FILE --missing [--ids A-B]\n"
             "\n"
             "Puts failed jobs back to pending, with their attempts reset to 0 (each gets the run's full\n"
             "--max-attempts again); their last error stays on record until they run. Prints how many.\n"
@@ -17,7 +18,9 @@ static void usage(FILE *fp) {
             "\n"
             "options:\n"
             "  --db FILE          the job database\n"
-            "  --failed           requeue failed jobs (required: the only kind there is)\n"
+            "  --failed           requeue failed jobs\n"
+            "  --missing          requeue done jobs whose PNG is missing or no longer matches its\n"
+            "                     recorded SHA-256 (e.g. after the output folder was deleted)\n"
             "  --error-like TEXT  only jobs whose error matches TEXT, an SQL LIKE pattern (%% any text,\n"
             "                     _ one character; case-insensitive for ASCII); without %% or _ it\n"
             "                     matches TEXT anywhere in the error\n"
@@ -48,7 +51,7 @@ static int parse_ids(const char *s, int64_t *first, int64_t *last, sd_error *err
 
 int cmd_requeue(int argc, char **argv) {
     const char *path = NULL, *like = NULL;
-    int failed = 0;
+    int failed = 0, missing_png = 0;
     int64_t first = 0, last = 0;
     sd_error e = {0};
     int rc = 0;
@@ -60,6 +63,8 @@ int cmd_requeue(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--failed")) {
             failed = 1;
+        } else if (!strcmp(a, "--missing")) {
+            missing_png = 1;
         } else if ((v = cli_option_value(argc, argv, &i, "--db", NULL, &missing))) {
             path = v;
         } else if ((v = cli_option_value(argc, argv, &i, "--error-like", NULL, &missing))) {
@@ -73,7 +78,8 @@ int cmd_requeue(int argc, char **argv) {
         }
     }
     if (rc == 0 && !path) rc = sd_err(&e, SD_EINPUT, "requeue: --db FILE is required");
-    if (rc == 0 && !failed) rc = sd_err(&e, SD_EINPUT, "requeue: say which jobs: --failed");
+    if (rc == 0 && !failed && !missing_png) rc = sd_err(&e, SD_EINPUT, "requeue: say which jobs: --failed or --missing");
+    if (rc == 0 && like && !failed) rc = sd_err(&e, SD_EINPUT, "requeue: --error-like goes with --failed");
     if (rc < 0) return cli_fail(&e);
     /* a pattern without wildcards matches anywhere in the error */
     char *pattern = NULL;
@@ -86,12 +92,14 @@ int cmd_requeue(int argc, char **argv) {
     }
     jobdb *db = NULL;
     jobdb_open_options oo = {.keep_journal = 1};
-    int64_t count = 0;
+    int64_t count = 0, lost = 0;
     rc = jobdb_open(&db, path, &oo, &e);
-    if (rc == 0) rc = jobdb_requeue_failed(db, like, first, last, &count, &e);
+    if (rc == 0 && failed) rc = jobdb_requeue_failed(db, like, first, last, &count, &e);
+    if (rc == 0 && missing_png) rc = jobdb_requeue_missing(db, first, last, &lost, &e);
     jobdb_close(db);
     free(pattern);
     if (rc < 0) return cli_fail(&e);
-    printf("requeued %lld failed job(s) to pending (attempts reset to 0)\n", (long long)count);
+    if (failed) printf("requeued %lld failed job(s) to pending (attempts reset to 0)\n", (long long)count);
+    if (missing_png) printf("requeued %lld done job(s) whose PNG was missing or changed\n", (long long)lost);
     return 0;
 }

@@ -194,6 +194,14 @@ int jobdb_time_out(jobdb *db, const char *claimed_by, const char *error, int *he
 int jobdb_requeue_failed(jobdb *db, const char *error_like, int64_t first, int64_t last, int64_t *count,
                          sd_error *err);
 
+/*
+ * `sdrender requeue --missing`: `done` jobs (ids first..last, 0: no bound) whose PNG is gone or no
+ * longer has the SHA-256 recorded for it (an output folder deleted or damaged) go back to `pending`
+ * with attempts 0 and no output. The files are checked outside any transaction; a job that changed
+ * meanwhile is left alone. *count gets the number requeued.
+ */
+int jobdb_requeue_missing(jobdb *db, int64_t first, int64_t last, int64_t *count, sd_error *err);
+
 /* ---- enqueue ---- */
 
 /* Inserts n job specs, each `repeat` times (>= 1) with consecutive ids, in ONE

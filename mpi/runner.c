@@ -413,7 +413,16 @@ static int master_recover(master *m, int workers, sd_error *err) {
     if (rc == 0 && (requeued || gave_up) && !opt->quiet)
         fprintf(stderr, "sdrender run: recovered %d interrupted job(s) from earlier runs (%d given up as failed)\n",
                 requeued, gave_up);
+    int had_out = sd_fs_is_dir(opt->out_dir);
     if (rc == 0) rc = sd_fs_mkdirs(opt->out_dir, err);
+    jobdb_summary sum;
+    if (rc == 0 && !had_out && jobdb_summary_get(m->db, 0, &sum, err) == 0) {
+        if (sum.done > 0)
+            fprintf(stderr, "sdrender run: warning: the output folder %s was missing, and %lld job(s) are done; if "
+                            "their PNGs were in it, 'sdrender requeue --db %s --missing' renders them again\n",
+                    opt->out_dir, (long long)sum.done, opt->db_path);
+        jobdb_summary_free(&sum);
+    }
     if (rc == 0 && !realpath(opt->out_dir, m->out_dir))
         rc = sd_err(err, SD_EIO, "%s: %s", opt->out_dir, strerror(errno));
     if (rc < 0) return rc;
