@@ -60,7 +60,7 @@ int jobdb_sqlite_error(jobdb *db, int rc, const char *what, sd_error *err) {
     case SQLITE_CONSTRAINT: return sd_err(err, SD_EINPUT, "%s: %s: %s", path, what, msg);
     case SQLITE_CANTOPEN: return sd_err(err, SD_EIO, "%s: cannot open the database: %s", path, msg);
     case SQLITE_READONLY: return db_os_error(db, err, "%s: %s: the database is read-only (%s)", path, what, msg);
-    case SQLITE_FULL: return db_os_error(db, err, "%s: %s: the disk is full", path, what);
+    case SQLITE_FULL: return sd_err_sys(err, ENOSPC, "%s: %s: the disk is full", path, what); /* SQLite keeps no errno */
     default: return db_os_error(db, err, "%s: %s: %s", path, what, msg);
     }
 }

@@ -683,16 +683,15 @@ static void master_watch_timeouts(master *m, leaders *l, int world) {
         snprintf(why, sizeof why, "%s: no result within --job-timeout %g s (worker hung or unreachable)", l->who[src], t);
         int held = 0, gave_up = 0;
         if (jobdb_time_out(m->db, l->who[src], why, &held, &gave_up, &err) < 0) master_halt(m, err.msg);
-        fprintf(stderr, "sdrender run: %s; %d job(s) count an attempt (%d given up as failed), the rest go back to "
-                        "pending when this run ends; no more jobs for it\n", why, held, gave_up);
+        fprintf(stderr, "sdrender run: %s; its %d job(s) count an attempt (%d of them given up as failed) and go "
+                        "back to pending when this run ends; no more jobs for it\n", why, held, gave_up);
         l->lost[src] = 1;
         l->busy -= l->queued[src];
         l->queued[src] = 0;
         l->heard[src] = 0;
         if (!l->stopped[src]) l->active--;
         l->stopped[src] = 1;
-        m->lost_workers++;
-        master_fail(m, 1);
+        m->lost_workers++; /* the others go on; the run ends "error" (master_main) */
     }
 }
 
@@ -777,6 +776,7 @@ static int master_main(const sd_run_options *opt, const sd_run_worker_ops *ops, 
     if (rc < 0) return master_abort_start(&m, world, rc, &err);
     if (world == 1) master_render_alone(&m, ops, local_workers);
     else master_hand_out(&m, world, n_leaders);
+    if (m.lost_workers) master_fail(&m, 1);
     rc = master_finish(&m);
     if (m.lost_workers) {
         /* a hung rank would keep mpirun (and MPI_Finalize) waiting for ever */
