@@ -15,13 +15,18 @@ void sd_test_stall(const char *where) {
     if (++seen != (at ? atoi(at) : 1)) return;
     const char *mark = getenv("SDRENDER_TEST_STALL_MARK");
     if (mark) {
-        int fd = open(mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd >= 0) {
-            char buf[32];
-            int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
-            if (write(fd, buf, (size_t)n) != n) n = 0;
-            close(fd);
-        }
+        /* only the first process to get here stalls (the ranks of a run share the variables) */
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.%ld", mark, (long)getpid());
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) return;
+        char buf[32];
+        int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+        int ok = write(fd, buf, (size_t)n) == n;
+        close(fd);
+        ok = ok && link(tmp, mark) == 0; /* atomic and exclusive: the mark appears whole, once */
+        unlink(tmp);
+        if (!ok) return;
     }
     const char *s = getenv("SDRENDER_TEST_STALL_S");
     double secs = s ? atof(s) : 30;

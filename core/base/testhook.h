@@ -7,7 +7,8 @@
  *                                  "commit" (the job database syncing a commit)
  *   SDRENDER_TEST_STALL_AT=N       which event (default 1)
  *   SDRENDER_TEST_STALL_MARK=FILE  created (holding the pid) when the stall begins,
- *                                  so the test knows when to kill
+ *                                  so the test knows when to kill; only the process
+ *                                  that creates it stalls (the first of a run's ranks)
  *   SDRENDER_TEST_STALL_S=S        how long to stall (default 30 s)
  *   SDRENDER_TEST_RENDER_LOG=FILE  each render appends "JOB_ID PID\n" (counts renders)
  */
