@@ -242,6 +242,7 @@ static int fx_wait_done(const fx *f, pid_t run, int n, double timeout_s) {
         if (k >= n) return 1;
         usleep(20000);
     }
+    fail_msg("%d jobs were not done within %.0f s:\n%s", n, timeout_s, fx_log(f, f->runs));
     return 0;
 }
 
@@ -303,10 +304,10 @@ static void kill_trial(int target, int trial) {
     int reached, stalled = 0;
     if (moment == AT_PROGRESS) {
         at = tu_irand(0, f.njobs - 2);
-        reached = fx_wait_done(&f, run, at, 60);
+        reached = fx_wait_done(&f, run, at, 300);
         if (reached) usleep((useconds_t)tu_irand(0, 200) * 1000);
     } else {
-        stalled = fx_wait_mark(&f, run, 60);
+        stalled = fx_wait_mark(&f, run, 300);
         reached = stalled > 0;
     }
     int victim = 0;
@@ -474,7 +475,7 @@ static void test_a_writer_holds_the_lock_past_the_busy_timeout(void **state) {
     fx f;
     fx_new(&f, "writer", 0, 6, 4);
     pid_t run = fx_start(&f, "SDRENDER_DB_BUSY_TIMEOUT_MS=400", NULL);
-    if (!fx_wait_done(&f, run, 2, 60)) fail_msg("the run ended before 2 jobs were done:\n%s", fx_log(&f, 1));
+    if (!fx_wait_done(&f, run, 2, 300)) fail_msg("the run ended before 2 jobs were done:\n%s", fx_log(&f, 1));
     pid_t writer = hold_database(f.db, 1, 3);
     int rc = fx_wait(&f, run, 120);
     waitpid(writer, NULL, 0);
@@ -492,7 +493,7 @@ static void test_output_folder_removed_mid_run(void **state) {
     fx f;
     fx_new(&f, "removed", 0, 6, 4);
     pid_t run = fx_start(&f, NULL, NULL);
-    if (!fx_wait_done(&f, run, 2, 60)) fail_msg("the run ended before 2 jobs were done:\n%s", fx_log(&f, 1));
+    if (!fx_wait_done(&f, run, 2, 300)) fail_msg("the run ended before 2 jobs were done:\n%s", fx_log(&f, 1));
     char cmd[2000];
     snprintf(cmd, sizeof cmd, "mv %s %s.gone && rm -rf %s.gone", f.out, f.out, f.out); /* gone at once */
     sh_ok(cmd);
@@ -521,7 +522,7 @@ static void test_a_stopped_worker_is_lost_after_the_job_timeout(void **state) {
     snprintf(env, sizeof env, "SDRENDER_TEST_STALL=png SDRENDER_TEST_STALL_AT=1 SDRENDER_TEST_STALL_S=60 "
              "SDRENDER_TEST_STALL_MARK=%s", f.mark);
     pid_t run = fx_start(&f, env, "--job-timeout 8");
-    int pid = fx_wait_mark(&f, run, 60);
+    int pid = fx_wait_mark(&f, run, 300);
     if (pid <= 0) fail_msg("no worker wrote a PNG:\n%s", fx_log(&f, 1));
     assert_int_equal(kill(pid, SIGSTOP), 0); /* hung with half a PNG written */
     int rc = fx_wait(&f, run, 120);
