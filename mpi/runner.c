@@ -531,7 +531,7 @@ static void master_watch_stop(master *m, leaders *l) {
     const sd_run_options *opt = m->opt;
     if (stop_signal && l->stop_at == 0) {
         l->stop_at = now_s();
-        m->end_status = "stopped";
+        if (m->exit_code == 0) m->end_status = "stopped";
         if (!opt->quiet && m->exit_code == 0)
             fprintf(stderr, "sdrender run: signal %d: no new jobs; waiting up to %.0f s for %d in flight\n",
                     (int)stop_signal, opt->grace, l->busy);
@@ -543,9 +543,9 @@ static void master_watch_stop(master *m, leaders *l) {
         int released = 0;
         if (jobdb_release(m->db, &released, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
         if (!opt->quiet) fprintf(stderr, "sdrender run: grace period over; %d job(s) back to pending\n", released);
-        jobdb_run_end(m->db, "stopped", &err);
+        jobdb_run_end(m->db, m->end_status, &err);
         jobdb_close(m->db);
-        MPI_Abort(MPI_COMM_WORLD, 0);
+        MPI_Abort(MPI_COMM_WORLD, m->exit_code); /* 0 after a signal, 1 after a failure */
     }
 }
 
