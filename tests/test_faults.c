@@ -386,7 +386,7 @@ static void test_output_folder_fills_up(void **state) {
     fx f;
     fx_new(&f, "outfull", 0, 4, 2);
     mount_tmpfs(f.out, 24); /* two of the ~10 KB PNGs */
-    int rc = fx_wait(&f, fx_start(&f, NULL, "--max-attempts 10"), 120);
+    int rc = fx_wait(&f, fx_start(&f, NULL, "--max-attempts 10"), 600);
     assert_int_not_equal(rc, 0);
     expect_env_line(&f, 1, f.out, "ENOSPC");
     expect_no_attempts(&f);
@@ -409,7 +409,7 @@ static void test_database_disk_fills_up(void **state) {
     snprintf(cmd, sizeof cmd, "dd if=/dev/zero of=%s/filler bs=4k count=$(( $(df --output=avail -k %s | tail -1) / 4 - 30 )) "
              "2>/dev/null; true", dbfs, dbfs);
     sh_ok(cmd);
-    int rc = fx_wait(&f, fx_start(&f, NULL, NULL), 120);
+    int rc = fx_wait(&f, fx_start(&f, NULL, NULL), 600);
     assert_int_not_equal(rc, 0);
     char *log = fx_log(&f, 1);
     if (!strstr(log, f.db) || !strstr(log, "No space left on device (ENOSPC)"))
@@ -461,7 +461,7 @@ static void test_a_reader_holds_the_database_for_the_whole_run(void **state) {
     fx_new(&f, "reader", 0, 4, 2);
     pid_t reader = hold_database(f.db, 0, 600);
     /* WAL: the reader's snapshot does not stop the master writing */
-    int rc = fx_wait(&f, fx_start(&f, NULL, NULL), 120);
+    int rc = fx_wait(&f, fx_start(&f, NULL, NULL), 600);
     char *log = fx_log(&f, 1);
     if (rc != 0 || !strstr(log, "complete: 4 done")) fail_msg("run with a reader: exit %d:\n%s", rc, log);
     free(log);
