@@ -532,13 +532,13 @@ static void test_a_stopped_worker_is_lost_after_the_job_timeout(void **state) {
     char env[800];
     snprintf(env, sizeof env, "SDRENDER_TEST_STALL=png SDRENDER_TEST_STALL_AT=1 SDRENDER_TEST_STALL_S=60 "
              "SDRENDER_TEST_STALL_MARK=%s", f.mark);
-    pid_t run = fx_start(&f, env, "--job-timeout 8");
+    pid_t run = fx_start(&f, env, "--job-timeout 20");
     int pid = fx_wait_mark(&f, run, 300);
     if (pid <= 0) fail_msg("no worker wrote a PNG:\n%s", fx_log(&f, 1));
     assert_int_equal(kill(pid, SIGSTOP), 0); /* hung with half a PNG written */
     int rc = fx_wait(&f, run, 600);
     char *log = fx_log(&f, 1);
-    if (rc == 0 || !strstr(log, "no result within --job-timeout 8 s") || !strstr(log, "ending every rank"))
+    if (rc == 0 || !strstr(log, "no result within --job-timeout 20 s") || !strstr(log, "ending every rank"))
         fail_msg("a worker stopped past --job-timeout: exit %d:\n%s", rc, log);
     free(log);
     /* its job counted one attempt and is pending; the other worker finished the rest */
