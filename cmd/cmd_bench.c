@@ -4,6 +4,7 @@
  * random f16 weights made on the spot (no checkpoint needed), and compares the
  * U-Net's throughput with an OpenBLAS sgemm measured on the same cores.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -377,8 +378,8 @@ static int write_json(const char *path, const char *arch, const bench_result *r,
     if (!text) return sd_err(err, SD_ENOMEM, "out of memory writing %s", path);
     FILE *fp = fopen(path, "w");
     int rc = 0;
-    if (!fp || fputs(text, fp) < 0 || fputc('\n', fp) < 0) rc = sd_err(err, SD_EIO, "%s: cannot write", path);
-    if (fp && fclose(fp) != 0 && rc == 0) rc = sd_err(err, SD_EIO, "%s: cannot write", path);
+    if (!fp || fputs(text, fp) < 0 || fputc('\n', fp) < 0) rc = sd_err_sys(err, errno, "%s: cannot write", path);
+    if (fp && fclose(fp) != 0 && rc == 0) rc = sd_err_sys(err, errno, "%s: cannot write", path);
     free(text);
     return rc;
 }

@@ -16,6 +16,7 @@
 #include "render.h"
 #include "runner.h"
 #include "sha256.h"
+#include "testhook.h"
 
 static void usage(FILE *fp) {
     fprintf(fp,
@@ -24,7 +25,10 @@ static void usage(FILE *fp) {
             "Renders every pending job of JOBS.db (see 'sdrender enqueue') into DIR/<job id, 8 digits>.png.\n"
             "Rank 0 is the master: it alone opens the database and hands jobs to the other ranks as they\n"
             "become idle; with one rank it renders itself. A killed run loses nothing: run it again and it\n"
-            "resumes, first putting the dead run's unfinished jobs back in the queue.\n\n"
+            "resumes, first putting the dead run's unfinished jobs back in the queue. A fault of the machine\n"
+            "(output or database disk full, read-only or failing, output folder gone) is not the job's:\n"
+            "the run stops handing out jobs, leaves them pending without counting an attempt, names the\n"
+            "path and the system's error, and exits 1; run it again once that is fixed.\n\n"
             "  --db FILE            job database (made by 'sdrender enqueue')\n"
             "  -m, --model PATH     diffusers folder or single .safetensors/.ckpt checkpoint\n"
             "  --out DIR            output folder (created if missing)\n"
@@ -34,6 +38,10 @@ static void usage(FILE *fp) {
             "  --wait S             if another run on JOBS.db looks alive (its process exists on this\n"
             "                       host, or another host's heartbeat is under 2 min old), wait up to S\n"
             "                       seconds for it to end or go stale, then refuse (default 150)\n"
+            "  --job-timeout S      a worker that reports no job for S seconds (hung, stopped) is lost:\n"
+            "                       its jobs count an attempt, no other worker renders them in this run,\n"
+            "                       the others finish the queue, then the run ends every rank (exit 1)\n"
+            "                       and the next run renders them (default 0: wait for ever)\n"
             "  --takeover           start at once even so: only when you know it is dead, or its\n"
             "                       running jobs get rendered twice\n"
             "  --shard I/N          only the jobs whose id %% N == I (0 <= I < N): N runs, e.g. the tasks of\n"
@@ -89,7 +97,7 @@ typedef struct {
 static int dry_run_setup(worker_state *w, sd_error *err) {
     char tmp[] = "/tmp/sdrender-dry-run-XXXXXX";
     int fd = mkstemp(tmp);
-    if (fd < 0) return sd_err(err, SD_EIO, "%s: %s", tmp, strerror(errno));
+    if (fd < 0) return sd_err_sys(err, errno, "%s: cannot create", tmp);
     close(fd);
     uint8_t gray[8 * 8 * 3];
     memset(gray, 128, sizeof gray);
@@ -106,13 +114,14 @@ static int dry_run_write(const worker_state *w, const char *out_path, char sha[6
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out_path, (long)getpid());
     FILE *fp = fopen(tmp, "wb");
-    if (!fp) return sd_err(err, SD_EIO, "%s: %s", tmp, strerror(errno));
+    if (!fp) return sd_err_sys(err, errno, "%s: cannot create", tmp);
     size_t n = fwrite(w->placeholder, 1, w->placeholder_len, fp);
-    int bad = fclose(fp) != 0 || n != w->placeholder_len;
-    if (bad || rename(tmp, out_path) != 0) {
-        int e = errno;
+    int e = n != w->placeholder_len ? errno : 0;
+    if (fclose(fp) != 0 && !e) e = errno;
+    if (!e && rename(tmp, out_path) != 0) e = errno;
+    if (e) {
         unlink(tmp);
-        return sd_err(err, SD_EIO, "%s: %s", out_path, strerror(e));
+        return sd_err_sys(err, e, "%s: cannot write", out_path);
     }
     memcpy(sha, w->placeholder_sha, 65);
     return 0;
@@ -221,6 +230,7 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
         free(hashes);
         return 0;
     }
+    if (!w->group || w->group->rank == 0) sd_test_log_render(job->id);
     rc = sd_render_png(&w->pipe, &s, &w->id, out_path, stop_requested, &w->ctx->grace, sha, err);
     *seconds = cli_now() - t0;
     /* bad settings or pictures will not get better on another try */
@@ -242,7 +252,7 @@ static void run_teardown(void *vstate) {
 }
 
 enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT, O_SHARD, O_DRY, O_TP,
-       O_PARALLEL, O_LORA, O_LORA_DIR };
+       O_PARALLEL, O_LORA, O_LORA_DIR, O_JOB_TIMEOUT };
 
 /* --shard I/N: 1 <= N <= 1e6, 0 <= I < N. */
 static int parse_shard(const char *arg, int *index, int *count, sd_error *err) {
@@ -287,6 +297,7 @@ static int run_take_option(void *ctx, int opt, const char *arg, sd_error *err) {
     }
     case O_GRACE: return cli_parse_double("--grace", arg, 0, 1e6, &a->ctx.grace, err);
     case O_WAIT: return cli_parse_double("--wait", arg, 0, 1e6, &a->o.wait_s, err);
+    case O_JOB_TIMEOUT: return cli_parse_double("--job-timeout", arg, 0, 1e7, &a->o.job_timeout, err);
     case O_SHARD: return parse_shard(arg, &a->o.shard_index, &a->o.shard_count, err);
     case O_MAXATT: return cli_parse_long("--max-attempts", arg, 1, 1000, &a->max_attempts, err);
     case O_TP: return cli_parse_long("--tp", arg, 1, 1024, &a->tp, err);
@@ -303,6 +314,7 @@ int cmd_run(int argc, char **argv) {
                                              {"max-attempts", required_argument, 0, O_MAXATT},
                                              {"takeover", no_argument, 0, O_TAKEOVER},
                                              {"wait", required_argument, 0, O_WAIT},
+                                             {"job-timeout", required_argument, 0, O_JOB_TIMEOUT},
                                              {"shard", required_argument, 0, O_SHARD},
                                              {"dry-run", no_argument, 0, O_DRY},
                                              {"lora", required_argument, 0, O_LORA},
@@ -331,6 +343,7 @@ int cmd_run(int argc, char **argv) {
     o.group_size = (int)a.tp;
     json_t *settings = json_pack("{s:s,s:f,s:I,s:I}", "out", o.out_dir, "grace", ctx.grace, "threads",
                                  (json_int_t)ctx.threads, "max_attempts", (json_int_t)max_attempts);
+    if (settings && o.job_timeout > 0) json_object_set_new(settings, "job_timeout", json_real(o.job_timeout));
     if (settings && o.shard_count > 1)
         json_object_set_new(settings, "shard", json_sprintf("%d/%d", o.shard_index, o.shard_count));
     if (settings && ctx.dry_run) json_object_set_new(settings, "dry_run", json_true());

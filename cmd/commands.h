@@ -13,6 +13,7 @@ int cmd_run(int argc, char **argv);
 int cmd_init_model(int argc, char **argv);
 int cmd_enqueue(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_requeue(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);

@@ -23,6 +23,7 @@ static const command commands[] = {
     {"enqueue", cmd_enqueue, "add prompt files (.txt, .jsonl, .csv) to a job database"},
     {"run", cmd_run, "render a job database's pending jobs (under mpirun: master + workers)"},
     {"status", cmd_status, "show a job database's progress, rate, ETA and last errors"},
+    {"requeue", cmd_requeue, "put a job database's failed jobs back to pending"},
     {"stats", cmd_stats, "FID reference statistics and features of a folder of images (.npz)"},
     {"metrics", cmd_metrics, "FID, precision/recall/density/coverage and CLIP score of generated images"},
     {"report", cmd_report, "a static HTML report of a job database: images, metrics and plots, failed jobs"},

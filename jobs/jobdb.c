@@ -2,6 +2,8 @@
 #include "jobdb_internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,20 @@ double jobdb_now(const jobdb *db) {
 
 void jobdb_set_time(jobdb *db, double unix_seconds) { db->fixed_time = unix_seconds; }
 
+/* SD_EIO with the message, naming the errno of SQLite's last failed system call when there was one
+ * (ENOSPC, EIO, ...: sd_err_is_env tells the run to stop). */
+static int db_os_error(jobdb *db, sd_error *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int db_os_error(jobdb *db, sd_error *err, const char *fmt, ...) {
+    char msg[SD_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int e = db && db->h ? sqlite3_system_errno(db->h) : 0;
+    if (e) return sd_err_sys(err, e, "%s", msg);
+    return sd_err(err, SD_EIO, "%s", msg);
+}
+
 int jobdb_sqlite_error(jobdb *db, int rc, const char *what, sd_error *err) {
     const char *msg = db && db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc);
     const char *path = db && db->path ? db->path : "job database";
@@ -43,9 +59,9 @@ int jobdb_sqlite_error(jobdb *db, int rc, const char *what, sd_error *err) {
     case SQLITE_NOMEM: return sd_err(err, SD_ENOMEM, "%s: out of memory while %s", path, what);
     case SQLITE_CONSTRAINT: return sd_err(err, SD_EINPUT, "%s: %s: %s", path, what, msg);
     case SQLITE_CANTOPEN: return sd_err(err, SD_EIO, "%s: cannot open the database: %s", path, msg);
-    case SQLITE_READONLY: return sd_err(err, SD_EIO, "%s: %s: the database is read-only (%s)", path, what, msg);
-    case SQLITE_FULL: return sd_err(err, SD_EIO, "%s: %s: the disk is full", path, what);
-    default: return sd_err(err, SD_EIO, "%s: %s: %s", path, what, msg);
+    case SQLITE_READONLY: return db_os_error(db, err, "%s: %s: the database is read-only (%s)", path, what, msg);
+    case SQLITE_FULL: return sd_err_sys(err, ENOSPC, "%s: %s: the disk is full", path, what); /* SQLite keeps no errno */
+    default: return db_os_error(db, err, "%s: %s: %s", path, what, msg);
     }
 }
 
@@ -307,10 +323,12 @@ int jobdb_open(jobdb **out, const char *path, const jobdb_open_options *opt, sd_
     db->max_attempts = JOBDB_DEFAULT_MAX_ATTEMPTS;
     /* one thread uses a jobdb: no SQLite mutexes (they were a tenth of a busy master's time) */
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (opt->create ? SQLITE_OPEN_CREATE : 0);
-    int rc = 0, s = sqlite3_open_v2(path, &db->h, flags, NULL);
+    int rc = 0, s = sqlite3_open_v2(path, &db->h, flags, jobdb_stall_vfs());
     if (s != SQLITE_OK) rc = jobdb_sqlite_error(db, s, "opening", err);
     if (rc == 0) {
-        sqlite3_busy_timeout(db->h, opt->busy_timeout_ms > 0 ? opt->busy_timeout_ms : 60000);
+        const char *busy = getenv("SDRENDER_DB_BUSY_TIMEOUT_MS");
+        int busy_ms = opt->busy_timeout_ms > 0 ? opt->busy_timeout_ms : busy && atoi(busy) > 0 ? atoi(busy) : 60000;
+        sqlite3_busy_timeout(db->h, busy_ms);
         int64_t version = 0;
         rc = check_identity(db, &version, err);
         if (rc == 0) rc = opt->keep_journal ? read_journal(db, err) : set_journal(db, opt->journal, err);

@@ -72,7 +72,7 @@ typedef struct jobdb_open_options {
     int create;          /* 1: create the file if it is missing; 0: it must exist */
     int keep_journal;    /* 1: leave the journal mode as the file has it (readers such as status) */
     const char *journal; /* "wal", "delete" or "auto"; NULL: $SDRENDER_DB_JOURNAL, else "auto" */
-    int busy_timeout_ms; /* 0: 60000 */
+    int busy_timeout_ms; /* 0: $SDRENDER_DB_BUSY_TIMEOUT_MS, else 60000 */
     int schema_version;  /* 0: migrate to the newest; N > 0: stop at version N (migration tests) */
 } jobdb_open_options;
 
@@ -178,6 +178,30 @@ int jobdb_fail(jobdb *db, int64_t job_id, const char *error, int retry, sd_job_s
 /* Graceful stop: every job the current run holds goes back to `pending`
  * without counting an attempt. *released gets the count (may be NULL). */
 int jobdb_release(jobdb *db, int *released, sd_error *err);
+
+/* run --job-timeout: the jobs of the current run held by claimed_by (a lost worker) count an attempt,
+ * with error as their error; those that reach max_attempts become `failed`, the others stay `running`
+ * under this run (no other worker of it renders them) until jobdb_release. *held / *failed get the
+ * counts (may be NULL). */
+int jobdb_time_out(jobdb *db, const char *claimed_by, const char *error, int *held, int *failed, sd_error *err);
+
+/*
+ * `sdrender requeue`: puts `failed` jobs back to `pending` with attempts 0 (a full set of
+ * attempts again), keeping their last error for the record. Only jobs whose error matches
+ * error_like (an SQL LIKE pattern, case-insensitive for ASCII; NULL: any) and whose id is in
+ * first..last (0: no bound) are touched. Safe while a run is going: a failed job is held by no
+ * run (that run claims it like any pending job). *count gets the number requeued.
+ */
+int jobdb_requeue_failed(jobdb *db, const char *error_like, int64_t first, int64_t last, int64_t *count,
+                         sd_error *err);
+
+/*
+ * `sdrender requeue --missing`: `done` jobs (ids first..last, 0: no bound) whose PNG is gone or no
+ * longer has the SHA-256 recorded for it (an output folder deleted or damaged) go back to `pending`
+ * with attempts 0 and no output. The files are checked outside any transaction; a job that changed
+ * meanwhile is left alone. *count gets the number requeued.
+ */
+int jobdb_requeue_missing(jobdb *db, int64_t first, int64_t last, int64_t *count, sd_error *err);
 
 /* ---- enqueue ---- */
 

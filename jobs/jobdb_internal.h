@@ -70,6 +70,9 @@ int jobdb_bind_text(sqlite3_stmt *st, int i, const char *s);
 #define JOBDB_SCHEMA_LORA 7
 #define JOBDB_JOB_COLUMNS_SDXL ", orig_width, orig_height, crop_top, crop_left, target_width, target_height"
 
+/* The fault tests' VFS name when SDRENDER_TEST_STALL=commit (jobdb_stallvfs.c), else NULL (SQLite's default). */
+const char *jobdb_stall_vfs(void);
+
 /* Prepares "SELECT <the job columns this file has> FROM jobs <where>" for jobdb_read_job. */
 int jobdb_prepare_jobs(jobdb *db, const char *where, sqlite3_stmt **st, sd_error *err);
 

@@ -462,10 +462,59 @@ int jobdb_fail(jobdb *db, int64_t job_id, const char *error, int retry, sd_job_s
     return rc;
 }
 
-int jobdb_release(jobdb *db, int *released, sd_error *err) {
-    if (released) *released = 0;
-    int rc = need_run(db, "releasing jobs", err);
+int jobdb_time_out(jobdb *db, const char *claimed_by, const char *error, int *held, int *failed, sd_error *err) {
+    if (held) *held = 0;
+    if (failed) *failed = 0;
+    int rc = need_run(db, "timing out jobs", err);
     if (rc == 0) rc = jobdb_tx_write(db, err);
+    if (rc < 0) return rc;
+    double now = jobdb_now(db);
+    sqlite3_stmt *count = NULL, *st = NULL;
+    rc = jobdb_prepare(db,
+                       "SELECT count(*), coalesce(sum(attempts + 1 >= ?1), 0) FROM jobs "
+                       "WHERE status = 'running' AND run_id = ?2 AND claimed_by = ?3",
+                       &count, err);
+    if (rc == 0) {
+        sqlite3_bind_int(count, 1, db->max_attempts);
+        sqlite3_bind_int64(count, 2, db->run_id);
+        jobdb_bind_text(count, 3, claimed_by);
+        int s = sqlite3_step(count);
+        if (s != SQLITE_ROW) rc = jobdb_sqlite_error(db, s, "counting a lost worker's jobs", err);
+        else {
+            if (held) *held = sqlite3_column_int(count, 0);
+            if (failed) *failed = sqlite3_column_int(count, 1);
+        }
+    }
+    if (rc == 0)
+        rc = jobdb_prepare(db,
+                           "UPDATE jobs SET attempts = attempts + 1,"
+                           " status = CASE WHEN attempts + 1 >= ?1 THEN 'failed' ELSE 'running' END,"
+                           " finished_at = CASE WHEN attempts + 1 >= ?1 THEN ?3 ELSE NULL END,"
+                           " error = ?4, error_at = ?3 WHERE status = 'running' AND run_id = ?2 AND claimed_by = ?5",
+                           &st, err);
+    if (rc == 0) {
+        sqlite3_bind_int(st, 1, db->max_attempts);
+        sqlite3_bind_int64(st, 2, db->run_id);
+        sqlite3_bind_double(st, 3, now);
+        jobdb_bind_text(st, 4, error && *error ? error : "timed out");
+        jobdb_bind_text(st, 5, claimed_by);
+        rc = step_done(db, st, "timing out a lost worker's jobs", err);
+    }
+    jobdb_finalize(db, count);
+    jobdb_finalize(db, st);
+    if (rc == 0) rc = touch_run(db, now, err);
+    if (rc == 0) rc = jobdb_tx_commit(db, err);
+    if (rc < 0) {
+        jobdb_tx_rollback(db);
+        if (held) *held = 0;
+        if (failed) *failed = 0;
+    }
+    return rc;
+}
+
+/* One try of jobdb_release. */
+static int release_once(jobdb *db, int *released, sd_error *err) {
+    int rc = jobdb_tx_write(db, err);
     if (rc < 0) return rc;
     sqlite3_stmt *st;
     rc = jobdb_prepare(db, "UPDATE jobs SET status = 'pending' WHERE status = 'running' AND run_id = ?1", &st, err);
@@ -480,6 +529,20 @@ int jobdb_release(jobdb *db, int *released, sd_error *err) {
     if (rc < 0) {
         jobdb_tx_rollback(db);
         if (released) *released = 0;
+    }
+    return rc;
+}
+
+int jobdb_release(jobdb *db, int *released, sd_error *err) {
+    if (released) *released = 0;
+    int rc = need_run(db, "releasing jobs", err);
+    if (rc < 0) return rc;
+    rc = release_once(db, released, err);
+    if (rc < 0 && !strcmp(db->journal, "wal") && sd_err_is_env(err)) {
+        /* a full disk: copy the WAL into the database (overwriting pages it has) and restart the WAL
+         * from its beginning, so this small change reuses the WAL's space instead of growing it */
+        sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+        rc = release_once(db, released, err);
     }
     return rc;
 }

@@ -108,6 +108,8 @@ static int render_one(worker *w, const sd_job *job, const char *model_sha, const
         retry = !no_retry;
     }
     if (rc == SD_ECANCELED) json_object_set_new(res, "cancelled", json_true());
+    /* the machine refused the write (disk full, folder gone, ...): not the job's fault */
+    if (rc < 0 && sd_err_is_env(&err)) json_object_set_new(res, "env", json_true());
     json_object_set_new(res, "id", json_integer(job->id));
     json_object_set_new(res, "ok", json_boolean(rc == 0));
     json_object_set_new(res, "seconds", json_real(secs));
@@ -256,6 +258,7 @@ typedef struct {
     const char *end_status; /* "complete", "stopped" or "error": how the runs table records the run */
     sd_parallel parallel;   /* the worker groups' strategy (resolved) */
     int exit_code;
+    int lost_workers;       /* leaders that missed --job-timeout: the run must end with MPI_Abort */
 } master;
 
 static void log_result(master *m, const char *who, int64_t id, int ok, double secs, const char *error) {
@@ -272,6 +275,19 @@ static void log_result(master *m, const char *who, int64_t id, int ok, double se
         fprintf(stderr, "sdrender run: job %lld failed on %s: %s\n", (long long)id, who, error ? error : "?");
 }
 
+static void master_fail(master *m, int exit_code);
+
+/* The environment failed (a full disk, a vanished folder, the database's I/O): no new jobs; what is in
+ * flight may still report; the jobs the run holds go back to pending (no attempt) when it ends, and the
+ * run exits 1. Says so once, on one line. */
+static void master_halt(master *m, const char *what) {
+    if (m->exit_code == 0)
+        fprintf(stderr, "sdrender run: stopping, the environment failed (not the job): %s; the jobs stay pending "
+                        "with no attempt counted: fix it and run again\n", what);
+    if (!stop_signal) stop_signal = SIGTERM;
+    master_fail(m, 1);
+}
+
 /* Records a worker's result in the table. */
 static void master_record(master *m, json_t *res, const char *who) {
     sd_error err = {0};
@@ -282,13 +298,21 @@ static void master_record(master *m, json_t *res, const char *who) {
         if (!m->opt->quiet) fprintf(stderr, "sdrender run: job %lld interrupted on %s\n", (long long)id, who);
         return;
     }
+    if (json_is_true(json_object_get(res, "env"))) {
+        /* the same: stays `running` until the run releases it, and the run stops */
+        const char *e = json_string_value(json_object_get(res, "error"));
+        char what[700];
+        snprintf(what, sizeof what, "job %lld on %s: %s", (long long)id, who, e ? e : "?");
+        master_halt(m, what);
+        return;
+    }
     if (json_is_true(json_object_get(res, "ok"))) {
         const char *out = json_string_value(json_object_get(res, "output"));
         const char *sha = json_string_value(json_object_get(res, "sha256"));
-        if (jobdb_finish(m->db, id, out ? out : "", sha ? sha : "", secs, &err) < 0) {
-            fprintf(stderr, "sdrender run: %s\n", err.msg);
-            return;
-        }
+        int rc = jobdb_finish(m->db, id, out ? out : "", sha ? sha : "", secs, &err);
+        if (rc == SD_EINPUT) fprintf(stderr, "sdrender run: %s\n", err.msg); /* e.g. a late result after a takeover */
+        if (rc < 0 && rc != SD_EINPUT) master_halt(m, err.msg);
+        if (rc < 0) return;
         m->done++;
         log_result(m, who, id, 1, secs, NULL);
     } else {
@@ -297,10 +321,10 @@ static void master_record(master *m, json_t *res, const char *who) {
         sd_job_status now = SD_JOB_PENDING;
         char msg[600];
         snprintf(msg, sizeof msg, "%s: %s", who, e ? e : "unknown error");
-        if (jobdb_fail(m->db, id, msg, retry, &now, &err) < 0) {
-            fprintf(stderr, "sdrender run: %s\n", err.msg);
-            return;
-        }
+        int rc = jobdb_fail(m->db, id, msg, retry, &now, &err);
+        if (rc == SD_EINPUT) fprintf(stderr, "sdrender run: %s\n", err.msg);
+        if (rc < 0 && rc != SD_EINPUT) master_halt(m, err.msg);
+        if (rc < 0) return;
         if (now == SD_JOB_FAILED) m->failed++;
         else m->retried++;
         log_result(m, who, id, 0, secs, msg);
@@ -389,7 +413,16 @@ static int master_recover(master *m, int workers, sd_error *err) {
     if (rc == 0 && (requeued || gave_up) && !opt->quiet)
         fprintf(stderr, "sdrender run: recovered %d interrupted job(s) from earlier runs (%d given up as failed)\n",
                 requeued, gave_up);
+    int had_out = sd_fs_is_dir(opt->out_dir);
     if (rc == 0) rc = sd_fs_mkdirs(opt->out_dir, err);
+    jobdb_summary sum;
+    if (rc == 0 && !had_out && jobdb_summary_get(m->db, 0, &sum, err) == 0) {
+        if (sum.done > 0)
+            fprintf(stderr, "sdrender run: warning: the output folder %s was missing, and %lld job(s) are done; if "
+                            "their PNGs were in it, 'sdrender requeue --db %s --missing' renders them again\n",
+                    opt->out_dir, (long long)sum.done, opt->db_path);
+        jobdb_summary_free(&sum);
+    }
     if (rc == 0 && !realpath(opt->out_dir, m->out_dir))
         rc = sd_err(err, SD_EIO, "%s: %s", opt->out_dir, strerror(errno));
     if (rc < 0) return rc;
@@ -440,8 +473,7 @@ static void master_render_alone(master *m, const sd_run_worker_ops *ops, int loc
         sd_job job;
         int got = jobdb_claim_prefer(m->db, me, set ? set : "", &job, &err);
         if (got < 0) {
-            fprintf(stderr, "sdrender: %s\n", err.msg);
-            master_fail(m, 1);
+            master_halt(m, err.msg);
             break;
         }
         if (got == 0) break;
@@ -466,6 +498,9 @@ typedef struct leaders {
     char **lora_set;    /* LoRA set of the last job claimed for it (NULL: none yet) */
     int *stopped;       /* sent STOP */
     int *heard;         /* spoke (READY or RESULT) in the current batch: answer it */
+    double *since;      /* when a leader last spoke or was sent a job (--job-timeout counts from it) */
+    int *lost;          /* missed --job-timeout: ignored from then on */
+    double timeouts_at; /* last look for lost leaders */
     int active;         /* leaders not sent STOP yet */
     int busy;           /* jobs sent and not answered, over all leaders */
     double stop_at;     /* when the master saw the stop signal; 0 before */
@@ -496,19 +531,21 @@ static void master_watch_stop(master *m, leaders *l) {
     const sd_run_options *opt = m->opt;
     if (stop_signal && l->stop_at == 0) {
         l->stop_at = now_s();
-        m->end_status = "stopped";
-        if (!opt->quiet)
+        if (m->exit_code == 0) m->end_status = "stopped";
+        if (!opt->quiet && m->exit_code == 0)
             fprintf(stderr, "sdrender run: signal %d: no new jobs; waiting up to %.0f s for %d in flight\n",
                     (int)stop_signal, opt->grace, l->busy);
+        else if (!opt->quiet)
+            fprintf(stderr, "sdrender run: no new jobs; waiting up to %.0f s for %d in flight\n", opt->grace, l->busy);
     }
     if (l->stop_at > 0 && l->busy > 0 && now_s() - l->stop_at > opt->grace) {
         sd_error err = {0};
         int released = 0;
         if (jobdb_release(m->db, &released, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
         if (!opt->quiet) fprintf(stderr, "sdrender run: grace period over; %d job(s) back to pending\n", released);
-        jobdb_run_end(m->db, "stopped", &err);
+        jobdb_run_end(m->db, m->end_status, &err);
         jobdb_close(m->db);
-        MPI_Abort(MPI_COMM_WORLD, 0);
+        MPI_Abort(MPI_COMM_WORLD, m->exit_code); /* 0 after a signal, 1 after a failure */
     }
 }
 
@@ -518,7 +555,7 @@ static void master_idle(master *m, leaders *l) {
     if (now_s() - l->beat_at >= SD_RUN_HEARTBEAT_S) {
         sd_error err = {0};
         l->beat_at = now_s();
-        if (jobdb_run_touch(m->db, &err) < 0) fprintf(stderr, "sdrender: %s\n", err.msg);
+        if (jobdb_run_touch(m->db, &err) < 0) master_halt(m, err.msg);
     }
     sleep_ms(1);
 }
@@ -528,6 +565,12 @@ static int master_take_message(master *m, leaders *l, const MPI_Status *st) {
     int src = st->MPI_SOURCE;
     json_t *msg = recv_json(st);
     int idle = 0;
+    if (l->lost[src]) {
+        fprintf(stderr, "sdrender run: ignoring a late message from %s (lost after --job-timeout)\n", l->who[src]);
+        json_decref(msg);
+        return 0;
+    }
+    l->since[src] = now_s();
     if (st->MPI_TAG == TAG_READY) {
         const char *host = json_string_value(json_object_get(msg, "host"));
         snprintf(l->who[src], sizeof l->who[src], "%s:%d", host ? host : "?", src);
@@ -580,9 +623,7 @@ static int master_top_up(master *m, leaders *l, int src) {
             if (got < 0) json_decref(msg);
         }
         if (got < 0) {
-            fprintf(stderr, "sdrender: %s\n", err.msg);
-            stop_signal = SIGTERM;
-            master_fail(m, 1);
+            master_halt(m, err.msg);
             return -1;
         }
         l->outbox[l->n_outbox] = msg;
@@ -597,6 +638,7 @@ static int master_top_up(master *m, leaders *l, int src) {
  * nothing and got nothing (no job left, a stop signal or a failure). */
 static void master_send_outbox(leaders *l, int world) {
     for (int i = 0; i < l->n_outbox; i++) {
+        l->since[l->outbox_to[i]] = now_s();
         send_json(l->outbox[i], l->outbox_to[i], TAG_JOB);
         json_decref(l->outbox[i]);
     }
@@ -616,15 +658,41 @@ static void master_send_outbox(leaders *l, int world) {
 /* A batch failed to commit: its claims never happened (their messages are dropped; its results go
  * back to pending when the run ends), and the run stops. */
 static void master_drop_outbox(master *m, leaders *l, const sd_error *err) {
-    fprintf(stderr, "sdrender: %s\n", err->msg);
+    master_halt(m, err->msg);
     for (int i = 0; i < l->n_outbox; i++) {
         l->queued[l->outbox_to[i]]--;
         l->busy--;
         json_decref(l->outbox[i]);
     }
     l->n_outbox = 0;
-    stop_signal = SIGTERM;
-    master_fail(m, 1);
+}
+
+/*
+ * --job-timeout: a leader holding jobs that has sent nothing for that long is lost. Its jobs count an
+ * attempt but stay held by this run (no other worker renders them now; the run releases them at its
+ * end) and it gets no more work.
+ */
+static void master_watch_timeouts(master *m, leaders *l, int world) {
+    double t = m->opt->job_timeout, now = now_s();
+    if (t <= 0 || now - l->timeouts_at < 0.1) return;
+    l->timeouts_at = now;
+    for (int src = 1; src < world; src++) {
+        if (l->lost[src] || l->queued[src] == 0 || now - l->since[src] <= t) continue;
+        sd_error err = {0};
+        char why[400];
+        snprintf(why, sizeof why, "%s: no result within --job-timeout %g s (worker hung or unreachable)", l->who[src], t);
+        int held = 0, gave_up = 0;
+        if (jobdb_time_out(m->db, l->who[src], why, &held, &gave_up, &err) < 0) master_halt(m, err.msg);
+        fprintf(stderr, "sdrender run: %s; its %d job(s) count an attempt (%d of them given up as failed) and go "
+                        "back to pending when this run ends; no more jobs for it\n", why, held, gave_up);
+        l->lost[src] = 1;
+        l->busy -= l->queued[src];
+        l->queued[src] = 0;
+        l->heard[src] = 0;
+        if (!l->stopped[src]) l->active--;
+        l->stopped[src] = 1;
+        m->lost_workers++; /* the others go on; the run ends "error" (master_main) */
+    }
 }
 
 /*
@@ -640,12 +708,16 @@ static void master_hand_out(master *m, int world, int n_leaders) {
     l.stopped = calloc((size_t)world, sizeof *l.stopped);
     l.heard = calloc((size_t)world, sizeof *l.heard);
     l.lora_set = calloc((size_t)world, sizeof *l.lora_set);
-    if (!l.queued || !l.who || !l.stopped || !l.heard || !l.lora_set) {
+    l.since = calloc((size_t)world, sizeof *l.since);
+    l.lost = calloc((size_t)world, sizeof *l.lost);
+    if (!l.queued || !l.who || !l.stopped || !l.heard || !l.lora_set || !l.since || !l.lost) {
         fprintf(stderr, "sdrender: out of memory\n");
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     while (l.active > 0) {
         master_watch_stop(m, &l);
+        master_watch_timeouts(m, &l, world);
+        if (l.active == 0) break;
         int flag = 0;
         MPI_Status st;
         MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
@@ -671,6 +743,8 @@ static void master_hand_out(master *m, int world, int n_leaders) {
     free(l.heard);
     for (int i = 0; i < world; i++) free(l.lora_set[i]);
     free(l.lora_set);
+    free(l.since);
+    free(l.lost);
     free(l.outbox);
     free(l.outbox_to);
 }
@@ -702,7 +776,14 @@ static int master_main(const sd_run_options *opt, const sd_run_worker_ops *ops, 
     if (rc < 0) return master_abort_start(&m, world, rc, &err);
     if (world == 1) master_render_alone(&m, ops, local_workers);
     else master_hand_out(&m, world, n_leaders);
-    return master_finish(&m);
+    if (m.lost_workers) master_fail(&m, 1);
+    rc = master_finish(&m);
+    if (m.lost_workers) {
+        /* a hung rank would keep mpirun (and MPI_Finalize) waiting for ever */
+        fprintf(stderr, "sdrender run: %d worker(s) lost after --job-timeout: ending every rank\n", m.lost_workers);
+        MPI_Abort(MPI_COMM_WORLD, rc ? rc : 1);
+    }
+    return rc;
 }
 
 int sd_run_batch(int *argc, char ***argv, const sd_run_options *opt, const sd_run_worker_ops *ops) {

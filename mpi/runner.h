@@ -27,6 +27,21 @@
  *
  * With one rank (no mpirun, or -np 1) the master renders jobs itself.
  *
+ * Faults of the environment: a worker whose PNG write fails for a reason of
+ * the machine (sd_err_is_env: disk or quota full, read-only or failing disk,
+ * output folder gone) reports RESULT {"env": true}; the master then hands out
+ * no more jobs, the job stays held (no attempt counted) and goes back to
+ * pending when the run ends, and the run exits 1 after one line naming the
+ * path and the system's error. A failed write to the database does the same.
+ *
+ * --job-timeout S: a leader holding jobs that sends nothing for S seconds
+ * (hung, stopped, unreachable) is lost: each job it holds counts an attempt
+ * (failed if that was the last) but stays held by this run, so no other worker
+ * renders it in this run; the leader gets no more work; the other workers
+ * finish the queue; then the run releases those jobs to pending and ends every
+ * rank with MPI_Abort (a hung rank never reaches MPI_Finalize), exit 1. The
+ * next run renders them. Late messages from a lost leader are ignored.
+ *
  * Groups: a leader shares each JOB's text with its members (MPI_Bcast on
  * the group's communicator; an empty text means stop), every rank of the
  * group renders it, and the leader reports one RESULT: a member's error
@@ -75,6 +90,8 @@ typedef struct sd_run_options {
     int takeover;             /* start even if another run on the database looks alive */
     double wait_s;            /* how long to wait for a live run to exit before refusing */
     int shard_index, shard_count; /* shard_count > 1: only jobs with id % count == index (run --shard) */
+    double job_timeout;       /* > 0: a leader holding jobs that sends nothing for this many seconds is
+                               * lost (run --job-timeout; see sd_run_batch) */
 } sd_run_options;
 
 /*

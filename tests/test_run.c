@@ -103,25 +103,6 @@ static void test_three_ranks_render_12_mixed_jobs_identical_to_generate(void **s
     jobdb_close(d);
 }
 
-/* pid of a rank > 0 of a running `sdrender run` on db, or 0. */
-static int find_worker_pid(const char *db) {
-    char *pids;
-    tu_sh(&pids, "pgrep -f '%s run --db %s'", tu_bin(), db);
-    int found = 0;
-    for (char *p = strtok(pids, "\n"); p && !found; p = strtok(NULL, "\n")) {
-        char env[128];
-        snprintf(env, sizeof env, "/proc/%s/environ", p);
-        char *e;
-        if (tu_sh(&e, "tr '\\0' '\\n' < %s 2>/dev/null | grep '^OMPI_COMM_WORLD_RANK='", env) == 0) {
-            int rank = atoi(strchr(e, '=') + 1);
-            if (rank > 0) found = atoi(p);
-        }
-        free(e);
-    }
-    free(pids);
-    return found;
-}
-
 static int64_t count_done(const char *db) {
     jobdb *d;
     sd_error err = {0};
@@ -157,7 +138,7 @@ static void test_kill9_of_a_worker_then_rerun_loses_nothing(void **state) {
     int pid = 0;
     for (int i = 0; i < 600 && !pid; i++) {
         usleep(50000);
-        if (count_done(db) >= 3) pid = find_worker_pid(db);
+        if (count_done(db) >= 3) pid = tu_run_rank_pid(db, 1, 1);
     }
     if (!pid) fail_msg("no worker to kill (done: %lld)", (long long)count_done(db));
     assert_int_equal(kill(pid, SIGKILL), 0);

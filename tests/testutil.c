@@ -219,3 +219,19 @@ void tu_generate_ok(const char *args) {
     if (rc != 0) fail_msg("sdrender generate %s: exit %d: %s", args, rc, out);
     free(out);
 }
+
+int tu_run_rank_pid(const char *db, int rank, int want_any) {
+    char *pids;
+    tu_sh(&pids, "pgrep -f '%s run --db %s '", tu_bin(), db);
+    int found = 0;
+    for (char *p = strtok(pids, "\n"); p && !found; p = strtok(NULL, "\n")) {
+        char *e;
+        if (tu_sh(&e, "tr '\\0' '\\n' 2>/dev/null < /proc/%s/environ | grep '^OMPI_COMM_WORLD_RANK='", p) == 0) {
+            int r = atoi(strchr(e, '=') + 1);
+            if (r == rank || (want_any && rank > 0 && r > 0)) found = atoi(p);
+        }
+        free(e);
+    }
+    free(pids);
+    return found;
+}

@@ -90,4 +90,8 @@ int tu_png_max_diff(const char *a, const char *b);
 /* Runs a shell command; returns its exit status and, when out != NULL, its stdout (caller frees). */
 int tu_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* pid of MPI rank `rank` (0: the master) of a running `sdrender run --db DB ...`, or 0 when none is found
+ * (rank > 0 with want_any: any rank above 0). */
+int tu_run_rank_pid(const char *db, int rank, int want_any);
+
 #endif

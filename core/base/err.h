@@ -35,12 +35,34 @@ enum {
 typedef struct sd_error {
     int code;
     char msg[SD_ERRMSG_MAX];
+    int sys_errno; /* errno of a failed write (sd_err_sys), else 0 */
 } sd_error;
 
 /* Records code and a printf-style message in e (if not NULL); returns code. */
 int sd_err(sd_error *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int sd_verr(sd_error *e, int code, const char *fmt, va_list ap);
+
+/*
+ * A failed write of a file: code SD_EIO, the message fmt... followed by
+ * ": <strerror(errnum)> (<ENAME>)", and e->sys_errno = errnum, so callers can
+ * tell the environment's faults (sd_err_is_env) from a job's. Every place
+ * that writes files reports through it.
+ */
+int sd_err_sys(sd_error *e, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/*
+ * 1 when e came from a write the machine refused for reasons of its own, not
+ * of what was written: the disk or quota is full (ENOSPC, EDQUOT), the
+ * filesystem is read-only or failing (EROFS, EIO, ESTALE), the folder is gone
+ * or forbidden (ENOENT, ENOTDIR, EACCES, EPERM), no file handles are left
+ * (EMFILE, ENFILE). Another attempt of the same job cannot help until someone
+ * fixes the machine.
+ */
+int sd_err_is_env(const sd_error *e);
+
+/* Symbolic name of an errno value ("ENOSPC"), or "errno N" in a static buffer for others. */
+const char *sd_errno_name(int errnum);
 
 /* Prefixes the existing message with "prefix: " (e.g. a file name); returns e->code. */
 int sd_err_prefix(sd_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

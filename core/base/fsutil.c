@@ -21,7 +21,7 @@ int sd_fs_atomic_open(sd_fs_atomic_file *af, const char *path, sd_error *err) {
     snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
     af->fp = fopen(af->tmp, "wb");
     if (!af->fp) {
-        int rc = sd_err(err, SD_EIO, "%s: cannot create: %s", af->tmp, strerror(errno));
+        int rc = sd_err_sys(err, errno, "%s: cannot create", af->tmp);
         free(af->path);
         free(af->tmp);
         memset(af, 0, sizeof *af);
@@ -32,7 +32,7 @@ int sd_fs_atomic_open(sd_fs_atomic_file *af, const char *path, sd_error *err) {
 
 int sd_fs_atomic_write(sd_fs_atomic_file *af, const void *buf, size_t n, sd_error *err) {
     if (n && fwrite(buf, 1, n, af->fp) != n)
-        return sd_err(err, SD_EIO, "%s: write failed: %s", af->path, strerror(errno));
+        return sd_err_sys(err, errno, "%s: write failed", af->tmp);
     return 0;
 }
 
@@ -44,12 +44,10 @@ static void release(sd_fs_atomic_file *af) {
 
 int sd_fs_atomic_commit(sd_fs_atomic_file *af, sd_error *err) {
     int rc = 0;
-    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0)
-        rc = sd_err(err, SD_EIO, "%s: cannot flush to disk: %s", af->path, strerror(errno));
-    if (fclose(af->fp) != 0 && rc == 0) rc = sd_err(err, SD_EIO, "%s: close failed: %s", af->path, strerror(errno));
+    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) rc = sd_err_sys(err, errno, "%s: cannot flush to disk", af->tmp);
+    if (fclose(af->fp) != 0 && rc == 0) rc = sd_err_sys(err, errno, "%s: close failed", af->tmp);
     af->fp = NULL;
-    if (rc == 0 && rename(af->tmp, af->path) != 0)
-        rc = sd_err(err, SD_EIO, "%s: cannot rename into place: %s", af->path, strerror(errno));
+    if (rc == 0 && rename(af->tmp, af->path) != 0) rc = sd_err_sys(err, errno, "%s: cannot rename into place", af->path);
     if (rc < 0) {
         unlink(af->tmp);
     } else {
@@ -57,10 +55,10 @@ int sd_fs_atomic_commit(sd_fs_atomic_file *af, sd_error *err) {
         char *d = strdup(af->path);
         if (d) {
             int dfd = open(dirname(d), O_RDONLY | O_DIRECTORY);
-            if (dfd >= 0) {
-                fsync(dfd);
-                close(dfd);
-            }
+            /* some filesystems cannot sync a folder (EINVAL): nothing to report then */
+            if ((dfd < 0 || fsync(dfd) != 0) && errno != EINVAL && errno != ENOTSUP)
+                rc = sd_err_sys(err, errno, "%s: cannot sync its folder", af->path);
+            if (dfd >= 0) close(dfd);
             free(d);
         }
     }
@@ -138,7 +136,7 @@ int sd_fs_mkdirs(const char *path, sd_error *err) {
             char c = *s;
             *s = 0;
             if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                rc = sd_err(err, SD_EIO, "%s: cannot create directory: %s", p, strerror(errno));
+                rc = sd_err_sys(err, errno, "%s: cannot create directory", p);
                 break;
             }
             *s = c;

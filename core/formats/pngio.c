@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "fsutil.h"
+#include "testhook.h"
 
 /* ---------------------------------------------------------------- errors */
 
@@ -25,6 +26,7 @@ typedef struct png_ctx {
     png_infop info;
     char msg[256];
     int nomem;
+    int write_errno; /* errno of the failed fwrite/fflush behind a libpng "Write Error" */
     /* reading */
     int width, height;
     int src_color, src_depth; /* IHDR colour type and bit depth */
@@ -48,6 +50,23 @@ static void on_warning(png_structp png, png_const_charp msg) {
 
 /* ---------------------------------------------------------------- writing */
 
+/* libpng's own writer reports a short fwrite as "Write Error" and loses errno: ours keeps it. */
+static void on_write(png_structp png, png_bytep data, size_t n) {
+    png_ctx *c = png_get_io_ptr(png);
+    if (fwrite(data, 1, n, c->fp) != n) {
+        c->write_errno = errno ? errno : EIO;
+        png_error(png, "write failed");
+    }
+}
+
+static void on_flush(png_structp png) {
+    png_ctx *c = png_get_io_ptr(png);
+    if (fflush(c->fp) != 0) {
+        c->write_errno = errno ? errno : EIO;
+        png_error(png, "flush failed");
+    }
+}
+
 typedef struct png_wjob {
     png_ctx c;
     const uint8_t *rgb;
@@ -58,12 +77,18 @@ typedef struct png_wjob {
 static int encode(png_wjob *j) {
     png_ctx *c = &j->c;
     if (setjmp(png_jmpbuf(c->png))) return -1;
-    png_init_io(c->png, c->fp);
+    png_set_write_fn(c->png, c, on_write, on_flush);
     png_set_IHDR(c->png, c->info, (png_uint_32)c->width, (png_uint_32)c->height, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     if (j->ntext) png_set_text(c->png, c->info, j->ptext, j->ntext);
     png_write_info(c->png, c->info);
-    for (int y = 0; y < c->height; y++) png_write_row(c->png, j->rgb + (size_t)y * (size_t)c->width * 3);
+    for (int y = 0; y < c->height; y++) {
+        if (y == c->height / 2) {
+            png_write_flush(c->png);
+            sd_test_stall("png"); /* fault tests: a kill with half a temporary file on disk */
+        }
+        png_write_row(c->png, j->rgb + (size_t)y * (size_t)c->width * 3);
+    }
     png_write_end(c->png, NULL);
     return 0;
 }
@@ -151,7 +176,10 @@ int sd_png_write_rgb(const char *path, const uint8_t *rgb, int width, int height
     j.c.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &j.c, on_error, on_warning);
     if (j.c.png) j.c.info = png_create_info_struct(j.c.png);
     if (!j.c.png || !j.c.info) rc = sd_err(err, SD_ENOMEM, "%s: out of memory creating the PNG writer", path);
-    else if (encode(&j) < 0) rc = sd_err(err, SD_EIO, "%s: cannot write PNG: %s", path, j.c.msg);
+    else if (encode(&j) < 0) {
+        if (j.c.write_errno) rc = sd_err_sys(err, j.c.write_errno, "%s: cannot write PNG", af.tmp);
+        else rc = sd_err(err, SD_EIO, "%s: cannot write PNG: %s", path, j.c.msg);
+    }
     if (j.c.png) png_destroy_write_struct(&j.c.png, j.c.info ? &j.c.info : NULL);
     free(j.ptext);
     if (rc < 0) {
