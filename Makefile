@@ -6,7 +6,7 @@
 #   make check-report    load `sdrender report`'s page in headless chromium (installs chromium if missing)
 #   make PORTABLE=1      no -march=native (x86-64-v2), for binaries copied to other machines
 #   make bench           time U-Net, VAE and text encoder on the full SD 1.5 architecture
-#   make demo            tiny model end to end: init-model, enqueue, mpirun run, status
+#   make demo            the demo model end to end: render a CFG sweep under mpirun, score it, HTML report
 #   make fuzz FUZZ_S=N   build the libFuzzer harnesses (tests/fuzz/, clang; objects in build/fuzz) and run
 #                        each N seconds (default 30); fails when one finds a crash, leak, hang or OOM
 # Every library is found with pkg-config; see scripts/install-deps.sh.
