@@ -167,6 +167,16 @@ static void test_checker_reads_procedural_pictures(void **state) {
                   100.0 * shape_ok / n);
 }
 
+/* init-model --demo writes the files of scripts/demo-model byte for byte (the build embeds them). */
+static void test_init_model_demo_writes_the_shipped_files(void **state) {
+    (void)state;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", tu_tmp("demo-copy"));
+    assert_int_equal(tu_sh(NULL, "%s init-model --demo %s 2>/dev/null", tu_bin(), dir), 0);
+    assert_int_equal(tu_sh(NULL, "diff -r %s/scripts/demo-model %s >&2", tu_src(), dir), 0);
+    assert_int_equal(tu_sh(NULL, "test -s %s/unet/diffusion_pytorch_model.safetensors", dir), 0);
+}
+
 /* The demo model draws 40 captions of a seed it was not trained on with their colours and positions. */
 static void test_demo_model_draws_its_captions(void **state) {
     (void)state;
@@ -218,6 +228,7 @@ int main(void) {
         cmocka_unit_test(test_shapes_captions_round_trip),
         cmocka_unit_test(test_shapes_parse_errors),
         cmocka_unit_test(test_checker_reads_procedural_pictures),
+        cmocka_unit_test(test_init_model_demo_writes_the_shipped_files),
         cmocka_unit_test(test_demo_model_draws_its_captions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
