@@ -151,7 +151,7 @@ static int generate_images(gen_args *a, const sd_group *grp) {
     if (rc == 0 && grp && (rc = sd_group_bcast_int(grp, &hi, &err)) == 0) rc = sd_group_bcast_int(grp, &lo, &err);
     seed = ((long)hi << 16) | lo;
     if (rc == 0 && random && leader) fprintf(stderr, "sdrender: random seed %ld\n", seed);
-    if (rc == 0 && a->bf16 && cli_bf16_usable()) sd_pipeline_set_precision(&p, OPS_PRECISION_BF16);
+    s.bf16 = rc == 0 && a->bf16 && cli_bf16_usable(); /* sd_render_png sets the pipeline's precision */
     for (long i = 0; rc == 0 && i < a->batch; i++) {
         s.seed = seed + i;
         char *path = output_name(a->out, (int)i, (int)a->batch);

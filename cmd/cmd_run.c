@@ -61,6 +61,9 @@ static void usage(FILE *fp) {
             "  --parallel S         how a group shares the U-Net: auto (default: cfg for even K, else\n"
             "                       tensor), cfg (CFG halves on the two halves of the group; jobs without\n"
             "                       guidance then run on both halves alike) or tensor (every layer split)\n"
+            "  --precision P        fp32 (default) or bf16: the networks' matrix products on bf16 inputs\n"
+            "                       with fp32 sums (CPUs with AVX512_BF16; elsewhere a worker says so and\n"
+            "                       renders fp32). Stored in the run's settings and each PNG's parameters\n"
             "  --threads T          threads per rendering rank (default: the node's cores / its ranks)\n"
             "  --tokenizer P        tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)\n"
             "  --config YAML|DIR    LDM config of a single file, or a diffusers folder giving its architecture\n"
@@ -77,6 +80,7 @@ typedef struct {
     double grace;
     int quiet;
     int dry_run;
+    int bf16;             /* --precision bf16 (cleared by a worker whose CPU cannot) */
     char loras[8192];     /* --lora entries, one per line */
     const char *lora_dir; /* --lora-dir */
 } run_ctx;
@@ -152,6 +156,7 @@ static int run_setup(void *vctx, int local_workers, const sd_group *group, void 
         else *state = w;
         return rc;
     }
+    if (c->bf16 && !cli_bf16_usable()) c->bf16 = 0;
     ops_set_threads(c->threads > 0 ? (int)c->threads : cli_threads_for(local_workers));
     int rc = sd_model_open(&w->model, c->model_path, &c->mopts, err);
     if (rc == 0) {
@@ -184,6 +189,7 @@ static int run_render(void *vstate, const sd_job *job, const char *model_sha, co
     }
     sd_settings s;
     sd_job_settings(job, &s);
+    s.bf16 = w->ctx->bf16;
     if (!*s.prompt && (w->model.parts & SD_PART_TEXT_ENCODER)) {
         *retry = 0;
         return sd_err(err, SD_EINPUT, "job %lld has no prompt, but %s is text-conditioned (only an unconditional "
@@ -252,7 +258,7 @@ static void run_teardown(void *vstate) {
 }
 
 enum { O_DB = CLI_OPT_OWN, O_OUT, O_GRACE, O_MAXATT, O_TOK, O_CONFIG, O_TAKEOVER, O_WAIT, O_SHARD, O_DRY, O_TP,
-       O_PARALLEL, O_LORA, O_LORA_DIR, O_JOB_TIMEOUT };
+       O_PARALLEL, O_LORA, O_LORA_DIR, O_JOB_TIMEOUT, O_PRECISION };
 
 /* --shard I/N: 1 <= N <= 1e6, 0 <= I < N. */
 static int parse_shard(const char *arg, int *index, int *count, sd_error *err) {
@@ -302,6 +308,7 @@ static int run_take_option(void *ctx, int opt, const char *arg, sd_error *err) {
     case O_MAXATT: return cli_parse_long("--max-attempts", arg, 1, 1000, &a->max_attempts, err);
     case O_TP: return cli_parse_long("--tp", arg, 1, 1024, &a->tp, err);
     case O_PARALLEL: return sd_parallel_parse(arg, &a->o.parallel, err);
+    case O_PRECISION: return cli_parse_precision(arg, 0, &a->ctx.bf16, err);
     }
     return 0;
 }
@@ -323,6 +330,7 @@ int cmd_run(int argc, char **argv) {
                                              {"config", required_argument, 0, O_CONFIG},
                                              {"tp", required_argument, 0, O_TP},
                                              {"parallel", required_argument, 0, O_PARALLEL},
+                                             {"precision", required_argument, 0, O_PRECISION},
                                              {0, 0, 0, 0}};
     static const cli_command_opts opts = {"run", "m:", longopts, 0, run_take_option, usage};
     run_args a = {.ctx = {.grace = 60}, .o = {.group_size = 1, .wait_s = SD_RUN_WAIT_S}, .max_attempts = 3, .tp = 1};
@@ -347,6 +355,7 @@ int cmd_run(int argc, char **argv) {
     if (settings && o.shard_count > 1)
         json_object_set_new(settings, "shard", json_sprintf("%d/%d", o.shard_index, o.shard_count));
     if (settings && ctx.dry_run) json_object_set_new(settings, "dry_run", json_true());
+    if (settings) json_object_set_new(settings, "precision", json_string(ctx.bf16 ? "bf16" : "fp32"));
     if (settings && a.tp > 1) {
         json_object_set_new(settings, "tp", json_integer(a.tp));
         json_object_set_new(settings, "parallel", json_string(sd_parallel_name(o.parallel)));

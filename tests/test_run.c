@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "jobdb.h"
+#include "ops.h"
+#include "pngio.h"
 #include "runner.h"
 #include "sha256.h"
 
@@ -101,6 +103,59 @@ static void test_three_ranks_render_12_mixed_jobs_identical_to_generate(void **s
     }
     assert_int_equal(jobdb_check_integrity(d, &err), 0);
     jobdb_close(d);
+}
+
+/* run --precision bf16: every PNG is byte-identical to `generate --precision bf16` with the job's settings,
+ * says "Precision: bf16" in its parameters, differs from the fp32 picture, and the run's settings record it. */
+static void test_precision_bf16_run_matches_generate_bf16(void **state) {
+    (void)state;
+    if (!ops_bf16_available()) skip();
+    const char *dir = tu_tmp("bf16");
+    char cmd[8192], db[1024], out[1024], ref[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
+    free(sh_ok("mkdir", cmd));
+    snprintf(db, sizeof db, "%s", tu_tmp("bf16/jobs.db"));
+    snprintf(out, sizeof out, "%s", tu_tmp("bf16/out"));
+    snprintf(ref, sizeof ref, "%s", tu_tmp("bf16/ref.png"));
+    snprintf(cmd, sizeof cmd, "printf 'a red house\\na blue boat\\n' > %s/p.txt && %s enqueue --db %s --steps 3 -W 64 -H 64 "
+             "--seed-base 50 %s/p.txt", dir, tu_bin(), db, dir);
+    free(sh_ok("enqueue", cmd));
+    snprintf(cmd, sizeof cmd, "SDRENDER_CACHE=%s " MPIRUN " -np 2 %s run --db %s -m %s --out %s --precision bf16 -q",
+             tu_tmpdir(), tu_bin(), db, model(), out);
+    free(sh_ok("mpirun run --precision bf16", cmd));
+    jobdb *d;
+    sd_error err = {0};
+    jobdb_open_options oo = {.keep_journal = 1};
+    assert_int_equal(jobdb_open(&d, db, &oo, &err), 0);
+    for (int id = 1; id <= 2; id++) {
+        sd_job j;
+        assert_int_equal(jobdb_job_get(d, id, &j, &err), 1);
+        assert_int_equal(j.status, SD_JOB_DONE);
+        char *png = sd_run_output_path(out, id);
+        generate_cmd(cmd, sizeof cmd, &j, ref);
+        strcat(cmd, " --precision bf16");
+        free(sh_ok("generate --precision bf16", cmd));
+        snprintf(cmd, sizeof cmd, "cmp %s %s", png, ref);
+        free(sh_ok("cmp with generate --precision bf16", cmd));
+        sd_png_text *texts = NULL;
+        int nt = 0;
+        assert_int_equal(sd_png_read_text(png, &texts, &nt, &err), 0);
+        const char *params = sd_png_text_get(texts, nt, "parameters");
+        if (!params || !strstr(params, ", Precision: bf16"))
+            fail_msg("no 'Precision: bf16' in %s's parameters: %s", png, params ? params : "(none)");
+        sd_png_text_free(texts, nt);
+        generate_cmd(cmd, sizeof cmd, &j, ref);
+        free(sh_ok("generate (fp32)", cmd));
+        snprintf(cmd, sizeof cmd, "cmp -s %s %s", png, ref);
+        assert_int_not_equal(system(cmd), 0); /* bf16 is not fp32 */
+        free(png);
+        sd_job_free(&j);
+    }
+    jobdb_close(d);
+    snprintf(cmd, sizeof cmd, "sqlite3 %s \"SELECT json_extract(settings_json, '$.precision') FROM runs\"", db);
+    char *prec = sh_ok("sqlite3", cmd);
+    assert_string_equal(prec, "bf16\n");
+    free(prec);
 }
 
 static int64_t count_done(const char *db) {
@@ -271,6 +326,7 @@ int main(void) {
         cmocka_unit_test(test_kill9_of_a_worker_then_rerun_loses_nothing),
         cmocka_unit_test(test_a_second_run_waits_then_refuses_while_one_is_alive_unless_takeover),
         cmocka_unit_test(test_shards_render_only_their_jobs_beside_each_other),
+        cmocka_unit_test(test_precision_bf16_run_matches_generate_bf16),
     };
     return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }

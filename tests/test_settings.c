@@ -69,6 +69,32 @@ static void test_a1111_text_round_trips(void **state) {
     assert_int_equal(sd_settings_parse_a1111("just a prompt", &p, &err), SD_EINPUT);
 }
 
+/* bf16 is written as "Precision: bf16" and reads back; fp32 (the default) writes nothing, so fp32 files keep
+ * their bytes; an unknown precision is refused, naming it. */
+static void test_a1111_text_carries_precision(void **state) {
+    (void)state;
+    sd_settings s;
+    sd_settings_default(&s);
+    s.prompt = "a cat";
+    char *t = sd_settings_format_a1111(&s, NULL, NULL);
+    assert_null(strstr(t, "Precision"));
+    free(t);
+    s.bf16 = 1;
+    t = sd_settings_format_a1111(&s, NULL, NULL);
+    assert_non_null(strstr(t, ", Precision: bf16"));
+    sd_settings_parsed p;
+    sd_error err = {0};
+    assert_int_equal(sd_settings_parse_a1111(t, &p, &err), 0);
+    assert_int_equal(p.s.bf16, 1);
+    sd_settings_parsed_free(&p);
+    free(t);
+    assert_int_equal(sd_settings_parse_a1111("x\nSteps: 3, Precision: fp32", &p, &err), 0);
+    assert_int_equal(p.s.bf16, 0);
+    sd_settings_parsed_free(&p);
+    assert_int_equal(sd_settings_parse_a1111("x\nSteps: 3, Precision: fp16", &p, &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "fp16"));
+}
+
 /* CUDA noise is written as A1111 writes its NV source, an upscale with its noise level (and no denoising
  * strength); both read back. */
 static void test_a1111_text_carries_rng_and_noise_level(void **state) {
@@ -159,6 +185,7 @@ int main(void) {
         cmocka_unit_test(test_a1111_text_has_the_expected_lines),
         cmocka_unit_test(test_a1111_text_round_trips),
         cmocka_unit_test(test_a1111_text_carries_rng_and_noise_level),
+        cmocka_unit_test(test_a1111_text_carries_precision),
         cmocka_unit_test(test_settings_check_rejects_bad_values_naming_them),
         cmocka_unit_test(test_sampler_names_parse_and_print),
     };

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "fsutil.h"
+#include "ops.h"
 #include "pngio.h"
 #include "sha256.h"
 
@@ -102,6 +103,10 @@ int sd_render_png(sd_pipeline *p, const sd_settings *s, const sd_render_id *id, 
     char *text = params_text(s, id);
     int rc = 0;
     if (!rgb || !text) rc = sd_err(err, SD_ENOMEM, "out of memory");
+    /* the settings choose the precision, so the parameters text says what was computed */
+    if (rc == 0 && s->bf16 && !ops_bf16_available())
+        rc = sd_err(err, SD_EUNSUPPORTED, "Precision bf16 needs a build with oneDNN and a CPU with AVX512_BF16");
+    if (rc == 0) sd_pipeline_set_precision(p, s->bf16 ? OPS_PRECISION_BF16 : OPS_PRECISION_FP32);
     if (rc == 0) rc = sd_pipeline_generate(p, s, rgb, cb, cb_ctx, NULL, err);
     if (rc == 0 && p->group && p->group->rank != 0) {
         /* a group member: the leader writes the image */

@@ -216,6 +216,7 @@ char *sd_settings_format_a1111(const sd_settings *s, const char *model_hash, con
     if (s->target_width || s->target_height) sb_add(&b, ", Target size: %dx%d", s->target_width, s->target_height);
     if (s->rng == SD_RNG_CUDA) sb_add(&b, ", RNG: NV");
     if (s->upscale) sb_add(&b, ", Noise level: %d", s->noise_level);
+    if (s->bf16) sb_add(&b, ", Precision: bf16"); /* fp32 (the default) is not written: older files read the same */
     if (s->lora_hashes && *s->lora_hashes) {
         sb_add(&b, ", Lora hashes: ");
         sb_value(&b, s->lora_hashes);
@@ -348,6 +349,10 @@ int sd_settings_parse_a1111(const char *text, sd_settings_parsed *out, sd_error 
         } else if (!strcmp(key, "Noise level")) {
             out->s.upscale = 1;
             out->s.noise_level = atoi(val);
+        } else if (!strcmp(key, "Precision")) {
+            if (!strcmp(val, "bf16")) out->s.bf16 = 1;
+            else if (!strcmp(val, "fp32")) out->s.bf16 = 0;
+            else rc = sd_err(err, SD_EINPUT, "Precision '%s' is not supported (fp32 or bf16)", val);
         } else if (!strcmp(key, "Lora hashes")) {
             free(out->lora_hashes);
             out->lora_hashes = strdup(val);

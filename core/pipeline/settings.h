@@ -52,6 +52,8 @@ typedef struct sd_settings {
     int upscale;            /* 1: x4 super-resolution of init_image (width, height = 4x its size) */
     int noise_level;        /* upscale: noise added to the low-res picture, 0..SD_MAX_NOISE_LEVEL (default 20) */
     sd_prompt_syntax prompt_syntax; /* SD_PROMPT_PLAIN (default) or SD_PROMPT_A1111 */
+    int bf16;               /* 1: the networks' matrix products on bf16 inputs with fp32 sums (--precision bf16;
+                               "Precision: bf16" in the parameters text); 0: fp32 */
     const char *lora_hashes; /* A1111's "Lora hashes" value ("name: 0123456789ab, ..."), or NULL; the LoRAs
                                 themselves are merged into the model by the caller (core/pipeline/lora_set.h) */
 } sd_settings;
