@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "config.h"
 #include "ops.h"
+#include "pipeline.h"
 #include "unet.h"
 #include "vae.h"
 #include "model.h"
@@ -40,6 +41,7 @@ typedef struct bench_nets {
     sd_rand_weights rw;
     sd_model model;          /* with -m MODEL */
     int have_model;
+    int release;             /* with -m: drop each network's mapped weights after its phase, as the pipeline */
     int ids[2 * 77];         /* with -m: the text encoder's CFG pair, from the model's own tokenizer */
     double weight_mb;
     unet_model unet;
@@ -196,7 +198,8 @@ static int time_unet(bench_nets *b, const sd_group *g, int h, int w, int steps, 
     }
     r->unet_gflop = unet_flops(&b->ucfg, 2, h, w, 77) / 1e9;
     r->unet_scratch_mb = (double)b->unet.ops.scratch.peak / 1e6;
-    unet_release_scratch(&b->unet); /* as a pipeline does before decoding */
+    unet_release_scratch(&b->unet); /* as a pipeline does before decoding, with its mapped weights */
+    if (b->release) sd_model_release_weights(&b->model, &b->model.unet_w);
 done:
     free(x), free(ctx), free(out), free(pooled);
     return rc;
@@ -224,6 +227,7 @@ static int time_vae(bench_nets *b, int h, int w, bench_result *r, sd_error *err)
         r->vae_gflop = vae_decode_flops(&b->vcfg, 1, h, w) / 1e9;
         r->vae_scratch_mb = (double)b->vae.ops.scratch.peak / 1e6;
         vae_release_scratch(&b->vae);
+        if (b->release) sd_model_release_weights(&b->model, &b->model.vae_w);
     }
     free(z), free(img);
     return rc;
@@ -257,6 +261,10 @@ static int time_clip(bench_nets *b, int reps, bench_result *r, sd_error *err) {
     if (b->xl) c1.layers -= 1; /* SDXL's first encoder stops at its penultimate layer */
     r->clip_gflop = (clip_text_flops(&c1, 2, 77) + (b->xl ? clip_text_flops(&b->c2cfg, 2, 77) : 0)) / 1e9;
     free(out), free(out2), free(fin2);
+    if (b->release) {
+        sd_model_release_weights(&b->model, &b->model.clip_w);
+        sd_model_release_weights(&b->model, &b->model.clip2_w);
+    }
     return rc;
 }
 
@@ -491,6 +499,7 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
     printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
     fflush(stdout);
     bench_opts o = {h, w, a->steps, a->no_vae, a->no_text, a->profile};
+    b.release = b.have_model && sd_pipeline_releases_memory(-1, a->W, a->H);
     rc = prec == 1 ? 0 : bench_precision(&b, &o, OPS_PRECISION_FP32, &r, &err);
     if (rc == 0 && prec != 0) {
         rb.sgemm_gflops = r.sgemm_gflops;
@@ -502,8 +511,12 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
     }
     r.peak_rss_mb = rb.peak_rss_mb = peak_rss_mb();
     const bench_result *last = prec == 0 ? &r : &rb;
-    printf("  peak RSS: %.0f MB (weights %.0f MB; activations and scratch at most %.0f MB U-Net, %.0f MB VAE)\n",
-           last->peak_rss_mb, b.weight_mb, last->unet_scratch_mb, last->vae_scratch_mb);
+    printf("  peak RSS: %.0f MB (weights %.0f MB, %s; activations and scratch at most %.0f MB U-Net, %.0f MB VAE)\n",
+           last->peak_rss_mb, b.weight_mb,
+           !b.have_model ? "random: all resident"
+           : b.release   ? "mapped: one network's resident at a time, as in generate and run"
+                         : "mapped: all resident, as in generate and run below 512x512",
+           last->unet_scratch_mb, last->vae_scratch_mb);
     if (tp)
         printf("  group of %d ranks (%s-parallel): U-Net step %.3f s vs %.3f s alone: %.2fx; communication %.3f s "
                "and %.1f MB sent per step (largest rank); peak RSS %.0f MB (largest rank)\n",

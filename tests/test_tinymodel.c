@@ -60,14 +60,17 @@ static void test_tiny_model_is_deterministic_and_loads_like_a_real_one(void **st
     free(out);
 }
 
-/* init-model makes exactly one kind of model per call: --demo or --tiny. */
+/* init-model makes exactly one kind of model per call: --demo, --tiny or --random-sd15. */
 static void test_init_model_needs_tiny(void **state) {
     (void)state;
     char *out;
     assert_int_equal(tu_sh(&out, "%s init-model 2>&1", tu_bin()), 2);
-    assert_non_null(strstr(out, "give one of --demo DIR or --tiny DIR"));
+    assert_non_null(strstr(out, "give one of --demo DIR, --tiny DIR or --random-sd15 DIR"));
     free(out);
     assert_int_equal(tu_sh(&out, "%s init-model --tiny %s --demo %s 2>&1", tu_bin(), tu_tmp("a"), tu_tmp("b")), 2);
+    assert_non_null(strstr(out, "give one of"));
+    free(out);
+    assert_int_equal(tu_sh(&out, "%s init-model --random-sd15 %s --tiny %s 2>&1", tu_bin(), tu_tmp("a"), tu_tmp("b")), 2);
     assert_non_null(strstr(out, "give one of"));
     free(out);
 }

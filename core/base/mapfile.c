@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -31,6 +32,13 @@ int sd_mapfile_open(sd_mapfile *m, const char *path, sd_error *err) {
     }
     if (rc < 0) sd_mapfile_close(m);
     return rc;
+}
+
+size_t sd_map_release(const void *p, size_t n) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)p, hi = lo + n;
+    uintptr_t a = (lo + page - 1) & ~(page - 1), b = hi & ~(page - 1);
+    if (b <= a) return 0;
+    return madvise((void *)a, b - a, MADV_DONTNEED) == 0 ? b - a : 0;
 }
 
 void sd_mapfile_close(sd_mapfile *m) {

@@ -27,4 +27,14 @@ typedef struct sd_mapfile {
 int sd_mapfile_open(sd_mapfile *m, const char *path, sd_error *err);
 void sd_mapfile_close(sd_mapfile *m);
 
+/*
+ * Drops the whole pages inside [p, p + n) from this process's memory
+ * (madvise MADV_DONTNEED); returns the bytes dropped. On a read-only file
+ * mapping the next access reads them again from the page cache or the file,
+ * so a network's weights can leave the resident set between uses. On any
+ * other memory the contents are lost: callers pass only mapped file ranges,
+ * or ranges nothing reads again.
+ */
+size_t sd_map_release(const void *p, size_t n);
+
 #endif

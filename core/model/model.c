@@ -836,6 +836,26 @@ int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_e
     return rc;
 }
 
+/* 1 when [p, p + n) lies inside one of m's mapped files. */
+static int in_mapped_file(const sd_model *m, const void *p, size_t n) {
+    const unsigned char *a = p;
+    for (int i = 0; i < m->n_files; i++) {
+        const unsigned char *lo = m->is_ckpt[i] ? m->ckpts[i].map.data : (const unsigned char *)m->files[i].map;
+        size_t size = m->is_ckpt[i] ? m->ckpts[i].map.size : m->files[i].map_size;
+        if (lo && a >= lo && n <= size && (size_t)(a - lo) <= size - n) return 1;
+    }
+    return 0;
+}
+
+size_t sd_model_release_weights(const sd_model *m, const sd_weights *w) {
+    size_t dropped = 0;
+    for (int i = 0; i < w->n; i++) {
+        const sd_tensor *t = &w->tensors[i];
+        if (t->data && t->nbytes && in_mapped_file(m, t->data, t->nbytes)) dropped += sd_map_release(t->data, t->nbytes);
+    }
+    return dropped;
+}
+
 void sd_model_close(sd_model *m) {
     sd_weights_free(&m->unet_w);
     sd_weights_free(&m->vae_w);

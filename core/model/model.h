@@ -78,6 +78,16 @@ typedef struct sd_model {
 int sd_model_open(sd_model *m, const char *path, const sd_model_opts *opts, sd_error *err);
 void sd_model_close(sd_model *m);
 
+/*
+ * Lets the tensors of w (one of m's tables) leave the resident set: the whole
+ * pages of each tensor that lies in one of m's mapped files are dropped and
+ * read again from the page cache on the next use. Tensors elsewhere (LoRA
+ * merges, shard copies, random weights) are left alone. The pipeline calls
+ * this for each network when its phase ends, so at most one network's
+ * weights are resident at a time. Returns the bytes dropped.
+ */
+size_t sd_model_release_weights(const sd_model *m, const sd_weights *w);
+
 /* 0 when m has every part in `parts` (SD_PART_*); else SD_EUNSUPPORTED naming the first missing one
  * and `purpose`, the thing that needs it ("the Stable Diffusion pipeline"). */
 int sd_model_require(const sd_model *m, unsigned parts, const char *purpose, sd_error *err);

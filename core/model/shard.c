@@ -4,8 +4,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
+
+#include "mapfile.h"
 
 /* A new tensor struct (a copy of t's description) owned by s, with `copy` (may be NULL) owned too. */
 static sd_tensor *store_add(shard_store *s, const sd_tensor *t, void *copy, sd_error *err) {
@@ -101,13 +101,8 @@ int shard_cols(shard_store *s, const sd_tensor *t, int64_t c0, int64_t c1, const
     return 0;
 }
 
-/* madvise(DONTNEED) on the whole pages of [lo, hi); the bytes released. */
-static size_t release_range(uintptr_t lo, uintptr_t hi) {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = (lo + page - 1) & ~(page - 1), b = hi & ~(page - 1);
-    if (b <= a) return 0;
-    return madvise((void *)a, b - a, MADV_DONTNEED) == 0 ? b - a : 0;
-}
+/* The whole pages of [lo, hi) leave memory (nothing reads them again); the bytes released. */
+static size_t release_range(uintptr_t lo, uintptr_t hi) { return hi > lo ? sd_map_release((const void *)lo, hi - lo) : 0; }
 
 size_t shard_store_release_sources(shard_store *s) {
     size_t released = 0;

@@ -61,7 +61,10 @@ static json_t *str_list(const char *const *v, int n) {
     return a;
 }
 
-int sd_tiny_model_write(const char *dir, sd_error *err) {
+int sd_tiny_model_write(const char *dir, sd_error *err) { return sd_random_model_write(dir, SD_RANDOM_TINY, err); }
+
+int sd_random_model_write(const char *dir, sd_random_arch arch, sd_error *err) {
+    const int full = arch == SD_RANDOM_SD15;
     char sub[4096];
     int rc = sd_fs_mkdirs(dir, err);
     if (rc < 0) return rc;
@@ -76,29 +79,32 @@ int sd_tiny_model_write(const char *dir, sd_error *err) {
     if (tok) tokenizer_free(tok);
     if (rc < 0) return rc;
 
-    /* architecture: SD 1.x with small widths */
+    /* architecture: SD 1.5's, with small widths for the tiny model (the full one keeps CLIP's 49408-token
+     * embedding; the small vocabulary uses its first rows) */
     unet_config uc;
     unet_config_sd15(&uc);
-    const int ubo[4] = {32, 64, 64, 64};
-    for (int i = 0; i < 4; i++) {
-        uc.block_out[i] = ubo[i];
-        uc.heads[i] = 2;
-    }
-    uc.cross_attention_dim = 32;
-    uc.time_embed_dim = 128;
-    uc.sample_size = 8;
     vae_config vc;
     vae_config_sd15(&vc);
-    for (int i = 0; i < 4; i++) vc.block_out[i] = ubo[i];
-    vc.sample_size = 64;
     clip_config cc;
     clip_config_sd15(&cc);
-    cc.vocab_size = vocab;
-    cc.hidden = 32;
-    cc.intermediate = 64;
-    cc.layers = 3;
-    cc.heads = 2;
-    cc.projection_dim = 32;
+    if (!full) {
+        const int ubo[4] = {32, 64, 64, 64};
+        for (int i = 0; i < 4; i++) {
+            uc.block_out[i] = ubo[i];
+            uc.heads[i] = 2;
+            vc.block_out[i] = ubo[i];
+        }
+        uc.cross_attention_dim = 32;
+        uc.time_embed_dim = 128;
+        uc.sample_size = 8;
+        vc.sample_size = 64;
+        cc.vocab_size = vocab;
+        cc.hidden = 32;
+        cc.intermediate = 64;
+        cc.layers = 3;
+        cc.heads = 2;
+        cc.projection_dim = 32;
+    }
 
     const char *down[4] = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"};
     const char *up[4] = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
@@ -128,7 +134,7 @@ int sd_tiny_model_write(const char *dir, sd_error *err) {
     if (rc == 0)
         rc = write_json(sub, "config.json",
                         json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:s,s:f,s:i,s:i,s:i,s:i}", "architectures",
-                                  "CLIPTextModel", "model_type", "clip_text_model", "vocab_size", vocab, "hidden_size",
+                                  "CLIPTextModel", "model_type", "clip_text_model", "vocab_size", cc.vocab_size, "hidden_size",
                                   cc.hidden, "intermediate_size", cc.intermediate, "num_hidden_layers", cc.layers,
                                   "num_attention_heads", cc.heads, "max_position_embeddings", 77, "hidden_act",
                                   "quick_gelu", "layer_norm_eps", 1e-5, "projection_dim", cc.projection_dim,
@@ -149,7 +155,8 @@ int sd_tiny_model_write(const char *dir, sd_error *err) {
                                   "transformers", "CLIPTextModel", "tokenizer", "transformers", "CLIPTokenizer", "unet",
                                   "diffusers", "UNet2DConditionModel", "vae", "diffusers", "AutoencoderKL",
                                   "requires_safety_checker", 0, "_sdrender_note",
-                                  "random weights made by 'sdrender init-model --tiny': images are noise"),
+                                  full ? "random weights made by 'sdrender init-model --random-sd15': images are noise"
+                                       : "random weights made by 'sdrender init-model --tiny': images are noise"),
                         err);
     if (rc < 0) return rc;
 

@@ -179,11 +179,7 @@ int unet_shard(unet_model *m, const ops_comm *comm, sd_error *err) {
     return rc;
 }
 
-void unet_release_scratch(unet_model *m) {
-    size_t block = m->ops.scratch.block_size;
-    ops_arena_free(&m->ops.scratch);
-    ops_arena_init(&m->ops.scratch, block);
-}
+void unet_release_scratch(unet_model *m) { ops_arena_drop(&m->ops.scratch); }
 
 void unet_free(unet_model *m) {
     for (int i = 0; i < SD_MAX_LEVELS; i++) {

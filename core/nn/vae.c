@@ -92,11 +92,7 @@ int vae_load(vae_model *m, const vae_config *cfg, const sd_weights *w, sd_error 
     return 0;
 }
 
-void vae_release_scratch(vae_model *m) {
-    size_t block = m->ops.scratch.block_size;
-    ops_arena_free(&m->ops.scratch);
-    ops_arena_init(&m->ops.scratch, block);
-}
+void vae_release_scratch(vae_model *m) { ops_arena_drop(&m->ops.scratch); }
 
 void vae_free(vae_model *m) {
     attnblock_free(&m->enc.mid_attn);

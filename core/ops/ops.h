@@ -121,6 +121,8 @@ void ops_arena_release(ops_arena *a, ops_mark m);
 /* Makes sure `bytes` more can be allocated without malloc (one block). */
 int ops_arena_reserve(ops_arena *a, size_t bytes, sd_error *err);
 void ops_arena_free(ops_arena *a);
+/* Frees every block (nothing may be in use); the arena stays usable and grows back on the next call. */
+void ops_arena_drop(ops_arena *a);
 
 /* ---- kernel context --------------------------------------------------- */
 

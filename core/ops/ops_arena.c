@@ -112,6 +112,12 @@ int ops_arena_reserve(ops_arena *a, size_t bytes, sd_error *err) {
     return 0;
 }
 
+void ops_arena_drop(ops_arena *a) {
+    size_t block = a->block_size;
+    ops_arena_free(a);
+    ops_arena_init(a, block);
+}
+
 void ops_arena_free(ops_arena *a) {
     for (int i = 0; i < a->n_blocks; i++) free(a->blocks[i].base);
     free(a->blocks);

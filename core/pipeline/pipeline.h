@@ -61,7 +61,15 @@ typedef struct sd_pipeline {
     vae_model vae;
     int pixel;             /* pixel-space model (UNet2DModel alone): no tokenizer, text encoder or VAE */
     const sd_group *group; /* borrowed; NULL: this process renders alone */
+    int release_memory;    /* after each network's phase, free its activations and drop its mapped weights'
+                              pages (read again from the page cache next image, ~0.4 s per GB): 1 always,
+                              0 never, -1 (default) for images of 512x512 pixels or more, where the peak
+                              memory is at stake and the cost under 1%. SDRENDER_RELEASE_MEMORY=0|1 sets it. */
 } sd_pipeline;
+
+/* Whether an image of W x H pixels releases each network's memory after its phase, for a
+ * release_memory setting (1, 0, -1 auto; see sd_pipeline). sdrender bench follows the same rule. */
+int sd_pipeline_releases_memory(int release_memory, int W, int H);
 
 /* What image sides must be multiples of: the VAE's factor, or 2^(levels-1) of a pixel-space U-Net. */
 int sd_pipeline_size_factor(const sd_pipeline *p);
