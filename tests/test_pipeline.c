@@ -426,16 +426,25 @@ static double psnr_u8(const uint8_t *a, const uint8_t *b, size_t n) {
 }
 
 /*
- * --precision bf16 (every GEMM on bf16-rounded inputs, fp32 sums) keeps the
- * 96-pixel golden pipelines within PSNR_BF16_MIN dB of diffusers' fp32 PNGs.
- * Measured on the AVX-512 EPYC (oneDNN 2.6): 45.8 dB (sd2_ddim_vpred_96),
- * 47.9 (img2img), 49.5 (euler_a), 50.3-52.8 (the others), 56.1 (no CFG); a
- * PyTorch emulation of the scheme lands 49-52 dB. The bound sits ~3 dB under
- * the worst case, room for another kernel's summation order, while a real
- * fault (an fp32 value read as bf16, a wrong transpose) costs tens of dB.
+ * --precision bf16 (every GEMM, including the Winograd convolutions' products of
+ * transformed filters and inputs, on bf16-rounded inputs with fp32 sums) keeps
+ * the 96-pixel golden pipelines within PSNR_BF16_MIN dB of diffusers' fp32 PNGs,
+ * and each step's latent within LATENT_BF16_MAX (relative L2) of the fp32 run's.
+ * Measured on the AVX-512 EPYC (oneDNN 2.6), 2026-12-02: 42.5 dB
+ * (sd2_ddim_vpred_96), 48.6 (euler_a), 49.4-50.7 (the others), 53.7 (no CFG);
+ * per-step latent error (worst step) 0.24% (no CFG), 1.2-1.8% (the other SD 1.5
+ * cases), 2.2% (sd2_ddim_vpred_96), each printed. Before the
+ * Winograd products went bf16 (only direct GEMMs were) the same cases gave
+ * 45.8-56.1 dB; a PyTorch emulation of bf16 weights and inputs for every
+ * linear and convolution lands 49-52 dB: the Winograd transforms widen the
+ * rounded values' range, which costs 1-3 dB. The PSNR bound is issue 13's
+ * 40 dB floor, 2.5 dB under the worst case, the latent bound 4%, 1.8x the
+ * worst; a real fault (an fp32 value read as bf16, a wrong transpose) costs
+ * tens of dB and latents off by tens of percent.
  * Skipped without a bf16 GEMM.
  */
-#define PSNR_BF16_MIN 43.0
+#define PSNR_BF16_MIN 40.0
+#define LATENT_BF16_MAX 0.04
 static void test_bf16_pipelines_stay_close_to_the_fp32_goldens(void **state) {
     (void)state;
     if (!ops_bf16_available()) {
@@ -456,13 +465,42 @@ static void test_bf16_pipelines_stay_close_to_the_fp32_goldens(void **state) {
         assert_non_null(rgb);
         if (sd_png_read_rgb(tu_path(rel), &want, &w, &h, &err) < 0) fail_msg("%s", err.msg);
         assert_true(w == s.width && h == s.height);
+        /* each step's latent in fp32, then in bf16 */
+        size_t n_lat = (size_t)4 * (s.width / 8) * (s.height / 8);
+        enum { MAX_STEPS = 64 };
+        float *lat[2];
+        sd_pipeline_trace tr[2];
+        for (int k = 0; k < 2; k++) {
+            lat[k] = malloc(sizeof(float) * n_lat * MAX_STEPS);
+            memset(&tr[k], 0, sizeof tr[k]);
+            tr[k].latents_steps = lat[k];
+            tr[k].max_steps = MAX_STEPS;
+        }
+        int rc = sd_pipeline_generate(p, &s, rgb, NULL, NULL, &tr[0], &err);
         sd_pipeline_set_precision(p, OPS_PRECISION_BF16);
-        int rc = sd_pipeline_generate(p, &s, rgb, NULL, NULL, NULL, &err);
+        if (rc == 0) rc = sd_pipeline_generate(p, &s, rgb, NULL, NULL, &tr[1], &err);
         sd_pipeline_set_precision(p, OPS_PRECISION_FP32);
         if (rc < 0) fail_msg("%s: %s", c->name, err.msg);
+        int n_steps = tr[0].n_steps < MAX_STEPS ? tr[0].n_steps : MAX_STEPS;
+        assert_true(n_steps > 0 && tr[1].n_steps == tr[0].n_steps);
+        double worst = 0;
+        for (int st = 0; st < n_steps; st++) {
+            double d2 = 0, r2 = 0;
+            for (size_t i = 0; i < n_lat; i++) {
+                double r = lat[0][st * n_lat + i], d = lat[1][st * n_lat + i] - r;
+                d2 += d * d, r2 += r * r;
+            }
+            double rel = sqrt(d2 / (r2 > 0 ? r2 : 1));
+            if (!(rel <= worst)) worst = rel; /* NaN sticks */
+        }
         double db = psnr_u8(rgb, want, (size_t)3 * w * h);
-        printf("  %s: bf16 PSNR %.1f dB against the fp32 golden PNG\n", c->name, db);
+        printf("  %s: bf16 PSNR %.1f dB against the fp32 golden PNG; latent error vs fp32, worst of %d steps %.3f%%\n",
+               c->name, db, n_steps, 100 * worst);
         if (db < PSNR_BF16_MIN) fail_msg("%s: bf16 PSNR %.1f dB, below %.1f", c->name, db, PSNR_BF16_MIN);
+        if (!(worst <= LATENT_BF16_MAX))
+            fail_msg("%s: bf16 latent error %.3g relative to fp32, above %.3g", c->name, worst, LATENT_BF16_MAX);
+        free(lat[0]);
+        free(lat[1]);
         free(want);
         free(rgb);
         json_decref(j);

@@ -312,6 +312,16 @@ static wino_bufs bufs_carve(const wino_plan *p, float *w) {
     return b;
 }
 
+/* Mb[xi] = U[xi] V[xi]: 16 ops_gemm calls [mm, in_ch] x [in_ch, T], U rows of in_ch floats, U[xi] u_xs apart:
+ * the products in ctx's precision (bf16: oneDNN's bf16 matmul), or in float32 without AVX-512. */
+static void multiply_gemm(const wino_plan *p, float *Mb, size_t ldm, const float *U, size_t u_xs, const float *V,
+                          size_t ldv, int mm, int T, const ops_ctx *ctx) {
+    int C = p->d->in_ch;
+    for (int xi = 0; xi < 16; xi++)
+        ops_gemm(ctx, 0, mm, T, C, 1.0f, U + (size_t)xi * u_xs, C, V + (size_t)xi * p->vxs, (int)ldv, 0.0f,
+                 Mb + (size_t)xi * p->mxs, (int)ldm);
+}
+
 #if defined(__AVX512F__)
 /*
  * c[r][0..16 NB) (+)= sum_k a[r * lda + k] b[k * ldb + 0..16 NB) for rows
@@ -385,6 +395,10 @@ static void kern_any(int nb, int mr, int K, const float *a, size_t lda, const fl
  */
 static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, size_t u_xs, const float *V,
                      size_t ldv, int mm, int T, const ops_ctx *ctx) {
+    if (ctx && ctx->precision == OPS_PRECISION_BF16) {
+        multiply_gemm(p, Mb, ldm, U, u_xs, V, ldv, mm, T, ctx);
+        return;
+    }
     int C = p->d->in_ch;
     for (int xi = 0; xi < 16; xi++) {
         const float *u = U + (size_t)xi * u_xs, *v = V + (size_t)xi * p->vxs;
@@ -406,13 +420,9 @@ static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, 
     }
 }
 #else
-/* Mb[xi] = U[xi] V[xi]: 16 ops_gemm calls [mm, in_ch] x [in_ch, T], U rows of in_ch floats, U[xi] u_xs apart. */
 static void multiply(const wino_plan *p, float *Mb, size_t ldm, const float *U, size_t u_xs, const float *V,
                      size_t ldv, int mm, int T, const ops_ctx *ctx) {
-    int C = p->d->in_ch;
-    for (int xi = 0; xi < 16; xi++)
-        ops_gemm(ctx, 0, mm, T, C, 1.0f, U + (size_t)xi * u_xs, C, V + (size_t)xi * p->vxs, (int)ldv, 0.0f,
-                 Mb + (size_t)xi * p->mxs, (int)ldm);
+    multiply_gemm(p, Mb, ldm, U, u_xs, V, ldv, mm, T, ctx);
 }
 #endif
 
