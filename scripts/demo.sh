@@ -4,7 +4,8 @@
 #   -> metrics per CFG scale against the procedural reference set -> report (HTML).
 # Usage: scripts/demo.sh [path/to/sdrender]   (make demo builds it first)
 # Everything goes to build/demo/: model/, real/ (reference pictures), jobs.db, out/*.png,
-# report/index.html. Rerunning resumes the render and rescores; DEMO_PROMPTS, DEMO_REAL,
+# report/index.html. Rerunning resumes the render (from scratch when the demo model changed) and
+# rescores; DEMO_PROMPTS, DEMO_REAL,
 # DEMO_RANKS and DEMO_CFGS change the sizes.
 set -eu
 BIN=${1:-build/sdrender}
@@ -17,6 +18,13 @@ mkdir -p "$DEMO"
 
 echo "== 1. the demo model (7 M parameters, trained on procedural shapes; see README)"
 "$BIN" init-model --demo "$DEMO/model"
+# a render made with another demo model (an older sdrender) starts over; the reference set stays
+stamp=$(cd "$DEMO/model" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-64)
+if [ -f "$DEMO/jobs.db" ] && [ "$(cat "$DEMO/model.sha256" 2>/dev/null)" != "$stamp" ]; then
+    echo "the demo model changed since $DEMO/jobs.db was rendered: starting the render over"
+    rm -rf "$DEMO/jobs.db" "$DEMO/jobs.db-wal" "$DEMO/jobs.db-shm" "$DEMO/out" "$DEMO/report"
+fi
+echo "$stamp" >"$DEMO/model.sha256"
 
 echo "== 2. $NREAL reference pictures and $NPROMPTS prompts (seeds the model was not trained on)"
 [ -f "$DEMO/real/captions.txt" ] || "$BIN" shapes -o "$DEMO/real" -n "$NREAL" --seed 7

@@ -229,12 +229,7 @@ static void test_demo_model_draws_its_captions(void **state) {
                   N, 100 * colour_ok / N, 100 * bg_ok / N, 100 * pos_ok / pos_n, pos_n, 100 * shape_ok / N);
     assert_true(colour_ok * 10 >= N * 9);
     assert_true(bg_ok * 10 >= N * 9);
-    /* Issue 15 asks for positions in >= 80%; the shipped model (2700 U-Net steps, README "The demo
-     * model") places 69% right, so this guards that level and the gap stays open, not hidden. */
-    if (pos_ok * 10 < pos_n * 8)
-        print_message("positions %d%% are below the 80%% target (a longer training run is needed)\n",
-                      100 * pos_ok / pos_n);
-    assert_true(pos_ok * 10 >= pos_n * 6);
+    assert_true(pos_ok * 10 >= pos_n * 8); /* issue 15: positions in >= 80% */
 }
 
 int main(void) {
