@@ -54,7 +54,10 @@ static int imin(int a, int b) { return a < b ? a : b; }
 typedef struct attn_plan {
     int tq, tk;           /* query tile, key block */
     int ldo;              /* row stride of the O tile */
-    int n_pad;            /* keys padded (AVX-512: K^T row length) */
+    int n_pad;            /* keys padded (AVX-512: K^T's valid row length) */
+    int ldkt, lds;        /* row strides of K^T and S: a cache line over a multiple of 64 floats (AVX-512),
+                             so the kernels' 6-40 live rows do not all share a few cache sets (at 64x64
+                             latents K^T rows were 16 KiB apart); measured 2-4% on that shape */
     size_t kt_floats;     /* K^T of all (batch, head) pairs, 0 for BLAS */
     size_t thread_floats; /* S, O, m, l of one thread */
 } attn_plan;
@@ -65,9 +68,10 @@ static void plan_attention(attn_plan *p, const ops_attn_desc *d, int avx) {
     p->tk = imin(d->n_kv, kb);
     p->ldo = avx ? (int)round16((size_t)d->head_dim) : d->head_dim;
     p->n_pad = avx ? (d->n_kv + KEY_PAD - 1) / KEY_PAD * KEY_PAD : d->n_kv;
-    int lds = avx ? (p->tk + KEY_PAD - 1) / KEY_PAD * KEY_PAD : p->tk;
-    p->kt_floats = avx ? round16((size_t)d->batch * d->heads * d->head_dim * p->n_pad) : 0;
-    p->thread_floats = round16((size_t)p->tq * lds + (size_t)p->tq * p->ldo + 2 * (size_t)p->tq);
+    p->ldkt = avx ? p->n_pad + 16 : p->n_pad;
+    p->lds = avx ? (p->tk + KEY_PAD - 1) / KEY_PAD * KEY_PAD + 16 : p->tk;
+    p->kt_floats = avx ? round16((size_t)d->batch * d->heads * d->head_dim * p->ldkt) : 0;
+    p->thread_floats = round16((size_t)p->tq * p->lds + (size_t)p->tq * p->ldo + 2 * (size_t)p->tq);
 }
 
 size_t ops_attention_workspace(const ops_attn_desc *d, int threads, const ops_ctx *ctx) {
@@ -178,13 +182,13 @@ static void attn_tile_blas(float *out, const float *q, const float *k, const flo
 
 #if HAVE_AVX512_ATTENTION
 
-/* kt: [dh, n_pad] = K[b, :, h*dh : (h+1)*dh]^T, zero beyond n_kv. */
-static void pack_kt(float *kt, const float *k, const ops_attn_desc *d, int n_pad, int b, int h) {
+/* kt: [dh, n_pad] (row stride ldkt) = K[b, :, h*dh : (h+1)*dh]^T, zero beyond n_kv. */
+static void pack_kt(float *kt, const float *k, const ops_attn_desc *d, int n_pad, int ldkt, int b, int h) {
     int dh = d->head_dim;
     const float *kb = k + (size_t)b * d->n_kv * d->k_stride + (size_t)h * dh;
     for (int j0 = 0; j0 < n_pad; j0 += 16) {
         for (int c = 0; c < dh; c++) {
-            float *dst = kt + (size_t)c * n_pad + j0;
+            float *dst = kt + (size_t)c * ldkt + j0;
             for (int j = 0; j < 16; j++) dst[j] = j0 + j < d->n_kv ? kb[(size_t)(j0 + j) * d->k_stride + c] : 0.0f;
         }
     }
@@ -279,14 +283,14 @@ static void pv_cols(float *O, int ldo, const float *P, int ldp, const float *v, 
 static void attn_tile_avx512(float *out, const float *q, const float *v, const float *kt_all, const ops_attn_desc *d,
                              const attn_plan *p, int b, int h, int i0, float *S, float *O, float *mrow, float *lrow) {
     int dh = d->head_dim, tq = imin(d->n_q - i0, p->tq), kv_end = tile_kv_end(d, i0, tq);
-    int lds = (p->tk + KEY_PAD - 1) / KEY_PAD * KEY_PAD, nvec = (dh + 15) / 16;
+    int lds = p->lds, nvec = (dh + 15) / 16;
     const float *qt = q + ((size_t)b * d->n_q + i0) * d->q_stride + (size_t)h * dh;
-    const float *kt = kt_all + ((size_t)b * d->heads + h) * dh * p->n_pad;
+    const float *kt = kt_all + ((size_t)b * d->heads + h) * dh * p->ldkt;
     const float *vb = v + (size_t)b * d->n_kv * d->v_stride + (size_t)h * dh;
     for (int i = 0; i < tq; i++) mrow[i] = -INFINITY, lrow[i] = 0.0f;
     for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
         int tk = imin(kv_end - j0, p->tk);
-        qk_block(S, lds, qt, d->q_stride, kt + j0, p->n_pad, dh, d->scale, tq, tk);
+        qk_block(S, lds, qt, d->q_stride, kt + j0, p->ldkt, dh, d->scale, tq, tk);
         softmax_block(S, lds, tq, tk, i0, j0, d->causal, mrow, lrow, O, p->ldo, dh);
         for (int u = 0; u < nvec; u += 4)
             pv_cols(O, p->ldo, S, lds, vb + (size_t)j0 * d->v_stride, d->v_stride, tk, 16 * u, dh, j0 > 0, tq,
@@ -316,7 +320,7 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
     float *kt_all = ws;
 #endif
     int n_tiles = (d->n_q + p.tq - 1) / p.tq, n_items = d->batch * d->heads * n_tiles;
-    int lds = avx ? (p.tk + KEY_PAD - 1) / KEY_PAD * KEY_PAD : p.tk;
+    int lds = p.lds;
 #pragma omp parallel num_threads(threads)
     {
         float *S = (float *)ws + p.kt_floats + p.thread_floats * (size_t)omp_get_thread_num();
@@ -325,7 +329,8 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
         if (avx) {
 #pragma omp for schedule(static)
             for (int bh = 0; bh < d->batch * d->heads; bh++)
-                pack_kt(kt_all + (size_t)bh * d->head_dim * p.n_pad, k, d, p.n_pad, bh / d->heads, bh % d->heads);
+                pack_kt(kt_all + (size_t)bh * d->head_dim * p.ldkt, k, d, p.n_pad, p.ldkt, bh / d->heads,
+                        bh % d->heads);
         }
 #endif
 #pragma omp for schedule(dynamic, 1)
