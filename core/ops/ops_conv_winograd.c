@@ -16,11 +16,16 @@
  *   G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
  *   A^T = [1 1 1 0; 0 1 -1 -1]
  *
- * The GEMMs: with AVX-512, a register-tiled kernel (6 x 64 outputs) that
- * reads U and V where the transforms wrote them (OpenBLAS would pack both
- * for every call; at 8x8 and 16x16 its sgemm reached 60-75 GFLOP/s per core
- * on these shapes, the kernel 85-95, and the U-Net step went 8.1 -> 7.6 s);
- * ops_gemm (OpenBLAS sgemm) in builds without AVX-512.
+ * The GEMMs: ops_gemm (oneDNN's sgemm, or its bf16 matmul in bf16) in builds
+ * with oneDNN. Builds with AVX-512 but without oneDNN (DNNL=0) use a
+ * register-tiled kernel (6 x 64 outputs) that reads U and V where the
+ * transforms wrote them: OpenBLAS would pack both for every call, and at 8x8
+ * and 16x16 its sgemm reached 60-75 GFLOP/s per core on these shapes, the
+ * kernel 85-95. oneDNN beats that kernel on every shape of SD 1.5 (measured
+ * with both on 2 threads, one convolution, huge pages: 320 ch at 64x64
+ * 16.3 -> 12.8 ms, 640 at 32x32 19.0 -> 12.8, 1280 at 16x16 23.2 -> 19.7,
+ * 1280 at 8x8 15.2 -> 12.9, 128 at 512x512 161 -> 133, 512 at 128x128
+ * 121 -> 112). Builds without either: OpenBLAS's sgemm through ops_gemm.
  *
  * The transforms are separable (rows, then columns) and vectorized over the
  * tiles of a row. Input tiles are read from rows gathered one channel at a
@@ -52,8 +57,11 @@
  */
 #include <omp.h>
 #include <string.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && !defined(SD_HAVE_DNNL)
+#define WINO_OWN_KERNEL 1 /* the register-tiled kernel below (see the header) */
 #include <immintrin.h>
+#else
+#define WINO_OWN_KERNEL 0
 #endif
 
 #include "ops_conv_impl.h"
@@ -320,7 +328,7 @@ static wino_bufs bufs_carve(const wino_plan *p, float *w) {
 }
 
 /* Mb[xi] = U[xi] V[xi]: 16 ops_gemm calls [mm, in_ch] x [in_ch, T], U rows of in_ch floats, U[xi] u_xs apart:
- * the products in ctx's precision (bf16: oneDNN's bf16 matmul), or in float32 without AVX-512. */
+ * the products in ctx's precision (bf16: oneDNN's bf16 matmul). */
 static void multiply_gemm(const wino_plan *p, float *Mb, size_t ldm, const float *U, size_t u_xs, const float *V,
                           size_t ldv, int mm, int T, const ops_ctx *ctx) {
     int C = p->d->in_ch;
@@ -329,7 +337,7 @@ static void multiply_gemm(const wino_plan *p, float *Mb, size_t ldm, const float
                  Mb + (size_t)xi * p->mxs, (int)ldm);
 }
 
-#if defined(__AVX512F__)
+#if WINO_OWN_KERNEL
 /*
  * c[r][0..16 NB) (+)= sum_k a[r * lda + k] b[k * ldb + 0..16 NB) for rows
  * r < MR, the q-th 16 columns masked by mk[q]: MR x NB accumulators, B rows
