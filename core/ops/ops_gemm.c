@@ -81,19 +81,18 @@ const float *ops_weight_f32(const sd_tensor *w, ops_ctx *ctx, sd_error *err) {
 /* ---- tiling ----------------------------------------------------------- */
 
 /*
- * Splits an M x N output into tiles of tm x tn (tn a multiple of 16 unless it
- * is N) so that there are at least 2 tiles per thread where the shape allows,
- * without tiles smaller than 64 along either axis.
+ * Splits an M x N output into tiles of tm x tn: columns in tiles of 512 (N when smaller), rows in
+ * tiles of up to 512, halved (not below 64) until there are at least 2 tiles per thread.
+ * The column tiles depend on N alone: oneDNN's result for an element depends on its tile's width,
+ * and a row must come out the same whatever M is (a batch entry alone or in a batch;
+ * core/pipeline/group.h). Narrower column tiles for parallelism (as before 2026-12-02: N = 320 went
+ * in 4 tiles of 80) made each call pack its rows of a again for a few columns; measured on 2
+ * threads (ops_matmul, U-Net shapes M x N x K), e.g. 2048x640x2560 258-271 -> 300-332 GFLOP/s,
+ * 154x320x768 274-283 -> 298-340, 8192x2560x320 317-327 -> 349-355.
  */
 static void split_tiles(int M, int N, int threads, int *tm, int *tn) {
-    int bm = M < 256 ? M : 256, bn = N < 512 ? N : 512;
+    int bm = M < 512 ? M : 512, bn = N < 512 ? N : 512;
     long want = 2L * threads;
-    /*
-     * The column tiles depend on N alone (as if M were one row tile): oneDNN's result for an element
-     * depends on its tile's width, and a row must come out the same whatever M is (a batch entry alone
-     * or in a batch; core/pipeline/group.h). Rows are then split for the threads.
-     */
-    while ((N + bn - 1) / bn < want && bn >= 128) bn = (bn / 2 + 15) & ~15;
     while ((long)((M + bm - 1) / bm) * ((N + bn - 1) / bn) < want && bm >= 128) bm = bm / 2;
     *tm = bm;
     *tn = bn;
