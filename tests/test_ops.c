@@ -275,9 +275,13 @@ static void test_gemm_bf16_is_the_product_of_bf16_rounded_inputs(void **state) {
     ops_ctx ctx;
     ops_ctx_init(&ctx, 0);
     ctx.precision = OPS_PRECISION_BF16;
-    for (int rep = 0; rep < 8; rep++) {
-        /* reps 0-3: one ops_gemm with alpha and beta; reps 4-7: ops_matmul's tiles (alpha 1, beta 0 or 1) */
-        int M = tu_irand(1, 300), N = tu_irand(1, 600), K = tu_irand(1, 400), tb = rep % 2, tiled = rep >= 4;
+    for (int rep = 0; rep < 12; rep++) {
+        /*
+         * reps 0-3: one ops_gemm with alpha and beta; reps 4-7: ops_matmul's tiles (alpha 1, beta 0 or 1);
+         * reps 8-11: ops_gemm_bf16_rounded on operands rounded by ops_round_bf16 (M, N >= 16)
+         */
+        int rounded = rep >= 8, tiled = rep >= 4 && !rounded, tb = rep % 2;
+        int M = tu_irand(rounded ? 16 : 1, 300), N = tu_irand(rounded ? 16 : 1, 600), K = tu_irand(1, 400);
         float alpha = !tiled && rep % 2 ? 0.37f : 1.0f;
         float beta = tiled ? (float)(rep % 2) : rep % 3 == 0 ? 0.0f : rep % 3 == 1 ? 1.0f : -0.5f;
         int lda = K + tu_irand(0, 3), ldb = (tb ? K : N) + tu_irand(0, 3), ldc = N + tu_irand(0, 3);
@@ -290,11 +294,23 @@ static void test_gemm_bf16_is_the_product_of_bf16_rounded_inputs(void **state) {
         for (size_t i = 0; i < na; i++) Ar[i] = sd_dtype_bf16_to_f32(sd_dtype_f32_to_bf16(A[i]));
         for (size_t i = 0; i < nb; i++) Br[i] = sd_dtype_bf16_to_f32(sd_dtype_f32_to_bf16(B[i]));
         gemm_naive(want, M, N, K, alpha, Ar, lda, Br, ldb, tb, beta, C, ldc);
-        if (tiled) ops_matmul(C, ldc, A, lda, B, ldb, M, N, K, tb, beta == 1.0f, &ctx);
-        else ops_gemm(&ctx, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (rounded) {
+            uint16_t *Ah = malloc(na * sizeof(uint16_t)), *Bh = malloc(nb * sizeof(uint16_t));
+            assert_true(Ah && Bh);
+            ops_round_bf16(Ah, A, na);
+            ops_round_bf16(Bh, B, nb);
+            for (size_t i = 0; i < na; i++) assert_int_equal(Ah[i], sd_dtype_f32_to_bf16(A[i]));
+            assert_int_equal(ops_gemm_bf16_rounded(tb, M, N, K, alpha, Ah, lda, Bh, ldb, beta, C, ldc), 0);
+            free(Ah), free(Bh);
+        } else if (tiled) {
+            ops_matmul(C, ldc, A, lda, B, ldb, M, N, K, tb, beta == 1.0f, &ctx);
+        } else {
+            ops_gemm(&ctx, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        }
         for (int i = 0; i < M; i++) memcpy(got + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * sizeof(float));
         char label[96];
-        snprintf(label, sizeof label, "bf16 gemm M%d N%d K%d trans_b %d alpha %g beta %g", M, N, K, tb, alpha, beta);
+        snprintf(label, sizeof label, "bf16 gemm%s M%d N%d K%d trans_b %d alpha %g beta %g", rounded ? " (rounded)" : "",
+                 M, N, K, tb, alpha, beta);
         expect_near(label, got, want, (size_t)M * N, 1e-5);
         free(A), free(B), free(C), free(Ar), free(Br), free(want), free(got);
     }

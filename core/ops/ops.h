@@ -202,6 +202,18 @@ void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha,
 int ops_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *a, int lda, const float *b, int ldb,
                   float beta, float *c, int ldc);
 
+/*
+ * The same product on operands already rounded (ops_round_bf16): a [M, K] and b ([K, N], or [N, K]
+ * when trans_b) bf16 with row strides lda, ldb. For a kernel that uses one operand in many products
+ * (the Winograd convolutions' transformed filters and tiles): it rounds each once. 0, or -1 as
+ * ops_gemm_bf16 (c untouched). M and N of at least 16 (ops_gemm pads smaller products).
+ */
+int ops_gemm_bf16_rounded(int trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                          const uint16_t *b, int ldb, float beta, float *c, int ldc);
+
+/* dst[i] = src[i] rounded to the nearest bfloat16 (ties to even), as ops_gemm_bf16 rounds. */
+void ops_round_bf16(uint16_t *dst, const float *src, size_t n);
+
 /* What ops_gemm runs on for float32 ("OpenBLAS sgemm", "oneDNN sgemm"), for reports. */
 const char *ops_gemm_backend(void);
 

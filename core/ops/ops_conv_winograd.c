@@ -98,6 +98,7 @@ typedef struct wino_plan {
     size_t vxs, mxs, uxs;     /* floats from V[xi], M[xi], U[xi] to the next: padded by a cache line so the
                                  16 planes do not fall on the same cache sets at power-of-two sizes */
     size_t rows_floats, h_floats, v_floats, u_floats, mb_floats, s_floats, y_floats; /* per thread */
+    int bf16;                 /* ctx in bf16: U and V also rounded once into bf16 copies (Uh, Vh) */
 } wino_plan;
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -304,14 +305,20 @@ static void plan_winograd(wino_plan *p, const ops_conv_desc *d, int threads) {
 
 /* ---- the route -------------------------------------------------------- */
 
-/* Per-thread buffers carved from one 64-byte aligned block. */
+/* Per-thread buffers carved from one 64-byte aligned block; in bf16 only: Vh, one plane of V (strips),
+ * Uh, the bf16 copy of U (shared). */
 typedef struct wino_bufs {
     float *rows, *hb, *V, *U, *Mb, *s, *y, *wrow;
+    uint16_t *Vh, *Uh;
 } wino_bufs;
+
+/* Floats that hold n bf16 values, rounded up to a cache line. */
+static size_t half_floats(size_t n) { return round16((n + 1) / 2); }
 
 static size_t bufs_floats(const wino_plan *p) {
     return round16(p->rows_floats) + round16(p->h_floats) + round16(p->v_floats) + round16(p->u_floats) +
-           round16(p->mb_floats) + round16(p->s_floats) + round16(p->y_floats) + round16((size_t)9 * p->d->in_ch);
+           round16(p->mb_floats) + round16(p->s_floats) + round16(p->y_floats) + round16((size_t)9 * p->d->in_ch) +
+           (p->bf16 ? half_floats(p->v_floats / 16) + half_floats(p->u_floats) : 0);
 }
 
 static wino_bufs bufs_carve(const wino_plan *p, float *w) {
@@ -324,7 +331,39 @@ static wino_bufs bufs_carve(const wino_plan *p, float *w) {
     b.s = b.Mb + round16(p->mb_floats);
     b.y = b.s + round16(p->s_floats);
     b.wrow = b.y + round16(p->y_floats);
+    float *h = b.wrow + round16((size_t)9 * p->d->in_ch);
+    b.Vh = p->bf16 ? (uint16_t *)h : NULL;
+    b.Uh = p->bf16 ? (uint16_t *)(h + half_floats(p->v_floats / 16)) : NULL;
     return b;
+}
+
+/*
+ * bf16: Mb[xi] = Uh[xi] Vh[xi] on U rounded once (Uh, laid out as U) instead of ops_gemm rounding
+ * it for each of its calls (a block of U serves every strip; the strips way's U every image and
+ * strip). V: rounded once too (Vh, laid out as V: the shared way's V serves every block of
+ * filters), or, when Vh is NULL, each plane of V just before its product into vbuf ([in_ch, T]),
+ * while it is in cache (the strips way's V serves one product per plane). 0, or -1 when that
+ * product is not available (the caller multiplies U and V then).
+ */
+static int multiply_rounded(const wino_plan *p, float *Mb, size_t ldm, const uint16_t *Uh, size_t u_xs,
+                            const uint16_t *Vh, const float *V, uint16_t *vbuf, size_t ldv, int mm, int T) {
+    int C = p->d->in_ch;
+    if (!Uh || (!Vh && !vbuf) || mm < 16 || T < 16) return -1; /* ops_gemm pads smaller products */
+    for (int xi = 0; xi < 16; xi++) {
+        const uint16_t *vh = Vh ? Vh + (size_t)xi * p->vxs : vbuf;
+        if (!Vh)
+            for (int c = 0; c < C; c++)
+                ops_round_bf16(vbuf + (size_t)c * T, V + (size_t)xi * p->vxs + (size_t)c * ldv, (size_t)T);
+        if (ops_gemm_bf16_rounded(0, mm, T, C, 1.0f, Uh + (size_t)xi * u_xs, C, vh, Vh ? (int)ldv : T, 0.0f,
+                                  Mb + (size_t)xi * p->mxs, (int)ldm) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* dst = bf16(src) for the first n values of each of the 16 planes (xs apart). */
+static void round_planes(uint16_t *dst, const float *src, size_t xs, size_t n) {
+    for (int xi = 0; xi < 16; xi++) ops_round_bf16(dst + xi * xs, src + xi * xs, n);
 }
 
 /* Mb[xi] = U[xi] V[xi]: 16 ops_gemm calls [mm, in_ch] x [in_ch, T], U rows of in_ch floats, U[xi] u_xs apart:
@@ -445,6 +484,7 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                       ops_ctx *ctx, sd_error *err) {
     wino_plan p;
     plan_winograd(&p, d, plan_threads);
+    p.bf16 = ctx->precision == OPS_PRECISION_BF16;
     int M = d->out_ch, C = d->in_ch, rc = 0;
     size_t in_img = (size_t)C * d->in_h * d->in_w, per_thread = bufs_floats(&p);
     ops_arena *a = &ctx->scratch;
@@ -452,8 +492,9 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
     /* strips: U of all filters; shared: V of the whole batch */
     size_t big = 16 * (p.shared ? p.vxs : p.uxs);
     float *all = ops_arena_floats(a, big, err);
+    uint16_t *allh = all && p.bf16 ? ops_arena_alloc(a, big * sizeof(uint16_t), err) : NULL;
     const float *bf = all && d->bias ? ops_weight_f32(d->bias, ctx, err) : NULL;
-    float *work = all && (!d->bias || bf) ? ops_arena_floats(a, per_thread * threads, err) : NULL;
+    float *work = all && (!p.bf16 || allh) && (!d->bias || bf) ? ops_arena_floats(a, per_thread * threads, err) : NULL;
     if (!work) {
         rc = err ? err->code : SD_ENOMEM;
         goto done;
@@ -473,6 +514,12 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                 int c1 = c0 + WINO_SHARED_CH < C ? c0 + WINO_SHARED_CH : C;
                 transform_input(&p, all + t_img * b, p.ldv, w.rows, w.hb, x + in_img * b, b, 0, p.ty_n, c0, c1);
             }
+            if (allh) { /* bf16: V rounded once, row by row (the loop's barrier ends it) */
+#pragma omp for schedule(static)
+                for (int r = 0; r < 16 * C; r++)
+                    ops_round_bf16(allh + (size_t)(r / C) * p.vxs + (size_t)(r % C) * p.ldv,
+                                   all + (size_t)(r / C) * p.vxs + (size_t)(r % C) * p.ldv, t_img * d->batch);
+            }
             /*
              * phase 2: items (block of output channels, strip of the tile rows g = b * ty_n + ty of all
              * images), block-major so that a thread mostly keeps its U block
@@ -482,9 +529,14 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                 int st = it % p.n_strips, mc = it / p.n_strips, g_rows = d->batch * p.ty_n;
                 int g0 = st * p.strip_ty, ng = g_rows - g0 < p.strip_ty ? g_rows - g0 : p.strip_ty;
                 int m0 = mc * p.mchunk, mm = M - m0 < p.mchunk ? M - m0 : p.mchunk;
-                if (have_mc != mc) transform_filters(d, m0, mm, w.U, p.uxs, (size_t)C, w.wrow);
+                if (have_mc != mc) {
+                    transform_filters(d, m0, mm, w.U, p.uxs, (size_t)C, w.wrow);
+                    if (w.Uh) round_planes(w.Uh, w.U, p.uxs, (size_t)mm * C);
+                }
                 have_mc = mc;
-                multiply(&p, w.Mb, p.ldm, w.U, p.uxs, all + (size_t)g0 * p.tx_n, p.ldv, mm, ng * p.tx_n, ctx);
+                if (multiply_rounded(&p, w.Mb, p.ldm, w.Uh, p.uxs, allh ? allh + (size_t)g0 * p.tx_n : NULL, NULL, NULL,
+                                     p.ldv, mm, ng * p.tx_n) < 0)
+                    multiply(&p, w.Mb, p.ldm, w.U, p.uxs, all + (size_t)g0 * p.tx_n, p.ldv, mm, ng * p.tx_n, ctx);
                 for (int g = g0; g < g0 + ng;) { /* the strip's tile rows, image by image */
                     int b = g / p.ty_n, ty = g % p.ty_n, n = p.ty_n - ty < g0 + ng - g ? p.ty_n - ty : g0 + ng - g;
                     transform_output(&p, out, w.Mb + (size_t)(g - g0) * p.tx_n, p.ldm, w.s, w.y, bf, b, m0, mm, ty, n);
@@ -503,6 +555,11 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                 int o0 = u * 16, on = M - o0 < 16 ? M - o0 : 16;
                 transform_filters(d, o0, on, all + (size_t)o0 * C, p.uxs, (size_t)C, w.wrow);
             }
+            if (allh) { /* bf16: U rounded once (the loop's barrier ends it) */
+#pragma omp for schedule(static)
+                for (int xi = 0; xi < 16; xi++)
+                    ops_round_bf16(allh + (size_t)xi * p.uxs, all + (size_t)xi * p.uxs, (size_t)M * C);
+            }
             /* phase 2: items (image, strip, chunk of output channels) */
 #pragma omp for schedule(dynamic, 1)
             for (int it = 0; it < n_items; it++) {
@@ -510,7 +567,9 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                 int ty0 = st * p.strip_ty, nty = p.ty_n - ty0 < p.strip_ty ? p.ty_n - ty0 : p.strip_ty;
                 int m0 = mc * p.mchunk, mm = M - m0 < p.mchunk ? M - m0 : p.mchunk;
                 transform_input(&p, w.V, p.ldv, w.rows, w.hb, x + in_img * b, b, ty0, nty, 0, C);
-                multiply(&p, w.Mb, p.ldm, all + (size_t)m0 * C, p.uxs, w.V, p.ldv, mm, nty * p.tx_n, ctx);
+                if (multiply_rounded(&p, w.Mb, p.ldm, allh ? allh + (size_t)m0 * C : NULL, p.uxs, NULL, w.V, w.Vh, p.ldv,
+                                     mm, nty * p.tx_n) < 0)
+                    multiply(&p, w.Mb, p.ldm, all + (size_t)m0 * C, p.uxs, w.V, p.ldv, mm, nty * p.tx_n, ctx);
                 transform_output(&p, out, w.Mb, p.ldm, w.s, w.y, bf, b, m0, mm, ty0, nty);
             }
         }

@@ -40,7 +40,7 @@ int ops_bf16_available(void) {
 
 /* One cached primitive: the shape it was made for and the scratchpad it needs. */
 typedef struct bf16_prim {
-    int trans_b, M, N, K, ldc;
+    int trans_b, M, N, K, lda, ldb, ldc;
     float alpha, beta;
     dnnl_primitive_t prim;
     size_t scratch_bytes;
@@ -56,30 +56,22 @@ static _Thread_local dnnl_stream_t thread_stream;
 static _Thread_local unsigned char *thread_buf;
 static _Thread_local size_t thread_buf_bytes;
 
-/* dst[n] = src[n] rounded to the nearest bf16 (ties to even); vectorized by the compiler. */
-static void round_to_bf16(uint16_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &src[i], 4);
-        dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    }
-}
-
 /* rows x cols of src (leading dimension ld) into dst as contiguous rows of bf16. */
 static void round_rows_to_bf16(uint16_t *dst, const float *src, int rows, int cols, int ld) {
-    for (int r = 0; r < rows; r++) round_to_bf16(dst + (size_t)r * cols, src + (size_t)r * ld, (size_t)cols);
+    for (int r = 0; r < rows; r++) ops_round_bf16(dst + (size_t)r * cols, src + (size_t)r * ld, (size_t)cols);
 }
 
 /*
  * The primitive computing c[M, N] (f32, leading dimension ldc) = alpha *
- * a[M, K] (bf16, contiguous) * b (bf16 [K, N] contiguous, or [N, K] when
- * trans_b) + beta * c. Made on first use, single-threaded. NULL on failure.
+ * a[M, K] (bf16, row stride lda) * b (bf16 [K, N], or [N, K] when trans_b;
+ * row stride ldb) + beta * c. Made on first use, single-threaded. NULL on
+ * failure.
  */
-static bf16_prim *prim_make(int trans_b, int M, int N, int K, int ldc, float alpha, float beta) {
+static bf16_prim *prim_make(int trans_b, int M, int N, int K, int lda, int ldb, int ldc, float alpha, float beta) {
     dnnl_memory_desc_t a_md, b_md, c_md;
-    dnnl_dims_t a_dims = {M, K}, a_strides = {K, 1}, b_dims = {K, N}, c_dims = {M, N}, c_strides = {ldc, 1};
-    dnnl_dims_t b_strides = {N, 1};
-    if (trans_b) b_strides[0] = 1, b_strides[1] = K;
+    dnnl_dims_t a_dims = {M, K}, a_strides = {lda, 1}, b_dims = {K, N}, c_dims = {M, N}, c_strides = {ldc, 1};
+    dnnl_dims_t b_strides = {ldb, 1};
+    if (trans_b) b_strides[0] = 1, b_strides[1] = ldb;
     if (dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_strides) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_strides) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_strides) != dnnl_success)
@@ -110,19 +102,20 @@ static bf16_prim *prim_make(int trans_b, int M, int N, int K, int ldc, float alp
         return NULL;
     }
     if (p) {
-        p->trans_b = trans_b, p->M = M, p->N = N, p->K = K, p->ldc = ldc, p->alpha = alpha, p->beta = beta;
+        p->trans_b = trans_b, p->M = M, p->N = N, p->K = K, p->lda = lda, p->ldb = ldb, p->ldc = ldc;
+        p->alpha = alpha, p->beta = beta;
     }
     return p;
 }
 
 /* The cached primitive for this shape, made (under the lock) when missing. NULL on failure. */
-static bf16_prim *prim_get(int trans_b, int M, int N, int K, int ldc, float alpha, float beta) {
+static bf16_prim *prim_get(int trans_b, int M, int N, int K, int lda, int ldb, int ldc, float alpha, float beta) {
     pthread_mutex_lock(&prim_lock);
     bf16_prim *found = NULL;
     for (int i = 0; i < n_prims && !found; i++) {
         bf16_prim *p = prims[i];
-        if (p->trans_b == trans_b && p->M == M && p->N == N && p->K == K && p->ldc == ldc && p->alpha == alpha &&
-            p->beta == beta)
+        if (p->trans_b == trans_b && p->M == M && p->N == N && p->K == K && p->lda == lda && p->ldb == ldb &&
+            p->ldc == ldc && p->alpha == alpha && p->beta == beta)
             found = p;
     }
     if (!found && (engine || dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success)) {
@@ -131,7 +124,7 @@ static bf16_prim *prim_get(int trans_b, int M, int N, int K, int ldc, float alph
             bf16_prim **grown = realloc(prims, (size_t)cap * sizeof *grown);
             if (grown) prims = grown, cap_prims = cap;
         }
-        if (n_prims < cap_prims && (found = prim_make(trans_b, M, N, K, ldc, alpha, beta)) != NULL)
+        if (n_prims < cap_prims && (found = prim_make(trans_b, M, N, K, lda, ldb, ldc, alpha, beta)) != NULL)
             prims[n_prims++] = found;
     }
     pthread_mutex_unlock(&prim_lock);
@@ -148,6 +141,33 @@ static unsigned char *thread_buffer(size_t bytes) {
     return thread_buf;
 }
 
+/* Runs p on bf16 a, b into c with its scratchpad at scratch, on this thread's stream. 0 or -1. */
+static int prim_run(const bf16_prim *p, const uint16_t *a, const uint16_t *b, float *c, void *scratch) {
+    if (!thread_stream && dnnl_stream_create(&thread_stream, engine, dnnl_stream_default_flags) != dnnl_success)
+        return -1;
+    const dnnl_memory_desc_t *md[4];
+    dnnl_memory_t mem[4] = {0};
+    int args[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
+    void *ptr[4] = {(void *)a, (void *)b, c, scratch};
+    const_dnnl_primitive_desc_t pd;
+    int n = p->scratch_bytes ? 4 : 3, ok = dnnl_primitive_get_primitive_desc(p->prim, &pd) == dnnl_success, rc = -1;
+    md[0] = ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0) : NULL;
+    md[1] = ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) : NULL;
+    md[2] = ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0) : NULL;
+    md[3] = ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) : NULL;
+    dnnl_exec_arg_t exec[4];
+    for (int i = 0; i < n && ok; i++) {
+        ok = md[i] && dnnl_memory_create(&mem[i], md[i], engine, ptr[i]) == dnnl_success;
+        exec[i].arg = args[i], exec[i].memory = mem[i];
+    }
+    if (ok && dnnl_primitive_execute(p->prim, thread_stream, n, exec) == dnnl_success &&
+        dnnl_stream_wait(thread_stream) == dnnl_success)
+        rc = 0;
+    for (int i = 0; i < n; i++)
+        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    return rc;
+}
+
 /*
  * c[M, N] = alpha * bf16(a)[M, K] * bf16(b) + beta * c, b [K, N] or [N, K]
  * when trans_b, float32 accumulation, on the calling thread. Returns 0, or
@@ -159,35 +179,29 @@ int ops_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *a,
     int saved = omp_get_max_threads();
     if (saved != 1) omp_set_num_threads(1); /* one thread per call, as gemm_dnnl (ops_gemm.c) */
     int rc = -1;
-    bf16_prim *p = prim_get(trans_b, M, N, K, ldc, alpha, beta);
+    bf16_prim *p = prim_get(trans_b, M, N, K, K, trans_b ? K : N, ldc, alpha, beta);
     size_t a_bytes = ((size_t)M * K * 2 + 63) & ~(size_t)63, b_bytes = ((size_t)N * K * 2 + 63) & ~(size_t)63;
     unsigned char *buf = p ? thread_buffer(a_bytes + b_bytes + p->scratch_bytes) : NULL;
-    if (buf && (thread_stream || dnnl_stream_create(&thread_stream, engine, dnnl_stream_default_flags) == dnnl_success)) {
+    if (buf) {
         uint16_t *ab = (uint16_t *)buf, *bb = (uint16_t *)(buf + a_bytes);
         round_rows_to_bf16(ab, a, M, K, lda);
         if (trans_b) round_rows_to_bf16(bb, b, N, K, ldb);
         else round_rows_to_bf16(bb, b, K, N, ldb);
-        const dnnl_memory_desc_t *md[4];
-        dnnl_memory_t mem[4] = {0};
-        int args[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
-        void *ptr[4] = {ab, bb, c, buf + a_bytes + b_bytes};
-        const_dnnl_primitive_desc_t pd;
-        int n = p->scratch_bytes ? 4 : 3, ok = dnnl_primitive_get_primitive_desc(p->prim, &pd) == dnnl_success;
-        md[0] = ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0) : NULL;
-        md[1] = ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) : NULL;
-        md[2] = ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0) : NULL;
-        md[3] = ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) : NULL;
-        dnnl_exec_arg_t exec[4];
-        for (int i = 0; i < n && ok; i++) {
-            ok = md[i] && dnnl_memory_create(&mem[i], md[i], engine, ptr[i]) == dnnl_success;
-            exec[i].arg = args[i], exec[i].memory = mem[i];
-        }
-        if (ok && dnnl_primitive_execute(p->prim, thread_stream, n, exec) == dnnl_success &&
-            dnnl_stream_wait(thread_stream) == dnnl_success)
-            rc = 0;
-        for (int i = 0; i < n; i++)
-            if (mem[i]) dnnl_memory_destroy(mem[i]);
+        rc = prim_run(p, ab, bb, c, buf + a_bytes + b_bytes);
     }
+    if (saved != 1) omp_set_num_threads(saved);
+    return rc;
+}
+
+int ops_gemm_bf16_rounded(int trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                          const uint16_t *b, int ldb, float beta, float *c, int ldc) {
+    if (M <= 0 || N <= 0 || K <= 0) return -1;
+    int saved = omp_get_max_threads();
+    if (saved != 1) omp_set_num_threads(1);
+    int rc = -1;
+    bf16_prim *p = prim_get(trans_b, M, N, K, lda, ldb, ldc, alpha, beta);
+    unsigned char *buf = p ? thread_buffer(p->scratch_bytes ? p->scratch_bytes : 64) : NULL;
+    if (buf) rc = prim_run(p, a, b, c, buf);
     if (saved != 1) omp_set_num_threads(saved);
     return rc;
 }
@@ -199,4 +213,18 @@ int ops_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *a,
     return -1;
 }
 
+int ops_gemm_bf16_rounded(int trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                          const uint16_t *b, int ldb, float beta, float *c, int ldc) {
+    return -1;
+}
+
 #endif
+
+/* Vectorized by the compiler. */
+void ops_round_bf16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], 4);
+        dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+}
