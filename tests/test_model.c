@@ -523,6 +523,17 @@ static void test_x4_upscaler_and_ddpm_open_and_their_keys_are_checked(void **sta
     assert_non_null(strstr(err.msg, "downsample_padding"));
     assert_int_equal(unet_config_from_json(&c, "{\"only_cross_attention\": [true]}", &err), SD_EINPUT);
     assert_non_null(strstr(err.msg, "only_cross_attention"));
+    /* integers out of int's range are refused, not wrapped (a real one was undefined behaviour: fuzz_config) */
+    const char *bad_ints[] = {"4.9494e9", "-4.9494e9", "4294967297", "1e300", "2.5", "\"4\""};
+    for (int i = 0; i < 6; i++) {
+        char json[64];
+        snprintf(json, sizeof json, "{\"sample_size\": %s}", bad_ints[i]);
+        memset(&err, 0, sizeof err);
+        assert_int_equal(unet_config_from_json(&c, json, &err), SD_EINPUT);
+        assert_non_null(strstr(err.msg, "sample_size"));
+    }
+    assert_int_equal(unet_config_from_json(&c, "{\"sample_size\": 64.0}", &err), 0);
+    assert_int_equal(c.sample_size, 64);
     expect_refused(CONFIG_UNET, "class_embed_type", "\"timestep\"");
 }
 

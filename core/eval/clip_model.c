@@ -2,6 +2,7 @@
 #include "clip_model.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +50,7 @@ static int apply_tower_json(clip_config *c, json_t *root, const char *section, c
                       (long long)json_integer_value(v), c->hidden);
     v = json_object_get(s, "num_attention_heads");
     if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) <= 0)
+        if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > INT_MAX)
             return sd_err(err, SD_EINPUT, "%s: %s.num_attention_heads is not a positive integer", path, section);
         c->heads = (int)json_integer_value(v);
     }

@@ -1,19 +1,31 @@
 #include "config.h"
 
 #include <jansson.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fsutil.h"
 
-/* Each getter leaves *out unchanged when the key is absent or null. */
+/*
+ * Each getter leaves *out unchanged when the key is absent or null. An integer is a JSON integer
+ * or a whole real (4.0), within int's range: a value out of it is refused, not wrapped (the cast
+ * of an out-of-range real is undefined behaviour; found by tests/fuzz/fuzz_config.c).
+ */
+static int json_to_int(json_t *v, int *out) {
+    double r = json_is_integer(v) ? (double)json_integer_value(v) : json_is_real(v) ? json_real_value(v) : 0.5;
+    if (!(r >= INT_MIN && r <= INT_MAX) || r != floor(r)) return -1;
+    *out = json_is_integer(v) ? (int)json_integer_value(v) : (int)r;
+    return 0;
+}
+
 static int get_int(json_t *o, const char *key, int *out, sd_error *err) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return 0;
-    if (json_is_integer(v)) *out = (int)json_integer_value(v);
-    else if (json_is_real(v) && json_real_value(v) == (int)json_real_value(v)) *out = (int)json_real_value(v);
-    else return sd_err(err, SD_EINPUT, "config key '%s' is not an integer", key);
+    if (json_to_int(v, out) < 0)
+        return sd_err(err, SD_EINPUT, "config key '%s' is not an integer from %d to %d", key, INT_MIN, INT_MAX);
     return 0;
 }
 
@@ -62,8 +74,11 @@ static const char *get_str(json_t *o, const char *key) {
 static int get_int_list(json_t *o, const char *key, int *out, int n_default, sd_error *err) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return n_default;
-    if (json_is_integer(v)) {
-        for (int i = 0; i < SD_MAX_LEVELS; i++) out[i] = (int)json_integer_value(v);
+    int one;
+    if (json_is_integer(v) || json_is_real(v)) {
+        if (json_to_int(v, &one) < 0)
+            return sd_err(err, SD_EINPUT, "config key '%s' is not an integer from %d to %d", key, INT_MIN, INT_MAX);
+        for (int i = 0; i < SD_MAX_LEVELS; i++) out[i] = one;
         return n_default;
     }
     if (!json_is_array(v)) return sd_err(err, SD_EINPUT, "config key '%s' is not an integer list", key);
@@ -72,8 +87,9 @@ static int get_int_list(json_t *o, const char *key, int *out, int n_default, sd_
         return sd_err(err, SD_EUNSUPPORTED, "config key '%s' has %zu entries (1..%d supported)", key, n, SD_MAX_LEVELS);
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(v, i);
-        if (!json_is_integer(e)) return sd_err(err, SD_EINPUT, "config key '%s' entry %zu is not an integer", key, i);
-        out[i] = (int)json_integer_value(e);
+        if (!json_is_integer(e) || json_to_int(e, &out[i]) < 0)
+            return sd_err(err, SD_EINPUT, "config key '%s' entry %zu is not an integer from %d to %d", key, i, INT_MIN,
+                          INT_MAX);
     }
     return (int)n;
 }

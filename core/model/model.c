@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -512,7 +513,7 @@ static int build_ldm_tables(sd_model *m, const sd_tensor *ts, int nt, int *openc
 
 static int json_int_at(json_t *root, const char *path, int *out) {
     json_t *v = sd_yaml_json_path(root, path);
-    if (!json_is_integer(v)) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < INT_MIN || json_integer_value(v) > INT_MAX) return 0;
     *out = (int)json_integer_value(v);
     return 1;
 }
