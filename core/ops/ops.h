@@ -141,7 +141,7 @@ int ops_bf16_available(void);
 
 /*
  * Which route stride-1 3x3 convolutions take: AUTO = Winograd F(2x2, 3x3)
- * where it is faster (>= 32 input and output channels, images of 8x8 and
+ * where it is faster (>= 32 input and output channels, images of 9x9 and
  * up), GEMM = never Winograd, WINOGRAD = Winograd for every stride-1 3x3
  * convolution (tests compare the routes).
  */

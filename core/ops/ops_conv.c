@@ -30,7 +30,7 @@
  *   into the tap-major layout W_ij.
  *
  *  winograd (stride-1 3x3 kernels with >= 32 input and output channels on
- *   images of 8x8 and up): F(2x2, 3x3) in core/ops/ops_conv_winograd.c, 16 GEMMs
+ *   images of 9x9 and up): F(2x2, 3x3) in core/ops/ops_conv_winograd.c, 16 GEMMs
  *   on transformed tiles instead of 9 GEMM taps (2.25x fewer multiply-adds).
  *
  * All finish by adding bias, per-channel add and residual while the tile is

@@ -67,7 +67,10 @@
 #include "ops_conv_impl.h"
 
 #define WINO_MIN_IN 32                          /* fewer input or output channels: the GEMM routes */
-#define WINO_MIN_TILES 16                       /* 2x2 tiles per image; fewer (below 8x8): merged route */
+/* 2x2 tiles per image, at least; fewer (8x8 and below): the GEMM routes. Measured on 2 threads, batch 2,
+ * 1280 channels: 8x8 Winograd 14.3-15.3 ms, GEMM 11.3-13.4; 10x10 21.3-21.8 / 20.5-20.9; 12x12
+ * 24.2-25.9 / 33.4-36.2 */
+#define WINO_MIN_TILES 25
 #define WINO_STRIP_V_BYTES ((size_t)8 << 20)    /* strips: transformed input of one strip, per thread */
 #define WINO_STRIP_MIN_TILES 64                 /* strips: GEMM columns per strip, at least */
 #define WINO_SHARED_V_BYTES ((size_t)48 << 20)  /* shared: the one V of the whole batch, at most */
