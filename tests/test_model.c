@@ -534,6 +534,13 @@ static void test_x4_upscaler_and_ddpm_open_and_their_keys_are_checked(void **sta
     }
     assert_int_equal(unet_config_from_json(&c, "{\"sample_size\": 64.0}", &err), 0);
     assert_int_equal(c.sample_size, 64);
+    /* channel counts beyond any model's, whose 4x time embedding overflowed int (fuzz_config) */
+    assert_int_equal(unet_config_from_json(&c, "{\"block_out_channels\": [643333333]}", &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "block_out_channels"));
+    assert_int_equal(unet_config_from_json(&c, "{\"block_out_channels\": [320, 0]}", &err), SD_EINPUT);
+    vae_config vc;
+    assert_int_equal(vae_config_from_json(&vc, "{\"block_out_channels\": [128, -256]}", &err), SD_EINPUT);
+    assert_non_null(strstr(err.msg, "block_out_channels"));
     expect_refused(CONFIG_UNET, "class_embed_type", "\"timestep\"");
 }
 

@@ -29,6 +29,21 @@ static int get_int(json_t *o, const char *key, int *out, sd_error *err) {
     return 0;
 }
 
+/*
+ * Channel counts of block_out_channels: 1 to 65536. No Stable Diffusion network has more than 2560;
+ * the bound keeps what is derived from them in int (the time embedding's 4x; a count of 643333333
+ * overflowed there: found by tests/fuzz/fuzz_config.c).
+ */
+#define CONFIG_MAX_CHANNELS 65536
+
+static int check_channels(const char *key, const int *v, int n, sd_error *err) {
+    for (int i = 0; i < n; i++)
+        if (v[i] < 1 || v[i] > CONFIG_MAX_CHANNELS)
+            return sd_err(err, SD_EINPUT, "config key '%s' entry %d is %d, not a channel count (1 to %d)", key, i, v[i],
+                          CONFIG_MAX_CHANNELS);
+    return 0;
+}
+
 static int get_float(json_t *o, const char *key, float *out, sd_error *err) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return 0;
@@ -297,6 +312,7 @@ int unet_config_from_json(unet_config *c, const char *text, sd_error *err) {
     if ((rc = get_int(j, "in_channels", &c->in_channels, err)) < 0) goto out;
     if ((rc = get_int(j, "out_channels", &c->out_channels, err)) < 0) goto out;
     if ((n = rc = get_int_list(j, "block_out_channels", c->block_out, 4, err)) < 0) goto out;
+    if ((rc = check_channels("block_out_channels", c->block_out, n, err)) < 0) goto out;
     c->n_levels = n;
     if ((rc = get_int(j, "layers_per_block", &c->layers_per_block, err)) < 0) goto out;
     if ((rc = get_int(j, "norm_num_groups", &c->norm_groups, err)) < 0) goto out;
@@ -393,6 +409,7 @@ int vae_config_from_json(vae_config *c, const char *text, sd_error *err) {
     if ((rc = get_int(j, "latent_channels", &c->latent_channels, err)) < 0) goto out;
     if ((rc = get_int_list(j, "block_out_channels", c->block_out, 4, err)) < 0) goto out;
     c->n_levels = rc;
+    if ((rc = check_channels("block_out_channels", c->block_out, c->n_levels, err)) < 0) goto out;
     if ((rc = get_int(j, "layers_per_block", &c->layers_per_block, err)) < 0) goto out;
     if ((rc = get_int(j, "norm_num_groups", &c->norm_groups, err)) < 0) goto out;
     if ((rc = get_float(j, "scaling_factor", &c->scaling_factor, err)) < 0) goto out;
