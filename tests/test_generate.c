@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops.h"
 #include "pngio.h"
 #include "settings.h"
 
@@ -132,11 +133,71 @@ static void test_generate_bad_input_gives_one_line_and_exit_2(void **state) {
     free(out);
 }
 
+/* The bytes of a file (NULL if unreadable); *n its size. The caller frees. */
+static unsigned char *read_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    *n = 0;
+    for (;;) {
+        if (*n == cap) {
+            unsigned char *g = realloc(buf, cap = cap ? 2 * cap : 65536);
+            if (!g) break;
+            buf = g;
+        }
+        size_t got = fread(buf + *n, 1, cap - *n, f);
+        if (!got) break;
+        *n += got;
+    }
+    fclose(f);
+    return buf;
+}
+
+/*
+ * The GEMMs dispatch on the CPU (oneDNN), not on OpenBLAS's table: the same PNG bytes with this
+ * machine's OPENBLAS_CORETYPE=Haswell and without it, in fp32 and (where available) bf16. Builds
+ * whose GEMM is OpenBLAS (PORTABLE=1, DNNL=0) do follow its kernels, which round differently per CPU:
+ * skipped there.
+ */
+static void test_generate_bytes_do_not_depend_on_openblas_dispatch(void **state) {
+    (void)state;
+    if (strstr(ops_gemm_backend(), "OpenBLAS")) {
+        printf("  (GEMMs on OpenBLAS in this build: skipped)\n");
+        return;
+    }
+    const char *saved = getenv("OPENBLAS_CORETYPE");
+    char keep[64] = "";
+    if (saved) snprintf(keep, sizeof keep, "%s", saved);
+    for (int p = 0; p < 2; p++) {
+        if (p == 1 && !ops_bf16_available()) continue;
+        char args[1024], png[2][256];
+        for (int v = 0; v < 2; v++) {
+            snprintf(png[v], sizeof png[v], "%s", tu_tmp(v ? "coretype-unset.png" : "coretype-haswell.png"));
+            if (v) unsetenv("OPENBLAS_CORETYPE");
+            else setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+            snprintf(args, sizeof args,
+                     "-m %s/models/tiny-sd15 -p 'a red house' --steps 4 --seed 3 -W 128 -H 128 --precision %s -o %s",
+                     tu_testdata(), p ? "bf16" : "fp32", png[v]);
+            tu_generate_ok(args);
+        }
+        size_t na = 0, nb = 0;
+        unsigned char *a = read_all(png[0], &na), *b = read_all(png[1], &nb);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_true(na == nb && memcmp(a, b, na) == 0);
+        free(a), free(b);
+    }
+    if (saved) setenv("OPENBLAS_CORETYPE", keep, 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_matches_the_golden_pngs),
         cmocka_unit_test(test_generate_parameters_chunk_round_trips),
         cmocka_unit_test(test_generate_bad_input_gives_one_line_and_exit_2),
+        cmocka_unit_test(test_generate_bytes_do_not_depend_on_openblas_dispatch),
     };
     return cmocka_run_group_tests_name("generate", tests, NULL, NULL);
 }
