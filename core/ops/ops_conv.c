@@ -78,7 +78,7 @@ typedef struct conv_plan {
     int merged;             /* small images: one im2col matrix [K, batch*P] for the whole batch */
     int wp;                 /* taps: padded row length out_w + k_w - 1 */
     size_t tin_floats, col_floats; /* per thread (taps: xp and cbuf) */
-    size_t ldcol;           /* row stride of col (and of tin for a pointwise kernel): see col_stride */
+    size_t ldcol;           /* row stride of col (and of tin for a pointwise kernel): see conv_row_stride */
     int copy_x;             /* pointwise without input work: x's strip copied into col first (see plan_conv) */
     size_t cbuf_floats;     /* merged: GEMM result [mchunk, batch*P] per thread */
 } conv_plan;
@@ -90,14 +90,6 @@ static void strip_input_rows(const conv_plan *p, int oy0, int oy1, int *lo, int 
     *hi = b > p->ih ? p->ih : b;
     if (*hi < *lo) *hi = *lo;
 }
-
-/*
- * The row stride of a GEMM operand of T columns: T, plus a cache line when T is a multiple of 64 floats.
- * The GEMM reads its operand's rows a few at a time, and rows a multiple of 256 bytes apart share few
- * cache sets: measured with oneDNN's sgemm on 256x4096x512, 117 GFLOP/s per core with ldb = 65536 (a
- * 256x256 image's channel stride), 149 with 4112.
- */
-static size_t col_stride(size_t T) { return T % 64 ? T : T + 16; }
 
 /*
  * tin[c][r][x] = transform(x_b[c][src(lo + r)][src(x)]) for input rows [lo, hi), channels [c0, c1);
@@ -346,14 +338,14 @@ static void plan_conv(conv_plan *p, const ops_conv_desc *d, int threads) {
         p->col_floats = (size_t)p->mchunk * rows * p->wp;
         return;
     }
-    p->ldcol = col_stride((size_t)T);
+    p->ldcol = conv_row_stride((size_t)T);
     if (p->transform) {
         int nr = (rows - 1) * d->stride + d->k_h;
         if (nr > p->ih) nr = p->ih;
         p->tin_floats = p->pointwise ? (size_t)d->in_ch * p->ldcol : (size_t)d->in_ch * nr * p->iw;
     }
     /* a pointwise kernel reads x in place, rows P floats apart, unless that stride is a bad one */
-    p->copy_x = p->pointwise && !p->transform && col_stride((size_t)p->P) != (size_t)p->P;
+    p->copy_x = p->pointwise && !p->transform && conv_row_stride((size_t)p->P) != (size_t)p->P;
     if (!p->pointwise || p->copy_x) p->col_floats = (size_t)p->K * p->ldcol;
 }
 

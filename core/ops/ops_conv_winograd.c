@@ -106,13 +106,6 @@ typedef struct wino_plan {
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/*
- * A row stride for V and M: n floats, plus a cache line when n is a multiple of 64 floats. Rows a
- * multiple of 256 bytes apart fall on a few cache sets, and the GEMM reads 6-8 of them at a time
- * (one per k) over a panel of up to WINO_KC rows.
- */
-static size_t row_stride(size_t n) { return n % 64 ? n : n + 16; }
-
 /* ---- 1-D transforms, vectorized over n tiles ----------------------------- */
 
 /* out[j * js + i] = sum_k BT[j][k] in[i * is + k * ks], j < 4. */
@@ -274,7 +267,7 @@ static void plan_winograd(wino_plan *p, const ops_conv_desc *d, int threads) {
         if (mb > M) mb = M;
         while (items * ((M + mb - 1) / mb) < threads && mb >= 64) mb = ((mb / 2) + 15) & ~15;
         p->mchunk = mb;
-        p->ldv = row_stride(t_all);
+        p->ldv = conv_row_stride(t_all);
     } else {
         size_t per_ty = (size_t)16 * C * p->tx_n * sizeof(float);
         int rows = (int)(WINO_STRIP_V_BYTES / per_ty);
@@ -289,10 +282,10 @@ static void plan_winograd(wino_plan *p, const ops_conv_desc *d, int threads) {
         while (items * ((M + mchunk - 1) / mchunk) < 2L * threads && mchunk >= 128)
             mchunk = ((mchunk / 2) + 15) & ~15;
         p->mchunk = mchunk;
-        p->ldv = row_stride((size_t)rows * p->tx_n);
+        p->ldv = conv_row_stride((size_t)rows * p->tx_n);
     }
     p->n_mchunks = (M + p->mchunk - 1) / p->mchunk;
-    p->ldm = row_stride((size_t)p->strip_ty * p->tx_n);
+    p->ldm = conv_row_stride((size_t)p->strip_ty * p->tx_n);
     int nr = 2 * (p->shared ? p->ty_n : p->strip_ty) + 2; /* the shared way transforms whole images */
     p->rows_floats = (size_t)nr * p->wp;
     p->h_floats = (size_t)nr * 4 * p->tx_n;
