@@ -9,15 +9,21 @@
  * latents up to 32x32 with the BLAS path) this is exactly softmax-then-multiply.
  *
  * Two implementations of the two products:
- *  - AVX-512 (default where available): K of every (batch, head) is first
- *    transposed once into the workspace as K^T [d, n_kv padded to 64], then
- *    register-blocked kernels compute 6x64 tiles of S (broadcast q, FMA with
- *    rows of K^T) and 6-12 row x 16-64 column tiles of O (broadcast P, FMA
- *    with rows of V). No per-call packing: OpenBLAS re-packs K and V for every
- *    query tile and ran at ~45% of its sgemm speed on head_dim 40.
+ *  - AVX-512 (default where available), queries in the vector lanes: a tile of
+ *    up to 96 queries is transposed once into Q^T [d, tile], then
+ *    register-blocked kernels compute S^T = K_block Q^T (4 keys x 6 vectors of
+ *    16 queries: broadcast a key's element, FMA with a row of Q^T) and
+ *    O^T += V_block^T P^T (4 output columns x 6 query vectors: broadcast an
+ *    element of V, FMA with a row of P^T). Every lane does useful work whatever
+ *    head_dim is (with keys in the lanes, head_dim 40 filled 40 of 48 lanes in
+ *    P V), the softmax's max and sum run down the rows (lane-wise, no
+ *    horizontal reductions), and K and V are read where they are (no K^T copy).
+ *    Measured against the keys-in-lanes kernel it replaced (2 threads, SD 1.5
+ *    at 512x512): self-attention at 64x64 latents 172-183 -> 145-150 ms,
+ *    cross-attention 5.3-5.9 -> 3.7-3.9 ms, the VAE's one head of 512
+ *    114-123 -> 98-106 ms.
  *  - ops_gemm calls per tile (OpenBLAS sgemm; the portable fallback).
- * Workspace: K^T (O(n_kv * heads * d), only for AVX-512) plus per thread S, O,
- * m and l: O(tile * (block + d)), never [n_q, n_kv].
+ * Workspace per thread: O(tile * (block + 2 d)), never [n_q, n_kv].
  */
 #include "ops.h"
 
@@ -34,12 +40,11 @@
 #define HAVE_AVX512_ATTENTION 0
 #endif
 
-/* Tile sizes: BLAS path, then AVX-512 path (multiples of the kernels' 6/8/12 rows and 64 keys). */
+/* Tile sizes: BLAS path, then AVX-512 path (96 queries = the kernels' 6 vectors; 64-1024 keys measured alike) */
 #define BLAS_Q_TILE 64
 #define BLAS_KV_BLOCK 1024
 #define AVX_Q_TILE 96
 #define AVX_KV_BLOCK 512
-#define KEY_PAD 64
 
 /*
  * Whether ctx's attention kernel is the AVX-512 one (AUTO, in builds that have it). In bf16 too:
@@ -54,31 +59,21 @@ static int imin(int a, int b) { return a < b ? a : b; }
 /* Per-call geometry of either path. */
 typedef struct attn_plan {
     int tq, tk;           /* query tile, key block */
-    int ldo;              /* row stride of the O tile */
-    int n_pad;            /* keys padded (AVX-512: K^T's valid row length) */
-    int ldkt, lds;        /* row strides of K^T and S: a cache line over a multiple of 64 floats (AVX-512),
-                             so the kernels' 6-40 live rows do not all share a few cache sets (at 64x64
-                             latents K^T rows were 16 KiB apart); measured 2-4% on that shape */
-    size_t kt_floats;     /* K^T of all (batch, head) pairs, 0 for BLAS */
-    size_t thread_floats; /* S, O, m, l of one thread */
+    int tqp;              /* AVX-512: query tile rounded up to 16 (a row of QT, ST and OT); BLAS: tq */
+    size_t thread_floats; /* BLAS: S, O, m, l of one thread; AVX-512: QT, ST, OT, m, l */
 } attn_plan;
 
 static void plan_attention(attn_plan *p, const ops_attn_desc *d, int avx) {
-    int qt = avx ? AVX_Q_TILE : BLAS_Q_TILE, kb = avx ? AVX_KV_BLOCK : BLAS_KV_BLOCK;
-    p->tq = imin(d->n_q, qt);
-    p->tk = imin(d->n_kv, kb);
-    p->ldo = avx ? (int)round16((size_t)d->head_dim) : d->head_dim;
-    p->n_pad = avx ? (d->n_kv + KEY_PAD - 1) / KEY_PAD * KEY_PAD : d->n_kv;
-    p->ldkt = avx ? p->n_pad + 16 : p->n_pad;
-    p->lds = avx ? (p->tk + KEY_PAD - 1) / KEY_PAD * KEY_PAD + 16 : p->tk;
-    p->kt_floats = avx ? round16((size_t)d->batch * d->heads * d->head_dim * p->ldkt) : 0;
-    p->thread_floats = round16((size_t)p->tq * p->lds + (size_t)p->tq * p->ldo + 2 * (size_t)p->tq);
+    p->tq = imin(d->n_q, avx ? AVX_Q_TILE : BLAS_Q_TILE);
+    p->tk = imin(d->n_kv, avx ? AVX_KV_BLOCK : BLAS_KV_BLOCK);
+    p->tqp = avx ? (int)round16((size_t)p->tq) : p->tq;
+    p->thread_floats = round16((size_t)p->tqp * (2 * (size_t)d->head_dim + p->tk + 2));
 }
 
 size_t ops_attention_workspace(const ops_attn_desc *d, int threads, const ops_ctx *ctx) {
     attn_plan p;
     plan_attention(&p, d, use_avx512(ctx));
-    return (p.kt_floats + p.thread_floats * (size_t)(threads > 0 ? threads : 1)) * sizeof(float);
+    return p.thread_floats * (size_t)(threads > 0 ? threads : 1) * sizeof(float);
 }
 
 /*
@@ -183,121 +178,170 @@ static void attn_tile_blas(float *out, const float *q, const float *k, const flo
 
 #if HAVE_AVX512_ATTENTION
 
-/* kt: [dh, n_pad] (row stride ldkt) = K[b, :, h*dh : (h+1)*dh]^T, zero beyond n_kv. */
-static void pack_kt(float *kt, const float *k, const ops_attn_desc *d, int n_pad, int ldkt, int b, int h) {
-    int dh = d->head_dim;
-    const float *kb = k + (size_t)b * d->n_kv * d->k_stride + (size_t)h * dh;
-    for (int j0 = 0; j0 < n_pad; j0 += 16) {
-        for (int c = 0; c < dh; c++) {
-            float *dst = kt + (size_t)c * ldkt + j0;
-            for (int j = 0; j < 16; j++) dst[j] = j0 + j < d->n_kv ? kb[(size_t)(j0 + j) * d->k_stride + c] : 0.0f;
-        }
-    }
-}
+/*
+ * An empty asm that "changes" x: GCC otherwise folds the load of x into each of the R FMAs that use it (R loads
+ * instead of one), and the kernels become load-bound.
+ */
+#define KEEP_IN_REGISTER(x) __asm__("" : "+v"(x))
 
-/* S[r][0, 64) = scale * sum_c q[r][c] * kt[c][0, 64) for R rows (R constant after inlining). */
-static inline __attribute__((always_inline)) void qk_rows(float *S, int lds, const float *q, int qs, const float *kt,
-                                                          int ldkt, int dh, float scale, const int R) {
-    __m512 acc[6][4];
-    for (int r = 0; r < R; r++)
-        for (int u = 0; u < 4; u++) acc[r][u] = _mm512_setzero_ps();
+/* qt: [dh, tqp] = the tile's queries transposed (h's columns), zero for padded queries tq <= i < tqp. */
+static void pack_qt(float *qt, int tqp, const float *q, int qs, int dh, int tq) {
     for (int c = 0; c < dh; c++) {
-        const float *kc = kt + (size_t)c * ldkt;
-        __m512 k0 = _mm512_loadu_ps(kc), k1 = _mm512_loadu_ps(kc + 16);
-        __m512 k2 = _mm512_loadu_ps(kc + 32), k3 = _mm512_loadu_ps(kc + 48);
-        for (int r = 0; r < R; r++) {
-            __m512 qb = _mm512_set1_ps(q[(size_t)r * qs + c]);
-            acc[r][0] = _mm512_fmadd_ps(qb, k0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(qb, k1, acc[r][1]);
-            acc[r][2] = _mm512_fmadd_ps(qb, k2, acc[r][2]);
-            acc[r][3] = _mm512_fmadd_ps(qb, k3, acc[r][3]);
-        }
-    }
-    __m512 sc = _mm512_set1_ps(scale);
-    for (int r = 0; r < R; r++)
-        for (int u = 0; u < 4; u++) _mm512_storeu_ps(S + (size_t)r * lds + 16 * u, _mm512_mul_ps(acc[r][u], sc));
-}
-
-/* S [tq, tk rounded up to 64] for one key block. */
-static void qk_block(float *S, int lds, const float *q, int qs, const float *kt, int ldkt, int dh, float scale, int tq,
-                     int tk) {
-    for (int j = 0; j < tk; j += 64) {
-        int i = 0;
-        for (; i + 6 <= tq; i += 6) qk_rows(S + (size_t)i * lds + j, lds, q + (size_t)i * qs, qs, kt + j, ldkt, dh, scale, 6);
-        for (; i < tq; i++) qk_rows(S + (size_t)i * lds + j, lds, q + (size_t)i * qs, qs, kt + j, ldkt, dh, scale, 1);
+        float *dst = qt + (size_t)c * tqp;
+        for (int i = 0; i < tq; i++) dst[i] = q[(size_t)i * qs + c];
+        for (int i = tq; i < tqp; i++) dst[i] = 0.0f;
     }
 }
 
 /*
- * O[r][c0, c0 + 16*NV) (+)= sum_{j < tk} P[r][j] * v[j][c0, ...) for R rows;
- * columns at or beyond dh are masked off. R, NV constant after inlining.
+ * ST[r][16u, 16u + 16) = scale * sum_c k[r][c] * qt[c][16u, ...) for R key rows and NI vectors of queries
+ * (R, NI constant after inlining; R*NI <= 24 accumulators).
  */
-static inline __attribute__((always_inline)) void pv_rows(float *O, int ldo, const float *P, int ldp, const float *v,
-                                                          int vs, int tk, int c0, int dh, int accumulate, const int R,
-                                                          const int NV) {
-    __m512 acc[12][4];
-    __mmask16 m[4];
-    for (int u = 0; u < NV; u++) {
-        int left = dh - c0 - 16 * u;
-        m[u] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-    }
+static inline __attribute__((always_inline)) void qk_rows(float *ST, int tqp, const float *k, int ks, const float *qt,
+                                                          int dh, float scale, const int R, const int NI) {
+    __m512 acc[4][6];
     for (int r = 0; r < R; r++)
-        for (int u = 0; u < NV; u++)
-            acc[r][u] = accumulate ? _mm512_loadu_ps(O + (size_t)r * ldo + c0 + 16 * u) : _mm512_setzero_ps();
-    for (int j = 0; j < tk; j++) {
-        const float *vj = v + (size_t)j * vs + c0;
-        __m512 vv[4];
-        for (int u = 0; u < NV; u++) vv[u] = _mm512_maskz_loadu_ps(m[u], vj + 16 * u);
-        for (int r = 0; r < R; r++) {
-            __m512 pb = _mm512_set1_ps(P[(size_t)r * ldp + j]);
-            for (int u = 0; u < NV; u++) acc[r][u] = _mm512_fmadd_ps(pb, vv[u], acc[r][u]);
+        for (int u = 0; u < NI; u++) acc[r][u] = _mm512_setzero_ps();
+    for (int c = 0; c < dh; c++) { /* R broadcasts in registers, each query vector loaded once */
+        __m512 kb[4];
+        for (int r = 0; r < R; r++) kb[r] = _mm512_set1_ps(k[(size_t)r * ks + c]);
+        for (int u = 0; u < NI; u++) {
+            __m512 qv = _mm512_loadu_ps(qt + (size_t)c * tqp + 16 * u);
+            KEEP_IN_REGISTER(qv);
+            for (int r = 0; r < R; r++) acc[r][u] = _mm512_fmadd_ps(kb[r], qv, acc[r][u]);
+        }
+    }
+    __m512 sc = _mm512_set1_ps(scale);
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++) _mm512_storeu_ps(ST + (size_t)r * tqp + 16 * u, _mm512_mul_ps(acc[r][u], sc));
+}
+
+/*
+ * OT[c0 + r][16u, ...) (+)= sum_{j < tk} v[j][c0 + r] * PT[j][16u, ...) for R output columns and NI vectors of
+ * queries (R, NI constant after inlining).
+ */
+static inline __attribute__((always_inline)) void pv_rows(float *OT, int tqp, const float *PT, const float *v, int vs,
+                                                          int tk, int accumulate, const int R, const int NI) {
+    __m512 acc[4][6];
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++)
+            acc[r][u] = accumulate ? _mm512_loadu_ps(OT + (size_t)r * tqp + 16 * u) : _mm512_setzero_ps();
+    for (int j = 0; j < tk; j++) { /* as qk_rows: broadcasts in registers, each P vector loaded once */
+        __m512 vb[4];
+        for (int r = 0; r < R; r++) vb[r] = _mm512_set1_ps(v[(size_t)j * vs + r]);
+        for (int u = 0; u < NI; u++) {
+            __m512 pv = _mm512_loadu_ps(PT + (size_t)j * tqp + 16 * u);
+            KEEP_IN_REGISTER(pv);
+            for (int r = 0; r < R; r++) acc[r][u] = _mm512_fmadd_ps(vb[r], pv, acc[r][u]);
         }
     }
     for (int r = 0; r < R; r++)
-        for (int u = 0; u < NV; u++) _mm512_storeu_ps(O + (size_t)r * ldo + c0 + 16 * u, acc[r][u]);
+        for (int u = 0; u < NI; u++) _mm512_storeu_ps(OT + (size_t)r * tqp + 16 * u, acc[r][u]);
 }
 
-/* Rows [0, tq) of O for columns [c0, c0 + 16*nv), in row blocks sized so R*NV accumulators fit in registers. */
-static void pv_cols(float *O, int ldo, const float *P, int ldp, const float *v, int vs, int tk, int c0, int dh,
-                    int acc, int tq, int nv) {
-    int i = 0;
-    switch (nv) {
-    case 4:
-        for (; i + 6 <= tq; i += 6) pv_rows(O + (size_t)i * ldo, ldo, P + (size_t)i * ldp, ldp, v, vs, tk, c0, dh, acc, 6, 4);
-        for (; i < tq; i++) pv_rows(O + (size_t)i * ldo, ldo, P + (size_t)i * ldp, ldp, v, vs, tk, c0, dh, acc, 1, 4);
-        break;
-    case 3:
-        for (; i + 8 <= tq; i += 8) pv_rows(O + (size_t)i * ldo, ldo, P + (size_t)i * ldp, ldp, v, vs, tk, c0, dh, acc, 8, 3);
-        for (; i < tq; i++) pv_rows(O + (size_t)i * ldo, ldo, P + (size_t)i * ldp, ldp, v, vs, tk, c0, dh, acc, 1, 3);
-        break;
-    case 2:
-        for (; i + 12 <= tq; i += 12) pv_rows(O + (size_t)i * ldo, ldo, P + (size_t)i * ldp, ldp, v, vs, tk, c0, dh, acc, 12, 2);
-        for (; i < tq; i++) pv_rows(O + (size_t)i * ldo, ldo, P + (size_t)i * ldp, ldp, v, vs, tk, c0, dh, acc, 1, 2);
-        break;
-    default:
-        for (; i + 12 <= tq; i += 12) pv_rows(O + (size_t)i * ldo, ldo, P + (size_t)i * ldp, ldp, v, vs, tk, c0, dh, acc, 12, 1);
-        for (; i < tq; i++) pv_rows(O + (size_t)i * ldo, ldo, P + (size_t)i * ldp, ldp, v, vs, tk, c0, dh, acc, 1, 1);
-        break;
+/* Both products over a whole block, for a tile of NI query vectors (NI constant after inlining). */
+static inline __attribute__((always_inline)) void qk_block_ni(float *ST, int tqp, const float *k, int ks,
+                                                              const float *qt, int dh, float scale, int tk,
+                                                              const int NI) {
+    int j = 0;
+    for (; j + 4 <= tk; j += 4) qk_rows(ST + (size_t)j * tqp, tqp, k + (size_t)j * ks, ks, qt, dh, scale, 4, NI);
+    for (; j < tk; j++) qk_rows(ST + (size_t)j * tqp, tqp, k + (size_t)j * ks, ks, qt, dh, scale, 1, NI);
+}
+
+static inline __attribute__((always_inline)) void pv_block_ni(float *OT, int tqp, const float *PT, const float *v,
+                                                              int vs, int tk, int dh, int accumulate, const int NI) {
+    int c = 0;
+    for (; c + 4 <= dh; c += 4) pv_rows(OT + (size_t)c * tqp, tqp, PT, v + c, vs, tk, accumulate, 4, NI);
+    for (; c < dh; c++) pv_rows(OT + (size_t)c * tqp, tqp, PT, v + c, vs, tk, accumulate, 1, NI);
+}
+
+/* ST [tk, tqp] = scale * K_block Q_tile^T, for tqp / 16 = 1..6 vectors of queries. */
+static void qk_block(float *ST, int tqp, const float *k, int ks, const float *qt, int dh, float scale, int tk) {
+    switch (tqp / 16) {
+    case 1: qk_block_ni(ST, tqp, k, ks, qt, dh, scale, tk, 1); break;
+    case 2: qk_block_ni(ST, tqp, k, ks, qt, dh, scale, tk, 2); break;
+    case 3: qk_block_ni(ST, tqp, k, ks, qt, dh, scale, tk, 3); break;
+    case 4: qk_block_ni(ST, tqp, k, ks, qt, dh, scale, tk, 4); break;
+    case 5: qk_block_ni(ST, tqp, k, ks, qt, dh, scale, tk, 5); break;
+    default: qk_block_ni(ST, tqp, k, ks, qt, dh, scale, tk, 6); break;
     }
 }
 
-static void attn_tile_avx512(float *out, const float *q, const float *v, const float *kt_all, const ops_attn_desc *d,
-                             const attn_plan *p, int b, int h, int i0, float *S, float *O, float *mrow, float *lrow) {
+/* OT [dh, tqp] (+)= V_block^T PT. */
+static void pv_block(float *OT, int tqp, const float *PT, const float *v, int vs, int tk, int dh, int accumulate) {
+    switch (tqp / 16) {
+    case 1: pv_block_ni(OT, tqp, PT, v, vs, tk, dh, accumulate, 1); break;
+    case 2: pv_block_ni(OT, tqp, PT, v, vs, tk, dh, accumulate, 2); break;
+    case 3: pv_block_ni(OT, tqp, PT, v, vs, tk, dh, accumulate, 3); break;
+    case 4: pv_block_ni(OT, tqp, PT, v, vs, tk, dh, accumulate, 4); break;
+    case 5: pv_block_ni(OT, tqp, PT, v, vs, tk, dh, accumulate, 5); break;
+    default: pv_block_ni(OT, tqp, PT, v, vs, tk, dh, accumulate, 6); break;
+    }
+}
+
+/*
+ * Online-softmax step on ST [tk, tqp] (keys j0.., queries i0.. in lanes): ST becomes P, m and l (one lane per
+ * query) are updated, and OT [dh, tqp] is rescaled where a query's max moved. All reductions run over keys, down
+ * the rows, so they are lane-wise: no horizontal sums.
+ */
+static void softmax_block_t(float *ST, int tqp, int tk, int i0, int j0, int causal, float *m, float *l, float *OT,
+                            int dh) {
+    int nv = tqp / 16;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int u = 0; u < nv; u++) {
+        __m512 mx = _mm512_loadu_ps(m + 16 * u), sum = _mm512_setzero_ps();
+        if (causal) { /* query i0 + 16u + lane sees keys up to itself: the rest get -inf (probability 0) */
+            __m512i qi = _mm512_add_epi32(lane, _mm512_set1_epi32(i0 + 16 * u));
+            for (int j = 0; j < tk; j++) {
+                __mmask16 masked = _mm512_cmplt_epi32_mask(qi, _mm512_set1_epi32(j0 + j));
+                float *s = ST + (size_t)j * tqp + 16 * u;
+                _mm512_mask_storeu_ps(s, masked, _mm512_set1_ps(-INFINITY));
+            }
+        }
+        for (int j = 0; j < tk; j++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(ST + (size_t)j * tqp + 16 * u));
+        for (int j = 0; j < tk; j++) {
+            float *s = ST + (size_t)j * tqp + 16 * u;
+            __m512 e = vm_exp512(_mm512_sub_ps(_mm512_loadu_ps(s), mx));
+            _mm512_storeu_ps(s, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        __m512 lv = sum;
+        if (j0 > 0) {
+            __m512 corr = vm_exp512(_mm512_sub_ps(_mm512_loadu_ps(m + 16 * u), mx));
+            lv = _mm512_fmadd_ps(_mm512_loadu_ps(l + 16 * u), corr, sum);
+            for (int c = 0; c < dh; c++) {
+                float *o = OT + (size_t)c * tqp + 16 * u;
+                _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), corr));
+            }
+        }
+        _mm512_storeu_ps(l + 16 * u, lv);
+        _mm512_storeu_ps(m + 16 * u, mx);
+    }
+}
+
+static void attn_tile_avx512(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d,
+                             const attn_plan *p, int b, int h, int i0, float *QT, float *ST, float *OT, float *m,
+                             float *l) {
     int dh = d->head_dim, tq = imin(d->n_q - i0, p->tq), kv_end = tile_kv_end(d, i0, tq);
-    int lds = p->lds, nvec = (dh + 15) / 16;
+    int tqp = (tq + 15) / 16 * 16;
     const float *qt = q + ((size_t)b * d->n_q + i0) * d->q_stride + (size_t)h * dh;
-    const float *kt = kt_all + ((size_t)b * d->heads + h) * dh * p->ldkt;
+    const float *kb = k + (size_t)b * d->n_kv * d->k_stride + (size_t)h * dh;
     const float *vb = v + (size_t)b * d->n_kv * d->v_stride + (size_t)h * dh;
-    for (int i = 0; i < tq; i++) mrow[i] = -INFINITY, lrow[i] = 0.0f;
+    pack_qt(QT, tqp, qt, d->q_stride, dh, tq);
+    for (int i = 0; i < tqp; i++) m[i] = -INFINITY, l[i] = 0.0f;
     for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
         int tk = imin(kv_end - j0, p->tk);
-        qk_block(S, lds, qt, d->q_stride, kt + j0, p->ldkt, dh, d->scale, tq, tk);
-        softmax_block(S, lds, tq, tk, i0, j0, d->causal, mrow, lrow, O, p->ldo, dh);
-        for (int u = 0; u < nvec; u += 4)
-            pv_cols(O, p->ldo, S, lds, vb + (size_t)j0 * d->v_stride, d->v_stride, tk, 16 * u, dh, j0 > 0, tq,
-                    imin(4, nvec - u));
+        qk_block(ST, tqp, kb + (size_t)j0 * d->k_stride, d->k_stride, QT, dh, d->scale, tk);
+        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh);
+        pv_block(OT, tqp, ST, vb + (size_t)j0 * d->v_stride, d->v_stride, tk, dh, j0 > 0);
     }
-    write_tile(out, d, b, h, i0, tq, O, p->ldo, lrow);
+    /* out rows = OT^T / l */
+    float *ot = out + ((size_t)b * d->n_q + i0) * d->out_stride + (size_t)h * dh;
+    for (int i = 0; i < tq; i++) {
+        float inv = 1.0f / l[i];
+        float *dst = ot + (size_t)i * d->out_stride;
+        for (int c = 0; c < dh; c++) dst[c] = OT[(size_t)c * tqp + i] * inv;
+    }
 }
 
 #endif
@@ -317,33 +361,23 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
     int avx = use_avx512(ctx);
     attn_plan p;
     plan_attention(&p, d, avx);
-#if HAVE_AVX512_ATTENTION
-    float *kt_all = ws;
-#endif
     int n_tiles = (d->n_q + p.tq - 1) / p.tq, n_items = d->batch * d->heads * n_tiles;
-    int lds = p.lds;
 #pragma omp parallel num_threads(threads)
     {
-        float *S = (float *)ws + p.kt_floats + p.thread_floats * (size_t)omp_get_thread_num();
-        float *O = S + (size_t)p.tq * lds, *mrow = O + (size_t)p.tq * p.ldo, *lrow = mrow + p.tq;
-#if HAVE_AVX512_ATTENTION
-        if (avx) {
-#pragma omp for schedule(static)
-            for (int bh = 0; bh < d->batch * d->heads; bh++)
-                pack_kt(kt_all + (size_t)bh * d->head_dim * p.ldkt, k, d, p.n_pad, p.ldkt, bh / d->heads,
-                        bh % d->heads);
-        }
-#endif
+        float *mine = (float *)ws + p.thread_floats * (size_t)omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < n_items; it++) {
             int t = it % n_tiles, h = (it / n_tiles) % d->heads, b = it / (n_tiles * d->heads);
 #if HAVE_AVX512_ATTENTION
             if (avx) {
-                attn_tile_avx512(out, q, v, kt_all, d, &p, b, h, t * p.tq, S, O, mrow, lrow);
+                float *QT = mine, *ST = QT + (size_t)d->head_dim * p.tqp, *OT = ST + (size_t)p.tk * p.tqp;
+                float *m = OT + (size_t)d->head_dim * p.tqp;
+                attn_tile_avx512(out, q, k, v, d, &p, b, h, t * p.tq, QT, ST, OT, m, m + p.tqp);
                 continue;
             }
 #endif
-            attn_tile_blas(out, q, k, v, d, &p, b, h, t * p.tq, S, O, mrow, lrow, ctx);
+            float *S = mine, *O = S + (size_t)p.tq * p.tk, *mrow = O + (size_t)p.tq * d->head_dim;
+            attn_tile_blas(out, q, k, v, d, &p, b, h, t * p.tq, S, O, mrow, mrow + p.tq, ctx);
         }
     }
     prof_end(PROF_ATTENTION, t0, 4.0 * d->batch * d->heads * (double)d->n_q * d->n_kv * d->head_dim);
