@@ -39,14 +39,35 @@ static void naive_row(double *o, const float *q, const float *k, const float *v,
     }
 }
 
+/* x rounded to the nearest bfloat16 (ties to even), as a float. */
+static float round_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 /*
  * Runs d with ctx's attention kernel on random q, k, v (q/k scaled by
  * qk_scale) and compares every output with the reference.
+ *
+ * When the kernel's products take bf16 inputs (ops_attention_bf16), q, k and v
+ * are bf16 values already, so the kernel's rounding of them is exact and only
+ * its rounding of the probabilities P to bf16 remains: each P[j] moves by at
+ * most 2^-8 of itself, so the weighted average of v (|v| <= 1) moves by at
+ * most 2^-8 -- added to the float32 tolerance. A wrong pair, a dropped key or
+ * an unscaled row costs far more (a key's whole weight, >= 1/n_kv).
  */
 static void check_attention(const ops_ctx *ctx, const ops_attn_desc *d, float qk_scale, const char *label) {
     size_t nq = (size_t)d->batch * d->n_q, nk = (size_t)d->batch * d->n_kv;
     float *q = rand_floats(nq * d->q_stride, qk_scale), *k = rand_floats(nk * d->k_stride, qk_scale);
     float *v = rand_floats(nk * d->v_stride, 1), *out = rand_floats(nq * d->out_stride, 1);
+    int bf16 = ops_attention_bf16(ctx);
+    if (bf16) {
+        for (size_t i = 0; i < nq * d->q_stride; i++) q[i] = round_bf16(q[i]);
+        for (size_t i = 0; i < nk * d->k_stride; i++) k[i] = round_bf16(k[i]), v[i] = round_bf16(v[i]);
+    }
     float *keep = malloc(nq * d->out_stride * sizeof(float));
     memcpy(keep, out, nq * d->out_stride * sizeof(float));
     size_t wsb = ops_attention_workspace(d, ops_get_threads(), ctx);
@@ -63,7 +84,7 @@ static void check_attention(const ops_ctx *ctx, const ops_attn_desc *d, float qk
                     if (fabs(got[c] - o[c]) > worst) worst = fabs(got[c] - o[c]);
             }
     /* float32 rounding of a weighted average of n_kv values grows like sqrt(n_kv) */
-    double tol = 1e-6 + 4e-8 * sqrt((double)d->n_kv);
+    double tol = 1e-6 + 4e-8 * sqrt((double)d->n_kv) + (bf16 ? 1.0 / 256 : 0.0);
     if (worst > tol) fail_msg("%s: max |got - want| = %.3g (tolerance %.3g)", label, worst, tol);
     /* columns outside the heads (out_stride > heads * head_dim) are untouched */
     for (size_t t = 0; t < nq; t++)
@@ -76,10 +97,12 @@ static void test_attention_matches_naive_for_self_cross_and_causal(void **state)
     (void)state;
     ops_ctx ctx;
     ops_ctx_init(&ctx, 0);
-    for (int run = 0; run < 6; run++) {
+    for (int run = 0; run < 9; run++) { /* AVX-512 (where built), OpenBLAS, bf16 (where available); 1-3 threads */
         int threads = 1 + run % 3;
         ops_set_threads(threads);
-        ctx.attn_kernel = run < 3 ? OPS_ATTN_AUTO : OPS_ATTN_BLAS;
+        ctx.attn_kernel = run < 3 || run >= 6 ? OPS_ATTN_AUTO : OPS_ATTN_BLAS;
+        ctx.precision = run >= 6 ? OPS_PRECISION_BF16 : OPS_PRECISION_FP32;
+        if (run == 6 && !ops_attention_bf16(&ctx)) printf("  (no bf16 attention kernel here: fp32 checked again)\n");
         /* self-attention on a fused [B, T, 3C] projection: q, k, v are column slices */
         ops_attn_desc self = {.batch = 2, .heads = 3, .head_dim = 8, .n_q = 150, .n_kv = 150,
                               .q_stride = 72, .k_stride = 72, .v_stride = 72, .out_stride = 24,
@@ -117,8 +140,9 @@ static void test_attention_streams_over_more_keys_than_one_block(void **state) {
     ops_set_threads(2);
     ops_ctx ctx;
     ops_ctx_init(&ctx, 0);
-    for (int kernel = 0; kernel < 2; kernel++) {
-        ctx.attn_kernel = kernel ? OPS_ATTN_BLAS : OPS_ATTN_AUTO;
+    for (int kernel = 0; kernel < 3; kernel++) { /* AUTO, OpenBLAS, AUTO in bf16 */
+        ctx.attn_kernel = kernel == 1 ? OPS_ATTN_BLAS : OPS_ATTN_AUTO;
+        ctx.precision = kernel == 2 ? OPS_PRECISION_BF16 : OPS_PRECISION_FP32;
         /* more than one 1024-key block, with a partial last block, plain and causal */
         ops_attn_desc d = {.batch = 1, .heads = 2, .head_dim = 8, .n_q = 2500, .n_kv = 2500, .q_stride = 16,
                            .k_stride = 16, .v_stride = 16, .out_stride = 16, .scale = 1 / sqrtf(8.0f)};

@@ -130,9 +130,9 @@ void ops_arena_drop(ops_arena *a);
  * What ops_gemm multiplies in. BF16: both inputs rounded to bfloat16,
  * float32 accumulation and output (oneDNN's bf16 matmul); only where
  * ops_bf16_available(), else ops_gemm computes in float32. Every GEMM
- * follows it (linear, im2col convolutions, attention's two products, which
- * take the GEMM route in bf16); Winograd convolutions, norms, softmax and
- * samplers stay float32.
+ * follows it (linear, im2col convolutions, Winograd products), and so do
+ * attention's two products (its own AVX512_BF16 kernel, ops_attention_bf16);
+ * the Winograd transforms, norms, softmax and samplers stay float32.
  */
 typedef enum ops_precision { OPS_PRECISION_FP32 = 0, OPS_PRECISION_BF16 = 1 } ops_precision;
 
@@ -344,5 +344,10 @@ size_t ops_attention_workspace(const ops_attn_desc *d, int threads, const ops_ct
  */
 int ops_attention(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d, void *ws,
                   size_t ws_bytes, const ops_ctx *ctx, sd_error *err);
+/*
+ * 1 when ops_attention's two products take bf16 inputs for ctx (precision bf16, AUTO kernel, a build and CPU
+ * with AVX512_BF16), 0 when they are float32.
+ */
+int ops_attention_bf16(const ops_ctx *ctx);
 
 #endif

@@ -39,41 +39,71 @@
 #else
 #define HAVE_AVX512_ATTENTION 0
 #endif
+#if HAVE_AVX512_ATTENTION && defined(__AVX512BF16__)
+#define HAVE_BF16_ATTENTION 1
+#include <string.h>
+#else
+#define HAVE_BF16_ATTENTION 0
+#endif
 
 /* Tile sizes: BLAS path, then AVX-512 path (96 queries = the kernels' 6 vectors; 64-1024 keys measured alike) */
 #define BLAS_Q_TILE 64
 #define BLAS_KV_BLOCK 1024
 #define AVX_Q_TILE 96
 #define AVX_KV_BLOCK 512
+#define KV_PACK_ROWS 64 /* bf16: keys per unit of K and V rounding */
+
+/* The implementations, as ops_attention picks them. */
+enum { ATTN_BLAS, ATTN_AVX512, ATTN_BF16 };
 
 /*
- * Whether ctx's attention kernel is the AVX-512 one (AUTO, in builds that have it). In bf16 too:
- * the GEMM route with its two products in bf16 measured slower than this kernel in fp32 (SD 1.5 at
- * 512x512, one U-Net step: 1.30 s against 1.04 s of attention), which is also the more exact one.
+ * AUTO: the AVX512_BF16 kernels when ctx computes in bf16 (and the CPU and build have them), else the AVX-512
+ * float32 ones where the build has them, else OpenBLAS. (The GEMM route with bf16 products measured slower than
+ * the float32 kernel: 1.30 s against 1.04 s of attention in one SD 1.5 step at 512x512.)
  */
-static int use_avx512(const ops_ctx *ctx) { return HAVE_AVX512_ATTENTION && ctx->attn_kernel != OPS_ATTN_BLAS; }
+static int attn_kind(const ops_ctx *ctx) {
+    if (ctx->attn_kernel == OPS_ATTN_BLAS || !HAVE_AVX512_ATTENTION) return ATTN_BLAS;
+    if (HAVE_BF16_ATTENTION && ctx->precision == OPS_PRECISION_BF16 && ops_bf16_available()) return ATTN_BF16;
+    return ATTN_AVX512;
+}
+
+int ops_attention_bf16(const ops_ctx *ctx) { return attn_kind(ctx) == ATTN_BF16; }
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 static int imin(int a, int b) { return a < b ? a : b; }
 
 /* Per-call geometry of either path. */
 typedef struct attn_plan {
+    int kind;             /* ATTN_* */
     int tq, tk;           /* query tile, key block */
     int tqp;              /* AVX-512: query tile rounded up to 16 (a row of QT, ST and OT); BLAS: tq */
-    size_t thread_floats; /* BLAS: S, O, m, l of one thread; AVX-512: QT, ST, OT, m, l */
+    int dhp, ldvt;        /* bf16: head_dim and n_kv rounded up to even (rows of K and V^T) */
+    size_t shared_floats; /* bf16: K and V^T of every (batch, head), rounded (in units of floats) */
+    size_t thread_floats; /* BLAS: S, O, m, l of one thread; AVX-512: QT, ST, OT, m, l; bf16: also P2, a row */
 } attn_plan;
 
-static void plan_attention(attn_plan *p, const ops_attn_desc *d, int avx) {
+static void plan_attention(attn_plan *p, const ops_attn_desc *d, int kind) {
+    int avx = kind != ATTN_BLAS;
+    size_t dh = (size_t)d->head_dim;
+    p->kind = kind;
     p->tq = imin(d->n_q, avx ? AVX_Q_TILE : BLAS_Q_TILE);
     p->tk = imin(d->n_kv, avx ? AVX_KV_BLOCK : BLAS_KV_BLOCK);
     p->tqp = avx ? (int)round16((size_t)p->tq) : p->tq;
-    p->thread_floats = round16((size_t)p->tqp * (2 * (size_t)d->head_dim + p->tk + 2));
+    p->dhp = (d->head_dim + 1) & ~1;
+    p->ldvt = (d->n_kv + 1) & ~1;
+    p->shared_floats = 0;
+    p->thread_floats = round16((size_t)p->tqp * (2 * dh + p->tk + 2));
+    if (kind == ATTN_BF16) {
+        size_t bh = (size_t)d->batch * d->heads;
+        p->shared_floats = round16((bh * d->n_kv * p->dhp + bh * dh * p->ldvt + 1) / 2);
+        p->thread_floats += round16((size_t)(p->tk + 1) / 2 * p->tqp) + round16(KV_PACK_ROWS * dh / 2 + 1);
+    }
 }
 
 size_t ops_attention_workspace(const ops_attn_desc *d, int threads, const ops_ctx *ctx) {
     attn_plan p;
-    plan_attention(&p, d, use_avx512(ctx));
-    return p.thread_floats * (size_t)(threads > 0 ? threads : 1) * sizeof(float);
+    plan_attention(&p, d, attn_kind(ctx));
+    return (p.shared_floats + p.thread_floats * (size_t)(threads > 0 ? threads : 1)) * sizeof(float);
 }
 
 /*
@@ -319,6 +349,18 @@ static void softmax_block_t(float *ST, int tqp, int tk, int i0, int j0, int caus
     }
 }
 
+/* out rows of the tile = OT^T / l. */
+static void write_tile_t(float *out, const ops_attn_desc *d, int b, int h, int i0, int tq, const float *OT, int tqp,
+                         const float *l) {
+    int dh = d->head_dim;
+    float *ot = out + ((size_t)b * d->n_q + i0) * d->out_stride + (size_t)h * dh;
+    for (int i = 0; i < tq; i++) {
+        float inv = 1.0f / l[i];
+        float *dst = ot + (size_t)i * d->out_stride;
+        for (int c = 0; c < dh; c++) dst[c] = OT[(size_t)c * tqp + i] * inv;
+    }
+}
+
 static void attn_tile_avx512(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d,
                              const attn_plan *p, int b, int h, int i0, float *QT, float *ST, float *OT, float *m,
                              float *l) {
@@ -335,13 +377,180 @@ static void attn_tile_avx512(float *out, const float *q, const float *k, const f
         softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh);
         pv_block(OT, tqp, ST, vb + (size_t)j0 * d->v_stride, d->v_stride, tk, dh, j0 > 0);
     }
-    /* out rows = OT^T / l */
-    float *ot = out + ((size_t)b * d->n_q + i0) * d->out_stride + (size_t)h * dh;
-    for (int i = 0; i < tq; i++) {
-        float inv = 1.0f / l[i];
-        float *dst = ot + (size_t)i * d->out_stride;
-        for (int c = 0; c < dh; c++) dst[c] = OT[(size_t)c * tqp + i] * inv;
+    write_tile_t(out, d, b, h, i0, tq, OT, tqp, l);
+}
+
+#endif
+
+/* ---- AVX512_BF16 path (precision bf16) ---------------------------------------- */
+
+#if HAVE_BF16_ATTENTION
+
+/*
+ * The same tiles with both products on bfloat16 inputs and float32 sums (vdpbf16ps: each lane adds the
+ * products of one pair of bf16 elements). The pairs run along the products' inner dimension, so:
+ *   S^T: a lane holds a query's pair (q[c], q[c+1]) (QT2 [dh/2, tqp] pairs) and the broadcast is a key's pair
+ *        (K rounded once per call, rows of dhp = dh rounded up to even);
+ *   O^T: a lane holds a query's pair of probabilities (P2 [tk/2, tqp] pairs, rounded from the softmax's float32
+ *        P) and the broadcast is (v[j][c], v[j+1][c]) (V^T rounded once per call, rows of n_kv rounded up to
+ *        even). The softmax, its sums l and the O^T rescaling stay float32.
+ * Rounding is to nearest even, as ops_round_bf16.
+ */
+
+static inline uint32_t load_pair(const uint16_t *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return u;
+}
+
+/* ST[r][16u, ...) = scale * sum_{cp} dot2(kbf[r][2cp, 2cp+2), QT2[cp][16u, ...)) for R keys, NI query vectors. */
+static inline __attribute__((always_inline)) void qk_rows_bf16(float *ST, int tqp, const uint16_t *kbf, int ldk,
+                                                               const uint32_t *qt2, int npairs, float scale,
+                                                               const int R, const int NI) {
+    __m512 acc[4][6];
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++) acc[r][u] = _mm512_setzero_ps();
+    for (int cp = 0; cp < npairs; cp++) {
+        __m512i kb[4];
+        for (int r = 0; r < R; r++) kb[r] = _mm512_set1_epi32((int)load_pair(kbf + (size_t)r * ldk + 2 * cp));
+        for (int u = 0; u < NI; u++) {
+            __m512i qv = _mm512_loadu_si512(qt2 + (size_t)cp * tqp + 16 * u);
+            KEEP_IN_REGISTER(qv);
+            for (int r = 0; r < R; r++) acc[r][u] = _mm512_dpbf16_ps(acc[r][u], (__m512bh)kb[r], (__m512bh)qv);
+        }
     }
+    __m512 sc = _mm512_set1_ps(scale);
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++) _mm512_storeu_ps(ST + (size_t)r * tqp + 16 * u, _mm512_mul_ps(acc[r][u], sc));
+}
+
+/* OT[r][16u, ...) (+)= sum_{jp} dot2(vt[r][2jp, 2jp+2), P2[jp][16u, ...)) for R output columns, NI vectors. */
+static inline __attribute__((always_inline)) void pv_rows_bf16(float *OT, int tqp, const uint32_t *p2,
+                                                               const uint16_t *vt, int ldvt, int npairs,
+                                                               int accumulate, const int R, const int NI) {
+    __m512 acc[4][6];
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++)
+            acc[r][u] = accumulate ? _mm512_loadu_ps(OT + (size_t)r * tqp + 16 * u) : _mm512_setzero_ps();
+    for (int jp = 0; jp < npairs; jp++) {
+        __m512i vb[4];
+        for (int r = 0; r < R; r++) vb[r] = _mm512_set1_epi32((int)load_pair(vt + (size_t)r * ldvt + 2 * jp));
+        for (int u = 0; u < NI; u++) {
+            __m512i pv = _mm512_loadu_si512(p2 + (size_t)jp * tqp + 16 * u);
+            KEEP_IN_REGISTER(pv);
+            for (int r = 0; r < R; r++) acc[r][u] = _mm512_dpbf16_ps(acc[r][u], (__m512bh)vb[r], (__m512bh)pv);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++) _mm512_storeu_ps(OT + (size_t)r * tqp + 16 * u, acc[r][u]);
+}
+
+static inline __attribute__((always_inline)) void qk_block_bf16_ni(float *ST, int tqp, const uint16_t *kbf, int ldk,
+                                                                   const uint32_t *qt2, int npairs, float scale,
+                                                                   int tk, const int NI) {
+    int j = 0;
+    for (; j + 4 <= tk; j += 4)
+        qk_rows_bf16(ST + (size_t)j * tqp, tqp, kbf + (size_t)j * ldk, ldk, qt2, npairs, scale, 4, NI);
+    for (; j < tk; j++) qk_rows_bf16(ST + (size_t)j * tqp, tqp, kbf + (size_t)j * ldk, ldk, qt2, npairs, scale, 1, NI);
+}
+
+static inline __attribute__((always_inline)) void pv_block_bf16_ni(float *OT, int tqp, const uint32_t *p2,
+                                                                   const uint16_t *vt, int ldvt, int npairs, int dh,
+                                                                   int accumulate, const int NI) {
+    int c = 0;
+    for (; c + 4 <= dh; c += 4)
+        pv_rows_bf16(OT + (size_t)c * tqp, tqp, p2, vt + (size_t)c * ldvt, ldvt, npairs, accumulate, 4, NI);
+    for (; c < dh; c++)
+        pv_rows_bf16(OT + (size_t)c * tqp, tqp, p2, vt + (size_t)c * ldvt, ldvt, npairs, accumulate, 1, NI);
+}
+
+static void qk_block_bf16(float *ST, int tqp, const uint16_t *kbf, int ldk, const uint32_t *qt2, int npairs,
+                          float scale, int tk) {
+    switch (tqp / 16) {
+    case 1: qk_block_bf16_ni(ST, tqp, kbf, ldk, qt2, npairs, scale, tk, 1); break;
+    case 2: qk_block_bf16_ni(ST, tqp, kbf, ldk, qt2, npairs, scale, tk, 2); break;
+    case 3: qk_block_bf16_ni(ST, tqp, kbf, ldk, qt2, npairs, scale, tk, 3); break;
+    case 4: qk_block_bf16_ni(ST, tqp, kbf, ldk, qt2, npairs, scale, tk, 4); break;
+    case 5: qk_block_bf16_ni(ST, tqp, kbf, ldk, qt2, npairs, scale, tk, 5); break;
+    default: qk_block_bf16_ni(ST, tqp, kbf, ldk, qt2, npairs, scale, tk, 6); break;
+    }
+}
+
+static void pv_block_bf16(float *OT, int tqp, const uint32_t *p2, const uint16_t *vt, int ldvt, int npairs, int dh,
+                          int accumulate) {
+    switch (tqp / 16) {
+    case 1: pv_block_bf16_ni(OT, tqp, p2, vt, ldvt, npairs, dh, accumulate, 1); break;
+    case 2: pv_block_bf16_ni(OT, tqp, p2, vt, ldvt, npairs, dh, accumulate, 2); break;
+    case 3: pv_block_bf16_ni(OT, tqp, p2, vt, ldvt, npairs, dh, accumulate, 3); break;
+    case 4: pv_block_bf16_ni(OT, tqp, p2, vt, ldvt, npairs, dh, accumulate, 4); break;
+    case 5: pv_block_bf16_ni(OT, tqp, p2, vt, ldvt, npairs, dh, accumulate, 5); break;
+    default: pv_block_bf16_ni(OT, tqp, p2, vt, ldvt, npairs, dh, accumulate, 6); break;
+    }
+}
+
+/*
+ * Rounds keys [j0, j0 + n) of K (rows of dhp) and V^T (rows of ldvt) of one (batch, head); tmp: n * dh bf16
+ * (V's rows, then written column by column so that V^T's rows are written in runs). Padding (an odd dh's last
+ * column, an odd n_kv's last key) is zero.
+ */
+static void pack_kv_bf16(uint16_t *kbf, uint16_t *vt, const float *k, const float *v, const ops_attn_desc *d,
+                         int dhp, int ldvt, int b, int h, int j0, int n, uint16_t *tmp) {
+    int dh = d->head_dim;
+    for (int j = j0; j < j0 + n; j++) {
+        uint16_t *kr = kbf + (size_t)j * dhp;
+        ops_round_bf16(kr, k + ((size_t)b * d->n_kv + j) * d->k_stride + (size_t)h * dh, (size_t)dh);
+        if (dhp > dh) kr[dh] = 0;
+        ops_round_bf16(tmp + (size_t)(j - j0) * dh, v + ((size_t)b * d->n_kv + j) * d->v_stride + (size_t)h * dh,
+                       (size_t)dh);
+    }
+    for (int c = 0; c < dh; c++) {
+        uint16_t *dst = vt + (size_t)c * ldvt + j0;
+        for (int j = 0; j < n; j++) dst[j] = tmp[(size_t)j * dh + c];
+        if (j0 + n == d->n_kv && ldvt > d->n_kv) dst[n] = 0;
+    }
+}
+
+/* QT2[cp][i] = the tile's query i, elements (2cp, 2cp + 1), rounded; zero for padded queries and columns. */
+static void pack_qt_bf16(uint32_t *qt2, int tqp, const float *q, int qs, int dh, int tq, uint16_t *tmp) {
+    int npairs = (dh + 1) / 2;
+    for (int i = 0; i < tqp; i++) {
+        if (i < tq) ops_round_bf16(tmp, q + (size_t)i * qs, (size_t)dh);
+        tmp[dh] = 0;
+        for (int cp = 0; cp < npairs; cp++)
+            qt2[(size_t)cp * tqp + i] = i < tq ? (uint32_t)tmp[2 * cp] | (uint32_t)tmp[2 * cp + 1] << 16 : 0;
+    }
+}
+
+/* P2[jp][i] = (P[2jp][i], P[2jp + 1][i]) rounded, from ST [tk, tqp] (a missing last row is zero). */
+static void pack_p_bf16(uint32_t *p2, const float *ST, int tqp, int tk) {
+    const __m512i interleave = _mm512_setr_epi32(0x00100000, 0x00110001, 0x00120002, 0x00130003, 0x00140004,
+                                                 0x00150005, 0x00160006, 0x00170007, 0x00180008, 0x00190009,
+                                                 0x001a000a, 0x001b000b, 0x001c000c, 0x001d000d, 0x001e000e,
+                                                 0x001f000f);
+    for (int j = 0; j < tk; j += 2)
+        for (int u = 0; u < tqp; u += 16) {
+            __m512 a = _mm512_loadu_ps(ST + (size_t)j * tqp + u);
+            __m512 b = j + 1 < tk ? _mm512_loadu_ps(ST + (size_t)(j + 1) * tqp + u) : _mm512_setzero_ps();
+            __m512i ab = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* bf16 of a in the low 16, of b in the high 16 */
+            _mm512_storeu_si512(p2 + (size_t)(j / 2) * tqp + u, _mm512_permutexvar_epi16(interleave, ab));
+        }
+}
+
+static void attn_tile_bf16(float *out, const float *q, const uint16_t *kbf, const uint16_t *vt,
+                           const ops_attn_desc *d, const attn_plan *p, int b, int h, int i0, uint32_t *QT2,
+                           float *ST, uint32_t *P2, float *OT, float *m, float *l, uint16_t *row) {
+    int dh = d->head_dim, tq = imin(d->n_q - i0, p->tq), kv_end = tile_kv_end(d, i0, tq);
+    int tqp = (tq + 15) / 16 * 16, dhp = (dh + 1) & ~1, npairs = dhp / 2;
+    pack_qt_bf16(QT2, tqp, q + ((size_t)b * d->n_q + i0) * d->q_stride + (size_t)h * dh, d->q_stride, dh, tq, row);
+    for (int i = 0; i < tqp; i++) m[i] = -INFINITY, l[i] = 0.0f;
+    for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
+        int tk = imin(kv_end - j0, p->tk);
+        qk_block_bf16(ST, tqp, kbf + (size_t)j0 * dhp, dhp, QT2, npairs, d->scale, tk);
+        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh);
+        pack_p_bf16(P2, ST, tqp, tk);
+        pv_block_bf16(OT, tqp, P2, vt + j0, p->ldvt, (tk + 1) / 2, dh, j0 > 0);
+    }
+    write_tile_t(out, d, b, h, i0, tq, OT, tqp, l);
 }
 
 #endif
@@ -358,21 +567,45 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
         return sd_err(err, SD_EINTERNAL, "attention: workspace of %zu bytes, need %zu (64-byte aligned)", ws_bytes,
                       ops_attention_workspace(d, threads, ctx));
     double t0 = prof_begin();
-    int avx = use_avx512(ctx);
     attn_plan p;
-    plan_attention(&p, d, avx);
+    plan_attention(&p, d, attn_kind(ctx));
     int n_tiles = (d->n_q + p.tq - 1) / p.tq, n_items = d->batch * d->heads * n_tiles;
 #pragma omp parallel num_threads(threads)
     {
-        float *mine = (float *)ws + p.thread_floats * (size_t)omp_get_thread_num();
+        float *mine = (float *)ws + p.shared_floats + p.thread_floats * (size_t)omp_get_thread_num();
+        float *QT = mine, *ST = QT + (size_t)d->head_dim * p.tqp, *OT = ST + (size_t)p.tk * p.tqp;
+        float *m = OT + (size_t)d->head_dim * p.tqp, *l = m + p.tqp;
+#if HAVE_BF16_ATTENTION
+        size_t bh_n = (size_t)d->batch * d->heads;
+        uint16_t *kbf = ws, *vt = kbf + bh_n * d->n_kv * p.dhp;
+        uint32_t *P2 = (uint32_t *)(mine + round16((size_t)p.tqp * (2 * (size_t)d->head_dim + p.tk + 2)));
+        uint16_t *row = (uint16_t *)(P2 + round16((size_t)(p.tk + 1) / 2 * p.tqp));
+        if (p.kind == ATTN_BF16) {
+            int chunks = (d->n_kv + KV_PACK_ROWS - 1) / KV_PACK_ROWS;
+#pragma omp for schedule(static)
+            for (size_t u = 0; u < bh_n * chunks; u++) {
+                size_t bh = u / chunks;
+                int j0 = (int)(u % chunks) * KV_PACK_ROWS;
+                pack_kv_bf16(kbf + bh * d->n_kv * p.dhp, vt + bh * d->head_dim * p.ldvt, k, v, d, p.dhp, p.ldvt,
+                             (int)(bh / d->heads), (int)(bh % d->heads), j0, imin(KV_PACK_ROWS, d->n_kv - j0), row);
+            }
+        }
+#endif
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < n_items; it++) {
             int t = it % n_tiles, h = (it / n_tiles) % d->heads, b = it / (n_tiles * d->heads);
+            size_t bh = (size_t)b * d->heads + h;
+            (void)bh;
+#if HAVE_BF16_ATTENTION
+            if (p.kind == ATTN_BF16) {
+                attn_tile_bf16(out, q, kbf + bh * d->n_kv * p.dhp, vt + bh * d->head_dim * p.ldvt, d, &p, b, h,
+                               t * p.tq, (uint32_t *)QT, ST, P2, OT, m, l, row);
+                continue;
+            }
+#endif
 #if HAVE_AVX512_ATTENTION
-            if (avx) {
-                float *QT = mine, *ST = QT + (size_t)d->head_dim * p.tqp, *OT = ST + (size_t)p.tk * p.tqp;
-                float *m = OT + (size_t)d->head_dim * p.tqp;
-                attn_tile_avx512(out, q, k, v, d, &p, b, h, t * p.tq, QT, ST, OT, m, m + p.tqp);
+            if (p.kind == ATTN_AVX512) {
+                attn_tile_avx512(out, q, k, v, d, &p, b, h, t * p.tq, QT, ST, OT, m, l);
                 continue;
             }
 #endif
