@@ -26,6 +26,7 @@ struct jobdb {
     int max_attempts;
     int shard_index, shard_count; /* of the current run; count 0: every job */
     int in_batch;              /* jobdb_batch_begin .. jobdb_batch_commit */
+    int batch_touched;         /* the run's heartbeat was written in the open batch */
     double fixed_time;         /* jobdb_set_time; 0 = real clock */
 };
 
