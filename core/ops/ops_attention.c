@@ -314,8 +314,21 @@ static void pv_block(float *OT, int tqp, const float *PT, const float *v, int vs
  * query) are updated, and OT [dh, tqp] is rescaled where a query's max moved. All reductions run over keys, down
  * the rows, so they are lane-wise: no horizontal sums.
  */
+#if HAVE_BF16_ATTENTION
+/* The pairs (a[i], b[i]) of 16 float32 lanes, each rounded to bf16 (to nearest even): a low, b high. */
+static inline __m512i pair_bf16(__m512 a, __m512 b) {
+    const __m512i interleave = _mm512_setr_epi32(0x00100000, 0x00110001, 0x00120002, 0x00130003, 0x00140004,
+                                                 0x00150005, 0x00160006, 0x00170007, 0x00180008, 0x00190009,
+                                                 0x001a000a, 0x001b000b, 0x001c000c, 0x001d000d, 0x001e000e,
+                                                 0x001f000f);
+    __m512i ab = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a's 16 bf16 in the low half, b's in the high half */
+    return _mm512_permutexvar_epi16(interleave, ab);
+}
+#endif
+
+/* p2: NULL, or (bf16 path) where P goes as pairs of rows rounded to bf16 (P2 [ceil(tk/2), tqp]) instead of ST. */
 static void softmax_block_t(float *ST, int tqp, int tk, int i0, int j0, int causal, float *m, float *l, float *OT,
-                            int dh) {
+                            int dh, uint32_t *p2) {
     int nv = tqp / 16;
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (int u = 0; u < nv; u++) {
@@ -329,7 +342,19 @@ static void softmax_block_t(float *ST, int tqp, int tk, int i0, int j0, int caus
             }
         }
         for (int j = 0; j < tk; j++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(ST + (size_t)j * tqp + 16 * u));
-        for (int j = 0; j < tk; j++) {
+#if HAVE_BF16_ATTENTION
+        if (p2) { /* rows j and j + 1 straight into their pair (a missing last row is zero) */
+            for (int j = 0; j < tk; j += 2) {
+                __m512 e0 = vm_exp512(_mm512_sub_ps(_mm512_loadu_ps(ST + (size_t)j * tqp + 16 * u), mx));
+                __m512 e1 = j + 1 < tk
+                                ? vm_exp512(_mm512_sub_ps(_mm512_loadu_ps(ST + (size_t)(j + 1) * tqp + 16 * u), mx))
+                                : _mm512_setzero_ps();
+                sum = _mm512_add_ps(_mm512_add_ps(sum, e0), e1);
+                _mm512_storeu_si512(p2 + (size_t)(j / 2) * tqp + 16 * u, pair_bf16(e0, e1));
+            }
+        }
+#endif
+        for (int j = 0; j < tk && !p2; j++) {
             float *s = ST + (size_t)j * tqp + 16 * u;
             __m512 e = vm_exp512(_mm512_sub_ps(_mm512_loadu_ps(s), mx));
             _mm512_storeu_ps(s, e);
@@ -374,7 +399,7 @@ static void attn_tile_avx512(float *out, const float *q, const float *k, const f
     for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
         int tk = imin(kv_end - j0, p->tk);
         qk_block(ST, tqp, kb + (size_t)j0 * d->k_stride, d->k_stride, QT, dh, d->scale, tk);
-        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh);
+        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh, NULL);
         pv_block(OT, tqp, ST, vb + (size_t)j0 * d->v_stride, d->v_stride, tk, dh, j0 > 0);
     }
     write_tile_t(out, d, b, h, i0, tq, OT, tqp, l);
@@ -521,21 +546,6 @@ static void pack_qt_bf16(uint32_t *qt2, int tqp, const float *q, int qs, int dh,
     }
 }
 
-/* P2[jp][i] = (P[2jp][i], P[2jp + 1][i]) rounded, from ST [tk, tqp] (a missing last row is zero). */
-static void pack_p_bf16(uint32_t *p2, const float *ST, int tqp, int tk) {
-    const __m512i interleave = _mm512_setr_epi32(0x00100000, 0x00110001, 0x00120002, 0x00130003, 0x00140004,
-                                                 0x00150005, 0x00160006, 0x00170007, 0x00180008, 0x00190009,
-                                                 0x001a000a, 0x001b000b, 0x001c000c, 0x001d000d, 0x001e000e,
-                                                 0x001f000f);
-    for (int j = 0; j < tk; j += 2)
-        for (int u = 0; u < tqp; u += 16) {
-            __m512 a = _mm512_loadu_ps(ST + (size_t)j * tqp + u);
-            __m512 b = j + 1 < tk ? _mm512_loadu_ps(ST + (size_t)(j + 1) * tqp + u) : _mm512_setzero_ps();
-            __m512i ab = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* bf16 of a in the low 16, of b in the high 16 */
-            _mm512_storeu_si512(p2 + (size_t)(j / 2) * tqp + u, _mm512_permutexvar_epi16(interleave, ab));
-        }
-}
-
 static void attn_tile_bf16(float *out, const float *q, const uint16_t *kbf, const uint16_t *vt,
                            const ops_attn_desc *d, const attn_plan *p, int b, int h, int i0, uint32_t *QT2,
                            float *ST, uint32_t *P2, float *OT, float *m, float *l, uint16_t *row) {
@@ -546,8 +556,7 @@ static void attn_tile_bf16(float *out, const float *q, const uint16_t *kbf, cons
     for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
         int tk = imin(kv_end - j0, p->tk);
         qk_block_bf16(ST, tqp, kbf + (size_t)j0 * dhp, dhp, QT2, npairs, d->scale, tk);
-        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh);
-        pack_p_bf16(P2, ST, tqp, tk);
+        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh, P2);
         pv_block_bf16(OT, tqp, P2, vt + j0, p->ldvt, (tk + 1) / 2, dh, j0 > 0);
     }
     write_tile_t(out, d, b, h, i0, tq, OT, tqp, l);
