@@ -441,6 +441,13 @@ static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void 
     /* a 2x3 image and 300 output channels: too few strips, so the channels are split */
     conv_case deep = {1, 40, 2, 3, 300, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1};
     run_conv_case(&deep, SD_F32, 4, &ctx);
+    /* f16 weights converted by each item, 128 rows at a time, just before their product: items of 600
+     * rows (16 images of one strip each: no channel split) and of 144 rows (the merged route, 1100
+     * output channels in 8 chunks) */
+    conv_case per_image = {16, 8, 16, 16, 600, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1};
+    run_conv_case(&per_image, SD_F16, 2, &ctx);
+    conv_case merged = {2, 8, 2, 3, 1100, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1};
+    run_conv_case(&merged, SD_F16, 1, &ctx);
     conv_case deep1 = {2, 40, 2, 3, 260, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1};
     run_conv_case(&deep1, SD_BF16, 3, &ctx);
     /* the taps route (stride 1, >= 64 input channels, >= 32 output columns): padding, kernel shapes,

@@ -428,18 +428,20 @@ static double psnr_u8(const uint8_t *a, const uint8_t *b, size_t n) {
 
 /*
  * --precision bf16 (every GEMM, including the Winograd convolutions' products of
- * transformed filters and inputs, on bf16-rounded inputs with fp32 sums) keeps
- * the 96-pixel golden pipelines within PSNR_BF16_MIN dB of diffusers' fp32 PNGs,
- * and each step's latent within LATENT_BF16_MAX (relative L2) of the fp32 run's.
- * Measured on the AVX-512 EPYC (oneDNN 2.6), 2026-12-02: 42.5 dB
- * (sd2_ddim_vpred_96), 48.6 (euler_a), 49.4-50.7 (the others), 53.7 (no CFG);
- * per-step latent error (worst step) 0.24% (no CFG), 1.2-1.8% (the other SD 1.5
- * cases), 2.2% (sd2_ddim_vpred_96), each printed. Before the
+ * transformed filters and inputs, and attention's two products, on bf16-rounded
+ * inputs with fp32 sums) keeps the 96-pixel golden pipelines within
+ * PSNR_BF16_MIN dB of diffusers' fp32 PNGs, and each step's latent within
+ * LATENT_BF16_MAX (relative L2) of the fp32 run's. Measured on the AVX-512 EPYC
+ * (oneDNN 2.6), 2026-12-02, with bf16 attention: 41.7 dB (sd2_ddim_vpred_96),
+ * 45.5 (img2img), 48.4-50.8 (the others), 53.7 (no CFG); per-step latent error
+ * (worst step) 0.24% (no CFG), 1.2-1.9% (the other SD 1.5 cases), 2.3%
+ * (sd2_ddim_vpred_96), each printed; attention in fp32 had given 41.8-53.7 dB.
+ * Before the
  * Winograd products went bf16 (only direct GEMMs were) the same cases gave
  * 45.8-56.1 dB; a PyTorch emulation of bf16 weights and inputs for every
  * linear and convolution lands 49-52 dB: the Winograd transforms widen the
  * rounded values' range, which costs 1-3 dB. The PSNR bound is issue 13's
- * 40 dB floor, 2.5 dB under the worst case, the latent bound 4%, 1.8x the
+ * 40 dB floor, 1.7 dB under the worst case, the latent bound 4%, 1.7x the
  * worst; a real fault (an fp32 value read as bf16, a wrong transpose) costs
  * tens of dB and latents off by tens of percent.
  * Skipped without a bf16 GEMM.

@@ -53,8 +53,8 @@
 #define MERGE_MAX_POSITIONS 256               /* 16x16 and up gain nothing from merging */
 #define MERGE_BUDGET_BYTES ((size_t)16 << 20) /* the one shared im2col matrix */
 #define MERGE_CH 16 /* channels per phase-1 unit of the merged route */
-#ifndef MERGE_W_ROWS
-#define MERGE_W_ROWS 64 /* merged route, f16/bf16 weights: rows converted per product */
+#ifndef CONV_W_ROWS
+#define CONV_W_ROWS 128 /* f16/bf16 weights converted where used: rows per product (weight_rows_gemm) */
 #endif
 
 void ops_conv2d_out_size(const ops_conv_desc *d, int *out_h, int *out_w) {
@@ -379,26 +379,33 @@ static void merged_col_unit(const conv_plan *p, const float *x, float *tin_all, 
 }
 
 /*
- * Merged route, phase 2: output channels [m0, m0 + mm) of every image; cbuf [mm, batch*P] is the item's.
- * wf: the float32 weights, or NULL to convert the item's rows of d->weight (f16, bf16) MERGE_W_ROWS at a
- * time into wbuf [MERGE_W_ROWS, K] just before their product (see ops_conv2d).
+ * c [mm, N] (row stride ldc) = rows [m0, m0 + mm) of the weights [out_ch, K] times bmat [K, N] (+ beta c).
+ * wf: the float32 weights; NULL: the rows of d->weight (f16, bf16) are converted CONV_W_ROWS at a time
+ * into wbuf [CONV_W_ROWS, K] just before their product (see ops_conv2d).
  */
+static void weight_rows_gemm(const conv_plan *p, const float *wf, float *wbuf, int m0, int mm, int N,
+                             const float *bmat, int ldb, float beta, float *c, int ldc, const ops_ctx *ctx) {
+    const ops_conv_desc *d = p->d;
+    if (wf) {
+        ops_gemm(ctx, 0, mm, N, p->K, 1.0f, wf + (size_t)m0 * p->K, p->K, bmat, ldb, beta, c, ldc);
+        return;
+    }
+    size_t esz = sd_dtype_size(d->weight->dtype);
+    for (int r0 = 0; r0 < mm; r0 += CONV_W_ROWS) {
+        int rn = mm - r0 < CONV_W_ROWS ? mm - r0 : CONV_W_ROWS;
+        /* (counted in the convolution's time, not as widening: the profiler is not per thread) */
+        sd_dtype_convert_to_f32(wbuf, (const unsigned char *)d->weight->data + (size_t)(m0 + r0) * p->K * esz,
+                                d->weight->dtype, (size_t)rn * p->K);
+        ops_gemm(ctx, 0, rn, N, p->K, 1.0f, wbuf, p->K, bmat, ldb, beta, c + (size_t)r0 * ldc, ldc);
+    }
+}
+
+/* Merged route, phase 2: output channels [m0, m0 + mm) of every image; cbuf [mm, batch*P] is the item's. */
 static void merged_gemm_item(const conv_plan *p, float *out, const float *wf, const float *bias, const float *col,
                              float *cbuf, float *wbuf, int m0, int mm, const ops_ctx *ctx) {
     const ops_conv_desc *d = p->d;
     int B = d->batch, P = p->P, N = B * P;
-    if (wf) {
-        ops_gemm(ctx, 0, mm, N, p->K, 1.0f, wf + (size_t)m0 * p->K, p->K, col, N, 0.0f, cbuf, N);
-    } else {
-        size_t esz = sd_dtype_size(d->weight->dtype);
-        for (int r0 = 0; r0 < mm; r0 += MERGE_W_ROWS) {
-            int rn = mm - r0 < MERGE_W_ROWS ? mm - r0 : MERGE_W_ROWS;
-            /* (counted in the convolution's time, not as widening: the profiler is not per thread) */
-            sd_dtype_convert_to_f32(wbuf, (const unsigned char *)d->weight->data + (size_t)(m0 + r0) * p->K * esz,
-                                    d->weight->dtype, (size_t)rn * p->K);
-            ops_gemm(ctx, 0, rn, N, p->K, 1.0f, wbuf, p->K, col, N, 0.0f, cbuf + (size_t)r0 * N, N);
-        }
-    }
+    weight_rows_gemm(p, wf, wbuf, m0, mm, N, col, N, 0.0f, cbuf, N, ctx);
     for (int b = 0; b < B; b++)
         for (int m = m0; m < m0 + mm; m++) {
             float add = (bias ? bias[m] : 0.0f) + (d->chan_add ? d->chan_add[(size_t)b * d->out_ch + m] : 0.0f);
@@ -436,19 +443,21 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
     int rc = 0;
     double tw = prof_begin();
     /*
-     * Merged route with f16/bf16 weights: each item converts its own rows just before their product
-     * (merged_gemm_item) instead of all of them first. The small images' convolutions hold most of the
-     * U-Net's weights (1280 channels at 8x8 and 4x4), and converting them all first wrote and re-read
-     * a float32 copy through memory: 12% of a 256x256 step.
+     * f16/bf16 weights on images of one strip (the merged route, or one strip per image): each item
+     * converts its own rows just before their product (weight_rows_gemm) instead of all of them
+     * first. The small images' convolutions hold most of the U-Net's weights (1280 channels at 8x8
+     * and 4x4), and converting them all first wrote and re-read a float32 copy through memory: 12% of
+     * a 256x256 step, more with one image per rank (CFG-parallel), whose products have few columns.
+     * With several strips each would convert the same rows again: those widen once, first.
      */
-    int stream_w = p.merged && !sd_tensor_f32_view(d->weight);
+    int stream_w = (p.merged || (!p.taps && p.n_strips == 1)) && !sd_tensor_f32_view(d->weight);
     const float *wf = stream_w ? NULL : p.taps ? widen_taps(d, scratch, threads, err) : ops_weight_f32(d->weight, ctx, err);
     if (p.taps) prof_end(PROF_WIDEN, tw, 0);
     int w_ok = wf || stream_w;
     const float *bf = w_ok && d->bias ? ops_weight_f32(d->bias, ctx, err) : NULL;
     float *tin_all = NULL, *col_all = NULL, *cbuf_all = NULL, *wbuf_all = NULL;
     if (stream_w && (!d->bias || bf))
-        wbuf_all = ops_arena_floats(scratch, (size_t)MERGE_W_ROWS * p.K * threads, err);
+        wbuf_all = ops_arena_floats(scratch, (size_t)CONV_W_ROWS * p.K * threads, err);
     size_t tin_copies = p.merged ? (size_t)d->batch : (size_t)threads, col_copies = p.merged ? 1 : (size_t)threads;
     w_ok = w_ok && (!stream_w || wbuf_all);
     if (w_ok && (!d->bias || bf) && p.tin_floats) tin_all = ops_arena_floats(scratch, p.tin_floats * tin_copies, err);
@@ -479,7 +488,7 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
             int m0 = mc * p.mchunk, mm = d->out_ch - m0 < p.mchunk ? d->out_ch - m0 : p.mchunk;
             if (p.merged) {
                 merged_gemm_item(&p, out, wf, bf, col_all, cbuf,
-                                 wbuf_all ? wbuf_all + (size_t)MERGE_W_ROWS * p.K * tid : NULL, m0, mm, ctx);
+                                 wbuf_all ? wbuf_all + (size_t)CONV_W_ROWS * p.K * tid : NULL, m0, mm, ctx);
                 continue;
             }
             int T = (oy1 - oy0) * p.ow, p0 = oy0 * p.ow;
@@ -526,8 +535,8 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
                 ldb = (int)p.ldcol;
             }
             float *c = out + ((size_t)b * d->out_ch + m0) * p.P + p0;
-            ops_gemm(ctx, 0, mm, T, p.K, 1.0f, wf + (size_t)m0 * p.K, p.K, bmat, ldb, d->accumulate ? 1.0f : 0.0f, c,
-                     p.P);
+            weight_rows_gemm(&p, wf, wbuf_all ? wbuf_all + (size_t)CONV_W_ROWS * p.K * tid : NULL, m0, mm, T, bmat,
+                             ldb, d->accumulate ? 1.0f : 0.0f, c, p.P, ctx);
             conv_epilogue(&p, out, bf, b, m0, mm, p0, T);
         }
     }
