@@ -18,8 +18,11 @@ OPT      ?= -O3
 
 ifeq ($(SANITIZE),1)
 BUILD    := build/san
-OPT      := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-LDSAN    := -fsanitize=address,undefined
+# float-cast-overflow is not part of GCC's "undefined" group (clang's fuzz builds have it): an
+# out-of-range float to int conversion is undefined behaviour too (the fuzz_config bug of issue 16)
+OPT      := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined,float-cast-overflow \
+            -fno-sanitize-recover=undefined,float-cast-overflow
+LDSAN    := -fsanitize=address,undefined,float-cast-overflow
 endif
 
 ifeq ($(PORTABLE),1)

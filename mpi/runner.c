@@ -638,6 +638,9 @@ static int master_top_up(master *m, leaders *l, int src) {
     return 0;
 }
 
+/* JOB texts still on their way to lost leaders when the hand-out ended (see master_hand_out). */
+static char **abandoned_sends;
+
 /* Frees the texts of the JOB messages that have left (all of them, waiting, when `all`). */
 static void master_reap_sends(leaders *l, int all) {
     if (l->n_sending == 0) return;
@@ -787,9 +790,15 @@ static void master_hand_out(master *m, int world, int n_leaders) {
         if (batched && jobdb_batch_commit(m->db, &err) < 0) master_drop_outbox(m, &l, &err);
         master_send_outbox(&l, world);
     }
-    master_reap_sends(&l, 1);
+    /* Every JOB message has left, unless a leader was lost: one that hangs may never read what was sent
+     * to it, and waiting would hang the master too. The run then ends with MPI_Abort (master_main),
+     * and the texts stay where MPI may still read them. */
+    int any_lost = 0;
+    for (int i = 0; i < world; i++) any_lost |= l.lost[i];
+    master_reap_sends(&l, !any_lost);
+    if (l.n_sending > 0) abandoned_sends = l.sending_text; /* reachable until the abort */
+    else free(l.sending_text);
     free(l.sending);
-    free(l.sending_text);
     free(l.done_idx);
     free(l.queued);
     free(l.who);
