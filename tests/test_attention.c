@@ -72,6 +72,7 @@ static void check_attention(const ops_ctx *ctx, const ops_attn_desc *d, float qk
     memcpy(keep, out, nq * d->out_stride * sizeof(float));
     size_t wsb = ops_attention_workspace(d, ops_get_threads(), ctx);
     void *ws = aligned_alloc(64, (wsb + 63) & ~(size_t)63);
+    memset(ws, 0xff, wsb); /* NaN everywhere: a kernel that reads workspace it did not write fails */
     sd_error err = {0};
     assert_int_equal(ops_attention(out, q, k, v, d, ws, wsb, ctx, &err), 0);
     double *o = malloc(d->head_dim * sizeof(double)), *p = malloc(d->n_kv * sizeof(double)), worst = 0;
@@ -81,11 +82,11 @@ static void check_attention(const ops_ctx *ctx, const ops_attn_desc *d, float qk
                 naive_row(o, q, k, v, d, b, h, i, p);
                 const float *got = out + ((size_t)b * d->n_q + i) * d->out_stride + (size_t)h * d->head_dim;
                 for (int c = 0; c < d->head_dim; c++)
-                    if (fabs(got[c] - o[c]) > worst) worst = fabs(got[c] - o[c]);
+                    if (!(fabs(got[c] - o[c]) <= worst)) worst = fabs(got[c] - o[c]); /* NaN sticks */
             }
     /* float32 rounding of a weighted average of n_kv values grows like sqrt(n_kv) */
     double tol = 1e-6 + 4e-8 * sqrt((double)d->n_kv) + (bf16 ? 1.0 / 256 : 0.0);
-    if (worst > tol) fail_msg("%s: max |got - want| = %.3g (tolerance %.3g)", label, worst, tol);
+    if (!(worst <= tol)) fail_msg("%s: max |got - want| = %.3g (tolerance %.3g)", label, worst, tol);
     /* columns outside the heads (out_stride > heads * head_dim) are untouched */
     for (size_t t = 0; t < nq; t++)
         for (int c = d->heads * d->head_dim; c < d->out_stride; c++)
@@ -97,11 +98,13 @@ static void test_attention_matches_naive_for_self_cross_and_causal(void **state)
     (void)state;
     ops_ctx ctx;
     ops_ctx_init(&ctx, 0);
-    for (int run = 0; run < 9; run++) { /* AVX-512 (where built), OpenBLAS, bf16 (where available); 1-3 threads */
+    /* AVX-512 (where built), OpenBLAS, bf16 AUTO (AMX where the CPU has it), bf16 dot products; 1-3 threads */
+    for (int run = 0; run < 12; run++) {
         int threads = 1 + run % 3;
         ops_set_threads(threads);
-        ctx.attn_kernel = run < 3 || run >= 6 ? OPS_ATTN_AUTO : OPS_ATTN_BLAS;
+        ctx.attn_kernel = run >= 9 ? OPS_ATTN_DOT_BF16 : run < 3 || run >= 6 ? OPS_ATTN_AUTO : OPS_ATTN_BLAS;
         ctx.precision = run >= 6 ? OPS_PRECISION_BF16 : OPS_PRECISION_FP32;
+        if (run % 3 == 0) printf("  kernel: %s\n", ops_attention_name(&ctx));
         if (run == 6 && !ops_attention_bf16(&ctx)) printf("  (no bf16 attention kernel here: fp32 checked again)\n");
         /* self-attention on a fused [B, T, 3C] projection: q, k, v are column slices */
         ops_attn_desc self = {.batch = 2, .heads = 3, .head_dim = 8, .n_q = 150, .n_kv = 150,
@@ -140,9 +143,9 @@ static void test_attention_streams_over_more_keys_than_one_block(void **state) {
     ops_set_threads(2);
     ops_ctx ctx;
     ops_ctx_init(&ctx, 0);
-    for (int kernel = 0; kernel < 3; kernel++) { /* AUTO, OpenBLAS, AUTO in bf16 */
-        ctx.attn_kernel = kernel == 1 ? OPS_ATTN_BLAS : OPS_ATTN_AUTO;
-        ctx.precision = kernel == 2 ? OPS_PRECISION_BF16 : OPS_PRECISION_FP32;
+    for (int kernel = 0; kernel < 4; kernel++) { /* AUTO, OpenBLAS, AUTO in bf16 (AMX where there), dot products */
+        ctx.attn_kernel = kernel == 1 ? OPS_ATTN_BLAS : kernel == 3 ? OPS_ATTN_DOT_BF16 : OPS_ATTN_AUTO;
+        ctx.precision = kernel >= 2 ? OPS_PRECISION_BF16 : OPS_PRECISION_FP32;
         /* more than one 1024-key block, with a partial last block, plain and causal */
         ops_attn_desc d = {.batch = 1, .heads = 2, .head_dim = 8, .n_q = 2500, .n_kv = 2500, .q_stride = 16,
                            .k_stride = 16, .v_stride = 16, .out_stride = 16, .scale = 1 / sqrtf(8.0f)};
@@ -214,10 +217,10 @@ static void test_attention_4096_tokens_without_a_score_matrix(void **state) {
             naive_row(o, q, k, v, &d, 0, h, i, p);
             for (int c = 0; c < 16; c++) {
                 double e = fabs(out[(size_t)i * 32 + h * 16 + c] - o[c]);
-                if (e > worst) worst = e;
+                if (!(e <= worst)) worst = e; /* NaN sticks */
             }
         }
-    if (worst > 1e-6 + 4e-8 * sqrt((double)N)) fail_msg("N=4096: max |got - want| = %.3g", worst);
+    if (!(worst <= 1e-6 + 4e-8 * sqrt((double)N))) fail_msg("N=4096: max |got - want| = %.3g", worst);
     /* a workspace one byte short is refused, not overrun */
     assert_int_equal(ops_attention(out, q, k, v, &d, ws, wsb - 1, &ctx, &err), SD_EINTERNAL);
     free(q), free(k), free(v), free(out), free(ws), free(o), free(p);

@@ -138,6 +138,11 @@ typedef enum ops_precision { OPS_PRECISION_FP32 = 0, OPS_PRECISION_BF16 = 1 } op
 
 /* 1 when ops_gemm can run in bf16 here: a build with oneDNN on a CPU with AVX512_BF16. */
 int ops_bf16_available(void);
+/*
+ * 1 when the CPU has AMX tiles with bf16 products (AMX-TILE, AMX-BF16) and Linux lets this process use them
+ * (the first call asks for the tile state with arch_prctl); ops_attention's bf16 kernel then runs on them.
+ */
+int ops_amx_available(void);
 
 /*
  * Which route stride-1 3x3 convolutions take: AUTO = Winograd F(2x2, 3x3)
@@ -149,11 +154,13 @@ typedef enum ops_conv_kernel { OPS_CONV_AUTO = 0, OPS_CONV_GEMM = 1, OPS_CONV_WI
 
 /*
  * Which implementation ops_attention uses: AUTO = the AVX-512 kernels when
- * the build has them, else OpenBLAS; BLAS forces the OpenBLAS one (tests
- * compare the two). It sizes the workspace too: size it with the context
- * the call uses.
+ * the build has them (in bf16: AMX tiles where the CPU has AMX-BF16, else
+ * AVX512_BF16 dot products), else OpenBLAS; BLAS forces the OpenBLAS one;
+ * DOT_BF16 the AVX512_BF16 kernel in bf16 even where AMX is there (tests
+ * compare them). It sizes the workspace too: size it with the context the
+ * call uses.
  */
-typedef enum ops_attn_kernel { OPS_ATTN_AUTO = 0, OPS_ATTN_BLAS = 1 } ops_attn_kernel;
+typedef enum ops_attn_kernel { OPS_ATTN_AUTO = 0, OPS_ATTN_BLAS = 1, OPS_ATTN_DOT_BF16 = 2 } ops_attn_kernel;
 
 /*
  * A communicator for tensor parallelism (ops_comm.h): rank, size and an
@@ -349,5 +356,7 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
  * with AVX512_BF16), 0 when they are float32.
  */
 int ops_attention_bf16(const ops_ctx *ctx);
+/* Which kernel ops_attention runs for ctx, in words (for bench and tests). */
+const char *ops_attention_name(const ops_ctx *ctx);
 
 #endif

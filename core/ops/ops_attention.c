@@ -23,6 +23,8 @@
  *    cross-attention 5.3-5.9 -> 3.7-3.9 ms, the VAE's one head of 512
  *    114-123 -> 98-106 ms.
  *  - ops_gemm calls per tile (OpenBLAS sgemm; the portable fallback).
+ * In bf16 (ctx->precision), the same tiles with bf16 products: Intel AMX tiles
+ * where the CPU has them, else AVX512_BF16 dot products (below).
  * Workspace per thread: O(tile * (block + 2 d)), never [n_q, n_kv].
  */
 #include "ops.h"
@@ -45,6 +47,11 @@
 #else
 #define HAVE_BF16_ATTENTION 0
 #endif
+#if HAVE_BF16_ATTENTION && defined(__x86_64__) && defined(__linux__)
+#define HAVE_AMX_ATTENTION 1 /* compiled everywhere the bf16 kernel is; used where ops_amx_available() */
+#else
+#define HAVE_AMX_ATTENTION 0
+#endif
 
 /* Tile sizes: BLAS path, then AVX-512 path (96 queries = the kernels' 6 vectors; 64-1024 keys measured alike) */
 #define BLAS_Q_TILE 64
@@ -52,22 +59,31 @@
 #define AVX_Q_TILE 96
 #define AVX_KV_BLOCK 512
 #define KV_PACK_ROWS 64 /* bf16: keys per unit of K and V rounding */
+#define AMX_Q_TILE 64   /* AMX: queries per tile, always (4 accumulator tiles of 16 queries; short tiles padded) */
 
 /* The implementations, as ops_attention picks them. */
-enum { ATTN_BLAS, ATTN_AVX512, ATTN_BF16 };
+enum { ATTN_BLAS, ATTN_AVX512, ATTN_BF16, ATTN_AMX };
 
 /*
- * AUTO: the AVX512_BF16 kernels when ctx computes in bf16 (and the CPU and build have them), else the AVX-512
- * float32 ones where the build has them, else OpenBLAS. (The GEMM route with bf16 products measured slower than
- * the float32 kernel: 1.30 s against 1.04 s of attention in one SD 1.5 step at 512x512.)
+ * AUTO: in bf16 (ctx's precision, on a CPU with AVX512_BF16), the AMX kernels where the CPU has AMX-BF16, else
+ * the AVX512_BF16 ones; in float32 the AVX-512 kernels where the build has them, else OpenBLAS. (The GEMM route
+ * with bf16 products measured slower than the float32 kernel on the EPYC: 1.30 s against 1.04 s of attention in
+ * one SD 1.5 step at 512x512. On a Xeon with AMX, where vdpbf16ps runs at the rate of two FMAs, the AVX512_BF16
+ * kernel was slower than the float32 one: 64x64 self-attention 235 against 200 ms; AMX: see amx_tile below.)
  */
 static int attn_kind(const ops_ctx *ctx) {
     if (ctx->attn_kernel == OPS_ATTN_BLAS || !HAVE_AVX512_ATTENTION) return ATTN_BLAS;
-    if (HAVE_BF16_ATTENTION && ctx->precision == OPS_PRECISION_BF16 && ops_bf16_available()) return ATTN_BF16;
-    return ATTN_AVX512;
+    if (!HAVE_BF16_ATTENTION || ctx->precision != OPS_PRECISION_BF16 || !ops_bf16_available()) return ATTN_AVX512;
+    if (HAVE_AMX_ATTENTION && ctx->attn_kernel != OPS_ATTN_DOT_BF16 && ops_amx_available()) return ATTN_AMX;
+    return ATTN_BF16;
 }
 
-int ops_attention_bf16(const ops_ctx *ctx) { return attn_kind(ctx) == ATTN_BF16; }
+int ops_attention_bf16(const ops_ctx *ctx) { return attn_kind(ctx) >= ATTN_BF16; }
+
+const char *ops_attention_name(const ops_ctx *ctx) {
+    static const char *names[] = {"OpenBLAS sgemm", "AVX-512 float32", "AVX512_BF16 dot products", "AMX bf16 tiles"};
+    return names[attn_kind(ctx)];
+}
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 static int imin(int a, int b) { return a < b ? a : b; }
@@ -77,7 +93,10 @@ typedef struct attn_plan {
     int kind;             /* ATTN_* */
     int tq, tk;           /* query tile, key block */
     int tqp;              /* AVX-512: query tile rounded up to 16 (a row of QT, ST and OT); BLAS: tq */
-    int dhp, ldvt;        /* bf16: head_dim and n_kv rounded up to even (rows of K and V^T) */
+    int dhp, ldvt;        /* bf16: head_dim rounded up to even (rows of K), n_kv rounded up to even (AMX: to 32;
+                             rows of V^T) */
+    int st_rows, ot_rows; /* AVX-512 and bf16: rows of ST (tk) and OT (head_dim); AMX: rounded up to 16 */
+    int p2_rows;          /* bf16: rows of P2, (tk + 1) / 2 (AMX: rounded up to 16) */
     size_t shared_floats; /* bf16: K and V^T of every (batch, head), rounded (in units of floats) */
     size_t thread_floats; /* BLAS: S, O, m, l of one thread; AVX-512: QT, ST, OT, m, l; bf16: also P2, a row */
 } attn_plan;
@@ -86,17 +105,23 @@ static void plan_attention(attn_plan *p, const ops_attn_desc *d, int kind) {
     int avx = kind != ATTN_BLAS;
     size_t dh = (size_t)d->head_dim;
     p->kind = kind;
-    p->tq = imin(d->n_q, avx ? AVX_Q_TILE : BLAS_Q_TILE);
+    int amx = kind == ATTN_AMX;
+    p->tq = imin(d->n_q, amx ? AMX_Q_TILE : avx ? AVX_Q_TILE : BLAS_Q_TILE);
     p->tk = imin(d->n_kv, avx ? AVX_KV_BLOCK : BLAS_KV_BLOCK);
-    p->tqp = avx ? (int)round16((size_t)p->tq) : p->tq;
+    p->tqp = amx ? AMX_Q_TILE : avx ? (int)round16((size_t)p->tq) : p->tq;
     p->dhp = (d->head_dim + 1) & ~1;
-    p->ldvt = (d->n_kv + 1) & ~1;
+    p->ldvt = amx ? (d->n_kv + 31) & ~31 : (d->n_kv + 1) & ~1;
+    /* AMX tiles hold 16 rows: ST and OT get whole tiles of rows, P2 whole tiles of pairs (32 keys) */
+    p->st_rows = amx ? (int)round16((size_t)p->tk) : p->tk;
+    p->ot_rows = amx ? (int)round16(dh) : (int)dh;
+    p->p2_rows = amx ? (int)round16((size_t)(p->tk + 1) / 2) : (p->tk + 1) / 2;
     p->shared_floats = 0;
-    p->thread_floats = round16((size_t)p->tqp * (2 * dh + p->tk + 2));
-    if (kind == ATTN_BF16) {
-        size_t bh = (size_t)d->batch * d->heads;
-        p->shared_floats = round16((bh * d->n_kv * p->dhp + bh * dh * p->ldvt + 1) / 2);
-        p->thread_floats += round16((size_t)(p->tk + 1) / 2 * p->tqp) + round16(KV_PACK_ROWS * dh / 2 + 1);
+    p->thread_floats = round16((size_t)p->tqp * (dh + p->st_rows + p->ot_rows + 2));
+    if (kind >= ATTN_BF16) {
+        /* AMX reads whole tiles of 16 rows: the last (batch, head)'s K and V^T get 16 rows of slack */
+        size_t bh = (size_t)d->batch * d->heads, slack = amx ? 16 : 0;
+        p->shared_floats = round16((bh * d->n_kv * p->dhp + slack * p->dhp + (bh * dh + slack) * p->ldvt + 1) / 2);
+        p->thread_floats += round16((size_t)p->p2_rows * p->tqp) + round16(KV_PACK_ROWS * dh / 2 + 1);
     }
 }
 
@@ -328,8 +353,9 @@ static inline __m512i pair_bf16(__m512 a, __m512 b) {
 
 /* p2: NULL, or (bf16 path) where P goes as pairs of rows rounded to bf16 (P2 [ceil(tk/2), tqp]) instead of ST. */
 static void softmax_block_t(float *ST, int tqp, int tk, int i0, int j0, int causal, float *m, float *l, float *OT,
-                            int dh, uint32_t *p2) {
+                            int dh, uint32_t *p2, float scale) {
     int nv = tqp / 16;
+    const __m512 sc = _mm512_set1_ps(scale); /* ST holds products not yet scaled (AMX), else scale is 1 */
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (int u = 0; u < nv; u++) {
         __m512 mx = _mm512_loadu_ps(m + 16 * u), sum = _mm512_setzero_ps();
@@ -341,14 +367,16 @@ static void softmax_block_t(float *ST, int tqp, int tk, int i0, int j0, int caus
                 _mm512_mask_storeu_ps(s, masked, _mm512_set1_ps(-INFINITY));
             }
         }
-        for (int j = 0; j < tk; j++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(ST + (size_t)j * tqp + 16 * u));
+        __m512 smax = _mm512_set1_ps(-INFINITY); /* scale > 0: the max of the scaled values is scale * the max */
+        for (int j = 0; j < tk; j++) smax = _mm512_max_ps(smax, _mm512_loadu_ps(ST + (size_t)j * tqp + 16 * u));
+        mx = _mm512_max_ps(mx, _mm512_mul_ps(smax, sc));
 #if HAVE_BF16_ATTENTION
         if (p2) { /* rows j and j + 1 straight into their pair (a missing last row is zero) */
             for (int j = 0; j < tk; j += 2) {
-                __m512 e0 = vm_exp512(_mm512_sub_ps(_mm512_loadu_ps(ST + (size_t)j * tqp + 16 * u), mx));
-                __m512 e1 = j + 1 < tk
-                                ? vm_exp512(_mm512_sub_ps(_mm512_loadu_ps(ST + (size_t)(j + 1) * tqp + 16 * u), mx))
-                                : _mm512_setzero_ps();
+                __m512 e0 = vm_exp512(_mm512_fmsub_ps(_mm512_loadu_ps(ST + (size_t)j * tqp + 16 * u), sc, mx));
+                __m512 e1 = j + 1 < tk ? vm_exp512(_mm512_fmsub_ps(_mm512_loadu_ps(ST + (size_t)(j + 1) * tqp + 16 * u),
+                                                                   sc, mx))
+                                       : _mm512_setzero_ps();
                 sum = _mm512_add_ps(_mm512_add_ps(sum, e0), e1);
                 _mm512_storeu_si512(p2 + (size_t)(j / 2) * tqp + 16 * u, pair_bf16(e0, e1));
             }
@@ -356,7 +384,7 @@ static void softmax_block_t(float *ST, int tqp, int tk, int i0, int j0, int caus
 #endif
         for (int j = 0; j < tk && !p2; j++) {
             float *s = ST + (size_t)j * tqp + 16 * u;
-            __m512 e = vm_exp512(_mm512_sub_ps(_mm512_loadu_ps(s), mx));
+            __m512 e = vm_exp512(_mm512_fmsub_ps(_mm512_loadu_ps(s), sc, mx));
             _mm512_storeu_ps(s, e);
             sum = _mm512_add_ps(sum, e);
         }
@@ -399,7 +427,7 @@ static void attn_tile_avx512(float *out, const float *q, const float *k, const f
     for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
         int tk = imin(kv_end - j0, p->tk);
         qk_block(ST, tqp, kb + (size_t)j0 * d->k_stride, d->k_stride, QT, dh, d->scale, tk);
-        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh, NULL);
+        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh, NULL, 1.0f);
         pv_block(OT, tqp, ST, vb + (size_t)j0 * d->v_stride, d->v_stride, tk, dh, j0 > 0);
     }
     write_tile_t(out, d, b, h, i0, tq, OT, tqp, l);
@@ -516,7 +544,7 @@ static void pv_block_bf16(float *OT, int tqp, const uint32_t *p2, const uint16_t
 /*
  * Rounds keys [j0, j0 + n) of K (rows of dhp) and V^T (rows of ldvt) of one (batch, head); tmp: n * dh bf16
  * (V's rows, then written column by column so that V^T's rows are written in runs). Padding (an odd dh's last
- * column, an odd n_kv's last key) is zero.
+ * column, V^T's columns from n_kv to ldvt) is zero.
  */
 static void pack_kv_bf16(uint16_t *kbf, uint16_t *vt, const float *k, const float *v, const ops_attn_desc *d,
                          int dhp, int ldvt, int b, int h, int j0, int n, uint16_t *tmp) {
@@ -531,7 +559,8 @@ static void pack_kv_bf16(uint16_t *kbf, uint16_t *vt, const float *k, const floa
     for (int c = 0; c < dh; c++) {
         uint16_t *dst = vt + (size_t)c * ldvt + j0;
         for (int j = 0; j < n; j++) dst[j] = tmp[(size_t)j * dh + c];
-        if (j0 + n == d->n_kv && ldvt > d->n_kv) dst[n] = 0;
+        if (j0 + n == d->n_kv)
+            for (int j = d->n_kv; j < ldvt; j++) dst[j - j0] = 0;
     }
 }
 
@@ -556,8 +585,157 @@ static void attn_tile_bf16(float *out, const float *q, const uint16_t *kbf, cons
     for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
         int tk = imin(kv_end - j0, p->tk);
         qk_block_bf16(ST, tqp, kbf + (size_t)j0 * dhp, dhp, QT2, npairs, d->scale, tk);
-        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh, P2);
+        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh, P2, 1.0f);
         pv_block_bf16(OT, tqp, P2, vt + j0, p->ldvt, (tk + 1) / 2, dh, j0 > 0);
+    }
+    write_tile_t(out, d, b, h, i0, tq, OT, tqp, l);
+}
+
+#endif
+
+/* ---- AMX path (precision bf16, CPUs with AMX-BF16) -------------------------------- */
+
+#if HAVE_AMX_ATTENTION
+
+/*
+ * The bf16 path's tiles and layouts with the products on AMX tiles (tdpbf16ps: a 16 x 16 float32 tile += a
+ * 16-row tile of bf16 pairs times a tile of 16 rows of pairs, 16 x 16 x 32 multiply-adds in one instruction).
+ * The layouts the AVX512_BF16 kernel uses are exactly AMX's operands:
+ *   S^T [keys, queries] = K Q^T: A = 16 rows of K (32 of dh per tile), B = QT2 (pairs of dh down the rows,
+ *     16 queries across), C = 16 keys x 16 queries;
+ *   O^T [dh, queries] += V^T P^T: A = 16 rows of V^T (32 keys per tile), B = P2 (pairs of keys down the rows),
+ *     C = 16 columns of dh x 16 queries.
+ * A tile is always AMX_Q_TILE = 64 queries (4 accumulator tiles; a short tile's padded queries are zero). S^T
+ * is stored unscaled: the softmax multiplies by the scale inside its exp argument (one FMA). Tiles hold whole
+ * groups of 16 rows, so ST, OT and P2 have whole groups, and K and V^T have 16 rows of slack at their end:
+ * rows past the last key or dh column hold garbage that no kept value depends on (row r of a product depends
+ * on row r of A only); P2's rows past the block's keys are zeroed, and V^T's columns past n_kv are zero.
+ * Measured on a 2-core Xeon with AMX (2 threads, best of 3): SD 1.5's 64x64 self-attention (2 x 8 heads of 40,
+ * 4096 tokens) 83 ms against 209 in float32 and 239 with the AVX512_BF16 kernel; the VAE's one head of 512 over
+ * 4096 positions 29 ms against 119 and 159.
+ *
+ * Tile registers: 0-3 accumulators (16 x 16 float32), 4 A (16 rows x 32 bf16), 5 A's last dh columns when dh
+ * is not a multiple of 32 (16 rows x dh % 32), 6 B (16 rows of 16 pairs), 7 B's last (dh % 32) / 2 rows.
+ */
+typedef struct amx_tilecfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16]; /* bytes per row of each tile */
+    uint8_t rows[16];
+} amx_tilecfg;
+
+/* The tile registers as above for rows of dhp bf16 in K (tail = dhp % 32 columns in tiles 5 and 7). */
+__attribute__((target("amx-tile,amx-bf16"))) static void amx_configure(int dhp) {
+    amx_tilecfg c;
+    int tail = dhp % 32;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) c.colsb[t] = 64, c.rows[t] = 16;
+    if (tail) c.colsb[5] = (uint16_t)(2 * tail), c.rows[7] = (uint8_t)(tail / 2);
+    __asm__ volatile("" ::: "memory");
+    _tile_loadconfig(&c);
+}
+
+__attribute__((target("amx-tile,amx-bf16"))) static void amx_release(void) { _tile_release(); }
+
+/* ST [round16(tk), 64] = K_block QT2^T (unscaled), keys of the block from kbf (rows of dhp). */
+__attribute__((target("amx-tile,amx-bf16"))) static void qk_block_amx(float *ST, const uint16_t *kbf, int dhp,
+                                                                   const uint32_t *qt2, int tk) {
+    const int tqp = AMX_Q_TILE;
+    size_t ks = (size_t)dhp * 2, qs = (size_t)tqp * 4, ss = (size_t)tqp * 4;
+    int nfull = dhp / 32, tail = dhp % 32;
+    __asm__ volatile("" ::: "memory"); /* QT2 is written before the tile loads read it */
+    for (int r0 = 0; r0 < tk; r0 += 16) {
+        const uint16_t *kr = kbf + (size_t)r0 * dhp;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int kc = 0; kc < nfull; kc++) {
+            const uint32_t *qb = qt2 + (size_t)16 * kc * tqp;
+            _tile_loadd(4, kr + 32 * kc, ks);
+            _tile_loadd(6, qb, qs);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(6, qb + 16, qs);
+            _tile_dpbf16ps(1, 4, 6);
+            _tile_loadd(6, qb + 32, qs);
+            _tile_dpbf16ps(2, 4, 6);
+            _tile_loadd(6, qb + 48, qs);
+            _tile_dpbf16ps(3, 4, 6);
+        }
+        if (tail) {
+            const uint32_t *qb = qt2 + (size_t)16 * nfull * tqp;
+            _tile_loadd(5, kr + 32 * nfull, ks);
+            _tile_loadd(7, qb, qs);
+            _tile_dpbf16ps(0, 5, 7);
+            _tile_loadd(7, qb + 16, qs);
+            _tile_dpbf16ps(1, 5, 7);
+            _tile_loadd(7, qb + 32, qs);
+            _tile_dpbf16ps(2, 5, 7);
+            _tile_loadd(7, qb + 48, qs);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        float *sr = ST + (size_t)r0 * tqp;
+        _tile_stored(0, sr, ss);
+        _tile_stored(1, sr + 16, ss);
+        _tile_stored(2, sr + 32, ss);
+        _tile_stored(3, sr + 48, ss);
+    }
+}
+
+/* OT [round16(dh), 64] (+)= V_block^T P2^T over npairs pairs of keys (a multiple of 16: P2's rows past the
+ * block's keys are zero); vt: the block's first key in V^T (rows of ldvt). */
+__attribute__((target("amx-tile,amx-bf16"))) static void pv_block_amx(float *OT, const uint32_t *p2,
+                                                                   const uint16_t *vt, int ldvt, int npairs, int dh,
+                                                                   int accumulate) {
+    const int tqp = AMX_Q_TILE;
+    size_t vs = (size_t)ldvt * 2, ps = (size_t)tqp * 4, os = (size_t)tqp * 4;
+    __asm__ volatile("" ::: "memory"); /* P2 and the rescaled OT are written before the tile loads read them */
+    for (int c0 = 0; c0 < dh; c0 += 16) {
+        float *orow = OT + (size_t)c0 * tqp;
+        if (accumulate) {
+            _tile_loadd(0, orow, os);
+            _tile_loadd(1, orow + 16, os);
+            _tile_loadd(2, orow + 32, os);
+            _tile_loadd(3, orow + 48, os);
+        } else {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        }
+        const uint16_t *vr = vt + (size_t)c0 * ldvt;
+        for (int jp = 0; jp < npairs; jp += 16) {
+            const uint32_t *pb = p2 + (size_t)jp * tqp;
+            _tile_loadd(4, vr + 2 * jp, vs);
+            _tile_loadd(6, pb, ps);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(6, pb + 16, ps);
+            _tile_dpbf16ps(1, 4, 6);
+            _tile_loadd(6, pb + 32, ps);
+            _tile_dpbf16ps(2, 4, 6);
+            _tile_loadd(6, pb + 48, ps);
+            _tile_dpbf16ps(3, 4, 6);
+        }
+        _tile_stored(0, orow, os);
+        _tile_stored(1, orow + 16, os);
+        _tile_stored(2, orow + 32, os);
+        _tile_stored(3, orow + 48, os);
+    }
+}
+
+static void attn_tile_amx(float *out, const float *q, const uint16_t *kbf, const uint16_t *vt,
+                          const ops_attn_desc *d, const attn_plan *p, int b, int h, int i0, uint32_t *QT2, float *ST,
+                          uint32_t *P2, float *OT, float *m, float *l, uint16_t *row) {
+    const int tqp = AMX_Q_TILE;
+    int dh = d->head_dim, tq = imin(d->n_q - i0, p->tq), kv_end = tile_kv_end(d, i0, tq);
+    pack_qt_bf16(QT2, tqp, q + ((size_t)b * d->n_q + i0) * d->q_stride + (size_t)h * dh, d->q_stride, dh, tq, row);
+    for (int i = 0; i < tqp; i++) m[i] = -INFINITY, l[i] = 0.0f;
+    for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
+        int tk = imin(kv_end - j0, p->tk), npairs = (tk + 1) / 2, npairs16 = (int)round16((size_t)npairs);
+        qk_block_amx(ST, kbf + (size_t)j0 * p->dhp, p->dhp, QT2, tk);
+        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh, P2, d->scale);
+        memset(P2 + (size_t)npairs * tqp, 0, (size_t)(npairs16 - npairs) * tqp * sizeof *P2);
+        pv_block_amx(OT, P2, vt + j0, p->ldvt, npairs16, dh, j0 > 0);
     }
     write_tile_t(out, d, b, h, i0, tq, OT, tqp, l);
 }
@@ -582,14 +760,15 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
 #pragma omp parallel num_threads(threads)
     {
         float *mine = (float *)ws + p.shared_floats + p.thread_floats * (size_t)omp_get_thread_num();
-        float *QT = mine, *ST = QT + (size_t)d->head_dim * p.tqp, *OT = ST + (size_t)p.tk * p.tqp;
-        float *m = OT + (size_t)d->head_dim * p.tqp, *l = m + p.tqp;
+        float *QT = mine, *ST = QT + (size_t)d->head_dim * p.tqp, *OT = ST + (size_t)p.st_rows * p.tqp;
+        float *m = OT + (size_t)p.ot_rows * p.tqp, *l = m + p.tqp;
 #if HAVE_BF16_ATTENTION
-        size_t bh_n = (size_t)d->batch * d->heads;
-        uint16_t *kbf = ws, *vt = kbf + bh_n * d->n_kv * p.dhp;
-        uint32_t *P2 = (uint32_t *)(mine + round16((size_t)p.tqp * (2 * (size_t)d->head_dim + p.tk + 2)));
-        uint16_t *row = (uint16_t *)(P2 + round16((size_t)(p.tk + 1) / 2 * p.tqp));
-        if (p.kind == ATTN_BF16) {
+        size_t bh_n = (size_t)d->batch * d->heads, k_slack = p.kind == ATTN_AMX ? 16 : 0;
+        uint16_t *kbf = ws, *vt = kbf + (bh_n * d->n_kv + k_slack) * p.dhp;
+        uint32_t *P2 =
+            (uint32_t *)(mine + round16((size_t)p.tqp * ((size_t)d->head_dim + p.st_rows + p.ot_rows + 2)));
+        uint16_t *row = (uint16_t *)(P2 + round16((size_t)p.p2_rows * p.tqp));
+        if (p.kind >= ATTN_BF16) {
             int chunks = (d->n_kv + KV_PACK_ROWS - 1) / KV_PACK_ROWS;
 #pragma omp for schedule(static)
             for (size_t u = 0; u < bh_n * chunks; u++) {
@@ -600,11 +779,21 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
             }
         }
 #endif
+        int amx_ready = 0; /* AMX: this thread's tile registers are configured */
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < n_items; it++) {
             int t = it % n_tiles, h = (it / n_tiles) % d->heads, b = it / (n_tiles * d->heads);
             size_t bh = (size_t)b * d->heads + h;
             (void)bh;
+#if HAVE_AMX_ATTENTION
+            if (p.kind == ATTN_AMX) {
+                if (!amx_ready) amx_configure(p.dhp);
+                amx_ready = 1;
+                attn_tile_amx(out, q, kbf + bh * d->n_kv * p.dhp, vt + bh * d->head_dim * p.ldvt, d, &p, b, h,
+                              t * p.tq, (uint32_t *)QT, ST, P2, OT, m, l, row);
+                continue;
+            }
+#endif
 #if HAVE_BF16_ATTENTION
             if (p.kind == ATTN_BF16) {
                 attn_tile_bf16(out, q, kbf + bh * d->n_kv * p.dhp, vt + bh * d->head_dim * p.ldvt, d, &p, b, h,
@@ -621,6 +810,11 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
             float *S = mine, *O = S + (size_t)p.tq * p.tk, *mrow = O + (size_t)p.tq * d->head_dim;
             attn_tile_blas(out, q, k, v, d, &p, b, h, t * p.tq, S, O, mrow, mrow + p.tq, ctx);
         }
+#if HAVE_AMX_ATTENTION
+        if (amx_ready) amx_release();
+#else
+        (void)amx_ready;
+#endif
     }
     prof_end(PROF_ATTENTION, t0, 4.0 * d->batch * d->heads * (double)d->n_q * d->n_kv * d->head_dim);
     return 0;

@@ -36,6 +36,32 @@ int ops_bf16_available(void) {
 #endif
 }
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AMX_ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an XSAVE feature's state (Linux 5.16+) */
+#define AMX_XFEATURE_XTILEDATA 18
+
+static int amx_state = -1; /* -1 not asked yet, else the answer */
+
+static void amx_probe(void) {
+    unsigned a, b, c, d;
+    int ok = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) && (d & (1u << 22)); /* AMX-TILE, -BF16 */
+    if (ok) ok = syscall(SYS_arch_prctl, AMX_ARCH_REQ_XCOMP_PERM, AMX_XFEATURE_XTILEDATA) == 0;
+    __atomic_store_n(&amx_state, ok, __ATOMIC_RELEASE);
+}
+
+int ops_amx_available(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (__atomic_load_n(&amx_state, __ATOMIC_ACQUIRE) < 0) pthread_once(&once, amx_probe);
+    return amx_state == 1 && ops_bf16_available();
+}
+#else
+int ops_amx_available(void) { return 0; }
+#endif
+
 #ifdef SD_HAVE_DNNL
 
 /* One cached primitive: the shape it was made for and the scratchpad it needs. */
