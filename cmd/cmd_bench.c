@@ -411,7 +411,8 @@ static void usage(FILE *fp) {
             "  --steps N      timed U-Net steps after one warm-up (default 3)\n"
             "  --json OUT     also write the results as JSON\n"
             "  --no-vae, --no-text  skip the VAE decode / the text encoder\n"
-            "  --profile      time per kind of kernel (timed U-Net steps, then the VAE decode)\n"
+            "  --profile      time per kind of kernel (timed U-Net steps, then the VAE decode; with --tp,\n"
+            "                 rank 0's kernels in the group's steps first)\n"
             "  --precision P  fp32 (default), bf16 (linear, convolution and attention products on bf16\n"
             "                 inputs, fp32 sums; needs AVX512_BF16)\n"
             "                 or both: fp32, then bf16 (JSON: the fp32 keys plus unet_step_s_bf16,\n"
@@ -546,7 +547,15 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
     rc = sd_group_agree(g, rc, &err);
     if (rc == 0) {
         sd_tp_barrier(world);
+        ops_profile_enable(a->profile);
         rc = time_unet(&b, g, h, w, a->steps, &gr, &err);
+        if (rc == 0 && a->profile && g->rank == 0) { /* rank 0's share of the group's steps, before its single run */
+            printf("  group of %d ranks (%s-parallel), rank 0's kernels over %d timed steps:\n", g->size,
+                   sd_parallel_name(g->strategy), a->steps);
+            ops_profile_report(stdout);
+        }
+        ops_profile_reset();
+        ops_profile_enable(0);
         rc = sd_group_agree(g, rc, &err);
     }
     bench_tp tp = {.tp = g->size, .parallel = sd_parallel_name(g->strategy)};

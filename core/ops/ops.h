@@ -220,6 +220,8 @@ int ops_gemm_bf16_rounded(int trans_b, int M, int N, int K, float alpha, const u
 
 /* dst[i] = src[i] rounded to the nearest bfloat16 (ties to even), as ops_gemm_bf16 rounds. */
 void ops_round_bf16(uint16_t *dst, const float *src, size_t n);
+/* n values of src (F32, F16 or BF16) as bfloat16, rounded as ops_round_bf16 rounds their float32 values. */
+void ops_convert_to_bf16(uint16_t *dst, const void *src, sd_dtype t, size_t n);
 
 /* What ops_gemm runs on for float32 ("OpenBLAS sgemm", "oneDNN sgemm"), for reports. */
 const char *ops_gemm_backend(void);

@@ -254,3 +254,21 @@ void ops_round_bf16(uint16_t *dst, const float *src, size_t n) {
         dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     }
 }
+
+void ops_convert_to_bf16(uint16_t *dst, const void *src, sd_dtype t, size_t n) {
+    if (t == SD_BF16) {
+        memcpy(dst, src, n * sizeof *dst);
+        return;
+    }
+    if (t == SD_F32 && ((uintptr_t)src & 3) == 0) {
+        ops_round_bf16(dst, src, n);
+        return;
+    }
+    float buf[1024]; /* through float32 (exact for F16), a chunk at a time */
+    size_t esz = sd_dtype_size(t);
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t m = n - i < 1024 ? n - i : 1024;
+        sd_dtype_convert_to_f32(buf, (const unsigned char *)src + i * esz, t, m);
+        ops_round_bf16(dst + i, buf, m);
+    }
+}
