@@ -382,9 +382,13 @@ static void merged_col_unit(const conv_plan *p, const float *x, float *tin_all, 
  * c [mm, N] (row stride ldc) = rows [m0, m0 + mm) of the weights [out_ch, K] times bmat [K, N] (+ beta c).
  * wf: the float32 weights; NULL: the rows of d->weight (f16, bf16) are converted CONV_W_ROWS at a time
  * into wbuf [CONV_W_ROWS, K] just before their product (see ops_conv2d).
+ * bh (bf16 only, N >= 16): bmat already rounded to bf16, [K, N] contiguous; the weight rows then go
+ * straight from their 16 bits to bf16 (in wbuf) and into ops_gemm_bf16_rounded: the same roundings and
+ * primitive as ops_gemm's bf16 route, which would widen them to float32 first and round bmat again for
+ * every CONV_W_ROWS rows (10 times for 1280 channels).
  */
-static void weight_rows_gemm(const conv_plan *p, const float *wf, float *wbuf, int m0, int mm, int N,
-                             const float *bmat, int ldb, float beta, float *c, int ldc, const ops_ctx *ctx) {
+static void weight_rows_gemm(const conv_plan *p, const float *wf, float *wbuf, const uint16_t *bh, int m0, int mm,
+                             int N, const float *bmat, int ldb, float beta, float *c, int ldc, const ops_ctx *ctx) {
     const ops_conv_desc *d = p->d;
     if (wf) {
         ops_gemm(ctx, 0, mm, N, p->K, 1.0f, wf + (size_t)m0 * p->K, p->K, bmat, ldb, beta, c, ldc);
@@ -393,19 +397,25 @@ static void weight_rows_gemm(const conv_plan *p, const float *wf, float *wbuf, i
     size_t esz = sd_dtype_size(d->weight->dtype);
     for (int r0 = 0; r0 < mm; r0 += CONV_W_ROWS) {
         int rn = mm - r0 < CONV_W_ROWS ? mm - r0 : CONV_W_ROWS;
+        const unsigned char *wrows = (const unsigned char *)d->weight->data + (size_t)(m0 + r0) * p->K * esz;
         /* (counted in the convolution's time, not as widening: the profiler is not per thread) */
-        sd_dtype_convert_to_f32(wbuf, (const unsigned char *)d->weight->data + (size_t)(m0 + r0) * p->K * esz,
-                                d->weight->dtype, (size_t)rn * p->K);
+        if (bh && rn >= 16) {
+            uint16_t *wh = (uint16_t *)wbuf;
+            ops_convert_to_bf16(wh, wrows, d->weight->dtype, (size_t)rn * p->K);
+            if (ops_gemm_bf16_rounded(0, rn, N, p->K, 1.0f, wh, p->K, bh, N, beta, c + (size_t)r0 * ldc, ldc) == 0)
+                continue;
+        }
+        sd_dtype_convert_to_f32(wbuf, wrows, d->weight->dtype, (size_t)rn * p->K);
         ops_gemm(ctx, 0, rn, N, p->K, 1.0f, wbuf, p->K, bmat, ldb, beta, c + (size_t)r0 * ldc, ldc);
     }
 }
 
 /* Merged route, phase 2: output channels [m0, m0 + mm) of every image; cbuf [mm, batch*P] is the item's. */
 static void merged_gemm_item(const conv_plan *p, float *out, const float *wf, const float *bias, const float *col,
-                             float *cbuf, float *wbuf, int m0, int mm, const ops_ctx *ctx) {
+                             const uint16_t *colh, float *cbuf, float *wbuf, int m0, int mm, const ops_ctx *ctx) {
     const ops_conv_desc *d = p->d;
     int B = d->batch, P = p->P, N = B * P;
-    weight_rows_gemm(p, wf, wbuf, m0, mm, N, col, N, 0.0f, cbuf, N, ctx);
+    weight_rows_gemm(p, wf, wbuf, colh, m0, mm, N, col, N, 0.0f, cbuf, N, ctx);
     for (int b = 0; b < B; b++)
         for (int m = m0; m < m0 + mm; m++) {
             float add = (bias ? bias[m] : 0.0f) + (d->chan_add ? d->chan_add[(size_t)b * d->out_ch + m] : 0.0f);
@@ -456,8 +466,14 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
     int w_ok = wf || stream_w;
     const float *bf = w_ok && d->bias ? ops_weight_f32(d->bias, ctx, err) : NULL;
     float *tin_all = NULL, *col_all = NULL, *cbuf_all = NULL, *wbuf_all = NULL;
+    uint16_t *bh_all = NULL; /* bf16: the GEMMs' right operand rounded once (merged: shared; else per thread) */
+    int n_cols = p.merged ? d->batch * p.P : p.rows * p.ow;
     if (stream_w && (!d->bias || bf))
         wbuf_all = ops_arena_floats(scratch, (size_t)CONV_W_ROWS * p.K * threads, err);
+    if (wbuf_all && ctx->precision == OPS_PRECISION_BF16 && ops_bf16_available() && n_cols >= 16) {
+        bh_all = ops_arena_alloc(scratch, (size_t)p.K * n_cols * (p.merged ? 1 : threads) * sizeof *bh_all, err);
+        if (!bh_all) wbuf_all = NULL;
+    }
     size_t tin_copies = p.merged ? (size_t)d->batch : (size_t)threads, col_copies = p.merged ? 1 : (size_t)threads;
     w_ok = w_ok && (!stream_w || wbuf_all);
     if (w_ok && (!d->bias || bf) && p.tin_floats) tin_all = ops_arena_floats(scratch, p.tin_floats * tin_copies, err);
@@ -480,6 +496,11 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
         if (p.merged) { /* phase 1 fills the shared col; the loop's barrier ends it */
 #pragma omp for schedule(dynamic, 1)
             for (int u = 0; u < n_units; u++) merged_col_unit(&p, x, tin_all, col_all, u);
+            if (bh_all) { /* bf16: col rounded once for every chunk of weight rows (the barrier ends it) */
+#pragma omp for schedule(static)
+                for (int k = 0; k < p.K; k++)
+                    ops_round_bf16(bh_all + (size_t)k * n_cols, col_all + (size_t)k * n_cols, (size_t)n_cols);
+            }
         }
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < n_items; it++) {
@@ -487,7 +508,7 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
             int oy0 = s * p.rows, oy1 = oy0 + p.rows < p.oh ? oy0 + p.rows : p.oh;
             int m0 = mc * p.mchunk, mm = d->out_ch - m0 < p.mchunk ? d->out_ch - m0 : p.mchunk;
             if (p.merged) {
-                merged_gemm_item(&p, out, wf, bf, col_all, cbuf,
+                merged_gemm_item(&p, out, wf, bf, col_all, bh_all, cbuf,
                                  wbuf_all ? wbuf_all + (size_t)CONV_W_ROWS * p.K * tid : NULL, m0, mm, ctx);
                 continue;
             }
@@ -535,8 +556,10 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
                 ldb = (int)p.ldcol;
             }
             float *c = out + ((size_t)b * d->out_ch + m0) * p.P + p0;
-            weight_rows_gemm(&p, wf, wbuf_all ? wbuf_all + (size_t)CONV_W_ROWS * p.K * tid : NULL, m0, mm, T, bmat,
-                             ldb, d->accumulate ? 1.0f : 0.0f, c, p.P, ctx);
+            uint16_t *bh = bh_all && T >= 16 ? bh_all + (size_t)p.K * n_cols * tid : NULL;
+            for (int k = 0; bh && k < p.K; k++) ops_round_bf16(bh + (size_t)k * T, bmat + (size_t)k * ldb, (size_t)T);
+            weight_rows_gemm(&p, wf, wbuf_all ? wbuf_all + (size_t)CONV_W_ROWS * p.K * tid : NULL, bh, m0, mm, T,
+                             bmat, ldb, d->accumulate ? 1.0f : 0.0f, c, p.P, ctx);
             conv_epilogue(&p, out, bf, b, m0, mm, p0, T);
         }
     }
