@@ -306,9 +306,10 @@ static int bench_precision(bench_nets *b, const bench_opts *o, ops_precision pre
     ops_ctx_init(&pctx, 0);
     pctx.precision = precision;
     r->peak_gflops = ops_gemm_peak_gflops(&pctx, 5);
+    printf("  %s: peak GEMM 4096x320x1280 (ops_gemm, %s, kernel tiles): %.1f GFLOP/s; attention: %s\n", name,
+           precision == OPS_PRECISION_BF16 ? "oneDNN bf16 matmul" : ops_gemm_backend(), r->peak_gflops,
+           ops_attention_name(&pctx));
     ops_ctx_free(&pctx);
-    printf("  %s: peak GEMM 4096x320x1280 (ops_gemm, %s, kernel tiles): %.1f GFLOP/s\n", name,
-           precision == OPS_PRECISION_BF16 ? "oneDNN bf16 matmul" : ops_gemm_backend(), r->peak_gflops);
     fflush(stdout);
     nets_set_precision(b, precision);
     ops_profile_enable(o->profile);
@@ -414,7 +415,8 @@ static void usage(FILE *fp) {
             "  --profile      time per kind of kernel (timed U-Net steps, then the VAE decode; with --tp,\n"
             "                 rank 0's kernels in the group's steps first)\n"
             "  --precision P  fp32 (default), bf16 (linear, convolution and attention products on bf16\n"
-            "                 inputs, fp32 sums; needs AVX512_BF16)\n"
+            "                 inputs, fp32 sums; needs AVX512_BF16; attention on AMX tiles where the CPU\n"
+            "                 has AMX-BF16)\n"
             "                 or both: fp32, then bf16 (JSON: the fp32 keys plus unet_step_s_bf16,\n"
             "                 vae_decode_s_bf16, text_encoder_s_bf16, peak_gemm_gflops_bf16, unet_vs_peak_bf16)\n"
             "  -m MODEL       time a real model (diffusers folder or checkpoint) instead of random weights\n"
