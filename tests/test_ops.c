@@ -431,6 +431,75 @@ static void test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding(void
     ops_ctx_free(&ctx);
 }
 
+/*
+ * A batch entry comes out of ops_conv2d with the same bits alone as in a batch of 2 (what CFG-parallel
+ * ranks, one entry each, rely on), for 16-bit weights on small images, where the batch of 2 takes the
+ * merged route and one image its own strip (float32: the narrow kernel for 8x8 and smaller), in both
+ * precisions.
+ */
+static void test_conv2d_batch_entries_are_bit_identical_alone(void **state) {
+    (void)state;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    static const conv_case cases[] = {
+        /* b  cin h   w  cout kh kw s  pt pl pb pr  uph upw nrm silu add res acc bias */
+        {2, 48, 8, 8, 40, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1},   /* 8x8: 64 positions */
+        {2, 40, 4, 4, 140, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 1},  /* 4x4 */
+        {2, 24, 3, 5, 20, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1},   /* 3x5 (not accumulate: see resnet.c) */
+        {2, 32, 8, 8, 48, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1},   /* 1x1 shortcut */
+        {2, 32, 16, 16, 32, 3, 3, 2, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1}, /* stride-2 downsampler to 8x8 */
+        {2, 16, 10, 9, 24, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1},  /* 90 positions: other routes */
+    };
+    for (int prec = 0; prec < 2; prec++) {
+        ctx.precision = prec ? OPS_PRECISION_BF16 : OPS_PRECISION_FP32;
+        if (prec && !ops_bf16_available()) break;
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            const conv_case *cc = &cases[i];
+            ops_set_threads(2);
+            ops_conv_desc d = {.batch = 2, .in_ch = cc->in_ch, .in_h = cc->in_h, .in_w = cc->in_w,
+                               .out_ch = cc->out_ch, .k_h = cc->k_h, .k_w = cc->k_w, .stride = cc->stride,
+                               .pad_t = cc->pad_t, .pad_l = cc->pad_l, .pad_b = cc->pad_b, .pad_r = cc->pad_r};
+            test_weight w, b;
+            tw_make(&w, i % 2 ? SD_BF16 : SD_F16, 4, (int64_t[]){cc->out_ch, cc->in_ch, cc->k_h, cc->k_w}, 0.3f, 0);
+            tw_make(&b, SD_F32, 1, (int64_t[]){cc->out_ch}, 1.0f, 0);
+            d.weight = &w.t;
+            d.bias = &b.t;
+            int oh, ow;
+            ops_conv2d_out_size(&d, &oh, &ow);
+            size_t nin = (size_t)cc->in_ch * cc->in_h * cc->in_w, nout = (size_t)cc->out_ch * oh * ow;
+            float *x = rand_floats(2 * nin, 1), *scale = rand_floats(2 * (size_t)cc->in_ch, 2);
+            float *shift = rand_floats(2 * (size_t)cc->in_ch, 1), *cadd = rand_floats(2 * (size_t)cc->out_ch, 1);
+            float *res = rand_floats(2 * nout, 1), *two = rand_floats(2 * nout, 1), *one = malloc(nout * sizeof(float));
+            if (cc->norm) d.in_scale = scale, d.in_shift = shift;
+            d.in_silu = cc->silu;
+            if (cc->chan_add) d.chan_add = cadd;
+            if (cc->residual) d.residual = res;
+            d.accumulate = cc->accumulate;
+            sd_error err = {0};
+            float *start = malloc(2 * nout * sizeof(float));
+            memcpy(start, two, 2 * nout * sizeof(float));
+            if (ops_conv2d(two, x, &d, &ctx, &err)) fail_msg("conv2d failed: %s", err.msg);
+            for (int k = 0; k < 2; k++) {
+                ops_conv_desc e = d;
+                e.batch = 1;
+                e.in_scale = d.in_scale ? d.in_scale + k * cc->in_ch : NULL;
+                e.in_shift = d.in_shift ? d.in_shift + k * cc->in_ch : NULL;
+                e.chan_add = d.chan_add ? d.chan_add + k * cc->out_ch : NULL;
+                e.residual = d.residual ? d.residual + k * nout : NULL;
+                memcpy(one, start + k * nout, nout * sizeof(float));
+                ops_set_threads(1 + k);
+                if (ops_conv2d(one, x + k * nin, &e, &ctx, &err)) fail_msg("conv2d failed: %s", err.msg);
+                if (memcmp(one, two + k * nout, nout * sizeof(float)))
+                    fail_msg("%s case %zu (%dx%d, %d -> %d): image %d alone differs from the batch",
+                             prec ? "bf16" : "fp32", i, cc->in_h, cc->in_w, cc->in_ch, cc->out_ch, k);
+            }
+            free(x), free(scale), free(shift), free(cadd), free(res), free(two), free(one), free(start);
+            tw_free(&w), tw_free(&b);
+        }
+    }
+    ops_ctx_free(&ctx);
+}
+
 static void test_conv2d_splits_large_images_into_strips_and_channel_chunks(void **state) {
     (void)state;
     ops_ctx ctx;
@@ -780,6 +849,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_matches_naive_with_and_without_transpose),
         cmocka_unit_test(test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding),
         cmocka_unit_test(test_conv2d_splits_large_images_into_strips_and_channel_chunks),
+        cmocka_unit_test(test_conv2d_batch_entries_are_bit_identical_alone),
         cmocka_unit_test(test_conv2d_winograd_matches_naive_with_fused_input_and_output_work),
         cmocka_unit_test(test_conv2d_winograd_is_picked_for_resnet_convs_and_does_not_depend_on_threads),
         cmocka_unit_test(test_groupnorm_and_layernorm_match_naive),
