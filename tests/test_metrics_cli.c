@@ -617,14 +617,7 @@ static void test_bad_inputs_fail_with_one_clear_line(void **state) {
 }
 
 int main(void) {
-    /* Under ASan, MPI's leaks are suppressed by library name (tests/lsan.supp), which needs full stacks
-     * through Open MPI's frame-pointer-less code: the slow unwinder for the sdrender processes we start. */
-    const char *asan = getenv("ASAN_OPTIONS");
-    if (asan && !strstr(asan, "fast_unwind_on_malloc")) {
-        char opts[1024];
-        snprintf(opts, sizeof opts, "%s:fast_unwind_on_malloc=0", asan);
-        setenv("ASAN_OPTIONS", opts, 1);
-    }
+    tu_asan_full_stacks_for_children();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stats_writes_golden_pool3_features_and_their_exact_mu_sigma),
         cmocka_unit_test(test_stats_under_three_ranks_writes_bit_identical_statistics),

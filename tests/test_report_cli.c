@@ -268,6 +268,7 @@ static void test_grid_from_files_and_bad_keys(void **state) {
 }
 
 int main(void) {
+    tu_asan_full_stacks_for_children(); /* the sdrender processes it starts load Open MPI */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics_where_scores_only_the_selected_jobs_and_stores_the_selection),
         cmocka_unit_test(test_metrics_where_rejects_unknown_keys_bad_values_and_empty_selections),

@@ -485,6 +485,7 @@ static void test_info_names_sdxl_and_its_parts(void **state) {
 }
 
 int main(void) {
+    tu_asan_full_stacks_for_children(); /* the sdrender processes it starts load Open MPI */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unet_golden_from_the_folder),
         cmocka_unit_test(test_unet_golden_from_the_single_file),

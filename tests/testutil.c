@@ -235,3 +235,12 @@ int tu_run_rank_pid(const char *db, int rank, int want_any) {
     free(pids);
     return found;
 }
+
+void tu_asan_full_stacks_for_children(void) {
+    const char *asan = getenv("ASAN_OPTIONS");
+    if (asan && !strstr(asan, "fast_unwind_on_malloc")) {
+        char opts[1024];
+        snprintf(opts, sizeof opts, "%s:fast_unwind_on_malloc=0", asan);
+        setenv("ASAN_OPTIONS", opts, 1);
+    }
+}

@@ -24,6 +24,13 @@ const char *tu_testdata(void);
 const char *tu_path(const char *rel);
 /* The sdrender binary under test (SDRENDER_BIN, default build/sdrender). */
 const char *tu_bin(void);
+/*
+ * For tests that start sdrender processes which load Open MPI: under ASan, MPI's leaks are suppressed by
+ * library name (tests/lsan.supp), which needs full stacks through Open MPI's frame-pointer-less code and
+ * its plugins (unloaded by exit: fast unwinding stops in them at an "<unknown module>" frame); adds
+ * fast_unwind_on_malloc=0 to ASAN_OPTIONS, which the children inherit. Nothing without ASAN_OPTIONS.
+ */
+void tu_asan_full_stacks_for_children(void);
 /* The repository's root (SDRENDER_SRC, default ".": make check runs the tests from there). */
 const char *tu_src(void);
 /* A fresh private directory for this test program (created on first use). */
