@@ -434,8 +434,7 @@ static void test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding(void
 /*
  * A batch entry comes out of ops_conv2d with the same bits alone as in a batch of 2 (what CFG-parallel
  * ranks, one entry each, rely on), for 16-bit weights on small images, where the batch of 2 takes the
- * merged route and one image its own strip (float32: the narrow kernel for 8x8 and smaller), in both
- * precisions.
+ * merged route and one image its own strip, in both precisions.
  */
 static void test_conv2d_batch_entries_are_bit_identical_alone(void **state) {
     (void)state;

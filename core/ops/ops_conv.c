@@ -53,7 +53,6 @@
 #define MERGE_MAX_POSITIONS 256               /* 16x16 and up gain nothing from merging */
 #define MERGE_BUDGET_BYTES ((size_t)16 << 20) /* the one shared im2col matrix */
 #define MERGE_CH 16 /* channels per phase-1 unit of the merged route */
-#define NARROW_MAX_POSITIONS 64 /* float32, 16-bit weights, images of 8x8 and smaller: conv_gemm_narrow */
 #ifndef CONV_W_ROWS
 #define CONV_W_ROWS 128 /* f16/bf16 weights converted where used: rows per product (weight_rows_gemm) */
 #endif
@@ -395,12 +394,6 @@ static void weight_rows_gemm(const conv_plan *p, const float *wf, float *wbuf, c
         ops_gemm(ctx, 0, mm, N, p->K, 1.0f, wf + (size_t)m0 * p->K, p->K, bmat, ldb, beta, c, ldc);
         return;
     }
-    /* float32 on images of NARROW_MAX_POSITIONS or fewer: the narrow kernel (batch 1 and 2 alike: by P, not N) */
-    if (ctx->precision == OPS_PRECISION_FP32 && p->P <= NARROW_MAX_POSITIONS &&
-        conv_gemm_narrow(mm, N, p->K, (const unsigned char *)d->weight->data +
-                                          (size_t)m0 * p->K * sd_dtype_size(d->weight->dtype),
-                         d->weight->dtype, bmat, ldb, beta, c, ldc) == 0)
-        return;
     size_t esz = sd_dtype_size(d->weight->dtype);
     for (int r0 = 0; r0 < mm; r0 += CONV_W_ROWS) {
         int rn = mm - r0 < CONV_W_ROWS ? mm - r0 : CONV_W_ROWS;

@@ -59,15 +59,6 @@ int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow, ops_conv_kernel k
 int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int plan_threads, int threads,
                       ops_ctx *ctx, sd_error *err);
 
-/*
- * c[M, N] = w[M, K] b[K, N] + beta c in float32 for 16-bit weights (F16, BF16; rows of K) and few columns
- * (ops_conv_narrow.c): each weight read once from its 16 bits, nothing packed; every output one FMA chain
- * over k in order from beta * c, so its bits do not depend on N, its place in a tile, or threads.
- * 0, or -1 when it does not apply (other dtypes, a build without AVX-512): the caller multiplies then.
- */
-int conv_gemm_narrow(int M, int N, int K, const void *w, sd_dtype wt, const float *b, int ldb, float beta, float *c,
-                     int ldc);
-
 /* Tests: the largest V (bytes) the shared way may use; 1 forces strips, 0 restores the default. */
 void conv_winograd_set_shared_limit(size_t bytes);
 
