@@ -762,6 +762,7 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
         float *mine = (float *)ws + p.shared_floats + p.thread_floats * (size_t)omp_get_thread_num();
         float *QT = mine, *ST = QT + (size_t)d->head_dim * p.tqp, *OT = ST + (size_t)p.st_rows * p.tqp;
         float *m = OT + (size_t)p.ot_rows * p.tqp, *l = m + p.tqp;
+        (void)l; /* builds without AVX-512 have only the BLAS path, which keeps its own */
 #if HAVE_BF16_ATTENTION
         size_t bh_n = (size_t)d->batch * d->heads, k_slack = p.kind == ATTN_AMX ? 16 : 0;
         uint16_t *kbf = ws, *vt = kbf + (bh_n * d->n_kv + k_slack) * p.dhp;
