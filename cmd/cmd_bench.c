@@ -338,7 +338,16 @@ static int bench_precision(bench_nets *b, const bench_opts *o, ops_precision pre
 static int write_json(const char *path, const char *arch, const bench_result *r, const bench_result *bf,
                       const bench_tp *tp, const char *precision, int W, int H, int threads, int steps, sd_error *err) {
     json_t *o = json_object();
+    char cpu[256];
+    ops_ctx actx;
+    ops_ctx_init(&actx, 0);
     json_object_set_new(o, "arch", json_string(arch));
+    json_object_set_new(o, "cpu", json_string(ops_cpu_describe(cpu, sizeof cpu)));
+    json_object_set_new(o, "attention_kernel", json_string(ops_attention_name(&actx)));
+    actx.precision = OPS_PRECISION_BF16;
+    if (bf || !strcmp(precision, "bf16"))
+        json_object_set_new(o, "attention_kernel_bf16", json_string(ops_attention_name(&actx)));
+    ops_ctx_free(&actx);
     json_object_set_new(o, "precision", json_string(precision));
     json_object_set_new(o, "width", json_integer(W));
     json_object_set_new(o, "height", json_integer(H));
@@ -410,7 +419,8 @@ static void usage(FILE *fp) {
             "                 sdxl 1024)\n"
             "  --threads N    threads (default: all cores)\n"
             "  --steps N      timed U-Net steps after one warm-up (default 3)\n"
-            "  --json OUT     also write the results as JSON\n"
+            "  --json OUT     also write the results as JSON (with the CPU, \"cpu\", and the attention kernel of each\n"
+            "                 precision, \"attention_kernel\" and \"attention_kernel_bf16\")\n"
             "  --no-vae, --no-text  skip the VAE decode / the text encoder\n"
             "  --profile      time per kind of kernel (timed U-Net steps, then the VAE decode; with --tp,\n"
             "                 rank 0's kernels in the group's steps first)\n"
@@ -499,6 +509,8 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
            a->model ? a->model : a->xl ? "SDXL base architecture, random f16 weights" : "SD 1.5 architecture, random f16 weights",
            a->W, a->H, h, w, nt,
            tp ? ", rank 0 alone" : "");
+    char cpu[256];
+    printf("  cpu: %s\n", ops_cpu_describe(cpu, sizeof cpu));
     printf("  weights: %.0f MB %s in %.1f s\n", b.weight_mb, a->model ? "mapped" : "made", now_s() - t0);
     printf("  sgemm 2048^3 (OpenBLAS, %d threads): %.1f GFLOP/s\n", nt, r.sgemm_gflops);
     fflush(stdout);

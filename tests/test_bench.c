@@ -78,6 +78,10 @@ static void test_bench_times_a_tiny_model_with_generates_model_options(void **st
     assert_int_equal(num(o, "height"), 64);
     assert_int_equal(num(o, "steps"), 1);
     assert_int_equal(num(o, "threads"), 1);
+    /* the machine and the kernels are named: results from different machines are told apart */
+    const char *cpu = json_string_value(json_object_get(o, "cpu"));
+    const char *attn = json_string_value(json_object_get(o, "attention_kernel"));
+    if (!cpu || !strchr(cpu, '(') || !attn || !*attn) fail_msg("bench JSON: 'cpu' or 'attention_kernel' missing");
     static const char *const positive[] = {"sgemm_gflops", "unet_first_step_s", "unet_step_s", "unet_gflop",
                                            "unet_gflops", "unet_vs_sgemm", "vae_decode_s", "vae_decode_gflop",
                                            "vae_decode_gflops", "text_encoder_s", "text_encoder_gflop",

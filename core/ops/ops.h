@@ -143,6 +143,8 @@ int ops_bf16_available(void);
  * (the first call asks for the tile state with arch_prctl); ops_attention's bf16 kernel then runs on them.
  */
 int ops_amx_available(void);
+/* "model name (instruction sets the kernels use)" of this machine into buf (n bytes), for reports; buf. */
+const char *ops_cpu_describe(char *buf, size_t n);
 
 /*
  * Which route stride-1 3x3 convolutions take: AUTO = Winograd F(2x2, 3x3)

@@ -20,6 +20,7 @@
 
 #include <omp.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +62,29 @@ int ops_amx_available(void) {
 #else
 int ops_amx_available(void) { return 0; }
 #endif
+
+const char *ops_cpu_describe(char *buf, size_t n) {
+    char model[128] = "unknown CPU", line[512];
+    FILE *fp = fopen("/proc/cpuinfo", "r");
+    while (fp && fgets(line, sizeof line, fp)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) || !colon) continue;
+        snprintf(model, sizeof model, "%s", colon + 1 + (colon[1] == ' '));
+        model[strcspn(model, "\n")] = 0;
+        break;
+    }
+    if (fp) fclose(fp);
+    int avx2 = 0, avx512 = 0;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    avx2 = __builtin_cpu_supports("avx2");
+    avx512 = __builtin_cpu_supports("avx512f");
+#endif
+    snprintf(buf, n, "%s (%s%s%s%s)", model, avx512 ? "AVX-512" : avx2 ? "AVX2" : "no AVX2",
+             ops_bf16_available() ? ", AVX512_BF16" : "", ops_amx_available() ? ", AMX-BF16" : "",
+             getenv("OPENBLAS_CORETYPE") ? "; OPENBLAS_CORETYPE set" : "");
+    return buf;
+}
 
 #ifdef SD_HAVE_DNNL
 
