@@ -69,7 +69,7 @@ enum { ATTN_BLAS, ATTN_AVX512, ATTN_BF16, ATTN_AMX };
  * the AVX512_BF16 ones; in float32 the AVX-512 kernels where the build has them, else OpenBLAS. (The GEMM route
  * with bf16 products measured slower than the float32 kernel on the EPYC: 1.30 s against 1.04 s of attention in
  * one SD 1.5 step at 512x512. On a Xeon with AMX, where vdpbf16ps runs at the rate of two FMAs, the AVX512_BF16
- * kernel was slower than the float32 one: 64x64 self-attention 235 against 200 ms; AMX: see amx_tile below.)
+ * kernel was slower than the float32 one: 64x64 self-attention 239 against 209 ms; AMX: see its section below.)
  */
 static int attn_kind(const ops_ctx *ctx) {
     if (ctx->attn_kernel == OPS_ATTN_BLAS || !HAVE_AVX512_ATTENTION) return ATTN_BLAS;
@@ -756,6 +756,8 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
     double t0 = prof_begin();
     attn_plan p;
     plan_attention(&p, d, attn_kind(ctx));
+    if (p.kind == ATTN_AMX && !(d->scale > 0)) /* its softmax takes the max before scaling */
+        return sd_err(err, SD_EINTERNAL, "attention: scale %g, the AMX kernel needs a positive one", d->scale);
     int n_tiles = (d->n_q + p.tq - 1) / p.tq, n_items = d->batch * d->heads * n_tiles;
 #pragma omp parallel num_threads(threads)
     {
