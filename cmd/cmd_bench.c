@@ -533,11 +533,13 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
            : b.release   ? "mapped: one network's resident at a time, as in generate and run"
                          : "mapped: all resident, as in generate and run below 512x512",
            last->unet_scratch_mb, last->vae_scratch_mb);
-    if (tp)
-        printf("  group of %d ranks (%s-parallel): U-Net step %.3f s vs %.3f s alone: %.2fx; communication %.3f s "
-               "and %.1f MB sent per step (largest rank); peak RSS %.0f MB (largest rank)\n",
-               tp->tp, tp->parallel, tp->step_s, r.unet_step_s, r.unet_step_s / tp->step_s, tp->comm_s,
-               tp->comm_bytes / 1e6, tp->peak_rss_mb);
+    if (tp) {
+        const bench_result *alone = prec == 1 ? &rb : &r; /* the single run in the group's precision */
+        printf("  group of %d ranks (%s-parallel, %s): U-Net step %.3f s vs %.3f s alone: %.2fx; communication "
+               "%.3f s and %.1f MB sent per step (largest rank); peak RSS %.0f MB (largest rank)\n",
+               tp->tp, tp->parallel, prec == 1 ? "bf16" : "fp32", tp->step_s, alone->unet_step_s,
+               alone->unet_step_s / tp->step_s, tp->comm_s, tp->comm_bytes / 1e6, tp->peak_rss_mb);
+    }
     if (a->json_path)
         rc = write_json(a->json_path, a->model ? a->model : a->xl ? "sdxl" : "sd15", prec == 1 ? &rb : &r, prec == 2 ? &rb : NULL, tp, prec == 1 ? "bf16" : "fp32",
                         a->W, a->H, nt, a->steps, &err);
@@ -557,6 +559,9 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
     int h, w;
     int rc = bench_open(a, &b, 1, &h, &w, &err);
     if (rc == 0) rc = unet_shard(&b.unet, g->tp, &err);
+    /* the group computes in the precision rank 0's single run compares it with: bf16 for --precision bf16
+       (where usable), else fp32 (--precision both: the fp32 run) */
+    if (rc == 0 && a->prec == 1 && cli_bf16_usable()) nets_set_precision(&b, OPS_PRECISION_BF16);
     peak_rss_reset();
     rc = sd_group_agree(g, rc, &err);
     if (rc == 0) {

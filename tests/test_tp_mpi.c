@@ -8,9 +8,11 @@
 #include "testutil.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <signal.h>
 #include <unistd.h>
 #include "fsutil.h"
+#include "ops.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +117,53 @@ static void test_groups_of_four_share_both_ways(void **state) {
         sh_ok(names[i], cmd);
         int d = tu_png_max_diff(png, golden);
         if (d > 1) fail_msg("%s --tp 4 (cfg x tensor 2): %d levels from the golden PNG", names[i], d);
+    }
+}
+
+/* A number of bench's JSON, failing when it is missing or not a number. */
+static double bench_num(json_t *o, const char *key) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_number(v)) fail_msg("bench --tp JSON: '%s' is missing or not a number", key);
+    return json_number_value(v);
+}
+
+/*
+ * `bench --tp 2` (issue 11's measurement): the group's step and rank 0's alone in one run, in each strategy,
+ * and in bf16 where the CPU has it (the group then computes in bf16 too, and the speed-up is against the bf16
+ * single run): the JSON keys, consistent with one another, and the bytes each strategy must send.
+ */
+static void test_bench_tp_reports_the_group_against_one_rank(void **state) {
+    (void)state;
+    static const char *runs[][2] = {{"cfg", "fp32"}, {"tensor", "fp32"}, {"cfg", "bf16"}};
+    for (int i = 0; i < 3; i++) {
+        if (!strcmp(runs[i][1], "bf16") && !ops_bf16_available()) continue;
+        char json[1024], cmd[4096];
+        snprintf(json, sizeof json, "%s", tu_tmp("bench_tp.json"));
+        remove(json);
+        snprintf(cmd, sizeof cmd,
+                 MPIRUN " -np 2 %s bench --tp 2 --parallel %s --precision %s -m %s/models/tiny-sd15 -W 64 -H 64 "
+                        "--steps 1 --threads 1 --no-vae --no-text --json %s",
+                 tu_bin(), runs[i][0], runs[i][1], testdata_abs(), json);
+        sh_ok("bench --tp 2", cmd);
+        json_error_t je;
+        json_t *o = json_load_file(json, 0, &je);
+        if (!o) fail_msg("%s: %s", json, je.text);
+        assert_int_equal((int)bench_num(o, "tp"), 2);
+        assert_string_equal(json_string_value(json_object_get(o, "parallel")), runs[i][0]);
+        assert_string_equal(json_string_value(json_object_get(o, "precision")), runs[i][1]);
+        double group = bench_num(o, "unet_step_s"), single = bench_num(o, "unet_step_s_single");
+        double speedup = bench_num(o, "speedup"), bytes = bench_num(o, "comm_bytes_per_step");
+        if (!(group > 0 && single > 0 && bench_num(o, "comm_s_per_step") >= 0 && bench_num(o, "peak_rss_mb") > 0))
+            fail_msg("bench --tp %s %s: a time or size is not positive", runs[i][0], runs[i][1]);
+        /* (the JSON keeps 6 significant digits) */
+        if (fabs(speedup - single / group) > 1e-4 * speedup) fail_msg("speedup %g is not %g / %g", speedup, single, group);
+        /* cfg: one exchange of the [1, 4, 8, 8] noise prediction per step; tensor: a row-parallel all-reduce per
+           layer, far more */
+        if (!strcmp(runs[i][0], "cfg") && bytes != 4 * 8 * 8 * sizeof(float))
+            fail_msg("cfg sent %g bytes per step, want %zu", bytes, 4 * 8 * 8 * sizeof(float));
+        if (!strcmp(runs[i][0], "tensor") && !(bytes > 64 * 4 * 8 * 8 * sizeof(float)))
+            fail_msg("tensor sent only %g bytes per step", bytes);
+        json_decref(o);
     }
 }
 
@@ -349,6 +398,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_golden_pipeline_with_two_ranks),
         cmocka_unit_test(test_groups_of_four_share_both_ways),
+        cmocka_unit_test(test_bench_tp_reports_the_group_against_one_rank),
         cmocka_unit_test(test_bad_groups_exit_2_with_one_line),
         cmocka_unit_test(test_a_failing_member_fails_the_group_without_hanging),
         cmocka_unit_test(test_run_groups_write_what_generate_groups_write),
