@@ -27,6 +27,7 @@
 #include "randweights.h"
 #include "tokenizer.h"
 #include "tp_group.h"
+#include "bench_op.h"
 #include "weights.h"
 
 /* ---- the three networks, from random weights or a model ----------------- */
@@ -406,6 +407,7 @@ static void usage(FILE *fp) {
     fprintf(fp,
             "usage: sdrender bench [--arch sd15|sdxl] [-W PX] [-H PX] [--threads N] [--steps N] [--precision P]\n"
             "                      [--json OUT] [--no-vae] [--no-text]\n"
+            "       sdrender bench --op KIND:SHAPE [--threads N] [--steps N] [--precision P] [--json OUT]\n"
             "\n"
             "Times one U-Net step (CFG batch 2), a VAE decode and the text encoder(s) of the full\n"
             "SD 1.5 or SDXL base architecture with random f16 weights (they stay f16 in memory), and\n"
@@ -435,6 +437,9 @@ static void usage(FILE *fp) {
             "                 (the group in bf16 with --precision bf16, else fp32);\n"
             "                 JSON adds tp, parallel, unet_step_s (group), unet_step_s_single, speedup,\n"
             "                 comm_s_per_step, comm_bytes_per_step, peak_rss_mb (the largest rank's, group)\n"
+            "  --op KIND:SHAPE  time one kernel alone on random data and fp16 weights instead (best of --steps\n"
+            "                 calls; with --threads, --precision, --json): conv:C,S[,B[,K]] (C channels, SxS\n"
+            "                 images, batch B=2, KxK=3x3), linear:M,K,N, attention:B,H,D,NQ[,NKV]\n"
             "  --tokenizer P, --config YAML  as for generate (a single file's tokenizer and LDM config), so\n"
             "                 a generate command line's model options work here unchanged\n");
 }
@@ -595,7 +600,7 @@ int cmd_bench(int argc, char **argv) {
     long W = 0, H = 0, threads = 0, steps = 3, tp = 1;
     int xl = 0;
     sd_parallel parallel = SD_PARALLEL_AUTO;
-    const char *json_path = NULL, *model = NULL;
+    const char *json_path = NULL, *model = NULL, *op = NULL;
     sd_model_opts mopts = {0};
     int no_vae = 0, no_text = 0, profile = 0, prec = 0; /* prec: 0 fp32, 1 bf16, 2 both */
     sd_error err = {0};
@@ -606,7 +611,7 @@ int cmd_bench(int argc, char **argv) {
         {"profile", no_argument, 0, 'P'},       {"precision", required_argument, 0, 'p'},
         {"tokenizer", required_argument, 0, 'k'}, {"config", required_argument, 0, 'c'},
         {"tp", required_argument, 0, 'K'},      {"parallel", required_argument, 0, 'L'},
-        {"arch", required_argument, 0, 'a'},
+        {"arch", required_argument, 0, 'a'},   {"op", required_argument, 0, 'O'},
         {0, 0, 0, 0},
     };
     int c;
@@ -618,6 +623,7 @@ int cmd_bench(int argc, char **argv) {
         case 't': if (cli_parse_long("--threads", optarg, 0, 4096, &threads, &err) < 0) return cli_fail(&err); break;
         case 's': if (cli_parse_long("--steps", optarg, 1, 1000, &steps, &err) < 0) return cli_fail(&err); break;
         case 'j': json_path = optarg; break;
+        case 'O': op = optarg; break;
         case 'm': model = optarg; break;
         case 'V': no_vae = 1; break;
         case 'T': no_text = 1; break;
@@ -637,6 +643,12 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_error("bench: unexpected argument '%s'", argv[optind]);
+    if (op && (model || xl || tp > 1 || W || H || no_vae || no_text || profile))
+        return cli_usage_error("bench: --op times one kernel: it takes only --threads, --steps, --precision and --json");
+    if (op) {
+        ops_set_threads((int)threads);
+        return bench_op_run(op, (int)steps, prec, json_path);
+    }
     if (!model && (mopts.tokenizer || mopts.config))
         return cli_usage_error("bench: --tokenizer and --config need -m MODEL");
     if (model && xl) return cli_usage_error("bench: --arch is for random weights; -m MODEL brings its own");

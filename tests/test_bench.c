@@ -1,6 +1,7 @@
 /* Tests for `sdrender bench`: its command line (a run of the SD 1.5 architecture needs 2 GB of random weights,
  * see make bench) and a real run on the tiny single-file model with -m. */
 #include "testutil.h"
+#include "ops.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -179,11 +180,49 @@ static void test_bench_times_the_tiny_sdxl_model(void **state) {
         fail_msg("SDXL base U-Net at 1024x1024: %.2f TFLOP per image, %.1f x SD 1.5 at 512", tf, ratio);
 }
 
+/* bench --op times one kernel alone: each kind writes its JSON (bf16 too where the CPU has it); a bad spec or
+ * an option of the whole-network bench exits 2 with one line naming the problem. */
+static void test_bench_op_times_one_kernel(void **state) {
+    (void)state;
+    static const char *ops[] = {"conv:16,8,2", "conv:24,5,1,1", "linear:40,32,48", "attention:1,2,8,70,77"};
+    int bf = ops_bf16_available();
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+        char json[1024], *out = NULL;
+        snprintf(json, sizeof json, "%s", tu_tmp("op.json"));
+        remove(json);
+        int rc = tu_sh(&out, "%s bench --op %s --steps 2 --threads 1 --precision %s --json %s 2>&1", tu_bin(), ops[i],
+                       bf ? "both" : "fp32", json);
+        if (rc != 0) fail_msg("bench --op %s exited %d: %s", ops[i], rc, out);
+        free(out);
+        json_error_t je;
+        json_t *o = json_load_file(json, 0, &je);
+        if (!o) fail_msg("%s: %s", json, je.text);
+        assert_string_equal(json_string_value(json_object_get(o, "op")), ops[i]);
+        for (int p = 0; p <= bf; p++) {
+            char ms[32], gf[32];
+            snprintf(ms, sizeof ms, "%s_ms", p ? "bf16" : "fp32");
+            snprintf(gf, sizeof gf, "%s_gflops", p ? "bf16" : "fp32");
+            if (!(num(o, ms) > 0 && num(o, gf) > 0)) fail_msg("bench --op %s: %s or %s not positive", ops[i], ms, gf);
+        }
+        json_decref(o);
+    }
+    static const char *bad[][2] = {{"--op conv:16", "conv:C,S"},          {"--op conv:16,8,2,5", "1 or 3"},
+                                   {"--op linear:4,0,4", "positive"},     {"--op fft:8", "attention:B,H,D"},
+                                   {"--op conv:16,8 -W 64", "only --threads"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *out = NULL;
+        int rc = tu_sh(&out, "%s bench %s 2>&1", tu_bin(), bad[i][0]);
+        if (rc != 2 || !strstr(out, bad[i][1])) fail_msg("bench %s: exit %d, want 2 and '%s': %s", bad[i][0], rc, bad[i][1], out);
+        free(out);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bench_times_the_tiny_sdxl_model),
         cmocka_unit_test(test_bench_rejects_sizes_that_are_not_multiples_of_8),
         cmocka_unit_test(test_bench_help_lists_the_json_option),
+        cmocka_unit_test(test_bench_op_times_one_kernel),
         cmocka_unit_test(test_bench_model_option_fails_cleanly_until_wired),
         cmocka_unit_test(test_bench_times_a_tiny_model_with_generates_model_options),
         cmocka_unit_test(test_bench_model_uses_its_own_tokenizer),
