@@ -45,19 +45,18 @@ int ops_bf16_available(void) {
 #define AMX_ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an XSAVE feature's state (Linux 5.16+) */
 #define AMX_XFEATURE_XTILEDATA 18
 
-static int amx_state = -1; /* -1 not asked yet, else the answer */
+static int amx_usable; /* set once by amx_probe */
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
 
 static void amx_probe(void) {
     unsigned a, b, c, d;
     int ok = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) && (d & (1u << 22)); /* AMX-TILE, -BF16 */
-    if (ok) ok = syscall(SYS_arch_prctl, AMX_ARCH_REQ_XCOMP_PERM, AMX_XFEATURE_XTILEDATA) == 0;
-    __atomic_store_n(&amx_state, ok, __ATOMIC_RELEASE);
+    amx_usable = ok && syscall(SYS_arch_prctl, AMX_ARCH_REQ_XCOMP_PERM, AMX_XFEATURE_XTILEDATA) == 0;
 }
 
 int ops_amx_available(void) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    if (__atomic_load_n(&amx_state, __ATOMIC_ACQUIRE) < 0) pthread_once(&once, amx_probe);
-    return amx_state == 1 && ops_bf16_available();
+    pthread_once(&amx_once, amx_probe);
+    return amx_usable && ops_bf16_available();
 }
 #else
 int ops_amx_available(void) { return 0; }
