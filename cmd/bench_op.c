@@ -6,7 +6,8 @@
  * so that the README's per-kernel figures can be repeated on any machine.
  *
  *   conv:C,S[,B[,K]]        C -> C channels on S x S images, batch B (2), K x K kernel (3), stride 1, padding K/2
- *   linear:M,K,N            [M, K] x [K, N] with an [N, K] fp16 weight
+ *   linear:M,K,N[,E]        [M, K] x [K, N] with an [N, K] fp16 weight, E rows per batch entry (ops_ctx.entry_rows;
+ *                           0, the default: unknown)
  *   attention:B,H,D,NQ[,NKV] B x H heads of D, NQ queries, NKV keys (NQ)
  */
 #include "bench_op.h"
@@ -37,7 +38,7 @@ static double op_now(void) {
 static int op_parse(const char *spec, op_spec *s, sd_error *err) {
     static const struct { const char *name; int kind, min_n, max_n, defaults[5]; } kinds[] = {
         {"conv", OP_CONV, 2, 4, {0, 0, 2, 3, 0}},
-        {"linear", OP_LINEAR, 3, 3, {0, 0, 0, 0, 0}},
+        {"linear", OP_LINEAR, 3, 4, {0, 0, 0, 0, 0}},
         {"attention", OP_ATTENTION, 4, 5, {0, 0, 0, 0, -1}},
     };
     const char *colon = strchr(spec, ':');
@@ -64,7 +65,7 @@ static int op_parse(const char *spec, op_spec *s, sd_error *err) {
         break;
     }
     return sd_err(err, SD_EINPUT,
-                  "bench: --op '%s': use conv:C,S[,B[,K]], linear:M,K,N or attention:B,H,D,NQ[,NKV] "
+                  "bench: --op '%s': use conv:C,S[,B[,K]], linear:M,K,N[,E] or attention:B,H,D,NQ[,NKV] "
                   "(positive numbers)", spec);
 }
 
@@ -121,6 +122,7 @@ static int op_time(const op_spec *s, ops_ctx *ctx, int steps, double *best, doub
         if (op_weight(&w, &wbuf, 4, (int64_t[]){C, C, K, K}, 0.05f) == 0) cd.weight = &w;
         *flops = 2.0 * B * C * (double)C * K * K * S * S;
     } else if (s->kind == OP_LINEAR) {
+        ctx->entry_rows = v[3];
         x = op_random((size_t)v[0] * v[1], 1.0f, 1);
         y = malloc((size_t)v[0] * v[2] * sizeof *y);
         op_weight(&w, &wbuf, 2, (int64_t[]){v[2], v[1]}, 0.05f);

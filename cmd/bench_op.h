@@ -5,7 +5,7 @@
 #define SD_BENCH_OP_H
 
 /*
- * Times the kernel spec names (conv:C,S[,B[,K]], linear:M,K,N, attention:B,H,D,NQ[,NKV]) on ops_get_threads()
+ * Times the kernel spec names (conv:C,S[,B[,K]], linear:M,K,N[,E], attention:B,H,D,NQ[,NKV]) on ops_get_threads()
  * threads: the best of `steps` calls after a warm-up, in fp32 (prec 0), bf16 (1) or both (2); prints one line
  * per precision and writes json_path when given. Returns the exit status (2 for a bad spec).
  */

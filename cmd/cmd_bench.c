@@ -439,7 +439,9 @@ static void usage(FILE *fp) {
             "                 comm_s_per_step, comm_bytes_per_step, peak_rss_mb (the largest rank's, group)\n"
             "  --op KIND:SHAPE  time one kernel alone on random data and fp16 weights instead (best of --steps\n"
             "                 calls; with --threads, --precision, --json): conv:C,S[,B[,K]] (C channels, SxS\n"
-            "                 images, batch B=2, KxK=3x3), linear:M,K,N, attention:B,H,D,NQ[,NKV]\n"
+            "                 images, batch B=2, KxK=3x3), linear:M,K,N[,E] (E rows per batch entry, as a\n"
+            "                 transformer's positions per image: up to 64 take the few-row kernel),\n"
+            "                 attention:B,H,D,NQ[,NKV]\n"
             "  --tokenizer P, --config YAML  as for generate (a single file's tokenizer and LDM config), so\n"
             "                 a generate command line's model options work here unchanged\n");
 }

@@ -119,9 +119,11 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
     ops_ctx ctx;
     ops_ctx_init(&ctx, 1 << 20);
     sd_error err = {0};
-    for (int rep = 0; rep < 12; rep++) {
+    for (int rep = 0; rep < 18; rep++) {
         int M = tu_irand(1, 300), K = tu_irand(1, 200), N = tu_irand(1, 700);
         sd_dtype dt = weight_dtypes[rep % 3];
+        /* the last 6: rows per entry small enough for ops_gemm_dot, where this build has it */
+        ctx.entry_rows = rep >= 12 ? 1 + rep % OPS_DOT_MAX_ROWS : 0;
         int with_bias = rep % 4 != 3, acc = rep % 5 == 2;
         ops_set_threads(1 + rep % 3);
         test_weight w, b;
@@ -137,12 +139,14 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
             }
         assert_int_equal(ops_linear(out, x, M, K, &w.t, with_bias ? &b.t : NULL, N, acc, &ctx, &err), 0);
         char label[96];
-        snprintf(label, sizeof label, "linear M%d K%d N%d %s", M, K, N, sd_dtype_name(dt));
+        snprintf(label, sizeof label, "linear M%d K%d N%d %s%s", M, K, N, sd_dtype_name(dt),
+                 ctx.entry_rows ? " (few rows per entry)" : "");
         expect_near(label, out, want, (size_t)M * N, 1e-5);
         assert_true(ctx.scratch.in_use == 0); /* scratch fully released */
         free(x), free(out), free(want);
         tw_free(&w), tw_free(&b);
     }
+    ctx.entry_rows = 0;
     /* a weight of the wrong size is refused */
     test_weight w;
     tw_make(&w, SD_F32, 2, (int64_t[]){3, 4}, 1, 0);
@@ -150,6 +154,44 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
     assert_int_equal(ops_linear(out, x, 2, 4, &w.t, NULL, 2, 0, &ctx, &err), SD_EINTERNAL);
     assert_non_null(strstr(err.msg, "test.weight"));
     tw_free(&w);
+    ops_ctx_free(&ctx);
+}
+
+/*
+ * ops_gemm_dot (the U-Net's few-row products): every row comes out with the same bits whatever rows
+ * share the call and whatever the thread count, as a CFG-parallel rank (one image) needs to match one
+ * rank (two), for K with and without a tail of 16 and weights of every type.
+ */
+static void test_gemm_dot_rows_do_not_depend_on_the_batch_or_threads(void **state) {
+    (void)state;
+    if (!ops_gemm_dot_available(SD_F16)) skip();
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 1 << 20);
+    sd_error err = {0};
+    static const int shapes[][3] = {{32, 11520 / 8, 100}, {37, 203, 61}, {130, 64, 7}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        sd_dtype dt = weight_dtypes[s % 3];
+        test_weight w, b;
+        tw_make(&w, dt, 2, (int64_t[]){N, K}, 0.5f, 0);
+        tw_make(&b, SD_F32, 1, (int64_t[]){N}, 1.0f, 0);
+        float *a = rand_floats((size_t)M * K, 1.0f), *all = malloc((size_t)M * N * sizeof(float));
+        float *part = malloc((size_t)M * N * sizeof(float));
+        ops_set_threads(2);
+        assert_int_equal(ops_gemm_dot(all, N, a, K, w.t.data, dt, M, N, K, b.f, 0, &ctx, &err), 0);
+        /* rows [r0, r0 + n) alone, 1 or 2 threads: the same bits */
+        for (int r0 = 0, n = 1; r0 < M; r0 += n, n = n * 3 % 17 + 1) {
+            if (n > M - r0) n = M - r0;
+            ops_set_threads(1 + r0 % 2);
+            assert_int_equal(ops_gemm_dot(part + (size_t)r0 * N, N, a + (size_t)r0 * K, K, w.t.data, dt, n, N, K, b.f,
+                                          0, &ctx, &err), 0);
+        }
+        if (memcmp(all, part, (size_t)M * N * sizeof(float)))
+            fail_msg("gemm_dot M%d K%d N%d %s: rows alone differ from rows in one call", M, K, N, sd_dtype_name(dt));
+        assert_true(ctx.scratch.in_use == 0);
+        free(a), free(all), free(part);
+        tw_free(&w), tw_free(&b);
+    }
     ops_ctx_free(&ctx);
 }
 
@@ -415,6 +457,9 @@ static void test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding(void
         {1, 6, 6, 9, 6, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1, 1},     /* SiLU only, accumulate */
         {2, 6, 9, 9, 7, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1},     /* everything at once */
         {1, 3, 5, 5, 2, 5, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},     /* kernel = input: 1x1 output */
+        {2, 6, 4, 4, 7, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1},     /* 4x4 (the dot route): everything */
+        {2, 5, 8, 8, 6, 3, 3, 2, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 1},     /* stride 2 to 4x4, GN affine + SiLU */
+        {1, 5, 2, 2, 6, 3, 3, 1, 1, 1, 1, 1, 4, 4, 0, 0, 0, 0, 0, 1},     /* upsample 2x2 -> 4x4, then 3x3 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_conv_case(&cases[i], weight_dtypes[i % 3], 1 + (int)(i % 3), &ctx);
@@ -849,6 +894,7 @@ int main(void) {
         cmocka_unit_test(test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding),
         cmocka_unit_test(test_conv2d_splits_large_images_into_strips_and_channel_chunks),
         cmocka_unit_test(test_conv2d_batch_entries_are_bit_identical_alone),
+        cmocka_unit_test(test_gemm_dot_rows_do_not_depend_on_the_batch_or_threads),
         cmocka_unit_test(test_conv2d_winograd_matches_naive_with_fused_input_and_output_work),
         cmocka_unit_test(test_conv2d_winograd_is_picked_for_resnet_convs_and_does_not_depend_on_threads),
         cmocka_unit_test(test_groupnorm_and_layernorm_match_naive),

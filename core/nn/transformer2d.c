@@ -169,11 +169,15 @@ static int attention_sublayer(const transformer2d_model *t, tf_bufs *s, int B, i
                         .q_stride = Cl, .k_stride = Cl, .v_stride = Cl, .out_stride = Cl,
                         .scale = (float)(1.0 / sqrt((double)hd))};
     const float *src = ctx ? ctx : s->n;
+    int q_rows = ops->entry_rows; /* k and v have n_kv rows per image */
     if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, ln_w, ln_b, ops, err)) < 0 ||
-        (rc = ops_linear(s->q, s->n, M, C, wq, NULL, Cl, 0, ops, err)) < 0 ||
-        (rc = ops_linear(s->k, src, B * n_kv, kv_dim, wk, NULL, Cl, 0, ops, err)) < 0 ||
-        (rc = ops_linear(s->v, src, B * n_kv, kv_dim, wv, NULL, Cl, 0, ops, err)) < 0 ||
-        (rc = ops_attention(s->n, s->q, s->k, s->v, &ad, s->ws, s->ws_bytes, ops, err)) < 0)
+        (rc = ops_linear(s->q, s->n, M, C, wq, NULL, Cl, 0, ops, err)) < 0)
+        return rc;
+    ops->entry_rows = n_kv;
+    if ((rc = ops_linear(s->k, src, B * n_kv, kv_dim, wk, NULL, Cl, 0, ops, err)) == 0)
+        rc = ops_linear(s->v, src, B * n_kv, kv_dim, wv, NULL, Cl, 0, ops, err);
+    ops->entry_rows = q_rows;
+    if (rc < 0 || (rc = ops_attention(s->n, s->q, s->k, s->v, &ad, s->ws, s->ws_bytes, ops, err)) < 0)
         return rc;
     if (!ops_comm_active(ops->comm)) return ops_linear(s->h, s->n, M, C, wo, bo, C, 1, ops, err);
     /* row-parallel to_out: partial into q (free now), reduce, then bias + residual */
@@ -221,9 +225,10 @@ static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *
 int transformer2d_forward(const transformer2d_model *t, float *out, const float *x, int B, int H, int W,
                           const float *ctx, int n_ctx, ops_ctx *ops, sd_error *err) {
     int C = t->ch, HW = H * W, M = B * HW, rc = 0;
-    int kv_rows = M > B * n_ctx ? M : B * n_ctx;
+    int kv_rows = M > B * n_ctx ? M : B * n_ctx, saved_rows = ops->entry_rows;
     ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
+    ops->entry_rows = HW; /* HW rows per image: small levels take ops_gemm_dot, per image, not per batch */
     tf_bufs s = {0};
     size_t ff_rows = FF_CHUNK_FLOATS / (2 * (size_t)t->inner_local);
     if (ff_rows < 64) ff_rows = 64;
@@ -284,6 +289,7 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
         ops_add(out, out, x, (size_t)M * C);
     }
 done:
+    ops->entry_rows = saved_rows;
     ops_arena_release(a, mark);
     return rc;
 }

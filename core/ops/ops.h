@@ -177,6 +177,12 @@ typedef struct ops_ctx {
     ops_conv_kernel conv_kernel; /* route of stride-1 3x3 convolutions */
     ops_attn_kernel attn_kernel; /* implementation of ops_attention */
     const struct ops_comm *comm; /* NULL: this process computes every output alone */
+    /*
+     * Rows of one batch entry in the linear layers that follow (a transformer's positions per image),
+     * 0 when unknown. A network whose entries must come out the same alone or in a batch sets it: with
+     * 1..OPS_DOT_MAX_ROWS, ops_linear takes ops_gemm_dot (float32), chosen by this, never by M.
+     */
+    int entry_rows;
 } ops_ctx;
 
 /* Float32, automatic routes, no communicator; an empty arena of block_size (0 = 64 MiB) blocks. */
@@ -227,6 +233,24 @@ void ops_convert_to_bf16(uint16_t *dst, const void *src, sd_dtype t, size_t n);
 
 /* What ops_gemm runs on for float32 ("OpenBLAS sgemm", "oneDNN sgemm"), for reports. */
 const char *ops_gemm_backend(void);
+
+/*
+ * c[i, j] (+)= sum_k a[i, k] w[j, k] (+ bias[j]), i < M, j < N: a [M, K] float32 (row stride lda),
+ * w [N, K] of dtype t as stored (F16, BF16 or F32), c row stride ldc; accumulate adds the product to c
+ * first, then the bias. For products of few rows (ops_gemm_dot.c): each result is 16 lane sums in k
+ * order and one fixed tree, the same bits whatever M, N and the threads. On ops_get_threads()
+ * threads; call from serial code. Only where ops_gemm_dot_available(t) (AVX-512 builds). Scratch
+ * from ctx's arena (a packed copy of a); 0 or an error code.
+ */
+int ops_gemm_dot(float *c, int ldc, const float *a, int lda, const void *w, sd_dtype t, int M, int N, int K,
+                 const float *bias, int accumulate, ops_ctx *ctx, sd_error *err);
+int ops_gemm_dot_available(sd_dtype t);
+
+/*
+ * Positions per batch entry up to which ops_conv2d's GEMM routes and ops_linear (ctx->entry_rows) use
+ * ops_gemm_dot: the 4x4 level of a 256x256 U-Net (measured; at 8x8 a CFG batch of two ran slower).
+ */
+#define OPS_DOT_MAX_ROWS 16
 
 /*
  * out[M, N] = x[M, K] * w[N, K]^T + b[N]  (a PyTorch nn.Linear on M rows).

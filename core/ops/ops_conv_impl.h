@@ -59,6 +59,20 @@ int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow, ops_conv_kernel k
 int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int plan_threads, int threads,
                       ops_ctx *ctx, sd_error *err);
 
+/*
+ * Whether ops_conv2d takes the dot route (ops_conv_dot.c) for d with P output positions per image:
+ * float32, P <= OPS_DOT_MAX_ROWS, weights ops_gemm_dot reads, Winograd not forced. A property of the
+ * layer and the image size, never of the batch.
+ */
+int conv_dot_pick(const ops_conv_desc *d, int P, const ops_ctx *ctx);
+
+/*
+ * out = conv(x) by the dot route, ih x iw the (virtual, upsampled) input and oh x ow the output; bias
+ * as float32 (may be NULL). Scratch from ctx's arena (the caller releases it).
+ */
+int conv_dot_run(float *out, const float *x, const ops_conv_desc *d, int ih, int iw, int oh, int ow, const float *bias,
+                 ops_ctx *ctx, sd_error *err);
+
 /* Tests: the largest V (bytes) the shared way may use; 1 forces strips, 0 restores the default. */
 void conv_winograd_set_shared_limit(size_t bytes);
 

@@ -324,6 +324,16 @@ int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, con
             return rc > 0 ? 0 : err ? err->code : SD_ENOMEM;
         }
     }
+    if (ctx->precision != OPS_PRECISION_BF16 && ctx->entry_rows > 0 && ctx->entry_rows <= OPS_DOT_MAX_ROWS &&
+        ops_gemm_dot_available(w->dtype)) {
+        /* few rows per entry (the U-Net's 8x8 and 4x4 levels): dot products on the weights as stored */
+        const float *bf = b ? ops_weight_f32(b, ctx, err) : NULL;
+        int rc = b && !bf ? (err ? err->code : SD_ENOMEM)
+                          : ops_gemm_dot(out, N, x, K, w->data, w->dtype, M, N, K, bf, accumulate, ctx, err);
+        ops_arena_release(&ctx->scratch, mark);
+        if (rc == 0) prof_end(PROF_LINEAR, t0, 2.0 * M * N * K);
+        return rc;
+    }
     /* float32 weights are used where they are; 16-bit ones are converted tile by tile (gemm_tiled) */
     const float *wf = sd_tensor_f32_view(w);
     float *wbuf = NULL;
