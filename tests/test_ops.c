@@ -122,8 +122,8 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
     for (int rep = 0; rep < 18; rep++) {
         int M = tu_irand(1, 300), K = tu_irand(1, 200), N = tu_irand(1, 700);
         sd_dtype dt = weight_dtypes[rep % 3];
-        /* the last 6: rows per entry small enough for ops_gemm_dot, where this build has it */
-        ctx.entry_rows = rep >= 12 ? 1 + rep % OPS_DOT_MAX_ROWS : 0;
+        /* the last 6: rows per entry small enough for ops_gemm_few, where this build has it */
+        ctx.entry_rows = rep >= 12 ? 1 + rep % OPS_FEW_MAX_ROWS : 0;
         int with_bias = rep % 4 != 3, acc = rep % 5 == 2;
         ops_set_threads(1 + rep % 3);
         test_weight w, b;
@@ -158,39 +158,50 @@ static void test_linear_matches_naive_for_f32_f16_bf16_weights(void **state) {
 }
 
 /*
- * ops_gemm_dot (the U-Net's few-row products): every row comes out with the same bits whatever rows
+ * ops_gemm_few (the U-Net's few-row products): every row comes out with the same bits whatever rows
  * share the call and whatever the thread count, as a CFG-parallel rank (one image) needs to match one
- * rank (two), for K with and without a tail of 16 and weights of every type.
+ * rank (two), for K with and without a whole last block and weights of every type; and the products
+ * are right (float64 reference).
  */
-static void test_gemm_dot_rows_do_not_depend_on_the_batch_or_threads(void **state) {
+static void test_gemm_few_rows_do_not_depend_on_the_batch_or_threads(void **state) {
     (void)state;
-    if (!ops_gemm_dot_available(SD_F16)) skip();
+    if (!ops_gemm_few_available(SD_F16)) skip();
     ops_ctx ctx;
     ops_ctx_init(&ctx, 1 << 20);
     sd_error err = {0};
-    static const int shapes[][3] = {{32, 11520 / 8, 100}, {37, 203, 61}, {130, 64, 7}};
+    static const int shapes[][3] = {{128, 1440, 100}, {37, 203, 61}, {70, 1030, 7}, {16, 600, 50}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2], Mp = (M + 15) & ~15;
         sd_dtype dt = weight_dtypes[s % 3];
-        test_weight w, b;
+        test_weight w;
         tw_make(&w, dt, 2, (int64_t[]){N, K}, 0.5f, 0);
-        tw_make(&b, SD_F32, 1, (int64_t[]){N}, 1.0f, 0);
-        float *a = rand_floats((size_t)M * K, 1.0f), *all = malloc((size_t)M * N * sizeof(float));
-        float *part = malloc((size_t)M * N * sizeof(float));
+        float *a = rand_floats((size_t)M * K, 1.0f), *at = malloc((size_t)K * Mp * sizeof(float));
+        float *all = malloc((size_t)N * Mp * sizeof(float)), *part = malloc((size_t)N * Mp * sizeof(float));
         ops_set_threads(2);
-        assert_int_equal(ops_gemm_dot(all, N, a, K, w.t.data, dt, M, N, K, b.f, 0, &ctx, &err), 0);
-        /* rows [r0, r0 + n) alone, 1 or 2 threads: the same bits */
-        for (int r0 = 0, n = 1; r0 < M; r0 += n, n = n * 3 % 17 + 1) {
-            if (n > M - r0) n = M - r0;
+        ops_few_transpose(at, Mp, a, K, M, K);
+        assert_int_equal(ops_gemm_few(all, Mp, at, Mp, w.t.data, dt, Mp, N, K, &ctx, &err), 0);
+        for (int n = 0; n < N; n += 7) /* against float64 */
+            for (int m = 0; m < M; m += 5) {
+                double want = 0;
+                for (int k = 0; k < K; k++) want += (double)a[(size_t)m * K + k] * w.f[(size_t)n * K + k];
+                if (fabs(all[(size_t)n * Mp + m] - want) > 1e-4 * (1 + fabs(want)))
+                    fail_msg("gemm_few M%d K%d N%d: [%d, %d] = %g, want %g", M, K, N, m, n, all[(size_t)n * Mp + m], want);
+            }
+        /* rows [r0, r0 + r) alone, 1 or 2 threads: the same bits */
+        for (int r0 = 0, r = 1; r0 < M; r0 += r, r = r * 3 % 17 + 1) {
+            if (r > M - r0) r = M - r0;
+            int rp = (r + 15) & ~15;
             ops_set_threads(1 + r0 % 2);
-            assert_int_equal(ops_gemm_dot(part + (size_t)r0 * N, N, a + (size_t)r0 * K, K, w.t.data, dt, n, N, K, b.f,
-                                          0, &ctx, &err), 0);
+            ops_few_transpose(at, rp, a + (size_t)r0 * K, K, r, K);
+            assert_int_equal(ops_gemm_few(part, rp, at, rp, w.t.data, dt, rp, N, K, &ctx, &err), 0);
+            for (int n = 0; n < N; n++)
+                if (memcmp(part + (size_t)n * rp, all + (size_t)n * Mp + r0, (size_t)r * sizeof(float)))
+                    fail_msg("gemm_few M%d K%d N%d %s: rows %d..%d alone differ from all rows in one call", M, K, N,
+                             sd_dtype_name(dt), r0, r0 + r - 1);
         }
-        if (memcmp(all, part, (size_t)M * N * sizeof(float)))
-            fail_msg("gemm_dot M%d K%d N%d %s: rows alone differ from rows in one call", M, K, N, sd_dtype_name(dt));
         assert_true(ctx.scratch.in_use == 0);
-        free(a), free(all), free(part);
-        tw_free(&w), tw_free(&b);
+        free(a), free(at), free(all), free(part);
+        tw_free(&w);
     }
     ops_ctx_free(&ctx);
 }
@@ -894,7 +905,7 @@ int main(void) {
         cmocka_unit_test(test_conv2d_matches_naive_for_kernel_shapes_strides_and_padding),
         cmocka_unit_test(test_conv2d_splits_large_images_into_strips_and_channel_chunks),
         cmocka_unit_test(test_conv2d_batch_entries_are_bit_identical_alone),
-        cmocka_unit_test(test_gemm_dot_rows_do_not_depend_on_the_batch_or_threads),
+        cmocka_unit_test(test_gemm_few_rows_do_not_depend_on_the_batch_or_threads),
         cmocka_unit_test(test_conv2d_winograd_matches_naive_with_fused_input_and_output_work),
         cmocka_unit_test(test_conv2d_winograd_is_picked_for_resnet_convs_and_does_not_depend_on_threads),
         cmocka_unit_test(test_groupnorm_and_layernorm_match_naive),

@@ -196,17 +196,22 @@ static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *
                        sd_error *err) {
     int C = t->ch, inner = t->inner_local, rc, tp = ops_comm_active(ops->comm);
     if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, b->norm3_w, b->norm3_b, ops, err)) < 0) return rc;
-    /* widen the two weights once for all chunks */
+    /*
+     * Widen the two weights once for all chunks, unless ops_gemm_few reads them as stored (few rows
+     * per image): widening 1280 x 10240 weights for 64 rows cost as much for one image as for two.
+     */
     ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     sd_tensor w1 = *b->ff1_w, w2 = *b->ff2_w;
-    if (!(w1.data = ops_weight_f32(b->ff1_w, ops, err)) || !(w2.data = ops_weight_f32(b->ff2_w, ops, err))) {
-        ops_arena_release(a, mark);
-        return err ? err->code : SD_ENOMEM;
+    if (!ops_linear_takes_few(ops, b->ff1_w->dtype) || !ops_linear_takes_few(ops, b->ff2_w->dtype)) {
+        if (!(w1.data = ops_weight_f32(b->ff1_w, ops, err)) || !(w2.data = ops_weight_f32(b->ff2_w, ops, err))) {
+            ops_arena_release(a, mark);
+            return err ? err->code : SD_ENOMEM;
+        }
+        w1.dtype = w2.dtype = SD_F32;
+        w1.nbytes = (size_t)sd_tensor_numel(&w1) * sizeof(float);
+        w2.nbytes = (size_t)sd_tensor_numel(&w2) * sizeof(float);
     }
-    w1.dtype = w2.dtype = SD_F32;
-    w1.nbytes = (size_t)sd_tensor_numel(&w1) * sizeof(float);
-    w2.nbytes = (size_t)sd_tensor_numel(&w2) * sizeof(float);
     for (int r0 = 0; r0 < M && rc == 0; r0 += s->ff_rows) {
         int rows = M - r0 < s->ff_rows ? M - r0 : s->ff_rows;
         if ((rc = ops_linear(s->f, s->n + (size_t)r0 * C, rows, C, &w1, b->ff1_b, 2 * inner, 0, ops, err)) < 0) break;
@@ -228,7 +233,7 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
     int kv_rows = M > B * n_ctx ? M : B * n_ctx, saved_rows = ops->entry_rows;
     ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
-    ops->entry_rows = HW; /* HW rows per image: small levels take ops_gemm_dot, per image, not per batch */
+    ops->entry_rows = HW; /* HW rows per image: small levels take ops_gemm_few, per image, not per batch */
     tf_bufs s = {0};
     size_t ff_rows = FF_CHUNK_FLOATS / (2 * (size_t)t->inner_local);
     if (ff_rows < 64) ff_rows = 64;

@@ -180,7 +180,7 @@ typedef struct ops_ctx {
     /*
      * Rows of one batch entry in the linear layers that follow (a transformer's positions per image),
      * 0 when unknown. A network whose entries must come out the same alone or in a batch sets it: with
-     * 1..OPS_DOT_MAX_ROWS, ops_linear takes ops_gemm_dot (float32), chosen by this, never by M.
+     * 1..OPS_FEW_MAX_ROWS, ops_linear takes ops_gemm_few (float32), chosen by this, never by M.
      */
     int entry_rows;
 } ops_ctx;
@@ -235,22 +235,27 @@ void ops_convert_to_bf16(uint16_t *dst, const void *src, sd_dtype t, size_t n);
 const char *ops_gemm_backend(void);
 
 /*
- * c[i, j] (+)= sum_k a[i, k] w[j, k] (+ bias[j]), i < M, j < N: a [M, K] float32 (row stride lda),
- * w [N, K] of dtype t as stored (F16, BF16 or F32), c row stride ldc; accumulate adds the product to c
- * first, then the bias. For products of few rows (ops_gemm_dot.c): each result is 16 lane sums in k
- * order and one fixed tree, the same bits whatever M, N and the threads. On ops_get_threads()
- * threads; call from serial code. Only where ops_gemm_dot_available(t) (AVX-512 builds). Scratch
- * from ctx's arena (a packed copy of a); 0 or an error code.
+ * ct[n, m] = sum_k w[n, k] at[k, m] for n < N, m < Mp: the product of few rows, transposed (ops_gemm_few.c).
+ * at [K, Mp] float32 (a^T, row stride ldat; Mp a multiple of 16, zeros in rows' padding), w [N, K] of
+ * dtype t as stored (F16, BF16 or F32), ct row stride ldct. Each output is one chain of fused
+ * multiply-adds over k in order: the same bits whatever Mp, N and the threads. On ops_get_threads()
+ * threads (call from serial code), scratch from ctx. Only where ops_gemm_few_available(t) (AVX-512
+ * builds); 0 or an error code.
  */
-int ops_gemm_dot(float *c, int ldc, const float *a, int lda, const void *w, sd_dtype t, int M, int N, int K,
-                 const float *bias, int accumulate, ops_ctx *ctx, sd_error *err);
-int ops_gemm_dot_available(sd_dtype t);
+int ops_gemm_few(float *ct, int ldct, const float *at, int ldat, const void *w, sd_dtype t, int Mp, int N, int K,
+                 ops_ctx *ctx, sd_error *err);
+int ops_gemm_few_available(sd_dtype t);
+/* at[K, ldat] = a[M, K] (row stride lda) transposed, zeros in columns M .. round-up-16(M) - 1. */
+void ops_few_transpose(float *at, int ldat, const float *a, int lda, int M, int K);
 
 /*
  * Positions per batch entry up to which ops_conv2d's GEMM routes and ops_linear (ctx->entry_rows) use
- * ops_gemm_dot: the 4x4 level of a 256x256 U-Net (measured; at 8x8 a CFG batch of two ran slower).
+ * ops_gemm_few: the U-Net's 8x8 and 4x4 levels.
  */
-#define OPS_DOT_MAX_ROWS 16
+#define OPS_FEW_MAX_ROWS 64
+
+/* Whether ops_linear takes ops_gemm_few for a weight of dtype t in ctx (float32, ctx->entry_rows 1..OPS_FEW_MAX_ROWS). */
+int ops_linear_takes_few(const ops_ctx *ctx, sd_dtype t);
 
 /*
  * out[M, N] = x[M, K] * w[N, K]^T + b[N]  (a PyTorch nn.Linear on M rows).

@@ -29,8 +29,9 @@
  *   (9% of the VAE's time at 512x512); the weights are widened once per call
  *   into the tap-major layout W_ij.
  *
- *  dot (images of at most OPS_DOT_MAX_ROWS output positions, float32): im2row
- *   and ops_gemm_dot on the weights as stored, in core/ops/ops_conv_dot.c.
+ *  few (images of at most OPS_FEW_MAX_ROWS output positions, float32): the
+ *   batch's im2col matrix times the weights as stored by ops_gemm_few, in
+ *   core/ops/ops_conv_few.c.
  *
  *  winograd (stride-1 3x3 kernels with >= 32 input and output channels on
  *   images of 9x9 and up): F(2x2, 3x3) in core/ops/ops_conv_winograd.c, 16 GEMMs
@@ -454,10 +455,10 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
     ops_arena *scratch = &ctx->scratch;
     ops_mark mark = ops_arena_mark(scratch);
     int rc = 0;
-    if (conv_dot_pick(d, p.P, ctx)) { /* small images: dot products on the weights as stored (ops_conv_dot.c) */
+    if (conv_few_pick(d, p.P, ctx)) { /* small images: ops_gemm_few on the weights as stored (ops_conv_few.c) */
         const float *bias = d->bias ? ops_weight_f32(d->bias, ctx, err) : NULL;
         rc = d->bias && !bias ? (err ? err->code : SD_ENOMEM)
-                              : conv_dot_run(out, x, d, p.ih, p.iw, p.oh, p.ow, bias, ctx, err);
+                              : conv_few_run(out, x, d, p.ih, p.iw, p.oh, p.ow, bias, ctx, err);
         goto done;
     }
     double tw = prof_begin();

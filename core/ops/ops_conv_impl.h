@@ -60,17 +60,17 @@ int conv_winograd_run(float *out, const float *x, const ops_conv_desc *d, int pl
                       ops_ctx *ctx, sd_error *err);
 
 /*
- * Whether ops_conv2d takes the dot route (ops_conv_dot.c) for d with P output positions per image:
- * float32, P <= OPS_DOT_MAX_ROWS, weights ops_gemm_dot reads, Winograd not forced. A property of the
+ * Whether ops_conv2d takes the few route (ops_conv_few.c) for d with P output positions per image:
+ * float32, P <= OPS_FEW_MAX_ROWS, weights ops_gemm_few reads, Winograd not forced. A property of the
  * layer and the image size, never of the batch.
  */
-int conv_dot_pick(const ops_conv_desc *d, int P, const ops_ctx *ctx);
+int conv_few_pick(const ops_conv_desc *d, int P, const ops_ctx *ctx);
 
 /*
- * out = conv(x) by the dot route, ih x iw the (virtual, upsampled) input and oh x ow the output; bias
+ * out = conv(x) by the few route, ih x iw the (virtual, upsampled) input and oh x ow the output; bias
  * as float32 (may be NULL). Scratch from ctx's arena (the caller releases it).
  */
-int conv_dot_run(float *out, const float *x, const ops_conv_desc *d, int ih, int iw, int oh, int ow, const float *bias,
+int conv_few_run(float *out, const float *x, const ops_conv_desc *d, int ih, int iw, int oh, int ow, const float *bias,
                  ops_ctx *ctx, sd_error *err);
 
 /* Tests: the largest V (bytes) the shared way may use; 1 forces strips, 0 restores the default. */

@@ -308,6 +308,38 @@ static int linear_bf16(float *out, const float *x, int M, int K, const sd_tensor
                   : 1;
 }
 
+int ops_linear_takes_few(const ops_ctx *ctx, sd_dtype t) {
+    return ctx->precision != OPS_PRECISION_BF16 && ctx->entry_rows > 0 && ctx->entry_rows <= OPS_FEW_MAX_ROWS &&
+           ops_gemm_few_available(t);
+}
+
+/*
+ * ops_linear by ops_gemm_few: x transposed into [K, Mp], the product transposed, then out[m, n] =
+ * (out + ) product + bias. For products of few rows per batch entry (ctx->entry_rows), where oneDNN
+ * packed the weights for a few rows at a time; the same bits for a row whatever M.
+ */
+static int linear_few(float *out, const float *x, int M, int K, const sd_tensor *w, const sd_tensor *b, int N,
+                      int accumulate, ops_ctx *ctx, sd_error *err) {
+    int Mp = (M + 15) & ~15;
+    const float *bf = b ? ops_weight_f32(b, ctx, err) : NULL;
+    float *at = !b || bf ? ops_arena_floats(&ctx->scratch, (size_t)K * Mp, err) : NULL;
+    float *ct = at ? ops_arena_floats(&ctx->scratch, (size_t)N * Mp, err) : NULL;
+    if (!ct) return err ? err->code : SD_ENOMEM;
+    ops_few_transpose(at, Mp, x, K, M, K);
+    int rc = ops_gemm_few(ct, Mp, at, Mp, w->data, w->dtype, Mp, N, K, ctx, err);
+    if (rc < 0) return rc;
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
+    for (int n0 = 0; n0 < N; n0 += 16) /* 16 columns of out at a time: ct's rows n0 .. n0 + 15 */
+        for (int m = 0; m < M; m++)
+            for (int n = n0; n < N && n < n0 + 16; n++) {
+                float v = ct[(size_t)n * Mp + m], *o = out + (size_t)m * N + n;
+                if (accumulate) v = *o + v;
+                if (bf) v += bf[n];
+                *o = v;
+            }
+    return 0;
+}
+
 int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, const sd_tensor *b, int N,
                int accumulate, ops_ctx *ctx, sd_error *err) {
     if (sd_tensor_numel(w) != (int64_t)N * K || (b && sd_tensor_numel(b) != N))
@@ -324,12 +356,9 @@ int ops_linear(float *out, const float *x, int M, int K, const sd_tensor *w, con
             return rc > 0 ? 0 : err ? err->code : SD_ENOMEM;
         }
     }
-    if (ctx->precision != OPS_PRECISION_BF16 && ctx->entry_rows > 0 && ctx->entry_rows <= OPS_DOT_MAX_ROWS &&
-        ops_gemm_dot_available(w->dtype)) {
-        /* few rows per entry (the U-Net's 8x8 and 4x4 levels): dot products on the weights as stored */
-        const float *bf = b ? ops_weight_f32(b, ctx, err) : NULL;
-        int rc = b && !bf ? (err ? err->code : SD_ENOMEM)
-                          : ops_gemm_dot(out, N, x, K, w->data, w->dtype, M, N, K, bf, accumulate, ctx, err);
+    if (ops_linear_takes_few(ctx, w->dtype)) {
+        /* few rows per entry (the U-Net's 8x8 and 4x4 levels): see linear_few */
+        int rc = linear_few(out, x, M, K, w, b, N, accumulate, ctx, err);
         ops_arena_release(&ctx->scratch, mark);
         if (rc == 0) prof_end(PROF_LINEAR, t0, 2.0 * M * N * K);
         return rc;
