@@ -197,13 +197,15 @@ static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *
     int C = t->ch, inner = t->inner_local, rc, tp = ops_comm_active(ops->comm);
     if ((rc = ops_layernorm(s->n, s->h, M, C, 1e-5f, b->norm3_w, b->norm3_b, ops, err)) < 0) return rc;
     /*
-     * Widen the two weights once for all chunks, unless ops_gemm_few reads them as stored (few rows
-     * per image): widening 1280 x 10240 weights for 64 rows cost as much for one image as for two.
+     * Float32: widen the two weights once for all chunks, unless ops_gemm_few reads them as stored
+     * (few rows per image: widening 1280 x 10240 weights for 64 rows cost as much for one image as
+     * for two). bf16: never (ops_linear converts them straight to bf16, to the same values).
      */
     ops_arena *a = &ops->scratch;
     ops_mark mark = ops_arena_mark(a);
     sd_tensor w1 = *b->ff1_w, w2 = *b->ff2_w;
-    if (!ops_linear_takes_few(ops, b->ff1_w->dtype) || !ops_linear_takes_few(ops, b->ff2_w->dtype)) {
+    if (ops->precision != OPS_PRECISION_BF16 &&
+        (!ops_linear_takes_few(ops, b->ff1_w->dtype) || !ops_linear_takes_few(ops, b->ff2_w->dtype))) {
         if (!(w1.data = ops_weight_f32(b->ff1_w, ops, err)) || !(w2.data = ops_weight_f32(b->ff2_w, ops, err))) {
             ops_arena_release(a, mark);
             return err ? err->code : SD_ENOMEM;
