@@ -1,7 +1,7 @@
 /*
  * bench_op.c - `sdrender bench --op KIND:SHAPE`: one kernel alone (a 3x3 or 1x1
  * convolution, a linear layer or an attention) on random inputs and random
- * fp16 weights, the best of --steps calls after one warm-up, in fp32, bf16 or
+ * fp16 weights, the best of --steps calls after 0.3 s of warm-up calls, in fp32, bf16 or
  * both. Kernel changes are measured this way (old and new builds alternating),
  * so that the README's per-kernel figures can be repeated on any machine.
  *
@@ -102,7 +102,19 @@ static int op_weight(sd_tensor *t, uint16_t **buf, int ndim, const int64_t *shap
     return 0;
 }
 
-/* The best seconds of `steps` calls of s in ctx's precision (after one untimed call); flops per call in *flops. */
+#define OP_WARMUP_S 0.3 /* untimed calls first, for at least this long */
+
+/* One call of the kernel s names on the operands op_time made. */
+static int op_call(const op_spec *s, const ops_conv_desc *cd, const sd_tensor *w, const ops_attn_desc *ad,
+                   const float *x, float *y, const float *q, const float *k, float *o, void *ws, size_t wsb,
+                   ops_ctx *ctx, sd_error *err) {
+    const int *v = s->v;
+    if (s->kind == OP_CONV) return ops_conv2d(y, x, cd, ctx, err);
+    if (s->kind == OP_LINEAR) return ops_linear(y, x, v[0], v[1], w, NULL, v[2], 0, ctx, err);
+    return ops_attention(o, q, k, x, ad, ws, wsb, ctx, err);
+}
+
+/* The best seconds of `steps` calls of s in ctx's precision (after OP_WARMUP_S of untimed calls); flops per call in *flops. */
 static int op_time(const op_spec *s, ops_ctx *ctx, int steps, double *best, double *flops, sd_error *err) {
     const int *v = s->v;
     float *x = NULL, *y = NULL, *q = NULL, *k = NULL, *o = NULL;
@@ -142,13 +154,18 @@ static int op_time(const op_spec *s, ops_ctx *ctx, int steps, double *best, doub
     int ok = s->kind == OP_ATTENTION ? q && k && x && o && ws : x && y && wbuf;
     if (!ok) rc = sd_err(err, SD_ENOMEM, "bench: --op: out of memory for the operands");
     *best = 1e30;
-    for (int i = 0; i <= steps && rc == 0; i++) {
+    /*
+     * Untimed calls for OP_WARMUP_S first: besides caches and pages, OpenBLAS's worker threads (made
+     * when the library loads, though the kernels never call it) spin on the other cores for about
+     * 0.1 s before they sleep, which made 2-thread calls in the first 0.1 s of a run 2-4x slower.
+     */
+    double warm_end = op_now() + OP_WARMUP_S;
+    for (int i = 0; rc == 0 && (i == 0 || op_now() < warm_end); i++) rc = op_call(s, &cd, &w, &ad, x, y, q, k, o, ws, wsb, ctx, err);
+    for (int i = 0; i < steps && rc == 0; i++) {
         double t0 = op_now();
-        if (s->kind == OP_CONV) rc = ops_conv2d(y, x, &cd, ctx, err);
-        else if (s->kind == OP_LINEAR) rc = ops_linear(y, x, v[0], v[1], &w, NULL, v[2], 0, ctx, err);
-        else rc = ops_attention(o, q, k, x, &ad, ws, wsb, ctx, err);
+        rc = op_call(s, &cd, &w, &ad, x, y, q, k, o, ws, wsb, ctx, err);
         double dt = op_now() - t0;
-        if (i > 0 && dt < *best) *best = dt;
+        if (dt < *best) *best = dt;
     }
     free(x), free(y), free(q), free(k), free(o), free(ws), free(wbuf);
     return rc < 0 ? rc : 0;
@@ -160,7 +177,7 @@ int bench_op_run(const char *spec, int steps, int prec, const char *json_path) {
     if (op_parse(spec, &s, &err) < 0) return cli_usage_error("%s", err.msg);
     if (prec != 0 && !cli_bf16_usable()) prec = 0;
     char cpu[256];
-    printf("sdrender bench --op %s: %d threads, best of %d calls after a warm-up\n  cpu: %s\n", spec,
+    printf("sdrender bench --op %s: %d threads, best of %d calls after 0.3 s of warm-up calls\n  cpu: %s\n", spec,
            ops_get_threads(), steps, ops_cpu_describe(cpu, sizeof cpu));
     json_t *o = json_object();
     json_object_set_new(o, "op", json_string(spec));
