@@ -282,7 +282,8 @@ double ops_sgemm_reference_gflops(int size, int reps);
 /*
  * GFLOP/s of a [4096, 1280] x [1280, 320] product through ops_matmul with
  * ctx (its precision, the kernels' tiles, ops_get_threads() threads): the
- * peak a network's GEMMs can reach. 0 when out of memory.
+ * peak a network's GEMMs can reach (best of reps calls after 0.3 s of
+ * untimed ones). 0 when out of memory.
  */
 double ops_gemm_peak_gflops(const ops_ctx *ctx, int reps);
 
