@@ -74,6 +74,17 @@ static inline __attribute__((always_inline)) void few_tile(float *ct, size_t ldc
         for (int v = 0; v < MV; v++) _mm512_storeu_ps(ct + (size_t)j * ldct + v * 16, acc[j * MV + v]);
 }
 
+/*
+ * wf[j][0 .. kc) (row stride OP_KC) = values [k0, k0 + kc) of weight row n0 + j as float32, j < rows; rows
+ * from nr on (past N) copy row n0: computed with the tile and dropped.
+ */
+static void few_widen_rows(float *wf, const void *w, sd_dtype t, int K, int n0, int nr, int rows, int k0, int kc) {
+    size_t esz = sd_dtype_size(t);
+    for (int j = 0; j < rows; j++)
+        sd_dtype_convert_to_f32(wf + (size_t)j * OP_KC, (const unsigned char *)w + ((size_t)(n0 + (j < nr ? j : 0)) * K + k0) * esz,
+                                t, (size_t)kc);
+}
+
 /* One tile of mv vectors (mv <= MV of the plan) and the plan's NR rows: the shapes few_tile is built for. */
 static void few_tile_any(float *ct, size_t ldct, const float *at, size_t ldat, const float *wf, int kc, int first,
                          int mv, int NR) {
@@ -154,7 +165,7 @@ static void wide_tile(float *cm, size_t ldcm, const float *at, size_t ldat, cons
 static int few_run_wide(float *ct, int ldct, const float *at, int ldat, const void *w, sd_dtype t, int Mp, int N,
                         int K, ops_ctx *ctx, sd_error *err) {
     int threads = ops_get_threads(), n_tiles = (N + WIDE_NR - 1) / WIDE_NR, Np = n_tiles * WIDE_NR;
-    size_t esz = sd_dtype_size(t), per_thread = (size_t)2 * WIDE_NR * OP_KC;
+    size_t per_thread = (size_t)2 * WIDE_NR * OP_KC;
     ops_mark mark = ops_arena_mark(&ctx->scratch);
     float *cm = ops_arena_floats(&ctx->scratch, (size_t)Mp * Np, err);
     float *buf_all = cm ? ops_arena_floats(&ctx->scratch, per_thread * threads, err) : NULL;
@@ -170,10 +181,7 @@ static int few_run_wide(float *ct, int ldct, const float *at, int ldat, const vo
 #pragma omp for schedule(static)
             for (int tn = 0; tn < n_tiles; tn++) {
                 int n0 = tn * WIDE_NR, nr = N - n0 < WIDE_NR ? N - n0 : WIDE_NR;
-                for (int j = 0; j < WIDE_NR; j++) /* rows past N: copies of the tile's first, dropped */
-                    sd_dtype_convert_to_f32(wf + (size_t)j * OP_KC,
-                                            (const unsigned char *)w + ((size_t)(n0 + (j < nr ? j : 0)) * K + k0) * esz,
-                                            t, (size_t)kc);
+                few_widen_rows(wf, w, t, K, n0, nr, WIDE_NR, k0, kc);
                 for (int k = 0; k < k16; k += 16)
                     for (int v = 0; v < 3; v++)
                         few_transpose16(wt + (size_t)k * WIDE_NR + v * 16, WIDE_NR, wf + (size_t)v * 16 * OP_KC + k, OP_KC);
@@ -210,7 +218,6 @@ int ops_gemm_few(float *ct, int ldct, const float *at, int ldat, const void *w, 
     if (Mp <= WIDE_MAX_ROWS) return few_run_wide(ct, ldct, at, ldat, w, t, Mp, N, K, ctx, err);
     int threads = ops_get_threads(), nv = Mp / 16;
     int MV = nv < 4 ? nv : 4, NR = OP_ACC / MV; /* 16 rows: 24 x 1, 32: 12 x 2, 48: 8 x 3, 64 and up: 6 x 4 */
-    size_t esz = sd_dtype_size(t);
     ops_mark mark = ops_arena_mark(&ctx->scratch);
     float *wf_all = ops_arena_floats(&ctx->scratch, (size_t)OP_ACC * OP_KC * threads, err);
     if (!wf_all) return err ? err->code : SD_ENOMEM;
@@ -219,15 +226,13 @@ int ops_gemm_few(float *ct, int ldct, const float *at, int ldat, const void *w, 
     {
         float *wf = wf_all + (size_t)OP_ACC * OP_KC * omp_get_thread_num();
         float part[OP_ACC * 64]; /* the last tile's rows when N is not a multiple of NR */
+        memset(part, 0, sizeof part); /* its rows past N are loaded, computed and dropped */
         for (int k0 = 0; k0 < K; k0 += OP_KC) {
             int kc = K - k0 < OP_KC ? K - k0 : OP_KC;
 #pragma omp for schedule(static)
             for (int tn = 0; tn < n_tiles; tn++) {
                 int n0 = tn * NR, nr = N - n0 < NR ? N - n0 : NR;
-                for (int j = 0; j < NR; j++) /* rows past N: copies of the tile's first, dropped */
-                    sd_dtype_convert_to_f32(wf + (size_t)j * OP_KC,
-                                            (const unsigned char *)w + ((size_t)(n0 + (j < nr ? j : 0)) * K + k0) * esz,
-                                            t, (size_t)kc);
+                few_widen_rows(wf, w, t, K, n0, nr, NR, k0, kc);
                 for (int mb = 0; mb < m_blocks; mb++) {
                     int v0 = mb * MV, mv = nv - v0 < MV ? nv - v0 : MV;
                     float *cb = ct + (size_t)n0 * ldct + v0 * 16;
