@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "dtype.h"
 #include "ops.h"
 #include "ops_comm.h"
 #include "shard.h"
@@ -279,6 +280,164 @@ static void test_unet_batch_entries_are_bit_identical_alone(void **state) {
     }
 }
 
+/* ---- a CFG pair sharing its small convolutions ---- */
+
+typedef struct conv_pair_case {
+    ops_conv_desc d;   /* batch 2 */
+    const float *x;    /* [2, C, H, W] */
+    float *got[2];     /* each rank's image */
+    size_t nin, nout;  /* per image */
+} conv_pair_case;
+
+static void conv_pair_rank(rank_job *j) {
+    conv_pair_case *c = j->user;
+    int r = j->comm.rank;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    ctx.pair = &j->comm;
+    ops_conv_desc e = c->d;
+    e.batch = 1;
+    int C = e.in_ch, M = e.out_ch;
+    if (e.in_scale) e.in_scale += (size_t)r * C;
+    if (e.in_shift) e.in_shift += (size_t)r * C;
+    if (e.chan_add) e.chan_add += (size_t)r * M;
+    if (e.residual) e.residual += (size_t)r * c->nout;
+    c->got[r] = malloc(c->nout * sizeof(float));
+    sd_error err = {0};
+    j->rc = ops_conv2d(c->got[r], c->x + (size_t)r * c->nin, &e, &ctx, &err);
+    snprintf(j->msg, sizeof j->msg, "%s", err.msg);
+    ops_ctx_free(&ctx);
+}
+
+/* One convolution through the pair (each rank one image, half the output channels) against the batch of two. */
+static void test_conv_pair_gives_each_image_the_batchs_bits(void **state) {
+    (void)state;
+    static const int cases[][8] = {
+        /* C, H, W, M, k, stride, fused GroupNorm + SiLU, residual + time add */
+        {64, 2, 2, 64, 3, 1, 0, 0},   /* 2x2: the few route, plain */
+        {64, 2, 2, 64, 3, 1, 1, 0},   /* fused GroupNorm + SiLU */
+        {64, 2, 2, 64, 3, 1, 0, 1},   /* residual and time add */
+        {64, 2, 2, 64, 3, 1, 1, 1},   /* both */
+        {64, 8, 8, 128, 3, 1, 0, 1},  /* 8x8 */
+        {64, 12, 12, 64, 3, 1, 1, 0}, /* 12x12: Winograd */
+        {64, 16, 16, 64, 3, 2, 0, 0}, /* stride 2 to 8x8 */
+        {96, 6, 6, 64, 1, 1, 1, 1},   /* 1x1 shortcut */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int *k = cases[i];
+        int C = k[0], H = k[1], W = k[2], M = k[3], K = k[4], S = k[5];
+        ops_conv_desc d = {.batch = 2, .in_ch = C, .in_h = H, .in_w = W, .out_ch = M, .k_h = K, .k_w = K, .stride = S,
+                           .pad_t = K / 2, .pad_l = K / 2, .pad_b = K / 2, .pad_r = K / 2};
+        int oh, ow;
+        ops_conv2d_out_size(&d, &oh, &ow);
+        size_t nin = (size_t)C * H * W, nout = (size_t)M * oh * ow, nw = (size_t)M * C * K * K;
+        uint16_t *wh = malloc(nw * sizeof *wh);
+        float *x = malloc(2 * nin * sizeof(float)), *bias = malloc(M * sizeof(float));
+        float *sc = malloc(4 * (size_t)C * sizeof(float)), *add = malloc(2 * (size_t)M * sizeof(float));
+        float *res = malloc(2 * nout * sizeof(float)), *two = malloc(2 * nout * sizeof(float));
+        for (size_t q = 0; q < nw; q++) wh[q] = sd_dtype_f32_to_f16((float)((q * 7919) % 201) / 1000.0f - 0.1f);
+        for (size_t q = 0; q < 2 * nin; q++) x[q] = (float)((q * 37) % 23) / 11.0f - 1.0f;
+        for (int q = 0; q < M; q++) bias[q] = 0.01f * (float)(q % 7);
+        for (int q = 0; q < 4 * C; q++) sc[q] = 0.5f + 0.01f * (float)(q % 13);
+        for (int q = 0; q < 2 * M; q++) add[q] = 0.02f * (float)(q % 5) - 0.04f;
+        for (size_t q = 0; q < 2 * nout; q++) res[q] = (float)(q % 17) / 17.0f;
+        sd_tensor w = {.name = "pair.weight", .dtype = SD_F16, .ndim = 4, .shape = {M, C, K, K}, .data = wh,
+                       .nbytes = nw * 2};
+        sd_tensor b = {.name = "pair.bias", .dtype = SD_F32, .ndim = 1, .shape = {M}, .data = bias, .nbytes = M * 4u};
+        d.weight = &w, d.bias = &b;
+        if (k[6]) d.in_scale = sc, d.in_shift = sc + 2 * C, d.in_silu = 1;
+        if (k[7]) d.chan_add = add, d.residual = res;
+        ops_ctx ctx;
+        ops_ctx_init(&ctx, 0);
+        sd_error err = {0};
+        if (ops_conv2d(two, x, &d, &ctx, &err) < 0) fail_msg("%s", err.msg);
+        ops_ctx_free(&ctx);
+        conv_pair_case c = {.d = d, .x = x, .nin = nin, .nout = nout};
+        rank_job jobs[2];
+        run_ranks(2, conv_pair_rank, &c, jobs);
+        for (int r = 0; r < 2; r++) {
+            if (jobs[r].rc) fail_msg("rank %d: %s", r, jobs[r].msg);
+            if (memcmp(c.got[r], two + (size_t)r * nout, nout * sizeof(float)))
+                fail_msg("case %zu (%d ch %dx%d -> %d): the pair's image %d differs from the batch", i, C, H, W, M, r);
+            assert_true(jobs[r].stats.calls >= 2);
+            free(c.got[r]);
+        }
+        free(wh), free(x), free(bias), free(sc), free(add), free(res), free(two);
+    }
+}
+
+
+typedef struct pair_case {
+    const char *model, *golden;
+    int H, W;
+    const float *x, *ctx; /* [2, C, H, W], [2, 77, D] */
+    size_t nx, nctx;      /* per entry */
+    float *got[2];
+} pair_case;
+
+/* Rank r runs the U-Net on entry r alone, its convolutions at 16x16 and below shared with the other rank. */
+static void pair_rank(rank_job *j) {
+    pair_case *c = j->user;
+    tu_net_files files;
+    unet_config cfg;
+    unet_model m;
+    sd_error err = {0};
+    int r = j->comm.rank;
+    tu_net_files_open(&files, c->model, "unet", c->golden);
+    if ((j->rc = unet_config_load(&cfg, files.config, &err)) == 0 && (j->rc = unet_load(&m, &cfg, &files.w, &err)) == 0) {
+        float t[2] = {321.5f, 321.5f};
+        size_t no = (size_t)cfg.out_channels * c->H * c->W;
+        c->got[r] = malloc(no * sizeof(float));
+        m.ops.pair = &j->comm;
+        j->rc = unet_forward(&m, c->x + (size_t)r * c->nx, t, c->ctx + (size_t)r * c->nctx, 77, 1, c->H, c->W,
+                             c->got[r], &err);
+        unet_free(&m);
+    }
+    snprintf(j->msg, sizeof j->msg, "%s", err.msg);
+    tu_net_files_close(&files);
+}
+
+/*
+ * CFG-parallel ranks split the output channels of their small images' convolutions (ops_conv_pair.c):
+ * each rank's entry has the bits of the same entry in one rank's batch of two, and the ranks really
+ * did exchange (the shared convolutions' all-gathers).
+ */
+static void test_unet_cfg_pair_shares_convolutions_with_the_batchs_bits(void **state) {
+    (void)state;
+    tu_net_files files;
+    unet_config cfg;
+    unet_model m;
+    sd_error err = {0};
+    tu_net_files_open(&files, "tiny-sd15", "unet", "unet_sd15");
+    if (unet_config_load(&cfg, files.config, &err) < 0 || unet_load(&m, &cfg, &files.w, &err) < 0)
+        fail_msg("%s", err.msg);
+    size_t nctx;
+    float *ctx = tu_f32(&files.golden, "context", &nctx);
+    static const int sizes[][2] = {{12, 12}, {16, 24}};
+    for (int si = 0; si < 2; si++) {
+        int H = sizes[si][0], W = sizes[si][1];
+        size_t n = (size_t)cfg.in_channels * H * W, no = (size_t)cfg.out_channels * H * W;
+        float *x = malloc(2 * n * sizeof(float)), *two = malloc(2 * no * sizeof(float)), t[2] = {321.5f, 321.5f};
+        for (size_t i = 0; i < 2 * n; i++) x[i] = (float)((i * 37) % 11) * 0.2f - 1.0f + (i >= n ? 0.05f : 0.0f);
+        if (unet_forward(&m, x, t, ctx, 77, 2, H, W, two, &err) < 0) fail_msg("%s", err.msg);
+        pair_case c = {.model = "tiny-sd15", .golden = "unet_sd15", .H = H, .W = W, .x = x, .ctx = ctx, .nx = n,
+                       .nctx = nctx / 2};
+        rank_job jobs[2];
+        run_ranks(2, pair_rank, &c, jobs);
+        for (int r = 0; r < 2; r++) {
+            if (jobs[r].rc) fail_msg("rank %d: %s", r, jobs[r].msg);
+            if (memcmp(c.got[r], two + (size_t)r * no, no * sizeof(float)))
+                fail_msg("%dx%d: the pair's entry %d differs from the batch of two", H, W, r);
+            assert_true(jobs[r].stats.calls >= 10); /* the 64-channel levels' convolutions went through the pair */
+            free(c.got[r]);
+        }
+        free(x), free(two);
+    }
+    free(ctx);
+    unet_free(&m);
+    tu_net_files_close(&files);
+}
+
 static void test_unet_tp_refuses_uneven_split(void **state) {
     (void)state;
     /* tiny-sd15 has 2 heads per level: 4 ranks cannot share them */
@@ -301,6 +460,8 @@ int main(void) {
         cmocka_unit_test(test_unet_tp2_matches_reference_sd15),
         cmocka_unit_test(test_unet_tp2_matches_reference_sd2),
         cmocka_unit_test(test_unet_batch_entries_are_bit_identical_alone),
+        cmocka_unit_test(test_conv_pair_gives_each_image_the_batchs_bits),
+        cmocka_unit_test(test_unet_cfg_pair_shares_convolutions_with_the_batchs_bits),
         cmocka_unit_test(test_unet_tp_refuses_uneven_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

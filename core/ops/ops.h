@@ -183,6 +183,12 @@ typedef struct ops_ctx {
      * 1..OPS_FEW_MAX_ROWS, ops_linear takes ops_gemm_few (float32), chosen by this, never by M.
      */
     int entry_rows;
+    /*
+     * CFG-parallel: this rank and its partner, each running the U-Net on one image of the CFG pair
+     * (rank = the image's index). ops_conv2d of one image at 16x16 and below then splits its output
+     * channels with the partner (ops_conv_pair.c). NULL: none.
+     */
+    const struct ops_comm *pair;
 } ops_ctx;
 
 /* Float32, automatic routes, no communicator; an empty arena of block_size (0 = 64 MiB) blocks. */

@@ -33,6 +33,10 @@
  *   batch's im2col matrix times the weights as stored by ops_gemm_few, in
  *   core/ops/ops_conv_few.c.
  *
+ *  pair (CFG-parallel, one image of the pair, 16x16 and below): the partner
+ *   ranks split the output channels of both images (core/ops/ops_conv_pair.c),
+ *   then one of the routes here computes each half.
+ *
  *  winograd (stride-1 3x3 kernels with >= 32 input and output channels on
  *   images of 9x9 and up): F(2x2, 3x3) in core/ops/ops_conv_winograd.c, 16 GEMMs
  *   on transformed tiles instead of 9 GEMM taps (2.25x fewer multiply-adds).
@@ -446,6 +450,7 @@ int ops_conv2d(float *out, const float *x, const ops_conv_desc *d, ops_ctx *ctx,
     if (p.P <= 0) return sd_err(err, SD_EINTERNAL, "conv2d: kernel %dx%d larger than padded input %dx%d", d->k_h,
                                 d->k_w, p.ih, p.iw);
     if (d->batch <= 0 || d->out_ch <= 0) return 0;
+    if (conv_pair_pick(d, p.P, ctx)) return conv_pair_run(out, x, d, p.P, ctx, err); /* profiled inside */
     double t0 = prof_begin();
     if (conv_winograd_pick(d, p.oh, p.ow, ctx->conv_kernel)) {
         int rc = conv_winograd_run(out, x, d, ops_plan_threads(), threads, ctx, err);

@@ -73,6 +73,15 @@ int conv_few_pick(const ops_conv_desc *d, int P, const ops_ctx *ctx);
 int conv_few_run(float *out, const float *x, const ops_conv_desc *d, int ih, int iw, int oh, int ow, const float *bias,
                  ops_ctx *ctx, sd_error *err);
 
+/*
+ * Whether ops_conv2d shares d (P output positions) with ctx->pair (ops_conv_pair.c): one image, a
+ * pair of 2, at most 16x16 positions, an even number (>= 64) of output channels, not accumulating.
+ */
+int conv_pair_pick(const ops_conv_desc *d, int P, const ops_ctx *ctx);
+
+/* out = conv(x) computed by the pair, each rank half the output channels of both images. Collective. */
+int conv_pair_run(float *out, const float *x, const ops_conv_desc *d, int P, ops_ctx *ctx, sd_error *err);
+
 /* Tests: the largest V (bytes) the shared way may use; 1 forces strips, 0 restores the default. */
 void conv_winograd_set_shared_limit(size_t bytes);
 

@@ -98,9 +98,12 @@ int sd_group_unet_forward(unet_model *u, const sd_group *g, const float *x, floa
         /* this half on this rank's tensor-parallel ranks, then swap halves with the partner */
         int k = g->cfg_index, rc;
         float *mine = out + (size_t)k * nout;
-        if ((rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx ? ctx + (size_t)k * nctx : NULL, n_ctx,
-                                    added_entry(added, k, &one), 1, h, w, mine, err)) < 0)
-            return rc;
+        /* each half alone (K = 2): the pair shares the small levels' convolutions (ops_conv_pair.c) */
+        if (!ops_comm_active(u->ops.comm)) u->ops.pair = g->cfg;
+        rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx ? ctx + (size_t)k * nctx : NULL, n_ctx,
+                               added_entry(added, k, &one), 1, h, w, mine, err);
+        u->ops.pair = NULL;
+        if (rc < 0) return rc;
         return ops_comm_allgather(g->cfg, mine, out, nout * sizeof(float), err);
     }
     /* a CFG-parallel group without guidance: the one entry on every half */
