@@ -109,6 +109,23 @@ static void split_tiles(int M, int N, int threads, int *tm, int *tn) {
  */
 #define GEMM_MIN_ROWS 16
 
+/*
+ * The thread count gemm_tiled plans its row tiles for. In float32 with oneDNN a row's bits do not
+ * depend on how many rows share its product (16 and up; ops_gemm pads fewer), so the rows are cut
+ * for the threads really there: planned for 8 (ops_plan_threads), one image's 32x32 transformer
+ * cut M = 1024 into 16 tiles of 64 rows, each packing the weights again and converting its 16-bit
+ * rows again; on one thread 1024x1280x320 went 120 -> 148 GFLOP/s, 256x2560x640 105 -> 143
+ * (bench --op linear, the Xeon). OpenBLAS (its small-matrix kernels are picked by the product's
+ * size) and the bf16 routes keep the fixed plan.
+ */
+static int row_plan_threads(const ops_ctx *ctx) {
+#ifdef SD_HAVE_DNNL
+    if (!ctx || ctx->precision != OPS_PRECISION_BF16) return ops_get_threads();
+#endif
+    (void)ctx;
+    return ops_plan_threads();
+}
+
 /* ---- the GEMM entry point ---------------------------------------------- */
 
 #ifdef SD_HAVE_DNNL
@@ -224,7 +241,7 @@ static void gemm_tiled(int trans_b, int M, int N, int K, const float *a, int lda
                        const ops_ctx *ctx) {
     if (M <= 0 || N <= 0) return;
     int threads = ops_get_threads(), tm, tn;
-    split_tiles(M, N, ops_plan_threads(), &tm, &tn);
+    split_tiles(M, N, row_plan_threads(ctx), &tm, &tn);
     int mt = (M + tm - 1) / tm, nt = (N + tn - 1) / tn;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int t = 0; t < mt * nt; t++) {
