@@ -66,7 +66,8 @@
  * `generate` with 16). The default, 8, costs a few percent on 2 cores; on
  * nodes that give one rank many more cores, SDRENDER_PLAN_THREADS=16 or 32
  * spreads small layers wider -- set it the same everywhere whose images must
- * match bit for bit.
+ * match bit for bit. (Float32 linear layers on oneDNN cut their rows for the
+ * real count: a row's bits do not depend on its tile there; ops_gemm.c.)
  */
 #define OPS_PLAN_THREADS_DEFAULT 8
 int ops_plan_threads(void);
