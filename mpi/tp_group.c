@@ -2,6 +2,7 @@
 #include "tp_group.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,12 +29,22 @@ static int mpi_alltoall(const ops_comm *c, const void *send, void *recv, size_t 
     return 0;
 }
 
+/*
+ * ops_comm's abort: the message on this rank's stderr, then MPI_Abort, which ends every rank of the job
+ * (the runner's master too: its claimed jobs go back to the table on the next run, as after kill -9).
+ */
+static void mpi_abort(const ops_comm *c, const char *why) {
+    fprintf(stderr, "sdrender: %s; ending the MPI job (the next run resumes its job table)\n", why);
+    fflush(stderr);
+    MPI_Abort(*(const MPI_Comm *)c->impl, 1);
+}
+
 static void comm_fill(ops_comm *oc, MPI_Comm *comm, ops_comm_stats *stats) {
     int r = 0, n = 1;
     MPI_Comm_rank(*comm, &r);
     MPI_Comm_size(*comm, &n);
     *oc = (ops_comm){.rank = r, .size = n, .impl = comm, .stats = stats, .allgather = mpi_allgather,
-                     .alltoall = mpi_alltoall};
+                     .alltoall = mpi_alltoall, .abort = mpi_abort};
 }
 
 int tp_group_make(tp_group *g, MPI_Comm all, sd_parallel strategy, sd_error *err) {

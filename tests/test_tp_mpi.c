@@ -218,6 +218,27 @@ static void test_a_failing_member_fails_the_group_without_hanging(void **state) 
     }
 }
 
+/*
+ * A member that fails inside the shared U-Net pass (its partner then waits in a collective of the pass, or in
+ * the CFG halves' swap): the job ends with that rank's message, never a hang.
+ */
+static void test_a_member_failing_inside_the_unet_ends_the_job(void **state) {
+    (void)state;
+    char *out;
+    char args[4096];
+    golden_args("pipeline_sd15_euler_96", args, sizeof args);
+    for (int strat = 0; strat < 2; strat++) {
+        int rc = tu_sh(&out, "SDRENDER_TP_FAIL_RANK=1 SDRENDER_TP_FAIL_AT=unet timeout 120 " MPIRUN
+                       " -x SDRENDER_TP_FAIL_RANK -x SDRENDER_TP_FAIL_AT -np 2 %s generate -q --threads 1 --tp 2 "
+                       "--parallel %s %s -o %s 2>&1", tu_bin(), strat ? "tensor" : "cfg", args, tu_tmp("fail-unet.png"));
+        assert_int_not_equal(rc, 124); /* no hang */
+        assert_int_not_equal(rc, 0);
+        if (!strstr(out, "rank 1 of the group failed inside the shared U-Net pass: injected failure"))
+            fail_msg("--parallel %s: exit %d: %s", strat ? "tensor" : "cfg", rc, out);
+        free(out);
+    }
+}
+
 /* Job i's size: 48x64 or 64x64, img2img jobs (i % 5 == 4) at their init image's 96x96. */
 static int job_width(int i) { return i % 5 == 4 ? 96 : i % 2 ? 64 : 48; }
 static int job_height(int i) { return i % 5 == 4 ? 96 : 64; }
@@ -394,6 +415,32 @@ static void test_kill_9_of_a_member_stops_the_run_and_the_next_run_finishes(void
     free(o);
 }
 
+/* The same failure under `run`: the run stops (every rank of the job ends), the next one finishes the table. */
+static void test_run_member_failing_inside_the_unet_stops_and_the_next_run_finishes(void **state) {
+    (void)state;
+    char cmd[8192], db[512], out[512];
+    snprintf(db, sizeof db, "%s", tu_tmp("tp-unet-fail.db"));
+    snprintf(out, sizeof out, "%s", tu_tmp("tp-unet-fail-out"));
+    char *o;
+    tu_sh(&o, "rm -rf %s %s", db, out);
+    free(o);
+    snprintf(cmd, sizeof cmd, "%s enqueue --db %s %s", tu_bin(), db, write_mixed_jobs());
+    sh_ok("enqueue", cmd);
+    int rc = tu_sh(&o, "SDRENDER_TP_FAIL_RANK=1 SDRENDER_TP_FAIL_AT=unet timeout 300 " MPIRUN " -x SDRENDER_TP_FAIL_RANK "
+                   "-x SDRENDER_TP_FAIL_AT -np 3 %s run -q --threads 1 --tp 2 --db %s -m %s/models/tiny-sd15 --out %s 2>&1",
+                   tu_bin(), db, testdata_abs(), out);
+    assert_int_not_equal(rc, 124);
+    assert_int_not_equal(rc, 0);
+    if (!strstr(o, "failed inside the shared U-Net pass")) fail_msg("exit %d: %s", rc, o);
+    free(o);
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 3 %s run -q --threads 1 --tp 2 --wait 0 --takeover --db %s "
+             "-m %s/models/tiny-sd15 --out %s", tu_bin(), db, testdata_abs(), out);
+    sh_ok("second run", cmd);
+    rc = tu_sh(&o, "%s status --db %s --json", tu_bin(), db);
+    if (!strstr(o, "\"done\": 12")) fail_msg("after the second run: %s", o);
+    free(o);
+}
+
 int main(void) {
     /* Processes that start MPI (the children) are checked by ASan and UBSan but not for leaks:
      * Open MPI and PMIx leave allocations behind at exit in plugins LSan cannot name (as test_run). */
@@ -404,10 +451,12 @@ int main(void) {
         cmocka_unit_test(test_bench_tp_reports_the_group_against_one_rank),
         cmocka_unit_test(test_bad_groups_exit_2_with_one_line),
         cmocka_unit_test(test_a_failing_member_fails_the_group_without_hanging),
+        cmocka_unit_test(test_a_member_failing_inside_the_unet_ends_the_job),
         cmocka_unit_test(test_run_groups_write_what_generate_groups_write),
         cmocka_unit_test(test_run_rejects_a_worker_count_that_groups_do_not_divide),
         cmocka_unit_test(test_run_member_error_fails_the_job_with_its_message),
         cmocka_unit_test(test_kill_9_of_a_member_stops_the_run_and_the_next_run_finishes),
+        cmocka_unit_test(test_run_member_failing_inside_the_unet_stops_and_the_next_run_finishes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

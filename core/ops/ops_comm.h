@@ -46,6 +46,12 @@ typedef struct ops_comm {
      * size * bytes). Collective. NULL: the all-reduce all-gathers whole buffers.
      */
     int (*alltoall)(const struct ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
+    /*
+     * Optional: prints `why` and ends every process of the job, for a rank that failed in the middle of
+     * a shared computation: its partners wait in a collective it will never join, and nothing else
+     * could free them. NULL: the caller just returns its error.
+     */
+    void (*abort)(const struct ops_comm *c, const char *why);
 } ops_comm;
 
 /* 1 when c splits work over more than one rank. */

@@ -64,6 +64,23 @@ int sd_group_agree(const sd_group *g, int rc, sd_error *err) {
     return out;
 }
 
+int sd_group_fault(const sd_group *g, const char *where, sd_error *err) {
+    const char *e = getenv("SDRENDER_TP_FAIL_RANK"), *at = getenv("SDRENDER_TP_FAIL_AT");
+    if (!g || !e || !*e || atoi(e) != g->rank || strcmp(at && *at ? at : "inputs", where)) return 0;
+    return sd_err(err, SD_EIO, "injected failure on this rank (SDRENDER_TP_FAIL_RANK=%s, at %s)", e, where);
+}
+
+/* A failed pass (see sd_group_unet_forward): rc alone, or the end of the job where partners wait for it. */
+static int pass_failed(const sd_group *g, int waiting, int rc, sd_error *err) {
+    if (waiting && g->all->abort) {
+        char why[SD_ERRMSG_MAX + 96];
+        snprintf(why, sizeof why, "rank %d of the group failed inside the shared U-Net pass: %s", g->rank,
+                 err ? err->msg : "(no message)");
+        g->all->abort(g->all, why);
+    }
+    return rc;
+}
+
 int sd_group_bcast_int(const sd_group *g, int *v, sd_error *err) {
     if (!g || !ops_comm_active(g->all)) return 0;
     int32_t mine = *v, *all = calloc((size_t)g->all->size, sizeof *all);
@@ -92,25 +109,31 @@ int sd_group_unet_forward(unet_model *u, const sd_group *g, const float *x, floa
     unet_added_cond one;
     /* one rank, or all of a tensor-parallel group: the whole batch in one pass (the kernels give each
      * entry the bits it gets alone, so a CFG-parallel rank's one entry matches) */
-    if (!g || g->strategy == SD_PARALLEL_TENSOR)
-        return unet_forward_cond(u, x, tt, ctx, n_ctx, added, B, h, w, out, err);
+    /* partners wait for this rank inside the pass (layers shared), or after it (the CFG halves' swap) */
+    const int waiting = g && (ops_comm_active(u->ops.comm) || (g->strategy == SD_PARALLEL_CFG && B == 2));
+    int rc = sd_group_fault(g, "unet", err);
+    if (rc < 0) return pass_failed(g, waiting, rc, err);
+    if (!g || g->strategy == SD_PARALLEL_TENSOR) {
+        rc = unet_forward_cond(u, x, tt, ctx, n_ctx, added, B, h, w, out, err);
+        return rc < 0 ? pass_failed(g, waiting, rc, err) : rc;
+    }
     if (g && g->strategy == SD_PARALLEL_CFG && B == 2) {
         /* this half on this rank's tensor-parallel ranks, then swap halves with the partner */
-        int k = g->cfg_index, rc;
+        int k = g->cfg_index;
         float *mine = out + (size_t)k * nout;
         /* each half alone (K = 2): the pair shares the small levels' convolutions (ops_conv_pair.c) */
         if (!ops_comm_active(u->ops.comm)) u->ops.pair = g->cfg;
         rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx ? ctx + (size_t)k * nctx : NULL, n_ctx,
                                added_entry(added, k, &one), 1, h, w, mine, err);
         u->ops.pair = NULL;
-        if (rc < 0) return rc;
+        if (rc < 0) return pass_failed(g, waiting, rc, err);
         return ops_comm_allgather(g->cfg, mine, out, nout * sizeof(float), err);
     }
     /* a CFG-parallel group without guidance: the one entry on every half */
     for (int k = 0; k < B; k++) {
-        int rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx ? ctx + (size_t)k * nctx : NULL, n_ctx,
-                                   added_entry(added, k, &one), 1, h, w, out + (size_t)k * nout, err);
-        if (rc < 0) return rc;
+        rc = unet_forward_cond(u, x + (size_t)k * nin, tt, ctx ? ctx + (size_t)k * nctx : NULL, n_ctx,
+                               added_entry(added, k, &one), 1, h, w, out + (size_t)k * nout, err);
+        if (rc < 0) return pass_failed(g, waiting, rc, err);
     }
     return 0;
 }

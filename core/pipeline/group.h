@@ -65,6 +65,14 @@ typedef struct sd_group {
  */
 int sd_group_agree(const sd_group *g, int rc, sd_error *err);
 
+/*
+ * Test hook: SDRENDER_TP_FAIL_RANK=N makes rank N of every group fail at `where`, which is
+ * SDRENDER_TP_FAIL_AT ("inputs", the default: after reading its inputs, as a member that cannot read a
+ * file; "unet": as its first shared U-Net pass starts, as a member that runs out of memory there).
+ * 0 elsewhere; a NULL group never fails.
+ */
+int sd_group_fault(const sd_group *g, const char *where, sd_error *err);
+
 /* Collective over g->all: *v becomes the leader's value on every rank (nothing for a NULL group). */
 int sd_group_bcast_int(const sd_group *g, int *v, sd_error *err);
 
@@ -74,6 +82,9 @@ int sd_group_bcast_int(const sd_group *g, int *v, sd_error *err);
  * -> out: [B, C, h, w] on every rank; added: the B entries' added conditioning (SDXL's text/time
  * embedding, the upscaler's class labels; NULL for none). ctx NULL with n_ctx 0 for a model without
  * text (pixel-space DDPM). u must be sharded with g->tp (or not at all for g NULL).
+ * A rank whose pass fails in a group of more than one ends the whole job with its message
+ * (ops_comm's abort): its partners are waiting in a collective inside the pass or in the exchange after
+ * it, and no agreement can reach them there.
  */
 int sd_group_unet_forward(unet_model *u, const sd_group *g, const float *x, float t, const float *ctx, int n_ctx,
                           const unet_added_cond *added, int B, int h, int w, float *out, sd_error *err);

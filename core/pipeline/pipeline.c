@@ -469,15 +469,16 @@ static int denoise(sd_pipeline *p, const sd_settings *s, sampler_state *smp, int
         if ((rc = predict(p, s, smp, i, b, z, err)) < 0) return rc;
         if (trace && trace->unet_input_step0 && i == first)
             memcpy(trace->unet_input_step0, b->unet_in, sizeof(float) * z->B * z->Cin * z->h * z->w);
-        if ((rc = sampler_step(smp, i, b->guided, b->latents, n, g, err)) < 0) return rc;
         int done = i - first + 1;
-        if (trace && done <= trace->max_steps) {
+        rc = sampler_step(smp, i, b->guided, b->latents, n, g, err);
+        if (rc == 0 && trace && done <= trace->max_steps) {
             if (trace->latents_steps) memcpy(trace->latents_steps + (size_t)(done - 1) * n, b->latents, sizeof(float) * n);
             if (trace->noise_pred_steps)
                 memcpy(trace->noise_pred_steps + (size_t)(done - 1) * n, b->guided, sizeof(float) * n);
         }
-        if (trace) trace->n_steps = done;
-        rc = cb && cb(cb_ctx, done, total) ? sd_err(err, SD_ECANCELED, "cancelled") : 0;
+        if (rc == 0 && trace) trace->n_steps = done;
+        if (rc == 0 && cb && cb(cb_ctx, done, total)) rc = sd_err(err, SD_ECANCELED, "cancelled");
+        /* a failed step too: the group's other ranks wait here */
         if ((rc = sd_group_agree(p->group, rc, err)) < 0) return rc; /* a group stops together */
     }
     return 0;
@@ -566,17 +567,6 @@ int sd_pipeline_check(const sd_pipeline *p, const sd_settings *s, sd_error *err)
 }
 
 /*
- * Test hook: SDRENDER_TP_FAIL_RANK=N makes rank N of every group fail after reading its inputs, as a
- * member that cannot read a file would (the group must end the job with that rank's message).
- */
-static int group_fault(const sd_group *g, sd_error *err) {
-    const char *e = getenv("SDRENDER_TP_FAIL_RANK");
-    if (e && *e && atoi(e) == g->rank)
-        return sd_err(err, SD_EIO, "injected failure on this rank (SDRENDER_TP_FAIL_RANK=%s)", e);
-    return 0;
-}
-
-/*
  * A network's part of the picture is done: its activations (scratch arena) and its weights, where they
  * are mapped from the model's files, leave memory until its next use (the weights come back from the
  * page cache). So at most one network's weights and activations are resident at a time: full SD 1.5
@@ -655,7 +645,7 @@ int sd_pipeline_generate(sd_pipeline *p, const sd_settings *s, uint8_t *rgb, sd_
     } else {
         rc = prepare_latents(p, s, smp, first, &g, &b, &z, trace, err);
     }
-    if (rc == 0 && p->group) rc = group_fault(p->group, err);
+    if (rc == 0) rc = sd_group_fault(p->group, "inputs", err);
 prepared:
     /* every rank of a group has read its inputs: go on together or fail together */
     if ((rc = sd_group_agree(p->group, rc, err)) < 0) goto done;
