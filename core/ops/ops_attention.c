@@ -53,11 +53,18 @@
 #define HAVE_AMX_ATTENTION 0
 #endif
 
-/* Tile sizes: BLAS path, then AVX-512 path (96 queries = the kernels' 6 vectors; 64-1024 keys measured alike) */
+/*
+ * Tile sizes: BLAS path, then the AVX-512 paths (96 queries = the kernels' 6 vectors, at most). Keys per
+ * block: the bf16 kernels 512; float32 64, whose S^T block (64 x 96 floats, 24 KB) stays in L1 between
+ * the product, the softmax and the second product: on the Xeon (2 threads, alternating builds) 64x64
+ * self-attention 2 x 8 heads of 40 took 226-236 ms against 261-273 with 512 keys, the VAE's one head of
+ * 512 the same (134-142 / 140-146). In bf16 64 keys made the AMX kernel's VAE head slower (35 -> 46 ms).
+ */
 #define BLAS_Q_TILE 64
 #define BLAS_KV_BLOCK 1024
 #define AVX_Q_TILE 96
 #define AVX_KV_BLOCK 512
+#define AVX_KV_BLOCK_F32 64
 #define KV_PACK_ROWS 64 /* bf16: keys per unit of K and V rounding */
 #define AMX_Q_TILE 64   /* AMX: queries per tile, always (4 accumulator tiles of 16 queries; short tiles padded) */
 
@@ -107,7 +114,7 @@ static void plan_attention(attn_plan *p, const ops_attn_desc *d, int kind) {
     p->kind = kind;
     int amx = kind == ATTN_AMX;
     p->tq = imin(d->n_q, amx ? AMX_Q_TILE : avx ? AVX_Q_TILE : BLAS_Q_TILE);
-    p->tk = imin(d->n_kv, avx ? AVX_KV_BLOCK : BLAS_KV_BLOCK);
+    p->tk = imin(d->n_kv, kind == ATTN_AVX512 ? AVX_KV_BLOCK_F32 : avx ? AVX_KV_BLOCK : BLAS_KV_BLOCK);
     p->tqp = amx ? AMX_Q_TILE : avx ? (int)round16((size_t)p->tq) : p->tq;
     p->dhp = (d->head_dim + 1) & ~1;
     p->ldvt = amx ? (d->n_kv + 31) & ~31 : (d->n_kv + 1) & ~1;
