@@ -65,6 +65,12 @@
 #define AVX_Q_TILE 96
 #define AVX_KV_BLOCK 512
 #define AVX_KV_BLOCK_F32 64
+/* float32: query tiles that share each block of keys while it is in L1, as many as fit in this (their QT,
+ * OT, m, l) and at most 8. 64x64 self-attention (heads of 40, 31 KB per tile) on the Xeon, 2 threads: 1 tile
+ * 226-236 ms, 2 223-227, 4 210-213, 8 203-207; the VAE's one head of 512 (384 KB per tile) got slower with
+ * any group (138-141 ms with 2, 150 with 4), so it keeps 1. */
+#define AVX_GROUP_BYTES ((size_t)256 << 10)
+#define AVX_Q_GROUP_MAX 8
 #define KV_PACK_ROWS 64 /* bf16: keys per unit of K and V rounding */
 #define AMX_Q_TILE 64   /* AMX: queries per tile, always (4 accumulator tiles of 16 queries; short tiles padded) */
 
@@ -106,7 +112,13 @@ typedef struct attn_plan {
     int p2_rows;          /* bf16: rows of P2, (tk + 1) / 2 (AMX: rounded up to 16) */
     size_t shared_floats; /* bf16: K and V^T of every (batch, head), rounded (in units of floats) */
     size_t thread_floats; /* BLAS: S, O, m, l of one thread; AVX-512: QT, ST, OT, m, l; bf16: also P2, a row */
+    int group;            /* float32 AVX-512: query tiles per work item (attn_group_avx512); else 1 */
 } attn_plan;
+
+/* Float32 AVX-512: one tile's QT [dh, tqp], OT [ot_rows, tqp], m and l [tqp]. */
+static size_t avx_tile_floats(const attn_plan *p, int dh) {
+    return round16((size_t)p->tqp * ((size_t)dh + p->ot_rows + 2));
+}
 
 static void plan_attention(attn_plan *p, const ops_attn_desc *d, int kind) {
     int avx = kind != ATTN_BLAS;
@@ -124,6 +136,13 @@ static void plan_attention(attn_plan *p, const ops_attn_desc *d, int kind) {
     p->p2_rows = amx ? (int)round16((size_t)(p->tk + 1) / 2) : (p->tk + 1) / 2;
     p->shared_floats = 0;
     p->thread_floats = round16((size_t)p->tqp * (dh + p->st_rows + p->ot_rows + 2));
+    p->group = 1;
+    if (kind == ATTN_AVX512) {
+        size_t fit = AVX_GROUP_BYTES / (avx_tile_floats(p, d->head_dim) * sizeof(float));
+        p->group = fit < 1 ? 1 : fit > AVX_Q_GROUP_MAX ? AVX_Q_GROUP_MAX : (int)fit;
+    }
+    if (kind == ATTN_AVX512) /* one ST, and per tile of the group QT, OT, m, l */
+        p->thread_floats = round16((size_t)p->st_rows * p->tqp) + (size_t)p->group * avx_tile_floats(p, d->head_dim);
     if (kind >= ATTN_BF16) {
         /* AMX reads whole tiles of 16 rows: the last (batch, head)'s K and V^T get 16 rows of slack */
         size_t bh = (size_t)d->batch * d->heads, slack = amx ? 16 : 0;
@@ -421,23 +440,40 @@ static void write_tile_t(float *out, const ops_attn_desc *d, int b, int h, int i
     }
 }
 
-static void attn_tile_avx512(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d,
-                             const attn_plan *p, int b, int h, int i0, float *QT, float *ST, float *OT, float *m,
-                             float *l) {
-    int dh = d->head_dim, tq = imin(d->n_q - i0, p->tq), kv_end = tile_kv_end(d, i0, tq);
-    int tqp = (tq + 15) / 16 * 16;
-    const float *qt = q + ((size_t)b * d->n_q + i0) * d->q_stride + (size_t)h * dh;
+/*
+ * Query tiles t0 .. t0 + g - 1 of (b, h) together: each block of keys and values is used by the g tiles in
+ * turn while it is in L1 (a tile alone streamed all of a head's K and V, 1.3 MB at 4096 tokens, from L2 for
+ * every 96 queries). Each tile's sums are the ones it gets alone, in the same order: the same bits for any g.
+ * ST: one [tk, tqp] block; tiles: g tiles' state (avx_tile_floats each).
+ */
+static void attn_group_avx512(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d,
+                              const attn_plan *p, int b, int h, int t0, int g, float *ST, float *tiles) {
+    int dh = d->head_dim, kv_end = 0;
+    size_t per = avx_tile_floats(p, dh);
     const float *kb = k + (size_t)b * d->n_kv * d->k_stride + (size_t)h * dh;
     const float *vb = v + (size_t)b * d->n_kv * d->v_stride + (size_t)h * dh;
-    pack_qt(QT, tqp, qt, d->q_stride, dh, tq);
-    for (int i = 0; i < tqp; i++) m[i] = -INFINITY, l[i] = 0.0f;
-    for (int j0 = 0; j0 < kv_end; j0 += p->tk) {
-        int tk = imin(kv_end - j0, p->tk);
-        qk_block(ST, tqp, kb + (size_t)j0 * d->k_stride, d->k_stride, QT, dh, d->scale, tk);
-        softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, l, OT, dh, NULL, 1.0f);
-        pv_block(OT, tqp, ST, vb + (size_t)j0 * d->v_stride, d->v_stride, tk, dh, j0 > 0);
+    for (int i = 0; i < g; i++) {
+        int i0 = (t0 + i) * p->tq, tq = imin(d->n_q - i0, p->tq), tqp = (tq + 15) / 16 * 16, end;
+        float *QT = tiles + i * per, *m = QT + (size_t)(dh + p->ot_rows) * p->tqp, *l = m + p->tqp;
+        pack_qt(QT, tqp, q + ((size_t)b * d->n_q + i0) * d->q_stride + (size_t)h * dh, d->q_stride, dh, tq);
+        for (int j = 0; j < tqp; j++) m[j] = -INFINITY, l[j] = 0.0f;
+        if ((end = tile_kv_end(d, i0, tq)) > kv_end) kv_end = end;
     }
-    write_tile_t(out, d, b, h, i0, tq, OT, tqp, l);
+    for (int j0 = 0; j0 < kv_end; j0 += p->tk)
+        for (int i = 0; i < g; i++) {
+            int i0 = (t0 + i) * p->tq, tq = imin(d->n_q - i0, p->tq), tqp = (tq + 15) / 16 * 16;
+            int end = tile_kv_end(d, i0, tq), tk = imin(end - j0, p->tk);
+            if (tk <= 0) continue;
+            float *QT = tiles + i * per, *OT = QT + (size_t)dh * p->tqp, *m = OT + (size_t)p->ot_rows * p->tqp;
+            qk_block(ST, tqp, kb + (size_t)j0 * d->k_stride, d->k_stride, QT, dh, d->scale, tk);
+            softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, m + p->tqp, OT, dh, NULL, 1.0f);
+            pv_block(OT, tqp, ST, vb + (size_t)j0 * d->v_stride, d->v_stride, tk, dh, j0 > 0);
+        }
+    for (int i = 0; i < g; i++) {
+        int i0 = (t0 + i) * p->tq, tq = imin(d->n_q - i0, p->tq), tqp = (tq + 15) / 16 * 16;
+        float *OT = tiles + i * per + (size_t)dh * p->tqp;
+        write_tile_t(out, d, b, h, i0, tq, OT, tqp, OT + (size_t)(p->ot_rows + 1) * p->tqp);
+    }
 }
 
 #endif
@@ -765,7 +801,8 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
     plan_attention(&p, d, attn_kind(ctx));
     if (p.kind == ATTN_AMX && !(d->scale > 0)) /* its softmax takes the max before scaling */
         return sd_err(err, SD_EINTERNAL, "attention: scale %g, the AMX kernel needs a positive one", d->scale);
-    int n_tiles = (d->n_q + p.tq - 1) / p.tq, n_items = d->batch * d->heads * n_tiles;
+    int n_tiles = (d->n_q + p.tq - 1) / p.tq, n_groups = (n_tiles + p.group - 1) / p.group;
+    int n_items = d->batch * d->heads * (p.group > 1 ? n_groups : n_tiles);
 #pragma omp parallel num_threads(threads)
     {
         float *mine = (float *)ws + p.shared_floats + p.thread_floats * (size_t)omp_get_thread_num();
@@ -812,8 +849,10 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
             }
 #endif
 #if HAVE_AVX512_ATTENTION
-            if (p.kind == ATTN_AVX512) {
-                attn_tile_avx512(out, q, k, v, d, &p, b, h, t * p.tq, QT, ST, OT, m, l);
+            if (p.kind == ATTN_AVX512) { /* items are groups of tiles */
+                int gi = it % n_groups, hh = (it / n_groups) % d->heads, bb = it / (n_groups * d->heads);
+                attn_group_avx512(out, q, k, v, d, &p, bb, hh, gi * p.group, imin(p.group, n_tiles - gi * p.group),
+                                  mine, mine + round16((size_t)p.st_rows * p.tqp));
                 continue;
             }
 #endif
