@@ -179,14 +179,22 @@ typedef struct unet_case {
     float *got[4];
 } unet_case;
 
+/* A rank job's U-Net: files opened (model, golden) and m loaded; 0, or the error (the caller closes files, and
+ * frees m when it loaded). */
+static int rank_unet_open(const char *model, const char *golden, tu_net_files *files, unet_config *cfg, unet_model *m,
+                          sd_error *err) {
+    tu_net_files_open(files, model, "unet", golden);
+    int rc = unet_config_load(cfg, files->config, err);
+    return rc < 0 ? rc : unet_load(m, cfg, &files->w, err);
+}
+
 static void unet_rank(rank_job *j) {
     unet_case *c = j->user;
     tu_net_files files;
     unet_config cfg;
     unet_model m;
     sd_error err = {0};
-    tu_net_files_open(&files, c->model, "unet", c->golden);
-    if ((j->rc = unet_config_load(&cfg, files.config, &err)) == 0 && (j->rc = unet_load(&m, &cfg, &files.w, &err)) == 0) {
+    if ((j->rc = rank_unet_open(c->model, c->golden, &files, &cfg, &m, &err)) == 0) {
         if ((j->rc = unet_shard(&m, &j->comm, &err)) == 0) {
             const sd_tensor *xt = tu_tensor(&files.golden, c->x);
             int B = (int)xt->shape[0], H = (int)xt->shape[2], W = (int)xt->shape[3];
@@ -383,8 +391,7 @@ static void pair_rank(rank_job *j) {
     unet_model m;
     sd_error err = {0};
     int r = j->comm.rank;
-    tu_net_files_open(&files, c->model, "unet", c->golden);
-    if ((j->rc = unet_config_load(&cfg, files.config, &err)) == 0 && (j->rc = unet_load(&m, &cfg, &files.w, &err)) == 0) {
+    if ((j->rc = rank_unet_open(c->model, c->golden, &files, &cfg, &m, &err)) == 0) {
         float t[2] = {321.5f, 321.5f};
         size_t no = (size_t)cfg.out_channels * c->H * c->W;
         c->got[r] = malloc(no * sizeof(float));

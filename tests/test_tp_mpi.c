@@ -283,17 +283,34 @@ static int files_equal(const char *a, const char *b) {
     return same;
 }
 
-static void test_run_groups_write_what_generate_groups_write(void **state) {
-    (void)state;
-    char cmd[8192], args[2048];
-    char db[512], out[512];
-    snprintf(db, sizeof db, "%s", tu_tmp("tp-run.db"));
-    snprintf(out, sizeof out, "%s", tu_tmp("tp-run-out"));
-    char *o;
+/* A new job table db (tu_tmp(name).db, output folder tu_tmp(name)-out) holding the 12 mixed jobs. */
+static void fresh_mixed_table(const char *name, char *db, size_t ndb, char *out, size_t nout) {
+    char cmd[8192], *o;
+    snprintf(db, ndb, "%s.db", tu_tmp(name));
+    snprintf(out, nout, "%s-out", tu_tmp(name));
     tu_sh(&o, "rm -rf %s %s", db, out);
     free(o);
     snprintf(cmd, sizeof cmd, "%s enqueue --db %s %s", tu_bin(), db, write_mixed_jobs());
     sh_ok("enqueue", cmd);
+}
+
+/* After a run that stopped: the next run (groups of 2) puts its jobs back and finishes all 12. */
+static void next_run_finishes_the_table(const char *db, const char *out) {
+    char cmd[8192], *o;
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 3 %s run -q --threads 1 --tp 2 --wait 0 --takeover --db %s "
+             "-m %s/models/tiny-sd15 --out %s", tu_bin(), db, testdata_abs(), out);
+    sh_ok("second run", cmd);
+    tu_sh(&o, "%s status --db %s --json", tu_bin(), db);
+    if (!strstr(o, "\"done\": 12")) fail_msg("after the second run: %s", o);
+    free(o);
+}
+
+static void test_run_groups_write_what_generate_groups_write(void **state) {
+    (void)state;
+    char cmd[8192], args[2048];
+    char db[512], out[512];
+    char *o;
+    fresh_mixed_table("tp-run", db, sizeof db, out, sizeof out);
     snprintf(cmd, sizeof cmd, MPIRUN " -np 5 %s run -q --threads 1 --tp 2 --db %s -m %s/models/tiny-sd15 --out %s",
              tu_bin(), db, testdata_abs(), out);
     sh_ok("run --tp 2", cmd);
@@ -336,17 +353,12 @@ static void test_run_rejects_a_worker_count_that_groups_do_not_divide(void **sta
 
 static void test_run_member_error_fails_the_job_with_its_message(void **state) {
     (void)state;
-    char cmd[8192];
-    char db[512];
-    snprintf(db, sizeof db, "%s", tu_tmp("tp-fail.db"));
+    char db[512], out[512];
     char *o;
-    tu_sh(&o, "rm -f %s", db);
-    free(o);
-    snprintf(cmd, sizeof cmd, "%s enqueue --db %s %s", tu_bin(), db, write_mixed_jobs());
-    sh_ok("enqueue", cmd);
+    fresh_mixed_table("tp-fail", db, sizeof db, out, sizeof out);
     int rc = tu_sh(&o, "SDRENDER_TP_FAIL_RANK=1 timeout 300 " MPIRUN " -x SDRENDER_TP_FAIL_RANK -np 3 %s run -q "
                    "--threads 1 --tp 2 --max-attempts 1 --db %s -m %s/models/tiny-sd15 --out %s 2>&1",
-                   tu_bin(), db, testdata_abs(), tu_tmp("tp-fail-out"));
+                   tu_bin(), db, testdata_abs(), out);
     assert_int_not_equal(rc, 124);
     free(o);
     rc = tu_sh(&o, "%s status --db %s --json", tu_bin(), db);
@@ -406,26 +418,15 @@ static void test_kill_9_of_a_member_stops_the_run_and_the_next_run_finishes(void
     int rc = atoi(o);
     free(o);
     assert_int_not_equal(rc, 124);
-    /* the next run puts the dead run's jobs back and finishes the table */
-    snprintf(cmd, sizeof cmd, MPIRUN " -np 3 %s run -q --threads 1 --tp 2 --wait 0 --takeover --db %s "
-             "-m %s/models/tiny-sd15 --out %s", tu_bin(), db, testdata_abs(), out);
-    sh_ok("second run", cmd);
-    rc = tu_sh(&o, "%s status --db %s --json", tu_bin(), db);
-    if (!strstr(o, "\"done\": 12")) fail_msg("after the second run: %s", o);
-    free(o);
+    next_run_finishes_the_table(db, out); /* it puts the dead run's jobs back */
 }
 
 /* The same failure under `run`: the run stops (every rank of the job ends), the next one finishes the table. */
 static void test_run_member_failing_inside_the_unet_stops_and_the_next_run_finishes(void **state) {
     (void)state;
-    char cmd[8192], db[512], out[512];
-    snprintf(db, sizeof db, "%s", tu_tmp("tp-unet-fail.db"));
-    snprintf(out, sizeof out, "%s", tu_tmp("tp-unet-fail-out"));
+    char db[512], out[512];
     char *o;
-    tu_sh(&o, "rm -rf %s %s", db, out);
-    free(o);
-    snprintf(cmd, sizeof cmd, "%s enqueue --db %s %s", tu_bin(), db, write_mixed_jobs());
-    sh_ok("enqueue", cmd);
+    fresh_mixed_table("tp-unet-fail", db, sizeof db, out, sizeof out);
     int rc = tu_sh(&o, "SDRENDER_TP_FAIL_RANK=1 SDRENDER_TP_FAIL_AT=unet timeout 300 " MPIRUN " -x SDRENDER_TP_FAIL_RANK "
                    "-x SDRENDER_TP_FAIL_AT -np 3 %s run -q --threads 1 --tp 2 --db %s -m %s/models/tiny-sd15 --out %s 2>&1",
                    tu_bin(), db, testdata_abs(), out);
@@ -433,12 +434,7 @@ static void test_run_member_failing_inside_the_unet_stops_and_the_next_run_finis
     assert_int_not_equal(rc, 0);
     if (!strstr(o, "failed inside the shared U-Net pass")) fail_msg("exit %d: %s", rc, o);
     free(o);
-    snprintf(cmd, sizeof cmd, MPIRUN " -np 3 %s run -q --threads 1 --tp 2 --wait 0 --takeover --db %s "
-             "-m %s/models/tiny-sd15 --out %s", tu_bin(), db, testdata_abs(), out);
-    sh_ok("second run", cmd);
-    rc = tu_sh(&o, "%s status --db %s --json", tu_bin(), db);
-    if (!strstr(o, "\"done\": 12")) fail_msg("after the second run: %s", o);
-    free(o);
+    next_run_finishes_the_table(db, out);
 }
 
 int main(void) {
