@@ -5,7 +5,8 @@
  * both. Kernel changes are measured this way (old and new builds alternating),
  * so that the README's per-kernel figures can be repeated on any machine.
  *
- *   conv:C,S[,B[,K]]        C -> C channels on S x S images, batch B (2), K x K kernel (3), stride 1, padding K/2
+ *   conv:C,S[,B[,K[,T]]]    C -> C channels on S x S images, batch B (2), K x K kernel (3), stride 1, padding K/2,
+ *                           Winograd output tile T (ops_ctx.wino_tile: 2, the U-Net's, the default; 4, the VAE's)
  *   linear:M,K,N[,E]        [M, K] x [K, N] with an [N, K] fp16 weight, E rows per batch entry (ops_ctx.entry_rows;
  *                           0, the default: unknown)
  *   attention:B,H,D,NQ[,NKV] B x H heads of D, NQ queries, NKV keys (NQ)
@@ -37,7 +38,7 @@ static double op_now(void) {
 /* KIND:N,N,... into s; 0, or -1 with a message naming the spec and what a valid one looks like. */
 static int op_parse(const char *spec, op_spec *s, sd_error *err) {
     static const struct { const char *name; int kind, min_n, max_n, defaults[5]; } kinds[] = {
-        {"conv", OP_CONV, 2, 4, {0, 0, 2, 3, 0}},
+        {"conv", OP_CONV, 2, 5, {0, 0, 2, 3, 2}},
         {"linear", OP_LINEAR, 3, 4, {0, 0, 0, 0, 0}},
         {"attention", OP_ATTENTION, 4, 5, {0, 0, 0, 0, -1}},
     };
@@ -60,12 +61,14 @@ static int op_parse(const char *spec, op_spec *s, sd_error *err) {
             if (s->kind == OP_ATTENTION && s->v[4] < 0) s->v[4] = s->v[3];
             if (s->kind == OP_CONV && s->v[3] != 1 && s->v[3] != 3)
                 return sd_err(err, SD_EINPUT, "bench: --op '%s': the kernel size must be 1 or 3", spec);
+            if (s->kind == OP_CONV && s->v[4] != 2 && s->v[4] != 4)
+                return sd_err(err, SD_EINPUT, "bench: --op '%s': the Winograd tile must be 2 or 4", spec);
             return 0;
         }
         break;
     }
     return sd_err(err, SD_EINPUT,
-                  "bench: --op '%s': use conv:C,S[,B[,K]], linear:M,K,N[,E] or attention:B,H,D,NQ[,NKV] "
+                  "bench: --op '%s': use conv:C,S[,B[,K[,T]]], linear:M,K,N[,E] or attention:B,H,D,NQ[,NKV] "
                   "(positive numbers)", spec);
 }
 
@@ -127,6 +130,7 @@ static int op_time(const op_spec *s, ops_ctx *ctx, int steps, double *best, doub
     size_t wsb = 0;
     if (s->kind == OP_CONV) {
         int C = v[0], S = v[1], B = v[2], K = v[3];
+        ctx->wino_tile = v[4];
         cd = (ops_conv_desc){.batch = B, .in_ch = C, .in_h = S, .in_w = S, .out_ch = C, .k_h = K, .k_w = K,
                              .stride = 1, .pad_t = K / 2, .pad_l = K / 2, .pad_b = K / 2, .pad_r = K / 2};
         x = op_random((size_t)B * C * S * S, 1.0f, 1);

@@ -184,7 +184,7 @@ static void test_bench_times_the_tiny_sdxl_model(void **state) {
  * an option of the whole-network bench exits 2 with one line naming the problem. */
 static void test_bench_op_times_one_kernel(void **state) {
     (void)state;
-    static const char *ops[] = {"conv:16,8,2", "conv:24,5,1,1", "linear:40,32,48", "attention:1,2,8,70,77"};
+    static const char *ops[] = {"conv:16,8,2", "conv:24,5,1,1", "conv:40,12,1,3,4", "linear:40,32,48", "attention:1,2,8,70,77"};
     int bf = ops_bf16_available();
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
         char json[1024], *out = NULL;
@@ -206,7 +206,7 @@ static void test_bench_op_times_one_kernel(void **state) {
         }
         json_decref(o);
     }
-    static const char *bad[][2] = {{"--op conv:16", "conv:C,S"},          {"--op conv:16,8,2,5", "1 or 3"},
+    static const char *bad[][2] = {{"--op conv:16", "conv:C,S"},          {"--op conv:16,8,2,5", "1 or 3"}, {"--op conv:16,8,2,3,3", "2 or 4"},
                                    {"--op linear:4,0,4", "positive"},     {"--op fft:8", "attention:B,H,D"},
                                    {"--op conv:16,8 -W 64", "only --threads"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

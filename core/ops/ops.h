@@ -176,6 +176,12 @@ typedef struct ops_ctx {
     ops_arena scratch;           /* temporary memory of the kernels (a network's activations too) */
     ops_precision precision;     /* what ops_gemm computes in */
     ops_conv_kernel conv_kernel; /* route of stride-1 3x3 convolutions */
+    /*
+     * Output tile of the Winograd route: 2 (default, 0 reads as 2) F(2x2, 3x3), or 4 F(4x4, 3x3):
+     * 1.8x fewer multiply-adds, 10-30x F(2x2)'s rounding error (ops_conv_winograd.c). A network
+     * opts in where its tolerances allow (the VAE). Float32 only: bf16 takes F(2x2) whatever this says.
+     */
+    int wino_tile;
     ops_attn_kernel attn_kernel; /* implementation of ops_attention */
     const struct ops_comm *comm; /* NULL: this process computes every output alone */
     /*
@@ -307,7 +313,8 @@ double ops_gemm_peak_gflops(const ops_ctx *ctx, int reps);
  * each strip one sgemm [out_ch, K] x [K, strip]; 1x1 convolutions without
  * input work read x directly; stride-1 3x3 convolutions with enough channels
  * by Winograd F(2x2, 3x3) (16 GEMMs on transformed 4x4 tiles, 2.25x fewer
- * multiply-adds, as precise as the GEMM routes).
+ * multiply-adds, as precise as the GEMM routes) or, where ctx->wino_tile is
+ * 4, F(4x4, 3x3) (36 GEMMs on 6x6 tiles, 4x fewer, less precise).
  */
 typedef struct ops_conv_desc {
     int batch, in_ch, in_h, in_w;   /* x: [batch, in_ch, in_h, in_w] */

@@ -52,7 +52,7 @@ static inline void conv_store_row(float *dst, const float *src, const float *res
 int conv_winograd_pick(const ops_conv_desc *d, int oh, int ow, ops_conv_kernel kernel);
 
 /*
- * out = conv(x) by Winograd F(2x2, 3x3) (see ops_conv_winograd.c), with
+ * out = conv(x) by Winograd F(2x2, 3x3) or F(4x4, 3x3) (ctx->wino_tile; see ops_conv_winograd.c), with
  * every fused input and output option of d. Work is planned for plan_threads
  * and run on `threads` (results do not depend on `threads`).
  */
