@@ -284,6 +284,17 @@ static void planes_join(float *row, int m, const float *pl, size_t ldp, int n) {
 static void transform_filters6(const ops_conv_desc *d, int o0, int on, float *U, size_t xs, size_t os,
                               float *wrow);
 
+/* The 9 * in_ch float32 weights of output channel o: a view of an aligned F32 weight, else converted into
+ * wrow. */
+static const float *filter_f32(const ops_conv_desc *d, int o, float *wrow) {
+    size_t row = (size_t)d->in_ch * 9;
+    const float *view = sd_tensor_f32_view(d->weight);
+    if (view) return view + (size_t)o * row;
+    const unsigned char *src = (const unsigned char *)d->weight->data + (size_t)o * row * sd_dtype_size(d->weight->dtype);
+    sd_dtype_convert_to_f32(wrow, src, d->weight->dtype, row);
+    return wrow;
+}
+
 static void transform_filters(const ops_conv_desc *d, int m, int o0, int on, float *U, size_t xs, size_t os,
                               float *wrow) {
     if (m == 4) {
@@ -291,13 +302,8 @@ static void transform_filters(const ops_conv_desc *d, int m, int o0, int on, flo
         return;
     }
     int C = d->in_ch;
-    size_t row = (size_t)C * 9, esz = sd_dtype_size(d->weight->dtype);
-    const float *view = sd_tensor_f32_view(d->weight);
     for (int o = 0; o < on; o++) {
-        const float *w = view ? view + (size_t)(o0 + o) * row : wrow;
-        if (!view)
-            sd_dtype_convert_to_f32(wrow, (const unsigned char *)d->weight->data + (size_t)(o0 + o) * row * esz,
-                              d->weight->dtype, row);
+        const float *w = filter_f32(d, o0 + o, wrow);
         float *uo = U + (size_t)o * os;
         for (int c0 = 0; c0 < C; c0 += 16) {
             int n = C - c0 < 16 ? C - c0 : 16;
@@ -339,13 +345,8 @@ static void transform_filters(const ops_conv_desc *d, int m, int o0, int on, flo
 static void transform_filters6(const ops_conv_desc *d, int o0, int on, float *U, size_t xs, size_t os,
                               float *wrow) {
     int C = d->in_ch;
-    size_t row = (size_t)C * 9, esz = sd_dtype_size(d->weight->dtype);
-    const float *view = sd_tensor_f32_view(d->weight);
     for (int o = 0; o < on; o++) {
-        const float *w = view ? view + (size_t)(o0 + o) * row : wrow;
-        if (!view)
-            sd_dtype_convert_to_f32(wrow, (const unsigned char *)d->weight->data + (size_t)(o0 + o) * row * esz,
-                              d->weight->dtype, row);
+        const float *w = filter_f32(d, o0 + o, wrow);
         float *uo = U + (size_t)o * os;
         for (int c = 0; c < C; c++) {
             const float *g = w + (size_t)c * 9;
