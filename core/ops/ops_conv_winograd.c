@@ -134,14 +134,13 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* ---- 1-D transforms, vectorized over n tiles ----------------------------- */
 
-/* F(2x2, 3x3): out[j * js + i] = sum_k BT[j][k] in[k][i * is], j < 4. */
+/* F(2x2, 3x3): out[j * js + i] = sum_k BT[j][k] in[k][i], j < 4. */
 static inline __attribute__((always_inline)) void bt_1d(const float *i0, const float *i1, const float *i2,
-                                                        const float *i3, ptrdiff_t is, float *out, ptrdiff_t js,
-                                                        int n) {
+                                                        const float *i3, float *out, ptrdiff_t js, int n) {
     float *o0 = out, *o1 = out + js, *o2 = out + 2 * js, *o3 = out + 3 * js;
 #pragma omp simd
     for (int i = 0; i < n; i++) {
-        float d0 = i0[i * is], d1 = i1[i * is], d2 = i2[i * is], d3 = i3[i * is];
+        float d0 = i0[i], d1 = i1[i], d2 = i2[i], d3 = i3[i];
         o0[i] = d0 - d2;
         o1[i] = d1 + d2;
         o2[i] = d2 - d1;
@@ -149,26 +148,26 @@ static inline __attribute__((always_inline)) void bt_1d(const float *i0, const f
     }
 }
 
-/* F(2x2, 3x3): out[i * os + j * js] = sum_k AT[j][k] in[i * is + k * ks], j < 2. */
-static inline __attribute__((always_inline)) void at_1d(const float *in, ptrdiff_t is, ptrdiff_t ks, float *out,
-                                                        ptrdiff_t os, ptrdiff_t js, int n) {
+/* F(2x2, 3x3): out[j * js + i] = sum_k AT[j][k] in[k * ks + i], j < 2. */
+static inline __attribute__((always_inline)) void at_1d(const float *in, ptrdiff_t ks, float *out, ptrdiff_t js,
+                                                        int n) {
     const float *i0 = in, *i1 = in + ks, *i2 = in + 2 * ks, *i3 = in + 3 * ks;
 #pragma omp simd
     for (int i = 0; i < n; i++) {
-        float m0 = i0[i * is], m1 = i1[i * is], m2 = i2[i * is], m3 = i3[i * is];
-        out[i * os] = (m0 + m1) + m2;
-        out[i * os + js] = (m1 - m2) - m3;
+        float m0 = i0[i], m1 = i1[i], m2 = i2[i], m3 = i3[i];
+        out[i] = (m0 + m1) + m2;
+        out[i + js] = (m1 - m2) - m3;
     }
 }
 
-/* F(4x4, 3x3): out[j * js + i] = sum_k BT[j][k] in[k][i * is], j < 6 (B^T of the header). */
+/* F(4x4, 3x3): out[j * js + i] = sum_k BT[j][k] in[k][i], j < 6 (B^T of the header). */
 static inline __attribute__((always_inline)) void bt6_1d(const float *i0, const float *i1, const float *i2,
                                                          const float *i3, const float *i4, const float *i5,
-                                                         ptrdiff_t is, float *out, ptrdiff_t js, int n) {
+                                                         float *out, ptrdiff_t js, int n) {
     float *o0 = out, *o1 = out + js, *o2 = out + 2 * js, *o3 = out + 3 * js, *o4 = out + 4 * js, *o5 = out + 5 * js;
 #pragma omp simd
     for (int i = 0; i < n; i++) {
-        float d0 = i0[i * is], d1 = i1[i * is], d2 = i2[i * is], d3 = i3[i * is], d4 = i4[i * is], d5 = i5[i * is];
+        float d0 = i0[i], d1 = i1[i], d2 = i2[i], d3 = i3[i], d4 = i4[i], d5 = i5[i];
         float t1 = d4 - 4.0f * d2, t2 = d3 - 4.0f * d1, t3 = d4 - d2, t4 = 2.0f * (d3 - d1);
         o0[i] = (4.0f * d0 - 5.0f * d2) + d4;
         o1[i] = t1 + t2;
@@ -179,18 +178,18 @@ static inline __attribute__((always_inline)) void bt6_1d(const float *i0, const 
     }
 }
 
-/* F(4x4, 3x3): out[i * os + j * js] = sum_k AT[j][k] in[i * is + k * ks], j < 4. */
-static inline __attribute__((always_inline)) void at6_1d(const float *in, ptrdiff_t is, ptrdiff_t ks, float *out,
-                                                         ptrdiff_t os, ptrdiff_t js, int n) {
+/* F(4x4, 3x3): out[j * js + i] = sum_k AT[j][k] in[k * ks + i], j < 4. */
+static inline __attribute__((always_inline)) void at6_1d(const float *in, ptrdiff_t ks, float *out, ptrdiff_t js,
+                                                         int n) {
     const float *i0 = in, *i1 = in + ks, *i2 = in + 2 * ks, *i3 = in + 3 * ks, *i4 = in + 4 * ks, *i5 = in + 5 * ks;
 #pragma omp simd
     for (int i = 0; i < n; i++) {
-        float m0 = i0[i * is], m1 = i1[i * is], m2 = i2[i * is], m3 = i3[i * is], m4 = i4[i * is], m5 = i5[i * is];
+        float m0 = i0[i], m1 = i1[i], m2 = i2[i], m3 = i3[i], m4 = i4[i], m5 = i5[i];
         float sa = m1 + m2, da = m1 - m2, sb = m3 + m4, db = m3 - m4;
-        out[i * os] = (m0 + sa) + sb;
-        out[i * os + js] = da + 2.0f * db;
-        out[i * os + 2 * js] = sa + 4.0f * sb;
-        out[i * os + 3 * js] = (da + 8.0f * db) + m5;
+        out[i] = (m0 + sa) + sb;
+        out[i + js] = da + 2.0f * db;
+        out[i + 2 * js] = sa + 4.0f * sb;
+        out[i + 3 * js] = (da + 8.0f * db) + m5;
     }
 }
 
@@ -276,25 +275,60 @@ static void planes_join(float *row, int m, const float *pl, size_t ldp, int n) {
 
 /* ---- filters ---------------------------------------------------------- */
 
-/*
- * U[xi * xs + o * os + c] = (G g G^T)[xi] for the filters g = w[o0 + o][c]
- * of output channels o < on; wrow: per-thread room for one widened row
- * (9 * in_ch floats) unless the weight is aligned F32.
- */
-static void transform_filters6(const ops_conv_desc *d, int o0, int on, float *U, size_t xs, size_t os,
-                              float *wrow);
-
 /* The 9 * in_ch float32 weights of output channel o: a view of an aligned F32 weight, else converted into
  * wrow. */
 static const float *filter_f32(const ops_conv_desc *d, int o, float *wrow) {
     size_t row = (size_t)d->in_ch * 9;
     const float *view = sd_tensor_f32_view(d->weight);
     if (view) return view + (size_t)o * row;
-    const unsigned char *src = (const unsigned char *)d->weight->data + (size_t)o * row * sd_dtype_size(d->weight->dtype);
-    sd_dtype_convert_to_f32(wrow, src, d->weight->dtype, row);
+    size_t at = (size_t)o * row * sd_dtype_size(d->weight->dtype);
+    sd_dtype_convert_to_f32(wrow, (const unsigned char *)d->weight->data + at, d->weight->dtype, row);
     return wrow;
 }
 
+/*
+ * F(4x4, 3x3): U[xi * xs + o * os + c] = (G g G^T)[xi], xi < 36, with G of
+ * the header. G's sixths and twenty-fourths are not exact in binary: the
+ * sums run in double, so each U value is rounded once.
+ */
+static void transform_filters6(const ops_conv_desc *d, int o0, int on, float *U, size_t xs, size_t os,
+                              float *wrow) {
+    int C = d->in_ch;
+    for (int o = 0; o < on; o++) {
+        const float *w = filter_f32(d, o0 + o, wrow);
+        float *uo = U + (size_t)o * os;
+        for (int c = 0; c < C; c++) {
+            const float *g = w + (size_t)c * 9;
+            double t[3][6]; /* along each kernel row r: t[r][j] = sum_s G[j][s] g[r][s] */
+            for (int r = 0; r < 3; r++) {
+                double a = g[3 * r], b = g[3 * r + 1], e = g[3 * r + 2];
+                t[r][0] = a / 4;
+                t[r][1] = -(a + b + e) / 6;
+                t[r][2] = -(a - b + e) / 6;
+                t[r][3] = (a + 2 * b + 4 * e) / 24;
+                t[r][4] = (a - 2 * b + 4 * e) / 24;
+                t[r][5] = e;
+            }
+            for (int j = 0; j < 6; j++) { /* down each column j: U[i * 6 + j] = sum_r G[i][r] t[r][j] */
+                double a = t[0][j], b = t[1][j], e = t[2][j];
+                float *u = uo + (size_t)j * xs + c;
+                u[0] = (float)(a / 4);
+                u[6 * xs] = (float)(-(a + b + e) / 6);
+                u[12 * xs] = (float)(-(a - b + e) / 6);
+                u[18 * xs] = (float)((a + 2 * b + 4 * e) / 24);
+                u[24 * xs] = (float)((a - 2 * b + 4 * e) / 24);
+                u[30 * xs] = (float)e;
+            }
+        }
+    }
+}
+
+/*
+ * U[xi * xs + o * os + c] = (G g G^T)[xi], xi < 16 (m = 4: 36, by
+ * transform_filters6), for the filters g = w[o0 + o][c] of output channels
+ * o < on; wrow: per-thread room for one widened row (9 * in_ch floats)
+ * unless the weight is aligned F32.
+ */
 static void transform_filters(const ops_conv_desc *d, int m, int o0, int on, float *U, size_t xs, size_t os,
                               float *wrow) {
     if (m == 4) {
@@ -337,43 +371,6 @@ static void transform_filters(const ops_conv_desc *d, int m, int o0, int on, flo
     }
 }
 
-/*
- * F(4x4, 3x3): U[xi * xs + o * os + c] = (G g G^T)[xi], xi < 36, with G of
- * the header. G's sixths and twenty-fourths are not exact in binary: the
- * sums run in double, so each U value is rounded once.
- */
-static void transform_filters6(const ops_conv_desc *d, int o0, int on, float *U, size_t xs, size_t os,
-                              float *wrow) {
-    int C = d->in_ch;
-    for (int o = 0; o < on; o++) {
-        const float *w = filter_f32(d, o0 + o, wrow);
-        float *uo = U + (size_t)o * os;
-        for (int c = 0; c < C; c++) {
-            const float *g = w + (size_t)c * 9;
-            double t[3][6]; /* along each kernel row r: t[r][j] = sum_s G[j][s] g[r][s] */
-            for (int r = 0; r < 3; r++) {
-                double a = g[3 * r], b = g[3 * r + 1], e = g[3 * r + 2];
-                t[r][0] = a / 4;
-                t[r][1] = -(a + b + e) / 6;
-                t[r][2] = -(a - b + e) / 6;
-                t[r][3] = (a + 2 * b + 4 * e) / 24;
-                t[r][4] = (a - 2 * b + 4 * e) / 24;
-                t[r][5] = e;
-            }
-            for (int j = 0; j < 6; j++) { /* down each column j: U[i * 6 + j] = sum_r G[i][r] t[r][j] */
-                double a = t[0][j], b = t[1][j], e = t[2][j];
-                float *u = uo + (size_t)j * xs + c;
-                u[0] = (float)(a / 4);
-                u[6 * xs] = (float)(-(a + b + e) / 6);
-                u[12 * xs] = (float)(-(a - b + e) / 6);
-                u[18 * xs] = (float)((a + 2 * b + 4 * e) / 24);
-                u[24 * xs] = (float)((a - 2 * b + 4 * e) / 24);
-                u[30 * xs] = (float)e;
-            }
-        }
-    }
-}
-
 /* ---- inputs and outputs ------------------------------------------------- */
 
 /*
@@ -393,9 +390,9 @@ static void transform_input(const wino_plan *p, float *V, size_t ldv, float *row
         for (int r = 0; r < nr; r++) {
             planes_split(rows + (size_t)r * wp, wp, m, pl, ldp, tx_n);
             if (m == 4)
-                bt6_1d(q0, q1, q2, q3, q0 + 1, q1 + 1, 1, hb + r * hrow, tx_n, tx_n);
+                bt6_1d(q0, q1, q2, q3, q0 + 1, q1 + 1, hb + r * hrow, tx_n, tx_n);
             else
-                bt_1d(q0, q1, q0 + 1, q1 + 1, 1, hb + r * hrow, tx_n, tx_n);
+                bt_1d(q0, q1, q0 + 1, q1 + 1, hb + r * hrow, tx_n, tx_n);
         }
         /* down each column of tiles: V[i * a + j] */
         for (int ty = 0; ty < nty; ty++)
@@ -403,10 +400,10 @@ static void transform_input(const wino_plan *p, float *V, size_t ldv, float *row
                 const float *h = hb + (size_t)m * ty * hrow + (size_t)j * tx_n;
                 float *dst = V + (size_t)j * xs + (size_t)c * ldv + (size_t)ty * tx_n;
                 if (m == 4)
-                    bt6_1d(h, h + hrow, h + 2 * hrow, h + 3 * hrow, h + 4 * hrow, h + 5 * hrow, 1, dst,
+                    bt6_1d(h, h + hrow, h + 2 * hrow, h + 3 * hrow, h + 4 * hrow, h + 5 * hrow, dst,
                            (ptrdiff_t)(6 * xs), tx_n);
                 else
-                    bt_1d(h, h + hrow, h + 2 * hrow, h + 3 * hrow, 1, dst, (ptrdiff_t)(4 * xs), tx_n);
+                    bt_1d(h, h + hrow, h + 2 * hrow, h + 3 * hrow, dst, (ptrdiff_t)(4 * xs), tx_n);
             }
     }
 }
@@ -430,16 +427,16 @@ static void transform_output(const wino_plan *p, float *out, const float *Mb, si
             for (int j = 0; j < A; j++) {
                 const float *src = Mb + (size_t)j * xs + (size_t)ml * ldm + (size_t)ty * tx_n;
                 if (m == 4)
-                    at6_1d(src, 1, (ptrdiff_t)(6 * xs), s + (size_t)j * tx_n, 1, (ptrdiff_t)6 * tx_n, tx_n);
+                    at6_1d(src, (ptrdiff_t)(6 * xs), s + (size_t)j * tx_n, (ptrdiff_t)6 * tx_n, tx_n);
                 else
-                    at_1d(src, 1, (ptrdiff_t)(4 * xs), s + (size_t)j * tx_n, 1, (ptrdiff_t)4 * tx_n, tx_n);
+                    at_1d(src, (ptrdiff_t)(4 * xs), s + (size_t)j * tx_n, (ptrdiff_t)4 * tx_n, tx_n);
             }
             /* along the rows, into planes joined to y[i][m * tx + j] */
             for (int i = 0; i < m; i++) {
                 if (m == 4)
-                    at6_1d(s + (size_t)i * 6 * tx_n, 1, tx_n, pl, 1, (ptrdiff_t)p->ldp, tx_n);
+                    at6_1d(s + (size_t)i * 6 * tx_n, tx_n, pl, (ptrdiff_t)p->ldp, tx_n);
                 else
-                    at_1d(s + (size_t)i * 4 * tx_n, 1, tx_n, pl, 1, (ptrdiff_t)p->ldp, tx_n);
+                    at_1d(s + (size_t)i * 4 * tx_n, tx_n, pl, (ptrdiff_t)p->ldp, tx_n);
                 planes_join(y + (size_t)i * ylen, m, pl, p->ldp, tx_n);
             }
             for (int i = 0; i < m; i++) {
