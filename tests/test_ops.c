@@ -287,6 +287,59 @@ static void test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose(v
 }
 
 /*
+ * ops_gemm_fma, ops_gemm's float32 route in builds for AVX2 CPUs without AVX-512, computes each output as it
+ * says: one chain of fused multiply-adds over k in order, from 0 (then times alpha, then plus beta c) or from
+ * c (alpha = beta = 1) -- bit for bit, in products larger than its blocks (k past 256, rows past 96, columns
+ * past 2048) and for both layouts of b. So an output's bits do not depend on the product's shape: any block of
+ * rows and columns computed alone equals that block of the whole product (a batch entry comes out the same
+ * alone or in a batch, an image the same on any thread count). Skipped in other builds.
+ */
+static float gemm_fma_chain(int i, int j, int K, float alpha, const float *a, const float *b, int tb, int ldb,
+                            float beta, float c) {
+    float acc = alpha == 1.0f && beta == 1.0f ? c : 0.0f;
+    for (int k = 0; k < K; k++) acc = fmaf(a[(size_t)i * K + k], tb ? b[(size_t)j * ldb + k] : b[(size_t)k * ldb + j], acc);
+    if (alpha == 1.0f && beta == 1.0f) return acc;
+    if (alpha != 1.0f) acc = acc * alpha;
+    return beta == 0.0f ? acc : acc + beta * c;
+}
+
+static void test_gemm_fma_outputs_are_one_chain_whatever_the_products_shape(void **state) {
+    (void)state;
+    if (!ops_gemm_fma_available()) skip();
+    const int M = 110, N = 2070, K = 300;
+    for (int rep = 0; rep < 4; rep++) {
+        int tb = rep % 2, ldb = tb ? K : N;
+        float alpha = rep == 1 || rep == 3 ? 0.37f : 1.0f, beta = rep == 2 ? 1.0f : rep == 3 ? -0.5f : 0.0f;
+        float *A = rand_floats((size_t)M * K, 1), *B = rand_floats((size_t)N * K, 1), *C0 = rand_floats((size_t)M * N, 1);
+        float *C = malloc((size_t)M * N * sizeof(float)), *part = malloc((size_t)M * N * sizeof(float));
+        assert_non_null(C), assert_non_null(part);
+        memcpy(C, C0, (size_t)M * N * sizeof(float));
+        assert_int_equal(ops_gemm_fma(tb, M, N, K, alpha, A, K, B, ldb, beta, C, N), 0);
+        char label[96];
+        snprintf(label, sizeof label, "gemm_fma M%d N%d K%d trans_b %d alpha %g beta %g", M, N, K, tb, alpha, beta);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float want = gemm_fma_chain(i, j, K, alpha, A, B, tb, ldb, beta, C0[(size_t)i * N + j]);
+                if (memcmp(&want, C + (size_t)i * N + j, sizeof want))
+                    fail_msg("%s: [%d, %d] = %.9g, the chain gives %.9g", label, i, j, C[(size_t)i * N + j], want);
+            }
+        for (int t = 0; t < 8; t++) { /* rows [i0, i0 + m) x columns [j0, j0 + n), one row and one column included */
+            int m = t == 0 ? 1 : tu_irand(1, M), n = t == 1 ? 1 : tu_irand(1, N);
+            int i0 = tu_irand(0, M - m), j0 = tu_irand(0, N - n);
+            for (int i = 0; i < m; i++) memcpy(part + (size_t)i * n, C0 + (size_t)(i0 + i) * N + j0, (size_t)n * sizeof(float));
+            assert_int_equal(ops_gemm_fma(tb, m, n, K, alpha, A + (size_t)i0 * K, K, tb ? B + (size_t)j0 * K : B + j0,
+                                          ldb, beta, part, n),
+                             0);
+            for (int i = 0; i < m; i++)
+                if (memcmp(part + (size_t)i * n, C + (size_t)(i0 + i) * N + j0, (size_t)n * sizeof(float)))
+                    fail_msg("%s: rows %d..%d x columns %d..%d alone differ from the whole product", label, i0,
+                             i0 + m - 1, j0, j0 + n - 1);
+        }
+        free(A), free(B), free(C0), free(C), free(part);
+    }
+}
+
+/*
  * ops_gemm's implementation (oneDNN when built with it) must not plan its
  * work for the kernels' thread count from inside their tiles: a product
  * gives the same bits on 1, 2 or 3 threads, and called from outside any
@@ -962,6 +1015,7 @@ int main(void) {
         cmocka_unit_test(test_arena_reuses_memory_after_release_and_keeps_alignment),
         /* last: its random shapes would shift every later test's */
         cmocka_unit_test(test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose),
+        cmocka_unit_test(test_gemm_fma_outputs_are_one_chain_whatever_the_products_shape),
         cmocka_unit_test(test_matmul_gives_the_same_bits_on_any_thread_count),
         cmocka_unit_test(test_gemm_bf16_is_the_product_of_bf16_rounded_inputs),
     };

@@ -32,8 +32,9 @@
  * GEMMs. Every matrix product of the kernels is an ops_gemm call, the one
  * place that picks how to multiply (ctx->precision): for float32, oneDNN's
  * sgemm when the build has it (AVX-512; Debian's OpenBLAS runs AVX2 kernels
- * on the development EPYC), else OpenBLAS cblas_sgemm; for bf16, oneDNN's
- * bf16 matmul on rounded inputs (ops_gemm_bf16.c).
+ * on the development EPYC), our own FMA kernel in builds for AVX2 CPUs
+ * without AVX-512 (ops_gemm_fma.c), else OpenBLAS cblas_sgemm; for bf16,
+ * oneDNN's bf16 matmul on rounded inputs (ops_gemm_bf16.c).
  *
  * Threads. All parallelism is OpenMP over the outer loops of each kernel
  * (output tiles, rows, channels, heads). GEMMs are made from inside those
@@ -244,7 +245,17 @@ void ops_round_bf16(uint16_t *dst, const float *src, size_t n);
 /* n values of src (F32, F16 or BF16) as bfloat16, rounded as ops_round_bf16 rounds their float32 values. */
 void ops_convert_to_bf16(uint16_t *dst, const void *src, sd_dtype t, size_t n);
 
-/* What ops_gemm runs on for float32 ("OpenBLAS sgemm", "oneDNN sgemm"), for reports. */
+/*
+ * ops_gemm's float32 route in builds for AVX2 + FMA without AVX-512 (ops_gemm_fma.c): each output one
+ * chain of fused multiply-adds over k in order, so a row's bits do not depend on M, N or the tiles.
+ * alpha any with beta 0; beta 1 with alpha 1 (the chain starts from c); other pairs combine a copy.
+ * 0, or -1 out of memory or not in this build (c untouched). ops_gemm_fma_available(): 1 in such builds.
+ */
+int ops_gemm_fma(int trans_b, int M, int N, int K, float alpha, const float *a, int lda, const float *b, int ldb,
+                 float beta, float *c, int ldc);
+int ops_gemm_fma_available(void);
+
+/* What ops_gemm runs on for float32 ("OpenBLAS sgemm", "oneDNN sgemm", "own AVX2 FMA kernel"), for reports. */
 const char *ops_gemm_backend(void);
 
 /*

@@ -192,6 +192,10 @@ static void gemm_padded(const ops_ctx *ctx, int trans_b, int M, int N, int K, fl
 
 void ops_gemm(const ops_ctx *ctx, int trans_b, int M, int N, int K, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc) {
+    /* the FMA kernel's rows and columns come out the same in any shape: no padding */
+    if ((!ctx || ctx->precision != OPS_PRECISION_BF16 || !ops_bf16_available()) && ops_gemm_fma_available() &&
+        ops_gemm_fma(trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) == 0)
+        return;
     if (M > 0 && N > 0 && (M < GEMM_MIN_ROWS || N < GEMM_MIN_ROWS))
         gemm_padded(ctx, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
     else
@@ -213,6 +217,7 @@ static void gemm_route(const ops_ctx *ctx, int trans_b, int M, int N, int K, flo
 }
 
 const char *ops_gemm_backend(void) {
+    if (ops_gemm_fma_available()) return "own AVX2 FMA kernel";
 #ifdef SD_HAVE_DNNL
     return "oneDNN sgemm";
 #else
