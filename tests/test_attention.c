@@ -168,7 +168,7 @@ static void test_attention_streams_over_more_keys_than_one_block(void **state) {
     for (int kernel = 0; kernel < 4; kernel++) { /* AUTO, OpenBLAS, AUTO in bf16 (AMX where there), dot products */
         ctx.attn_kernel = kernel == 1 ? OPS_ATTN_BLAS : kernel == 3 ? OPS_ATTN_DOT_BF16 : OPS_ATTN_AUTO;
         ctx.precision = kernel >= 2 ? OPS_PRECISION_BF16 : OPS_PRECISION_FP32;
-        /* more than one 1024-key block, with a partial last block, plain and causal */
+        /* several blocks of keys (512 in the GEMM route, 64 or 512 in the AVX-512 kernels), a partial last one, plain and causal */
         ops_attn_desc d = {.batch = 1, .heads = 2, .head_dim = 8, .n_q = 2500, .n_kv = 2500, .q_stride = 16,
                            .k_stride = 16, .v_stride = 16, .out_stride = 16, .scale = 1 / sqrtf(8.0f)};
         check_attention(&ctx, &d, 3.0f, "2500 keys");
