@@ -35,30 +35,38 @@ static inline uint32_t vm_float_to_bits(float f) {
 }
 
 /*
+ * vm_expf's constants, which its vector forms share: the clamp (below VM_EXP_LO the result is 0), log2(e),
+ * ln 2 in two parts (the first exact in few bits, so n * VM_EXP_LN2_HI is exact), and the polynomial's
+ * coefficients from the highest degree down.
+ */
+#define VM_EXP_HI 88.0f
+#define VM_EXP_LO (-87.33654f)
+#define VM_EXP_LOG2E 1.44269504088896341f
+#define VM_EXP_LN2_HI 0.693359375f
+#define VM_EXP_LN2_LO (-2.12194440e-4f)
+static const float vm_exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                     4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+/*
  * e^x: x = n*ln2 + r with |r| <= ln2/2, e^r by a degree-7 minimax polynomial
  * (Cephes coefficients) in fused multiply-adds: with -std=c11 GCC does not
  * contract a*b+c on its own, and the FMAs halve the work of this hot loop.
  */
 static inline float vm_expf(float x) {
-    const float hi = 88.0f, lo = -87.33654f;
-    float xc = x > hi ? hi : x;
-    xc = xc < lo ? lo : xc;
+    float xc = x > VM_EXP_HI ? VM_EXP_HI : x;
+    xc = xc < VM_EXP_LO ? VM_EXP_LO : xc;
     /* adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits */
-    float t = vm_fma(xc, 1.44269504088896341f, 12582912.0f);
+    float t = vm_fma(xc, VM_EXP_LOG2E, 12582912.0f);
     float n = t - 12582912.0f;
-    float r = vm_fma(n, -0.693359375f, xc);
-    r = vm_fma(n, 2.12194440e-4f, r);
-    float p = 1.9875691500e-4f;
-    p = vm_fma(p, r, 1.3981999507e-3f);
-    p = vm_fma(p, r, 8.3334519073e-3f);
-    p = vm_fma(p, r, 4.1665795894e-2f);
-    p = vm_fma(p, r, 1.6666665459e-1f);
-    p = vm_fma(p, r, 5.0000001201e-1f);
+    float r = vm_fma(n, -VM_EXP_LN2_HI, xc);
+    r = vm_fma(n, -VM_EXP_LN2_LO, r);
+    float p = vm_exp_poly[0];
+    for (int i = 1; i < 6; i++) p = vm_fma(p, r, vm_exp_poly[i]);
     p = vm_fma(p, r * r, r) + 1.0f;
     int32_t ni = (int32_t)(vm_float_to_bits(t) & 0x7fffff) - 0x400000;
     float scale = vm_bits_to_float((uint32_t)(ni + 127) << 23);
     float y = p * scale;
-    return x < lo ? 0.0f : y;
+    return x < VM_EXP_LO ? 0.0f : y;
 }
 
 #if defined(__AVX512F__)
@@ -69,18 +77,14 @@ static inline float vm_expf(float x) {
  * instructions instead of 25 (the softmax of attention runs on it).
  */
 static inline __m512 vm_exp512(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-87.33654f);
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+    const __m512 lo = _mm512_set1_ps(VM_EXP_LO);
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(VM_EXP_HI));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(VM_EXP_LOG2E)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), xc);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-VM_EXP_LN2_HI), xc);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-VM_EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(vm_exp_poly[0]);
+    for (int i = 1; i < 6; i++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(vm_exp_poly[i]));
     p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
     __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
     return _mm512_maskz_scalef_ps(keep, p, n);
@@ -96,18 +100,14 @@ static inline __m512 vm_exp512(__m512 x) {
  * time on a Zen 1 core.
  */
 static inline __m256 vm_exp256(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.33654f);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+    const __m256 lo = _mm256_set1_ps(VM_EXP_LO);
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(VM_EXP_HI));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(VM_EXP_LOG2E)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), xc);
-    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-VM_EXP_LN2_HI), xc);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-VM_EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(vm_exp_poly[0]);
+    for (int i = 1; i < 6; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(vm_exp_poly[i]));
     p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
