@@ -78,7 +78,7 @@
  */
 #include <omp.h>
 #include <string.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 #if defined(__AVX512F__) && !defined(SD_HAVE_DNNL)
@@ -200,7 +200,7 @@ static inline __attribute__((always_inline)) void at6_1d(const float *in, ptrdif
  * So a row is first split into m planes, pl[k * ldp + t] = row[m * t + k]
  * (t <= n; a tile's values k >= m are plane k - m one tile on), and the
  * output rows are put back together from m planes the same way. AVX-512:
- * 4x4 transposes of 16 tiles at a time; elsewhere plain loops.
+ * 4x4 transposes of 16 tiles at a time; AVX2: of 8; elsewhere plain loops.
  */
 static void planes_split(const float *row, int len, int m, float *pl, size_t ldp, int n) {
     int t = 0;
@@ -230,6 +230,30 @@ static void planes_split(const float *row, int len, int m, float *pl, size_t ldp
             __m512 v0 = _mm512_loadu_ps(row + 2 * t), v1 = _mm512_loadu_ps(row + 2 * t + 16);
             _mm512_storeu_ps(pl + t, _mm512_permutex2var_ps(v0, even, v1));
             _mm512_storeu_ps(pl + ldp + t, _mm512_permutex2var_ps(v0, odd, v1));
+        }
+    }
+#elif defined(__AVX2__)
+    if (m == 4) { /* 8 tiles: each 128-bit lane of v holds one tile's 4 values */
+        const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (; 4 * (t + 8) <= len && t + 8 <= n; t += 8) {
+            const float *r = row + 4 * t;
+            __m256 v0 = _mm256_loadu_ps(r), v1 = _mm256_loadu_ps(r + 8), v2 = _mm256_loadu_ps(r + 16),
+                   v3 = _mm256_loadu_ps(r + 24);
+            /* a 4x4 transpose in each lane: u_k = value k of tiles (0, 2, 4, 6 | 1, 3, 5, 7) */
+            __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);
+            __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
+            _mm256_storeu_ps(pl + t, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t0, t2, 0x44), order));
+            _mm256_storeu_ps(pl + ldp + t, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t0, t2, 0xEE), order));
+            _mm256_storeu_ps(pl + 2 * ldp + t, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0x44), order));
+            _mm256_storeu_ps(pl + 3 * ldp + t, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0xEE), order));
+        }
+    } else {
+        for (; 2 * (t + 8) <= len && t + 8 <= n; t += 8) {
+            __m256 v0 = _mm256_loadu_ps(row + 2 * t), v1 = _mm256_loadu_ps(row + 2 * t + 8);
+            /* even values: lanes hold tiles (0, 1, 4, 5 | 2, 3, 6, 7); the 64-bit pairs put back in order */
+            __m256 e = _mm256_shuffle_ps(v0, v1, 0x88), o = _mm256_shuffle_ps(v0, v1, 0xDD);
+            _mm256_storeu_ps(pl + t, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+            _mm256_storeu_ps(pl + ldp + t, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
         }
     }
 #endif
@@ -266,6 +290,31 @@ static void planes_join(float *row, int m, const float *pl, size_t ldp, int n) {
             __m512 a0 = _mm512_loadu_ps(pl + t), a1 = _mm512_loadu_ps(pl + ldp + t);
             _mm512_storeu_ps(row + 2 * t, _mm512_permutex2var_ps(a0, lo, a1));
             _mm512_storeu_ps(row + 2 * t + 16, _mm512_permutex2var_ps(a0, hi, a1));
+        }
+    }
+#elif defined(__AVX2__)
+    if (m == 4) { /* 8 tiles: planes_split's steps backwards */
+        const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        for (; t + 8 <= n; t += 8) {
+            /* u_k = value k of tiles (0, 2, 4, 6 | 1, 3, 5, 7), then a 4x4 transpose in each lane */
+            __m256 u0 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(pl + t), order);
+            __m256 u1 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(pl + ldp + t), order);
+            __m256 u2 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(pl + 2 * ldp + t), order);
+            __m256 u3 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(pl + 3 * ldp + t), order);
+            __m256 t0 = _mm256_unpacklo_ps(u0, u1), t1 = _mm256_unpackhi_ps(u0, u1);
+            __m256 t2 = _mm256_unpacklo_ps(u2, u3), t3 = _mm256_unpackhi_ps(u2, u3);
+            float *r = row + 4 * t;
+            _mm256_storeu_ps(r, _mm256_shuffle_ps(t0, t2, 0x44));
+            _mm256_storeu_ps(r + 8, _mm256_shuffle_ps(t0, t2, 0xEE));
+            _mm256_storeu_ps(r + 16, _mm256_shuffle_ps(t1, t3, 0x44));
+            _mm256_storeu_ps(r + 24, _mm256_shuffle_ps(t1, t3, 0xEE));
+        }
+    } else {
+        for (; t + 8 <= n; t += 8) {
+            __m256 e = _mm256_loadu_ps(pl + t), o = _mm256_loadu_ps(pl + ldp + t);
+            __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+            _mm256_storeu_ps(row + 2 * t, _mm256_permute2f128_ps(lo, hi, 0x20));
+            _mm256_storeu_ps(row + 2 * t + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
         }
     }
 #endif
