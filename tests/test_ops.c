@@ -289,8 +289,8 @@ static void test_gemm_computes_alpha_ab_plus_beta_c_with_and_without_transpose(v
 /*
  * ops_gemm_fma, ops_gemm's float32 route in builds for AVX2 CPUs without AVX-512, computes each output as it
  * says: one chain of fused multiply-adds over k in order, from 0 (then times alpha, then plus beta c) or from
- * c (alpha = beta = 1) -- bit for bit, in products larger than its blocks (k past 256, rows past 96, columns
- * past 2048) and for both layouts of b. So an output's bits do not depend on the product's shape: any block of
+ * c (alpha = beta = 1) -- bit for bit, in products larger than its blocks (k past 384: two blocks of k, the
+ * partial sums stored and reloaded; rows past 96; columns past 2048) and for both layouts of b. So an output's bits do not depend on the product's shape: any block of
  * rows and columns computed alone equals that block of the whole product (a batch entry comes out the same
  * alone or in a batch, an image the same on any thread count). Skipped in other builds.
  */
@@ -306,7 +306,7 @@ static float gemm_fma_chain(int i, int j, int K, float alpha, const float *a, co
 static void test_gemm_fma_outputs_are_one_chain_whatever_the_products_shape(void **state) {
     (void)state;
     if (!ops_gemm_fma_available()) skip();
-    const int M = 110, N = 2070, K = 300;
+    const int M = 110, N = 2070, K = 400;
     for (int rep = 0; rep < 4; rep++) {
         int tb = rep % 2, ldb = tb ? K : N;
         float alpha = rep == 1 || rep == 3 ? 0.37f : 1.0f, beta = rep == 2 ? 1.0f : rep == 3 ? -0.5f : 0.0f;
