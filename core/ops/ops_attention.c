@@ -8,7 +8,7 @@
  * and finally out = O / l. With all keys in one block (cross-attention, CLIP,
  * latents up to 32x32 with the BLAS path) this is exactly softmax-then-multiply.
  *
- * Two implementations of the two products:
+ * Three implementations of the two products:
  *  - AVX-512 (default where available), queries in the vector lanes: a tile of
  *    up to 96 queries is transposed once into Q^T [d, tile], then
  *    register-blocked kernels compute S^T = K_block Q^T (4 keys x 6 vectors of
@@ -22,9 +22,13 @@
  *    at 512x512): self-attention at 64x64 latents 172-183 -> 145-150 ms,
  *    cross-attention 5.3-5.9 -> 3.7-3.9 ms, the VAE's one head of 512
  *    114-123 -> 98-106 ms.
- *  - ops_gemm calls per tile (the portable fallback, and AVX2 builds: their
- *    own FMA GEMM, with the softmax's exponentials on 8 lanes, vm_exp256;
- *    SD 1.5's 64x64 self-attention on one Zen 1 core 12.6 -> 19.7 GFLOP/s).
+ *  - The same kernel on AVX2 with FMA (8 queries per vector; 16 registers, so
+ *    register tiles of 6 keys or output columns x 16 queries, as the FMA
+ *    GEMM's): SD 1.5's 64x64 self-attention on one Zen 1 core 24.6-26.4 ->
+ *    30.1-31.0 GFLOP/s against the GEMM route, at 512x512 one U-Net step on 2
+ *    threads 19.0 -> 18.3-18.5 s. Heads wider than 96 take the GEMM route.
+ *  - ops_gemm calls per tile (the portable fallback, AVX2's wide heads: their
+ *    own FMA GEMM, with the softmax's exponentials on 8 lanes, vm_exp256).
  * In bf16 (ctx->precision), the same tiles with bf16 products: Intel AMX tiles
  * where the CPU has them, else AVX512_BF16 dot products (below).
  * Workspace per thread: O(tile * (block + 2 d)), never [n_q, n_kv].
@@ -44,6 +48,17 @@
 #define HAVE_AVX512_ATTENTION 1
 #else
 #define HAVE_AVX512_ATTENTION 0
+#endif
+/* The float32 kernel with queries in the vector lanes: 16 of them on AVX-512, 8 on AVX2 with FMA. */
+#if HAVE_AVX512_ATTENTION
+#define HAVE_LANES_ATTENTION 1
+#define LANES 16
+#elif defined(__AVX2__) && defined(__FMA__)
+#define HAVE_LANES_ATTENTION 1
+#define LANES 8
+#else
+#define HAVE_LANES_ATTENTION 0
+#define LANES 1
 #endif
 #if HAVE_AVX512_ATTENTION && defined(__AVX512BF16__)
 #define HAVE_BF16_ATTENTION 1
@@ -78,11 +93,28 @@
  * any group (138-141 ms with 2, 150 with 4), so it keeps 1. */
 #define AVX_GROUP_BYTES ((size_t)256 << 10)
 #define AVX_Q_GROUP_MAX 8
+/*
+ * float32 lanes kernel: queries per tile and keys per block. AVX2 (16 registers of 8 lanes): tiles of 64 queries,
+ * worked through 16 at a time, keys in blocks of 64. On one Zen 1 core, SD 1.5's 64x64 self-attention (2 x 8
+ * heads of 40) ran at 30.4-31.0 GFLOP/s with tiles of 32, 48, 64 or 96 queries and 64 keys, 29.6-29.8 with 32
+ * keys, 29.1-30.2 with 128. Heads wider than LANE_MAX_HEAD_DIM take the GEMM route, faster there: the tile's
+ * Q^T is then larger than L1 (one core: heads of 160 at 16x16 latents 18.9 ms both ways, with 77 keys 5.9 against
+ * 6.4 ms; the VAE's one head of 512 at 64x64 869 against 957 ms). Heads of 80 (32x32 latents) 167 -> 156 ms.
+ */
+#if LANES == 8
+#define LANE_Q_TILE 64
+#define LANE_KV_BLOCK 64
+#define LANE_MAX_HEAD_DIM 96
+#else
+#define LANE_Q_TILE AVX_Q_TILE
+#define LANE_KV_BLOCK AVX_KV_BLOCK_F32
+#define LANE_MAX_HEAD_DIM 0x7fffffff
+#endif
 #define KV_PACK_ROWS 64 /* bf16: keys per unit of K and V rounding */
 #define AMX_Q_TILE 64   /* AMX: queries per tile, always (4 accumulator tiles of 16 queries; short tiles padded) */
 
 /* The implementations, as ops_attention picks them. */
-enum { ATTN_BLAS, ATTN_AVX512, ATTN_BF16, ATTN_AMX };
+enum { ATTN_BLAS, ATTN_LANES, ATTN_BF16, ATTN_AMX };
 
 /*
  * AUTO: in bf16 (ctx's precision, on a CPU with AVX512_BF16), the AMX kernels where the CPU has AMX-BF16, else
@@ -90,19 +122,23 @@ enum { ATTN_BLAS, ATTN_AVX512, ATTN_BF16, ATTN_AMX };
  * with bf16 products measured slower than the float32 kernel on the EPYC: 1.30 s against 1.04 s of attention in
  * one SD 1.5 step at 512x512. On a Xeon with AMX, where vdpbf16ps runs at the rate of two FMAs, the AVX512_BF16
  * kernel was slower than the float32 one: 64x64 self-attention 239 against 209 ms; AMX: see its section below.)
+ * AVX2 builds take the lanes kernel for heads up to LANE_MAX_HEAD_DIM wide, the GEMM route for wider ones.
+ * head_dim 0: the kernel of the usual heads (names).
  */
-static int attn_kind(const ops_ctx *ctx) {
-    if (ctx->attn_kernel == OPS_ATTN_BLAS || !HAVE_AVX512_ATTENTION) return ATTN_BLAS;
-    if (!HAVE_BF16_ATTENTION || ctx->precision != OPS_PRECISION_BF16 || !ops_bf16_available()) return ATTN_AVX512;
+static int attn_kind(const ops_ctx *ctx, int head_dim) {
+    if (ctx->attn_kernel == OPS_ATTN_BLAS || !HAVE_LANES_ATTENTION) return ATTN_BLAS;
+    if (LANES == 8 && head_dim > LANE_MAX_HEAD_DIM) return ATTN_BLAS;
+    if (!HAVE_BF16_ATTENTION || ctx->precision != OPS_PRECISION_BF16 || !ops_bf16_available()) return ATTN_LANES;
     if (HAVE_AMX_ATTENTION && ctx->attn_kernel != OPS_ATTN_DOT_BF16 && ops_amx_available()) return ATTN_AMX;
     return ATTN_BF16;
 }
 
-int ops_attention_bf16(const ops_ctx *ctx) { return attn_kind(ctx) >= ATTN_BF16; }
+int ops_attention_bf16(const ops_ctx *ctx) { return attn_kind(ctx, 0) >= ATTN_BF16; }
 
 const char *ops_attention_name(const ops_ctx *ctx) {
-    static const char *names[] = {"", "AVX-512 float32", "AVX512_BF16 dot products", "AMX bf16 tiles"};
-    int kind = attn_kind(ctx);
+    static const char *names[] = {"", LANES == 8 ? "AVX2 float32 (heads over 96: the GEMM route)" : "AVX-512 float32",
+                                  "AVX512_BF16 dot products", "AMX bf16 tiles"};
+    int kind = attn_kind(ctx, 0);
     return kind == ATTN_BLAS ? ops_gemm_backend() : names[kind]; /* the GEMM route: whatever ops_gemm runs on */
 }
 
@@ -120,7 +156,7 @@ typedef struct attn_plan {
     int p2_rows;          /* bf16: rows of P2, (tk + 1) / 2 (AMX: rounded up to 16) */
     size_t shared_floats; /* bf16: K and V^T of every (batch, head), rounded (in units of floats) */
     size_t thread_floats; /* BLAS: S, O, m, l of one thread; AVX-512: QT, ST, OT, m, l; bf16: also P2, a row */
-    int group;            /* float32 AVX-512: query tiles per work item (attn_group_avx512); else 1 */
+    int group;            /* float32 lanes kernel: query tiles per work item (attn_group_lanes); else 1 */
 } attn_plan;
 
 /* Float32 AVX-512: one tile's QT [dh, tqp], OT [ot_rows, tqp], m and l [tqp]. */
@@ -133,9 +169,10 @@ static void plan_attention(attn_plan *p, const ops_attn_desc *d, int kind) {
     size_t dh = (size_t)d->head_dim;
     p->kind = kind;
     int amx = kind == ATTN_AMX;
-    p->tq = imin(d->n_q, amx ? AMX_Q_TILE : avx ? AVX_Q_TILE : BLAS_Q_TILE);
-    p->tk = imin(d->n_kv, kind == ATTN_AVX512 ? AVX_KV_BLOCK_F32 : avx ? AVX_KV_BLOCK : BLAS_KV_BLOCK);
-    p->tqp = amx ? AMX_Q_TILE : avx ? (int)round16((size_t)p->tq) : p->tq;
+    int lanes = kind == ATTN_LANES;
+    p->tq = imin(d->n_q, amx ? AMX_Q_TILE : lanes ? LANE_Q_TILE : avx ? AVX_Q_TILE : BLAS_Q_TILE);
+    p->tk = imin(d->n_kv, lanes ? LANE_KV_BLOCK : avx ? AVX_KV_BLOCK : BLAS_KV_BLOCK);
+    p->tqp = amx ? AMX_Q_TILE : lanes ? (p->tq + LANES - 1) / LANES * LANES : avx ? (int)round16((size_t)p->tq) : p->tq;
     p->dhp = (d->head_dim + 1) & ~1;
     p->ldvt = amx ? (d->n_kv + 31) & ~31 : (d->n_kv + 1) & ~1;
     /* AMX tiles hold 16 rows: ST and OT get whole tiles of rows, P2 whole tiles of pairs (32 keys) */
@@ -145,11 +182,11 @@ static void plan_attention(attn_plan *p, const ops_attn_desc *d, int kind) {
     p->shared_floats = 0;
     p->thread_floats = round16((size_t)p->tqp * (dh + p->st_rows + p->ot_rows + 2));
     p->group = 1;
-    if (kind == ATTN_AVX512) {
+    if (lanes) {
         size_t fit = AVX_GROUP_BYTES / (avx_tile_floats(p, d->head_dim) * sizeof(float));
         p->group = fit < 1 ? 1 : fit > AVX_Q_GROUP_MAX ? AVX_Q_GROUP_MAX : (int)fit;
     }
-    if (kind == ATTN_AVX512) /* one ST, and per tile of the group QT, OT, m, l */
+    if (lanes) /* one ST, and per tile of the group QT, OT, m, l */
         p->thread_floats = round16((size_t)p->st_rows * p->tqp) + (size_t)p->group * avx_tile_floats(p, d->head_dim);
     if (kind >= ATTN_BF16) {
         /* AMX reads whole tiles of 16 rows: the last (batch, head)'s K and V^T get 16 rows of slack */
@@ -161,7 +198,7 @@ static void plan_attention(attn_plan *p, const ops_attn_desc *d, int kind) {
 
 size_t ops_attention_workspace(const ops_attn_desc *d, int threads, const ops_ctx *ctx) {
     attn_plan p;
-    plan_attention(&p, d, attn_kind(ctx));
+    plan_attention(&p, d, attn_kind(ctx, d->head_dim));
     return (p.shared_floats + p.thread_floats * (size_t)(threads > 0 ? threads : 1)) * sizeof(float);
 }
 
@@ -281,9 +318,9 @@ static void attn_tile_blas(float *out, const float *q, const float *k, const flo
     write_tile(out, d, b, h, i0, tq, O, dh, lrow);
 }
 
-/* ---- AVX-512 path ---------------------------------------------------------- */
+/* ---- float32, queries in the vector lanes (AVX-512 or AVX2) ----------------- */
 
-#if HAVE_AVX512_ATTENTION
+#if HAVE_LANES_ATTENTION
 
 /*
  * An empty asm that "changes" x: GCC otherwise folds the load of x into each of the R FMAs that use it (R loads
@@ -299,6 +336,8 @@ static void pack_qt(float *qt, int tqp, const float *q, int qs, int dh, int tq) 
         for (int i = tq; i < tqp; i++) dst[i] = 0.0f;
     }
 }
+
+#if HAVE_AVX512_ATTENTION
 
 /*
  * ST[r][16u, 16u + 16) = scale * sum_c k[r][c] * qt[c][16u, ...) for R key rows and NI vectors of queries
@@ -454,6 +493,147 @@ static void softmax_block_t(float *ST, int tqp, int tk, int i0, int j0, int caus
     }
 }
 
+static void softmax_lanes(float *ST, int tqp, int tk, int i0, int j0, int causal, float *m, float *l, float *OT,
+                          int dh) {
+    softmax_block_t(ST, tqp, tk, i0, j0, causal, m, l, OT, dh, NULL, 1.0f);
+}
+
+#else /* AVX2 */
+
+/*
+ * AVX2: 16 registers of 8 floats. Every row of QT, ST, OT, m and l starts on 32 bytes (tqp is a multiple of 8 and
+ * the workspace is 64-byte aligned): aligned loads and stores, which GCC's Zen tuning does not split in halves. A register tile is R <= 6 rows (keys in the first product, output columns in
+ * the second) by NI <= 2 vectors of 8 queries: 12 accumulators, the two query vectors and one broadcast, as the
+ * FMA GEMM's 6 x 16 tile (ops_gemm_fma.c). Tiles of more queries are worked through 16 at a time.
+ */
+
+/* ST[r][8u, 8u + 8) = scale * sum_c k[r][c] * qt[c][8u, ...) for R key rows and NI query vectors. */
+static inline __attribute__((always_inline)) void qk_rows(float *ST, int tqp, const float *k, int ks, const float *qt,
+                                                          int dh, float scale, const int R, const int NI) {
+    __m256 acc[6][2];
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++) acc[r][u] = _mm256_setzero_ps();
+    for (int c = 0; c < dh; c++) {
+        __m256 q0 = _mm256_load_ps(qt + (size_t)c * tqp), q1 = q0;
+        if (NI > 1) q1 = _mm256_load_ps(qt + (size_t)c * tqp + 8);
+        KEEP_IN_REGISTER(q0);
+        KEEP_IN_REGISTER(q1);
+        for (int r = 0; r < R; r++) {
+            __m256 kb = _mm256_broadcast_ss(k + (size_t)r * ks + c);
+            acc[r][0] = _mm256_fmadd_ps(kb, q0, acc[r][0]);
+            if (NI > 1) acc[r][1] = _mm256_fmadd_ps(kb, q1, acc[r][1]);
+        }
+    }
+    __m256 sc = _mm256_set1_ps(scale);
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++) _mm256_store_ps(ST + (size_t)r * tqp + 8 * u, _mm256_mul_ps(acc[r][u], sc));
+}
+
+/* OT[r][8u, ...) (+)= sum_{j < tk} v[j][r] * PT[j][8u, ...) for R output columns and NI query vectors. */
+static inline __attribute__((always_inline)) void pv_rows(float *OT, int tqp, const float *PT, const float *v, int vs,
+                                                          int tk, int accumulate, const int R, const int NI) {
+    __m256 acc[6][2];
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++)
+            acc[r][u] = accumulate ? _mm256_load_ps(OT + (size_t)r * tqp + 8 * u) : _mm256_setzero_ps();
+    for (int j = 0; j < tk; j++) {
+        __m256 p0 = _mm256_load_ps(PT + (size_t)j * tqp), p1 = p0;
+        if (NI > 1) p1 = _mm256_load_ps(PT + (size_t)j * tqp + 8);
+        KEEP_IN_REGISTER(p0);
+        KEEP_IN_REGISTER(p1);
+        for (int r = 0; r < R; r++) {
+            __m256 vb = _mm256_broadcast_ss(v + (size_t)j * vs + r);
+            acc[r][0] = _mm256_fmadd_ps(vb, p0, acc[r][0]);
+            if (NI > 1) acc[r][1] = _mm256_fmadd_ps(vb, p1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NI; u++) _mm256_store_ps(OT + (size_t)r * tqp + 8 * u, acc[r][u]);
+}
+
+/* ST [tk, tqp] = scale * K_block Q_tile^T: 16 queries at a time (then 8), keys 6 at a time (then 1-5). */
+static void qk_block(float *ST, int tqp, const float *k, int ks, const float *qt, int dh, float scale, int tk) {
+    for (int u = 0; u < tqp; u += 16) {
+        float *st = ST + u;
+        const float *q = qt + u;
+        int j = 0;
+        if (u + 16 <= tqp) {
+            for (; j + 6 <= tk; j += 6) qk_rows(st + (size_t)j * tqp, tqp, k + (size_t)j * ks, ks, q, dh, scale, 6, 2);
+            for (; j < tk; j++) qk_rows(st + (size_t)j * tqp, tqp, k + (size_t)j * ks, ks, q, dh, scale, 1, 2);
+        } else {
+            for (; j + 6 <= tk; j += 6) qk_rows(st + (size_t)j * tqp, tqp, k + (size_t)j * ks, ks, q, dh, scale, 6, 1);
+            for (; j < tk; j++) qk_rows(st + (size_t)j * tqp, tqp, k + (size_t)j * ks, ks, q, dh, scale, 1, 1);
+        }
+    }
+}
+
+/* OT [dh, tqp] (+)= V_block^T PT: 16 queries at a time (then 8), output columns 6 at a time (then 1-5). */
+static void pv_block(float *OT, int tqp, const float *PT, const float *v, int vs, int tk, int dh, int accumulate) {
+    for (int u = 0; u < tqp; u += 16) {
+        float *ot = OT + u;
+        const float *pt = PT + u;
+        int c = 0;
+        if (u + 16 <= tqp) {
+            for (; c + 6 <= dh; c += 6) pv_rows(ot + (size_t)c * tqp, tqp, pt, v + c, vs, tk, accumulate, 6, 2);
+            for (; c + 2 <= dh; c += 2) pv_rows(ot + (size_t)c * tqp, tqp, pt, v + c, vs, tk, accumulate, 2, 2);
+            for (; c < dh; c++) pv_rows(ot + (size_t)c * tqp, tqp, pt, v + c, vs, tk, accumulate, 1, 2);
+        } else {
+            for (; c + 6 <= dh; c += 6) pv_rows(ot + (size_t)c * tqp, tqp, pt, v + c, vs, tk, accumulate, 6, 1);
+            for (; c < dh; c++) pv_rows(ot + (size_t)c * tqp, tqp, pt, v + c, vs, tk, accumulate, 1, 1);
+        }
+    }
+}
+
+/*
+ * The online-softmax step of the AVX-512 kernel (above) on 8 lanes: ST [tk, tqp] becomes P, m and l (a lane per
+ * query) are updated, OT [dh, tqp] rescaled where a query's max moved; reductions run down the rows.
+ */
+static void softmax_lanes(float *ST, int tqp, int tk, int i0, int j0, int causal, float *m, float *l, float *OT,
+                          int dh) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int u = 0; u < tqp; u += 8) {
+        if (causal) { /* query i0 + u + lane sees keys up to itself: the rest get -inf (probability 0) */
+            __m256i qi = _mm256_add_epi32(lane, _mm256_set1_epi32(i0 + u));
+            for (int j = 0; j < tk; j++) {
+                __m256i masked = _mm256_cmpgt_epi32(_mm256_set1_epi32(j0 + j), qi);
+                _mm256_maskstore_ps(ST + (size_t)j * tqp + u, masked, _mm256_set1_ps(-INFINITY));
+            }
+        }
+        __m256 mold = _mm256_load_ps(m + u), mx = mold, sum = _mm256_setzero_ps();
+        for (int j = 0; j < tk; j++) mx = _mm256_max_ps(mx, _mm256_load_ps(ST + (size_t)j * tqp + u));
+        int j = 0;
+        for (; j + 4 <= tk; j += 4) { /* four rows at a time: their exponentials' chains interleaved */
+            float *s = ST + (size_t)j * tqp + u;
+            __m256 e[4];
+            for (int i = 0; i < 4; i++) e[i] = _mm256_sub_ps(_mm256_load_ps(s + (size_t)i * tqp), mx);
+            vm_exp256_n(e, 4);
+            for (int i = 0; i < 4; i++) {
+                _mm256_store_ps(s + (size_t)i * tqp, e[i]);
+                sum = _mm256_add_ps(sum, e[i]);
+            }
+        }
+        for (; j < tk; j++) {
+            float *s = ST + (size_t)j * tqp + u;
+            __m256 e = vm_exp256(_mm256_sub_ps(_mm256_load_ps(s), mx));
+            _mm256_store_ps(s, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        __m256 lv = sum;
+        if (j0 > 0) {
+            __m256 corr = vm_exp256(_mm256_sub_ps(mold, mx));
+            lv = _mm256_fmadd_ps(_mm256_load_ps(l + u), corr, sum);
+            for (int c = 0; c < dh; c++) {
+                float *o = OT + (size_t)c * tqp + u;
+                _mm256_store_ps(o, _mm256_mul_ps(_mm256_load_ps(o), corr));
+            }
+        }
+        _mm256_store_ps(l + u, lv);
+        _mm256_store_ps(m + u, mx);
+    }
+}
+
+#endif
+
 /* out rows of the tile = OT^T / l. */
 static void write_tile_t(float *out, const ops_attn_desc *d, int b, int h, int i0, int tq, const float *OT, int tqp,
                          const float *l) {
@@ -472,14 +652,14 @@ static void write_tile_t(float *out, const ops_attn_desc *d, int b, int h, int i
  * every 96 queries). Each tile's sums are the ones it gets alone, in the same order: the same bits for any g.
  * ST: one [tk, tqp] block; tiles: g tiles' state (avx_tile_floats each).
  */
-static void attn_group_avx512(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d,
+static void attn_group_lanes(float *out, const float *q, const float *k, const float *v, const ops_attn_desc *d,
                               const attn_plan *p, int b, int h, int t0, int g, float *ST, float *tiles) {
     int dh = d->head_dim, kv_end = 0;
     size_t per = avx_tile_floats(p, dh);
     const float *kb = k + (size_t)b * d->n_kv * d->k_stride + (size_t)h * dh;
     const float *vb = v + (size_t)b * d->n_kv * d->v_stride + (size_t)h * dh;
     for (int i = 0; i < g; i++) {
-        int i0 = (t0 + i) * p->tq, tq = imin(d->n_q - i0, p->tq), tqp = (tq + 15) / 16 * 16, end;
+        int i0 = (t0 + i) * p->tq, tq = imin(d->n_q - i0, p->tq), tqp = (tq + LANES - 1) / LANES * LANES, end;
         float *QT = tiles + i * per, *m = QT + (size_t)(dh + p->ot_rows) * p->tqp, *l = m + p->tqp;
         pack_qt(QT, tqp, q + ((size_t)b * d->n_q + i0) * d->q_stride + (size_t)h * dh, d->q_stride, dh, tq);
         for (int j = 0; j < tqp; j++) m[j] = -INFINITY, l[j] = 0.0f;
@@ -487,16 +667,16 @@ static void attn_group_avx512(float *out, const float *q, const float *k, const 
     }
     for (int j0 = 0; j0 < kv_end; j0 += p->tk)
         for (int i = 0; i < g; i++) {
-            int i0 = (t0 + i) * p->tq, tq = imin(d->n_q - i0, p->tq), tqp = (tq + 15) / 16 * 16;
+            int i0 = (t0 + i) * p->tq, tq = imin(d->n_q - i0, p->tq), tqp = (tq + LANES - 1) / LANES * LANES;
             int end = tile_kv_end(d, i0, tq), tk = imin(end - j0, p->tk);
             if (tk <= 0) continue;
             float *QT = tiles + i * per, *OT = QT + (size_t)dh * p->tqp, *m = OT + (size_t)p->ot_rows * p->tqp;
             qk_block(ST, tqp, kb + (size_t)j0 * d->k_stride, d->k_stride, QT, dh, d->scale, tk);
-            softmax_block_t(ST, tqp, tk, i0, j0, d->causal, m, m + p->tqp, OT, dh, NULL, 1.0f);
+            softmax_lanes(ST, tqp, tk, i0, j0, d->causal, m, m + p->tqp, OT, dh);
             pv_block(OT, tqp, ST, vb + (size_t)j0 * d->v_stride, d->v_stride, tk, dh, j0 > 0);
         }
     for (int i = 0; i < g; i++) {
-        int i0 = (t0 + i) * p->tq, tq = imin(d->n_q - i0, p->tq), tqp = (tq + 15) / 16 * 16;
+        int i0 = (t0 + i) * p->tq, tq = imin(d->n_q - i0, p->tq), tqp = (tq + LANES - 1) / LANES * LANES;
         float *OT = tiles + i * per + (size_t)dh * p->tqp;
         write_tile_t(out, d, b, h, i0, tq, OT, tqp, OT + (size_t)(p->ot_rows + 1) * p->tqp);
     }
@@ -824,7 +1004,7 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
                       ops_attention_workspace(d, threads, ctx));
     double t0 = prof_begin();
     attn_plan p;
-    plan_attention(&p, d, attn_kind(ctx));
+    plan_attention(&p, d, attn_kind(ctx, d->head_dim));
     if (p.kind == ATTN_AMX && !(d->scale > 0)) /* its softmax takes the max before scaling */
         return sd_err(err, SD_EINTERNAL, "attention: scale %g, the AMX kernel needs a positive one", d->scale);
     int n_tiles = (d->n_q + p.tq - 1) / p.tq, n_groups = (n_tiles + p.group - 1) / p.group;
@@ -874,10 +1054,10 @@ int ops_attention(float *out, const float *q, const float *k, const float *v, co
                 continue;
             }
 #endif
-#if HAVE_AVX512_ATTENTION
-            if (p.kind == ATTN_AVX512) { /* items are groups of tiles */
+#if HAVE_LANES_ATTENTION
+            if (p.kind == ATTN_LANES) { /* items are groups of tiles */
                 int gi = it % n_groups, hh = (it / n_groups) % d->heads, bb = it / (n_groups * d->heads);
-                attn_group_avx512(out, q, k, v, d, &p, bb, hh, gi * p.group, imin(p.group, n_tiles - gi * p.group),
+                attn_group_lanes(out, q, k, v, d, &p, bb, hh, gi * p.group, imin(p.group, n_tiles - gi * p.group),
                                   mine, mine + round16((size_t)p.st_rows * p.tqp));
                 continue;
             }

@@ -98,20 +98,37 @@ static inline __m512 vm_exp512(__m512 x) {
  * into the exponent bits (n is within [-126, 127] after the clamp). GCC does not vectorize a loop of
  * vm_expf (its selects stay branches), and attention's softmax ran scalar: half of the BLAS route's
  * time on a Zen 1 core.
+ * vm_exp256_n: x[0..n) in place, step by step across the n vectors. One e^x is a chain of ~20
+ * dependent instructions (~65 cycles on Zen 1), more than its scheduler overlaps from the next
+ * loop iterations; four interleaved chains took the lanes attention kernel (SD 1.5's 64x64
+ * self-attention, one Zen 1 core) from 27.6-28.4 to 30.1-30.8 GFLOP/s. The bits are the same for
+ * any n.
  */
-static inline __m256 vm_exp256(__m256 x) {
+static inline __attribute__((always_inline)) void vm_exp256_n(__m256 *x, const int n) {
     const __m256 lo = _mm256_set1_ps(VM_EXP_LO);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(VM_EXP_HI));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(VM_EXP_LOG2E)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-VM_EXP_LN2_HI), xc);
-    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-VM_EXP_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(vm_exp_poly[0]);
-    for (int i = 1; i < 6; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(vm_exp_poly[i]));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    return _mm256_and_ps(y, _mm256_cmp_ps(x, lo, _CMP_GE_OQ)); /* 0 below lo (and for NaN) */
+    __m256 n2[4], r[4], p[4], keep[4];
+    for (int i = 0; i < n; i++) {
+        keep[i] = _mm256_cmp_ps(x[i], lo, _CMP_GE_OQ);
+        r[i] = _mm256_min_ps(_mm256_max_ps(x[i], lo), _mm256_set1_ps(VM_EXP_HI));
+        n2[i] = _mm256_round_ps(_mm256_mul_ps(r[i], _mm256_set1_ps(VM_EXP_LOG2E)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    for (int i = 0; i < n; i++) r[i] = _mm256_fmadd_ps(n2[i], _mm256_set1_ps(-VM_EXP_LN2_HI), r[i]);
+    for (int i = 0; i < n; i++) r[i] = _mm256_fmadd_ps(n2[i], _mm256_set1_ps(-VM_EXP_LN2_LO), r[i]);
+    for (int i = 0; i < n; i++) p[i] = _mm256_set1_ps(vm_exp_poly[0]);
+    for (int k = 1; k < 6; k++)
+        for (int i = 0; i < n; i++) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(vm_exp_poly[k]));
+    for (int i = 0; i < n; i++)
+        p[i] = _mm256_add_ps(_mm256_fmadd_ps(p[i], _mm256_mul_ps(r[i], r[i]), r[i]), _mm256_set1_ps(1.0f));
+    for (int i = 0; i < n; i++) {
+        __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n2[i]), _mm256_set1_epi32(127)), 23);
+        x[i] = _mm256_and_ps(_mm256_mul_ps(p[i], _mm256_castsi256_ps(e)), keep[i]); /* 0 below lo (and for NaN) */
+    }
+}
+
+static inline __m256 vm_exp256(__m256 x) {
+    vm_exp256_n(&x, 1);
+    return x;
 }
 #endif
 
