@@ -211,6 +211,7 @@ typedef struct bench_tp {
     int tp;
     const char *parallel;
     double step_s, comm_s, comm_bytes, peak_rss_mb; /* max over the ranks */
+    double compute_scaling; /* the ranks' arithmetic rate all at once over rank 0's alone (bench_fma_scaling) */
 } bench_tp;
 
 /* Times one decode of a [1, 4, h, w] latent (cold scratch: its first allocation is included). */
@@ -386,6 +387,7 @@ static int write_json(const char *path, const char *arch, const bench_result *r,
         json_object_set_new(o, "unet_step_s", json_real(tp->step_s));
         json_object_set_new(o, "unet_step_s_single", json_real(r->unet_step_s));
         json_object_set_new(o, "speedup", json_real(r->unet_step_s / tp->step_s));
+        json_object_set_new(o, "compute_scaling", json_real(tp->compute_scaling));
         json_object_set_new(o, "comm_s_per_step", json_real(tp->comm_s));
         json_object_set_new(o, "comm_bytes_per_step", json_real(tp->comm_bytes));
         json_object_set_new(o, "peak_rss_mb_single", json_real(r->peak_rss_mb));
@@ -436,7 +438,9 @@ static void usage(FILE *fp) {
             "                 auto|cfg|tensor, as for generate), then on rank 0 alone, same threads per rank\n"
             "                 (the group in bf16 with --precision bf16, else fp32);\n"
             "                 JSON adds tp, parallel, unet_step_s (group), unet_step_s_single, speedup,\n"
-            "                 comm_s_per_step, comm_bytes_per_step, peak_rss_mb (the largest rank's, group)\n"
+            "                 comm_s_per_step, comm_bytes_per_step, peak_rss_mb (the largest rank's, group),\n"
+            "                 compute_scaling (K ranks' FMA rate on registers at once over one rank's alone:\n"
+            "                 the speed-up this CPU allows)\n"
             "  --op KIND:SHAPE  time one kernel alone on random data and fp16 weights instead (best of --steps\n"
             "                 calls; with --threads, --precision, --json): conv:C,S[,B[,K[,T]]] (C channels,\n"
             "                 SxS images, batch B=2, KxK=3x3, Winograd output tile T=2 as the U-Net's, or 4\n"
@@ -544,16 +548,39 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
            last->unet_scratch_mb, last->vae_scratch_mb);
     if (tp) {
         const bench_result *alone = prec == 1 ? &rb : &r; /* the single run in the group's precision */
+        double speedup = alone->unet_step_s / tp->step_s;
         printf("  group of %d ranks (%s-parallel, %s): U-Net step %.3f s vs %.3f s alone: %.2fx; communication "
                "%.3f s and %.1f MB sent per step (largest rank); peak RSS %.0f MB (largest rank)\n",
-               tp->tp, tp->parallel, prec == 1 ? "bf16" : "fp32", tp->step_s, alone->unet_step_s,
-               alone->unet_step_s / tp->step_s, tp->comm_s, tp->comm_bytes / 1e6, tp->peak_rss_mb);
+               tp->tp, tp->parallel, prec == 1 ? "bf16" : "fp32", tp->step_s, alone->unet_step_s, speedup,
+               tp->comm_s, tp->comm_bytes / 1e6, tp->peak_rss_mb);
+        printf("  arithmetic alone (FMA on registers, all %d ranks at once vs rank 0 alone): %.2fx, so the group "
+               "reached %.0f%% of what this CPU allows\n",
+               tp->tp, tp->compute_scaling, 100.0 * speedup / tp->compute_scaling);
     }
     if (a->json_path)
         rc = write_json(a->json_path, a->model ? a->model : a->xl ? "sdxl" : "sd15", prec == 1 ? &rb : &r, prec == 2 ? &rb : NULL, tp, prec == 1 ? "bf16" : "fp32",
                         a->W, a->H, nt, a->steps, &err);
     nets_free(&b);
     return rc < 0 ? cli_fail(&err) : 0;
+}
+
+/*
+ * The ceiling of the group's speed-up on this machine: K x (the slowest rank's FMA rate while all K ranks run it)
+ * / (rank 0's rate while the others wait, as they do in rank 0's single run). Cores that share clocks, SMT
+ * siblings or a busy host make it less than K whatever the software does (on a 2-core Zen 1 VM it ranged from
+ * 1.68 to 1.90 for 2 ranks within minutes). Alternates the two, five rounds of 0.2 s each. Collective; the result
+ * is rank 0's.
+ */
+static double bench_fma_scaling(sd_tp_world *world, int rank, int K) {
+    double together = 0, alone = 0;
+    for (int round = 0; round < 5; round++) {
+        sd_tp_barrier(world);
+        together += -sd_tp_max(world, -ops_fma_rate_gflops(0.2)); /* the slowest rank's */
+        sd_tp_barrier(world);
+        if (rank == 0) alone += ops_fma_rate_gflops(0.2);
+        sd_tp_barrier(world);
+    }
+    return alone > 0 ? K * together / alone : 0;
 }
 
 /*
@@ -592,6 +619,7 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
     tp.comm_bytes = sd_tp_max(world, gr.comm_bytes);
     tp.peak_rss_mb = sd_tp_max(world, peak_rss_mb());
     nets_free(&b);
+    if (rc == 0) tp.compute_scaling = bench_fma_scaling(world, g->rank, g->size);
     if (rc < 0) return g->rank == 0 ? cli_fail(&err) : sd_err_exit_code(rc);
     int code = 0;
     if (g->rank == 0) code = bench_single(a, &tp);

@@ -158,6 +158,10 @@ static void test_bench_tp_reports_the_group_against_one_rank(void **state) {
             fail_msg("bench --tp %s %s: a time or size is not positive", runs[i][0], runs[i][1]);
         /* (the JSON keeps 6 significant digits) */
         if (fabs(speedup - single / group) > 1e-4 * speedup) fail_msg("speedup %g is not %g / %g", speedup, single, group);
+        /* two oversubscribed ranks on however many cores: between nothing and twice one rank's arithmetic (a
+           little more only by noise) */
+        double ceiling = bench_num(o, "compute_scaling");
+        if (!(ceiling > 0.2 && ceiling < 2.5)) fail_msg("compute_scaling %g for 2 ranks", ceiling);
         /* cfg: the [1, 4, 8, 8] noise prediction once per step, plus, at an 8x8 latent, the halves of the
            convolutions the pair shares (ops_conv_pair.c); tensor: a row-parallel all-reduce per layer, more */
         if (!strcmp(runs[i][0], "cfg") && !(bytes > 4 * 8 * 8 * sizeof(float)))
