@@ -17,10 +17,30 @@ void ops_silu(float *x, size_t n) {
     prof_end(PROF_ELTWISE, t0, 0);
 }
 
+/*
+ * GCC leaves loops of vm_geluf scalar (its selects stay branches): SD 1.5's GEGLU took 1.1 s of a 512x512
+ * U-Net step on a 2-core Zen 1 (6%). With AVX2 the vector bodies run vm_gelu256, which gives the same bits,
+ * so where a row splits into vectors and a scalar tail changes nothing.
+ */
+static void gelu_span(float *o, const float *x, const float *mul, size_t n) {
+    size_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = vm_gelu256(_mm256_loadu_ps(x + i));
+        _mm256_storeu_ps(o + i, mul ? _mm256_mul_ps(_mm256_loadu_ps(mul + i), g) : g);
+    }
+#endif
+    for (; i < n; i++) o[i] = mul ? mul[i] * vm_geluf(x[i]) : vm_geluf(x[i]);
+}
+
 void ops_gelu(float *x, size_t n) {
     double t0 = prof_begin();
-#pragma omp parallel for simd schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = vm_geluf(x[i]);
+    size_t chunk = 4096, nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if (n >= PAR_MIN)
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t i0 = c * chunk;
+        gelu_span(x + i0, x + i0, NULL, n - i0 < chunk ? n - i0 : chunk);
+    }
     prof_end(PROF_ELTWISE, t0, 0);
 }
 
@@ -35,10 +55,8 @@ void ops_geglu(float *out, const float *x, int M, int inner) {
     double t0 = prof_begin();
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads()) if ((size_t)M * inner >= PAR_MIN)
     for (int r = 0; r < M; r++) {
-        const float *val = x + (size_t)r * 2 * inner, *gate = val + inner;
-        float *o = out + (size_t)r * inner;
-#pragma omp simd
-        for (int i = 0; i < inner; i++) o[i] = val[i] * vm_geluf(gate[i]);
+        const float *val = x + (size_t)r * 2 * inner;
+        gelu_span(out + (size_t)r * inner, val + inner, val, (size_t)inner); /* val * gelu(gate) */
     }
     prof_end(PROF_ELTWISE, t0, 0);
 }

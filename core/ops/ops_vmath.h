@@ -91,38 +91,41 @@ static inline __m512 vm_exp512(__m512 x) {
 }
 #endif
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 /*
- * vm_expf on 8 lanes for AVX2 builds: the same reduction and polynomial as vm_exp512, with 2^n put
- * into the exponent bits (n is within [-126, 127] after the clamp). GCC does not vectorize a loop of
- * vm_expf (its selects stay branches), and attention's softmax ran scalar: half of the BLAS route's
- * time on a Zen 1 core.
+ * vm_expf on 8 lanes, step for step (the same operations in the same order, so the same bits in every
+ * lane, NaN and the clamps included: min(HI, x) is `x > HI ? HI : x`). GCC does not vectorize a loop of
+ * vm_expf (its selects stay branches): attention's softmax ran scalar, half of the GEMM route's time on a
+ * Zen 1 core.
  * vm_exp256_n: x[0..n) in place, step by step across the n vectors. One e^x is a chain of ~20
  * dependent instructions (~65 cycles on Zen 1), more than its scheduler overlaps from the next
  * loop iterations; four interleaved chains took the lanes attention kernel (SD 1.5's 64x64
- * self-attention, one Zen 1 core) from 27.6-28.4 to 30.1-30.8 GFLOP/s. The bits are the same for
- * any n.
+ * self-attention, one Zen 1 core) from 27.6-28.4 to 30.1-30.8 GFLOP/s.
  */
 static inline __attribute__((always_inline)) void vm_exp256_n(__m256 *x, const int n) {
-    const __m256 lo = _mm256_set1_ps(VM_EXP_LO);
-    __m256 n2[4], r[4], p[4], keep[4];
+    const __m256 magic = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23, as in vm_expf */
+    __m256 t[4], r[4], p[4], keep[4];
     for (int i = 0; i < n; i++) {
-        keep[i] = _mm256_cmp_ps(x[i], lo, _CMP_GE_OQ);
-        r[i] = _mm256_min_ps(_mm256_max_ps(x[i], lo), _mm256_set1_ps(VM_EXP_HI));
-        n2[i] = _mm256_round_ps(_mm256_mul_ps(r[i], _mm256_set1_ps(VM_EXP_LOG2E)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        keep[i] = _mm256_cmp_ps(x[i], _mm256_set1_ps(VM_EXP_LO), _CMP_NLT_UQ); /* not (x < lo) */
+        r[i] = _mm256_max_ps(_mm256_set1_ps(VM_EXP_LO), _mm256_min_ps(_mm256_set1_ps(VM_EXP_HI), x[i]));
+        t[i] = _mm256_fmadd_ps(r[i], _mm256_set1_ps(VM_EXP_LOG2E), magic);
     }
-    for (int i = 0; i < n; i++) r[i] = _mm256_fmadd_ps(n2[i], _mm256_set1_ps(-VM_EXP_LN2_HI), r[i]);
-    for (int i = 0; i < n; i++) r[i] = _mm256_fmadd_ps(n2[i], _mm256_set1_ps(-VM_EXP_LN2_LO), r[i]);
+    for (int i = 0; i < n; i++) {
+        __m256 nn = _mm256_sub_ps(t[i], magic);
+        r[i] = _mm256_fmadd_ps(nn, _mm256_set1_ps(-VM_EXP_LN2_HI), r[i]);
+        r[i] = _mm256_fmadd_ps(nn, _mm256_set1_ps(-VM_EXP_LN2_LO), r[i]);
+    }
     for (int i = 0; i < n; i++) p[i] = _mm256_set1_ps(vm_exp_poly[0]);
     for (int k = 1; k < 6; k++)
         for (int i = 0; i < n; i++) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(vm_exp_poly[k]));
     for (int i = 0; i < n; i++)
         p[i] = _mm256_add_ps(_mm256_fmadd_ps(p[i], _mm256_mul_ps(r[i], r[i]), r[i]), _mm256_set1_ps(1.0f));
     for (int i = 0; i < n; i++) {
-        __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n2[i]), _mm256_set1_epi32(127)), 23);
-        x[i] = _mm256_and_ps(_mm256_mul_ps(p[i], _mm256_castsi256_ps(e)), keep[i]); /* 0 below lo (and for NaN) */
+        __m256i ni = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t[i]), _mm256_set1_epi32(0x7fffff)),
+                                      _mm256_set1_epi32(0x400000));
+        __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ni, _mm256_set1_epi32(127)), 23));
+        x[i] = _mm256_and_ps(_mm256_mul_ps(p[i], scale), keep[i]); /* 0 below lo */
     }
 }
 
@@ -169,5 +172,39 @@ static inline float vm_erff(float x) {
 
 /* GELU with exact erf, as torch.nn.functional.gelu(approximate="none"). */
 static inline float vm_geluf(float x) { return 0.5f * x * (1.0f + vm_erff(x * 0.70710678118654752f)); }
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* -x where x < 0, else x: the scalar code's `x < 0 ? -x : x` (so -0 stays -0 and NaN stays NaN). */
+static inline __m256 vm_neg_if_negative256(__m256 v, __m256 x) {
+    __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
+    return _mm256_xor_ps(v, _mm256_and_ps(neg, _mm256_set1_ps(-0.0f)));
+}
+
+/* vm_erff on 8 lanes, step for step (the same bits). */
+static inline __m256 vm_erf256(__m256 x) {
+    __m256 z = vm_neg_if_negative256(x, x), z2 = _mm256_mul_ps(z, z);
+    static const float series[8] = {-1.0f / 75600.0f, 1.0f / 9360.0f, -1.0f / 1320.0f, 1.0f / 216.0f,
+                                    -1.0f / 42.0f,    1.0f / 10.0f,   -1.0f / 3.0f,    1.0f};
+    static const float cheb[9] = {-0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f, -0.18628806f,
+                                  0.09678418f,  0.37409196f, 1.00002368f,  -1.26551223f};
+    __m256 s = _mm256_set1_ps(1.0f / 685440.0f);
+    for (int i = 0; i < 8; i++) s = _mm256_fmadd_ps(s, z2, _mm256_set1_ps(series[i]));
+    __m256 small = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(1.12837916709551257f), z), s);
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
+                             _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_mul_ps(_mm256_set1_ps(0.5f), z)));
+    __m256 p = _mm256_set1_ps(0.17087277f);
+    for (int i = 0; i < 9; i++) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(cheb[i]));
+    __m256 erfc = _mm256_mul_ps(t, vm_exp256(_mm256_fnmadd_ps(z, z, p))); /* -z*z + p, fused, as vm_fma(-z, z, p) */
+    __m256 r = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), erfc), small,
+                                _mm256_cmp_ps(z, _mm256_set1_ps(0.75f), _CMP_LT_OQ));
+    return vm_neg_if_negative256(r, x);
+}
+
+/* vm_geluf on 8 lanes (the same bits). */
+static inline __m256 vm_gelu256(__m256 x) {
+    __m256 e = vm_erf256(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+#endif
 
 #endif
