@@ -119,7 +119,7 @@ static void test_vmath_exp_and_erf_match_libm(void **state) {
     /* the 8-lane versions repeat the scalar steps: the same bits in every lane, specials included */
     static const float special[8] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 88.5f, -87.4f, 1e-30f};
     for (int i = 0; i <= 40000; i++) {
-        float x[8], z[8], y[3][8];
+        float x[8], z[8], y[4][8];
         for (int l = 0; l < 8; l++) {
             x[l] = i == 40000 ? special[l] : -100.0f + 200.0f * (float)(i * 8 + l) / 320000.0f;
             z[l] = x[l] * 0.1f; /* erf and gelu: [-10, 10] */
@@ -127,15 +127,31 @@ static void test_vmath_exp_and_erf_match_libm(void **state) {
         _mm256_storeu_ps(y[0], vm_exp256(_mm256_loadu_ps(x)));
         _mm256_storeu_ps(y[1], vm_erf256(_mm256_loadu_ps(z)));
         _mm256_storeu_ps(y[2], vm_gelu256(_mm256_loadu_ps(z)));
+        _mm256_storeu_ps(y[3], vm_sigmoid256(_mm256_loadu_ps(x)));
         for (int l = 0; l < 8; l++) {
-            float in[3] = {x[l], z[l], z[l]}, want[3] = {vm_expf(x[l]), vm_erff(z[l]), vm_geluf(z[l])};
-            static const char *names[3] = {"vm_exp256", "vm_erf256", "vm_gelu256"};
-            for (int f = 0; f < 3; f++)
+            float in[4] = {x[l], z[l], z[l], x[l]};
+            float want[4] = {vm_expf(x[l]), vm_erff(z[l]), vm_geluf(z[l]), vm_sigmoidf(x[l])};
+            static const char *names[4] = {"vm_exp256", "vm_erf256", "vm_gelu256", "vm_sigmoid256"};
+            for (int f = 0; f < 4; f++)
                 if (memcmp(&y[f][l], &want[f], sizeof(float)))
                     fail_msg("%s(%.9g) = %.9g, the scalar function gives %.9g", names[f], in[f], y[f][l], want[f]);
         }
     }
 #endif
+    /* vm_silu_span (vector bodies and a scalar tail) against the scalar expression, in place and not */
+    float xs[37], ys[37], ws[37];
+    for (int i = 0; i < 37; i++) xs[i] = -9.0f + 0.5f * (float)i - (i == 18 ? 0.0f : 0.013f);
+    for (int affine = 0; affine < 2; affine++) {
+        vm_silu_span(ys, xs, 37, affine, 1.37f, -0.21f);
+        memcpy(ws, xs, sizeof ws);
+        vm_silu_span(ws, ws, 37, affine, 1.37f, -0.21f);
+        for (int i = 0; i < 37; i++) {
+            float v = affine ? xs[i] * 1.37f + -0.21f : xs[i], want = v * vm_sigmoidf(v);
+            if (memcmp(&ys[i], &want, sizeof want) || memcmp(&ws[i], &want, sizeof want))
+                fail_msg("vm_silu_span (affine %d) [%d] = %.9g / %.9g in place, want %.9g", affine, i, ys[i], ws[i],
+                         want);
+        }
+    }
     assert_true(vm_expf(-INFINITY) == 0.0f);
     assert_true(vm_expf(-100.0f) == 0.0f);
     assert_true(vm_expf(0.0f) == 1.0f);

@@ -127,18 +127,11 @@ static void gather_input(const conv_plan *p, float *tin, size_t cs, const float 
             } else {
                 memcpy(dst, srow, (size_t)W * sizeof(float));
             }
-            if (affine && d->in_silu) {
-#pragma omp simd
-                for (int x = 0; x < p->iw; x++) {
-                    float v = dst[x] * sc + sh;
-                    dst[x] = v * vm_sigmoidf(v);
-                }
+            if (d->in_silu) {
+                vm_silu_span(dst, dst, (size_t)p->iw, affine, sc, sh);
             } else if (affine) {
 #pragma omp simd
                 for (int x = 0; x < p->iw; x++) dst[x] = dst[x] * sc + sh;
-            } else if (d->in_silu) {
-#pragma omp simd
-                for (int x = 0; x < p->iw; x++) dst[x] = dst[x] * vm_sigmoidf(dst[x]);
             }
         }
     }
@@ -244,18 +237,11 @@ void conv_gather_padded(const ops_conv_desc *d, int ih, int iw, float *xp, const
             } else {
                 memcpy(v, srow, (size_t)n * sizeof(float));
             }
-            if (affine && d->in_silu) {
-#pragma omp simd
-                for (int x = 0; x < n; x++) {
-                    float t = v[x] * sc + sh;
-                    v[x] = t * vm_sigmoidf(t);
-                }
+            if (d->in_silu) {
+                vm_silu_span(v, v, (size_t)n, affine, sc, sh);
             } else if (affine) {
 #pragma omp simd
                 for (int x = 0; x < n; x++) v[x] = v[x] * sc + sh;
-            } else if (d->in_silu) {
-#pragma omp simd
-                for (int x = 0; x < n; x++) v[x] = v[x] * vm_sigmoidf(v[x]);
             }
         }
     }

@@ -82,11 +82,7 @@ int ops_groupnorm(float *out, const float *x, int B, int C, int HW, int groups, 
             const float *xr = x + (size_t)r * HW;
             float *o = out + (size_t)r * HW, sc = scale[r], sh = shift[r];
             if (silu) {
-#pragma omp simd
-                for (int i = 0; i < HW; i++) {
-                    float v = xr[i] * sc + sh;
-                    o[i] = v * vm_sigmoidf(v);
-                }
+                vm_silu_span(o, xr, (size_t)HW, 1, sc, sh);
             } else {
 #pragma omp simd
                 for (int i = 0; i < HW; i++) o[i] = xr[i] * sc + sh;

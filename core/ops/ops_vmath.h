@@ -200,11 +200,38 @@ static inline __m256 vm_erf256(__m256 x) {
     return vm_neg_if_negative256(r, x);
 }
 
+/* vm_sigmoidf on 8 lanes (the same bits). */
+static inline __m256 vm_sigmoid256(__m256 x) {
+    __m256 e = vm_exp256(_mm256_xor_ps(x, _mm256_set1_ps(-0.0f)));
+    return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
 /* vm_geluf on 8 lanes (the same bits). */
 static inline __m256 vm_gelu256(__m256 x) {
     __m256 e = vm_erf256(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 #endif
+
+/*
+ * o[i] = SiLU(v) for i < n, v = x[i] * sc + sh when affine (a GroupNorm folded into a scale and shift), else
+ * x[i]; o may be x. GCC leaves loops of vm_sigmoidf scalar, as those of vm_geluf: AVX2 builds run the vector
+ * body (the same bits), which the convolutions' input rows (GroupNorm + SiLU of every ResNet block) spend on.
+ */
+static inline void vm_silu_span(float *o, const float *x, size_t n, int affine, float sc, float sh) {
+    size_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 vsc = _mm256_set1_ps(sc), vsh = _mm256_set1_ps(sh);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        if (affine) v = _mm256_add_ps(_mm256_mul_ps(v, vsc), vsh);
+        _mm256_storeu_ps(o + i, _mm256_mul_ps(v, vm_sigmoid256(v)));
+    }
+#endif
+    for (; i < n; i++) {
+        float v = affine ? x[i] * sc + sh : x[i];
+        o[i] = v * vm_sigmoidf(v);
+    }
+}
 
 #endif
