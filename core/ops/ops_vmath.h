@@ -1,6 +1,9 @@
 /*
- * ops_vmath.h - exp, sigmoid and erf written so that GCC vectorizes loops of
- * them (no libm calls, no branches), for the kernels in core/ops_*.c only.
+ * ops_vmath.h - exp, sigmoid and erf without libm calls, for the kernels in
+ * core/ops_*.c only. GCC 12 still leaves loops of them scalar (their selects
+ * stay branches), so there are 8-lane forms (AVX2 + FMA) that repeat the
+ * scalar steps, the same bits in every lane, and a 16-lane e^x (AVX-512)
+ * that test_ops finds equal to the scalar one.
  *
  * Accuracy: vm_expf within 2 ulp of expf over its range and exactly 0 below
  * -87.3 (so exp(-inf) = 0 for masked scores); vm_erff within 1.5e-7 absolute
