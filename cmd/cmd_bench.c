@@ -211,7 +211,7 @@ typedef struct bench_tp {
     int tp;
     const char *parallel;
     double step_s, comm_s, comm_bytes, peak_rss_mb; /* max over the ranks */
-    double compute_scaling; /* the ranks' arithmetic rate all at once over rank 0's alone (bench_fma_scaling) */
+    double concurrent_step_s; /* the slowest rank's single-rank step while all K ran one at once (bench_concurrent) */
 } bench_tp;
 
 /* Times one decode of a [1, 4, h, w] latent (cold scratch: its first allocation is included). */
@@ -387,7 +387,8 @@ static int write_json(const char *path, const char *arch, const bench_result *r,
         json_object_set_new(o, "unet_step_s", json_real(tp->step_s));
         json_object_set_new(o, "unet_step_s_single", json_real(r->unet_step_s));
         json_object_set_new(o, "speedup", json_real(r->unet_step_s / tp->step_s));
-        json_object_set_new(o, "compute_scaling", json_real(tp->compute_scaling));
+        json_object_set_new(o, "unet_step_s_concurrent", json_real(tp->concurrent_step_s));
+        json_object_set_new(o, "compute_scaling", json_real(tp->tp * r->unet_step_s / tp->concurrent_step_s));
         json_object_set_new(o, "comm_s_per_step", json_real(tp->comm_s));
         json_object_set_new(o, "comm_bytes_per_step", json_real(tp->comm_bytes));
         json_object_set_new(o, "peak_rss_mb_single", json_real(r->peak_rss_mb));
@@ -435,12 +436,14 @@ static void usage(FILE *fp) {
             "                 vae_decode_s_bf16, text_encoder_s_bf16, peak_gemm_gflops_bf16, unet_vs_peak_bf16)\n"
             "  -m MODEL       time a real model (diffusers folder or checkpoint) instead of random weights\n"
             "  --tp K         under mpirun -np K: one CFG U-Net step on the K ranks as a group (--parallel\n"
-            "                 auto|cfg|tensor, as for generate), then on rank 0 alone, same threads per rank\n"
-            "                 (the group in bf16 with --precision bf16, else fp32);\n"
-            "                 JSON adds tp, parallel, unet_step_s (group), unet_step_s_single, speedup,\n"
-            "                 comm_s_per_step, comm_bytes_per_step, peak_rss_mb (the largest rank's, group),\n"
-            "                 compute_scaling (K ranks' FMA rate on registers at once over one rank's alone:\n"
-            "                 the speed-up this CPU allows)\n"
+            "                 auto|cfg|tensor, as for generate), then on every rank at once, each alone,\n"
+            "                 then on rank 0 alone while the others sleep; same threads per rank (the group\n"
+            "                 in bf16 with --precision bf16, else fp32);\n"
+            "                 JSON adds tp, parallel, unet_step_s (group), unet_step_s_single (rank 0 alone),\n"
+            "                 speedup, comm_s_per_step, comm_bytes_per_step, peak_rss_mb (the largest rank's,\n"
+            "                 group), unet_step_s_concurrent (the slowest rank's single step with all K at\n"
+            "                 once) and compute_scaling (K x single / concurrent: the speed-up K independent\n"
+            "                 ranks get on this CPU, the ceiling for the group's)\n"
             "  --op KIND:SHAPE  time one kernel alone on random data and fp16 weights instead (best of --steps\n"
             "                 calls; with --threads, --precision, --json): conv:C,S[,B[,K[,T]]] (C channels,\n"
             "                 SxS images, batch B=2, KxK=3x3, Winograd output tile T=2 as the U-Net's, or 4\n"
@@ -553,9 +556,10 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
                "%.3f s and %.1f MB sent per step (largest rank); peak RSS %.0f MB (largest rank)\n",
                tp->tp, tp->parallel, prec == 1 ? "bf16" : "fp32", tp->step_s, alone->unet_step_s, speedup,
                tp->comm_s, tp->comm_bytes / 1e6, tp->peak_rss_mb);
-        printf("  arithmetic alone (FMA on registers, all %d ranks at once vs rank 0 alone): %.2fx, so the group "
-               "reached %.0f%% of what this CPU allows\n",
-               tp->tp, tp->compute_scaling, 100.0 * speedup / tp->compute_scaling);
+        double scaling = tp->tp * alone->unet_step_s / tp->concurrent_step_s;
+        printf("  %d ranks each running that single step at once: %.3f s (slowest), so %d cores allow %.2fx; the "
+               "group reached %.0f%% of that\n",
+               tp->tp, tp->concurrent_step_s, tp->tp, scaling, 100.0 * speedup / scaling);
     }
     if (a->json_path)
         rc = write_json(a->json_path, a->model ? a->model : a->xl ? "sdxl" : "sd15", prec == 1 ? &rb : &r, prec == 2 ? &rb : NULL, tp, prec == 1 ? "bf16" : "fp32",
@@ -565,27 +569,35 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
 }
 
 /*
- * The ceiling of the group's speed-up on this machine: K x (the slowest rank's FMA rate while all K ranks run it)
- * / (rank 0's rate while the others wait, as they do in rank 0's single run). Cores that share clocks, SMT
- * siblings or a busy host make it less than K whatever the software does (on a 2-core Zen 1 VM it ranged from
- * 1.68 to 1.90 for 2 ranks within minutes). Alternates the two, five rounds of 0.2 s each. Collective; the result
- * is rank 0's.
+ * The ceiling of the group's speed-up on this machine: every rank runs rank 0's single-rank step (the
+ * whole CFG batch, unsharded weights, same threads) at the same time; the slowest rank's step time is
+ * returned in *step_s. K x rank 0's step alone over it is the speed-up K independent ranks would get, which
+ * no split of one image can beat: cores that share caches, memory, clocks or a host slow down together (on
+ * a 2-core Zen 1 VM every kernel of the U-Net ran 10-12% slower with both cores busy, while a register-only
+ * FMA loop lost 2-5%, so only the real work measures it). Collective.
  */
-static double bench_fma_scaling(sd_tp_world *world, int rank, int K) {
-    double together = 0, alone = 0;
-    for (int round = 0; round < 5; round++) {
+static int bench_concurrent(const bench_args *a, sd_tp_world *world, double *step_s, sd_error *err) {
+    const sd_group *g = sd_tp_group(world);
+    bench_nets b;
+    bench_result r = {0};
+    int h, w;
+    int rc = bench_open(a, &b, 1, &h, &w, err);
+    if (rc == 0 && a->prec == 1 && cli_bf16_usable()) nets_set_precision(&b, OPS_PRECISION_BF16);
+    rc = sd_group_agree(g, rc, err);
+    if (rc == 0) {
         sd_tp_barrier(world);
-        together += -sd_tp_max(world, -ops_fma_rate_gflops(0.2)); /* the slowest rank's */
-        sd_tp_barrier(world);
-        if (rank == 0) alone += ops_fma_rate_gflops(0.2);
-        sd_tp_barrier(world);
+        rc = time_unet(&b, NULL, h, w, a->steps, &r, err);
+        rc = sd_group_agree(g, rc, err);
     }
-    return alone > 0 ? K * together / alone : 0;
+    *step_s = sd_tp_max(world, r.unet_step_s);
+    nets_free(&b);
+    return rc;
 }
 
 /*
- * bench --tp: every rank loads the U-Net, keeps its shards and times the group's CFG steps; then rank
- * 0 runs the whole single-process benchmark (the others wait) and reports both. Collective.
+ * bench --tp: every rank loads the U-Net, keeps its shards and times the group's CFG steps; then all
+ * ranks time the single-rank step at once (bench_concurrent); then rank 0 runs the whole single-process
+ * benchmark while the others sleep, and reports all three. Collective.
  */
 static int bench_group(const bench_args *a, sd_tp_world *world) {
     const sd_group *g = sd_tp_group(world);
@@ -619,11 +631,11 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
     tp.comm_bytes = sd_tp_max(world, gr.comm_bytes);
     tp.peak_rss_mb = sd_tp_max(world, peak_rss_mb());
     nets_free(&b);
-    if (rc == 0) tp.compute_scaling = bench_fma_scaling(world, g->rank, g->size);
+    if (rc == 0) rc = bench_concurrent(a, world, &tp.concurrent_step_s, &err);
     if (rc < 0) return g->rank == 0 ? cli_fail(&err) : sd_err_exit_code(rc);
     int code = 0;
     if (g->rank == 0) code = bench_single(a, &tp);
-    sd_tp_barrier(world);
+    sd_tp_wait(world); /* asleep: a polling rank would slow rank 0's single run */
     return code;
 }
 

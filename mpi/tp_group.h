@@ -34,6 +34,8 @@ const sd_group *sd_tp_group(const sd_tp_world *w);
 ops_comm_stats *sd_tp_stats(sd_tp_world *w);
 /* Collective: waits for every rank. */
 void sd_tp_barrier(const sd_tp_world *w);
+/* Collective: as sd_tp_barrier, but asleep while waiting (ranks idle while another one is timed). */
+void sd_tp_wait(const sd_tp_world *w);
 /* Collective: the largest v over the ranks, on every rank. */
 double sd_tp_max(const sd_tp_world *w, double v);
 /* Frees the group; MPI_Finalize. */

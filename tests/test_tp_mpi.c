@@ -128,7 +128,8 @@ static double bench_num(json_t *o, const char *key) {
 }
 
 /*
- * `bench --tp 2` (issue 11's measurement): the group's step and rank 0's alone in one run, in each strategy,
+ * `bench --tp 2` (issue 11's measurement): the group's step, both ranks' single steps at once and rank 0's
+ * alone in one run, in each strategy,
  * and in bf16 where the CPU has it (the group then computes in bf16 too, and the speed-up is against the bf16
  * single run): the JSON keys, consistent with one another, and the bytes each strategy must send.
  */
@@ -160,8 +161,11 @@ static void test_bench_tp_reports_the_group_against_one_rank(void **state) {
         if (fabs(speedup - single / group) > 1e-4 * speedup) fail_msg("speedup %g is not %g / %g", speedup, single, group);
         /* two oversubscribed ranks on however many cores: between nothing and twice one rank's arithmetic (a
            little more only by noise) */
-        double ceiling = bench_num(o, "compute_scaling");
+        double ceiling = bench_num(o, "compute_scaling"), concurrent = bench_num(o, "unet_step_s_concurrent");
         if (!(ceiling > 0.2 && ceiling < 2.5)) fail_msg("compute_scaling %g for 2 ranks", ceiling);
+        /* the ceiling is the single step alone against the same step on both ranks at once */
+        if (!(concurrent > 0) || fabs(ceiling - 2 * single / concurrent) > 1e-4 * ceiling)
+            fail_msg("compute_scaling %g is not 2 x %g / %g", ceiling, single, concurrent);
         /* cfg: the [1, 4, 8, 8] noise prediction once per step, plus, at an 8x8 latent, the halves of the
            convolutions the pair shares (ops_conv_pair.c); tensor: a row-parallel all-reduce per layer, more */
         if (!strcmp(runs[i][0], "cfg") && !(bytes > 4 * 8 * 8 * sizeof(float)))

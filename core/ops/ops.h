@@ -311,15 +311,6 @@ double ops_sgemm_reference_gflops(int size, int reps);
  */
 double ops_gemm_peak_gflops(const ops_ctx *ctx, int reps);
 
-/*
- * GFLOP/s of fused multiply-adds on registers alone (no loads or stores), on
- * ops_get_threads() threads for about `seconds`: the cores' arithmetic rate as
- * the CPU runs it now. bench --tp compares it on every rank at once against
- * one rank alone: the speed-up a group could reach if nothing but arithmetic
- * counted (shared clocks, SMT siblings or a busy host lower it).
- */
-double ops_fma_rate_gflops(double seconds);
-
 /* ---- convolution ------------------------------------------------------ */
 
 /*

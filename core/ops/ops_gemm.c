@@ -423,55 +423,6 @@ static double now_s(void) {
 }
 
 /*
- * One thread's multiply-adds: FMA_CHAINS independent chains x = x * m + c in vector registers (m just below 1:
- * x stays near c / (1 - m), no overflow or subnormals), enough to cover the FMA latency on two pipes. On the Zen 1
- * EPYC 14 chains of 8 lanes ran at 44-45 GFLOP/s, 10 at 23. Returns the FLOPs done.
- */
-#define FMA_CHAINS 14
-static double fma_loop(double seconds) {
-    double flops = 0, t0 = now_s();
-    float s = 0;
-#if defined(__AVX512F__)
-    __m512 x[FMA_CHAINS], m = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-8f);
-    for (int i = 0; i < FMA_CHAINS; i++) x[i] = _mm512_set1_ps(1.0f + (float)i);
-    do {
-        for (int it = 0; it < 100000; it++)
-            for (int i = 0; i < FMA_CHAINS; i++) x[i] = _mm512_fmadd_ps(x[i], m, c);
-        flops += 2.0 * 16 * FMA_CHAINS * 100000;
-    } while (now_s() - t0 < seconds);
-    for (int i = 0; i < FMA_CHAINS; i++) s += _mm512_reduce_add_ps(x[i]);
-#elif defined(__AVX2__) && defined(__FMA__)
-    __m256 x[FMA_CHAINS], m = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-8f);
-    for (int i = 0; i < FMA_CHAINS; i++) x[i] = _mm256_set1_ps(1.0f + (float)i);
-    do {
-        for (int it = 0; it < 100000; it++)
-            for (int i = 0; i < FMA_CHAINS; i++) x[i] = _mm256_fmadd_ps(x[i], m, c);
-        flops += 2.0 * 8 * FMA_CHAINS * 100000;
-    } while (now_s() - t0 < seconds);
-    for (int i = 0; i < FMA_CHAINS; i++) s += _mm256_cvtss_f32(x[i]);
-#else
-    float x[FMA_CHAINS];
-    for (int i = 0; i < FMA_CHAINS; i++) x[i] = 1.0f + (float)i;
-    do {
-        for (int it = 0; it < 100000; it++)
-            for (int i = 0; i < FMA_CHAINS; i++) x[i] = fmaf(x[i], 0.9999999f, 1e-8f);
-        flops += 2.0 * FMA_CHAINS * 100000;
-    } while (now_s() - t0 < seconds);
-    for (int i = 0; i < FMA_CHAINS; i++) s += x[i];
-#endif
-    volatile float keep = s; /* the chains' results are used: they are not optimized away */
-    (void)keep;
-    return flops / (now_s() - t0);
-}
-
-double ops_fma_rate_gflops(double seconds) {
-    double total = 0;
-#pragma omp parallel num_threads(ops_get_threads()) reduction(+ : total)
-    total += fma_loop(seconds);
-    return total / 1e9;
-}
-
-/*
  * Calls OpenBLAS directly, not ops_gemm: it measures OpenBLAS itself (with
  * its own threads), the yardstick `sdrender bench` compares the kernels to.
  */
