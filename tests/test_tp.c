@@ -375,6 +375,194 @@ static void test_conv_pair_gives_each_image_the_batchs_bits(void **state) {
 }
 
 
+/* ---- column- and row-parallel convolutions ---- */
+
+typedef struct split_conv_case {
+    ops_conv_desc d;       /* the whole layer, batch 2 */
+    const float *x, *res;  /* [2, C, H, W], [2, M, oh, ow] or NULL */
+    int row;               /* row-parallel (input channels) instead of column-parallel (output channels) */
+    int batch;             /* the batch this run convolves: 2, or 1 (entry `entry` alone) */
+    int entry;
+    size_t nin, nout;      /* per image */
+    float *got[4];         /* each rank's whole output */
+} split_conv_case;
+
+/* Rank r keeps its slice of the weights (output rows, or input columns copied) and runs the layer. */
+static void split_conv_rank(rank_job *j) {
+    split_conv_case *c = j->user;
+    int r = j->comm.rank, P = j->comm.size;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    ops_conv_desc e = c->d;
+    const sd_tensor *w = e.weight, *b = e.bias;
+    int M = (int)w->shape[0], C = (int)w->shape[1], KK = (int)(w->shape[2] * w->shape[3]), lo, hi;
+    ops_comm_share(&j->comm, c->row ? C : M, &lo, &hi);
+    sd_tensor ws = *w, bs = *b;
+    uint16_t *cols = NULL;
+    if (c->row) { /* [M, hi - lo, k, k]: a copy of the column range */
+        cols = malloc((size_t)M * (hi - lo) * KK * sizeof *cols);
+        for (int m = 0; m < M; m++)
+            memcpy(cols + (size_t)m * (hi - lo) * KK, (const uint16_t *)w->data + ((size_t)m * C + lo) * KK,
+                   (size_t)(hi - lo) * KK * sizeof *cols);
+        ws.shape[1] = hi - lo, ws.data = cols, ws.nbytes = (size_t)M * (hi - lo) * KK * 2;
+    } else { /* rows [lo, hi): views */
+        ws.shape[0] = hi - lo, ws.data = (const uint16_t *)w->data + (size_t)lo * C * KK;
+        ws.nbytes = (size_t)(hi - lo) * C * KK * 2;
+        bs.shape[0] = hi - lo, bs.data = (const float *)b->data + lo, bs.nbytes = (size_t)(hi - lo) * 4;
+    }
+    e.weight = &ws, e.bias = &bs, e.batch = c->batch;
+    const float *x = c->x + (size_t)c->entry * c->nin, *res = c->res ? c->res + (size_t)c->entry * c->nout : NULL;
+    if (e.in_scale) e.in_scale += (size_t)c->entry * C, e.in_shift += (size_t)c->entry * C;
+    c->got[r] = malloc((size_t)c->batch * c->nout * sizeof(float));
+    sd_error err = {0};
+    j->rc = c->row ? ops_conv2d_row_parallel(&j->comm, c->got[r], x, &e, lo, hi - lo, res, &ctx, &err)
+                   : ops_conv2d_col_parallel(&j->comm, c->got[r], x, &e, res, &ctx, &err);
+    snprintf(j->msg, sizeof j->msg, "%s", err.msg);
+    (void)P;
+    free(cols);
+    ops_ctx_free(&ctx);
+}
+
+/*
+ * A layer split over 2 or 4 ranks, against the whole layer on one: column-parallel (output channels,
+ * then an all-gather per image) gives every rank the whole layer's bits; row-parallel (input channels,
+ * then the rank-ordered all-reduce) its sums within float32 rounding, and each image of the batch the
+ * same bits as that image alone (the batch's channel slices are packed into one convolution).
+ */
+static void test_split_convolutions_match_the_whole_layer(void **state) {
+    (void)state;
+    static const int cases[][7] = {
+        /* C, H, W, M, k, fused GroupNorm (scale, shift), residual */
+        {64, 8, 8, 64, 1, 1, 0},   /* proj_in: GroupNorm fused */
+        {64, 8, 8, 64, 1, 0, 1},   /* proj_out: + the block's input */
+        {64, 3, 3, 128, 1, 1, 1},  /* few positions */
+        {32, 12, 12, 128, 3, 1, 1}, /* 3x3, Winograd (32 output channels a rank at least, as it needs) */
+        {128, 4, 4, 64, 3, 0, 0},  /* 3x3, few positions */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int *k = cases[i];
+        int C = k[0], H = k[1], W = k[2], M = k[3], K = k[4];
+        ops_conv_desc d = {.batch = 2, .in_ch = C, .in_h = H, .in_w = W, .out_ch = M, .k_h = K, .k_w = K, .stride = 1,
+                           .pad_t = K / 2, .pad_l = K / 2, .pad_b = K / 2, .pad_r = K / 2};
+        size_t nin = (size_t)C * H * W, nout = (size_t)M * H * W, nw = (size_t)M * C * K * K;
+        uint16_t *wh = malloc(nw * sizeof *wh);
+        float *x = malloc(2 * nin * sizeof(float)), *bias = malloc(M * sizeof(float));
+        float *sc = malloc(4 * (size_t)C * sizeof(float)), *res = malloc(2 * nout * sizeof(float));
+        float *whole = malloc(2 * nout * sizeof(float));
+        for (size_t q = 0; q < nw; q++) wh[q] = sd_dtype_f32_to_f16((float)((q * 7919) % 201) / 1000.0f - 0.1f);
+        for (size_t q = 0; q < 2 * nin; q++) x[q] = (float)((q * 37) % 23) / 11.0f - 1.0f;
+        for (int q = 0; q < M; q++) bias[q] = 0.01f * (float)(q % 7);
+        for (int q = 0; q < 4 * C; q++) sc[q] = 0.5f + 0.01f * (float)(q % 13);
+        for (size_t q = 0; q < 2 * nout; q++) res[q] = (float)(q % 17) / 17.0f;
+        sd_tensor w = {.name = "split.weight", .dtype = SD_F16, .ndim = 4, .shape = {M, C, K, K}, .data = wh,
+                       .nbytes = nw * 2};
+        sd_tensor b = {.name = "split.bias", .dtype = SD_F32, .ndim = 1, .shape = {M}, .data = bias, .nbytes = M * 4u};
+        d.weight = &w, d.bias = &b;
+        if (k[5]) d.in_scale = sc, d.in_shift = sc + 2 * C;
+        ops_conv_desc dw = d;
+        if (k[6]) dw.residual = res;
+        ops_ctx ctx;
+        ops_ctx_init(&ctx, 0);
+        sd_error err = {0};
+        if (ops_conv2d(whole, x, &dw, &ctx, &err) < 0) fail_msg("%s", err.msg);
+        ops_ctx_free(&ctx);
+        for (int P = 2; P <= 4; P += 2) {
+            for (int row = 0; row < 2; row++) {
+                split_conv_case c = {.d = d, .x = x, .res = k[6] ? res : NULL, .row = row, .batch = 2, .nin = nin,
+                                     .nout = nout};
+                rank_job jobs[4];
+                run_ranks(P, split_conv_rank, &c, jobs);
+                float *alone[2] = {0};
+                for (int e = 0; e < 2 && row; e++) { /* each image alone, through the same split */
+                    split_conv_case one = c;
+                    one.batch = 1, one.entry = e;
+                    rank_job jo[4];
+                    run_ranks(P, split_conv_rank, &one, jo);
+                    for (int r = 0; r < P; r++) {
+                        if (jo[r].rc) fail_msg("rank %d: %s", r, jo[r].msg);
+                        if (r == 0) alone[e] = one.got[0];
+                        else free(one.got[r]);
+                    }
+                }
+                for (int r = 0; r < P; r++) {
+                    if (jobs[r].rc) fail_msg("rank %d: %s", r, jobs[r].msg);
+                    if (memcmp(c.got[r], c.got[0], 2 * nout * sizeof(float)))
+                        fail_msg("case %zu, %d ranks, %s: rank %d's output differs from rank 0's", i, P,
+                                 row ? "row" : "column", r);
+                }
+                if (!row && memcmp(c.got[0], whole, 2 * nout * sizeof(float)))
+                    fail_msg("case %zu, %d ranks: the column-parallel layer is not the whole layer's bits", i, P);
+                for (size_t q = 0; row && q < 2 * nout; q++)
+                    if (fabsf(c.got[0][q] - whole[q]) > 1e-5f * (1.0f + fabsf(whole[q])))
+                        fail_msg("case %zu, %d ranks: row-parallel output %zu is %g, the whole layer's %g", i, P, q,
+                                 (double)c.got[0][q], (double)whole[q]);
+                for (int e = 0; e < 2 && row; e++) {
+                    if (memcmp(alone[e], c.got[0] + (size_t)e * nout, nout * sizeof(float)))
+                        fail_msg("case %zu, %d ranks: row-parallel image %d differs alone and in the batch", i, P, e);
+                    free(alone[e]);
+                }
+                for (int r = 0; r < P; r++) free(c.got[r]);
+            }
+        }
+        free(wh), free(x), free(bias), free(sc), free(res), free(whole);
+    }
+}
+
+typedef struct split_linear_case {
+    int M, K, N;
+    const float *x;
+    const sd_tensor *w, *b;
+    float *got[4];
+} split_linear_case;
+
+static void split_linear_rank(rank_job *j) {
+    split_linear_case *c = j->user;
+    int lo, hi;
+    ops_comm_share(&j->comm, c->N, &lo, &hi);
+    sd_tensor ws = *c->w, bs = *c->b; /* rows [lo, hi): views */
+    ws.shape[0] = bs.shape[0] = hi - lo;
+    ws.data = (const uint16_t *)c->w->data + (size_t)lo * c->K, ws.nbytes = (size_t)(hi - lo) * c->K * 2;
+    bs.data = (const float *)c->b->data + lo, bs.nbytes = (size_t)(hi - lo) * 4;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    sd_error err = {0};
+    c->got[j->comm.rank] = malloc((size_t)c->M * c->N * sizeof(float));
+    j->rc = ops_linear_col_parallel(&j->comm, c->got[j->comm.rank], c->x, c->M, c->K, &ws, &bs, c->N, &ctx, &err);
+    snprintf(j->msg, sizeof j->msg, "%s", err.msg);
+    ops_ctx_free(&ctx);
+}
+
+/* A Linear split by output features over 2 and 4 ranks (SD 2.x's proj_in/out) gives every rank the whole layer's bits. */
+static void test_column_parallel_linear_is_the_whole_layer(void **state) {
+    (void)state;
+    const int M = 37, K = 64, N = 96;
+    uint16_t *wh = malloc((size_t)N * K * sizeof *wh);
+    float *x = malloc((size_t)M * K * sizeof(float)), *bias = malloc(N * sizeof(float));
+    float *whole = malloc((size_t)M * N * sizeof(float));
+    for (int q = 0; q < N * K; q++) wh[q] = sd_dtype_f32_to_f16((float)((q * 7919) % 201) / 1000.0f - 0.1f);
+    for (int q = 0; q < M * K; q++) x[q] = (float)((q * 37) % 23) / 11.0f - 1.0f;
+    for (int q = 0; q < N; q++) bias[q] = 0.01f * (float)(q % 7);
+    sd_tensor w = {.name = "lin.weight", .dtype = SD_F16, .ndim = 2, .shape = {N, K}, .data = wh, .nbytes = (size_t)N * K * 2};
+    sd_tensor b = {.name = "lin.bias", .dtype = SD_F32, .ndim = 1, .shape = {N}, .data = bias, .nbytes = N * 4u};
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    sd_error err = {0};
+    if (ops_linear(whole, x, M, K, &w, &b, N, 0, &ctx, &err) < 0) fail_msg("%s", err.msg);
+    ops_ctx_free(&ctx);
+    for (int P = 2; P <= 4; P += 2) {
+        split_linear_case c = {.M = M, .K = K, .N = N, .x = x, .w = &w, .b = &b};
+        rank_job jobs[4];
+        run_ranks(P, split_linear_rank, &c, jobs);
+        for (int r = 0; r < P; r++) {
+            if (jobs[r].rc) fail_msg("rank %d: %s", r, jobs[r].msg);
+            if (memcmp(c.got[r], whole, (size_t)M * N * sizeof(float)))
+                fail_msg("%d ranks: rank %d's column-parallel linear is not the whole layer's bits", P, r);
+            free(c.got[r]);
+        }
+    }
+    free(wh), free(x), free(bias), free(whole);
+}
+
 typedef struct pair_case {
     const char *model, *golden;
     int H, W;
@@ -468,6 +656,8 @@ int main(void) {
         cmocka_unit_test(test_unet_tp2_matches_reference_sd2),
         cmocka_unit_test(test_unet_batch_entries_are_bit_identical_alone),
         cmocka_unit_test(test_conv_pair_gives_each_image_the_batchs_bits),
+        cmocka_unit_test(test_split_convolutions_match_the_whole_layer),
+        cmocka_unit_test(test_column_parallel_linear_is_the_whole_layer),
         cmocka_unit_test(test_unet_cfg_pair_shares_convolutions_with_the_batchs_bits),
         cmocka_unit_test(test_unet_tp_refuses_uneven_split),
     };

@@ -83,8 +83,8 @@ int transformer2d_load(transformer2d_model *t, const sd_weights *w, const char *
 /*
  * Keeps this rank's share (see transformer2d.h): heads [h0, h1) of every attention (q, k, v rows:
  * views; to_out columns: copies) and inner features [i0, i1) of every feed-forward (ff1 rows of both
- * GEGLU halves, ff2 columns: copies). Norms, proj_in/out and the biases of the row-parallel layers
- * stay whole (replicated).
+ * GEGLU halves, ff2 columns: copies) and output channels of proj_in and proj_out (views). Norms and the
+ * biases of the row-parallel layers stay whole (replicated).
  */
 int transformer2d_shard(transformer2d_model *t, const ops_comm *comm, shard_store *store, sd_error *err) {
     if (!ops_comm_active(comm)) return 0;
@@ -110,6 +110,15 @@ int transformer2d_shard(transformer2d_model *t, const ops_comm *comm, shard_stor
             (rc = shard_rows2(store, b->ff1_b, i0, i1, t->inner + i0, t->inner + i1, &b->ff1_b, err)) < 0 ||
             (rc = shard_cols(store, b->ff2_w, i0, i1, &b->ff2_w, err)) < 0)
             break;
+    }
+    if (rc == 0) {
+        int o0, o1;
+        ops_comm_share(comm, t->ch, &o0, &o1);
+        if ((rc = shard_rows(store, t->proj_in_w, o0, o1, &t->proj_in_w, err)) == 0 &&
+            (rc = shard_rows(store, t->proj_in_b, o0, o1, &t->proj_in_b, err)) == 0 &&
+            (rc = shard_rows(store, t->proj_out_w, o0, o1, &t->proj_out_w, err)) == 0 &&
+            (rc = shard_rows(store, t->proj_out_b, o0, o1, &t->proj_out_b, err)) == 0)
+            t->proj_split = 1;
     }
     if (rc == 0) {
         t->heads_local = h1 - h0;
@@ -268,12 +277,16 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
         ops_conv_desc pin = {.batch = B, .in_ch = C, .in_h = H, .in_w = W, .out_ch = C, .k_h = 1, .k_w = 1,
                              .stride = 1, .weight = t->proj_in_w, .bias = t->proj_in_b, .in_scale = sc,
                              .in_shift = shift};
-        if ((rc = ops_conv2d(out, x, &pin, ops, err)) < 0) goto done;
+        rc = t->proj_split ? ops_conv2d_col_parallel(ops->comm, out, x, &pin, NULL, ops, err)
+                           : ops_conv2d(out, x, &pin, ops, err);
+        if (rc < 0) goto done;
         ops_nchw_to_nlc(s.h, out, B, C, HW);
     } else {
         if ((rc = ops_groupnorm(out, x, B, C, HW, t->groups, 1e-6f, t->norm_w, t->norm_b, 0, ops, err)) < 0) goto done;
         ops_nchw_to_nlc(s.n, out, B, C, HW);
-        if ((rc = ops_linear(s.h, s.n, M, C, t->proj_in_w, t->proj_in_b, C, 0, ops, err)) < 0) goto done;
+        rc = t->proj_split ? ops_linear_col_parallel(ops->comm, s.h, s.n, M, C, t->proj_in_w, t->proj_in_b, C, ops, err)
+                           : ops_linear(s.h, s.n, M, C, t->proj_in_w, t->proj_in_b, C, 0, ops, err);
+        if (rc < 0) goto done;
     }
     for (int i = 0; i < t->n_blocks; i++) {
         const transformer2d_block *b = &t->blocks[i];
@@ -288,10 +301,17 @@ int transformer2d_forward(const transformer2d_model *t, float *out, const float 
     if (!t->linear_proj) {
         ops_nlc_to_nchw(s.n, s.h, B, C, HW);
         ops_conv_desc pout = {.batch = B, .in_ch = C, .in_h = H, .in_w = W, .out_ch = C, .k_h = 1, .k_w = 1,
-                              .stride = 1, .weight = t->proj_out_w, .bias = t->proj_out_b, .residual = x};
-        rc = ops_conv2d(out, s.n, &pout, ops, err);
+                              .stride = 1, .weight = t->proj_out_w, .bias = t->proj_out_b};
+        if (t->proj_split) {
+            rc = ops_conv2d_col_parallel(ops->comm, out, s.n, &pout, x, ops, err);
+        } else {
+            pout.residual = x;
+            rc = ops_conv2d(out, s.n, &pout, ops, err);
+        }
     } else {
-        if ((rc = ops_linear(s.n, s.h, M, C, t->proj_out_w, t->proj_out_b, C, 0, ops, err)) < 0) goto done;
+        rc = t->proj_split ? ops_linear_col_parallel(ops->comm, s.n, s.h, M, C, t->proj_out_w, t->proj_out_b, C, ops, err)
+                           : ops_linear(s.n, s.h, M, C, t->proj_out_w, t->proj_out_b, C, 0, ops, err);
+        if (rc < 0) goto done;
         ops_nlc_to_nchw(out, s.n, B, C, HW);
         ops_add(out, out, x, (size_t)M * C);
     }

@@ -77,6 +77,24 @@ int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx
 int ops_conv2d_row_parallel(const ops_comm *c, float *out, const float *x, const ops_conv_desc *d, int c0, int cl,
                             const float *residual, ops_ctx *ctx, sd_error *err);
 
+/*
+ * A column-parallel convolution: d describes the whole layer (d->out_ch output channels), but d->weight
+ * and d->bias are already this rank's output channels [o0, o1) (ops_comm_share of out_ch, which the
+ * size must divide). Each rank convolves all of x into its channels and adds `residual` (may be NULL;
+ * [batch, out_ch, oh, ow]) to them; an all-gather per image then gives every rank the whole output.
+ * The whole layer's bits where a rank's share takes the same route (1x1 convolutions always; Winograd needs
+ * 32 output channels a rank). d->residual, chan_add and accumulate must be unset.
+ */
+int ops_conv2d_col_parallel(const ops_comm *c, float *out, const float *x, const ops_conv_desc *d,
+                            const float *residual, ops_ctx *ctx, sd_error *err);
+/*
+ * A column-parallel Linear: out[M, N] = x[M, K] w^T + b, where w and b are already this rank's output
+ * features [n0, n1) (ops_comm_share of N, which the size must divide); each rank computes its features
+ * for all M rows and an all-gather gives every rank all of them. The whole layer's bits where the GEMM's
+ * outputs do not depend on N (the float32 kernels).
+ */
+int ops_linear_col_parallel(const ops_comm *c, float *out, const float *x, int M, int K, const sd_tensor *w,
+                            const sd_tensor *b, int N, ops_ctx *ctx, sd_error *err);
 /* out[b, c, :] += residual[b, c, :] (when not NULL) + bias[c]; out, residual: [B, C, HW]. */
 int ops_add_bias_residual(float *out, const float *residual, const sd_tensor *bias, int B, int C, size_t HW,
                           ops_ctx *ctx, sd_error *err);
