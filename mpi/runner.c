@@ -126,7 +126,10 @@ static int render_one(worker *w, const sd_job *job, const char *model_sha, const
 /* A leader's job text to its members (NULL: stop), or a member's copy of it (caller frees; NULL: stop). */
 static char *group_share_text(const tp_group *g, const char *text) {
     int n = text ? (int)strlen(text) + 1 : 0;
-    MPI_Bcast(&n, 1, MPI_INT, 0, g->all);
+    /* members wait here while their leader decodes, writes and talks to the master: asleep */
+    MPI_Request req;
+    MPI_Ibcast(&n, 1, MPI_INT, 0, g->all, &req);
+    tp_wait_request(&req);
     if (n == 0) return NULL;
     char *buf = malloc((size_t)n);
     if (!buf) {

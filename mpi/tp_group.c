@@ -20,6 +20,35 @@ static int mpi_allgather(const ops_comm *c, const void *send, void *recv, size_t
     return 0;
 }
 
+/*
+ * Completes req, asleep between tests: Open MPI's blocking calls poll, and a polling rank slows the one
+ * that works (on a 2-core Zen 1 VM rank 0's single U-Net step took 11% longer while rank 1 polled in
+ * MPI_Barrier; sleeping 1 ms between tests still cost 8%). The sleep doubles from 0.1 ms to 64 ms, so a
+ * long wait wakes the core rarely and a short one ends soon.
+ */
+void tp_wait_request(MPI_Request *req) {
+    for (long ns = 100000L;; ns = ns < 64000000L ? 2 * ns : ns) {
+        int done = 0;
+        MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (done) return;
+        struct timespec ts = {0, ns};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* ops_comm's all-gather for long waits: the nonblocking collective, asleep until it completes. */
+static int mpi_allgather_idle(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    MPI_Comm comm = *(const MPI_Comm *)c->impl;
+    if (bytes > INT_MAX)
+        return sd_err(err, SD_EINTERNAL, "all-gather of %zu bytes: more than one MPI message holds", bytes);
+    const void *s = (const char *)recv + (size_t)c->rank * bytes == send ? MPI_IN_PLACE : send;
+    MPI_Request req;
+    if (MPI_Iallgather(s, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm, &req) != MPI_SUCCESS)
+        return sd_err(err, SD_EIO, "MPI_Iallgather of %zu bytes failed", bytes);
+    tp_wait_request(&req);
+    return 0;
+}
+
 /* ops_comm's all-to-all on the MPI_Comm in c->impl. */
 static int mpi_alltoall(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
     MPI_Comm comm = *(const MPI_Comm *)c->impl;
@@ -45,7 +74,7 @@ static void comm_fill(ops_comm *oc, MPI_Comm *comm, ops_comm_stats *stats) {
     MPI_Comm_rank(*comm, &r);
     MPI_Comm_size(*comm, &n);
     *oc = (ops_comm){.rank = r, .size = n, .impl = comm, .stats = stats, .allgather = mpi_allgather,
-                     .alltoall = mpi_alltoall, .abort = mpi_abort};
+                     .allgather_idle = mpi_allgather_idle, .alltoall = mpi_alltoall, .abort = mpi_abort};
 }
 
 int tp_group_make(tp_group *g, MPI_Comm all, sd_parallel strategy, sd_error *err) {
@@ -117,22 +146,10 @@ const sd_group *sd_tp_group(const sd_tp_world *w) { return &w->grp.g; }
 ops_comm_stats *sd_tp_stats(sd_tp_world *w) { return &w->grp.stats; }
 void sd_tp_barrier(const sd_tp_world *w) { MPI_Barrier(w->grp.all); }
 
-/*
- * A barrier that sleeps between tests instead of polling: Open MPI's MPI_Barrier spins, and a
- * spinning rank slows the one that works (on a 2-core Zen 1 VM rank 0's single U-Net step took 11%
- * longer while rank 1 spun in MPI_Barrier). The sleep doubles from 1 ms to 64 ms, so that a long
- * wait wakes the core rarely and a short one ends soon.
- */
 void sd_tp_wait(const sd_tp_world *w) {
     MPI_Request req;
     MPI_Ibarrier(w->grp.all, &req);
-    for (long ns = 1000000L;; ns = ns < 64000000L ? 2 * ns : ns) {
-        int done = 0;
-        MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-        if (done) return;
-        struct timespec ts = {0, ns};
-        nanosleep(&ts, NULL);
-    }
+    tp_wait_request(&req);
 }
 
 double sd_tp_max(const sd_tp_world *w, double v) {

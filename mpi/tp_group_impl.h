@@ -17,5 +17,7 @@ typedef struct tp_group {
 /* Builds g over `all` (duplicated; the caller keeps its own) for a resolved strategy. Collective over all. */
 int tp_group_make(tp_group *g, MPI_Comm all, sd_parallel strategy, sd_error *err);
 void tp_group_free(tp_group *g);
+/* Completes a nonblocking MPI call's request, asleep between tests (for waits that may last seconds). */
+void tp_wait_request(MPI_Request *req);
 
 #endif

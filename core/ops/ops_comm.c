@@ -10,19 +10,30 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int ops_comm_allgather(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+/* fn (c->allgather or c->allgather_idle), timed and counted. */
+static int comm_allgather(const ops_comm *c,
+                          int (*fn)(const ops_comm *, const void *, void *, size_t, sd_error *),
+                          const void *send, void *recv, size_t bytes, sd_error *err) {
     if (!ops_comm_active(c)) {
         if (recv != send) memcpy(recv, send, bytes);
         return 0;
     }
     double t0 = now_s();
-    int rc = c->allgather(c, send, recv, bytes, err);
+    int rc = fn(c, send, recv, bytes, err);
     if (c->stats) {
         c->stats->seconds += now_s() - t0;
         c->stats->bytes_sent += (uint64_t)bytes * (uint64_t)(c->size - 1);
         c->stats->calls++;
     }
     return rc;
+}
+
+int ops_comm_allgather(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    return comm_allgather(c, c ? c->allgather : NULL, send, recv, bytes, err);
+}
+
+int ops_comm_allgather_idle(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    return comm_allgather(c, c && c->allgather_idle ? c->allgather_idle : c ? c->allgather : NULL, send, recv, bytes, err);
 }
 
 /* c->alltoall, timed and counted like the all-gather. */

@@ -42,6 +42,12 @@ typedef struct ops_comm {
      */
     int (*allgather)(const struct ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
     /*
+     * Optional: the same, for waits that may last seconds (a group agreeing while its leader decodes
+     * or writes): sleeps while it waits instead of polling, so that a waiting rank does not slow a
+     * working one that shares its core's resources. NULL: allgather.
+     */
+    int (*allgather_idle)(const struct ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
+    /*
      * Optional: recv[r * bytes ..] = rank r's send[rank * bytes ..] for every r (send and recv hold
      * size * bytes). Collective. NULL: the all-reduce all-gathers whole buffers.
      */
@@ -59,6 +65,8 @@ static inline int ops_comm_active(const struct ops_comm *c) { return c && c->siz
 
 /* The callback, timed and counted in c->stats. */
 int ops_comm_allgather(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
+/* The same through c->allgather_idle where there is one (see above). */
+int ops_comm_allgather_idle(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
 
 /*
  * buf[n] = sum over ranks of every rank's buf[n], added in rank order (see

@@ -48,7 +48,7 @@ int sd_group_agree(const sd_group *g, int rc, sd_error *err) {
     agree_msg *all = calloc((size_t)g->all->size, sizeof *all);
     if (!all) return sd_err(err, SD_ENOMEM, "out of memory agreeing with the group");
     sd_error cerr = {0};
-    int crc = ops_comm_allgather(g->all, &mine, all, sizeof mine, &cerr);
+    int crc = ops_comm_allgather_idle(g->all, &mine, all, sizeof mine, &cerr); /* members may wait out a decode */
     int out = 0;
     if (crc < 0) {
         out = sd_err(err, crc, "%s", cerr.msg);
