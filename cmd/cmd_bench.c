@@ -574,23 +574,29 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
  * returned in *step_s. K x rank 0's step alone over it is the speed-up K independent ranks would get, which
  * no split of one image can beat: cores that share caches, memory, clocks or a host slow down together (on
  * a 2-core Zen 1 VM every kernel of the U-Net ran 10-12% slower with both cores busy, while a register-only
- * FMA loop lost 2-5%, so only the real work measures it). Collective.
+ * FMA loop lost 2-5%, so only the real work measures it). have: the group's nets when they hold the whole
+ * U-Net (cfg; latent have_h x have_w), else each rank opens its own. Collective.
  */
-static int bench_concurrent(const bench_args *a, sd_tp_world *world, double *step_s, sd_error *err) {
+static int bench_concurrent(const bench_args *a, sd_tp_world *world, bench_nets *have, int have_h, int have_w,
+                            double *step_s, sd_error *err) {
     const sd_group *g = sd_tp_group(world);
-    bench_nets b;
+    bench_nets own, *b = have ? have : &own; /* have: the group's U-Net, whole on every rank (cfg) */
     bench_result r = {0};
-    int h, w;
-    int rc = bench_open(a, &b, 1, &h, &w, err);
-    if (rc == 0 && a->prec == 1 && cli_bf16_usable()) nets_set_precision(&b, OPS_PRECISION_BF16);
+    int h, w, rc = 0;
+    if (have) {
+        h = have_h, w = have_w;
+    } else {
+        rc = bench_open(a, &own, 1, &h, &w, err);
+        if (rc == 0 && a->prec == 1 && cli_bf16_usable()) nets_set_precision(&own, OPS_PRECISION_BF16);
+    }
     rc = sd_group_agree(g, rc, err);
     if (rc == 0) {
         sd_tp_barrier(world);
-        rc = time_unet(&b, NULL, h, w, a->steps, &r, err);
+        rc = time_unet(b, NULL, h, w, a->steps, &r, err);
         rc = sd_group_agree(g, rc, err);
     }
     *step_s = sd_tp_max(world, r.unet_step_s);
-    nets_free(&b);
+    if (!have) nets_free(&own);
     return rc;
 }
 
@@ -630,8 +636,11 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
     tp.comm_s = sd_tp_max(world, gr.comm_s);
     tp.comm_bytes = sd_tp_max(world, gr.comm_bytes);
     tp.peak_rss_mb = sd_tp_max(world, peak_rss_mb());
-    nets_free(&b);
-    if (rc == 0) rc = bench_concurrent(a, world, &tp.concurrent_step_s, &err);
+    /* cfg: every rank holds the whole U-Net already; tensor: its shards, so the single step opens it again */
+    int whole = rc == 0 && !ops_comm_active(b.unet.ops.comm);
+    if (!whole) nets_free(&b);
+    if (rc == 0) rc = bench_concurrent(a, world, whole ? &b : NULL, h, w, &tp.concurrent_step_s, &err);
+    if (whole) nets_free(&b);
     if (rc < 0) return g->rank == 0 ? cli_fail(&err) : sd_err_exit_code(rc);
     int code = 0;
     if (g->rank == 0) code = bench_single(a, &tp);
