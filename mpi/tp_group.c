@@ -9,17 +9,6 @@
 
 #include "tp_group_impl.h"
 
-/* ops_comm's all-gather on the MPI_Comm in c->impl. */
-static int mpi_allgather(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
-    MPI_Comm comm = *(const MPI_Comm *)c->impl;
-    if (bytes > INT_MAX)
-        return sd_err(err, SD_EINTERNAL, "all-gather of %zu bytes: more than one MPI message holds", bytes);
-    const void *s = (const char *)recv + (size_t)c->rank * bytes == send ? MPI_IN_PLACE : send;
-    if (MPI_Allgather(s, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm) != MPI_SUCCESS)
-        return sd_err(err, SD_EIO, "MPI_Allgather of %zu bytes failed", bytes);
-    return 0;
-}
-
 /*
  * Completes req, asleep between tests: Open MPI's blocking calls poll, and a polling rank slows the one
  * that works (on a 2-core Zen 1 VM rank 0's single U-Net step took 11% longer while rank 1 polled in
@@ -36,17 +25,29 @@ void tp_wait_request(MPI_Request *req) {
     }
 }
 
-/* ops_comm's all-gather for long waits: the nonblocking collective, asleep until it completes. */
-static int mpi_allgather_idle(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+/*
+ * The all-gather on the MPI_Comm in c->impl: blocking (polls: for the short waits inside a U-Net pass),
+ * or, idle, the nonblocking collective completed asleep (for waits that may last seconds).
+ */
+static int allgather_on(const ops_comm *c, const void *send, void *recv, size_t bytes, int idle, sd_error *err) {
     MPI_Comm comm = *(const MPI_Comm *)c->impl;
     if (bytes > INT_MAX)
         return sd_err(err, SD_EINTERNAL, "all-gather of %zu bytes: more than one MPI message holds", bytes);
     const void *s = (const char *)recv + (size_t)c->rank * bytes == send ? MPI_IN_PLACE : send;
     MPI_Request req;
-    if (MPI_Iallgather(s, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm, &req) != MPI_SUCCESS)
-        return sd_err(err, SD_EIO, "MPI_Iallgather of %zu bytes failed", bytes);
-    tp_wait_request(&req);
+    int rc = idle ? MPI_Iallgather(s, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm, &req)
+                  : MPI_Allgather(s, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm);
+    if (rc != MPI_SUCCESS) return sd_err(err, SD_EIO, "MPI all-gather of %zu bytes failed", bytes);
+    if (idle) tp_wait_request(&req);
     return 0;
+}
+
+static int mpi_allgather(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    return allgather_on(c, send, recv, bytes, 0, err);
+}
+
+static int mpi_allgather_idle(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
+    return allgather_on(c, send, recv, bytes, 1, err);
 }
 
 /* ops_comm's all-to-all on the MPI_Comm in c->impl. */
