@@ -210,7 +210,9 @@ done:
 typedef struct bench_tp {
     int tp;
     const char *parallel;
+    const char *transport; /* of the tensor-parallel all-reduce */
     double step_s, comm_s, comm_bytes, peak_rss_mb; /* max over the ranks */
+    double comm_s_min; /* the rank that spent least in collectives: about the transfer alone, the others also waited */
     double concurrent_step_s; /* the slowest rank's single-rank step while all K ran one at once (bench_concurrent) */
 } bench_tp;
 
@@ -390,6 +392,8 @@ static int write_json(const char *path, const char *arch, const bench_result *r,
         json_object_set_new(o, "unet_step_s_concurrent", json_real(tp->concurrent_step_s));
         json_object_set_new(o, "compute_scaling", json_real(tp->tp * r->unet_step_s / tp->concurrent_step_s));
         json_object_set_new(o, "comm_s_per_step", json_real(tp->comm_s));
+        json_object_set_new(o, "comm_s_per_step_min", json_real(tp->comm_s_min));
+        json_object_set_new(o, "allreduce_transport", json_string(tp->transport));
         json_object_set_new(o, "comm_bytes_per_step", json_real(tp->comm_bytes));
         json_object_set_new(o, "peak_rss_mb_single", json_real(r->peak_rss_mb));
     }
@@ -553,9 +557,10 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
         const bench_result *alone = prec == 1 ? &rb : &r; /* the single run in the group's precision */
         double speedup = alone->unet_step_s / tp->step_s;
         printf("  group of %d ranks (%s-parallel, %s): U-Net step %.3f s vs %.3f s alone: %.2fx; communication "
-               "%.3f s and %.1f MB sent per step (largest rank); peak RSS %.0f MB (largest rank)\n",
+               "%.3f s (largest rank; %.3f s the least) and %.1f MB sent per step (largest rank); peak RSS %.0f MB "
+               "(largest rank); all-reduce through %s\n",
                tp->tp, tp->parallel, prec == 1 ? "bf16" : "fp32", tp->step_s, alone->unet_step_s, speedup,
-               tp->comm_s, tp->comm_bytes / 1e6, tp->peak_rss_mb);
+               tp->comm_s, tp->comm_s_min, tp->comm_bytes / 1e6, tp->peak_rss_mb, tp->transport);
         double scaling = tp->tp * alone->unet_step_s / tp->concurrent_step_s;
         printf("  %d ranks each running that single step at once: %.3f s (slowest), so %d cores allow %.2fx; the "
                "group reached %.0f%% of that\n",
@@ -631,9 +636,11 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
         ops_profile_enable(0);
         rc = sd_group_agree(g, rc, &err);
     }
-    bench_tp tp = {.tp = g->size, .parallel = sd_parallel_name(g->strategy)};
+    bench_tp tp = {.tp = g->size, .parallel = sd_parallel_name(g->strategy),
+                   .transport = ops_comm_active(g->tp) && g->tp->transport ? g->tp->transport : "none (no layer split)"};
     tp.step_s = sd_tp_max(world, gr.unet_step_s);
     tp.comm_s = sd_tp_max(world, gr.comm_s);
+    tp.comm_s_min = sd_tp_min(world, gr.comm_s);
     tp.comm_bytes = sd_tp_max(world, gr.comm_bytes);
     tp.peak_rss_mb = sd_tp_max(world, peak_rss_mb());
     /* cfg: every rank holds the whole U-Net already; tensor: its shards, so the single step opens it again */

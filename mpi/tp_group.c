@@ -30,7 +30,7 @@ void tp_wait_request(MPI_Request *req) {
  * or, idle, the nonblocking collective completed asleep (for waits that may last seconds).
  */
 static int allgather_on(const ops_comm *c, const void *send, void *recv, size_t bytes, int idle, sd_error *err) {
-    MPI_Comm comm = *(const MPI_Comm *)c->impl;
+    MPI_Comm comm = ((const tp_comm *)c->impl)->comm;
     if (bytes > INT_MAX)
         return sd_err(err, SD_EINTERNAL, "all-gather of %zu bytes: more than one MPI message holds", bytes);
     const void *s = (const char *)recv + (size_t)c->rank * bytes == send ? MPI_IN_PLACE : send;
@@ -52,7 +52,7 @@ static int mpi_allgather_idle(const ops_comm *c, const void *send, void *recv, s
 
 /* ops_comm's all-to-all on the MPI_Comm in c->impl. */
 static int mpi_alltoall(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
-    MPI_Comm comm = *(const MPI_Comm *)c->impl;
+    MPI_Comm comm = ((const tp_comm *)c->impl)->comm;
     if (bytes > INT_MAX)
         return sd_err(err, SD_EINTERNAL, "all-to-all of %zu bytes: more than one MPI message holds", bytes);
     if (MPI_Alltoall(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm) != MPI_SUCCESS)
@@ -67,15 +67,22 @@ static int mpi_alltoall(const ops_comm *c, const void *send, void *recv, size_t 
 static void mpi_abort(const ops_comm *c, const char *why) {
     fprintf(stderr, "sdrender: %s; ending the MPI job (the next run resumes its job table)\n", why);
     fflush(stderr);
-    MPI_Abort(*(const MPI_Comm *)c->impl, 1);
+    MPI_Abort(((const tp_comm *)c->impl)->comm, 1);
 }
 
-static void comm_fill(ops_comm *oc, MPI_Comm *comm, ops_comm_stats *stats) {
+/* oc over comm; shared: its all-reduce may go through node-shared memory (collective over comm). */
+static void comm_fill(ops_comm *oc, tp_comm *tc, MPI_Comm comm, int shared, ops_comm_stats *stats) {
     int r = 0, n = 1;
-    MPI_Comm_rank(*comm, &r);
-    MPI_Comm_size(*comm, &n);
-    *oc = (ops_comm){.rank = r, .size = n, .impl = comm, .stats = stats, .allgather = mpi_allgather,
-                     .allgather_idle = mpi_allgather_idle, .alltoall = mpi_alltoall, .abort = mpi_abort};
+    MPI_Comm_rank(comm, &r);
+    MPI_Comm_size(comm, &n);
+    tc->comm = comm;
+    tc->shm = (tp_shm){0};
+    if (shared) tp_shm_init(&tc->shm, comm);
+    *oc = (ops_comm){.rank = r, .size = n, .impl = tc, .stats = stats,
+                     .allgather = tc->shm.on ? tp_shm_allgather : mpi_allgather,
+                     .allgather_idle = mpi_allgather_idle, .alltoall = mpi_alltoall,
+                     .allreduce_sum = tc->shm.on ? tp_shm_allreduce_sum : NULL, .abort = mpi_abort,
+                     .transport = tc->shm.on ? "node-shared memory (one node)" : "MPI messages"};
 }
 
 int tp_group_make(tp_group *g, MPI_Comm all, sd_parallel strategy, sd_error *err) {
@@ -93,9 +100,11 @@ int tp_group_make(tp_group *g, MPI_Comm all, sd_parallel strategy, sd_error *err
     g->g.cfg_index = r / half;
     MPI_Comm_split(g->all, g->g.cfg_index, r, &g->tp);
     if (strategy == SD_PARALLEL_CFG) MPI_Comm_split(g->all, r % half, r, &g->cfg);
-    comm_fill(&g->c_all, &g->all, &g->stats);
-    comm_fill(&g->c_tp, &g->tp, &g->stats);
-    if (g->cfg != MPI_COMM_NULL) comm_fill(&g->c_cfg, &g->cfg, &g->stats);
+    /* the U-Net's exchanges (tp: the split layers; cfg: the halves' swap and the pair's convolutions) may go
+       through node-shared memory; the group's agreements stay on MPI (they wait asleep) */
+    comm_fill(&g->c_all, &g->x_all, g->all, 0, &g->stats);
+    comm_fill(&g->c_tp, &g->x_tp, g->tp, 1, &g->stats);
+    if (g->cfg != MPI_COMM_NULL) comm_fill(&g->c_cfg, &g->x_cfg, g->cfg, 1, &g->stats);
     g->g.rank = r;
     g->g.size = K;
     g->g.strategy = strategy == SD_PARALLEL_AUTO ? SD_PARALLEL_TENSOR : strategy;
@@ -106,6 +115,8 @@ int tp_group_make(tp_group *g, MPI_Comm all, sd_parallel strategy, sd_error *err
 }
 
 void tp_group_free(tp_group *g) {
+    tp_shm_free(&g->x_tp.shm);
+    tp_shm_free(&g->x_cfg.shm);
     if (g->cfg != MPI_COMM_NULL) MPI_Comm_free(&g->cfg);
     if (g->tp != MPI_COMM_NULL) MPI_Comm_free(&g->tp);
     if (g->all != MPI_COMM_NULL) MPI_Comm_free(&g->all);
@@ -153,11 +164,15 @@ void sd_tp_wait(const sd_tp_world *w) {
     tp_wait_request(&req);
 }
 
-double sd_tp_max(const sd_tp_world *w, double v) {
+static double allreduce_double(const sd_tp_world *w, double v, MPI_Op op) {
     double out = v;
-    MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, w->grp.all);
+    MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, op, w->grp.all);
     return out;
 }
+
+double sd_tp_max(const sd_tp_world *w, double v) { return allreduce_double(w, v, MPI_MAX); }
+
+double sd_tp_min(const sd_tp_world *w, double v) { return allreduce_double(w, v, MPI_MIN); }
 
 void sd_tp_end(sd_tp_world *w) {
     if (w) {

@@ -38,6 +38,8 @@ void sd_tp_barrier(const sd_tp_world *w);
 void sd_tp_wait(const sd_tp_world *w);
 /* Collective: the largest v over the ranks, on every rank. */
 double sd_tp_max(const sd_tp_world *w, double v);
+/* Collective: the smallest v over the ranks, on every rank. */
+double sd_tp_min(const sd_tp_world *w, double v);
 /* Frees the group; MPI_Finalize. */
 void sd_tp_end(sd_tp_world *w);
 

@@ -157,6 +157,16 @@ static void test_bench_tp_reports_the_group_against_one_rank(void **state) {
         double speedup = bench_num(o, "speedup"), bytes = bench_num(o, "comm_bytes_per_step");
         if (!(group > 0 && single > 0 && bench_num(o, "comm_s_per_step") >= 0 && bench_num(o, "peak_rss_mb") > 0))
             fail_msg("bench --tp %s %s: a time or size is not positive", runs[i][0], runs[i][1]);
+        /* ranks on one node all-reduce through shared memory; cfg with 2 ranks splits no layer */
+        const char *transport = json_string_value(json_object_get(o, "allreduce_transport"));
+        const char *want = !strcmp(runs[i][0], "cfg") ? "none (no layer split)" : "node-shared memory (one node)";
+        if (!transport || strcmp(transport, want))
+            fail_msg("bench --tp %s: allreduce_transport '%s', expected '%s'", runs[i][0], transport ? transport : "(none)", want);
+        /* the rank that spent least in collectives, against the one that spent most */
+        double comm_min = bench_num(o, "comm_s_per_step_min");
+        if (!(comm_min >= 0 && comm_min <= bench_num(o, "comm_s_per_step")))
+            fail_msg("comm_s_per_step_min %g is not between 0 and comm_s_per_step %g", comm_min,
+                     bench_num(o, "comm_s_per_step"));
         /* (the JSON keeps 6 significant digits) */
         if (fabs(speedup - single / group) > 1e-4 * speedup) fail_msg("speedup %g is not %g / %g", speedup, single, group);
         /* two oversubscribed ranks on however many cores: between nothing and twice one rank's arithmetic (a

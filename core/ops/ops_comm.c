@@ -1,13 +1,18 @@
 /* ops_comm.c - timed all-gather and the rank-ordered all-reduce (see ops_comm.h). */
 #include "ops_comm.h"
+#include "ops_prof.h"
 
 #include <string.h>
-#include <time.h>
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+/* One collective that began at t0 and sent `bytes` to each partner, into c->stats and the profile. */
+static void comm_count(const ops_comm *c, size_t bytes, double t0) {
+    double t = prof_now() - t0;
+    if (c->stats) {
+        c->stats->seconds += t;
+        c->stats->bytes_sent += (uint64_t)bytes * (uint64_t)(c->size - 1);
+        c->stats->calls++;
+    }
+    if (ops_prof_on > 0) prof_add(PROF_COMM, t, 0);
 }
 
 /* fn (c->allgather or c->allgather_idle), timed and counted. */
@@ -18,13 +23,9 @@ static int comm_allgather(const ops_comm *c,
         if (recv != send) memcpy(recv, send, bytes);
         return 0;
     }
-    double t0 = now_s();
+    double t0 = prof_now();
     int rc = fn(c, send, recv, bytes, err);
-    if (c->stats) {
-        c->stats->seconds += now_s() - t0;
-        c->stats->bytes_sent += (uint64_t)bytes * (uint64_t)(c->size - 1);
-        c->stats->calls++;
-    }
+    comm_count(c, bytes, t0);
     return rc;
 }
 
@@ -38,13 +39,9 @@ int ops_comm_allgather_idle(const ops_comm *c, const void *send, void *recv, siz
 
 /* c->alltoall, timed and counted like the all-gather. */
 static int comm_alltoall(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err) {
-    double t0 = now_s();
+    double t0 = prof_now();
     int rc = c->alltoall(c, send, recv, bytes, err);
-    if (c->stats) {
-        c->stats->seconds += now_s() - t0;
-        c->stats->bytes_sent += (uint64_t)bytes * (uint64_t)(c->size - 1);
-        c->stats->calls++;
-    }
+    comm_count(c, bytes, t0);
     return rc;
 }
 
@@ -67,12 +64,14 @@ static int allreduce_alltoall(const ops_comm *c, float *buf, size_t n, ops_ctx *
     }
     if (rc == 0) {
         float *mine = sums + (size_t)c->rank * m;
+        double t0 = prof_begin();
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads())
         for (size_t i = 0; i < m; i++) {
             float s = recv[i];
             for (int r = 1; r < P; r++) s += recv[(size_t)r * m + i];
             mine[i] = s;
         }
+        prof_end(PROF_ELTWISE, t0, 0);
         rc = ops_comm_allgather(c, mine, sums, m * sizeof(float), err);
     }
     if (rc == 0) memcpy(buf, sums, n * sizeof(float));
@@ -82,18 +81,27 @@ static int allreduce_alltoall(const ops_comm *c, float *buf, size_t n, ops_ctx *
 
 int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx, sd_error *err) {
     if (!ops_comm_active(c) || n == 0) return 0;
+    if (c->allreduce_sum) {
+        /* counted as the all-to-all way's volume: 2 n / size floats to each partner */
+        double t0 = prof_now();
+        int rc = c->allreduce_sum(c, buf, n, err);
+        comm_count(c, 2 * n * sizeof(float) / (size_t)c->size, t0);
+        return rc;
+    }
     if (c->alltoall && c->size > 2) return allreduce_alltoall(c, buf, n, ctx, err);
     ops_mark mark = ops_arena_mark(&ctx->scratch);
     float *all = ops_arena_floats(&ctx->scratch, n * (size_t)c->size, err);
     int rc = all ? ops_comm_allgather(c, buf, all, n * sizeof(float), err) : (err ? err->code : SD_ENOMEM);
     if (rc == 0) {
         const int P = c->size;
+        double t0 = prof_begin();
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads())
         for (size_t i = 0; i < n; i++) {
             float s = all[i];
             for (int r = 1; r < P; r++) s += all[(size_t)r * n + i];
             buf[i] = s;
         }
+        prof_end(PROF_ELTWISE, t0, 0);
     }
     ops_arena_release(&ctx->scratch, mark);
     return rc;
@@ -107,6 +115,7 @@ int ops_add_bias_residual(float *out, const float *residual, const sd_tensor *bi
         ops_arena_release(&ctx->scratch, mark);
         return err ? err->code : SD_ENOMEM;
     }
+    double t0 = prof_begin();
 #pragma omp parallel for schedule(static) num_threads(ops_get_threads())
     for (int bc = 0; bc < B * C; bc++) {
         float *o = out + (size_t)bc * HW;
@@ -117,6 +126,7 @@ int ops_add_bias_residual(float *out, const float *residual, const sd_tensor *bi
         else
             for (size_t i = 0; i < HW; i++) o[i] += bv;
     }
+    prof_end(PROF_ELTWISE, t0, 0);
     ops_arena_release(&ctx->scratch, mark);
     return 0;
 }

@@ -35,6 +35,7 @@ typedef struct ops_comm_stats {
 typedef struct ops_comm {
     int rank, size;
     void *impl;          /* the implementation's own data (an MPI communicator) */
+    const char *transport; /* how the all-reduce travels, in words (bench prints it); may be NULL */
     ops_comm_stats *stats; /* may be NULL; updated by ops_comm_allgather */
     /*
      * recv[size * bytes] = every rank's `bytes` bytes of send, in rank order
@@ -52,6 +53,12 @@ typedef struct ops_comm {
      * size * bytes). Collective. NULL: the all-reduce all-gathers whole buffers.
      */
     int (*alltoall)(const struct ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
+    /*
+     * Optional: buf[n] = the sum of every rank's buf with each element added in rank order (the same bits
+     * as the two ways above), by whatever transport the implementation has (mpi/tp_shm.c: memory the
+     * ranks of one node share). Collective. NULL: ops_comm_allreduce_sum uses the all-gather or all-to-all.
+     */
+    int (*allreduce_sum)(const struct ops_comm *c, float *buf, size_t n, sd_error *err);
     /*
      * Optional: prints `why` and ends every process of the job, for a rank that failed in the middle of
      * a shared computation: its partners wait in a collective it will never join, and nothing else

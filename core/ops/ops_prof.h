@@ -22,6 +22,7 @@ enum {
     PROF_LAYERNORM,
     PROF_ELTWISE,    /* activations, softmax, adds */
     PROF_LAYOUT,     /* transposes, concatenation, upsampling */
+    PROF_COMM,       /* inside a tensor-parallel group's collectives: transfer and waiting for partners */
     PROF_KINDS
 };
 

@@ -8,7 +8,7 @@
 
 static const char *kind_names[PROF_KINDS] = {
     "linear", "matmul", "conv (kxk)", "conv (1x1)", "  weight widening", "attention",
-    "groupnorm", "layernorm", "element-wise", "layout",
+    "groupnorm", "layernorm", "element-wise", "layout", "communication",
 };
 
 static struct {
