@@ -40,7 +40,7 @@ void tp_wait_request(MPI_Request *req);
 int tp_shm_init(tp_shm *s, MPI_Comm comm);
 void tp_shm_free(tp_shm *s);
 /* ops_comm's allreduce_sum through the shared window (c->impl: a tp_comm whose shm is on). Collective. */
-int tp_shm_allreduce_sum(const ops_comm *c, float *buf, size_t n, sd_error *err);
+int tp_shm_allreduce_sum(const ops_comm *c, float *buf, size_t n, const ops_reduce_epi *e, sd_error *err);
 /* ops_comm's allgather through the shared window (as ops_comm.h says; the same bytes as MPI's). Collective. */
 int tp_shm_allgather(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
 

@@ -10,8 +10,8 @@
  *
  *   1. each rank copies its partial buf into its own segment;            (barrier)
  *   2. rank r adds slice r of the n elements over all segments, in rank order 0, 1, ..., P-1,
- *      into its result slice;                                            (barrier)
- *   3. every rank copies the P result slices into its buf.
+ *      and finishes them (the layer's bias and residual, ops_reduce_epi) into its result slice;   (barrier)
+ *   3. every rank copies the P result slices into its output.
  *
  * Each element is the same chain of additions as in the all-gather and all-to-all ways (ops_comm.h), so
  * the bits do not change with the transport. No third barrier is needed: a rank writes its segment again
@@ -105,7 +105,7 @@ static int shm_reserve(tp_shm *s, MPI_Comm comm, size_t n, sd_error *err) {
     return rc < 0 ? rc : sd_err(err, SD_ENOMEM, "another rank of the group ran out of shared memory");
 }
 
-int tp_shm_allreduce_sum(const ops_comm *c, float *buf, size_t n, sd_error *err) {
+int tp_shm_allreduce_sum(const ops_comm *c, float *buf, size_t n, const ops_reduce_epi *e, sd_error *err) {
     tp_comm *tc = c->impl;
     tp_shm *s = &tc->shm;
     const int P = c->size, me = c->rank;
@@ -114,22 +114,14 @@ int tp_shm_allreduce_sum(const ops_comm *c, float *buf, size_t n, sd_error *err)
     memcpy(s->seg[me], buf, n * sizeof(float));
     shm_sync(s, tc->comm);
     size_t i0 = n * (size_t)me / (size_t)P, i1 = n * (size_t)(me + 1) / (size_t)P;
-    float *res = s->seg[me] + s->cap;
-    /* res = p0 + p1 + ... in rank order, element by element (blocks keep res in L1 across the ranks) */
-#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
-    for (size_t b0 = i0; b0 < i1; b0 += 2048) {
-        size_t b1 = b0 + 2048 < i1 ? b0 + 2048 : i1;
-        float *o = res + (b0 - i0);
-        memcpy(o, s->seg[0] + b0, (b1 - b0) * sizeof(float));
-        for (int r = 1; r < P; r++) {
-            const float *p = s->seg[r] + b0;
-            for (size_t j = 0; j < b1 - b0; j++) o[j] += p[j];
-        }
-    }
+    const float *parts[P];
+    for (int r = 0; r < P; r++) parts[r] = s->seg[r] + i0;
+    ops_comm_sum_ranks(s->seg[me] + s->cap, parts, P, i0, i1 - i0, e); /* this rank's slice, finished */
     shm_sync(s, tc->comm);
+    float *out = e ? e->out : buf;
     for (int r = 0; r < P; r++) {
         size_t a = n * (size_t)r / (size_t)P, b = n * (size_t)(r + 1) / (size_t)P;
-        memcpy(buf + a, s->seg[r] + s->cap, (b - a) * sizeof(float));
+        memcpy(out + a, s->seg[r] + s->cap, (b - a) * sizeof(float));
     }
     return 0;
 }

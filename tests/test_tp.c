@@ -99,7 +99,7 @@ static void ar_rank(rank_job *j) {
     float *buf = c->out[j->comm.rank];
     memcpy(buf, c->in[j->comm.rank], sizeof(float) * AR_N);
     sd_error err = {0};
-    j->rc = ops_comm_allreduce_sum(&j->comm, buf, AR_N, &ctx, &err);
+    j->rc = ops_comm_allreduce_sum(&j->comm, buf, AR_N, NULL, &ctx, &err);
     ops_ctx_free(&ctx);
 }
 
@@ -136,6 +136,85 @@ static void test_allreduce_adds_in_rank_order_on_every_rank(void **state) {
         }
         use_alltoall = 0;
     }
+}
+
+/* ---- the all-reduce's epilogue: bias and residual once, in the one-rank layer's order ---- */
+
+#define EP_C 6
+#define EP_INNER 7
+#define EP_N (3 * EP_C * EP_INNER) /* [3, 6, 7]: 126 elements, not a multiple of 4 ranks' slices */
+typedef struct ep_case {
+    int form; /* 0: sum + (residual + b2); 1: (sum + b1) + b2; 2: rows [21, 6], into the residual: (sum + b1) + residual */
+    float in[4][EP_N], res[4][EP_N], out[4][EP_N];
+    float b1[EP_C], b2[EP_C];
+} ep_case;
+
+static void ep_describe(ep_case *c, int r, float *buf, ops_reduce_epi *e) {
+    *e = (ops_reduce_epi){.out = buf, .channels = EP_C, .inner = EP_INNER};
+    if (c->form == 0) e->bias2 = c->b2, e->residual = c->res[r];
+    if (c->form == 1) e->bias1 = c->b1, e->bias2 = c->b2;
+    if (c->form == 2) e->out = c->res[r], e->bias1 = c->b1, e->residual = c->res[r], e->inner = 1;
+}
+
+static void ep_rank(rank_job *j) {
+    ep_case *c = j->user;
+    int r = j->comm.rank;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    float *buf = c->out[r];
+    memcpy(buf, c->in[r], sizeof c->in[r]);
+    ops_reduce_epi e;
+    ep_describe(c, r, buf, &e);
+    sd_error err = {0};
+    j->rc = ops_comm_allreduce_sum(&j->comm, buf, EP_N, &e, &ctx, &err);
+    ops_ctx_free(&ctx);
+}
+
+static void test_allreduce_finishes_each_element_once(void **state) {
+    (void)state;
+    static ep_case c;
+    static float res0[EP_N];
+    tu_seed(12);
+    for (int i = 0; i < EP_C; i++) c.b1[i] = (float)(tu_urand() * 100), c.b2[i] = (float)(tu_urand() - 0.5);
+    for (int i = 0; i < EP_N; i++) res0[i] = (float)((tu_urand() - 0.5) * pow(10.0, tu_irand(-3, 3)));
+    for (int P = 1; P <= 4; P++)
+        for (int form = 0; form < 3; form++)
+            for (int way = 0; way < 2; way++) {
+                c.form = form;
+                for (int r = 0; r < 4; r++) {
+                    memcpy(c.res[r], res0, sizeof res0);
+                    for (int i = 0; i < EP_N; i++) c.in[r][i] = (float)((tu_urand() - 0.5) * pow(10.0, tu_irand(-3, 3)));
+                }
+                rank_job jobs[4];
+                if (P == 1) { /* no group: the epilogue alone */
+                    ops_ctx ctx;
+                    ops_ctx_init(&ctx, 0);
+                    ops_reduce_epi e;
+                    memcpy(c.out[0], c.in[0], sizeof c.in[0]);
+                    ep_describe(&c, 0, c.out[0], &e);
+                    assert_int_equal(ops_comm_allreduce_sum(NULL, c.out[0], EP_N, &e, &ctx, NULL), 0);
+                    ops_ctx_free(&ctx);
+                } else {
+                    use_alltoall = way;
+                    run_ranks(P, ep_rank, &c, jobs);
+                    use_alltoall = 0;
+                }
+                for (int r = 0; r < P; r++) {
+                    if (P > 1) assert_int_equal(jobs[r].rc, 0);
+                    const float *got = form == 2 ? c.res[r] : c.out[r];
+                    for (int i = 0; i < EP_N; i++) {
+                        float sum = c.in[0][i];
+                        for (int q = 1; q < P; q++) sum += c.in[q][i];
+                        int ch = form == 2 ? i % EP_C : (i / EP_INNER) % EP_C;
+                        float want = form == 0 ? sum + (res0[i] + c.b2[ch])
+                                   : form == 1 ? (sum + c.b1[ch]) + c.b2[ch]
+                                               : res0[i] + (sum + c.b1[ch]);
+                        if (memcmp(&got[i], &want, sizeof want))
+                            fail_msg("P=%d form %d way %d rank %d element %d: %.9g, expected %.9g", P, form, way, r, i,
+                                     got[i], want);
+                    }
+                }
+            }
 }
 
 /* ---- shards ---- */
@@ -651,6 +730,7 @@ int main(void) {
     ops_set_threads(1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allreduce_adds_in_rank_order_on_every_rank),
+        cmocka_unit_test(test_allreduce_finishes_each_element_once),
         cmocka_unit_test(test_shards_are_row_views_and_column_copies),
         cmocka_unit_test(test_unet_tp2_matches_reference_sd15),
         cmocka_unit_test(test_unet_tp2_matches_reference_sd2),

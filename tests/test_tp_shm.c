@@ -60,7 +60,7 @@ static int child(void) {
                 for (int r = 1; r < c->size; r++) s += value(r, call, i);
                 want_sum[i] = s;
             }
-            if (ops_comm_allreduce_sum(c, buf, n, &ctx, &err) < 0) {
+            if (ops_comm_allreduce_sum(c, buf, n, NULL, &ctx, &err) < 0) {
                 fprintf(stderr, "rank %d: n = %zu: %s\n", me, n, err.msg);
                 bad++;
             } else if (memcmp(buf, want_sum, n * sizeof(float))) {
@@ -72,6 +72,32 @@ static int child(void) {
             }
         }
         free(buf), free(want_sum);
+    }
+    /* finished sums (ops_reduce_epi): [5, 6, 7] with bias2 and residual; rows [35, 6] into the residual */
+    for (int form = 0; form < 2; form++, call++) {
+        enum { C = 6, INNER = 7, N = 5 * C * INNER };
+        float buf[N], res[N], b1[C], b2[C];
+        for (int i = 0; i < C; i++) b1[i] = value(98, call, (size_t)i), b2[i] = value(97, call, (size_t)i);
+        for (size_t i = 0; i < N; i++) buf[i] = value(me, call, i), res[i] = value(99, call, i);
+        ops_reduce_epi e = {.out = buf, .bias2 = b2, .residual = res, .channels = C, .inner = INNER};
+        if (form == 1) e = (ops_reduce_epi){.out = res, .bias1 = b1, .residual = res, .channels = C, .inner = 1};
+        if (ops_comm_allreduce_sum(c, buf, N, &e, &ctx, &err) < 0) {
+            fprintf(stderr, "rank %d: finished all-reduce: %s\n", me, err.msg);
+            bad++;
+            continue;
+        }
+        for (size_t i = 0; i < N; i++) {
+            float sum = value(0, call, i);
+            for (int r = 1; r < c->size; r++) sum += value(r, call, i);
+            float r0 = value(99, call, i);
+            float want = form == 0 ? sum + (r0 + b2[(i / INNER) % C]) : r0 + (sum + b1[i % C]);
+            float got = form == 0 ? buf[i] : res[i];
+            if (memcmp(&got, &want, sizeof want)) {
+                fprintf(stderr, "rank %d: finished form %d, element %zu: %.9g, expected %.9g\n", me, form, i, got, want);
+                bad++;
+                break;
+            }
+        }
     }
     /* the all-gather (column-parallel layers): odd byte counts, the window's growth, in place and not */
     static const size_t gather[] = {1, 7, 4096, (5u << 20) + 3, 12};
@@ -143,6 +169,7 @@ static void test_one_rank_turning_it_off_turns_it_off_for_all(void **state) {
 int main(int argc, char **argv) {
     (void)argc, (void)argv;
     if (getenv("TP_SHM_CHILD")) return child();
+    tu_asan_full_stacks_for_children(); /* the ranks load Open MPI */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shared_memory_sums_in_rank_order),
         cmocka_unit_test(test_mpi_path_gives_the_same_sums),

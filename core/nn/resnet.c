@@ -80,9 +80,13 @@ int resnet_forward(const resnet_block *r, float *out, const float *x, int B, int
             rc = ops_conv2d(out + (size_t)b * r->out_ch * HW, x + ((size_t)b * r->in_ch + r->short_c0) * HW, &s, ops,
                             err);
         }
-        if (rc == 0) rc = ops_comm_allreduce_sum(ops->comm, out, (size_t)B * r->out_ch * HW, ops, err);
-        if (rc == 0 && r->short_w) rc = ops_add_bias_residual(out, NULL, r->short_b, B, r->out_ch, (size_t)HW, ops, err);
-        if (rc == 0) rc = ops_add_bias_residual(out, r->short_w ? NULL : x, r->conv2_b, B, r->out_ch, (size_t)HW, ops, err);
+        /* once, on the reduced sum: (sum + shortcut bias) + conv2 bias, or sum + (x + conv2 bias) */
+        const float *sb = rc == 0 && r->short_w && r->short_b ? ops_weight_f32(r->short_b, ops, err) : NULL;
+        const float *cb = rc == 0 && r->conv2_b ? ops_weight_f32(r->conv2_b, ops, err) : NULL;
+        if (rc == 0 && ((r->short_w && r->short_b && !sb) || (r->conv2_b && !cb))) rc = err ? err->code : SD_ENOMEM;
+        ops_reduce_epi e = {.out = out, .bias1 = sb, .bias2 = cb, .residual = r->short_w ? NULL : x,
+                            .channels = r->out_ch, .inner = (size_t)HW};
+        if (rc == 0) rc = ops_comm_allreduce_sum(ops->comm, out, (size_t)B * r->out_ch * HW, &e, ops, err);
         goto out;
     }
     if (r->short_w) {

@@ -144,22 +144,18 @@ typedef struct tf_bufs {
     size_t ws_bytes;
 } tf_bufs;
 
-/* h[M, C] += sum[M, C] + bias[C]: a row-parallel layer's reduced output, with its bias and the residual added once. */
-static int add_reduced(float *h, const float *sum, const sd_tensor *bias, int M, int C, ops_ctx *ops, sd_error *err) {
+/*
+ * h += the all-reduced partial in q (tensor-parallel to_out / ff2) + bias: each element once, as
+ * h + (sum + bias) (the one-rank layer's order), through the all-reduce's epilogue.
+ */
+static int allreduce_into(float *h, float *q, const sd_tensor *bias, int M, int C, ops_ctx *ops, sd_error *err) {
     ops_mark mark = ops_arena_mark(&ops->scratch);
-    const float *b = ops_weight_f32(bias, ops, err);
-    if (!b) {
-        ops_arena_release(&ops->scratch, mark);
-        return err ? err->code : SD_ENOMEM;
-    }
-#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
-    for (int i = 0; i < M; i++) {
-        float *hr = h + (size_t)i * C;
-        const float *sr = sum + (size_t)i * C;
-        for (int j = 0; j < C; j++) hr[j] += sr[j] + b[j];
-    }
+    const float *b = bias ? ops_weight_f32(bias, ops, err) : NULL;
+    int rc = bias && !b ? (err ? err->code : SD_ENOMEM) : 0;
+    ops_reduce_epi e = {.out = h, .bias1 = b, .residual = h, .channels = C, .inner = 1};
+    if (rc == 0) rc = ops_comm_allreduce_sum(ops->comm, q, (size_t)M * C, &e, ops, err);
     ops_arena_release(&ops->scratch, mark);
-    return 0;
+    return rc;
 }
 
 /*
@@ -190,10 +186,8 @@ static int attention_sublayer(const transformer2d_model *t, tf_bufs *s, int B, i
         return rc;
     if (!ops_comm_active(ops->comm)) return ops_linear(s->h, s->n, M, C, wo, bo, C, 1, ops, err);
     /* row-parallel to_out: partial into q (free now), reduce, then bias + residual */
-    if ((rc = ops_linear(s->q, s->n, M, Cl, wo, NULL, C, 0, ops, err)) < 0 ||
-        (rc = ops_comm_allreduce_sum(ops->comm, s->q, (size_t)M * C, ops, err)) < 0)
-        return rc;
-    return add_reduced(s->h, s->q, bo, M, C, ops, err);
+    if ((rc = ops_linear(s->q, s->n, M, Cl, wo, NULL, C, 0, ops, err)) < 0) return rc;
+    return allreduce_into(s->h, s->q, bo, M, C, ops, err);
 }
 
 /*
@@ -233,8 +227,7 @@ static int ff_sublayer(const transformer2d_model *t, const transformer2d_block *
             rc = ops_linear(s->h + (size_t)r0 * C, s->g, rows, inner, &w2, b->ff2_b, C, 1, ops, err);
     }
     ops_arena_release(a, mark);
-    if (rc == 0 && tp && (rc = ops_comm_allreduce_sum(ops->comm, s->q, (size_t)M * C, ops, err)) == 0)
-        rc = add_reduced(s->h, s->q, b->ff2_b, M, C, ops, err);
+    if (rc == 0 && tp) rc = allreduce_into(s->h, s->q, b->ff2_b, M, C, ops, err);
     return rc;
 }
 

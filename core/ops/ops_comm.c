@@ -45,11 +45,52 @@ static int comm_alltoall(const ops_comm *c, const void *send, void *recv, size_t
     return rc;
 }
 
+/* One run of elements whose bias terms advance by `step` (0: one channel's positions; 1: a row's channels). */
+static void epi_run(float *o, const float *s, const float *r, const float *b1, const float *b2, size_t step,
+                    size_t len) {
+    for (size_t j = 0; j < len; j++) {
+        float t = s[j];
+        if (b1) t += b1[j * step];
+        if (r) t += b2 ? r[j] + b2[j * step] : r[j];
+        else if (b2) t += b2[j * step];
+        o[j] = t;
+    }
+}
+
+void ops_reduce_epi_apply(const ops_reduce_epi *e, const float *sum, size_t i0, size_t n, float *dst) {
+    const size_t C = (size_t)e->channels, inner = e->inner, end = i0 + n;
+    for (size_t i = i0; i < end;) {
+        size_t c = inner == 1 ? i % C : (i / inner) % C;
+        size_t len = inner == 1 ? C - c : inner - i % inner;
+        if (len > end - i) len = end - i;
+        epi_run(dst + (i - i0), sum + (i - i0), e->residual ? e->residual + i : NULL, e->bias1 ? e->bias1 + c : NULL,
+                e->bias2 ? e->bias2 + c : NULL, inner == 1, len);
+        i += len;
+    }
+}
+
+void ops_comm_sum_ranks(float *dst, const float *const *parts, int P, size_t i0, size_t n, const ops_reduce_epi *e) {
+    enum { BLOCK = 2048 };
+#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
+    for (size_t b0 = 0; b0 < n; b0 += BLOCK) {
+        size_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        float s[BLOCK]; /* the block's sums apart from dst, which may be e's residual */
+        memcpy(s, parts[0] + b0, len * sizeof(float));
+        for (int r = 1; r < P; r++) {
+            const float *p = parts[r] + b0;
+            for (size_t j = 0; j < len; j++) s[j] += p[j];
+        }
+        if (e) ops_reduce_epi_apply(e, s, i0 + b0, len, dst + b0);
+        else memcpy(dst + b0, s, len * sizeof(float));
+    }
+}
+
 /*
  * The all-to-all way: rank r sums, in rank order, the r-th of `size` equal pieces of everyone's
- * buffer (padded to m = ceil(n / size) floats), then an all-gather shares the sums.
+ * buffer (padded to m = ceil(n / size) floats) and finishes its real elements, then an all-gather shares them.
  */
-static int allreduce_alltoall(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx, sd_error *err) {
+static int allreduce_alltoall(const ops_comm *c, float *buf, size_t n, const ops_reduce_epi *e, ops_ctx *ctx,
+                              sd_error *err) {
     const int P = c->size;
     size_t m = (n + (size_t)P - 1) / (size_t)P;
     ops_mark mark = ops_arena_mark(&ctx->scratch);
@@ -63,72 +104,48 @@ static int allreduce_alltoall(const ops_comm *c, float *buf, size_t n, ops_ctx *
         rc = comm_alltoall(c, send, recv, m * sizeof(float), err);
     }
     if (rc == 0) {
-        float *mine = sums + (size_t)c->rank * m;
+        size_t i0 = (size_t)c->rank * m, real = i0 < n ? (n - i0 < m ? n - i0 : m) : 0;
+        const float *parts[P];
+        for (int r = 0; r < P; r++) parts[r] = recv + (size_t)r * m;
         double t0 = prof_begin();
-#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
-        for (size_t i = 0; i < m; i++) {
-            float s = recv[i];
-            for (int r = 1; r < P; r++) s += recv[(size_t)r * m + i];
-            mine[i] = s;
-        }
+        ops_comm_sum_ranks(sums + i0, parts, P, i0, real, e);
+        memset(sums + i0 + real, 0, (m - real) * sizeof(float));
         prof_end(PROF_ELTWISE, t0, 0);
-        rc = ops_comm_allgather(c, mine, sums, m * sizeof(float), err);
+        rc = ops_comm_allgather(c, sums + i0, sums, m * sizeof(float), err);
     }
-    if (rc == 0) memcpy(buf, sums, n * sizeof(float));
+    if (rc == 0) memcpy(e ? e->out : buf, sums, n * sizeof(float));
     ops_arena_release(&ctx->scratch, mark);
     return rc;
 }
 
-int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx, sd_error *err) {
-    if (!ops_comm_active(c) || n == 0) return 0;
+int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, const ops_reduce_epi *e, ops_ctx *ctx,
+                           sd_error *err) {
+    if (n == 0) return 0;
+    if (!ops_comm_active(c)) {
+        if (e) ops_comm_sum_ranks(e->out, (const float *const[]){buf}, 1, 0, n, e);
+        return 0;
+    }
     if (c->allreduce_sum) {
         /* counted as the all-to-all way's volume: 2 n / size floats to each partner */
         double t0 = prof_now();
-        int rc = c->allreduce_sum(c, buf, n, err);
+        int rc = c->allreduce_sum(c, buf, n, e, err);
         comm_count(c, 2 * n * sizeof(float) / (size_t)c->size, t0);
         return rc;
     }
-    if (c->alltoall && c->size > 2) return allreduce_alltoall(c, buf, n, ctx, err);
+    if (c->alltoall && c->size > 2) return allreduce_alltoall(c, buf, n, e, ctx, err);
     ops_mark mark = ops_arena_mark(&ctx->scratch);
     float *all = ops_arena_floats(&ctx->scratch, n * (size_t)c->size, err);
     int rc = all ? ops_comm_allgather(c, buf, all, n * sizeof(float), err) : (err ? err->code : SD_ENOMEM);
     if (rc == 0) {
         const int P = c->size;
+        const float *parts[P];
+        for (int r = 0; r < P; r++) parts[r] = all + (size_t)r * n;
         double t0 = prof_begin();
-#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
-        for (size_t i = 0; i < n; i++) {
-            float s = all[i];
-            for (int r = 1; r < P; r++) s += all[(size_t)r * n + i];
-            buf[i] = s;
-        }
+        ops_comm_sum_ranks(e ? e->out : buf, parts, P, 0, n, e);
         prof_end(PROF_ELTWISE, t0, 0);
     }
     ops_arena_release(&ctx->scratch, mark);
     return rc;
-}
-
-int ops_add_bias_residual(float *out, const float *residual, const sd_tensor *bias, int B, int C, size_t HW,
-                          ops_ctx *ctx, sd_error *err) {
-    ops_mark mark = ops_arena_mark(&ctx->scratch);
-    const float *b = bias ? ops_weight_f32(bias, ctx, err) : NULL;
-    if (bias && !b) {
-        ops_arena_release(&ctx->scratch, mark);
-        return err ? err->code : SD_ENOMEM;
-    }
-    double t0 = prof_begin();
-#pragma omp parallel for schedule(static) num_threads(ops_get_threads())
-    for (int bc = 0; bc < B * C; bc++) {
-        float *o = out + (size_t)bc * HW;
-        const float *r = residual ? residual + (size_t)bc * HW : NULL;
-        float bv = b ? b[bc % C] : 0.0f;
-        if (r)
-            for (size_t i = 0; i < HW; i++) o[i] += r[i] + bv;
-        else
-            for (size_t i = 0; i < HW; i++) o[i] += bv;
-    }
-    prof_end(PROF_ELTWISE, t0, 0);
-    ops_arena_release(&ctx->scratch, mark);
-    return 0;
 }
 
 int ops_conv2d_row_parallel(const ops_comm *c, float *out, const float *x, const ops_conv_desc *d, int c0, int cl,
@@ -176,8 +193,12 @@ int ops_conv2d_row_parallel(const ops_comm *c, float *out, const float *x, const
     }
     rc = ops_conv2d(out, xs, &one, ctx, err);
     ops_arena_release(&ctx->scratch, mark);
-    if (rc == 0) rc = ops_comm_allreduce_sum(c, out, (size_t)B * out_n, ctx, err);
-    if (rc == 0) rc = ops_add_bias_residual(out, residual, d->bias, B, d->out_ch, (size_t)oh * ow, ctx, err);
+    /* sum + (residual + bias): the order this layer has always added them in (the same PNG bytes) */
+    const float *bias = rc == 0 && d->bias ? ops_weight_f32(d->bias, ctx, err) : NULL;
+    if (rc == 0 && d->bias && !bias) rc = err ? err->code : SD_ENOMEM;
+    ops_reduce_epi e = {.out = out, .bias2 = bias, .residual = residual, .channels = d->out_ch, .inner = (size_t)oh * ow};
+    if (rc == 0) rc = ops_comm_allreduce_sum(c, out, (size_t)B * out_n, &e, ctx, err);
+    ops_arena_release(&ctx->scratch, mark);
     return rc;
 }
 

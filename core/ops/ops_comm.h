@@ -32,6 +32,29 @@ typedef struct ops_comm_stats {
     int64_t calls;
 } ops_comm_stats;
 
+/*
+ * What a row-parallel layer adds to its reduced sum S, once, element by element, in the order its one-rank
+ * form adds it (so the bits match): t = S + bias1[c], then out = t + (residual + bias2[c]), t + residual,
+ * t + bias2[c] or t (absent terms are NULL). Element i is in channel c = (i / inner) % channels: inner =
+ * H*W for [B, C, H, W] tensors, 1 for [M, C] rows. out may be the reduced buffer itself or the residual.
+ * Where the transport gives each rank a slice to sum (all-to-all, shared memory), each rank finishes its
+ * slice only, so this work is divided by the group size instead of repeated on every rank.
+ */
+typedef struct ops_reduce_epi {
+    float *out;
+    const float *bias1, *bias2, *residual;
+    int channels;
+    size_t inner;
+} ops_reduce_epi;
+
+/* dst[j] = element i0 + j finished by e from its sum sum[j], for j < n (dst may be sum or e's residual). */
+void ops_reduce_epi_apply(const ops_reduce_epi *e, const float *sum, size_t i0, size_t n, float *dst);
+/*
+ * dst[j] = parts[0][j] + parts[1][j] + ... + parts[P-1][j] in that order, finished by e as element i0 + j
+ * (e NULL: the sum), for j < n; threads over blocks. The one rank-ordered sum of every transport.
+ */
+void ops_comm_sum_ranks(float *dst, const float *const *parts, int P, size_t i0, size_t n, const ops_reduce_epi *e);
+
 typedef struct ops_comm {
     int rank, size;
     void *impl;          /* the implementation's own data (an MPI communicator) */
@@ -54,11 +77,12 @@ typedef struct ops_comm {
      */
     int (*alltoall)(const struct ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
     /*
-     * Optional: buf[n] = the sum of every rank's buf with each element added in rank order (the same bits
-     * as the two ways above), by whatever transport the implementation has (mpi/tp_shm.c: memory the
-     * ranks of one node share). Collective. NULL: ops_comm_allreduce_sum uses the all-gather or all-to-all.
+     * Optional: the sum of every rank's buf[n] with each element added in rank order (the same bits as the
+     * two ways above), finished by e (NULL: into buf), by whatever transport the implementation has
+     * (mpi/tp_shm.c: memory the ranks of one node share). Collective. NULL: ops_comm_allreduce_sum uses the
+     * all-gather or all-to-all.
      */
-    int (*allreduce_sum)(const struct ops_comm *c, float *buf, size_t n, sd_error *err);
+    int (*allreduce_sum)(const struct ops_comm *c, float *buf, size_t n, const ops_reduce_epi *e, sd_error *err);
     /*
      * Optional: prints `why` and ends every process of the job, for a rank that failed in the middle of
      * a shared computation: its partners wait in a collective it will never join, and nothing else
@@ -76,10 +100,12 @@ int ops_comm_allgather(const ops_comm *c, const void *send, void *recv, size_t b
 int ops_comm_allgather_idle(const ops_comm *c, const void *send, void *recv, size_t bytes, sd_error *err);
 
 /*
- * buf[n] = sum over ranks of every rank's buf[n], added in rank order (see
- * above); the all-gathered copies take size*n floats of ctx->scratch.
+ * The sum over ranks of every rank's buf[n], added in rank order (see above), finished by e into e->out on
+ * every rank (e NULL: the sum into buf); buf's contents are undefined afterwards unless it is e->out. The
+ * all-gathered copies take up to size*n floats of ctx->scratch.
  */
-int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, ops_ctx *ctx, sd_error *err);
+int ops_comm_allreduce_sum(const ops_comm *c, float *buf, size_t n, const ops_reduce_epi *e, ops_ctx *ctx,
+                           sd_error *err);
 
 /*
  * A row-parallel convolution: d describes the whole layer (d->in_ch input
@@ -110,9 +136,6 @@ int ops_conv2d_col_parallel(const ops_comm *c, float *out, const float *x, const
  */
 int ops_linear_col_parallel(const ops_comm *c, float *out, const float *x, int M, int K, const sd_tensor *w,
                             const sd_tensor *b, int N, ops_ctx *ctx, sd_error *err);
-/* out[b, c, :] += residual[b, c, :] (when not NULL) + bias[c]; out, residual: [B, C, HW]. */
-int ops_add_bias_residual(float *out, const float *residual, const sd_tensor *bias, int B, int C, size_t HW,
-                          ops_ctx *ctx, sd_error *err);
 
 /*
  * Splits n items (heads, channel groups) over c's ranks: this rank's [*lo, *hi).
