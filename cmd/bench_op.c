@@ -10,6 +10,9 @@
  *   linear:M,K,N[,E]        [M, K] x [K, N] with an [N, K] fp16 weight, E rows per batch entry (ops_ctx.entry_rows;
  *                           0, the default: unknown)
  *   attention:B,H,D,NQ[,NKV] B x H heads of D, NQ queries, NKV keys (NQ)
+ *
+ * Under mpirun with --tp K, `allreduce:N` times a tensor-parallel group's all-reduce instead
+ * (bench_op_allreduce).
  */
 #include "bench_op.h"
 
@@ -21,6 +24,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "ops_comm.h"
 #include "dtype.h"
 #include "ops.h"
 
@@ -208,6 +212,63 @@ int bench_op_run(const char *spec, int steps, int prec, const char *json_path) {
         ops_ctx_free(&ctx);
     }
     if (rc == 0 && json_path && json_dump_file(o, json_path, JSON_INDENT(2)) < 0)
+        rc = sd_err(&err, SD_EIO, "bench: %s: cannot write the JSON", json_path);
+    json_decref(o);
+    return rc < 0 ? cli_fail(&err) : 0;
+}
+
+/*
+ * The group's all-reduce of n floats as a transformer's row-parallel layer ends (h += sum + bias over 320
+ * channels, ops_reduce_epi), `steps` calls after 3 untimed ones, each on a fresh partial and h; the slowest
+ * rank's mean per call (a call's time includes waiting for the other ranks to arrive).
+ * Collective over c.
+ */
+int bench_op_allreduce(const char *spec, const ops_comm *c, int steps, const char *json_path) {
+    sd_error err = {0};
+    char *end = NULL;
+    const char *num = strncmp(spec, "allreduce:", 10) ? NULL : spec + 10;
+    long long n = num ? strtoll(num, &end, 10) : 0;
+    if (!num || end == num || *end || n < 1 || n > (1LL << 31))
+        return cli_usage_error("bench: --op '%s': expected allreduce:N, N floats from 1 to 2^31", spec);
+    enum { C = 320 };
+    float *buf = malloc((size_t)n * sizeof(float)), *h = malloc((size_t)n * sizeof(float));
+    float *src = malloc((size_t)n * sizeof(float)), bias[C];
+    if (!buf || !h || !src) {
+        free(buf), free(h), free(src);
+        sd_err(&err, SD_ENOMEM, "out of memory for %lld floats", n);
+        return cli_fail(&err);
+    }
+    for (int i = 0; i < C; i++) bias[i] = (float)i / C;
+    ops_ctx ctx;
+    ops_ctx_init(&ctx, 0);
+    ops_reduce_epi e = {.out = h, .bias1 = bias, .residual = h, .channels = C, .inner = 1};
+    for (long long i = 0; i < n; i++) src[i] = (float)((i * 7 + c->rank) % 101) / 101.0f;
+    int rc = 0;
+    double mine = 0, all[1024], slowest = 0;
+    for (int k = 0; k < 3 + steps && rc == 0; k++) {
+        memcpy(buf, src, (size_t)n * sizeof(float));
+        for (long long i = 0; i < n; i++) h[i] = 0.5f;
+        double t0 = op_now();
+        rc = ops_comm_allreduce_sum(c, buf, (size_t)n, &e, &ctx, &err);
+        if (k >= 3) mine += (op_now() - t0) / steps;
+    }
+    if (rc == 0 && c->size <= 1024) rc = ops_comm_allgather(c, &mine, all, sizeof mine, &err);
+    for (int r = 0; rc == 0 && r < c->size && r < 1024; r++) slowest = all[r] > slowest ? all[r] : slowest;
+    ops_ctx_free(&ctx);
+    free(buf), free(h), free(src);
+    if (rc < 0) return cli_fail(&err);
+    if (c->rank != 0) return 0;
+    const char *transport = c->transport ? c->transport : "MPI messages";
+    printf("sdrender bench --op %s: %d ranks, all-reduce through %s: %.3f ms per call (slowest rank's mean of %d, "
+           "with h += sum + bias), %.2f GB/s of partials\n",
+           spec, c->size, transport, slowest * 1e3, steps, (double)n * sizeof(float) / slowest / 1e9);
+    json_t *o = json_object();
+    json_object_set_new(o, "op", json_string(spec));
+    json_object_set_new(o, "tp", json_integer(c->size));
+    json_object_set_new(o, "allreduce_transport", json_string(transport));
+    json_object_set_new(o, "steps", json_integer(steps));
+    json_object_set_new(o, "ms", json_real(slowest * 1e3));
+    if (json_path && json_dump_file(o, json_path, JSON_INDENT(2)) < 0)
         rc = sd_err(&err, SD_EIO, "bench: %s: cannot write the JSON", json_path);
     json_decref(o);
     return rc < 0 ? cli_fail(&err) : 0;

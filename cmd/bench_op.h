@@ -11,4 +11,12 @@
  */
 int bench_op_run(const char *spec, int steps, int prec, const char *json_path);
 
+struct ops_comm;
+/*
+ * allreduce:N on a tensor-parallel group's communicator (bench --tp K under mpirun): the slowest rank's mean
+ * time per all-reduce of N floats finished as a transformer layer's (bias and residual), over `steps` calls.
+ * Collective; rank 0 prints and writes json_path. Returns the exit status (2 for a bad spec).
+ */
+int bench_op_allreduce(const char *spec, const struct ops_comm *c, int steps, const char *json_path);
+
 #endif

@@ -453,7 +453,9 @@ static void usage(FILE *fp) {
             "                 SxS images, batch B=2, KxK=3x3, Winograd output tile T=2 as the U-Net's, or 4\n"
             "                 as the VAE's), linear:M,K,N[,E] (E rows per batch entry, as a\n"
             "                 transformer's positions per image: up to 64 take the few-row kernel),\n"
-            "                 attention:B,H,D,NQ[,NKV]\n"
+            "                 attention:B,H,D,NQ[,NKV]; with --tp K under mpirun -np K, allreduce:N: the group's\n"
+            "                 all-reduce of N floats as a row-parallel layer ends it (SDRENDER_TP_SHM=0: over\n"
+            "                 MPI messages instead of the node's shared memory)\n"
             "  --tokenizer P, --config YAML  as for generate (a single file's tokenizer and LDM config), so\n"
             "                 a generate command line's model options work here unchanged\n");
 }
@@ -643,6 +645,13 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
     tp.comm_s_min = sd_tp_min(world, gr.comm_s);
     tp.comm_bytes = sd_tp_max(world, gr.comm_bytes);
     tp.peak_rss_mb = sd_tp_max(world, peak_rss_mb());
+    if (rc == 0 && g->rank == 0) { /* now, in case the longer phases after it are cut short */
+        printf("sdrender bench --tp %d (%s-parallel): the group's U-Net step %.3f s, communication %.3f s (largest "
+               "rank; %.3f s the least), %.1f MB sent per step, all-reduce through %s; next: every rank's single "
+               "step at once, then rank 0's alone\n",
+               g->size, tp.parallel, tp.step_s, tp.comm_s, tp.comm_s_min, tp.comm_bytes / 1e6, tp.transport);
+        fflush(stdout);
+    }
     /* cfg: every rank holds the whole U-Net already; tensor: its shards, so the single step opens it again */
     int whole = rc == 0 && !ops_comm_active(b.unet.ops.comm);
     if (!whole) nets_free(&b);
@@ -702,8 +711,20 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_error("bench: unexpected argument '%s'", argv[optind]);
-    if (op && (model || xl || tp > 1 || W || H || no_vae || no_text || profile))
+    int allreduce = op && !strncmp(op, "allreduce", 9);
+    if (allreduce && (tp < 2 || model || xl || W || H || no_vae || no_text || profile || prec))
+        return cli_usage_error("bench: --op allreduce:N times a group's all-reduce: it needs --tp K (under mpirun -np K) "
+                               "and takes only --threads, --steps and --json");
+    if (op && !allreduce && (model || xl || tp > 1 || W || H || no_vae || no_text || profile))
         return cli_usage_error("bench: --op times one kernel: it takes only --threads, --steps, --precision and --json");
+    if (allreduce) {
+        ops_set_threads((int)threads);
+        sd_tp_world *world = NULL;
+        if (sd_tp_start(&argc, &argv, (int)tp, SD_PARALLEL_TENSOR, 0, &world, &err) < 0) return cli_fail(&err);
+        int code = bench_op_allreduce(op, sd_tp_group(world)->tp, (int)steps, json_path);
+        sd_tp_end(world);
+        return code;
+    }
     if (op) {
         ops_set_threads((int)threads);
         return bench_op_run(op, (int)steps, prec, json_path);

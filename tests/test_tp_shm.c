@@ -8,6 +8,7 @@
  */
 #include "testutil.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,34 @@ static void test_one_rank_turning_it_off_turns_it_off_for_all(void **state) {
     run_ranks(3, "[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && export SDRENDER_TP_SHM=0;", "MPI messages");
 }
 
+/* `bench --tp K --op allreduce:N`: the transport it names, a time, and exit 2 without a group. */
+static void test_bench_times_the_allreduce(void **state) {
+    (void)state;
+    for (int off = 0; off < 2; off++) {
+        char *out;
+        const char *json = tu_tmp("allreduce.json");
+        int rc = tu_sh(&out, "SDRENDER_TP_SHM=%d timeout 120 mpirun --allow-run-as-root --oversubscribe -x SDRENDER_TP_SHM "
+                       "-np 3 %s bench --tp 3 --threads 1 --op allreduce:5000 --steps 4 --json %s 2>&1",
+                       !off, tu_bin(), json);
+        if (rc != 0) fail_msg("bench --op allreduce: exit %d: %s", rc, out);
+        free(out);
+        json_error_t je;
+        json_t *o = json_load_file(json, 0, &je);
+        if (!o) fail_msg("%s: %s", json, je.text);
+        const char *t = json_string_value(json_object_get(o, "allreduce_transport"));
+        assert_non_null(t);
+        assert_string_equal(t, off ? "MPI messages" : "node-shared memory (one node)");
+        assert_int_equal(json_integer_value(json_object_get(o, "tp")), 3);
+        assert_true(json_number_value(json_object_get(o, "ms")) > 0);
+        json_decref(o);
+    }
+    char *out;
+    int rc = tu_sh(&out, "%s bench --op allreduce:5000 2>&1", tu_bin());
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "needs --tp K"));
+    free(out);
+}
+
 int main(int argc, char **argv) {
     (void)argc, (void)argv;
     if (getenv("TP_SHM_CHILD")) return child();
@@ -174,6 +203,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_shared_memory_sums_in_rank_order),
         cmocka_unit_test(test_mpi_path_gives_the_same_sums),
         cmocka_unit_test(test_one_rank_turning_it_off_turns_it_off_for_all),
+        cmocka_unit_test(test_bench_times_the_allreduce),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
