@@ -206,6 +206,8 @@ done:
     return rc;
 }
 
+enum { BENCH_MAX_ROUNDS = 50 };
+
 /* The group's measurements (bench --tp), for the JSON. */
 typedef struct bench_tp {
     int tp;
@@ -214,6 +216,9 @@ typedef struct bench_tp {
     double step_s, comm_s, comm_bytes, peak_rss_mb; /* max over the ranks */
     double comm_s_min; /* the rank that spent least in collectives: about the transfer alone, the others also waited */
     double concurrent_step_s; /* the slowest rank's single-rank step while all K ran one at once (bench_concurrent) */
+    /* --rounds R > 1: each round's group step, all-at-once step and rank 0's step alone, in that order */
+    int rounds;
+    double round_group[BENCH_MAX_ROUNDS], round_concurrent[BENCH_MAX_ROUNDS], round_single[BENCH_MAX_ROUNDS];
 } bench_tp;
 
 /* Times one decode of a [1, 4, h, w] latent (cold scratch: its first allocation is included). */
@@ -334,6 +339,34 @@ static int bench_precision(bench_nets *b, const bench_opts *o, ops_precision pre
     return rc;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of v[0..n) (n >= 1; v is left as it was). */
+static double median_of(const double *v, int n) {
+    double t[BENCH_MAX_ROUNDS];
+    memcpy(t, v, (size_t)n * sizeof *t);
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+/* Round k's speed-up (rank 0 alone over the group) and ceiling (K x alone over all at once). */
+static void round_ratios(const bench_tp *tp, double *speedup, double *scaling) {
+    for (int k = 0; k < tp->rounds; k++) {
+        speedup[k] = tp->round_single[k] / tp->round_group[k];
+        scaling[k] = tp->tp * tp->round_single[k] / tp->round_concurrent[k];
+    }
+}
+
+/* A JSON array of v[0..n). */
+static json_t *json_doubles(const double *v, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
 /*
  * r: the run whose keys are the usual ones (its precision named by "precision"); bf: with
  * --precision both, the bf16 run, written as unet_step_s_bf16, vae_decode_s_bf16,
@@ -396,6 +429,18 @@ static int write_json(const char *path, const char *arch, const bench_result *r,
         json_object_set_new(o, "allreduce_transport", json_string(tp->transport));
         json_object_set_new(o, "comm_bytes_per_step", json_real(tp->comm_bytes));
         json_object_set_new(o, "peak_rss_mb_single", json_real(r->peak_rss_mb));
+        if (tp->rounds > 1) {
+            double sp[BENCH_MAX_ROUNDS], sc[BENCH_MAX_ROUNDS];
+            round_ratios(tp, sp, sc);
+            json_object_set_new(o, "rounds", json_integer(tp->rounds));
+            json_object_set_new(o, "unet_step_s_rounds", json_doubles(tp->round_group, tp->rounds));
+            json_object_set_new(o, "unet_step_s_concurrent_rounds", json_doubles(tp->round_concurrent, tp->rounds));
+            json_object_set_new(o, "unet_step_s_single_rounds", json_doubles(tp->round_single, tp->rounds));
+            json_object_set_new(o, "speedup_rounds", json_doubles(sp, tp->rounds));
+            json_object_set_new(o, "compute_scaling_rounds", json_doubles(sc, tp->rounds));
+            json_object_set_new(o, "speedup_median", json_real(median_of(sp, tp->rounds)));
+            json_object_set_new(o, "compute_scaling_median", json_real(median_of(sc, tp->rounds)));
+        }
     }
     json_object_set_new(o, "unet_scratch_mb", json_real(r->unet_scratch_mb));
     if (r->vae_s > 0) json_object_set_new(o, "vae_scratch_mb", json_real(r->vae_scratch_mb));
@@ -448,6 +493,9 @@ static void usage(FILE *fp) {
             "                 group), unet_step_s_concurrent (the slowest rank's single step with all K at\n"
             "                 once) and compute_scaling (K x single / concurrent: the speed-up K independent\n"
             "                 ranks get on this CPU, the ceiling for the group's)\n"
+            "  --rounds R     with --tp: the group, all-at-once and alone steps R times in turn (each round's\n"
+            "                 ratios from one stretch of a noisy host's load); JSON adds rounds, *_rounds\n"
+            "                 arrays, speedup_median and compute_scaling_median\n"
             "  --op KIND:SHAPE  time one kernel alone on random data and fp16 weights instead (best of --steps\n"
             "                 calls; with --threads, --precision, --json): conv:C,S[,B[,K[,T]]] (C channels,\n"
             "                 SxS images, batch B=2, KxK=3x3, Winograd output tile T=2 as the U-Net's, or 4\n"
@@ -466,6 +514,7 @@ typedef struct bench_args {
     sd_model_opts mopts;
     int W, H, steps, no_vae, no_text, profile, prec; /* prec: 0 fp32, 1 bf16, 2 both */
     int xl; /* --arch sdxl */
+    int rounds; /* bench --tp: the group, all-at-once and alone phases repeated in turn */
 } bench_args;
 
 /* Opens the networks (random or -m) and checks the size; *h, *w: the latent size. */
@@ -567,6 +616,16 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
         printf("  %d ranks each running that single step at once: %.3f s (slowest), so %d cores allow %.2fx; the "
                "group reached %.0f%% of that\n",
                tp->tp, tp->concurrent_step_s, tp->tp, scaling, 100.0 * speedup / scaling);
+        if (tp->rounds > 1) {
+            double sp[BENCH_MAX_ROUNDS], sc[BENCH_MAX_ROUNDS];
+            round_ratios(tp, sp, sc);
+            for (int k = 0; k < tp->rounds; k++)
+                printf("  round %d: group %.3f s, all at once %.3f s, rank 0 alone %.3f s: %.2fx of %.2fx (%.0f%%)\n",
+                       k + 1, tp->round_group[k], tp->round_concurrent[k], tp->round_single[k], sp[k], sc[k],
+                       100.0 * sp[k] / sc[k]);
+            printf("  median over %d rounds: speed-up %.2fx, ceiling %.2fx\n", tp->rounds, median_of(sp, tp->rounds),
+                   median_of(sc, tp->rounds));
+        }
     }
     if (a->json_path)
         rc = write_json(a->json_path, a->model ? a->model : a->xl ? "sdxl" : "sd15", prec == 1 ? &rb : &r, prec == 2 ? &rb : NULL, tp, prec == 1 ? "bf16" : "fp32",
@@ -608,9 +667,35 @@ static int bench_concurrent(const bench_args *a, sd_tp_world *world, bench_nets 
 }
 
 /*
+ * Rank 0's single-rank step (unsharded, as bench_concurrent's) while the other ranks sleep in sd_tp_wait;
+ * *step_s: its time, on rank 0. have: as for bench_concurrent. Collective.
+ */
+static int bench_alone(const bench_args *a, sd_tp_world *world, bench_nets *have, int have_h, int have_w,
+                       double *step_s, sd_error *err) {
+    const sd_group *g = sd_tp_group(world);
+    bench_result r = {0};
+    int rc = 0;
+    if (g->rank == 0) {
+        bench_nets own, *b = have ? have : &own;
+        int h = have_h, w = have_w;
+        if (!have) {
+            rc = bench_open(a, &own, 1, &h, &w, err);
+            if (rc == 0 && a->prec == 1 && cli_bf16_usable()) nets_set_precision(&own, OPS_PRECISION_BF16);
+        }
+        if (rc == 0) rc = time_unet(b, NULL, h, w, a->steps, &r, err);
+        if (!have) nets_free(&own);
+    }
+    sd_tp_wait(world); /* the others asleep until rank 0 is done */
+    *step_s = r.unet_step_s;
+    return sd_group_agree(g, rc, err);
+}
+
+/*
  * bench --tp: every rank loads the U-Net, keeps its shards and times the group's CFG steps; then all
  * ranks time the single-rank step at once (bench_concurrent); then rank 0 runs the whole single-process
- * benchmark while the others sleep, and reports all three. Collective.
+ * benchmark while the others sleep, and reports all three. With --rounds R > 1 the group, all-at-once and
+ * alone steps repeat in turn R times before that (a tensor group then keeps its shards while the whole U-Net
+ * is opened for the others), so that each round's ratios come from one stretch of the host's load. Collective.
  */
 static int bench_group(const bench_args *a, sd_tp_world *world) {
     const sd_group *g = sd_tp_group(world);
@@ -652,11 +737,25 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
                g->size, tp.parallel, tp.step_s, tp.comm_s, tp.comm_s_min, tp.comm_bytes / 1e6, tp.transport);
         fflush(stdout);
     }
-    /* cfg: every rank holds the whole U-Net already; tensor: its shards, so the single step opens it again */
-    int whole = rc == 0 && !ops_comm_active(b.unet.ops.comm);
-    if (!whole) nets_free(&b);
-    if (rc == 0) rc = bench_concurrent(a, world, whole ? &b : NULL, h, w, &tp.concurrent_step_s, &err);
-    if (whole) nets_free(&b);
+    /* cfg: every rank holds the whole U-Net already; tensor: its shards, so the single steps open it again */
+    int whole = rc == 0 && !ops_comm_active(b.unet.ops.comm), R = a->rounds > 1 ? a->rounds : 1;
+    tp.rounds = R > 1 ? R : 0;
+    if (!whole && R == 1) nets_free(&b);
+    for (int k = 0; k < R && rc == 0; k++) {
+        if (k > 0) { /* the group again */
+            bench_result gk = {0};
+            sd_tp_barrier(world);
+            rc = time_unet(&b, g, h, w, a->steps, &gk, &err);
+            rc = sd_group_agree(g, rc, &err);
+            tp.round_group[k] = sd_tp_max(world, gk.unet_step_s);
+        } else {
+            tp.round_group[0] = tp.step_s;
+        }
+        if (rc == 0) rc = bench_concurrent(a, world, whole ? &b : NULL, h, w, &tp.round_concurrent[k], &err);
+        if (k == 0) tp.concurrent_step_s = tp.round_concurrent[0];
+        if (rc == 0 && R > 1) rc = bench_alone(a, world, whole ? &b : NULL, h, w, &tp.round_single[k], &err);
+    }
+    if (whole || R > 1) nets_free(&b);
     if (rc < 0) return g->rank == 0 ? cli_fail(&err) : sd_err_exit_code(rc);
     int code = 0;
     if (g->rank == 0) code = bench_single(a, &tp);
@@ -665,7 +764,7 @@ static int bench_group(const bench_args *a, sd_tp_world *world) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    long W = 0, H = 0, threads = 0, steps = 3, tp = 1;
+    long W = 0, H = 0, threads = 0, steps = 3, tp = 1, rounds = 1;
     int xl = 0;
     sd_parallel parallel = SD_PARALLEL_AUTO;
     const char *json_path = NULL, *model = NULL, *op = NULL;
@@ -680,6 +779,7 @@ int cmd_bench(int argc, char **argv) {
         {"tokenizer", required_argument, 0, 'k'}, {"config", required_argument, 0, 'c'},
         {"tp", required_argument, 0, 'K'},      {"parallel", required_argument, 0, 'L'},
         {"arch", required_argument, 0, 'a'},   {"op", required_argument, 0, 'O'},
+        {"rounds", required_argument, 0, 'R'},
         {0, 0, 0, 0},
     };
     int c;
@@ -700,6 +800,9 @@ int cmd_bench(int argc, char **argv) {
         case 'c': mopts.config = optarg; break;
         case 'p': if (cli_parse_precision(optarg, 1, &prec, &err) < 0) return cli_fail(&err); break;
         case 'K': if (cli_parse_long("--tp", optarg, 1, 1024, &tp, &err) < 0) return cli_fail(&err); break;
+        case 'R':
+            if (cli_parse_long("--rounds", optarg, 1, BENCH_MAX_ROUNDS, &rounds, &err) < 0) return cli_fail(&err);
+            break;
         case 'L': if (sd_parallel_parse(optarg, &parallel, &err) < 0) return cli_fail(&err); break;
         case 'a':
             if (strcmp(optarg, "sd15") && strcmp(optarg, "sdxl"))
@@ -711,6 +814,8 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_error("bench: unexpected argument '%s'", argv[optind]);
+    if (rounds > 1 && (tp < 2 || op))
+        return cli_usage_error("bench: --rounds repeats a group's phases: it needs --tp K (under mpirun -np K)");
     int allreduce = op && !strncmp(op, "allreduce", 9);
     if (allreduce && (tp < 2 || model || xl || W || H || no_vae || no_text || profile || prec))
         return cli_usage_error("bench: --op allreduce:N times a group's all-reduce: it needs --tp K (under mpirun -np K) "
@@ -736,7 +841,7 @@ int cmd_bench(int argc, char **argv) {
     if (!H) H = xl ? 1024 : 512;
     ops_set_threads((int)threads);
     bench_args a = {.model = model, .mopts = mopts, .xl = xl, .W = (int)W, .H = (int)H, .steps = (int)steps, .no_vae = no_vae,
-                    .no_text = no_text, .profile = profile, .prec = prec, .json_path = json_path};
+                    .no_text = no_text, .profile = profile, .prec = prec, .json_path = json_path, .rounds = (int)rounds};
     if (tp <= 1) return bench_single(&a, NULL);
     sd_tp_world *world = NULL;
     if (sd_tp_start(&argc, &argv, (int)tp, parallel, 1, &world, &err) < 0) return cli_fail(&err);

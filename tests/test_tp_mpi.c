@@ -144,7 +144,7 @@ static void test_bench_tp_reports_the_group_against_one_rank(void **state) {
         remove(json);
         snprintf(cmd, sizeof cmd,
                  MPIRUN " -np 2 %s bench --tp 2 --parallel %s --precision %s -m %s/models/tiny-sd15 -W 64 -H 64 "
-                        "--steps 1 --threads 1 --no-vae --no-text --json %s",
+                        "--steps 1 --threads 1 --no-vae --no-text --rounds 2 --json %s",
                  tu_bin(), runs[i][0], runs[i][1], testdata_abs(), json);
         sh_ok("bench --tp 2", cmd);
         json_error_t je;
@@ -157,6 +157,26 @@ static void test_bench_tp_reports_the_group_against_one_rank(void **state) {
         double speedup = bench_num(o, "speedup"), bytes = bench_num(o, "comm_bytes_per_step");
         if (!(group > 0 && single > 0 && bench_num(o, "comm_s_per_step") >= 0 && bench_num(o, "peak_rss_mb") > 0))
             fail_msg("bench --tp %s %s: a time or size is not positive", runs[i][0], runs[i][1]);
+        /* --rounds 2: each round's ratios from its own three steps, and their medians (of two: the mean) */
+        assert_int_equal((int)bench_num(o, "rounds"), 2);
+        double sp_med = 0, sc_med = 0;
+        for (int k = 0; k < 2; k++) {
+            double gk = json_number_value(json_array_get(json_object_get(o, "unet_step_s_rounds"), (size_t)k));
+            double ck = json_number_value(json_array_get(json_object_get(o, "unet_step_s_concurrent_rounds"), (size_t)k));
+            double sk = json_number_value(json_array_get(json_object_get(o, "unet_step_s_single_rounds"), (size_t)k));
+            double spk = json_number_value(json_array_get(json_object_get(o, "speedup_rounds"), (size_t)k));
+            double sck = json_number_value(json_array_get(json_object_get(o, "compute_scaling_rounds"), (size_t)k));
+            if (!(gk > 0 && ck > 0 && sk > 0) || fabs(spk - sk / gk) > 1e-4 * spk || fabs(sck - 2 * sk / ck) > 1e-4 * sck)
+                fail_msg("round %d: group %g, all at once %g, alone %g, speed-up %g, ceiling %g", k, gk, ck, sk, spk, sck);
+            sp_med += spk / 2, sc_med += sck / 2;
+        }
+        if (fabs(bench_num(o, "speedup_median") - sp_med) > 1e-4 * sp_med ||
+            fabs(bench_num(o, "compute_scaling_median") - sc_med) > 1e-4 * sc_med)
+            fail_msg("medians %g, %g are not the rounds' %g, %g", bench_num(o, "speedup_median"),
+                     bench_num(o, "compute_scaling_median"), sp_med, sc_med);
+        /* round 1's group and all-at-once steps are the headline ones */
+        if (bench_num(o, "unet_step_s") != json_number_value(json_array_get(json_object_get(o, "unet_step_s_rounds"), 0)))
+            fail_msg("round 1's group step is not unet_step_s");
         /* ranks on one node all-reduce through shared memory; cfg with 2 ranks splits no layer */
         const char *transport = json_string_value(json_object_get(o, "allreduce_transport"));
         const char *want = !strcmp(runs[i][0], "cfg") ? "none (no layer split)" : "node-shared memory (one node)";
