@@ -12,7 +12,7 @@ static void comm_count(const ops_comm *c, size_t bytes, double t0) {
         c->stats->bytes_sent += (uint64_t)bytes * (uint64_t)(c->size - 1);
         c->stats->calls++;
     }
-    if (ops_prof_on > 0) prof_add(PROF_COMM, t, 0);
+    if (ops_prof_on) prof_add(PROF_COMM, t, 0); /* (-1: prof_add reads SDRENDER_PROFILE first) */
 }
 
 /* fn (c->allgather or c->allgather_idle), timed and counted. */

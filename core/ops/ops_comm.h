@@ -10,11 +10,14 @@
  * element of it is added in rank order 0, 1, ..., size-1: either on every
  * rank after an all-gather of the whole buffers, or (with an all-to-all,
  * the bandwidth-optimal way for larger groups) each rank adds 1/size of the
- * elements for all and an all-gather shares the sums. Both give the same
- * bits, on every rank, whatever the message timing, the MPI library's
- * reduction algorithm, or the nodes the ranks run on: only the group size
- * matters. The all-gather way sends (size-1) n floats per rank, the
- * all-to-all way 2 (size-1)/size n: the same for 2 ranks, 3.5x less for 8.
+ * elements for all and an all-gather shares the sums, or through the
+ * implementation's own allreduce_sum (mpi/tp_shm.c: a window the ranks of
+ * one node share), which sums the same way. All give the same bits, on
+ * every rank, whatever the message timing, the MPI library's reduction
+ * algorithm, or the nodes the ranks run on: only the group size matters
+ * (ops_comm_sum_ranks is the one sum of all three). The all-gather way
+ * sends (size-1) n floats per rank, the all-to-all way 2 (size-1)/size n:
+ * the same for 2 ranks, 3.5x less for 8.
  */
 #ifndef SD_OPS_COMM_H
 #define SD_OPS_COMM_H
