@@ -635,6 +635,13 @@ static int bench_single(const bench_args *a, const bench_tp *tp) {
     return rc < 0 ? cli_fail(&err) : 0;
 }
 
+/* A rank's own whole U-Net for the single-rank steps, in the group's precision (bf16 for --precision bf16). */
+static int bench_open_whole_unet(const bench_args *a, bench_nets *b, int *h, int *w, sd_error *err) {
+    int rc = bench_open(a, b, 1, h, w, err);
+    if (rc == 0 && a->prec == 1 && cli_bf16_usable()) nets_set_precision(b, OPS_PRECISION_BF16);
+    return rc;
+}
+
 /*
  * The ceiling of the group's speed-up on this machine: every rank runs rank 0's single-rank step (the
  * whole CFG batch, unsharded weights, same threads) at the same time; the slowest rank's step time is
@@ -653,8 +660,7 @@ static int bench_concurrent(const bench_args *a, sd_tp_world *world, bench_nets 
     if (have) {
         h = have_h, w = have_w;
     } else {
-        rc = bench_open(a, &own, 1, &h, &w, err);
-        if (rc == 0 && a->prec == 1 && cli_bf16_usable()) nets_set_precision(&own, OPS_PRECISION_BF16);
+        rc = bench_open_whole_unet(a, &own, &h, &w, err);
     }
     rc = sd_group_agree(g, rc, err);
     if (rc == 0) {
@@ -679,10 +685,7 @@ static int bench_alone(const bench_args *a, sd_tp_world *world, bench_nets *have
     if (g->rank == 0) {
         bench_nets own, *b = have ? have : &own;
         int h = have_h, w = have_w;
-        if (!have) {
-            rc = bench_open(a, &own, 1, &h, &w, err);
-            if (rc == 0 && a->prec == 1 && cli_bf16_usable()) nets_set_precision(&own, OPS_PRECISION_BF16);
-        }
+        if (!have) rc = bench_open_whole_unet(a, &own, &h, &w, err);
         if (rc == 0) rc = time_unet(b, NULL, h, w, a->steps, &r, err);
         if (!have) nets_free(&own);
     }
