@@ -36,8 +36,9 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 # oneDNN (libdnnl-dev) runs ops_gemm's float32 products when present: its AVX-512 sgemm measured about
 # twice OpenBLAS's on the AVX-512 EPYC (README). Debian ships no dnnl.pc, hence the header test.
-# OpenBLAS stays for LAPACK, and is the only GEMM of `make PORTABLE=1` (oneDNN would pick kernels
-# for the machine it runs on, not the build's x86-64-v2). `make DNNL=0` builds without it.
+# OpenBLAS stays for LAPACK. `make PORTABLE=1` leaves oneDNN out (it would pick kernels for the machine
+# it runs on, not the build's x86-64-v2): its float32 GEMM is core/ops/ops_gemm_fma.c's kernel, compiled
+# for AVX2 + FMA and run where the CPU has them, else OpenBLAS's. `make DNNL=0` builds without it too.
 ifneq ($(PORTABLE),1)
 ifneq ($(DNNL),0)
 ifeq ($(shell pkg-config --exists dnnl 2>/dev/null && echo yes),yes)

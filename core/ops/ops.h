@@ -32,8 +32,9 @@
  * GEMMs. Every matrix product of the kernels is an ops_gemm call, the one
  * place that picks how to multiply (ctx->precision): for float32, oneDNN's
  * sgemm when the build has it (AVX-512; Debian's OpenBLAS runs AVX2 kernels
- * on the development EPYC), our own FMA kernel in builds for AVX2 CPUs
- * without AVX-512 (ops_gemm_fma.c), else OpenBLAS cblas_sgemm; for bf16,
+ * on the development EPYC), else our own FMA kernel where the CPU has AVX2
+ * and FMA (ops_gemm_fma.c; portable builds ask the CPU), else OpenBLAS
+ * cblas_sgemm; for bf16,
  * oneDNN's bf16 matmul on rounded inputs (ops_gemm_bf16.c).
  *
  * Threads. All parallelism is OpenMP over the outer loops of each kernel
@@ -246,10 +247,11 @@ void ops_round_bf16(uint16_t *dst, const float *src, size_t n);
 void ops_convert_to_bf16(uint16_t *dst, const void *src, sd_dtype t, size_t n);
 
 /*
- * ops_gemm's float32 route in builds for AVX2 + FMA without AVX-512 (ops_gemm_fma.c): each output one
- * chain of fused multiply-adds over k in order, so a row's bits do not depend on M, N or the tiles.
- * alpha any with beta 0; beta 1 with alpha 1 (the chain starts from c); other pairs combine a copy.
- * 0, or -1 out of memory or not in this build (c untouched). ops_gemm_fma_available(): 1 in such builds.
+ * ops_gemm's float32 route on CPUs with AVX2 + FMA, in builds without AVX-512 or without oneDNN
+ * (ops_gemm_fma.c): each output one chain of fused multiply-adds over k in order, so a row's bits do not
+ * depend on M, N or the tiles. alpha any with beta 0; beta 1 with alpha 1 (the chain starts from c); other
+ * pairs combine a copy. 0, or -1 out of memory or not in this build or on this CPU (c untouched).
+ * ops_gemm_fma_available(): 1 where it runs (a portable build asks the CPU).
  */
 int ops_gemm_fma(int trans_b, int M, int N, int K, float alpha, const float *a, int lda, const float *b, int ldb,
                  float beta, float *c, int ldc);

@@ -1,6 +1,8 @@
 /*
  * ops_gemm_fma.c - ops_gemm's float32 products in builds for CPUs with AVX2
- * and FMA but no AVX-512 (AMD Zen 1-3, Intel Haswell to Comet Lake).
+ * and FMA but no AVX-512 (AMD Zen 1-3, Intel Haswell to Comet Lake), in
+ * portable builds on any CPU that has AVX2 and FMA, and in AVX-512 builds
+ * without oneDNN.
  *
  * Why not oneDNN's sgemm, as on AVX-512: its AVX2 kernels round a row
  * differently by where the row falls in the product. Measured on a Zen 1
@@ -36,6 +38,16 @@
  * Single-threaded on the calling thread, like every ops_gemm route (the
  * kernels call it from inside their OpenMP loops); packing buffers are per
  * thread and grow to the largest call seen.
+ *
+ * Builds for an x86-64 below AVX2 (`make PORTABLE=1`: x86-64-v2, the binary
+ * copied to a cluster's nodes) compile the kernel for AVX2 + FMA all the
+ * same and run it where the CPU has both (ops_gemm_fma_available asks the
+ * CPU). Before, their float32 products were OpenBLAS's, which rounds a row
+ * by where it falls in the product as oneDNN's AVX2 kernels do: a portable
+ * binary's batch entries differed alone and in a batch (test_ops failed
+ * there), so CFG-parallel images were not one rank's. On a CPU without AVX2
+ * they still are OpenBLAS's. AVX-512 builds without oneDNN (`make DNNL=0`)
+ * take this kernel for the same reason.
  */
 #include "ops.h"
 
@@ -43,7 +55,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
+#define FMA_AT_RUNTIME 1 /* the kernel below is compiled for AVX2 + FMA; the CPU is asked before it runs */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#else
+#define FMA_AT_RUNTIME 0
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__) && (!defined(__AVX512F__) || !defined(SD_HAVE_DNNL))
+#define FMA_KERNEL 1
 #include <immintrin.h>
 
 #define MR 6    /* rows of a register tile */
@@ -315,10 +336,9 @@ static int gemm_chain(int trans_b, int M, int N, int K, float alpha, const float
     return 0;
 }
 
-int ops_gemm_fma_available(void) { return 1; }
-
-int ops_gemm_fma(int trans_b, int M, int N, int K, float alpha, const float *a, int lda, const float *b, int ldb,
-                 float beta, float *c, int ldc) {
+/* ops_gemm_fma on a CPU that has AVX2 and FMA. */
+static int fma_gemm(int trans_b, int M, int N, int K, float alpha, const float *a, int lda, const float *b, int ldb,
+                    float beta, float *c, int ldc) {
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0 || alpha == 0.0f) { /* c = beta c (beta 0: whatever c held, NaN included, becomes 0) */
         for (int i = 0; i < M; i++)
@@ -341,15 +361,27 @@ int ops_gemm_fma(int trans_b, int M, int N, int K, float alpha, const float *a, 
     return rc;
 }
 
-#else /* other builds: oneDNN's or OpenBLAS's sgemm (ops_gemm.c) */
+#endif /* FMA_KERNEL */
 
-int ops_gemm_fma_available(void) { return 0; }
+#if FMA_AT_RUNTIME
+#pragma GCC pop_options
+#endif
+
+/* Compiled for the build's baseline: safe to call on any CPU. */
+int ops_gemm_fma_available(void) {
+#if defined(FMA_KERNEL) && FMA_AT_RUNTIME
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(FMA_KERNEL)
+    return 1;
+#else
+    return 0; /* other builds: oneDNN's or OpenBLAS's sgemm (ops_gemm.c) */
+#endif
+}
 
 int ops_gemm_fma(int trans_b, int M, int N, int K, float alpha, const float *a, int lda, const float *b, int ldb,
                  float beta, float *c, int ldc) {
-    (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb, (void)beta,
-        (void)c, (void)ldc;
+#ifdef FMA_KERNEL
+    if (ops_gemm_fma_available()) return fma_gemm(trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
     return -1;
 }
-
-#endif
