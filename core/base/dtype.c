@@ -3,10 +3,25 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
-#elif defined(__F16C__)
+#elif defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+/*
+ * Builds for an x86-64 without F16C (`make PORTABLE=1`: x86-64-v2) convert 8 halves at a time with
+ * F16C all the same where the CPU has it (every x86-64 CPU since 2012-13; asked at run time): the scalar
+ * loop was 3x slower at widening a U-Net step's fp16 weights (0.22 against 0.07 s at 256x256 on the
+ * Zen 1 VM). vcvtph2ps is exact, so the floats are those of native builds.
+ */
+#define F16C_AT_RUNTIME 1
+__attribute__((target("avx,f16c"))) static size_t f16_to_f32_f16c(float *dst, const unsigned char *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(src + 2 * i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+    return i;
+}
 #endif
 
 static const struct {
@@ -117,6 +132,8 @@ static void f16_to_f32_n(float *dst, const unsigned char *src, size_t n) {
         __m128i h = _mm_loadu_si128((const __m128i *)(src + 2 * i));
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
     }
+#elif defined(F16C_AT_RUNTIME)
+    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) i = f16_to_f32_f16c(dst, src, n);
 #endif
     for (; i < n; i++) {
         uint16_t h;
