@@ -6,6 +6,7 @@
 #if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #elif defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 /*
  * Builds for an x86-64 without F16C (`make PORTABLE=1`: x86-64-v2) convert 8 halves at a time with
@@ -21,6 +22,13 @@ __attribute__((target("avx,f16c"))) static size_t f16_to_f32_f16c(float *dst, co
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
     }
     return i;
+}
+
+/* AVX usable (the OS saves its registers: __builtin_cpu_supports checks) and F16C (CPUID 1, ECX; clang's
+ * __builtin_cpu_supports does not know "f16c"). */
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 #endif
 
@@ -133,7 +141,7 @@ static void f16_to_f32_n(float *dst, const unsigned char *src, size_t n) {
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
     }
 #elif defined(F16C_AT_RUNTIME)
-    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) i = f16_to_f32_f16c(dst, src, n);
+    if (cpu_has_f16c()) i = f16_to_f32_f16c(dst, src, n);
 #endif
     for (; i < n; i++) {
         uint16_t h;

@@ -55,7 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__AVX2__) /* clang has no target pragma */
 #define FMA_AT_RUNTIME 1 /* the kernel below is compiled for AVX2 + FMA; the CPU is asked before it runs */
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
