@@ -25,10 +25,12 @@ __attribute__((target("avx,f16c"))) static size_t f16_to_f32_f16c(float *dst, co
 }
 
 /* AVX usable (the OS saves its registers: __builtin_cpu_supports checks) and F16C (CPUID 1, ECX; clang's
- * __builtin_cpu_supports does not know "f16c"). */
-static int cpu_has_f16c(void) {
+ * __builtin_cpu_supports does not know "f16c"). Asked once before main: CPUID traps to a VM's hypervisor,
+ * and every GEMM tile widens its weights through here. */
+static int have_f16c;
+__attribute__((constructor)) static void cpu_probe_f16c(void) {
     unsigned a, b, c, d;
-    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    have_f16c = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 #endif
 
@@ -141,7 +143,7 @@ static void f16_to_f32_n(float *dst, const unsigned char *src, size_t n) {
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
     }
 #elif defined(F16C_AT_RUNTIME)
-    if (cpu_has_f16c()) i = f16_to_f32_f16c(dst, src, n);
+    if (have_f16c) i = f16_to_f32_f16c(dst, src, n);
 #endif
     for (; i < n; i++) {
         uint16_t h;
